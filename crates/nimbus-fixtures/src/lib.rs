@@ -1,0 +1,25 @@
+//! Paths to the guest fixtures used by Nimbus's tests and benchmarks.
+//!
+//! This crate owns nothing at run time: its build script compiles the small Rust guest crates in
+//! `tests/guests` (components for `wasm32-wasip2`, WAGI modules for `wasm32-wasip1`) and the `.wat`
+//! edge cases, and this library hands out their paths. It is a dev-dependency only.
+//!
+//! ```
+//! let hello = nimbus_fixtures::HELLO;
+//! assert!(std::path::Path::new(hello).exists());
+//! ```
+
+/// `wasi:http` component answering every request with `Hello from Nimbus!`.
+pub const HELLO: &str = concat!(env!("OUT_DIR"), "/hello.wasm");
+/// `wasi:http` component with one path per behaviour (echo, log, env, outbound, loop, oom, ...).
+pub const KITCHEN: &str = concat!(env!("OUT_DIR"), "/kitchen.wasm");
+/// WASI preview1 command module speaking CGI, for the WAGI executor.
+pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
+/// Preview1 command module whose `_start` never returns.
+pub const WAGI_LOOP: &str = concat!(env!("OUT_DIR"), "/loop.wasm");
+/// Core module without a `_start` export.
+pub const NO_START: &str = concat!(env!("OUT_DIR"), "/no-start.wasm");
+/// Core module importing a function that is never granted.
+pub const BAD_IMPORT: &str = concat!(env!("OUT_DIR"), "/bad-import.wasm");
+/// A text file that is neither a component nor a core module.
+pub const NOT_WASM: &str = concat!(env!("OUT_DIR"), "/not-wasm.txt");

@@ -1,0 +1,145 @@
+//! The `nimbus.toml` manifest: its types, its validation and its JSON Schema.
+//!
+//! This crate owns what an app *is* on paper: the `[app]`, `[component.NAME]` and
+//! `[[trigger.http]]` tables, the route syntax (`/exact`, `/prefix/...`), the outbound grant syntax,
+//! and errors that name the file, line, column and field at fault and say what to do. It does not
+//! read wasm files, run builds or serve anything; the executor and the gateway take a validated
+//! [`Manifest`] from here.
+//!
+//! ```
+//! use nimbus_manifest::LoadedManifest;
+//!
+//! let text = r#"
+//! [app]
+//! name = "hello"
+//!
+//! [component.hello]
+//! source = "hello.wasm"
+//!
+//! [[trigger.http]]
+//! route = "/hello/..."
+//! component = "hello"
+//! "#;
+//! let loaded = LoadedManifest::parse(text.to_string(), "nimbus.toml".into()).unwrap();
+//! assert_eq!(loaded.manifest.trigger.http[0].component, "hello");
+//!
+//! let err = LoadedManifest::parse(text.replace("source", "sorce"), "nimbus.toml".into()).unwrap_err();
+//! assert!(err.to_string().starts_with("nimbus.toml:6:1: error in `component.hello.sorce`"));
+//! ```
+
+mod error;
+mod grant;
+mod locate;
+mod route;
+mod types;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use toml_edit::Document;
+
+pub use error::{Diagnostic, ManifestError};
+pub use grant::OutboundGrant;
+pub use locate::FieldPath;
+pub use route::RoutePattern;
+pub use types::{App, Build, Component, Grants, HttpTrigger, Limits, Manifest, Triggers};
+pub use validate::RESERVED_PATHS;
+
+/// The file name `nimbus` looks for in an app directory.
+pub const MANIFEST_FILE: &str = "nimbus.toml";
+
+/// A validated manifest together with where it came from, so later stages (loading wasm files,
+/// running builds) can report errors at the right line too.
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The manifest file.
+    pub path: PathBuf,
+    text: String,
+}
+
+impl LoadedManifest {
+    /// Reads and validates `nimbus.toml` from a directory, or the file itself if `path` is one.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| ManifestError::Read { path: file.clone(), source })?;
+        Self::parse(text, file)
+    }
+
+    /// Parses and validates manifest text; `path` is used in error messages and to resolve
+    /// relative paths.
+    pub fn parse(text: String, path: PathBuf) -> Result<Self, ManifestError> {
+        let manifest: Manifest = match toml::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => return Err(ManifestError::Invalid(vec![serde_diagnostic(&text, &path, &e)])),
+        };
+        let loaded = Self { manifest, path, text };
+        let problems = validate::validate(&loaded.manifest);
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(ManifestError::Invalid(
+                problems.into_iter().map(|p| loaded.diagnostic(&p.field, p.message, p.hint)).collect(),
+            ))
+        }
+    }
+
+    /// The directory relative paths in the manifest are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// Resolves a path written in the manifest.
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.dir().join(relative)
+    }
+
+    /// A diagnostic located at `field`, for problems found after validation (say, a missing file).
+    pub fn diagnostic(&self, field: &FieldPath, message: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
+        let offset = Document::parse(self.text.clone())
+            .ok()
+            .and_then(|doc| locate::span_of(&doc, field))
+            .map_or(0, |r| r.start);
+        let (line, column) = locate::line_col(&self.text, offset);
+        Diagnostic {
+            file: self.path.clone(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+fn serde_diagnostic(text: &str, path: &Path, err: &toml::de::Error) -> Diagnostic {
+    let offset = err.span().map_or(0, |r| r.start);
+    let (line, column) = locate::line_col(text, offset);
+    let message = err.message().trim().to_string();
+    let mut field = Document::parse(text.to_string())
+        .map(|doc| locate::path_at(&doc, offset))
+        .unwrap_or_default();
+    if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        if !field.to_string().ends_with(unknown) {
+            field = field.key(unknown);
+        }
+    }
+    let hint = if message.starts_with("unknown field") {
+        "remove the field or fix its spelling; `nimbus schema` lists every field".to_string()
+    } else if message.starts_with("missing field") {
+        "add the field; `nimbus schema` shows what it takes".to_string()
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        "give the field a value of the expected type; `nimbus schema` shows it".to_string()
+    } else {
+        "fix the TOML syntax at this position".to_string()
+    };
+    Diagnostic { file: path.to_path_buf(), line, column, field: field.to_string(), message, hint }
+}
+
+/// The JSON Schema of `nimbus.toml`, pretty-printed.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Manifest);
+    serde_json::to_string_pretty(&schema).expect("a JSON Schema always serializes")
+}

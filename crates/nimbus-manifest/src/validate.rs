@@ -1,0 +1,163 @@
+//! Checks that serde cannot express: names, ranges, references between tables, route conflicts.
+use std::collections::BTreeMap;
+
+use crate::grant::OutboundGrant;
+use crate::locate::FieldPath;
+use crate::route::RoutePattern;
+use crate::types::{Limits, Manifest};
+
+/// Paths the gateway answers itself; routes may not claim them.
+pub const RESERVED_PATHS: &[&str] = &["/healthz"];
+
+/// A problem found by validation, before it is located in the text.
+pub(crate) struct Problem {
+    pub field: FieldPath,
+    pub message: String,
+    pub hint: String,
+}
+
+fn problem(field: FieldPath, message: impl Into<String>, hint: impl Into<String>) -> Problem {
+    Problem { field, message: message.into(), hint: hint.into() }
+}
+
+pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Err(e) = check_name(&m.app.name) {
+        out.push(problem(FieldPath::root().key("app").key("name"), e, "use a name like `shop` or `hello-world`"));
+    }
+    if m.component.is_empty() {
+        out.push(problem(
+            FieldPath::root(),
+            "the app has no components",
+            "add a `[component.NAME]` table with a `source = \"path/to/file.wasm\"`",
+        ));
+    }
+    for (name, c) in &m.component {
+        let at = FieldPath::root().key("component").key(name.clone());
+        if let Err(e) = check_name(name) {
+            out.push(problem(at.clone(), format!("component {e}"), "rename the component, e.g. `[component.checkout]`"));
+        }
+        if c.source.trim().is_empty() {
+            out.push(problem(at.clone().key("source"), "`source` is empty", "set it to the path of the component's .wasm file"));
+        }
+        if let Some(build) = &c.build
+            && build.command.trim().is_empty()
+        {
+            out.push(problem(
+                at.clone().key("build").key("command"),
+                "the build command is empty",
+                "set it, e.g. `cargo build --target wasm32-wasip2 --release`, or remove `build`",
+            ));
+        }
+        for key in c.env.keys() {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                out.push(problem(
+                    at.clone().key("env").key(key.clone()),
+                    format!("environment variable name `{key}` is empty or contains `=` or NUL"),
+                    "use names like `LOG_LEVEL`",
+                ));
+            }
+        }
+        check_limits(&c.limits, &at.clone().key("limits"), &mut out);
+        for (i, grant) in c.grants.outbound.iter().enumerate() {
+            if let Err(e) = OutboundGrant::parse(grant) {
+                out.push(problem(
+                    at.clone().key("grants").key("outbound").index(i),
+                    e,
+                    "write an origin such as `https://api.example.com` or `http://127.0.0.1:8080`",
+                ));
+            }
+        }
+    }
+    check_http_triggers(m, &mut out);
+    out
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name `{name}` must be 1 to 63 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_limits(l: &Limits, at: &FieldPath, out: &mut Vec<Problem>) {
+    let ranges: [(&str, u64, u64, u64, &str); 6] = [
+        ("memory_mb", l.memory_mb.into(), 1, 4096, "MiB (wasm32 memories end at 4 GiB)"),
+        ("timeout_ms", l.timeout_ms, 1, 24 * 3_600_000, "milliseconds"),
+        ("max_concurrency", l.max_concurrency.into(), 1, 10_000, "instances"),
+        ("queue_depth", l.queue_depth.into(), 0, 1_000_000, "waiting requests"),
+        ("queue_timeout_ms", l.queue_timeout_ms, 1, 3_600_000, "milliseconds"),
+        ("max_body_kb", l.max_body_kb, 0, 4 * 1024 * 1024, "KiB"),
+    ];
+    for (field, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
+            out.push(problem(
+                at.clone().key(field),
+                format!("{value} is out of range"),
+                format!("use a value from {min} to {max} {unit}"),
+            ));
+        }
+    }
+}
+
+fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {
+    let mut seen: BTreeMap<RoutePattern, (usize, Vec<String>)> = BTreeMap::new();
+    for (i, t) in m.trigger.http.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("http").index(i);
+        if !m.component.contains_key(&t.component) {
+            let known: Vec<_> = m.component.keys().map(|k| format!("`{k}`")).collect();
+            out.push(problem(
+                at.clone().key("component"),
+                format!("no component named `{}`", t.component),
+                if known.is_empty() {
+                    "define it with a `[component.NAME]` table".to_string()
+                } else {
+                    format!("use one of {}, or define `[component.{}]`", known.join(", "), t.component)
+                },
+            ));
+        }
+        for (j, method) in t.methods.iter().enumerate() {
+            if http::Method::from_bytes(method.as_bytes()).is_err() || method.chars().any(|c| c.is_ascii_lowercase()) {
+                out.push(problem(
+                    at.clone().key("methods").index(j),
+                    format!("`{method}` is not an HTTP method"),
+                    "use upper-case methods such as \"GET\" or \"POST\"",
+                ));
+            }
+        }
+        let route = match RoutePattern::parse(&t.route) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(problem(at.key("route"), e, "write `/exact/path` or `/prefix/...`"));
+                continue;
+            }
+        };
+        if RESERVED_PATHS.iter().any(|p| matches!(&route, RoutePattern::Exact(e) if e == p)) {
+            out.push(problem(
+                at.clone().key("route"),
+                format!("route `{}` is reserved by the gateway", t.route),
+                "pick another path",
+            ));
+        }
+        let methods = t.methods.clone();
+        if let Some((first, other)) = seen.get(&route) {
+            let overlap = other.is_empty() || methods.is_empty() || methods.iter().any(|m| other.contains(m));
+            if overlap {
+                out.push(problem(
+                    at.key("route"),
+                    format!("route `{}` is already handled by trigger.http[{first}]", t.route),
+                    "remove one of the two triggers, or give them disjoint `methods`",
+                ));
+                continue;
+            }
+        }
+        seen.entry(route).or_insert((i, Vec::new())).1.extend(methods);
+    }
+}

@@ -1,0 +1,159 @@
+//! Manifest parsing and validation through the crate's public API.
+use nimbus_manifest::{FieldPath, LoadedManifest, ManifestError};
+
+const VALID: &str = r#"[app]
+name = "shop"
+version = "1.0.0"
+
+[component.checkout]
+source = "target/checkout.wasm"
+build = { command = "cargo build --release", watch = ["src/**/*.rs"] }
+env = { LOG_LEVEL = "debug" }
+limits = { memory_mb = 64, timeout_ms = 5000 }
+grants = { outbound = ["https://payments.example.com", "http://127.0.0.1:8080"] }
+
+[[trigger.http]]
+route = "/checkout/..."
+component = "checkout"
+
+[[trigger.http]]
+route = "/health-check"
+component = "checkout"
+methods = ["GET", "HEAD"]
+"#;
+
+fn parse(text: &str) -> Result<LoadedManifest, ManifestError> {
+    LoadedManifest::parse(text.to_string(), "app/nimbus.toml".into())
+}
+
+fn only_error(text: &str) -> nimbus_manifest::Diagnostic {
+    let err = parse(text).unwrap_err();
+    let diags = err.diagnostics();
+    assert_eq!(diags.len(), 1, "expected one diagnostic, got: {err}");
+    diags[0].clone()
+}
+
+#[test]
+fn valid_manifest_parses_with_defaults() {
+    let m = parse(VALID).unwrap();
+    let c = &m.manifest.component["checkout"];
+    assert_eq!(c.limits.memory_mb, 64);
+    assert_eq!(c.limits.max_concurrency, 100, "unset limits keep their defaults");
+    assert_eq!(c.build.as_ref().unwrap().watch, vec!["src/**/*.rs"]);
+    assert_eq!(m.manifest.trigger.http[1].methods, vec!["GET", "HEAD"]);
+    assert_eq!(m.resolve(&c.source), std::path::Path::new("app/target/checkout.wasm"));
+}
+
+#[test]
+fn unknown_field_names_line_field_and_fix() {
+    let d = only_error(&VALID.replace("env = {", "enviroment = {"));
+    assert_eq!((d.line, d.field.as_str()), (8, "component.checkout.enviroment"));
+    assert!(d.message.contains("unknown field `enviroment`"), "{}", d.message);
+    assert!(d.hint.contains("nimbus schema"));
+    let rendered = d.to_string();
+    assert!(rendered.starts_with("app/nimbus.toml:8:1: error in `component.checkout.enviroment`"), "{rendered}");
+}
+
+#[test]
+fn unknown_field_in_inline_table_and_array_of_tables() {
+    let d = only_error(&VALID.replace("memory_mb = 64", "memory = 64"));
+    assert_eq!(d.line, 9);
+    assert_eq!(d.field, "component.checkout.limits.memory");
+    let d = only_error(&VALID.replace("methods = [", "verbs = ["));
+    assert_eq!(d.line, 19);
+    assert_eq!(d.field, "trigger.http[1].verbs");
+}
+
+#[test]
+fn missing_required_field() {
+    let d = only_error(&VALID.replace("source = \"target/checkout.wasm\"\n", ""));
+    assert!(d.message.contains("missing field `source`"), "{}", d.message);
+    assert_eq!(d.field, "component.checkout");
+    assert_eq!(d.line, 5);
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let d = only_error(&VALID.replace("memory_mb = 64", "memory_mb = \"lots\""));
+    assert_eq!(d.line, 9);
+    assert!(d.message.contains("invalid type"), "{}", d.message);
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let d = only_error(&VALID.replace("name = \"shop\"", "name = shop"));
+    assert_eq!(d.line, 2);
+}
+
+#[test]
+fn semantic_errors_are_all_reported_at_their_lines() {
+    let text = VALID
+        .replace("component = \"checkout\"\n\n", "component = \"chekout\"\n\n")
+        .replace("memory_mb = 64", "memory_mb = 99999")
+        .replace("https://payments.example.com", "payments.example.com")
+        .replace("/health-check", "health-check");
+    let err = parse(&text).unwrap_err();
+    let diags = err.diagnostics();
+    let summary: Vec<_> = diags.iter().map(|d| (d.line, d.field.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (9, "component.checkout.limits.memory_mb"),
+            (10, "component.checkout.grants.outbound[0]"),
+            (14, "trigger.http[0].component"),
+            (17, "trigger.http[1].route"),
+        ]
+    );
+    assert!(diags[2].hint.contains("`checkout`"), "{}", diags[2].hint);
+    assert!(err.to_string().ends_with("4 errors in the manifest"));
+}
+
+#[test]
+fn conflicting_and_reserved_routes_are_rejected() {
+    let dup = format!("{VALID}\n[[trigger.http]]\nroute = \"/checkout/...\"\ncomponent = \"checkout\"\n");
+    let d = only_error(&dup);
+    assert!(d.message.contains("already handled by trigger.http[0]"), "{}", d.message);
+    assert_eq!(d.line, 22);
+    let disjoint = format!("{VALID}\n[[trigger.http]]\nroute = \"/health-check\"\ncomponent = \"checkout\"\nmethods = [\"POST\"]\n");
+    assert!(parse(&disjoint).is_ok(), "disjoint methods on one route are fine");
+    let reserved = VALID.replace("/health-check", "/healthz");
+    assert!(only_error(&reserved).message.contains("reserved"));
+    let bad_method = VALID.replace("\"HEAD\"", "\"get it\"");
+    assert_eq!(only_error(&bad_method).field, "trigger.http[1].methods[1]");
+}
+
+#[test]
+fn names_and_empty_apps() {
+    let d = only_error(&VALID.replace("name = \"shop\"", "name = \"Shop App\""));
+    assert_eq!((d.line, d.field.as_str()), (2, "app.name"));
+    let d = only_error("[app]\nname = \"x\"\n");
+    assert!(d.message.contains("no components"));
+}
+
+#[test]
+fn later_stages_can_locate_fields() {
+    let m = parse(VALID).unwrap();
+    let field = FieldPath::root().key("component").key("checkout").key("source");
+    let d = m.diagnostic(&field, "file not found", "run `nimbus build`");
+    assert_eq!((d.line, d.column), (6, 1));
+    assert_eq!(d.field, "component.checkout.source");
+}
+
+#[test]
+fn load_reads_directory_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nimbus.toml"), VALID).unwrap();
+    assert_eq!(LoadedManifest::load(dir.path()).unwrap().dir(), dir.path());
+    let err = LoadedManifest::load(&dir.path().join("missing")).unwrap_err();
+    assert!(matches!(err, ManifestError::Read { .. }));
+}
+
+#[test]
+fn schema_rejects_unknown_fields() {
+    let schema: serde_json::Value = serde_json::from_str(&nimbus_manifest::json_schema()).unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+    assert!(schema["properties"]["component"].is_object());
+    let limits = &schema["$defs"]["Limits"];
+    assert_eq!(limits["additionalProperties"], false);
+    assert_eq!(limits["properties"]["memory_mb"]["default"], 128);
+}
