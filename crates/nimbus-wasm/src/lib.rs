@@ -1,1 +1,250 @@
+//! The Nimbus wasm executor: turns a `.wasm` file and its manifest settings into a [`Function`]
+//! that handles one HTTP request per fresh, isolated instance.
+//!
+//! This crate owns the wasmtime [`Engine`](wasmtime::Engine) (pooling allocator, copy-on-write
+//! memory images, epoch interruption), the on-disk compile cache keyed by content hash and
+//! engine configuration, the bounds on module size and compile time, and the two executors:
+//!
+//! * WASI 0.2 components exporting `wasi:http/incoming-handler` (what `wasmtime serve` and Spin
+//!   run), linked with all of WASI 0.2 — with nothing preopened, no sockets, no inherited
+//!   environment — and `wasi:http/outgoing-handler` checked against `grants.outbound`;
+//! * WASI preview1 command modules run as CGI programs (WAGI).
+//!
+//! Each invocation gets its own store with the component's memory limit and timeout; guest
+//! stdout/stderr are logged with the request id. This crate does not route, queue or listen:
+//! that is `nimbus-gateway`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use nimbus_wasm::{Invocation, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let component: nimbus_manifest::Component = toml::from_str(r#"source = "hello.wasm""#)?;
+//! let function = runtime.load("hello", "hello.wasm".as_ref(), &component).await?;
+//! let request = http::Request::get("http://localhost/").body(bytes::Bytes::new())?;
+//! let response = function.handle(request, Invocation::new("req-1", "/...")).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
 
+mod cache;
+mod engine;
+mod error;
+mod http;
+mod logs;
+mod outbound;
+mod store;
+mod wagi;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_manifest::{Component, OutboundGrant};
+use wasmtime::Engine;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use cache::{CacheOutcome, WasmKind};
+pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
+pub use error::{InvokeError, LoadError};
+pub use logs::LOG_BUDGET_BYTES;
+pub use wagi::MAX_CGI_OUTPUT;
+
+/// Body of a response produced by a function; it may still be streaming from the guest.
+pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The shared engine, linkers and compile cache. Create one per process.
+pub struct Runtime {
+    engine: Engine,
+    allocator: Allocator,
+    config: RuntimeConfig,
+    cache: Option<cache::CompileCache>,
+    component_linker: wasmtime::component::Linker<http::HttpState>,
+    module_linker: wasmtime::Linker<wagi::WagiState>,
+    _ticker: engine::EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("allocator", &self.allocator).field("config", &self.config).finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linkers and starts the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let (engine, allocator) = engine::build_engine(&config)?;
+        let cache = config
+            .cache_dir
+            .clone()
+            .map(|dir| cache::CompileCache::new(dir, engine::engine_fingerprint(&engine)));
+        let link_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(link_err)?;
+        let mut module_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut wagi::WagiState| &mut s.wasi)
+            .map_err(link_err)?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Self { engine, allocator, config, cache, component_linker, module_linker, _ticker: ticker })
+    }
+
+    /// Which instance allocator is in use.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// Reads, compiles (or loads from the cache) and links a function.
+    pub async fn load(&self, name: &str, path: &Path, component: &Component) -> Result<Function, LoadError> {
+        let (function, _) = self.load_with_outcome(name, path, component).await?;
+        Ok(function)
+    }
+
+    /// Like [`Runtime::load`], also saying whether the compile cache was hit.
+    pub async fn load_with_outcome(
+        &self,
+        name: &str,
+        path: &Path,
+        component: &Component,
+    ) -> Result<(Function, CacheOutcome), LoadError> {
+        let read_err = |source| LoadError::Read { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > self.config.max_module_bytes {
+            return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let kind = WasmKind::detect(&bytes).ok_or_else(|| LoadError::NotWasm { path: path.to_path_buf() })?;
+        let (compiled, outcome) =
+            cache::compile(&self.engine, self.cache.as_ref(), path, bytes, kind, self.config.compile_timeout).await?;
+        let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
+        let executor = match compiled {
+            cache::Compiled::Component(c) => {
+                let pre = self.component_linker.instantiate_pre(&c).map_err(|e| link(format!("{e:#}")))?;
+                let proxy = ProxyPre::new(pre).map_err(|e| {
+                    link(format!(
+                        "it does not export `wasi:http/incoming-handler@0.2.x` ({e:#}); build it for the `wasi:http/proxy` world"
+                    ))
+                })?;
+                Executor::Http(proxy)
+            }
+            cache::Compiled::Module(m) => {
+                if m.get_export("_start").is_none() {
+                    return Err(link(
+                        "it is a core module without a `_start` export; WAGI runs WASI preview1 commands (build a binary, not a library)".into(),
+                    ));
+                }
+                let pre = self.module_linker.instantiate_pre(&m).map_err(|e| link(format!("{e:#}")))?;
+                Executor::Wagi(pre)
+            }
+        };
+        let grants = component
+            .grants
+            .outbound
+            .iter()
+            .map(|g| OutboundGrant::parse(g))
+            .collect::<Result<Arc<[_]>, _>>()
+            .map_err(link)?;
+        if component.limits.memory_mb > self.config.max_memory_mb && self.allocator == Allocator::Pooling {
+            return Err(link(format!(
+                "limits.memory_mb = {} is more than the runtime's pool slots hold ({} MiB)",
+                component.limits.memory_mb, self.config.max_memory_mb
+            )));
+        }
+        let settings = FunctionSettings {
+            name: name.into(),
+            env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            grants,
+            limits: store::InvocationLimits {
+                memory_bytes: (component.limits.memory_mb as usize) << 20,
+                timeout: Duration::from_millis(component.limits.timeout_ms),
+            },
+        };
+        Ok((Function { executor, settings: Arc::new(settings) }, outcome))
+    }
+}
+
+/// Settings of one function, fixed at load time.
+pub(crate) struct FunctionSettings {
+    pub(crate) name: Arc<str>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) grants: Arc<[OutboundGrant]>,
+    pub(crate) limits: store::InvocationLimits,
+}
+
+enum Executor {
+    Http(ProxyPre<http::HttpState>),
+    Wagi(wasmtime::InstancePre<wagi::WagiState>),
+}
+
+/// A loaded function: pre-instantiated, ready to handle requests concurrently. Cheap to clone.
+#[derive(Clone)]
+pub struct Function {
+    executor: Executor,
+    settings: Arc<FunctionSettings>,
+}
+
+impl Clone for Executor {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Http(p) => Self::Http(p.clone()),
+            Self::Wagi(p) => Self::Wagi(p.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function").field("name", &self.settings.name).field("kind", &self.kind()).finish()
+    }
+}
+
+/// Per-request facts the executor needs besides the request itself.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The request id, echoed in logs and errors.
+    pub request_id: Arc<str>,
+    /// The route that matched, as written in the manifest.
+    pub route: String,
+    /// The fixed part of the route (`/api` for `/api/...`): CGI's `SCRIPT_NAME`.
+    pub route_base: String,
+    /// The client's address, when known.
+    pub client: Option<SocketAddr>,
+}
+
+impl Invocation {
+    /// An invocation for `route` (`/exact` or `/prefix/...`) with no client address.
+    pub fn new(request_id: &str, route: &str) -> Self {
+        let base = route.strip_suffix("/...").unwrap_or(route);
+        Self { request_id: request_id.into(), route: route.into(), route_base: base.into(), client: None }
+    }
+}
+
+impl Function {
+    /// The component name from the manifest.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Component (`wasi:http`) or module (WAGI).
+    pub fn kind(&self) -> WasmKind {
+        match self.executor {
+            Executor::Http(_) => WasmKind::Component,
+            Executor::Wagi(_) => WasmKind::Module,
+        }
+    }
+
+    /// Handles one request in a fresh instance. The response body may keep streaming from the
+    /// guest until its timeout.
+    pub async fn handle(
+        &self,
+        req: ::http::Request<Bytes>,
+        inv: Invocation,
+    ) -> Result<::http::Response<ResponseBody>, InvokeError> {
+        match &self.executor {
+            Executor::Http(pre) => http::handle(pre, &self.settings, req, &inv).await,
+            Executor::Wagi(pre) => wagi::handle(pre, &self.settings, req, &inv).await,
+        }
+    }
+}

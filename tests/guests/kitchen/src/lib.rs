@@ -53,6 +53,12 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
+fn recurse_small(depth: u64) -> u64 {
+    std::hint::black_box(recurse_small(depth + 1)).wrapping_add(depth)
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
     pad[(depth % 256) as usize] = depth as u8;
     let mut local = *pad;
@@ -162,6 +168,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Kitchen {
                 }
             }
             "/recurse" => {
+                let n = recurse_small(0);
+                respond(out, 200, format!("{n}").as_bytes());
+            }
+            "/recurse-frames" => {
                 let mut pad = [0u8; 256];
                 let n = recurse(0, &mut pad);
                 respond(out, 200, format!("{n}").as_bytes());

@@ -1,0 +1,133 @@
+//! The shared wasmtime engine: pooling allocator with copy-on-write memory images, epoch
+//! interruption driven by a ticker thread, and the bounds that apply to every function.
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::LoadError;
+
+/// How often the engine's epoch advances; also how often a busy guest yields to other requests.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Settings of the runtime as a whole (per-function settings come from the manifest).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest `.wasm` file accepted, in bytes.
+    pub max_module_bytes: u64,
+    /// Longest compilation accepted.
+    pub compile_timeout: Duration,
+    /// Instances that may exist at once across all functions (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// Largest linear memory of any instance, in MiB (sizes the pooling allocator's slots).
+    pub max_memory_mb: u32,
+    /// Use the pooling allocator (falls back to on-demand allocation if the host refuses it).
+    pub pooling: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_module_bytes: 256 << 20,
+            compile_timeout: Duration::from_secs(120),
+            max_instances: 1000,
+            max_memory_mb: 128,
+            pooling: true,
+        }
+    }
+}
+
+/// Which allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots, copy-on-write memory images.
+    Pooling,
+    /// Memory mapped per instance (used when the host cannot reserve the pool).
+    OnDemand,
+}
+
+pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator), LoadError> {
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = config.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_memory_size((config.max_memory_mb as usize) << 20)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .max_unused_warm_slots(instances.min(100));
+        match Engine::new(&engine_config(Some(pool))) {
+            Ok(engine) => return Ok((engine, Allocator::Pooling)),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable, using on-demand allocation"),
+        }
+    }
+    Engine::new(&engine_config(None))
+        .map(|e| (e, Allocator::OnDemand))
+        .map_err(|e| LoadError::Engine(format!("{e:#}")))
+}
+
+fn engine_config(pool: Option<PoolingAllocationConfig>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Key of the engine configuration for the compile cache: artifacts from another wasmtime
+/// version or configuration are never loaded.
+pub(crate) fn engine_fingerprint(engine: &Engine) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("nimbus-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawn the epoch ticker thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,118 @@
+//! What can go wrong loading a function or running one invocation.
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A function could not be loaded; nothing is served from it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file does not exist or cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is larger than the runtime accepts.
+    #[error("{} is {size} bytes, more than the {limit} bytes a function may be", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The configured bound.
+        limit: u64,
+    },
+    /// Neither a component nor a core module.
+    #[error("{} is neither a WebAssembly component nor a core module (it does not start with the `\\0asm` header)", path.display())]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Compilation failed: invalid wasm, or a feature the engine does not support.
+    #[error("{} does not compile: {reason}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Compilation took longer than the runtime allows.
+    #[error("{} took longer than {limit:?} to compile", path.display())]
+    CompileTimeout {
+        /// The file.
+        path: PathBuf,
+        /// The configured bound.
+        limit: Duration,
+    },
+    /// It compiled, but cannot run here: missing exports, imports nobody provides.
+    #[error("{} cannot run as a Nimbus function: {reason}", path.display())]
+    Link {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The engine itself could not be set up.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// One invocation failed. The gateway turns this into a 5xx carrying the request id.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The guest ran past `limits.timeout_ms`.
+    #[error("the guest ran longer than its {0:?} timeout and was stopped")]
+    Timeout(Duration),
+    /// The guest trapped: panic, out-of-bounds access, stack overflow, memory limit.
+    #[error("the guest trapped: {0}")]
+    Trap(String),
+    /// A `wasi:http` guest returned without setting a response.
+    #[error("the guest returned without sending a response")]
+    NoResponse,
+    /// A `wasi:http` guest sent an error code instead of a response.
+    #[error("the guest answered with error `{0}`")]
+    Guest(String),
+    /// A WAGI guest exited with a non-zero status or wrote an invalid CGI response.
+    #[error("the CGI guest failed: {0}")]
+    Cgi(String),
+    /// The instance could not be created (for example the instance pool is exhausted).
+    #[error("could not create an instance: {0}")]
+    Instantiate(String),
+}
+
+impl InvokeError {
+    /// Whether the failure is the server's capacity rather than the guest (maps to 503, not 500).
+    pub fn is_capacity(&self) -> bool {
+        matches!(self, Self::Instantiate(_))
+    }
+
+    /// Whether the guest ran out of time (maps to 504).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    pub(crate) fn from_wasmtime(err: &wasmtime::Error, timeout: Duration) -> Self {
+        use wasmtime::Trap;
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Self::Timeout(timeout),
+            Some(Trap::StackOverflow) => Self::Trap("stack overflow (recursion too deep)".into()),
+            Some(Trap::UnreachableCodeReached) => {
+                Self::Trap("wasm `unreachable` executed (the guest panicked or aborted; see its stderr)".into())
+            }
+            Some(Trap::MemoryOutOfBounds) => Self::Trap(
+                "out of bounds memory access (the guest's stack in linear memory overflowed, or it read memory it does not own)".into(),
+            ),
+            Some(Trap::AllocationTooLarge) => Self::Trap("memory limit reached".into()),
+            Some(trap) => Self::Trap(trap.to_string()),
+            None => {
+                let text = format!("{err:#}");
+                if text.contains("forcing a memory growth failure") || text.contains("memory minimum size") {
+                    Self::Trap(format!("memory limit reached: {text}"))
+                } else {
+                    Self::Trap(text)
+                }
+            }
+        }
+    }
+}

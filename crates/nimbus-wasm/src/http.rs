@@ -1,0 +1,122 @@
+//! The `wasi:http/incoming-handler` executor: a fresh instance per request from a `ProxyPre`.
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::logs::GuestLog;
+use crate::outbound::OutboundPolicy;
+use crate::{FunctionSettings, InvokeError, Invocation, ResponseBody};
+
+/// Store data of one `wasi:http` invocation.
+pub(crate) struct HttpState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: wasmtime::StoreLimits,
+    hooks: OutboundPolicy,
+}
+
+impl WasiView for HttpState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HttpState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+pub(crate) async fn handle(
+    pre: &ProxyPre<HttpState>,
+    settings: &FunctionSettings,
+    req: http::Request<Bytes>,
+    inv: &Invocation,
+) -> Result<http::Response<ResponseBody>, InvokeError> {
+    let limits = settings.limits;
+    let deadline = Instant::now() + limits.timeout;
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.envs(&settings.env)
+        .stdout(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stdout"))
+        .stderr(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stderr"));
+    let state = HttpState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        limits: limits.store_limits(),
+        hooks: OutboundPolicy {
+            grants: settings.grants.clone(),
+            component: settings.name.clone(),
+            request_id: inv.request_id.clone(),
+        },
+    };
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    limits.arm(&mut store, deadline);
+
+    let req = req.map(|b| Full::new(b).map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let responded = Arc::new(AtomicBool::new(false));
+    let flag = responded.clone();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam_from_callback(move |resp| {
+            flag.store(true, Ordering::Release);
+            let _ = tx.send(resp);
+        })
+        .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+
+    let pre = pre.clone();
+    let name = settings.name.clone();
+    let request_id = inv.request_id.clone();
+    let task = tokio::spawn(async move {
+        let run = async {
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await
+                .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
+        };
+        let result = match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(r) => r,
+            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        };
+        if let Err(e) = &result
+            && responded.load(Ordering::Acquire)
+        {
+            tracing::warn!(component = %name, request_id = %request_id, error = %e, "guest failed after sending the response head; the body was cut short");
+        }
+        result
+    });
+
+    match rx.await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(code)) => Err(InvokeError::Guest(format!("{code:?}"))),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(InvokeError::NoResponse),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(InvokeError::Trap(format!("the invocation task failed: {join}"))),
+        },
+    }
+}
