@@ -1,1 +1,102 @@
+//! The Nimbus gateway: HTTP ingress in front of the functions of an app.
+//!
+//! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2), routing of
+//! `[[trigger.http]]` routes (exact paths, `/prefix/...` wildcards, method filters), request ids
+//! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
+//! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
+//! `/healthz`, and graceful shutdown that drains in-flight requests. It does not run wasm (that
+//! is `nimbus-wasm`) or read manifests (that is `nimbus-manifest`).
+//!
+//! ```no_run
+//! # async fn demo(manifest: nimbus_manifest::Manifest, functions: std::collections::HashMap<String, nimbus_wasm::Function>) -> std::io::Result<()> {
+//! use nimbus_gateway::Gateway;
+//!
+//! let gateway = std::sync::Arc::new(Gateway::from_manifest(&manifest, &functions));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! nimbus_gateway::serve(listener, gateway, tokio::signal::ctrl_c(), Default::default()).await
+//! # }
+//! ```
 
+mod admission;
+mod body;
+mod handler;
+mod request_id;
+mod respond;
+mod router;
+mod server;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_manifest::{Manifest, RoutePattern};
+use nimbus_wasm::Function;
+
+pub use admission::{Admission, Rejected};
+pub use body::GatewayBody;
+pub use request_id::REQUEST_ID_HEADER;
+pub use router::{Route, RouteMatch, Router};
+pub use server::{ServeConfig, serve};
+
+/// The path the gateway answers itself with `{"status":"ok"}`.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// A component as the gateway sees it: the function plus its admission state and body limit.
+#[derive(Debug)]
+pub struct Target {
+    /// The loaded function.
+    pub function: Function,
+    /// Concurrency and queue of this component.
+    pub admission: Admission,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Routes and targets of one app.
+#[derive(Debug)]
+pub struct Gateway {
+    router: Router,
+}
+
+impl Gateway {
+    /// Builds the routing table of a validated manifest. `functions` holds the loaded function
+    /// of every component that a trigger names.
+    ///
+    /// # Panics
+    /// If a trigger names a component missing from `functions`: the caller loads them all first.
+    pub fn from_manifest(manifest: &Manifest, functions: &HashMap<String, Function>) -> Self {
+        let targets: HashMap<&str, Arc<Target>> = manifest
+            .component
+            .iter()
+            .filter_map(|(name, c)| {
+                let function = functions.get(name)?.clone();
+                let l = &c.limits;
+                let target = Target {
+                    function,
+                    admission: Admission::new(
+                        l.max_concurrency as usize,
+                        l.queue_depth as usize,
+                        Duration::from_millis(l.queue_timeout_ms),
+                    ),
+                    max_body_bytes: usize::try_from(l.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
+                };
+                Some((name.as_str(), Arc::new(target)))
+            })
+            .collect();
+        let routes = manifest.trigger.http.iter().map(|t| Route {
+            route: t.route.clone(),
+            pattern: RoutePattern::parse(&t.route).expect("routes are validated with the manifest"),
+            methods: t.methods.iter().filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()).collect(),
+            target: targets
+                .get(t.component.as_str())
+                .unwrap_or_else(|| panic!("component `{}` was not loaded", t.component))
+                .clone(),
+        });
+        Self { router: Router::new(routes) }
+    }
+
+    /// The routing table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}

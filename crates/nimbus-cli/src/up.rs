@@ -1,0 +1,166 @@
+//! `nimbus up`: load the app, compile (or load from cache) every component, and serve it until
+//! SIGINT/SIGTERM, then drain.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nimbus_gateway::{Gateway, ServeConfig};
+use nimbus_manifest::{FieldPath, LoadedManifest};
+use nimbus_wasm::{CacheOutcome, LoadError, Runtime, RuntimeConfig, WasmKind};
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// App directory or manifest file.
+    #[arg(default_value = ".", env = "NIMBUS_APP")]
+    dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, short, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Run `nimbus build` first.
+    #[arg(long, env = "NIMBUS_BUILD")]
+    build: bool,
+    /// Where compiled components are cached (default: ~/.cache/nimbus/compiled).
+    #[arg(long, env = "NIMBUS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component afresh and keep nothing on disk.
+    #[arg(long, env = "NIMBUS_NO_CACHE")]
+    no_cache: bool,
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, env = "NIMBUS_DRAIN_TIMEOUT", default_value_t = 30)]
+    drain_timeout: u64,
+    /// Largest .wasm file accepted, in MiB.
+    #[arg(long, env = "NIMBUS_MAX_MODULE_MB", default_value_t = 256)]
+    max_module_mb: u64,
+    /// Longest compilation of one component accepted, in seconds.
+    #[arg(long, env = "NIMBUS_COMPILE_TIMEOUT", default_value_t = 120)]
+    compile_timeout: u64,
+}
+
+pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
+    let loaded = LoadedManifest::load(&args.dir)?;
+    if args.build {
+        crate::build::build_all(&loaded, &[])?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(serve(args, loaded))
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("nimbus").join("compiled"))
+}
+
+async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
+    let m = &loaded.manifest;
+    let config = RuntimeConfig {
+        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) },
+        max_module_bytes: args.max_module_mb << 20,
+        compile_timeout: Duration::from_secs(args.compile_timeout),
+        max_instances: m.component.values().map(|c| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000),
+        max_memory_mb: m.component.values().map(|c| c.limits.memory_mb).max().unwrap_or(128),
+        pooling: true,
+    };
+    let runtime = Runtime::new(config).context("could not set up the wasm engine")?;
+
+    let loads = m.component.iter().map(|(name, c)| {
+        let path = loaded.resolve(&c.source);
+        let runtime = &runtime;
+        async move { (name, runtime.load_with_outcome(name, &path, c).await) }
+    });
+    let mut functions = HashMap::new();
+    let mut problems = Vec::new();
+    let mut report = HashMap::new();
+    for (name, result) in futures::future::join_all(loads).await {
+        match result {
+            Ok((function, outcome)) => {
+                report.insert(name.clone(), (function.kind(), outcome));
+                functions.insert(name.clone(), function);
+            }
+            Err(e) => {
+                let at = FieldPath::root().key("component").key(name.clone()).key("source");
+                problems.push(loaded.diagnostic(&at, e.to_string(), hint_for(&e)).to_string());
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}\nnothing is served until every component loads", problems.join("\n"));
+    }
+
+    let gateway = Arc::new(Gateway::from_manifest(m, &functions));
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0", args.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    println!("Serving app `{}` on http://{addr}", m.app.name);
+    let mut routes: Vec<_> = gateway.router().routes().collect();
+    routes.sort_by(|a, b| a.route.cmp(&b.route));
+    for route in routes {
+        let name = route.target.function.name();
+        let methods = if route.methods.is_empty() {
+            "*".to_string()
+        } else {
+            route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let (kind, outcome) = report[name];
+        let kind = match kind {
+            WasmKind::Component => "wasi:http component",
+            WasmKind::Module => "WAGI module",
+        };
+        let how = match outcome {
+            CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
+            CacheOutcome::Compiled(d) => format!("compiled in {} ms", d.as_millis()),
+        };
+        println!("  {methods:<8} http://{addr}{:<24} -> {name} ({kind}, {how})", route.route);
+    }
+    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
+    tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
+
+    let drain = ServeConfig { drain_timeout: Duration::from_secs(args.drain_timeout) };
+    nimbus_gateway::serve(listener, gateway, shutdown_signal(), drain).await?;
+    println!("Stopped.");
+    Ok(())
+}
+
+fn hint_for(e: &LoadError) -> String {
+    match e {
+        LoadError::Read { .. } => "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into(),
+        LoadError::NotWasm { .. } => "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into(),
+        LoadError::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb".into(),
+        LoadError::CompileTimeout { .. } => "raise the bound with --compile-timeout if the module is legitimately large".into(),
+        LoadError::Compile { .. } => "rebuild the component; the file is damaged or uses features wasmtime does not enable".into(),
+        LoadError::Link { .. } => "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into(),
+        LoadError::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("received SIGINT"),
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,105 @@
+//! One request through the gateway: request id, health, routing, body limit, admission, the
+//! function, and the mapping of failures to status codes.
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use nimbus_wasm::{InvokeError, Invocation};
+
+use crate::admission::Rejected;
+use crate::body::GatewayBody;
+use crate::request_id::{REQUEST_ID_HEADER, request_id};
+use crate::respond::{error, set_request_id};
+use crate::router::RouteMatch;
+use crate::{Gateway, HEALTH_PATH};
+
+impl Gateway {
+    /// Serves one request. Never fails: every problem becomes a response.
+    pub async fn handle(&self, mut req: http::Request<Incoming>, client: Option<SocketAddr>) -> http::Response<GatewayBody> {
+        let id = request_id(req.headers());
+        if req.uri().path() == HEALTH_PATH {
+            let mut resp = http::Response::new(GatewayBody::full("{\"status\":\"ok\"}\n"));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            set_request_id(&mut resp, &id);
+            return resp;
+        }
+        let route = match self.router.find(req.method(), req.uri().path()) {
+            RouteMatch::Found(route) => route,
+            RouteMatch::NotFound => return error(StatusCode::NOT_FOUND, &id, "no route matches this path"),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, &id, &format!("method not allowed; use {}", list.join(", ")));
+                if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                return resp;
+            }
+        };
+        let target = &route.target;
+        let limit = target.max_body_bytes;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &id, &format!("request body is larger than {limit} bytes"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
+            req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let (parts, body) = req.into_parts();
+        let body: Bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, &id, &format!("request body is larger than {limit} bytes"));
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &id, &format!("could not read the request body: {e}")),
+        };
+
+        let permit = match target.admission.admit().await {
+            Ok(p) => p,
+            Err(why) => {
+                let message = match why {
+                    Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
+                    Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
+                };
+                tracing::debug!(request_id = %id, component = target.function.name(), ?why, "request shed");
+                let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, &id, message);
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        };
+        let mut inv = Invocation::new(&id, &route.route);
+        inv.client = client;
+        match target.function.handle(http::Request::from_parts(parts, body), inv).await {
+            Ok(resp) => {
+                let mut resp = resp.map(|b| GatewayBody::streaming(b, permit));
+                set_request_id(&mut resp, &id);
+                resp
+            }
+            Err(e) => {
+                let status = status_for(&e);
+                tracing::warn!(request_id = %id, component = target.function.name(), status = status.as_u16(), error = %e, "invocation failed");
+                let mut resp = error(status, &id, &e.to_string());
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                resp
+            }
+        }
+    }
+}
+
+fn status_for(e: &InvokeError) -> StatusCode {
+    if e.is_timeout() {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if e.is_capacity() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if matches!(e, InvokeError::Guest(_) | InvokeError::Cgi(_)) {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}

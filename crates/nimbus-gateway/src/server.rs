@@ -1,0 +1,72 @@
+//! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, and a graceful
+//! shutdown that stops accepting, lets in-flight requests finish, then returns.
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::Gateway;
+
+/// Settings of the accept loop.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// How long shutdown waits for in-flight requests before giving up on them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self { drain_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve<F, T>(listener: TcpListener, gateway: Arc<Gateway>, shutdown: F, config: ServeConfig) -> std::io::Result<()>
+where
+    F: Future<Output = T>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(config.drain_timeout) => {
+            tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+    Ok(())
+}
