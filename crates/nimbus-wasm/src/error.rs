@@ -106,11 +106,13 @@ impl InvokeError {
             Some(Trap::AllocationTooLarge) => Self::Trap("memory limit reached".into()),
             Some(trap) => Self::Trap(trap.to_string()),
             None => {
-                let text = format!("{err:#}");
-                if text.contains("forcing a memory growth failure") || text.contains("memory minimum size") {
-                    Self::Trap(format!("memory limit reached: {text}"))
+                // The top of the chain is the wasm backtrace; the root cause says what happened.
+                let root = err.root_cause().to_string();
+                tracing::debug!(error = %format!("{err:?}"), "guest failure with backtrace");
+                if root.contains("growing memory") || root.contains("memory minimum size") {
+                    Self::Trap(format!("memory limit reached ({root})"))
                 } else {
-                    Self::Trap(text)
+                    Self::Trap(root)
                 }
             }
         }

@@ -1,0 +1,190 @@
+//! Helpers for end-to-end tests: write an app directory, run the real `nimbus` binary on a free
+//! loopback port, and talk to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const NIMBUS: &str = env!("CARGO_BIN_EXE_nimbus");
+
+/// An app directory holding `nimbus.toml`.
+pub struct App {
+    pub dir: tempfile::TempDir,
+}
+
+impl App {
+    pub fn new(manifest: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nimbus.toml"), manifest).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join(".cache")
+    }
+
+    /// Runs `nimbus ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(NIMBUS).args(args).current_dir(self.path()).env("NIMBUS_LOG", "info").output().unwrap()
+    }
+
+    /// Starts `nimbus up` on a free port and waits until it serves.
+    pub fn up(&self, extra: &[&str]) -> Server {
+        let mut child = Command::new(NIMBUS)
+            .arg("up")
+            .arg(self.path())
+            .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(self.cache_dir())
+            .args(extra)
+            .env("NIMBUS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        let mut addr = None;
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                panic!("nimbus up exited before serving\nstdout:\n{banner}\nstderr:\n{}", stderr.lock().unwrap());
+            }
+            banner.push_str(&line);
+            if let Some(rest) = line.split("on http://").nth(1) {
+                addr = Some(rest.trim().to_string());
+            }
+            if line.starts_with("Health check:") {
+                break;
+            }
+        }
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Server { child, base: format!("http://{}", addr.unwrap()), banner, stderr, stdout }
+    }
+}
+
+/// A running `nimbus up`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub banner: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (logs are written asynchronously).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never contained `{needle}`:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "nimbus did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A manifest serving the hello, kitchen and WAGI fixtures; `kitchen_limits` goes into the
+/// kitchen component's `limits` table and `kitchen_extra` after it.
+pub fn fixtures_manifest(kitchen_limits: &str, kitchen_extra: &str) -> String {
+    format!(
+        r#"[app]
+name = "fixtures"
+
+[component.hello]
+source = "{hello}"
+
+[component.kitchen]
+source = "{kitchen}"
+limits = {{ {kitchen_limits} }}
+env = {{ GREETING = "hi" }}
+{kitchen_extra}
+
+[component.wagi]
+source = "{wagi}"
+limits = {{ timeout_ms = 1000 }}
+
+[[trigger.http]]
+route = "/..."
+component = "hello"
+
+[[trigger.http]]
+route = "/kitchen/..."
+component = "kitchen"
+
+[[trigger.http]]
+route = "/wagi/..."
+component = "wagi"
+methods = ["GET", "POST"]
+"#,
+        hello = nimbus_fixtures::HELLO,
+        kitchen = nimbus_fixtures::KITCHEN,
+        wagi = nimbus_fixtures::WAGI,
+    )
+}

@@ -1,0 +1,234 @@
+//! `nimbus up` end to end: the real binary, real HTTP over loopback.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, client, fixtures_manifest};
+
+#[tokio::test]
+async fn serves_components_and_wagi_modules_with_request_ids() {
+    let app = App::new(&fixtures_manifest("timeout_ms = 5000", ""));
+    let server = app.up(&[]);
+    assert!(server.banner.contains("/kitchen/..."), "{}", server.banner);
+    assert!(server.banner.contains("WAGI module"), "{}", server.banner);
+    let c = client();
+
+    let resp = c.get(server.url("/anything")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(resp.text().await.unwrap(), "Hello from Nimbus!\n");
+
+    let resp = c
+        .post(server.url("/kitchen/echo?q=1"))
+        .header("x-request-id", "my-trace-42")
+        .header("x-custom", "yes")
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "my-trace-42", "a caller's id is kept");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("method=Method::Post"), "{body}");
+    assert!(body.contains("path=/kitchen/echo?q=1"), "{body}");
+    assert!(body.contains("x-custom: yes"), "{body}");
+    assert!(body.contains("x-request-id: my-trace-42"), "the guest sees the request id: {body}");
+    assert!(body.contains("body_len=10"), "{body}");
+
+    let resp = c.post(server.url("/wagi/greet?name=x")).body("data").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("method=POST path=/greet query=name=x"), "{body}");
+    let resp = c.put(server.url("/wagi/greet")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+
+    let resp = c.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{\"status\":\"ok\"}\n");
+
+    let resp = c.get(server.url("/kitchen/big?kb=2048")).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), 2048 * 1024, "large bodies stream completely");
+}
+
+#[tokio::test]
+async fn guest_output_is_logged_with_the_request_id() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let server = app.up(&[]);
+    let resp = client().get(server.url("/kitchen/log")).header("x-request-id", "log-check-1").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let log = server.wait_for_log("hello on stderr");
+    let stdout_line = log.lines().find(|l| l.contains("hello on stdout")).expect(&log);
+    assert!(stdout_line.contains("log-check-1") && stdout_line.contains("component=kitchen"), "{stdout_line}");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_declared_or_streamed() {
+    let app = App::new(&fixtures_manifest("max_body_kb = 1", ""));
+    let server = app.up(&[]);
+    let c = client();
+    let resp = c.post(server.url("/kitchen/echo")).body(vec![b'a'; 2048]).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert!(json["request_id"].is_string());
+    // Chunked, without a Content-Length: the limit applies while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b'b'; 700]), Ok(vec![b'c'; 700])];
+    let chunks = futures::stream::iter(chunks);
+    let resp = c.post(server.url("/kitchen/echo")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let resp = c.post(server.url("/kitchen/echo")).body(vec![b'a'; 1024]).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "exactly the limit is accepted");
+}
+
+
+#[tokio::test]
+async fn misbehaving_guests_get_5xx_with_request_id_and_the_server_keeps_serving() {
+    let app = App::new(&fixtures_manifest("timeout_ms = 500, memory_mb = 32", ""));
+    let server = app.up(&[]);
+    let c = client();
+
+    // A looping guest, with healthy traffic alongside it.
+    let looping = {
+        let c = c.clone();
+        let url = server.url("/kitchen/loop");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = c.get(url).header("x-request-id", "loop-1").send().await.unwrap();
+            (resp.status().as_u16(), resp.headers()["x-request-id"].to_str().unwrap().to_string(), resp.text().await.unwrap(), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..20 {
+        let resp = c.get(server.url("/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "other requests are served while a guest loops");
+    }
+    let (status, id, body, elapsed) = looping.await.unwrap();
+    assert_eq!(status, 504);
+    assert_eq!(id, "loop-1");
+    assert!(body.contains("\"request_id\":\"loop-1\""), "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    assert!(elapsed < Duration::from_secs(10), "stopped near its 500 ms timeout, took {elapsed:?}");
+
+    for (path, id, why) in [
+        ("/kitchen/oom", "oom-1", "memory limit"),
+        ("/kitchen/recurse", "rec-1", "stack overflow"),
+        ("/kitchen/panic", "panic-1", "unreachable"),
+        ("/kitchen/never", "never-1", "without sending a response"),
+    ] {
+        let resp = c.get(server.url(path)).header("x-request-id", id).send().await.unwrap();
+        assert_eq!(resp.status(), 500, "{path}");
+        assert_eq!(resp.headers()["x-request-id"], id);
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(json["request_id"], id);
+        assert!(json["error"].as_str().unwrap().contains(why), "{path}: {json}");
+        let log = server.wait_for_log(id);
+        let line = log.lines().find(|l| l.contains(id) && l.contains("invocation failed")).expect(&log);
+        assert!(line.contains(why), "the log says why: {line}");
+    }
+    server.wait_for_log("kitchen guest panicked on purpose");
+
+    let resp = c.get(server.url("/wagi/loop")).send().await.unwrap();
+    assert_eq!(resp.status(), 504, "WAGI modules are stopped too");
+    let resp = c.get(server.url("/wagi/garbage")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+
+    let resp = c.get(server.url("/kitchen/echo")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the component still serves after all of that");
+}
+
+#[tokio::test]
+async fn ungranted_outbound_calls_are_refused_and_logged() {
+    let app = App::new(&fixtures_manifest("", "grants = { outbound = [\"http://127.0.0.1:9\"] }"));
+    let server = app.up(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let resp = client()
+        .get(server.url(&format!("/kitchen/outbound?url=http://127.0.0.1:{port}/secret")))
+        .header("x-request-id", "egress-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.text().await.unwrap().contains("HttpRequestDenied"));
+    let log = server.wait_for_log("outbound request denied");
+    assert!(log.lines().any(|l| l.contains("outbound request denied") && l.contains("egress-1") && l.contains("/secret")), "{log}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "nothing reached the ungranted origin");
+}
+
+#[tokio::test]
+async fn full_admission_queue_answers_503_with_retry_after() {
+    let app = App::new(&fixtures_manifest("max_concurrency = 1, queue_depth = 1, queue_timeout_ms = 5000", ""));
+    let server = app.up(&[]);
+    let c = client();
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let c = c.clone();
+        let url = server.url("/kitchen/sleep?ms=600");
+        calls.push(tokio::spawn(async move {
+            let resp = c.get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()))
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let shed: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok, 2, "one running and one queued request complete: {results:?}");
+    assert_eq!(shed.len(), 2, "the rest are shed: {results:?}");
+    assert!(shed.iter().all(|(_, retry)| retry.as_deref() == Some("1")));
+}
+
+#[tokio::test]
+async fn queue_timeout_sheds_waiting_requests() {
+    let app = App::new(&fixtures_manifest("max_concurrency = 1, queue_depth = 10, queue_timeout_ms = 100", ""));
+    let server = app.up(&[]);
+    let c = client();
+    let slow = tokio::spawn(c.get(server.url("/kitchen/sleep?ms=800")).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resp = c.get(server.url("/kitchen/echo")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().await.unwrap().contains("no instance freed up in time"));
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let mut server = app.up(&[]);
+    let c = client();
+    let in_flight = tokio::spawn(c.get(server.url("/kitchen/sleep?ms=1000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the in-flight request finishes");
+    assert_eq!(resp.text().await.unwrap(), "slept 1000ms\n");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(c.get(server.url("/")).send().await.is_err(), "no longer accepting");
+    assert!(server.stderr().contains("received SIGTERM"));
+}
+
+#[tokio::test]
+async fn sigint_stops_an_idle_server() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let mut server = app.up(&[]);
+    server.signal("INT");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(server.stdout().contains("Stopped."));
+}
+
+#[tokio::test]
+async fn restart_uses_the_compile_cache() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let first = app.up(&[]);
+    assert!(first.banner.contains("compiled in"), "{}", first.banner);
+    drop(first);
+    let second = app.up(&[]);
+    assert_eq!(second.banner.matches("loaded from cache").count(), 3, "{}", second.banner);
+    assert_eq!(client().get(second.url("/")).send().await.unwrap().status(), 200);
+    drop(second);
+    let third = app.up(&["--no-cache"]);
+    assert!(!third.banner.contains("loaded from cache"), "{}", third.banner);
+}
