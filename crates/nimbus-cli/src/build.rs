@@ -54,7 +54,7 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
         if !status.success() {
             let at = FieldPath::root().key("component").key(name.clone()).key("build").key("command");
             let hint = match status.code() {
-                Some(127) => "a program in the command was not found: install it (for Rust guests: `rustup target add wasm32-wasip2`) and run `nimbus build` again".to_string(),
+                Some(127) => "a program in the command was not found (see the shell message above): install it and run `nimbus build` again".to_string(),
                 _ => "fix the errors printed above and run `nimbus build` again".to_string(),
             };
             bail!("{}", loaded.diagnostic(&at, format!("the build of `{name}` failed ({status})"), hint));
