@@ -100,7 +100,7 @@ fn build_runs_commands_and_explains_failures() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("nimbus.toml:5:11: error in `component.a.build.command`"), "{err}");
-    assert!(err.contains("was not found: install it"), "{err}");
+    assert!(err.contains("was not found (see the shell message above): install it"), "{err}");
 
     let no_output = App::new("[app]\nname = \"b\"\n[component.a]\nsource = \"out.wasm\"\nbuild = { command = \"true\" }\n");
     let out = no_output.run(&["build"]);
