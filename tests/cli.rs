@@ -32,11 +32,10 @@ fn invalid_manifest_is_reported_with_file_line_and_field() {
         &manifest,
         &[&format!("nimbus.toml:{line}:1: error in `component.wagi.timeout`"), "unknown field `timeout`", "help:"],
     );
-    up_fails("[app]\nname = \"x\"\n[component.a]\nsource = \"a.wasm\"\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"b\"\n", &[
-        "nimbus.toml:7:1: error in `trigger.http[0].component`",
-        "no component named `b`",
-        "use one of `a`",
-    ]);
+    up_fails(
+        "[app]\nname = \"x\"\n[component.a]\nsource = \"a.wasm\"\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"b\"\n",
+        &["nimbus.toml:7:1: error in `trigger.http[0].component`", "no component named `b`", "use one of `a`"],
+    );
     up_fails("not toml at all [", &["nimbus.toml:1:"]);
 }
 
@@ -95,14 +94,17 @@ fn build_runs_commands_and_explains_failures() {
     assert!(stdout(&out).contains("[1/1] a: built out.wasm"), "{}", stdout(&out));
     assert!(ok.path().join("out.wasm").exists());
 
-    let missing_tool = App::new("[app]\nname = \"b\"\n[component.a]\nsource = \"out.wasm\"\nbuild = { command = \"no-such-compiler --release\" }\n");
+    let missing_tool = App::new(
+        "[app]\nname = \"b\"\n[component.a]\nsource = \"out.wasm\"\nbuild = { command = \"no-such-compiler --release\" }\n",
+    );
     let out = missing_tool.run(&["build"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("nimbus.toml:5:11: error in `component.a.build.command`"), "{err}");
     assert!(err.contains("was not found (see the shell message above): install it"), "{err}");
 
-    let no_output = App::new("[app]\nname = \"b\"\n[component.a]\nsource = \"out.wasm\"\nbuild = { command = \"true\" }\n");
+    let no_output =
+        App::new("[app]\nname = \"b\"\n[component.a]\nsource = \"out.wasm\"\nbuild = { command = \"true\" }\n");
     let out = no_output.run(&["build"]);
     assert!(stderr(&out).contains("succeeded but"), "{}", stderr(&out));
 

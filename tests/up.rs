@@ -79,7 +79,6 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
     assert_eq!(resp.status(), 200, "exactly the limit is accepted");
 }
 
-
 #[tokio::test]
 async fn misbehaving_guests_get_5xx_with_request_id_and_the_server_keeps_serving() {
     let app = App::new(&fixtures_manifest("timeout_ms = 500, memory_mb = 32", ""));
@@ -93,7 +92,12 @@ async fn misbehaving_guests_get_5xx_with_request_id_and_the_server_keeps_serving
         tokio::spawn(async move {
             let started = Instant::now();
             let resp = c.get(url).header("x-request-id", "loop-1").send().await.unwrap();
-            (resp.status().as_u16(), resp.headers()["x-request-id"].to_str().unwrap().to_string(), resp.text().await.unwrap(), started.elapsed())
+            (
+                resp.status().as_u16(),
+                resp.headers()["x-request-id"].to_str().unwrap().to_string(),
+                resp.text().await.unwrap(),
+                started.elapsed(),
+            )
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -150,7 +154,10 @@ async fn ungranted_outbound_calls_are_refused_and_logged() {
     assert_eq!(resp.status(), 502);
     assert!(resp.text().await.unwrap().contains("HttpRequestDenied"));
     let log = server.wait_for_log("outbound request denied");
-    assert!(log.lines().any(|l| l.contains("outbound request denied") && l.contains("egress-1") && l.contains("/secret")), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("outbound request denied") && l.contains("egress-1") && l.contains("/secret")),
+        "{log}"
+    );
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "nothing reached the ungranted origin");
 }

@@ -29,12 +29,8 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
             bail!("no component named `{name}` in {}", loaded.path.display());
         }
     }
-    let selected: Vec<_> = loaded
-        .manifest
-        .component
-        .iter()
-        .filter(|(name, _)| only.is_empty() || only.contains(name))
-        .collect();
+    let selected: Vec<_> =
+        loaded.manifest.component.iter().filter(|(name, _)| only.is_empty() || only.contains(name)).collect();
     let total = selected.len();
     for (i, (name, component)) in selected.into_iter().enumerate() {
         let step = format!("[{}/{total}]", i + 1);

@@ -97,7 +97,10 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
 
     let gateway = Arc::new(Gateway::from_manifest(m, &functions));
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!("cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0", args.listen)
+        format!(
+            "cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0",
+            args.listen
+        )
     })?;
     let addr = listener.local_addr()?;
     println!("Serving app `{}` on http://{addr}", m.app.name);
@@ -132,12 +135,22 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
 
 fn hint_for(e: &LoadError) -> String {
     match e {
-        LoadError::Read { .. } => "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into(),
-        LoadError::NotWasm { .. } => "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into(),
+        LoadError::Read { .. } => {
+            "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into()
+        }
+        LoadError::NotWasm { .. } => {
+            "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into()
+        }
         LoadError::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb".into(),
-        LoadError::CompileTimeout { .. } => "raise the bound with --compile-timeout if the module is legitimately large".into(),
-        LoadError::Compile { .. } => "rebuild the component; the file is damaged or uses features wasmtime does not enable".into(),
-        LoadError::Link { .. } => "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into(),
+        LoadError::CompileTimeout { .. } => {
+            "raise the bound with --compile-timeout if the module is legitimately large".into()
+        }
+        LoadError::Compile { .. } => {
+            "rebuild the component; the file is damaged or uses features wasmtime does not enable".into()
+        }
+        LoadError::Link { .. } => {
+            "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into()
+        }
         LoadError::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nimbus_wasm::{InvokeError, Invocation};
+use nimbus_wasm::{Invocation, InvokeError};
 
 use crate::admission::Rejected;
 use crate::body::GatewayBody;
@@ -17,7 +17,11 @@ use crate::{Gateway, HEALTH_PATH};
 
 impl Gateway {
     /// Serves one request. Never fails: every problem becomes a response.
-    pub async fn handle(&self, mut req: http::Request<Incoming>, client: Option<SocketAddr>) -> http::Response<GatewayBody> {
+    pub async fn handle(
+        &self,
+        mut req: http::Request<Incoming>,
+        client: Option<SocketAddr>,
+    ) -> http::Response<GatewayBody> {
         let id = request_id(req.headers());
         if req.uri().path() == HEALTH_PATH {
             let mut resp = http::Response::new(GatewayBody::full("{\"status\":\"ok\"}\n"));
@@ -30,7 +34,8 @@ impl Gateway {
             RouteMatch::NotFound => return error(StatusCode::NOT_FOUND, &id, "no route matches this path"),
             RouteMatch::MethodNotAllowed(allowed) => {
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-                let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, &id, &format!("method not allowed; use {}", list.join(", ")));
+                let mut resp =
+                    error(StatusCode::METHOD_NOT_ALLOWED, &id, &format!("method not allowed; use {}", list.join(", ")));
                 if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
                     resp.headers_mut().insert(header::ALLOW, v);
                 }
@@ -53,7 +58,11 @@ impl Gateway {
         let body: Bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return error(StatusCode::PAYLOAD_TOO_LARGE, &id, &format!("request body is larger than {limit} bytes"));
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &id,
+                    &format!("request body is larger than {limit} bytes"),
+                );
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, &id, &format!("could not read the request body: {e}")),
         };

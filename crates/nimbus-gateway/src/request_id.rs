@@ -22,9 +22,7 @@ fn mint() -> String {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         nanos ^ std::process::id().rotate_left(16)
     });
     format!("{prefix:08x}-{:012x}", COUNTER.fetch_add(1, Ordering::Relaxed))

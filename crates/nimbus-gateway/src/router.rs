@@ -64,10 +64,7 @@ impl Router {
     pub fn find(&self, method: &http::Method, path: &str) -> RouteMatch<'_> {
         // The most specific matching route decides; broader wildcards do not take over.
         let routes = self.exact.get(path).or_else(|| {
-            self.prefixes
-                .iter()
-                .find(|(_, routes)| routes[0].pattern.matches(path))
-                .map(|(_, routes)| routes)
+            self.prefixes.iter().find(|(_, routes)| routes[0].pattern.matches(path)).map(|(_, routes)| routes)
         });
         let Some(routes) = routes else { return RouteMatch::NotFound };
         if let Some(route) = routes.iter().find(|r| r.methods.is_empty() || r.methods.contains(method)) {

@@ -26,7 +26,12 @@ impl Default for ServeConfig {
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve<F, T>(listener: TcpListener, gateway: Arc<Gateway>, shutdown: F, config: ServeConfig) -> std::io::Result<()>
+pub async fn serve<F, T>(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: F,
+    config: ServeConfig,
+) -> std::io::Result<()>
 where
     F: Future<Output = T>,
 {

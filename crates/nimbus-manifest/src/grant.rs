@@ -20,9 +20,9 @@ enum HostPattern {
 impl OutboundGrant {
     /// Parses a grant, or says what is wrong with it.
     pub fn parse(grant: &str) -> Result<Self, String> {
-        let (scheme, rest) = grant.split_once("://").ok_or_else(|| {
-            format!("outbound grant `{grant}` needs a scheme, as in `https://api.example.com`")
-        })?;
+        let (scheme, rest) = grant
+            .split_once("://")
+            .ok_or_else(|| format!("outbound grant `{grant}` needs a scheme, as in `https://api.example.com`"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "http" => 80,
@@ -35,8 +35,7 @@ impl OutboundGrant {
                 "outbound grant `{grant}` must be an origin (scheme, host, optional port) without path, query or user"
             ));
         }
-        let (host, port) = split_host_port(authority)
-            .map_err(|e| format!("outbound grant `{grant}`: {e}"))?;
+        let (host, port) = split_host_port(authority).map_err(|e| format!("outbound grant `{grant}`: {e}"))?;
         let port = port.unwrap_or(default_port);
         let host = host.to_ascii_lowercase();
         let host = if host == "*" {
@@ -63,9 +62,9 @@ impl OutboundGrant {
         match &self.host {
             HostPattern::Any => true,
             HostPattern::Exact(h) => h.trim_start_matches('[').trim_end_matches(']') == host,
-            HostPattern::Subdomain(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            HostPattern::Subdomain(suffix) => {
+                host.strip_suffix(suffix.as_str()).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+            }
         }
     }
 }

@@ -63,8 +63,8 @@ impl LoadedManifest {
     /// Reads and validates `nimbus.toml` from a directory, or the file itself if `path` is one.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file)
-            .map_err(|source| ManifestError::Read { path: file.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| ManifestError::Read { path: file.clone(), source })?;
         Self::parse(text, file)
     }
 
@@ -98,10 +98,8 @@ impl LoadedManifest {
 
     /// A diagnostic located at `field`, for problems found after validation (say, a missing file).
     pub fn diagnostic(&self, field: &FieldPath, message: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
-        let offset = Document::parse(self.text.clone())
-            .ok()
-            .and_then(|doc| locate::span_of(&doc, field))
-            .map_or(0, |r| r.start);
+        let offset =
+            Document::parse(self.text.clone()).ok().and_then(|doc| locate::span_of(&doc, field)).map_or(0, |r| r.start);
         let (line, column) = locate::line_col(&self.text, offset);
         Diagnostic {
             file: self.path.clone(),
@@ -118,13 +116,11 @@ fn serde_diagnostic(text: &str, path: &Path, err: &toml::de::Error) -> Diagnosti
     let offset = err.span().map_or(0, |r| r.start);
     let (line, column) = locate::line_col(text, offset);
     let message = err.message().trim().to_string();
-    let mut field = Document::parse(text.to_string())
-        .map(|doc| locate::path_at(&doc, offset))
-        .unwrap_or_default();
-    if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-        if !field.to_string().ends_with(unknown) {
-            field = field.key(unknown);
-        }
+    let mut field = Document::parse(text.to_string()).map(|doc| locate::path_at(&doc, offset)).unwrap_or_default();
+    if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
+        && !field.to_string().ends_with(unknown)
+    {
+        field = field.key(unknown);
     }
     let hint = if message.starts_with("unknown field") {
         "remove the field or fix its spelling; `nimbus schema` lists every field".to_string()

@@ -79,9 +79,7 @@ impl<'a> Node<'a> {
     fn index(self, index: usize) -> Option<Node<'a>> {
         match self {
             Node::Item(Item::ArrayOfTables(a)) => a.get(index).map(Node::Table),
-            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
-                a.get(index).map(Node::Value)
-            }
+            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => a.get(index).map(Node::Value),
             _ => None,
         }
     }
@@ -102,9 +100,7 @@ impl<'a> Node<'a> {
                 })
                 .collect();
         }
-        (0..)
-            .map_while(|i| self.index(i).map(|n| (Segment::Index(i), None, n)))
-            .collect()
+        (0..).map_while(|i| self.index(i).map(|n| (Segment::Index(i), None, n))).collect()
     }
 }
 

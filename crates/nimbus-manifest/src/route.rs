@@ -26,9 +26,7 @@ impl RoutePattern {
             return Ok(Self::Prefix(prefix.to_string()));
         }
         if route.contains("...") {
-            return Err(format!(
-                "route `{route}` may use `...` only as its last segment, as in `/api/...`"
-            ));
+            return Err(format!("route `{route}` may use `...` only as its last segment, as in `/api/...`"));
         }
         Ok(Self::Exact(route.to_string()))
     }
@@ -38,8 +36,7 @@ impl RoutePattern {
         match self {
             Self::Exact(p) => p == path,
             Self::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+                path.starts_with(p.as_str()) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
             }
         }
     }

@@ -35,10 +35,18 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     for (name, c) in &m.component {
         let at = FieldPath::root().key("component").key(name.clone());
         if let Err(e) = check_name(name) {
-            out.push(problem(at.clone(), format!("component {e}"), "rename the component, e.g. `[component.checkout]`"));
+            out.push(problem(
+                at.clone(),
+                format!("component {e}"),
+                "rename the component, e.g. `[component.checkout]`",
+            ));
         }
         if c.source.trim().is_empty() {
-            out.push(problem(at.clone().key("source"), "`source` is empty", "set it to the path of the component's .wasm file"));
+            out.push(problem(
+                at.clone().key("source"),
+                "`source` is empty",
+                "set it to the path of the component's .wasm file",
+            ));
         }
         if let Some(build) = &c.build
             && build.command.trim().is_empty()

@@ -114,7 +114,9 @@ fn conflicting_and_reserved_routes_are_rejected() {
     let d = only_error(&dup);
     assert!(d.message.contains("already handled by trigger.http[0]"), "{}", d.message);
     assert_eq!(d.line, 22);
-    let disjoint = format!("{VALID}\n[[trigger.http]]\nroute = \"/health-check\"\ncomponent = \"checkout\"\nmethods = [\"POST\"]\n");
+    let disjoint = format!(
+        "{VALID}\n[[trigger.http]]\nroute = \"/health-check\"\ncomponent = \"checkout\"\nmethods = [\"POST\"]\n"
+    );
     assert!(parse(&disjoint).is_ok(), "disjoint methods on one route are fine");
     let reserved = VALID.replace("/health-check", "/healthz");
     assert!(only_error(&reserved).message.contains("reserved"));

@@ -70,21 +70,17 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator)
             .max_unused_warm_slots(instances.min(100));
         match Engine::new(&engine_config(Some(pool))) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable, using on-demand allocation"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable, using on-demand allocation")
+            }
         }
     }
-    Engine::new(&engine_config(None))
-        .map(|e| (e, Allocator::OnDemand))
-        .map_err(|e| LoadError::Engine(format!("{e:#}")))
+    Engine::new(&engine_config(None)).map(|e| (e, Allocator::OnDemand)).map_err(|e| LoadError::Engine(format!("{e:#}")))
 }
 
 fn engine_config(pool: Option<PoolingAllocationConfig>) -> Config {
     let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .memory_init_cow(true)
-        .parallel_compilation(true);
+    config.wasm_component_model(true).epoch_interruption(true).memory_init_cow(true).parallel_compilation(true);
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::logs::GuestLog;
 use crate::outbound::OutboundPolicy;
-use crate::{FunctionSettings, InvokeError, Invocation, ResponseBody};
+use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 /// Store data of one `wasi:http` invocation.
 pub(crate) struct HttpState {
@@ -88,10 +88,8 @@ pub(crate) async fn handle(
     let request_id = inv.request_id.clone();
     let task = tokio::spawn(async move {
         let run = async {
-            let proxy = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+            let proxy =
+                pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)

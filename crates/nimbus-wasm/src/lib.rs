@@ -76,10 +76,8 @@ impl Runtime {
     /// Builds the engine and linkers and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
         let (engine, allocator) = engine::build_engine(&config)?;
-        let cache = config
-            .cache_dir
-            .clone()
-            .map(|dir| cache::CompileCache::new(dir, engine::engine_fingerprint(&engine)));
+        let cache =
+            config.cache_dir.clone().map(|dir| cache::CompileCache::new(dir, engine::engine_fingerprint(&engine)));
         let link_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link_err)?;

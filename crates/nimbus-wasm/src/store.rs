@@ -12,10 +12,7 @@ pub(crate) struct InvocationLimits {
 
 impl InvocationLimits {
     pub(crate) fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(self.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build()
+        StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build()
     }
 
     /// Stops the guest at `deadline` and, until then, yields to other requests every epoch tick
@@ -23,11 +20,7 @@ impl InvocationLimits {
     pub(crate) fn arm<T>(&self, store: &mut Store<T>, deadline: Instant) {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+            if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
     }
 }

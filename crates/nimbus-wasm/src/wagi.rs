@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::logs::GuestLog;
-use crate::{FunctionSettings, InvokeError, Invocation, ResponseBody};
+use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 /// Largest response a CGI guest may write to stdout.
 pub const MAX_CGI_OUTPUT: usize = 64 << 20;
@@ -38,12 +38,14 @@ pub(crate) async fn handle(
         .stdin(MemoryInputPipe::new(body))
         .stdout(stdout.clone())
         .stderr(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stderr"));
-    let mut store = Store::new(pre.module().engine(), WagiState { wasi: wasi.build_p1(), limits: limits.store_limits() });
+    let mut store =
+        Store::new(pre.module().engine(), WagiState { wasi: wasi.build_p1(), limits: limits.store_limits() });
     store.limiter(|s| &mut s.limits);
     limits.arm(&mut store, deadline);
 
     let run = async {
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        let instance =
+            pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
@@ -114,9 +116,8 @@ fn parse_cgi(output: Bytes) -> Result<http::Response<ResponseBody>, InvokeError>
     let mut status = None;
     let mut location = false;
     for line in head.lines().filter(|l| !l.trim().is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| InvokeError::Cgi(format!("invalid CGI header line `{line}`")))?;
+        let (name, value) =
+            line.split_once(':').ok_or_else(|| InvokeError::Cgi(format!("invalid CGI header line `{line}`")))?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or("");

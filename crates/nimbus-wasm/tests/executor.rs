@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use nimbus_manifest::Component;
-use nimbus_wasm::{CacheOutcome, Function, InvokeError, Invocation, LoadError, Runtime, RuntimeConfig, WasmKind};
+use nimbus_wasm::{CacheOutcome, Function, Invocation, InvokeError, LoadError, Runtime, RuntimeConfig, WasmKind};
 
 fn component(extra: &str) -> Component {
     toml::from_str(&format!("source = \"unused.wasm\"\n{extra}")).unwrap()
@@ -89,10 +89,8 @@ async fn panic_and_missing_response_are_errors() {
 #[tokio::test]
 async fn wagi_module_gets_cgi_request_and_answers() {
     let rt = runtime();
-    let f = rt
-        .load("wagi", Path::new(nimbus_fixtures::WAGI), &component("env = { GREETING = \"hey\" }"))
-        .await
-        .unwrap();
+    let f =
+        rt.load("wagi", Path::new(nimbus_fixtures::WAGI), &component("env = { GREETING = \"hey\" }")).await.unwrap();
     assert_eq!(f.kind(), WasmKind::Module);
     let req = http::Request::post("http://localhost/wagi/hello?x=1").body(Bytes::from("ping")).unwrap();
     let resp = f.handle(req, Invocation::new("req-wagi", "/wagi/...")).await.unwrap();
@@ -142,7 +140,8 @@ async fn files_that_cannot_be_functions_are_refused_clearly() {
     let err = rt.load("x", &corrupt, &c).await.unwrap_err();
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
 
-    let small = Runtime::new(RuntimeConfig { max_module_bytes: 1024, max_instances: 4, ..RuntimeConfig::default() }).unwrap();
+    let small =
+        Runtime::new(RuntimeConfig { max_module_bytes: 1024, max_instances: 4, ..RuntimeConfig::default() }).unwrap();
     let err = small.load("x", Path::new(nimbus_fixtures::HELLO), &c).await.unwrap_err();
     assert!(matches!(err, LoadError::TooLarge { .. }), "{err}");
 }
@@ -150,7 +149,8 @@ async fn files_that_cannot_be_functions_are_refused_clearly() {
 #[tokio::test]
 async fn compile_cache_survives_a_new_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let config = RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), max_instances: 8, ..RuntimeConfig::default() };
+    let config =
+        RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), max_instances: 8, ..RuntimeConfig::default() };
     let c = component("");
     let first = Runtime::new(config.clone()).unwrap();
     let (_, outcome) = first.load_with_outcome("hello", Path::new(nimbus_fixtures::HELLO), &c).await.unwrap();
@@ -165,7 +165,12 @@ async fn compile_cache_survives_a_new_runtime() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = Runtime::new(RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), max_instances: 8, ..RuntimeConfig::default() }).unwrap();
+    let third = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let (_, outcome) = third.load_with_outcome("hello", Path::new(nimbus_fixtures::HELLO), &c).await.unwrap();
     assert!(matches!(outcome, CacheOutcome::Compiled(_)), "a corrupt entry is recompiled: {outcome:?}");
 }
@@ -180,9 +185,8 @@ async fn upstream() -> u16 {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = conn.read(&mut buf).await;
-                let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
-                    .await;
+                let _ =
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream").await;
             });
         }
     });
@@ -195,7 +199,8 @@ async fn outbound_http_needs_a_grant() {
     let rt = runtime();
     let url = format!("/outbound?url=http://127.0.0.1:{port}/");
 
-    let granted = load(&rt, nimbus_fixtures::KITCHEN, &format!("grants = {{ outbound = [\"http://127.0.0.1:{port}\"] }}")).await;
+    let granted =
+        load(&rt, nimbus_fixtures::KITCHEN, &format!("grants = {{ outbound = [\"http://127.0.0.1:{port}\"] }}")).await;
     assert_eq!(call(&granted, &url).await.unwrap(), (200, "upstream status 200\nupstream".into()));
 
     let ungranted = load(&rt, nimbus_fixtures::KITCHEN, "").await;
