@@ -37,9 +37,14 @@ impl App {
 
     /// Starts `nimbus up` on a free port and waits until it serves.
     pub fn up(&self, extra: &[&str]) -> Server {
+        self.up_dir(self.path(), extra)
+    }
+
+    /// Starts `nimbus up APP_DIR` with this app's cache directory.
+    pub fn up_dir(&self, app_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(NIMBUS)
             .arg("up")
-            .arg(self.path())
+            .arg(app_dir)
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(self.cache_dir())
             .args(extra)
