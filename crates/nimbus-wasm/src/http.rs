@@ -86,8 +86,8 @@ pub(crate) async fn handle(
     let pre = pre.clone();
     let name = settings.name.clone();
     let request_id = inv.request_id.clone();
-    let task = tokio::spawn(async move {
-        let run = async {
+    let mut run = Box::pin(async move {
+        let call = async {
             let proxy =
                 pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
             proxy
@@ -96,7 +96,7 @@ pub(crate) async fn handle(
                 .await
                 .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
         };
-        let result = match tokio::time::timeout_at(deadline.into(), run).await {
+        let result = match tokio::time::timeout_at(deadline.into(), call).await {
             Ok(r) => r,
             Err(_) => Err(InvokeError::Timeout(limits.timeout)),
         };
@@ -108,13 +108,24 @@ pub(crate) async fn handle(
         result
     });
 
-    match rx.await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(code)) => Err(InvokeError::Guest(format!("{code:?}"))),
-        Err(_) => match task.await {
-            Ok(Ok(())) => Err(InvokeError::NoResponse),
-            Ok(Err(e)) => Err(e),
-            Err(join) => Err(InvokeError::Trap(format!("the invocation task failed: {join}"))),
+    // The guest runs on this task (no hand-off to another thread) until it either returns or sets
+    // its response while still producing the body; only then does the rest of it move to a task
+    // of its own, streaming the body.
+    let mut rx = rx;
+    tokio::select! {
+        biased;
+        result = &mut run => match rx.try_recv() {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => Err(InvokeError::Guest(format!("{code:?}"))),
+            Err(_) => result.and(Err(InvokeError::NoResponse)),
         },
+        resp = &mut rx => {
+            tokio::spawn(run);
+            match resp {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(code)) => Err(InvokeError::Guest(format!("{code:?}"))),
+                Err(_) => Err(InvokeError::NoResponse),
+            }
+        }
     }
 }
