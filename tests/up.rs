@@ -239,3 +239,27 @@ async fn restart_uses_the_compile_cache() {
     let third = app.up(&["--no-cache"]);
     assert!(!third.banner.contains("loaded from cache"), "{}", third.banner);
 }
+
+#[tokio::test]
+async fn queued_requests_get_instances_as_soon_as_slots_free() {
+    // Streaming responses hand their instance back only when the guest is done; queued requests
+    // must then find a free instance, never an exhausted pool.
+    let app = App::new(&fixtures_manifest("max_concurrency = 2, queue_depth = 100", ""));
+    let server = app.up(&[]);
+    let c = client();
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let c = c.clone();
+            let url = server.url(if i % 2 == 0 { "/kitchen/big?kb=512" } else { "/kitchen/echo" });
+            tokio::spawn(async move {
+                let resp = c.get(url).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await.unwrap();
+                status
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+}

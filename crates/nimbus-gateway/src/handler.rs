@@ -82,9 +82,10 @@ impl Gateway {
         };
         let mut inv = Invocation::new(&id, &route.route);
         inv.client = client;
+        inv.lease = Some(permit);
         match target.function.handle(http::Request::from_parts(parts, body), inv).await {
             Ok(resp) => {
-                let mut resp = resp.map(|b| GatewayBody::streaming(b, permit));
+                let mut resp = resp.map(GatewayBody::streaming);
                 set_request_id(&mut resp, &id);
                 resp
             }

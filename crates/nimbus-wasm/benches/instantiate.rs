@@ -23,11 +23,10 @@ fn nimbus(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let runtime = Runtime::new(RuntimeConfig { max_instances: 100, ..RuntimeConfig::default() }).unwrap();
     let component: nimbus_manifest::Component = toml::from_str("source = \"hello.wasm\"").unwrap();
     let function = rt.block_on(runtime.load("hello", Path::new(nimbus_fixtures::HELLO), &component)).unwrap();
-    let inv = Invocation::new("bench", "/...");
     c.bench_function("instantiate+handle/nimbus", |b| {
         b.to_async(rt).iter(|| async {
             let req = http::Request::get("http://localhost/").body(Bytes::new()).unwrap();
-            let resp = function.handle(req, inv.clone()).await.unwrap();
+            let resp = function.handle(req, Invocation::new("bench", "/...")).await.unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body.len(), 19);
         })

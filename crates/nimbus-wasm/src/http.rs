@@ -24,6 +24,7 @@ pub(crate) struct HttpState {
     table: ResourceTable,
     limits: wasmtime::StoreLimits,
     hooks: OutboundPolicy,
+    _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl WasiView for HttpState {
@@ -42,7 +43,7 @@ pub(crate) async fn handle(
     pre: &ProxyPre<HttpState>,
     settings: &FunctionSettings,
     req: http::Request<Bytes>,
-    inv: &Invocation,
+    inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let deadline = Instant::now() + limits.timeout;
@@ -60,6 +61,7 @@ pub(crate) async fn handle(
             component: settings.name.clone(),
             request_id: inv.request_id.clone(),
         },
+        _lease: inv.lease,
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limits);

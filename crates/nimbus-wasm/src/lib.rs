@@ -199,7 +199,7 @@ impl std::fmt::Debug for Function {
 }
 
 /// Per-request facts the executor needs besides the request itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Invocation {
     /// The request id, echoed in logs and errors.
     pub request_id: Arc<str>,
@@ -209,13 +209,17 @@ pub struct Invocation {
     pub route_base: String,
     /// The client's address, when known.
     pub client: Option<SocketAddr>,
+    /// A concurrency slot held for as long as the instance exists: it is released when the
+    /// instance is torn down (not when the response is handed over), so a slot never outlives
+    /// or undercounts the instance it stands for.
+    pub lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Invocation {
     /// An invocation for `route` (`/exact` or `/prefix/...`) with no client address.
     pub fn new(request_id: &str, route: &str) -> Self {
         let base = route.strip_suffix("/...").unwrap_or(route);
-        Self { request_id: request_id.into(), route: route.into(), route_base: base.into(), client: None }
+        Self { request_id: request_id.into(), route: route.into(), route_base: base.into(), client: None, lease: None }
     }
 }
 
@@ -241,8 +245,8 @@ impl Function {
         inv: Invocation,
     ) -> Result<::http::Response<ResponseBody>, InvokeError> {
         match &self.executor {
-            Executor::Http(pre) => http::handle(pre, &self.settings, req, &inv).await,
-            Executor::Wagi(pre) => wagi::handle(pre, &self.settings, req, &inv).await,
+            Executor::Http(pre) => http::handle(pre, &self.settings, req, inv).await,
+            Executor::Wagi(pre) => wagi::handle(pre, &self.settings, req, inv).await,
         }
     }
 }

@@ -19,13 +19,14 @@ pub const MAX_CGI_OUTPUT: usize = 64 << 20;
 pub(crate) struct WagiState {
     pub(crate) wasi: WasiP1Ctx,
     limits: wasmtime::StoreLimits,
+    _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub(crate) async fn handle(
     pre: &InstancePre<WagiState>,
     settings: &FunctionSettings,
     req: http::Request<Bytes>,
-    inv: &Invocation,
+    inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let deadline = Instant::now() + limits.timeout;
@@ -34,12 +35,14 @@ pub(crate) async fn handle(
     let mut wasi = WasiCtxBuilder::new();
     wasi.arg(&*settings.name)
         .envs(&settings.env)
-        .envs(&cgi_env(&parts, body.len(), inv))
+        .envs(&cgi_env(&parts, body.len(), &inv))
         .stdin(MemoryInputPipe::new(body))
         .stdout(stdout.clone())
         .stderr(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stderr"));
-    let mut store =
-        Store::new(pre.module().engine(), WagiState { wasi: wasi.build_p1(), limits: limits.store_limits() });
+    let mut store = Store::new(
+        pre.module().engine(),
+        WagiState { wasi: wasi.build_p1(), limits: limits.store_limits(), _lease: inv.lease },
+    );
     store.limiter(|s| &mut s.limits);
     limits.arm(&mut store, deadline);
 
