@@ -1,0 +1,13 @@
+import { ResponseOutparam, OutgoingResponse, OutgoingBody, Fields } from "wasi:http/types@0.2.10";
+
+export const incomingHandler = {
+  handle(request, responseOut) {
+    const response = new OutgoingResponse(new Fields([["content-type", new TextEncoder().encode("text/plain")]]));
+    const body = response.body();
+    ResponseOutparam.set(responseOut, { tag: "ok", val: response });
+    const stream = body.write();
+    stream.blockingWriteAndFlush(new TextEncoder().encode(`Hello from JavaScript on Nimbus! path=${request.pathWithQuery()}\n`));
+    stream[Symbol.dispose]();
+    OutgoingBody.finish(body, undefined);
+  },
+};
