@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}\n  = help: run nimbus in the directory holding nimbus.toml, or pass that directory", path.display())]
+    #[error("cannot read {}: {cause}\n  = help: run nimbus in the directory holding nimbus.toml, or pass that directory", path.display())]
     Read {
         /// The path that was tried.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file was read but is not a valid manifest.
     #[error("{}", render(.0))]

@@ -63,8 +63,7 @@ impl LoadedManifest {
     /// Reads and validates `nimbus.toml` from a directory, or the file itself if `path` is one.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
-        let text =
-            std::fs::read_to_string(&file).map_err(|source| ManifestError::Read { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Read { path: file.clone(), cause })?;
         Self::parse(text, file)
     }
 

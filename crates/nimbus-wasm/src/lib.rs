@@ -107,7 +107,7 @@ impl Runtime {
         path: &Path,
         component: &Component,
     ) -> Result<(Function, CacheOutcome), LoadError> {
-        let read_err = |source| LoadError::Read { path: path.to_path_buf(), source };
+        let read_err = |cause| LoadError::Read { path: path.to_path_buf(), cause };
         let size = std::fs::metadata(path).map_err(read_err)?.len();
         if size > self.config.max_module_bytes {
             return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
