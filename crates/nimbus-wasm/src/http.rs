@@ -2,19 +2,18 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmtime::Store;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::logs::GuestLog;
 use crate::outbound::OutboundPolicy;
+use crate::store::InvocationState;
 use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 /// Store data of one `wasi:http` invocation.
@@ -33,6 +32,12 @@ impl WasiView for HttpState {
     }
 }
 
+impl InvocationState for HttpState {
+    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+        &mut self.limits
+    }
+}
+
 impl WasiHttpView for HttpState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
@@ -46,11 +51,8 @@ pub(crate) async fn handle(
     inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
-    let deadline = Instant::now() + limits.timeout;
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.envs(&settings.env)
-        .stdout(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stdout"))
-        .stderr(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stderr"));
+    let mut wasi = settings.wasi(&inv);
+    wasi.stdout(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stdout"));
     let state = HttpState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
@@ -63,9 +65,7 @@ pub(crate) async fn handle(
         },
         _lease: inv.lease,
     };
-    let mut store = Store::new(pre.engine(), state);
-    store.limiter(|s| &mut s.limits);
-    limits.arm(&mut store, deadline);
+    let (mut store, deadline) = limits.new_store(pre.engine(), state);
 
     let req = req.map(|b| Full::new(b).map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));
     let (tx, rx) = tokio::sync::oneshot::channel();

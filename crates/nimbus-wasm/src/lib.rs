@@ -171,6 +171,16 @@ pub(crate) struct FunctionSettings {
     pub(crate) limits: store::InvocationLimits,
 }
 
+impl FunctionSettings {
+    /// The WASI context every executor starts from: the manifest's env and nothing else from the
+    /// host, no preopens, no network, stderr logged with the request id.
+    pub(crate) fn wasi(&self, inv: &Invocation) -> wasmtime_wasi::WasiCtxBuilder {
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.envs(&self.env).stderr(logs::GuestLog::new(self.name.clone(), inv.request_id.clone(), "stderr"));
+        wasi
+    }
+}
+
 enum Executor {
     Http(ProxyPre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>),

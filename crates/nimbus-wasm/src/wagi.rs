@@ -1,15 +1,13 @@
 //! The WAGI executor: a WASI preview1 command module run as a CGI program per request. The
 //! request arrives in environment variables and on stdin; the response is read from stdout.
-use std::time::Instant;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmtime::{InstancePre, Store};
+use wasmtime::InstancePre;
+use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
-use crate::logs::GuestLog;
+use crate::store::InvocationState;
 use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 /// Largest response a CGI guest may write to stdout.
@@ -22,6 +20,12 @@ pub(crate) struct WagiState {
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+impl InvocationState for WagiState {
+    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+        &mut self.limits
+    }
+}
+
 pub(crate) async fn handle(
     pre: &InstancePre<WagiState>,
     settings: &FunctionSettings,
@@ -29,22 +33,15 @@ pub(crate) async fn handle(
     inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
-    let deadline = Instant::now() + limits.timeout;
     let (parts, body) = req.into_parts();
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
-    let mut wasi = WasiCtxBuilder::new();
+    let mut wasi = settings.wasi(&inv);
     wasi.arg(&*settings.name)
-        .envs(&settings.env)
         .envs(&cgi_env(&parts, body.len(), &inv))
         .stdin(MemoryInputPipe::new(body))
-        .stdout(stdout.clone())
-        .stderr(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stderr"));
-    let mut store = Store::new(
-        pre.module().engine(),
-        WagiState { wasi: wasi.build_p1(), limits: limits.store_limits(), _lease: inv.lease },
-    );
-    store.limiter(|s| &mut s.limits);
-    limits.arm(&mut store, deadline);
+        .stdout(stdout.clone());
+    let state = WagiState { wasi: wasi.build_p1(), limits: limits.store_limits(), _lease: inv.lease };
+    let (mut store, deadline) = limits.new_store(pre.module().engine(), state);
 
     let run = async {
         let instance =
