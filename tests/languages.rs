@@ -69,6 +69,7 @@ async fn python_component_from_componentize_py() {
     let server = app.up(&[]);
     let resp = common::client().get(server.url("/py?x=1")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
     assert_eq!(resp.text().await.unwrap(), "Hello from Python on Nimbus! path=/py?x=1\n");
 }
 
@@ -106,5 +107,6 @@ async fn javascript_component_from_componentize_js() {
     let server = app.up(&[]);
     let resp = common::client().get(server.url("/js?x=1")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
     assert_eq!(resp.text().await.unwrap(), "Hello from JavaScript on Nimbus! path=/js?x=1\n");
 }

@@ -2,7 +2,7 @@ import { ResponseOutparam, OutgoingResponse, OutgoingBody, Fields } from "wasi:h
 
 export const incomingHandler = {
   handle(request, responseOut) {
-    const response = new OutgoingResponse(new Fields([["content-type", new TextEncoder().encode("text/plain")]]));
+    const response = new OutgoingResponse(Fields.fromList([["content-type", new TextEncoder().encode("text/plain")]]));
     const body = response.body();
     ResponseOutparam.set(responseOut, { tag: "ok", val: response });
     const stream = body.write();
