@@ -63,7 +63,12 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
                 loaded.diagnostic(
                     &at,
                     format!("the build of `{name}` succeeded but {} does not exist", artifact.display()),
-                    "point `source` at the file the build writes"
+                    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+                        "point `source` at the file the build writes; CARGO_TARGET_DIR is set, so cargo writes \
+                         there unless the command passes `--target-dir`"
+                    } else {
+                        "point `source` at the file the build writes"
+                    }
                 )
             );
         }
