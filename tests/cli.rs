@@ -55,6 +55,11 @@ fn files_that_are_not_functions_are_refused() {
     up_fails(&manifest, &["evil", "launch_missiles"]);
     let manifest = fixtures_manifest("", "");
     up_fails_with_args(&manifest, &["--max-module-mb", "0"], &["more than the 0 bytes a function may be"]);
+    up_fails_with_args(
+        &manifest,
+        &["--compile-timeout", "0"],
+        &["took longer than 0ns to compile", "--compile-timeout"],
+    );
 }
 
 fn up_fails_with_args(manifest: &str, args: &[&str], expect: &[&str]) {
