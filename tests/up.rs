@@ -263,3 +263,20 @@ async fn queued_requests_get_instances_as_soon_as_slots_free() {
         assert_eq!(call.await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn http2_and_json_logs() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let server = app.up(&["--log-format", "json"]);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(server.url("/kitchen/log")).header("x-request-id", "h2-json-1").send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let log = server.wait_for_log("hello on stdout");
+    let line = log.lines().find(|l| l.contains("hello on stdout")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(line).expect(line);
+    assert_eq!(json["request_id"], "h2-json-1");
+    assert_eq!(json["component"], "kitchen");
+    assert_eq!(json["stream"], "stdout");
+    assert_eq!(json["message"], "hello on stdout");
+}
