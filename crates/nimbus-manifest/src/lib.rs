@@ -56,7 +56,8 @@ pub struct LoadedManifest {
     pub manifest: Manifest,
     /// The manifest file.
     pub path: PathBuf,
-    text: String,
+    /// The text with its spans, parsed once, to locate fields for diagnostics.
+    doc: Document<String>,
 }
 
 impl LoadedManifest {
@@ -70,11 +71,14 @@ impl LoadedManifest {
     /// Parses and validates manifest text; `path` is used in error messages and to resolve
     /// relative paths.
     pub fn parse(text: String, path: PathBuf) -> Result<Self, ManifestError> {
-        let manifest: Manifest = match toml::from_str(&text) {
-            Ok(m) => m,
-            Err(e) => return Err(ManifestError::Invalid(vec![serde_diagnostic(&text, &path, &e)])),
-        };
-        let loaded = Self { manifest, path, text };
+        let doc = Document::parse(text.clone()).map_err(|e| {
+            let offset = e.span().map_or(0, |r| r.start);
+            let hint = "fix the TOML syntax at this position";
+            ManifestError::Invalid(vec![located(&path, &text, offset, FieldPath::root(), e.message().trim(), hint)])
+        })?;
+        let manifest: Manifest =
+            toml::from_str(doc.raw()).map_err(|e| ManifestError::Invalid(vec![serde_diagnostic(&doc, &path, &e)]))?;
+        let loaded = Self { manifest, path, doc };
         let problems = validate::validate(&loaded.manifest);
         if problems.is_empty() {
             Ok(loaded)
@@ -97,40 +101,47 @@ impl LoadedManifest {
 
     /// A diagnostic located at `field`, for problems found after validation (say, a missing file).
     pub fn diagnostic(&self, field: &FieldPath, message: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
-        let offset =
-            Document::parse(self.text.clone()).ok().and_then(|doc| locate::span_of(&doc, field)).map_or(0, |r| r.start);
-        let (line, column) = locate::line_col(&self.text, offset);
-        Diagnostic {
-            file: self.path.clone(),
-            line,
-            column,
-            field: field.to_string(),
-            message: message.into(),
-            hint: hint.into(),
-        }
+        let offset = locate::span_of(&self.doc, field).map_or(0, |r| r.start);
+        located(&self.path, self.doc.raw(), offset, field.clone(), message, hint)
     }
 }
 
-fn serde_diagnostic(text: &str, path: &Path, err: &toml::de::Error) -> Diagnostic {
-    let offset = err.span().map_or(0, |r| r.start);
+fn located(
+    path: &Path,
+    text: &str,
+    offset: usize,
+    field: FieldPath,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> Diagnostic {
     let (line, column) = locate::line_col(text, offset);
+    Diagnostic {
+        file: path.to_path_buf(),
+        line,
+        column,
+        field: field.to_string(),
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn serde_diagnostic(doc: &Document<String>, path: &Path, err: &toml::de::Error) -> Diagnostic {
+    let offset = err.span().map_or(0, |r| r.start);
     let message = err.message().trim().to_string();
-    let mut field = Document::parse(text.to_string()).map(|doc| locate::path_at(&doc, offset)).unwrap_or_default();
+    let mut field = locate::path_at(doc, offset);
     if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
         && !field.to_string().ends_with(unknown)
     {
         field = field.key(unknown);
     }
     let hint = if message.starts_with("unknown field") {
-        "remove the field or fix its spelling; `nimbus schema` lists every field".to_string()
+        "remove the field or fix its spelling; `nimbus schema` lists every field"
     } else if message.starts_with("missing field") {
-        "add the field; `nimbus schema` shows what it takes".to_string()
-    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        "give the field a value of the expected type; `nimbus schema` shows it".to_string()
+        "add the field; `nimbus schema` shows what it takes"
     } else {
-        "fix the TOML syntax at this position".to_string()
+        "give the field a value of the expected type; `nimbus schema` shows it"
     };
-    Diagnostic { file: path.to_path_buf(), line, column, field: field.to_string(), message, hint }
+    located(path, doc.raw(), offset, field, message, hint)
 }
 
 /// The JSON Schema of `nimbus.toml`, pretty-printed.
