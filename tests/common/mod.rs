@@ -115,13 +115,19 @@ impl Server {
 
     /// Waits until the log contains `needle` (logs are written asynchronously).
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_line(|l| l.contains(needle));
+        self.stderr()
+    }
+
+    /// Waits until a log line satisfies `pred` and returns that line.
+    pub fn wait_for_line(&self, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.stderr();
-            if log.contains(needle) {
-                return log;
+            if let Some(line) = log.lines().find(|l| pred(l)) {
+                return line.to_string();
             }
-            assert!(Instant::now() < deadline, "log never contained `{needle}`:\n{log}");
+            assert!(Instant::now() < deadline, "no log line matched:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
