@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 wasm32-wasip1
 command -v componentize-py >/dev/null && componentize-py --version | grep -q "0.25.1" \
     || pip install -q componentize-py==0.25.1
-[ -x tests/guests/js/node_modules/.bin/componentize-js ] || npm ci --prefix tests/guests/js --no-audit --no-fund
+command -v npm >/dev/null  # the http-js template installs componentize-js from npm at build time
 
 cargo test --workspace --locked "$@"

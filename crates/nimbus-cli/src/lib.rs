@@ -1,6 +1,6 @@
 //! The `nimbus` command line.
 //!
-//! This crate owns the commands (`up`, `build`, `schema`), their flags and environment variables,
+//! This crate owns the commands (`up`, `build`, `schema`, `new`, `templates`), the embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
 //! `nimbus-manifest`, `nimbus-wasm` and `nimbus-gateway` together. The `nimbus` binary is just
 //! [`main`].
@@ -15,6 +15,7 @@
 mod build;
 mod logging;
 mod schema;
+mod templates;
 mod up;
 
 use std::process::ExitCode;
@@ -39,6 +40,13 @@ enum Command {
     Build(build::BuildArgs),
     /// Print the JSON Schema of nimbus.toml.
     Schema,
+    /// Create a new app from a template.
+    New(templates::NewArgs),
+    /// Work with app templates.
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
+    },
 }
 
 /// Parses the command line, runs the command, and reports errors on stderr.
@@ -49,6 +57,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
+        Command::New(args) => templates::new(&args),
+        Command::Templates { command } => templates::list(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ export const incomingHandler = {
     const body = response.body();
     ResponseOutparam.set(responseOut, { tag: "ok", val: response });
     const stream = body.write();
-    stream.blockingWriteAndFlush(new TextEncoder().encode(`Hello from JavaScript on Nimbus! path=${request.pathWithQuery()}\n`));
+    stream.blockingWriteAndFlush(new TextEncoder().encode(`Hello from {{name}} (JavaScript)! path=${request.pathWithQuery()}\n`));
     stream[Symbol.dispose]();
     OutgoingBody.finish(body, undefined);
   },

@@ -9,5 +9,5 @@ class IncomingHandler(exports.IncomingHandler):
         body = response.body()
         ResponseOutparam.set(response_out, Ok(response))
         with body.write() as stream:
-            stream.blocking_write_and_flush(b"Hello from Python on Nimbus! path=" + (request.path_with_query() or "").encode() + b"\n")
+            stream.blocking_write_and_flush(b"Hello from {{name}} (Python)! path=" + (request.path_with_query() or "").encode() + b"\n")
         OutgoingBody.finish(body, None)

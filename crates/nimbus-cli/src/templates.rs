@@ -1,0 +1,162 @@
+//! `nimbus new` and `nimbus templates list`: app templates embedded in the binary.
+//!
+//! A template is a folder under `templates/` holding the app's files and a `template.toml`
+//! (description, language, what to install, and optionally the WASI WIT version to write into
+//! `wit/`). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
+//! `snake_case` form; a file called `gitignore` is written as `.gitignore`.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use include_dir::{Dir, DirEntry, include_dir};
+use serde::Deserialize;
+
+static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// The WIT of WASI 0.2.12 (from the wasmtime-wasi-http crate), written into templates that ask.
+const WIT_DIR: &str = "wit";
+const WIT_VERSION: &str = "0.2.12";
+
+/// Templates that need a capability Nimbus does not have yet, listed so users know they are coming.
+const PLANNED: &[(&str, &str)] = &[
+    ("http-go", "HTTP function in Go (GOOS=wasip1, WAGI)"),
+    ("http-c", "HTTP function in C (clang + wasi-libc)"),
+    ("service-python", "long-lived service in Python (needs services, issue #4)"),
+    ("service-node", "long-lived service in Node.js (needs services, issue #4)"),
+    ("service-go", "long-lived service in Go (needs services, issue #4)"),
+    ("service-java", "long-lived service in Java (needs services, issue #4)"),
+    ("service-rust", "long-lived service in Rust (needs services, issue #4)"),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    description: String,
+    language: String,
+    install: String,
+    #[serde(default)]
+    wit: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NewArgs {
+    /// Template to start from (see `nimbus templates list`).
+    template: String,
+    /// Name of the app; also the directory created.
+    name: String,
+    /// Parent directory to create the app in.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TemplatesCommand {
+    /// List the templates `nimbus new` knows.
+    List,
+}
+
+fn templates() -> impl Iterator<Item = (&'static str, &'static Dir<'static>)> {
+    TEMPLATES.dirs().filter_map(|d| {
+        let name = d.path().file_name()?.to_str()?;
+        d.get_file(d.path().join("template.toml")).map(|_| (name, d))
+    })
+}
+
+fn meta(dir: &Dir<'static>) -> anyhow::Result<Meta> {
+    let file = dir.get_file(dir.path().join("template.toml")).context("template.toml is missing")?;
+    toml::from_str(file.contents_utf8().context("template.toml is not UTF-8")?).context("invalid template.toml")
+}
+
+pub(crate) fn list(_: &TemplatesCommand) -> anyhow::Result<()> {
+    println!("{:<16} {:<11} description", "template", "language");
+    for (name, dir) in templates() {
+        let m = meta(dir)?;
+        println!("{name:<16} {:<11} {}", m.language, m.description);
+    }
+    println!("\nnot yet available:");
+    for (name, what) in PLANNED {
+        println!("{name:<16} {what}");
+    }
+    Ok(())
+}
+
+pub(crate) fn new(args: &NewArgs) -> anyhow::Result<()> {
+    let Some((_, dir)) = templates().find(|(n, _)| *n == args.template) else {
+        let known: Vec<_> = templates().map(|(n, _)| n).collect();
+        bail!("no template named `{}`; available: {} (see `nimbus templates list`)", args.template, known.join(", "));
+    };
+    if nimbus_manifest::LoadedManifest::parse(
+        format!("[app]\nname = \"{}\"\n[component.x]\nsource = \"x.wasm\"\n", args.name),
+        "nimbus.toml".into(),
+    )
+    .is_err()
+    {
+        bail!("`{}` cannot be an app name: use lower-case letters, digits, `-` and `_`, e.g. `hello-world`", args.name);
+    }
+    let meta = meta(dir)?;
+    let dest = args.dir.join(&args.name);
+    if dest.exists() {
+        bail!("{} already exists; pick another name or remove it", dest.display());
+    }
+    let crate_name = args.name.replace('-', "_");
+    write_dir(dir, dir.path(), &dest, &|text| {
+        text.replace("{{name}}", &args.name).replace("{{crate_name}}", &crate_name)
+    })?;
+    if let Some(version) = &meta.wit {
+        write_wit(&dest.join(WIT_DIR), version)?;
+    }
+    println!("Created `{}` from `{}` in {}", args.name, args.template, dest.display());
+    println!("Needs: {}", meta.install);
+    println!("Next:\n  cd {}\n  nimbus build\n  nimbus up", dest.display());
+    Ok(())
+}
+
+fn write_dir(dir: &Dir<'static>, root: &Path, dest: &Path, render: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
+    for entry in dir.entries() {
+        let rel = entry.path().strip_prefix(root).expect("entries lie below their template");
+        match entry {
+            DirEntry::Dir(d) => write_dir(d, root, dest, render)?,
+            DirEntry::File(f) if rel == Path::new("template.toml") => {}
+            DirEntry::File(f) => {
+                let rel = if rel == Path::new("gitignore") { Path::new(".gitignore") } else { rel };
+                let out = dest.join(rel);
+                std::fs::create_dir_all(out.parent().unwrap_or(dest))
+                    .with_context(|| format!("cannot create {}", dest.display()))?;
+                let contents = match f.contents_utf8() {
+                    Some(text) => render(text).into_bytes(),
+                    None => f.contents().to_vec(),
+                };
+                std::fs::write(&out, contents).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the WASI WIT and a world `app` including `wasi:http/proxy` at `version`.
+fn write_wit(dest: &Path, version: &str) -> anyhow::Result<()> {
+    let wit = TEMPLATES.get_dir(WIT_DIR).context("the WASI WIT is missing from the binary")?;
+    let pin = |text: &str| {
+        if version == WIT_VERSION {
+            return text.to_string();
+        }
+        // Older toolchains pin an older 0.2.x: rename the packages and the feature gates newer than it.
+        let mut text = text.replace(&format!("@{WIT_VERSION}"), &format!("@{version}"));
+        for newer in newer_patch_versions(version) {
+            text = text.replace(&format!("version = {newer}"), &format!("version = {version}"));
+        }
+        text
+    };
+    write_dir(wit, wit.path(), dest, &pin)?;
+    let world = format!("package nimbus:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n}}\n");
+    std::fs::write(dest.join("world.wit"), world).with_context(|| format!("cannot write {}", dest.display()))
+}
+
+/// `0.2.N` versions after `version` up to the embedded one.
+fn newer_patch_versions(version: &str) -> Vec<String> {
+    let patch = |v: &str| v.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+    match (patch(version), patch(WIT_VERSION)) {
+        (Some(from), Some(to)) => (from + 1..=to).map(|p| format!("0.2.{p}")).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,68 @@
+//! `nimbus new` → `nimbus build` → `nimbus up` → a request, for every template. The JS and Python
+//! templates also prove that components from componentize-js and componentize-py (which import
+//! `wasi:cli`, `wasi:filesystem` and more besides `wasi:http`) run unchanged.
+//!
+//! The toolchains are installed by `scripts/test.sh` (the README's test command); a missing one
+//! fails the test with what to install.
+mod common;
+
+use std::process::Command;
+
+use common::NIMBUS;
+
+fn nimbus(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(NIMBUS).args(args).current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "nimbus {args:?} failed:\n{text}");
+    text
+}
+
+async fn new_build_up(template: &str, language: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("my-{template}");
+    let created = nimbus(work.path(), &["new", template, &name]);
+    assert!(created.contains("nimbus build"), "{created}");
+    let app_dir = work.path().join(&name);
+    assert!(app_dir.join(".gitignore").exists());
+    nimbus(&app_dir, &["build"]);
+    let scratch = common::App::new("# unused\n");
+    let server = scratch.up_dir(&app_dir, &[]);
+    let resp = common::client().get(server.url("/some/path?x=1")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.text().await.unwrap(), format!("Hello from {name} ({language})! path=/some/path?x=1\n"));
+}
+
+#[tokio::test]
+async fn http_rust() {
+    new_build_up("http-rust", "Rust").await;
+}
+
+#[tokio::test]
+async fn http_python() {
+    new_build_up("http-python", "Python").await;
+}
+
+#[tokio::test]
+async fn http_js() {
+    new_build_up("http-js", "JavaScript").await;
+}
+
+#[test]
+fn listing_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = nimbus(dir.path(), &["templates", "list"]);
+    for t in ["http-rust", "http-python", "http-js", "not yet available", "service-python"] {
+        assert!(list.contains(t), "{list}");
+    }
+    let fail = |args: &[&str], expect: &str| {
+        let out = Command::new(NIMBUS).args(args).current_dir(dir.path()).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{err}");
+    };
+    fail(&["new", "http-cobol", "x"], "no template named `http-cobol`; available: http-js, http-python, http-rust");
+    fail(&["new", "http-rust", "Bad Name"], "cannot be an app name");
+    nimbus(dir.path(), &["new", "http-rust", "taken"]);
+    fail(&["new", "http-rust", "taken"], "already exists");
+}
