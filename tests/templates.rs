@@ -48,11 +48,21 @@ async fn http_js() {
     new_build_up("http-js", "JavaScript").await;
 }
 
+#[tokio::test]
+async fn http_c() {
+    new_build_up("http-c", "C").await;
+}
+
+#[tokio::test]
+async fn http_go() {
+    new_build_up("http-go", "Go").await;
+}
+
 #[test]
 fn listing_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let list = nimbus(dir.path(), &["templates", "list"]);
-    for t in ["http-rust", "http-python", "http-js", "not yet available", "service-python"] {
+    for t in ["http-rust", "http-python", "http-js", "http-c", "http-go", "not yet available", "service-python"] {
         assert!(list.contains(t), "{list}");
     }
     let fail = |args: &[&str], expect: &str| {
@@ -61,7 +71,10 @@ fn listing_and_bad_input() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{err}");
     };
-    fail(&["new", "http-cobol", "x"], "no template named `http-cobol`; available: http-js, http-python, http-rust");
+    fail(
+        &["new", "http-cobol", "x"],
+        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust",
+    );
     fail(&["new", "http-rust", "Bad Name"], "cannot be an app name");
     nimbus(dir.path(), &["new", "http-rust", "taken"]);
     fail(&["new", "http-rust", "taken"], "already exists");

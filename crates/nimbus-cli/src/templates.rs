@@ -19,8 +19,6 @@ const WIT_VERSION: &str = "0.2.12";
 
 /// Templates that need a capability Nimbus does not have yet, listed so users know they are coming.
 const PLANNED: &[(&str, &str)] = &[
-    ("http-go", "HTTP function in Go (GOOS=wasip1, WAGI)"),
-    ("http-c", "HTTP function in C (clang + wasi-libc)"),
     ("service-python", "long-lived service in Python (needs services, issue #4)"),
     ("service-node", "long-lived service in Node.js (needs services, issue #4)"),
     ("service-go", "long-lived service in Go (needs services, issue #4)"),
