@@ -22,6 +22,7 @@ async fn new_build_up(template: &str, language: &str) {
     let name = format!("my-{template}");
     let created = nimbus(work.path(), &["new", template, &name]);
     assert!(created.contains("nimbus build"), "{created}");
+    assert!(created.contains("Toolchain: "), "says what to install: {created}");
     let app_dir = work.path().join(&name);
     assert!(app_dir.join(".gitignore").exists());
     nimbus(&app_dir, &["build"]);

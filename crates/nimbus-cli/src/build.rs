@@ -49,9 +49,13 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
             .with_context(|| format!("could not start `sh` to build `{name}` in {}", workdir.display()))?;
         if !status.success() {
             let at = FieldPath::root().key("component").key(name.clone()).key("build").key("command");
-            let hint = match status.code() {
-                Some(127) => "a program in the command was not found (see the shell message above): install it and run `nimbus build` again".to_string(),
-                _ => "fix the errors printed above and run `nimbus build` again".to_string(),
+            let hint = match (status.code(), &build.install) {
+                (Some(127), Some(install)) => {
+                    format!("a program in the command was not found: install it with `{install}`, then run `nimbus build` again")
+                }
+                (Some(127), None) => "a program in the command was not found (see the shell message above): install it and run `nimbus build` again".to_string(),
+                (_, Some(install)) => format!("fix the errors printed above and run `nimbus build` again; the toolchain installs with `{install}`"),
+                (_, None) => "fix the errors printed above and run `nimbus build` again".to_string(),
             };
             bail!("{}", loaded.diagnostic(&at, format!("the build of `{name}` failed ({status})"), hint));
         }

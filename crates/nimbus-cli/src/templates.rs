@@ -1,7 +1,7 @@
 //! `nimbus new` and `nimbus templates list`: app templates embedded in the binary.
 //!
 //! A template is a folder under `templates/` holding the app's files and a `template.toml`
-//! (description, language, what to install, and optionally the WASI WIT version to write into
+//! (description, language, and optionally the WASI WIT version to write into
 //! `wit/`). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
 //! `snake_case` form; a file called `gitignore` is written as `.gitignore`.
 use std::path::{Path, PathBuf};
@@ -31,7 +31,6 @@ const PLANNED: &[(&str, &str)] = &[
 struct Meta {
     description: String,
     language: String,
-    install: String,
     #[serde(default)]
     wit: Option<String>,
 }
@@ -104,7 +103,10 @@ pub(crate) fn new(args: &NewArgs) -> anyhow::Result<()> {
         write_wit(&dest.join(WIT_DIR), version)?;
     }
     println!("Created `{}` from `{}` in {}", args.name, args.template, dest.display());
-    println!("Needs: {}", meta.install);
+    let app = nimbus_manifest::LoadedManifest::load(&dest).context("the template's nimbus.toml is invalid")?;
+    for install in app.manifest.component.values().filter_map(|c| c.build.as_ref()?.install.as_deref()) {
+        println!("Toolchain: {install}");
+    }
     println!("Next:\n  cd {}\n  nimbus build\n  nimbus up", dest.display());
     Ok(())
 }

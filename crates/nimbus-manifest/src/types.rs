@@ -69,6 +69,10 @@ pub struct Build {
     /// Globs (relative to `workdir`) whose changes call for a rebuild, used by `nimbus dev`.
     #[serde(default)]
     pub watch: Vec<String>,
+    /// The command that installs the toolchain, shown when the build cannot run
+    /// (e.g. `pip install componentize-py==0.25.1`).
+    #[serde(default)]
+    pub install: Option<String>,
 }
 
 /// `limits`: bounds that keep one component from hurting the others.
