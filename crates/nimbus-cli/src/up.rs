@@ -78,11 +78,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     });
     let mut functions = HashMap::new();
     let mut problems = Vec::new();
-    let mut report = HashMap::new();
+    let mut outcomes = HashMap::new();
     for (name, result) in futures::future::join_all(loads).await {
         match result {
             Ok((function, outcome)) => {
-                report.insert(name.clone(), (function.kind(), outcome));
+                outcomes.insert(name.clone(), outcome);
                 functions.insert(name.clone(), function);
             }
             Err(e) => {
@@ -113,12 +113,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         } else {
             route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
         };
-        let (kind, outcome) = report[name];
-        let kind = match kind {
+        let kind = match route.target.function.kind() {
             WasmKind::Component => "wasi:http component",
             WasmKind::Module => "WAGI module",
         };
-        let how = match outcome {
+        let how = match outcomes[name] {
             CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
             CacheOutcome::Compiled(d) => format!("compiled in {} ms", d.as_millis()),
         };
