@@ -103,6 +103,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     println!("Serving app `{}` on http://{addr}", m.app.name);
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
@@ -127,7 +128,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
     let drain = ServeConfig { drain_timeout: Duration::from_secs(args.drain_timeout) };
-    nimbus_gateway::serve(listener, gateway, shutdown_signal(), drain).await?;
+    nimbus_gateway::serve(listener, gateway, shutdown, drain).await?;
     println!("Stopped.");
     Ok(())
 }
@@ -154,25 +155,16 @@ fn hint_for(e: &LoadError) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// Listens for SIGINT and SIGTERM from the moment it is called — before the banner says the
+/// server is ready, so a signal sent right after it is never missed — and resolves on the first.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => tracing::info!("received SIGINT"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
             _ = term.recv() => tracing::info!("received SIGTERM"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }
