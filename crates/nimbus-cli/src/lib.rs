@@ -1,8 +1,10 @@
 //! The `nimbus` command line.
 //!
-//! This crate owns the commands (`up`, `build`, `schema`, `new`, `templates`), the embedded app templates, their flags and environment variables,
+//! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`; `server`; and the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `login`), the
+//! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm` and `nimbus-gateway` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run
@@ -13,8 +15,13 @@
 //! ```
 
 mod build;
+mod deploy;
 mod logging;
+mod manage;
+mod remote;
 mod schema;
+mod server;
+mod serving;
 mod templates;
 mod up;
 
@@ -36,6 +43,47 @@ struct Cli {
 enum Command {
     /// Serve the app in DIR (default: the current directory) on 127.0.0.1:3000.
     Up(up::UpArgs),
+    /// Run the platform: the gateway for every deployed app plus the control API.
+    Server(server::ServerArgs),
+    /// Upload the app in DIR to a server as a new immutable revision.
+    Deploy(deploy::DeployArgs),
+    /// List, show or delete the apps of a server.
+    Apps {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: manage::AppsCommand,
+    },
+    /// List, show or delete an app's revisions.
+    Revisions {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: manage::RevisionsCommand,
+    },
+    /// Show or change how an app's traffic is split across revisions, and its tags.
+    Traffic {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(flatten)]
+        args: manage::TrafficArgs,
+    },
+    /// Restore an app's previous traffic setting at once (or send all traffic to --to REVISION).
+    Rollback {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(flatten)]
+        args: manage::RollbackArgs,
+    },
+    /// Create, list and revoke API tokens (admin).
+    Tokens {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: manage::TokensCommand,
+    },
+    /// Check a server URL and token and save them for later commands.
+    Login(manage::LoginArgs),
     /// Run the build command of each component of the app in DIR.
     Build(build::BuildArgs),
     /// Print the JSON Schema of nimbus.toml.
@@ -55,6 +103,14 @@ pub fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Server(args) => server::run(args),
+        Command::Deploy(args) => deploy::run(&args),
+        Command::Apps { remote, command } => manage::apps(&remote, &command),
+        Command::Revisions { remote, command } => manage::revisions(&remote, &command),
+        Command::Traffic { remote, args } => manage::traffic(&remote, &args),
+        Command::Rollback { remote, args } => manage::rollback(&remote, &args),
+        Command::Tokens { remote, command } => manage::tokens(&remote, &command),
+        Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
         Command::New(args) => templates::new(&args),

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_gateway::{Gateway, ServeConfig};
+use nimbus_gateway::Gateway;
 use nimbus_manifest::{FieldPath, LoadedManifest};
-use nimbus_wasm::{CacheOutcome, LoadError, Runtime, RuntimeConfig, WasmKind};
+use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
+
+use crate::serving::{EngineArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -23,21 +24,8 @@ pub(crate) struct UpArgs {
     /// Run `nimbus build` first.
     #[arg(long, env = "NIMBUS_BUILD")]
     build: bool,
-    /// Where compiled components are cached (default: ~/.cache/nimbus/compiled).
-    #[arg(long, env = "NIMBUS_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile every component afresh and keep nothing on disk.
-    #[arg(long, env = "NIMBUS_NO_CACHE")]
-    no_cache: bool,
-    /// Seconds to let in-flight requests finish on shutdown.
-    #[arg(long, env = "NIMBUS_DRAIN_TIMEOUT", default_value_t = 30)]
-    drain_timeout: u64,
-    /// Largest .wasm file accepted, in MiB.
-    #[arg(long, env = "NIMBUS_MAX_MODULE_MB", default_value_t = 256)]
-    max_module_mb: u64,
-    /// Longest compilation of one component accepted, in seconds.
-    #[arg(long, env = "NIMBUS_COMPILE_TIMEOUT", default_value_t = 120)]
-    compile_timeout: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -52,24 +40,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, loaded))
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("nimbus").join("compiled"))
-}
-
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let m = &loaded.manifest;
-    let config = RuntimeConfig {
-        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) },
-        max_module_bytes: args.max_module_mb << 20,
-        compile_timeout: Duration::from_secs(args.compile_timeout),
-        max_instances: m.component.values().map(|c| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000),
-        max_memory_mb: m.component.values().map(|c| c.limits.memory_mb).max().unwrap_or(128),
-        pooling: true,
-    };
-    let runtime = Runtime::new(config).context("could not set up the wasm engine")?;
+    let max_instances = m.component.values().map(|c| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
+    let max_memory_mb = m.component.values().map(|c| c.limits.memory_mb).max().unwrap_or(128);
+    let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
 
     let loads = m.component.iter().map(|(name, c)| {
         let path = loaded.resolve(&c.source);
@@ -127,8 +102,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
-    let drain = ServeConfig { drain_timeout: Duration::from_secs(args.drain_timeout) };
-    nimbus_gateway::serve(listener, gateway, shutdown, drain).await?;
+    nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await?;
     println!("Stopped.");
     Ok(())
 }
@@ -153,18 +127,4 @@ fn hint_for(e: &LoadError) -> String {
         }
         LoadError::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
     }
-}
-
-/// Listens for SIGINT and SIGTERM from the moment it is called — before the banner says the
-/// server is ready, so a signal sent right after it is never missed — and resolves on the first.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => tracing::info!("received SIGINT"),
-            _ = term.recv() => tracing::info!("received SIGTERM"),
-        }
-    })
 }

@@ -24,10 +24,7 @@ impl Gateway {
     ) -> http::Response<GatewayBody> {
         let id = request_id(req.headers());
         if req.uri().path() == HEALTH_PATH {
-            let mut resp = http::Response::new(GatewayBody::full("{\"status\":\"ok\"}\n"));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            set_request_id(&mut resp, &id);
-            return resp;
+            return health(&id);
         }
         let route = match self.router.find(req.method(), req.uri().path()) {
             RouteMatch::Found(route) => route,
@@ -100,6 +97,14 @@ impl Gateway {
             }
         }
     }
+}
+
+/// `{"status":"ok"}`, the answer to [`HEALTH_PATH`].
+pub(crate) fn health(request_id: &str) -> http::Response<GatewayBody> {
+    let mut resp = http::Response::new(GatewayBody::full("{\"status\":\"ok\"}\n"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_request_id(&mut resp, request_id);
+    resp
 }
 
 fn status_for(e: &InvokeError) -> StatusCode {

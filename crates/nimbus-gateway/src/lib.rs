@@ -4,8 +4,11 @@
 //! `[[trigger.http]]` routes (exact paths, `/prefix/...` wildcards, method filters), request ids
 //! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
 //! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
-//! `/healthz`, and graceful shutdown that drains in-flight requests. It does not run wasm (that
-//! is `nimbus-wasm`) or read manifests (that is `nimbus-manifest`).
+//! `/healthz`, and graceful shutdown that drains in-flight requests. For a server hosting many
+//! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
+//! percent or tag, and is swapped atomically when the control plane changes it. It does not run
+//! wasm (that is `nimbus-wasm`), read manifests (that is `nimbus-manifest`) or decide what is
+//! deployed (that is `nimbus-control`).
 //!
 //! ```no_run
 //! # async fn demo(manifest: nimbus_manifest::Manifest, functions: std::collections::HashMap<String, nimbus_wasm::Function>) -> std::io::Result<()> {
@@ -18,6 +21,7 @@
 //! ```
 
 mod admission;
+mod apps;
 mod body;
 mod handler;
 mod request_id;
@@ -33,10 +37,11 @@ use nimbus_manifest::{Manifest, RoutePattern};
 use nimbus_wasm::Function;
 
 pub use admission::{Admission, Rejected};
+pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
-pub use server::{ServeConfig, serve};
+pub use server::{Handler, ServeConfig, serve};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";

@@ -1,5 +1,6 @@
-//! Maps a request's method and path to the component that handles it. Exact routes win over
-//! wildcards; among wildcards the longest prefix wins.
+//! Maps a request's method and path to what handles it. Exact routes win over wildcards; among
+//! wildcards the longest prefix wins. Lookup costs one hash probe per path segment, whatever the
+//! number of routes, so a server with many apps routes as fast as one with a single app.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -7,9 +8,10 @@ use nimbus_manifest::RoutePattern;
 
 use crate::Target;
 
-/// One `[[trigger.http]]` entry, resolved.
+/// One `[[trigger.http]]` entry, resolved to its target `T` (a component of one revision, or an
+/// app of a server).
 #[derive(Debug, Clone)]
-pub struct Route {
+pub struct Route<T = Arc<Target>> {
     /// The route as written in the manifest.
     pub route: String,
     /// The route, parsed.
@@ -17,14 +19,14 @@ pub struct Route {
     /// Accepted methods (all when empty).
     pub methods: Vec<http::Method>,
     /// What handles it.
-    pub target: Arc<Target>,
+    pub target: T,
 }
 
 /// Outcome of routing one request.
 #[derive(Debug)]
-pub enum RouteMatch<'a> {
+pub enum RouteMatch<'a, T = Arc<Target>> {
     /// A route accepts the request.
-    Found(&'a Route),
+    Found(&'a Route<T>),
     /// Routes match the path but none accepts the method; the methods they do accept.
     MethodNotAllowed(Vec<http::Method>),
     /// Nothing matches the path.
@@ -32,44 +34,75 @@ pub enum RouteMatch<'a> {
 }
 
 /// The routing table.
-#[derive(Debug, Default)]
-pub struct Router {
-    exact: HashMap<String, Vec<Route>>,
-    /// Wildcard routes, longest prefix first.
-    prefixes: Vec<(String, Vec<Route>)>,
+#[derive(Debug)]
+pub struct Router<T = Arc<Target>> {
+    exact: HashMap<String, Vec<Route<T>>>,
+    /// Wildcard routes by prefix (without the trailing `/...`; empty for `/...`).
+    prefixes: HashMap<String, Vec<Route<T>>>,
 }
 
-impl Router {
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Self { exact: HashMap::new(), prefixes: HashMap::new() }
+    }
+}
+
+impl<T> Router<T> {
     /// Builds the table from resolved routes.
-    pub fn new(routes: impl IntoIterator<Item = Route>) -> Self {
+    pub fn new(routes: impl IntoIterator<Item = Route<T>>) -> Self {
         let mut router = Self::default();
-        let mut prefixes: HashMap<String, Vec<Route>> = HashMap::new();
         for route in routes {
-            match &route.pattern {
-                RoutePattern::Exact(p) => router.exact.entry(p.clone()).or_default().push(route),
-                RoutePattern::Prefix(p) => prefixes.entry(p.clone()).or_default().push(route),
-            }
+            router.insert(route);
         }
-        router.prefixes = prefixes.into_iter().collect();
-        router.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         router
     }
 
-    /// Every route, for listing at start-up.
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.exact.values().chain(self.prefixes.iter().map(|(_, r)| r)).flatten()
+    /// Adds one route; routes with the same pattern are told apart by their methods.
+    pub fn insert(&mut self, route: Route<T>) {
+        let table = match &route.pattern {
+            RoutePattern::Exact(p) => self.exact.entry(p.clone()),
+            RoutePattern::Prefix(p) => self.prefixes.entry(p.clone()),
+        };
+        table.or_default().push(route);
+    }
+
+    /// Every route, for listing.
+    pub fn routes(&self) -> impl Iterator<Item = &Route<T>> {
+        self.exact.values().chain(self.prefixes.values()).flatten()
+    }
+
+    /// Whether nothing is routed.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
     }
 
     /// Finds the route for a request.
-    pub fn find(&self, method: &http::Method, path: &str) -> RouteMatch<'_> {
+    pub fn find(&self, method: &http::Method, path: &str) -> RouteMatch<'_, T> {
         // The most specific matching route decides; broader wildcards do not take over.
-        let routes = self.exact.get(path).or_else(|| {
-            self.prefixes.iter().find(|(_, routes)| routes[0].pattern.matches(path)).map(|(_, routes)| routes)
-        });
-        let Some(routes) = routes else { return RouteMatch::NotFound };
+        let Some(routes) = self.exact.get(path).or_else(|| self.longest_prefix(path)) else {
+            return RouteMatch::NotFound;
+        };
         if let Some(route) = routes.iter().find(|r| r.methods.is_empty() || r.methods.contains(method)) {
             return RouteMatch::Found(route);
         }
         RouteMatch::MethodNotAllowed(routes.iter().flat_map(|r| r.methods.iter().cloned()).collect())
+    }
+
+    /// The wildcard routes of the longest prefix of `path` that has any: `/a/b/c` tries `/a/b/c`,
+    /// `/a/b`, `/a`, then the catch-all.
+    fn longest_prefix(&self, path: &str) -> Option<&Vec<Route<T>>> {
+        if self.prefixes.is_empty() {
+            return None;
+        }
+        let mut candidate = path;
+        loop {
+            if let Some(routes) = self.prefixes.get(candidate) {
+                return Some(routes);
+            }
+            if candidate.is_empty() {
+                return None;
+            }
+            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
+        }
     }
 }

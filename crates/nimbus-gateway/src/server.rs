@@ -10,7 +10,38 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::Gateway;
+use crate::GatewayBody;
+
+/// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
+/// ([`crate::Ingress`]).
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request. Never fails: every problem becomes a response.
+    fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        client: Option<std::net::SocketAddr>,
+    ) -> impl Future<Output = http::Response<GatewayBody>> + Send;
+}
+
+impl Handler for crate::Gateway {
+    fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        client: Option<std::net::SocketAddr>,
+    ) -> impl Future<Output = http::Response<GatewayBody>> + Send {
+        crate::Gateway::handle(self, req, client)
+    }
+}
+
+impl Handler for crate::Ingress {
+    fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        client: Option<std::net::SocketAddr>,
+    ) -> impl Future<Output = http::Response<GatewayBody>> + Send {
+        crate::Ingress::handle(self, req, client)
+    }
+}
 
 /// Settings of the accept loop.
 #[derive(Debug, Clone)]
@@ -26,9 +57,9 @@ impl Default for ServeConfig {
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve<F, T>(
+pub async fn serve<H: Handler, F, T>(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    gateway: Arc<H>,
     shutdown: F,
     config: ServeConfig,
 ) -> std::io::Result<()>

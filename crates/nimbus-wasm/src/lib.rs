@@ -113,6 +113,22 @@ impl Runtime {
             return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
         }
         let bytes = std::fs::read(path).map_err(read_err)?;
+        self.load_bytes(name, path, bytes, component).await
+    }
+
+    /// Like [`Runtime::load_with_outcome`] for a function already in memory (an artifact of a
+    /// deployed revision); `path` only names it in errors and logs.
+    pub async fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: Vec<u8>,
+        component: &Component,
+    ) -> Result<(Function, CacheOutcome), LoadError> {
+        let size = bytes.len() as u64;
+        if size > self.config.max_module_bytes {
+            return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
+        }
         let kind = WasmKind::detect(&bytes).ok_or_else(|| LoadError::NotWasm { path: path.to_path_buf() })?;
         let (compiled, outcome) =
             cache::compile(&self.engine, self.cache.as_ref(), path, bytes, kind, self.config.compile_timeout).await?;

@@ -1,0 +1,112 @@
+//! `nimbus deploy`: pack the app's manifest and built components into a bundle and upload it
+//! as a new immutable revision, with a progress bar on a terminal.
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use nimbus_control::{BUNDLE_CONTENT_TYPE, Bundle, DeployResult};
+use nimbus_manifest::{FieldPath, LoadedManifest};
+
+use crate::manage::traffic_line;
+use crate::remote::{Client, OutputArgs, RemoteArgs};
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// App directory or manifest file.
+    #[arg(default_value = ".", env = "NIMBUS_APP")]
+    dir: PathBuf,
+    /// Run `nimbus build` first.
+    #[arg(long)]
+    build: bool,
+    /// Bind the app to this host (repeat for more); replaces the current binding.
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Point this tag at the new revision (reach it with `x-nimbus-tag: TAG` or host TAG.HOST).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Create the revision without sending traffic to it (the first revision always gets 100%).
+    #[arg(long)]
+    no_promote: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
+    let loaded = LoadedManifest::load(&args.dir)?;
+    if args.build {
+        crate::build::build_all(&loaded, &[])?;
+    }
+    let client = Client::new(&args.remote)?;
+    let bundle = pack(&loaded)?;
+    let archive = bundle.pack();
+
+    let mut query = vec![format!("promote={}", !args.no_promote)];
+    if !args.hosts.is_empty() {
+        query.push(format!("hosts={}", crate::remote::seg(&args.hosts.join(","))));
+    }
+    if let Some(tag) = &args.tag {
+        query.push(format!("tag={}", crate::remote::seg(tag)));
+    }
+    let progress = progress_bar(archive.len() as u64);
+    let body = upload_body(archive, progress.clone());
+    let result: DeployResult = client
+        .call(reqwest::Method::POST, &format!("/v1/deployments?{}", query.join("&")), Some(body), BUNDLE_CONTENT_TYPE)
+        .with_context(|| format!("deploy of app `{}` to {} failed", loaded.manifest.app.name, client.base()))?;
+    progress.finish_and_clear();
+    args.output.print(&result, |r| {
+        let what = if r.created { "new revision" } else { "unchanged: identical content is revision" };
+        println!("Deployed app `{}`: {what} {}", r.app, r.revision);
+        println!("  traffic: {}", traffic_line(&r.traffic));
+    })
+}
+
+/// The manifest text and each component's built artifact.
+fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
+    let manifest =
+        std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
+    let mut artifacts = BTreeMap::new();
+    for (name, component) in &loaded.manifest.component {
+        let path = loaded.resolve(&component.source);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            let at = FieldPath::root().key("component").key(name.clone()).key("source");
+            anyhow::anyhow!(
+                "{}",
+                loaded.diagnostic(
+                    &at,
+                    format!("cannot read {}: {e}", path.display()),
+                    "build the component first with `nimbus build` (or `nimbus deploy --build`)"
+                )
+            )
+        })?;
+        artifacts.insert(name.clone(), bytes);
+    }
+    Ok(Bundle { manifest, artifacts })
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The archive as a stream of 64 KiB chunks that advances the progress bar as it is sent.
+fn upload_body(archive: Vec<u8>, progress: indicatif::ProgressBar) -> reqwest::Body {
+    let chunks: Vec<bytes::Bytes> =
+        bytes::Bytes::from(archive).chunks(64 << 10).map(bytes::Bytes::copy_from_slice).collect();
+    let stream = futures::stream::iter(chunks.into_iter().map(move |chunk| {
+        progress.inc(chunk.len() as u64);
+        Ok::<_, std::io::Error>(chunk)
+    }));
+    reqwest::Body::wrap_stream(stream)
+}

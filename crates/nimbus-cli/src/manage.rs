@@ -1,0 +1,297 @@
+//! The commands that read and change what a server runs: `apps`, `revisions`, `traffic`,
+//! `rollback`, `tokens` and `login`.
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use nimbus_control::{
+    AppInfo, CreatedToken, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic,
+    TrafficTarget, Whoami,
+};
+use reqwest::Method;
+
+use crate::remote::{Client, Config, OutputArgs, RemoteArgs, seg, time};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AppsCommand {
+    /// List the apps.
+    List(OutputArgs),
+    /// Show one app.
+    Show {
+        app: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete an app and all its revisions; its routes stop being served.
+    Delete { app: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RevisionsCommand {
+    /// List an app's revisions, newest first.
+    List {
+        app: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one revision with its manifest.
+    Show {
+        app: String,
+        revision: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a revision (refused while it receives traffic or has a tag).
+    Delete { app: String, revision: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrafficArgs {
+    /// The app.
+    app: String,
+    /// New split as REVISION=PERCENT pairs summing to 100; without any, show the current one.
+    #[arg(value_name = "REVISION=PERCENT")]
+    split: Vec<String>,
+    /// Point a tag at a revision: TAG=REVISION (repeatable).
+    #[arg(long = "tag", value_name = "TAG=REVISION")]
+    tags: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag", value_name = "TAG")]
+    untag: Vec<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// The app.
+    app: String,
+    /// Send all traffic to this revision instead of restoring the previous setting.
+    #[arg(long)]
+    to: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// List tokens (never their secrets).
+    List(OutputArgs),
+    /// Create a token; its secret is printed once.
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        name: String,
+        /// admin, deployer or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Limit it to this app (repeatable); default: all apps.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a token at once.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// URL of the control API.
+    #[arg(long)]
+    server: String,
+    /// API token (or NIMBUS_TOKEN).
+    #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown role `{s}`; use admin, deployer or viewer"))
+}
+
+pub(crate) fn apps(remote: &RemoteArgs, command: &AppsCommand) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    match command {
+        AppsCommand::List(output) => {
+            let apps: Vec<AppInfo> = client.get("/v1/apps")?;
+            output.print(&apps, |apps| {
+                println!("{:<24} {:<28} {:>9}  {:<20}  TRAFFIC", "APP", "HOSTS", "REVISIONS", "UPDATED");
+                for a in apps {
+                    let hosts = if a.hosts.is_empty() { "*".into() } else { a.hosts.join(",") };
+                    println!(
+                        "{:<24} {hosts:<28} {:>9}  {:<20}  {}",
+                        a.name,
+                        a.revisions,
+                        time(a.updated_at),
+                        traffic_line(&a.traffic)
+                    );
+                }
+            })
+        }
+        AppsCommand::Show { app, output } => {
+            let a: AppInfo = client.get(&format!("/v1/apps/{}", seg(app)))?;
+            output.print(&a, |a| {
+                println!("app:       {}", a.name);
+                println!(
+                    "hosts:     {}",
+                    if a.hosts.is_empty() { "* (every host)".into() } else { a.hosts.join(", ") }
+                );
+                println!("revisions: {}", a.revisions);
+                println!("traffic:   {}", traffic_line(&a.traffic));
+                println!("created:   {}", time(a.created_at));
+                println!("updated:   {}", time(a.updated_at));
+            })
+        }
+        AppsCommand::Delete { app } => {
+            client.delete(&format!("/v1/apps/{}", seg(app)))?;
+            println!("Deleted app `{app}` and its revisions.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn revisions(remote: &RemoteArgs, command: &RevisionsCommand) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    match command {
+        RevisionsCommand::List { app, output } => {
+            let revs: Vec<RevisionInfo> = client.get(&format!("/v1/apps/{}/revisions", seg(app)))?;
+            output.print(&revs, |revs| {
+                println!(
+                    "{:<14} {:<20} {:<10} {:>7}  {:<12} ROUTES",
+                    "REVISION", "CREATED", "VERSION", "TRAFFIC", "TAGS"
+                );
+                for r in revs {
+                    println!(
+                        "{:<14} {:<20} {:<10} {:>6}%  {:<12} {}",
+                        r.id,
+                        time(r.created_at),
+                        r.version.as_deref().unwrap_or("-"),
+                        r.percent,
+                        if r.tags.is_empty() { "-".into() } else { r.tags.join(",") },
+                        r.routes.join(" ")
+                    );
+                }
+            })
+        }
+        RevisionsCommand::Show { app, revision, output } => {
+            let r: RevisionDetail = client.get(&format!("/v1/apps/{}/revisions/{}", seg(app), seg(revision)))?;
+            output.print(&r, |r| {
+                let i = &r.info;
+                println!("revision: {} of app `{}`", i.id, i.app);
+                println!("created:  {}", time(i.created_at));
+                println!(
+                    "traffic:  {}%{}",
+                    i.percent,
+                    if i.tags.is_empty() { String::new() } else { format!(", tags {}", i.tags.join(", ")) }
+                );
+                println!("routes:   {}", i.routes.join(" "));
+                for a in &i.artifacts {
+                    println!("artifact: {:<16} {} ({} bytes)", a.component, a.digest, a.size);
+                }
+                println!("--- nimbus.toml\n{}", r.manifest.trim_end());
+            })
+        }
+        RevisionsCommand::Delete { app, revision } => {
+            client.delete(&format!("/v1/apps/{}/revisions/{}", seg(app), seg(revision)))?;
+            println!("Deleted revision {revision} of app `{app}`.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn traffic(remote: &RemoteArgs, args: &TrafficArgs) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    let path = format!("/v1/apps/{}/traffic", seg(&args.app));
+    let mut traffic: Traffic = client.get(&path)?;
+    if !(args.split.is_empty() && args.tags.is_empty() && args.untag.is_empty()) {
+        if !args.split.is_empty() {
+            traffic.targets = args.split.iter().map(|s| parse_split(s)).collect::<anyhow::Result<_>>()?;
+        }
+        for t in &args.tags {
+            let (tag, rev) = t.split_once('=').with_context(|| format!("`{t}` is not TAG=REVISION"))?;
+            traffic.tags.insert(tag.to_string(), rev.to_string());
+        }
+        for tag in &args.untag {
+            if traffic.tags.remove(tag).is_none() {
+                bail!("app `{}` has no tag `{tag}`", args.app);
+            }
+        }
+        traffic = client.send(Method::PUT, &path, &traffic)?;
+    }
+    args.output.print(&traffic, |t| println!("{}: {}", args.app, traffic_line(t)))
+}
+
+fn parse_split(s: &str) -> anyhow::Result<TrafficTarget> {
+    let (revision, percent) = s.split_once('=').with_context(|| format!("`{s}` is not REVISION=PERCENT"))?;
+    let percent = percent.trim_end_matches('%');
+    let percent: u8 =
+        percent.parse().with_context(|| format!("`{percent}` in `{s}` is not a percent from 0 to 100"))?;
+    Ok(TrafficTarget { revision: revision.to_string(), percent })
+}
+
+pub(crate) fn rollback(remote: &RemoteArgs, args: &RollbackArgs) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    let traffic: Traffic = client.send(
+        Method::POST,
+        &format!("/v1/apps/{}/rollback", seg(&args.app)),
+        &RollbackRequest { to: args.to.clone() },
+    )?;
+    args.output.print(&traffic, |t| println!("Rolled back app `{}`: {}", args.app, traffic_line(t)))
+}
+
+pub(crate) fn tokens(remote: &RemoteArgs, command: &TokensCommand) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    match command {
+        TokensCommand::List(output) => {
+            let tokens: Vec<TokenInfo> = client.get("/v1/tokens")?;
+            output.print(&tokens, |tokens| {
+                println!("{:<14} {:<9} {:<20} {:<20} NAME", "ID", "ROLE", "APPS", "CREATED");
+                for t in tokens {
+                    let apps = if t.apps.is_empty() { "*".into() } else { t.apps.join(",") };
+                    println!("{:<14} {:<9} {apps:<20} {:<20} {}", t.id, t.role, time(t.created_at), t.name);
+                }
+            })
+        }
+        TokensCommand::Create { name, role, apps, output } => {
+            let new = NewToken { name: name.clone(), role: *role, apps: apps.clone() };
+            let created: CreatedToken = client.send(Method::POST, "/v1/tokens", &new)?;
+            output.print(&created, |c| {
+                println!("Created token {} ({}). It is shown only this once:", c.info.id, c.info.role);
+                println!("{}", c.token);
+            })
+        }
+        TokensCommand::Revoke { id } => {
+            client.delete(&format!("/v1/tokens/{}", seg(id)))?;
+            println!("Revoked token {id}.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn login(args: &LoginArgs) -> anyhow::Result<()> {
+    let client = Client::with(&args.server, args.token.clone())?;
+    let who: Whoami = client.get("/v1/whoami").context("the server did not accept these credentials")?;
+    let path = Config { server: Some(client.base().to_string()), token: args.token.clone() }.save()?;
+    match who.token {
+        Some(t) => {
+            println!("Logged in to {} with token {} ({}); saved to {}", client.base(), t.id, t.role, path.display())
+        }
+        None => println!("Using {} in dev mode (no token); saved to {}", client.base(), path.display()),
+    }
+    Ok(())
+}
+
+/// `abc123=90% def456=10% (canary → def456)`.
+pub(crate) fn traffic_line(t: &Traffic) -> String {
+    let mut parts: Vec<String> = t.targets.iter().map(|x| format!("{}={}%", x.revision, x.percent)).collect();
+    if parts.is_empty() {
+        parts.push("none".into());
+    }
+    let tags: BTreeMap<_, _> = t.tags.iter().collect();
+    if !tags.is_empty() {
+        let list: Vec<String> = tags.iter().map(|(tag, rev)| format!("{tag} → {rev}")).collect();
+        parts.push(format!("(tags: {})", list.join(", ")));
+    }
+    parts.join(" ")
+}

@@ -1,0 +1,212 @@
+//! Talking to a `nimbus server`: where it is and which token to use (flags, then `NIMBUS_SERVER`
+//! / `NIMBUS_TOKEN`, then the config file `nimbus login` writes), HTTP calls with errors that say
+//! what to do, and output as text or JSON.
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, ValueEnum};
+use nimbus_control::ErrorBody;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// URL of the control API, e.g. http://127.0.0.1:3001 (or NIMBUS_SERVER, or `nimbus login`).
+    #[arg(long, env = "NIMBUS_SERVER", global = true)]
+    server: Option<String>,
+    /// API token (or NIMBUS_TOKEN, or `nimbus login`).
+    #[arg(long, env = "NIMBUS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// How reads are printed.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub(crate) enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// For scripts: the API's JSON.
+    Json,
+}
+
+/// `--output`, for commands that read.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+impl OutputArgs {
+    /// Prints `value` as JSON, or with `text` for people.
+    pub(crate) fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Output::Text => text(value),
+        }
+        Ok(())
+    }
+}
+
+/// The config file of `nimbus login`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) server: Option<String>,
+    pub(crate) token: Option<String>,
+}
+
+impl Config {
+    pub(crate) fn path() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("nimbus").join("config.toml"))
+    }
+
+    fn load() -> anyhow::Result<Self> {
+        let Some(path) = Self::path() else { return Ok(Self::default()) };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the file, readable by its owner only (it holds a token).
+    pub(crate) fn save(&self) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path().context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(toml::to_string(self)?.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A client of one server's control API.
+pub(crate) struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// The server and token from flags, environment or config file.
+    pub(crate) fn new(args: &RemoteArgs) -> anyhow::Result<Self> {
+        let config = Config::load()?;
+        let base = args.server.clone().or(config.server).context(
+            "no server given: pass --server URL, set NIMBUS_SERVER, or run `nimbus login --server URL --token TOKEN`",
+        )?;
+        Self::with(&base, args.token.clone().or(config.token))
+    }
+
+    /// A client of `base` with `token`.
+    pub(crate) fn with(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("server `{base}` is not an http:// or https:// URL");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Self { base, token, http: reqwest::Client::new(), rt })
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and decodes the JSON answer (`()` for empty answers).
+    pub(crate) fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+        content_type: &str,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await.map_err(|e| {
+                anyhow!(
+                    "cannot reach the Nimbus control API at {}: {e}\n  start one with `nimbus server`, or point --server / NIMBUS_SERVER at it",
+                    self.base
+                )
+            })?;
+            let status = resp.status();
+            let bytes = resp.bytes().await.with_context(|| format!("the answer of {url} broke off"))?;
+            if !status.is_success() {
+                return Err(server_error(status, &bytes));
+            }
+            let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+            serde_json::from_slice(bytes).with_context(|| format!("unexpected answer from {url}"))
+        })
+    }
+
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::GET, path, None, "")
+    }
+
+    pub(crate) fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        self.call(method, path, Some(serde_json::to_vec(body)?.into()), "application/json")
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, path, None, "")
+    }
+}
+
+fn server_error(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+    let Ok(e) = serde_json::from_slice::<ErrorBody>(body) else {
+        return anyhow!("the server answered {status}: {}", String::from_utf8_lossy(body).trim());
+    };
+    let mut message = format!("{} ({status})", e.error);
+    for detail in &e.details {
+        message.push_str(&format!("\n{detail}"));
+    }
+    if let Some(hint) = &e.hint {
+        message.push_str(&format!("\n  = help: {hint}"));
+    }
+    anyhow!(message)
+}
+
+/// `2026-11-27T06:00:00Z` for unix seconds.
+pub(crate) fn time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// Percent-encodes a path segment (app names and ids are plain, but never trust that).
+pub(crate) fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! `nimbus server`: the long-running platform. The gateway serves every deployed app on
+//! `--listen`; the control API (deploy, traffic, rollback, tokens) listens on `--api-listen`.
+//! State lives in `--data-dir` and survives restarts and `kill -9`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nimbus_control::{ApiState, Platform, Store, Tokens};
+use nimbus_gateway::Ingress;
+
+use crate::serving::{EngineArgs, shutdown_signal};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Address of the gateway serving the apps (port 0 picks a free port).
+    #[arg(long, short, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Address of the control API.
+    #[arg(long, env = "NIMBUS_API_LISTEN", default_value = "127.0.0.1:3001")]
+    api_listen: SocketAddr,
+    /// Where apps, revisions and tokens are stored (default: ~/.local/share/nimbus).
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Accept control API calls without a token. Only on loopback addresses; for local use.
+    #[arg(long, env = "NIMBUS_DEV")]
+    dev: bool,
+    /// Largest deploy bundle accepted, in MiB.
+    #[arg(long, env = "NIMBUS_MAX_UPLOAD_MB", default_value_t = 256)]
+    max_upload_mb: usize,
+    /// Instances running at once across all apps (the size of the instance pool).
+    #[arg(long, env = "NIMBUS_MAX_INSTANCES", default_value_t = 1000)]
+    max_instances: u32,
+    /// Largest `limits.memory_mb` a component may ask for.
+    #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
+    max_memory_mb: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if args.dev && !(args.api_listen.ip().is_loopback() && args.listen.ip().is_loopback()) {
+        bail!(
+            "--dev turns off authentication, so it only runs on loopback addresses; use 127.0.0.1 for --listen and --api-listen, or drop --dev and use API tokens"
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?
+        .block_on(serve(args))
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("nimbus")
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let db = data_dir.join("control.redb");
+    let store = Arc::new(Store::open(&db).with_context(|| {
+        format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
+    })?);
+    let runtime = Arc::new(args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?);
+    let ingress = Arc::new(Ingress::new());
+    let platform = Arc::new(
+        Platform::open(store.clone(), runtime.clone(), ingress.clone())
+            .await
+            .context("cannot load the deployed apps")?,
+    );
+    let tokens = Tokens::new(store);
+
+    let bind = |addr: SocketAddr, flag: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}; pick another address with {flag}, e.g. 127.0.0.1:0"))
+    };
+    let gateway_listener = bind(args.listen, "--listen").await?;
+    let api_listener = bind(args.api_listen, "--api-listen").await?;
+    let (gateway_addr, api_addr) = (gateway_listener.local_addr()?, api_listener.local_addr()?);
+    let shutdown = shutdown_signal()?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    println!("Nimbus server");
+    println!("  Apps:        http://{gateway_addr}");
+    println!("  Control API: http://{api_addr}/v1   (OpenAPI: http://{api_addr}/v1/openapi.json)");
+    println!("  Data:        {}", data_dir.display());
+    if let Some(created) = tokens.bootstrap().context("cannot create the first admin token")? {
+        println!();
+        println!("Created the first admin token. It is shown only this once and only its hash is stored:");
+        println!("  {}", created.token);
+        println!("Use it with: export NIMBUS_SERVER=http://{api_addr} NIMBUS_TOKEN={}", created.token);
+    }
+    if args.dev {
+        println!();
+        println!("WARNING: --dev: the control API accepts calls WITHOUT a token from anyone who can reach");
+        println!("WARNING: {api_addr}. Never use --dev on a shared machine or for anything but local work.");
+        tracing::warn!(%api_addr, "dev mode: unauthenticated control API");
+    }
+    println!("Ready (Ctrl-C to stop).");
+    tracing::info!(%gateway_addr, %api_addr, allocator = ?runtime.allocator(), "ready");
+
+    let api = nimbus_control::router(Arc::new(ApiState {
+        platform,
+        tokens,
+        dev: args.dev,
+        max_upload_bytes: args.max_upload_mb << 20,
+    }));
+    let api_server = axum::serve(api_listener, api).with_graceful_shutdown(stopped());
+    let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), args.engine.serve_config());
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (api_result, gateway_result) = tokio::join!(api_server, gateway_server);
+    api_result.context("the control API failed")?;
+    gateway_result.context("the gateway failed")?;
+    println!("Stopped.");
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! What `nimbus up` and `nimbus server` share: engine flags, the compile cache location, and
+//! shutdown on SIGINT/SIGTERM.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use nimbus_gateway::ServeConfig;
+use nimbus_wasm::{Runtime, RuntimeConfig};
+
+/// Flags of the wasm engine and of draining.
+#[derive(Debug, Args)]
+pub(crate) struct EngineArgs {
+    /// Where compiled components are cached (default: ~/.cache/nimbus/compiled).
+    #[arg(long, env = "NIMBUS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component afresh and keep nothing on disk.
+    #[arg(long, env = "NIMBUS_NO_CACHE")]
+    no_cache: bool,
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, env = "NIMBUS_DRAIN_TIMEOUT", default_value_t = 30)]
+    drain_timeout: u64,
+    /// Largest .wasm file accepted, in MiB.
+    #[arg(long, env = "NIMBUS_MAX_MODULE_MB", default_value_t = 256)]
+    max_module_mb: u64,
+    /// Longest compilation of one component accepted, in seconds.
+    #[arg(long, env = "NIMBUS_COMPILE_TIMEOUT", default_value_t = 120)]
+    compile_timeout: u64,
+}
+
+impl EngineArgs {
+    /// The wasm runtime with room for `max_instances` concurrent instances of up to
+    /// `max_memory_mb` each.
+    pub(crate) fn runtime(&self, max_instances: u32, max_memory_mb: u32) -> anyhow::Result<Runtime> {
+        let config = RuntimeConfig {
+            cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) },
+            max_module_bytes: self.max_module_mb << 20,
+            compile_timeout: Duration::from_secs(self.compile_timeout),
+            max_instances,
+            max_memory_mb,
+            pooling: true,
+        };
+        Runtime::new(config).context("could not set up the wasm engine")
+    }
+
+    /// How the accept loop drains.
+    pub(crate) fn serve_config(&self) -> ServeConfig {
+        ServeConfig { drain_timeout: Duration::from_secs(self.drain_timeout) }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("nimbus").join("compiled"))
+}
+
+/// Listens for SIGINT and SIGTERM from the moment it is called — before the banner says the
+/// server is ready, so a signal sent right after it is never missed — and resolves on the first.
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("received SIGINT"),
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+        }
+    })
+}

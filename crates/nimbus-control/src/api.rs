@@ -1,0 +1,318 @@
+//! The control API (axum), described by an OpenAPI 3 document served at `/v1/openapi.json`
+//! and checked into the repository as `openapi/nimbus-v1.json`. Every call but the document
+//! itself needs `Authorization: Bearer TOKEN`, except in `--dev` mode; every error is
+//! [`ErrorBody`] JSON.
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::auth::{Action, Principal, Tokens};
+use crate::error::ControlError;
+use crate::model::{
+    AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role,
+    RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami,
+};
+use crate::platform::{DeployOptions, Platform};
+
+/// What the API handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Deployed state.
+    pub platform: Arc<Platform>,
+    /// Token checks.
+    pub tokens: Tokens,
+    /// Unauthenticated calls allowed (loopback only; the server enforces that).
+    pub dev: bool,
+    /// Largest deploy bundle accepted, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+type AppState = State<Arc<ApiState>>;
+
+/// The control API routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/deployments", post(deploy))
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{app}", get(show_app).delete(delete_app))
+        .route("/v1/apps/{app}/revisions", get(list_revisions))
+        .route("/v1/apps/{app}/revisions/{revision}", get(show_revision).delete(delete_revision))
+        .route("/v1/apps/{app}/traffic", get(show_traffic).put(set_traffic))
+        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
+        .with_state(state)
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        if let Self::Store(e) = &self {
+            tracing::error!(error = %e, "control store failed");
+        }
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if self.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for Principal {
+    type Rejection = ControlError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(http::header::AUTHORIZATION) else {
+            if state.dev {
+                return Ok(Principal { token: None });
+            }
+            return Err(ControlError::Unauthorized("this call needs an API token and none was sent".into()));
+        };
+        let bearer = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| ControlError::Unauthorized("the Authorization header is not `Bearer TOKEN`".into()))?;
+        Ok(Principal { token: Some(state.tokens.verify(bearer.trim())?) })
+    }
+}
+
+/// A JSON body whose rejections are [`ErrorBody`] JSON too.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ControlError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state).await.map(|Json(v)| Self(v)).map_err(|e: JsonRejection| {
+            ControlError::bad_request(e.body_text(), "send a JSON body as described in /v1/openapi.json")
+        })
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ControlError> {
+    q.map(|Query(v)| v).map_err(|e| ControlError::bad_request(e.body_text(), "see /v1/openapi.json for the parameters"))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens."),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token: `nbt_ID_SECRET`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document of this API, pretty-printed.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the document serializes") + "\n"
+}
+
+async fn openapi() -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
+async fn whoami(State(s): AppState, p: Principal) -> Json<Whoami> {
+    Json(Whoami { token: p.token, dev: s.dev })
+}
+
+/// Parameters of a deploy.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeployQuery {
+    /// Comma-separated hosts to bind the app to (replaces the current binding).
+    hosts: Option<String>,
+    /// Tag to point at the new revision.
+    tag: Option<String>,
+    /// Send all traffic to the new revision (default true; the first revision always gets it).
+    promote: Option<bool>,
+}
+
+/// Deploys a bundle (tar of `nimbus.toml` and `components/NAME.wasm`) as an immutable revision.
+#[utoipa::path(post, path = "/v1/deployments", tag = "deploy", params(DeployQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The bundle"),
+    responses(
+        (status = 201, description = "A new revision", body = DeployResult),
+        (status = 200, description = "Identical content was already deployed", body = DeployResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "A route is taken by another app", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "Invalid manifest or component", body = ErrorBody),
+    ))]
+async fn deploy(
+    State(s): AppState,
+    principal: Principal,
+    q: Result<Query<DeployQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> Result<Response, ControlError> {
+    principal.check(Action::Write, None)?;
+    let q = query(q)?;
+    let limit = s.max_upload_bytes;
+    let archive = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            ControlError::TooLarge(format!("the bundle is larger than the {} MiB this server accepts", limit >> 20))
+        } else {
+            ControlError::bad_request(format!("the upload broke off: {e}"), "retry the deploy")
+        }
+    })?;
+    let options = DeployOptions {
+        hosts: q.hosts.map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect()),
+        tag: q.tag,
+        promote: q.promote.unwrap_or(true),
+    };
+    let result = s.platform.deploy(&archive.to_bytes(), options, &principal).await?;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(result)).into_response())
+}
+
+/// Apps the token may see.
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", responses((status = 200, body = [AppInfo]), (status = 401, body = ErrorBody)))]
+async fn list_apps(State(s): AppState, p: Principal) -> Result<Json<Vec<AppInfo>>, ControlError> {
+    p.check(Action::Read, None)?;
+    Ok(Json(s.platform.apps(&p).await))
+}
+
+/// One app.
+#[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 200, body = AppInfo), (status = 404, body = ErrorBody)))]
+async fn show_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<Json<AppInfo>, ControlError> {
+    p.check(Action::Read, Some(&app))?;
+    Ok(Json(s.platform.app(&app).await?))
+}
+
+/// Deletes an app and all its revisions.
+#[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<StatusCode, ControlError> {
+    p.check(Action::Write, Some(&app))?;
+    s.platform.delete_app(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The revisions of an app, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/revisions", tag = "revisions", params(("app" = String, Path)), responses((status = 200, body = [RevisionInfo]), (status = 404, body = ErrorBody)))]
+async fn list_revisions(
+    State(s): AppState,
+    p: Principal,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<RevisionInfo>>, ControlError> {
+    p.check(Action::Read, Some(&app))?;
+    Ok(Json(s.platform.revisions(&app).await?))
+}
+
+/// One revision with its manifest.
+#[utoipa::path(get, path = "/v1/apps/{app}/revisions/{revision}", tag = "revisions", params(("app" = String, Path), ("revision" = String, Path)), responses((status = 200, body = RevisionDetail), (status = 404, body = ErrorBody)))]
+async fn show_revision(
+    State(s): AppState,
+    p: Principal,
+    Path((app, revision)): Path<(String, String)>,
+) -> Result<Json<RevisionDetail>, ControlError> {
+    p.check(Action::Read, Some(&app))?;
+    Ok(Json(s.platform.revision(&app, &revision).await?))
+}
+
+/// Deletes a revision; refused (409) while it receives traffic or has a tag.
+#[utoipa::path(delete, path = "/v1/apps/{app}/revisions/{revision}", tag = "revisions", params(("app" = String, Path), ("revision" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_revision(
+    State(s): AppState,
+    p: Principal,
+    Path((app, revision)): Path<(String, String)>,
+) -> Result<StatusCode, ControlError> {
+    p.check(Action::Write, Some(&app))?;
+    s.platform.delete_revision(&app, &revision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The app's traffic split and tags.
+#[utoipa::path(get, path = "/v1/apps/{app}/traffic", tag = "traffic", params(("app" = String, Path)), responses((status = 200, body = Traffic), (status = 404, body = ErrorBody)))]
+async fn show_traffic(
+    State(s): AppState,
+    p: Principal,
+    Path(app): Path<String>,
+) -> Result<Json<Traffic>, ControlError> {
+    p.check(Action::Read, Some(&app))?;
+    Ok(Json(s.platform.app(&app).await?.traffic))
+}
+
+/// Replaces the traffic split (percentages summing to 100) and tags; effective when it returns.
+#[utoipa::path(put, path = "/v1/apps/{app}/traffic", tag = "traffic", params(("app" = String, Path)), request_body = Traffic, responses((status = 200, body = Traffic), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_traffic(
+    State(s): AppState,
+    p: Principal,
+    Path(app): Path<String>,
+    JsonBody(traffic): JsonBody<Traffic>,
+) -> Result<Json<Traffic>, ControlError> {
+    p.check(Action::Write, Some(&app))?;
+    Ok(Json(s.platform.set_traffic(&app, traffic).await?))
+}
+
+/// Restores the traffic in effect before the last change, or sends all traffic to `to`.
+#[utoipa::path(post, path = "/v1/apps/{app}/rollback", tag = "traffic", params(("app" = String, Path)), request_body = RollbackRequest, responses((status = 200, body = Traffic), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rollback(
+    State(s): AppState,
+    p: Principal,
+    Path(app): Path<String>,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> Result<Json<Traffic>, ControlError> {
+    p.check(Action::Write, Some(&app))?;
+    Ok(Json(s.platform.rollback(&app, req.to.as_deref()).await?))
+}
+
+/// Every token (without secrets). Admins only.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, body = ErrorBody)))]
+async fn list_tokens(State(s): AppState, p: Principal) -> Result<Json<Vec<TokenInfo>>, ControlError> {
+    p.check(Action::ManageTokens, None)?;
+    Ok(Json(s.tokens.list()?))
+}
+
+/// Issues a token; its secret is in this response only. Admins only.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_token(
+    State(s): AppState,
+    p: Principal,
+    JsonBody(new): JsonBody<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ControlError> {
+    p.check(Action::ManageTokens, None)?;
+    let created = s.tokens.create(&new)?;
+    tracing::info!(token = %created.info.id, role = %created.info.role, "token created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Revokes a token at once. Admins only.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_token(State(s): AppState, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ControlError> {
+    p.check(Action::ManageTokens, None)?;
+    s.tokens.revoke(&id)?;
+    tracing::info!(token = %id, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

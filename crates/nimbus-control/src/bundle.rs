@@ -1,0 +1,106 @@
+//! The deploy bundle: a tar archive of `nimbus.toml` and one `components/NAME.wasm` per
+//! component. `nimbus deploy` packs it, the server unpacks and checks it before anything is
+//! stored. A revision's id is derived from the bundle's content, so deploying the same content
+//! twice yields the same revision.
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::ControlError;
+
+/// Name of the manifest inside a bundle.
+pub const MANIFEST_ENTRY: &str = "nimbus.toml";
+/// Largest manifest accepted.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The media type of a bundle upload.
+pub const CONTENT_TYPE: &str = "application/x-tar";
+
+/// An app's manifest and the artifact of each component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The manifest text.
+    pub manifest: String,
+    /// Component name → .wasm bytes.
+    pub artifacts: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bundle {
+    /// The tar archive of this bundle.
+    pub fn pack(&self) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut append = |path: &str, data: &[u8]| {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, path, data).expect("writing to memory");
+        };
+        append(MANIFEST_ENTRY, self.manifest.as_bytes());
+        for (name, bytes) in &self.artifacts {
+            append(&format!("components/{name}.wasm"), bytes);
+        }
+        builder.into_inner().expect("writing to memory")
+    }
+
+    /// Reads a tar archive, refusing anything but the expected regular files.
+    pub fn unpack(archive: &[u8]) -> Result<Self, ControlError> {
+        let malformed = |why: String| {
+            ControlError::bad_request(
+                format!("malformed bundle: {why}"),
+                "upload the tar archive `nimbus deploy` builds: nimbus.toml plus components/NAME.wasm",
+            )
+        };
+        let mut manifest = None;
+        let mut artifacts = BTreeMap::new();
+        let mut tar = tar::Archive::new(archive);
+        for entry in tar.entries().map_err(|e| malformed(e.to_string()))? {
+            let mut entry = entry.map_err(|e| malformed(e.to_string()))?;
+            let path = entry.path().map_err(|e| malformed(e.to_string()))?.to_string_lossy().into_owned();
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(malformed(format!("`{path}` is not a regular file")));
+            }
+            let mut data = Vec::with_capacity(entry.size().min(1 << 26) as usize);
+            entry.read_to_end(&mut data).map_err(|e| malformed(format!("`{path}`: {e}")))?;
+            if path == MANIFEST_ENTRY {
+                if data.len() as u64 > MAX_MANIFEST_BYTES {
+                    return Err(malformed(format!("{MANIFEST_ENTRY} is larger than {MAX_MANIFEST_BYTES} bytes")));
+                }
+                let text = String::from_utf8(data).map_err(|_| malformed(format!("{MANIFEST_ENTRY} is not UTF-8")))?;
+                if manifest.replace(text).is_some() {
+                    return Err(malformed(format!("{MANIFEST_ENTRY} appears twice")));
+                }
+            } else if let Some(name) = path.strip_prefix("components/").and_then(|p| p.strip_suffix(".wasm")) {
+                if name.is_empty() || name.contains('/') {
+                    return Err(malformed(format!("unexpected entry `{path}`")));
+                }
+                if artifacts.insert(name.to_string(), data).is_some() {
+                    return Err(malformed(format!("`{path}` appears twice")));
+                }
+            } else {
+                return Err(malformed(format!("unexpected entry `{path}`")));
+            }
+        }
+        let manifest = manifest.ok_or_else(|| malformed(format!("it has no {MANIFEST_ENTRY}")))?;
+        Ok(Self { manifest, artifacts })
+    }
+
+    /// The revision id of this content: the first 12 hex digits of a SHA-256 over the manifest
+    /// and the artifact digests.
+    pub fn revision_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"nimbus-revision-v1\n");
+        h.update((self.manifest.len() as u64).to_le_bytes());
+        h.update(self.manifest.as_bytes());
+        for (name, bytes) in &self.artifacts {
+            h.update(format!("\n{name}={}", digest(bytes)));
+        }
+        hex::encode(&h.finalize()[..6])
+    }
+}
+
+/// `sha256:HEX` of an artifact.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}

@@ -1,0 +1,40 @@
+//! The Nimbus control plane: what is deployed on a server and who may change it.
+//!
+//! This crate owns the embedded control store (redb: apps, immutable content-addressed
+//! revisions, artifacts, traffic settings, token hashes), deploys (a tar [`Bundle`] of
+//! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
+//! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
+//! API tokens with roles, and the control API (axum + OpenAPI 3). It does not serve app traffic
+//! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
+//! (`nimbus-wasm`).
+//!
+//! ```no_run
+//! # async fn demo(runtime: nimbus_wasm::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use nimbus_control::{ApiState, Platform, Store, Tokens};
+//!
+//! let store = Arc::new(Store::open("control.redb".as_ref())?);
+//! let ingress = Arc::new(nimbus_gateway::Ingress::new());
+//! let platform = Arc::new(Platform::open(store.clone(), Arc::new(runtime), ingress.clone()).await?);
+//! let api = nimbus_control::router(Arc::new(ApiState {
+//!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20,
+//! }));
+//! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod auth;
+mod bundle;
+mod error;
+mod model;
+mod platform;
+mod store;
+
+pub use api::{ApiState, openapi_json, router};
+pub use auth::{Action, Principal, Tokens};
+pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
+pub use error::ControlError;
+pub use model::*;
+pub use platform::{DeployOptions, Platform};
+pub use store::{Store, StoreError};

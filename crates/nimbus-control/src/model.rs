@@ -1,0 +1,211 @@
+//! What the control API sends and receives. The same types are stored (inside the records of
+//! [`crate::store`]) and used by the CLI, so the wire format has one definition.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A token's role. Admins do everything; deployers deploy and move traffic of their apps;
+/// viewers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Deploy, traffic, rollback and revision deletion, plus reads.
+    Deployer,
+    /// Reads only.
+    Viewer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Self::Admin => "admin",
+            Self::Deployer => "deployer",
+            Self::Viewer => "viewer",
+        })
+    }
+}
+
+/// A revision and its share of the app's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficTarget {
+    /// Revision id.
+    pub revision: String,
+    /// Percent of requests without a tag, 0–100.
+    pub percent: u8,
+}
+
+/// How an app's requests are spread over its revisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Percentages summing to 100.
+    pub targets: Vec<TrafficTarget>,
+    /// Tag → revision: requests with `x-nimbus-tag: TAG` (or to host `TAG.HOST`) reach that
+    /// revision whatever its percent.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Traffic {
+    /// All traffic to one revision, keeping the tags.
+    pub fn all_to(revision: &str, tags: BTreeMap<String, String>) -> Self {
+        Self { targets: vec![TrafficTarget { revision: revision.to_string(), percent: 100 }], tags }
+    }
+
+    /// The percent a revision receives.
+    pub fn percent_of(&self, revision: &str) -> u8 {
+        self.targets.iter().filter(|t| t.revision == revision).map(|t| t.percent).sum()
+    }
+
+    /// The tags naming a revision.
+    pub fn tags_of(&self, revision: &str) -> Vec<String> {
+        self.tags.iter().filter(|(_, r)| *r == revision).map(|(t, _)| t.clone()).collect()
+    }
+}
+
+/// An app on the server.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppInfo {
+    /// `[app] name` of its manifest.
+    pub name: String,
+    /// Hosts it is bound to; empty: every host.
+    pub hosts: Vec<String>,
+    /// Current traffic.
+    pub traffic: Traffic,
+    /// Number of stored revisions.
+    pub revisions: usize,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last deploy or traffic change.
+    pub updated_at: u64,
+}
+
+/// One component's artifact inside a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactInfo {
+    /// Component name.
+    pub component: String,
+    /// `sha256:` digest of the .wasm.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// An immutable revision of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionInfo {
+    /// Content-derived id.
+    pub id: String,
+    /// The app.
+    pub app: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// `[app] version` of its manifest, if any.
+    pub version: Option<String>,
+    /// Its HTTP routes.
+    pub routes: Vec<String>,
+    /// Its artifacts.
+    pub artifacts: Vec<ArtifactInfo>,
+    /// Percent of the app's traffic it receives now.
+    pub percent: u8,
+    /// Tags naming it now.
+    pub tags: Vec<String>,
+}
+
+/// A revision with its manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionDetail {
+    /// The revision.
+    #[serde(flatten)]
+    pub info: RevisionInfo,
+    /// The `nimbus.toml` it was deployed with.
+    pub manifest: String,
+}
+
+/// Outcome of a deploy.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployResult {
+    /// The app.
+    pub app: String,
+    /// The revision id.
+    pub revision: String,
+    /// False when identical content was already deployed (the deploy is idempotent).
+    pub created: bool,
+    /// The app's traffic after the deploy.
+    pub traffic: Traffic,
+}
+
+/// Body of a rollback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Send all traffic to this revision; without it, restore the traffic in effect before the
+    /// last change.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// An API token, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// Public id (part of the token).
+    pub id: String,
+    /// What it is for.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Apps it is limited to; empty: all apps.
+    pub apps: Vec<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// Body of a token creation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// What it is for.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Apps it is limited to; empty or absent: all apps.
+    #[serde(default)]
+    pub apps: Vec<String>,
+}
+
+/// A freshly created token: the secret is shown this once and only its hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its description.
+    pub info: TokenInfo,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// The token used, if any.
+    pub token: Option<TokenInfo>,
+    /// Whether the server runs in unauthenticated `--dev` mode.
+    pub dev: bool,
+}
+
+/// Every error of the control API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Individual problems (e.g. every manifest error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}

@@ -1,0 +1,551 @@
+//! The deployed state of a server: apps and their revisions, loaded and routable, mirrored
+//! from the store. Every change is checked, written to the store (durably), applied in memory
+//! and published to the ingress before it is acknowledged; changes are serialized.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nimbus_gateway::{AppTable, Gateway, Ingress, LiveApp, LiveRevision};
+use nimbus_manifest::{FieldPath, LoadedManifest, RoutePattern};
+use nimbus_wasm::Runtime;
+
+use crate::auth::{Action, Principal};
+use crate::bundle::{Bundle, digest};
+use crate::error::ControlError;
+use crate::model::{AppInfo, ArtifactInfo, DeployResult, RevisionDetail, RevisionInfo, Traffic};
+use crate::store::{AppRecord, DeployWrite, RevisionRecord, Store};
+
+/// Options of one deploy.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Bind the app to these hosts (replacing earlier ones); `None` keeps the current binding.
+    pub hosts: Option<Vec<String>>,
+    /// Point this tag at the new revision.
+    pub tag: Option<String>,
+    /// Send all traffic to the new revision. The first revision of an app always gets it all.
+    pub promote: bool,
+}
+
+/// A stored revision, loaded.
+#[derive(Debug)]
+struct Loaded {
+    record: RevisionRecord,
+    version: Option<String>,
+    routes: BTreeSet<RoutePattern>,
+    live: Arc<LiveRevision>,
+}
+
+#[derive(Debug)]
+struct AppState {
+    record: AppRecord,
+    revisions: BTreeMap<String, Loaded>,
+}
+
+impl AppState {
+    fn routes(&self) -> BTreeSet<RoutePattern> {
+        self.revisions.values().flat_map(|r| r.routes.iter().cloned()).collect()
+    }
+
+    fn info(&self) -> AppInfo {
+        let r = &self.record;
+        AppInfo {
+            name: r.name.clone(),
+            hosts: r.hosts.clone(),
+            traffic: r.traffic.clone(),
+            revisions: self.revisions.len(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+
+    fn revision_info(&self, rev: &Loaded) -> RevisionInfo {
+        RevisionInfo {
+            id: rev.record.id.clone(),
+            app: rev.record.app.clone(),
+            created_at: rev.record.created_at,
+            version: rev.version.clone(),
+            routes: rev.routes.iter().map(ToString::to_string).collect(),
+            artifacts: rev.record.artifacts.clone(),
+            percent: self.record.traffic.percent_of(&rev.record.id),
+            tags: self.record.traffic.tags_of(&rev.record.id),
+        }
+    }
+
+    fn revision(&self, id: &str) -> Result<&Loaded, ControlError> {
+        self.revisions
+            .get(id)
+            .ok_or_else(|| ControlError::NotFound(format!("app `{}` has no revision `{id}`", self.record.name)))
+    }
+}
+
+/// Apps, revisions and traffic of one server.
+#[derive(Debug)]
+pub struct Platform {
+    store: Arc<Store>,
+    runtime: Arc<Runtime>,
+    ingress: Arc<Ingress>,
+    apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
+}
+
+impl Platform {
+    /// Loads every stored revision and publishes the routing table to `ingress`. A revision
+    /// that no longer loads (e.g. the engine changed incompatibly) is reported and left out.
+    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, ingress: Arc<Ingress>) -> Result<Self, ControlError> {
+        let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
+        for record in store.apps()? {
+            apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
+        }
+        for record in store.revisions()? {
+            let Some(app) = apps.get_mut(&record.app) else {
+                tracing::warn!(app = %record.app, revision = %record.id, "revision of an unknown app; ignored");
+                continue;
+            };
+            let blobs = record
+                .artifacts
+                .iter()
+                .map(|a| {
+                    let bytes = store.blob(&a.digest)?.ok_or_else(|| {
+                        crate::store::StoreError::from_message(format!("artifact {} is missing", a.digest))
+                    })?;
+                    Ok((a.component.clone(), bytes))
+                })
+                .collect::<Result<BTreeMap<_, _>, crate::store::StoreError>>()?;
+            let bundle = Bundle { manifest: record.manifest.clone(), artifacts: blobs };
+            match load(&runtime, &bundle, &record.id).await {
+                Ok((version, routes, live)) => {
+                    app.revisions.insert(record.id.clone(), Loaded { record, version, routes, live: Arc::new(live) });
+                }
+                Err(e) => {
+                    tracing::error!(app = %record.app, revision = %record.id, error = %e, "stored revision does not load; it is not served")
+                }
+            }
+        }
+        let platform = Self { store, runtime, ingress, apps: tokio::sync::Mutex::new(apps) };
+        platform.publish(&*platform.apps.lock().await);
+        Ok(platform)
+    }
+
+    fn publish(&self, apps: &BTreeMap<String, AppState>) {
+        let live = apps.values().map(|app| {
+            let traffic = &app.record.traffic;
+            let live_of = |id: &str| app.revisions.get(id).map(|r| r.live.clone());
+            LiveApp {
+                name: app.record.name.clone(),
+                hosts: app.record.hosts.clone(),
+                routes: app.routes().into_iter().collect(),
+                split: traffic
+                    .targets
+                    .iter()
+                    .filter(|t| t.percent > 0)
+                    .filter_map(|t| Some((live_of(&t.revision)?, t.percent)))
+                    .collect(),
+                tags: traffic.tags.iter().filter_map(|(tag, id)| Some((tag.clone(), live_of(id)?))).collect(),
+            }
+        });
+        self.ingress.publish(AppTable::new(live));
+    }
+
+    /// Creates a revision from a bundle (or finds the identical one) and applies the options.
+    pub async fn deploy(
+        &self,
+        archive: &[u8],
+        options: DeployOptions,
+        principal: &Principal,
+    ) -> Result<DeployResult, ControlError> {
+        let bundle = Bundle::unpack(archive)?;
+        let loaded = parse_manifest(&bundle.manifest)?;
+        let app_name = loaded.manifest.app.name.clone();
+        principal.check(Action::Write, Some(&app_name))?;
+        check_artifacts(&loaded, &bundle)?;
+        if let Some(hosts) = &options.hosts {
+            hosts.iter().try_for_each(|h| check_host(h))?;
+        }
+        if let Some(tag) = &options.tag {
+            check_tag(tag)?;
+        }
+        let id = bundle.revision_id();
+        let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
+        // Compiling can take seconds: do it before taking the lock that serializes changes.
+        let fresh = if known { None } else { Some(load(&self.runtime, &bundle, &id).await?) };
+
+        let mut apps = self.apps.lock().await;
+        let now = now();
+        let existing = apps.get(&app_name);
+        let created = existing.is_none_or(|a| !a.revisions.contains_key(&id));
+        let mut record = existing.map(|a| a.record.clone()).unwrap_or_else(|| AppRecord {
+            name: app_name.clone(),
+            hosts: Vec::new(),
+            traffic: Traffic::default(),
+            history: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        });
+        if let Some(hosts) = &options.hosts {
+            record.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>().into_iter().collect();
+        }
+        let mut routes = existing.map(AppState::routes).unwrap_or_default();
+        let new_loaded = match fresh {
+            Some((version, rev_routes, live)) if created => {
+                routes.extend(rev_routes.iter().cloned());
+                let record = RevisionRecord {
+                    id: id.clone(),
+                    app: app_name.clone(),
+                    created_at: now,
+                    manifest: bundle.manifest.clone(),
+                    artifacts: bundle
+                        .artifacts
+                        .iter()
+                        .map(|(c, bytes)| ArtifactInfo {
+                            component: c.clone(),
+                            digest: digest(bytes),
+                            size: bytes.len() as u64,
+                        })
+                        .collect(),
+                };
+                Some(Loaded { record, version, routes: rev_routes, live: Arc::new(live) })
+            }
+            _ => None,
+        };
+        check_conflicts(&apps, &app_name, &record.hosts, &routes)?;
+
+        let mut traffic = record.traffic.clone();
+        if let Some(tag) = &options.tag {
+            traffic.tags.insert(tag.clone(), id.clone());
+        }
+        if options.promote || traffic.targets.is_empty() {
+            traffic = Traffic::all_to(&id, traffic.tags);
+        }
+        record.change_traffic(traffic, now);
+        record.updated_at = now;
+
+        let blobs: Vec<(String, &[u8])> = if new_loaded.is_some() {
+            bundle.artifacts.values().map(|b| (digest(b), b.as_slice())).collect()
+        } else {
+            Vec::new()
+        };
+        let write = DeployWrite {
+            app: &record,
+            revision: new_loaded.as_ref().map(|l| &l.record),
+            blobs: blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
+        };
+        blocking(|| self.store.deploy(&write))?;
+
+        let state = apps
+            .entry(app_name.clone())
+            .or_insert_with(|| AppState { record: record.clone(), revisions: BTreeMap::new() });
+        state.record = record;
+        if let Some(l) = new_loaded {
+            state.revisions.insert(id.clone(), l);
+        }
+        let traffic = state.record.traffic.clone();
+        self.publish(&apps);
+        tracing::info!(app = %app_name, revision = %id, created, "deployed");
+        Ok(DeployResult { app: app_name, revision: id, created, traffic })
+    }
+
+    /// Apps the caller may see.
+    pub async fn apps(&self, principal: &Principal) -> Vec<AppInfo> {
+        self.apps.lock().await.values().filter(|a| principal.sees(&a.record.name)).map(AppState::info).collect()
+    }
+
+    /// One app.
+    pub async fn app(&self, name: &str) -> Result<AppInfo, ControlError> {
+        Ok(get(&*self.apps.lock().await, name)?.info())
+    }
+
+    /// The revisions of an app, newest first.
+    pub async fn revisions(&self, app: &str) -> Result<Vec<RevisionInfo>, ControlError> {
+        let apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let mut list: Vec<_> = state.revisions.values().map(|r| state.revision_info(r)).collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// One revision with its manifest.
+    pub async fn revision(&self, app: &str, id: &str) -> Result<RevisionDetail, ControlError> {
+        let apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let rev = state.revision(id)?;
+        Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
+    }
+
+    /// Replaces an app's traffic split and tags.
+    pub async fn set_traffic(&self, app: &str, traffic: Traffic) -> Result<Traffic, ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let traffic = check_traffic(state, traffic)?;
+        let mut record = state.record.clone();
+        record.change_traffic(traffic, now());
+        self.commit_app(&mut apps, record)
+    }
+
+    /// Restores the traffic in effect before the last change, or sends it all to `to`.
+    pub async fn rollback(&self, app: &str, to: Option<&str>) -> Result<Traffic, ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let mut record = state.record.clone();
+        match to {
+            Some(id) => {
+                state.revision(id)?;
+                record.change_traffic(Traffic::all_to(id, record.traffic.tags.clone()), now());
+            }
+            None => {
+                // Undo: pop earlier settings until one whose revisions all still exist.
+                let previous = std::iter::from_fn(|| record.history.pop())
+                    .find(|t| t.targets.iter().all(|x| state.revisions.contains_key(&x.revision)))
+                    .ok_or_else(|| {
+                        ControlError::conflict(
+                            format!("app `{app}` has no earlier traffic setting to roll back to"),
+                            format!("name a revision: `nimbus rollback {app} --to REVISION`"),
+                        )
+                    })?;
+                let tags = previous.tags.into_iter().filter(|(_, id)| state.revisions.contains_key(id)).collect();
+                record.traffic = Traffic { targets: previous.targets, tags };
+                record.updated_at = now();
+            }
+        }
+        self.commit_app(&mut apps, record)
+    }
+
+    fn commit_app(&self, apps: &mut BTreeMap<String, AppState>, record: AppRecord) -> Result<Traffic, ControlError> {
+        blocking(|| self.store.put_app(&record))?;
+        let state = apps.get_mut(&record.name).expect("checked by the caller");
+        state.record = record;
+        let traffic = state.record.traffic.clone();
+        tracing::info!(app = %state.record.name, ?traffic, "traffic changed");
+        self.publish(apps);
+        Ok(traffic)
+    }
+
+    /// Deletes a revision that receives no traffic and has no tag.
+    pub async fn delete_revision(&self, app: &str, id: &str) -> Result<(), ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        state.revision(id)?;
+        let traffic = &state.record.traffic;
+        if traffic.percent_of(id) > 0 || !traffic.tags_of(id).is_empty() {
+            return Err(ControlError::conflict(
+                format!(
+                    "revision `{id}` of app `{app}` receives traffic ({}%, tags [{}]); it cannot be deleted",
+                    traffic.percent_of(id),
+                    traffic.tags_of(id).join(", ")
+                ),
+                format!("move its traffic and tags to another revision first: `nimbus traffic {app} OTHER=100`"),
+            ));
+        }
+        let unused = unused_blobs(&apps, &[(app, id)]);
+        blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
+        apps.get_mut(app).expect("checked above").revisions.remove(id);
+        self.publish(&apps);
+        tracing::info!(app, revision = id, "revision deleted");
+        Ok(())
+    }
+
+    /// Deletes an app with all its revisions; its routes stop being served at once.
+    pub async fn delete_app(&self, app: &str) -> Result<(), ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let ids: Vec<String> = state.revisions.keys().cloned().collect();
+        let pairs: Vec<(&str, &str)> = ids.iter().map(|id| (app, id.as_str())).collect();
+        let unused = unused_blobs(&apps, &pairs);
+        blocking(|| self.store.delete_revisions(app, &ids, None, &unused))?;
+        apps.remove(app);
+        self.publish(&apps);
+        tracing::info!(app, "app deleted");
+        Ok(())
+    }
+}
+
+fn get<'a>(apps: &'a BTreeMap<String, AppState>, name: &str) -> Result<&'a AppState, ControlError> {
+    apps.get(name).ok_or_else(|| ControlError::NotFound(format!("no app `{name}` on this server")))
+}
+
+/// Digests used only by the revisions being deleted.
+fn unused_blobs(apps: &BTreeMap<String, AppState>, deleted: &[(&str, &str)]) -> Vec<String> {
+    let mut kept = BTreeSet::new();
+    let mut candidates = BTreeSet::new();
+    for (name, app) in apps {
+        for (id, rev) in &app.revisions {
+            let target = if deleted.contains(&(name.as_str(), id.as_str())) { &mut candidates } else { &mut kept };
+            target.extend(rev.record.artifacts.iter().map(|a| a.digest.clone()));
+        }
+    }
+    candidates.difference(&kept).cloned().collect()
+}
+
+/// Loads every component of a bundle and builds the revision's routes.
+async fn load(
+    runtime: &Runtime,
+    bundle: &Bundle,
+    id: &str,
+) -> Result<(Option<String>, BTreeSet<RoutePattern>, LiveRevision), ControlError> {
+    let loaded = parse_manifest(&bundle.manifest)?;
+    let m = &loaded.manifest;
+    let mut functions = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, component) in &m.component {
+        let Some(bytes) = bundle.artifacts.get(name) else { continue };
+        let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
+        match runtime.load_bytes(name, &label, bytes.clone(), component).await {
+            Ok((function, _)) => {
+                functions.insert(name.clone(), function);
+            }
+            Err(e) => {
+                let at = FieldPath::root().key("component").key(name.clone()).key("source");
+                problems.push(
+                    loaded
+                        .diagnostic(
+                            &at,
+                            e.to_string(),
+                            "build a wasi:http component or a WASI preview1 command, importing only WASI",
+                        )
+                        .to_string(),
+                );
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ControlError::Invalid {
+            message: "a component does not load; nothing was deployed".into(),
+            details: problems,
+        });
+    }
+    let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
+    let gateway = Gateway::from_manifest(m, &functions);
+    Ok((m.app.version.clone(), routes, LiveRevision::new(id, gateway)))
+}
+
+fn parse_manifest(text: &str) -> Result<LoadedManifest, ControlError> {
+    LoadedManifest::parse(text.to_string(), Path::new(nimbus_manifest::MANIFEST_FILE).to_path_buf()).map_err(|e| {
+        ControlError::Invalid {
+            message: "the manifest is invalid; nothing was deployed".into(),
+            details: e.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    })
+}
+
+fn check_artifacts(loaded: &LoadedManifest, bundle: &Bundle) -> Result<(), ControlError> {
+    let m = &loaded.manifest;
+    let mut problems: Vec<String> = m
+        .component
+        .keys()
+        .filter(|c| !bundle.artifacts.contains_key(*c))
+        .map(|c| format!("component `{c}` has no artifact (components/{c}.wasm) in the bundle"))
+        .collect();
+    problems.extend(
+        bundle
+            .artifacts
+            .keys()
+            .filter(|c| !m.component.contains_key(*c))
+            .map(|c| format!("components/{c}.wasm belongs to no component of the manifest")),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ControlError::Invalid {
+            message: "the bundle does not match its manifest; nothing was deployed".into(),
+            details: problems,
+        })
+    }
+}
+
+fn check_conflicts(
+    apps: &BTreeMap<String, AppState>,
+    app: &str,
+    hosts: &[String],
+    routes: &BTreeSet<RoutePattern>,
+) -> Result<(), ControlError> {
+    for (name, other) in apps.iter().filter(|(name, _)| name.as_str() != app) {
+        let shared: Vec<&String> = hosts.iter().filter(|h| other.record.hosts.contains(h)).collect();
+        let overlap = (hosts.is_empty() && other.record.hosts.is_empty()) || !shared.is_empty();
+        if !overlap {
+            continue;
+        }
+        if let Some(route) = other.routes().intersection(routes).next() {
+            let scope =
+                if shared.is_empty() { "on every host".to_string() } else { format!("on host `{}`", shared[0]) };
+            return Err(ControlError::conflict(
+                format!("route `{route}` {scope} is already served by app `{name}`; nothing was deployed"),
+                format!(
+                    "bind this app to its own host with `nimbus deploy --host NAME`, or change the route (app `{name}` keeps it until it is deleted)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_traffic(state: &AppState, traffic: Traffic) -> Result<Traffic, ControlError> {
+    let app = &state.record.name;
+    let bad = |m: String| {
+        ControlError::bad_request(
+            m,
+            format!("e.g. `nimbus traffic {app} REV_A=90 REV_B=10`; see `nimbus revisions list {app}`"),
+        )
+    };
+    if traffic.targets.is_empty() {
+        return Err(bad("traffic needs at least one revision".into()));
+    }
+    let mut seen = BTreeSet::new();
+    let mut sum = 0u32;
+    for t in &traffic.targets {
+        state.revision(&t.revision)?;
+        if !seen.insert(&t.revision) {
+            return Err(bad(format!("revision `{}` is listed twice", t.revision)));
+        }
+        if t.percent > 100 {
+            return Err(bad(format!("revision `{}` gets {}%, more than 100", t.revision, t.percent)));
+        }
+        sum += u32::from(t.percent);
+    }
+    if sum != 100 {
+        return Err(bad(format!("percentages add up to {sum}, not 100")));
+    }
+    for (tag, id) in &traffic.tags {
+        check_tag(tag)?;
+        state.revision(id)?;
+    }
+    let targets = traffic.targets.into_iter().filter(|t| t.percent > 0).collect();
+    Ok(Traffic { targets, tags: traffic.tags })
+}
+
+fn check_tag(tag: &str) -> Result<(), ControlError> {
+    if is_dns_label(tag) {
+        Ok(())
+    } else {
+        Err(ControlError::bad_request(
+            format!("invalid tag `{tag}`"),
+            "a tag is 1-63 lower-case letters, digits and `-` (it is also used as a host label), e.g. `canary`",
+        ))
+    }
+}
+
+fn check_host(host: &str) -> Result<(), ControlError> {
+    let host = host.to_ascii_lowercase();
+    if host.len() <= 253 && host.split('.').all(is_dns_label) {
+        Ok(())
+    } else {
+        Err(ControlError::bad_request(
+            format!("invalid host `{host}`"),
+            "give a DNS name without scheme or port, e.g. `shop.example.com`",
+        ))
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Runs a store operation (which fsyncs) off the async workers.
+fn blocking<T>(f: impl FnOnce() -> Result<T, crate::store::StoreError>) -> Result<T, ControlError> {
+    tokio::task::block_in_place(f).map_err(ControlError::Store)
+}
+
+/// Unix seconds.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,196 @@
+//! Many apps behind one listener (`nimbus server`): a request is routed to an app by host and
+//! path, then to one of the app's revisions — by tag (the `x-nimbus-tag` header or a `TAG.HOST`
+//! host) or by the app's weighted traffic split — and finally through that revision's own
+//! routes. The table is swapped atomically as a whole; a request keeps the revision it was routed
+//! to until it finishes, so traffic changes never cut one short.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, StatusCode, header};
+use hyper::body::Incoming;
+use nimbus_manifest::RoutePattern;
+
+use crate::body::GatewayBody;
+use crate::request_id::{REQUEST_ID_HEADER, request_id};
+use crate::respond::error;
+use crate::router::{Route, RouteMatch, Router};
+use crate::{Gateway, HEALTH_PATH};
+
+/// The header that sends a request to a tagged revision.
+pub const TAG_HEADER: &str = "x-nimbus-tag";
+/// The response header naming the revision that served the request.
+pub const REVISION_HEADER: &str = "x-nimbus-revision";
+
+/// One deployed revision, loaded and routable.
+#[derive(Debug)]
+pub struct LiveRevision {
+    /// The revision id.
+    pub id: Arc<str>,
+    /// Its routes and functions.
+    pub gateway: Gateway,
+    header: HeaderValue,
+}
+
+impl LiveRevision {
+    /// A loaded revision.
+    pub fn new(id: &str, gateway: Gateway) -> Self {
+        let header = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Self { id: id.into(), gateway, header }
+    }
+}
+
+/// One app as the ingress sees it: where it is reachable and how its traffic is split.
+#[derive(Debug)]
+pub struct LiveApp {
+    /// The app name.
+    pub name: String,
+    /// Hosts the app is bound to; empty means every host.
+    pub hosts: Vec<String>,
+    /// Route patterns the app claims (the union over its revisions).
+    pub routes: Vec<RoutePattern>,
+    /// Revisions with their percent of traffic (summing to 100, or empty when nothing is served).
+    pub split: Vec<(Arc<LiveRevision>, u8)>,
+    /// Tagged revisions, reachable whatever their percent.
+    pub tags: HashMap<String, Arc<LiveRevision>>,
+}
+
+impl LiveApp {
+    /// The revision for a request without a tag: weighted random over the split.
+    fn pick(&self) -> Option<&Arc<LiveRevision>> {
+        let mut roll = fastrand::u8(0..100);
+        for (revision, percent) in &self.split {
+            if roll < *percent {
+                return Some(revision);
+            }
+            roll -= percent;
+        }
+        None
+    }
+}
+
+/// Host and path → app, for every app of a server.
+#[derive(Debug, Default)]
+pub struct AppTable {
+    by_host: HashMap<String, Router<Arc<LiveApp>>>,
+    any_host: Router<Arc<LiveApp>>,
+    apps_by_host: HashMap<String, Arc<LiveApp>>,
+}
+
+impl AppTable {
+    /// Builds the table. Apps must not claim the same route on the same host: the control plane
+    /// rejects such deploys, and here the first app wins.
+    pub fn new(apps: impl IntoIterator<Item = LiveApp>) -> Self {
+        let mut table = Self::default();
+        for app in apps {
+            let app = Arc::new(app);
+            let route = |pattern: &RoutePattern| Route {
+                route: pattern.to_string(),
+                pattern: pattern.clone(),
+                methods: Vec::new(),
+                target: app.clone(),
+            };
+            if app.hosts.is_empty() {
+                app.routes.iter().for_each(|p| table.any_host.insert(route(p)));
+            }
+            for host in &app.hosts {
+                let router = table.by_host.entry(host.clone()).or_default();
+                app.routes.iter().for_each(|p| router.insert(route(p)));
+                table.apps_by_host.entry(host.clone()).or_insert_with(|| app.clone());
+            }
+        }
+        table
+    }
+
+    /// The app for this host and path: host-bound apps first, then apps on every host.
+    fn find(&self, host: &str, path: &str) -> Option<&Arc<LiveApp>> {
+        self.by_host.get(host).and_then(|r| app_for(r, path)).or_else(|| app_for(&self.any_host, path))
+    }
+
+    /// `TAG.HOST` where HOST is an app's host: that app and the tag.
+    fn tagged_host<'h>(&self, host: &'h str) -> Option<(&Arc<LiveApp>, &'h str)> {
+        let (tag, rest) = host.split_once('.')?;
+        self.apps_by_host.get(rest).map(|app| (app, tag))
+    }
+}
+
+fn app_for<'a>(router: &'a Router<Arc<LiveApp>>, path: &str) -> Option<&'a Arc<LiveApp>> {
+    match router.find(&http::Method::GET, path) {
+        RouteMatch::Found(route) => Some(&route.target),
+        _ => None,
+    }
+}
+
+/// The ingress of a server: an [`AppTable`] that the control plane replaces as a whole.
+#[derive(Debug, Default)]
+pub struct Ingress {
+    table: ArcSwap<AppTable>,
+}
+
+impl Ingress {
+    /// An ingress routing nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the routing table; requests already routed finish on their revision.
+    pub fn publish(&self, table: AppTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// Serves one request. Never fails: every problem becomes a response.
+    pub async fn handle(
+        &self,
+        mut req: http::Request<Incoming>,
+        client: Option<SocketAddr>,
+    ) -> http::Response<GatewayBody> {
+        let id = request_id(req.headers());
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        let path = req.uri().path();
+        if path == HEALTH_PATH {
+            return crate::handler::health(&id);
+        }
+        let host = request_host(&req);
+        let tag_header = req.headers().get(TAG_HEADER).and_then(|v| v.to_str().ok());
+        let revision = {
+            let table = self.table.load();
+            let tagged = if tag_header.is_none() && !table.by_host.contains_key(&host) {
+                table.tagged_host(&host)
+            } else {
+                None
+            };
+            let (app, tag) = match tagged {
+                Some((app, tag)) => (app, Some(tag)),
+                None => match table.find(&host, path) {
+                    Some(app) => (app, tag_header),
+                    None => return error(StatusCode::NOT_FOUND, &id, "no app serves this host and path"),
+                },
+            };
+            let chosen = match tag {
+                Some(tag) => app.tags.get(tag).ok_or_else(|| format!("app `{}` has no tag `{tag}`", app.name)),
+                None => app.pick().ok_or_else(|| format!("app `{}` has no revision receiving traffic", app.name)),
+            };
+            match chosen {
+                Ok(revision) => revision.clone(),
+                Err(message) => return error(StatusCode::NOT_FOUND, &id, &message),
+            }
+        };
+        let mut resp = revision.gateway.handle(req, client).await;
+        resp.headers_mut().insert(REVISION_HEADER, revision.header.clone());
+        resp
+    }
+}
+
+/// The request's host, lowercased, without port or trailing dot.
+fn request_host<B>(req: &http::Request<B>) -> String {
+    let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok())).unwrap_or("");
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _port)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
