@@ -199,3 +199,4 @@ methods = ["GET", "POST"]
         wagi = nimbus_fixtures::WAGI,
     )
 }
+pub mod platform;
