@@ -602,3 +602,57 @@ async fn a_half_uploaded_revision_is_never_visible() {
     assert_eq!(s, 201);
     assert_eq!(served_by(&p, "/half/x", &[]).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_saves_the_server_and_token_for_later_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let p = Platform::start(data.path(), &[]);
+    let admin = p.admin.clone().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let nimbus = |args: &[&str]| {
+        std::process::Command::new(common::NIMBUS)
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NIMBUS_SERVER")
+            .env_remove("NIMBUS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = nimbus(&["apps", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no server given"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = nimbus(&["login", "--server", &p.api, "--token", "nbt_bad_token"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = home.path().join(".config/nimbus/config.toml");
+    assert!(!config.exists(), "a rejected login saves nothing");
+
+    let out = nimbus(&["login", "--server", &p.api, "--token", &admin]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    let app = hello_app("saved", "/saved/...", "1");
+    let out = nimbus(&["deploy", app.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(served_by(&p, "/saved/x", &[]).await.0, 200);
+
+    // A component that was never built: the CLI says so before uploading anything.
+    let unbuilt = common::App::new(
+        &common::platform::hello_manifest("unbuilt", "/u/...", "1").replace(nimbus_fixtures::HELLO, "missing.wasm"),
+    );
+    let out = nimbus(&["deploy", unbuilt.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("component.web.source") && err.contains("nimbus build"), "{err}");
+
+    // The server gone: a clear error naming it.
+    drop(p);
+    let out = nimbus(&["apps", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Nimbus control API"));
+}

@@ -3,6 +3,7 @@
 //! host) or by the app's weighted traffic split — and finally through that revision's own
 //! routes. The table is swapped atomically as a whole; a request keeps the revision it was routed
 //! to until it finishes, so traffic changes never cut one short.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,17 +155,15 @@ impl Ingress {
             return crate::handler::health(&id);
         }
         let host = request_host(&req);
+        let host = host.as_ref();
         let tag_header = req.headers().get(TAG_HEADER).and_then(|v| v.to_str().ok());
         let revision = {
             let table = self.table.load();
-            let tagged = if tag_header.is_none() && !table.by_host.contains_key(&host) {
-                table.tagged_host(&host)
-            } else {
-                None
-            };
+            let tagged =
+                if tag_header.is_none() && !table.by_host.contains_key(host) { table.tagged_host(host) } else { None };
             let (app, tag) = match tagged {
                 Some((app, tag)) => (app, Some(tag)),
-                None => match table.find(&host, path) {
+                None => match table.find(host, path) {
                     Some(app) => (app, tag_header),
                     None => return error(StatusCode::NOT_FOUND, &id, "no app serves this host and path"),
                 },
@@ -184,13 +183,18 @@ impl Ingress {
     }
 }
 
-/// The request's host, lowercased, without port or trailing dot.
-fn request_host<B>(req: &http::Request<B>) -> String {
+/// The request's host, lowercased, without port or trailing dot (borrowed when already clean).
+fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
     let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok())).unwrap_or("");
     let host = if let Some(v6) = raw.strip_prefix('[') {
         v6.split(']').next().unwrap_or(v6)
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _port)| h)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
