@@ -53,16 +53,7 @@ impl App {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stderr = collect_lines(child.stderr.take().unwrap());
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut banner = String::new();
         let mut addr = None;
@@ -200,3 +191,15 @@ methods = ["GET", "POST"]
     )
 }
 pub mod platform;
+
+/// Collects a child's output lines in the background.
+pub fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    text
+}

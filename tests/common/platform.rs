@@ -46,14 +46,7 @@ impl Platform {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
+        let stderr = super::collect_lines(child.stderr.take().unwrap());
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut banner, mut gateway, mut api, mut admin) = (String::new(), None, None, None);
         loop {
