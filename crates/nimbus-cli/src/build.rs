@@ -35,7 +35,10 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
     for (i, (name, component)) in selected.into_iter().enumerate() {
         let step = format!("[{}/{total}]", i + 1);
         let Some(build) = &component.build else {
-            println!("{step} {name}: no build command, using {}", component.source);
+            match component.source() {
+                Some(source) => println!("{step} {name}: no build command, using {source}"),
+                None => println!("{step} {name}: no build command (service)"),
+            }
             continue;
         };
         let workdir = build.workdir.as_deref().map_or_else(|| loaded.dir().to_path_buf(), |w| loaded.resolve(w));
@@ -59,7 +62,11 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
             };
             bail!("{}", loaded.diagnostic(&at, format!("the build of `{name}` failed ({status})"), hint));
         }
-        let artifact = loaded.resolve(&component.source);
+        let Some(source) = component.source() else {
+            println!("{step} {name}: built in {:.1}s", started.elapsed().as_secs_f64());
+            continue;
+        };
+        let artifact = loaded.resolve(source);
         if !artifact.exists() {
             let at = FieldPath::root().key("component").key(name.clone()).key("source");
             bail!(
@@ -76,7 +83,7 @@ pub(crate) fn build_all(loaded: &LoadedManifest, only: &[String]) -> anyhow::Res
                 )
             );
         }
-        println!("{step} {name}: built {} in {:.1}s", component.source, started.elapsed().as_secs_f64());
+        println!("{step} {name}: built {source} in {:.1}s", started.elapsed().as_secs_f64());
     }
     Ok(())
 }

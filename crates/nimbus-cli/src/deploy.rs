@@ -70,7 +70,18 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
         std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let mut artifacts = BTreeMap::new();
     for (name, component) in &loaded.manifest.component {
-        let path = loaded.resolve(&component.source);
+        let Some(source) = component.source() else {
+            let at = FieldPath::root().key("component").key(name.clone()).key("command");
+            anyhow::bail!(
+                "{}",
+                loaded.diagnostic(
+                    &at,
+                    format!("component `{name}` is a service; services cannot be deployed to a server yet"),
+                    "run apps with services locally with `nimbus up`; deploy functions-only apps to a server"
+                )
+            );
+        };
+        let path = loaded.resolve(source);
         let bytes = std::fs::read(&path).map_err(|e| {
             let at = FieldPath::root().key("component").key(name.clone()).key("source");
             anyhow::anyhow!(

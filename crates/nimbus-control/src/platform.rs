@@ -429,9 +429,14 @@ fn check_artifacts(loaded: &LoadedManifest, bundle: &Bundle) -> Result<(), Contr
     let m = &loaded.manifest;
     let mut problems: Vec<String> = m
         .component
-        .keys()
-        .filter(|c| !bundle.artifacts.contains_key(*c))
-        .map(|c| format!("component `{c}` has no artifact (components/{c}.wasm) in the bundle"))
+        .iter()
+        .filter_map(|(c, component)| match component.source() {
+            None => Some(format!("component `{c}` is a service; services cannot be deployed to a server yet")),
+            Some(_) if !bundle.artifacts.contains_key(c) => {
+                Some(format!("component `{c}` has no artifact (components/{c}.wasm) in the bundle"))
+            }
+            Some(_) => None,
+        })
         .collect();
     problems.extend(
         bundle

@@ -42,7 +42,9 @@ pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
 pub use route::RoutePattern;
-pub use types::{App, Build, Component, Grants, HttpTrigger, Limits, Manifest, Triggers};
+pub use types::{
+    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_TIMEOUT_MS, Grants, HttpTrigger, Limits, Manifest, Probe, Triggers,
+};
 pub use validate::RESERVED_PATHS;
 
 /// The file name `nimbus` looks for in an app directory.

@@ -33,20 +33,31 @@ pub struct App {
     pub description: Option<String>,
 }
 
-/// `[component.NAME]`: a function, i.e. a WebAssembly component (`wasi:http/incoming-handler`) or
-/// a WASI preview1 command module run as a CGI (WAGI) program. The kind is read from the file.
+/// `[component.NAME]`: a **function** (`source`: a WebAssembly component serving
+/// `wasi:http/incoming-handler`, or a WASI preview1 command module run as a CGI (WAGI) program; a
+/// fresh instance per request) or a **service** (`command`: a long-lived process in any language
+/// serving HTTP on `$PORT`, the Knative / Cloud Run container contract). Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
-    /// Path of the `.wasm` file, relative to the directory holding `nimbus.toml`.
-    pub source: String,
+    /// Function: path of the `.wasm` file, relative to the directory holding `nimbus.toml`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Service: the program and its arguments, e.g. `["python3", "server.py"]`. It gets the port
+    /// to listen on in `$PORT` (on 127.0.0.1).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Service: directory to run `command` in, relative to `nimbus.toml` (default: its directory).
+    #[serde(default)]
+    pub workdir: Option<String>,
     /// One line saying what the component does.
     #[serde(default)]
     pub description: Option<String>,
-    /// How `nimbus build` produces `source`.
+    /// How `nimbus build` produces `source` (or prepares a service).
     #[serde(default)]
     pub build: Option<Build>,
-    /// Environment variables the guest sees (nothing from the host is inherited).
+    /// Environment variables the component sees (nothing from the host is inherited, except
+    /// `PATH` for services).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Resource limits of one invocation and of the component as a whole.
@@ -55,6 +66,84 @@ pub struct Component {
     /// What the component may reach beyond itself. Everything else is denied.
     #[serde(default)]
     pub grants: Grants,
+    /// Service: when a started process is ready for traffic (default: its port accepts TCP).
+    #[serde(default)]
+    pub readiness: Option<Probe>,
+    /// Service: when a running process is broken and must be replaced (default: never checked;
+    /// a process that exits is always replaced).
+    #[serde(default)]
+    pub liveness: Option<Probe>,
+    /// Service: seconds between SIGTERM and SIGKILL when a process is stopped.
+    #[serde(default)]
+    pub shutdown_grace_s: Option<u64>,
+}
+
+/// What kind of component a `[component.NAME]` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind<'a> {
+    /// A WebAssembly function from this `.wasm` file.
+    Function {
+        /// `source`.
+        source: &'a str,
+    },
+    /// A long-lived process running this command.
+    Service {
+        /// `command`.
+        command: &'a [String],
+    },
+}
+
+impl Component {
+    /// The kind of a validated component.
+    ///
+    /// # Panics
+    /// On a component that is neither, which validation rejects.
+    pub fn kind(&self) -> ComponentKind<'_> {
+        match (&self.source, &self.command) {
+            (Some(source), None) => ComponentKind::Function { source },
+            (None, Some(command)) => ComponentKind::Service { command },
+            _ => panic!("validated components have exactly one of `source` and `command`"),
+        }
+    }
+
+    /// `source` of a function; `None` for a service.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// The request time limit: `limits.timeout_ms`, or by default 30 s for a function and none
+    /// for a service (long-lived connections, streams and WebSockets).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        let default = if self.command.is_some() { None } else { Some(DEFAULT_FUNCTION_TIMEOUT_MS) };
+        self.limits.timeout_ms.or(default).map(std::time::Duration::from_millis)
+    }
+}
+
+/// The request time limit of a function unless `limits.timeout_ms` says otherwise.
+pub const DEFAULT_FUNCTION_TIMEOUT_MS: u64 = 30_000;
+
+/// A health probe of a service process: an HTTP GET of `path` (any 2xx or 3xx is healthy), or a
+/// TCP connect to its port when `path` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probe {
+    /// Path to GET, e.g. `/healthz`; absent: TCP connect.
+    pub path: Option<String>,
+    /// Milliseconds between probes.
+    pub period_ms: u64,
+    /// Milliseconds one probe may take.
+    pub timeout_ms: u64,
+    /// Readiness: how long a new process may take to become ready, in seconds.
+    /// Liveness: unused.
+    pub start_timeout_s: u64,
+    /// Liveness: consecutive failures that get the process replaced.
+    pub failure_threshold: u32,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self { path: None, period_ms: 1_000, timeout_ms: 1_000, start_timeout_s: 60, failure_threshold: 3 }
+    }
 }
 
 /// `build`: the command `nimbus build` runs for a component.
@@ -81,8 +170,9 @@ pub struct Build {
 pub struct Limits {
     /// Linear memory one instance may use, in MiB (1..=4096).
     pub memory_mb: u32,
-    /// Wall-clock time one invocation may take, in milliseconds, including streaming the response.
-    pub timeout_ms: u64,
+    /// Wall-clock time one request may take, in milliseconds, including streaming the response
+    /// (default: 30 s for functions, no limit for services).
+    pub timeout_ms: Option<u64>,
     /// Instances of this component running at once.
     pub max_concurrency: u32,
     /// Requests that may wait for a free instance; beyond this the gateway answers 503.
@@ -97,7 +187,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_mb: 128,
-            timeout_ms: 30_000,
+            timeout_ms: None,
             max_concurrency: 100,
             queue_depth: 1_000,
             queue_timeout_ms: 10_000,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
 use crate::route::RoutePattern;
-use crate::types::{Limits, Manifest};
+use crate::types::{Component, Limits, Manifest, Probe};
 
 /// Paths the gateway answers itself; routes may not claim them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz"];
@@ -41,13 +41,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
                 "rename the component, e.g. `[component.checkout]`",
             ));
         }
-        if c.source.trim().is_empty() {
-            out.push(problem(
-                at.clone().key("source"),
-                "`source` is empty",
-                "set it to the path of the component's .wasm file",
-            ));
-        }
+        check_kind(c, &at, &mut out);
         if let Some(build) = &c.build
             && build.command.trim().is_empty()
         {
@@ -98,7 +92,7 @@ fn check_name(name: &str) -> Result<(), String> {
 fn check_limits(l: &Limits, at: &FieldPath, out: &mut Vec<Problem>) {
     let ranges: [(&str, u64, u64, u64, &str); 6] = [
         ("memory_mb", l.memory_mb.into(), 1, 4096, "MiB (wasm32 memories end at 4 GiB)"),
-        ("timeout_ms", l.timeout_ms, 1, 24 * 3_600_000, "milliseconds"),
+        ("timeout_ms", l.timeout_ms.unwrap_or(1), 1, 24 * 3_600_000, "milliseconds"),
         ("max_concurrency", l.max_concurrency.into(), 1, 10_000, "instances"),
         ("queue_depth", l.queue_depth.into(), 0, 1_000_000, "waiting requests"),
         ("queue_timeout_ms", l.queue_timeout_ms, 1, 3_600_000, "milliseconds"),
@@ -111,6 +105,85 @@ fn check_limits(l: &Limits, at: &FieldPath, out: &mut Vec<Problem>) {
                 format!("{value} is out of range"),
                 format!("use a value from {min} to {max} {unit}"),
             ));
+        }
+    }
+}
+
+/// Exactly one of `source` and `command`, and only the fields of that kind.
+fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
+    match (&c.source, &c.command) {
+        (None, None) => out.push(problem(
+            at.clone(),
+            "the component has neither `source` nor `command`",
+            "a function sets `source = \"path/to/file.wasm\"`; a service sets `command = [\"python3\", \"server.py\"]`",
+        )),
+        (Some(_), Some(_)) => out.push(problem(
+            at.clone().key("command"),
+            "the component has both `source` and `command`",
+            "keep `source` for a WebAssembly function or `command` for a service, not both",
+        )),
+        (Some(source), None) => {
+            if source.trim().is_empty() {
+                out.push(problem(at.clone().key("source"), "`source` is empty", "set it to the path of the component's .wasm file"));
+            }
+            let service_only = [
+                ("workdir", c.workdir.is_some()),
+                ("readiness", c.readiness.is_some()),
+                ("liveness", c.liveness.is_some()),
+                ("shutdown_grace_s", c.shutdown_grace_s.is_some()),
+            ];
+            for (field, set) in service_only {
+                if set {
+                    out.push(problem(
+                        at.clone().key(field),
+                        format!("`{field}` applies to services (`command`), not to WebAssembly functions"),
+                        "remove it",
+                    ));
+                }
+            }
+        }
+        (None, Some(command)) => {
+            if command.first().is_none_or(|p| p.trim().is_empty()) {
+                out.push(problem(
+                    at.clone().key("command"),
+                    "`command` is empty",
+                    "give the program and its arguments, e.g. `[\"python3\", \"server.py\"]`",
+                ));
+            }
+            if !c.grants.outbound.is_empty() {
+                out.push(problem(
+                    at.clone().key("grants").key("outbound"),
+                    "`grants.outbound` is enforced for WebAssembly functions only; a service's network is not restricted",
+                    "remove it from the service (network policy for services is not available yet)",
+                ));
+            }
+            if c.shutdown_grace_s.is_some_and(|g| g > 3_600) {
+                out.push(problem(at.clone().key("shutdown_grace_s"), "more than an hour", "use 0 to 3600 seconds"));
+            }
+            for (name, probe) in [("readiness", &c.readiness), ("liveness", &c.liveness)] {
+                if let Some(p) = probe {
+                    check_probe(p, &at.clone().key(name), out);
+                }
+            }
+        }
+    }
+}
+
+fn check_probe(p: &Probe, at: &FieldPath, out: &mut Vec<Problem>) {
+    if let Some(path) = &p.path
+        && (!path.starts_with('/') || path.contains(char::is_whitespace))
+    {
+        out.push(problem(at.clone().key("path"), format!("`{path}` is not a path"), "write a path such as `/healthz`"));
+    }
+    let ranges: [(&str, u64, u64, u64); 4] = [
+        ("period_ms", p.period_ms, 10, 3_600_000),
+        ("timeout_ms", p.timeout_ms, 1, 60_000),
+        ("start_timeout_s", p.start_timeout_s, 1, 3_600),
+        ("failure_threshold", p.failure_threshold.into(), 1, 100),
+    ];
+    for (field, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            out.push(problem(at.clone().key(field), format!("{value} is out of range"), format!("use a value from {min} to {max}")));
         }
     }
 }

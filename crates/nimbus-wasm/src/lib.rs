@@ -172,7 +172,9 @@ impl Runtime {
             grants,
             limits: store::InvocationLimits {
                 memory_bytes: (component.limits.memory_mb as usize) << 20,
-                timeout: Duration::from_millis(component.limits.timeout_ms),
+                timeout: component
+                    .timeout()
+                    .unwrap_or(Duration::from_millis(nimbus_manifest::DEFAULT_FUNCTION_TIMEOUT_MS)),
             },
         };
         Ok((Function { executor, settings: Arc::new(settings) }, outcome))

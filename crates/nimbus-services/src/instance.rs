@@ -1,0 +1,137 @@
+//! One process of a service: started with `$PORT` in its own process group, its output logged
+//! line by line, its exit observed, and stopped with SIGTERM then SIGKILL after the grace period.
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::spec::ServiceSpec;
+
+/// Longest line of service output logged as one record; longer ones are split.
+const MAX_LINE: usize = 16 << 10;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A running process of a service.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) id: u64,
+    pub(crate) port: u16,
+    pid: Option<Pid>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) ready: AtomicBool,
+    exit: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl Instance {
+    /// Starts a process of `spec` on a free loopback port.
+    pub(crate) fn spawn(spec: &ServiceSpec) -> Result<Arc<Self>, String> {
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let (program, args) = spec.command.split_first().ok_or("empty command")?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so stopping it stops whatever it started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            format!("cannot start `{program}` in {}: {e}", spec.workdir.display())
+        })?;
+        let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+        for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
+            if let Some(stream) = stream {
+                tokio::spawn(log_lines(stream, spec.name.clone(), id, name));
+            }
+        }
+        let (tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(-1))));
+        });
+        tracing::info!(component = %spec.name, instance = id, port, "service process started");
+        Ok(Arc::new(Self { id, port, pid, in_flight: AtomicUsize::new(0), ready: AtomicBool::new(false), exit }))
+    }
+
+    /// The exit status, once the process has exited.
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Resolves when the process exits.
+    pub(crate) async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit.clone();
+        let status = rx.wait_for(Option::is_some).await.map(|s| s.unwrap_or_default());
+        status.unwrap_or_default()
+    }
+
+    /// SIGTERM to its process group, SIGKILL after `grace` if it is still there.
+    pub(crate) async fn terminate(&self, grace: Duration) -> ExitStatus {
+        self.ready.store(false, Ordering::Release);
+        if self.exit_status().is_none() {
+            self.signal(Signal::TERM);
+            if tokio::time::timeout(grace, self.exited()).await.is_err() {
+                tracing::warn!(instance = self.id, ?grace, "service process ignored SIGTERM; killing it");
+                self.signal(Signal::KILL);
+            }
+        }
+        let status = self.exited().await;
+        // Children it left behind in its group go too.
+        self.signal(Signal::KILL);
+        status
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid {
+            let _ = kill_process_group(pid, signal);
+        }
+    }
+}
+
+fn boxed(r: impl AsyncRead + Send + Unpin + 'static) -> Box<dyn AsyncRead + Send + Unpin> {
+    Box::new(r)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Logs a stream line by line with the component and instance; very long lines are split.
+async fn log_lines(mut stream: Box<dyn AsyncRead + Send + Unpin>, component: Arc<str>, instance: u64, name: &'static str) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let emit = |line: &[u8]| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        tracing::info!(target: "nimbus::service", component = %component, instance, stream = name, "{text}");
+    };
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            emit(&buf[..pos]);
+            buf.drain(..=pos);
+        }
+        if buf.len() >= MAX_LINE {
+            emit(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        emit(&buf);
+    }
+}

@@ -1,0 +1,50 @@
+//! What a service is, resolved from its `[component.NAME]` table.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_manifest::{Component, ComponentKind, Probe};
+
+/// Default seconds between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// How to run and check one service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Component name.
+    pub name: Arc<str>,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Where it runs.
+    pub workdir: PathBuf,
+    /// Its environment (`PORT` is added per instance; `PATH` comes from the host).
+    pub env: Vec<(String, String)>,
+    /// When a new process is ready.
+    pub readiness: Probe,
+    /// When a running process is broken.
+    pub liveness: Option<Probe>,
+    /// SIGTERM → SIGKILL delay.
+    pub grace: Duration,
+    /// Time limit of one request until its response headers, if any.
+    pub timeout: Option<Duration>,
+}
+
+impl ServiceSpec {
+    /// The spec of a validated service component of the app in `app_dir`.
+    ///
+    /// # Panics
+    /// If the component is a function.
+    pub fn from_component(name: &str, c: &Component, app_dir: &Path) -> Self {
+        let ComponentKind::Service { command } = c.kind() else { panic!("`{name}` is not a service") };
+        Self {
+            name: name.into(),
+            command: command.to_vec(),
+            workdir: c.workdir.as_deref().map_or_else(|| app_dir.to_path_buf(), |w| app_dir.join(w)),
+            env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            readiness: c.readiness.clone().unwrap_or_default(),
+            liveness: c.liveness.clone(),
+            grace: c.shutdown_grace_s.map_or(DEFAULT_GRACE, Duration::from_secs),
+            timeout: c.timeout(),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Keeps a service's processes running: start, wait for readiness, watch for exit and liveness
+//! failures, replace with exponential backoff, and report a crash loop instead of hiding it.
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::instance::Instance;
+use crate::probe;
+use crate::{Service, Status};
+
+/// First restart delay; doubles per consecutive failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A process that stayed ready this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Consecutive failures that make a crash loop.
+const CRASH_LOOP_AFTER: u32 = 3;
+
+/// Runs one instance slot until the service shuts down.
+pub(crate) async fn run_slot(service: Arc<Service>) {
+    let spec = &service.spec;
+    let mut failures: u32 = 0;
+    while !service.is_stopping() {
+        let started = Instant::now();
+        let outcome = match Instance::spawn(spec) {
+            Ok(instance) => run_instance(&service, instance).await,
+            Err(e) => Err(e),
+        };
+        if service.is_stopping() {
+            break;
+        }
+        let reason = match outcome {
+            Ok(()) => break,
+            Err(reason) => reason,
+        };
+        failures = if started.elapsed() >= STABLE_AFTER { 1 } else { failures + 1 };
+        let backoff = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(16)).min(MAX_BACKOFF);
+        service.record_failure(&reason, failures >= CRASH_LOOP_AFTER);
+        if failures >= CRASH_LOOP_AFTER {
+            tracing::error!(component = %spec.name, failures, ?backoff, %reason, "service is crash-looping; retrying with backoff");
+        } else {
+            tracing::warn!(component = %spec.name, ?backoff, %reason, "service process failed; restarting");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = service.stopping() => break,
+        }
+    }
+}
+
+/// Readiness, then service until the process exits, fails liveness or the service stops.
+/// `Ok` only when the service is stopping.
+async fn run_instance(service: &Arc<Service>, instance: Arc<Instance>) -> Result<(), String> {
+    let spec = &service.spec;
+    if let Err(e) = wait_ready(service, &instance).await {
+        instance.terminate(spec.grace).await;
+        return Err(e);
+    }
+    instance.ready.store(true, Ordering::Release);
+    service.add_ready(instance.clone());
+    tracing::info!(component = %spec.name, instance = instance.id, port = instance.port, "service instance ready");
+    let ended = tokio::select! {
+        status = instance.exited() => Err(format!("process exited ({status})")),
+        reason = liveness(service, &instance) => Err(reason),
+        () = service.stopping() => Ok(()),
+    };
+    service.remove(&instance);
+    let status = instance.terminate(spec.grace).await;
+    if ended.is_ok() {
+        tracing::info!(component = %spec.name, instance = instance.id, %status, "service instance stopped");
+    }
+    ended
+}
+
+async fn wait_ready(service: &Service, instance: &Instance) -> Result<(), String> {
+    let probe = &service.spec.readiness;
+    let deadline = Instant::now() + Duration::from_secs(probe.start_timeout_s);
+    loop {
+        if let Some(status) = instance.exit_status() {
+            return Err(format!("process exited ({status}) before it was ready"));
+        }
+        let Err(last) = probe::check(instance.port, probe).await else { return Ok(()) };
+        if Instant::now() >= deadline {
+            return Err(format!("not ready within {}s: {last}", probe.start_timeout_s));
+        }
+        if service.is_stopping() {
+            return Err("stopping".into());
+        }
+        // Poll fast at first: most processes are ready within milliseconds.
+        tokio::time::sleep(Duration::from_millis(20).min(Duration::from_millis(probe.period_ms))).await;
+    }
+}
+
+/// Resolves when the liveness probe failed `failure_threshold` times in a row (never without one).
+async fn liveness(service: &Service, instance: &Instance) -> String {
+    let Some(probe) = &service.spec.liveness else { return std::future::pending().await };
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(probe.period_ms)).await;
+        match probe::check(instance.port, probe).await {
+            Ok(()) => failed = 0,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(component = %service.spec.name, instance = instance.id, failed, error = %e, "liveness probe failed");
+                if failed >= probe.failure_threshold {
+                    return format!("liveness probe failed {failed} times: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Service {
+    pub(crate) fn record_failure(&self, reason: &str, crash_loop: bool) {
+        let mut state = self.state.lock().expect("service state");
+        state.restarts += 1;
+        state.last_error = Some(reason.to_string());
+        state.status = if crash_loop { Status::CrashLoop } else { state.status };
+    }
+}
