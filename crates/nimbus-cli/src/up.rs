@@ -4,11 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_gateway::Gateway;
+use nimbus_gateway::{Backend, Gateway};
 use nimbus_manifest::{FieldPath, LoadedManifest};
+use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
 
 use crate::serving::{EngineArgs, shutdown_signal};
@@ -42,23 +44,32 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let m = &loaded.manifest;
-    let max_instances = m.component.values().map(|c| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
-    let max_memory_mb = m.component.values().map(|c| c.limits.memory_mb).max().unwrap_or(128);
+    let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
+    let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
+    let max_memory_mb = functions.iter().map(|(_, c)| c.limits.memory_mb).max().unwrap_or(128);
     let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
 
-    let loads = m.component.iter().map(|(name, c)| {
-        let path = loaded.resolve(&c.source);
+    let loads = functions.iter().map(|&(name, c)| {
+        let path = loaded.resolve(c.source().unwrap_or_default());
         let runtime = &runtime;
         async move { (name, runtime.load_with_outcome(name, &path, c).await) }
     });
-    let mut functions = HashMap::new();
+    let mut backends = HashMap::new();
     let mut problems = Vec::new();
-    let mut outcomes = HashMap::new();
+    let mut described = HashMap::new();
     for (name, result) in futures::future::join_all(loads).await {
         match result {
             Ok((function, outcome)) => {
-                outcomes.insert(name.clone(), outcome);
-                functions.insert(name.clone(), function);
+                let kind = match function.kind() {
+                    WasmKind::Component => "wasi:http component",
+                    WasmKind::Module => "WAGI module",
+                };
+                let how = match outcome {
+                    CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
+                    CacheOutcome::Compiled(d) => format!("compiled in {} ms", d.as_millis()),
+                };
+                described.insert(name.clone(), format!("{kind}, {how}"));
+                backends.insert(name.clone(), Backend::Function(function));
             }
             Err(e) => {
                 let at = FieldPath::root().key("component").key(name.clone()).key("source");
@@ -69,42 +80,89 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}\nnothing is served until every component loads", problems.join("\n"));
     }
+    let services = start_services(&loaded, &mut backends, &mut described).await?;
 
-    let gateway = Arc::new(Gateway::from_manifest(m, &functions));
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0",
-            args.listen
-        )
-    })?;
+    let gateway = Arc::new(Gateway::from_manifest(m, &backends));
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            stop_services(&services).await;
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0",
+                    args.listen
+                )
+            });
+        }
+    };
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     println!("Serving app `{}` on http://{addr}", m.app.name);
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
     for route in routes {
-        let name = route.target.function.name();
+        let name = route.target.backend.name();
         let methods = if route.methods.is_empty() {
             "*".to_string()
         } else {
             route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
         };
-        let kind = match route.target.function.kind() {
-            WasmKind::Component => "wasi:http component",
-            WasmKind::Module => "WAGI module",
-        };
-        let how = match outcomes[name] {
-            CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
-            CacheOutcome::Compiled(d) => format!("compiled in {} ms", d.as_millis()),
-        };
-        println!("  {methods:<8} http://{addr}{:<24} -> {name} ({kind}, {how})", route.route);
+        println!("  {methods:<8} http://{addr}{:<24} -> {name} ({})", route.route, described[name]);
     }
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
-    nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await?;
+    let served = nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await;
+    stop_services(&services).await;
+    served?;
     println!("Stopped.");
     Ok(())
+}
+
+/// Starts every service and waits until each has a ready process; on failure stops them all.
+async fn start_services(
+    loaded: &LoadedManifest,
+    backends: &mut HashMap<String, Backend>,
+    described: &mut HashMap<String, String>,
+) -> anyhow::Result<Vec<Arc<Service>>> {
+    let started: Vec<(String, Arc<Service>, Duration)> = loaded
+        .manifest
+        .component
+        .iter()
+        .filter(|(_, c)| c.command.is_some())
+        .map(|(name, c)| {
+            let spec = ServiceSpec::from_component(name, c, loaded.dir());
+            let within = Duration::from_secs(spec.readiness.start_timeout_s);
+            (name.clone(), Service::start(spec), within)
+        })
+        .collect();
+    let begin = std::time::Instant::now();
+    let waits = started.iter().map(|(_, s, within)| s.wait_ready(*within));
+    let results = futures::future::join_all(waits).await;
+    let services: Vec<Arc<Service>> = started.iter().map(|(_, s, _)| s.clone()).collect();
+    let mut problems = Vec::new();
+    for ((name, service, _), result) in started.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                described.insert(name.clone(), format!("service, ready in {} ms", begin.elapsed().as_millis()));
+                backends.insert(name.clone(), Backend::Service(service.clone()));
+            }
+            Err(e) => {
+                let at = FieldPath::root().key("component").key(name.clone()).key("command");
+                let hint = "check the command and its output above; a service must listen on 127.0.0.1:$PORT and pass its readiness probe";
+                problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
+            }
+        }
+    }
+    if !problems.is_empty() {
+        stop_services(&services).await;
+        bail!("{}\nnothing is served until every service is ready", problems.join("\n"));
+    }
+    Ok(services)
+}
+
+async fn stop_services(services: &[Arc<Service>]) {
+    futures::future::join_all(services.iter().map(|s| s.shutdown())).await;
 }
 
 fn hint_for(e: &LoadError) -> String {

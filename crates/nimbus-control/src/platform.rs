@@ -389,7 +389,7 @@ async fn load(
         let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
         match runtime.load_bytes(name, &label, bytes.clone(), component).await {
             Ok((function, _)) => {
-                functions.insert(name.clone(), function);
+                functions.insert(name.clone(), nimbus_gateway::Backend::Function(function));
             }
             Err(e) => {
                 let at = FieldPath::root().key("component").key(name.clone()).key("source");

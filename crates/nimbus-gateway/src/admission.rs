@@ -36,6 +36,12 @@ impl Admission {
         }
     }
 
+    /// How long a request may wait for a slot (also how long a service request waits for a ready
+    /// process).
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue_timeout
+    }
+
     /// Requests waiting for an instance right now.
     pub fn queue_len(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

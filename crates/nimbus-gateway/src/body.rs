@@ -14,18 +14,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body served by the gateway.
 pub struct GatewayBody {
     inner: UnsyncBoxBody<Bytes, BoxError>,
+    /// Held until the body is done: the admission slot of a proxied request.
+    _guard: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl GatewayBody {
     /// A complete body.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let body = http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync();
-        Self { inner: body }
+        Self { inner: body, _guard: None }
     }
 
     /// A function's body.
     pub fn streaming(body: nimbus_wasm::ResponseBody) -> Self {
-        Self { inner: body.map_err(|e| Box::new(e) as BoxError).boxed_unsync() }
+        Self { inner: body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(), _guard: None }
+    }
+
+    /// A service's body, keeping the request's admission slot until it is fully sent.
+    pub fn proxied(body: nimbus_services::ServiceBody, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self { inner: body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(), _guard: Some(slot) }
     }
 }
 

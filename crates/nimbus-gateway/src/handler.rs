@@ -6,14 +6,16 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nimbus_wasm::{Invocation, InvokeError};
+use nimbus_services::{Service, ServiceError};
+use nimbus_wasm::{Function, Invocation, InvokeError};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Rejected;
 use crate::body::GatewayBody;
 use crate::request_id::{REQUEST_ID_HEADER, request_id};
 use crate::respond::{error, set_request_id};
 use crate::router::RouteMatch;
-use crate::{Gateway, HEALTH_PATH};
+use crate::{Backend, Gateway, HEALTH_PATH, Target};
 
 impl Gateway {
     /// Serves one request. Never fails: every problem becomes a response.
@@ -52,51 +54,101 @@ impl Gateway {
             req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
         }
         let (parts, body) = req.into_parts();
-        let body: Bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &id,
-                    &format!("request body is larger than {limit} bytes"),
-                );
-            }
-            Err(e) => return error(StatusCode::BAD_REQUEST, &id, &format!("could not read the request body: {e}")),
-        };
-
-        let permit = match target.admission.admit().await {
-            Ok(p) => p,
-            Err(why) => {
-                let message = match why {
-                    Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
-                    Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
-                };
-                tracing::debug!(request_id = %id, component = target.function.name(), ?why, "request shed");
-                let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, &id, message);
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
-            }
-        };
-        let mut inv = Invocation::new(&id, &route.route);
-        inv.client = client;
-        inv.lease = Some(permit);
-        match target.function.handle(http::Request::from_parts(parts, body), inv).await {
-            Ok(resp) => {
-                let mut resp = resp.map(GatewayBody::streaming);
-                set_request_id(&mut resp, &id);
-                resp
-            }
-            Err(e) => {
-                let status = status_for(&e);
-                tracing::warn!(request_id = %id, component = target.function.name(), status = status.as_u16(), error = %e, "invocation failed");
-                let mut resp = error(status, &id, &e.to_string());
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                resp
-            }
+        match &target.backend {
+            Backend::Function(function) => invoke(function, target, &route.route, parts, body, &id, client).await,
+            Backend::Service(service) => proxy(service, target, parts, body, &id, client).await,
         }
     }
+}
+
+/// A function: the body is read whole (bounded), then a fresh instance handles it.
+async fn invoke(
+    function: &Function,
+    target: &Target,
+    route: &str,
+    parts: http::request::Parts,
+    body: Incoming,
+    id: &str,
+    client: Option<SocketAddr>,
+) -> http::Response<GatewayBody> {
+    let limit = target.max_body_bytes;
+    let body: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, id, &format!("request body is larger than {limit} bytes"));
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
+    };
+    let permit = match admit(target, id).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut inv = Invocation::new(id, route);
+    inv.client = client;
+    inv.lease = Some(permit);
+    match function.handle(http::Request::from_parts(parts, body), inv).await {
+        Ok(resp) => {
+            let mut resp = resp.map(GatewayBody::streaming);
+            set_request_id(&mut resp, id);
+            resp
+        }
+        Err(e) => failed(target, id, status_for(&e), &e),
+    }
+}
+
+/// A service: the body streams through (bounded), the response streams back; the admission slot
+/// is held until the response is fully sent.
+async fn proxy(
+    service: &Service,
+    target: &Target,
+    parts: http::request::Parts,
+    body: Incoming,
+    id: &str,
+    client: Option<SocketAddr>,
+) -> http::Response<GatewayBody> {
+    let permit = match admit(target, id).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let body = Limited::new(body, target.max_body_bytes).boxed();
+    match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
+        Ok(resp) => {
+            let mut resp = resp.map(|b| GatewayBody::proxied(b, permit));
+            set_request_id(&mut resp, id);
+            resp
+        }
+        Err(e) => {
+            let status = match e {
+                ServiceError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                ServiceError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            };
+            failed(target, id, status, &e)
+        }
+    }
+}
+
+/// Waits for an admission slot, or answers 503 + `Retry-After`.
+async fn admit(target: &Target, id: &str) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
+    target.admission.admit().await.map_err(|why| {
+        let message = match why {
+            Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
+            Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
+        };
+        tracing::debug!(request_id = %id, component = target.backend.name(), ?why, "request shed");
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, message);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    })
+}
+
+fn failed(target: &Target, id: &str, status: StatusCode, e: &dyn std::error::Error) -> http::Response<GatewayBody> {
+    tracing::warn!(request_id = %id, component = target.backend.name(), status = status.as_u16(), error = %e, "request failed");
+    let mut resp = error(status, id, &e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// `{"status":"ok"}`, the answer to [`HEALTH_PATH`].

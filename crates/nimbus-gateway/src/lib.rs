@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_manifest::{Manifest, RoutePattern};
+use nimbus_services::Service;
 use nimbus_wasm::Function;
 
 pub use admission::{Admission, Rejected};
@@ -46,11 +47,30 @@ pub use server::{Handler, ServeConfig, serve};
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";
 
-/// A component as the gateway sees it: the function plus its admission state and body limit.
+/// What serves a component's requests.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A WebAssembly function: a fresh instance per request.
+    Function(Function),
+    /// A long-lived service process (or several).
+    Service(Arc<Service>),
+}
+
+impl Backend {
+    /// The component name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Function(f) => f.name(),
+            Self::Service(s) => s.name(),
+        }
+    }
+}
+
+/// A component as the gateway sees it: its backend plus its admission state and body limit.
 #[derive(Debug)]
 pub struct Target {
-    /// The loaded function.
-    pub function: Function,
+    /// What serves it.
+    pub backend: Backend,
     /// Concurrency and queue of this component.
     pub admission: Admission,
     /// Largest request body accepted.
@@ -64,20 +84,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the routing table of a validated manifest. `functions` holds the loaded function
-    /// of every component that a trigger names.
+    /// Builds the routing table of a validated manifest. `backends` holds the loaded function
+    /// or started service of every component that a trigger names.
     ///
     /// # Panics
-    /// If a trigger names a component missing from `functions`: the caller loads them all first.
-    pub fn from_manifest(manifest: &Manifest, functions: &HashMap<String, Function>) -> Self {
+    /// If a trigger names a component missing from `backends`: the caller loads them all first.
+    pub fn from_manifest(manifest: &Manifest, backends: &HashMap<String, Backend>) -> Self {
         let targets: HashMap<&str, Arc<Target>> = manifest
             .component
             .iter()
             .filter_map(|(name, c)| {
-                let function = functions.get(name)?.clone();
+                let backend = backends.get(name)?.clone();
                 let l = &c.limits;
                 let target = Target {
-                    function,
+                    backend,
                     admission: Admission::new(
                         l.max_concurrency as usize,
                         l.queue_depth as usize,

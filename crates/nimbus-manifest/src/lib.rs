@@ -43,7 +43,8 @@ pub use grant::OutboundGrant;
 pub use locate::FieldPath;
 pub use route::RoutePattern;
 pub use types::{
-    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_TIMEOUT_MS, Grants, HttpTrigger, Limits, Manifest, Probe, Triggers,
+    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_TIMEOUT_MS, Grants, HttpTrigger, Limits, Manifest, Probe,
+    Triggers,
 };
 pub use validate::RESERVED_PATHS;
 

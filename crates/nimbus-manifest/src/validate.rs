@@ -124,7 +124,11 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
         )),
         (Some(source), None) => {
             if source.trim().is_empty() {
-                out.push(problem(at.clone().key("source"), "`source` is empty", "set it to the path of the component's .wasm file"));
+                out.push(problem(
+                    at.clone().key("source"),
+                    "`source` is empty",
+                    "set it to the path of the component's .wasm file",
+                ));
             }
             let service_only = [
                 ("workdir", c.workdir.is_some()),
@@ -183,7 +187,11 @@ fn check_probe(p: &Probe, at: &FieldPath, out: &mut Vec<Problem>) {
     ];
     for (field, value, min, max) in ranges {
         if !(min..=max).contains(&value) {
-            out.push(problem(at.clone().key(field), format!("{value} is out of range"), format!("use a value from {min} to {max}")));
+            out.push(problem(
+                at.clone().key(field),
+                format!("{value} is out of range"),
+                format!("use a value from {min} to {max}"),
+            ));
         }
     }
 }

@@ -46,9 +46,8 @@ impl Instance {
             // Its own process group, so stopping it stops whatever it started too.
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            format!("cannot start `{program}` in {}: {e}", spec.workdir.display())
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.workdir.display()))?;
         let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
         for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
             if let Some(stream) = stream {
@@ -108,7 +107,12 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Logs a stream line by line with the component and instance; very long lines are split.
-async fn log_lines(mut stream: Box<dyn AsyncRead + Send + Unpin>, component: Arc<str>, instance: u64, name: &'static str) {
+async fn log_lines(
+    mut stream: Box<dyn AsyncRead + Send + Unpin>,
+    component: Arc<str>,
+    instance: u64,
+    name: &'static str,
+) {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     let emit = |line: &[u8]| {

@@ -156,10 +156,8 @@ impl Service {
                 .map_err(|_| ServiceError::Timeout { name: self.spec.name.to_string(), limit })?,
             None => send.await,
         };
-        let mut resp = result.map_err(|e| ServiceError::Upstream {
-            name: self.spec.name.to_string(),
-            cause: error_chain(&e),
-        })?;
+        let mut resp =
+            result.map_err(|e| ServiceError::Upstream { name: self.spec.name.to_string(), cause: error_chain(&e) })?;
         if upgrading && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             proxy::splice(client_upgrade, hyper::upgrade::on(&mut resp));
         } else {
@@ -193,7 +191,8 @@ impl Service {
                 if let Some(instance) = best {
                     return Ok(instance.clone());
                 }
-                if state.status == Status::Stopped {
+                // Nobody waits for a stopped or crash-looping service: 503 at once.
+                if matches!(state.status, Status::Stopped | Status::CrashLoop) {
                     return Err(self.unavailable(&state));
                 }
             }
@@ -207,7 +206,9 @@ impl Service {
     fn unavailable(&self, state: &State) -> ServiceError {
         let why = match (state.status, &state.last_error) {
             (Status::Stopped, _) => "it is stopped".to_string(),
-            (Status::CrashLoop, Some(e)) => format!("crash-looping after {} restarts; last failure: {e}", state.restarts),
+            (Status::CrashLoop, Some(e)) => {
+                format!("crash-looping after {} restarts; last failure: {e}", state.restarts)
+            }
             (_, Some(e)) => format!("starting; last failure: {e}"),
             (_, None) => "still starting".to_string(),
         };

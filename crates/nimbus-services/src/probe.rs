@@ -19,8 +19,9 @@ pub(crate) async fn check(port: u16, probe: &Probe) -> Result<(), String> {
 async fn run(port: u16, probe: &Probe) -> Result<(), String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect to port {port}: {e}"))?;
     let Some(path) = &probe.path else { return Ok(()) };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP handshake: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
     tokio::spawn(conn);
     let req = http::Request::get(path.as_str())
         .header(http::header::HOST, format!("127.0.0.1:{port}"))

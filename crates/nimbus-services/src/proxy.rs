@@ -29,8 +29,16 @@ pub(crate) fn client() -> HttpClient {
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Rewrites a request for the process on `port`; returns whether it asks for an upgrade.
 pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<SocketAddr>) -> bool {

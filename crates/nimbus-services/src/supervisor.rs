@@ -116,5 +116,7 @@ impl Service {
         state.restarts += 1;
         state.last_error = Some(reason.to_string());
         state.status = if crash_loop { Status::CrashLoop } else { state.status };
+        drop(state);
+        self.ready_changed.notify_waiters();
     }
 }

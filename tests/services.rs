@@ -1,0 +1,161 @@
+//! Services end to end: a Python process on `$PORT` behind `nimbus up`, next to a function.
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{App, client};
+
+const SERVER_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/server.py");
+
+fn manifest(command: &str, extra: &str) -> String {
+    format!(
+        r#"[app]
+name = "hybrid"
+
+[component.py]
+command = {command}
+env = {{ GREETING = "hi" }}
+readiness = {{ path = "/healthz" }}
+{extra}
+
+[component.hello]
+source = "{hello}"
+
+[[trigger.http]]
+route = "/py/..."
+component = "py"
+
+[[trigger.http]]
+route = "/..."
+component = "hello"
+"#,
+        hello = nimbus_fixtures::HELLO
+    )
+}
+
+fn python_app(extra: &str) -> App {
+    App::new(&manifest(&format!(r#"["python3", "{SERVER_PY}"]"#), extra))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_serves_next_to_a_function_with_streams_and_upgrades() {
+    let app = python_app("");
+    let server = app.up(&[]);
+    assert!(server.banner.contains("-> py (service, ready in"), "{}", server.banner);
+    let c = client();
+
+    let resp = c.get(server.url("/py/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("hello from python"), "{text}");
+    assert!(text.contains("xff=127.0.0.1"), "x-forwarded-for is set: {text}");
+    assert!(text.contains(&format!("host={}", server.base.trim_start_matches("http://"))), "Host is kept: {text}");
+    assert_eq!(c.get(server.url("/anything")).send().await.unwrap().text().await.unwrap(), "Hello from Nimbus!\n");
+    server.wait_for_log("hello request on port");
+
+    // Only PORT, PATH and the manifest's env: nothing else from the host.
+    assert_eq!(c.get(server.url("/py/env?name=GREETING")).send().await.unwrap().text().await.unwrap(), "hi");
+    assert_eq!(c.get(server.url("/py/env?name=HOME")).send().await.unwrap().text().await.unwrap(), "<unset>");
+    assert_eq!(c.get(server.url("/py/env?name=NIMBUS_LOG")).send().await.unwrap().text().await.unwrap(), "<unset>");
+
+    // A 2 MiB body through and back.
+    let body = vec![7u8; 2 << 20];
+    let echoed = c.post(server.url("/py/echo")).body(body.clone()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(echoed.len(), body.len());
+
+    // Server-sent events arrive as they are written, not at the end.
+    let mut resp = c.get(server.url("/py/stream")).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let start = Instant::now();
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first_at = start.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("tick 0"));
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("tick 4"));
+    assert!(start.elapsed() > first_at + Duration::from_millis(500), "the stream was not buffered");
+
+    // An upgraded connection is spliced through both ways.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /py/upgrade HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: shout\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: shout"), "{head}");
+    s.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"PING");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_process_fails_its_request_and_is_replaced() {
+    let app = python_app("");
+    let server = app.up(&[]);
+    let c = client();
+    let first = c.get(server.url("/py/hello")).send().await.unwrap().text().await.unwrap();
+    let resp = c.get(server.url("/py/crash")).send().await.unwrap();
+    assert_eq!(resp.status(), 502, "a request on a crashing process fails, it does not hang");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("service `py` failed the request"), "{body}");
+    server.wait_for_log("service process failed; restarting");
+    // Requests during the restart wait for the new process instead of failing.
+    let resp = c.get(server.url("/py/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let second = resp.text().await.unwrap();
+    assert_ne!(first.split_whitespace().nth(3), second.split_whitespace().nth(3), "a new process: {first} / {second}");
+}
+
+#[test]
+fn a_crash_looping_service_is_reported_and_nothing_is_served() {
+    let app =
+        App::new(&manifest(r#"["python3", "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]"#, ""));
+    let out = app.run(&["up", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("component.py.command"), "{err}");
+    assert!(err.contains("crash-looping"), "{err}");
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("boom"), "the service's own output is logged: {err}");
+    assert!(err.contains("nothing is served until every service is ready"), "{err}");
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error() {
+    let app = App::new(&manifest(r#"["no-such-program-nimbus", "x"]"#, ""));
+    let out = app.run(&["up", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start `no-such-program-nimbus`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_requests_then_stops_the_service() {
+    let app = python_app("shutdown_grace_s = 5");
+    let mut server = app.up(&[]);
+    let c = client();
+    let hello = c.get(server.url("/py/hello")).send().await.unwrap().text().await.unwrap();
+    let pid: u32 = hello.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let slow = tokio::spawn(c.get(server.url("/py/slow?ms=1000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "slow done\n");
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = server.stderr();
+    assert!(log.contains("got SIGTERM; finishing in-flight requests"), "{log}");
+    assert!(log.contains("service instance stopped"), "{log}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the service process is gone");
+}

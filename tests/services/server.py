@@ -1,0 +1,85 @@
+"""A small HTTP service for Nimbus's tests: the $PORT contract, streaming, an upgrade, crashes,
+and a graceful SIGTERM (in-flight requests finish, then it exits)."""
+import os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("py: " + (fmt % args) + "\n")
+
+    def reply(self, status, body, ctype="text/plain"):
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        path = url.path.removeprefix("/py")
+        if path == "/healthz":
+            self.reply(200, "ok")
+        elif path == "/hello":
+            print(f"hello request on port {os.environ['PORT']}", flush=True)
+            self.reply(200, f"hello from python pid={os.getpid()} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+        elif path == "/env":
+            self.reply(200, os.environ.get(q.get("name", ""), "<unset>"))
+        elif path == "/slow":
+            time.sleep(int(q.get("ms", "500")) / 1000)
+            self.reply(200, "slow done\n")
+        elif path == "/stream":
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i in range(5):
+                chunk = f"data: tick {i}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.2)
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/crash":
+            os._exit(3)
+        elif path == "/upgrade":
+            # A toy protocol after `101 Switching Protocols`: echo every byte back, upper-cased.
+            self.send_response(101)
+            self.send_header("connection", "upgrade")
+            self.send_header("upgrade", "shout")
+            self.end_headers()
+            self.wfile.flush()
+            conn = self.connection
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(data.upper())
+            self.close_connection = True
+        else:
+            self.reply(404, "not found\n")
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length)
+        self.reply(200, body, "application/octet-stream")
+
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server.daemon_threads = False
+
+
+def stop(*_):
+    print("got SIGTERM; finishing in-flight requests", flush=True)
+    threading.Thread(target=server.shutdown).start()
+
+
+signal.signal(signal.SIGTERM, stop)
+print(f"listening on {os.environ['PORT']}", flush=True)
+server.serve_forever()
+server.server_close()  # joins the request threads: in-flight requests finish
+print("stopped", flush=True)
