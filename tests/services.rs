@@ -159,3 +159,66 @@ async fn sigterm_drains_requests_then_stops_the_service() {
     assert!(log.contains("service instance stopped"), "{log}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the service process is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_autoscaler_scales_to_zero_from_zero_and_out_under_a_burst() {
+    let scale = "scale = { min = 0, max = 4, target_concurrency = 1, idle_timeout_s = 1, stable_window_s = 2, panic_window_s = 1 }";
+    let app = python_app(scale);
+    let server = app.up(&[]);
+    let c = client();
+    assert_eq!(c.get(server.url("/py/hello")).send().await.unwrap().status(), 200);
+
+    // Idle: down to zero processes.
+    server.wait_for_line(|l| l.contains("autoscaler: scaling") && l.contains("to=0"));
+    server.wait_for_log("service instance stopped");
+
+    // From zero: the request waits for a fresh process instead of failing.
+    let resp = c.get(server.url("/py/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    server.wait_for_line(|l| l.contains("autoscaler: scaling") && l.contains("requests waiting"));
+
+    // A burst of 8 slow requests at a target of 1 per process: panic mode, out to max = 4.
+    let burst: Vec<_> = (0..8).map(|_| tokio::spawn(c.get(server.url("/py/slow?ms=1500")).send())).collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    server.wait_for_log("entering panic mode");
+    server.wait_for_line(|l| l.contains("autoscaler: scaling") && l.contains("to=4"));
+    let ports: std::collections::HashSet<String> = server
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("service instance ready"))
+        .filter_map(|l| l.split("port=").nth(1).map(|p| p.split_whitespace().next().unwrap().to_string()))
+        .collect();
+    assert!(ports.len() >= 4, "processes started: {ports:?}");
+    // And back to zero when the burst is over.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.stderr().matches("to=0").count() < 2 {
+        assert!(Instant::now() < deadline, "did not scale back to zero:\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_spares_stay_ready_when_idle() {
+    let app = python_app(
+        "scale = { min = 0, max = 3, warm = 1, target_concurrency = 1, idle_timeout_s = 1, stable_window_s = 2, panic_window_s = 1 }",
+    );
+    let server = app.up(&[]);
+    let c = client();
+    // Two requests at once: one process for the load, one spare; then idle for the idle timeout.
+    let a = tokio::spawn(c.get(server.url("/py/slow?ms=600")).send());
+    let b = tokio::spawn(c.get(server.url("/py/slow?ms=600")).send());
+    assert_eq!(a.await.unwrap().unwrap().status(), 200);
+    assert_eq!(b.await.unwrap().unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = server.stderr();
+    assert!(!log.contains("to=0"), "a warm spare never leaves zero processes:\n{log}");
+    // The spare answers at once: nothing waits for a process start.
+    let before = server.stderr().len();
+    let resp = c.get(server.url("/py/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = server.stderr()[before..].to_string();
+    assert!(!after.contains("requests waiting"), "{after}");
+}

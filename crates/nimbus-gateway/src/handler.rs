@@ -1,6 +1,7 @@
 //! One request through the gateway: request id, health, routing, body limit, admission, the
 //! function, and the mapping of failures to status codes.
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -99,7 +100,7 @@ async fn invoke(
 /// A service: the body streams through (bounded), the response streams back; the admission slot
 /// is held until the response is fully sent.
 async fn proxy(
-    service: &Service,
+    service: &Arc<Service>,
     target: &Target,
     parts: http::request::Parts,
     body: Incoming,

@@ -41,7 +41,7 @@ methods = ["DELETE"]
 
 fn found(gateway: &Gateway, method: &str, path: &str) -> String {
     match gateway.router().find(&method.parse().unwrap(), path) {
-        RouteMatch::Found(route) => route.target.function.name().to_string(),
+        RouteMatch::Found(route) => route.target.backend.name().to_string(),
         other => panic!("{method} {path}: {other:?}"),
     }
 }
@@ -53,7 +53,7 @@ async fn precedence_and_methods() {
     let mut functions = HashMap::new();
     for (name, c) in &loaded.manifest.component {
         let f = runtime.load(name, Path::new(nimbus_fixtures::HELLO), c).await.unwrap();
-        functions.insert(name.clone(), f);
+        functions.insert(name.clone(), nimbus_gateway::Backend::Function(f));
     }
     let gateway = Gateway::from_manifest(&loaded.manifest, &functions);
 

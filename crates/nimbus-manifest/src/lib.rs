@@ -44,7 +44,7 @@ pub use locate::FieldPath;
 pub use route::RoutePattern;
 pub use types::{
     App, Build, Component, ComponentKind, DEFAULT_FUNCTION_TIMEOUT_MS, Grants, HttpTrigger, Limits, Manifest, Probe,
-    Triggers,
+    Scale, Triggers,
 };
 pub use validate::RESERVED_PATHS;
 

@@ -76,6 +76,52 @@ pub struct Component {
     /// Service: seconds between SIGTERM and SIGKILL when a process is stopped.
     #[serde(default)]
     pub shutdown_grace_s: Option<u64>,
+    /// Service: how many processes run (autoscaled on observed concurrency, Knative KPA style).
+    #[serde(default)]
+    pub scale: Option<Scale>,
+}
+
+/// `scale`: the autoscaler of a service. Processes = ceil(observed concurrency /
+/// `target_concurrency`) averaged over `stable_window_s`, or over `panic_window_s` when a burst
+/// needs `panic_threshold_pct` % of what runs; within `min..=max`, plus `warm` ready spares; down to
+/// zero after `idle_timeout_s` without requests when `min = 0`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scale {
+    /// Fewest processes (0: scale to zero when idle).
+    pub min: u32,
+    /// Most processes.
+    pub max: u32,
+    /// Processes started with the app, before any traffic (then the autoscaler decides).
+    pub initial: u32,
+    /// Requests one process should handle at once.
+    pub target_concurrency: u32,
+    /// Seconds without any request before the last process stops (with `min = 0`).
+    pub idle_timeout_s: u64,
+    /// Ready spare processes kept on top of what the load needs, so a burst never waits for a start.
+    pub warm: u32,
+    /// Seconds of history the steady-state decision averages over.
+    pub stable_window_s: u64,
+    /// Seconds of history the burst decision averages over.
+    pub panic_window_s: u64,
+    /// Burst mode starts when the panic window needs this percentage of the running processes.
+    pub panic_threshold_pct: u32,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Self {
+            min: 0,
+            max: 10,
+            initial: 1,
+            target_concurrency: 100,
+            idle_timeout_s: 60,
+            warm: 0,
+            stable_window_s: 60,
+            panic_window_s: 6,
+            panic_threshold_pct: 200,
+        }
+    }
 }
 
 /// What kind of component a `[component.NAME]` is.

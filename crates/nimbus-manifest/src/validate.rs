@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
 use crate::route::RoutePattern;
-use crate::types::{Component, Limits, Manifest, Probe};
+use crate::types::{Component, Limits, Manifest, Probe, Scale};
 
 /// Paths the gateway answers itself; routes may not claim them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz"];
@@ -135,6 +135,7 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
                 ("readiness", c.readiness.is_some()),
                 ("liveness", c.liveness.is_some()),
                 ("shutdown_grace_s", c.shutdown_grace_s.is_some()),
+                ("scale", c.scale.is_some()),
             ];
             for (field, set) in service_only {
                 if set {
@@ -164,12 +165,51 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
             if c.shutdown_grace_s.is_some_and(|g| g > 3_600) {
                 out.push(problem(at.clone().key("shutdown_grace_s"), "more than an hour", "use 0 to 3600 seconds"));
             }
+            if let Some(scale) = &c.scale {
+                check_scale(scale, &at.clone().key("scale"), out);
+            }
             for (name, probe) in [("readiness", &c.readiness), ("liveness", &c.liveness)] {
                 if let Some(p) = probe {
                     check_probe(p, &at.clone().key(name), out);
                 }
             }
         }
+    }
+}
+
+fn check_scale(s: &Scale, at: &FieldPath, out: &mut Vec<Problem>) {
+    let ranges: [(&str, u64, u64, u64); 8] = [
+        ("max", s.max.into(), 1, 1_000),
+        ("initial", s.initial.into(), 0, 1_000),
+        ("target_concurrency", s.target_concurrency.into(), 1, 100_000),
+        ("idle_timeout_s", s.idle_timeout_s, 1, 86_400),
+        ("warm", s.warm.into(), 0, 1_000),
+        ("stable_window_s", s.stable_window_s, 1, 3_600),
+        ("panic_window_s", s.panic_window_s, 1, 3_600),
+        ("panic_threshold_pct", s.panic_threshold_pct.into(), 110, 10_000),
+    ];
+    for (field, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            out.push(problem(
+                at.clone().key(field),
+                format!("{value} is out of range"),
+                format!("use a value from {min} to {max}"),
+            ));
+        }
+    }
+    if s.min > s.max {
+        out.push(problem(
+            at.clone().key("min"),
+            format!("min = {} is more than max = {}", s.min, s.max),
+            "lower `min` or raise `max`",
+        ));
+    }
+    if s.panic_window_s > s.stable_window_s {
+        out.push(problem(
+            at.clone().key("panic_window_s"),
+            "the panic window is longer than the stable window",
+            "the panic window reacts to bursts: make it shorter, e.g. a tenth of `stable_window_s`",
+        ));
     }
 }
 

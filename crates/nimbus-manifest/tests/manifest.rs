@@ -41,7 +41,7 @@ fn valid_manifest_parses_with_defaults() {
     assert_eq!(c.limits.max_concurrency, 100, "unset limits keep their defaults");
     assert_eq!(c.build.as_ref().unwrap().watch, vec!["src/**/*.rs"]);
     assert_eq!(m.manifest.trigger.http[1].methods, vec!["GET", "HEAD"]);
-    assert_eq!(m.resolve(&c.source), std::path::Path::new("app/target/checkout.wasm"));
+    assert_eq!(m.resolve(c.source().unwrap()), std::path::Path::new("app/target/checkout.wasm"));
 }
 
 #[test]
@@ -65,11 +65,67 @@ fn unknown_field_in_inline_table_and_array_of_tables() {
 }
 
 #[test]
-fn missing_required_field() {
+fn a_component_is_a_function_or_a_service() {
     let d = only_error(&VALID.replace("source = \"target/checkout.wasm\"\n", ""));
-    assert!(d.message.contains("missing field `source`"), "{}", d.message);
+    assert!(d.message.contains("neither `source` nor `command`"), "{}", d.message);
     assert_eq!(d.field, "component.checkout");
     assert_eq!(d.line, 5);
+    let d = only_error(
+        &VALID.replace("source = \"target/checkout.wasm\"\n", "source = \"x.wasm\"\ncommand = [\"python3\"]\n"),
+    );
+    assert!(d.message.contains("both `source` and `command`"), "{}", d.message);
+    assert_eq!(d.field, "component.checkout.command");
+
+    let function_only = "grants = { outbound = [\"https://payments.example.com\", \"http://127.0.0.1:8080\"] }\n";
+    let d = only_error(&VALID.replace("source = \"target/checkout.wasm\"\n", "command = [\"python3\"]\n"));
+    assert_eq!(d.field, "component.checkout.grants.outbound", "outbound grants cannot be enforced on a service");
+    let service = VALID.replace(function_only, "").replace(
+        "source = \"target/checkout.wasm\"\n",
+        "command = [\"python3\", \"app.py\"]\nreadiness = { path = \"/ready\" }\nscale = { min = 1, max = 3 }\n",
+    );
+    let m = parse(&service).unwrap().manifest;
+    let c = &m.component["checkout"];
+    assert_eq!(
+        c.kind(),
+        nimbus_manifest::ComponentKind::Service { command: &["python3".to_string(), "app.py".to_string()] }
+    );
+    assert_eq!(c.scale.as_ref().unwrap().target_concurrency, 100, "unset scale fields keep their defaults");
+    assert_eq!(c.timeout(), Some(std::time::Duration::from_secs(5)), "VALID sets timeout_ms = 5000");
+    let unlimited = parse(&service.replace("limits = { memory_mb = 64, timeout_ms = 5000 }\n", "")).unwrap();
+    assert_eq!(unlimited.manifest.component["checkout"].timeout(), None, "services have no time limit by default");
+
+    let cases = [
+        ("command = [\"python3\", \"app.py\"]", "command = []", "component.checkout.command", "`command` is empty"),
+        (
+            "readiness = { path = \"/ready\" }",
+            "readiness = { path = \"ready\" }",
+            "component.checkout.readiness.path",
+            "is not a path",
+        ),
+        (
+            "scale = { min = 1, max = 3 }",
+            "scale = { min = 4, max = 3 }",
+            "component.checkout.scale.min",
+            "more than max",
+        ),
+        (
+            "scale = { min = 1, max = 3 }",
+            "scale = { panic_window_s = 90 }",
+            "component.checkout.scale.panic_window_s",
+            "longer than the stable window",
+        ),
+        ("scale = { min = 1, max = 3 }", "scale = { mni = 1 }", "component.checkout.scale.mni", "unknown field"),
+    ];
+    for (from, to, field, message) in cases {
+        let d = only_error(&service.replace(from, to));
+        assert_eq!(d.field, field, "{to}");
+        assert!(d.message.contains(message), "{to}: {}", d.message);
+    }
+    // Service settings on a function are refused, not ignored.
+    let d =
+        only_error(&VALID.replace("source = \"target/checkout.wasm\"\n", "source = \"x.wasm\"\nscale = { max = 2 }\n"));
+    assert_eq!(d.field, "component.checkout.scale");
+    assert!(d.message.contains("applies to services"), "{}", d.message);
 }
 
 #[test]

@@ -5,9 +5,11 @@
 //! environment (`PORT`, `PATH` and the manifest's `env`, nothing else), logging its output per
 //! line, readiness and liveness probes (HTTP path or TCP), replacing a process that exits or fails
 //! liveness with exponential backoff (a crash loop is reported, not hidden), graceful termination
-//! (SIGTERM, grace period, SIGKILL), and forwarding requests to the least busy ready process
-//! with streamed bodies and WebSocket upgrades. Requests that arrive while no process is ready
-//! wait (the gateway bounds how many and how long). It does not route or admit requests (that is
+//! (SIGTERM, grace period, SIGKILL), an autoscaler after Knative's KPA (stable and panic windows,
+//! `min`/`max`, warm spares, scale to zero after an idle timeout), and forwarding requests to the
+//! least busy ready process with streamed bodies and WebSocket upgrades. Requests that arrive
+//! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
+//! for how long). It does not route or admit requests (that is
 //! `nimbus-gateway`) or read manifests (`nimbus-manifest`).
 //!
 //! ```no_run
@@ -20,6 +22,7 @@
 //! # }
 //! ```
 
+mod autoscaler;
 mod instance;
 mod probe;
 mod proxy;
@@ -27,7 +30,7 @@ mod spec;
 mod supervisor;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,44 +83,69 @@ pub enum Status {
 }
 
 #[derive(Debug)]
+struct Slot {
+    stop: watch::Sender<bool>,
+    instance: Option<Arc<Instance>>,
+}
+
+#[derive(Debug)]
 struct State {
-    ready: Vec<Arc<Instance>>,
+    slots: std::collections::BTreeMap<u64, Slot>,
+    next_slot: u64,
     status: Status,
     restarts: u32,
     last_error: Option<String>,
 }
 
-/// A running service: its processes and the client that forwards to them.
+/// A running service: its processes, its autoscaler and the client that forwards to them.
 #[derive(Debug)]
 pub struct Service {
     spec: ServiceSpec,
     state: Mutex<State>,
     ready_changed: Notify,
+    poked: Notify,
+    waiting: AtomicUsize,
+    active: AtomicUsize,
     stop: watch::Sender<bool>,
     client: proxy::HttpClient,
 }
 
-/// Counts a request as in flight on one process until dropped.
+/// Counts a request as in flight on one process (and on the service) until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Instance>);
+pub struct InFlight {
+    instance: Arc<Instance>,
+    service: Arc<Service>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.service.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Service {
-    /// Starts supervising the service: its process starts at once.
+    /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler.
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
+        let initial = spec.scale.initial.max(spec.scale.min).min(spec.scale.max);
         let service = Arc::new(Self {
             spec,
-            state: Mutex::new(State { ready: Vec::new(), status: Status::Starting, restarts: 0, last_error: None }),
+            state: Mutex::new(State {
+                slots: std::collections::BTreeMap::new(),
+                next_slot: 0,
+                status: Status::Starting,
+                restarts: 0,
+                last_error: None,
+            }),
             ready_changed: Notify::new(),
+            poked: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             client: proxy::client(),
         });
-        tokio::spawn(supervisor::run_slot(service.clone()));
+        service.scale_to(initial);
+        tokio::spawn(autoscaler::run(service.clone()));
         service
     }
 
@@ -132,21 +160,39 @@ impl Service {
         (s.status, s.restarts, s.last_error.clone())
     }
 
-    /// Waits until a process is ready, or says why none is.
-    pub async fn wait_ready(&self, within: Duration) -> Result<(), ServiceError> {
-        self.ready_instance(within).await.map(drop)
+    /// Processes running or starting.
+    pub fn process_count(&self) -> u32 {
+        self.state.lock().expect("service state").slots.len() as u32
     }
 
-    /// Forwards a request to the least busy ready process, waiting up to `wait` for one.
+    /// Processes ready for traffic.
+    pub fn ready_count(&self) -> usize {
+        self.state.lock().expect("service state").slots.values().filter(|s| s.instance.is_some()).count()
+    }
+
+    /// Requests in flight or waiting, and those waiting for a process.
+    fn load(&self) -> (usize, usize) {
+        let waiting = self.waiting.load(Ordering::Acquire);
+        (self.active.load(Ordering::Acquire) + waiting, waiting)
+    }
+
+    /// Waits until a process is ready, or says why none is.
+    pub async fn wait_ready(self: &Arc<Self>, within: Duration) -> Result<(), ServiceError> {
+        self.ready_instance(within, false).await.map(drop)
+    }
+
+    /// Forwards a request to the least busy ready process, waiting up to `wait` for one (and
+    /// starting one if the service is scaled to zero).
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         mut req: http::Request<RequestBody>,
         client: Option<SocketAddr>,
         wait: Duration,
     ) -> Result<http::Response<ServiceBody>, ServiceError> {
-        let instance = self.ready_instance(wait).await?;
+        let instance = self.ready_instance(wait, true).await?;
         instance.in_flight.fetch_add(1, Ordering::AcqRel);
-        let in_flight = InFlight(instance.clone());
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let in_flight = InFlight { instance: instance.clone(), service: self.clone() };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrading = proxy::prepare(&mut req, instance.port, client);
         let send = self.client.request(req);
@@ -166,41 +212,89 @@ impl Service {
         Ok(resp.map(|body| ServiceBody::new(body, in_flight)))
     }
 
-    /// Stops every process (SIGTERM, grace, SIGKILL) and the supervisor.
+    /// Stops the autoscaler and every process (drain, SIGTERM, grace, SIGKILL).
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
-        let instances: Vec<_> = std::mem::take(&mut self.state.lock().expect("service state").ready);
-        for instance in &instances {
+        let slots: Vec<Slot> =
+            std::mem::take(&mut self.state.lock().expect("service state").slots).into_values().collect();
+        for slot in &slots {
+            slot.stop.send_replace(true);
+        }
+        for instance in slots.iter().filter_map(|s| s.instance.as_ref()) {
             instance.terminate(self.spec.grace).await;
         }
         self.state.lock().expect("service state").status = Status::Stopped;
         self.ready_changed.notify_waiters();
     }
 
-    async fn ready_instance(&self, wait: Duration) -> Result<Arc<Instance>, ServiceError> {
+    /// Starts or stops processes until `n` run. Processes that are still starting go first, then
+    /// the least busy; a stopped process finishes its requests first.
+    pub(crate) fn scale_to(self: &Arc<Self>, n: u32) {
+        let mut state = self.state.lock().expect("service state");
+        let current = state.slots.len() as u32;
+        if n > current {
+            for _ in current..n {
+                let id = state.next_slot;
+                state.next_slot += 1;
+                let (stop, stop_rx) = watch::channel(false);
+                state.slots.insert(id, Slot { stop, instance: None });
+                tokio::spawn(supervisor::run_slot(self.clone(), id, stop_rx));
+            }
+        } else if n < current {
+            let mut victims: Vec<(usize, u64)> = state
+                .slots
+                .iter()
+                .map(|(id, s)| (s.instance.as_ref().map_or(0, |i| i.in_flight.load(Ordering::Acquire) + 1), *id))
+                .collect();
+            victims.sort();
+            for (_, id) in victims.into_iter().take((current - n) as usize) {
+                if let Some(slot) = state.slots.remove(&id) {
+                    if let Some(i) = &slot.instance {
+                        i.ready.store(false, Ordering::Release);
+                    }
+                    slot.stop.send_replace(true);
+                }
+            }
+        }
+    }
+
+    /// The least busy ready process, waiting up to `wait`; a `request` that waits counts as load
+    /// and wakes the autoscaler.
+    async fn ready_instance(self: &Arc<Self>, wait: Duration, request: bool) -> Result<Arc<Instance>, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
+        let mut counted = false;
+        let result = loop {
             let notified = self.ready_changed.notified();
             {
                 let state = self.state.lock().expect("service state");
                 let best = state
-                    .ready
-                    .iter()
+                    .slots
+                    .values()
+                    .filter_map(|s| s.instance.as_ref())
                     .filter(|i| i.ready.load(Ordering::Acquire))
                     .min_by_key(|i| i.in_flight.load(Ordering::Acquire));
                 if let Some(instance) = best {
-                    return Ok(instance.clone());
+                    break Ok(instance.clone());
                 }
                 // Nobody waits for a stopped or crash-looping service: 503 at once.
                 if matches!(state.status, Status::Stopped | Status::CrashLoop) {
-                    return Err(self.unavailable(&state));
+                    break Err(self.unavailable(&state));
                 }
+            }
+            if request && !counted {
+                counted = true;
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                self.poked.notify_one();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let state = self.state.lock().expect("service state");
-                return Err(self.unavailable(&state));
+                break Err(self.unavailable(&state));
             }
+        };
+        if counted {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
+        result
     }
 
     fn unavailable(&self, state: &State) -> ServiceError {
@@ -215,21 +309,39 @@ impl Service {
         ServiceError::Unavailable { name: self.spec.name.to_string(), why }
     }
 
-    pub(crate) fn add_ready(&self, instance: Arc<Instance>) {
+    /// A slot's process is ready; `false` if the slot was stopped meanwhile.
+    pub(crate) fn add_ready(&self, slot: u64, instance: Arc<Instance>) -> bool {
         let mut state = self.state.lock().expect("service state");
-        state.ready.push(instance);
+        let Some(s) = state.slots.get_mut(&slot) else { return false };
+        instance.ready.store(true, Ordering::Release);
+        s.instance = Some(instance);
         state.status = Status::Ready;
         drop(state);
         self.ready_changed.notify_waiters();
+        true
     }
 
-    pub(crate) fn remove(&self, instance: &Arc<Instance>) {
+    /// A slot's process is gone (or going); no new request reaches it.
+    pub(crate) fn remove(&self, slot: u64, instance: &Arc<Instance>) {
         instance.ready.store(false, Ordering::Release);
         let mut state = self.state.lock().expect("service state");
-        state.ready.retain(|i| !Arc::ptr_eq(i, instance));
-        if state.ready.is_empty() && state.status == Status::Ready {
+        if let Some(s) = state.slots.get_mut(&slot) {
+            s.instance = None;
+        }
+        if state.status == Status::Ready && state.slots.values().all(|s| s.instance.is_none()) {
             state.status = Status::Starting;
         }
+    }
+
+    pub(crate) fn record_failure(&self, reason: &str, crash_loop: bool) {
+        let mut state = self.state.lock().expect("service state");
+        state.restarts += 1;
+        state.last_error = Some(reason.to_string());
+        if crash_loop {
+            state.status = Status::CrashLoop;
+        }
+        drop(state);
+        self.ready_changed.notify_waiters();
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

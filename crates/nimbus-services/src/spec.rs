@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_manifest::{Component, ComponentKind, Probe};
+use nimbus_manifest::{Component, ComponentKind, Probe, Scale};
 
 /// Default seconds between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -27,6 +27,8 @@ pub struct ServiceSpec {
     pub grace: Duration,
     /// Time limit of one request until its response headers, if any.
     pub timeout: Option<Duration>,
+    /// The autoscaler's settings.
+    pub scale: Scale,
 }
 
 impl ServiceSpec {
@@ -45,6 +47,7 @@ impl ServiceSpec {
             liveness: c.liveness.clone(),
             grace: c.shutdown_grace_s.map_or(DEFAULT_GRACE, Duration::from_secs),
             timeout: c.timeout(),
+            scale: c.scale.clone().unwrap_or_default(),
         }
     }
 }

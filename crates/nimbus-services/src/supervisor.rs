@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::instance::Instance;
 use crate::probe;
-use crate::{Service, Status};
+use tokio::sync::watch;
+
+use crate::Service;
 
 /// First restart delay; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -16,17 +18,22 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Consecutive failures that make a crash loop.
 const CRASH_LOOP_AFTER: u32 = 3;
 
-/// Runs one instance slot until the service shuts down.
-pub(crate) async fn run_slot(service: Arc<Service>) {
+/// How long a process being scaled down may take to finish its requests when the service has
+/// no request time limit.
+const MAX_DRAIN: Duration = Duration::from_secs(300);
+
+/// Runs one process slot until the slot or the whole service is stopped.
+pub(crate) async fn run_slot(service: Arc<Service>, slot: u64, mut stop: watch::Receiver<bool>) {
     let spec = &service.spec;
     let mut failures: u32 = 0;
-    while !service.is_stopping() {
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow() || service.is_stopping();
+    while !stopped(&stop) {
         let started = Instant::now();
         let outcome = match Instance::spawn(spec) {
-            Ok(instance) => run_instance(&service, instance).await,
+            Ok(instance) => run_instance(&service, slot, &mut stop, instance).await,
             Err(e) => Err(e),
         };
-        if service.is_stopping() {
+        if stopped(&stop) {
             break;
         }
         let reason = match outcome {
@@ -43,28 +50,52 @@ pub(crate) async fn run_slot(service: Arc<Service>) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => break,
             () = service.stopping() => break,
         }
     }
 }
 
-/// Readiness, then service until the process exits, fails liveness or the service stops.
-/// `Ok` only when the service is stopping.
-async fn run_instance(service: &Arc<Service>, instance: Arc<Instance>) -> Result<(), String> {
+/// Readiness, then service until the process exits, fails liveness, or its slot or the service
+/// stops. `Ok` only when stopped on purpose.
+async fn run_instance(
+    service: &Arc<Service>,
+    slot: u64,
+    stop: &mut watch::Receiver<bool>,
+    instance: Arc<Instance>,
+) -> Result<(), String> {
     let spec = &service.spec;
-    if let Err(e) = wait_ready(service, &instance).await {
+    let ready = tokio::select! {
+        r = wait_ready(service, &instance) => r,
+        _ = stop.wait_for(|s| *s) => Err("stopped while starting".into()),
+    };
+    if let Err(e) = ready {
         instance.terminate(spec.grace).await;
-        return Err(e);
+        return if *stop.borrow() { Ok(()) } else { Err(e) };
     }
-    instance.ready.store(true, Ordering::Release);
-    service.add_ready(instance.clone());
+    if !service.add_ready(slot, instance.clone()) {
+        instance.terminate(spec.grace).await;
+        return Ok(());
+    }
     tracing::info!(component = %spec.name, instance = instance.id, port = instance.port, "service instance ready");
     let ended = tokio::select! {
         status = instance.exited() => Err(format!("process exited ({status})")),
         reason = liveness(service, &instance) => Err(reason),
+        _ = stop.wait_for(|s| *s) => Ok(()),
         () = service.stopping() => Ok(()),
     };
-    service.remove(&instance);
+    service.remove(slot, &instance);
+    if ended.is_ok() && !service.is_stopping() {
+        // Scaled down: let its requests finish before it is told to stop.
+        let drain = spec.timeout.unwrap_or(MAX_DRAIN);
+        let deadline = Instant::now() + drain;
+        while instance.in_flight.load(Ordering::Acquire) > 0
+            && Instant::now() < deadline
+            && instance.exit_status().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let status = instance.terminate(spec.grace).await;
     if ended.is_ok() {
         tracing::info!(component = %spec.name, instance = instance.id, %status, "service instance stopped");
@@ -107,16 +138,5 @@ async fn liveness(service: &Service, instance: &Instance) -> String {
                 }
             }
         }
-    }
-}
-
-impl Service {
-    pub(crate) fn record_failure(&self, reason: &str, crash_loop: bool) {
-        let mut state = self.state.lock().expect("service state");
-        state.restarts += 1;
-        state.last_error = Some(reason.to_string());
-        state.status = if crash_loop { Status::CrashLoop } else { state.status };
-        drop(state);
-        self.ready_changed.notify_waiters();
     }
 }
