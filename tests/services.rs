@@ -137,7 +137,7 @@ fn a_missing_program_is_a_clear_error() {
     let out = app.run(&["up", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot start `no-such-program-nimbus`"), "{err}");
+    assert!(err.contains("cannot start `no-such-program-nimbus`: not found in PATH"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,9 +154,8 @@ async fn sigterm_drains_requests_then_stops_the_service() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "slow done\n");
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
-    let log = server.stderr();
-    assert!(log.contains("got SIGTERM; finishing in-flight requests"), "{log}");
-    assert!(log.contains("service instance stopped"), "{log}");
+    server.wait_for_log("got SIGTERM; finishing in-flight requests");
+    server.wait_for_log("service instance stopped");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the service process is gone");
 }
 
@@ -221,4 +220,70 @@ async fn warm_spares_stay_ready_when_idle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = server.stderr()[before..].to_string();
     assert!(!after.contains("requests waiting"), "{after}");
+}
+
+fn two_services(limits: &str) -> App {
+    App::new(&format!(
+        r#"[app]
+name = "limits"
+
+[component.py]
+command = ["python3", "{SERVER_PY}"]
+readiness = {{ path = "/healthz" }}
+limits = {{ {limits} }}
+
+[component.other]
+command = ["python3", "{SERVER_PY}"]
+env = {{ PREFIX = "/other" }}
+readiness = {{ path = "/healthz" }}
+
+[[trigger.http]]
+route = "/py/..."
+component = "py"
+
+[[trigger.http]]
+route = "/other/..."
+component = "other"
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_hog_is_stopped_by_its_limit_and_nothing_else_suffers() {
+    let layer = nimbus_services::sandbox::layer().clone();
+    let app = two_services("memory_mb = 100");
+    let server = app.up(&[]);
+    let c = client();
+    let other = tokio::spawn({
+        let (c, url) = (c.clone(), server.url("/other/hello"));
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..40 {
+                statuses.push(c.get(&url).send().await.unwrap().status().as_u16());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            statuses
+        }
+    });
+    let resp = c.get(server.url("/py/hog")).send().await.unwrap();
+    assert!(resp.status() == 502 || resp.status() == 500, "the hog's request fails: {}", resp.status());
+    if !matches!(layer, nimbus_services::sandbox::Layer::Rlimits) {
+        server.wait_for_log("process killed by its memory limit (100 MiB");
+    }
+    assert!(other.await.unwrap().iter().all(|s| *s == 200), "the other service kept serving");
+    // The hog's service is replaced and serves again.
+    assert_eq!(c.get(server.url("/py/hello")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
+    let app = two_services("pids = 32");
+    let server = app.up(&[]);
+    let c = client();
+    let text = c.get(server.url("/py/forkbomb")).send().await.unwrap().text().await.unwrap();
+    assert!(text.starts_with("fork stopped after"), "{text}");
+    let n: u32 = text.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(n < 32, "{text}");
+    assert_eq!(c.get(server.url("/py/hello")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(server.url("/other/hello")).send().await.unwrap().status(), 200);
 }

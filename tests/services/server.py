@@ -5,8 +5,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 
+active = 0
+active_lock = threading.Lock()
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def handle_one_request(self):
+        # Count requests, not connections: an idle keep-alive connection must not delay a stop.
+        global active
+        self.raw_requestline = self.rfile.readline(65537)
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        with active_lock:
+            active += 1
+        try:
+            if not self.parse_request():
+                return
+            getattr(self, "do_" + self.command, lambda: self.send_error(501))()
+            self.wfile.flush()
+        finally:
+            with active_lock:
+                active -= 1
 
     def log_message(self, fmt, *args):
         sys.stderr.write("py: " + (fmt % args) + "\n")
@@ -22,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        path = url.path.removeprefix("/py")
+        path = url.path.removeprefix(os.environ.get("PREFIX", "/py"))
         if path == "/healthz":
             self.reply(200, "ok")
         elif path == "/hello":
@@ -44,6 +66,23 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.2)
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/hog":
+            chunks = []
+            while True:  # 10 MiB at a time, touched, until the limit stops it
+                chunks.append(bytearray(10 << 20))
+        elif path == "/forkbomb":
+            children = 0
+            try:
+                while children < 10000:
+                    pid = os.fork()
+                    if pid == 0:
+                        time.sleep(30)
+                        os._exit(0)
+                    children += 1
+            except OSError as e:
+                self.reply(200, f"fork stopped after {children} processes: {e}\n")
+                return
+            self.reply(200, f"forked {children} processes unhindered\n")
         elif path == "/crash":
             os._exit(3)
         elif path == "/upgrade":
@@ -70,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
-server.daemon_threads = False
+server.daemon_threads = True
 
 
 def stop(*_):
@@ -81,5 +120,6 @@ def stop(*_):
 signal.signal(signal.SIGTERM, stop)
 print(f"listening on {os.environ['PORT']}", flush=True)
 server.serve_forever()
-server.server_close()  # joins the request threads: in-flight requests finish
+while active:  # in-flight requests finish; idle keep-alive connections do not hold the exit
+    time.sleep(0.01)
 print("stopped", flush=True)

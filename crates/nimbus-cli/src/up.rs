@@ -46,7 +46,8 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let m = &loaded.manifest;
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
-    let max_memory_mb = functions.iter().map(|(_, c)| c.limits.memory_mb).max().unwrap_or(128);
+    let max_memory_mb =
+        functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
     let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
 
     let loads = functions.iter().map(|&(name, c)| {

@@ -43,8 +43,8 @@ pub use grant::OutboundGrant;
 pub use locate::FieldPath;
 pub use route::RoutePattern;
 pub use types::{
-    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_TIMEOUT_MS, Grants, HttpTrigger, Limits, Manifest, Probe,
-    Scale, Triggers,
+    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_TIMEOUT_MS,
+    DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits, Manifest, Probe, Scale, Triggers,
 };
 pub use validate::RESERVED_PATHS;
 

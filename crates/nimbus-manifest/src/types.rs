@@ -152,6 +152,12 @@ impl Component {
         }
     }
 
+    /// `limits.memory_mb`, or the default of the component's kind.
+    pub fn memory_mb(&self) -> u32 {
+        let default = if self.command.is_some() { DEFAULT_SERVICE_MEMORY_MB } else { DEFAULT_FUNCTION_MEMORY_MB };
+        self.limits.memory_mb.unwrap_or(default)
+    }
+
     /// `source` of a function; `None` for a service.
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
@@ -164,6 +170,13 @@ impl Component {
         self.limits.timeout_ms.or(default).map(std::time::Duration::from_millis)
     }
 }
+
+/// Memory of a function instance unless `limits.memory_mb` says otherwise, in MiB.
+pub const DEFAULT_FUNCTION_MEMORY_MB: u32 = 128;
+/// Memory of a service process unless `limits.memory_mb` says otherwise, in MiB.
+pub const DEFAULT_SERVICE_MEMORY_MB: u32 = 512;
+/// Processes and threads of a service instance unless `limits.pids` says otherwise.
+pub const DEFAULT_SERVICE_PIDS: u32 = 512;
 
 /// The request time limit of a function unless `limits.timeout_ms` says otherwise.
 pub const DEFAULT_FUNCTION_TIMEOUT_MS: u64 = 30_000;
@@ -214,8 +227,13 @@ pub struct Build {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Linear memory one instance may use, in MiB (1..=4096).
-    pub memory_mb: u32,
+    /// Memory one instance may use, in MiB: a function's linear memory (1..=4096, default 128),
+    /// a service process's memory, enforced by its cgroup (default 512).
+    pub memory_mb: Option<u32>,
+    /// Service: CPU one process may use, in thousandths of a core (default: unlimited).
+    pub cpu_millis: Option<u32>,
+    /// Service: processes and threads one instance may have (default 512): stops fork bombs.
+    pub pids: Option<u32>,
     /// Wall-clock time one request may take, in milliseconds, including streaming the response
     /// (default: 30 s for functions, no limit for services).
     pub timeout_ms: Option<u64>,
@@ -232,7 +250,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            memory_mb: 128,
+            memory_mb: None,
+            cpu_millis: None,
+            pids: None,
             timeout_ms: None,
             max_concurrency: 100,
             queue_depth: 1_000,

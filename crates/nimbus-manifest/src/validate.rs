@@ -60,7 +60,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
                 ));
             }
         }
-        check_limits(&c.limits, &at.clone().key("limits"), &mut out);
+        check_limits(&c.limits, c.command.is_some(), &at.clone().key("limits"), &mut out);
         for (i, grant) in c.grants.outbound.iter().enumerate() {
             if let Err(e) = OutboundGrant::parse(grant) {
                 out.push(problem(
@@ -89,14 +89,18 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn check_limits(l: &Limits, at: &FieldPath, out: &mut Vec<Problem>) {
-    let ranges: [(&str, u64, u64, u64, &str); 6] = [
-        ("memory_mb", l.memory_mb.into(), 1, 4096, "MiB (wasm32 memories end at 4 GiB)"),
+fn check_limits(l: &Limits, service: bool, at: &FieldPath, out: &mut Vec<Problem>) {
+    let (max_memory, memory_unit) =
+        if service { (1 << 20, "MiB") } else { (4096, "MiB (wasm32 memories end at 4 GiB)") };
+    let ranges: [(&str, u64, u64, u64, &str); 8] = [
+        ("memory_mb", l.memory_mb.unwrap_or(1).into(), 1, max_memory, memory_unit),
         ("timeout_ms", l.timeout_ms.unwrap_or(1), 1, 24 * 3_600_000, "milliseconds"),
         ("max_concurrency", l.max_concurrency.into(), 1, 10_000, "instances"),
         ("queue_depth", l.queue_depth.into(), 0, 1_000_000, "waiting requests"),
         ("queue_timeout_ms", l.queue_timeout_ms, 1, 3_600_000, "milliseconds"),
         ("max_body_kb", l.max_body_kb, 0, 4 * 1024 * 1024, "KiB"),
+        ("cpu_millis", l.cpu_millis.unwrap_or(1).into(), 1, 1_024_000, "thousandths of a core"),
+        ("pids", l.pids.unwrap_or(1).into(), 1, 1_000_000, "processes and threads"),
     ];
     for (field, value, min, max, unit) in ranges {
         if !(min..=max).contains(&value) {
@@ -137,6 +141,15 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
                 ("shutdown_grace_s", c.shutdown_grace_s.is_some()),
                 ("scale", c.scale.is_some()),
             ];
+            for (field, set) in [("cpu_millis", c.limits.cpu_millis.is_some()), ("pids", c.limits.pids.is_some())] {
+                if set {
+                    out.push(problem(
+                        at.clone().key("limits").key(field),
+                        format!("`limits.{field}` applies to services (`command`); a function is bounded by its deadline and memory"),
+                        "remove it",
+                    ));
+                }
+            }
             for (field, set) in service_only {
                 if set {
                     out.push(problem(

@@ -9,6 +9,7 @@ use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use crate::sandbox::Confinement;
 use crate::spec::ServiceSpec;
 
 /// Longest line of service output logged as one record; longer ones are split.
@@ -25,6 +26,8 @@ pub(crate) struct Instance {
     pub(crate) in_flight: AtomicUsize,
     pub(crate) ready: AtomicBool,
     exit: watch::Receiver<Option<ExitStatus>>,
+    confinement: Confinement,
+    memory_mb: u32,
 }
 
 impl Instance {
@@ -32,9 +35,14 @@ impl Instance {
     pub(crate) fn spawn(spec: &ServiceSpec) -> Result<Arc<Self>, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let (program, args) = spec.command.split_first().ok_or("empty command")?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let program = spec.command.first().ok_or("empty command")?;
+        let confinement = Confinement::new(&spec.name, id, spec.limits)?;
+        // The process joins its cgroups (or sets its rlimits) itself, then becomes the service.
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("{}exec \"$@\"", confinement.prologue))
+            .arg("nimbus-service")
+            .args(&spec.command)
             .current_dir(&spec.workdir)
             .env_clear()
             .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
@@ -46,21 +54,38 @@ impl Instance {
             // Its own process group, so stopping it stops whatever it started too.
             .process_group(0)
             .kill_on_drop(true);
+        if !spec.workdir.is_dir() {
+            return Err(format!("cannot start `{program}`: its workdir {} is not a directory", spec.workdir.display()));
+        }
+        find_program(program, &spec.workdir)?;
         let mut child =
             cmd.spawn().map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.workdir.display()))?;
         let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+        let mut logs = Vec::new();
         for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
             if let Some(stream) = stream {
-                tokio::spawn(log_lines(stream, spec.name.clone(), id, name));
+                logs.push(tokio::spawn(log_lines(stream, spec.name.clone(), id, name)));
             }
         }
         let (tx, exit) = watch::channel(None);
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Its last words are logged before its exit is reported (bounded: a child it left
+            // behind may hold the pipes open).
+            let _ = tokio::time::timeout(Duration::from_secs(1), futures_join(logs)).await;
             let _ = tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(-1))));
         });
         tracing::info!(component = %spec.name, instance = id, port, "service process started");
-        Ok(Arc::new(Self { id, port, pid, in_flight: AtomicUsize::new(0), ready: AtomicBool::new(false), exit }))
+        Ok(Arc::new(Self {
+            id,
+            port,
+            pid,
+            in_flight: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+            exit,
+            confinement,
+            memory_mb: spec.limits.memory_mb,
+        }))
     }
 
     /// The exit status, once the process has exited.
@@ -86,15 +111,51 @@ impl Instance {
             }
         }
         let status = self.exited().await;
-        // Children it left behind in its group go too.
+        // Children it left behind in its group, or in its cgroups, go too.
         self.signal(Signal::KILL);
+        self.confinement.kill_remaining();
         status
+    }
+
+    /// Why the process ended, in words: its status, and whether its memory limit killed it.
+    pub(crate) fn describe_exit(&self, status: ExitStatus) -> String {
+        if self.confinement.oom_killed() {
+            format!("process killed by its memory limit ({} MiB; {status})", self.memory_mb)
+        } else {
+            format!("process exited ({status})")
+        }
     }
 
     fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid {
             let _ = kill_process_group(pid, signal);
         }
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Checks that `program` can be found the way `exec` will look for it, to say so clearly.
+fn find_program(program: &str, workdir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if program.contains('/') {
+        executable(&workdir.join(program))
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+    };
+    if found {
+        Ok(())
+    } else if program.contains('/') {
+        Err(format!("cannot start `{program}`: no executable file at {}", workdir.join(program).display()))
+    } else {
+        Err(format!("cannot start `{program}`: not found in PATH; install it or give its full path"))
     }
 }
 

@@ -26,6 +26,7 @@ mod autoscaler;
 mod instance;
 mod probe;
 mod proxy;
+pub mod sandbox;
 mod spec;
 mod supervisor;
 
@@ -221,7 +222,8 @@ impl Service {
             slot.stop.send_replace(true);
         }
         for instance in slots.iter().filter_map(|s| s.instance.as_ref()) {
-            instance.terminate(self.spec.grace).await;
+            let status = instance.terminate(self.spec.grace).await;
+            tracing::info!(component = %self.spec.name, instance = instance.id, %status, "service instance stopped");
         }
         self.state.lock().expect("service state").status = Status::Stopped;
         self.ready_changed.notify_waiters();

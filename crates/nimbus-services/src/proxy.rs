@@ -25,7 +25,10 @@ pub(crate) type HttpClient = Client<HttpConnector, RequestBody>;
 pub(crate) fn client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).

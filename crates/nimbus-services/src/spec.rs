@@ -29,6 +29,8 @@ pub struct ServiceSpec {
     pub timeout: Option<Duration>,
     /// The autoscaler's settings.
     pub scale: Scale,
+    /// Resource limits of each process.
+    pub limits: crate::sandbox::Limits,
 }
 
 impl ServiceSpec {
@@ -48,6 +50,11 @@ impl ServiceSpec {
             grace: c.shutdown_grace_s.map_or(DEFAULT_GRACE, Duration::from_secs),
             timeout: c.timeout(),
             scale: c.scale.clone().unwrap_or_default(),
+            limits: crate::sandbox::Limits {
+                memory_mb: c.memory_mb(),
+                pids: c.limits.pids.unwrap_or(nimbus_manifest::DEFAULT_SERVICE_PIDS),
+                cpu_millis: c.limits.cpu_millis,
+            },
         }
     }
 }

@@ -79,7 +79,7 @@ async fn run_instance(
     }
     tracing::info!(component = %spec.name, instance = instance.id, port = instance.port, "service instance ready");
     let ended = tokio::select! {
-        status = instance.exited() => Err(format!("process exited ({status})")),
+        status = instance.exited() => Err(instance.describe_exit(status)),
         reason = liveness(service, &instance) => Err(reason),
         _ = stop.wait_for(|s| *s) => Ok(()),
         () = service.stopping() => Ok(()),
@@ -108,7 +108,7 @@ async fn wait_ready(service: &Service, instance: &Instance) -> Result<(), String
     let deadline = Instant::now() + Duration::from_secs(probe.start_timeout_s);
     loop {
         if let Some(status) = instance.exit_status() {
-            return Err(format!("process exited ({status}) before it was ready"));
+            return Err(format!("{} before it was ready", instance.describe_exit(status)));
         }
         let Err(last) = probe::check(instance.port, probe).await else { return Ok(()) };
         if Instant::now() >= deadline {

@@ -160,10 +160,11 @@ impl Runtime {
             .map(|g| OutboundGrant::parse(g))
             .collect::<Result<Arc<[_]>, _>>()
             .map_err(link)?;
-        if component.limits.memory_mb > self.config.max_memory_mb && self.allocator == Allocator::Pooling {
+        if component.memory_mb() > self.config.max_memory_mb && self.allocator == Allocator::Pooling {
             return Err(link(format!(
                 "limits.memory_mb = {} is more than the runtime's pool slots hold ({} MiB)",
-                component.limits.memory_mb, self.config.max_memory_mb
+                component.memory_mb(),
+                self.config.max_memory_mb
             )));
         }
         let settings = FunctionSettings {
@@ -171,7 +172,7 @@ impl Runtime {
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
-                memory_bytes: (component.limits.memory_mb as usize) << 20,
+                memory_bytes: (component.memory_mb() as usize) << 20,
                 timeout: component
                     .timeout()
                     .unwrap_or(Duration::from_millis(nimbus_manifest::DEFAULT_FUNCTION_TIMEOUT_MS)),
