@@ -287,3 +287,15 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     assert_eq!(c.get(server.url("/py/hello")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(server.url("/other/hello")).send().await.unwrap().status(), 200);
 }
+
+#[test]
+fn doctor_reports_the_isolation_layers() {
+    let out = std::process::Command::new(common::NIMBUS).arg("doctor").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = nimbus_services::sandbox::layer().to_string();
+    assert!(text.contains(&expected), "doctor says what the sandbox uses ({expected}):\n{text}");
+    for line in ["memory", "processes", "cpu", "clean environment", "user/pid/mount ns", "python3"] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}

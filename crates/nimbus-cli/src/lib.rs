@@ -16,6 +16,7 @@
 
 mod build;
 mod deploy;
+mod doctor;
 mod logging;
 mod manage;
 mod remote;
@@ -86,6 +87,8 @@ enum Command {
     Login(manage::LoginArgs),
     /// Run the build command of each component of the app in DIR.
     Build(build::BuildArgs),
+    /// Say which isolation layers and toolchains this host offers.
+    Doctor,
     /// Print the JSON Schema of nimbus.toml.
     Schema,
     /// Create a new app from a template.
@@ -113,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
+        Command::Doctor => doctor::run(),
         Command::New(args) => templates::new(&args),
         Command::Templates { command } => templates::list(&command),
     };
