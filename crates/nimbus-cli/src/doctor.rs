@@ -23,7 +23,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!("    processes          {pids}");
     println!("    cpu                {cpu}");
     println!("  clean environment    yes (only PORT, PATH and the manifest's env)");
-    println!("  file descriptors     stdin /dev/null, stdout/stderr piped to the log; Nimbus opens all others close-on-exec");
+    println!(
+        "  file descriptors     stdin /dev/null, stdout/stderr piped to the log; Nimbus opens all others close-on-exec"
+    );
     println!("  process group        yes (stop and kill reach everything a service starts)");
     let userns = std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "true"])

@@ -1,0 +1,3 @@
+module example.com/service-go
+
+go 1.21
