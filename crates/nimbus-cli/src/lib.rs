@@ -1,10 +1,10 @@
 //! The `nimbus` command line.
 //!
-//! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`; `server`; and the
+//! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
 //! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run

@@ -138,14 +138,22 @@ async fn start_services(
         })
         .collect();
     let begin = std::time::Instant::now();
-    let waits = started.iter().map(|(_, s, within)| s.wait_ready(*within));
+    // A service that starts at zero processes (`scale.initial = 0`) is checked by its first request.
+    let waits = started.iter().map(|(_, s, within)| async move {
+        if s.starts_at_zero() { Ok(()) } else { s.wait_ready(*within).await }
+    });
     let results = futures::future::join_all(waits).await;
     let services: Vec<Arc<Service>> = started.iter().map(|(_, s, _)| s.clone()).collect();
     let mut problems = Vec::new();
     for ((name, service, _), result) in started.iter().zip(results) {
         match result {
             Ok(()) => {
-                described.insert(name.clone(), format!("service, ready in {} ms", begin.elapsed().as_millis()));
+                let how = if service.starts_at_zero() {
+                    "service, scaled to zero until its first request".to_string()
+                } else {
+                    format!("service, ready in {} ms", begin.elapsed().as_millis())
+                };
+                described.insert(name.clone(), how);
                 backends.insert(name.clone(), Backend::Service(service.clone()));
             }
             Err(e) => {

@@ -1,13 +1,13 @@
 //! The Nimbus gateway: HTTP ingress in front of the functions of an app.
 //!
 //! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2), routing of
-//! `[[trigger.http]]` routes (exact paths, `/prefix/...` wildcards, method filters), request ids
+//! `[[trigger.http]]` routes to functions or services (exact paths, `/prefix/...` wildcards, method filters), request ids
 //! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
 //! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
 //! `/healthz`, and graceful shutdown that drains in-flight requests. For a server hosting many
 //! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
 //! percent or tag, and is swapped atomically when the control plane changes it. It does not run
-//! wasm (that is `nimbus-wasm`), read manifests (that is `nimbus-manifest`) or decide what is
+//! wasm (that is `nimbus-wasm`) or service processes (`nimbus-services`), read manifests (that is `nimbus-manifest`) or decide what is
 //! deployed (that is `nimbus-control`).
 //!
 //! ```no_run

@@ -161,6 +161,11 @@ impl Service {
         (s.status, s.restarts, s.last_error.clone())
     }
 
+    /// Whether the service starts without any process (`scale.initial = 0` and `min = 0`).
+    pub fn starts_at_zero(&self) -> bool {
+        self.spec.scale.initial.max(self.spec.scale.min) == 0
+    }
+
     /// Processes running or starting.
     pub fn process_count(&self) -> u32 {
         self.state.lock().expect("service state").slots.len() as u32

@@ -1,0 +1,142 @@
+"""Service figures, side by side in one run, loopback only:
+1. proxy overhead: wrk against the Go example service directly, through nginx `proxy_pass` (upstream
+   keep-alive) and through `nimbus up` (its own process of the same binary), interleaved rounds;
+2. scale-from-zero first response for the Python and Java examples, cold (`initial = 0`) vs with a
+   prewarmed spare (`warm = 1`).
+Usage: services.py NIMBUS GO_SERVICE_BINARY RUNS"""
+import os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+NIMBUS, GO_BIN, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "NIMBUS_LOG": "warn"}
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def wait_http(url, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url).read(); return
+        except Exception:
+            time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def wrk(url):
+    out = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "--latency", url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1) for p in ("50", "99")}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: (.*)", out)
+    return rps, lat["50"], lat["99"], (int(bad.group(1)) if bad else 0), (errs.group(1) if errs else "none")
+
+
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+
+
+def nimbus_up(app_dir):
+    port = free_port()
+    p = subprocess.Popen([NIMBUS, "up", app_dir, "--listen", f"127.0.0.1:{port}", "--no-cache"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    for line in p.stdout:
+        if line.startswith("Health check"): break
+    return p, port
+
+
+# 1. Proxy overhead.
+direct_port = free_port()
+direct = subprocess.Popen([GO_BIN], env={"PORT": str(direct_port), "PATH": os.environ["PATH"]}, stderr=subprocess.DEVNULL)
+wait_http(f"http://127.0.0.1:{direct_port}/healthz")
+
+conf_dir = tempfile.mkdtemp()
+nginx_port = free_port()
+open(os.path.join(conf_dir, "nginx.conf"), "w").write(f"""
+worker_processes auto;
+pid {conf_dir}/nginx.pid;
+error_log {conf_dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream backend {{ server 127.0.0.1:{direct_port}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+""")
+nginx = subprocess.Popen(["nginx", "-c", os.path.join(conf_dir, "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+wait_http(f"http://127.0.0.1:{nginx_port}/healthz")
+
+app = tempfile.mkdtemp()
+shutil.copy(GO_BIN, os.path.join(app, "service"))
+open(os.path.join(app, "nimbus.toml"), "w").write("""[app]
+name = "bench"
+[component.api]
+command = ["./service"]
+readiness = { path = "/healthz" }
+limits = { max_concurrency = 10000 }
+scale = { min = 1, max = 1 }
+[[trigger.http]]
+route = "/..."
+component = "api"
+""")
+up, up_port = nimbus_up(app)
+
+configs = [("direct to the Go service", direct_port), ("nginx proxy_pass", nginx_port), ("nimbus up", up_port)]
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+results = {name: [] for name, _ in configs}
+for _ in range(ROUNDS):
+    for name, port in configs:
+        results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42"))
+for p in (up, nginx, direct):
+    p.terminate(); p.wait()
+
+print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go example; median of {ROUNDS} interleaved rounds):")
+med = {}
+for name, rs in results.items():
+    med[name] = (statistics.median(r[0] for r in rs), statistics.median(ms(r[1]) for r in rs), statistics.median(ms(r[2]) for r in rs))
+    print(f"  {name:<26} {med[name][0]:>9.0f} req/s  p50 {med[name][1]:.2f} ms  p99 {med[name][2]:.2f} ms  "
+          f"(rounds {', '.join(f'{r[0]:.0f}' for r in rs)}; non-2xx {sum(r[3] for r in rs)}; socket errors {rs[0][4]})")
+d, n, u = med[configs[0][0]], med[configs[1][0]], med[configs[2][0]]
+print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x;  "
+      f"added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms")
+
+# 2. Scale from zero: the first request to a service with no process, vs with a prewarmed spare.
+for language, command in (("python", '["python3", "server.py"]'), ("java", '["java", "-Xmx256m", "Server.java"]')):
+    src = os.path.join(ROOT, "examples", "services", language)
+    for mode, scale in (("cold (initial = 0)", "min = 0, initial = 0"), ("prewarmed (warm = 1)", "min = 0, initial = 0, warm = 1")):
+        times = []
+        for _ in range(RUNS):
+            app = tempfile.mkdtemp()
+            for f in os.listdir(src):
+                if f != "nimbus.toml": shutil.copy(os.path.join(src, f), app)
+            open(os.path.join(app, "nimbus.toml"), "w").write(f"""[app]
+name = "zero"
+[component.api]
+command = {command}
+readiness = {{ path = "/healthz", period_ms = 10 }}
+limits = {{ memory_mb = 1024 }}
+scale = {{ {scale}, max = 2, idle_timeout_s = 300 }}
+[[trigger.http]]
+route = "/..."
+component = "api"
+""")
+            p, port = nimbus_up(app)
+            if "warm" in scale:
+                time.sleep(6 if language == "java" else 2)  # the spare starts on the autoscaler's first tick
+            t0 = time.perf_counter()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/orders/1").read()
+            times.append(time.perf_counter() - t0)
+            p.terminate(); p.wait()
+        times.sort()
+        print(f"first response, {language}, {mode}: median {statistics.median(times)*1e3:.1f} ms, min {times[0]*1e3:.1f} ms, max {times[-1]*1e3:.1f} ms ({RUNS} runs)")
