@@ -299,3 +299,22 @@ fn doctor_reports_the_isolation_layers() {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_time_limit_and_its_admission_queue_are_enforced() {
+    let app = python_app("limits = { timeout_ms = 300, max_concurrency = 1, queue_depth = 0 }");
+    let server = app.up(&[]);
+    let c = client();
+    let resp = c.get(server.url("/py/slow?ms=1000")).send().await.unwrap();
+    assert_eq!(resp.status(), 504, "limits.timeout_ms bounds a service's answer when set");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("did not answer within 300ms"), "{body}");
+
+    // One request at a time and no queue: a second concurrent request is shed with 503 + Retry-After.
+    let first = tokio::spawn(c.get(server.url("/py/slow?ms=250")).send());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let second = c.get(server.url("/py/hello")).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "1");
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+}

@@ -139,9 +139,9 @@ async fn start_services(
         .collect();
     let begin = std::time::Instant::now();
     // A service that starts at zero processes (`scale.initial = 0`) is checked by its first request.
-    let waits = started.iter().map(|(_, s, within)| async move {
-        if s.starts_at_zero() { Ok(()) } else { s.wait_ready(*within).await }
-    });
+    let waits = started
+        .iter()
+        .map(|(_, s, within)| async move { if s.starts_at_zero() { Ok(()) } else { s.wait_ready(*within).await } });
     let results = futures::future::join_all(waits).await;
     let services: Vec<Arc<Service>> = started.iter().map(|(_, s, _)| s.clone()).collect();
     let mut problems = Vec::new();
