@@ -144,7 +144,15 @@ async fn admit(target: &Target, id: &str) -> Result<OwnedSemaphorePermit, http::
 }
 
 fn failed(target: &Target, id: &str, status: StatusCode, e: &dyn std::error::Error) -> http::Response<GatewayBody> {
-    tracing::warn!(request_id = %id, component = target.backend.name(), status = status.as_u16(), error = %e, "request failed");
+    let component = target.backend.name();
+    match target.backend {
+        Backend::Function(_) => {
+            tracing::warn!(request_id = %id, component, status = status.as_u16(), error = %e, "invocation failed");
+        }
+        Backend::Service(_) => {
+            tracing::warn!(request_id = %id, component, status = status.as_u16(), error = %e, "service request failed");
+        }
+    }
     let mut resp = error(status, id, &e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

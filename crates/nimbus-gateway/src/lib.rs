@@ -11,10 +11,11 @@
 //! deployed (that is `nimbus-control`).
 //!
 //! ```no_run
-//! # async fn demo(manifest: nimbus_manifest::Manifest, functions: std::collections::HashMap<String, nimbus_wasm::Function>) -> std::io::Result<()> {
-//! use nimbus_gateway::Gateway;
+//! # async fn demo(manifest: nimbus_manifest::Manifest, hello: nimbus_wasm::Function) -> std::io::Result<()> {
+//! use nimbus_gateway::{Backend, Gateway};
 //!
-//! let gateway = std::sync::Arc::new(Gateway::from_manifest(&manifest, &functions));
+//! let backends = [("hello".to_string(), Backend::Function(hello))].into();
+//! let gateway = std::sync::Arc::new(Gateway::from_manifest(&manifest, &backends));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! nimbus_gateway::serve(listener, gateway, tokio::signal::ctrl_c(), Default::default()).await
 //! # }

@@ -102,15 +102,7 @@ fn check_limits(l: &Limits, service: bool, at: &FieldPath, out: &mut Vec<Problem
         ("cpu_millis", l.cpu_millis.unwrap_or(1).into(), 1, 1_024_000, "thousandths of a core"),
         ("pids", l.pids.unwrap_or(1).into(), 1, 1_000_000, "processes and threads"),
     ];
-    for (field, value, min, max, unit) in ranges {
-        if !(min..=max).contains(&value) {
-            out.push(problem(
-                at.clone().key(field),
-                format!("{value} is out of range"),
-                format!("use a value from {min} to {max} {unit}"),
-            ));
-        }
-    }
+    check_ranges(at, ranges, out);
 }
 
 /// Exactly one of `source` and `command`, and only the fields of that kind.
@@ -190,6 +182,19 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
     }
 }
 
+/// `(field, value, min, max, unit)`: each value out of its range is a problem at its field.
+fn check_ranges<const N: usize>(at: &FieldPath, ranges: [(&str, u64, u64, u64, &str); N], out: &mut Vec<Problem>) {
+    for (field, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
+            out.push(problem(
+                at.clone().key(field),
+                format!("{value} is out of range"),
+                format!("use a value from {min} to {max} {unit}").trim_end().to_string(),
+            ));
+        }
+    }
+}
+
 fn check_scale(s: &Scale, at: &FieldPath, out: &mut Vec<Problem>) {
     let ranges: [(&str, u64, u64, u64); 8] = [
         ("max", s.max.into(), 1, 1_000),
@@ -201,15 +206,7 @@ fn check_scale(s: &Scale, at: &FieldPath, out: &mut Vec<Problem>) {
         ("panic_window_s", s.panic_window_s, 1, 3_600),
         ("panic_threshold_pct", s.panic_threshold_pct.into(), 110, 10_000),
     ];
-    for (field, value, min, max) in ranges {
-        if !(min..=max).contains(&value) {
-            out.push(problem(
-                at.clone().key(field),
-                format!("{value} is out of range"),
-                format!("use a value from {min} to {max}"),
-            ));
-        }
-    }
+    check_ranges(at, ranges.map(|(field, value, min, max)| (field, value, min, max, "")), out);
     if s.min > s.max {
         out.push(problem(
             at.clone().key("min"),
@@ -238,15 +235,7 @@ fn check_probe(p: &Probe, at: &FieldPath, out: &mut Vec<Problem>) {
         ("start_timeout_s", p.start_timeout_s, 1, 3_600),
         ("failure_threshold", p.failure_threshold.into(), 1, 100),
     ];
-    for (field, value, min, max) in ranges {
-        if !(min..=max).contains(&value) {
-            out.push(problem(
-                at.clone().key(field),
-                format!("{value} is out of range"),
-                format!("use a value from {min} to {max}"),
-            ));
-        }
-    }
+    check_ranges(at, ranges.map(|(field, value, min, max)| (field, value, min, max, "")), out);
 }
 
 fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {

@@ -220,9 +220,10 @@ impl Service {
 
     /// Stops the autoscaler and every process (drain, SIGTERM, grace, SIGKILL).
     pub async fn shutdown(&self) {
-        self.stop.send_replace(true);
+        // Take the processes before anyone is told to stop, so none slips out of this wait.
         let slots: Vec<Slot> =
             std::mem::take(&mut self.state.lock().expect("service state").slots).into_values().collect();
+        self.stop.send_replace(true);
         for slot in &slots {
             slot.stop.send_replace(true);
         }
