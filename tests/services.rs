@@ -277,6 +277,12 @@ async fn a_memory_hog_is_stopped_by_its_limit_and_nothing_else_suffers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
+    if matches!(nimbus_services::sandbox::layer(), nimbus_services::sandbox::Layer::Rlimits) {
+        // `ulimit -u` counts per user and does not bind root: only a pids cgroup stops a fork
+        // bomb, and `nimbus doctor` says this host has none. Nothing to test here.
+        eprintln!("no writable pids cgroup on this host; skipping the fork bomb");
+        return;
+    }
     let app = two_services("pids = 32");
     let server = app.up(&[]);
     let c = client();
