@@ -155,12 +155,6 @@ impl Service {
         &self.spec.name
     }
 
-    /// Current health, restarts so far and the last failure.
-    pub fn status(&self) -> (Status, u32, Option<String>) {
-        let s = self.state.lock().expect("service state");
-        (s.status, s.restarts, s.last_error.clone())
-    }
-
     /// Whether the service starts without any process (`scale.initial = 0` and `min = 0`).
     pub fn starts_at_zero(&self) -> bool {
         self.spec.scale.initial.max(self.spec.scale.min) == 0
