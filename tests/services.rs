@@ -55,6 +55,13 @@ async fn a_service_serves_next_to_a_function_with_streams_and_upgrades() {
     assert_eq!(c.get(server.url("/anything")).send().await.unwrap().text().await.unwrap(), "Hello from Nimbus!\n");
     server.wait_for_log("hello request on port");
 
+    // Its own pid namespace where the host allows it: PID 1, and none of the host's processes.
+    if nimbus_services::sandbox::namespaces() {
+        assert!(text.contains("pid=1 "), "{text}");
+        let ps: usize = c.get(server.url("/py/ps")).send().await.unwrap().text().await.unwrap().parse().unwrap();
+        assert!(ps < 10, "the service sees {ps} processes");
+    }
+
     // Only PORT, PATH and the manifest's env: nothing else from the host.
     assert_eq!(c.get(server.url("/py/env?name=GREETING")).send().await.unwrap().text().await.unwrap(), "hi");
     assert_eq!(c.get(server.url("/py/env?name=HOME")).send().await.unwrap().text().await.unwrap(), "<unset>");
@@ -114,7 +121,8 @@ async fn a_crashed_process_fails_its_request_and_is_replaced() {
     let resp = c.get(server.url("/py/hello")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let second = resp.text().await.unwrap();
-    assert_ne!(first.split_whitespace().nth(3), second.split_whitespace().nth(3), "a new process: {first} / {second}");
+    let port = |text: &str| text.split_whitespace().find(|w| w.starts_with("port=")).map(str::to_string);
+    assert_ne!(port(&first), port(&second), "a new process: {first} / {second}");
 }
 
 #[test]
@@ -145,8 +153,8 @@ async fn sigterm_drains_requests_then_stops_the_service() {
     let app = python_app("shutdown_grace_s = 5");
     let mut server = app.up(&[]);
     let c = client();
-    let hello = c.get(server.url("/py/hello")).send().await.unwrap().text().await.unwrap();
-    let pid: u32 = hello.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let ready = server.wait_for_line(|l| l.contains("service instance ready"));
+    let port: u16 = ready.split("port=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     let slow = tokio::spawn(c.get(server.url("/py/slow?ms=1000")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
@@ -156,7 +164,7 @@ async fn sigterm_drains_requests_then_stops_the_service() {
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
     server.wait_for_log("got SIGTERM; finishing in-flight requests");
     server.wait_for_log("service instance stopped");
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the service process is gone");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the service process is gone");
 }
 
 #[tokio::test(flavor = "multi_thread")]

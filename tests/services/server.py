@@ -50,6 +50,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/hello":
             print(f"hello request on port {os.environ['PORT']}", flush=True)
             self.reply(200, f"hello from python pid={os.getpid()} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+        elif path == "/ps":
+            self.reply(200, str(sum(1 for d in os.listdir("/proc") if d.isdigit())))
         elif path == "/env":
             self.reply(200, os.environ.get(q.get("name", ""), "<unset>"))
         elif path == "/slow":

@@ -27,13 +27,13 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "  file descriptors     stdin /dev/null, stdout/stderr piped to the log; Nimbus opens all others close-on-exec"
     );
     println!("  process group        yes (stop and kill reach everything a service starts)");
-    let userns = std::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "true"])
-        .output()
-        .is_ok_and(|o| o.status.success());
     println!(
-        "  user/pid/mount ns    {} on this host; not applied to services yet",
-        if userns { "available" } else { "unavailable" }
+        "  user/pid/mount ns    {}",
+        if sandbox::namespaces() {
+            "yes (unshare: own user, pid and mount namespaces, own /proc)"
+        } else {
+            "no: util-linux `unshare` is missing or the host forbids user namespaces"
+        }
     );
     println!();
     println!("Toolchains (for `nimbus new` templates and service examples):");

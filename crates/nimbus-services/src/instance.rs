@@ -40,7 +40,7 @@ impl Instance {
         // The process joins its cgroups (or sets its rlimits) itself, then becomes the service.
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(format!("{}exec \"$@\"", confinement.prologue))
+            .arg(format!("{}exec {}\"$@\"", confinement.prologue, crate::sandbox::exec_prefix()))
             .arg("nimbus-service")
             .args(&spec.command)
             .current_dir(&spec.workdir)

@@ -7,7 +7,8 @@
 //! liveness with exponential backoff (a crash loop is reported, not hidden), graceful termination
 //! (SIGTERM, grace period, SIGKILL), an autoscaler after Knative's KPA (stable and panic windows,
 //! `min`/`max`, warm spares, scale to zero after an idle timeout), and forwarding requests to the
-//! least busy ready process with streamed bodies and WebSocket upgrades. Requests that arrive
+//! least busy ready process with streamed bodies and WebSocket upgrades. Each process runs in
+//! its own cgroup and, where the host allows, its own user/pid/mount namespaces ([`sandbox`]). Requests that arrive
 //! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
 //! for how long). It does not route or admit requests (that is
 //! `nimbus-gateway`) or read manifests (`nimbus-manifest`).

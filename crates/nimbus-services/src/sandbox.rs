@@ -3,7 +3,8 @@
 //! `pids.max`, `cpu.max`) or, on hosts with the v1 hierarchies, `memory`, `pids` and `cpu`
 //! groups — joined by the process itself before it `exec`s the service (a `sh` prologue), so
 //! nothing runs outside its limits even for a moment. Without writable cgroups, `ulimit`
-//! (address space, processes) is the fallback. Secrets and descriptors are never inherited: the
+//! (address space, processes) is the fallback. Where the host allows it, the service then runs
+//! in its own user, pid and mount namespaces (util-linux `unshare`). Secrets and descriptors are never inherited: the
 //! environment is cleared (see `instance.rs`) and Rust opens every descriptor close-on-exec.
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -53,6 +54,42 @@ impl std::fmt::Display for Layer {
 }
 
 const ROOT: &str = "/sys/fs/cgroup";
+
+/// The `unshare` (util-linux) invocation that gives a service its own user, pid and mount
+/// namespaces: it is root only of its own user namespace, PID 1 of its own pid namespace with its
+/// own `/proc` (it sees none of the host's processes), and gets SIGTERM if its parent goes away.
+const UNSHARE: &[&str] = &[
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--fork",
+    "--mount",
+    "--mount-proc",
+    "--kill-child=SIGTERM",
+    "--",
+];
+
+/// Whether services run in their own namespaces: `unshare` exists and the host allows it (tried
+/// once).
+pub fn namespaces() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        std::process::Command::new(UNSHARE[0])
+            .args(&UNSHARE[1..])
+            .arg("true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// What the process `exec`s before the service's own command: the namespace wrapper, if any.
+pub(crate) fn exec_prefix() -> String {
+    if namespaces() { UNSHARE.join(" ") + " " } else { String::new() }
+}
 
 /// The layer in use, detected once per process.
 pub fn layer() -> &'static Layer {
