@@ -130,3 +130,21 @@ fn schema_and_help() {
     let help = stdout(&std::process::Command::new(NIMBUS).args(["up", "--help"]).output().unwrap());
     assert!(help.contains("NIMBUS_LISTEN"), "flags document their env vars:\n{help}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(common::NIMBUS)
+        .arg("doctor")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing and close the pipe, as `nimbus doctor | head -0` would.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(status.success() || status.code() == Some(141), "{status:?}");
+}
