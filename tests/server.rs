@@ -338,6 +338,7 @@ async fn in_flight_requests_finish_on_the_revision_they_started_on() {
         nimbus_control::Bundle {
             manifest,
             artifacts: [("kitchen".into(), std::fs::read(nimbus_fixtures::KITCHEN).unwrap())].into(),
+            trees: Default::default(),
         }
         .pack()
     };
@@ -406,6 +407,7 @@ async fn bad_uploads_and_requests_get_4xx_json_and_store_nothing() {
         nimbus_control::Bundle {
             manifest: manifest.to_string(),
             artifacts: artifacts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            trees: Default::default(),
         }
         .pack()
     };
@@ -441,7 +443,7 @@ async fn bad_uploads_and_requests_get_4xx_json_and_store_nothing() {
     assert!(e["details"][0].as_str().unwrap().contains("neither a WebAssembly component"), "{e}");
     let (s, e) = upload(&p, t, bundle(&good, vec![("web", hello.clone()), ("extra", hello.clone())]), "").await;
     assert_eq!(s, 422);
-    assert!(e["details"][0].as_str().unwrap().contains("components/extra.wasm belongs to no component"), "{e}");
+    assert!(e["details"][0].as_str().unwrap().contains("components/extra.wasm belongs to no function"), "{e}");
     let (s, _) = upload(&p, t, bundle(&good, vec![("web", hello.clone())]), "tag=Not_A_Label").await;
     assert_eq!(s, 400);
     let (s, _) = upload(&p, t, bundle(&good, vec![("web", hello.clone())]), "hosts=http://x.test").await;
@@ -655,4 +657,79 @@ async fn login_saves_the_server_and_token_for_later_commands() {
     drop(p);
     let out = nimbus(&["apps", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Nimbus control API"));
+}
+
+/// A service deploys like a function: its files travel in the bundle, each revision runs its own
+/// processes, traffic splits across them, deleting a revision stops them, and they come back after
+/// a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn services_deploy_as_revisions_with_traffic_and_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut p = Platform::start(data.path(), &[]);
+    let admin = p.admin.clone().unwrap();
+    let app = |marker: &str| {
+        let dir = common::App::new(&format!(
+            "[app]\nname = \"svc\"\n\n[component.api]\ncommand = [\"python3\", \"server.py\"]\nenv = {{ PREFIX = \"/svc\", MARKER = \"{marker}\" }}\nreadiness = {{ path = \"/healthz\" }}\n\n[[trigger.http]]\nroute = \"/svc/...\"\ncomponent = \"api\"\n"
+        ));
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/server.py"), dir.path().join("server.py"))
+            .unwrap();
+        dir
+    };
+    let (a_dir, b_dir) = (app("a"), app("b"));
+    let a = json_out(&p.admin_cli(&["deploy", a_dir.path().to_str().unwrap(), "--output", "json"]))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = json_out(&p.admin_cli(&["deploy", b_dir.path().to_str().unwrap(), "--no-promote", "--output", "json"]))["revision"].as_str().unwrap().to_string();
+    let resp = client().get(p.url("/svc/env?name=MARKER")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-nimbus-revision"], a.as_str());
+    assert_eq!(resp.text().await.unwrap(), "a");
+
+    // 50/50 across the two revisions' processes.
+    p.admin_cli(&["traffic", "svc", &format!("{a}=50"), &format!("{b}=50")]);
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..60 {
+        let resp = client().get(p.url("/svc/env?name=MARKER")).send().await.unwrap();
+        let rev = resp.headers()["x-nimbus-revision"].to_str().unwrap().to_string();
+        let body = resp.text().await.unwrap();
+        assert_eq!(body, if rev == a { "a" } else { "b" }, "each revision runs its own process");
+        *seen.entry(rev).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // kill -9 and restart: no process of the killed server lingers, and the services of both
+    // revisions are back.
+    let ports: Vec<u16> = p
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("service instance ready"))
+        .map(|l| l.split("port=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2, "one process per revision");
+    p.kill9();
+    if nimbus_services::sandbox::die_with_parent() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ports.iter().any(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()) {
+            assert!(std::time::Instant::now() < deadline, "a service process outlived its killed server");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut p = Platform::start(data.path(), &[]);
+    p.admin = Some(admin);
+    let resp = client().get(p.url("/svc/env?name=MARKER")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Deleting a revision stops its processes.
+    p.admin_cli(&["traffic", "svc", &format!("{a}=100")]);
+    p.admin_cli(&["revisions", "delete", "svc", &b]);
+    for _ in 0..10 {
+        let resp = client().get(p.url("/svc/env?name=MARKER")).send().await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "a");
+    }
+    let log_has_stop = || p.stderr().contains("service instance stopped");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !log_has_stop() {
+        assert!(std::time::Instant::now() < deadline, "{}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

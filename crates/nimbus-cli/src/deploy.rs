@@ -69,17 +69,14 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
     let manifest =
         std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let mut artifacts = BTreeMap::new();
+    let mut trees = BTreeMap::new();
     for (name, component) in &loaded.manifest.component {
         let Some(source) = component.source() else {
-            let at = FieldPath::root().key("component").key(name.clone()).key("command");
-            anyhow::bail!(
-                "{}",
-                loaded.diagnostic(
-                    &at,
-                    format!("component `{name}` is a service; services cannot be deployed to a server yet"),
-                    "run apps with services locally with `nimbus up`; deploy functions-only apps to a server"
-                )
-            );
+            let workdir = loaded.resolve(component.workdir.as_deref().unwrap_or("."));
+            let tree = pack_tree(&workdir)
+                .with_context(|| format!("cannot pack service `{name}` from {}", workdir.display()))?;
+            trees.insert(name.clone(), tree);
+            continue;
         };
         let path = loaded.resolve(source);
         let bytes = std::fs::read(&path).map_err(|e| {
@@ -95,7 +92,34 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
         })?;
         artifacts.insert(name.clone(), bytes);
     }
-    Ok(Bundle { manifest, artifacts })
+    Ok(Bundle { manifest, artifacts, trees })
+}
+
+/// Directories never shipped with a service: version control and build caches.
+const SKIPPED: &[&str] = &[".git", "target/debug", "node_modules/.cache", "__pycache__"];
+
+/// A tar of a service's working directory (files keep their modes, symlinks stay symlinks).
+fn pack_tree(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(dir.join(&rel))? {
+            let entry = entry?;
+            let path = rel.join(entry.file_name());
+            let text = path.to_string_lossy();
+            if SKIPPED.iter().any(|s| text == *s || text.ends_with(&format!("/{s}"))) {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                builder.append_dir(&path, entry.path())?;
+                stack.push(path);
+            } else {
+                builder.append_path_with_name(entry.path(), &path)?;
+            }
+        }
+    }
+    Ok(builder.into_inner()?)
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

@@ -28,6 +28,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
     );
     println!("  process group        yes (stop and kill reach everything a service starts)");
     println!(
+        "  dies with Nimbus     {}",
+        if sandbox::die_with_parent() {
+            "yes (setpriv --pdeathsig: no orphans even after kill -9 of nimbus)"
+        } else {
+            "no: util-linux `setpriv` is missing; a killed nimbus can leave service processes behind"
+        }
+    );
+    println!(
         "  user/pid/mount ns    {}",
         if sandbox::namespaces() {
             "yes (unshare: own user, pid and mount namespaces, own /proc)"

@@ -71,7 +71,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let runtime = Arc::new(args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?);
     let ingress = Arc::new(Ingress::new());
     let platform = Arc::new(
-        Platform::open(store.clone(), runtime.clone(), ingress.clone())
+        Platform::open(store.clone(), runtime.clone(), ingress.clone(), data_dir.join("services"))
             .await
             .context("cannot load the deployed apps")?,
     );
@@ -115,7 +115,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(%gateway_addr, %api_addr, allocator = ?runtime.allocator(), "ready");
 
     let api = nimbus_control::router(Arc::new(ApiState {
-        platform,
+        platform: platform.clone(),
         tokens,
         dev: args.dev,
         max_upload_bytes: args.max_upload_mb << 20,
@@ -127,6 +127,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let (api_result, gateway_result) = tokio::join!(api_server, gateway_server);
+    platform.shutdown().await;
     api_result.context("the control API failed")?;
     gateway_result.context("the gateway failed")?;
     println!("Stopped.");

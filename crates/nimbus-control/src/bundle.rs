@@ -1,5 +1,5 @@
-//! The deploy bundle: a tar archive of `nimbus.toml` and one `components/NAME.wasm` per
-//! component. `nimbus deploy` packs it, the server unpacks and checks it before anything is
+//! The deploy bundle: a tar archive of `nimbus.toml`, one `components/NAME.wasm` per function
+//! and one `services/NAME.tar` (its working directory) per service. `nimbus deploy` packs it, the server unpacks and checks it before anything is
 //! stored. A revision's id is derived from the bundle's content, so deploying the same content
 //! twice yields the same revision.
 use std::collections::BTreeMap;
@@ -22,8 +22,10 @@ pub const CONTENT_TYPE: &str = "application/x-tar";
 pub struct Bundle {
     /// The manifest text.
     pub manifest: String,
-    /// Component name → .wasm bytes.
+    /// Function name → .wasm bytes.
     pub artifacts: BTreeMap<String, Vec<u8>>,
+    /// Service name → tar of its working directory (program, code, assets).
+    pub trees: BTreeMap<String, Vec<u8>>,
 }
 
 impl Bundle {
@@ -41,6 +43,9 @@ impl Bundle {
         for (name, bytes) in &self.artifacts {
             append(&format!("components/{name}.wasm"), bytes);
         }
+        for (name, bytes) in &self.trees {
+            append(&format!("services/{name}.tar"), bytes);
+        }
         builder.into_inner().expect("writing to memory")
     }
 
@@ -54,6 +59,7 @@ impl Bundle {
         };
         let mut manifest = None;
         let mut artifacts = BTreeMap::new();
+        let mut trees = BTreeMap::new();
         let mut tar = tar::Archive::new(archive);
         for entry in tar.entries().map_err(|e| malformed(e.to_string()))? {
             let mut entry = entry.map_err(|e| malformed(e.to_string()))?;
@@ -71,11 +77,18 @@ impl Bundle {
                 if manifest.replace(text).is_some() {
                     return Err(malformed(format!("{MANIFEST_ENTRY} appears twice")));
                 }
-            } else if let Some(name) = path.strip_prefix("components/").and_then(|p| p.strip_suffix(".wasm")) {
+            } else if let Some((map, name)) = path
+                .strip_prefix("components/")
+                .and_then(|p| p.strip_suffix(".wasm"))
+                .map(|n| (&mut artifacts, n))
+                .or_else(|| {
+                    path.strip_prefix("services/").and_then(|p| p.strip_suffix(".tar")).map(|n| (&mut trees, n))
+                })
+            {
                 if name.is_empty() || name.contains('/') {
                     return Err(malformed(format!("unexpected entry `{path}`")));
                 }
-                if artifacts.insert(name.to_string(), data).is_some() {
+                if map.insert(name.to_string(), data).is_some() {
                     return Err(malformed(format!("`{path}` appears twice")));
                 }
             } else {
@@ -83,7 +96,7 @@ impl Bundle {
             }
         }
         let manifest = manifest.ok_or_else(|| malformed(format!("it has no {MANIFEST_ENTRY}")))?;
-        Ok(Self { manifest, artifacts })
+        Ok(Self { manifest, artifacts, trees })
     }
 
     /// The revision id of this content: the first 12 hex digits of a SHA-256 over the manifest
@@ -95,6 +108,9 @@ impl Bundle {
         h.update(self.manifest.as_bytes());
         for (name, bytes) in &self.artifacts {
             h.update(format!("\n{name}={}", digest(bytes)));
+        }
+        for (name, bytes) in &self.trees {
+            h.update(format!("\nservice:{name}={}", digest(bytes)));
         }
         hex::encode(&h.finalize()[..6])
     }

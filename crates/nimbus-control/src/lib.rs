@@ -4,7 +4,8 @@
 //! revisions, artifacts, traffic settings, token hashes), deploys (a tar [`Bundle`] of
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
 //! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
-//! API tokens with roles, and the control API (axum + OpenAPI 3). It does not serve app traffic
+//! API tokens with roles, and the control API (axum + OpenAPI 3). Services of a revision are
+//! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
 //! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
 //! (`nimbus-wasm`).
 //!
@@ -15,7 +16,7 @@
 //!
 //! let store = Arc::new(Store::open("control.redb".as_ref())?);
 //! let ingress = Arc::new(nimbus_gateway::Ingress::new());
-//! let platform = Arc::new(Platform::open(store.clone(), Arc::new(runtime), ingress.clone()).await?);
+//! let platform = Arc::new(Platform::open(store.clone(), Arc::new(runtime), ingress.clone(), "services".into()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
 //!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20,
 //! }));

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nimbus_gateway::{AppTable, Gateway, Ingress, LiveApp, LiveRevision};
+use nimbus_gateway::{AppTable, Backend, Gateway, Ingress, LiveApp, LiveRevision};
 use nimbus_manifest::{FieldPath, LoadedManifest, RoutePattern};
+use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::Runtime;
 
 use crate::auth::{Action, Principal};
@@ -33,6 +34,7 @@ struct Loaded {
     version: Option<String>,
     routes: BTreeSet<RoutePattern>,
     live: Arc<LiveRevision>,
+    services: Vec<Arc<Service>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,7 @@ impl AppState {
 /// Apps, revisions and traffic of one server.
 #[derive(Debug)]
 pub struct Platform {
+    services_dir: PathBuf,
     store: Arc<Store>,
     runtime: Arc<Runtime>,
     ingress: Arc<Ingress>,
@@ -90,7 +93,13 @@ pub struct Platform {
 impl Platform {
     /// Loads every stored revision and publishes the routing table to `ingress`. A revision
     /// that no longer loads (e.g. the engine changed incompatibly) is reported and left out.
-    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, ingress: Arc<Ingress>) -> Result<Self, ControlError> {
+    /// Service revisions are unpacked under `services_dir`.
+    pub async fn open(
+        store: Arc<Store>,
+        runtime: Arc<Runtime>,
+        ingress: Arc<Ingress>,
+        services_dir: PathBuf,
+    ) -> Result<Self, ControlError> {
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         for record in store.apps()? {
             apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
@@ -100,27 +109,39 @@ impl Platform {
                 tracing::warn!(app = %record.app, revision = %record.id, "revision of an unknown app; ignored");
                 continue;
             };
-            let blobs = record
-                .artifacts
-                .iter()
-                .map(|a| {
-                    let bytes = store.blob(&a.digest)?.ok_or_else(|| {
-                        crate::store::StoreError::from_message(format!("artifact {} is missing", a.digest))
-                    })?;
-                    Ok((a.component.clone(), bytes))
+            let services: BTreeSet<String> = parse_manifest(&record.manifest)
+                .map(|l| {
+                    l.manifest.component.iter().filter(|(_, c)| c.command.is_some()).map(|(n, _)| n.clone()).collect()
                 })
-                .collect::<Result<BTreeMap<_, _>, crate::store::StoreError>>()?;
-            let bundle = Bundle { manifest: record.manifest.clone(), artifacts: blobs };
-            match load(&runtime, &bundle, &record.id).await {
-                Ok((version, routes, live)) => {
-                    app.revisions.insert(record.id.clone(), Loaded { record, version, routes, live: Arc::new(live) });
+                .unwrap_or_default();
+            let mut bundle =
+                Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
+            for a in &record.artifacts {
+                let bytes = store.blob(&a.digest)?.ok_or_else(|| {
+                    crate::store::StoreError::from_message(format!("artifact {} is missing", a.digest))
+                })?;
+                let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
+                map.insert(a.component.clone(), bytes);
+            }
+            match load(&runtime, &services_dir, &bundle, &record.id).await {
+                Ok(l) => {
+                    app.revisions.insert(
+                        record.id.clone(),
+                        Loaded {
+                            record,
+                            version: l.version,
+                            routes: l.routes,
+                            live: Arc::new(l.live),
+                            services: l.services,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(app = %record.app, revision = %record.id, error = %e, "stored revision does not load; it is not served")
                 }
             }
         }
-        let platform = Self { store, runtime, ingress, apps: tokio::sync::Mutex::new(apps) };
+        let platform = Self { services_dir, store, runtime, ingress, apps: tokio::sync::Mutex::new(apps) };
         platform.publish(&*platform.apps.lock().await);
         Ok(platform)
     }
@@ -166,7 +187,7 @@ impl Platform {
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known { None } else { Some(load(&self.runtime, &bundle, &id).await?) };
+        let fresh = if known { None } else { Some(load(&self.runtime, &self.services_dir, &bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -185,7 +206,8 @@ impl Platform {
         }
         let mut routes = existing.map(AppState::routes).unwrap_or_default();
         let new_loaded = match fresh {
-            Some((version, rev_routes, live)) if created => {
+            Some(l) if created => {
+                let Load { version, routes: rev_routes, live, services } = l;
                 routes.extend(rev_routes.iter().cloned());
                 let record = RevisionRecord {
                     id: id.clone(),
@@ -195,6 +217,7 @@ impl Platform {
                     artifacts: bundle
                         .artifacts
                         .iter()
+                        .chain(&bundle.trees)
                         .map(|(c, bytes)| ArtifactInfo {
                             component: c.clone(),
                             digest: digest(bytes),
@@ -202,10 +225,16 @@ impl Platform {
                         })
                         .collect(),
                 };
-                Some(Loaded { record, version, routes: rev_routes, live: Arc::new(live) })
+                Some(Loaded { record, version, routes: rev_routes, live: Arc::new(live), services })
             }
-            _ => None,
+            Some(l) => {
+                stop_services(l.services);
+                None
+            }
+            None => None,
         };
+        // Until the deploy is stored, its freshly started services go again on any error.
+        let guard = StopOnDrop(new_loaded.as_ref().map(|l| l.services.clone()).unwrap_or_default());
         check_conflicts(&apps, &app_name, &record.hosts, &routes)?;
 
         let mut traffic = record.traffic.clone();
@@ -219,7 +248,7 @@ impl Platform {
         record.updated_at = now;
 
         let blobs: Vec<(String, &[u8])> = if new_loaded.is_some() {
-            bundle.artifacts.values().map(|b| (digest(b), b.as_slice())).collect()
+            bundle.artifacts.values().chain(bundle.trees.values()).map(|b| (digest(b), b.as_slice())).collect()
         } else {
             Vec::new()
         };
@@ -229,6 +258,7 @@ impl Platform {
             blobs: blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
         };
         blocking(|| self.store.deploy(&write))?;
+        guard.disarm();
 
         let state = apps
             .entry(app_name.clone())
@@ -336,7 +366,10 @@ impl Platform {
         }
         let unused = unused_blobs(&apps, &[(app, id)]);
         blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
-        apps.get_mut(app).expect("checked above").revisions.remove(id);
+        if let Some(gone) = apps.get_mut(app).expect("checked above").revisions.remove(id) {
+            stop_services(gone.services);
+        }
+        self.remove_trees(&unused);
         self.publish(&apps);
         tracing::info!(app, revision = id, "revision deleted");
         Ok(())
@@ -350,10 +383,43 @@ impl Platform {
         let pairs: Vec<(&str, &str)> = ids.iter().map(|id| (app, id.as_str())).collect();
         let unused = unused_blobs(&apps, &pairs);
         blocking(|| self.store.delete_revisions(app, &ids, None, &unused))?;
-        apps.remove(app);
+        if let Some(gone) = apps.remove(app) {
+            stop_services(gone.revisions.into_values().flat_map(|r| r.services).collect());
+        }
+        self.remove_trees(&unused);
         self.publish(&apps);
         tracing::info!(app, "app deleted");
         Ok(())
+    }
+}
+
+impl Platform {
+    /// Removes the unpacked service trees of deleted artifacts (their processes are stopping).
+    fn remove_trees(&self, digests: &[String]) {
+        for d in digests {
+            let dir = self.services_dir.join(d.trim_start_matches("sha256:"));
+            if dir.is_dir() {
+                let dir = dir.clone();
+                tokio::spawn(async move {
+                    // Give stopping processes their grace period before their files go.
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    let _ = std::fs::remove_dir_all(dir);
+                });
+            }
+        }
+    }
+
+    /// Stops every service process (drain, SIGTERM, grace, SIGKILL).
+    pub async fn shutdown(&self) {
+        let apps = self.apps.lock().await;
+        let all = apps.values().flat_map(|a| a.revisions.values()).flat_map(|r| r.services.iter());
+        futures_join(all.map(|s| s.shutdown())).await;
+    }
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    for f in futures {
+        f.await;
     }
 }
 
@@ -374,34 +440,61 @@ fn unused_blobs(apps: &BTreeMap<String, AppState>, deleted: &[(&str, &str)]) -> 
     candidates.difference(&kept).cloned().collect()
 }
 
-/// Loads every component of a bundle and builds the revision's routes.
-async fn load(
-    runtime: &Runtime,
-    bundle: &Bundle,
-    id: &str,
-) -> Result<(Option<String>, BTreeSet<RoutePattern>, LiveRevision), ControlError> {
+/// A revision, loaded: its functions compiled, its services started and ready.
+struct Load {
+    version: Option<String>,
+    routes: BTreeSet<RoutePattern>,
+    live: LiveRevision,
+    services: Vec<Arc<Service>>,
+}
+
+/// Loads every component of a bundle and builds the revision's routes. Services are unpacked
+/// (once per content digest) under `services_dir`, started, and must become ready.
+async fn load(runtime: &Runtime, services_dir: &Path, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
     let loaded = parse_manifest(&bundle.manifest)?;
     let m = &loaded.manifest;
-    let mut functions = HashMap::new();
+    let mut backends = HashMap::new();
     let mut problems = Vec::new();
+    let mut services = StopOnDrop(Vec::new());
     for (name, component) in &m.component {
-        let Some(bytes) = bundle.artifacts.get(name) else { continue };
-        let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
-        match runtime.load_bytes(name, &label, bytes.clone(), component).await {
-            Ok((function, _)) => {
-                functions.insert(name.clone(), nimbus_gateway::Backend::Function(function));
+        if let Some(bytes) = bundle.artifacts.get(name) {
+            let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
+            match runtime.load_bytes(name, &label, bytes.clone(), component).await {
+                Ok((function, _)) => {
+                    backends.insert(name.clone(), Backend::Function(function));
+                }
+                Err(e) => {
+                    let at = FieldPath::root().key("component").key(name.clone()).key("source");
+                    let hint = "build a wasi:http component or a WASI preview1 command, importing only WASI";
+                    problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
+                }
             }
-            Err(e) => {
-                let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                problems.push(
-                    loaded
-                        .diagnostic(
-                            &at,
-                            e.to_string(),
-                            "build a wasi:http component or a WASI preview1 command, importing only WASI",
-                        )
-                        .to_string(),
-                );
+        } else if let Some(tree) = bundle.trees.get(name) {
+            let at = FieldPath::root().key("component").key(name.clone()).key("command");
+            let started = match unpack_tree(services_dir, tree) {
+                Ok(dir) => {
+                    let mut spec = ServiceSpec::from_component(name, component, &dir);
+                    spec.workdir = dir;
+                    let service = Service::start(spec);
+                    services.0.push(service.clone());
+                    let within =
+                        std::time::Duration::from_secs(component.readiness.clone().unwrap_or_default().start_timeout_s);
+                    if service.starts_at_zero() {
+                        Ok(service)
+                    } else {
+                        service.wait_ready(within).await.map(|()| service).map_err(|e| e.to_string())
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(service) => {
+                    backends.insert(name.clone(), Backend::Service(service));
+                }
+                Err(e) => {
+                    let hint = "the service must listen on 127.0.0.1:$PORT and pass its readiness probe; see the server log for its output";
+                    problems.push(loaded.diagnostic(&at, e, hint).to_string());
+                }
             }
         }
     }
@@ -412,8 +505,58 @@ async fn load(
         });
     }
     let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
-    let gateway = Gateway::from_manifest(m, &functions);
-    Ok((m.app.version.clone(), routes, LiveRevision::new(id, gateway)))
+    let gateway = Gateway::from_manifest(m, &backends);
+    Ok(Load {
+        version: m.app.version.clone(),
+        routes,
+        live: LiveRevision::new(id, gateway),
+        services: services.disarm(),
+    })
+}
+
+/// Unpacks a service's tree into `services_dir/DIGEST` unless it is there already; the directory
+/// appears whole or not at all (unpacked beside it, then renamed).
+fn unpack_tree(services_dir: &Path, tree: &[u8]) -> Result<PathBuf, String> {
+    let dir = services_dir.join(digest(tree).trim_start_matches("sha256:"));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = services_dir.join(format!(".unpack-{}-{}", std::process::id(), fastrand_suffix()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = tar::Archive::new(tree).unpack(&tmp).map_err(|e| format!("the service's files do not unpack: {e}"));
+    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.is_dir() {
+            return Err(e);
+        }
+    }
+    Ok(dir)
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Services started for a revision that is not (yet) kept: stopped when dropped, unless disarmed.
+struct StopOnDrop(Vec<Arc<Service>>);
+
+impl StopOnDrop {
+    fn disarm(mut self) -> Vec<Arc<Service>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        stop_services(std::mem::take(&mut self.0));
+    }
+}
+
+/// Stops services in the background (each drains, then SIGTERM, grace, SIGKILL).
+fn stop_services(services: Vec<Arc<Service>>) {
+    for service in services {
+        tokio::spawn(async move { service.shutdown().await });
+    }
 }
 
 fn parse_manifest(text: &str) -> Result<LoadedManifest, ControlError> {
@@ -431,19 +574,30 @@ fn check_artifacts(loaded: &LoadedManifest, bundle: &Bundle) -> Result<(), Contr
         .component
         .iter()
         .filter_map(|(c, component)| match component.source() {
-            None => Some(format!("component `{c}` is a service; services cannot be deployed to a server yet")),
+            None if !bundle.trees.contains_key(c) => {
+                Some(format!("service `{c}` has no files (services/{c}.tar) in the bundle"))
+            }
+            None => None,
             Some(_) if !bundle.artifacts.contains_key(c) => {
                 Some(format!("component `{c}` has no artifact (components/{c}.wasm) in the bundle"))
             }
             Some(_) => None,
         })
         .collect();
+    let is = |c: &str, service: bool| m.component.get(c).is_some_and(|x| x.command.is_some() == service);
     problems.extend(
         bundle
             .artifacts
             .keys()
-            .filter(|c| !m.component.contains_key(*c))
-            .map(|c| format!("components/{c}.wasm belongs to no component of the manifest")),
+            .filter(|c| !is(c, false))
+            .map(|c| format!("components/{c}.wasm belongs to no function of the manifest")),
+    );
+    problems.extend(
+        bundle
+            .trees
+            .keys()
+            .filter(|c| !is(c, true))
+            .map(|c| format!("services/{c}.tar belongs to no service of the manifest")),
     );
     if problems.is_empty() {
         Ok(())

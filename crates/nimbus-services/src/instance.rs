@@ -59,7 +59,7 @@ impl Instance {
         }
         find_program(program, &spec.workdir)?;
         let mut child =
-            cmd.spawn().map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.workdir.display()))?;
+            spawn(cmd).map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.workdir.display()))?;
         let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
         let mut logs = Vec::new();
         for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
@@ -131,6 +131,38 @@ impl Instance {
             let _ = kill_process_group(pid, signal);
         }
     }
+}
+
+type SpawnJob = (
+    tokio::process::Command,
+    tokio::runtime::Handle,
+    std::sync::mpsc::SyncSender<std::io::Result<tokio::process::Child>>,
+);
+
+/// Starts a process from one thread that lives as long as Nimbus. A service's parent-death
+/// signal (see `sandbox.rs`) fires when the *thread* that started it exits; tokio may retire
+/// worker threads into its blocking pool, where idle threads exit, so processes are never
+/// started from those.
+fn spawn(cmd: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("nimbus-spawner".into())
+            .spawn(move || {
+                for (mut cmd, handle, reply) in rx {
+                    let _runtime = handle.enter();
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("a thread to start services from");
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, result) = std::sync::mpsc::sync_channel(1);
+    let job = (cmd, tokio::runtime::Handle::current(), reply);
+    spawner.lock().expect("spawner").send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    result.recv().map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {

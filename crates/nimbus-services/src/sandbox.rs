@@ -74,21 +74,41 @@ const UNSHARE: &[&str] = &[
 /// once).
 pub fn namespaces() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| {
-        std::process::Command::new(UNSHARE[0])
-            .args(&UNSHARE[1..])
-            .arg("true")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    *WORKS.get_or_init(|| works(UNSHARE))
 }
 
-/// What the process `exec`s before the service's own command: the namespace wrapper, if any.
+/// `setpriv` (util-linux) makes the service die with Nimbus even when Nimbus is killed with
+/// SIGKILL and cannot stop it: no orphaned process keeps a port or memory.
+const DIE_WITH_PARENT: &[&str] = &["setpriv", "--pdeathsig", "SIGKILL", "--"];
+
+fn works(command: &[&str]) -> bool {
+    std::process::Command::new(command[0])
+        .args(&command[1..])
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether service processes die with Nimbus (`setpriv --pdeathsig` works here).
+pub fn die_with_parent() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| works(DIE_WITH_PARENT))
+}
+
+/// What the process `exec`s before the service's own command: the parent-death signal and the
+/// namespace wrapper, where available.
 pub(crate) fn exec_prefix() -> String {
-    if namespaces() { UNSHARE.join(" ") + " " } else { String::new() }
+    let mut prefix = String::new();
+    for (wanted, words) in [(die_with_parent(), DIE_WITH_PARENT), (namespaces(), UNSHARE)] {
+        if wanted {
+            prefix.push_str(&words.join(" "));
+            prefix.push(' ');
+        }
+    }
+    prefix
 }
 
 /// The layer in use, detected once per process.
