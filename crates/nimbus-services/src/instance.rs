@@ -28,6 +28,8 @@ pub(crate) struct Instance {
     exit: watch::Receiver<Option<ExitStatus>>,
     confinement: Confinement,
     memory_mb: u32,
+    /// Kept-alive connections to it.
+    pub(crate) connections: crate::proxy::Connections,
 }
 
 impl Instance {
@@ -85,6 +87,7 @@ impl Instance {
             exit,
             confinement,
             memory_mb: spec.limits.memory_mb,
+            connections: crate::proxy::Connections::default(),
         }))
     }
 
@@ -103,6 +106,7 @@ impl Instance {
     /// SIGTERM to its process group, SIGKILL after `grace` if it is still there.
     pub(crate) async fn terminate(&self, grace: Duration) -> ExitStatus {
         self.ready.store(false, Ordering::Release);
+        self.connections.close_idle();
         if self.exit_status().is_none() {
             self.signal(Signal::TERM);
             if tokio::time::timeout(grace, self.exited()).await.is_err() {

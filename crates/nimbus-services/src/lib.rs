@@ -109,7 +109,6 @@ pub struct Service {
     waiting: AtomicUsize,
     active: AtomicUsize,
     stop: watch::Sender<bool>,
-    client: proxy::HttpClient,
 }
 
 /// Counts a request as in flight on one process (and on the service) until dropped.
@@ -117,6 +116,12 @@ pub struct Service {
 pub struct InFlight {
     instance: Arc<Instance>,
     service: Arc<Service>,
+}
+
+impl InFlight {
+    pub(crate) fn instance(&self) -> &Instance {
+        &self.instance
+    }
 }
 
 impl Drop for InFlight {
@@ -144,7 +149,6 @@ impl Service {
             waiting: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             stop: watch::channel(false).0,
-            client: proxy::client(),
         });
         service.scale_to(initial);
         tokio::spawn(autoscaler::run(service.clone()));
@@ -196,21 +200,23 @@ impl Service {
         let in_flight = InFlight { instance: instance.clone(), service: self.clone() };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrading = proxy::prepare(&mut req, instance.port, client);
-        let send = self.client.request(req);
+        let send = instance.connections.send(instance.port, req);
         let result = match self.spec.timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await
                 .map_err(|_| ServiceError::Timeout { name: self.spec.name.to_string(), limit })?,
             None => send.await,
         };
-        let mut resp =
-            result.map_err(|e| ServiceError::Upstream { name: self.spec.name.to_string(), cause: error_chain(&e) })?;
-        if upgrading && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let (mut resp, connection) =
+            result.map_err(|e| ServiceError::Upstream { name: self.spec.name.to_string(), cause: e.to_string() })?;
+        let connection = if upgrading && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             proxy::splice(client_upgrade, hyper::upgrade::on(&mut resp));
+            None
         } else {
             proxy::strip_hop_by_hop(resp.headers_mut());
-        }
-        Ok(resp.map(|body| ServiceBody::new(body, in_flight)))
+            Some(connection)
+        };
+        Ok(resp.map(|body| ServiceBody::new(body, connection, in_flight)))
     }
 
     /// Stops the autoscaler and every process (drain, SIGTERM, grace, SIGKILL).
@@ -357,7 +363,7 @@ impl Service {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

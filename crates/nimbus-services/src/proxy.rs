@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::InFlight;
 
@@ -19,16 +19,86 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body on its way to a service.
 pub type RequestBody = BoxBody<Bytes, BoxError>;
 
-/// The pooled HTTP/1.1 client to service processes.
-pub(crate) type HttpClient = Client<HttpConnector, RequestBody>;
+/// Keep-alive HTTP/1.1 connections to one process: idle ones wait here, a busy one comes back
+/// when its response body is done.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    idle: std::sync::Mutex<Vec<SendRequest<RequestBody>>>,
+}
 
-pub(crate) fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(connector)
+/// How a request to a process failed.
+pub(crate) enum SendError {
+    Connect(std::io::Error),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "cannot connect: {e}"),
+            Self::Http(e) => write!(f, "{}", crate::error_chain(e)),
+        }
+    }
+}
+
+impl Connections {
+    /// Sends a request on an idle connection (or a new one); also returns the connection, to be
+    /// put back once the response body is done.
+    pub(crate) async fn send(
+        &self,
+        port: u16,
+        mut req: http::Request<RequestBody>,
+    ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
+        loop {
+            let pooled = self.idle.lock().expect("connections").pop();
+            let (mut sender, reused) = match pooled {
+                Some(s) if !s.is_closed() => (s, true),
+                Some(_) => continue,
+                None => (connect(port).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Connect(std::io::Error::other("the connection closed at once")));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, sender)),
+                // The process closed a kept-alive connection before the request went out: retry.
+                Err(mut e) if reused && e.message().is_some() => {
+                    req = e.take_message().expect("checked");
+                }
+                Err(e) => return Err(SendError::Http(e.into_error())),
+            }
+        }
+    }
+
+    /// Closes every idle connection (before the process is told to stop, so that servers that
+    /// wait for their connections to close can exit).
+    pub(crate) fn close_idle(&self) {
+        self.idle.lock().expect("connections").clear();
+    }
+
+    /// Puts a connection whose exchange is complete back for reuse.
+    pub(crate) fn put_back(&self, sender: SendRequest<RequestBody>) {
+        if !sender.is_closed() {
+            let mut idle = self.idle.lock().expect("connections");
+            if idle.len() < 1024 {
+                idle.push(sender);
+            }
+        }
+    }
+}
+
+async fn connect(port: u16) -> Result<SendRequest<RequestBody>, SendError> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(SendError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
@@ -46,9 +116,14 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Rewrites a request for the process on `port`; returns whether it asks for an upgrade.
 pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<SocketAddr>) -> bool {
     let upgrade = req.headers().get(header::UPGRADE).cloned();
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse() {
-        *req.uri_mut() = uri;
+    // Origin form (`/path?query`) on the connection to the process; `Host` stays the client's.
+    let authority = req.uri().authority().map_or_else(|| format!("127.0.0.1:{port}"), ToString::to_string);
+    let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(origin);
+    if !req.headers().contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        req.headers_mut().insert(header::HOST, v);
     }
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
@@ -97,15 +172,27 @@ pub(crate) fn splice(client_side: hyper::upgrade::OnUpgrade, service_side: hyper
     });
 }
 
-/// A service's response body; counts as in flight until it is fully sent or dropped.
+/// A service's response body; counts as in flight until it is fully sent or dropped, then gives
+/// its connection back for reuse if the exchange completed.
 pub struct ServiceBody {
     inner: Incoming,
-    _in_flight: InFlight,
+    connection: Option<SendRequest<RequestBody>>,
+    in_flight: InFlight,
 }
 
 impl ServiceBody {
-    pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
-        Self { inner, _in_flight: in_flight }
+    pub(crate) fn new(inner: Incoming, connection: Option<SendRequest<RequestBody>>, in_flight: InFlight) -> Self {
+        Self { inner, connection, in_flight }
+    }
+}
+
+impl Drop for ServiceBody {
+    fn drop(&mut self) {
+        if let Some(sender) = self.connection.take()
+            && self.inner.is_end_stream()
+        {
+            self.in_flight.instance().connections.put_back(sender);
+        }
     }
 }
 
