@@ -59,11 +59,64 @@ async fn http_go() {
     new_build_up("http-go", "Go").await;
 }
 
+/// A service template: `nimbus new`, `nimbus build`, `nimbus up`, a request through the gateway.
+async fn new_build_up_service(template: &str, language: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("my-{template}");
+    nimbus(work.path(), &["new", template, &name]);
+    let app_dir = work.path().join(&name);
+    assert!(app_dir.join(".gitignore").exists());
+    nimbus(&app_dir, &["build"]);
+    let scratch = common::App::new("# unused\n");
+    let server = scratch.up_dir(&app_dir, &[]);
+    assert!(server.banner.contains("service, ready in"), "{}", server.banner);
+    let resp = common::client().get(server.url("/some/path?x=1")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.text().await.unwrap(), format!("Hello from {name} ({language})! path=/some/path?x=1\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_python() {
+    new_build_up_service("service-python", "Python").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_node() {
+    new_build_up_service("service-node", "Node.js").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_go() {
+    new_build_up_service("service-go", "Go").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_java() {
+    new_build_up_service("service-java", "Java").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_rust() {
+    new_build_up_service("service-rust", "Rust").await;
+}
+
 #[test]
 fn listing_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let list = nimbus(dir.path(), &["templates", "list"]);
-    for t in ["http-rust", "http-python", "http-js", "http-c", "http-go", "not yet available", "service-python"] {
+    for t in [
+        "http-rust",
+        "http-python",
+        "http-js",
+        "http-c",
+        "http-go",
+        "service-python",
+        "service-node",
+        "service-go",
+        "service-java",
+        "service-rust",
+    ] {
         assert!(list.contains(t), "{list}");
     }
     let fail = |args: &[&str], expect: &str| {
@@ -74,7 +127,7 @@ fn listing_and_bad_input() {
     };
     fail(
         &["new", "http-cobol", "x"],
-        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust",
+        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust, service-go, service-java, service-node, service-python, service-rust",
     );
     fail(&["new", "http-rust", "Bad Name"], "cannot be an app name");
     nimbus(dir.path(), &["new", "http-rust", "taken"]);

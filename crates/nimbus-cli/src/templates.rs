@@ -17,15 +17,6 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 const WIT_DIR: &str = "wit";
 const WIT_VERSION: &str = "0.2.12";
 
-/// Templates that need a capability Nimbus does not have yet, listed so users know they are coming.
-const PLANNED: &[(&str, &str)] = &[
-    ("service-python", "long-lived service in Python (needs services, issue #4)"),
-    ("service-node", "long-lived service in Node.js (needs services, issue #4)"),
-    ("service-go", "long-lived service in Go (needs services, issue #4)"),
-    ("service-java", "long-lived service in Java (needs services, issue #4)"),
-    ("service-rust", "long-lived service in Rust (needs services, issue #4)"),
-];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Meta {
@@ -69,10 +60,6 @@ pub(crate) fn list(_: &TemplatesCommand) -> anyhow::Result<()> {
     for (name, dir) in templates() {
         let m = meta(dir)?;
         println!("{name:<16} {:<11} {}", m.language, m.description);
-    }
-    println!("\nnot yet available:");
-    for (name, what) in PLANNED {
-        println!("{name:<16} {what}");
     }
     Ok(())
 }
