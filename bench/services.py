@@ -1,13 +1,14 @@
 """Service figures, side by side in one run, loopback only:
-1. proxy overhead: wrk against the Go example service directly, through nginx `proxy_pass` (upstream
+1. proxy overhead: wrk against the Go template service directly, through nginx `proxy_pass` (upstream
    keep-alive) and through `nimbus up` (its own process of the same binary), interleaved rounds;
-2. scale-from-zero first response for the Python and Java examples, cold (`initial = 0`) vs with a
+2. scale-from-zero first response for the Python and Java templates, cold (`initial = 0`) vs with a
    prewarmed spare (`warm = 1`).
-Usage: services.py NIMBUS GO_SERVICE_BINARY RUNS"""
+Usage: services.py NIMBUS APPS_DIR RUNS (APPS_DIR holds bench-go, built, bench-python and bench-java
+from `nimbus new service-LANG`)"""
 import os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
-NIMBUS, GO_BIN, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NIMBUS, APPS, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+GO_BIN = os.path.join(APPS, "bench-go", "service")
 ENV = {**os.environ, "NIMBUS_LOG": "warn"}
 
 
@@ -101,7 +102,7 @@ for _ in range(ROUNDS):
 for p in (up, nginx, direct):
     p.terminate(); p.wait()
 
-print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go example; median of {ROUNDS} interleaved rounds):")
+print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds):")
 med = {}
 for name, rs in results.items():
     med[name] = (statistics.median(r[0] for r in rs), statistics.median(ms(r[1]) for r in rs), statistics.median(ms(r[2]) for r in rs))
@@ -113,13 +114,13 @@ print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.
 
 # 2. Scale from zero: the first request to a service with no process, vs with a prewarmed spare.
 for language, command in (("python", '["python3", "server.py"]'), ("java", '["java", "-Xmx256m", "Server.java"]')):
-    src = os.path.join(ROOT, "examples", "services", language)
+    src = os.path.join(APPS, f"bench-{language}")
     for mode, scale in (("cold (initial = 0)", "min = 0, initial = 0"), ("prewarmed (warm = 1)", "min = 0, initial = 0, warm = 1")):
         times = []
         for _ in range(RUNS):
             app = tempfile.mkdtemp()
             for f in os.listdir(src):
-                if f != "nimbus.toml": shutil.copy(os.path.join(src, f), app)
+                if f not in ("nimbus.toml", ".gitignore"): shutil.copy(os.path.join(src, f), app)
             open(os.path.join(app, "nimbus.toml"), "w").write(f"""[app]
 name = "zero"
 [component.api]

@@ -5,5 +5,8 @@ source "$(dirname "$0")/lib.sh"
 need_wrk
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 build_all
-(cd examples/services/go && go build -o service .)
-python3 bench/services.py "$NIMBUS" "$PWD/examples/services/go/service" "${1:-5}"
+# The services under test are the templates, as `nimbus new` writes them.
+APPS=$(mktemp -d)
+for lang in go python java; do "$NIMBUS" new "service-$lang" "bench-$lang" --dir "$APPS" >/dev/null; done
+(cd "$APPS/bench-go" && go build -o service .)
+python3 bench/services.py "$NIMBUS" "$APPS" "${1:-5}"

@@ -59,7 +59,8 @@ async fn http_go() {
     new_build_up("http-go", "Go").await;
 }
 
-/// A service template: `nimbus new`, `nimbus build`, `nimbus up`, a request through the gateway.
+/// A service template (the service examples of every language): `nimbus new`, `nimbus build`,
+/// `nimbus up`, a request through the gateway, a clean stop.
 async fn new_build_up_service(template: &str, language: &str) {
     let work = tempfile::tempdir().unwrap();
     let name = format!("my-{template}");
@@ -68,12 +69,16 @@ async fn new_build_up_service(template: &str, language: &str) {
     assert!(app_dir.join(".gitignore").exists());
     nimbus(&app_dir, &["build"]);
     let scratch = common::App::new("# unused\n");
-    let server = scratch.up_dir(&app_dir, &[]);
+    let mut server = scratch.up_dir(&app_dir, &[]);
     assert!(server.banner.contains("service, ready in"), "{}", server.banner);
     let resp = common::client().get(server.url("/some/path?x=1")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/plain");
     assert_eq!(resp.text().await.unwrap(), format!("Hello from {name} ({language})! path=/some/path?x=1\n"));
+    // The template handles SIGTERM: Nimbus and the service stop cleanly.
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(std::time::Duration::from_secs(30)), Some(0));
+    server.wait_for_log("service instance stopped");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,3 +1,0 @@
-module example.com/service-go
-
-go 1.21
