@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -126,26 +125,18 @@ async fn start_services(
     backends: &mut HashMap<String, Backend>,
     described: &mut HashMap<String, String>,
 ) -> anyhow::Result<Vec<Arc<Service>>> {
-    let started: Vec<(String, Arc<Service>, Duration)> = loaded
+    let started: Vec<(String, Arc<Service>)> = loaded
         .manifest
         .component
         .iter()
         .filter(|(_, c)| c.command.is_some())
-        .map(|(name, c)| {
-            let spec = ServiceSpec::from_component(name, c, loaded.dir());
-            let within = Duration::from_secs(spec.readiness.start_timeout_s);
-            (name.clone(), Service::start(spec), within)
-        })
+        .map(|(name, c)| (name.clone(), Service::start(ServiceSpec::from_component(name, c, loaded.dir()))))
         .collect();
     let begin = std::time::Instant::now();
-    // A service that starts at zero processes (`scale.initial = 0`) is checked by its first request.
-    let waits = started
-        .iter()
-        .map(|(_, s, within)| async move { if s.starts_at_zero() { Ok(()) } else { s.wait_ready(*within).await } });
-    let results = futures::future::join_all(waits).await;
-    let services: Vec<Arc<Service>> = started.iter().map(|(_, s, _)| s.clone()).collect();
+    let results = futures::future::join_all(started.iter().map(|(_, s)| s.until_ready())).await;
+    let services: Vec<Arc<Service>> = started.iter().map(|(_, s)| s.clone()).collect();
     let mut problems = Vec::new();
-    for ((name, service, _), result) in started.iter().zip(results) {
+    for ((name, service), result) in started.iter().zip(results) {
         match result {
             Ok(()) => {
                 let how = if service.starts_at_zero() {

@@ -413,13 +413,7 @@ impl Platform {
     pub async fn shutdown(&self) {
         let apps = self.apps.lock().await;
         let all = apps.values().flat_map(|a| a.revisions.values()).flat_map(|r| r.services.iter());
-        futures_join(all.map(|s| s.shutdown())).await;
-    }
-}
-
-async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    for f in futures {
-        f.await;
+        futures::future::join_all(all.map(|s| s.shutdown())).await;
     }
 }
 
@@ -477,13 +471,7 @@ async fn load(runtime: &Runtime, services_dir: &Path, bundle: &Bundle, id: &str)
                     spec.workdir = dir;
                     let service = Service::start(spec);
                     services.0.push(service.clone());
-                    let within =
-                        std::time::Duration::from_secs(component.readiness.clone().unwrap_or_default().start_timeout_s);
-                    if service.starts_at_zero() {
-                        Ok(service)
-                    } else {
-                        service.wait_ready(within).await.map(|()| service).map_err(|e| e.to_string())
-                    }
+                    service.until_ready().await.map(|()| service).map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e),
             };

@@ -74,7 +74,7 @@ impl Instance {
             let status = child.wait().await;
             // Its last words are logged before its exit is reported (bounded: a child it left
             // behind may hold the pipes open).
-            let _ = tokio::time::timeout(Duration::from_secs(1), futures_join(logs)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), futures::future::join_all(logs)).await;
             let _ = tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(-1))));
         });
         tracing::info!(component = %spec.name, instance = id, port, "service process started");
@@ -167,12 +167,6 @@ fn spawn(cmd: tokio::process::Command) -> std::io::Result<tokio::process::Child>
     let job = (cmd, tokio::runtime::Handle::current(), reply);
     spawner.lock().expect("spawner").send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     result.recv().map_err(|_| std::io::Error::other("the spawner thread is gone"))?
-}
-
-async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
 }
 
 /// Checks that `program` can be found the way `exec` will look for it, to say so clearly.

@@ -17,7 +17,7 @@
 //! # async fn demo(spec: nimbus_services::ServiceSpec, req: http::Request<nimbus_services::RequestBody>) {
 //! use std::time::Duration;
 //! let service = nimbus_services::Service::start(spec);
-//! service.wait_ready(Duration::from_secs(30)).await.unwrap();
+//! service.until_ready().await.unwrap();
 //! let resp = service.handle(req, None, Duration::from_secs(10)).await.unwrap();
 //! service.shutdown().await;
 //! # }
@@ -181,8 +181,14 @@ impl Service {
         (self.active.load(Ordering::Acquire) + waiting, waiting)
     }
 
-    /// Waits until a process is ready, or says why none is.
-    pub async fn wait_ready(self: &Arc<Self>, within: Duration) -> Result<(), ServiceError> {
+    /// Waits until the service can take traffic: a process ready within its readiness probe's
+    /// `start_timeout_s` — or nothing to wait for when it starts at zero (its first request then
+    /// checks it). Says why not otherwise.
+    pub async fn until_ready(self: &Arc<Self>) -> Result<(), ServiceError> {
+        if self.starts_at_zero() {
+            return Ok(());
+        }
+        let within = Duration::from_secs(self.spec.readiness.start_timeout_s);
         self.ready_instance(within, false).await.map(drop)
     }
 
