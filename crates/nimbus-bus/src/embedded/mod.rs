@@ -1,0 +1,149 @@
+//! The embedded backend: every topic a durable log in one redb file on this node.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::{BusConfig, BusError, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription, Topic};
+
+mod group;
+mod store;
+
+use group::{EmbeddedSubscription, GroupShared, Groups};
+use store::{Command, Heads};
+
+/// The embedded event bus: topics in `bus.redb` under the data dir, publishes group-committed
+/// (one fsync for every publish waiting), consumer groups of subscriptions in this process.
+///
+/// One process opens a bus file at a time; a second gets [`BusError::Store`] saying so.
+pub struct Embedded {
+    db: Arc<Database>,
+    writer: Mutex<mpsc::Sender<Command>>,
+    heads: Heads,
+    config: BusConfig,
+    partitions: Mutex<HashMap<Topic, u16>>,
+    groups: Groups,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Embedded {
+    /// Opens (or creates) the bus file at `path`.
+    pub fn open(path: &Path, config: BusConfig) -> Result<Self, BusError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => BusError::Store(format!(
+                "{} is in use by another nimbus process; stop it or use another data dir",
+                path.display()
+            )),
+            e => BusError::Store(format!("cannot open {}: {e}", path.display())),
+        })?;
+        let db = Arc::new(db);
+        let heads = Heads::default();
+        let (writer, thread) = store::start(db.clone(), heads.clone(), config.partitions.max(1), config.dedup_window)?;
+        Ok(Self {
+            db,
+            writer: Mutex::new(writer),
+            heads,
+            config,
+            partitions: Mutex::default(),
+            groups: Mutex::default(),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), BusError> {
+        self.writer.lock().expect("writer").send(command).map_err(|_| BusError::Closed)
+    }
+
+    /// The partitions of `topic`, creating it if new.
+    async fn partitions(&self, topic: &Topic) -> Result<u16, BusError> {
+        if let Some(&p) = self.partitions.lock().expect("partitions").get(topic) {
+            return Ok(p);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Ensure { topic: topic.clone(), reply })?;
+        let p = rx.await.map_err(|_| BusError::Closed)??;
+        self.partitions.lock().expect("partitions").insert(topic.clone(), p);
+        Ok(p)
+    }
+}
+
+impl Drop for Embedded {
+    /// Flushes group positions and waits for the writer, so the file can be reopened at once.
+    fn drop(&mut self) {
+        let _ = self.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for Embedded {
+    async fn publish(&self, topic: &Topic, event: &Event, options: PublishOptions) -> Result<Published, BusError> {
+        let json = crate::event::encode(event)?;
+        let partitions = self.partitions(topic).await?;
+        let partition = crate::event::partition(event, partitions);
+        let dedup = options.dedup.then(|| {
+            let id = crate::event::dedup_id(event);
+            let mut raw = [0u8; 16];
+            hex::decode_to_slice(&id, &mut raw).expect("dedup id is 16 hex bytes");
+            raw
+        });
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Publish { topic: topic.clone(), partition, dedup, json, reply })?;
+        rx.await.map_err(|_| BusError::Closed)?
+    }
+
+    async fn subscribe(&self, topic: &Topic, group: &Group) -> Result<Box<dyn Subscription>, BusError> {
+        let partitions = self.partitions(topic).await?;
+        let shared = {
+            let mut groups = self.groups.lock().expect("groups");
+            match groups.get(&(topic.clone(), group.clone())) {
+                Some(g) => g.clone(),
+                None => {
+                    let writer = self.writer.lock().expect("writer").clone();
+                    let g = Arc::new(GroupShared::load(
+                        topic,
+                        group,
+                        partitions,
+                        self.db.clone(),
+                        writer,
+                        self.config.ack_wait,
+                    )?);
+                    groups.insert((topic.clone(), group.clone()), g.clone());
+                    g
+                }
+            }
+        };
+        Ok(Box::new(EmbeddedSubscription { group: shared, head: store::head(&self.heads, topic) }))
+    }
+
+    async fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Stored>, BusError> {
+        let read = self.db.begin_read().map_err(BusError::store)?;
+        let name = store::log_table(topic.as_str());
+        let log = match read.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(BusError::store(e)),
+        };
+        let mut out = Vec::new();
+        for entry in log.range(from.max(1)..).map_err(BusError::store)?.take(max) {
+            let (seq, bytes) = entry.map_err(BusError::store)?;
+            out.push(Stored { seq: seq.value(), event: crate::event::decode(store::record_json(bytes.value())?)? });
+        }
+        Ok(out)
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
