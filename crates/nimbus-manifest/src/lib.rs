@@ -30,6 +30,7 @@
 mod error;
 mod grant;
 mod locate;
+mod names;
 mod route;
 mod types;
 mod validate;
@@ -41,12 +42,14 @@ use toml_edit::Document;
 pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
+pub use names::{MAX_TOPIC_NAME_LEN, Schedule, check_topic_name};
 pub use route::RoutePattern;
 pub use types::{
-    App, Build, Component, ComponentKind, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_TIMEOUT_MS,
-    DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits, Manifest, Probe, Scale, Triggers,
+    App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_TIMEOUT_MS,
+    DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits, Manifest, MissedTicks, Probe, Retry,
+    Scale, TopicTrigger, Triggers,
 };
-pub use validate::RESERVED_PATHS;
+pub use validate::{RESERVED_PATHS, RESERVED_PREFIX};
 
 /// The file name `nimbus` looks for in an app directory.
 pub const MANIFEST_FILE: &str = "nimbus.toml";

@@ -14,7 +14,7 @@ pub struct Manifest {
     /// Components by name (`[component.NAME]`).
     #[serde(default)]
     pub component: BTreeMap<String, Component>,
-    /// What starts work (`[[trigger.http]]`).
+    /// What starts work (`[[trigger.http]]`, `[[trigger.topic]]`, `[[trigger.cron]]`).
     #[serde(default)]
     pub trigger: Triggers,
 }
@@ -270,6 +270,10 @@ pub struct Grants {
     /// `https://api.example.com`, `http://127.0.0.1:8080` or `https://*.example.com`.
     #[serde(default)]
     pub outbound: Vec<String>,
+    /// Topics the component may publish to through `nimbus:events/publisher`, e.g.
+    /// `["orders"]`. Without any, the interface is not even linked.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// `[trigger]`: every kind of trigger, each an array of tables.
@@ -279,6 +283,95 @@ pub struct Triggers {
     /// `[[trigger.http]]` routes.
     #[serde(default)]
     pub http: Vec<HttpTrigger>,
+    /// `[[trigger.topic]]` subscriptions.
+    #[serde(default)]
+    pub topic: Vec<TopicTrigger>,
+    /// `[[trigger.cron]]` schedules.
+    #[serde(default)]
+    pub cron: Vec<CronTrigger>,
+}
+
+/// `[[trigger.topic]]`: delivers every event of a topic to a component, at least once: a
+/// function exporting `nimbus:events/handler`, or a service (an HTTP POST of the CloudEvent in
+/// binary mode to `path`; a 2xx answer acknowledges it).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicTrigger {
+    /// The topic: lowercase letters, digits, `-`, `_` and `.`, e.g. `orders`.
+    pub topic: String,
+    /// The component that handles the events.
+    pub component: String,
+    /// Consumer group (default: the component's name). Triggers sharing a group share the work.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Retries of a failing event.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Where an event goes after its last failed attempt (default: `TOPIC.dlq`).
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Events handled at once (events with the same `partitionkey` are always one at a time).
+    #[serde(default = "default_trigger_concurrency")]
+    pub concurrency: u32,
+    /// Service: the path events are POSTed to (default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+fn default_trigger_concurrency() -> u32 {
+    16
+}
+
+/// `retry`: how a failing event is retried (exponential backoff with jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Deliveries before the event is dead-lettered (1..=100, default 5).
+    pub max_attempts: u32,
+    /// Wait after the first failure in milliseconds (default 200), doubled after each.
+    pub backoff_ms: u64,
+    /// Longest wait between attempts in milliseconds (default 60000).
+    pub max_backoff_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { max_attempts: 5, backoff_ms: 200, max_backoff_ms: 60_000 }
+    }
+}
+
+/// `[[trigger.cron]]`: runs a component on a schedule, once per tick. The tick is delivered as
+/// a CloudEvent (`type = "dev.nimbus.cron.tick"`, `time` = the scheduled time) the same way as
+/// a topic event, with the same retries.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CronTrigger {
+    /// A cron expression: 5 fields (minute precision) or 6 with seconds first, e.g.
+    /// `0 */5 * * * *` (every five minutes); `@hourly`, `@daily` and friends work too.
+    pub schedule: String,
+    /// The component to run.
+    pub component: String,
+    /// IANA time zone the schedule is read in (default `UTC`), e.g. `Europe/Berlin`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// What to do about ticks missed while the node was down: `skip` them (default) or `run-once`
+    /// (one run for all of them, at start).
+    #[serde(default)]
+    pub missed: MissedTicks,
+    /// Retries of a failing run.
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+/// Policy for cron ticks missed while nothing was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissedTicks {
+    /// Forget them; the next run is the next tick.
+    #[default]
+    Skip,
+    /// Run once at start if any tick was missed.
+    RunOnce,
 }
 
 /// `[[trigger.http]]`: sends requests on a route to a component.

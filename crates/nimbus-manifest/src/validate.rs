@@ -3,11 +3,14 @@ use std::collections::BTreeMap;
 
 use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
+use crate::names::{Schedule, check_topic_name};
 use crate::route::RoutePattern;
-use crate::types::{Component, Limits, Manifest, Probe, Scale};
+use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale};
 
 /// Paths the gateway answers itself; routes may not claim them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz"];
+/// The gateway's CloudEvents ingress (`POST /events/{topic}`); routes may not start with it.
+pub const RESERVED_PREFIX: &str = "/events";
 
 /// A problem found by validation, before it is located in the text.
 pub(crate) struct Problem {
@@ -61,6 +64,22 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
             }
         }
         check_limits(&c.limits, c.command.is_some(), &at.clone().key("limits"), &mut out);
+        for (i, topic) in c.grants.publish.iter().enumerate() {
+            if let Err(e) = check_topic_name(topic, true) {
+                out.push(problem(
+                    at.clone().key("grants").key("publish").index(i),
+                    format!("topic `{topic}`: {e}"),
+                    "name topics like `orders` or `orders.created`",
+                ));
+            }
+        }
+        if !c.grants.publish.is_empty() && c.command.is_some() {
+            out.push(problem(
+                at.clone().key("grants").key("publish"),
+                "`grants.publish` is for functions; a service publishes with `POST /events/{topic}` on the gateway",
+                "remove it",
+            ));
+        }
         for (i, grant) in c.grants.outbound.iter().enumerate() {
             if let Err(e) = OutboundGrant::parse(grant) {
                 out.push(problem(
@@ -72,7 +91,98 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
         }
     }
     check_http_triggers(m, &mut out);
+    check_event_triggers(m, &mut out);
     out
+}
+
+fn check_component_ref(m: &Manifest, name: &str, at: FieldPath, out: &mut Vec<Problem>) {
+    if !m.component.contains_key(name) {
+        let known: Vec<_> = m.component.keys().map(|k| format!("`{k}`")).collect();
+        out.push(problem(
+            at,
+            format!("no component named `{name}`"),
+            if known.is_empty() {
+                "define it with a `[component.NAME]` table".to_string()
+            } else {
+                format!("use one of {}, or define `[component.{name}]`", known.join(", "))
+            },
+        ));
+    }
+}
+
+fn check_retry(r: &Retry, at: &FieldPath, out: &mut Vec<Problem>) {
+    let ranges: [(&str, u64, u64, u64, &str); 3] = [
+        ("max_attempts", r.max_attempts.into(), 1, 100, "attempts"),
+        ("backoff_ms", r.backoff_ms, 1, 3_600_000, "milliseconds"),
+        ("max_backoff_ms", r.max_backoff_ms, r.backoff_ms.max(1), 86_400_000, "milliseconds, at least backoff_ms"),
+    ];
+    check_ranges(at, ranges, out);
+}
+
+fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
+    let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, t) in m.trigger.topic.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("topic").index(i);
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
+        if let Err(e) = check_topic_name(&t.topic, true) {
+            out.push(problem(
+                at.clone().key("topic"),
+                format!("topic `{}`: {e}", t.topic),
+                "name topics like `orders`",
+            ));
+        }
+        let group = t.group.clone().unwrap_or_else(|| t.component.clone());
+        if let Err(e) = check_topic_name(&group, false) {
+            out.push(problem(at.clone().key("group"), format!("group `{group}`: {e}"), "name groups like `billing`"));
+        }
+        if let Some(dlq) = &t.dead_letter {
+            if let Err(e) = check_topic_name(dlq, true) {
+                out.push(problem(at.clone().key("dead_letter"), format!("topic `{dlq}`: {e}"), "e.g. `orders.dlq`"));
+            } else if dlq == &t.topic {
+                out.push(problem(
+                    at.clone().key("dead_letter"),
+                    "the dead-letter topic is the topic itself: a failing event would loop forever",
+                    format!("use another topic, e.g. `{}.dlq`", t.topic),
+                ));
+            }
+        }
+        check_retry(&t.retry, &at.clone().key("retry"), out);
+        check_ranges(&at, [("concurrency", t.concurrency.into(), 1, 1024, "events at once")], out);
+        let is_service = m.component.get(&t.component).is_some_and(|c| c.command.is_some());
+        match &t.path {
+            Some(_) if !is_service => out.push(problem(
+                at.clone().key("path"),
+                "`path` is for services; a function gets events through `nimbus:events/handler`",
+                "remove it",
+            )),
+            Some(p) if !p.starts_with('/') => out.push(problem(
+                at.clone().key("path"),
+                format!("path `{p}` does not start with `/`"),
+                "e.g. `/events`",
+            )),
+            _ => {}
+        }
+        if let Some(first) = groups.insert((t.topic.clone(), group.clone()), i) {
+            out.push(problem(
+                at.key("group"),
+                format!("trigger.topic[{first}] already consumes `{}` as group `{group}`", t.topic),
+                "give this trigger its own `group`, or remove one of the two",
+            ));
+        }
+    }
+    for (i, t) in m.trigger.cron.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("cron").index(i);
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
+        if let Err(e) = Schedule::parse(&t.schedule, t.timezone.as_deref()) {
+            let field = if e.starts_with("unknown time zone") { "timezone" } else { "schedule" };
+            out.push(problem(
+                at.clone().key(field),
+                e,
+                "write 5 fields (`*/5 * * * *`), 6 with seconds first (`0 */5 * * * *`), or `@hourly`; zones like `Europe/Berlin`",
+            ));
+        }
+        check_retry(&t.retry, &at.clone().key("retry"), out);
+    }
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -242,18 +352,7 @@ fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     let mut seen: BTreeMap<RoutePattern, (usize, Vec<String>)> = BTreeMap::new();
     for (i, t) in m.trigger.http.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("http").index(i);
-        if !m.component.contains_key(&t.component) {
-            let known: Vec<_> = m.component.keys().map(|k| format!("`{k}`")).collect();
-            out.push(problem(
-                at.clone().key("component"),
-                format!("no component named `{}`", t.component),
-                if known.is_empty() {
-                    "define it with a `[component.NAME]` table".to_string()
-                } else {
-                    format!("use one of {}, or define `[component.{}]`", known.join(", "), t.component)
-                },
-            ));
-        }
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
         for (j, method) in t.methods.iter().enumerate() {
             if http::Method::from_bytes(method.as_bytes()).is_err() || method.chars().any(|c| c.is_ascii_lowercase()) {
                 out.push(problem(
@@ -270,7 +369,8 @@ fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 continue;
             }
         };
-        if RESERVED_PATHS.iter().any(|p| matches!(&route, RoutePattern::Exact(e) if e == p)) {
+        let under_events = t.route == RESERVED_PREFIX || t.route.starts_with(&format!("{RESERVED_PREFIX}/"));
+        if under_events || RESERVED_PATHS.iter().any(|p| matches!(&route, RoutePattern::Exact(e) if e == p)) {
             out.push(problem(
                 at.clone().key("route"),
                 format!("route `{}` is reserved by the gateway", t.route),

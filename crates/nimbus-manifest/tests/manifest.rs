@@ -215,3 +215,79 @@ fn schema_rejects_unknown_fields() {
     assert_eq!(limits["additionalProperties"], false);
     assert!(limits["properties"]["memory_mb"]["description"].as_str().unwrap().contains("default 128"));
 }
+
+const SERVICE: &str = "\n[component.api]\ncommand = [\"python3\", \"server.py\"]\n";
+
+#[test]
+fn topic_and_cron_triggers_parse_with_defaults() {
+    let text = format!(
+        "{VALID}{SERVICE}\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\n\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"api\"\npath = \"/events\"\nretry = {{ max_attempts = 3 }}\ndead_letter = \"orders.failed\"\n\n[[trigger.cron]]\nschedule = \"0 */5 * * * *\"\ncomponent = \"checkout\"\ntimezone = \"Europe/Berlin\"\nmissed = \"run-once\"\n"
+    )
+    .replace("grants = { outbound", "grants = { publish = [\"orders.created\"], outbound");
+    let m = parse(&text).expect("valid").manifest;
+    let t = &m.trigger.topic[0];
+    assert_eq!(
+        (t.group.as_deref(), t.retry.max_attempts, t.concurrency, t.dead_letter.as_deref()),
+        (None, 5, 16, None)
+    );
+    assert_eq!(m.trigger.topic[1].retry.max_attempts, 3);
+    assert_eq!(m.trigger.topic[1].retry.backoff_ms, 200);
+    assert_eq!(m.trigger.cron[0].missed, nimbus_manifest::MissedTicks::RunOnce);
+    assert_eq!(m.component["checkout"].grants.publish, ["orders.created"]);
+}
+
+#[test]
+fn bad_event_triggers_are_located() {
+    let cases: [(&str, &str, &str); 9] = [
+        ("[[trigger.topic]]\ntopic = \"Orders!\"\ncomponent = \"checkout\"\n", "trigger.topic[0].topic", "lowercase"),
+        ("[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"nope\"\n", "trigger.topic[0].component", "no component"),
+        (
+            "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\ndead_letter = \"orders\"\n",
+            "trigger.topic[0].dead_letter",
+            "loop",
+        ),
+        (
+            "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\nretry = { max_attempts = 0 }\n",
+            "trigger.topic[0].retry.max_attempts",
+            "out of range",
+        ),
+        (
+            "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\npath = \"/x\"\n",
+            "trigger.topic[0].path",
+            "for services",
+        ),
+        (
+            "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\ngroup = \"a.b\"\n",
+            "trigger.topic[0].group",
+            "group",
+        ),
+        (
+            "[[trigger.cron]]\nschedule = \"61 * * * *\"\ncomponent = \"checkout\"\n",
+            "trigger.cron[0].schedule",
+            "schedule",
+        ),
+        (
+            "[[trigger.cron]]\nschedule = \"* * * * *\"\ncomponent = \"checkout\"\ntimezone = \"Mars/Base\"\n",
+            "trigger.cron[0].timezone",
+            "time zone",
+        ),
+        (
+            "[[trigger.cron]]\nschedule = \"* * * * *\"\ncomponent = \"checkout\"\nmissed = \"sometimes\"\n",
+            "trigger.cron[0].missed",
+            "unknown variant",
+        ),
+    ];
+    for (table, field, message) in cases {
+        let d = only_error(&format!("{VALID}\n{table}"));
+        assert_eq!(d.field, field, "{table}");
+        assert!(d.message.contains(message), "{table}: {}", d.message);
+    }
+    let twice = format!(
+        "{VALID}\n[[trigger.topic]]\ntopic = \"o\"\ncomponent = \"checkout\"\n\n[[trigger.topic]]\ntopic = \"o\"\ncomponent = \"checkout\"\n"
+    );
+    assert!(only_error(&twice).message.contains("already consumes"));
+    let grant = VALID.replace("grants = { outbound", "grants = { publish = [\"Bad Topic\"], outbound");
+    assert_eq!(only_error(&grant).field, "component.checkout.grants.publish[0]");
+    let events_route = VALID.replace("/health-check", "/events/orders");
+    assert!(only_error(&events_route).message.contains("reserved"));
+}

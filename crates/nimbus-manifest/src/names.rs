@@ -1,0 +1,78 @@
+//! Names that other subsystems share with the manifest: topic and consumer-group names (one
+//! grammar on every event-bus backend, so a name valid on a laptop is valid on JetStream) and
+//! cron schedules.
+use std::str::FromStr;
+
+/// The longest topic or group name.
+pub const MAX_TOPIC_NAME_LEN: usize = 100;
+
+/// Checks a topic name (`dots = true`: lowercase letters, digits, `-`, `_`, `.` not first, last
+/// or doubled) or a consumer-group name (`dots = false`: the same without `.`).
+pub fn check_topic_name(name: &str, dots: bool) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err("longer than 100 bytes");
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || (dots && c == '.');
+    if !name.chars().all(allowed) {
+        return Err(if dots {
+            "use lowercase letters, digits, `-`, `_` and `.`"
+        } else {
+            "use lowercase letters, digits, `-` and `_`"
+        });
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || name.ends_with('.') || name.contains("..") {
+        return Err("must start with a letter or digit, and not end with `.` or contain `..`");
+    }
+    Ok(())
+}
+
+/// A cron schedule with its time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The parsed expression.
+    pub cron: croner::Cron,
+    /// The zone it is read in.
+    pub zone: chrono_tz::Tz,
+}
+
+impl Schedule {
+    /// Parses a cron expression (5 fields, or 6 with seconds first; `@daily` and friends) and an
+    /// optional IANA zone (default UTC).
+    pub fn parse(expression: &str, zone: Option<&str>) -> Result<Self, String> {
+        let cron = croner::Cron::from_str(expression).map_err(|e| format!("schedule `{expression}`: {e}"))?;
+        let zone = match zone {
+            None => chrono_tz::UTC,
+            Some(z) => chrono_tz::Tz::from_str(z).map_err(|_| format!("unknown time zone `{z}`"))?,
+        };
+        Ok(Self { cron, zone })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["orders", "orders.dlq", "a", "o-1_x.y"] {
+            assert!(check_topic_name(ok, true).is_ok(), "{ok}");
+        }
+        for bad in ["", "Orders", ".a", "a.", "a..b", "a b", "a/b", "a*", "a>", "-a", "ü"] {
+            assert!(check_topic_name(bad, true).is_err(), "{bad}");
+        }
+        assert!(check_topic_name(&"a".repeat(101), true).is_err());
+        assert!(check_topic_name("bill.ing", false).is_err());
+    }
+
+    #[test]
+    fn schedules() {
+        assert!(Schedule::parse("0 */5 * * * *", None).is_ok());
+        assert!(Schedule::parse("*/5 * * * *", Some("Europe/Berlin")).is_ok());
+        assert!(Schedule::parse("@daily", None).is_ok());
+        assert!(Schedule::parse("61 * * * *", None).is_err());
+        assert!(Schedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
+    }
+}
