@@ -13,6 +13,10 @@
 pub const HELLO: &str = concat!(env!("OUT_DIR"), "/hello.wasm");
 /// `wasi:http` component with one path per behaviour (echo, log, env, outbound, loop, oom, ...).
 pub const KITCHEN: &str = concat!(env!("OUT_DIR"), "/kitchen.wasm");
+/// `nimbus:events/handler` component (also `wasi:http`) that publishes through
+/// `nimbus:events/publisher`; its behaviour follows the event type (`ok`, `fail`, `reject`,
+/// `trap`, `loop`, `forward`), and `POST /publish/TOPIC` publishes the body.
+pub const EVENTS: &str = concat!(env!("OUT_DIR"), "/events.wasm");
 /// WASI preview1 command module speaking CGI, for the WAGI executor.
 pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
 /// Preview1 command module whose `_start` never returns.

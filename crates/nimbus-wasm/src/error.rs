@@ -79,6 +79,9 @@ pub enum InvokeError {
     /// The instance could not be created (for example the instance pool is exhausted).
     #[error("could not create an instance: {0}")]
     Instantiate(String),
+    /// The function cannot handle this kind of invocation.
+    #[error("the function cannot handle this: {0}")]
+    Unsupported(&'static str),
 }
 
 impl InvokeError {

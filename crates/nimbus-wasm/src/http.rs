@@ -5,66 +5,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::logs::GuestLog;
-use crate::outbound::OutboundPolicy;
-use crate::store::InvocationState;
+use crate::guest::GuestState;
 use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
-/// Store data of one `wasi:http` invocation.
-pub(crate) struct HttpState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: wasmtime::StoreLimits,
-    hooks: OutboundPolicy,
-    _lease: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl WasiView for HttpState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl InvocationState for HttpState {
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
-        &mut self.limits
-    }
-}
-
-impl WasiHttpView for HttpState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
 pub(crate) async fn handle(
-    pre: &ProxyPre<HttpState>,
+    pre: &ProxyPre<GuestState>,
     settings: &FunctionSettings,
     req: http::Request<Bytes>,
     inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
-    let mut wasi = settings.wasi(&inv);
-    wasi.stdout(GuestLog::new(settings.name.clone(), inv.request_id.clone(), "stdout"));
-    let state = HttpState {
-        wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        limits: limits.store_limits(),
-        hooks: OutboundPolicy {
-            grants: settings.grants.clone(),
-            component: settings.name.clone(),
-            request_id: inv.request_id.clone(),
-        },
-        _lease: inv.lease,
-    };
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let state = GuestState::new(settings, inv.request_id.clone(), inv.lease, traceparent);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
 
     let req = req.map(|b| Full::new(b).map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));

@@ -30,9 +30,12 @@
 mod cache;
 mod engine;
 mod error;
+mod events;
+mod guest;
 mod http;
 mod logs;
 mod outbound;
+mod publish;
 mod store;
 mod wagi;
 
@@ -49,6 +52,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use cache::{CacheOutcome, WasmKind};
 pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
 pub use error::{InvokeError, LoadError};
+pub use events::EventError;
 pub use logs::LOG_BUDGET_BYTES;
 pub use wagi::MAX_CGI_OUTPUT;
 
@@ -61,7 +65,10 @@ pub struct Runtime {
     allocator: Allocator,
     config: RuntimeConfig,
     cache: Option<cache::CompileCache>,
-    component_linker: wasmtime::component::Linker<http::HttpState>,
+    component_linker: wasmtime::component::Linker<guest::GuestState>,
+    /// `component_linker` plus `nimbus:events/publisher`, for components with `grants.publish`.
+    publishing_linker: wasmtime::component::Linker<guest::GuestState>,
+    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     module_linker: wasmtime::Linker<wagi::WagiState>,
     _ticker: engine::EpochTicker,
 }
@@ -82,11 +89,30 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(link_err)?;
+        let mut publishing_linker = component_linker.clone();
+        publish::add_to_linker(&mut publishing_linker).map_err(link_err)?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut wagi::WagiState| &mut s.wasi)
             .map_err(link_err)?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Self { engine, allocator, config, cache, component_linker, module_linker, _ticker: ticker })
+        Ok(Self {
+            engine,
+            allocator,
+            config,
+            cache,
+            component_linker,
+            publishing_linker,
+            bus: None,
+            module_linker,
+            _ticker: ticker,
+        })
+    }
+
+    /// The event bus functions publish to (`grants.publish`); without one, a publish fails with
+    /// "no event bus".
+    pub fn with_bus(mut self, bus: Arc<dyn nimbus_bus::EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
     }
 
     /// Which instance allocator is in use.
@@ -135,13 +161,24 @@ impl Runtime {
         let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
         let executor = match compiled {
             cache::Compiled::Component(c) => {
-                let pre = self.component_linker.instantiate_pre(&c).map_err(|e| link(format!("{e:#}")))?;
-                let proxy = ProxyPre::new(pre).map_err(|e| {
-                    link(format!(
-                        "it does not export `wasi:http/incoming-handler@0.2.x` ({e:#}); build it for the `wasi:http/proxy` world"
-                    ))
+                let publishes = !component.grants.publish.is_empty();
+                let linker = if publishes { &self.publishing_linker } else { &self.component_linker };
+                let pre = linker.instantiate_pre(&c).map_err(|e| {
+                    let e = format!("{e:#}");
+                    if !publishes && e.contains("nimbus:events/publisher") {
+                        link("it imports `nimbus:events/publisher` but the component has no `grants.publish`; grant the topics it publishes to".into())
+                    } else {
+                        link(e)
+                    }
                 })?;
-                Executor::Http(proxy)
+                let http = ProxyPre::new(pre.clone()).ok();
+                let events = events::EventHandlerPre::new(pre).ok();
+                if http.is_none() && events.is_none() {
+                    return Err(link(
+                        "it exports neither `wasi:http/incoming-handler@0.2.x` nor `nimbus:events/handler@0.1.0`; build it for the `wasi:http/proxy` or the `nimbus:events/event-handler` world".into(),
+                    ));
+                }
+                Executor::Component { http, events }
             }
             cache::Compiled::Module(m) => {
                 if m.get_export("_start").is_none() {
@@ -169,6 +206,8 @@ impl Runtime {
         }
         let settings = FunctionSettings {
             name: name.into(),
+            publish: component.grants.publish.iter().cloned().collect(),
+            bus: self.bus.clone(),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
@@ -185,6 +224,8 @@ impl Runtime {
 /// Settings of one function, fixed at load time.
 pub(crate) struct FunctionSettings {
     pub(crate) name: Arc<str>,
+    pub(crate) publish: Arc<[String]>,
+    pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,
@@ -193,15 +234,19 @@ pub(crate) struct FunctionSettings {
 impl FunctionSettings {
     /// The WASI context every executor starts from: the manifest's env and nothing else from the
     /// host, no preopens, no network, stderr logged with the request id.
-    pub(crate) fn wasi(&self, inv: &Invocation) -> wasmtime_wasi::WasiCtxBuilder {
+    pub(crate) fn wasi(&self, request_id: &Arc<str>) -> wasmtime_wasi::WasiCtxBuilder {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.envs(&self.env).stderr(logs::GuestLog::new(self.name.clone(), inv.request_id.clone(), "stderr"));
+        wasi.envs(&self.env).stderr(logs::GuestLog::new(self.name.clone(), request_id.clone(), "stderr"));
         wasi
     }
 }
 
 enum Executor {
-    Http(ProxyPre<http::HttpState>),
+    /// A component: an HTTP handler, an event handler, or both.
+    Component {
+        http: Option<ProxyPre<guest::GuestState>>,
+        events: Option<events::EventHandlerPre<guest::GuestState>>,
+    },
     Wagi(wasmtime::InstancePre<wagi::WagiState>),
 }
 
@@ -215,7 +260,7 @@ pub struct Function {
 impl Clone for Executor {
     fn clone(&self) -> Self {
         match self {
-            Self::Http(p) => Self::Http(p.clone()),
+            Self::Component { http, events } => Self::Component { http: http.clone(), events: events.clone() },
             Self::Wagi(p) => Self::Wagi(p.clone()),
         }
     }
@@ -261,8 +306,26 @@ impl Function {
     /// Component (`wasi:http`) or module (WAGI).
     pub fn kind(&self) -> WasmKind {
         match self.executor {
-            Executor::Http(_) => WasmKind::Component,
+            Executor::Component { .. } => WasmKind::Component,
             Executor::Wagi(_) => WasmKind::Module,
+        }
+    }
+
+    /// Whether it serves HTTP (`wasi:http/incoming-handler`, or a WAGI module).
+    pub fn handles_http(&self) -> bool {
+        matches!(&self.executor, Executor::Component { http: Some(_), .. } | Executor::Wagi(_))
+    }
+
+    /// Whether it handles events (`nimbus:events/handler`).
+    pub fn handles_events(&self) -> bool {
+        matches!(&self.executor, Executor::Component { events: Some(_), .. })
+    }
+
+    /// Handles one event in a fresh instance; `Ok` means the function acknowledged it.
+    pub async fn handle_event(&self, event: &nimbus_bus::Event, inv: Invocation) -> Result<(), EventError> {
+        match &self.executor {
+            Executor::Component { events: Some(pre), .. } => events::handle(pre, &self.settings, event, inv).await,
+            _ => Err(InvokeError::Unsupported("it does not export `nimbus:events/handler`").into()),
         }
     }
 
@@ -274,7 +337,10 @@ impl Function {
         inv: Invocation,
     ) -> Result<::http::Response<ResponseBody>, InvokeError> {
         match &self.executor {
-            Executor::Http(pre) => http::handle(pre, &self.settings, req, inv).await,
+            Executor::Component { http: Some(pre), .. } => http::handle(pre, &self.settings, req, inv).await,
+            Executor::Component { http: None, .. } => {
+                Err(InvokeError::Unsupported("it does not export `wasi:http/incoming-handler`"))
+            }
             Executor::Wagi(pre) => wagi::handle(pre, &self.settings, req, inv).await,
         }
     }

@@ -35,7 +35,7 @@ pub(crate) async fn handle(
     let limits = settings.limits;
     let (parts, body) = req.into_parts();
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
-    let mut wasi = settings.wasi(&inv);
+    let mut wasi = settings.wasi(&inv.request_id);
     wasi.arg(&*settings.name)
         .envs(&cgi_env(&parts, body.len(), &inv))
         .stdin(MemoryInputPipe::new(body))

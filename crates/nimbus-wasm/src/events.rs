@@ -1,0 +1,59 @@
+//! The `nimbus:events/handler` executor: one event per fresh instance, with the function's
+//! memory limit and timeout.
+use crate::guest::GuestState;
+use crate::{FunctionSettings, Invocation, InvokeError};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/nimbus-events",
+        world: "event-handler",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub(crate) use bindings::EventHandlerPre;
+use bindings::nimbus::events::types;
+
+/// Why a function did not handle an event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The function said retrying cannot help.
+    #[error("rejected by the function: {0}")]
+    Rejected(String),
+    /// The function said it failed and may succeed later.
+    #[error("failed in the function: {0}")]
+    Failed(String),
+    /// The instance trapped, timed out or could not start.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+pub(crate) async fn handle(
+    pre: &EventHandlerPre<GuestState>,
+    settings: &FunctionSettings,
+    event: &nimbus_bus::Event,
+    inv: Invocation,
+) -> Result<(), EventError> {
+    let limits = settings.limits;
+    let traceparent = event.extension(nimbus_bus::event::TRACEPARENT).map(ToString::to_string);
+    let state = GuestState::new(settings, inv.request_id, inv.lease, traceparent);
+    let (mut store, deadline) = limits.new_store(pre.engine(), state);
+    let record = crate::publish::to_guest(event);
+    let call = async {
+        let instance =
+            pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        instance
+            .nimbus_events_handler()
+            .call_handle(&mut store, &record)
+            .await
+            .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
+    };
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Err(_) => Err(InvokeError::Timeout(limits.timeout).into()),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(types::Error::Rejected(m)))) => Err(EventError::Rejected(m)),
+        Ok(Ok(Err(types::Error::Failed(m)))) => Err(EventError::Failed(m)),
+    }
+}

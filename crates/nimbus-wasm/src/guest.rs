@@ -1,0 +1,69 @@
+//! Store data of one component invocation (an HTTP request or an event): WASI with nothing from
+//! the host, `wasi:http` behind the outbound grants, `nimbus:events/publisher` behind the publish
+//! grants, and the memory limiter.
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::FunctionSettings;
+use crate::logs::GuestLog;
+use crate::outbound::OutboundPolicy;
+use crate::publish::PublishCtx;
+use crate::store::InvocationState;
+
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: wasmtime::StoreLimits,
+    hooks: OutboundPolicy,
+    pub(crate) publish: PublishCtx,
+    _lease: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl GuestState {
+    /// The state of one invocation; `traceparent` is the caller's trace context, carried into
+    /// what the guest publishes.
+    pub(crate) fn new(
+        settings: &FunctionSettings,
+        request_id: Arc<str>,
+        lease: Option<tokio::sync::OwnedSemaphorePermit>,
+        traceparent: Option<String>,
+    ) -> Self {
+        let mut wasi = settings.wasi(&request_id);
+        wasi.stdout(GuestLog::new(settings.name.clone(), request_id.clone(), "stdout"));
+        Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: settings.limits.store_limits(),
+            hooks: OutboundPolicy {
+                grants: settings.grants.clone(),
+                component: settings.name.clone(),
+                request_id: request_id.clone(),
+            },
+            publish: PublishCtx::new(settings, request_id, traceparent),
+            _lease: lease,
+        }
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl InvocationState for GuestState {
+    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}

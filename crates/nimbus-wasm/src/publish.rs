@@ -1,0 +1,108 @@
+//! `nimbus:events/publisher`: publishing from a function, only to the topics in its
+//! `grants.publish`. Without any grant the interface is not linked at all, so a component that
+//! imports it fails to load with a message naming the missing grant.
+use std::sync::Arc;
+
+use cloudevents::event::ExtensionValue;
+use nimbus_bus::{EventBuilder, EventBuilderV10, EventBus, PublishOptions, Topic};
+
+use crate::FunctionSettings;
+use crate::events::bindings::nimbus::events::{publisher, types};
+
+/// The publisher of one invocation.
+pub(crate) struct PublishCtx {
+    bus: Option<Arc<dyn EventBus>>,
+    grants: Arc<[String]>,
+    component: Arc<str>,
+    request_id: Arc<str>,
+    traceparent: Option<String>,
+}
+
+impl PublishCtx {
+    pub(crate) fn new(settings: &FunctionSettings, request_id: Arc<str>, traceparent: Option<String>) -> Self {
+        Self {
+            bus: settings.bus.clone(),
+            grants: settings.publish.clone(),
+            component: settings.name.clone(),
+            request_id,
+            traceparent,
+        }
+    }
+
+    async fn publish(&self, topic: &str, event: types::Event) -> Result<(), String> {
+        if !self.grants.iter().any(|g| g == topic) {
+            tracing::warn!(component = %self.component, request_id = %self.request_id, topic, "publish denied: topic not in grants.publish");
+            return Err(format!("topic `{topic}` is not in grants.publish"));
+        }
+        let bus = self.bus.as_ref().ok_or("this node has no event bus")?;
+        let topic = Topic::new(topic).map_err(|e| e.to_string())?;
+        let mut built = from_guest(event, &self.component)?;
+        nimbus_bus::event::ensure_trace_context(&mut built, self.traceparent.as_deref());
+        let published = bus.publish(&topic, &built, PublishOptions::default()).await.map_err(|e| e.to_string())?;
+        tracing::debug!(component = %self.component, request_id = %self.request_id, %topic, seq = published.seq, "published");
+        Ok(())
+    }
+}
+
+/// A guest's event as a CloudEvent: an empty id gets a random one, an empty source becomes
+/// `/components/NAME`.
+fn from_guest(e: types::Event, component: &str) -> Result<nimbus_bus::Event, String> {
+    let id = if e.id.is_empty() { format!("{:032x}", fastrand::u128(..)) } else { e.id };
+    let source = if e.source.is_empty() { format!("/components/{component}") } else { e.source };
+    let mut b = EventBuilderV10::new().id(id).source(source).ty(e.type_);
+    if let Some(subject) = e.subject {
+        b = b.subject(subject);
+    }
+    if let Some(time) = e.time {
+        let t = chrono::DateTime::parse_from_rfc3339(&time).map_err(|err| format!("time `{time}`: {err}"))?;
+        b = b.time(t.with_timezone(&chrono::Utc));
+    }
+    if !e.data.is_empty() || e.datacontenttype.is_some() {
+        b = b.data(e.datacontenttype.unwrap_or_else(|| "application/octet-stream".into()), e.data);
+    }
+    for (name, value) in e.extensions {
+        b = b.extension(&name, ExtensionValue::String(value));
+    }
+    b.build().map_err(|err| err.to_string())
+}
+
+/// A CloudEvent as the guest sees it.
+pub(crate) fn to_guest(e: &nimbus_bus::Event) -> types::Event {
+    use cloudevents::event::Data;
+    use nimbus_bus::AttributesReader;
+    let data = match e.data() {
+        Some(Data::Binary(b)) => b.clone(),
+        Some(Data::String(s)) => s.clone().into_bytes(),
+        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    types::Event {
+        id: e.id().to_string(),
+        source: e.source().to_string(),
+        type_: e.ty().to_string(),
+        subject: e.subject().map(str::to_string),
+        time: e.time().map(|t| t.to_rfc3339()),
+        datacontenttype: e.datacontenttype().map(str::to_string),
+        data,
+        extensions: e.iter_extensions().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+impl types::Host for PublishCtx {}
+
+impl publisher::Host for PublishCtx {
+    async fn publish(&mut self, topic: String, event: types::Event) -> Result<(), String> {
+        PublishCtx::publish(self, &topic, event).await
+    }
+}
+
+/// Links `nimbus:events/publisher` into a linker of component invocations.
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<crate::guest::GuestState>,
+) -> wasmtime::Result<()> {
+    struct Publishing;
+    impl wasmtime::component::HasData for Publishing {
+        type Data<'a> = &'a mut PublishCtx;
+    }
+    publisher::add_to_linker::<_, Publishing>(linker, |s| &mut s.publish)
+}
