@@ -75,6 +75,9 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
     /// and for listing a dead-letter topic). An unknown topic reads as empty.
     async fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Stored>, BusError>;
 
+    /// The newest event of `topic`, if any.
+    async fn last(&self, topic: &Topic) -> Result<Option<Stored>, BusError>;
+
     /// The backend's name, for logs (`embedded`, `jetstream`).
     fn backend(&self) -> &'static str;
 }

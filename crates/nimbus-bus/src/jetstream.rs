@@ -129,33 +129,56 @@ impl EventBus for JetStream {
     }
 
     async fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Stored>, BusError> {
-        let mut stream = match self.js.get_stream(stream_name(topic)).await {
-            Ok(s) => s,
-            Err(e) => match e.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    return Ok(Vec::new());
-                }
-                _ => return Err(BusError::nats(e)),
-            },
-        };
+        let Some(mut stream) = self.existing(topic).await? else { return Ok(Vec::new()) };
         let state = stream.info().await.map_err(BusError::nats)?.state.clone();
         let mut out = Vec::new();
         let mut seq = from.max(state.first_sequence).max(1);
         while seq <= state.last_sequence && out.len() < max {
-            match stream.get_raw_message(seq).await {
-                Ok(m) => out.push(Stored { seq, event: crate::event::decode(&m.payload)? }),
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
-                Err(e) => return Err(BusError::nats(e)),
+            if let Some(stored) = self.get(&stream, seq).await? {
+                out.push(stored);
             }
             seq += 1;
         }
         Ok(out)
     }
 
+    async fn last(&self, topic: &Topic) -> Result<Option<Stored>, BusError> {
+        let Some(mut stream) = self.existing(topic).await? else { return Ok(None) };
+        let last = stream.info().await.map_err(BusError::nats)?.state.last_sequence;
+        if last == 0 {
+            return Ok(None);
+        }
+        self.get(&stream, last).await
+    }
+
     fn backend(&self) -> &'static str {
         "jetstream"
+    }
+}
+
+impl JetStream {
+    /// The topic's stream, if it exists (reads never create one).
+    async fn existing(&self, topic: &Topic) -> Result<Option<stream::Stream>, BusError> {
+        match self.js.get_stream(stream_name(topic)).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(BusError::nats(e)),
+            },
+        }
+    }
+
+    /// The event at `seq`, unless it was deleted.
+    async fn get(&self, stream: &stream::Stream, seq: u64) -> Result<Option<Stored>, BusError> {
+        match stream.get_raw_message(seq).await {
+            Ok(m) => Ok(Some(Stored { seq, event: crate::event::decode(&m.payload)? })),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::nats(e)),
+        }
     }
 }
 

@@ -30,10 +30,12 @@
 //! ```
 
 mod bus;
+pub mod cron;
 pub mod dispatch;
 mod embedded;
 mod error;
 pub mod event;
+pub mod http;
 mod jetstream;
 mod topic;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::{BusConfig, BusError, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription, Topic};
@@ -141,6 +141,18 @@ impl EventBus for Embedded {
             out.push(Stored { seq: seq.value(), event: crate::event::decode(store::record_json(bytes.value())?)? });
         }
         Ok(out)
+    }
+
+    async fn last(&self, topic: &Topic) -> Result<Option<Stored>, BusError> {
+        let read = self.db.begin_read().map_err(BusError::store)?;
+        let name = store::log_table(topic.as_str());
+        let log = match read.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(BusError::store(e)),
+        };
+        let Some((seq, bytes)) = log.last().map_err(BusError::store)? else { return Ok(None) };
+        Ok(Some(Stored { seq: seq.value(), event: crate::event::decode(store::record_json(bytes.value())?)? }))
     }
 
     fn backend(&self) -> &'static str {
