@@ -49,6 +49,33 @@ impl EngineArgs {
     }
 }
 
+/// Where the event bus keeps its topics.
+#[derive(Debug, Args)]
+pub(crate) struct BusArgs {
+    /// Use NATS JetStream at this URL for topics (e.g. nats://127.0.0.1:4222); run nats-server
+    /// with `jetstream { sync_interval: always }` so acknowledged events survive a crash.
+    #[arg(long, env = "NIMBUS_NATS")]
+    pub(crate) nats: Option<String>,
+}
+
+impl BusArgs {
+    /// JetStream if `--nats` is given, else the embedded bus in `data_dir/bus.redb`.
+    pub(crate) async fn open(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<std::sync::Arc<dyn nimbus_bus::EventBus>> {
+        let config = nimbus_bus::BusConfig::default();
+        Ok(match &self.nats {
+            Some(url) => std::sync::Arc::new(nimbus_bus::JetStream::connect(url, config).await?),
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+                std::sync::Arc::new(nimbus_bus::Embedded::open(&data_dir.join("bus.redb"), config)?)
+            }
+        })
+    }
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)

@@ -1,18 +1,18 @@
 //! `nimbus up`: load the app, compile (or load from cache) every component, and serve it until
 //! SIGINT/SIGTERM, then drain.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_gateway::{Backend, Gateway};
+use nimbus_gateway::{AppTriggers, Backend, EventIngress, Gateway};
 use nimbus_manifest::{FieldPath, LoadedManifest};
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
 
-use crate::serving::{EngineArgs, shutdown_signal};
+use crate::serving::{BusArgs, EngineArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -25,6 +25,11 @@ pub(crate) struct UpArgs {
     /// Run `nimbus build` first.
     #[arg(long, env = "NIMBUS_BUILD")]
     build: bool,
+    /// Where durable state (topics) lives (default: `.nimbus/` next to nimbus.toml).
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    bus: BusArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -47,7 +52,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
-    let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
+    let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
+    let topics = app_topics(m);
+    let bus = if topics.is_empty() && m.trigger.cron.is_empty() {
+        None
+    } else {
+        let dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
+        let bus = args.bus.open(&dir).await.context("cannot open the event bus")?;
+        runtime = runtime.with_bus(bus.clone());
+        Some(bus)
+    };
 
     let loads = functions.iter().map(|&(name, c)| {
         let path = loaded.resolve(c.source().unwrap_or_default());
@@ -80,9 +94,24 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}\nnothing is served until every component loads", problems.join("\n"));
     }
+    check_event_handlers(&loaded, &backends)?;
     let services = start_services(&loaded, &mut backends, &mut described).await?;
 
-    let gateway = Arc::new(Gateway::from_manifest(m, &backends));
+    let mut gateway = Gateway::from_manifest(m, &backends);
+    let triggers = match &bus {
+        Some(bus) => {
+            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, MAX_EVENT_BYTES));
+            match AppTriggers::start(m, &gateway, bus).await {
+                Ok(t) => t,
+                Err(e) => {
+                    stop_services(&services).await;
+                    return Err(e).context("cannot start the event triggers");
+                }
+            }
+        }
+        None => AppTriggers::default(),
+    };
+    let gateway = Arc::new(gateway);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -109,14 +138,56 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         };
         println!("  {methods:<8} http://{addr}{:<24} -> {name} ({})", route.route, described[name]);
     }
+    for t in &triggers.info {
+        println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);
+    }
+    if let Some(bus) = &bus {
+        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+    }
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
     let served = nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await;
+    triggers.stop().await;
     stop_services(&services).await;
     served?;
     println!("Stopped.");
     Ok(())
+}
+
+/// The largest event `POST /events/{topic}` accepts.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The topics an app accepts events for: those its triggers consume and its functions publish to.
+fn app_topics(m: &nimbus_manifest::Manifest) -> BTreeSet<String> {
+    let consumed = m.trigger.topic.iter().map(|t| t.topic.clone());
+    let published = m.component.values().flat_map(|c| c.grants.publish.iter().cloned());
+    consumed.chain(published).collect()
+}
+
+/// A function behind a topic or cron trigger must export `nimbus:events/handler`.
+fn check_event_handlers(loaded: &LoadedManifest, backends: &HashMap<String, Backend>) -> anyhow::Result<()> {
+    let m = &loaded.manifest;
+    let triggered = m.trigger.topic.iter().enumerate().map(|(i, t)| ("topic", i, &t.component));
+    let problems: Vec<String> = triggered
+        .chain(m.trigger.cron.iter().enumerate().map(|(i, t)| ("cron", i, &t.component)))
+        .filter(|(_, _, c)| matches!(backends.get(*c), Some(Backend::Function(f)) if !f.handles_events()))
+        .map(|(kind, i, c)| {
+            let at = FieldPath::root().key("trigger").key(kind).index(i).key("component");
+            let message = format!("`{c}` does not export `nimbus:events/handler`, so it cannot handle events");
+            let hint = "build it for the `nimbus:events/event-handler` world (wit/nimbus-events), or point the trigger at a service";
+            loaded.diagnostic(&at, message, hint).to_string()
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{}
+nothing is served until every trigger has a handler",
+            problems.join("\n")
+        )
+    }
 }
 
 /// Starts every service and waits until each has a ready process; on failure stops them all.

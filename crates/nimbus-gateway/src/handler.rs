@@ -29,6 +29,11 @@ impl Gateway {
         if req.uri().path() == HEALTH_PATH {
             return health(&id);
         }
+        if let Some(events) = &self.events
+            && req.uri().path().starts_with(crate::EVENTS_PREFIX)
+        {
+            return events.handle(req, &id).await;
+        }
         let route = match self.router.find(req.method(), req.uri().path()) {
             RouteMatch::Found(route) => route,
             RouteMatch::NotFound => return error(StatusCode::NOT_FOUND, &id, "no route matches this path"),

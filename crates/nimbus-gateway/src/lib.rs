@@ -24,11 +24,13 @@
 mod admission;
 mod apps;
 mod body;
+mod events;
 mod handler;
 mod request_id;
 mod respond;
 mod router;
 mod server;
+mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,9 +43,11 @@ use nimbus_wasm::Function;
 pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
+pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve};
+pub use triggers::{AppTriggers, TriggerInfo, cron_topic};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -78,10 +82,12 @@ pub struct Target {
     pub max_body_bytes: usize,
 }
 
-/// Routes and targets of one app.
+/// Routes and targets of one app, and its event ingress.
 #[derive(Debug)]
 pub struct Gateway {
     router: Router,
+    targets: HashMap<String, Arc<Target>>,
+    events: Option<EventIngress>,
 }
 
 impl Gateway {
@@ -91,7 +97,7 @@ impl Gateway {
     /// # Panics
     /// If a trigger names a component missing from `backends`: the caller loads them all first.
     pub fn from_manifest(manifest: &Manifest, backends: &HashMap<String, Backend>) -> Self {
-        let targets: HashMap<&str, Arc<Target>> = manifest
+        let targets: HashMap<String, Arc<Target>> = manifest
             .component
             .iter()
             .filter_map(|(name, c)| {
@@ -106,7 +112,7 @@ impl Gateway {
                     ),
                     max_body_bytes: usize::try_from(l.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
                 };
-                Some((name.as_str(), Arc::new(target)))
+                Some((name.clone(), Arc::new(target)))
             })
             .collect();
         let routes = manifest.trigger.http.iter().map(|t| Route {
@@ -118,7 +124,20 @@ impl Gateway {
                 .unwrap_or_else(|| panic!("component `{}` was not loaded", t.component))
                 .clone(),
         });
-        Self { router: Router::new(routes) }
+        let router = Router::new(routes);
+        Self { router, targets, events: None }
+    }
+
+    /// Accepts CloudEvents on `POST /events/{topic}`.
+    pub fn with_events(mut self, ingress: EventIngress) -> Self {
+        self.events = Some(ingress);
+        self
+    }
+
+    /// Where events for `component` go (through its admission control); `path` is where a
+    /// service gets them, `trigger` names the trigger in logs. `None` if it was not loaded.
+    pub fn destination(&self, component: &str, path: Option<&str>, trigger: String) -> Option<ComponentDestination> {
+        Some(ComponentDestination::new(self.targets.get(component)?.clone(), path, trigger))
     }
 
     /// The routing table.

@@ -1,0 +1,185 @@
+//! Events at the gateway: the CloudEvents ingress (`POST /events/{topic}`, binary or structured
+//! mode, for the topics the app declares) and the destinations that deliver a topic's events
+//! to a component — a function's `nimbus:events/handler`, or a service as an HTTP POST in binary
+//! mode — through the component's admission control, like its HTTP requests.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use nimbus_bus::dispatch::{DeliveryError, Destination};
+use nimbus_bus::{AttributesReader, Event, EventBus, PublishOptions, Topic};
+use nimbus_wasm::{EventError, Invocation};
+
+use crate::body::GatewayBody;
+use crate::respond::{error, set_request_id};
+use crate::{Backend, Target};
+
+/// The path prefix of the ingress: `POST /events/{topic}`.
+pub const EVENTS_PREFIX: &str = "/events/";
+
+/// The CloudEvents ingress of an app.
+#[derive(Debug)]
+pub struct EventIngress {
+    bus: Arc<dyn EventBus>,
+    topics: BTreeSet<String>,
+    max_bytes: usize,
+}
+
+impl EventIngress {
+    /// Accepts events for `topics` (the app's triggers and publish grants: other topics are 404),
+    /// up to `max_bytes` each.
+    pub fn new(bus: Arc<dyn EventBus>, topics: BTreeSet<String>, max_bytes: usize) -> Self {
+        Self { bus, topics, max_bytes }
+    }
+
+    /// `POST /events/{topic}`: 202 once the event is durable, 400 for anything that is not a
+    /// valid CloudEvent (never stored, never retried).
+    pub(crate) async fn handle(&self, req: http::Request<Incoming>, id: &str) -> http::Response<GatewayBody> {
+        let name = req.uri().path().strip_prefix(EVENTS_PREFIX).unwrap_or_default().to_string();
+        let topic = match Topic::new(&name) {
+            Ok(t) if self.topics.contains(&name) => t,
+            Ok(_) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    id,
+                    &format!("no topic `{name}` in this app; topics: {}", self.list()),
+                );
+            }
+            Err(e) => return error(StatusCode::NOT_FOUND, id, &e.to_string()),
+        };
+        if req.method() != Method::POST {
+            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "publish events with POST");
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.max_bytes).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    id,
+                    &format!("an event may be at most {} bytes", self.max_bytes),
+                );
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
+        };
+        let mut event = match nimbus_bus::http::read_event(&parts.headers, body.to_vec()) {
+            Ok(e) => e,
+            Err(e) => return error(StatusCode::BAD_REQUEST, id, &e.to_string()),
+        };
+        let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
+        nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
+        match self.bus.publish(&topic, &event, PublishOptions::default()).await {
+            Ok(p) => {
+                let body = serde_json::json!({"topic": name, "id": event.id(), "seq": p.seq, "duplicate": p.duplicate});
+                let mut resp = http::Response::new(GatewayBody::full(format!("{body}\n")));
+                *resp.status_mut() = StatusCode::ACCEPTED;
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                set_request_id(&mut resp, id);
+                resp
+            }
+            Err(e) => {
+                tracing::error!(request_id = %id, topic = %name, error = %e, "publish failed");
+                let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, &format!("the event was not stored: {e}"));
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp
+            }
+        }
+    }
+
+    fn list(&self) -> String {
+        self.topics.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Delivers events to one component.
+#[derive(Debug)]
+pub struct ComponentDestination {
+    target: Arc<Target>,
+    /// Service: the path events are POSTed to.
+    path: String,
+    /// The trigger, for invocation logs (`topic:orders`).
+    trigger: String,
+}
+
+impl ComponentDestination {
+    pub(crate) fn new(target: Arc<Target>, path: Option<&str>, trigger: String) -> Self {
+        Self { target, path: path.unwrap_or("/").to_string(), trigger }
+    }
+
+    async fn to_function(
+        &self,
+        f: &nimbus_wasm::Function,
+        event: &Event,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), DeliveryError> {
+        let mut inv = Invocation::new(&format!("evt-{}", event.id()), &self.trigger);
+        inv.lease = Some(permit);
+        f.handle_event(event, inv).await.map_err(|e| match e {
+            EventError::Rejected(m) => DeliveryError::permanent("rejected", m),
+            EventError::Failed(m) => DeliveryError::retryable("failed", m),
+            EventError::Invoke(e) if e.is_timeout() => DeliveryError::retryable("timeout", e.to_string()),
+            EventError::Invoke(e) if e.is_capacity() => DeliveryError::retryable("capacity", e.to_string()),
+            EventError::Invoke(nimbus_wasm::InvokeError::Unsupported(m)) => DeliveryError::permanent("unsupported", m),
+            EventError::Invoke(e) => DeliveryError::retryable("trap", e.to_string()),
+        })
+    }
+
+    async fn to_service(&self, s: &Arc<nimbus_services::Service>, event: &Event) -> Result<(), DeliveryError> {
+        let (headers, body) = nimbus_bus::http::write_binary(event)
+            .map_err(|e| DeliveryError::permanent("invalid-event", e.to_string()))?;
+        let mut req = http::Request::post(&self.path)
+            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+            .map_err(|e| DeliveryError::permanent("invalid-path", e.to_string()))?;
+        req.headers_mut().extend(headers);
+        if let Some(tp) =
+            event.extension(nimbus_bus::event::TRACEPARENT).and_then(|v| HeaderValue::from_str(&v.to_string()).ok())
+        {
+            req.headers_mut().insert("traceparent", tp);
+        }
+        let resp = s
+            .handle(req, None, self.target.admission.queue_timeout())
+            .await
+            .map_err(|e| DeliveryError::retryable("unreachable", e.to_string()))?;
+        let status = resp.status();
+        let detail =
+            String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+                .chars()
+                .take(500)
+                .collect::<String>();
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            408 | 429 => Err(DeliveryError::retryable(format!("http-{}", status.as_u16()), detail)),
+            400..=499 => Err(DeliveryError::permanent(format!("http-{}", status.as_u16()), detail)),
+            _ => Err(DeliveryError::retryable(format!("http-{}", status.as_u16()), detail)),
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for ComponentDestination {
+    fn name(&self) -> String {
+        match &self.target.backend {
+            Backend::Function(f) => format!("function:{}", f.name()),
+            Backend::Service(s) => format!("service:{}", s.name()),
+        }
+    }
+
+    async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
+        let permit = self
+            .target
+            .admission
+            .admit()
+            .await
+            .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
+        match &self.target.backend {
+            Backend::Function(f) => self.to_function(f, event, permit).await,
+            Backend::Service(s) => self.to_service(s, event).await,
+        }
+    }
+}

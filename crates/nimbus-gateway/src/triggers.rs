@@ -1,0 +1,104 @@
+//! An app's `[[trigger.topic]]` and `[[trigger.cron]]`, running: a consumer group per topic
+//! trigger delivering to its component, and per cron trigger a schedule publishing ticks to the
+//! trigger's own topic (`nimbus-cron.APP.N`) plus a consumer group delivering them.
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_bus::cron::{CronJob, CronRunner};
+use nimbus_bus::dispatch::{DispatchSpec, Dispatcher, RetryPolicy};
+use nimbus_bus::{BusError, EventBus, Group, Topic};
+use nimbus_manifest::{Manifest, Retry, Schedule};
+
+use crate::Gateway;
+
+/// How often a long delivery tells the bus it is still being handled.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The topic a cron trigger's ticks go to.
+pub fn cron_topic(app: &str, index: usize) -> String {
+    format!("nimbus-cron.{app}.{index}")
+}
+
+/// One running trigger, described for start-up output.
+#[derive(Debug, Clone)]
+pub struct TriggerInfo {
+    /// `topic orders (group billing)` or `cron 0 */5 * * * * (UTC)`.
+    pub what: String,
+    /// The component it delivers to.
+    pub component: String,
+}
+
+/// An app's running event triggers; dropping it stops them (events being handled are offered
+/// again).
+#[derive(Debug, Default)]
+pub struct AppTriggers {
+    dispatchers: Vec<Dispatcher>,
+    crons: Vec<CronRunner>,
+    /// What runs.
+    pub info: Vec<TriggerInfo>,
+}
+
+fn retry(r: &Retry) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: r.max_attempts,
+        backoff: Duration::from_millis(r.backoff_ms),
+        max_backoff: Duration::from_millis(r.max_backoff_ms),
+    }
+}
+
+impl AppTriggers {
+    /// Starts every topic and cron trigger of a validated manifest, delivering through
+    /// `gateway`'s components.
+    pub async fn start(manifest: &Manifest, gateway: &Gateway, bus: &Arc<dyn EventBus>) -> Result<Self, BusError> {
+        let mut running = Self::default();
+        for t in &manifest.trigger.topic {
+            let topic = Topic::new(&t.topic)?;
+            let group = Group::new(t.group.as_deref().unwrap_or(&t.component))?;
+            let dead_letter = Topic::new(&t.dead_letter.clone().unwrap_or_else(|| format!("{}.dlq", t.topic)))?;
+            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("topic:{topic}"))
+            else {
+                continue;
+            };
+            running
+                .info
+                .push(TriggerInfo { what: format!("topic {topic} (group {group})"), component: t.component.clone() });
+            let spec = DispatchSpec {
+                topic,
+                group,
+                retry: retry(&t.retry),
+                dead_letter,
+                concurrency: t.concurrency as usize,
+                heartbeat: HEARTBEAT,
+            };
+            running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
+        }
+        for (i, t) in manifest.trigger.cron.iter().enumerate() {
+            let schedule = Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(BusError::InvalidEvent)?;
+            let topic = Topic::new(&cron_topic(&manifest.app.name, i))?;
+            let Some(destination) = gateway.destination(&t.component, None, format!("cron:{i}")) else { continue };
+            running.info.push(TriggerInfo {
+                what: format!("cron {} ({})", t.schedule, t.timezone.as_deref().unwrap_or("UTC")),
+                component: t.component.clone(),
+            });
+            let spec = DispatchSpec {
+                topic: topic.clone(),
+                group: Group::new("cron")?,
+                retry: retry(&t.retry),
+                dead_letter: Topic::new(&format!("{topic}.dlq"))?,
+                concurrency: 1,
+                heartbeat: HEARTBEAT,
+            };
+            running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
+            let job =
+                CronJob { topic, source: format!("/apps/{}/cron/{i}", manifest.app.name), schedule, missed: t.missed };
+            running.crons.push(job.start(bus.clone()).await?);
+        }
+        Ok(running)
+    }
+
+    /// Stops every trigger.
+    pub async fn stop(self) {
+        drop(self.crons);
+        futures::future::join_all(self.dispatchers.into_iter().map(Dispatcher::stop)).await;
+    }
+}

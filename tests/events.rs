@@ -1,0 +1,291 @@
+//! Events end to end through `nimbus up`: the CloudEvents ingress, a topic trigger to a wasm
+//! function that publishes (grants.publish), a topic trigger to a service, dead letters, cron,
+//! and `kill -9` of the node while publishing and consuming at full speed.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{App, client};
+
+const RECORDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/events/recorder.py");
+
+/// `orders` → the `events` function, which forwards to `handled` → the recorder service;
+/// failures go to `orders.dlq` → the recorder too; a cron trigger every second → the recorder.
+fn app(record: &Path, cron: bool) -> App {
+    let cron = if cron { "[[trigger.cron]]\nschedule = \"* * * * * *\"\ncomponent = \"recorder\"\n" } else { "" };
+    App::new(&format!(
+        r#"[app]
+name = "shop"
+
+[component.fn]
+source = "{events}"
+grants = {{ publish = ["handled"] }}
+limits = {{ timeout_ms = 2000 }}
+
+[component.recorder]
+command = ["python3", "{RECORDER}"]
+env = {{ RECORD_FILE = "{record}" }}
+readiness = {{ path = "/" }}
+
+[[trigger.topic]]
+topic = "orders"
+component = "fn"
+retry = {{ max_attempts = 3, backoff_ms = 10, max_backoff_ms = 50 }}
+
+[[trigger.topic]]
+topic = "handled"
+component = "recorder"
+path = "/handled"
+
+[[trigger.topic]]
+topic = "orders.dlq"
+component = "recorder"
+
+{cron}"#,
+        events = nimbus_fixtures::EVENTS,
+        record = record.display()
+    ))
+}
+
+fn records(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect()
+}
+
+fn wait_for(path: &Path, what: &str, pred: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = records(path);
+        if pred(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; records: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn publish(base: &str, topic: &str, id: &str, ty: &str) -> reqwest::Response {
+    client()
+        .post(format!("{base}/events/{topic}"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/test")
+        .header("ce-type", ty)
+        .header("ce-target", "handled")
+        .header("content-type", "text/plain")
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_flow_from_ingress_through_a_function_to_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let app = app(&record, false);
+    let server = app.up(&[]);
+    assert!(server.banner.contains("topic orders (group fn)"), "{}", server.banner);
+    assert!(server.banner.contains("POST http://"), "{}", server.banner);
+
+    // Binary mode, with a trace context that reaches the service.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = client()
+        .post(server.url("/events/orders"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "o-1")
+        .header("ce-source", "/test")
+        .header("ce-type", "forward")
+        .header("ce-target", "handled")
+        .header("traceparent", trace)
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let ack: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!((ack["topic"].as_str(), ack["duplicate"].as_bool()), (Some("orders"), Some(false)));
+    // Structured mode.
+    let structured = serde_json::json!({"specversion": "1.0", "id": "o-2", "source": "/test", "type": "forward", "target": "handled", "data": {"n": 2}});
+    let resp = client()
+        .post(server.url("/events/orders"))
+        .header("content-type", "application/cloudevents+json")
+        .body(structured.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    // A re-publish of o-1 is a duplicate: acknowledged, not delivered twice.
+    let again = publish(&server.base, "orders", "o-1", "forward").await;
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap()["duplicate"], true);
+
+    let r = wait_for(&record, "both forwarded events", |r| r.iter().filter(|l| l[0] == "forwarded").count() >= 2);
+    let forwarded: Vec<_> = r.iter().filter(|l| l[0] == "forwarded").collect();
+    assert_eq!(forwarded.len(), 2, "{r:?}");
+    assert!(forwarded.iter().any(|l| l[1] == "fwd-o-1" && l[3] == trace), "the trace context went along: {r:?}");
+    assert!(forwarded.iter().any(|l| l[1] == "fwd-o-2"));
+
+    // A poison event: 3 attempts, then the dead-letter topic (delivered to the recorder).
+    assert_eq!(publish(&server.base, "orders", "bad-1", "fail").await.status(), 202);
+    let r = wait_for(&record, "the dead letter", |r| r.iter().any(|l| l[1] == "bad-1"));
+    let dead = r.iter().find(|l| l[1] == "bad-1").unwrap();
+    assert_eq!((dead[0].as_str(), dead[2].as_str()), ("fail", "failed"), "{r:?}");
+    let log = server.wait_for_log("moved to the dead-letter topic");
+    assert!(log.contains("attempts=3"), "{log}");
+    // Rejected by the function: no retries at all.
+    assert_eq!(publish(&server.base, "orders", "bad-2", "reject").await.status(), 202);
+    let r = wait_for(&record, "the rejected event", |r| r.iter().any(|l| l[1] == "bad-2"));
+    assert_eq!(r.iter().find(|l| l[1] == "bad-2").unwrap()[2], "rejected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_events_get_a_clear_error_and_are_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let app = app(&record, false);
+    let server = app.up(&[]);
+    let c = client();
+    let not_ce = c.post(server.url("/events/orders")).body("hello").send().await.unwrap();
+    assert_eq!(not_ce.status(), 400);
+    assert!(not_ce.text().await.unwrap().contains("ce-specversion"));
+    let bad_json = c
+        .post(server.url("/events/orders"))
+        .header("content-type", "application/cloudevents+json")
+        .body("{\"specversion\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let no_source = c
+        .post(server.url("/events/orders"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "x")
+        .header("ce-type", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_source.status(), 400);
+    let unknown = publish(&server.base, "nope", "1", "ok").await;
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().await.unwrap().contains("`orders`"));
+    assert_eq!(c.get(server.url("/events/orders")).send().await.unwrap().status(), 405);
+    let huge = c
+        .post(server.url("/events/orders"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "big")
+        .header("ce-source", "/t")
+        .header("ce-type", "ok")
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    // Nothing of the above was delivered.
+    assert_eq!(publish(&server.base, "orders", "good", "forward").await.status(), 202);
+    let r = wait_for(&record, "the good event", |r| !r.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(records(&record).len(), 1, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cron_fires_once_per_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let app = app(&record, true);
+    let server = app.up(&[]);
+    assert!(server.banner.contains("cron * * * * * * (UTC)"), "{}", server.banner);
+    let r = wait_for(&record, "three ticks", |r| r.iter().filter(|l| l[0] == "dev.nimbus.cron.tick").count() >= 3);
+    let ticks: Vec<&String> = r.iter().filter(|l| l[0] == "dev.nimbus.cron.tick").map(|l| &l[1]).collect();
+    let unique: HashSet<_> = ticks.iter().collect();
+    assert_eq!(unique.len(), ticks.len(), "each tick once: {ticks:?}");
+}
+
+#[test]
+fn a_trigger_on_a_function_without_an_event_handler_is_refused() {
+    let app = App::new(&format!(
+        "[app]\nname = \"x\"\n[component.hello]\nsource = \"{}\"\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"hello\"\n",
+        nimbus_fixtures::HELLO
+    ));
+    let out = app.run(&["up", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trigger.topic[0].component") && err.contains("nimbus:events/handler"), "{err}");
+}
+
+/// Publishers and consumers at full speed, `kill -9` of the node, restart: every acknowledged
+/// event is delivered at least once (0 lost); duplicates are counted and reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let app = app(&record, false);
+    let mut server = app.up(&[]);
+    let base = server.base.clone();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for p in 0..8 {
+        let (acked, stop, base) = (acked.clone(), stop.clone(), base.clone());
+        publishers.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let id = format!("p{p}-{i}");
+                let sent = c
+                    .post(format!("{base}/events/orders"))
+                    .header("ce-specversion", "1.0")
+                    .header("ce-id", &id)
+                    .header("ce-source", "/load")
+                    .header("ce-type", "forward")
+                    .header("ce-target", "handled")
+                    .body(vec![b'x'; 1024])
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 202 => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    Ok(_) | Err(_) => return, // the node is gone
+                }
+            }
+        }));
+    }
+    // Let it run until deliveries are flowing, then SIGKILL the node mid-stream.
+    wait_for(&record, "deliveries under load", |r| r.len() >= 300);
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let before = records(&record).len();
+    assert!(
+        acked.len() > before,
+        "the kill happened while events were still queued ({} acked, {before} delivered)",
+        acked.len()
+    );
+
+    let _server = app.up(&[]);
+    let r = wait_for(&record, "every acknowledged event after the restart", |r| {
+        let seen: HashSet<&str> = r.iter().filter_map(|l| l[1].strip_prefix("fwd-")).collect();
+        acked.iter().all(|id| seen.contains(id.as_str()))
+    });
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for l in &r {
+        *counts.entry(l[1].as_str()).or_default() += 1;
+    }
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kill -9 of nimbus up (embedded bus): {} acknowledged, 0 lost, {before} delivered before the kill, {duplicates} delivered more than once",
+        acked.len()
+    );
+}
