@@ -91,7 +91,7 @@ async fn events_flow_from_ingress_through_a_function_to_a_service() {
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
     let server = app.up(&[]);
-    assert!(server.banner.contains("topic orders (group fn)"), "{}", server.banner);
+    assert!(server.banner.contains("topic orders (group shop_fn)"), "{}", server.banner);
     assert!(server.banner.contains("POST http://"), "{}", server.banner);
 
     // Binary mode, with a trace context that reaches the service.
@@ -287,5 +287,136 @@ async fn kill_9_loses_no_acknowledged_event() {
     eprintln!(
         "kill -9 of nimbus up (embedded bus): {} acknowledged, 0 lost, {before} delivered before the kill, {duplicates} delivered more than once",
         acked.len()
+    );
+}
+
+fn cli(app: &App, home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::NIMBUS)
+        .args(args)
+        .current_dir(app.path())
+        .env_remove("NIMBUS_SERVER")
+        .env_remove("NIMBUS_TOKEN")
+        .env("HOME", home)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nimbus events` against the `nimbus up` of the current directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let app = app(&record, false);
+    let server = app.up(&[]);
+    assert!(server.banner.contains("Events API: http://127.0.0.1:"), "{}", server.banner);
+    let home = dir.path();
+    let out =
+        ok(cli(&app, home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1", "--data", "{\"n\":1}"]));
+    assert!(out.starts_with("published cli-1 to orders (seq "), "{out}");
+    let again = ok(cli(&app, home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1"]));
+    assert!(again.starts_with("duplicate of event cli-1"), "{again}");
+
+    let list = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page: serde_json::Value =
+                serde_json::from_str(&ok(cli(&app, home, &["events", "dlq", "list", "orders", "--output", "json"])))
+                    .unwrap();
+            if page["events"].as_array().unwrap().len() >= n {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "no {n} dead letters: {page}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let page = list(1);
+    let dead = &page["events"][0]["event"];
+    assert_eq!(
+        (dead["id"].as_str(), dead["nimbuserrorcode"].as_str(), dead["nimbusattempts"].as_i64()),
+        (Some("cli-1"), Some("failed"), Some(3))
+    );
+    let text = ok(cli(&app, home, &["events", "dlq", "list", "orders"]));
+    assert!(text.contains("cli-1") && text.contains("attempts=3") && text.contains("function:fn"), "{text}");
+
+    let tail = ok(cli(&app, home, &["events", "tail", "orders", "--all", "--no-follow"]));
+    assert!(tail.contains("cli-1") && tail.contains(" fail ") && tail.contains("{\"n\":1}"), "{tail}");
+    let json_tail = ok(cli(&app, home, &["events", "tail", "orders", "--all", "--no-follow", "--output", "json"]));
+    let first: serde_json::Value = serde_json::from_str(json_tail.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"]["id"], "cli-1");
+
+    // Replay while the handler still fails: delivered again, dead-lettered again.
+    let replayed = ok(cli(&app, home, &["events", "dlq", "replay", "orders"]));
+    assert_eq!(replayed.trim(), "replayed 1 dead letter(s) from orders.dlq");
+    list(2);
+    assert_eq!(
+        ok(cli(&app, home, &["events", "dlq", "replay", "orders"])).trim(),
+        "replayed 1 dead letter(s) from orders.dlq"
+    );
+
+    // The API wants the token of .nimbus/api.json.
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
+    let url = format!("{}/v1/topics/orders/events", api["url"].as_str().unwrap());
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(client().get(&url).bearer_auth("nbl_wrong").send().await.unwrap().status(), 401);
+    assert_eq!(client().get(&url).bearer_auth(api["token"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    let bad = cli(&app, home, &["events", "publish", "Bad!"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// `nimbus server`: a deployed app's topic triggers run on the revision with the most traffic,
+/// events come in through the gateway and are read through the control API.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployed_app_consumes_its_topics_on_a_server() {
+    let data = tempfile::tempdir().unwrap();
+    let platform = common::platform::Platform::start(data.path(), &[]);
+    let app = App::new(&format!(
+        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"handled\"] }}\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n",
+        nimbus_fixtures::EVENTS
+    ));
+    let deployed = platform.admin_cli(&["deploy", app.path().to_str().unwrap()]);
+    assert!(deployed.contains("shop"), "{deployed}");
+    let resp = publish(&platform.gateway, "orders", "s-1", "forward").await;
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tail = platform.admin_cli(&["events", "tail", "handled", "--all", "--no-follow"]);
+        if tail.contains("fwd-s-1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event was not handled: {}", platform.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Topics are not app-scoped: an app-scoped token may not read them.
+    let created = platform.admin_cli(&[
+        "tokens",
+        "create",
+        "--name",
+        "shop-viewer",
+        "--role",
+        "viewer",
+        "--app",
+        "shop",
+        "--output",
+        "json",
+    ]);
+    let scoped: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let out = platform.cli(scoped["token"].as_str(), &["events", "tail", "handled", "--all", "--no-follow"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("topics need a token for every app"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

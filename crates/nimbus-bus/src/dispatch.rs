@@ -158,7 +158,9 @@ async fn handle(bus: &dyn EventBus, spec: &DispatchSpec, destination: &dyn Desti
         }
         Err(e) => {
             let dead = dead_letter_event(&delivery.event, &spec.topic, &destination.name(), &e, delivery.attempt);
-            match bus.publish(&spec.dead_letter, &dead, PublishOptions::default()).await {
+            // No dedup: a replayed event that fails again must land in the dead-letter topic
+            // again, not be dropped as a repeat of its first failure.
+            match bus.publish(&spec.dead_letter, &dead, PublishOptions { dedup: false }).await {
                 Ok(_) => {
                     tracing::warn!(topic = %spec.topic, seq = delivery.seq, attempts = delivery.attempt, code = %e.code, error = %e.message, dead_letter = %spec.dead_letter, "delivery failed for good; moved to the dead-letter topic");
                     delivery.ack().await
@@ -210,10 +212,18 @@ pub const REPLAY_GROUP: &str = "nimbus-replay";
 /// from (without the failure attributes, bypassing dedup), and returns how many. Stops when
 /// nothing arrives for `idle`.
 pub async fn replay(bus: &dyn EventBus, dead_letter: &Topic, idle: Duration) -> Result<usize, BusError> {
+    // Only what is there now: a replayed event that fails again comes back to this topic, and
+    // must wait for the next replay instead of looping.
+    let Some(end) = bus.last(dead_letter).await?.map(|s| s.seq) else { return Ok(0) };
     let mut subscription = bus.subscribe(dead_letter, &Group::new(REPLAY_GROUP)?).await?;
     let mut count = 0;
     while let Ok(next) = tokio::time::timeout(idle, subscription.next()).await {
         let delivery = next?;
+        if delivery.seq > end {
+            // Out of this replay's range: keep it out of sight until the loop has gone idle.
+            delivery.nack(idle * 2).await?;
+            continue;
+        }
         let Some(origin) = delivery.event.extension(dead_letter::TOPIC).map(ToString::to_string) else {
             tracing::warn!(seq = delivery.seq, "a dead-letter event without its original topic; skipped");
             delivery.ack().await?;

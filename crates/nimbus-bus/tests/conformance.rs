@@ -370,16 +370,30 @@ async fn poison_event_reaches_dead_letter_after_max_attempts_and_replays(b: Back
     assert_eq!(dispatch::failure(e).map(|f| f.3), Some(4));
     assert_eq!(dest.calls.lock().unwrap()["poison"], 4, "exactly max_attempts deliveries");
     assert_eq!(dest.calls.lock().unwrap()["fine"], 1, "the next event of the key waited, then went through once");
-    // Fixed: replay the dead letters; the event is delivered again and succeeds.
-    dest.fail.lock().unwrap().clear();
+    // Replayed while still broken: it fails its attempts again and is dead-lettered again.
     assert_eq!(dispatch::replay(&*bus, &dlq, Duration::from_millis(500)).await.expect("replay"), 1);
     for _ in 0..200 {
-        if dest.calls.lock().unwrap()["poison"] == 5 {
+        if bus.read(&dlq, 0, 10).await.expect("read dlq").len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(dest.calls.lock().unwrap()["poison"], 5);
+    assert_eq!(
+        bus.read(&dlq, 0, 10).await.expect("read dlq").len(),
+        2,
+        "dead-lettered again, not dropped as a duplicate"
+    );
+    assert_eq!(dest.calls.lock().unwrap()["poison"], 8);
+    // Fixed: replay the dead letters; the event is delivered again and succeeds.
+    dest.fail.lock().unwrap().clear();
+    assert_eq!(dispatch::replay(&*bus, &dlq, Duration::from_millis(500)).await.expect("replay"), 1);
+    for _ in 0..200 {
+        if dest.calls.lock().unwrap()["poison"] == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dest.calls.lock().unwrap()["poison"], 9);
     assert_eq!(dispatch::replay(&*bus, &dlq, Duration::from_millis(300)).await.expect("replay"), 0, "replayed once");
     dispatcher.stop().await;
 }

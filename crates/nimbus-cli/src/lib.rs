@@ -1,10 +1,10 @@
 //! The `nimbus` command line.
 //!
 //! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
-//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `login`), the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run
@@ -17,6 +17,8 @@
 mod build;
 mod deploy;
 mod doctor;
+mod events;
+mod local_api;
 mod logging;
 mod manage;
 mod remote;
@@ -83,6 +85,14 @@ enum Command {
         #[command(subcommand)]
         command: manage::TokensCommand,
     },
+    /// Publish events, tail a topic, list and replay dead letters (on the `nimbus up` of this
+    /// directory, or on a server).
+    Events {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
     /// Check a server URL and token and save them for later commands.
     Login(manage::LoginArgs),
     /// Run the build command of each component of the app in DIR.
@@ -114,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Traffic { remote, args } => manage::traffic(&remote, &args),
         Command::Rollback { remote, args } => manage::rollback(&remote, &args),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
+        Command::Events { remote, command } => events::run(&remote, &command),
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),

@@ -19,6 +19,13 @@ pub(crate) struct RemoteArgs {
     token: Option<String>,
 }
 
+impl RemoteArgs {
+    /// Whether a server was named by flag or environment (not just in the config file).
+    pub(crate) fn names_server(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
 /// How reads are printed.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub(crate) enum Output {

@@ -10,7 +10,7 @@ use clap::Args;
 use nimbus_control::{ApiState, Platform, Store, Tokens};
 use nimbus_gateway::Ingress;
 
-use crate::serving::{EngineArgs, shutdown_signal};
+use crate::serving::{BusArgs, EngineArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
@@ -35,6 +35,8 @@ pub(crate) struct ServerArgs {
     /// Largest `limits.memory_mb` a component may ask for.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
+    #[command(flatten)]
+    bus: BusArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -68,10 +70,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&db).with_context(|| {
         format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
     })?);
-    let runtime = Arc::new(args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?);
+    let bus = args.bus.open(&data_dir).await.context("cannot open the event bus")?;
+    let runtime = Arc::new(args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()));
     let ingress = Arc::new(Ingress::new());
     let platform = Arc::new(
-        Platform::open(store.clone(), runtime.clone(), ingress.clone(), data_dir.join("services"))
+        Platform::open(store.clone(), runtime.clone(), ingress.clone(), bus.clone(), data_dir.join("services"))
             .await
             .context("cannot load the deployed apps")?,
     );
@@ -99,6 +102,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     println!("  Apps:        http://{gateway_addr}");
     println!("  Control API: http://{api_addr}/v1   (OpenAPI: http://{api_addr}/v1/openapi.json)");
     println!("  Data:        {}", data_dir.display());
+    println!("  Events:      {} bus; POST http://{gateway_addr}/events/TOPIC", bus.backend());
     if let Some(created) = tokens.bootstrap().context("cannot create the first admin token")? {
         println!();
         println!("Created the first admin token. It is shown only this once and only its hash is stored:");

@@ -1,6 +1,6 @@
 //! `nimbus up`: load the app, compile (or load from cache) every component, and serve it until
 //! SIGINT/SIGTERM, then drain.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub(crate) struct UpArgs {
     /// Run `nimbus build` first.
     #[arg(long, env = "NIMBUS_BUILD")]
     build: bool,
+    /// Address of the events API that `nimbus events` uses (loopback only; port 0 picks a free
+    /// port; its URL and token go to DATA_DIR/api.json).
+    #[arg(long, env = "NIMBUS_API_LISTEN", default_value = "127.0.0.1:0")]
+    api_listen: SocketAddr,
     /// Where durable state (topics) lives (default: `.nimbus/` next to nimbus.toml).
     #[arg(long, env = "NIMBUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -53,12 +57,12 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
     let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
-    let topics = app_topics(m);
+    let topics = nimbus_gateway::app_topics(m);
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let bus = if topics.is_empty() && m.trigger.cron.is_empty() {
         None
     } else {
-        let dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
-        let bus = args.bus.open(&dir).await.context("cannot open the event bus")?;
+        let bus = args.bus.open(&data_dir).await.context("cannot open the event bus")?;
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
@@ -74,9 +78,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     for (name, result) in futures::future::join_all(loads).await {
         match result {
             Ok((function, outcome)) => {
-                let kind = match function.kind() {
-                    WasmKind::Component => "wasi:http component",
-                    WasmKind::Module => "WAGI module",
+                let kind = match (function.kind(), function.handles_http(), function.handles_events()) {
+                    (WasmKind::Module, ..) => "WAGI module",
+                    (_, true, true) => "wasi:http + nimbus:events component",
+                    (_, false, true) => "nimbus:events component",
+                    _ => "wasi:http component",
                 };
                 let how = match outcome {
                     CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
@@ -94,13 +100,13 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}\nnothing is served until every component loads", problems.join("\n"));
     }
-    check_event_handlers(&loaded, &backends)?;
+    check_handlers(&loaded, &backends)?;
     let services = start_services(&loaded, &mut backends, &mut described).await?;
 
     let mut gateway = Gateway::from_manifest(m, &backends);
     let triggers = match &bus {
         Some(bus) => {
-            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, MAX_EVENT_BYTES));
+            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, nimbus_control::MAX_EVENT_BYTES));
             match AppTriggers::start(m, &gateway, bus).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -126,6 +132,23 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let local_api = match &bus {
+        Some(bus) => {
+            let stopped = async move {
+                let _ = api_stopped.await;
+            };
+            match crate::local_api::serve(args.api_listen, &data_dir, bus.clone(), stopped).await {
+                Ok(served) => Some(served),
+                Err(e) => {
+                    triggers.stop().await;
+                    stop_services(&services).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     println!("Serving app `{}` on http://{addr}", m.app.name);
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
@@ -143,11 +166,20 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     if let Some(bus) = &bus {
         println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+        if let Some(api) = &local_api {
+            println!(
+                "Events API: http://{} (for `nimbus events` here; token in {})",
+                api.addr,
+                data_dir.join(crate::local_api::API_FILE).display()
+            );
+        }
     }
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
     let served = nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await;
+    let _ = stop_api.send(());
+    drop(local_api);
     triggers.stop().await;
     stop_services(&services).await;
     served?;
@@ -155,38 +187,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The largest event `POST /events/{topic}` accepts.
-const MAX_EVENT_BYTES: usize = 1 << 20;
-
-/// The topics an app accepts events for: those its triggers consume and its functions publish to.
-fn app_topics(m: &nimbus_manifest::Manifest) -> BTreeSet<String> {
-    let consumed = m.trigger.topic.iter().map(|t| t.topic.clone());
-    let published = m.component.values().flat_map(|c| c.grants.publish.iter().cloned());
-    consumed.chain(published).collect()
-}
-
-/// A function behind a topic or cron trigger must export `nimbus:events/handler`.
-fn check_event_handlers(loaded: &LoadedManifest, backends: &HashMap<String, Backend>) -> anyhow::Result<()> {
-    let m = &loaded.manifest;
-    let triggered = m.trigger.topic.iter().enumerate().map(|(i, t)| ("topic", i, &t.component));
-    let problems: Vec<String> = triggered
-        .chain(m.trigger.cron.iter().enumerate().map(|(i, t)| ("cron", i, &t.component)))
-        .filter(|(_, _, c)| matches!(backends.get(*c), Some(Backend::Function(f)) if !f.handles_events()))
-        .map(|(kind, i, c)| {
-            let at = FieldPath::root().key("trigger").key(kind).index(i).key("component");
-            let message = format!("`{c}` does not export `nimbus:events/handler`, so it cannot handle events");
-            let hint = "build it for the `nimbus:events/event-handler` world (wit/nimbus-events), or point the trigger at a service";
-            loaded.diagnostic(&at, message, hint).to_string()
-        })
+/// Every trigger's function can handle it, or nothing is served.
+fn check_handlers(loaded: &LoadedManifest, backends: &HashMap<String, Backend>) -> anyhow::Result<()> {
+    let problems: Vec<String> = nimbus_gateway::handler_problems(&loaded.manifest, backends)
+        .into_iter()
+        .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
         .collect();
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!(
-            "{}
-nothing is served until every trigger has a handler",
-            problems.join("\n")
-        )
+        bail!("{}\nnothing is served until every trigger has a handler", problems.join("\n"))
     }
 }
 

@@ -40,6 +40,10 @@ type AppState = State<Arc<ApiState>>;
 
 /// The control API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let topics = crate::topics::topics_router(Arc::new(crate::topics::TopicsState {
+        bus: state.platform.bus(),
+        auth: crate::topics::TopicAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
+    }));
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
@@ -54,6 +58,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
+        .merge(topics)
 }
 
 impl IntoResponse for ControlError {
@@ -73,18 +78,7 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
     type Rejection = ControlError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(http::header::AUTHORIZATION) else {
-            if state.dev {
-                return Ok(Principal { token: None });
-            }
-            return Err(ControlError::Unauthorized("this call needs an API token and none was sent".into()));
-        };
-        let bearer = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| ControlError::Unauthorized("the Authorization header is not `Bearer TOKEN`".into()))?;
-        Ok(Principal { token: Some(state.tokens.verify(bearer.trim())?) })
+        crate::auth::principal(&parts.headers, &state.tokens, state.dev)
     }
 }
 
@@ -101,15 +95,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ControlError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ControlError> {
     q.map(|Query(v)| v).map_err(|e| ControlError::bad_request(e.body_text(), "see /v1/openapi.json for the parameters"))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami)),
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, publish and read events."),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

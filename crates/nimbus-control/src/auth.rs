@@ -64,6 +64,26 @@ impl Principal {
     }
 }
 
+/// The bearer token of a request, if it sent one.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ControlError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| Some(t.trim()))
+        .ok_or_else(|| ControlError::Unauthorized("the Authorization header is not `Bearer TOKEN`".into()))
+}
+
+/// Who sent a request: its verified token, or nobody in `--dev` mode.
+pub(crate) fn principal(headers: &http::HeaderMap, tokens: &Tokens, dev: bool) -> Result<Principal, ControlError> {
+    match bearer(headers)? {
+        Some(token) => Ok(Principal { token: Some(tokens.verify(token)?) }),
+        None if dev => Ok(Principal { token: None }),
+        None => Err(ControlError::Unauthorized("this call needs an API token and none was sent".into())),
+    }
+}
+
 /// Token issuing and checking over the store.
 #[derive(Debug, Clone)]
 pub struct Tokens {

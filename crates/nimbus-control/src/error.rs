@@ -45,6 +45,21 @@ pub enum ControlError {
     /// The store failed (500); the operation was not applied.
     #[error("storage error: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The event bus cannot take the request now (503); nothing was done.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<nimbus_bus::BusError> for ControlError {
+    fn from(e: nimbus_bus::BusError) -> Self {
+        use nimbus_bus::BusError;
+        match e {
+            BusError::InvalidName { .. } | BusError::InvalidEvent(_) => {
+                Self::BadRequest { message: e.to_string(), hint: None }
+            }
+            BusError::Store(_) | BusError::Nats(_) | BusError::Closed => Self::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl ControlError {
@@ -67,6 +82,7 @@ impl ControlError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

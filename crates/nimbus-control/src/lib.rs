@@ -4,7 +4,9 @@
 //! revisions, artifacts, traffic settings, token hashes), deploys (a tar [`Bundle`] of
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
 //! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
-//! API tokens with roles, and the control API (axum + OpenAPI 3). Services of a revision are
+//! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
+//! (publish, read, replay dead letters), and which revision of an app its event triggers
+//! deliver to (the one with the largest share of traffic). Services of a revision are
 //! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
 //! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
 //! (`nimbus-wasm`).
@@ -16,7 +18,10 @@
 //!
 //! let store = Arc::new(Store::open("control.redb".as_ref())?);
 //! let ingress = Arc::new(nimbus_gateway::Ingress::new());
-//! let platform = Arc::new(Platform::open(store.clone(), Arc::new(runtime), ingress.clone(), "services".into()).await?);
+//! let bus: Arc<dyn nimbus_bus::EventBus> =
+//!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
+//! let runtime = Arc::new(runtime.with_bus(bus.clone()));
+//! let platform = Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, "services".into()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
 //!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20,
 //! }));
@@ -31,6 +36,7 @@ mod error;
 mod model;
 mod platform;
 mod store;
+mod topics;
 
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{Action, Principal, Tokens};
@@ -39,3 +45,6 @@ pub use error::ControlError;
 pub use model::*;
 pub use platform::{DeployOptions, Platform};
 pub use store::{Store, StoreError};
+pub use topics::{
+    EventPage, MAX_EVENT_BYTES, PublishedEvent, Replayed, StoredEvent, TopicAuth, TopicsState, topics_router,
+};

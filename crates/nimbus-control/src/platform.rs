@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nimbus_gateway::{AppTable, Backend, Gateway, Ingress, LiveApp, LiveRevision};
-use nimbus_manifest::{FieldPath, LoadedManifest, RoutePattern};
+use nimbus_bus::EventBus;
+use nimbus_gateway::{AppTable, AppTriggers, Backend, EventIngress, Gateway, Ingress, LiveApp, LiveRevision};
+use nimbus_manifest::{FieldPath, LoadedManifest, Manifest, RoutePattern};
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::Runtime;
 
@@ -31,6 +32,7 @@ pub struct DeployOptions {
 #[derive(Debug)]
 struct Loaded {
     record: RevisionRecord,
+    manifest: Arc<Manifest>,
     version: Option<String>,
     routes: BTreeSet<RoutePattern>,
     live: Arc<LiveRevision>,
@@ -87,7 +89,11 @@ pub struct Platform {
     store: Arc<Store>,
     runtime: Arc<Runtime>,
     ingress: Arc<Ingress>,
+    bus: Arc<dyn EventBus>,
     apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
+    /// Per app, the revision its topic and cron triggers deliver to (the one with the largest
+    /// share of traffic) and the running triggers.
+    triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
 }
 
 impl Platform {
@@ -98,6 +104,7 @@ impl Platform {
         store: Arc<Store>,
         runtime: Arc<Runtime>,
         ingress: Arc<Ingress>,
+        bus: Arc<dyn EventBus>,
         services_dir: PathBuf,
     ) -> Result<Self, ControlError> {
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
@@ -123,12 +130,13 @@ impl Platform {
                 let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
                 map.insert(a.component.clone(), bytes);
             }
-            match load(&runtime, &services_dir, &bundle, &record.id).await {
+            match load(&runtime, &bus, &services_dir, &bundle, &record.id).await {
                 Ok(l) => {
                     app.revisions.insert(
                         record.id.clone(),
                         Loaded {
                             record,
+                            manifest: l.manifest,
                             version: l.version,
                             routes: l.routes,
                             live: Arc::new(l.live),
@@ -141,19 +149,86 @@ impl Platform {
                 }
             }
         }
-        let platform = Self { services_dir, store, runtime, ingress, apps: tokio::sync::Mutex::new(apps) };
-        platform.publish(&*platform.apps.lock().await);
+        let platform = Self {
+            services_dir,
+            store,
+            runtime,
+            ingress,
+            bus,
+            apps: tokio::sync::Mutex::new(apps),
+            triggers: tokio::sync::Mutex::default(),
+        };
+        platform.publish(&*platform.apps.lock().await).await;
         Ok(platform)
     }
 
-    fn publish(&self, apps: &BTreeMap<String, AppState>) {
+    /// The event bus of this server.
+    pub fn bus(&self) -> Arc<dyn EventBus> {
+        self.bus.clone()
+    }
+
+    /// Publishes the routing table, then points each app's event triggers at its primary
+    /// revision.
+    async fn publish(&self, apps: &BTreeMap<String, AppState>) {
+        self.publish_routes(apps);
+        self.retarget_triggers(apps).await;
+    }
+
+    async fn retarget_triggers(&self, apps: &BTreeMap<String, AppState>) {
+        let mut running = self.triggers.lock().await;
+        let primaries: BTreeMap<&str, &Loaded> = apps
+            .iter()
+            .filter_map(|(name, app)| {
+                let best = app.record.traffic.targets.iter().filter(|t| t.percent > 0).max_by_key(|t| t.percent)?;
+                Some((name.as_str(), app.revisions.get(&best.revision)?))
+            })
+            .collect();
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(app, (rev, _))| primaries.get(app.as_str()).is_none_or(|p| p.record.id != *rev))
+            .map(|(app, _)| app.clone())
+            .collect();
+        for app in stale {
+            if let Some((_, triggers)) = running.remove(&app) {
+                triggers.stop().await;
+            }
+        }
+        for (app, rev) in primaries {
+            if running.contains_key(app) {
+                continue;
+            }
+            match AppTriggers::start(&rev.manifest, &rev.live.gateway, &self.bus).await {
+                Ok(t) => {
+                    if !t.info.is_empty() {
+                        tracing::info!(app, revision = %rev.record.id, triggers = t.info.len(), "event triggers deliver to this revision");
+                    }
+                    running.insert(app.to_string(), (rev.record.id.clone(), t));
+                }
+                Err(e) => {
+                    tracing::error!(app, revision = %rev.record.id, error = %e, "cannot start the event triggers")
+                }
+            }
+        }
+    }
+
+    fn publish_routes(&self, apps: &BTreeMap<String, AppState>) {
         let live = apps.values().map(|app| {
             let traffic = &app.record.traffic;
             let live_of = |id: &str| app.revisions.get(id).map(|r| r.live.clone());
             LiveApp {
                 name: app.record.name.clone(),
                 hosts: app.record.hosts.clone(),
-                routes: app.routes().into_iter().collect(),
+                // The app's routes, and its CloudEvents ingress `/events/{topic}` per topic.
+                routes: app
+                    .routes()
+                    .into_iter()
+                    .chain(
+                        app.revisions
+                            .values()
+                            .flat_map(|r| nimbus_gateway::app_topics(&r.manifest))
+                            .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok()),
+                    )
+                    .collect(),
                 split: traffic
                     .targets
                     .iter()
@@ -187,7 +262,8 @@ impl Platform {
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known { None } else { Some(load(&self.runtime, &self.services_dir, &bundle, &id).await?) };
+        let fresh =
+            if known { None } else { Some(load(&self.runtime, &self.bus, &self.services_dir, &bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -207,7 +283,7 @@ impl Platform {
         let mut routes = existing.map(AppState::routes).unwrap_or_default();
         let new_loaded = match fresh {
             Some(l) if created => {
-                let Load { version, routes: rev_routes, live, services } = l;
+                let Load { manifest, version, routes: rev_routes, live, services } = l;
                 routes.extend(rev_routes.iter().cloned());
                 let record = RevisionRecord {
                     id: id.clone(),
@@ -225,7 +301,7 @@ impl Platform {
                         })
                         .collect(),
                 };
-                Some(Loaded { record, version, routes: rev_routes, live: Arc::new(live), services })
+                Some(Loaded { record, manifest, version, routes: rev_routes, live: Arc::new(live), services })
             }
             Some(l) => {
                 stop_services(l.services);
@@ -268,7 +344,7 @@ impl Platform {
             state.revisions.insert(id.clone(), l);
         }
         let traffic = state.record.traffic.clone();
-        self.publish(&apps);
+        self.publish(&apps).await;
         tracing::info!(app = %app_name, revision = %id, created, "deployed");
         Ok(DeployResult { app: app_name, revision: id, created, traffic })
     }
@@ -307,7 +383,7 @@ impl Platform {
         let traffic = check_traffic(state, traffic)?;
         let mut record = state.record.clone();
         record.change_traffic(traffic, now());
-        self.commit_app(&mut apps, record)
+        self.commit_app(&mut apps, record).await
     }
 
     /// Restores the traffic in effect before the last change, or sends it all to `to`.
@@ -335,16 +411,20 @@ impl Platform {
                 record.updated_at = now();
             }
         }
-        self.commit_app(&mut apps, record)
+        self.commit_app(&mut apps, record).await
     }
 
-    fn commit_app(&self, apps: &mut BTreeMap<String, AppState>, record: AppRecord) -> Result<Traffic, ControlError> {
+    async fn commit_app(
+        &self,
+        apps: &mut BTreeMap<String, AppState>,
+        record: AppRecord,
+    ) -> Result<Traffic, ControlError> {
         blocking(|| self.store.put_app(&record))?;
         let state = apps.get_mut(&record.name).expect("checked by the caller");
         state.record = record;
         let traffic = state.record.traffic.clone();
         tracing::info!(app = %state.record.name, ?traffic, "traffic changed");
-        self.publish(apps);
+        self.publish(apps).await;
         Ok(traffic)
     }
 
@@ -370,7 +450,7 @@ impl Platform {
             stop_services(gone.services);
         }
         self.remove_trees(&unused);
-        self.publish(&apps);
+        self.publish(&apps).await;
         tracing::info!(app, revision = id, "revision deleted");
         Ok(())
     }
@@ -387,7 +467,7 @@ impl Platform {
             stop_services(gone.revisions.into_values().flat_map(|r| r.services).collect());
         }
         self.remove_trees(&unused);
-        self.publish(&apps);
+        self.publish(&apps).await;
         tracing::info!(app, "app deleted");
         Ok(())
     }
@@ -409,8 +489,10 @@ impl Platform {
         }
     }
 
-    /// Stops every service process (drain, SIGTERM, grace, SIGKILL).
+    /// Stops the event triggers, then every service process (drain, SIGTERM, grace, SIGKILL).
     pub async fn shutdown(&self) {
+        let triggers = std::mem::take(&mut *self.triggers.lock().await);
+        futures::future::join_all(triggers.into_values().map(|(_, t)| t.stop())).await;
         let apps = self.apps.lock().await;
         let all = apps.values().flat_map(|a| a.revisions.values()).flat_map(|r| r.services.iter());
         futures::future::join_all(all.map(|s| s.shutdown())).await;
@@ -436,6 +518,7 @@ fn unused_blobs(apps: &BTreeMap<String, AppState>, deleted: &[(&str, &str)]) -> 
 
 /// A revision, loaded: its functions compiled, its services started and ready.
 struct Load {
+    manifest: Arc<Manifest>,
     version: Option<String>,
     routes: BTreeSet<RoutePattern>,
     live: LiveRevision,
@@ -444,7 +527,13 @@ struct Load {
 
 /// Loads every component of a bundle and builds the revision's routes. Services are unpacked
 /// (once per content digest) under `services_dir`, started, and must become ready.
-async fn load(runtime: &Runtime, services_dir: &Path, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
+async fn load(
+    runtime: &Runtime,
+    bus: &Arc<dyn EventBus>,
+    services_dir: &Path,
+    bundle: &Bundle,
+    id: &str,
+) -> Result<Load, ControlError> {
     let loaded = parse_manifest(&bundle.manifest)?;
     let m = &loaded.manifest;
     let mut backends = HashMap::new();
@@ -492,9 +581,24 @@ async fn load(runtime: &Runtime, services_dir: &Path, bundle: &Bundle, id: &str)
             details: problems,
         });
     }
+    let problems: Vec<String> = nimbus_gateway::handler_problems(m, &backends)
+        .into_iter()
+        .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(ControlError::Invalid {
+            message: "a trigger has no handler; nothing was deployed".into(),
+            details: problems,
+        });
+    }
     let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
-    let gateway = Gateway::from_manifest(m, &backends);
+    let topics = nimbus_gateway::app_topics(m);
+    let mut gateway = Gateway::from_manifest(m, &backends);
+    if !topics.is_empty() {
+        gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, crate::topics::MAX_EVENT_BYTES));
+    }
     Ok(Load {
+        manifest: Arc::new(m.clone()),
         version: m.app.version.clone(),
         routes,
         live: LiveRevision::new(id, gateway),

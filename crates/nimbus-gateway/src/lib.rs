@@ -47,7 +47,7 @@ pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve};
-pub use triggers::{AppTriggers, TriggerInfo, cron_topic};
+pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, group_name, handler_problems};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";

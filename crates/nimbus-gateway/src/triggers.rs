@@ -7,12 +7,59 @@ use std::time::Duration;
 use nimbus_bus::cron::{CronJob, CronRunner};
 use nimbus_bus::dispatch::{DispatchSpec, Dispatcher, RetryPolicy};
 use nimbus_bus::{BusError, EventBus, Group, Topic};
-use nimbus_manifest::{Manifest, Retry, Schedule};
+use std::collections::{BTreeSet, HashMap};
 
-use crate::Gateway;
+use nimbus_manifest::{FieldPath, Manifest, Retry, Schedule};
+
+use crate::{Backend, Gateway};
 
 /// How often a long delivery tells the bus it is still being handled.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The topics an app accepts events for on `POST /events/{topic}`: those its triggers consume
+/// and its functions publish to.
+pub fn app_topics(m: &Manifest) -> BTreeSet<String> {
+    let consumed = m.trigger.topic.iter().map(|t| t.topic.clone());
+    let published = m.component.values().flat_map(|c| c.grants.publish.iter().cloned());
+    consumed.chain(published).collect()
+}
+
+/// Triggers whose function cannot handle them: a topic or cron trigger needs
+/// `nimbus:events/handler`, an HTTP trigger `wasi:http` (or WAGI). Each problem: the field, the
+/// message and a hint.
+pub fn handler_problems(m: &Manifest, backends: &HashMap<String, Backend>) -> Vec<(FieldPath, String, &'static str)> {
+    let function = |c: &str| match backends.get(c) {
+        Some(Backend::Function(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let mut problems = Vec::new();
+    let event_triggers = m.trigger.topic.iter().enumerate().map(|(i, t)| ("topic", i, &t.component));
+    for (kind, i, c) in event_triggers.chain(m.trigger.cron.iter().enumerate().map(|(i, t)| ("cron", i, &t.component)))
+    {
+        if function(c).is_some_and(|f| !f.handles_events()) {
+            problems.push((
+                FieldPath::root().key("trigger").key(kind).index(i).key("component"),
+                format!("`{c}` does not export `nimbus:events/handler`, so it cannot handle events"),
+                "build it for the `nimbus:events/event-handler` world (wit/nimbus-events), or point the trigger at a service",
+            ));
+        }
+    }
+    for (i, t) in m.trigger.http.iter().enumerate() {
+        if function(&t.component).is_some_and(|f| !f.handles_http()) {
+            problems.push((
+                FieldPath::root().key("trigger").key("http").index(i).key("component"),
+                format!("`{}` does not export `wasi:http/incoming-handler`, so it cannot serve a route", t.component),
+                "route HTTP to a `wasi:http/proxy` component, or use a topic trigger for this one",
+            ));
+        }
+    }
+    problems
+}
+
+/// The consumer group of a trigger: scoped by the app, so apps sharing a bus never compete.
+pub fn group_name(app: &str, group: &str) -> String {
+    format!("{app}_{group}")
+}
 
 /// The topic a cron trigger's ticks go to.
 pub fn cron_topic(app: &str, index: usize) -> String {
@@ -53,7 +100,7 @@ impl AppTriggers {
         let mut running = Self::default();
         for t in &manifest.trigger.topic {
             let topic = Topic::new(&t.topic)?;
-            let group = Group::new(t.group.as_deref().unwrap_or(&t.component))?;
+            let group = Group::new(&group_name(&manifest.app.name, t.group.as_deref().unwrap_or(&t.component)))?;
             let dead_letter = Topic::new(&t.dead_letter.clone().unwrap_or_else(|| format!("{}.dlq", t.topic)))?;
             let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("topic:{topic}"))
             else {
@@ -82,7 +129,7 @@ impl AppTriggers {
             });
             let spec = DispatchSpec {
                 topic: topic.clone(),
-                group: Group::new("cron")?,
+                group: Group::new(&group_name(&manifest.app.name, "cron"))?,
                 retry: retry(&t.retry),
                 dead_letter: Topic::new(&format!("{topic}.dlq"))?,
                 concurrency: 1,

@@ -1,0 +1,93 @@
+//! The events API of `nimbus up`: the control API's topic endpoints on a loopback port, guarded
+//! by a random token. Both are written to `.nimbus/api.json` (readable by its owner only) while
+//! `nimbus up` runs, which is how `nimbus events ...` in the app directory finds them.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use nimbus_bus::EventBus;
+use nimbus_control::{TopicAuth, TopicsState};
+use serde::{Deserialize, Serialize};
+
+/// The file `nimbus up` writes into its data dir.
+pub(crate) const API_FILE: &str = "api.json";
+
+/// The contents of `.nimbus/api.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalApi {
+    /// Base URL of the API.
+    pub(crate) url: String,
+    /// Its bearer token.
+    pub(crate) token: String,
+    /// The process serving it.
+    pub(crate) pid: u32,
+}
+
+impl LocalApi {
+    /// The API of a running `nimbus up` whose data dir is `dir`, if there is one.
+    pub(crate) fn find(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join(API_FILE)).ok()?;
+        let api: Self = serde_json::from_str(&text).ok()?;
+        // A file left behind by a killed `nimbus up` names a process that is gone.
+        Path::new(&format!("/proc/{}", api.pid)).exists().then_some(api)
+    }
+}
+
+/// A running local API; dropping it removes `api.json`.
+pub(crate) struct Served {
+    file: PathBuf,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Serves the topic endpoints on `listen` (loopback only) until `stop` resolves.
+pub(crate) async fn serve(
+    listen: SocketAddr,
+    data_dir: &Path,
+    bus: Arc<dyn EventBus>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Served> {
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "--api-listen must be a loopback address: `nimbus up` is for local work"
+    );
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
+    let token = format!("nbl_{}", hex::encode(secret));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; pick another address with --api-listen"))?;
+    let addr = listener.local_addr()?;
+    let api = LocalApi { url: format!("http://{addr}"), token: token.clone(), pid: std::process::id() };
+    let file = data_dir.join(API_FILE);
+    write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
+    let router = nimbus_control::topics_router(Arc::new(TopicsState { bus, auth: TopicAuth::Local(token) }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "the local events API failed");
+        }
+    });
+    Ok(Served { file, addr })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,230 @@
+//! The topic endpoints of the control API: publish, read (and long-poll, for tailing), and
+//! replay a dead-letter topic. Served by `nimbus server` (with its API tokens) and by
+//! `nimbus up` (with the one token it writes to `.nimbus/api.json`).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use nimbus_bus::{AttributesReader, EventBus, PublishOptions, Topic};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Action, Tokens};
+use crate::error::ControlError;
+
+/// The largest event accepted, in bytes.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// The most events one read returns.
+const MAX_PAGE: usize = 1000;
+/// The longest a read waits for new events.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Who may call the topic endpoints.
+#[derive(Debug)]
+pub enum TopicAuth {
+    /// A server's API tokens. Topics belong to no single app, so app-scoped tokens are refused.
+    Tokens {
+        /// The token store.
+        tokens: Tokens,
+        /// `--dev`: calls without a token are allowed.
+        dev: bool,
+    },
+    /// `nimbus up`: exactly this bearer token.
+    Local(String),
+}
+
+/// What the topic handlers share.
+#[derive(Debug)]
+pub struct TopicsState {
+    /// The bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Who may call.
+    pub auth: TopicAuth,
+}
+
+impl TopicsState {
+    fn check(&self, headers: &HeaderMap, action: Action) -> Result<(), ControlError> {
+        match &self.auth {
+            TopicAuth::Tokens { tokens, dev } => {
+                let principal = crate::auth::principal(headers, tokens, *dev)?;
+                principal.check(action, None)?;
+                match principal.token {
+                    Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
+                        "token `{}` is limited to apps [{}]; topics need a token for every app",
+                        t.id,
+                        t.apps.join(", ")
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            TopicAuth::Local(expected) => {
+                let given = crate::auth::bearer(headers)?.ok_or_else(|| {
+                    ControlError::Unauthorized("this call needs the token in .nimbus/api.json".into())
+                })?;
+                if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(ControlError::Unauthorized("wrong token; it is in .nimbus/api.json next to nimbus.toml".into()))
+                }
+            }
+        }
+    }
+}
+
+type TopicsApp = State<Arc<TopicsState>>;
+
+/// The topic routes.
+pub fn topics_router(state: Arc<TopicsState>) -> Router {
+    Router::new()
+        .route("/v1/topics/{topic}/events", post(publish).get(read))
+        .route("/v1/topics/{topic}/replay", post(replay))
+        .with_state(state)
+}
+
+fn topic(name: &str) -> Result<Topic, ControlError> {
+    Topic::new(name)
+        .map_err(|e| ControlError::bad_request(e.to_string(), "topics are named like `orders` or `orders.dlq`"))
+}
+
+/// An acknowledged publish.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PublishedEvent {
+    /// The topic.
+    pub topic: String,
+    /// The event's id.
+    pub id: String,
+    /// Its position in the topic.
+    pub seq: u64,
+    /// It repeated an event (same `source` and `id`) published within the dedup window and was
+    /// not appended again.
+    pub duplicate: bool,
+}
+
+/// Publishes a CloudEvent (structured mode: `application/cloudevents+json`; or binary mode:
+/// `ce-*` headers) and answers once it is durable.
+#[utoipa::path(post, path = "/v1/topics/{topic}/events", tag = "events", params(("topic" = String, Path)),
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent"),
+    responses((status = 202, body = PublishedEvent), (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 503, body = crate::ErrorBody)))]
+async fn publish(
+    State(s): TopicsApp,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ControlError> {
+    s.check(&headers, Action::Write)?;
+    let topic = topic(&name)?;
+    let bytes = Limited::new(body, MAX_EVENT_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ControlError::TooLarge(format!("an event may be at most {MAX_EVENT_BYTES} bytes"))
+        } else {
+            ControlError::bad_request(format!("the body broke off: {e}"), "send it again")
+        }
+    })?;
+    let mut event = nimbus_bus::http::read_event(&headers, bytes.to_bytes().to_vec())?;
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
+    let p = s.bus.publish(&topic, &event, PublishOptions::default()).await?;
+    let body = PublishedEvent { topic: name, id: event.id().to_string(), seq: p.seq, duplicate: p.duplicate };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Which events to read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ReadQuery {
+    /// First position to return (default 1: the oldest retained event).
+    from: Option<u64>,
+    /// Start after the newest event instead (with `wait_ms`: only events published from now on).
+    latest: Option<bool>,
+    /// Most events to return (default and maximum 1000).
+    limit: Option<usize>,
+    /// If there is nothing yet, wait up to this long for events (at most 30000).
+    wait_ms: Option<u64>,
+}
+
+/// A page of a topic.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    /// Events, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// Where the next read starts.
+    pub next: u64,
+}
+
+/// An event with its position.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StoredEvent {
+    /// Position in the topic.
+    pub seq: u64,
+    /// The CloudEvent (JSON format).
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// Reads events; with `wait_ms`, waits for the first one (for `nimbus events tail`).
+#[utoipa::path(get, path = "/v1/topics/{topic}/events", tag = "events", params(("topic" = String, Path), ReadQuery),
+    responses((status = 200, body = EventPage), (status = 400, body = crate::ErrorBody)))]
+async fn read(
+    State(s): TopicsApp,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<EventPage>, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let topic = topic(&name)?;
+    let q = crate::api::query(q)?;
+    let from = match q.latest {
+        Some(true) => s.bus.last(&topic).await?.map_or(1, |e| e.seq + 1),
+        _ => q.from.unwrap_or(1).max(1),
+    };
+    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    loop {
+        let stored = s.bus.read(&topic, from, limit).await?;
+        if !stored.is_empty() || Instant::now() >= deadline {
+            let next = stored.last().map_or(from, |e| e.seq + 1);
+            let events = stored
+                .into_iter()
+                .map(|e| {
+                    Ok(StoredEvent {
+                        seq: e.seq,
+                        event: serde_json::to_value(&e.event).map_err(|e| ControlError::Unavailable(e.to_string()))?,
+                    })
+                })
+                .collect::<Result<_, ControlError>>()?;
+            return Ok(Json(EventPage { events, next }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Dead letters replayed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Replayed {
+    /// Events republished to the topics they came from.
+    pub replayed: usize,
+}
+
+/// Republishes every dead letter of this (dead-letter) topic not replayed yet to its original
+/// topic, without the failure attributes.
+#[utoipa::path(post, path = "/v1/topics/{topic}/replay", tag = "events", params(("topic" = String, Path)),
+    responses((status = 200, body = Replayed), (status = 400, body = crate::ErrorBody)))]
+async fn replay(
+    State(s): TopicsApp,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Replayed>, ControlError> {
+    s.check(&headers, Action::Write)?;
+    let topic = topic(&name)?;
+    let replayed = nimbus_bus::dispatch::replay(&*s.bus, &topic, Duration::from_millis(300)).await?;
+    tracing::info!(topic = %name, replayed, "dead letters replayed");
+    Ok(Json(Replayed { replayed }))
+}
