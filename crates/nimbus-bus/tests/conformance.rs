@@ -231,10 +231,12 @@ async fn per_key_order_holds_under_retries_and_restarts(b: Backend) {
                         d.nack(Duration::from_millis(fastrand::u64(0..20))).await.expect("nack");
                         continue;
                     }
+                    // Handle (record), then acknowledge, as a real handler does: recording after
+                    // the ack would race with the next event of the key on another member.
                     let id = d.event.id().to_string();
                     let (key, n) = id.split_once('-').expect("id");
-                    d.ack().await.expect("ack");
                     handled.lock().unwrap().entry(key.to_string()).or_default().push(n.parse().expect("n"));
+                    d.ack().await.expect("ack");
                 }
             }));
         }

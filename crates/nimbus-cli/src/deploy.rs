@@ -95,8 +95,9 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
     Ok(Bundle { manifest, artifacts, trees })
 }
 
-/// Directories never shipped with a service: version control and build caches.
-const SKIPPED: &[&str] = &[".git", "target/debug", "node_modules/.cache", "__pycache__"];
+/// Directories never shipped with a service: version control, local state (`.nimbus`: the
+/// event log and the local API token of `nimbus up`) and build caches.
+const SKIPPED: &[&str] = &[".git", ".nimbus", "target/debug", "node_modules/.cache", "__pycache__"];
 
 /// A tar of a service's working directory (files keep their modes, symlinks stay symlinks).
 fn pack_tree(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
