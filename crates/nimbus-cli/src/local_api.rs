@@ -67,7 +67,7 @@ pub(crate) async fn serve(
     let addr = listener.local_addr()?;
     let api = LocalApi { url: format!("http://{addr}"), token: token.clone(), pid: std::process::id() };
     let file = data_dir.join(API_FILE);
-    write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
+    crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
     let router = nimbus_control::topics_router(Arc::new(TopicsState { bus, auth: TopicAuth::Local(token) }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
@@ -75,19 +75,4 @@ pub(crate) async fn serve(
         }
     });
     Ok(Served { file, addr })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -82,25 +82,31 @@ impl Config {
 
     /// Writes the file, readable by its owner only (it holds a token).
     pub(crate) fn save(&self) -> anyhow::Result<PathBuf> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = Self::path().context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let tmp = path.with_extension("toml.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(toml::to_string(self)?.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        write_private(&path, toml::to_string(self)?.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Writes `bytes` to `path` readable by its owner only (it holds a token): whole or not at all
+/// (written beside it, synced, then renamed).
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A client of one server's control API.

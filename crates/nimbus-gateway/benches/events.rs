@@ -63,6 +63,17 @@ impl Destination for Timed {
     }
 }
 
+impl Timed {
+    fn new(gateway: &Gateway) -> Arc<Self> {
+        Arc::new(Self {
+            inner: gateway.destination("fn", None, "topic:bench".into()).unwrap(),
+            published: Mutex::default(),
+            latencies: Mutex::default(),
+            handled: AtomicU64::new(0),
+        })
+    }
+}
+
 async fn function_gateway() -> Gateway {
     let manifest = format!(
         "[app]\nname = \"bench\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"unused\"] }}\nlimits = {{ max_concurrency = 1000 }}\n",
@@ -114,12 +125,7 @@ fn spec(topic: &Topic) -> DispatchSpec {
 
 async fn delivery_rate(bus: Arc<dyn EventBus>, gateway: &Gateway) -> f64 {
     let topic = Topic::new("bench-deliver").unwrap();
-    let dest = Arc::new(Timed {
-        inner: gateway.destination("fn", None, "topic:bench".into()).unwrap(),
-        published: Mutex::default(),
-        latencies: Mutex::default(),
-        handled: AtomicU64::new(0),
-    });
+    let dest = Timed::new(gateway);
     let dispatcher = Dispatcher::start(bus.clone(), spec(&topic), dest.clone());
     let start = Instant::now();
     let tasks: Vec<_> = (0..PUBLISHERS)
@@ -145,12 +151,7 @@ async fn delivery_rate(bus: Arc<dyn EventBus>, gateway: &Gateway) -> f64 {
 
 async fn latency(bus: Arc<dyn EventBus>, gateway: &Gateway) -> (Duration, Duration, usize) {
     let topic = Topic::new("bench-latency").unwrap();
-    let dest = Arc::new(Timed {
-        inner: gateway.destination("fn", None, "topic:bench".into()).unwrap(),
-        published: Mutex::default(),
-        latencies: Mutex::default(),
-        handled: AtomicU64::new(0),
-    });
+    let dest = Timed::new(gateway);
     let dispatcher = Dispatcher::start(bus.clone(), spec(&topic), dest.clone());
     let total = LATENCY_RATE * LATENCY_FOR.as_secs();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
