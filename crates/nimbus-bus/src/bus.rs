@@ -17,11 +17,18 @@ pub struct BusConfig {
     /// How long a delivery may stay unacknowledged (without [`Delivery::in_progress`]) before
     /// the event is offered again.
     pub ack_wait: Duration,
+    /// How long events are kept (consumed or not); older ones are deleted.
+    pub retention: Duration,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { partitions: 16, dedup_window: Duration::from_secs(120), ack_wait: Duration::from_secs(30) }
+        Self {
+            partitions: 16,
+            dedup_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
     }
 }
 

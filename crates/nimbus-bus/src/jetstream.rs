@@ -70,7 +70,9 @@ impl JetStream {
                 subjects: vec![format!("nimbus.topic.{topic}.*")],
                 storage: StorageType::File,
                 num_replicas: 1,
-                duplicate_window: self.config.dedup_window,
+                // JetStream refuses a dedup window longer than the retention.
+                duplicate_window: self.config.dedup_window.min(self.config.retention),
+                max_age: self.config.retention,
                 metadata: HashMap::from([(PARTITIONS_KEY.to_string(), partitions.to_string())]),
                 ..Default::default()
             })

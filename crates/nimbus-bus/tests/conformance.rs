@@ -94,6 +94,7 @@ both!(
     acknowledged_survive_restart_and_group_resumes,
     poison_event_reaches_dead_letter_after_max_attempts_and_replays,
     read_lists_events_and_unknown_topic_is_empty,
+    retention_deletes_old_events,
 );
 
 async fn publish_then_consume(b: Backend) {
@@ -483,4 +484,23 @@ async fn jetstream_kill9_loses_no_acknowledged_event() {
         "kill -9 of nats-server: {} acknowledged, 0 lost, {before} delivered before the kill, {duplicates} delivered again after it",
         acked.len()
     );
+}
+
+/// Events older than the retention are deleted, consumed or not; newer ones stay readable and
+/// deliverable.
+async fn retention_deletes_old_events(b: Backend) {
+    let bus = b.open(BusConfig { partitions: 2, retention: Duration::from_secs(1), ..BusConfig::default() }).await;
+    let t = topic("short-lived");
+    for i in 0..5 {
+        bus.publish(&t, &event(format!("old-{i}"), None), PublishOptions::default()).await.expect("publish");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !bus.read(&t, 0, 100).await.expect("read").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "old events were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bus.publish(&t, &event("new", None), PublishOptions::default()).await.expect("publish");
+    let mut sub = bus.subscribe(&t, &group("late")).await.expect("subscribe");
+    let d = next(&mut sub).await;
+    assert_eq!(d.event.id(), "new", "a new group starts at the oldest retained event");
 }

@@ -56,6 +56,9 @@ pub(crate) struct BusArgs {
     /// with `jetstream { sync_interval: always }` so acknowledged events survive a crash.
     #[arg(long, env = "NIMBUS_NATS")]
     pub(crate) nats: Option<String>,
+    /// How long events are kept, consumed or not (e.g. 7d, 12h).
+    #[arg(long, env = "NIMBUS_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub(crate) event_retention: Duration,
 }
 
 impl BusArgs {
@@ -64,7 +67,7 @@ impl BusArgs {
         &self,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_bus::EventBus>> {
-        let config = nimbus_bus::BusConfig::default();
+        let config = nimbus_bus::BusConfig { retention: self.event_retention, ..Default::default() };
         Ok(match &self.nats {
             Some(url) => std::sync::Arc::new(nimbus_bus::JetStream::connect(url, config).await?),
             None => {

@@ -47,7 +47,7 @@ impl Embedded {
         })?;
         let db = Arc::new(db);
         let heads = Heads::default();
-        let (writer, thread) = store::start(db.clone(), heads.clone(), config.partitions.max(1), config.dedup_window)?;
+        let (writer, thread) = store::start(db.clone(), heads.clone(), &config)?;
         Ok(Self {
             db,
             writer: Mutex::new(writer),

@@ -7,7 +7,7 @@
 //! dedup id [16] | CloudEvent JSON`.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
@@ -21,6 +21,10 @@ const HEADER: usize = 2 + 8 + 1 + 16;
 const CURSOR_FLUSH: Duration = Duration::from_millis(500);
 /// The most commands one commit takes.
 const MAX_BATCH: usize = 4096;
+/// How often events past the retention are deleted (more often for short retentions).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// The most events one sweep deletes per topic (the rest wait for the next sweep).
+const SWEEP_MAX: usize = 10_000;
 
 pub(super) fn log_table(topic: &str) -> String {
     format!("log/{topic}")
@@ -28,6 +32,23 @@ pub(super) fn log_table(topic: &str) -> String {
 
 pub(super) fn part_table(topic: &str) -> String {
     format!("part/{topic}")
+}
+
+/// The header of a stored record.
+struct Header {
+    partition: u16,
+    /// Publish time, milliseconds since the epoch.
+    at: u64,
+    dedup: Option<[u8; 16]>,
+}
+
+fn record_header(bytes: &[u8]) -> Result<Header, BusError> {
+    let h = bytes.get(..HEADER).ok_or_else(|| BusError::Store("a stored record is truncated".into()))?;
+    Ok(Header {
+        partition: u16::from_be_bytes([h[0], h[1]]),
+        at: u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
+        dedup: (h[10] == 1).then(|| h[11..27].try_into().expect("16 bytes")),
+    })
 }
 
 /// The CloudEvent JSON of a stored record.
@@ -74,6 +95,9 @@ struct Writer {
     heads: Heads,
     partitions: u16,
     window_ms: u64,
+    retention_ms: u64,
+    sweep_every: Duration,
+    last_sweep: Instant,
     next_seq: HashMap<Topic, u64>,
     topics: HashMap<Topic, u16>,
     dedup: HashMap<(Topic, [u8; 16]), u64>,
@@ -84,14 +108,17 @@ struct Writer {
 pub(super) fn start(
     db: Arc<Database>,
     heads: Heads,
-    partitions: u16,
-    window: Duration,
+    config: &crate::BusConfig,
 ) -> Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>), BusError> {
+    let retention = config.retention.max(Duration::from_millis(100));
     let mut writer = Writer {
         db,
         heads,
-        partitions,
-        window_ms: window.as_millis() as u64,
+        partitions: config.partitions.max(1),
+        window_ms: config.dedup_window.as_millis() as u64,
+        retention_ms: retention.as_millis() as u64,
+        sweep_every: (retention / 10).min(SWEEP_EVERY),
+        last_sweep: Instant::now(),
         next_seq: HashMap::new(),
         topics: HashMap::new(),
         dedup: HashMap::new(),
@@ -125,13 +152,12 @@ impl Writer {
             let mut recent = Vec::new();
             for entry in log.iter().map_err(BusError::store)?.rev() {
                 let (seq, bytes) = entry.map_err(BusError::store)?;
-                let bytes = bytes.value();
-                let at = u64::from_be_bytes(bytes[2..10].try_into().map_err(BusError::store)?);
-                if at < since {
+                let header = record_header(bytes.value())?;
+                if header.at < since {
                     break;
                 }
-                if bytes[10] == 1 {
-                    recent.push((at, seq.value(), <[u8; 16]>::try_from(&bytes[11..27]).map_err(BusError::store)?));
+                if let Some(id) = header.dedup {
+                    recent.push((header.at, seq.value(), id));
                 }
             }
             for (at, seq, id) in recent.into_iter().rev() {
@@ -148,7 +174,13 @@ impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Command>) {
         let mut unsynced = false;
         loop {
-            let first = match rx.recv_timeout(CURSOR_FLUSH) {
+            if self.last_sweep.elapsed() >= self.sweep_every {
+                self.last_sweep = Instant::now();
+                if let Err(e) = self.sweep() {
+                    tracing::warn!(error = %e, "deleting events past their retention failed; trying again later");
+                }
+            }
+            let first = match rx.recv_timeout(CURSOR_FLUSH.min(self.sweep_every)) {
                 Ok(c) => c,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if unsynced {
@@ -179,6 +211,43 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// Deletes the events older than the retention, oldest first, from every topic.
+    fn sweep(&mut self) -> Result<(), BusError> {
+        let cutoff = now_ms().saturating_sub(self.retention_ms);
+        let txn = self.db.begin_write().map_err(BusError::store)?;
+        let topics: Vec<String> = {
+            let t = txn.open_table(TOPICS).map_err(BusError::store)?;
+            t.iter().map_err(BusError::store)?.filter_map(Result::ok).map(|(k, _)| k.value().to_string()).collect()
+        };
+        let mut deleted = 0;
+        for topic in topics {
+            let log_name = log_table(&topic);
+            let part_name = part_table(&topic);
+            let mut log = txn.open_table(TableDefinition::<u64, &[u8]>::new(&log_name)).map_err(BusError::store)?;
+            let mut part =
+                txn.open_table(TableDefinition::<(u16, u64), ()>::new(&part_name)).map_err(BusError::store)?;
+            let mut old = Vec::new();
+            for entry in log.iter().map_err(BusError::store)?.take(SWEEP_MAX) {
+                let (seq, bytes) = entry.map_err(BusError::store)?;
+                let header = record_header(bytes.value())?;
+                if header.at >= cutoff {
+                    break;
+                }
+                old.push((seq.value(), header.partition));
+            }
+            for (seq, partition) in &old {
+                log.remove(seq).map_err(BusError::store)?;
+                part.remove((*partition, *seq)).map_err(BusError::store)?;
+            }
+            deleted += old.len();
+        }
+        txn.commit().map_err(BusError::store)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "deleted events past their retention");
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), redb::Error> {
