@@ -1,0 +1,33 @@
+//! Nimbus durable state: KV buckets behind the [`KvStore`] trait, with an embedded backend
+//! ([`Embedded`], redb on this node) and a distributed one ([`NatsKv`], NATS JetStream KV), which
+//! pass one conformance suite: get / set (with TTL) / delete / exists, list by prefix with a
+//! cursor, compare-and-swap on revisions, atomic increment, batch get and set. Keys are any text
+//! up to 512 bytes, compared byte for byte.
+//!
+//! This crate does not link anything into wasm (that is `nimbus-wasm`'s `wasi:keyvalue`) and
+//! does not decide which component may touch which bucket (grants, checked by the caller).
+//!
+//! ```
+//! # async fn demo() -> Result<(), nimbus_state::KvError> {
+//! use nimbus_state::{Bucket, Embedded, KvStore, Swap};
+//! let dir = tempfile::tempdir().unwrap();
+//! let kv = Embedded::open(&dir.path().join("state.redb"))?;
+//! let carts = Bucket::new("carts")?;
+//! let rev = kv.set(&carts, "user:7", "3 items".into(), None).await?; // on disk now
+//! assert_eq!(kv.compare_and_swap(&carts, "user:7", Some(rev), "4 items".into()).await?, Swap::Done(rev + 1));
+//! assert_eq!(kv.increment(&carts, "count", 2).await?, 2);
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+mod embedded;
+mod error;
+mod kv;
+mod names;
+mod nats;
+
+pub use embedded::Embedded;
+pub use error::KvError;
+pub use kv::{Entry, KvStore, Page, Swap};
+pub use names::{Bucket, MAX_BUCKET_LEN, MAX_KEY_LEN, check_key};
+pub use nats::NatsKv;

@@ -1,0 +1,156 @@
+//! The NATS JetStream KV backend: a KV bucket per bucket (`nimbus_kv_<bucket>`, file storage,
+//! history 1, per-key TTL enabled). Keys are stored hex-encoded, so every key — NUL bytes and
+//! any Unicode included — round-trips exactly, and prefixes and byte order carry over.
+//!
+//! Durability: run nats-server with `jetstream { sync_interval: always }` (see `nimbus-bus`).
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::{self, stream::StorageType};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+use crate::kv::{Entry, KvStore, Page, Swap};
+use crate::names::check_key;
+use crate::{Bucket, KvError};
+
+/// KV buckets on NATS JetStream.
+pub struct NatsKv {
+    js: jetstream::Context,
+    stores: Mutex<HashMap<Bucket, kv::Store>>,
+}
+
+impl std::fmt::Debug for NatsKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsKv").finish_non_exhaustive()
+    }
+}
+
+fn bucket_name(bucket: &Bucket) -> String {
+    format!("nimbus_kv_{bucket}")
+}
+
+impl NatsKv {
+    /// Connects to the NATS server at `url`.
+    pub async fn connect(url: &str) -> Result<Self, KvError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| KvError::Nats(format!("cannot connect to {url}: {e}; is nats-server running with -js?")))?;
+        Ok(Self { js: jetstream::new(client), stores: Mutex::default() })
+    }
+
+    async fn store(&self, bucket: &Bucket) -> Result<kv::Store, KvError> {
+        if let Some(s) = self.stores.lock().expect("stores").get(bucket) {
+            return Ok(s.clone());
+        }
+        let config = kv::Config {
+            bucket: bucket_name(bucket),
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: 1,
+            limit_markers: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let store = match self.js.get_key_value(bucket_name(bucket)).await {
+            Ok(s) => s,
+            Err(_) => self.js.create_key_value(config).await.map_err(KvError::nats)?,
+        };
+        self.stores.lock().expect("stores").insert(bucket.clone(), store.clone());
+        Ok(store)
+    }
+}
+
+fn live(entry: Option<kv::Entry>) -> Option<Entry> {
+    entry.filter(|e| e.operation == Operation::Put).map(|e| Entry { value: e.value, revision: e.revision })
+}
+
+#[async_trait]
+impl KvStore for NatsKv {
+    async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
+        check_key(key)?;
+        let store = self.store(bucket).await?;
+        Ok(live(store.entry(hex::encode(key)).await.map_err(KvError::nats)?))
+    }
+
+    async fn set(&self, bucket: &Bucket, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
+        check_key(key)?;
+        let store = self.store(bucket).await?;
+        let Some(ttl) = ttl else {
+            return store.put(hex::encode(key), value).await.map_err(KvError::nats);
+        };
+        // A per-message TTL (nats-server >= 2.11) on the key's subject.
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-TTL", format!("{}s", ttl.as_secs().max(1)).as_str());
+        let subject = format!("$KV.{}.{}", bucket_name(bucket), hex::encode(key));
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, value)
+            .await
+            .map_err(KvError::nats)?
+            .await
+            .map_err(KvError::nats)?;
+        Ok(ack.sequence)
+    }
+
+    async fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KvError> {
+        check_key(key)?;
+        let store = self.store(bucket).await?;
+        store.delete(hex::encode(key)).await.map_err(KvError::nats)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+    ) -> Result<Swap, KvError> {
+        check_key(key)?;
+        let store = self.store(bucket).await?;
+        let encoded = hex::encode(key);
+        let conflict = |store: &kv::Store| {
+            let (store, encoded) = (store.clone(), encoded.clone());
+            async move { Ok(Swap::Conflict(live(store.entry(encoded).await.map_err(KvError::nats)?).map(|e| e.revision))) }
+        };
+        match expected {
+            None => match store.create(&encoded, value).await {
+                Ok(revision) => Ok(Swap::Done(revision)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => conflict(&store).await,
+                Err(e) => Err(KvError::nats(e)),
+            },
+            Some(revision) => match store.update(&encoded, value, revision).await {
+                Ok(revision) => Ok(Swap::Done(revision)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => conflict(&store).await,
+                Err(e) => Err(KvError::nats(e)),
+            },
+        }
+    }
+
+    async fn list(&self, bucket: &Bucket, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<Page, KvError> {
+        let store = self.store(bucket).await?;
+        let mut keys: Vec<String> = match store.keys().await {
+            Ok(stream) => {
+                stream
+                    .map_err(KvError::nats)
+                    .try_filter_map(|k| async move { Ok(hex::decode(&k).ok().and_then(|b| String::from_utf8(b).ok())) })
+                    .try_collect()
+                    .await?
+            }
+            Err(e) => return Err(KvError::nats(e)),
+        };
+        keys.retain(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c));
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(Page { keys, cursor })
+    }
+
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+}

@@ -1,0 +1,189 @@
+//! One suite, both backends: every case runs against the embedded store and against NATS
+//! JetStream KV on a real `nats-server -js` (free loopback port, `sync_interval: always`).
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_fixtures::nats::NatsServer;
+use nimbus_state::{Bucket, Embedded, KvError, KvStore, NatsKv, Swap};
+
+enum Backend {
+    Embedded(tempfile::TempDir),
+    Nats(NatsServer),
+}
+
+impl Backend {
+    async fn open(&self) -> Arc<dyn KvStore> {
+        match self {
+            Self::Embedded(dir) => Arc::new(Embedded::open(&dir.path().join("state.redb")).expect("open")),
+            Self::Nats(server) => Arc::new(NatsKv::connect(&server.url()).await.expect("connect")),
+        }
+    }
+}
+
+fn bucket(name: &str) -> Bucket {
+    Bucket::new(name).expect("bucket")
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() { super::$case(super::Backend::Embedded(tempfile::tempdir().unwrap())).await } )* }
+        mod nats { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() { super::$case(super::Backend::Nats(super::NatsServer::start())).await } )* }
+    };
+}
+
+both!(
+    get_set_delete_exists,
+    compare_and_swap_on_revisions,
+    concurrent_increments_lose_nothing,
+    list_by_prefix_with_cursor,
+    ttl_expires_keys,
+    batches,
+    odd_keys_are_exact_or_refused,
+    writes_survive_reopen,
+);
+
+async fn get_set_delete_exists(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("carts");
+    assert_eq!(kv.get(&c, "a").await.unwrap(), None);
+    assert!(!kv.exists(&c, "a").await.unwrap());
+    let r1 = kv.set(&c, "a", "one".into(), None).await.unwrap();
+    let r2 = kv.set(&c, "a", "two".into(), None).await.unwrap();
+    assert!(r2 > r1);
+    let e = kv.get(&c, "a").await.unwrap().unwrap();
+    assert_eq!((e.value.as_ref(), e.revision), (&b"two"[..], r2));
+    assert!(kv.exists(&c, "a").await.unwrap());
+    // Buckets are separate.
+    assert_eq!(kv.get(&bucket("other"), "a").await.unwrap(), None);
+    kv.delete(&c, "a").await.unwrap();
+    assert_eq!(kv.get(&c, "a").await.unwrap(), None);
+    kv.delete(&c, "never-there").await.unwrap();
+    let empty = kv.set(&c, "empty", bytes::Bytes::new(), None).await.unwrap();
+    assert_eq!(kv.get(&c, "empty").await.unwrap().unwrap().revision, empty, "an empty value is a value");
+}
+
+async fn compare_and_swap_on_revisions(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("cas");
+    let Swap::Done(r1) = kv.compare_and_swap(&c, "k", None, "v1".into()).await.unwrap() else { panic!("create") };
+    assert_eq!(
+        kv.compare_and_swap(&c, "k", None, "x".into()).await.unwrap(),
+        Swap::Conflict(Some(r1)),
+        "exists already"
+    );
+    assert_eq!(kv.compare_and_swap(&c, "k", Some(r1 + 100), "x".into()).await.unwrap(), Swap::Conflict(Some(r1)));
+    let Swap::Done(r2) = kv.compare_and_swap(&c, "k", Some(r1), "v2".into()).await.unwrap() else { panic!("swap") };
+    assert_eq!(kv.get(&c, "k").await.unwrap().unwrap().value.as_ref(), b"v2");
+    assert_eq!(kv.compare_and_swap(&c, "k", Some(r1), "stale".into()).await.unwrap(), Swap::Conflict(Some(r2)));
+    kv.delete(&c, "k").await.unwrap();
+    assert_eq!(kv.compare_and_swap(&c, "k", Some(r2), "x".into()).await.unwrap(), Swap::Conflict(None));
+}
+
+async fn concurrent_increments_lose_nothing(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("counters");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (kv, c) = (kv.clone(), c.clone());
+            tokio::spawn(async move { kv.increment(&c, "hits", 1).await.unwrap() })
+        })
+        .collect();
+    let mut results: Vec<i64> = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results.sort();
+    assert_eq!(results, (1..=100).collect::<Vec<_>>(), "every increment saw a distinct value");
+    assert_eq!(kv.get(&c, "hits").await.unwrap().unwrap().value.as_ref(), b"100");
+    assert_eq!(kv.increment(&c, "hits", -101).await.unwrap(), -1);
+    kv.set(&c, "text", "hello".into(), None).await.unwrap();
+    assert!(matches!(kv.increment(&c, "text", 1).await, Err(KvError::NotANumber(_))));
+}
+
+async fn list_by_prefix_with_cursor(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("listing");
+    for i in 0..25 {
+        kv.set(&c, &format!("user:{i:02}"), "x".into(), None).await.unwrap();
+    }
+    kv.set(&c, "order:1", "x".into(), None).await.unwrap();
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = kv.list(&c, "user:", cursor.as_deref(), 10).await.unwrap();
+        assert!(page.keys.len() <= 10);
+        all.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(all, (0..25).map(|i| format!("user:{i:02}")).collect::<Vec<_>>());
+    assert_eq!(kv.list(&c, "", None, 100).await.unwrap().keys.len(), 26);
+    assert!(kv.list(&c, "nobody", None, 10).await.unwrap().keys.is_empty());
+    kv.delete(&c, "user:05").await.unwrap();
+    assert_eq!(kv.list(&c, "user:0", None, 100).await.unwrap().keys.len(), 9);
+}
+
+async fn ttl_expires_keys(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("sessions");
+    kv.set(&c, "short", "x".into(), Some(Duration::from_secs(1))).await.unwrap();
+    kv.set(&c, "long", "x".into(), None).await.unwrap();
+    assert!(kv.exists(&c, "short").await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while kv.exists(&c, "short").await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the key did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kv.exists(&c, "long").await.unwrap());
+    assert_eq!(kv.list(&c, "", None, 10).await.unwrap().keys, ["long"]);
+}
+
+async fn batches(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("batch");
+    kv.set_many(&c, vec![("a".into(), "1".into()), ("b".into(), "2".into())]).await.unwrap();
+    let got = kv.get_many(&c, &["a".into(), "missing".into(), "b".into()]).await.unwrap();
+    let values: Vec<Option<Vec<u8>>> = got.into_iter().map(|e| e.map(|e| e.value.to_vec())).collect();
+    assert_eq!(values, [Some(b"1".to_vec()), None, Some(b"2".to_vec())]);
+}
+
+async fn odd_keys_are_exact_or_refused(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("odd");
+    // NUL bytes, dots and wildcards, and two Unicode forms of "é" are distinct keys.
+    let keys = ["a\0b", "a", "a.b.*", "caf\u{e9}", "cafe\u{301}", "sp ace/slash>"];
+    for (i, k) in keys.iter().enumerate() {
+        kv.set(&c, k, i.to_string().into(), None).await.unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(kv.get(&c, k).await.unwrap().unwrap().value, i.to_string(), "{k:?}");
+    }
+    let long = "k".repeat(nimbus_state::MAX_KEY_LEN);
+    kv.set(&c, &long, "x".into(), None).await.unwrap();
+    assert!(kv.exists(&c, &long).await.unwrap());
+    let too_long = "k".repeat(nimbus_state::MAX_KEY_LEN + 1);
+    let err = kv.set(&c, &too_long, "x".into(), None).await.unwrap_err();
+    assert!(err.to_string().contains("512 bytes"), "{err}");
+    assert!(kv.set(&c, "", "x".into(), None).await.is_err());
+    assert!(Bucket::new("Bad Bucket").is_err());
+}
+
+async fn writes_survive_reopen(b: Backend) {
+    let c = bucket("durable");
+    {
+        let kv = b.open().await;
+        for i in 0..50 {
+            kv.set(&c, &format!("k{i}"), i.to_string().into(), None).await.unwrap();
+        }
+    }
+    let mut b = b;
+    if let Backend::Nats(server) = &mut b {
+        server.restart(); // SIGKILL, then start on the same store
+    }
+    let kv = b.open().await;
+    for i in 0..50 {
+        assert_eq!(kv.get(&c, &format!("k{i}")).await.unwrap().unwrap().value, i.to_string());
+    }
+}
