@@ -17,6 +17,9 @@ pub const KITCHEN: &str = concat!(env!("OUT_DIR"), "/kitchen.wasm");
 /// `nimbus:events/publisher`; its behaviour follows the event type (`ok`, `fail`, `reject`,
 /// `trap`, `loop`, `forward`), and `POST /publish/TOPIC` publishes the body.
 pub const EVENTS: &str = concat!(env!("OUT_DIR"), "/events.wasm");
+/// `wasi:http` component using `wasi:keyvalue` (store, atomics, batch) over HTTP paths
+/// (`/get/BUCKET/KEY`, `/set/...`, `/incr/...?by=N`, `/delete/...`, `/list/BUCKET`, `/batch/BUCKET`).
+pub const KV: &str = concat!(env!("OUT_DIR"), "/kv.wasm");
 /// WASI preview1 command module speaking CGI, for the WAGI executor.
 pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
 /// Preview1 command module whose `_start` never returns.

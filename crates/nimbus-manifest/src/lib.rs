@@ -42,7 +42,7 @@ use toml_edit::Document;
 pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
-pub use names::{MAX_TOPIC_NAME_LEN, Schedule, check_topic_name};
+pub use names::{MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, Schedule, check_bucket_name, check_topic_name};
 pub use route::RoutePattern;
 pub use types::{
     App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_TIMEOUT_MS,

@@ -29,6 +29,23 @@ pub fn check_topic_name(name: &str, dots: bool) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The longest KV bucket name.
+pub const MAX_BUCKET_NAME_LEN: usize = 64;
+
+/// Checks a KV bucket name: lowercase letters, digits, `-` and `_`, starting with a letter or
+/// digit, at most 64 bytes.
+pub fn check_bucket_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_BUCKET_NAME_LEN {
+        return Err("use 1 to 64 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        || !name.as_bytes()[0].is_ascii_alphanumeric()
+    {
+        return Err("use lowercase letters, digits, `-` and `_`, starting with a letter or digit");
+    }
+    Ok(())
+}
+
 /// A cron schedule with its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {

@@ -274,6 +274,10 @@ pub struct Grants {
     /// `["orders"]`. Without any, the interface is not even linked.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// KV buckets the component may open through `wasi:keyvalue`, e.g. `["carts"]`. Without any,
+    /// the interfaces are not even linked.
+    #[serde(default)]
+    pub kv: Vec<String>,
 }
 
 /// `[trigger]`: every kind of trigger, each an array of tables.

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
-use crate::names::{Schedule, check_topic_name};
+use crate::names::{Schedule, check_bucket_name, check_topic_name};
 use crate::route::RoutePattern;
 use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale};
 
@@ -72,6 +72,22 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
                     "name topics like `orders` or `orders.created`",
                 ));
             }
+        }
+        for (i, name) in c.grants.kv.iter().enumerate() {
+            if let Err(e) = check_bucket_name(name) {
+                out.push(problem(
+                    at.clone().key("grants").key("kv").index(i),
+                    format!("bucket `{name}`: {e}"),
+                    "name buckets like `carts` or `sessions`",
+                ));
+            }
+        }
+        if !c.grants.kv.is_empty() && c.command.is_some() {
+            out.push(problem(
+                at.clone().key("grants").key("kv"),
+                "`grants.kv` is for functions (`wasi:keyvalue`); services keep their own state",
+                "remove it",
+            ));
         }
         if !c.grants.publish.is_empty() && c.command.is_some() {
             out.push(problem(

@@ -288,6 +288,8 @@ fn bad_event_triggers_are_located() {
     assert!(only_error(&twice).message.contains("already consumes"));
     let grant = VALID.replace("grants = { outbound", "grants = { publish = [\"Bad Topic\"], outbound");
     assert_eq!(only_error(&grant).field, "component.checkout.grants.publish[0]");
+    let bucket = VALID.replace("grants = { outbound", "grants = { kv = [\"carts\", \"Carts!\"], outbound");
+    assert_eq!(only_error(&bucket).field, "component.checkout.grants.kv[1]");
     let events_route = VALID.replace("/health-check", "/events/orders");
     assert!(only_error(&events_route).message.contains("reserved"));
 }

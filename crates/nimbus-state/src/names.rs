@@ -4,7 +4,7 @@ use crate::KvError;
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 /// The longest bucket name.
-pub const MAX_BUCKET_LEN: usize = 64;
+pub use nimbus_manifest::MAX_BUCKET_NAME_LEN as MAX_BUCKET_LEN;
 
 /// A validated bucket name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter
 /// or digit, at most [`MAX_BUCKET_LEN`] bytes.
@@ -14,15 +14,11 @@ pub struct Bucket(String);
 impl Bucket {
     /// Validates a bucket name.
     pub fn new(name: &str) -> Result<Self, KvError> {
-        let bad = |why| Err(KvError::Invalid { what: "bucket", name: name.to_string(), why });
-        if name.is_empty() || name.len() > MAX_BUCKET_LEN {
-            return bad("use 1 to 64 characters");
-        }
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            || !name.as_bytes()[0].is_ascii_alphanumeric()
-        {
-            return bad("use lowercase letters, digits, `-` and `_`, starting with a letter or digit");
-        }
+        nimbus_manifest::check_bucket_name(name).map_err(|why| KvError::Invalid {
+            what: "bucket",
+            name: name.to_string(),
+            why,
+        })?;
         Ok(Self(name.to_string()))
     }
 

@@ -1,6 +1,6 @@
 //! Store data of one component invocation (an HTTP request or an event): WASI with nothing from
 //! the host, `wasi:http` behind the outbound grants, `nimbus:events/publisher` behind the publish
-//! grants, and the memory limiter.
+//! grants, `wasi:keyvalue` behind the kv grants, and the memory limiter.
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -20,6 +20,7 @@ pub(crate) struct GuestState {
     limits: wasmtime::StoreLimits,
     hooks: OutboundPolicy,
     pub(crate) publish: PublishCtx,
+    kv: crate::kv::KvCtx,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -44,9 +45,17 @@ impl GuestState {
                 component: settings.name.clone(),
                 request_id: request_id.clone(),
             },
-            publish: PublishCtx::new(settings, request_id, traceparent),
+            publish: PublishCtx::new(settings, request_id.clone(), traceparent),
+            kv: crate::kv::KvCtx::new(settings, request_id),
             _lease: lease,
         }
+    }
+}
+
+impl GuestState {
+    /// The key-value capability and the resource table its buckets live in.
+    pub(crate) fn kv_parts(&mut self) -> (&crate::kv::KvCtx, &mut ResourceTable) {
+        (&self.kv, &mut self.table)
     }
 }
 

@@ -33,6 +33,7 @@ mod error;
 mod events;
 mod guest;
 mod http;
+mod kv;
 mod logs;
 mod outbound;
 mod publish;
@@ -65,10 +66,10 @@ pub struct Runtime {
     allocator: Allocator,
     config: RuntimeConfig,
     cache: Option<cache::CompileCache>,
+    /// WASI and `wasi:http`; each component gets a copy plus the capabilities it was granted.
     component_linker: wasmtime::component::Linker<guest::GuestState>,
-    /// `component_linker` plus `nimbus:events/publisher`, for components with `grants.publish`.
-    publishing_linker: wasmtime::component::Linker<guest::GuestState>,
     bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    kv: Option<Arc<dyn nimbus_state::KvStore>>,
     module_linker: wasmtime::Linker<wagi::WagiState>,
     _ticker: engine::EpochTicker,
 }
@@ -89,8 +90,6 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(link_err)?;
-        let mut publishing_linker = component_linker.clone();
-        publish::add_to_linker(&mut publishing_linker).map_err(link_err)?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut wagi::WagiState| &mut s.wasi)
             .map_err(link_err)?;
@@ -101,8 +100,8 @@ impl Runtime {
             config,
             cache,
             component_linker,
-            publishing_linker,
             bus: None,
+            kv: None,
             module_linker,
             _ticker: ticker,
         })
@@ -113,6 +112,25 @@ impl Runtime {
     pub fn with_bus(mut self, bus: Arc<dyn nimbus_bus::EventBus>) -> Self {
         self.bus = Some(bus);
         self
+    }
+
+    /// The KV store behind `wasi:keyvalue` (`grants.kv`); without one, every call fails with
+    /// "no state store".
+    pub fn with_kv(mut self, kv: Arc<dyn nimbus_state::KvStore>) -> Self {
+        self.kv = Some(kv);
+        self
+    }
+
+    /// WASI and `wasi:http` plus the capabilities `component` was granted, and nothing else.
+    fn linker_for(&self, component: &Component) -> Result<wasmtime::component::Linker<guest::GuestState>, String> {
+        let mut linker = self.component_linker.clone();
+        if !component.grants.publish.is_empty() {
+            publish::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+        }
+        if !component.grants.kv.is_empty() {
+            kv::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(linker)
     }
 
     /// Which instance allocator is in use.
@@ -161,12 +179,13 @@ impl Runtime {
         let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
         let executor = match compiled {
             cache::Compiled::Component(c) => {
-                let publishes = !component.grants.publish.is_empty();
-                let linker = if publishes { &self.publishing_linker } else { &self.component_linker };
+                let linker = self.linker_for(component).map_err(LoadError::Engine)?;
                 let pre = linker.instantiate_pre(&c).map_err(|e| {
                     let e = format!("{e:#}");
-                    if !publishes && e.contains("nimbus:events/publisher") {
+                    if component.grants.publish.is_empty() && e.contains("nimbus:events/publisher") {
                         link("it imports `nimbus:events/publisher` but the component has no `grants.publish`; grant the topics it publishes to".into())
+                    } else if component.grants.kv.is_empty() && e.contains("wasi:keyvalue/") {
+                        link("it imports `wasi:keyvalue` but the component has no `grants.kv`; grant the buckets it uses".into())
                     } else {
                         link(e)
                     }
@@ -208,6 +227,8 @@ impl Runtime {
             name: name.into(),
             publish: component.grants.publish.iter().cloned().collect(),
             bus: self.bus.clone(),
+            kv_grants: component.grants.kv.iter().cloned().collect(),
+            kv: self.kv.clone(),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
@@ -226,6 +247,8 @@ pub(crate) struct FunctionSettings {
     pub(crate) name: Arc<str>,
     pub(crate) publish: Arc<[String]>,
     pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    pub(crate) kv_grants: Arc<[String]>,
+    pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,

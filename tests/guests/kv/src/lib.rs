@@ -1,0 +1,106 @@
+//! A `wasi:http` component using `wasi:keyvalue`: `GET /get/BUCKET/KEY`, `PUT /set/BUCKET/KEY`
+//! (body = value), `POST /incr/BUCKET/KEY?by=N`, `DELETE /delete/BUCKET/KEY`, `GET /list/BUCKET`
+//! (every key, one per line, following cursors), `POST /batch/BUCKET` (sets `a=1`, `b=2`, then
+//! reads `a`, `b`, `c`). Errors answer 500 with the `wasi:keyvalue` error.
+use wasip2::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+wit_bindgen::generate!({
+    path: "../../../wit/deps/keyvalue",
+    world: "wasi:keyvalue/imports@0.2.0-draft",
+    generate_all,
+});
+
+use wasi::keyvalue::{atomics, batch, store};
+
+struct Kv;
+
+fn error(e: store::Error) -> (u16, Vec<u8>) {
+    let text = match e {
+        store::Error::NoSuchStore => "no-such-store".to_string(),
+        store::Error::AccessDenied => "access-denied".to_string(),
+        store::Error::Other(m) => format!("other: {m}"),
+    };
+    (500, text.into_bytes())
+}
+
+fn run(method: &Method, path: &str, query: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), store::Error> {
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let (op, name, key) = (parts.first().copied().unwrap_or(""), parts.get(1).copied().unwrap_or(""), parts.get(2).copied().unwrap_or(""));
+    let bucket = store::open(name)?;
+    Ok(match (method, op) {
+        (Method::Get, "get") => match bucket.get(key)? {
+            Some(v) => (200, v),
+            None => (404, b"absent".to_vec()),
+        },
+        (Method::Put, "set") => {
+            bucket.set(key, &body)?;
+            (204, Vec::new())
+        }
+        (Method::Post, "incr") => {
+            let by = query.strip_prefix("by=").and_then(|n| n.parse().ok()).unwrap_or(1);
+            (200, atomics::increment(&bucket, key, by)?.to_string().into_bytes())
+        }
+        (Method::Delete, "delete") => {
+            bucket.delete(key)?;
+            (204, Vec::new())
+        }
+        (Method::Get, "list") => {
+            let mut keys = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = bucket.list_keys(cursor)?;
+                keys.extend(page.keys);
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            (200, keys.join("\n").into_bytes())
+        }
+        (Method::Post, "batch") => {
+            batch::set_many(&bucket, &[("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())])?;
+            let got = batch::get_many(&bucket, &["a".to_string(), "b".to_string(), "c".to_string()])?;
+            let text: Vec<String> = got
+                .into_iter()
+                .map(|v| v.map_or("-".to_string(), |(k, v)| format!("{k}={}", String::from_utf8_lossy(&v))))
+                .collect();
+            (200, text.join(",").into_bytes())
+        }
+        _ => (404, b"unknown operation".to_vec()),
+    })
+}
+
+impl wasip2::exports::http::incoming_handler::Guest for Kv {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let full = request.path_with_query().unwrap_or_default();
+        let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+        let method = request.method();
+        let body = read_body(&request);
+        let (status, body) = run(&method, path, query, body).unwrap_or_else(error);
+        let resp = OutgoingResponse::new(Fields::new());
+        resp.set_status_code(status).unwrap();
+        let resp_body = resp.body().unwrap();
+        ResponseOutparam::set(out, Ok(resp));
+        let stream = resp_body.write().unwrap();
+        for chunk in body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).unwrap();
+        }
+        drop(stream);
+        OutgoingBody::finish(resp_body, None).unwrap();
+    }
+}
+
+wasip2::http::proxy::export!(Kv);
+
+fn read_body(req: &IncomingRequest) -> Vec<u8> {
+    let body = req.consume().unwrap();
+    let mut data = Vec::new();
+    {
+        let stream = body.stream().unwrap();
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            data.extend_from_slice(&chunk);
+        }
+    }
+    IncomingBody::finish(body);
+    data
+}
