@@ -81,7 +81,7 @@ const PAGE: usize = 1000;
 
 impl store::Host for KvView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<OpenBucket>, Error> {
-        if !self.ctx.grants.iter().any(|g| *g == identifier) {
+        if !self.ctx.grants.contains(&identifier) {
             tracing::warn!(component = %self.ctx.component, request_id = %self.ctx.request_id, bucket = %identifier, "kv open denied: bucket not in grants.kv");
             return Err(Error::AccessDenied);
         }
