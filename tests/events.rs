@@ -318,7 +318,7 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
     let server = app.up(&[]);
-    assert!(server.banner.contains("Events API: http://127.0.0.1:"), "{}", server.banner);
+    assert!(server.banner.contains("Data API: http://127.0.0.1:"), "{}", server.banner);
     let home = dir.path();
     let out =
         ok(cli(&app, home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1", "--data", "{\"n\":1}"]));

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use nimbus_control::{EventPage, PublishedEvent, Replayed, StoredEvent};
 
-use crate::local_api::LocalApi;
 use crate::remote::{Client, Output, OutputArgs, RemoteArgs, seg};
 
 #[derive(Debug, Subcommand)]
@@ -83,18 +82,8 @@ pub(crate) enum DlqCommand {
     },
 }
 
-/// The `nimbus up` of this directory unless a server is named, else the configured server.
-fn client(remote: &RemoteArgs) -> anyhow::Result<Client> {
-    if !remote.names_server()
-        && let Some(api) = LocalApi::find(std::path::Path::new(".nimbus"))
-    {
-        return Client::with(&api.url, Some(api.token));
-    }
-    Client::new(remote)
-}
-
 pub(crate) fn run(remote: &RemoteArgs, command: &EventsCommand) -> anyhow::Result<()> {
-    let client = client(remote)?;
+    let client = Client::for_node(remote)?;
     match command {
         EventsCommand::Publish(args) => publish(&client, args),
         EventsCommand::Tail(args) => tail(&client, args),

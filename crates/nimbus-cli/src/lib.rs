@@ -1,10 +1,10 @@
 //! The `nimbus` command line.
 //!
 //! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
-//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `login`), the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run
@@ -18,6 +18,7 @@ mod build;
 mod deploy;
 mod doctor;
 mod events;
+mod kv;
 mod local_api;
 mod logging;
 mod manage;
@@ -93,6 +94,13 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Read and write KV buckets (on the `nimbus up` of this directory, or on a server).
+    Kv {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
     /// Check a server URL and token and save them for later commands.
     Login(manage::LoginArgs),
     /// Run the build command of each component of the app in DIR.
@@ -125,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Rollback { remote, args } => manage::rollback(&remote, &args),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
         Command::Events { remote, command } => events::run(&remote, &command),
+        Command::Kv { remote, command } => kv::run(&remote, &command),
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),

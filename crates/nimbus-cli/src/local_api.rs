@@ -1,13 +1,14 @@
-//! The events API of `nimbus up`: the control API's topic endpoints on a loopback port, guarded
+//! The data API of `nimbus up`: the control API's topic and KV endpoints on a loopback port, guarded
 //! by a random token. Both are written to `.nimbus/api.json` (readable by its owner only) while
-//! `nimbus up` runs, which is how `nimbus events ...` in the app directory finds them.
+//! `nimbus up` runs, which is how `nimbus events ...` and `nimbus kv ...` in the app directory
+//! find them.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use nimbus_bus::EventBus;
-use nimbus_control::{TopicAuth, TopicsState};
+use nimbus_control::{DataAuth, DataState};
 use serde::{Deserialize, Serialize};
 
 /// The file `nimbus up` writes into its data dir.
@@ -47,11 +48,12 @@ impl Drop for Served {
     }
 }
 
-/// Serves the topic endpoints on `listen` (loopback only) until `stop` resolves.
+/// Serves the topic and KV endpoints on `listen` (loopback only) until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
-    bus: Arc<dyn EventBus>,
+    bus: Option<Arc<dyn EventBus>>,
+    kv: Option<Arc<dyn nimbus_state::KvStore>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Served> {
     anyhow::ensure!(
@@ -68,7 +70,7 @@ pub(crate) async fn serve(
     let api = LocalApi { url: format!("http://{addr}"), token: token.clone(), pid: std::process::id() };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let router = nimbus_control::topics_router(Arc::new(TopicsState { bus, auth: TopicAuth::Local(token) }));
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth: DataAuth::Local(token) }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "the local events API failed");

@@ -127,6 +127,17 @@ impl Client {
         Self::with(&base, args.token.clone().or(config.token))
     }
 
+    /// The `nimbus up` running in this directory (found through `.nimbus/api.json`) unless a
+    /// server is named by flag or environment; else the configured server.
+    pub(crate) fn for_node(args: &RemoteArgs) -> anyhow::Result<Self> {
+        if !args.names_server()
+            && let Some(api) = crate::local_api::LocalApi::find(std::path::Path::new(".nimbus"))
+        {
+            return Self::with(&api.url, Some(api.token));
+        }
+        Self::new(args)
+    }
+
     /// A client of `base` with `token`.
     pub(crate) fn with(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_string();
@@ -149,6 +160,19 @@ impl Client {
         body: Option<reqwest::Body>,
         content_type: &str,
     ) -> anyhow::Result<T> {
+        let bytes = self.raw(method, path, body, content_type)?;
+        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+        serde_json::from_slice(bytes).with_context(|| format!("unexpected answer from {}{path}", self.base))
+    }
+
+    /// Sends a request and returns the answer's body as it is.
+    pub(crate) fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+        content_type: &str,
+    ) -> anyhow::Result<bytes::Bytes> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -169,8 +193,7 @@ impl Client {
             if !status.is_success() {
                 return Err(server_error(status, &bytes));
             }
-            let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-            serde_json::from_slice(bytes).with_context(|| format!("unexpected answer from {url}"))
+            Ok(bytes)
         })
     }
 

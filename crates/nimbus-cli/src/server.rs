@@ -10,7 +10,7 @@ use clap::Args;
 use nimbus_control::{ApiState, Platform, Store, Tokens};
 use nimbus_gateway::Ingress;
 
-use crate::serving::{BusArgs, EngineArgs, shutdown_signal};
+use crate::serving::{BackendArgs, EngineArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
@@ -36,7 +36,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
     #[command(flatten)]
-    bus: BusArgs,
+    storage: BackendArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -70,8 +70,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&db).with_context(|| {
         format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
     })?);
-    let bus = args.bus.open(&data_dir).await.context("cannot open the event bus")?;
-    let runtime = Arc::new(args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()));
+    let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
+    let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+    let runtime = Arc::new(
+        args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()).with_kv(kv.clone()),
+    );
     let ingress = Arc::new(Ingress::new());
     let platform = Arc::new(
         Platform::open(store.clone(), runtime.clone(), ingress.clone(), bus.clone(), data_dir.join("services"))
@@ -123,6 +126,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         tokens,
         dev: args.dev,
         max_upload_bytes: args.max_upload_mb << 20,
+        kv: Some(kv),
     }));
     let api_server = axum::serve(api_listener, api).with_graceful_shutdown(stopped());
     let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), args.engine.serve_config());

@@ -49,11 +49,11 @@ impl EngineArgs {
     }
 }
 
-/// Where the event bus keeps its topics.
+/// Where topics and KV buckets live: embedded in the data dir, or on NATS JetStream.
 #[derive(Debug, Args)]
-pub(crate) struct BusArgs {
-    /// Use NATS JetStream at this URL for topics (e.g. nats://127.0.0.1:4222); run nats-server
-    /// with `jetstream { sync_interval: always }` so acknowledged events survive a crash.
+pub(crate) struct BackendArgs {
+    /// Use NATS JetStream at this URL for topics and KV buckets (e.g. nats://127.0.0.1:4222); run
+    /// nats-server with `jetstream { sync_interval: always }` so acknowledged writes survive a crash.
     #[arg(long, env = "NIMBUS_NATS")]
     pub(crate) nats: Option<String>,
     /// How long events are kept, consumed or not (e.g. 7d, 12h).
@@ -61,9 +61,9 @@ pub(crate) struct BusArgs {
     pub(crate) event_retention: Duration,
 }
 
-impl BusArgs {
+impl BackendArgs {
     /// JetStream if `--nats` is given, else the embedded bus in `data_dir/bus.redb`.
-    pub(crate) async fn open(
+    pub(crate) async fn open_bus(
         &self,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_bus::EventBus>> {
@@ -74,6 +74,21 @@ impl BusArgs {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
                 std::sync::Arc::new(nimbus_bus::Embedded::open(&data_dir.join("bus.redb"), config)?)
+            }
+        })
+    }
+
+    /// NATS JetStream KV if `--nats` is given, else the embedded store in `data_dir/state.redb`.
+    pub(crate) async fn open_kv(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<std::sync::Arc<dyn nimbus_state::KvStore>> {
+        Ok(match &self.nats {
+            Some(url) => std::sync::Arc::new(nimbus_state::NatsKv::connect(url).await?),
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+                std::sync::Arc::new(nimbus_state::Embedded::open(&data_dir.join("state.redb"))?)
             }
         })
     }

@@ -12,7 +12,7 @@ use nimbus_manifest::{FieldPath, LoadedManifest};
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
 
-use crate::serving::{BusArgs, EngineArgs, shutdown_signal};
+use crate::serving::{BackendArgs, EngineArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -33,7 +33,7 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "NIMBUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
-    bus: BusArgs,
+    storage: BackendArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -62,9 +62,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let bus = if topics.is_empty() && m.trigger.cron.is_empty() {
         None
     } else {
-        let bus = args.bus.open(&data_dir).await.context("cannot open the event bus")?;
+        let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
+    };
+    let kv = if m.component.values().any(|c| !c.grants.kv.is_empty()) {
+        let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+        runtime = runtime.with_kv(kv.clone());
+        Some(kv)
+    } else {
+        None
     };
 
     let loads = functions.iter().map(|&(name, c)| {
@@ -133,12 +140,13 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let local_api = match &bus {
-        Some(bus) => {
+    let local_api = match (&bus, &kv) {
+        (None, None) => None,
+        _ => {
             let stopped = async move {
                 let _ = api_stopped.await;
             };
-            match crate::local_api::serve(args.api_listen, &data_dir, bus.clone(), stopped).await {
+            match crate::local_api::serve(args.api_listen, &data_dir, bus.clone(), kv.clone(), stopped).await {
                 Ok(served) => Some(served),
                 Err(e) => {
                     triggers.stop().await;
@@ -147,7 +155,6 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
                 }
             }
         }
-        None => None,
     };
     println!("Serving app `{}` on http://{addr}", m.app.name);
     let mut routes: Vec<_> = gateway.router().routes().collect();
@@ -166,13 +173,14 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     if let Some(bus) = &bus {
         println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
-        if let Some(api) = &local_api {
-            println!(
-                "Events API: http://{} (for `nimbus events` here; token in {})",
-                api.addr,
-                data_dir.join(crate::local_api::API_FILE).display()
-            );
-        }
+    }
+    if let Some(api) = &local_api {
+        let file = data_dir.join(crate::local_api::API_FILE);
+        println!(
+            "Data API: http://{} (for `nimbus events` and `nimbus kv` here; token in {})",
+            api.addr,
+            file.display()
+        );
     }
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");

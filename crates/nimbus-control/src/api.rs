@@ -34,15 +34,18 @@ pub struct ApiState {
     pub dev: bool,
     /// Largest deploy bundle accepted, in bytes.
     pub max_upload_bytes: usize,
+    /// The KV store behind `/v1/kv` (the one functions use).
+    pub kv: Option<Arc<dyn nimbus_state::KvStore>>,
 }
 
 type AppState = State<Arc<ApiState>>;
 
 /// The control API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let topics = crate::topics::topics_router(Arc::new(crate::topics::TopicsState {
-        bus: state.platform.bus(),
-        auth: crate::topics::TopicAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
+    let data = crate::data::data_router(Arc::new(crate::data::DataState {
+        bus: Some(state.platform.bus()),
+        kv: state.kv.clone(),
+        auth: crate::data::DataAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
     }));
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -58,7 +61,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
-        .merge(topics)
+        .merge(data)
 }
 
 impl IntoResponse for ControlError {
@@ -101,9 +104,9 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, publish and read events."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed)),
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, publish and read events, read and write KV buckets."),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

@@ -50,6 +50,16 @@ pub enum ControlError {
     Unavailable(String),
 }
 
+impl From<nimbus_state::KvError> for ControlError {
+    fn from(e: nimbus_state::KvError) -> Self {
+        use nimbus_state::KvError;
+        match e {
+            KvError::Invalid { .. } | KvError::NotANumber(_) => Self::BadRequest { message: e.to_string(), hint: None },
+            KvError::Store(_) | KvError::Nats(_) | KvError::Closed => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<nimbus_bus::BusError> for ControlError {
     fn from(e: nimbus_bus::BusError) -> Self {
         use nimbus_bus::BusError;

@@ -23,7 +23,7 @@
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()));
 //! let platform = Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, "services".into()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20,
+//!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20, kv: None,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
 //! # Ok(()) }
@@ -32,7 +32,9 @@
 mod api;
 mod auth;
 mod bundle;
+mod data;
 mod error;
+mod kv_api;
 mod model;
 mod platform;
 mod store;
@@ -41,10 +43,10 @@ mod topics;
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{Action, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
+pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;
+pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
 pub use model::*;
 pub use platform::{DeployOptions, Platform};
 pub use store::{Store, StoreError};
-pub use topics::{
-    EventPage, MAX_EVENT_BYTES, PublishedEvent, Replayed, StoredEvent, TopicAuth, TopicsState, topics_router,
-};
+pub use topics::{EventPage, MAX_EVENT_BYTES, PublishedEvent, Replayed, StoredEvent};

@@ -1,6 +1,5 @@
 //! The topic endpoints of the control API: publish, read (and long-poll, for tailing), and
-//! replay a dead-letter topic. Served by `nimbus server` (with its API tokens) and by
-//! `nimbus up` (with the one token it writes to `.nimbus/api.json`).
+//! replay a dead-letter topic.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,12 +10,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use nimbus_bus::{AttributesReader, EventBus, PublishOptions, Topic};
+use nimbus_bus::{AttributesReader, PublishOptions, Topic};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Action, Tokens};
+use crate::auth::Action;
+use crate::data::DataState;
 use crate::error::ControlError;
 
 /// The largest event accepted, in bytes.
@@ -26,66 +25,13 @@ const MAX_PAGE: usize = 1000;
 /// The longest a read waits for new events.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// Who may call the topic endpoints.
-#[derive(Debug)]
-pub enum TopicAuth {
-    /// A server's API tokens. Topics belong to no single app, so app-scoped tokens are refused.
-    Tokens {
-        /// The token store.
-        tokens: Tokens,
-        /// `--dev`: calls without a token are allowed.
-        dev: bool,
-    },
-    /// `nimbus up`: exactly this bearer token.
-    Local(String),
-}
-
-/// What the topic handlers share.
-#[derive(Debug)]
-pub struct TopicsState {
-    /// The bus.
-    pub bus: Arc<dyn EventBus>,
-    /// Who may call.
-    pub auth: TopicAuth,
-}
-
-impl TopicsState {
-    fn check(&self, headers: &HeaderMap, action: Action) -> Result<(), ControlError> {
-        match &self.auth {
-            TopicAuth::Tokens { tokens, dev } => {
-                let principal = crate::auth::principal(headers, tokens, *dev)?;
-                principal.check(action, None)?;
-                match principal.token {
-                    Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
-                        "token `{}` is limited to apps [{}]; topics need a token for every app",
-                        t.id,
-                        t.apps.join(", ")
-                    ))),
-                    _ => Ok(()),
-                }
-            }
-            TopicAuth::Local(expected) => {
-                let given = crate::auth::bearer(headers)?.ok_or_else(|| {
-                    ControlError::Unauthorized("this call needs the token in .nimbus/api.json".into())
-                })?;
-                if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-                    Ok(())
-                } else {
-                    Err(ControlError::Unauthorized("wrong token; it is in .nimbus/api.json next to nimbus.toml".into()))
-                }
-            }
-        }
-    }
-}
-
-type TopicsApp = State<Arc<TopicsState>>;
+type TopicsApp = State<Arc<DataState>>;
 
 /// The topic routes.
-pub fn topics_router(state: Arc<TopicsState>) -> Router {
+pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
         .route("/v1/topics/{topic}/events", post(publish).get(read))
         .route("/v1/topics/{topic}/replay", post(replay))
-        .with_state(state)
 }
 
 fn topic(name: &str) -> Result<Topic, ControlError> {
@@ -130,7 +76,7 @@ async fn publish(
     let mut event = nimbus_bus::http::read_event(&headers, bytes.to_bytes().to_vec())?;
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
-    let p = s.bus.publish(&topic, &event, PublishOptions::default()).await?;
+    let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
     let body = PublishedEvent { topic: name, id: event.id().to_string(), seq: p.seq, duplicate: p.duplicate };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -182,13 +128,13 @@ async fn read(
     let topic = topic(&name)?;
     let q = crate::api::query(q)?;
     let from = match q.latest {
-        Some(true) => s.bus.last(&topic).await?.map_or(1, |e| e.seq + 1),
+        Some(true) => s.bus()?.last(&topic).await?.map_or(1, |e| e.seq + 1),
         _ => q.from.unwrap_or(1).max(1),
     };
     let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     loop {
-        let stored = s.bus.read(&topic, from, limit).await?;
+        let stored = s.bus()?.read(&topic, from, limit).await?;
         if !stored.is_empty() || Instant::now() >= deadline {
             let next = stored.last().map_or(from, |e| e.seq + 1);
             let events = stored
@@ -224,7 +170,7 @@ async fn replay(
 ) -> Result<Json<Replayed>, ControlError> {
     s.check(&headers, Action::Write)?;
     let topic = topic(&name)?;
-    let replayed = nimbus_bus::dispatch::replay(&*s.bus, &topic, Duration::from_millis(300)).await?;
+    let replayed = nimbus_bus::dispatch::replay(&*s.bus()?, &topic, Duration::from_millis(300)).await?;
     tracing::info!(topic = %name, replayed, "dead letters replayed");
     Ok(Json(Replayed { replayed }))
 }

@@ -1,0 +1,85 @@
+//! The data endpoints of the control API — topics ([`crate::topics`]) and KV buckets
+//! ([`crate::kv_api`]) — and who may call them. Served by `nimbus server` (with its API tokens)
+//! and by `nimbus up` (with the one token it writes to `.nimbus/api.json`).
+use std::sync::Arc;
+
+use axum::Router;
+use http::HeaderMap;
+use nimbus_bus::EventBus;
+use nimbus_state::KvStore;
+use subtle::ConstantTimeEq;
+
+use crate::auth::{Action, Tokens};
+use crate::error::ControlError;
+
+/// Who may call the data endpoints.
+#[derive(Debug)]
+pub enum DataAuth {
+    /// A server's API tokens. Topics and buckets belong to no single app, so app-scoped tokens
+    /// are refused.
+    Tokens {
+        /// The token store.
+        tokens: Tokens,
+        /// `--dev`: calls without a token are allowed.
+        dev: bool,
+    },
+    /// `nimbus up`: exactly this bearer token.
+    Local(String),
+}
+
+/// What the data handlers share.
+#[derive(Debug)]
+pub struct DataState {
+    /// The event bus, if this node has one.
+    pub bus: Option<Arc<dyn EventBus>>,
+    /// The KV store, if this node has one.
+    pub kv: Option<Arc<dyn KvStore>>,
+    /// Who may call.
+    pub auth: DataAuth,
+}
+
+impl DataState {
+    pub(crate) fn check(&self, headers: &HeaderMap, action: Action) -> Result<(), ControlError> {
+        match &self.auth {
+            DataAuth::Tokens { tokens, dev } => {
+                let principal = crate::auth::principal(headers, tokens, *dev)?;
+                principal.check(action, None)?;
+                match principal.token {
+                    Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
+                        "token `{}` is limited to apps [{}]; topics and buckets need a token for every app",
+                        t.id,
+                        t.apps.join(", ")
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            DataAuth::Local(expected) => {
+                let given = crate::auth::bearer(headers)?.ok_or_else(|| {
+                    ControlError::Unauthorized("this call needs the token in .nimbus/api.json".into())
+                })?;
+                if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(ControlError::Unauthorized("wrong token; it is in .nimbus/api.json next to nimbus.toml".into()))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn bus(&self) -> Result<Arc<dyn EventBus>, ControlError> {
+        self.bus
+            .clone()
+            .ok_or_else(|| ControlError::NotFound("this node has no event bus (the app declares no topics)".into()))
+    }
+
+    pub(crate) fn kv(&self) -> Result<Arc<dyn KvStore>, ControlError> {
+        self.kv
+            .clone()
+            .ok_or_else(|| ControlError::NotFound("this node has no state store (no component has grants.kv)".into()))
+    }
+}
+
+/// The topic and bucket routes.
+pub fn data_router(state: Arc<DataState>) -> Router {
+    crate::topics::routes().merge(crate::kv_api::routes()).with_state(state)
+}

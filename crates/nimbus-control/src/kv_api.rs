@@ -1,0 +1,153 @@
+//! The KV endpoints of the control API: read, write, delete and list the keys of a bucket.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use nimbus_state::Bucket;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Action;
+use crate::data::DataState;
+use crate::error::ControlError;
+
+/// The largest value accepted, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The response header carrying a value's revision.
+pub const REVISION_HEADER: &str = "x-nimbus-kv-revision";
+
+type KvApp = State<Arc<DataState>>;
+
+pub(crate) fn routes() -> Router<Arc<DataState>> {
+    Router::new()
+        .route("/v1/kv/{bucket}/keys", get(list))
+        .route("/v1/kv/{bucket}/keys/{*key}", get(read).put(write).delete(remove))
+}
+
+fn bucket(name: &str) -> Result<Bucket, nimbus_state::KvError> {
+    Bucket::new(name)
+}
+
+/// Which keys to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only keys starting with this.
+    prefix: Option<String>,
+    /// The `cursor` of the previous page.
+    cursor: Option<String>,
+    /// Most keys to return (default and maximum 1000).
+    limit: Option<usize>,
+}
+
+/// A page of keys.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyPage {
+    /// Keys in byte order.
+    pub keys: Vec<String>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    pub cursor: Option<String>,
+}
+
+/// Lists keys by prefix, a page at a time.
+#[utoipa::path(get, path = "/v1/kv/{bucket}/keys", tag = "kv", params(("bucket" = String, Path), ListQuery),
+    responses((status = 200, body = KeyPage), (status = 400, body = crate::ErrorBody)))]
+async fn list(
+    State(s): KvApp,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<KeyPage>, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let q = crate::api::query(q)?;
+    let page = s
+        .kv()?
+        .list(
+            &bucket(&name)?,
+            q.prefix.as_deref().unwrap_or(""),
+            q.cursor.as_deref(),
+            q.limit.unwrap_or(1000).clamp(1, 1000),
+        )
+        .await?;
+    Ok(Json(KeyPage { keys: page.keys, cursor: page.cursor }))
+}
+
+/// The value of a key (bytes as stored), with its revision in `x-nimbus-kv-revision`.
+#[utoipa::path(get, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = crate::ErrorBody)))]
+async fn read(
+    State(s): KvApp,
+    Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let entry = s
+        .kv()?
+        .get(&bucket(&name)?, &key)
+        .await?
+        .ok_or_else(|| ControlError::NotFound(format!("no key {key:?} in bucket `{name}`")))?;
+    let mut resp = (StatusCode::OK, entry.value).into_response();
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut().insert(REVISION_HEADER, HeaderValue::from(entry.revision));
+    Ok(resp)
+}
+
+/// How to write.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WriteQuery {
+    /// Expire the key after this many seconds.
+    ttl_s: Option<u64>,
+}
+
+/// A durable write.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Written {
+    /// The key's new revision.
+    pub revision: u64,
+}
+
+/// Sets a key to the request body; answers once it is durable.
+#[utoipa::path(put, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path), WriteQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = Written), (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody)))]
+async fn write(
+    State(s): KvApp,
+    Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<WriteQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> Result<Json<Written>, ControlError> {
+    s.check(&headers, Action::Write)?;
+    let q = crate::api::query(q)?;
+    let value = Limited::new(body, MAX_VALUE_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ControlError::TooLarge(format!("a value may be at most {MAX_VALUE_BYTES} bytes"))
+        } else {
+            ControlError::bad_request(format!("the body broke off: {e}"), "send it again")
+        }
+    })?;
+    let revision = s.kv()?.set(&bucket(&name)?, &key, value.to_bytes(), q.ttl_s.map(Duration::from_secs)).await?;
+    Ok(Json(Written { revision }))
+}
+
+/// Deletes a key (absent keys are fine).
+#[utoipa::path(delete, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path)),
+    responses((status = 204), (status = 400, body = crate::ErrorBody)))]
+async fn remove(
+    State(s): KvApp,
+    Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ControlError> {
+    s.check(&headers, Action::Write)?;
+    s.kv()?.delete(&bucket(&name)?, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
