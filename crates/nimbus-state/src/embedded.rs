@@ -30,10 +30,73 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
     (expires == 0 || expires > now_ms()).then(|| Entry { value: Bytes::copy_from_slice(&bytes[HEADER..]), revision })
 }
 
-/// KV buckets in `state.redb` on this node.
+/// A write run inside a shared transaction, answered once the transaction's fate is known.
+trait Work: Send {
+    /// Runs the write; an `Err` is a store failure that aborts the whole batch.
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), KvError>;
+    /// Answers the caller: its own outcome if the batch committed, else the batch's failure.
+    fn finish(self: Box<Self>, committed: Result<(), KvError>);
+}
+
+struct Op<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, KvError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, KvError>>,
+}
+
+impl<T: Send, F: FnOnce(&WriteTransaction) -> Result<T, KvError> + Send> Work for Op<T, F> {
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), KvError> {
+        let out = (self.f.take().expect("run once"))(txn);
+        if let Err(KvError::Store(e)) = &out {
+            return Err(KvError::Store(e.clone()));
+        }
+        self.out = Some(out);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), KvError>) {
+        let answer = match (committed, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(KvError::Store("the write was not run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Job = Box<dyn Work>;
+
+/// The most writes one commit takes.
+const MAX_BATCH: usize = 1024;
+
+/// KV buckets in `state.redb` on this node. Writes are group-committed: every write waiting when
+/// a commit starts shares its transaction and its fsync, and each is answered only after it.
 #[derive(Debug, Clone)]
 pub struct Embedded {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// The group-commit thread; when the last handle goes, it finishes what it has and is joined,
+/// so the file can be opened again at once.
+struct Writer {
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.lock().expect("jobs").take());
+        if let Some(thread) = self.thread.lock().expect("thread").take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Embedded {
@@ -49,23 +112,27 @@ impl Embedded {
         let txn = db.begin_write().map_err(KvError::store)?;
         txn.open_table(REVISIONS).map_err(KvError::store)?;
         txn.commit().map_err(KvError::store)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let for_thread = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("nimbus-kv-writer".into())
+            .spawn(move || group_commit(&for_thread, &rx))
+            .map_err(KvError::store)?;
+        let writer = Writer { jobs: std::sync::Mutex::new(Some(jobs)), thread: std::sync::Mutex::new(Some(thread)) };
+        Ok(Self { db, writer: Arc::new(writer) })
     }
 
-    /// Runs `f` in one durable write transaction on a blocking thread.
+    /// Runs `f` in the next group commit and answers once that is durable.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, KvError> + Send + 'static,
     ) -> Result<T, KvError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(KvError::store)?;
-            let out = f(&txn)?;
-            txn.commit().map_err(KvError::store)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|_| KvError::Closed)?
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(Op { f: Some(f), out: None, reply });
+        let jobs = self.writer.jobs.lock().expect("jobs").clone().ok_or(KvError::Closed)?;
+        jobs.send(job).map_err(|_| KvError::Closed)?;
+        rx.await.map_err(|_| KvError::Closed)?
     }
 
     fn read_entry(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
@@ -77,6 +144,33 @@ impl Embedded {
             Err(e) => return Err(KvError::store(e)),
         };
         Ok(t.get(key).map_err(KvError::store)?.and_then(|v| decode(v.value())))
+    }
+}
+
+/// The writer thread: takes every job waiting, runs them in one transaction, commits it durably,
+/// then answers each. A store failure in any job aborts the batch and fails all of its jobs.
+fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = (|| {
+            let txn = db.begin_write().map_err(KvError::store)?;
+            for job in &mut batch {
+                job.run(&txn)?;
+            }
+            txn.commit().map_err(KvError::store)
+        })();
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "state store commit failed; the writes in it were not acknowledged");
+        }
+        for job in batch {
+            job.finish(outcome.clone());
+        }
     }
 }
 
