@@ -415,7 +415,7 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
     let out = platform.cli(scoped["token"].as_str(), &["events", "tail", "handled", "--all", "--no-follow"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("topics need a token for every app"),
+        String::from_utf8_lossy(&out.stderr).contains("need a token for every app"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -112,3 +112,45 @@ async fn acknowledged_writes_survive_kill_9() {
     assert!(stored >= acked && stored <= acked + 8, "stored {stored}, acknowledged {acked}");
     eprintln!("kill -9 under 8 incrementing clients: {acked} acknowledged, {stored} stored, 0 lost");
 }
+
+/// `[[trigger.kv]]`: every change of a watched bucket reaches a component, one key's changes in
+/// order.
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_changes_reach_a_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let recorder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/events/recorder.py");
+    let app = App::new(&format!(
+        "[app]\nname = \"kvapp\"\n[component.store]\nsource = \"{kv}\"\ngrants = {{ kv = [\"carts\", \"quiet\"] }}\n\
+         [component.recorder]\ncommand = [\"python3\", \"{recorder}\"]\nenv = {{ RECORD_FILE = \"{record}\" }}\nreadiness = {{ path = \"/\" }}\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"store\"\n[[trigger.kv]]\nbucket = \"carts\"\ncomponent = \"recorder\"\n",
+        kv = nimbus_fixtures::KV,
+        record = record.display()
+    ));
+    let server = app.up(&[]);
+    assert!(server.banner.contains("kv carts (changes)"), "{}", server.banner);
+    let c = client();
+    for value in ["1", "2", "3"] {
+        assert_eq!(c.put(server.url("/set/carts/u1")).body(value).send().await.unwrap().status(), 204);
+    }
+    assert_eq!(c.put(server.url("/set/quiet/u1")).body("x").send().await.unwrap().status(), 204);
+    assert_eq!(c.delete(server.url("/delete/carts/u1")).send().await.unwrap().status(), 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= 4 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "changes not delivered: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let types: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["dev.nimbus.kv.set", "dev.nimbus.kv.set", "dev.nimbus.kv.set", "dev.nimbus.kv.delete"],
+        "in order, the unwatched bucket silent: {lines:?}"
+    );
+    assert!(lines[0].split(' ').nth(1).unwrap().starts_with("carts/"), "{lines:?}");
+}

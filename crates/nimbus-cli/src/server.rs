@@ -72,14 +72,23 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     })?);
     let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
     let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+    let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
+    let kv: Arc<dyn nimbus_state::KvStore> = kv_changes.clone();
     let runtime = Arc::new(
         args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()).with_kv(kv.clone()),
     );
     let ingress = Arc::new(Ingress::new());
     let platform = Arc::new(
-        Platform::open(store.clone(), runtime.clone(), ingress.clone(), bus.clone(), data_dir.join("services"))
-            .await
-            .context("cannot load the deployed apps")?,
+        Platform::open(
+            store.clone(),
+            runtime.clone(),
+            ingress.clone(),
+            bus.clone(),
+            kv_changes,
+            data_dir.join("services"),
+        )
+        .await
+        .context("cannot load the deployed apps")?,
     );
     let tokens = Tokens::new(store);
 

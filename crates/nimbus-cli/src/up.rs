@@ -59,19 +59,24 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
     let topics = nimbus_gateway::app_topics(m);
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
-    let bus = if topics.is_empty() && m.trigger.cron.is_empty() {
+    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
         None
     } else {
         let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
-    let kv = if m.component.values().any(|c| !c.grants.kv.is_empty()) {
+    let (kv, kv_changes) = if m.component.values().any(|c| !c.grants.kv.is_empty()) || !m.trigger.kv.is_empty() {
         let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_gateway::KvChanges::new(kv.clone(), bus.clone())));
+        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
+            Some(c) => c.clone(),
+            None => kv,
+        };
         runtime = runtime.with_kv(kv.clone());
-        Some(kv)
+        (Some(kv), changes)
     } else {
-        None
+        (None, None)
     };
 
     let loads = functions.iter().map(|&(name, c)| {
@@ -114,7 +119,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let triggers = match &bus {
         Some(bus) => {
             gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, nimbus_control::MAX_EVENT_BYTES));
-            match AppTriggers::start(m, &gateway, bus).await {
+            match AppTriggers::start(m, &gateway, bus, kv_changes.as_ref()).await {
                 Ok(t) => t,
                 Err(e) => {
                     stop_services(&services).await;

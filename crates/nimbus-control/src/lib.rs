@@ -20,8 +20,11 @@
 //! let ingress = Arc::new(nimbus_gateway::Ingress::new());
 //! let bus: Arc<dyn nimbus_bus::EventBus> =
 //!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
-//! let runtime = Arc::new(runtime.with_bus(bus.clone()));
-//! let platform = Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, "services".into()).await?);
+//! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
+//! let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
+//! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
+//! let platform =
+//!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
 //!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20, kv: None,
 //! }));

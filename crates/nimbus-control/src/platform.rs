@@ -90,6 +90,7 @@ pub struct Platform {
     runtime: Arc<Runtime>,
     ingress: Arc<Ingress>,
     bus: Arc<dyn EventBus>,
+    kv_changes: Arc<nimbus_gateway::KvChanges>,
     apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
     /// Per app, the revision its topic and cron triggers deliver to (the one with the largest
     /// share of traffic) and the running triggers.
@@ -105,6 +106,7 @@ impl Platform {
         runtime: Arc<Runtime>,
         ingress: Arc<Ingress>,
         bus: Arc<dyn EventBus>,
+        kv_changes: Arc<nimbus_gateway::KvChanges>,
         services_dir: PathBuf,
     ) -> Result<Self, ControlError> {
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
@@ -155,6 +157,7 @@ impl Platform {
             runtime,
             ingress,
             bus,
+            kv_changes,
             apps: tokio::sync::Mutex::new(apps),
             triggers: tokio::sync::Mutex::default(),
         };
@@ -197,7 +200,7 @@ impl Platform {
             if running.contains_key(app) {
                 continue;
             }
-            match AppTriggers::start(&rev.manifest, &rev.live.gateway, &self.bus).await {
+            match AppTriggers::start(&rev.manifest, &rev.live.gateway, &self.bus, Some(&self.kv_changes)).await {
                 Ok(t) => {
                     if !t.info.is_empty() {
                         tracing::info!(app, revision = %rev.record.id, triggers = t.info.len(), "event triggers deliver to this revision");

@@ -1,5 +1,6 @@
-//! An app's `[[trigger.topic]]` and `[[trigger.cron]]`, running: a consumer group per topic
-//! trigger delivering to its component, and per cron trigger a schedule publishing ticks to the
+//! An app's `[[trigger.topic]]`, `[[trigger.cron]]` and `[[trigger.kv]]`, running: a consumer
+//! group per topic trigger delivering to its component (a KV trigger's topic carries its bucket's
+//! changes), and per cron trigger a schedule publishing ticks to the
 //! trigger's own topic (`nimbus-cron.APP.N`) plus a consumer group delivering them.
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,7 @@ pub struct TriggerInfo {
 pub struct AppTriggers {
     dispatchers: Vec<Dispatcher>,
     crons: Vec<CronRunner>,
+    watches: Vec<(Arc<crate::KvChanges>, String)>,
     /// What runs.
     pub info: Vec<TriggerInfo>,
 }
@@ -94,10 +96,37 @@ fn retry(r: &Retry) -> RetryPolicy {
 }
 
 impl AppTriggers {
-    /// Starts every topic and cron trigger of a validated manifest, delivering through
-    /// `gateway`'s components.
-    pub async fn start(manifest: &Manifest, gateway: &Gateway, bus: &Arc<dyn EventBus>) -> Result<Self, BusError> {
+    /// Starts every topic, cron and KV trigger of a validated manifest, delivering through
+    /// `gateway`'s components; KV triggers watch their buckets on `kv`.
+    pub async fn start(
+        manifest: &Manifest,
+        gateway: &Gateway,
+        bus: &Arc<dyn EventBus>,
+        kv: Option<&Arc<crate::KvChanges>>,
+    ) -> Result<Self, BusError> {
         let mut running = Self::default();
+        for t in &manifest.trigger.kv {
+            let Some(kv) = kv else { continue };
+            let topic = Topic::new(&crate::kv_topic(&t.bucket))?;
+            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("kv:{}", t.bucket))
+            else {
+                continue;
+            };
+            running
+                .info
+                .push(TriggerInfo { what: format!("kv {} (changes)", t.bucket), component: t.component.clone() });
+            let spec = DispatchSpec {
+                dead_letter: Topic::new(&format!("{topic}.dlq"))?,
+                topic,
+                group: Group::new(&group_name(&manifest.app.name, &t.component))?,
+                retry: retry(&t.retry),
+                concurrency: t.concurrency as usize,
+                heartbeat: HEARTBEAT,
+            };
+            running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
+            kv.watch(&t.bucket);
+            running.watches.push((kv.clone(), t.bucket.clone()));
+        }
         for t in &manifest.trigger.topic {
             let topic = Topic::new(&t.topic)?;
             let group = Group::new(&group_name(&manifest.app.name, t.group.as_deref().unwrap_or(&t.component)))?;
@@ -145,6 +174,9 @@ impl AppTriggers {
 
     /// Stops every trigger.
     pub async fn stop(self) {
+        for (kv, bucket) in &self.watches {
+            kv.unwatch(bucket);
+        }
         drop(self.crons);
         futures::future::join_all(self.dispatchers.into_iter().map(Dispatcher::stop)).await;
     }

@@ -293,6 +293,30 @@ pub struct Triggers {
     /// `[[trigger.cron]]` schedules.
     #[serde(default)]
     pub cron: Vec<CronTrigger>,
+    /// `[[trigger.kv]]` change feeds of KV buckets.
+    #[serde(default)]
+    pub kv: Vec<KvTrigger>,
+}
+
+/// `[[trigger.kv]]`: delivers every change of a KV bucket (a CloudEvent `dev.nimbus.kv.set` with
+/// the new value, or `dev.nimbus.kv.delete`; `subject` = the key) to a component, like a topic
+/// trigger: at least once, changes of one key in order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KvTrigger {
+    /// The bucket.
+    pub bucket: String,
+    /// The component that handles the changes.
+    pub component: String,
+    /// Retries of a failing delivery.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Changes handled at once (one key's changes are always one at a time).
+    #[serde(default = "default_trigger_concurrency")]
+    pub concurrency: u32,
+    /// Service: the path changes are POSTed to (default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// `[[trigger.topic]]`: delivers every event of a topic to a component, at least once: a

@@ -186,6 +186,26 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
             ));
         }
     }
+    for (i, t) in m.trigger.kv.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("kv").index(i);
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
+        if let Err(e) = check_bucket_name(&t.bucket) {
+            out.push(problem(
+                at.clone().key("bucket"),
+                format!("bucket `{}`: {e}", t.bucket),
+                "name buckets like `carts`",
+            ));
+        }
+        check_retry(&t.retry, &at.clone().key("retry"), out);
+        check_ranges(&at, [("concurrency", t.concurrency.into(), 1, 1024, "changes at once")], out);
+        if t.path.is_some() && m.component.get(&t.component).is_none_or(|c| c.command.is_none()) {
+            out.push(problem(
+                at.clone().key("path"),
+                "`path` is for services; a function gets changes through `nimbus:events/handler`",
+                "remove it",
+            ));
+        }
+    }
     for (i, t) in m.trigger.cron.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("cron").index(i);
         check_component_ref(m, &t.component, at.clone().key("component"), out);
