@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{App, client};
+use common::{App, client, ok};
 
 const RECORDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/events/recorder.py");
 
@@ -290,27 +290,6 @@ async fn kill_9_loses_no_acknowledged_event() {
     );
 }
 
-fn cli(app: &App, home: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(common::NIMBUS)
-        .args(args)
-        .current_dir(app.path())
-        .env_remove("NIMBUS_SERVER")
-        .env_remove("NIMBUS_TOKEN")
-        .env("HOME", home)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `nimbus events` against the `nimbus up` of the current directory.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
@@ -321,16 +300,16 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
     assert!(server.banner.contains("Data API: http://127.0.0.1:"), "{}", server.banner);
     let home = dir.path();
     let out =
-        ok(cli(&app, home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1", "--data", "{\"n\":1}"]));
+        ok(app.cli(home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1", "--data", "{\"n\":1}"]));
     assert!(out.starts_with("published cli-1 to orders (seq "), "{out}");
-    let again = ok(cli(&app, home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1"]));
+    let again = ok(app.cli(home, &["events", "publish", "orders", "--type", "fail", "--id", "cli-1"]));
     assert!(again.starts_with("duplicate of event cli-1"), "{again}");
 
     let list = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let page: serde_json::Value =
-                serde_json::from_str(&ok(cli(&app, home, &["events", "dlq", "list", "orders", "--output", "json"])))
+                serde_json::from_str(&ok(app.cli(home, &["events", "dlq", "list", "orders", "--output", "json"])))
                     .unwrap();
             if page["events"].as_array().unwrap().len() >= n {
                 return page;
@@ -345,21 +324,21 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
         (dead["id"].as_str(), dead["nimbuserrorcode"].as_str(), dead["nimbusattempts"].as_i64()),
         (Some("cli-1"), Some("failed"), Some(3))
     );
-    let text = ok(cli(&app, home, &["events", "dlq", "list", "orders"]));
+    let text = ok(app.cli(home, &["events", "dlq", "list", "orders"]));
     assert!(text.contains("cli-1") && text.contains("attempts=3") && text.contains("function:fn"), "{text}");
 
-    let tail = ok(cli(&app, home, &["events", "tail", "orders", "--all", "--no-follow"]));
+    let tail = ok(app.cli(home, &["events", "tail", "orders", "--all", "--no-follow"]));
     assert!(tail.contains("cli-1") && tail.contains(" fail ") && tail.contains("{\"n\":1}"), "{tail}");
-    let json_tail = ok(cli(&app, home, &["events", "tail", "orders", "--all", "--no-follow", "--output", "json"]));
+    let json_tail = ok(app.cli(home, &["events", "tail", "orders", "--all", "--no-follow", "--output", "json"]));
     let first: serde_json::Value = serde_json::from_str(json_tail.lines().next().unwrap()).unwrap();
     assert_eq!(first["event"]["id"], "cli-1");
 
     // Replay while the handler still fails: delivered again, dead-lettered again.
-    let replayed = ok(cli(&app, home, &["events", "dlq", "replay", "orders"]));
+    let replayed = ok(app.cli(home, &["events", "dlq", "replay", "orders"]));
     assert_eq!(replayed.trim(), "replayed 1 dead letter(s) from orders.dlq");
     list(2);
     assert_eq!(
-        ok(cli(&app, home, &["events", "dlq", "replay", "orders"])).trim(),
+        ok(app.cli(home, &["events", "dlq", "replay", "orders"])).trim(),
         "replayed 1 dead letter(s) from orders.dlq"
     );
 
@@ -370,7 +349,7 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
     assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
     assert_eq!(client().get(&url).bearer_auth("nbl_wrong").send().await.unwrap().status(), 401);
     assert_eq!(client().get(&url).bearer_auth(api["token"].as_str().unwrap()).send().await.unwrap().status(), 200);
-    let bad = cli(&app, home, &["events", "publish", "Bad!"]);
+    let bad = app.cli(home, &["events", "publish", "Bad!"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase"), "{}", String::from_utf8_lossy(&bad.stderr));
 }

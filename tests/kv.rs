@@ -2,37 +2,15 @@
 //! `nimbus kv` CLI on the same buckets, and `kill -9` of the node.
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{App, client};
+use common::{App, client, ok};
 
 fn app() -> App {
     App::new(&format!(
         "[app]\nname = \"kvapp\"\n[component.store]\nsource = \"{}\"\ngrants = {{ kv = [\"carts\"] }}\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"store\"\n",
         nimbus_fixtures::KV
     ))
-}
-
-fn cli(app: &App, home: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(common::NIMBUS)
-        .args(args)
-        .current_dir(app.path())
-        .env_remove("NIMBUS_SERVER")
-        .env_remove("NIMBUS_TOKEN")
-        .env("HOME", home)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,20 +21,20 @@ async fn functions_and_the_cli_share_buckets() {
     assert!(server.banner.contains("Data API: http://127.0.0.1:"), "{}", server.banner);
     let c = client();
     assert_eq!(c.put(server.url("/set/carts/u1")).body("3 items").send().await.unwrap().status(), 204);
-    assert_eq!(ok(cli(&app, home.path(), &["kv", "get", "carts", "u1"])), "3 items");
+    assert_eq!(ok(app.cli(home.path(), &["kv", "get", "carts", "u1"])), "3 items");
     assert!(
-        ok(cli(&app, home.path(), &["kv", "set", "carts", "u2", "from the cli"]))
+        ok(app.cli(home.path(), &["kv", "set", "carts", "u2", "from the cli"]))
             .starts_with("set u2 in carts (revision ")
     );
     assert_eq!(c.get(server.url("/get/carts/u2")).send().await.unwrap().text().await.unwrap(), "from the cli");
     // Keys with spaces, slashes and non-ASCII go through the URL exactly.
-    ok(cli(&app, home.path(), &["kv", "set", "carts", "a b/ç", "odd"]));
-    assert_eq!(ok(cli(&app, home.path(), &["kv", "get", "carts", "a b/ç"])), "odd");
-    assert_eq!(ok(cli(&app, home.path(), &["kv", "list", "carts"])), "a b/ç\nu1\nu2\n");
-    assert_eq!(ok(cli(&app, home.path(), &["kv", "list", "carts", "--prefix", "u"])), "u1\nu2\n");
-    ok(cli(&app, home.path(), &["kv", "delete", "carts", "u1"]));
+    ok(app.cli(home.path(), &["kv", "set", "carts", "a b/ç", "odd"]));
+    assert_eq!(ok(app.cli(home.path(), &["kv", "get", "carts", "a b/ç"])), "odd");
+    assert_eq!(ok(app.cli(home.path(), &["kv", "list", "carts"])), "a b/ç\nu1\nu2\n");
+    assert_eq!(ok(app.cli(home.path(), &["kv", "list", "carts", "--prefix", "u"])), "u1\nu2\n");
+    ok(app.cli(home.path(), &["kv", "delete", "carts", "u1"]));
     assert_eq!(c.get(server.url("/get/carts/u1")).send().await.unwrap().status(), 404);
-    let missing = cli(&app, home.path(), &["kv", "get", "carts", "u1"]);
+    let missing = app.cli(home.path(), &["kv", "get", "carts", "u1"]);
     assert!(!missing.status.success());
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("no key \"u1\""),
@@ -64,9 +42,9 @@ async fn functions_and_the_cli_share_buckets() {
         String::from_utf8_lossy(&missing.stderr)
     );
     // A TTL'd key expires.
-    ok(cli(&app, home.path(), &["kv", "set", "carts", "temp", "x", "--ttl", "1s"]));
+    ok(app.cli(home.path(), &["kv", "set", "carts", "temp", "x", "--ttl", "1s"]));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cli(&app, home.path(), &["kv", "get", "carts", "temp"]).status.success() {
+    while app.cli(home.path(), &["kv", "get", "carts", "temp"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "the key did not expire");
         std::thread::sleep(Duration::from_millis(100));
     }

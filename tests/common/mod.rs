@@ -30,6 +30,19 @@ impl App {
         self.dir.path().join(".cache")
     }
 
+    /// Runs `nimbus ARGS` in the app directory with `HOME` at `home` and no server configured
+    /// (so `nimbus events`/`nimbus kv` find the `nimbus up` of this directory).
+    pub fn cli(&self, home: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(NIMBUS)
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("NIMBUS_SERVER")
+            .env_remove("NIMBUS_TOKEN")
+            .env("HOME", home)
+            .output()
+            .unwrap()
+    }
+
     /// Runs `nimbus ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new(NIMBUS).args(args).current_dir(self.path()).env("NIMBUS_LOG", "info").output().unwrap()
@@ -146,6 +159,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The stdout of a successful command; panics with its output otherwise.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn client() -> reqwest::Client {

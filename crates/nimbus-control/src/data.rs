@@ -79,6 +79,19 @@ impl DataState {
     }
 }
 
+/// Reads a request body of at most `max` bytes (`what` names it in the error).
+pub(crate) async fn read_body(body: axum::body::Body, max: usize, what: &str) -> Result<bytes::Bytes, ControlError> {
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, max).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ControlError::TooLarge(format!("{what} may be at most {max} bytes"))
+        } else {
+            ControlError::bad_request(format!("the body broke off: {e}"), "send it again")
+        }
+    })?;
+    Ok(collected.to_bytes())
+}
+
 /// The topic and bucket routes.
 pub fn data_router(state: Arc<DataState>) -> Router {
     crate::topics::routes().merge(crate::kv_api::routes()).with_state(state)

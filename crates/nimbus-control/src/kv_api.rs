@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use nimbus_state::Bucket;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -128,14 +127,8 @@ async fn write(
 ) -> Result<Json<Written>, ControlError> {
     s.check(&headers, Action::Write)?;
     let q = crate::api::query(q)?;
-    let value = Limited::new(body, MAX_VALUE_BYTES).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ControlError::TooLarge(format!("a value may be at most {MAX_VALUE_BYTES} bytes"))
-        } else {
-            ControlError::bad_request(format!("the body broke off: {e}"), "send it again")
-        }
-    })?;
-    let revision = s.kv()?.set(&bucket(&name)?, &key, value.to_bytes(), q.ttl_s.map(Duration::from_secs)).await?;
+    let value = crate::data::read_body(body, MAX_VALUE_BYTES, "a value").await?;
+    let revision = s.kv()?.set(&bucket(&name)?, &key, value, q.ttl_s.map(Duration::from_secs)).await?;
     Ok(Json(Written { revision }))
 }
 

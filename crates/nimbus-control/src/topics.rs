@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use nimbus_bus::{AttributesReader, PublishOptions, Topic};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -66,14 +65,8 @@ async fn publish(
 ) -> Result<Response, ControlError> {
     s.check(&headers, Action::Write)?;
     let topic = topic(&name)?;
-    let bytes = Limited::new(body, MAX_EVENT_BYTES).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ControlError::TooLarge(format!("an event may be at most {MAX_EVENT_BYTES} bytes"))
-        } else {
-            ControlError::bad_request(format!("the body broke off: {e}"), "send it again")
-        }
-    })?;
-    let mut event = nimbus_bus::http::read_event(&headers, bytes.to_bytes().to_vec())?;
+    let bytes = crate::data::read_body(body, MAX_EVENT_BYTES, "an event").await?;
+    let mut event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;

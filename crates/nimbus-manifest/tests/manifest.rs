@@ -240,7 +240,11 @@ fn topic_and_cron_triggers_parse_with_defaults() {
 fn bad_event_triggers_are_located() {
     let cases: [(&str, &str, &str); 11] = [
         ("[[trigger.kv]]\nbucket = \"Carts\"\ncomponent = \"checkout\"\n", "trigger.kv[0].bucket", "bucket"),
-        ("[[trigger.kv]]\nbucket = \"carts\"\ncomponent = \"checkout\"\npath = \"/x\"\n", "trigger.kv[0].path", "for services"),
+        (
+            "[[trigger.kv]]\nbucket = \"carts\"\ncomponent = \"checkout\"\npath = \"/x\"\n",
+            "trigger.kv[0].path",
+            "for services",
+        ),
         ("[[trigger.topic]]\ntopic = \"Orders!\"\ncomponent = \"checkout\"\n", "trigger.topic[0].topic", "lowercase"),
         ("[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"nope\"\n", "trigger.topic[0].component", "no component"),
         (
