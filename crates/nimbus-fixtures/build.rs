@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv"];
+const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv", "counter"];
 const MODULES: &[&str] = &["wagi"];
 
 fn main() {

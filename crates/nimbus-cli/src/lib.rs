@@ -1,7 +1,7 @@
 //! The `nimbus` command line.
 //!
 //! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
-//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `login`), the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
 //! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
@@ -14,6 +14,7 @@
 //! });
 //! ```
 
+mod actors;
 mod build;
 mod deploy;
 mod doctor;
@@ -94,6 +95,13 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Call actors and read their state (on the `nimbus up` of this directory, or a server).
+    Actors {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: actors::ActorsCommand,
+    },
     /// Read and write KV buckets (on the `nimbus up` of this directory, or on a server).
     Kv {
         #[command(flatten)]
@@ -134,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
         Command::Events { remote, command } => events::run(&remote, &command),
         Command::Kv { remote, command } => kv::run(&remote, &command),
+        Command::Actors { remote, command } => actors::run(&remote, &command),
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),

@@ -24,6 +24,8 @@ pub(crate) struct LocalApi {
     pub(crate) token: String,
     /// The process serving it.
     pub(crate) pid: u32,
+    /// The app's gateway (for `nimbus actors call`).
+    pub(crate) gateway: String,
 }
 
 impl LocalApi {
@@ -52,6 +54,7 @@ impl Drop for Served {
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
+    gateway: SocketAddr,
     bus: Option<Arc<dyn EventBus>>,
     kv: Option<Arc<dyn nimbus_state::KvStore>>,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -67,7 +70,12 @@ pub(crate) async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}; pick another address with --api-listen"))?;
     let addr = listener.local_addr()?;
-    let api = LocalApi { url: format!("http://{addr}"), token: token.clone(), pid: std::process::id() };
+    let api = LocalApi {
+        url: format!("http://{addr}"),
+        token: token.clone(),
+        pid: std::process::id(),
+        gateway: format!("http://{gateway}"),
+    };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
     let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth: DataAuth::Local(token) }));

@@ -66,7 +66,10 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
-    let (kv, kv_changes) = if m.component.values().any(|c| !c.grants.kv.is_empty()) || !m.trigger.kv.is_empty() {
+    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
+        || !m.trigger.kv.is_empty()
+        || !m.trigger.actor.is_empty();
+    let (kv, kv_changes) = if needs_kv {
         let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
         let changes = bus.as_ref().map(|bus| Arc::new(nimbus_gateway::KvChanges::new(kv.clone(), bus.clone())));
         let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
@@ -116,6 +119,13 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let services = start_services(&loaded, &mut backends, &mut described).await?;
 
     let mut gateway = Gateway::from_manifest(m, &backends);
+    if let Some(kv) = &kv
+        && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone())
+    {
+        let host = Arc::new(host);
+        host.start_passivation();
+        gateway = gateway.with_actors(host);
+    }
     let triggers = match &bus {
         Some(bus) => {
             gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, nimbus_control::MAX_EVENT_BYTES));
@@ -151,7 +161,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
             let stopped = async move {
                 let _ = api_stopped.await;
             };
-            match crate::local_api::serve(args.api_listen, &data_dir, bus.clone(), kv.clone(), stopped).await {
+            match crate::local_api::serve(args.api_listen, &data_dir, addr, bus.clone(), kv.clone(), stopped).await {
                 Ok(served) => Some(served),
                 Err(e) => {
                     triggers.stop().await;
@@ -172,6 +182,9 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
             route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
         };
         println!("  {methods:<8} http://{addr}{:<24} -> {name} ({})", route.route, described[name]);
+    }
+    for t in &m.trigger.actor {
+        println!("  POST     http://{addr}/actors/{}/KEY/METHOD -> {} (actor)", t.actor_type, t.component);
     }
     for t in &triggers.info {
         println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);

@@ -132,7 +132,7 @@ impl Platform {
                 let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
                 map.insert(a.component.clone(), bytes);
             }
-            match load(&runtime, &bus, &services_dir, &bundle, &record.id).await {
+            match load(&runtime, &bus, kv_changes.clone(), &services_dir, &bundle, &record.id).await {
                 Ok(l) => {
                     app.revisions.insert(
                         record.id.clone(),
@@ -265,8 +265,11 @@ impl Platform {
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh =
-            if known { None } else { Some(load(&self.runtime, &self.bus, &self.services_dir, &bundle, &id).await?) };
+        let fresh = if known {
+            None
+        } else {
+            Some(load(&self.runtime, &self.bus, self.kv_changes.clone(), &self.services_dir, &bundle, &id).await?)
+        };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -533,6 +536,7 @@ struct Load {
 async fn load(
     runtime: &Runtime,
     bus: &Arc<dyn EventBus>,
+    kv: Arc<dyn nimbus_state::KvStore>,
     services_dir: &Path,
     bundle: &Bundle,
     id: &str,
@@ -599,6 +603,11 @@ async fn load(
     let mut gateway = Gateway::from_manifest(m, &backends);
     if !topics.is_empty() {
         gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, crate::topics::MAX_EVENT_BYTES));
+    }
+    if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv) {
+        let host = Arc::new(host);
+        host.start_passivation();
+        gateway = gateway.with_actors(host);
     }
     Ok(Load {
         manifest: Arc::new(m.clone()),

@@ -20,6 +20,8 @@ pub const EVENTS: &str = concat!(env!("OUT_DIR"), "/events.wasm");
 /// `wasi:http` component using `wasi:keyvalue` (store, atomics, batch) over HTTP paths
 /// (`/get/BUCKET/KEY`, `/set/...`, `/incr/...?by=N`, `/delete/...`, `/list/BUCKET`, `/batch/BUCKET`).
 pub const KV: &str = concat!(env!("OUT_DIR"), "/kv.wasm");
+/// `nimbus:actor/handler` counter actor (`incr`, `get`, and `fail`/`trap`, whose writes must roll back).
+pub const COUNTER: &str = concat!(env!("OUT_DIR"), "/counter.wasm");
 /// WASI preview1 command module speaking CGI, for the WAGI executor.
 pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
 /// Preview1 command module whose `_start` never returns.

@@ -34,6 +34,11 @@ impl Gateway {
         {
             return events.handle(req, &id).await;
         }
+        if let Some(actors) = &self.actors
+            && req.uri().path().starts_with(crate::ACTORS_PATH)
+        {
+            return actors.handle_http(req, &id).await;
+        }
         let route = match self.router.find(req.method(), req.uri().path()) {
             RouteMatch::Found(route) => route,
             RouteMatch::NotFound => return error(StatusCode::NOT_FOUND, &id, "no route matches this path"),

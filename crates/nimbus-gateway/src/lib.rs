@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod actors;
 mod admission;
 mod apps;
 mod body;
@@ -41,6 +42,7 @@ use nimbus_manifest::{Manifest, RoutePattern};
 use nimbus_services::Service;
 use nimbus_wasm::Function;
 
+pub use actors::{ACTORS_BUCKET, ACTORS_PATH, ActorError, ActorHost, decode_state, encode_state};
 pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
@@ -90,6 +92,7 @@ pub struct Gateway {
     router: Router,
     targets: HashMap<String, Arc<Target>>,
     events: Option<EventIngress>,
+    actors: Option<Arc<ActorHost>>,
 }
 
 impl Gateway {
@@ -127,7 +130,7 @@ impl Gateway {
                 .clone(),
         });
         let router = Router::new(routes);
-        Self { router, targets, events: None }
+        Self { router, targets, events: None, actors: None }
     }
 
     /// Accepts CloudEvents on `POST /events/{topic}`.
@@ -136,10 +139,21 @@ impl Gateway {
         self
     }
 
+    /// Serves `POST /actors/TYPE/KEY/METHOD`.
+    pub fn with_actors(mut self, actors: Arc<ActorHost>) -> Self {
+        self.actors = Some(actors);
+        self
+    }
+
+    /// The component's target (its backend and admission), if it was loaded.
+    pub fn target(&self, component: &str) -> Option<Arc<Target>> {
+        self.targets.get(component).cloned()
+    }
+
     /// Where events for `component` go (through its admission control); `path` is where a
     /// service gets them, `trigger` names the trigger in logs. `None` if it was not loaded.
     pub fn destination(&self, component: &str, path: Option<&str>, trigger: String) -> Option<ComponentDestination> {
-        Some(ComponentDestination::new(self.targets.get(component)?.clone(), path, trigger))
+        Some(ComponentDestination::new(self.target(component)?, path, trigger))
     }
 
     /// The routing table.

@@ -45,6 +45,15 @@ pub fn handler_problems(m: &Manifest, backends: &HashMap<String, Backend>) -> Ve
             ));
         }
     }
+    for (i, t) in m.trigger.actor.iter().enumerate() {
+        if function(&t.component).is_some_and(|f| !f.handles_actor()) {
+            problems.push((
+                FieldPath::root().key("trigger").key("actor").index(i).key("component"),
+                format!("`{}` does not export `nimbus:actor/handler`, so it cannot serve actors", t.component),
+                "build it for the `nimbus:actor/actor` world (wit/nimbus-actor)",
+            ));
+        }
+    }
     for (i, t) in m.trigger.http.iter().enumerate() {
         if function(&t.component).is_some_and(|f| !f.handles_http()) {
             problems.push((

@@ -45,11 +45,11 @@ pub use locate::FieldPath;
 pub use names::{MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, Schedule, check_bucket_name, check_topic_name};
 pub use route::RoutePattern;
 pub use types::{
-    App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_TIMEOUT_MS,
-    DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits, Manifest, MissedTicks, Probe, Retry,
-    Scale, TopicTrigger, Triggers,
+    ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
+    DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits,
+    Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers,
 };
-pub use validate::{RESERVED_PATHS, RESERVED_PREFIX};
+pub use validate::{ACTORS_PREFIX, RESERVED_PATHS, RESERVED_PREFIX};
 
 /// The file name `nimbus` looks for in an app directory.
 pub const MANIFEST_FILE: &str = "nimbus.toml";

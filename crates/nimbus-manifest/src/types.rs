@@ -296,6 +296,29 @@ pub struct Triggers {
     /// `[[trigger.kv]]` change feeds of KV buckets.
     #[serde(default)]
     pub kv: Vec<KvTrigger>,
+    /// `[[trigger.actor]]` actor types.
+    #[serde(default)]
+    pub actor: Vec<ActorTrigger>,
+}
+
+/// `[[trigger.actor]]`: an actor type served by a component exporting `nimbus:actor/handler`,
+/// addressed as `POST /actors/TYPE/KEY/METHOD`. Invocations of one key run one at a time; the
+/// state a handler writes is committed durably before its answer is sent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActorTrigger {
+    /// The actor type: lowercase letters, digits, `-` and `_`, e.g. `cart`.
+    #[serde(rename = "type")]
+    pub actor_type: String,
+    /// The component implementing it.
+    pub component: String,
+    /// Seconds an idle actor's state stays in memory before it is passivated (default 60).
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_idle_timeout_s() -> u64 {
+    60
 }
 
 /// `[[trigger.kv]]`: delivers every change of a KV bucket (a CloudEvent `dev.nimbus.kv.set` with

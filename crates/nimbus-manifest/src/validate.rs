@@ -11,6 +11,8 @@ use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale};
 pub const RESERVED_PATHS: &[&str] = &["/healthz"];
 /// The gateway's CloudEvents ingress (`POST /events/{topic}`); routes may not start with it.
 pub const RESERVED_PREFIX: &str = "/events";
+/// The gateway's actor endpoint (`POST /actors/{type}/{key}/{method}`); routes may not start with it.
+pub const ACTORS_PREFIX: &str = "/actors";
 
 /// A problem found by validation, before it is located in the text.
 pub(crate) struct Problem {
@@ -183,6 +185,33 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 at.key("group"),
                 format!("trigger.topic[{first}] already consumes `{}` as group `{group}`", t.topic),
                 "give this trigger its own `group`, or remove one of the two",
+            ));
+        }
+    }
+    let mut types = BTreeMap::new();
+    for (i, t) in m.trigger.actor.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("actor").index(i);
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
+        if let Err(e) = check_bucket_name(&t.actor_type) {
+            out.push(problem(
+                at.clone().key("type"),
+                format!("actor type `{}`: {e}", t.actor_type),
+                "name types like `cart`",
+            ));
+        }
+        if m.component.get(&t.component).is_some_and(|c| c.command.is_some()) {
+            out.push(problem(
+                at.clone().key("component"),
+                "an actor is a function (`nimbus:actor/handler`), not a service",
+                "point it at a wasm component",
+            ));
+        }
+        check_ranges(&at, [("idle_timeout_s", t.idle_timeout_s, 1, 86_400, "seconds")], out);
+        if let Some(first) = types.insert(t.actor_type.clone(), i) {
+            out.push(problem(
+                at.key("type"),
+                format!("actor type `{}` is already served by trigger.actor[{first}]", t.actor_type),
+                "give each type one trigger",
             ));
         }
     }
@@ -405,7 +434,8 @@ fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 continue;
             }
         };
-        let under_events = t.route == RESERVED_PREFIX || t.route.starts_with(&format!("{RESERVED_PREFIX}/"));
+        let under = |prefix: &str| t.route == prefix || t.route.starts_with(&format!("{prefix}/"));
+        let under_events = under(RESERVED_PREFIX) || under(ACTORS_PREFIX);
         if under_events || RESERVED_PATHS.iter().any(|p| matches!(&route, RoutePattern::Exact(e) if e == p)) {
             out.push(problem(
                 at.clone().key("route"),

@@ -238,7 +238,9 @@ fn topic_and_cron_triggers_parse_with_defaults() {
 
 #[test]
 fn bad_event_triggers_are_located() {
-    let cases: [(&str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str); 13] = [
+        ("[[trigger.actor]]\ntype = \"Cart!\"\ncomponent = \"checkout\"\n", "trigger.actor[0].type", "actor type"),
+        ("[[trigger.actor]]\ntype = \"cart\"\ncomponent = \"checkout\"\nidle_timeout_s = 0\n", "trigger.actor[0].idle_timeout_s", "out of range"),
         ("[[trigger.kv]]\nbucket = \"Carts\"\ncomponent = \"checkout\"\n", "trigger.kv[0].bucket", "bucket"),
         (
             "[[trigger.kv]]\nbucket = \"carts\"\ncomponent = \"checkout\"\npath = \"/x\"\n",
@@ -298,4 +300,6 @@ fn bad_event_triggers_are_located() {
     assert_eq!(only_error(&bucket).field, "component.checkout.grants.kv[1]");
     let events_route = VALID.replace("/health-check", "/events/orders");
     assert!(only_error(&events_route).message.contains("reserved"));
+    let actors_route = VALID.replace("/health-check", "/actors/...");
+    assert!(only_error(&actors_route).message.contains("reserved"));
 }

@@ -21,6 +21,7 @@ pub(crate) struct GuestState {
     hooks: OutboundPolicy,
     pub(crate) publish: PublishCtx,
     kv: crate::kv::KvCtx,
+    pub(crate) actor: crate::actor::ActorCtx,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -47,6 +48,7 @@ impl GuestState {
             },
             publish: PublishCtx::new(settings, request_id.clone(), traceparent),
             kv: crate::kv::KvCtx::new(settings, request_id),
+            actor: crate::actor::ActorCtx::default(),
             _lease: lease,
         }
     }

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod actor;
 mod cache;
 mod engine;
 mod error;
@@ -50,6 +51,7 @@ use nimbus_manifest::{Component, OutboundGrant};
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use actor::{ActorOutcome, ActorState};
 pub use cache::{CacheOutcome, WasmKind};
 pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
 pub use error::{InvokeError, LoadError};
@@ -122,8 +124,15 @@ impl Runtime {
     }
 
     /// WASI and `wasi:http` plus the capabilities `component` was granted, and nothing else.
-    fn linker_for(&self, component: &Component) -> Result<wasmtime::component::Linker<guest::GuestState>, String> {
+    fn linker_for(
+        &self,
+        component: &Component,
+        actor: bool,
+    ) -> Result<wasmtime::component::Linker<guest::GuestState>, String> {
         let mut linker = self.component_linker.clone();
+        if actor {
+            actor::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+        }
         if !component.grants.publish.is_empty() {
             publish::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
         }
@@ -179,7 +188,8 @@ impl Runtime {
         let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
         let executor = match compiled {
             cache::Compiled::Component(c) => {
-                let linker = self.linker_for(component).map_err(LoadError::Engine)?;
+                let linker =
+                    self.linker_for(component, actor::is_actor(&c, &self.engine)).map_err(LoadError::Engine)?;
                 let pre = linker.instantiate_pre(&c).map_err(|e| {
                     let e = format!("{e:#}");
                     if component.grants.publish.is_empty() && e.contains("nimbus:events/publisher") {
@@ -191,13 +201,14 @@ impl Runtime {
                     }
                 })?;
                 let http = ProxyPre::new(pre.clone()).ok();
-                let events = events::EventHandlerPre::new(pre).ok();
-                if http.is_none() && events.is_none() {
+                let events = events::EventHandlerPre::new(pre.clone()).ok();
+                let actor = actor::ActorPre::new(pre).ok();
+                if http.is_none() && events.is_none() && actor.is_none() {
                     return Err(link(
-                        "it exports neither `wasi:http/incoming-handler@0.2.x` nor `nimbus:events/handler@0.1.0`; build it for the `wasi:http/proxy` or the `nimbus:events/event-handler` world".into(),
+                        "it exports none of `wasi:http/incoming-handler@0.2.x`, `nimbus:events/handler@0.1.0` and `nimbus:actor/handler@0.1.0`; build it for the `wasi:http/proxy`, `nimbus:events/event-handler` or `nimbus:actor/actor` world".into(),
                     ));
                 }
-                Executor::Component { http, events }
+                Executor::Component { http, events, actor }
             }
             cache::Compiled::Module(m) => {
                 if m.get_export("_start").is_none() {
@@ -265,10 +276,11 @@ impl FunctionSettings {
 }
 
 enum Executor {
-    /// A component: an HTTP handler, an event handler, or both.
+    /// A component: an HTTP handler, an event handler, an actor, or several of them.
     Component {
         http: Option<ProxyPre<guest::GuestState>>,
         events: Option<events::EventHandlerPre<guest::GuestState>>,
+        actor: Option<actor::ActorPre<guest::GuestState>>,
     },
     Wagi(wasmtime::InstancePre<wagi::WagiState>),
 }
@@ -283,7 +295,9 @@ pub struct Function {
 impl Clone for Executor {
     fn clone(&self) -> Self {
         match self {
-            Self::Component { http, events } => Self::Component { http: http.clone(), events: events.clone() },
+            Self::Component { http, events, actor } => {
+                Self::Component { http: http.clone(), events: events.clone(), actor: actor.clone() }
+            }
             Self::Wagi(p) => Self::Wagi(p.clone()),
         }
     }
@@ -342,6 +356,29 @@ impl Function {
     /// Whether it handles events (`nimbus:events/handler`).
     pub fn handles_events(&self) -> bool {
         matches!(&self.executor, Executor::Component { events: Some(_), .. })
+    }
+
+    /// Whether it is an actor (`nimbus:actor/handler`).
+    pub fn handles_actor(&self) -> bool {
+        matches!(&self.executor, Executor::Component { actor: Some(_), .. })
+    }
+
+    /// Runs one actor invocation in a fresh instance with `state`; the outcome carries the new
+    /// state to commit (the caller commits it before answering, and drops it on error).
+    pub async fn invoke_actor(
+        &self,
+        key: &str,
+        method: &str,
+        input: &[u8],
+        state: ActorState,
+        inv: Invocation,
+    ) -> Result<ActorOutcome, InvokeError> {
+        match &self.executor {
+            Executor::Component { actor: Some(pre), .. } => {
+                actor::invoke(pre, &self.settings, key, method, input, state, inv).await
+            }
+            _ => Err(InvokeError::Unsupported("it does not export `nimbus:actor/handler`")),
+        }
     }
 
     /// Handles one event in a fresh instance; `Ok` means the function acknowledged it.

@@ -1,0 +1,70 @@
+//! `nimbus actors`: call an actor and read its committed state — on the `nimbus up` running in
+//! this directory (its gateway and data API from `.nimbus/api.json`), or with `--gateway` and a
+//! server.
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::remote::{Client, OutputArgs, RemoteArgs, seg};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ActorsCommand {
+    /// Invoke METHOD on the actor TYPE/KEY and print its answer.
+    Call {
+        /// The actor type.
+        actor_type: String,
+        /// The actor's key.
+        key: String,
+        /// The method.
+        method: String,
+        /// The input (or @FILE).
+        #[arg(long, default_value = "")]
+        data: String,
+        /// The app's gateway, e.g. http://127.0.0.1:3000 (default: the `nimbus up` of this directory).
+        #[arg(long, env = "NIMBUS_GATEWAY")]
+        gateway: Option<String>,
+    },
+    /// Print the committed state of the actor TYPE/KEY.
+    State {
+        /// The actor type.
+        actor_type: String,
+        /// The actor's key.
+        key: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+pub(crate) fn run(remote: &RemoteArgs, command: &ActorsCommand) -> anyhow::Result<()> {
+    match command {
+        ActorsCommand::Call { actor_type, key, method, data, gateway } => {
+            let gateway = match gateway {
+                Some(g) => g.clone(),
+                None => crate::local_api::LocalApi::find(std::path::Path::new(".nimbus"))
+                    .map(|api| api.gateway)
+                    .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
+            };
+            let input = match data.strip_prefix('@') {
+                Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+                None => data.clone().into_bytes(),
+            };
+            let client = Client::with(&gateway, None)?;
+            let path = format!("/actors/{}/{}/{}", seg(actor_type), seg(key), seg(method));
+            let out = client.raw(reqwest::Method::POST, &path, Some(input.into()), "application/octet-stream")?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out)?;
+            if !out.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                println!();
+            }
+            Ok(())
+        }
+        ActorsCommand::State { actor_type, key, output } => {
+            let client = Client::for_node(remote)?;
+            let path = format!("/v1/kv/{}/keys/{}", nimbus_gateway::ACTORS_BUCKET, seg(&format!("{actor_type}/{key}")));
+            let bytes = client.raw(reqwest::Method::GET, &path, None, "")?;
+            let state = nimbus_gateway::decode_state(&bytes)?;
+            let shown: std::collections::BTreeMap<&String, String> =
+                state.iter().map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned())).collect();
+            output.print(&shown, |s| s.iter().for_each(|(k, v)| println!("{k} = {v}")))
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Actors (virtual objects) at the gateway: `POST /actors/TYPE/KEY/METHOD` runs one invocation
+//! of the type's `nimbus:actor/handler` with the actor's state. One activation per key: the
+//! invocations of a key run one at a time (different keys in parallel); the state the handler
+//! wrote is committed durably in the KV store (`actors` bucket, key `TYPE/KEY`, one value, so the
+//! commit is atomic on every backend) **before** the answer is released; an error or a trap
+//! drops the writes. Idle actors are passivated (their state leaves memory) after the type's
+//! `idle_timeout_s`; state survives restarts in the store.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_manifest::Manifest;
+use nimbus_state::{Bucket, KvError, KvStore};
+use nimbus_wasm::{ActorState, Function, Invocation, InvokeError};
+
+use crate::{Backend, Gateway, Target};
+
+/// The path prefix of actor invocations: `POST /actors/TYPE/KEY/METHOD`.
+pub const ACTORS_PATH: &str = "/actors/";
+/// The KV bucket holding every actor's state.
+pub const ACTORS_BUCKET: &str = "actors";
+
+struct ActorType {
+    function: Function,
+    target: Arc<Target>,
+    idle: Duration,
+}
+
+struct Activation {
+    /// The cached state (`None` until loaded); holding the lock is being the activation.
+    state: tokio::sync::Mutex<Option<ActorState>>,
+    last_used: Mutex<Instant>,
+}
+
+/// Why an actor invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    /// No `[[trigger.actor]]` of that type.
+    #[error("no actor type `{0}` in this app")]
+    UnknownType(String),
+    /// The key is empty or too long.
+    #[error("invalid actor key: {0}")]
+    InvalidKey(String),
+    /// The handler returned an error; its writes were dropped.
+    #[error("the actor returned an error: {0}")]
+    App(String),
+    /// The instance trapped, timed out or could not start; its writes were dropped.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    /// The component is at capacity.
+    #[error("the actor's component is at capacity; retry later")]
+    Capacity,
+    /// The state could not be read or committed; the answer was withheld.
+    #[error("actor state: {0}")]
+    Store(#[from] KvError),
+}
+
+/// The actor types of one app and their live activations.
+pub struct ActorHost {
+    kv: Arc<dyn KvStore>,
+    bucket: Bucket,
+    types: HashMap<String, ActorType>,
+    activations: Mutex<HashMap<(String, String), Arc<Activation>>>,
+}
+
+impl std::fmt::Debug for ActorHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorHost").field("types", &self.types.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+/// Encodes a state as `(u32 length, name, u32 length, value)*`.
+pub fn encode_state(state: &ActorState) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in state {
+        out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// Decodes what [`encode_state`] wrote.
+pub fn decode_state(mut bytes: &[u8]) -> Result<ActorState, KvError> {
+    let corrupt = || KvError::Store("a stored actor state is corrupt".into());
+    let take = |bytes: &mut &[u8]| -> Result<Vec<u8>, KvError> {
+        let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
+        let value = bytes.get(4..4 + len).ok_or_else(corrupt)?.to_vec();
+        *bytes = &bytes[4 + len..];
+        Ok(value)
+    };
+    let mut state = ActorState::new();
+    while !bytes.is_empty() {
+        let name = String::from_utf8(take(&mut bytes)?).map_err(|_| corrupt())?;
+        let value = take(&mut bytes)?;
+        state.insert(name, value);
+    }
+    Ok(state)
+}
+
+impl ActorHost {
+    /// The actor types of a validated manifest, served by `gateway`'s components; `None` if it
+    /// has none. Every actor's component must be a loaded function.
+    pub fn new(manifest: &Manifest, gateway: &Gateway, kv: Arc<dyn KvStore>) -> Option<Self> {
+        let types: HashMap<String, ActorType> = manifest
+            .trigger
+            .actor
+            .iter()
+            .filter_map(|t| {
+                let target = gateway.target(&t.component)?;
+                let Backend::Function(function) = &target.backend else { return None };
+                Some((
+                    t.actor_type.clone(),
+                    ActorType { function: function.clone(), target, idle: Duration::from_secs(t.idle_timeout_s) },
+                ))
+            })
+            .collect();
+        (!types.is_empty()).then(|| Self {
+            kv,
+            bucket: Bucket::new(ACTORS_BUCKET).expect("a valid bucket name"),
+            types,
+            activations: Mutex::default(),
+        })
+    }
+
+    fn activation(&self, ty: &str, key: &str) -> Arc<Activation> {
+        let mut all = self.activations.lock().expect("activations");
+        all.entry((ty.to_string(), key.to_string()))
+            .or_insert_with(|| {
+                Arc::new(Activation { state: tokio::sync::Mutex::new(None), last_used: Mutex::new(Instant::now()) })
+            })
+            .clone()
+    }
+
+    /// Runs `method` on the actor `ty`/`key` and answers once its state changes are durable.
+    pub async fn invoke(
+        &self,
+        ty: &str,
+        key: &str,
+        method: &str,
+        input: &[u8],
+        request_id: &str,
+    ) -> Result<Vec<u8>, ActorError> {
+        let actor = self.types.get(ty).ok_or_else(|| ActorError::UnknownType(ty.to_string()))?;
+        if key.is_empty() || key.len() > 400 {
+            return Err(ActorError::InvalidKey("keys are 1 to 400 bytes".into()));
+        }
+        let store_key = format!("{ty}/{key}");
+        let activation = self.activation(ty, key);
+        let mut state = activation.state.lock().await; // one invocation per key at a time
+        *activation.last_used.lock().expect("last used") = Instant::now();
+        if state.is_none() {
+            let stored = self.kv.get(&self.bucket, &store_key).await?;
+            *state = Some(match stored {
+                Some(entry) => decode_state(&entry.value)?,
+                None => ActorState::new(),
+            });
+        }
+        let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
+        let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
+        inv.lease = Some(permit);
+        let current = state.clone().unwrap_or_default();
+        let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
+        if let Some(new) = outcome.state {
+            // The output gate: the answer waits for the commit; a failed commit withholds it.
+            let written = self.kv.set(&self.bucket, &store_key, Bytes::from(encode_state(&new)), None).await;
+            if let Err(e) = written {
+                *state = None; // unknown on disk: reload next time
+                return Err(e.into());
+            }
+            *state = Some(new);
+        }
+        outcome.result.map_err(ActorError::App)
+    }
+
+    /// The committed state of an actor.
+    pub async fn state(&self, ty: &str, key: &str) -> Result<Option<ActorState>, ActorError> {
+        if !self.types.contains_key(ty) {
+            return Err(ActorError::UnknownType(ty.to_string()));
+        }
+        match self.kv.get(&self.bucket, &format!("{ty}/{key}")).await? {
+            Some(entry) => Ok(Some(decode_state(&entry.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `POST /actors/TYPE/KEY/METHOD` with the input as body: 200 with the handler's answer once
+    /// its state is durable; 422 when the handler returned an error; 404 for an unknown type.
+    pub(crate) async fn handle_http(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        id: &str,
+    ) -> http::Response<crate::GatewayBody> {
+        use http::{StatusCode, header};
+        use http_body_util::{BodyExt, Limited};
+
+        use crate::respond::{error, set_request_id};
+        let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
+        let mut parts = path.splitn(3, '/');
+        let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
+            return error(StatusCode::NOT_FOUND, id, "call an actor with POST /actors/TYPE/KEY/METHOD");
+        };
+        if req.method() != http::Method::POST {
+            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "call actors with POST");
+            resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+            return resp;
+        }
+        let key = percent_decode(key);
+        let input = match Limited::new(req.into_body(), 1 << 20).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, id, "an actor call's input may be at most 1 MiB"),
+        };
+        match self.invoke(ty, &key, method, &input, id).await {
+            Ok(output) => {
+                let mut resp = http::Response::new(crate::GatewayBody::full(output));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
+                set_request_id(&mut resp, id);
+                resp
+            }
+            Err(e) => {
+                let status = match &e {
+                    ActorError::UnknownType(_) | ActorError::InvalidKey(_) => StatusCode::NOT_FOUND,
+                    ActorError::App(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    ActorError::Invoke(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+                    ActorError::Invoke(e) if e.is_capacity() => StatusCode::SERVICE_UNAVAILABLE,
+                    ActorError::Capacity | ActorError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    ActorError::Invoke(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                if !matches!(e, ActorError::App(_)) {
+                    tracing::warn!(request_id = %id, actor = %ty, key = %key, error = %e, "actor invocation failed");
+                }
+                error(status, id, &e.to_string())
+            }
+        }
+    }
+
+    /// Passivates actors idle longer than their type's timeout and not running; returns how many.
+    pub fn passivate_idle(&self) -> usize {
+        let mut all = self.activations.lock().expect("activations");
+        let before = all.len();
+        all.retain(|(ty, _), a| {
+            let idle = self.types.get(ty).map_or(Duration::ZERO, |t| t.idle);
+            let in_use = Arc::strong_count(a) > 1 || a.state.try_lock().is_err();
+            in_use || a.last_used.lock().expect("last used").elapsed() < idle
+        });
+        before - all.len()
+    }
+
+    /// Passivates idle actors every second until the host is dropped.
+    pub fn start_passivation(self: &Arc<Self>) {
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(host) = host.upgrade() else { return };
+                let n = host.passivate_idle();
+                if n > 0 {
+                    tracing::debug!(passivated = n, "idle actors passivated");
+                }
+            }
+        });
+    }
+}
+
+/// `%XX` escapes of a path segment decoded (so keys may hold `/`, spaces and any byte of UTF-8).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip() {
+        let state: ActorState = [("count".to_string(), b"7".to_vec()), ("e".to_string(), Vec::new())].into();
+        assert_eq!(decode_state(&encode_state(&state)).unwrap(), state);
+        assert!(decode_state(&[0, 0, 0, 9, b'x']).is_err());
+    }
+}
