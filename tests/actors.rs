@@ -114,6 +114,8 @@ async fn acknowledged_invocations_survive_kill_9() {
     assert!(acked > 20, "invocations ran before the kill ({acked})");
     let server = app.up(&[]);
     let stored: u64 = call(&server.base, "hot", "get").await.1.parse().unwrap();
-    assert!(stored >= acked && stored <= acked + 1, "stored {stored}, acknowledged {acked}");
+    // Nothing acknowledged is lost; at most the 8 calls in flight at the kill (one per client)
+    // were committed without their answer arriving.
+    assert!(stored >= acked && stored <= acked + 8, "stored {stored}, acknowledged {acked}");
     eprintln!("kill -9 under 8 clients on one actor: {acked} acknowledged, {stored} committed, 0 lost");
 }

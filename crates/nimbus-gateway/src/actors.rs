@@ -3,7 +3,9 @@
 //! invocations of a key run one at a time (different keys in parallel); the state the handler
 //! wrote is committed durably in the KV store (`actors` bucket, key `TYPE/KEY`, one value, so the
 //! commit is atomic on every backend) **before** the answer is released; an error or a trap
-//! drops the writes. Idle actors are passivated (their state leaves memory) after the type's
+//! drops the writes. The next invocation of a key may run while the previous one's commit is in
+//! flight (on its state); their answers wait at the output gate, and one write commits every
+//! state queued meanwhile (the newest contains the others). Idle actors are passivated (their state leaves memory) after the type's
 //! `idle_timeout_s`; state survives restarts in the store.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,9 +30,23 @@ struct ActorType {
 }
 
 struct Activation {
-    /// The cached state (`None` until loaded); holding the lock is being the activation.
+    /// The cached state (`None` until loaded); holding the lock is being the activation. It may
+    /// be ahead of the store by commits in flight.
     state: tokio::sync::Mutex<Option<ActorState>>,
     last_used: Mutex<Instant>,
+    /// States waiting to be committed, and the callers waiting for that.
+    pending: Mutex<Pending>,
+    /// A commit failed: the cached state may be ahead of the store; reload it.
+    stale: std::sync::atomic::AtomicBool,
+}
+
+/// The output gate of one actor: the newest uncommitted state (earlier ones are contained in
+/// it, so one write commits them all) and everyone whose answer depends on it.
+#[derive(Default)]
+struct Pending {
+    latest: Option<ActorState>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    committing: bool,
 }
 
 /// Why an actor invocation failed.
@@ -129,7 +145,12 @@ impl ActorHost {
         let mut all = self.activations.lock().expect("activations");
         all.entry((ty.to_string(), key.to_string()))
             .or_insert_with(|| {
-                Arc::new(Activation { state: tokio::sync::Mutex::new(None), last_used: Mutex::new(Instant::now()) })
+                Arc::new(Activation {
+                    state: tokio::sync::Mutex::new(None),
+                    last_used: Mutex::new(Instant::now()),
+                    pending: Mutex::default(),
+                    stale: std::sync::atomic::AtomicBool::new(false),
+                })
             })
             .clone()
     }
@@ -149,30 +170,61 @@ impl ActorHost {
         }
         let store_key = format!("{ty}/{key}");
         let activation = self.activation(ty, key);
-        let mut state = activation.state.lock().await; // one invocation per key at a time
-        *activation.last_used.lock().expect("last used") = Instant::now();
-        if state.is_none() {
-            let stored = self.kv.get(&self.bucket, &store_key).await?;
-            *state = Some(match stored {
-                Some(entry) => decode_state(&entry.value)?,
-                None => ActorState::new(),
-            });
-        }
-        let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
-        let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
-        inv.lease = Some(permit);
-        let current = state.clone().unwrap_or_default();
-        let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
-        if let Some(new) = outcome.state {
-            // The output gate: the answer waits for the commit; a failed commit withholds it.
-            let written = self.kv.set(&self.bucket, &store_key, Bytes::from(encode_state(&new)), None).await;
-            if let Err(e) = written {
-                *state = None; // unknown on disk: reload next time
-                return Err(e.into());
+        let gate = {
+            let mut state = activation.state.lock().await; // one invocation per key at a time
+            *activation.last_used.lock().expect("last used") = Instant::now();
+            if state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                let stored = self.kv.get(&self.bucket, &store_key).await?;
+                *state = Some(match stored {
+                    Some(entry) => decode_state(&entry.value)?,
+                    None => ActorState::new(),
+                });
             }
-            *state = Some(new);
+            let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
+            let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
+            inv.lease = Some(permit);
+            let current = state.clone().unwrap_or_default();
+            let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
+            if let Some(new) = &outcome.state {
+                *state = Some(new.clone());
+            }
+            // Queue behind the commits in flight while still the activation, so commits keep
+            // the order of invocations; the next invocation may run meanwhile.
+            let gate = self.enqueue(&activation, &store_key, outcome.state);
+            (gate, outcome.result)
+        };
+        let (gate, result) = gate;
+        if let Some(gate) = gate {
+            // The output gate: the answer waits for the commit; a failed commit withholds it.
+            gate.await.map_err(|_| KvError::Closed)?.map_err(KvError::Store)?;
         }
-        outcome.result.map_err(ActorError::App)
+        result.map_err(ActorError::App)
+    }
+
+    /// Registers an invocation with the actor's output gate: its new state, if any, becomes the
+    /// one to commit next. Returns what to wait for, or `None` when nothing it saw is uncommitted.
+    fn enqueue(
+        &self,
+        activation: &Arc<Activation>,
+        store_key: &str,
+        state: Option<ActorState>,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), String>>> {
+        let mut pending = activation.pending.lock().expect("pending");
+        if state.is_none() && !pending.committing && pending.latest.is_none() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pending.waiters.push(tx);
+        if state.is_some() {
+            pending.latest = state;
+        }
+        if !pending.committing {
+            pending.committing = true;
+            let (kv, bucket, key, activation) =
+                (self.kv.clone(), self.bucket.clone(), store_key.to_string(), activation.clone());
+            tokio::spawn(async move { commit_loop(&*kv, &bucket, &key, &activation).await });
+        }
+        Some(rx)
     }
 
     /// The committed state of an actor.
@@ -243,7 +295,9 @@ impl ActorHost {
         let before = all.len();
         all.retain(|(ty, _), a| {
             let idle = self.types.get(ty).map_or(Duration::ZERO, |t| t.idle);
-            let in_use = Arc::strong_count(a) > 1 || a.state.try_lock().is_err();
+            let in_use = Arc::strong_count(a) > 1
+                || a.state.try_lock().is_err()
+                || a.pending.lock().expect("pending").committing;
             in_use || a.last_used.lock().expect("last used").elapsed() < idle
         });
         before - all.len()
@@ -263,6 +317,32 @@ impl ActorHost {
                 }
             }
         });
+    }
+}
+
+/// Commits the newest pending state of one actor, answers everyone waiting for it, and repeats
+/// until nothing is pending. Waiters that only read join the commit in flight.
+async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &Activation) {
+    let mut last: Result<(), String> = Ok(());
+    loop {
+        let (state, waiters) = {
+            let mut pending = activation.pending.lock().expect("pending");
+            if pending.latest.is_none() && pending.waiters.is_empty() {
+                pending.committing = false;
+                return;
+            }
+            (pending.latest.take(), std::mem::take(&mut pending.waiters))
+        };
+        if let Some(state) = state {
+            last =
+                kv.set(bucket, key, Bytes::from(encode_state(&state)), None).await.map(drop).map_err(|e| e.to_string());
+            if last.is_err() {
+                activation.stale.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        for waiter in waiters {
+            let _ = waiter.send(last.clone());
+        }
     }
 }
 

@@ -240,7 +240,11 @@ fn topic_and_cron_triggers_parse_with_defaults() {
 fn bad_event_triggers_are_located() {
     let cases: [(&str, &str, &str); 13] = [
         ("[[trigger.actor]]\ntype = \"Cart!\"\ncomponent = \"checkout\"\n", "trigger.actor[0].type", "actor type"),
-        ("[[trigger.actor]]\ntype = \"cart\"\ncomponent = \"checkout\"\nidle_timeout_s = 0\n", "trigger.actor[0].idle_timeout_s", "out of range"),
+        (
+            "[[trigger.actor]]\ntype = \"cart\"\ncomponent = \"checkout\"\nidle_timeout_s = 0\n",
+            "trigger.actor[0].idle_timeout_s",
+            "out of range",
+        ),
         ("[[trigger.kv]]\nbucket = \"Carts\"\ncomponent = \"checkout\"\n", "trigger.kv[0].bucket", "bucket"),
         (
             "[[trigger.kv]]\nbucket = \"carts\"\ncomponent = \"checkout\"\npath = \"/x\"\n",
