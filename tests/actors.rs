@@ -8,8 +8,10 @@ use common::{App, client, ok};
 
 fn app() -> App {
     App::new(&format!(
-        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\n",
-        nimbus_fixtures::COUNTER
+        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\n\
+         [component.caller]\nsource = \"{}\"\ngrants = {{ actors = [\"counter\"] }}\n[[trigger.http]]\nroute = \"/call/...\"\ncomponent = \"caller\"\n",
+        nimbus_fixtures::COUNTER,
+        nimbus_fixtures::CALLER
     ))
 }
 
@@ -79,9 +81,23 @@ async fn failed_and_trapped_invocations_roll_back() {
     // Keys may hold anything, percent-encoded in the path.
     assert_eq!(call(&base, "user%2F7%20%C3%A9", "incr").await, (200, "1".into()));
 
+    // From a function with grants.actors: the same actor, one activation.
+    let via = |path: &'static str| {
+        let url = server.url(path);
+        async move {
+            let r = client().post(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(via("/call/counter/a/incr").await, (200, "2".into()));
+    let (status, body) = via("/call/ghost/a/incr").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("not in grants.actors"), "{body}");
+    assert_eq!(via("/call/counter/a/fail").await.0, 500);
+
     let home = tempfile::tempdir().unwrap();
-    assert_eq!(ok(app.cli(home.path(), &["actors", "call", "counter", "a", "incr"])), "2");
-    assert_eq!(ok(app.cli(home.path(), &["actors", "state", "counter", "a"])), "count = 2\n");
+    assert_eq!(ok(app.cli(home.path(), &["actors", "call", "counter", "a", "incr"])), "3");
+    assert_eq!(ok(app.cli(home.path(), &["actors", "state", "counter", "a"])), "count = 3\n");
     assert_eq!(ok(app.cli(home.path(), &["actors", "state", "counter", "user/7 é"])), "count = 1\n");
 }
 

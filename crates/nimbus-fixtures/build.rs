@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv", "counter"];
+const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv", "counter", "caller"];
 const MODULES: &[&str] = &["wagi"];
 
 fn main() {

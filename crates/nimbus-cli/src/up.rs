@@ -122,7 +122,6 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if let Some(kv) = &kv
         && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone())
     {
-        let host = Arc::new(host);
         host.start_passivation();
         gateway = gateway.with_actors(host);
     }

@@ -605,7 +605,6 @@ async fn load(
         gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, crate::topics::MAX_EVENT_BYTES));
     }
     if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv) {
-        let host = Arc::new(host);
         host.start_passivation();
         gateway = gateway.with_actors(host);
     }

@@ -22,6 +22,8 @@ pub const EVENTS: &str = concat!(env!("OUT_DIR"), "/events.wasm");
 pub const KV: &str = concat!(env!("OUT_DIR"), "/kv.wasm");
 /// `nimbus:actor/handler` counter actor (`incr`, `get`, and `fail`/`trap`, whose writes must roll back).
 pub const COUNTER: &str = concat!(env!("OUT_DIR"), "/counter.wasm");
+/// `wasi:http` component calling actors through `nimbus:actor/client` (`POST /call/TYPE/KEY/METHOD`).
+pub const CALLER: &str = concat!(env!("OUT_DIR"), "/caller.wasm");
 /// WASI preview1 command module speaking CGI, for the WAGI executor.
 pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
 /// Preview1 command module whose `_start` never returns.

@@ -74,6 +74,8 @@ pub enum ActorError {
 
 /// The actor types of one app and their live activations.
 pub struct ActorHost {
+    /// A weak handle to this host (for calls from functions, which must not keep it alive).
+    this: std::sync::Weak<ActorHost>,
     kv: Arc<dyn KvStore>,
     bucket: Bucket,
     types: HashMap<String, ActorType>,
@@ -83,6 +85,26 @@ pub struct ActorHost {
 impl std::fmt::Debug for ActorHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActorHost").field("types", &self.types.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl nimbus_wasm::ActorInvoker for ActorHost {
+    fn call(
+        &self,
+        actor_type: &str,
+        key: &str,
+        method: &str,
+        input: Vec<u8>,
+        request_id: &str,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        // The host outlives every function bound to it only through this clone of its parts.
+        let host = self.handle();
+        let (ty, key, method, id) =
+            (actor_type.to_string(), key.to_string(), method.to_string(), request_id.to_string());
+        Box::pin(async move {
+            let host = host.upgrade().ok_or("the app's actors are gone")?;
+            host.invoke(&ty, &key, &method, &input, &id).await.map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -117,9 +139,10 @@ pub fn decode_state(mut bytes: &[u8]) -> Result<ActorState, KvError> {
 }
 
 impl ActorHost {
-    /// The actor types of a validated manifest, served by `gateway`'s components; `None` if it
-    /// has none. Every actor's component must be a loaded function.
-    pub fn new(manifest: &Manifest, gateway: &Gateway, kv: Arc<dyn KvStore>) -> Option<Self> {
+    /// The actor types of a validated manifest, served by `gateway`'s components, with every
+    /// function that has `grants.actors` bound to it; `None` if the app has no actors. Every
+    /// actor's component must be a loaded function.
+    pub fn new(manifest: &Manifest, gateway: &Gateway, kv: Arc<dyn KvStore>) -> Option<Arc<Self>> {
         let types: HashMap<String, ActorType> = manifest
             .trigger
             .actor
@@ -133,12 +156,28 @@ impl ActorHost {
                 ))
             })
             .collect();
-        (!types.is_empty()).then(|| Self {
+        if types.is_empty() {
+            return None;
+        }
+        let host = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             kv,
             bucket: Bucket::new(ACTORS_BUCKET).expect("a valid bucket name"),
             types,
             activations: Mutex::default(),
-        })
+        });
+        for (name, c) in &manifest.component {
+            if let (false, Some(target)) = (c.grants.actors.is_empty(), gateway.target(name))
+                && let Backend::Function(f) = &target.backend
+            {
+                f.bind_actors(host.clone());
+            }
+        }
+        Some(host)
+    }
+
+    fn handle(&self) -> std::sync::Weak<Self> {
+        self.this.clone()
     }
 
     fn activation(&self, ty: &str, key: &str) -> Arc<Activation> {

@@ -278,6 +278,9 @@ pub struct Grants {
     /// the interfaces are not even linked.
     #[serde(default)]
     pub kv: Vec<String>,
+    /// Actor types the component may call through `nimbus:actor/client`, e.g. `["cart"]`.
+    #[serde(default)]
+    pub actors: Vec<String>,
 }
 
 /// `[trigger]`: every kind of trigger, each an array of tables.

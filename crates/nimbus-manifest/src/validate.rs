@@ -84,6 +84,22 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
                 ));
             }
         }
+        for (i, name) in c.grants.actors.iter().enumerate() {
+            if let Err(e) = check_bucket_name(name) {
+                out.push(problem(
+                    at.clone().key("grants").key("actors").index(i),
+                    format!("actor type `{name}`: {e}"),
+                    "name actor types like `cart`",
+                ));
+            }
+        }
+        if !c.grants.actors.is_empty() && c.command.is_some() {
+            out.push(problem(
+                at.clone().key("grants").key("actors"),
+                "`grants.actors` is for functions; a service calls actors with `POST /actors/TYPE/KEY/METHOD`",
+                "remove it",
+            ));
+        }
         if !c.grants.kv.is_empty() && c.command.is_some() {
             out.push(problem(
                 at.clone().key("grants").key("kv"),
@@ -207,6 +223,13 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
             ));
         }
         check_ranges(&at, [("idle_timeout_s", t.idle_timeout_s, 1, 86_400, "seconds")], out);
+        if m.component.get(&t.component).is_some_and(|c| !c.grants.actors.is_empty()) {
+            out.push(problem(
+                FieldPath::root().key("component").key(t.component.clone()).key("grants").key("actors"),
+                "an actor may not call actors (a call back to a busy actor would wait for itself)",
+                "call the other actors from a function, or remove `grants.actors`",
+            ));
+        }
         if let Some(first) = types.insert(t.actor_type.clone(), i) {
             out.push(problem(
                 at.key("type"),

@@ -304,6 +304,11 @@ fn bad_event_triggers_are_located() {
     assert_eq!(only_error(&bucket).field, "component.checkout.grants.kv[1]");
     let events_route = VALID.replace("/health-check", "/events/orders");
     assert!(only_error(&events_route).message.contains("reserved"));
+    let grant = VALID.replace("grants = { outbound", "grants = { actors = [\"Cart!\"], outbound");
+    assert_eq!(only_error(&grant).field, "component.checkout.grants.actors[0]");
+    let reentrant = format!("{VALID}\n[[trigger.actor]]\ntype = \"cart\"\ncomponent = \"checkout\"\n")
+        .replace("grants = { outbound", "grants = { actors = [\"cart\"], outbound");
+    assert!(only_error(&reentrant).message.contains("may not call actors"));
     let actors_route = VALID.replace("/health-check", "/actors/...");
     assert!(only_error(&actors_route).message.contains("reserved"));
 }

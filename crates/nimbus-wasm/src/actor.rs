@@ -20,6 +20,70 @@ pub(crate) mod bindings {
 pub(crate) use bindings::ActorPre;
 use bindings::nimbus::actor::state;
 
+mod client_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/nimbus-actor",
+        world: "actor-client",
+        imports: { default: async },
+    });
+}
+
+use client_bindings::nimbus::actor::client;
+
+/// Runs actor invocations for functions that call actors (`nimbus:actor/client`); the gateway's
+/// actor host, bound to a function after both exist.
+pub trait ActorInvoker: Send + Sync {
+    /// Invokes `method` on `actor_type`/`key`; the answer comes once the actor's state is durable.
+    fn call(
+        &self,
+        actor_type: &str,
+        key: &str,
+        method: &str,
+        input: Vec<u8>,
+        request_id: &str,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
+/// The actor-calling capability of one invocation.
+pub(crate) struct ClientCtx {
+    invoker: Option<std::sync::Arc<dyn ActorInvoker>>,
+    grants: std::sync::Arc<[String]>,
+    request_id: std::sync::Arc<str>,
+}
+
+impl ClientCtx {
+    pub(crate) fn new(settings: &FunctionSettings, request_id: std::sync::Arc<str>) -> Self {
+        Self { invoker: settings.actors.get().cloned(), grants: settings.actor_grants.clone(), request_id }
+    }
+}
+
+impl client::Host for ClientCtx {
+    async fn call(
+        &mut self,
+        actor_type: String,
+        key: String,
+        method: String,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        if !self.grants.contains(&actor_type) {
+            return Err(format!("actor type `{actor_type}` is not in grants.actors"));
+        }
+        let invoker = self.invoker.clone().ok_or("this app serves no actors")?;
+        invoker.call(&actor_type, &key, &method, input, &self.request_id).await
+    }
+}
+
+struct HasClient;
+
+impl HasData for HasClient {
+    type Data<'a> = &'a mut ClientCtx;
+}
+
+/// Links `nimbus:actor/client`.
+pub(crate) fn add_client_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
+    client::add_to_linker::<_, HasClient>(linker, |s| &mut s.actor_client)
+}
+
 /// The state of one actor: named values.
 pub type ActorState = BTreeMap<String, Vec<u8>>;
 

@@ -22,6 +22,7 @@ pub(crate) struct GuestState {
     pub(crate) publish: PublishCtx,
     kv: crate::kv::KvCtx,
     pub(crate) actor: crate::actor::ActorCtx,
+    pub(crate) actor_client: crate::actor::ClientCtx,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -47,7 +48,8 @@ impl GuestState {
                 request_id: request_id.clone(),
             },
             publish: PublishCtx::new(settings, request_id.clone(), traceparent),
-            kv: crate::kv::KvCtx::new(settings, request_id),
+            kv: crate::kv::KvCtx::new(settings, request_id.clone()),
+            actor_client: crate::actor::ClientCtx::new(settings, request_id),
             actor: crate::actor::ActorCtx::default(),
             _lease: lease,
         }

@@ -51,7 +51,7 @@ use nimbus_manifest::{Component, OutboundGrant};
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-pub use actor::{ActorOutcome, ActorState};
+pub use actor::{ActorInvoker, ActorOutcome, ActorState};
 pub use cache::{CacheOutcome, WasmKind};
 pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
 pub use error::{InvokeError, LoadError};
@@ -139,6 +139,9 @@ impl Runtime {
         if !component.grants.kv.is_empty() {
             kv::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
         }
+        if !component.grants.actors.is_empty() {
+            actor::add_client_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+        }
         Ok(linker)
     }
 
@@ -196,6 +199,8 @@ impl Runtime {
                         link("it imports `nimbus:events/publisher` but the component has no `grants.publish`; grant the topics it publishes to".into())
                     } else if component.grants.kv.is_empty() && e.contains("wasi:keyvalue/") {
                         link("it imports `wasi:keyvalue` but the component has no `grants.kv`; grant the buckets it uses".into())
+                    } else if component.grants.actors.is_empty() && e.contains("nimbus:actor/client") {
+                        link("it imports `nimbus:actor/client` but the component has no `grants.actors`; grant the actor types it calls".into())
                     } else {
                         link(e)
                     }
@@ -240,6 +245,8 @@ impl Runtime {
             bus: self.bus.clone(),
             kv_grants: component.grants.kv.iter().cloned().collect(),
             kv: self.kv.clone(),
+            actor_grants: component.grants.actors.iter().cloned().collect(),
+            actors: Arc::default(),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
@@ -260,6 +267,9 @@ pub(crate) struct FunctionSettings {
     pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     pub(crate) kv_grants: Arc<[String]>,
     pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    pub(crate) actor_grants: Arc<[String]>,
+    /// Set once the app's actor host exists (it needs the loaded functions first).
+    pub(crate) actors: Arc<std::sync::OnceLock<Arc<dyn ActorInvoker>>>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,
@@ -356,6 +366,11 @@ impl Function {
     /// Whether it handles events (`nimbus:events/handler`).
     pub fn handles_events(&self) -> bool {
         matches!(&self.executor, Executor::Component { events: Some(_), .. })
+    }
+
+    /// Lets this function call actors (`grants.actors`) through `invoker`; the first binding wins.
+    pub fn bind_actors(&self, invoker: Arc<dyn ActorInvoker>) {
+        let _ = self.settings.actors.set(invoker);
     }
 
     /// Whether it is an actor (`nimbus:actor/handler`).
