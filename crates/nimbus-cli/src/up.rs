@@ -120,7 +120,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
 
     let mut gateway = Gateway::from_manifest(m, &backends);
     if let Some(kv) = &kv
-        && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone())
+        && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), Default::default())
     {
         host.start_passivation();
         gateway = gateway.with_actors(host);

@@ -91,6 +91,8 @@ pub struct Platform {
     ingress: Arc<Ingress>,
     bus: Arc<dyn EventBus>,
     kv_changes: Arc<nimbus_gateway::KvChanges>,
+    /// Per app, the actor activations all its revisions share (one activation per key).
+    activations: std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
     apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
     /// Per app, the revision its topic and cron triggers deliver to (the one with the largest
     /// share of traffic) and the running triggers.
@@ -110,6 +112,7 @@ impl Platform {
         services_dir: PathBuf,
     ) -> Result<Self, ControlError> {
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
+        let activations = std::sync::Mutex::default();
         for record in store.apps()? {
             apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
         }
@@ -132,7 +135,7 @@ impl Platform {
                 let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
                 map.insert(a.component.clone(), bytes);
             }
-            match load(&runtime, &bus, kv_changes.clone(), &services_dir, &bundle, &record.id).await {
+            match load(&runtime, &bus, kv_changes.clone(), &activations, &services_dir, &bundle, &record.id).await {
                 Ok(l) => {
                     app.revisions.insert(
                         record.id.clone(),
@@ -158,6 +161,7 @@ impl Platform {
             ingress,
             bus,
             kv_changes,
+            activations,
             apps: tokio::sync::Mutex::new(apps),
             triggers: tokio::sync::Mutex::default(),
         };
@@ -268,7 +272,18 @@ impl Platform {
         let fresh = if known {
             None
         } else {
-            Some(load(&self.runtime, &self.bus, self.kv_changes.clone(), &self.services_dir, &bundle, &id).await?)
+            Some(
+                load(
+                    &self.runtime,
+                    &self.bus,
+                    self.kv_changes.clone(),
+                    &self.activations,
+                    &self.services_dir,
+                    &bundle,
+                    &id,
+                )
+                .await?,
+            )
         };
 
         let mut apps = self.apps.lock().await;
@@ -537,6 +552,7 @@ async fn load(
     runtime: &Runtime,
     bus: &Arc<dyn EventBus>,
     kv: Arc<dyn nimbus_state::KvStore>,
+    activations: &std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
     services_dir: &Path,
     bundle: &Bundle,
     id: &str,
@@ -604,7 +620,8 @@ async fn load(
     if !topics.is_empty() {
         gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, crate::topics::MAX_EVENT_BYTES));
     }
-    if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv) {
+    let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
+    if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv, shared) {
         host.start_passivation();
         gateway = gateway.with_actors(host);
     }

@@ -72,14 +72,25 @@ pub enum ActorError {
     Store(#[from] KvError),
 }
 
-/// The actor types of one app and their live activations.
+/// The live activations of one app's actors, shared by every revision of the app so that a key
+/// has one activation even while traffic is split across revisions.
+#[derive(Default)]
+pub struct Activations(Mutex<HashMap<(String, String), Arc<Activation>>>);
+
+impl std::fmt::Debug for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Activations")
+    }
+}
+
+/// The actor types of one app (revision) and the app's activations.
 pub struct ActorHost {
     /// A weak handle to this host (for calls from functions, which must not keep it alive).
     this: std::sync::Weak<ActorHost>,
     kv: Arc<dyn KvStore>,
     bucket: Bucket,
     types: HashMap<String, ActorType>,
-    activations: Mutex<HashMap<(String, String), Arc<Activation>>>,
+    activations: Arc<Activations>,
 }
 
 impl std::fmt::Debug for ActorHost {
@@ -142,7 +153,12 @@ impl ActorHost {
     /// The actor types of a validated manifest, served by `gateway`'s components, with every
     /// function that has `grants.actors` bound to it; `None` if the app has no actors. Every
     /// actor's component must be a loaded function.
-    pub fn new(manifest: &Manifest, gateway: &Gateway, kv: Arc<dyn KvStore>) -> Option<Arc<Self>> {
+    pub fn new(
+        manifest: &Manifest,
+        gateway: &Gateway,
+        kv: Arc<dyn KvStore>,
+        activations: Arc<Activations>,
+    ) -> Option<Arc<Self>> {
         let types: HashMap<String, ActorType> = manifest
             .trigger
             .actor
@@ -164,7 +180,7 @@ impl ActorHost {
             kv,
             bucket: Bucket::new(ACTORS_BUCKET).expect("a valid bucket name"),
             types,
-            activations: Mutex::default(),
+            activations,
         });
         for (name, c) in &manifest.component {
             if let (false, Some(target)) = (c.grants.actors.is_empty(), gateway.target(name))
@@ -181,7 +197,7 @@ impl ActorHost {
     }
 
     fn activation(&self, ty: &str, key: &str) -> Arc<Activation> {
-        let mut all = self.activations.lock().expect("activations");
+        let mut all = self.activations.0.lock().expect("activations");
         all.entry((ty.to_string(), key.to_string()))
             .or_insert_with(|| {
                 Arc::new(Activation {
@@ -329,11 +345,12 @@ impl ActorHost {
     }
 
     /// Passivates actors idle longer than their type's timeout and not running; returns how many.
+    /// (Types this revision does not serve are left to the revision that does.)
     pub fn passivate_idle(&self) -> usize {
-        let mut all = self.activations.lock().expect("activations");
+        let mut all = self.activations.0.lock().expect("activations");
         let before = all.len();
         all.retain(|(ty, _), a| {
-            let idle = self.types.get(ty).map_or(Duration::ZERO, |t| t.idle);
+            let Some(idle) = self.types.get(ty).map(|t| t.idle) else { return true };
             let in_use = Arc::strong_count(a) > 1
                 || a.state.try_lock().is_err()
                 || a.pending.lock().expect("pending").committing;

@@ -42,7 +42,7 @@ use nimbus_manifest::{Manifest, RoutePattern};
 use nimbus_services::Service;
 use nimbus_wasm::Function;
 
-pub use actors::{ACTORS_BUCKET, ACTORS_PATH, ActorError, ActorHost, decode_state, encode_state};
+pub use actors::{ACTORS_BUCKET, ACTORS_PATH, Activations, ActorError, ActorHost, decode_state, encode_state};
 pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
