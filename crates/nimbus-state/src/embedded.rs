@@ -1,5 +1,5 @@
-//! The embedded backend: every bucket a table in one redb file; every write one transaction,
-//! fsynced before it returns.
+//! The embedded backend: every bucket a table in one redb file; writes group-committed and
+//! fsynced before they return; keys with a TTL indexed by expiry and deleted by a periodic sweep.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +13,13 @@ use crate::names::check_key;
 use crate::{Bucket, KvError};
 
 const REVISIONS: TableDefinition<'_, &str, u64> = TableDefinition::new("kv_revisions");
+/// Keys with a TTL by expiry time: `(expires ms, bucket, key)`, so expired keys are found without
+/// scanning the buckets.
+const EXPIRY: TableDefinition<'_, (u64, &str, &str), ()> = TableDefinition::new("kv_expiry");
+/// How often expired keys are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The most expired keys one sweep deletes.
+const SWEEP_MAX: usize = 10_000;
 /// A stored value: `revision u64 | expires ms u64 (0: never) | value`.
 const HEADER: usize = 16;
 
@@ -111,6 +118,7 @@ impl Embedded {
         })?;
         let txn = db.begin_write().map_err(KvError::store)?;
         txn.open_table(REVISIONS).map_err(KvError::store)?;
+        txn.open_table(EXPIRY).map_err(KvError::store)?;
         txn.commit().map_err(KvError::store)?;
         let db = Arc::new(db);
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
@@ -135,6 +143,13 @@ impl Embedded {
         rx.await.map_err(|_| KvError::Closed)?
     }
 
+    /// Deletes the keys whose TTL has passed now (a background sweep does it every 10 s);
+    /// returns how many.
+    pub async fn delete_expired(&self) -> Result<usize, KvError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || sweep(&db)).await.map_err(|_| KvError::Closed)?
+    }
+
     fn read_entry(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
         let read = self.db.begin_read().map_err(KvError::store)?;
         let name = table(bucket);
@@ -150,7 +165,19 @@ impl Embedded {
 /// The writer thread: takes every job waiting, runs them in one transaction, commits it durably,
 /// then answers each. A store failure in any job aborts the batch and fails all of its jobs.
 fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = sweep(db) {
+                tracing::warn!(error = %e, "deleting expired keys failed; trying again later");
+            }
+        }
+        let first = match rx.recv_timeout(SWEEP_EVERY) {
+            Ok(job) => job,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -174,6 +201,56 @@ fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// Deletes keys whose TTL has passed (reads already treat them as absent); returns how many.
+fn sweep(db: &Database) -> Result<usize, KvError> {
+    let txn = db.begin_write().map_err(KvError::store)?;
+    let expired: Vec<(u64, String, String)> = {
+        let index = txn.open_table(EXPIRY).map_err(KvError::store)?;
+        let now = now_ms();
+        index
+            .range(..(now, "", ""))
+            .map_err(KvError::store)?
+            .take(SWEEP_MAX)
+            .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string(), k.value().2.to_string())))
+            .collect::<Result<_, _>>()
+            .map_err(KvError::store)?
+    };
+    for (at, bucket, key) in &expired {
+        let name = format!("kv/{bucket}");
+        let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
+        let current = t.get(key.as_str()).map_err(KvError::store)?.map(|v| expiry_of(v.value()));
+        if current == Some(*at) {
+            t.remove(key.as_str()).map_err(KvError::store)?;
+        }
+        drop(t);
+        txn.open_table(EXPIRY)
+            .map_err(KvError::store)?
+            .remove((*at, bucket.as_str(), key.as_str()))
+            .map_err(KvError::store)?;
+    }
+    txn.commit().map_err(KvError::store)?;
+    if !expired.is_empty() {
+        tracing::debug!(deleted = expired.len(), "expired keys deleted");
+    }
+    Ok(expired.len())
+}
+
+fn expiry_of(record: &[u8]) -> u64 {
+    record.get(8..16).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// Removes the expiry index entry of the value `key` has now, if it has a TTL.
+fn forget_expiry(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<(), KvError> {
+    let name = table(bucket);
+    let t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
+    let old = t.get(key).map_err(KvError::store)?.map(|v| expiry_of(v.value()));
+    drop(t);
+    if let Some(at) = old.filter(|&at| at != 0) {
+        txn.open_table(EXPIRY).map_err(KvError::store)?.remove((at, bucket.as_str(), key)).map_err(KvError::store)?;
+    }
+    Ok(())
+}
+
 /// Writes `value` under the bucket's next revision.
 fn put(
     txn: &WriteTransaction,
@@ -186,6 +263,13 @@ fn put(
     let revision = revisions.get(bucket.as_str()).map_err(KvError::store)?.map_or(0, |v| v.value()) + 1;
     revisions.insert(bucket.as_str(), revision).map_err(KvError::store)?;
     let expires = ttl.map_or(0, |t| now_ms() + t.as_millis().max(1) as u64);
+    forget_expiry(txn, bucket, key)?;
+    if expires != 0 {
+        txn.open_table(EXPIRY)
+            .map_err(KvError::store)?
+            .insert((expires, bucket.as_str(), key), ())
+            .map_err(KvError::store)?;
+    }
     let mut record = Vec::with_capacity(HEADER + value.len());
     record.extend_from_slice(&revision.to_be_bytes());
     record.extend_from_slice(&expires.to_be_bytes());
@@ -219,6 +303,7 @@ impl KvStore for Embedded {
         check_key(key)?;
         let (bucket, key) = (bucket.clone(), key.to_string());
         self.write(move |txn| {
+            forget_expiry(txn, &bucket, &key)?;
             let name = table(&bucket);
             let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
             t.remove(key.as_str()).map_err(KvError::store)?;
