@@ -225,7 +225,7 @@ impl ActorHost {
         }
         let store_key = format!("{ty}/{key}");
         let activation = self.activation(ty, key);
-        let gate = {
+        let (gate, result) = {
             let mut state = activation.state.lock().await; // one invocation per key at a time
             *activation.last_used.lock().expect("last used") = Instant::now();
             if state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -245,10 +245,8 @@ impl ActorHost {
             }
             // Queue behind the commits in flight while still the activation, so commits keep
             // the order of invocations; the next invocation may run meanwhile.
-            let gate = self.enqueue(&activation, &store_key, outcome.state);
-            (gate, outcome.result)
+            (self.enqueue(&activation, &store_key, outcome.state), outcome.result)
         };
-        let (gate, result) = gate;
         if let Some(gate) = gate {
             // The output gate: the answer waits for the commit; a failed commit withholds it.
             gate.await.map_err(|_| KvError::Closed)?.map_err(KvError::Store)?;
