@@ -7,10 +7,14 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{BusError, Event};
 
-/// Reads a CloudEvent from request headers and body. Errors say what is wrong; the caller
-/// answers 400 and never retries or stores the event.
+/// Reads a CloudEvent from request headers and body, with trace context: a valid `traceparent`
+/// extension is kept, else the request's `traceparent` header is taken, else a trace starts.
+/// Errors say what is wrong; the caller answers 400 and never retries or stores the event.
 pub fn read_event(headers: &HeaderMap, body: Vec<u8>) -> Result<Event, BusError> {
-    to_event(headers, body).map_err(|e| BusError::InvalidEvent(explain(&e)))
+    let mut event = to_event(headers, body).map_err(|e| BusError::InvalidEvent(explain(&e)))?;
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    crate::event::ensure_trace_context(&mut event, traceparent);
+    Ok(event)
 }
 
 fn explain(e: &MessageError) -> String {
@@ -75,6 +79,7 @@ mod tests {
         assert_eq!(headers["content-type"], "application/json");
         let back = read_event(&headers, body).unwrap();
         assert_eq!(back.id(), "1");
+        assert!(crate::event::valid_traceparent(&back.extension("traceparent").unwrap().to_string()), "a trace starts");
         assert_eq!(back.extension("partitionkey").map(ToString::to_string).as_deref(), Some("k"));
 
         let mut h = HeaderMap::new();

@@ -66,9 +66,7 @@ async fn publish(
     s.check(&headers, Action::Write)?;
     let topic = topic(&name)?;
     let bytes = crate::data::read_body(body, MAX_EVENT_BYTES, "an event").await?;
-    let mut event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
+    let event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
     let body = PublishedEvent { topic: name, id: event.id().to_string(), seq: p.seq, duplicate: p.duplicate };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

@@ -68,12 +68,10 @@ impl EventIngress {
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
         };
-        let mut event = match nimbus_bus::http::read_event(&parts.headers, body.to_vec()) {
+        let event = match nimbus_bus::http::read_event(&parts.headers, body.to_vec()) {
             Ok(e) => e,
             Err(e) => return error(StatusCode::BAD_REQUEST, id, &e.to_string()),
         };
-        let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
-        nimbus_bus::event::ensure_trace_context(&mut event, traceparent);
         match self.bus.publish(&topic, &event, PublishOptions::default()).await {
             Ok(p) => {
                 let body = serde_json::json!({"topic": name, "id": event.id(), "seq": p.seq, "duplicate": p.duplicate});
