@@ -241,21 +241,6 @@ pub async fn replay(bus: &dyn EventBus, dead_letter: &Topic, idle: Duration) -> 
     Ok(count)
 }
 
-/// For listings: the failure attributes of a dead-letter event.
-pub fn failure(event: &Event) -> Option<(String, String, String, i64)> {
-    let get = |name| event.extension(name).map(ToString::to_string);
-    let attempts = match event.extension(dead_letter::ATTEMPTS) {
-        Some(ExtensionValue::Integer(n)) => *n,
-        _ => 0,
-    };
-    Some((
-        get(dead_letter::ERROR_CODE)?,
-        get(dead_letter::ERROR).unwrap_or_default(),
-        get(dead_letter::DESTINATION).unwrap_or_default(),
-        attempts,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
