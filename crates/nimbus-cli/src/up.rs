@@ -122,12 +122,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if let Some(kv) = &kv
         && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), Default::default())
     {
-        host.start_passivation();
         gateway = gateway.with_actors(host);
     }
     let triggers = match &bus {
         Some(bus) => {
-            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, nimbus_control::MAX_EVENT_BYTES));
+            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics));
             match AppTriggers::start(m, &gateway, bus, kv_changes.as_ref()).await {
                 Ok(t) => t,
                 Err(e) => {

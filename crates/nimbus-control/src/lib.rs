@@ -52,4 +52,4 @@ pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
 pub use model::*;
 pub use platform::{DeployOptions, Platform};
 pub use store::{Store, StoreError};
-pub use topics::{EventPage, MAX_EVENT_BYTES, PublishedEvent, Replayed, StoredEvent};
+pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};

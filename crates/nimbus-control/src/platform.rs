@@ -618,11 +618,10 @@ async fn load(
     let topics = nimbus_gateway::app_topics(m);
     let mut gateway = Gateway::from_manifest(m, &backends);
     if !topics.is_empty() {
-        gateway = gateway.with_events(EventIngress::new(bus.clone(), topics, crate::topics::MAX_EVENT_BYTES));
+        gateway = gateway.with_events(EventIngress::new(bus.clone(), topics));
     }
     let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
     if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv, shared) {
-        host.start_passivation();
         gateway = gateway.with_actors(host);
     }
     Ok(Load {

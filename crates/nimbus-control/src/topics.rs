@@ -17,8 +17,6 @@ use crate::auth::Action;
 use crate::data::DataState;
 use crate::error::ControlError;
 
-/// The largest event accepted, in bytes.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The most events one read returns.
 const MAX_PAGE: usize = 1000;
 /// The longest a read waits for new events.
@@ -65,7 +63,7 @@ async fn publish(
 ) -> Result<Response, ControlError> {
     s.check(&headers, Action::Write)?;
     let topic = topic(&name)?;
-    let bytes = crate::data::read_body(body, MAX_EVENT_BYTES, "an event").await?;
+    let bytes = crate::data::read_body(body, nimbus_gateway::MAX_EVENT_BYTES, "an event").await?;
     let event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
     let body = PublishedEvent { topic: name, id: event.id().to_string(), seq: p.seq, duplicate: p.duplicate };

@@ -151,8 +151,9 @@ pub fn decode_state(mut bytes: &[u8]) -> Result<ActorState, KvError> {
 
 impl ActorHost {
     /// The actor types of a validated manifest, served by `gateway`'s components, with every
-    /// function that has `grants.actors` bound to it; `None` if the app has no actors. Every
-    /// actor's component must be a loaded function.
+    /// function that has `grants.actors` bound to it and idle actors passivated every second
+    /// (needs a tokio runtime); `None` if the app has no actors. Every actor's component must be
+    /// a loaded function.
     pub fn new(
         manifest: &Manifest,
         gateway: &Gateway,
@@ -189,6 +190,7 @@ impl ActorHost {
                 f.bind_actors(host.clone());
             }
         }
+        host.start_passivation();
         Some(host)
     }
 
@@ -358,7 +360,7 @@ impl ActorHost {
     }
 
     /// Passivates idle actors every second until the host is dropped.
-    pub fn start_passivation(self: &Arc<Self>) {
+    fn start_passivation(self: &Arc<Self>) {
         let host = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -18,6 +18,9 @@ use crate::body::GatewayBody;
 use crate::respond::{error, set_request_id};
 use crate::{Backend, Target};
 
+/// The largest event accepted, in bytes (by the ingress and by the control API's topic endpoint).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// The path prefix of the ingress: `POST /events/{topic}`.
 pub const EVENTS_PREFIX: &str = "/events/";
 
@@ -26,14 +29,13 @@ pub const EVENTS_PREFIX: &str = "/events/";
 pub struct EventIngress {
     bus: Arc<dyn EventBus>,
     topics: BTreeSet<String>,
-    max_bytes: usize,
 }
 
 impl EventIngress {
     /// Accepts events for `topics` (the app's triggers and publish grants: other topics are 404),
-    /// up to `max_bytes` each.
-    pub fn new(bus: Arc<dyn EventBus>, topics: BTreeSet<String>, max_bytes: usize) -> Self {
-        Self { bus, topics, max_bytes }
+    /// up to [`MAX_EVENT_BYTES`] each.
+    pub fn new(bus: Arc<dyn EventBus>, topics: BTreeSet<String>) -> Self {
+        Self { bus, topics }
     }
 
     /// `POST /events/{topic}`: 202 once the event is durable, 400 for anything that is not a
@@ -57,13 +59,13 @@ impl EventIngress {
             return resp;
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_bytes).collect().await {
+        let body = match Limited::new(body, MAX_EVENT_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     id,
-                    &format!("an event may be at most {} bytes", self.max_bytes),
+                    &format!("an event may be at most {} bytes", MAX_EVENT_BYTES),
                 );
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),

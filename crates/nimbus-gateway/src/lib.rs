@@ -46,7 +46,7 @@ pub use actors::{ACTORS_BUCKET, ACTORS_PATH, Activations, ActorError, ActorHost,
 pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
-pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress};
+pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use kv_changes::{KvChanges, kv_topic};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
