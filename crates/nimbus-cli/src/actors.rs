@@ -39,7 +39,7 @@ pub(crate) fn run(remote: &RemoteArgs, command: &ActorsCommand) -> anyhow::Resul
         ActorsCommand::Call { actor_type, key, method, data, gateway } => {
             let gateway = match gateway {
                 Some(g) => g.clone(),
-                None => crate::local_api::LocalApi::find(std::path::Path::new(".nimbus"))
+                None => crate::local_api::LocalApi::here()
                     .map(|api| api.gateway)
                     .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
             };

@@ -29,9 +29,10 @@ pub(crate) struct LocalApi {
 }
 
 impl LocalApi {
-    /// The API of a running `nimbus up` whose data dir is `dir`, if there is one.
-    pub(crate) fn find(dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(dir.join(API_FILE)).ok()?;
+    /// The API of the `nimbus up` running in the current directory (its default data dir,
+    /// `.nimbus`), if there is one.
+    pub(crate) fn here() -> Option<Self> {
+        let text = std::fs::read_to_string(Path::new(".nimbus").join(API_FILE)).ok()?;
         let api: Self = serde_json::from_str(&text).ok()?;
         // A file left behind by a killed `nimbus up` names a process that is gone.
         Path::new(&format!("/proc/{}", api.pid)).exists().then_some(api)

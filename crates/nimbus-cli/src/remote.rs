@@ -131,7 +131,7 @@ impl Client {
     /// server is named by flag or environment; else the configured server.
     pub(crate) fn for_node(args: &RemoteArgs) -> anyhow::Result<Self> {
         if !args.names_server()
-            && let Some(api) = crate::local_api::LocalApi::find(std::path::Path::new(".nimbus"))
+            && let Some(api) = crate::local_api::LocalApi::here()
         {
             return Self::with(&api.url, Some(api.token));
         }
