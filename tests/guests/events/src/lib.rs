@@ -3,7 +3,8 @@
 //! `ok`, `fail` (retry), `reject` (no retry), `trap`, `loop` (never returns), `forward`
 //! (publishes a copy to the topic named in the `target` extension, keeping `partitionkey`).
 //! Over HTTP, `POST /publish/TOPIC` publishes the request body as an event of type `http`.
-use wasip2::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use http_util::{read_body, respond};
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 wit_bindgen::generate!({
     path: "../../../wit/nimbus-events",
@@ -78,27 +79,3 @@ impl wasip2::exports::http::incoming_handler::Guest for Http {
 }
 
 wasip2::http::proxy::export!(Http);
-
-fn read_body(req: &IncomingRequest) -> Vec<u8> {
-    let body = req.consume().unwrap();
-    let mut data = Vec::new();
-    {
-        let stream = body.stream().unwrap();
-        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-            data.extend_from_slice(&chunk);
-        }
-    }
-    IncomingBody::finish(body);
-    data
-}
-
-fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
-    let resp = OutgoingResponse::new(Fields::new());
-    resp.set_status_code(status).unwrap();
-    let resp_body = resp.body().unwrap();
-    ResponseOutparam::set(out, Ok(resp));
-    let stream = resp_body.write().unwrap();
-    stream.blocking_write_and_flush(body).unwrap();
-    drop(stream);
-    OutgoingBody::finish(resp_body, None).unwrap();
-}

@@ -2,7 +2,8 @@
 //! (body = value), `POST /incr/BUCKET/KEY?by=N`, `DELETE /delete/BUCKET/KEY`, `GET /list/BUCKET`
 //! (every key, one per line, following cursors), `POST /batch/BUCKET` (sets `a=1`, `b=2`, then
 //! reads `a`, `b`, `c`). Errors answer 500 with the `wasi:keyvalue` error.
-use wasip2::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use http_util::{read_body, respond};
+use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 wit_bindgen::generate!({
     path: "../../../wit/deps/keyvalue",
@@ -77,30 +78,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Kv {
         let method = request.method();
         let body = read_body(&request);
         let (status, body) = run(&method, path, query, body).unwrap_or_else(error);
-        let resp = OutgoingResponse::new(Fields::new());
-        resp.set_status_code(status).unwrap();
-        let resp_body = resp.body().unwrap();
-        ResponseOutparam::set(out, Ok(resp));
-        let stream = resp_body.write().unwrap();
-        for chunk in body.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).unwrap();
-        }
-        drop(stream);
-        OutgoingBody::finish(resp_body, None).unwrap();
+        respond(out, status, &body);
     }
 }
 
 wasip2::http::proxy::export!(Kv);
-
-fn read_body(req: &IncomingRequest) -> Vec<u8> {
-    let body = req.consume().unwrap();
-    let mut data = Vec::new();
-    {
-        let stream = body.stream().unwrap();
-        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-            data.extend_from_slice(&chunk);
-        }
-    }
-    IncomingBody::finish(body);
-    data
-}
