@@ -1,0 +1,273 @@
+//! Nimbus observability: W3C traces with spans for every hop, exported over OTLP and kept in an
+//! embedded trace store; Prometheus/OpenMetrics metrics; per-invocation logs.
+//!
+//! This crate owns the data model and where the data goes. An [`Observer`] (one per process)
+//! holds the [`Tracer`], the [`Metrics`] registry and the telemetry pipeline: a background
+//! thread that writes finished traces (as OTLP protobuf spans) and log records (JSON) to bounded
+//! on-disk stores ([`TraceStore`], [`LogStore`]) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+//! exports spans with `opentelemetry-otlp` (http/protobuf or gRPC, per
+//! `OTEL_EXPORTER_OTLP_PROTOCOL`). Request paths never wait on it: a full queue drops telemetry
+//! and counts it in `nimbus_telemetry_dropped_total`. It does not decide what to instrument or
+//! serve the data over HTTP (the gateway, executors and control API do).
+//!
+//! # Instrumenting a subsystem
+//!
+//! The whole API a subsystem needs is three types:
+//!
+//! * a [`Span`]: start one from the tracer (a request or delivery entering the process,
+//!   honouring the caller's [`TraceContext`]) or as a child of the span you were handed; set
+//!   semantic-convention attributes with [`Span::set`]; mark failures with [`Span::set_error`];
+//!   it ends when dropped. Hand [`Span::context`] on to whatever you call (a `traceparent`
+//!   header, a CloudEvent extension). Unsampled and disabled spans cost almost nothing.
+//! * a [`ComponentTelemetry`] (from [`Observer::component`]): the component's pre-resolved
+//!   metric handles ([`ComponentMetrics`]) and its log sink ([`ComponentTelemetry::log`]).
+//! * a [`Telemetry`]: the pair an invocation carries through the executor.
+//!
+//! New metric families go in [`Metrics::new`] next to the others, with `app` and `component`
+//! labels, so every subsystem's figures line up.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nimbus_observe::ObserveError> {
+//! use nimbus_observe::{ObserveConfig, Observer, SpanKind, TraceContext};
+//!
+//! let observer = Observer::start(ObserveConfig { dir: Some(".nimbus".into()), ..Default::default() })?;
+//! let hello = observer.component("shop", "hello");
+//! let mut span = observer.tracer().start("GET /hello", SpanKind::Server, TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+//! span.set("http.route", "/hello");
+//! let child = span.child("kv.get", SpanKind::Client);
+//! hello.log(&child, Some("req-1"), "stdout", "info", "looked up the cart");
+//! drop(child);
+//! hello.metrics.http_request(200, std::time::Duration::from_micros(80));
+//! drop(span);
+//! observer.flush().await; // written to the trace store (and OTLP)
+//! # Ok(()) }
+//! ```
+
+mod context;
+mod logs;
+mod metrics;
+mod otlp;
+mod pipeline;
+mod segments;
+mod span;
+mod traces;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use context::{TRACEPARENT, TraceContext};
+pub use logs::{LogQuery, LogRecord, LogStore};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
+pub use opentelemetry::trace::SpanKind;
+pub use otlp::configured as otlp_configured;
+pub use segments::Bounds;
+pub use span::{Span, Tracer};
+pub use traces::{SpanView, TraceQuery, TraceStore, TraceSummary};
+
+use crate::pipeline::{Pipeline, Sinks};
+
+/// What went wrong starting the observer.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("could not open the telemetry store in {dir}: {source}")]
+    Store { dir: PathBuf, source: std::io::Error },
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built: {0}")]
+    Otlp(String),
+}
+
+/// How the observer is set up.
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    /// Where the trace and log stores live (`traces/` and `logs/` inside it); `None` keeps no
+    /// stores (spans still go to OTLP, logs to the process log).
+    pub dir: Option<PathBuf>,
+    /// Record spans.
+    pub traces: bool,
+    /// Keep metrics for `/metrics`.
+    pub metrics: bool,
+    /// Share of new traces recorded (a sampled incoming `traceparent` is always followed).
+    pub sample_ratio: f64,
+    /// Bounds of the trace store.
+    pub trace_store: Bounds,
+    /// Bounds of the log store.
+    pub log_store: Bounds,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        let day = Duration::from_secs(24 * 3600);
+        Self {
+            dir: None,
+            traces: true,
+            metrics: true,
+            sample_ratio: 1.0,
+            trace_store: Bounds { max_bytes: 128 << 20, retention: day },
+            log_store: Bounds { max_bytes: 64 << 20, retention: 7 * day },
+        }
+    }
+}
+
+/// The process's tracer, metrics and stores. Cheap to clone.
+#[derive(Clone)]
+pub struct Observer(Arc<Inner>);
+
+struct Inner {
+    tracer: Tracer,
+    metrics: Option<Metrics>,
+    pipeline: Option<Arc<Pipeline>>,
+    traces: Option<TraceStore>,
+    logs: Option<LogStore>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("tracer", &self.0.tracer)
+            .field("metrics", &self.0.metrics.is_some())
+            .field("traces", &self.0.traces)
+            .field("logs", &self.0.logs)
+            .finish()
+    }
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Self::disabled()
+    }
+}
+
+impl Observer {
+    /// Opens the stores, builds the OTLP exporter if the environment asks for one, and starts
+    /// the pipeline.
+    pub fn start(config: ObserveConfig) -> Result<Self, ObserveError> {
+        let metrics = config.metrics.then(Metrics::new);
+        let counters = metrics.clone().unwrap_or_default();
+        let otlp = if config.traces && otlp::configured() {
+            Some(otlp::Otlp::start(counters.dropped("otlp_spans")).map_err(ObserveError::Otlp)?)
+        } else {
+            None
+        };
+        let traces = config.dir.as_ref().filter(|_| config.traces).map(|d| TraceStore::new(&d.join("traces")));
+        let logs = config.dir.as_ref().map(|d| LogStore::new(&d.join("logs")));
+        let sinks = Sinks {
+            traces: traces.clone().map(|s| (s, config.trace_store)),
+            logs: logs.clone().map(|s| (s, config.log_store)),
+            otlp,
+            dropped: (counters.dropped("spans"), counters.dropped("logs")),
+        };
+        let dir = config.dir.clone().unwrap_or_default();
+        let pipeline = Pipeline::start(sinks).map_err(|source| ObserveError::Store { dir, source })?;
+        let tracer =
+            if config.traces { Tracer::new(pipeline.clone(), config.sample_ratio) } else { Tracer::disabled() };
+        Ok(Self(Arc::new(Inner { tracer, metrics, pipeline: Some(pipeline), traces, logs })))
+    }
+
+    /// Records nothing, keeps nothing: guest output goes to the process log only.
+    pub fn disabled() -> Self {
+        Self(Arc::new(Inner { tracer: Tracer::disabled(), metrics: None, pipeline: None, traces: None, logs: None }))
+    }
+
+    /// The tracer requests and deliveries start their spans from.
+    pub fn tracer(&self) -> &Tracer {
+        &self.0.tracer
+    }
+
+    /// The metrics registry, unless metrics are off.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.0.metrics.as_ref()
+    }
+
+    /// The trace store, if traces are kept on disk.
+    pub fn traces(&self) -> Option<&TraceStore> {
+        self.0.traces.as_ref()
+    }
+
+    /// The log store, if logs are kept on disk.
+    pub fn logs(&self) -> Option<&LogStore> {
+        self.0.logs.as_ref()
+    }
+
+    /// The telemetry of one component of one app.
+    pub fn component(&self, app: &str, component: &str) -> Arc<ComponentTelemetry> {
+        // With metrics off the handles are live but unregistered: nothing reads them.
+        let metrics = self.0.metrics.clone().unwrap_or_default().component(app, component);
+        Arc::new(ComponentTelemetry {
+            app: app.into(),
+            component: component.into(),
+            metrics,
+            pipeline: self.0.pipeline.clone(),
+        })
+    }
+
+    /// Waits until every finished span and log record is written (and handed to OTLP).
+    pub async fn flush(&self) {
+        if let Some(p) = &self.0.pipeline {
+            p.flush().await;
+        }
+    }
+}
+
+/// What one component reports to: its metric handles and its log sink.
+pub struct ComponentTelemetry {
+    /// The app the component belongs to.
+    pub app: Arc<str>,
+    /// The component's name.
+    pub component: Arc<str>,
+    /// Its metric handles.
+    pub metrics: ComponentMetrics,
+    pipeline: Option<Arc<Pipeline>>,
+}
+
+impl std::fmt::Debug for ComponentTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentTelemetry").field("app", &self.app).field("component", &self.component).finish()
+    }
+}
+
+impl ComponentTelemetry {
+    /// A component outside any observer (tests, benchmarks, tools).
+    pub fn detached(component: &str) -> Arc<Self> {
+        Observer::disabled().component("", component)
+    }
+
+    /// Logs one line of the invocation `span` belongs to: to the log store, and to the process
+    /// log (target `nimbus::guest` for guest output, `nimbus::platform` for the rest).
+    pub fn log(&self, span: &Span, request_id: Option<&str>, stream: &str, level: &str, message: &str) {
+        let trace_id = span.trace_id();
+        let (component, rid, tid) = (&*self.component, request_id.unwrap_or(""), trace_id.as_deref().unwrap_or(""));
+        match (stream, level) {
+            ("stdout" | "stderr", _) => {
+                tracing::info!(target: "nimbus::guest", component, request_id = rid, trace_id = tid, stream, "{message}");
+            }
+            (_, "error") => {
+                tracing::error!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}")
+            }
+            (_, "warn") => {
+                tracing::warn!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}")
+            }
+            _ => tracing::info!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}"),
+        }
+        if let Some(p) = &self.pipeline {
+            p.log(LogRecord {
+                time_unix_nano: LogRecord::now(),
+                level: level.into(),
+                app: (!self.app.is_empty()).then(|| self.app.to_string()),
+                component: self.component.to_string(),
+                stream: stream.into(),
+                request_id: request_id.map(str::to_string),
+                trace_id,
+                span_id: span.context().map(|c| c.span_id.to_string()),
+                message: message.into(),
+            });
+        }
+    }
+}
+
+/// What an invocation carries through the executor: its component's telemetry and the span it
+/// runs under (its spans are children of it).
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub component: Arc<ComponentTelemetry>,
+    pub span: Arc<Span>,
+}

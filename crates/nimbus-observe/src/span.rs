@@ -1,0 +1,202 @@
+//! Spans: cheap to start, recorded into their trace's buffer when they end, handed to the
+//! pipeline as one batch when the last span of the trace (in this process) ends.
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::context::TraceContext;
+use crate::pipeline::Pipeline;
+
+/// Starts traces. Cheap to clone; a disabled tracer starts spans that record nothing but still
+/// carry an incoming trace context on.
+#[derive(Clone, Default)]
+pub struct Tracer {
+    inner: Option<Arc<TracerInner>>,
+}
+
+struct TracerInner {
+    pipeline: Arc<Pipeline>,
+    scope: InstrumentationScope,
+    /// Share of new traces (without a sampled parent) that are recorded.
+    ratio: f64,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer").field("enabled", &self.inner.is_some()).finish()
+    }
+}
+
+impl Tracer {
+    pub(crate) fn new(pipeline: Arc<Pipeline>, ratio: f64) -> Self {
+        let scope = InstrumentationScope::builder("nimbus").with_version(env!("CARGO_PKG_VERSION")).build();
+        Self { inner: Some(Arc::new(TracerInner { pipeline, scope, ratio: ratio.clamp(0.0, 1.0) })) }
+    }
+
+    /// A tracer that records nothing.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Whether spans are recorded at all.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Starts the first span of this process in a trace: a child of `parent` (the caller's
+    /// context, whose sampling decision it follows) or the root of a new trace, sampled at the
+    /// tracer's ratio.
+    pub fn start(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, parent: Option<TraceContext>) -> Span {
+        let Some(inner) = &self.inner else {
+            return Span { ctx: parent, rec: None };
+        };
+        let (ctx, parent_id, remote) = match parent {
+            Some(p) => (p.child(), p.span_id, true),
+            None => {
+                let mut root = TraceContext::new_root();
+                root.sampled = inner.ratio >= 1.0 || fastrand::f64() < inner.ratio;
+                (root, SpanId::INVALID, false)
+            }
+        };
+        if !ctx.sampled {
+            return Span { ctx: Some(ctx), rec: None };
+        }
+        let trace = Arc::new(TraceBuf { spans: Mutex::new(Vec::with_capacity(8)), tracer: inner.clone() });
+        Span { ctx: Some(ctx), rec: Some(Box::new(Recording::new(trace, parent_id, remote, name.into(), kind))) }
+    }
+}
+
+/// One operation in a trace. Ends (and is recorded) when dropped.
+#[derive(Default)]
+pub struct Span {
+    ctx: Option<TraceContext>,
+    rec: Option<Box<Recording>>,
+}
+
+impl std::fmt::Debug for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Span").field("context", &self.ctx).field("recording", &self.rec.is_some()).finish()
+    }
+}
+
+struct Recording {
+    trace: Arc<TraceBuf>,
+    parent: SpanId,
+    parent_remote: bool,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
+impl Recording {
+    fn new(trace: Arc<TraceBuf>, parent: SpanId, parent_remote: bool, name: Cow<'static, str>, kind: SpanKind) -> Self {
+        let start = SystemTime::now();
+        Self { trace, parent, parent_remote, name, kind, start, attributes: Vec::new(), status: Status::Unset }
+    }
+}
+
+struct TraceBuf {
+    spans: Mutex<Vec<SpanData>>,
+    tracer: Arc<TracerInner>,
+}
+
+impl Drop for TraceBuf {
+    fn drop(&mut self) {
+        let spans = std::mem::take(self.spans.get_mut().unwrap_or_else(|p| p.into_inner()));
+        self.tracer.pipeline.spans(spans);
+    }
+}
+
+impl Span {
+    /// A span that records nothing and has no context.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Starts a child of this span (recorded only if this one is).
+    pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Span {
+        match (&self.rec, self.ctx) {
+            (Some(rec), Some(ctx)) => {
+                let child = Recording::new(rec.trace.clone(), ctx.span_id, false, name.into(), kind);
+                Span { ctx: Some(ctx.child()), rec: Some(Box::new(child)) }
+            }
+            _ => Span { ctx: self.ctx, rec: None },
+        }
+    }
+
+    /// The context to hand on to whatever this span calls (a `traceparent`).
+    pub fn context(&self) -> Option<TraceContext> {
+        self.ctx
+    }
+
+    /// The trace id as 32 hex digits, if there is a trace.
+    pub fn trace_id(&self) -> Option<String> {
+        self.ctx.map(|c| c.trace_id.to_string())
+    }
+
+    /// Whether this span will be recorded.
+    pub fn is_recording(&self) -> bool {
+        self.rec.is_some()
+    }
+
+    /// Sets an attribute (OpenTelemetry semantic-convention names where one exists).
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        if let Some(rec) = &mut self.rec {
+            rec.attributes.push(KeyValue::new(key, value));
+        }
+    }
+
+    /// Sets an attribute computed only when the span is recorded.
+    pub fn set_with<V: Into<Value>>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
+        if let Some(rec) = &mut self.rec {
+            rec.attributes.push(KeyValue::new(key, value()));
+        }
+    }
+
+    /// Marks the span failed, with `error.type` (a short class such as `timeout`) and a message.
+    pub fn set_error(&mut self, class: &'static str, message: impl std::fmt::Display) {
+        if let Some(rec) = &mut self.rec {
+            rec.attributes.push(KeyValue::new("error.type", class));
+            rec.status = Status::error(message.to_string());
+        }
+    }
+
+    /// Renames the span (a server span learns its route after it started).
+    pub fn rename(&mut self, name: impl Into<Cow<'static, str>>) {
+        if let Some(rec) = &mut self.rec {
+            rec.name = name.into();
+        }
+    }
+
+    /// Ends the span now (dropping it does the same).
+    pub fn end(self) {}
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let (Some(rec), Some(ctx)) = (self.rec.take(), self.ctx) else { return };
+        let Recording { trace, parent, parent_remote, name, kind, start, attributes, status } = *rec;
+        let data = SpanData {
+            span_context: SpanContext::new(ctx.trace_id, ctx.span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
+            parent_span_id: parent,
+            parent_span_is_remote: parent_remote,
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: trace.tracer.scope.clone(),
+        };
+        trace.spans.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+    }
+}
