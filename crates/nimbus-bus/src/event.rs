@@ -4,6 +4,7 @@
 //! and the attributes a dead-lettered event carries.
 use cloudevents::event::ExtensionValue;
 pub use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
+use nimbus_observe::TraceContext;
 use sha2::{Digest, Sha256};
 
 use crate::BusError;
@@ -65,37 +66,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BusError> {
     serde_json::from_slice(bytes).map_err(|e| BusError::InvalidEvent(e.to_string()))
 }
 
+/// The W3C trace context an event carries, if its `traceparent` is valid.
+pub fn trace_context(event: &Event) -> Option<TraceContext> {
+    event.extension(TRACEPARENT).and_then(|v| TraceContext::parse(&v.to_string()))
+}
+
 /// Gives an event trace context: keeps a valid `traceparent` extension, else takes `incoming`
-/// (the publisher's request header) when valid, else starts a new trace.
+/// (the publisher's span or request header) when valid, else starts a new trace.
 pub fn ensure_trace_context(event: &mut Event, incoming: Option<&str>) {
-    let has_valid = event.extension(TRACEPARENT).is_some_and(|v| valid_traceparent(&v.to_string()));
-    if has_valid {
+    if trace_context(event).is_some() {
         return;
     }
-    let value = match incoming.filter(|v| valid_traceparent(v)) {
-        Some(v) => v.to_string(),
-        None => new_traceparent(),
-    };
-    event.set_extension(TRACEPARENT, ExtensionValue::String(value));
-}
-
-/// Whether `v` is a W3C `traceparent` of version 00 with non-zero ids.
-pub fn valid_traceparent(v: &str) -> bool {
-    let parts: Vec<&str> = v.split('-').collect();
-    let hex_of =
-        |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    parts.len() == 4
-        && parts[0] == "00"
-        && hex_of(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex_of(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex_of(parts[3], 2)
-}
-
-/// A new sampled W3C `traceparent` with random ids.
-pub fn new_traceparent() -> String {
-    format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
+    let ctx = incoming.and_then(TraceContext::parse).unwrap_or_else(TraceContext::new_root);
+    event.set_extension(TRACEPARENT, ExtensionValue::String(ctx.traceparent()));
 }
 
 #[cfg(test)]
@@ -128,14 +111,11 @@ mod tests {
     #[test]
     fn trace_context() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert!(valid_traceparent(good));
-        assert!(!valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
-        assert!(!valid_traceparent("garbage"));
         let mut e = event("1", None);
         ensure_trace_context(&mut e, Some(good));
         assert_eq!(e.extension(TRACEPARENT).map(ToString::to_string).as_deref(), Some(good));
         let mut e = event("1", None);
         ensure_trace_context(&mut e, Some("bad"));
-        assert!(valid_traceparent(&e.extension(TRACEPARENT).expect("set").to_string()));
+        assert!(super::trace_context(&e).is_some(), "a new trace starts");
     }
 }

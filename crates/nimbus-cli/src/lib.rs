@@ -1,10 +1,10 @@
 //! The `nimbus` command line.
 //!
 //! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
-//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `login`), the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `traces`, `logs`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-observe`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run
@@ -22,12 +22,14 @@ mod events;
 mod kv;
 mod local_api;
 mod logging;
+mod logs;
 mod manage;
 mod remote;
 mod schema;
 mod server;
 mod serving;
 mod templates;
+mod traces;
 mod up;
 
 use std::process::ExitCode;
@@ -109,6 +111,22 @@ enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// List traces (by route, duration, errors) or show one as a waterfall (on the `nimbus up`
+    /// of this directory, or on a server).
+    Traces {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(flatten)]
+        args: traces::TracesArgs,
+    },
+    /// Print (or follow) the per-invocation logs of components (on the `nimbus up` of this
+    /// directory, or on a server).
+    Logs {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(flatten)]
+        args: logs::LogsArgs,
+    },
     /// Check a server URL and token and save them for later commands.
     Login(manage::LoginArgs),
     /// Run the build command of each component of the app in DIR.
@@ -143,6 +161,8 @@ pub fn main() -> ExitCode {
         Command::Events { remote, command } => events::run(&remote, &command),
         Command::Kv { remote, command } => kv::run(&remote, &command),
         Command::Actors { remote, command } => actors::run(&remote, &command),
+        Command::Traces { remote, args } => traces::run(&remote, &args),
+        Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),

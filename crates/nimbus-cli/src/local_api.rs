@@ -1,13 +1,12 @@
-//! The data API of `nimbus up`: the control API's topic and KV endpoints on a loopback port, guarded
-//! by a random token. Both are written to `.nimbus/api.json` (readable by its owner only) while
-//! `nimbus up` runs, which is how `nimbus events ...` and `nimbus kv ...` in the app directory
-//! find them.
+//! The local API of `nimbus up`: the control API's topic, KV, metrics, trace and log endpoints on a
+//! loopback port, guarded by a random token. Both are written to `.nimbus/api.json` (readable by its owner only) while
+//! `nimbus up` runs, which is how `nimbus events`, `kv`, `traces` and `logs` in the app
+//! directory find them.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use nimbus_bus::EventBus;
 use nimbus_control::{DataAuth, DataState};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +42,7 @@ impl LocalApi {
 pub(crate) struct Served {
     file: PathBuf,
     pub(crate) addr: SocketAddr,
+    pub(crate) observer: nimbus_observe::Observer,
 }
 
 impl Drop for Served {
@@ -51,13 +51,13 @@ impl Drop for Served {
     }
 }
 
-/// Serves the topic and KV endpoints on `listen` (loopback only) until `stop` resolves.
+/// Serves the data endpoints of `data` (its `auth` is replaced by a fresh token) on `listen`
+/// (loopback only) until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
     gateway: SocketAddr,
-    bus: Option<Arc<dyn EventBus>>,
-    kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    mut data: DataState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Served> {
     anyhow::ensure!(
@@ -79,11 +79,13 @@ pub(crate) async fn serve(
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth: DataAuth::Local(token) }));
+    data.auth = DataAuth::Local(token);
+    let observer = data.observer.clone();
+    let router = nimbus_control::data_router(Arc::new(data));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "the local events API failed");
         }
     });
-    Ok(Served { file, addr })
+    Ok(Served { file, addr, observer })
 }

@@ -197,6 +197,33 @@ impl Client {
         })
     }
 
+    /// GETs a streamed answer (NDJSON) and hands each line to `each` until the server ends it.
+    pub(crate) fn lines(&self, path: &str, mut each: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.rt.block_on(async {
+            let mut resp =
+                req.send().await.map_err(|e| anyhow!("cannot reach the Nimbus API at {}: {e}", self.base))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let bytes = resp.bytes().await.unwrap_or_default();
+                return Err(server_error(status, &bytes));
+            }
+            let mut pending = Vec::new();
+            while let Some(chunk) = resp.chunk().await.with_context(|| format!("the answer of {url} broke off"))? {
+                pending.extend_from_slice(&chunk);
+                while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    each(String::from_utf8_lossy(&line[..nl]).trim_end())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(reqwest::Method::GET, path, None, "")
     }

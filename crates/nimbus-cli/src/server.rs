@@ -10,7 +10,7 @@ use clap::Args;
 use nimbus_control::{ApiState, Platform, Store, Tokens};
 use nimbus_gateway::Ingress;
 
-use crate::serving::{BackendArgs, EngineArgs, shutdown_signal};
+use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
@@ -37,6 +37,8 @@ pub(crate) struct ServerArgs {
     max_memory_mb: u32,
     #[command(flatten)]
     storage: BackendArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -78,6 +80,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()).with_kv(kv.clone()),
     );
     let ingress = Arc::new(Ingress::new());
+    let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     let platform = Arc::new(
         Platform::open(
             store.clone(),
@@ -86,6 +89,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             bus.clone(),
             kv_changes,
             data_dir.join("services"),
+            observer.clone(),
         )
         .await
         .context("cannot load the deployed apps")?,
@@ -114,6 +118,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     println!("  Apps:        http://{gateway_addr}");
     println!("  Control API: http://{api_addr}/v1   (OpenAPI: http://{api_addr}/v1/openapi.json)");
     println!("  Data:        {}", data_dir.display());
+    println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("http://{api_addr}")));
     println!("  Events:      {} bus; POST http://{gateway_addr}/events/TOPIC", bus.backend());
     if let Some(created) = tokens.bootstrap().context("cannot create the first admin token")? {
         println!();

@@ -49,6 +49,67 @@ impl EngineArgs {
     }
 }
 
+/// Tracing, metrics and the trace and log stores (in the data dir).
+#[derive(Debug, Args)]
+pub(crate) struct ObserveArgs {
+    /// Record no spans and keep no metrics (per-invocation logs are still kept).
+    #[arg(long, env = "NIMBUS_NO_TELEMETRY")]
+    no_telemetry: bool,
+    /// Share of new traces recorded, 0 to 1 (an incoming sampled `traceparent` is always
+    /// followed).
+    #[arg(long, env = "NIMBUS_TRACE_SAMPLE", default_value_t = 1.0, value_parser = ratio)]
+    trace_sample: f64,
+    /// Disk space the trace store may use, in MiB.
+    #[arg(long, env = "NIMBUS_TRACE_STORE_MB", default_value_t = 128)]
+    trace_store_mb: u64,
+    /// How long traces are kept (e.g. 24h).
+    #[arg(long, env = "NIMBUS_TRACE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    trace_retention: Duration,
+    /// Disk space the log store may use, in MiB.
+    #[arg(long, env = "NIMBUS_LOG_STORE_MB", default_value_t = 64)]
+    log_store_mb: u64,
+    /// How long logs are kept (e.g. 7d).
+    #[arg(long, env = "NIMBUS_LOG_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    log_retention: Duration,
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&r) { Ok(r) } else { Err("a share between 0 and 1, e.g. 0.1".into()) }
+}
+
+impl ObserveArgs {
+    /// Opens the stores under `data_dir/telemetry` and starts the telemetry pipeline (and OTLP
+    /// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    pub(crate) fn start(&self, data_dir: &std::path::Path) -> anyhow::Result<nimbus_observe::Observer> {
+        use nimbus_observe::{Bounds, ObserveConfig, Observer};
+        let config = ObserveConfig {
+            dir: Some(data_dir.join("telemetry")),
+            traces: !self.no_telemetry,
+            metrics: !self.no_telemetry,
+            sample_ratio: self.trace_sample,
+            trace_store: Bounds { max_bytes: self.trace_store_mb << 20, retention: self.trace_retention },
+            log_store: Bounds { max_bytes: self.log_store_mb << 20, retention: self.log_retention },
+        };
+        Ok(Observer::start(config)?)
+    }
+}
+
+/// One line on where telemetry goes, for the start-up banner (`api` serves `/metrics`).
+pub(crate) fn describe_telemetry(observer: &nimbus_observe::Observer, api: &str) -> String {
+    if !observer.tracer().is_enabled() {
+        return "off (--no-telemetry); logs in `nimbus logs`".into();
+    }
+    let mut line = format!("metrics at {api}/metrics; `nimbus traces`, `nimbus logs`");
+    if nimbus_observe::otlp_configured() {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .unwrap_or_default();
+        line.push_str(&format!("; spans exported over OTLP to {endpoint}"));
+    }
+    line
+}
+
 /// Where topics and KV buckets live: embedded in the data dir, or on NATS JetStream.
 #[derive(Debug, Args)]
 pub(crate) struct BackendArgs {

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use nimbus_control::DataAuth;
 use nimbus_gateway::{AppTriggers, Backend, EventIngress, Gateway};
 use nimbus_manifest::{FieldPath, LoadedManifest};
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
 
-use crate::serving::{BackendArgs, EngineArgs, shutdown_signal};
+use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -25,8 +26,9 @@ pub(crate) struct UpArgs {
     /// Run `nimbus build` first.
     #[arg(long, env = "NIMBUS_BUILD")]
     build: bool,
-    /// Address of the events API that `nimbus events` uses (loopback only; port 0 picks a free
-    /// port; its URL and token go to DATA_DIR/api.json).
+    /// Address of the local API that `nimbus events`, `kv`, `traces` and `logs` use, with
+    /// `/metrics` (loopback only; port 0 picks a free port; its URL and token go to
+    /// DATA_DIR/api.json).
     #[arg(long, env = "NIMBUS_API_LISTEN", default_value = "127.0.0.1:0")]
     api_listen: SocketAddr,
     /// Where durable state (topics) lives (default: `.nimbus/` next to nimbus.toml).
@@ -34,6 +36,8 @@ pub(crate) struct UpArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     storage: BackendArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -59,6 +63,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
     let topics = nimbus_gateway::app_topics(m);
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
+    let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
         None
     } else {
@@ -118,7 +123,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     check_handlers(&loaded, &backends)?;
     let services = start_services(&loaded, &mut backends, &mut described).await?;
 
-    let mut gateway = Gateway::from_manifest(m, &backends);
+    let mut gateway = Gateway::from_manifest(m, &backends, &observer);
     if let Some(kv) = &kv
         && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), Default::default())
     {
@@ -153,20 +158,17 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let local_api = match (&bus, &kv) {
-        (None, None) => None,
-        _ => {
-            let stopped = async move {
-                let _ = api_stopped.await;
-            };
-            match crate::local_api::serve(args.api_listen, &data_dir, addr, bus.clone(), kv.clone(), stopped).await {
-                Ok(served) => Some(served),
-                Err(e) => {
-                    triggers.stop().await;
-                    stop_services(&services).await;
-                    return Err(e);
-                }
-            }
+    let stopped = async move {
+        let _ = api_stopped.await;
+    };
+    let data =
+        nimbus_control::DataState { bus: bus.clone(), kv: kv.clone(), auth: DataAuth::Local(String::new()), observer };
+    let local_api = match crate::local_api::serve(args.api_listen, &data_dir, addr, data, stopped).await {
+        Ok(served) => served,
+        Err(e) => {
+            triggers.stop().await;
+            stop_services(&services).await;
+            return Err(e);
         }
     };
     println!("Serving app `{}` on http://{addr}", m.app.name);
@@ -190,14 +192,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     if let Some(bus) = &bus {
         println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
     }
-    if let Some(api) = &local_api {
-        let file = data_dir.join(crate::local_api::API_FILE);
-        println!(
-            "Data API: http://{} (for `nimbus events` and `nimbus kv` here; token in {})",
-            api.addr,
-            file.display()
-        );
-    }
+    let file = data_dir.join(crate::local_api::API_FILE);
+    println!(
+        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
+        local_api.addr,
+        file.display()
+    );
+    println!(
+        "Telemetry: {}",
+        crate::serving::describe_telemetry(&local_api.observer, &format!("http://{}", local_api.addr))
+    );
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 

@@ -46,6 +46,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         bus: Some(state.platform.bus()),
         kv: state.kv.clone(),
         auth: crate::data::DataAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
+        observer: state.platform.observer().clone(),
     }));
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -105,8 +106,8 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, publish and read events, read and write KV buckets."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written)),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

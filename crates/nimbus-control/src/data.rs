@@ -1,5 +1,5 @@
-//! The data endpoints of the control API — topics ([`crate::topics`]) and KV buckets
-//! ([`crate::kv_api`]) — and who may call them. Served by `nimbus server` (with its API tokens)
+//! The data endpoints of the control API — topics ([`crate::topics`]), KV buckets
+//! ([`crate::kv_api`]), metrics, traces and logs ([`crate::observe_api`]) — and who may call them. Served by `nimbus server` (with its API tokens)
 //! and by `nimbus up` (with the one token it writes to `.nimbus/api.json`).
 use std::sync::Arc;
 
@@ -36,6 +36,8 @@ pub struct DataState {
     pub kv: Option<Arc<dyn KvStore>>,
     /// Who may call.
     pub auth: DataAuth,
+    /// Where this node's traces, metrics and logs are.
+    pub observer: nimbus_observe::Observer,
 }
 
 impl DataState {
@@ -92,7 +94,7 @@ pub(crate) async fn read_body(body: axum::body::Body, max: usize, what: &str) ->
     Ok(collected.to_bytes())
 }
 
-/// The topic and bucket routes.
+/// The topic, bucket and observability routes.
 pub fn data_router(state: Arc<DataState>) -> Router {
-    crate::topics::routes().merge(crate::kv_api::routes()).with_state(state)
+    crate::topics::routes().merge(crate::kv_api::routes()).merge(crate::observe_api::routes()).with_state(state)
 }

@@ -5,7 +5,8 @@
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
 //! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
 //! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
-//! (publish, read, replay dead letters), and which revision of an app its event triggers
+//! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
+//! logs), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
 //! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
 //! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
@@ -24,7 +25,7 @@
 //! let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
 //! let platform =
-//!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into()).await?);
+//!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
 //!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20, kv: None,
 //! }));
@@ -39,6 +40,7 @@ mod data;
 mod error;
 mod kv_api;
 mod model;
+mod observe_api;
 mod platform;
 mod store;
 mod topics;
@@ -50,6 +52,7 @@ pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;
 pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
 pub use model::*;
+pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use platform::{DeployOptions, Platform};
 pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use nimbus_bus::EventBus;
 use nimbus_gateway::{AppTable, AppTriggers, Backend, EventIngress, Gateway, Ingress, LiveApp, LiveRevision};
 use nimbus_manifest::{FieldPath, LoadedManifest, Manifest, RoutePattern};
+use nimbus_observe::Observer;
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::Runtime;
 
@@ -97,6 +98,7 @@ pub struct Platform {
     /// Per app, the revision its topic and cron triggers deliver to (the one with the largest
     /// share of traffic) and the running triggers.
     triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
+    observer: Observer,
 }
 
 impl Platform {
@@ -110,6 +112,7 @@ impl Platform {
         bus: Arc<dyn EventBus>,
         kv_changes: Arc<nimbus_gateway::KvChanges>,
         services_dir: PathBuf,
+        observer: Observer,
     ) -> Result<Self, ControlError> {
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         let activations = std::sync::Mutex::default();
@@ -135,7 +138,15 @@ impl Platform {
                 let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
                 map.insert(a.component.clone(), bytes);
             }
-            match load(&runtime, &bus, kv_changes.clone(), &activations, &services_dir, &bundle, &record.id).await {
+            let loader = Loader {
+                runtime: &runtime,
+                bus: &bus,
+                kv: kv_changes.clone(),
+                activations: &activations,
+                services_dir: &services_dir,
+                observer: &observer,
+            };
+            match loader.load(&bundle, &record.id).await {
                 Ok(l) => {
                     app.revisions.insert(
                         record.id.clone(),
@@ -164,9 +175,15 @@ impl Platform {
             activations,
             apps: tokio::sync::Mutex::new(apps),
             triggers: tokio::sync::Mutex::default(),
+            observer,
         };
         platform.publish(&*platform.apps.lock().await).await;
         Ok(platform)
+    }
+
+    /// Where this server's traces, metrics and logs go.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// The event bus of this server.
@@ -273,15 +290,15 @@ impl Platform {
             None
         } else {
             Some(
-                load(
-                    &self.runtime,
-                    &self.bus,
-                    self.kv_changes.clone(),
-                    &self.activations,
-                    &self.services_dir,
-                    &bundle,
-                    &id,
-                )
+                Loader {
+                    runtime: &self.runtime,
+                    bus: &self.bus,
+                    kv: self.kv_changes.clone(),
+                    activations: &self.activations,
+                    services_dir: &self.services_dir,
+                    observer: &self.observer,
+                }
+                .load(&bundle, &id)
                 .await?,
             )
         };
@@ -546,91 +563,96 @@ struct Load {
     services: Vec<Arc<Service>>,
 }
 
-/// Loads every component of a bundle and builds the revision's routes. Services are unpacked
-/// (once per content digest) under `services_dir`, started, and must become ready.
-async fn load(
-    runtime: &Runtime,
-    bus: &Arc<dyn EventBus>,
+/// What loading a revision needs from the platform.
+struct Loader<'a> {
+    runtime: &'a Runtime,
+    bus: &'a Arc<dyn EventBus>,
     kv: Arc<dyn nimbus_state::KvStore>,
-    activations: &std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
-    services_dir: &Path,
-    bundle: &Bundle,
-    id: &str,
-) -> Result<Load, ControlError> {
-    let loaded = parse_manifest(&bundle.manifest)?;
-    let m = &loaded.manifest;
-    let mut backends = HashMap::new();
-    let mut problems = Vec::new();
-    let mut services = StopOnDrop(Vec::new());
-    for (name, component) in &m.component {
-        if let Some(bytes) = bundle.artifacts.get(name) {
-            let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
-            match runtime.load_bytes(name, &label, bytes.clone(), component).await {
-                Ok((function, _)) => {
-                    backends.insert(name.clone(), Backend::Function(function));
+    activations: &'a std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
+    services_dir: &'a Path,
+    observer: &'a Observer,
+}
+
+impl Loader<'_> {
+    /// Loads every component of a bundle and builds the revision's routes. Services are unpacked
+    /// (once per content digest) under `services_dir`, started, and must become ready.
+    async fn load(&self, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
+        let Loader { runtime, bus, kv, activations, services_dir, observer } = self;
+        let loaded = parse_manifest(&bundle.manifest)?;
+        let m = &loaded.manifest;
+        let mut backends = HashMap::new();
+        let mut problems = Vec::new();
+        let mut services = StopOnDrop(Vec::new());
+        for (name, component) in &m.component {
+            if let Some(bytes) = bundle.artifacts.get(name) {
+                let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
+                match runtime.load_bytes(name, &label, bytes.clone(), component).await {
+                    Ok((function, _)) => {
+                        backends.insert(name.clone(), Backend::Function(function));
+                    }
+                    Err(e) => {
+                        let at = FieldPath::root().key("component").key(name.clone()).key("source");
+                        let hint = "build a wasi:http component or a WASI preview1 command, importing only WASI";
+                        problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
+                    }
                 }
-                Err(e) => {
-                    let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                    let hint = "build a wasi:http component or a WASI preview1 command, importing only WASI";
-                    problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
-                }
-            }
-        } else if let Some(tree) = bundle.trees.get(name) {
-            let at = FieldPath::root().key("component").key(name.clone()).key("command");
-            let started = match unpack_tree(services_dir, tree) {
-                Ok(dir) => {
-                    let mut spec = ServiceSpec::from_component(name, component, &dir);
-                    spec.workdir = dir;
-                    let service = Service::start(spec);
-                    services.0.push(service.clone());
-                    service.until_ready().await.map(|()| service).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e),
-            };
-            match started {
-                Ok(service) => {
-                    backends.insert(name.clone(), Backend::Service(service));
-                }
-                Err(e) => {
-                    let hint = "the service must listen on 127.0.0.1:$PORT and pass its readiness probe; see the server log for its output";
-                    problems.push(loaded.diagnostic(&at, e, hint).to_string());
+            } else if let Some(tree) = bundle.trees.get(name) {
+                let at = FieldPath::root().key("component").key(name.clone()).key("command");
+                let started = match unpack_tree(services_dir, tree) {
+                    Ok(dir) => {
+                        let mut spec = ServiceSpec::from_component(name, component, &dir);
+                        spec.workdir = dir;
+                        let service = Service::start(spec);
+                        services.0.push(service.clone());
+                        service.until_ready().await.map(|()| service).map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(service) => {
+                        backends.insert(name.clone(), Backend::Service(service));
+                    }
+                    Err(e) => {
+                        let hint = "the service must listen on 127.0.0.1:$PORT and pass its readiness probe; see the server log for its output";
+                        problems.push(loaded.diagnostic(&at, e, hint).to_string());
+                    }
                 }
             }
         }
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid {
+                message: "a component does not load; nothing was deployed".into(),
+                details: problems,
+            });
+        }
+        let problems: Vec<String> = nimbus_gateway::handler_problems(m, &backends)
+            .into_iter()
+            .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
+            .collect();
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid {
+                message: "a trigger has no handler; nothing was deployed".into(),
+                details: problems,
+            });
+        }
+        let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
+        let topics = nimbus_gateway::app_topics(m);
+        let mut gateway = Gateway::from_manifest(m, &backends, observer);
+        if !topics.is_empty() {
+            gateway = gateway.with_events(EventIngress::new((*bus).clone(), topics));
+        }
+        let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
+        if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), shared) {
+            gateway = gateway.with_actors(host);
+        }
+        Ok(Load {
+            manifest: Arc::new(m.clone()),
+            version: m.app.version.clone(),
+            routes,
+            live: LiveRevision::new(id, gateway),
+            services: services.disarm(),
+        })
     }
-    if !problems.is_empty() {
-        return Err(ControlError::Invalid {
-            message: "a component does not load; nothing was deployed".into(),
-            details: problems,
-        });
-    }
-    let problems: Vec<String> = nimbus_gateway::handler_problems(m, &backends)
-        .into_iter()
-        .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
-        .collect();
-    if !problems.is_empty() {
-        return Err(ControlError::Invalid {
-            message: "a trigger has no handler; nothing was deployed".into(),
-            details: problems,
-        });
-    }
-    let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
-    let topics = nimbus_gateway::app_topics(m);
-    let mut gateway = Gateway::from_manifest(m, &backends);
-    if !topics.is_empty() {
-        gateway = gateway.with_events(EventIngress::new(bus.clone(), topics));
-    }
-    let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
-    if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv, shared) {
-        gateway = gateway.with_actors(host);
-    }
-    Ok(Load {
-        manifest: Arc::new(m.clone()),
-        version: m.app.version.clone(),
-        routes,
-        live: LiveRevision::new(id, gateway),
-        services: services.disarm(),
-    })
 }
 
 /// Unpacks a service's tree into `services_dir/DIGEST` unless it is there already; the directory

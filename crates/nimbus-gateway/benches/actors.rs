@@ -20,7 +20,7 @@ async fn rate(host: Arc<ActorHost>, keys: usize) -> f64 {
             tokio::spawn(async move {
                 while start.elapsed() < RUN_FOR {
                     let key = format!("k{}", fastrand::usize(..keys));
-                    host.invoke("counter", &key, "incr", b"1", "bench").await.unwrap();
+                    host.invoke("counter", &key, "incr", b"1", "bench", &Default::default()).await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -42,7 +42,7 @@ fn main() {
         let loaded = nimbus_manifest::LoadedManifest::parse(manifest, "bench/nimbus.toml".into()).unwrap();
         let runtime = nimbus_wasm::Runtime::new(nimbus_wasm::RuntimeConfig { max_instances: 200, ..Default::default() }).unwrap();
         let f = runtime.load("counter", nimbus_fixtures::COUNTER.as_ref(), &loaded.manifest.component["counter"]).await.unwrap();
-        let gateway = Gateway::from_manifest(&loaded.manifest, &[("counter".to_string(), Backend::Function(f))].into());
+        let gateway = Gateway::from_manifest(&loaded.manifest, &[("counter".to_string(), Backend::Function(f))].into(), &Default::default());
         let dir = tempfile::tempdir().unwrap();
         let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open(&dir.path().join("state.redb")).unwrap());
         let host = ActorHost::new(&loaded.manifest, &gateway, kv, Default::default()).unwrap();

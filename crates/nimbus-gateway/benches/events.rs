@@ -85,7 +85,7 @@ async fn function_gateway() -> Gateway {
     let f = runtime.load("fn", nimbus_fixtures::EVENTS.as_ref(), &loaded.manifest.component["fn"]).await.unwrap();
     // The runtime must outlive the function's engine users: leak it for the benchmark's lifetime.
     Box::leak(Box::new(runtime));
-    Gateway::from_manifest(&loaded.manifest, &[("fn".to_string(), Backend::Function(f))].into())
+    Gateway::from_manifest(&loaded.manifest, &[("fn".to_string(), Backend::Function(f))].into(), &Default::default())
 }
 
 async fn publish_rate(bus: Arc<dyn EventBus>) -> f64 {

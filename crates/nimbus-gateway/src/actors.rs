@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nimbus_manifest::Manifest;
+use nimbus_observe::{Span, SpanKind, SpanRef, Telemetry};
 use nimbus_state::{Bucket, KvError, KvStore};
 use nimbus_wasm::{ActorState, Function, Invocation, InvokeError};
 
@@ -107,6 +108,7 @@ impl nimbus_wasm::ActorInvoker for ActorHost {
         method: &str,
         input: Vec<u8>,
         request_id: &str,
+        parent: SpanRef,
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
         // The host outlives every function bound to it only through this clone of its parts.
         let host = self.handle();
@@ -114,7 +116,7 @@ impl nimbus_wasm::ActorInvoker for ActorHost {
             (actor_type.to_string(), key.to_string(), method.to_string(), request_id.to_string());
         Box::pin(async move {
             let host = host.upgrade().ok_or("the app's actors are gone")?;
-            host.invoke(&ty, &key, &method, &input, &id).await.map_err(|e| e.to_string())
+            host.invoke(&ty, &key, &method, &input, &id, &parent).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -212,7 +214,8 @@ impl ActorHost {
             .clone()
     }
 
-    /// Runs `method` on the actor `ty`/`key` and answers once its state changes are durable.
+    /// Runs `method` on the actor `ty`/`key` and answers once its state changes are durable, in
+    /// a span (`actor cart/add`) under `parent`.
     pub async fn invoke(
         &self,
         ty: &str,
@@ -220,40 +223,64 @@ impl ActorHost {
         method: &str,
         input: &[u8],
         request_id: &str,
+        parent: &SpanRef,
     ) -> Result<Vec<u8>, ActorError> {
         let actor = self.types.get(ty).ok_or_else(|| ActorError::UnknownType(ty.to_string()))?;
-        if key.is_empty() || key.len() > 400 {
-            return Err(ActorError::InvalidKey("keys are 1 to 400 bytes".into()));
+        let mut span = parent.child("actor", SpanKind::Internal);
+        if span.is_recording() {
+            span.rename(format!("actor {ty}/{method}"));
+            span.set("nimbus.actor.type", ty.to_string());
+            span.set("nimbus.actor.key", key.to_string());
+            span.set("nimbus.actor.method", method.to_string());
+            span.set("nimbus.component", actor.target.telemetry.component.to_string());
         }
-        let store_key = format!("{ty}/{key}");
-        let activation = self.activation(ty, key);
-        let (gate, result) = {
-            let mut state = activation.state.lock().await; // one invocation per key at a time
-            *activation.last_used.lock().expect("last used") = Instant::now();
-            if state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                let stored = self.kv.get(&self.bucket, &store_key).await?;
-                *state = Some(match stored {
-                    Some(entry) => decode_state(&entry.value)?,
-                    None => ActorState::new(),
-                });
+        let started = Instant::now();
+        let result: Result<Vec<u8>, ActorError> = async {
+            if key.is_empty() || key.len() > 400 {
+                return Err(ActorError::InvalidKey("keys are 1 to 400 bytes".into()));
             }
-            let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
-            let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
-            inv.lease = Some(permit);
-            let current = state.clone().unwrap_or_default();
-            let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
-            if let Some(new) = &outcome.state {
-                *state = Some(new.clone());
+            let store_key = format!("{ty}/{key}");
+            let activation = self.activation(ty, key);
+            let (gate, result) = {
+                let mut state = activation.state.lock().await; // one invocation per key at a time
+                *activation.last_used.lock().expect("last used") = Instant::now();
+                if state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                    let stored = self.kv.get(&self.bucket, &store_key).await?;
+                    *state = Some(match stored {
+                        Some(entry) => decode_state(&entry.value)?,
+                        None => ActorState::new(),
+                    });
+                }
+                let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
+                let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
+                inv.lease = Some(permit);
+                inv.telemetry = Telemetry { component: actor.target.telemetry.clone(), parent: span.handle() };
+                let current = state.clone().unwrap_or_default();
+                let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
+                if let Some(new) = &outcome.state {
+                    *state = Some(new.clone());
+                }
+                // Queue behind the commits in flight while still the activation, so commits keep
+                // the order of invocations; the next invocation may run meanwhile.
+                (self.enqueue(&activation, &store_key, outcome.state), outcome.result)
+            };
+            if let Some(gate) = gate {
+                // The output gate: the answer waits for the commit; a failed commit withholds it.
+                gate.await.map_err(|_| KvError::Closed)?.map_err(KvError::Store)?;
             }
-            // Queue behind the commits in flight while still the activation, so commits keep
-            // the order of invocations; the next invocation may run meanwhile.
-            (self.enqueue(&activation, &store_key, outcome.state), outcome.result)
+            result.map_err(ActorError::App)
+        }
+        .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ActorError::App(_)) => "error",
+            Err(_) => "failed",
         };
-        if let Some(gate) = gate {
-            // The output gate: the answer waits for the commit; a failed commit withholds it.
-            gate.await.map_err(|_| KvError::Closed)?.map_err(KvError::Store)?;
+        if let Err(e) = &result {
+            span.set_error(outcome, e);
         }
-        result.map_err(ActorError::App)
+        actor.target.telemetry.metrics.invocation("actor", outcome, started.elapsed());
+        result
     }
 
     /// Registers an invocation with the actor's output gate: its new state, if any, becomes the
@@ -299,6 +326,23 @@ impl ActorHost {
         &self,
         req: http::Request<hyper::body::Incoming>,
         id: &str,
+        span: &Span,
+    ) -> (http::Response<crate::GatewayBody>, Option<Arc<Target>>) {
+        let target = req
+            .uri()
+            .path()
+            .strip_prefix(ACTORS_PATH)
+            .and_then(|p| p.split('/').next())
+            .and_then(|ty| self.types.get(ty))
+            .map(|t| t.target.clone());
+        (self.answer(req, id, span).await, target)
+    }
+
+    async fn answer(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        id: &str,
+        span: &Span,
     ) -> http::Response<crate::GatewayBody> {
         use http::{StatusCode, header};
         use http_body_util::{BodyExt, Limited};
@@ -319,7 +363,7 @@ impl ActorHost {
             Ok(b) => b.to_bytes(),
             Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, id, "an actor call's input may be at most 1 MiB"),
         };
-        match self.invoke(ty, &key, method, &input, id).await {
+        match self.invoke(ty, &key, method, &input, id, &span.handle()).await {
             Ok(output) => {
                 let mut resp = http::Response::new(crate::GatewayBody::full(output));
                 resp.headers_mut()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use nimbus_observe::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Admission state of one component.
@@ -14,6 +15,8 @@ pub struct Admission {
     waiting: AtomicUsize,
     queue_depth: usize,
     queue_timeout: Duration,
+    /// `nimbus_admission_queue_depth` of the component.
+    queued: Gauge,
 }
 
 /// Why a request was not admitted.
@@ -26,13 +29,14 @@ pub enum Rejected {
 }
 
 impl Admission {
-    /// Admission for a component with these limits.
-    pub fn new(max_concurrency: usize, queue_depth: usize, queue_timeout: Duration) -> Self {
+    /// Admission for a component with these limits; `queued` follows the queue's length.
+    pub fn new(max_concurrency: usize, queue_depth: usize, queue_timeout: Duration, queued: Gauge) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max_concurrency)),
             waiting: AtomicUsize::new(0),
             queue_depth,
             queue_timeout,
+            queued,
         }
     }
 
@@ -56,8 +60,10 @@ impl Admission {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Rejected::QueueFull);
         }
+        self.queued.inc();
         let result = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.queued.dec();
         match result {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) | Err(_) => Err(Rejected::QueueTimeout),
@@ -71,7 +77,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_bounds_and_timeouts() {
-        let a = Admission::new(1, 1, Duration::from_millis(50));
+        let a = Admission::new(1, 1, Duration::from_millis(50), Gauge::default());
         let first = a.admit().await.unwrap();
         // The second request waits in the queue; a third finds the queue full at once.
         let second = tokio::spawn(async move {
@@ -85,7 +91,7 @@ mod tests {
         assert!(a.admit().await.is_ok());
         assert_eq!(a.queue_len(), 0);
 
-        let b = Arc::new(Admission::new(1, 0, Duration::from_secs(5)));
+        let b = Arc::new(Admission::new(1, 0, Duration::from_secs(5), Gauge::default()));
         let _held = b.admit().await.unwrap();
         assert_eq!(b.admit().await.unwrap_err(), Rejected::QueueFull);
     }

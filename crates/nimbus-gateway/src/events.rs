@@ -4,6 +4,7 @@
 //! mode — through the component's admission control, like its HTTP requests.
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use nimbus_bus::dispatch::{DeliveryError, Destination};
 use nimbus_bus::{AttributesReader, Event, EventBus, PublishOptions, Topic};
+use nimbus_observe::{Span, SpanKind, Telemetry, Tracer};
 use nimbus_wasm::{EventError, Invocation};
 
 use crate::body::GatewayBody;
@@ -100,6 +102,7 @@ impl EventIngress {
 /// Delivers events to one component.
 #[derive(Debug)]
 pub struct ComponentDestination {
+    tracer: Tracer,
     target: Arc<Target>,
     /// Service: the path events are POSTed to.
     path: String,
@@ -108,8 +111,8 @@ pub struct ComponentDestination {
 }
 
 impl ComponentDestination {
-    pub(crate) fn new(target: Arc<Target>, path: Option<&str>, trigger: String) -> Self {
-        Self { target, path: path.unwrap_or("/").to_string(), trigger }
+    pub(crate) fn new(tracer: Tracer, target: Arc<Target>, path: Option<&str>, trigger: String) -> Self {
+        Self { tracer, target, path: path.unwrap_or("/").to_string(), trigger }
     }
 
     async fn to_function(
@@ -117,9 +120,11 @@ impl ComponentDestination {
         f: &nimbus_wasm::Function,
         event: &Event,
         permit: tokio::sync::OwnedSemaphorePermit,
+        span: &Span,
     ) -> Result<(), DeliveryError> {
         let mut inv = Invocation::new(&format!("evt-{}", event.id()), &self.trigger);
         inv.lease = Some(permit);
+        inv.telemetry = Telemetry { component: self.target.telemetry.clone(), parent: span.handle() };
         f.handle_event(event, inv).await.map_err(|e| match e {
             EventError::Rejected(m) => DeliveryError::permanent("rejected", m),
             EventError::Failed(m) => DeliveryError::retryable("failed", m),
@@ -130,17 +135,21 @@ impl ComponentDestination {
         })
     }
 
-    async fn to_service(&self, s: &Arc<nimbus_services::Service>, event: &Event) -> Result<(), DeliveryError> {
+    async fn to_service(
+        &self,
+        s: &Arc<nimbus_services::Service>,
+        event: &Event,
+        span: &Span,
+    ) -> Result<(), DeliveryError> {
         let (headers, body) = nimbus_bus::http::write_binary(event)
             .map_err(|e| DeliveryError::permanent("invalid-event", e.to_string()))?;
         let mut req = http::Request::post(&self.path)
             .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
             .map_err(|e| DeliveryError::permanent("invalid-path", e.to_string()))?;
         req.headers_mut().extend(headers);
-        if let Some(tp) =
-            event.extension(nimbus_bus::event::TRACEPARENT).and_then(|v| HeaderValue::from_str(&v.to_string()).ok())
-        {
-            req.headers_mut().insert("traceparent", tp);
+        // The service continues the trace from the delivery's span.
+        if let Some(ctx) = span.context().or_else(|| nimbus_bus::event::trace_context(event)) {
+            ctx.inject(req.headers_mut());
         }
         let resp = s
             .handle(req, None, self.target.admission.queue_timeout())
@@ -170,16 +179,44 @@ impl Destination for ComponentDestination {
         }
     }
 
+    /// One delivery attempt, in a consumer span (`process topic:orders`) continuing the trace
+    /// the event carries.
     async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
-        let permit = self
-            .target
-            .admission
-            .admit()
-            .await
-            .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
+        let telemetry = &self.target.telemetry;
+        let mut span = self.tracer.start("process", SpanKind::Consumer, nimbus_bus::event::trace_context(event));
+        if span.is_recording() {
+            span.rename(format!("process {}", self.trigger));
+            span.set("messaging.system", "nimbus");
+            span.set("messaging.operation.type", "process");
+            span.set("messaging.message.id", event.id().to_string());
+            span.set("nimbus.trigger", self.trigger.clone());
+            span.set("nimbus.component", telemetry.component.to_string());
+        }
+        let started = Instant::now();
+        let result = self.attempt(event, &span).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(e) if !e.retry => "rejected",
+            Err(_) => "failed",
+        };
+        if let Err(e) = &result {
+            span.set_error(if e.retry { "failed" } else { "rejected" }, format!("{}: {}", e.code, e.message));
+        }
+        telemetry.metrics.invocation("event", outcome, started.elapsed());
+        result
+    }
+}
+
+impl ComponentDestination {
+    async fn attempt(&self, event: &Event, span: &Span) -> Result<(), DeliveryError> {
+        let permit = {
+            let _waiting = span.child("admission", SpanKind::Internal);
+            self.target.admission.admit().await
+        }
+        .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
         match &self.target.backend {
-            Backend::Function(f) => self.to_function(f, event, permit).await,
-            Backend::Service(s) => self.to_service(s, event).await,
+            Backend::Function(f) => self.to_function(f, event, permit, span).await,
+            Backend::Service(s) => self.to_service(s, event, span).await,
         }
     }
 }

@@ -1,12 +1,15 @@
-//! One request through the gateway: request id, health, routing, body limit, admission, the
-//! function, and the mapping of failures to status codes.
+//! One request through the gateway: request id, health, the server span, routing, body limit,
+//! admission, the function or service, the mapping of failures to status codes, and the
+//! request's metrics.
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use nimbus_observe::{Span, SpanKind, Telemetry, TraceContext};
 use nimbus_services::{Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
@@ -15,8 +18,12 @@ use crate::admission::Rejected;
 use crate::body::GatewayBody;
 use crate::request_id::{REQUEST_ID_HEADER, request_id};
 use crate::respond::{error, set_request_id};
-use crate::router::RouteMatch;
+use crate::router::{Route, RouteMatch};
 use crate::{Backend, Gateway, HEALTH_PATH, Target};
+
+/// The response header carrying the trace context of the gateway's span (W3C Trace Context
+/// Level 2), so a caller can find its request with `nimbus traces show`.
+pub const TRACERESPONSE_HEADER: &str = "traceresponse";
 
 impl Gateway {
     /// Serves one request. Never fails: every problem becomes a response.
@@ -29,140 +36,248 @@ impl Gateway {
         if req.uri().path() == HEALTH_PATH {
             return health(&id);
         }
+        let started = Instant::now();
+        let mut span = self.tracer.start("HTTP", SpanKind::Server, TraceContext::from_headers(req.headers()));
+        if span.is_recording() {
+            span.rename(req.method().to_string());
+            span.set("http.request.method", req.method().to_string());
+            span.set("url.path", req.uri().path().to_string());
+            span.set("network.protocol.version", protocol(req.version()));
+            span.set("nimbus.request_id", id.clone());
+            if let Some(client) = client {
+                span.set("client.address", client.ip().to_string());
+            }
+        }
+        // Whatever serves the request continues the trace from this span.
+        if let Some(ctx) = span.context() {
+            ctx.inject(req.headers_mut());
+        }
+        let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
+        let status = resp.status();
+        span.set("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.set_error("http", status);
+        }
+        if let Some(ctx) = span.context()
+            && let Ok(v) = HeaderValue::from_str(&ctx.traceparent())
+        {
+            resp.headers_mut().insert(TRACERESPONSE_HEADER, v);
+        }
+        match target {
+            Some(t) => {
+                t.telemetry.metrics.http_request(status.as_u16(), started.elapsed());
+                resp.map(|b| b.metered(&t.telemetry))
+            }
+            None => resp,
+        }
+    }
+
+    /// Routes and serves the request; says which component served it.
+    async fn dispatch(
+        &self,
+        mut req: http::Request<Incoming>,
+        client: Option<SocketAddr>,
+        id: &str,
+        span: &mut Span,
+    ) -> (http::Response<GatewayBody>, Option<Arc<Target>>) {
         if let Some(events) = &self.events
             && req.uri().path().starts_with(crate::EVENTS_PREFIX)
         {
-            return events.handle(req, &id).await;
+            span.set("http.route", "/events/{topic}");
+            span.rename("POST /events/{topic}");
+            return (events.handle(req, id).await, None);
         }
         if let Some(actors) = &self.actors
             && req.uri().path().starts_with(crate::ACTORS_PATH)
         {
-            return actors.handle_http(req, &id).await;
+            span.set("http.route", "/actors/{type}/{key}/{method}");
+            span.rename("POST /actors/{type}/{key}/{method}");
+            return actors.handle_http(req, id, span).await;
         }
-        let route = match self.router.find(req.method(), req.uri().path()) {
+        let found = {
+            let _routing = span.child("route", SpanKind::Internal);
+            self.router.find(req.method(), req.uri().path())
+        };
+        let route = match found {
             RouteMatch::Found(route) => route,
-            RouteMatch::NotFound => return error(StatusCode::NOT_FOUND, &id, "no route matches this path"),
+            RouteMatch::NotFound => return (error(StatusCode::NOT_FOUND, id, "no route matches this path"), None),
             RouteMatch::MethodNotAllowed(allowed) => {
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let mut resp =
-                    error(StatusCode::METHOD_NOT_ALLOWED, &id, &format!("method not allowed; use {}", list.join(", ")));
+                    error(StatusCode::METHOD_NOT_ALLOWED, id, &format!("method not allowed; use {}", list.join(", ")));
                 if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
                     resp.headers_mut().insert(header::ALLOW, v);
                 }
-                return resp;
+                return (resp, None);
             }
         };
-        let target = &route.target;
+        let target = route.target.clone();
+        if span.is_recording() {
+            span.rename(format!("{} {}", req.method(), route.route));
+            span.set("http.route", route.route.clone());
+            span.set("nimbus.app", target.telemetry.app.to_string());
+            span.set("nimbus.component", target.telemetry.component.to_string());
+        }
         let limit = target.max_body_bytes;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, &id, &format!("request body is larger than {limit} bytes"));
+            target.telemetry.metrics.error("too_large");
+            let message = format!("request body is larger than {limit} bytes");
+            return (error(StatusCode::PAYLOAD_TOO_LARGE, id, &message), Some(target));
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        if let Ok(v) = HeaderValue::from_str(id) {
             req.headers_mut().insert(REQUEST_ID_HEADER, v);
         }
         if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
             req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
         }
         let (parts, body) = req.into_parts();
-        match &target.backend {
-            Backend::Function(function) => invoke(function, target, &route.route, parts, body, &id, client).await,
-            Backend::Service(service) => proxy(service, target, parts, body, &id, client).await,
-        }
+        let resp = match &target.backend {
+            Backend::Function(function) => invoke(function, route, parts, body, id, client, span).await,
+            Backend::Service(service) => proxy(service, &target, parts, body, id, client, span).await,
+        };
+        (resp, Some(target))
+    }
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
     }
 }
 
 /// A function: the body is read whole (bounded), then a fresh instance handles it.
 async fn invoke(
     function: &Function,
-    target: &Target,
-    route: &str,
+    route: &Route,
     parts: http::request::Parts,
     body: Incoming,
     id: &str,
     client: Option<SocketAddr>,
+    span: &mut Span,
 ) -> http::Response<GatewayBody> {
+    let target = &route.target;
     let limit = target.max_body_bytes;
     let body: Bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            target.telemetry.metrics.error("too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, id, &format!("request body is larger than {limit} bytes"));
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
     };
-    let permit = match admit(target, id).await {
+    target.telemetry.metrics.bytes_in(body.len() as u64);
+    let permit = match admit(target, id, span).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let mut inv = Invocation::new(id, route);
+    let mut inv = Invocation::new(id, &route.route);
     inv.client = client;
     inv.lease = Some(permit);
+    inv.telemetry = Telemetry { component: target.telemetry.clone(), parent: span.handle() };
     match function.handle(http::Request::from_parts(parts, body), inv).await {
         Ok(resp) => {
             let mut resp = resp.map(GatewayBody::streaming);
             set_request_id(&mut resp, id);
             resp
         }
-        Err(e) => failed(target, id, status_for(&e), &e),
+        Err(e) => failed(target, id, span, status_for(&e), &e),
     }
 }
 
 /// A service: the body streams through (bounded), the response streams back; the admission slot
-/// is held until the response is fully sent.
+/// is held until the response is fully sent. The upstream request is a client span whose context
+/// the service receives in `traceparent`.
 async fn proxy(
     service: &Arc<Service>,
     target: &Target,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     id: &str,
     client: Option<SocketAddr>,
+    span: &mut Span,
 ) -> http::Response<GatewayBody> {
-    let permit = match admit(target, id).await {
+    let permit = match admit(target, id, span).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let body = Limited::new(body, target.max_body_bytes).boxed();
+    let mut upstream = span.child("proxy", SpanKind::Client);
+    if upstream.is_recording() {
+        upstream.rename(parts.method.to_string());
+        upstream.set("http.request.method", parts.method.to_string());
+        upstream.set("url.path", parts.uri.path().to_string());
+        upstream.set("nimbus.component", service.name().to_string());
+    }
+    if let Some(ctx) = upstream.context() {
+        ctx.inject(&mut parts.headers);
+    }
+    let telemetry = target.telemetry.clone();
+    let body = Limited::new(body, target.max_body_bytes)
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                telemetry.metrics.bytes_in(data.len() as u64);
+            }
+            frame
+        })
+        .boxed();
     match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
         Ok(resp) => {
+            upstream.set("http.response.status_code", i64::from(resp.status().as_u16()));
             let mut resp = resp.map(|b| GatewayBody::proxied(b, permit));
             set_request_id(&mut resp, id);
             resp
         }
         Err(e) => {
-            let status = match e {
-                ServiceError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                ServiceError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                ServiceError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            let (status, class) = match e {
+                ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                ServiceError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                ServiceError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream"),
             };
-            failed(target, id, status, &e)
+            upstream.set_error(class, &e);
+            drop(upstream);
+            target.telemetry.metrics.error(class);
+            failed(target, id, span, status, &e)
         }
     }
 }
 
-/// Waits for an admission slot, or answers 503 + `Retry-After`.
-async fn admit(target: &Target, id: &str) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
-    target.admission.admit().await.map_err(|why| {
+/// Waits for an admission slot (in the `admission` span), or answers 503 + `Retry-After`.
+async fn admit(target: &Target, id: &str, span: &Span) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
+    let mut waiting = span.child("admission", SpanKind::Internal);
+    let started = Instant::now();
+    let result = target.admission.admit().await;
+    let metrics = &target.telemetry.metrics;
+    metrics.admitted(started.elapsed());
+    result.map_err(|why| {
         let message = match why {
             Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
             Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
         };
-        tracing::debug!(request_id = %id, component = target.backend.name(), ?why, "request shed");
+        waiting.set_error("shed", message);
+        metrics.error("shed");
+        target.telemetry.log(span.context(), Some(id), "platform", "warn", &format!("request shed: {message}"));
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, message);
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
     })
 }
 
-fn failed(target: &Target, id: &str, status: StatusCode, e: &dyn std::error::Error) -> http::Response<GatewayBody> {
-    let component = target.backend.name();
-    match target.backend {
-        Backend::Function(_) => {
-            tracing::warn!(request_id = %id, component, status = status.as_u16(), error = %e, "invocation failed");
-        }
-        Backend::Service(_) => {
-            tracing::warn!(request_id = %id, component, status = status.as_u16(), error = %e, "service request failed");
-        }
-    }
+fn failed(
+    target: &Target,
+    id: &str,
+    span: &mut Span,
+    status: StatusCode,
+    e: &dyn std::error::Error,
+) -> http::Response<GatewayBody> {
+    let what = match target.backend {
+        Backend::Function(_) => "invocation failed",
+        Backend::Service(_) => "service request failed",
+    };
+    span.set_error("http", e);
+    target.telemetry.log(span.context(), Some(id), "platform", "warn", &format!("{what} ({}): {e}", status.as_u16()));
     let mut resp = error(status, id, &e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

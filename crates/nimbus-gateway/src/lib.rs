@@ -15,7 +15,8 @@
 //! use nimbus_gateway::{Backend, Gateway};
 //!
 //! let backends = [("hello".to_string(), Backend::Function(hello))].into();
-//! let gateway = std::sync::Arc::new(Gateway::from_manifest(&manifest, &backends));
+//! let observer = nimbus_observe::Observer::disabled();
+//! let gateway = std::sync::Arc::new(Gateway::from_manifest(&manifest, &backends, &observer));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! nimbus_gateway::serve(listener, gateway, tokio::signal::ctrl_c(), Default::default()).await
 //! # }
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_manifest::{Manifest, RoutePattern};
+use nimbus_observe::{ComponentTelemetry, Observer, Tracer};
 use nimbus_services::Service;
 use nimbus_wasm::Function;
 
@@ -84,11 +86,14 @@ pub struct Target {
     pub admission: Admission,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Its metrics and log sink.
+    pub telemetry: Arc<ComponentTelemetry>,
 }
 
 /// Routes and targets of one app, and its event ingress.
 #[derive(Debug)]
 pub struct Gateway {
+    tracer: Tracer,
     router: Router,
     targets: HashMap<String, Arc<Target>>,
     events: Option<EventIngress>,
@@ -97,25 +102,29 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the routing table of a validated manifest. `backends` holds the loaded function
-    /// or started service of every component that a trigger names.
+    /// or started service of every component that a trigger names; requests are traced and
+    /// counted by `observer`.
     ///
     /// # Panics
     /// If a trigger names a component missing from `backends`: the caller loads them all first.
-    pub fn from_manifest(manifest: &Manifest, backends: &HashMap<String, Backend>) -> Self {
+    pub fn from_manifest(manifest: &Manifest, backends: &HashMap<String, Backend>, observer: &Observer) -> Self {
         let targets: HashMap<String, Arc<Target>> = manifest
             .component
             .iter()
             .filter_map(|(name, c)| {
                 let backend = backends.get(name)?.clone();
                 let l = &c.limits;
+                let telemetry = observer.component(&manifest.app.name, name);
                 let target = Target {
                     backend,
                     admission: Admission::new(
                         l.max_concurrency as usize,
                         l.queue_depth as usize,
                         Duration::from_millis(l.queue_timeout_ms),
+                        telemetry.metrics.queue_depth.clone(),
                     ),
                     max_body_bytes: usize::try_from(l.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
+                    telemetry,
                 };
                 Some((name.clone(), Arc::new(target)))
             })
@@ -130,7 +139,7 @@ impl Gateway {
                 .clone(),
         });
         let router = Router::new(routes);
-        Self { router, targets, events: None, actors: None }
+        Self { tracer: observer.tracer().clone(), router, targets, events: None, actors: None }
     }
 
     /// Accepts CloudEvents on `POST /events/{topic}`.
@@ -153,7 +162,7 @@ impl Gateway {
     /// Where events for `component` go (through its admission control); `path` is where a
     /// service gets them, `trigger` names the trigger in logs. `None` if it was not loaded.
     pub fn destination(&self, component: &str, path: Option<&str>, trigger: String) -> Option<ComponentDestination> {
-        Some(ComponentDestination::new(self.target(component)?, path, trigger))
+        Some(ComponentDestination::new(self.tracer.clone(), self.target(component)?, path, trigger))
     }
 
     /// The routing table.

@@ -55,7 +55,7 @@ async fn precedence_and_methods() {
         let f = runtime.load(name, Path::new(nimbus_fixtures::HELLO), c).await.unwrap();
         functions.insert(name.clone(), nimbus_gateway::Backend::Function(f));
     }
-    let gateway = Gateway::from_manifest(&loaded.manifest, &functions);
+    let gateway = Gateway::from_manifest(&loaded.manifest, &functions, &Default::default());
 
     assert_eq!(found(&gateway, "GET", "/"), "everything");
     assert_eq!(found(&gateway, "GET", "/apix"), "everything", "prefixes match whole segments");

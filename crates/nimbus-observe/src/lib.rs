@@ -35,7 +35,7 @@
 //! let mut span = observer.tracer().start("GET /hello", SpanKind::Server, TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
 //! span.set("http.route", "/hello");
 //! let child = span.child("kv.get", SpanKind::Client);
-//! hello.log(&child, Some("req-1"), "stdout", "info", "looked up the cart");
+//! hello.log(child.context(), Some("req-1"), "stdout", "info", "looked up the cart");
 //! drop(child);
 //! hello.metrics.http_request(200, std::time::Duration::from_micros(80));
 //! drop(span);
@@ -61,8 +61,12 @@ pub use logs::{LogQuery, LogRecord, LogStore};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
 pub use opentelemetry::trace::SpanKind;
 pub use otlp::configured as otlp_configured;
+/// A counter handle.
+pub use prometheus_client::metrics::counter::Counter;
+/// A gauge handle (the type of [`ComponentMetrics`]'s gauges).
+pub use prometheus_client::metrics::gauge::Gauge;
 pub use segments::Bounds;
-pub use span::{Span, Tracer};
+pub use span::{Span, SpanRef, Tracer};
 pub use traces::{SpanView, TraceQuery, TraceStore, TraceSummary};
 
 use crate::pipeline::{Pipeline, Sinks};
@@ -231,10 +235,10 @@ impl ComponentTelemetry {
         Observer::disabled().component("", component)
     }
 
-    /// Logs one line of the invocation `span` belongs to: to the log store, and to the process
-    /// log (target `nimbus::guest` for guest output, `nimbus::platform` for the rest).
-    pub fn log(&self, span: &Span, request_id: Option<&str>, stream: &str, level: &str, message: &str) {
-        let trace_id = span.trace_id();
+    /// Logs one line of the invocation whose trace context is `trace`: to the log store, and to
+    /// the process log (target `nimbus::guest` for guest output, `nimbus::platform` for the rest).
+    pub fn log(&self, trace: Option<TraceContext>, request_id: Option<&str>, stream: &str, level: &str, message: &str) {
+        let trace_id = trace.map(|c| c.trace_id.to_string());
         let (component, rid, tid) = (&*self.component, request_id.unwrap_or(""), trace_id.as_deref().unwrap_or(""));
         match (stream, level) {
             ("stdout" | "stderr", _) => {
@@ -257,7 +261,7 @@ impl ComponentTelemetry {
                 stream: stream.into(),
                 request_id: request_id.map(str::to_string),
                 trace_id,
-                span_id: span.context().map(|c| c.span_id.to_string()),
+                span_id: trace.map(|c| c.span_id.to_string()),
                 message: message.into(),
             });
         }
@@ -268,6 +272,19 @@ impl ComponentTelemetry {
 /// runs under (its spans are children of it).
 #[derive(Debug, Clone)]
 pub struct Telemetry {
+    /// The component's metrics and log sink.
     pub component: Arc<ComponentTelemetry>,
-    pub span: Arc<Span>,
+    /// The span the invocation's own spans are children of.
+    pub parent: SpanRef,
+}
+
+impl Default for Telemetry {
+    /// Outside any observer: nothing recorded, guest output to the process log.
+    fn default() -> Self {
+        static DETACHED: std::sync::OnceLock<Arc<ComponentTelemetry>> = std::sync::OnceLock::new();
+        Self {
+            component: DETACHED.get_or_init(|| ComponentTelemetry::detached("")).clone(),
+            parent: SpanRef::default(),
+        }
+    }
 }

@@ -113,20 +113,69 @@ impl Drop for TraceBuf {
     }
 }
 
+/// A handle on a span that starts children of it without owning it (what an invocation hands
+/// to the host calls it makes). Keeps the trace open until dropped.
+#[derive(Clone, Default)]
+pub struct SpanRef {
+    ctx: Option<TraceContext>,
+    trace: Option<Arc<TraceBuf>>,
+}
+
+impl std::fmt::Debug for SpanRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanRef").field("context", &self.ctx).field("recording", &self.trace.is_some()).finish()
+    }
+}
+
+impl SpanRef {
+    /// A handle that records nothing but carries `ctx` (a caller's context) to children.
+    pub fn remote(ctx: Option<TraceContext>) -> Self {
+        Self { ctx, trace: None }
+    }
+
+    /// Starts a child of the span (recorded only if the span is).
+    pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Span {
+        match (&self.trace, self.ctx) {
+            (Some(trace), Some(ctx)) => {
+                let child = Recording::new(trace.clone(), ctx.span_id, false, name.into(), kind);
+                Span { ctx: Some(ctx.child()), rec: Some(Box::new(child)) }
+            }
+            _ => Span { ctx: self.ctx, rec: None },
+        }
+    }
+
+    /// The span's context, to hand on to what it calls.
+    pub fn context(&self) -> Option<TraceContext> {
+        self.ctx
+    }
+
+    /// Whether children of it are recorded.
+    pub fn is_recording(&self) -> bool {
+        self.trace.is_some()
+    }
+}
+
 impl Span {
     /// A span that records nothing and has no context.
     pub fn none() -> Self {
         Self::default()
     }
 
+    /// A handle that starts children of this span.
+    pub fn handle(&self) -> SpanRef {
+        SpanRef { ctx: self.ctx, trace: self.rec.as_ref().map(|r| r.trace.clone()) }
+    }
+
     /// Starts a child of this span (recorded only if this one is).
     pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Span {
-        match (&self.rec, self.ctx) {
-            (Some(rec), Some(ctx)) => {
-                let child = Recording::new(rec.trace.clone(), ctx.span_id, false, name.into(), kind);
-                Span { ctx: Some(ctx.child()), rec: Some(Box::new(child)) }
-            }
-            _ => Span { ctx: self.ctx, rec: None },
+        self.handle().child(name, kind)
+    }
+
+    /// Restarts the span's clock: for a span whose id had to be known (and handed out) before
+    /// the work it times began.
+    pub fn restart(&mut self) {
+        if let Some(rec) = &mut self.rec {
+            rec.start = SystemTime::now();
         }
     }
 
@@ -160,8 +209,11 @@ impl Span {
     }
 
     /// Marks the span failed, with `error.type` (a short class such as `timeout`) and a message.
+    /// The first failure recorded wins.
     pub fn set_error(&mut self, class: &'static str, message: impl std::fmt::Display) {
-        if let Some(rec) = &mut self.rec {
+        if let Some(rec) = &mut self.rec
+            && !matches!(rec.status, Status::Error { .. })
+        {
             rec.attributes.push(KeyValue::new("error.type", class));
             rec.status = Status::error(message.to_string());
         }

@@ -116,7 +116,7 @@ impl TraceStore {
                 && query.slow_ms.is_none_or(|ms| t.duration_ns >= ms.saturating_mul(1_000_000))
                 && (!query.errors || t.error)
         });
-        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        out.sort_by_key(|t| std::cmp::Reverse(t.start_unix_nano));
         out.truncate(query.limit.unwrap_or(20));
         out
     }

@@ -71,8 +71,14 @@ async fn logs_are_kept_per_invocation_and_found_by_trace_component_and_time() {
     let a = obs.component("shop", "cart");
     let b = obs.component("shop", "search");
     let span = obs.tracer().start("GET /cart", SpanKind::Server, None);
-    a.log(&span, Some("req-1"), "stdout", "info", "hello from the cart");
-    b.log(&obs.tracer().start("GET /search", SpanKind::Server, None), Some("req-2"), "stderr", "info", "searching");
+    a.log(span.context(), Some("req-1"), "stdout", "info", "hello from the cart");
+    b.log(
+        obs.tracer().start("GET /search", SpanKind::Server, None).context(),
+        Some("req-2"),
+        "stderr",
+        "info",
+        "searching",
+    );
     obs.flush().await;
     let store = obs.logs().unwrap();
     let by_trace = store.query(&LogQuery { trace_id: span.trace_id(), ..Default::default() });

@@ -3,7 +3,10 @@
 //! `nimbus:actor/state` is linked only into components that export `nimbus:actor/handler`.
 use std::collections::BTreeMap;
 
+use nimbus_observe::SpanKind;
 use wasmtime::component::HasData;
+
+use crate::scope::{Run, Scope};
 
 use crate::guest::GuestState;
 use crate::{FunctionSettings, Invocation, InvokeError};
@@ -41,6 +44,7 @@ pub trait ActorInvoker: Send + Sync {
         method: &str,
         input: Vec<u8>,
         request_id: &str,
+        parent: nimbus_observe::SpanRef,
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
 }
 
@@ -48,12 +52,12 @@ pub trait ActorInvoker: Send + Sync {
 pub(crate) struct ClientCtx {
     invoker: Option<std::sync::Arc<dyn ActorInvoker>>,
     grants: std::sync::Arc<[String]>,
-    request_id: std::sync::Arc<str>,
+    scope: std::sync::Arc<Scope>,
 }
 
 impl ClientCtx {
-    pub(crate) fn new(settings: &FunctionSettings, request_id: std::sync::Arc<str>) -> Self {
-        Self { invoker: settings.actors.get().cloned(), grants: settings.actor_grants.clone(), request_id }
+    pub(crate) fn new(settings: &FunctionSettings, scope: std::sync::Arc<Scope>) -> Self {
+        Self { invoker: settings.actors.get().cloned(), grants: settings.actor_grants.clone(), scope }
     }
 }
 
@@ -65,11 +69,23 @@ impl client::Host for ClientCtx {
         method: String,
         input: Vec<u8>,
     ) -> Result<Vec<u8>, String> {
-        if !self.grants.contains(&actor_type) {
-            return Err(format!("actor type `{actor_type}` is not in grants.actors"));
+        let mut span = self.scope.span("invoke", SpanKind::Client);
+        span.rename(format!("{actor_type}/{method}"));
+        span.set("rpc.system", "nimbus_actor");
+        span.set_with("rpc.service", || actor_type.clone());
+        span.set_with("rpc.method", || method.clone());
+        span.set_with("nimbus.actor.key", || key.clone());
+        let result = if !self.grants.contains(&actor_type) {
+            Err(format!("actor type `{actor_type}` is not in grants.actors"))
+        } else if let Some(invoker) = self.invoker.clone() {
+            invoker.call(&actor_type, &key, &method, input, &self.scope.request_id, span.handle()).await
+        } else {
+            Err("this app serves no actors".into())
+        };
+        if let Err(e) = &result {
+            span.set_error("actor_call", e);
         }
-        let invoker = self.invoker.clone().ok_or("this app serves no actors")?;
-        invoker.call(&actor_type, &key, &method, input, &self.request_id).await
+        result
     }
 }
 
@@ -144,12 +160,12 @@ pub(crate) async fn invoke(
     inv: Invocation,
 ) -> Result<ActorOutcome, InvokeError> {
     let limits = settings.limits;
-    let mut guest = GuestState::new(settings, inv.request_id, inv.lease, None);
+    let mut run = Run::start(inv.telemetry, inv.request_id, None);
+    let mut guest = GuestState::new(settings, &run.scope, inv.lease);
     guest.actor = ActorCtx { state, dirty: false };
     let (mut store, deadline) = limits.new_store(pre.engine(), guest);
     let call = async {
-        let instance =
-            pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
             .nimbus_actor_handler()
             .call_invoke(&mut store, key, method, input)
@@ -157,9 +173,11 @@ pub(crate) async fn invoke(
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
     let result = match tokio::time::timeout_at(deadline.into(), call).await {
-        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
-        Ok(r) => r?,
+        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        Ok(r) => r,
     };
+    run.finish(result.as_ref().err().map(|e| e as _));
+    let result = result?;
     let ctx = std::mem::take(&mut store.data_mut().actor);
     let state = (result.is_ok() && ctx.dirty).then_some(ctx.state);
     Ok(ActorOutcome { result, state })

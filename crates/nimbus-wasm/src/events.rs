@@ -1,6 +1,7 @@
 //! The `nimbus:events/handler` executor: one event per fresh instance, with the function's
 //! memory limit and timeout.
 use crate::guest::GuestState;
+use crate::scope::{ErrorClass, Run};
 use crate::{FunctionSettings, Invocation, InvokeError};
 
 pub(crate) mod bindings {
@@ -36,24 +37,39 @@ pub(crate) async fn handle(
     inv: Invocation,
 ) -> Result<(), EventError> {
     let limits = settings.limits;
-    let traceparent = event.extension(nimbus_bus::event::TRACEPARENT).map(ToString::to_string);
-    let state = GuestState::new(settings, inv.request_id, inv.lease, traceparent);
+    let remote = event
+        .extension(nimbus_bus::event::TRACEPARENT)
+        .and_then(|v| nimbus_observe::TraceContext::parse(&v.to_string()));
+    let mut run = Run::start(inv.telemetry, inv.request_id, remote);
+    let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
     let record = crate::publish::to_guest(event);
     let call = async {
-        let instance =
-            pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
             .nimbus_events_handler()
             .call_handle(&mut store, &record)
             .await
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
-    match tokio::time::timeout_at(deadline.into(), call).await {
+    let result = match tokio::time::timeout_at(deadline.into(), call).await {
         Err(_) => Err(InvokeError::Timeout(limits.timeout).into()),
         Ok(Err(e)) => Err(e.into()),
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(types::Error::Rejected(m)))) => Err(EventError::Rejected(m)),
         Ok(Ok(Err(types::Error::Failed(m)))) => Err(EventError::Failed(m)),
+    };
+    drop(store);
+    run.finish(result.as_ref().err().map(|e| e as _));
+    result
+}
+
+impl ErrorClass for EventError {
+    fn class(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "rejected",
+            Self::Failed(_) => "failed",
+            Self::Invoke(e) => e.class(),
+        }
     }
 }

@@ -11,13 +11,14 @@ use crate::FunctionSettings;
 use crate::logs::GuestLog;
 use crate::outbound::OutboundPolicy;
 use crate::publish::PublishCtx;
-use crate::store::InvocationState;
+use crate::scope::Scope;
+use crate::store::{InvocationState, MeteredLimits};
 
 pub(crate) struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limits: wasmtime::StoreLimits,
+    limits: MeteredLimits,
     hooks: OutboundPolicy,
     pub(crate) publish: PublishCtx,
     kv: crate::kv::KvCtx,
@@ -27,29 +28,23 @@ pub(crate) struct GuestState {
 }
 
 impl GuestState {
-    /// The state of one invocation; `traceparent` is the caller's trace context, carried into
-    /// what the guest publishes.
+    /// The state of one invocation, reporting to `scope`.
     pub(crate) fn new(
         settings: &FunctionSettings,
-        request_id: Arc<str>,
+        scope: &Arc<Scope>,
         lease: Option<tokio::sync::OwnedSemaphorePermit>,
-        traceparent: Option<String>,
     ) -> Self {
-        let mut wasi = settings.wasi(&request_id);
-        wasi.stdout(GuestLog::new(settings.name.clone(), request_id.clone(), "stdout"));
+        let mut wasi = settings.wasi(scope);
+        wasi.stdout(GuestLog::new(scope.clone(), "stdout"));
         Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: settings.limits.store_limits(),
-            hooks: OutboundPolicy {
-                grants: settings.grants.clone(),
-                component: settings.name.clone(),
-                request_id: request_id.clone(),
-            },
-            publish: PublishCtx::new(settings, request_id.clone(), traceparent),
-            kv: crate::kv::KvCtx::new(settings, request_id.clone()),
-            actor_client: crate::actor::ClientCtx::new(settings, request_id),
+            limits: settings.limits.store_limits(scope.telemetry.clone()),
+            hooks: OutboundPolicy { grants: settings.grants.clone(), scope: scope.clone() },
+            publish: PublishCtx::new(settings, scope.clone()),
+            kv: crate::kv::KvCtx::new(settings, scope.clone()),
+            actor_client: crate::actor::ClientCtx::new(settings, scope.clone()),
             actor: crate::actor::ActorCtx::default(),
             _lease: lease,
         }
@@ -70,7 +65,7 @@ impl WasiView for GuestState {
 }
 
 impl InvocationState for GuestState {
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+    fn store_limits(&mut self) -> &mut MeteredLimits {
         &mut self.limits
     }
 }

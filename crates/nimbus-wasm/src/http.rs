@@ -10,17 +10,19 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::guest::GuestState;
+use crate::scope::Run;
 use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 pub(crate) async fn handle(
     pre: &ProxyPre<GuestState>,
-    settings: &FunctionSettings,
+    settings: &Arc<FunctionSettings>,
     req: http::Request<Bytes>,
     inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
-    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let state = GuestState::new(settings, inv.request_id.clone(), inv.lease, traceparent);
+    let remote = nimbus_observe::TraceContext::from_headers(req.headers());
+    let mut lifecycle = Run::start(inv.telemetry, inv.request_id, remote);
+    let state = GuestState::new(settings, &lifecycle.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
 
     let req = req.map(|b| Full::new(b).map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));
@@ -42,12 +44,10 @@ pub(crate) async fn handle(
         .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
 
     let pre = pre.clone();
-    let name = settings.name.clone();
-    let request_id = inv.request_id.clone();
+    let settings = settings.clone();
     let mut run = Box::pin(async move {
         let call = async {
-            let proxy =
-                pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+            let proxy = lifecycle.instantiate(&settings, pre.instantiate_async(&mut store)).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
@@ -58,11 +58,15 @@ pub(crate) async fn handle(
             Ok(r) => r,
             Err(_) => Err(InvokeError::Timeout(limits.timeout)),
         };
+        drop(store);
         if let Err(e) = &result
             && responded.load(Ordering::Acquire)
         {
-            tracing::warn!(component = %name, request_id = %request_id, error = %e, "guest failed after sending the response head; the body was cut short");
+            lifecycle
+                .scope
+                .log("warn", &format!("guest failed after sending the response head; the body was cut short: {e}"));
         }
+        lifecycle.finish(result.as_ref().err().map(|e| e as _));
         result
     });
 

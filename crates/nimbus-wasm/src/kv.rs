@@ -4,11 +4,13 @@
 //! a bucket that was not granted is `access-denied`.
 use std::sync::Arc;
 
+use nimbus_observe::SpanKind;
 use nimbus_state::{Bucket, KvStore};
 use wasmtime::component::{HasData, Resource, ResourceTable, ResourceTableError};
 
 use crate::FunctionSettings;
 use crate::guest::GuestState;
+use crate::scope::Scope;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,18 +52,12 @@ impl From<nimbus_state::KvError> for Error {
 pub(crate) struct KvCtx {
     store: Option<Arc<dyn KvStore>>,
     grants: Arc<[String]>,
-    component: Arc<str>,
-    request_id: Arc<str>,
+    scope: Arc<Scope>,
 }
 
 impl KvCtx {
-    pub(crate) fn new(settings: &FunctionSettings, request_id: Arc<str>) -> Self {
-        Self {
-            store: settings.kv.clone(),
-            grants: settings.kv_grants.clone(),
-            component: settings.name.clone(),
-            request_id,
-        }
+    pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
+        Self { store: settings.kv.clone(), grants: settings.kv_grants.clone(), scope }
     }
 }
 
@@ -75,6 +71,28 @@ impl KvView<'_> {
         let store = self.ctx.store.clone().ok_or_else(|| Error::Other("this node has no state store".into()))?;
         Ok((store, self.table.get(bucket)?.bucket.clone()))
     }
+
+    /// Runs one store operation `op` on `bucket` in a client span (`get carts`).
+    async fn call<T, F: Future<Output = Result<T, Error>>>(
+        &mut self,
+        bucket: &Resource<OpenBucket>,
+        op: &'static str,
+        f: impl FnOnce(Arc<dyn KvStore>, Bucket) -> F,
+    ) -> Result<T, Error> {
+        let (kv, b) = self.open_bucket(bucket)?;
+        let mut span = self.ctx.scope.span(op, SpanKind::Client);
+        if span.is_recording() {
+            span.rename(format!("{op} {b}"));
+            span.set("db.system.name", "nimbus_kv");
+            span.set("db.operation.name", op);
+            span.set("db.collection.name", b.to_string());
+        }
+        let result = f(kv, b).await;
+        if let Err(Error::Other(m)) = &result {
+            span.set_error("kv", m);
+        }
+        result
+    }
 }
 
 const PAGE: usize = 1000;
@@ -82,7 +100,7 @@ const PAGE: usize = 1000;
 impl store::Host for KvView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<OpenBucket>, Error> {
         if !self.ctx.grants.contains(&identifier) {
-            tracing::warn!(component = %self.ctx.component, request_id = %self.ctx.request_id, bucket = %identifier, "kv open denied: bucket not in grants.kv");
+            self.ctx.scope.log("warn", &format!("kv open of bucket `{identifier}` denied: not in grants.kv"));
             return Err(Error::AccessDenied);
         }
         let bucket = Bucket::new(&identifier)?;
@@ -99,24 +117,23 @@ impl store::Host for KvView<'_> {
 
 impl store::HostBucket for KvView<'_> {
     async fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        Ok(kv.get(&b, &key).await?.map(|e| e.value.to_vec()))
+        self.call(&bucket, "get", async |kv, b| Ok(kv.get(&b, &key).await?.map(|e| e.value.to_vec()))).await
     }
 
     async fn set(&mut self, bucket: Resource<OpenBucket>, key: String, value: Vec<u8>) -> Result<(), Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        kv.set(&b, &key, value.into(), None).await?;
-        Ok(())
+        self.call(&bucket, "set", async |kv, b| {
+            kv.set(&b, &key, value.into(), None).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<(), Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        Ok(kv.delete(&b, &key).await?)
+        self.call(&bucket, "delete", async |kv, b| Ok(kv.delete(&b, &key).await?)).await
     }
 
     async fn exists(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<bool, Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        Ok(kv.exists(&b, &key).await?)
+        self.call(&bucket, "exists", async |kv, b| Ok(kv.exists(&b, &key).await?)).await
     }
 
     async fn list_keys(
@@ -124,7 +141,6 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<OpenBucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
         let after = match cursor {
             None => None,
             Some(n) => {
@@ -137,7 +153,7 @@ impl store::HostBucket for KvView<'_> {
                 )
             }
         };
-        let page = kv.list(&b, "", after.as_deref(), PAGE).await?;
+        let page = self.call(&bucket, "list", async |kv, b| Ok(kv.list(&b, "", after.as_deref(), PAGE).await?)).await?;
         let cursor = match page.cursor {
             Some(next) => {
                 let open = self.table.get_mut(&bucket)?;
@@ -157,9 +173,8 @@ impl store::HostBucket for KvView<'_> {
 
 impl atomics::Host for KvView<'_> {
     async fn increment(&mut self, bucket: Resource<OpenBucket>, key: String, delta: u64) -> Result<u64, Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
         let delta = i64::try_from(delta).map_err(|_| Error::Other("delta is larger than 2^63".into()))?;
-        let n = kv.increment(&b, &key, delta).await?;
+        let n = self.call(&bucket, "increment", async |kv, b| Ok(kv.increment(&b, &key, delta).await?)).await?;
         u64::try_from(n).map_err(|_| Error::Other(format!("the value of {key:?} is negative ({n})")))
     }
 }
@@ -170,23 +185,23 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<OpenBucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        let values = kv.get_many(&b, &keys).await?;
+        let values = self.call(&bucket, "get_many", async |kv, b| Ok(kv.get_many(&b, &keys).await?)).await?;
         Ok(keys.into_iter().zip(values).map(|(k, v)| v.map(|e| (k, e.value.to_vec()))).collect())
     }
 
     async fn set_many(&mut self, bucket: Resource<OpenBucket>, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        kv.set_many(&b, pairs.into_iter().map(|(k, v)| (k, v.into())).collect()).await?;
-        Ok(())
+        let pairs = pairs.into_iter().map(|(k, v)| (k, v.into())).collect();
+        self.call(&bucket, "set_many", async |kv, b| Ok(kv.set_many(&b, pairs).await?)).await
     }
 
     async fn delete_many(&mut self, bucket: Resource<OpenBucket>, keys: Vec<String>) -> Result<(), Error> {
-        let (kv, b) = self.open_bucket(&bucket)?;
-        for key in keys {
-            kv.delete(&b, &key).await?;
-        }
-        Ok(())
+        self.call(&bucket, "delete_many", async |kv, b| {
+            for key in keys {
+                kv.delete(&b, &key).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -38,12 +38,14 @@ mod kv;
 mod logs;
 mod outbound;
 mod publish;
+mod scope;
 mod store;
 mod wagi;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -247,6 +249,7 @@ impl Runtime {
             kv: self.kv.clone(),
             actor_grants: component.grants.actors.iter().cloned().collect(),
             actors: Arc::default(),
+            instantiated: AtomicBool::new(false),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
@@ -270,6 +273,8 @@ pub(crate) struct FunctionSettings {
     pub(crate) actor_grants: Arc<[String]>,
     /// Set once the app's actor host exists (it needs the loaded functions first).
     pub(crate) actors: Arc<std::sync::OnceLock<Arc<dyn ActorInvoker>>>,
+    /// Whether an instance was created since the load: the first one is the cold start.
+    pub(crate) instantiated: AtomicBool,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,
@@ -277,10 +282,10 @@ pub(crate) struct FunctionSettings {
 
 impl FunctionSettings {
     /// The WASI context every executor starts from: the manifest's env and nothing else from the
-    /// host, no preopens, no network, stderr logged with the request id.
-    pub(crate) fn wasi(&self, request_id: &Arc<str>) -> wasmtime_wasi::WasiCtxBuilder {
+    /// host, no preopens, no network, stderr logged with the request and trace ids.
+    pub(crate) fn wasi(&self, scope: &Arc<scope::Scope>) -> wasmtime_wasi::WasiCtxBuilder {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.envs(&self.env).stderr(logs::GuestLog::new(self.name.clone(), request_id.clone(), "stderr"));
+        wasi.envs(&self.env).stderr(logs::GuestLog::new(scope.clone(), "stderr"));
         wasi
     }
 }
@@ -334,13 +339,23 @@ pub struct Invocation {
     /// instance is torn down (not when the response is handed over), so a slot never outlives
     /// or undercounts the instance it stands for.
     pub lease: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Where the invocation's spans, metrics and logs go (by default: nowhere but the process
+    /// log).
+    pub telemetry: nimbus_observe::Telemetry,
 }
 
 impl Invocation {
     /// An invocation for `route` (`/exact` or `/prefix/...`) with no client address.
     pub fn new(request_id: &str, route: &str) -> Self {
         let base = route.strip_suffix("/...").unwrap_or(route);
-        Self { request_id: request_id.into(), route: route.into(), route_base: base.into(), client: None, lease: None }
+        Self {
+            request_id: request_id.into(),
+            route: route.into(),
+            route_base: base.into(),
+            client: None,
+            lease: None,
+            telemetry: nimbus_observe::Telemetry::default(),
+        }
     }
 }
 

@@ -1,10 +1,13 @@
-//! Guest stdout and stderr, captured line by line and logged with the component and request id.
+//! Guest stdout and stderr, captured line by line and logged with the component, request id and
+//! trace id (to the process log and the log store).
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use crate::scope::Scope;
 
 /// Bytes of output one stream of one invocation may log; the rest is dropped with a notice.
 pub const LOG_BUDGET_BYTES: usize = 64 * 1024;
@@ -14,8 +17,7 @@ pub const LOG_BUDGET_BYTES: usize = 64 * 1024;
 pub(crate) struct GuestLog(Arc<Sink>);
 
 struct Sink {
-    component: Arc<str>,
-    request_id: Arc<str>,
+    scope: Arc<Scope>,
     stream: &'static str,
     state: Mutex<State>,
 }
@@ -28,8 +30,8 @@ struct State {
 }
 
 impl GuestLog {
-    pub(crate) fn new(component: Arc<str>, request_id: Arc<str>, stream: &'static str) -> Self {
-        Self(Arc::new(Sink { component, request_id, stream, state: Mutex::new(State::default()) }))
+    pub(crate) fn new(scope: Arc<Scope>, stream: &'static str) -> Self {
+        Self(Arc::new(Sink { scope, stream, state: Mutex::new(State::default()) }))
     }
 }
 
@@ -54,13 +56,16 @@ impl Sink {
         }
         if state.logged + line.len() > LOG_BUDGET_BYTES {
             state.truncated = true;
-            tracing::warn!(target: "nimbus::guest", component = %self.component, request_id = %self.request_id, stream = self.stream,
-                "guest output beyond {LOG_BUDGET_BYTES} bytes dropped for this request");
+            self.scope.log(
+                "warn",
+                &format!("guest {} beyond {LOG_BUDGET_BYTES} bytes dropped for this request", self.stream),
+            );
             return;
         }
         state.logged += line.len();
         let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(&line));
-        tracing::info!(target: "nimbus::guest", component = %self.component, request_id = %self.request_id, stream = self.stream, "{text}");
+        let s = &self.scope;
+        s.telemetry.log(s.context(), Some(&s.request_id), self.stream, "info", &text);
     }
 }
 

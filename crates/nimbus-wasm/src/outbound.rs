@@ -1,15 +1,18 @@
 //! `wasi:http/outgoing-handler` behind the component's `grants.outbound`: a request to an origin
 //! that was not granted fails with `HTTP-request-denied` in the guest and a warning in the log.
+//! Each request is a client span whose context goes out in the `traceparent` header.
 use std::sync::Arc;
 
 use nimbus_manifest::OutboundGrant;
+use nimbus_observe::SpanKind;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::scope::Scope;
 
 /// The hooks of one invocation's `wasi:http` context.
 pub(crate) struct OutboundPolicy {
     pub(crate) grants: Arc<[OutboundGrant]>,
-    pub(crate) component: Arc<str>,
-    pub(crate) request_id: Arc<str>,
+    pub(crate) scope: Arc<Scope>,
 }
 
 type SendFuture = Box<
@@ -29,24 +32,48 @@ impl OutboundPolicy {
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
+        let mut span = self.scope.span("HTTP", SpanKind::Client);
+        if span.is_recording() {
+            let uri = request.uri();
+            span.rename(request.method().to_string());
+            span.set("http.request.method", request.method().to_string());
+            span.set("url.full", uri.to_string());
+            if let Some(host) = uri.host() {
+                span.set("server.address", host.to_string());
+            }
+            if let Some(port) = uri.port_u16() {
+                span.set("server.port", i64::from(port));
+            }
+        }
         if !self.allowed(request.uri()) {
-            tracing::warn!(
-                component = %self.component,
-                request_id = %self.request_id,
-                uri = %request.uri(),
-                "outbound request denied: origin not in grants.outbound"
-            );
+            self.scope
+                .log("warn", &format!("outbound request to {} denied: origin not in grants.outbound", request.uri()));
+            span.set_error("denied", "origin not in grants.outbound");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
-        tracing::debug!(component = %self.component, request_id = %self.request_id, uri = %request.uri(), "outbound request");
+        if let Some(ctx) = span.context() {
+            ctx.inject(request.headers_mut());
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            match wasmtime_wasi_http::default_send_request(request, options).await {
+                Ok((res, io)) => {
+                    let status = res.status().as_u16();
+                    span.set("http.response.status_code", i64::from(status));
+                    if status >= 400 {
+                        span.set_error("http", format!("HTTP {status}"));
+                    }
+                    Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+                }
+                Err(e) => {
+                    span.set_error("http", format!("{e:?}"));
+                    Err(e)
+                }
+            }
         })
     }
 }

@@ -4,42 +4,54 @@
 use std::sync::Arc;
 
 use cloudevents::event::ExtensionValue;
-use nimbus_bus::{EventBuilder, EventBuilderV10, EventBus, PublishOptions, Topic};
+use nimbus_bus::{AttributesReader, EventBuilder, EventBuilderV10, EventBus, PublishOptions, Topic};
+use nimbus_observe::{Span, SpanKind};
 
 use crate::FunctionSettings;
 use crate::events::bindings::nimbus::events::{publisher, types};
+use crate::scope::Scope;
 
 /// The publisher of one invocation.
 pub(crate) struct PublishCtx {
     bus: Option<Arc<dyn EventBus>>,
     grants: Arc<[String]>,
-    component: Arc<str>,
-    request_id: Arc<str>,
-    traceparent: Option<String>,
+    scope: Arc<Scope>,
 }
 
 impl PublishCtx {
-    pub(crate) fn new(settings: &FunctionSettings, request_id: Arc<str>, traceparent: Option<String>) -> Self {
-        Self {
-            bus: settings.bus.clone(),
-            grants: settings.publish.clone(),
-            component: settings.name.clone(),
-            request_id,
-            traceparent,
-        }
+    pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
+        Self { bus: settings.bus.clone(), grants: settings.publish.clone(), scope }
     }
 
+    /// Publishes in a producer span (`send orders`) whose context the event carries on.
     async fn publish(&self, topic: &str, event: types::Event) -> Result<(), String> {
+        let mut span = self.scope.span("send", SpanKind::Producer);
+        if span.is_recording() {
+            span.rename(format!("send {topic}"));
+            span.set("messaging.system", "nimbus");
+            span.set("messaging.operation.type", "send");
+            span.set("messaging.destination.name", topic.to_string());
+        }
+        let result = self.send(topic, event, &mut span).await;
+        if let Err(e) = &result {
+            span.set_error("publish", e);
+        }
+        result
+    }
+
+    async fn send(&self, topic: &str, event: types::Event, span: &mut Span) -> Result<(), String> {
         if !self.grants.iter().any(|g| g == topic) {
-            tracing::warn!(component = %self.component, request_id = %self.request_id, topic, "publish denied: topic not in grants.publish");
+            self.scope.log("warn", &format!("publish to topic `{topic}` denied: not in grants.publish"));
             return Err(format!("topic `{topic}` is not in grants.publish"));
         }
         let bus = self.bus.as_ref().ok_or("this node has no event bus")?;
         let topic = Topic::new(topic).map_err(|e| e.to_string())?;
-        let mut built = from_guest(event, &self.component)?;
-        nimbus_bus::event::ensure_trace_context(&mut built, self.traceparent.as_deref());
+        let mut built = from_guest(event, &self.scope.telemetry.component)?;
+        span.set_with("messaging.message.id", || built.id().to_string());
+        let traceparent = span.context().map(|c| c.traceparent());
+        nimbus_bus::event::ensure_trace_context(&mut built, traceparent.as_deref());
         let published = bus.publish(&topic, &built, PublishOptions::default()).await.map_err(|e| e.to_string())?;
-        tracing::debug!(component = %self.component, request_id = %self.request_id, %topic, seq = published.seq, "published");
+        tracing::debug!(component = %self.scope.telemetry.component, request_id = %self.scope.request_id, %topic, seq = published.seq, "published");
         Ok(())
     }
 }
@@ -69,7 +81,6 @@ fn from_guest(e: types::Event, component: &str) -> Result<nimbus_bus::Event, Str
 /// A CloudEvent as the guest sees it.
 pub(crate) fn to_guest(e: &nimbus_bus::Event) -> types::Event {
     use cloudevents::event::Data;
-    use nimbus_bus::AttributesReader;
     let data = match e.data() {
         Some(Data::Binary(b)) => b.clone(),
         Some(Data::String(s)) => s.clone().into_bytes(),

@@ -1,11 +1,14 @@
-//! Per-invocation store set-up shared by both executors: memory limits and the epoch deadline.
+//! Per-invocation store set-up shared by both executors: memory limits, instance metering and
+//! the epoch deadline.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use nimbus_observe::ComponentTelemetry;
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 /// Store data of an invocation: whatever the executor needs, plus the memory limiter.
 pub(crate) trait InvocationState: Send + 'static {
-    fn store_limits(&mut self) -> &mut StoreLimits;
+    fn store_limits(&mut self) -> &mut MeteredLimits;
 }
 
 /// Limits applied to every store an invocation creates.
@@ -16,8 +19,12 @@ pub(crate) struct InvocationLimits {
 }
 
 impl InvocationLimits {
-    pub(crate) fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build()
+    /// The limiter of one instance, counted in `telemetry`'s `instances` and `memory` gauges
+    /// while it lives.
+    pub(crate) fn store_limits(&self, telemetry: Arc<ComponentTelemetry>) -> MeteredLimits {
+        let limits = StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build();
+        telemetry.metrics.instances.inc();
+        MeteredLimits { limits, telemetry, memory: 0 }
     }
 
     /// A store for one invocation: memory limited, and stopped at the returned deadline.
@@ -36,5 +43,58 @@ impl InvocationLimits {
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
+    }
+}
+
+/// The store's limits, and the instance's share of its component's gauges.
+pub(crate) struct MeteredLimits {
+    limits: StoreLimits,
+    telemetry: Arc<ComponentTelemetry>,
+    /// Linear memory this instance holds.
+    memory: usize,
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            let grown = desired.saturating_sub(current);
+            self.memory += grown;
+            self.telemetry.metrics.memory.inc_by(i64::try_from(grown).unwrap_or(i64::MAX));
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl Drop for MeteredLimits {
+    fn drop(&mut self) {
+        let m = &self.telemetry.metrics;
+        m.instances.dec();
+        m.memory.dec_by(i64::try_from(self.memory).unwrap_or(i64::MAX));
+        m.memory_peak(self.memory);
     }
 }

@@ -7,7 +7,8 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
-use crate::store::InvocationState;
+use crate::scope::Run;
+use crate::store::{InvocationState, MeteredLimits};
 use crate::{FunctionSettings, Invocation, InvokeError, ResponseBody};
 
 /// Largest response a CGI guest may write to stdout.
@@ -16,12 +17,12 @@ pub const MAX_CGI_OUTPUT: usize = 64 << 20;
 /// Store data of one WAGI invocation.
 pub(crate) struct WagiState {
     pub(crate) wasi: WasiP1Ctx,
-    limits: wasmtime::StoreLimits,
+    limits: MeteredLimits,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl InvocationState for WagiState {
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+    fn store_limits(&mut self) -> &mut MeteredLimits {
         &mut self.limits
     }
 }
@@ -34,18 +35,20 @@ pub(crate) async fn handle(
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let (parts, body) = req.into_parts();
+    let remote = nimbus_observe::TraceContext::from_headers(&parts.headers);
+    let mut run = Run::start(inv.telemetry.clone(), inv.request_id.clone(), remote);
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
-    let mut wasi = settings.wasi(&inv.request_id);
+    let mut wasi = settings.wasi(&run.scope);
     wasi.arg(&*settings.name)
         .envs(&cgi_env(&parts, body.len(), &inv))
         .stdin(MemoryInputPipe::new(body))
         .stdout(stdout.clone());
-    let state = WagiState { wasi: wasi.build_p1(), limits: limits.store_limits(), _lease: inv.lease };
+    let metered = limits.store_limits(run.scope.telemetry.clone());
+    let state = WagiState { wasi: wasi.build_p1(), limits: metered, _lease: inv.lease };
     let (mut store, deadline) = limits.new_store(pre.module().engine(), state);
 
-    let run = async {
-        let instance =
-            pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+    let call = async {
+        let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
@@ -58,11 +61,13 @@ pub(crate) async fn handle(
             },
         }
     };
-    match tokio::time::timeout_at(deadline.into(), run).await {
-        Ok(result) => result?,
-        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
-    }
+    let result = match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+    };
     drop(store);
+    run.finish(result.as_ref().err().map(|e| e as _));
+    result?;
     let output = stdout.try_into_inner().map(|b| b.freeze()).unwrap_or_default();
     parse_cgi(output)
 }

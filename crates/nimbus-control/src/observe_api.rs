@@ -1,0 +1,220 @@
+//! The observability endpoints of the control API: `/metrics` (OpenMetrics text), the trace
+//! store (`/v1/traces`, `/v1/traces/{id}`) and the log store (`/v1/logs`, optionally followed as
+//! NDJSON). Served with the data endpoints, under the same tokens.
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, header};
+use nimbus_observe::{LogQuery, LogRecord, SpanView, TraceQuery, TraceSummary};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Action;
+use crate::data::DataState;
+use crate::error::ControlError;
+
+type ObserveApp = State<Arc<DataState>>;
+
+/// The observability routes.
+pub(crate) fn routes() -> Router<Arc<DataState>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/traces", get(list_traces))
+        .route("/v1/traces/{id}", get(show_trace))
+        .route("/v1/logs", get(logs))
+}
+
+/// Every metric of this node in OpenMetrics text (Prometheus scrapes it with the API token as a
+/// bearer credential).
+#[utoipa::path(get, path = "/metrics", tag = "observability",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String), (status = 404, body = crate::ErrorBody)))]
+async fn metrics(State(s): ObserveApp, headers: HeaderMap) -> Result<Response, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let metrics = s
+        .observer
+        .metrics()
+        .ok_or_else(|| ControlError::NotFound("metrics are off on this node (it runs with --no-telemetry)".into()))?;
+    let mut resp = metrics.render().into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(nimbus_observe::METRICS_CONTENT_TYPE));
+    Ok(resp)
+}
+
+/// Which traces to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct TracesQuery {
+    /// Only traces of this route (`http.route`, as written in the manifest).
+    route: Option<String>,
+    /// Only traces that took at least this many milliseconds.
+    slow_ms: Option<u64>,
+    /// Only traces with a failed span.
+    errors: Option<bool>,
+    /// The newest this many (default 20, at most 1000).
+    limit: Option<usize>,
+}
+
+/// Traces, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TraceList {
+    /// One entry per trace.
+    #[schema(value_type = Vec<Object>)]
+    pub traces: Vec<TraceSummary>,
+}
+
+/// The spans of one trace.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TraceDetail {
+    /// The trace id (32 hex digits).
+    pub trace_id: String,
+    /// Its spans by start time.
+    #[schema(value_type = Vec<Object>)]
+    pub spans: Vec<SpanView>,
+}
+
+fn store(s: &DataState) -> Result<nimbus_observe::TraceStore, ControlError> {
+    s.observer
+        .traces()
+        .cloned()
+        .ok_or_else(|| ControlError::NotFound("this node keeps no traces (it runs with --no-telemetry)".into()))
+}
+
+/// Lists the traces in the embedded trace store.
+#[utoipa::path(get, path = "/v1/traces", tag = "observability", params(TracesQuery),
+    responses((status = 200, body = TraceList), (status = 400, body = crate::ErrorBody)))]
+async fn list_traces(
+    State(s): ObserveApp,
+    headers: HeaderMap,
+    q: Result<Query<TracesQuery>, QueryRejection>,
+) -> Result<Json<TraceList>, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let q = crate::api::query(q)?;
+    let store = store(&s)?;
+    s.observer.flush().await;
+    let query = TraceQuery {
+        route: q.route,
+        slow_ms: q.slow_ms,
+        errors: q.errors.unwrap_or(false),
+        limit: Some(q.limit.unwrap_or(20).min(1000)),
+    };
+    let traces = tokio::task::spawn_blocking(move || store.list(&query))
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("reading the trace store failed: {e}")))?;
+    Ok(Json(TraceList { traces }))
+}
+
+/// Every stored span of one trace.
+#[utoipa::path(get, path = "/v1/traces/{id}", tag = "observability", params(("id" = String, Path)),
+    responses((status = 200, body = TraceDetail), (status = 404, body = crate::ErrorBody)))]
+async fn show_trace(
+    State(s): ObserveApp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<TraceDetail>, ControlError> {
+    s.check(&headers, Action::Read)?;
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ControlError::bad_request(
+            format!("`{id}` is not a trace id"),
+            "a trace id is 32 hex digits, as in `nimbus traces` or the traceresponse header",
+        ));
+    }
+    let store = store(&s)?;
+    s.observer.flush().await;
+    let wanted = id.clone();
+    let spans = tokio::task::spawn_blocking(move || store.get(&wanted))
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("reading the trace store failed: {e}")))?
+        .ok_or_else(|| ControlError::NotFound(format!("no trace `{id}` is stored (it may have aged out)")))?;
+    Ok(Json(TraceDetail { trace_id: id.to_ascii_lowercase(), spans }))
+}
+
+/// Which log records to read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LogsQuery {
+    /// Only this component's records.
+    component: Option<String>,
+    /// Only this app's records.
+    app: Option<String>,
+    /// Only records of the last this many seconds.
+    since_s: Option<u64>,
+    /// Only records of this trace.
+    trace: Option<String>,
+    /// The newest this many stored records (default 200, at most 10000).
+    limit: Option<usize>,
+    /// Keep the response open and stream new records as they come (NDJSON).
+    follow: Option<bool>,
+}
+
+/// Log records, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogList {
+    /// The records.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<LogRecord>,
+}
+
+/// Reads the log store; with `follow`, streams the stored records and then new ones as NDJSON.
+#[utoipa::path(get, path = "/v1/logs", tag = "observability", params(LogsQuery),
+    responses((status = 200, body = LogList, description = "JSON, or NDJSON (one record per line) with `follow`"), (status = 400, body = crate::ErrorBody)))]
+async fn logs(
+    State(s): ObserveApp,
+    headers: HeaderMap,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ControlError> {
+    s.check(&headers, Action::Read)?;
+    let q = crate::api::query(q)?;
+    let store =
+        s.observer.logs().cloned().ok_or_else(|| ControlError::NotFound("this node keeps no logs on disk".into()))?;
+    let since_unix_nano = q.since_s.map(|secs| {
+        let t = SystemTime::now().checked_sub(Duration::from_secs(secs)).unwrap_or(UNIX_EPOCH);
+        t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    });
+    let query = LogQuery {
+        component: q.component,
+        app: q.app,
+        since_unix_nano,
+        trace_id: q.trace,
+        limit: Some(q.limit.unwrap_or(200).min(10_000)),
+    };
+    // Subscribe before reading so nothing written in between is missed.
+    let live = q.follow.unwrap_or(false).then(|| store.follow());
+    s.observer.flush().await;
+    let (reader, filter) = (store.clone(), query.clone());
+    let stored = tokio::task::spawn_blocking(move || reader.query(&filter))
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("reading the log store failed: {e}")))?;
+    let Some(live) = live else {
+        return Ok(Json(LogList { records: stored }).into_response());
+    };
+    let last = stored.last().map(|r| r.time_unix_nano);
+    let head = futures::stream::iter(stored.into_iter().map(line));
+    let tail = futures::stream::unfold(live, move |mut live| {
+        let query = query.clone();
+        async move {
+            loop {
+                match live.recv().await {
+                    Ok(r) if query.matches(&r) && last.is_none_or(|t| r.time_unix_nano > t) => {
+                        return Some((line(LogRecord::clone(&r)), live));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let mut resp = Body::from_stream(futures::StreamExt::chain(head, tail)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(resp)
+}
+
+fn line(r: LogRecord) -> Result<String, std::convert::Infallible> {
+    Ok(format!("{}\n", serde_json::to_string(&r).unwrap_or_default()))
+}
