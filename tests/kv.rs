@@ -18,7 +18,7 @@ async fn functions_and_the_cli_share_buckets() {
     let home = tempfile::tempdir().unwrap();
     let app = app();
     let server = app.up(&[]);
-    assert!(server.banner.contains("Data API: http://127.0.0.1:"), "{}", server.banner);
+    assert!(server.banner.contains("Local API: http://127.0.0.1:"), "{}", server.banner);
     let c = client();
     assert_eq!(c.put(server.url("/set/carts/u1")).body("3 items").send().await.unwrap().status(), 204);
     assert_eq!(ok(app.cli(home.path(), &["kv", "get", "carts", "u1"])), "3 items");

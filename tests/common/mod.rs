@@ -53,14 +53,24 @@ impl App {
         self.up_dir(self.path(), extra)
     }
 
+    /// Starts `nimbus up` on a free port with `env` set, and waits until it serves.
+    pub fn up_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        self.start_up(self.path(), extra, env)
+    }
+
     /// Starts `nimbus up APP_DIR` with this app's cache directory.
     pub fn up_dir(&self, app_dir: &Path, extra: &[&str]) -> Server {
+        self.start_up(app_dir, extra, &[])
+    }
+
+    fn start_up(&self, app_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(NIMBUS)
             .arg("up")
             .arg(app_dir)
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(self.cache_dir())
             .args(extra)
+            .envs(env.iter().copied())
             .env("NIMBUS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

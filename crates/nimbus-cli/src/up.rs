@@ -121,7 +121,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         bail!("{}\nnothing is served until every component loads", problems.join("\n"));
     }
     check_handlers(&loaded, &backends)?;
-    let services = start_services(&loaded, &mut backends, &mut described).await?;
+    let services = start_services(&loaded, &mut backends, &mut described, &observer).await?;
 
     let mut gateway = Gateway::from_manifest(m, &backends, &observer);
     if let Some(kv) = &kv
@@ -233,13 +233,18 @@ async fn start_services(
     loaded: &LoadedManifest,
     backends: &mut HashMap<String, Backend>,
     described: &mut HashMap<String, String>,
+    observer: &nimbus_observe::Observer,
 ) -> anyhow::Result<Vec<Arc<Service>>> {
     let started: Vec<(String, Arc<Service>)> = loaded
         .manifest
         .component
         .iter()
         .filter(|(_, c)| c.command.is_some())
-        .map(|(name, c)| (name.clone(), Service::start(ServiceSpec::from_component(name, c, loaded.dir()))))
+        .map(|(name, c)| {
+            let mut spec = ServiceSpec::from_component(name, c, loaded.dir());
+            spec.telemetry = observer.component(&loaded.manifest.app.name, name);
+            (name.clone(), Service::start(spec))
+        })
         .collect();
     let begin = std::time::Instant::now();
     let results = futures::future::join_all(started.iter().map(|(_, s)| s.until_ready())).await;

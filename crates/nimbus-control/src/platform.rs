@@ -602,6 +602,7 @@ impl Loader<'_> {
                     Ok(dir) => {
                         let mut spec = ServiceSpec::from_component(name, component, &dir);
                         spec.workdir = dir;
+                        spec.telemetry = observer.component(&m.app.name, name);
                         let service = Service::start(spec);
                         services.0.push(service.clone());
                         service.until_ready().await.map(|()| service).map_err(|e| e.to_string())

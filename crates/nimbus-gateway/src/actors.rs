@@ -254,7 +254,7 @@ impl ActorHost {
                 let permit = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
                 let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
                 inv.lease = Some(permit);
-                inv.telemetry = Telemetry { component: actor.target.telemetry.clone(), parent: span.handle() };
+                inv.telemetry = Some(Telemetry { component: actor.target.telemetry.clone(), parent: span.handle() });
                 let current = state.clone().unwrap_or_default();
                 let outcome = actor.function.invoke_actor(key, method, input, current, inv).await?;
                 if let Some(new) = &outcome.state {
@@ -398,7 +398,11 @@ impl ActorHost {
             let in_use = Arc::strong_count(a) > 1
                 || a.state.try_lock().is_err()
                 || a.pending.lock().expect("pending").committing;
-            in_use || a.last_used.lock().expect("last used").elapsed() < idle
+            let keep = in_use || a.last_used.lock().expect("last used").elapsed() < idle;
+            if !keep && let Some(t) = self.types.get(ty) {
+                t.target.telemetry.metrics.eviction("idle");
+            }
+            keep
         });
         before - all.len()
     }

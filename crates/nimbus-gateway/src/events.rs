@@ -124,7 +124,7 @@ impl ComponentDestination {
     ) -> Result<(), DeliveryError> {
         let mut inv = Invocation::new(&format!("evt-{}", event.id()), &self.trigger);
         inv.lease = Some(permit);
-        inv.telemetry = Telemetry { component: self.target.telemetry.clone(), parent: span.handle() };
+        inv.telemetry = Some(Telemetry { component: self.target.telemetry.clone(), parent: span.handle() });
         f.handle_event(event, inv).await.map_err(|e| match e {
             EventError::Rejected(m) => DeliveryError::permanent("rejected", m),
             EventError::Failed(m) => DeliveryError::retryable("failed", m),

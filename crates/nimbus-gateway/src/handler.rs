@@ -58,7 +58,7 @@ impl Gateway {
         if status.is_server_error() {
             span.set_error("http", status);
         }
-        if let Some(ctx) = span.context()
+        if let Some(ctx) = span.context().filter(|_| span.is_recording())
             && let Ok(v) = HeaderValue::from_str(&ctx.traceparent())
         {
             resp.headers_mut().insert(TRACERESPONSE_HEADER, v);
@@ -177,7 +177,7 @@ async fn invoke(
     let mut inv = Invocation::new(id, &route.route);
     inv.client = client;
     inv.lease = Some(permit);
-    inv.telemetry = Telemetry { component: target.telemetry.clone(), parent: span.handle() };
+    inv.telemetry = Some(Telemetry { component: target.telemetry.clone(), parent: span.handle() });
     match function.handle(http::Request::from_parts(parts, body), inv).await {
         Ok(resp) => {
             let mut resp = resp.map(GatewayBody::streaming);

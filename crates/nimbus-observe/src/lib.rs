@@ -252,6 +252,19 @@ impl ComponentTelemetry {
             }
             _ => tracing::info!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}"),
         }
+        self.keep(trace, request_id, stream, level, message);
+    }
+
+    /// Like [`ComponentTelemetry::log`], to the log store only (for output the caller already
+    /// logged its own way).
+    pub fn keep(
+        &self,
+        trace: Option<TraceContext>,
+        request_id: Option<&str>,
+        stream: &str,
+        level: &str,
+        message: &str,
+    ) {
         if let Some(p) = &self.pipeline {
             p.log(LogRecord {
                 time_unix_nano: LogRecord::now(),
@@ -260,7 +273,7 @@ impl ComponentTelemetry {
                 component: self.component.to_string(),
                 stream: stream.into(),
                 request_id: request_id.map(str::to_string),
-                trace_id,
+                trace_id: trace.map(|c| c.trace_id.to_string()),
                 span_id: trace.map(|c| c.span_id.to_string()),
                 message: message.into(),
             });
@@ -276,15 +289,4 @@ pub struct Telemetry {
     pub component: Arc<ComponentTelemetry>,
     /// The span the invocation's own spans are children of.
     pub parent: SpanRef,
-}
-
-impl Default for Telemetry {
-    /// Outside any observer: nothing recorded, guest output to the process log.
-    fn default() -> Self {
-        static DETACHED: std::sync::OnceLock<Arc<ComponentTelemetry>> = std::sync::OnceLock::new();
-        Self {
-            component: DETACHED.get_or_init(|| ComponentTelemetry::detached("")).clone(),
-            parent: SpanRef::default(),
-        }
-    }
 }

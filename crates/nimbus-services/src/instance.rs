@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use nimbus_observe::ComponentTelemetry;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
@@ -66,7 +67,7 @@ impl Instance {
         let mut logs = Vec::new();
         for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
             if let Some(stream) = stream {
-                logs.push(tokio::spawn(log_lines(stream, spec.name.clone(), id, name)));
+                logs.push(tokio::spawn(log_lines(stream, spec.telemetry.clone(), id, name)));
             }
         }
         let (tx, exit) = watch::channel(None);
@@ -197,10 +198,11 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Logs a stream line by line with the component and instance; very long lines are split.
+/// Logs a stream line by line with the component and instance (to the process log and the log
+/// store); very long lines are split.
 async fn log_lines(
     mut stream: Box<dyn AsyncRead + Send + Unpin>,
-    component: Arc<str>,
+    telemetry: Arc<ComponentTelemetry>,
     instance: u64,
     name: &'static str,
 ) {
@@ -209,7 +211,8 @@ async fn log_lines(
     let emit = |line: &[u8]| {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        tracing::info!(target: "nimbus::service", component = %component, instance, stream = name, "{text}");
+        tracing::info!(target: "nimbus::service", component = %telemetry.component, instance, stream = name, "{text}");
+        telemetry.keep(None, None, name, "info", text);
     };
     loop {
         let n = match stream.read(&mut chunk).await {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_manifest::{Component, ComponentKind, Probe, Scale};
+use nimbus_observe::ComponentTelemetry;
 
 /// Default seconds between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -31,6 +32,8 @@ pub struct ServiceSpec {
     pub scale: Scale,
     /// Resource limits of each process.
     pub limits: crate::sandbox::Limits,
+    /// Where its instance metrics and process output go (detached unless the caller sets it).
+    pub telemetry: Arc<ComponentTelemetry>,
 }
 
 impl ServiceSpec {
@@ -55,6 +58,7 @@ impl ServiceSpec {
                 pids: c.limits.pids.unwrap_or(nimbus_manifest::DEFAULT_SERVICE_PIDS),
                 cpu_millis: c.limits.cpu_millis,
             },
+            telemetry: ComponentTelemetry::detached(name),
         }
     }
 }

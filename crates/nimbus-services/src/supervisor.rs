@@ -65,6 +65,8 @@ async fn run_instance(
     instance: Arc<Instance>,
 ) -> Result<(), String> {
     let spec = &service.spec;
+    let metrics = &spec.telemetry.metrics;
+    let starting = Instant::now();
     let ready = tokio::select! {
         r = wait_ready(service, &instance) => r,
         _ = stop.wait_for(|s| *s) => Err("stopped while starting".into()),
@@ -73,10 +75,15 @@ async fn run_instance(
         instance.terminate(spec.grace).await;
         return if *stop.borrow() { Ok(()) } else { Err(e) };
     }
+    // Cold: nothing was ready to serve (first start, or scaling from zero); warm: a scale-up
+    // or prewarm next to running instances.
+    let cold = service.ready_count() == 0;
     if !service.add_ready(slot, instance.clone()) {
         instance.terminate(spec.grace).await;
         return Ok(());
     }
+    metrics.instantiated(cold, starting.elapsed());
+    metrics.instances.inc();
     tracing::info!(component = %spec.name, instance = instance.id, port = instance.port, "service instance ready");
     let ended = tokio::select! {
         status = instance.exited() => Err(instance.describe_exit(status)),
@@ -85,6 +92,12 @@ async fn run_instance(
         () = service.stopping() => Ok(()),
     };
     service.remove(slot, &instance);
+    metrics.instances.dec();
+    match &ended {
+        Err(_) => metrics.eviction("crash"),
+        Ok(()) if !service.is_stopping() => metrics.eviction("idle"),
+        Ok(()) => {}
+    }
     if ended.is_ok() && !service.is_stopping() {
         // Scaled down: let its requests finish before it is told to stop.
         let drain = spec.timeout.unwrap_or(MAX_DRAIN);

@@ -40,7 +40,7 @@ pub(crate) async fn handle(
     let remote = event
         .extension(nimbus_bus::event::TRACEPARENT)
         .and_then(|v| nimbus_observe::TraceContext::parse(&v.to_string()));
-    let mut run = Run::start(inv.telemetry, inv.request_id, remote);
+    let mut run = Run::start(settings, inv.telemetry, inv.request_id, remote);
     let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
     let record = crate::publish::to_guest(event);

@@ -250,6 +250,7 @@ impl Runtime {
             actor_grants: component.grants.actors.iter().cloned().collect(),
             actors: Arc::default(),
             instantiated: AtomicBool::new(false),
+            detached: nimbus_observe::ComponentTelemetry::detached(name),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             grants,
             limits: store::InvocationLimits {
@@ -275,6 +276,8 @@ pub(crate) struct FunctionSettings {
     pub(crate) actors: Arc<std::sync::OnceLock<Arc<dyn ActorInvoker>>>,
     /// Whether an instance was created since the load: the first one is the cold start.
     pub(crate) instantiated: AtomicBool,
+    /// Where invocations without telemetry of their own report (the process log only).
+    pub(crate) detached: Arc<nimbus_observe::ComponentTelemetry>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,
@@ -339,9 +342,9 @@ pub struct Invocation {
     /// instance is torn down (not when the response is handed over), so a slot never outlives
     /// or undercounts the instance it stands for.
     pub lease: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Where the invocation's spans, metrics and logs go (by default: nowhere but the process
-    /// log).
-    pub telemetry: nimbus_observe::Telemetry,
+    /// Where the invocation's spans, metrics and logs go; without it, nowhere but the process
+    /// log.
+    pub telemetry: Option<nimbus_observe::Telemetry>,
 }
 
 impl Invocation {
@@ -354,7 +357,7 @@ impl Invocation {
             route_base: base.into(),
             client: None,
             lease: None,
-            telemetry: nimbus_observe::Telemetry::default(),
+            telemetry: None,
         }
     }
 }

@@ -50,8 +50,7 @@ impl WasiHttpHooks for OutboundPolicy {
             }
         }
         if !self.allowed(request.uri()) {
-            self.scope
-                .log("warn", &format!("outbound request to {} denied: origin not in grants.outbound", request.uri()));
+            self.scope.log("warn", &format!("outbound request denied: {} is not in grants.outbound", request.uri()));
             span.set_error("denied", "origin not in grants.outbound");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }

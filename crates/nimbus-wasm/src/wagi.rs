@@ -31,12 +31,12 @@ pub(crate) async fn handle(
     pre: &InstancePre<WagiState>,
     settings: &FunctionSettings,
     req: http::Request<Bytes>,
-    inv: Invocation,
+    mut inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let (parts, body) = req.into_parts();
     let remote = nimbus_observe::TraceContext::from_headers(&parts.headers);
-    let mut run = Run::start(inv.telemetry.clone(), inv.request_id.clone(), remote);
+    let mut run = Run::start(settings, inv.telemetry.take(), inv.request_id.clone(), remote);
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
     let mut wasi = settings.wasi(&run.scope);
     wasi.arg(&*settings.name)
