@@ -65,6 +65,13 @@ pub(crate) struct ObserveArgs {
     /// How long traces are kept (e.g. 24h).
     #[arg(long, env = "NIMBUS_TRACE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     trace_retention: Duration,
+    /// Successful traces per second the trace store keeps besides every failed and slow one
+    /// (0: keep every trace).
+    #[arg(long, env = "NIMBUS_TRACE_KEEP", default_value_t = 100)]
+    trace_keep: u32,
+    /// Traces at least this long are always kept (e.g. 100ms).
+    #[arg(long, env = "NIMBUS_TRACE_SLOW", default_value = "100ms", value_parser = humantime::parse_duration)]
+    trace_slow: Duration,
     /// Disk space the log store may use, in MiB.
     #[arg(long, env = "NIMBUS_LOG_STORE_MB", default_value_t = 64)]
     log_store_mb: u64,
@@ -82,13 +89,14 @@ impl ObserveArgs {
     /// Opens the stores under `data_dir/telemetry` and starts the telemetry pipeline (and OTLP
     /// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
     pub(crate) fn start(&self, data_dir: &std::path::Path) -> anyhow::Result<nimbus_observe::Observer> {
-        use nimbus_observe::{Bounds, ObserveConfig, Observer};
+        use nimbus_observe::{Bounds, ObserveConfig, Observer, StorePolicy};
         let config = ObserveConfig {
             dir: Some(data_dir.join("telemetry")),
             traces: !self.no_telemetry,
             metrics: !self.no_telemetry,
             sample_ratio: self.trace_sample,
             trace_store: Bounds { max_bytes: self.trace_store_mb << 20, retention: self.trace_retention },
+            store_policy: StorePolicy { slow: self.trace_slow, per_second: self.trace_keep },
             log_store: Bounds { max_bytes: self.log_store_mb << 20, retention: self.log_retention },
         };
         Ok(Observer::start(config)?)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nimbus_observe::{Span, SpanKind, Telemetry, TraceContext};
+use nimbus_observe::{AttributeValue, Span, SpanKind, Telemetry, TraceContext};
 use nimbus_services::{Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
@@ -39,8 +39,7 @@ impl Gateway {
         let started = Instant::now();
         let mut span = self.tracer.start("HTTP", SpanKind::Server, TraceContext::from_headers(req.headers()));
         if span.is_recording() {
-            span.rename(req.method().to_string());
-            span.set("http.request.method", req.method().to_string());
+            span.set("http.request.method", method_name(req.method()));
             span.set("url.path", req.uri().path().to_string());
             span.set("network.protocol.version", protocol(req.version()));
             span.set("nimbus.request_id", id.clone());
@@ -58,10 +57,8 @@ impl Gateway {
         if status.is_server_error() {
             span.set_error("http", status);
         }
-        if let Some(ctx) = span.context().filter(|_| span.is_recording())
-            && let Ok(v) = HeaderValue::from_str(&ctx.traceparent())
-        {
-            resp.headers_mut().insert(TRACERESPONSE_HEADER, v);
+        if let Some(ctx) = span.context().filter(|_| span.is_recording()) {
+            resp.headers_mut().insert(TRACERESPONSE_HEADER, ctx.header_value());
         }
         match target {
             Some(t) => {
@@ -100,8 +97,12 @@ impl Gateway {
         };
         let route = match found {
             RouteMatch::Found(route) => route,
-            RouteMatch::NotFound => return (error(StatusCode::NOT_FOUND, id, "no route matches this path"), None),
+            RouteMatch::NotFound => {
+                span.rename(req.method().to_string());
+                return (error(StatusCode::NOT_FOUND, id, "no route matches this path"), None);
+            }
             RouteMatch::MethodNotAllowed(allowed) => {
+                span.rename(req.method().to_string());
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let mut resp =
                     error(StatusCode::METHOD_NOT_ALLOWED, id, &format!("method not allowed; use {}", list.join(", ")));
@@ -115,8 +116,8 @@ impl Gateway {
         if span.is_recording() {
             span.rename(format!("{} {}", req.method(), route.route));
             span.set("http.route", route.route.clone());
-            span.set("nimbus.app", target.telemetry.app.to_string());
-            span.set("nimbus.component", target.telemetry.component.to_string());
+            span.set("nimbus.app", target.telemetry.app.clone());
+            span.set("nimbus.component", target.telemetry.component.clone());
         }
         let limit = target.max_body_bytes;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -137,6 +138,20 @@ impl Gateway {
             Backend::Service(service) => proxy(service, &target, parts, body, id, client, span).await,
         };
         (resp, Some(target))
+    }
+}
+
+/// The method as a span attribute: standard ones without an allocation.
+fn method_name(method: &Method) -> AttributeValue {
+    match *method {
+        Method::GET => "GET".into(),
+        Method::POST => "POST".into(),
+        Method::PUT => "PUT".into(),
+        Method::DELETE => "DELETE".into(),
+        Method::HEAD => "HEAD".into(),
+        Method::PATCH => "PATCH".into(),
+        Method::OPTIONS => "OPTIONS".into(),
+        _ => method.to_string().into(),
     }
 }
 

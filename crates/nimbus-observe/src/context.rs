@@ -55,14 +55,34 @@ impl TraceContext {
 
     /// `00-<trace id>-<span id>-<flags>`.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+        String::from_utf8_lossy(&self.encode()).into_owned()
+    }
+
+    /// The `traceparent` as a header value.
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.encode()).expect("hex digits and dashes are a valid header value")
     }
 
     /// Sets (or replaces) `traceparent` in `headers`.
     pub fn inject(&self, headers: &mut http::HeaderMap) {
-        if let Ok(v) = http::HeaderValue::from_str(&self.traceparent()) {
-            headers.insert(TRACEPARENT, v);
-        }
+        headers.insert(TRACEPARENT, self.header_value());
+    }
+
+    /// The 55 bytes of the header, without going through `fmt` (it is written on every request).
+    fn encode(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        let mut put = |at: usize, bytes: &[u8]| {
+            for (i, b) in bytes.iter().enumerate() {
+                out[at + 2 * i] = HEX[usize::from(b >> 4)];
+                out[at + 2 * i + 1] = HEX[usize::from(b & 15)];
+            }
+        };
+        put(3, &self.trace_id.to_bytes());
+        put(36, &self.span_id.to_bytes());
+        put(53, &[u8::from(self.sampled)]);
+        out
     }
 }
 

@@ -48,6 +48,7 @@ mod logs;
 mod metrics;
 mod otlp;
 mod pipeline;
+mod policy;
 mod segments;
 mod span;
 mod traces;
@@ -59,8 +60,11 @@ use std::time::Duration;
 pub use context::{TRACEPARENT, TraceContext};
 pub use logs::{LogQuery, LogRecord, LogStore};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
+/// The value of a span attribute.
+pub use opentelemetry::Value as AttributeValue;
 pub use opentelemetry::trace::SpanKind;
 pub use otlp::configured as otlp_configured;
+pub use policy::StorePolicy;
 /// A counter handle.
 pub use prometheus_client::metrics::counter::Counter;
 /// A gauge handle (the type of [`ComponentMetrics`]'s gauges).
@@ -94,6 +98,8 @@ pub struct ObserveConfig {
     pub sample_ratio: f64,
     /// Bounds of the trace store.
     pub trace_store: Bounds,
+    /// Which traces the trace store keeps.
+    pub store_policy: StorePolicy,
     /// Bounds of the log store.
     pub log_store: Bounds,
 }
@@ -107,6 +113,7 @@ impl Default for ObserveConfig {
             metrics: true,
             sample_ratio: 1.0,
             trace_store: Bounds { max_bytes: 128 << 20, retention: day },
+            store_policy: StorePolicy::default(),
             log_store: Bounds { max_bytes: 64 << 20, retention: 7 * day },
         }
     }
@@ -158,7 +165,8 @@ impl Observer {
             traces: traces.clone().map(|s| (s, config.trace_store)),
             logs: logs.clone().map(|s| (s, config.log_store)),
             otlp,
-            dropped: (counters.dropped("spans"), counters.dropped("logs")),
+            dropped: (counters.dropped("spans"), counters.dropped("logs"), counters.skipped()),
+            policy: config.store_policy,
         };
         let dir = config.dir.clone().unwrap_or_default();
         let pipeline = Pipeline::start(sinks).map_err(|source| ObserveError::Store { dir, source })?;

@@ -87,6 +87,7 @@ pub struct Metrics {
     evictions: Family<ClassLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
     dropped: Family<SignalLabels, Counter>,
+    skipped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +120,7 @@ impl Metrics {
             evictions: Family::default(),
             bytes: Family::default(),
             dropped: Family::default(),
+            skipped: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,6 +174,11 @@ impl Metrics {
                 "Spans and log records dropped because a queue was full",
                 m.dropped.clone(),
             );
+            r.register(
+                "trace_store_skipped",
+                "Successful, fast traces the trace store left out beyond its per-second budget",
+                m.skipped.clone(),
+            );
         }
         m
     }
@@ -222,6 +229,11 @@ impl Metrics {
     /// Counts telemetry dropped by a full queue.
     pub(crate) fn dropped(&self, signal: &str) -> Counter {
         self.dropped.get_or_create_owned(&SignalLabels { signal: signal.into() })
+    }
+
+    /// Counts traces the store's policy left out.
+    pub(crate) fn skipped(&self) -> Counter {
+        self.skipped.clone()
     }
 
     /// Every metric in OpenMetrics text.

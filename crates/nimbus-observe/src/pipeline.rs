@@ -1,41 +1,58 @@
-//! The telemetry pipeline: one background thread takes finished traces and log records off a
-//! bounded queue and writes them in batches to the trace and log stores, and hands spans to the
-//! OTLP exporter. Request paths never wait for it; when the queue is full, telemetry is dropped
-//! and counted.
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+//! The telemetry pipeline: request paths append finished traces and log records to a shared,
+//! bounded buffer (no wake-up, no syscall); one background thread takes the buffer every
+//! [`LINGER`] and writes it in one batch to the trace and log stores, and hands spans to the
+//! OTLP exporter. Request paths never wait for it; when the buffer is full, telemetry is
+//! dropped and counted.
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use opentelemetry_sdk::trace::SpanData;
+use opentelemetry::InstrumentationScope;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::logs::{LogRecord, LogStore};
 use crate::otlp::Otlp;
+use crate::policy::{Keeper, StorePolicy};
 use crate::segments::{Bounds, SegmentLog};
+use crate::span::Finished;
 use crate::traces::TraceStore;
 
-/// How long telemetry may sit in the writer before it is written.
-const LINGER: Duration = Duration::from_millis(100);
-const QUEUE: usize = 16 * 1024;
+/// How long telemetry may sit in the buffer before it is written.
+const LINGER: Duration = Duration::from_millis(50);
+/// Spans (and, separately, log records) the buffer holds at most.
+const MAX_PENDING: usize = 64 * 1024;
 
-enum Message {
-    Spans(Vec<SpanData>),
-    Log(LogRecord),
-    Flush(tokio::sync::oneshot::Sender<()>),
+#[derive(Default)]
+struct Pending {
+    /// Spans for the trace store.
+    stored: Vec<Finished>,
+    /// Spans for OTLP.
+    exported: Vec<Finished>,
+    logs: Vec<LogRecord>,
 }
 
 pub(crate) struct Pipeline {
-    tx: SyncSender<Message>,
+    pending: Arc<Mutex<Pending>>,
+    /// Flush requests (and, when the pipeline is dropped, the writer's end).
+    flush: Mutex<Sender<tokio::sync::oneshot::Sender<()>>>,
     dropped_spans: Counter,
     dropped_logs: Counter,
+    /// Successful traces the store's rate budget left out.
+    skipped: Counter,
+    /// The trace store's policy (`None`: no trace store).
+    keeper: Option<Keeper>,
+    exporting: bool,
 }
 
 pub(crate) struct Sinks {
     pub(crate) traces: Option<(TraceStore, Bounds)>,
     pub(crate) logs: Option<(LogStore, Bounds)>,
     pub(crate) otlp: Option<Otlp>,
-    /// Counters of spans and log records dropped by a full queue.
-    pub(crate) dropped: (Counter, Counter),
+    /// Counters of spans and log records dropped by a full buffer, and of traces the store's
+    /// policy left out.
+    pub(crate) dropped: (Counter, Counter, Counter),
+    /// What the trace store keeps.
+    pub(crate) policy: StorePolicy,
 }
 
 impl Pipeline {
@@ -43,93 +60,125 @@ impl Pipeline {
         let open = |dir: &std::path::Path, bounds| SegmentLog::open(dir, bounds);
         let traces = sinks.traces.as_ref().map(|(s, b)| open(s.dir(), *b)).transpose()?;
         let logs = sinks.logs.as_ref().map(|(s, b)| open(s.dir(), *b)).transpose()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let writer = Writer { traces, logs, log_store: sinks.logs.map(|(s, _)| s), otlp: sinks.otlp };
-        std::thread::Builder::new().name("nimbus-telemetry".into()).spawn(move || writer.run(rx))?;
-        let (dropped_spans, dropped_logs) = sinks.dropped;
-        Ok(Arc::new(Self { tx, dropped_spans, dropped_logs }))
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (flush, requests) = std::sync::mpsc::channel();
+        let exporting = sinks.otlp.is_some();
+        let keeper = traces.is_some().then(|| Keeper::new(sinks.policy));
+        let scope = InstrumentationScope::builder("nimbus").with_version(env!("CARGO_PKG_VERSION")).build();
+        let log_store = sinks.logs.map(|(s, _)| s);
+        let writer = Writer { pending: pending.clone(), traces, logs, log_store, otlp: sinks.otlp, scope };
+        std::thread::Builder::new().name("nimbus-telemetry".into()).spawn(move || writer.run(&requests))?;
+        let (dropped_spans, dropped_logs, skipped) = sinks.dropped;
+        Ok(Arc::new(Self {
+            pending,
+            flush: Mutex::new(flush),
+            dropped_spans,
+            dropped_logs,
+            skipped,
+            keeper,
+            exporting,
+        }))
     }
 
-    pub(crate) fn spans(&self, spans: Vec<SpanData>) {
-        if spans.is_empty() {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The spans of one finished trace (in this process): to OTLP if it is configured, to the
+    /// store if its policy keeps the trace.
+    pub(crate) fn trace(&self, spans: Vec<Finished>) {
+        let n = spans.len();
+        if n == 0 {
             return;
         }
-        let n = spans.len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Message::Spans(spans)) {
-            self.dropped_spans.inc_by(n);
+        let store = self.keeper.as_ref().is_some_and(|k| k.keep(&spans));
+        if !store {
+            self.skipped.inc();
+            if !self.exporting {
+                return;
+            }
+        }
+        let mut pending = self.pending();
+        if pending.stored.len().max(pending.exported.len()) + n > MAX_PENDING {
+            drop(pending);
+            self.dropped_spans.inc_by(n as u64);
+            return;
+        }
+        match (store, self.exporting) {
+            (true, true) => {
+                pending.stored.extend(spans.iter().cloned());
+                pending.exported.extend(spans);
+            }
+            (true, false) => pending.stored.extend(spans),
+            (false, _) => pending.exported.extend(spans),
         }
     }
 
     pub(crate) fn log(&self, record: LogRecord) {
-        if self.tx.try_send(Message::Log(record)).is_err() {
+        let mut pending = self.pending();
+        if pending.logs.len() >= MAX_PENDING {
+            drop(pending);
             self.dropped_logs.inc();
+            return;
         }
+        pending.logs.push(record);
     }
 
-    /// Waits until everything queued before the call is written (and handed to OTLP).
+    /// Waits until everything handed over before the call is written (and handed to OTLP).
     pub(crate) async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).is_ok() {
+        let sent = self.flush.lock().unwrap_or_else(|p| p.into_inner()).send(tx).is_ok();
+        if sent {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
     }
 }
 
 struct Writer {
+    pending: Arc<Mutex<Pending>>,
     traces: Option<SegmentLog>,
     logs: Option<SegmentLog>,
     log_store: Option<LogStore>,
     otlp: Option<Otlp>,
+    scope: InstrumentationScope,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Message>) {
-        let mut spans = Vec::new();
-        let mut logs = Vec::new();
-        let mut oldest: Option<Instant> = None;
+    fn run(mut self, flushes: &Receiver<tokio::sync::oneshot::Sender<()>>) {
         loop {
-            let wait = oldest.map_or(Duration::from_secs(3600), |t| LINGER.saturating_sub(t.elapsed()));
-            match rx.recv_timeout(wait) {
-                Ok(Message::Spans(v)) => spans.extend(v),
-                Ok(Message::Log(r)) => logs.push(r),
-                Ok(Message::Flush(done)) => {
-                    self.write(&mut spans, &mut logs);
-                    oldest = None;
+            let request = flushes.recv_timeout(LINGER);
+            let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            self.write(taken);
+            match request {
+                Ok(done) => {
                     if let Some(otlp) = &self.otlp {
                         otlp.flush();
                     }
                     let _ = done.send(());
-                    continue;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.write(&mut spans, &mut logs);
-                    return;
-                }
-            }
-            oldest.get_or_insert_with(Instant::now);
-            if spans.len() >= 4096 || logs.len() >= 1024 || oldest.is_some_and(|t| t.elapsed() >= LINGER) {
-                self.write(&mut spans, &mut logs);
-                oldest = None;
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
 
-    fn write(&mut self, spans: &mut Vec<SpanData>, logs: &mut Vec<LogRecord>) {
-        if !spans.is_empty() {
-            let batch = std::mem::take(spans);
-            if let Some(otlp) = &self.otlp {
-                otlp.export(batch.clone());
-            }
-            if let Some(store) = &mut self.traces {
-                let records: Vec<Vec<u8>> = batch.into_iter().map(TraceStore::encode).collect();
-                if let Err(e) = store.append(records.iter().map(Vec::as_slice)) {
-                    tracing::warn!(error = %e, "could not write to the trace store");
-                }
+    fn write(&mut self, Pending { stored, exported, logs }: Pending) {
+        if let Some(otlp) = &self.otlp
+            && !exported.is_empty()
+        {
+            otlp.export(exported.into_iter().map(|s| s.into_data(&self.scope)).collect());
+        }
+        if let Some(store) = &mut self.traces
+            && !stored.is_empty()
+        {
+            let records: Vec<Vec<u8>> =
+                stored.into_iter().map(|s| TraceStore::encode(s.into_data(&self.scope))).collect();
+            if let Err(e) = store.append(records.iter().map(Vec::as_slice)) {
+                tracing::warn!(error = %e, "could not write to the trace store");
             }
         }
         if !logs.is_empty() {
-            let batch = std::mem::take(logs);
+            let batch = logs;
             if let Some(store) = &mut self.logs {
                 let records: Vec<Vec<u8>> = batch.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect();
                 if let Err(e) = store.append(records.iter().map(Vec::as_slice)) {

@@ -20,7 +20,6 @@ pub struct Tracer {
 
 struct TracerInner {
     pipeline: Arc<Pipeline>,
-    scope: InstrumentationScope,
     /// Share of new traces (without a sampled parent) that are recorded.
     ratio: f64,
 }
@@ -33,8 +32,7 @@ impl std::fmt::Debug for Tracer {
 
 impl Tracer {
     pub(crate) fn new(pipeline: Arc<Pipeline>, ratio: f64) -> Self {
-        let scope = InstrumentationScope::builder("nimbus").with_version(env!("CARGO_PKG_VERSION")).build();
-        Self { inner: Some(Arc::new(TracerInner { pipeline, scope, ratio: ratio.clamp(0.0, 1.0) })) }
+        Self { inner: Some(Arc::new(TracerInner { pipeline, ratio: ratio.clamp(0.0, 1.0) })) }
     }
 
     /// A tracer that records nothing.
@@ -97,19 +95,21 @@ struct Recording {
 impl Recording {
     fn new(trace: Arc<TraceBuf>, parent: SpanId, parent_remote: bool, name: Cow<'static, str>, kind: SpanKind) -> Self {
         let start = SystemTime::now();
-        Self { trace, parent, parent_remote, name, kind, start, attributes: Vec::new(), status: Status::Unset }
+        // A server span gets about ten attributes; room for them at once saves reallocations.
+        let attributes = Vec::with_capacity(if kind == SpanKind::Server { 12 } else { 2 });
+        Self { trace, parent, parent_remote, name, kind, start, attributes, status: Status::Unset }
     }
 }
 
 struct TraceBuf {
-    spans: Mutex<Vec<SpanData>>,
+    spans: Mutex<Vec<Finished>>,
     tracer: Arc<TracerInner>,
 }
 
 impl Drop for TraceBuf {
     fn drop(&mut self) {
         let spans = std::mem::take(self.spans.get_mut().unwrap_or_else(|p| p.into_inner()));
-        self.tracer.pipeline.spans(spans);
+        self.tracer.pipeline.trace(spans);
     }
 }
 
@@ -234,21 +234,45 @@ impl Drop for Span {
     fn drop(&mut self) {
         let (Some(rec), Some(ctx)) = (self.rec.take(), self.ctx) else { return };
         let Recording { trace, parent, parent_remote, name, kind, start, attributes, status } = *rec;
-        let data = SpanData {
+        let end = SystemTime::now();
+        let done = Finished { ctx, parent, parent_remote, name, kind, start, end, attributes, status };
+        trace.spans.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+    }
+}
+
+/// An ended span, as compact as it can be: most traces are not kept, and become [`SpanData`]
+/// only if they are.
+#[derive(Clone)]
+pub(crate) struct Finished {
+    ctx: TraceContext,
+    parent: SpanId,
+    parent_remote: bool,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    attributes: Vec<KeyValue>,
+    pub(crate) status: Status,
+}
+
+impl Finished {
+    /// The span in the SDK's export form.
+    pub(crate) fn into_data(self, scope: &InstrumentationScope) -> SpanData {
+        let Self { ctx, parent, parent_remote, name, kind, start, end, attributes, status } = self;
+        SpanData {
             span_context: SpanContext::new(ctx.trace_id, ctx.span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
             parent_span_id: parent,
             parent_span_is_remote: parent_remote,
             span_kind: kind,
             name,
             start_time: start,
-            end_time: SystemTime::now(),
+            end_time: end,
             attributes,
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
             status,
-            instrumentation_scope: trace.tracer.scope.clone(),
-        };
-        trace.spans.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            instrumentation_scope: scope.clone(),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The observer end to end: spans and logs through the pipeline into the stores, and back.
 use std::time::Duration;
 
-use nimbus_observe::{Bounds, LogQuery, ObserveConfig, Observer, SpanKind, TraceContext, TraceQuery};
+use nimbus_observe::{Bounds, LogQuery, ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext, TraceQuery};
 
 fn observer(dir: &std::path::Path) -> Observer {
     Observer::start(ObserveConfig { dir: Some(dir.to_path_buf()), ..Default::default() }).unwrap()
@@ -101,6 +101,7 @@ async fn the_trace_store_stays_within_its_bound_under_a_flood() {
     let config = ObserveConfig {
         dir: Some(dir.path().to_path_buf()),
         trace_store: Bounds { max_bytes: bound, retention: Duration::from_secs(3600) },
+        store_policy: StorePolicy { per_second: 0, ..Default::default() },
         ..Default::default()
     };
     let obs = Observer::start(config).unwrap();
@@ -120,6 +121,41 @@ async fn the_trace_store_stays_within_its_bound_under_a_flood() {
     assert_eq!(newest.len(), 1, "the newest traces are kept");
     let kept = store.list(&TraceQuery { limit: Some(usize::MAX), ..Default::default() }).len();
     assert!(kept < 20_000 && kept > 1000, "{kept} traces kept");
+}
+
+#[tokio::test]
+async fn the_store_keeps_failed_and_slow_traces_and_a_budget_of_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = StorePolicy { slow: Duration::from_millis(20), per_second: 5 };
+    let obs = Observer::start(ObserveConfig {
+        dir: Some(dir.path().to_path_buf()),
+        store_policy: policy,
+        ..Default::default()
+    })
+    .unwrap();
+    for _ in 0..50 {
+        drop(obs.tracer().start("GET /fast", SpanKind::Server, None));
+    }
+    let failed = obs.tracer().start("GET /failed", SpanKind::Server, None);
+    failed.child("execute", SpanKind::Internal).set_error("trap", "boom");
+    drop(failed);
+    let slow = obs.tracer().start("GET /slow", SpanKind::Server, None);
+    std::thread::sleep(Duration::from_millis(25));
+    drop(slow);
+    obs.flush().await;
+    let kept = obs.traces().unwrap().list(&TraceQuery { limit: Some(1000), ..Default::default() });
+    let count = |name: &str| kept.iter().filter(|t| t.name == name).count();
+    assert_eq!(count("GET /failed"), 1, "failed traces are always kept");
+    assert_eq!(count("GET /slow"), 1, "slow traces are always kept");
+    // The 50 fast ones may straddle a second boundary: one or two budgets of 5.
+    assert!((5..=10).contains(&count("GET /fast")), "{} fast traces kept", count("GET /fast"));
+    let text = obs.metrics().unwrap().render();
+    let skipped: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nimbus_trace_store_skipped_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(skipped as usize + count("GET /fast"), 50);
 }
 
 #[test]

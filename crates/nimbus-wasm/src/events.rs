@@ -37,9 +37,7 @@ pub(crate) async fn handle(
     inv: Invocation,
 ) -> Result<(), EventError> {
     let limits = settings.limits;
-    let remote = event
-        .extension(nimbus_bus::event::TRACEPARENT)
-        .and_then(|v| nimbus_observe::TraceContext::parse(&v.to_string()));
+    let remote = || nimbus_bus::event::trace_context(event);
     let mut run = Run::start(settings, inv.telemetry, inv.request_id, remote);
     let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);

@@ -20,7 +20,7 @@ pub(crate) async fn handle(
     inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
-    let remote = nimbus_observe::TraceContext::from_headers(req.headers());
+    let remote = || nimbus_observe::TraceContext::from_headers(req.headers());
     let mut lifecycle = Run::start(settings, inv.telemetry, inv.request_id, remote);
     let state = GuestState::new(settings, &lifecycle.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);

@@ -43,19 +43,19 @@ pub(crate) struct Run {
 
 impl Run {
     /// Starts an invocation of `settings`' function under `telemetry`'s span (or detached);
-    /// `remote` is the caller's context, used when the invocation has no span of its own
+    /// `remote` reads the caller's context, used when the invocation has no span of its own
     /// (tracing off), so it still reaches what the guest calls.
     pub(crate) fn start(
         settings: &FunctionSettings,
         telemetry: Option<Telemetry>,
         request_id: Arc<str>,
-        remote: Option<TraceContext>,
+        remote: impl FnOnce() -> Option<TraceContext>,
     ) -> Self {
         let telemetry =
             telemetry.unwrap_or_else(|| Telemetry { component: settings.detached.clone(), parent: SpanRef::default() });
-        let parent = if telemetry.parent.context().is_none() { SpanRef::remote(remote) } else { telemetry.parent };
+        let parent = if telemetry.parent.context().is_none() { SpanRef::remote(remote()) } else { telemetry.parent };
         let mut execute = parent.child("execute", SpanKind::Internal);
-        execute.set_with("nimbus.component", || telemetry.component.component.to_string());
+        execute.set_with("nimbus.component", || telemetry.component.component.clone());
         let scope = Arc::new(Scope { telemetry: telemetry.component, request_id, span: execute.handle() });
         Self { scope, parent, execute }
     }

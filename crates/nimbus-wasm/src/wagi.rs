@@ -35,7 +35,7 @@ pub(crate) async fn handle(
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let (parts, body) = req.into_parts();
-    let remote = nimbus_observe::TraceContext::from_headers(&parts.headers);
+    let remote = || nimbus_observe::TraceContext::from_headers(&parts.headers);
     let mut run = Run::start(settings, inv.telemetry.take(), inv.request_id.clone(), remote);
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
     let mut wasi = settings.wasi(&run.scope);

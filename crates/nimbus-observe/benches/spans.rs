@@ -1,0 +1,54 @@
+//! What tracing costs a request on its own thread: the five spans the gateway and executor
+//! record for a function call (server with its attributes, route, admission, instantiate,
+//! execute), the traceparent handed on, and the trace handed to the pipeline when the last span
+//! ends. `cargo bench -p nimbus-observe --bench spans`
+use criterion::{Criterion, criterion_group, criterion_main};
+use nimbus_observe::{ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
+
+fn request(obs: &Observer, incoming: Option<TraceContext>) {
+    let mut span = obs.tracer().start("HTTP", SpanKind::Server, incoming);
+    let mut headers = http::HeaderMap::new();
+    if span.is_recording() {
+        span.set("http.request.method", "GET");
+        span.set("url.path", "/hello/world".to_string());
+        span.set("network.protocol.version", "1.1");
+        span.set("nimbus.request_id", "0f0f0f0f-000000000001".to_string());
+        span.set("client.address", "127.0.0.1".to_string());
+    }
+    if let Some(ctx) = span.context() {
+        ctx.inject(&mut headers);
+    }
+    drop(span.child("route", SpanKind::Internal));
+    drop(span.child("admission", SpanKind::Internal));
+    let mut inst = span.child("instantiate", SpanKind::Internal);
+    inst.set("nimbus.instance.start", "warm");
+    drop(inst);
+    let mut exec = span.child("execute", SpanKind::Internal);
+    exec.set("nimbus.component", "hello");
+    drop(exec);
+    span.rename("GET /hello/...");
+    span.set("http.route", "/hello/...");
+    span.set("http.response.status_code", 200i64);
+    std::hint::black_box(span.context().map(|c| c.traceparent()));
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |per_second| ObserveConfig {
+        dir: Some(dir.path().to_path_buf()),
+        store_policy: StorePolicy { per_second, ..Default::default() },
+        ..Default::default()
+    };
+    let off = Observer::start(ObserveConfig { traces: false, ..config(0) }).unwrap();
+    let budget = Observer::start(config(100)).unwrap();
+    let all = Observer::start(config(0)).unwrap();
+    let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let mut g = c.benchmark_group("request_trace");
+    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming)));
+    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming)));
+    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming)));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
