@@ -463,3 +463,76 @@ async fn no_telemetry_turns_spans_and_metrics_off_but_keeps_logs() {
     let logs = ok(app.cli(home.path(), &["logs", "--trace", TRACE]));
     assert!(logs.contains("hello on stdout"), "the caller's trace id still labels the logs: {logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_follows_an_event_through_the_bus_and_what_its_handler_publishes() {
+    let home = tempfile::tempdir().unwrap();
+    let app = App::new(&format!(
+        r#"[app]
+name = "flow"
+
+[component.fn]
+source = "{events}"
+grants = {{ publish = ["handled"] }}
+
+[[trigger.topic]]
+topic = "orders"
+component = "fn"
+
+[[trigger.topic]]
+topic = "handled"
+component = "fn"
+retry = {{ max_attempts = 1 }}
+"#,
+        events = nimbus_fixtures::EVENTS
+    ));
+    let server = app.up(&[]);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let resp = client()
+        .post(server.url("/events/orders"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "o-1")
+        .header("ce-source", "/test")
+        .header("ce-type", "forward")
+        .header("ce-target", "handled")
+        .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    // The forwarded copy is rejected by the handler (an unknown type): a failed span ends the flow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let out = app.cli(home.path(), &["traces", "show", trace, "-o", "json"]);
+        if out.status.success() {
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let spans = json["spans"].as_array().unwrap().clone();
+            if spans.iter().any(|s| s["name"] == "process topic:handled") {
+                break spans;
+            }
+        }
+        assert!(Instant::now() < deadline, "the flow did not reach the handled topic: {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let find = |name: &str| {
+        spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no `{name}` in {spans:#?}")).clone()
+    };
+    let id = |s: &serde_json::Value| s["span_id"].as_str().unwrap().to_string();
+    let parent = |s: &serde_json::Value| s["parent_span_id"].as_str().unwrap_or_default().to_string();
+    let ingress = find("POST /events/{topic}");
+    assert_eq!(parent(&ingress), CALLER_SPAN);
+    let orders = find("process topic:orders");
+    assert_eq!(orders["kind"], "consumer");
+    assert_eq!(parent(&orders), id(&ingress), "the delivery continues the publisher's trace");
+    let send = find("send handled");
+    assert_eq!(send["kind"], "producer");
+    assert_eq!(send["attributes"]["messaging.destination.name"], "handled");
+    assert_eq!(send["attributes"]["messaging.message.id"], "fwd-o-1");
+    let execute = spans.iter().find(|s| s["name"] == "execute" && parent(s) == id(&orders)).unwrap();
+    assert_eq!(parent(&send), id(execute), "the publish is a host call of the handler");
+    let handled = find("process topic:handled");
+    assert_eq!(parent(&handled), id(&send), "the published event carries the producer span's context");
+    assert_eq!(handled["status"], "error");
+    assert!(handled["status_message"].as_str().unwrap().contains("unknown type `forwarded`"), "{handled}");
+}

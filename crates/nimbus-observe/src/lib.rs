@@ -250,15 +250,17 @@ impl ComponentTelemetry {
         let (component, rid, tid) = (&*self.component, request_id.unwrap_or(""), trace_id.as_deref().unwrap_or(""));
         match (stream, level) {
             ("stdout" | "stderr", _) => {
-                tracing::info!(target: "nimbus::guest", component, request_id = rid, trace_id = tid, stream, "{message}");
+                tracing::info!(target: "nimbus::guest", component = %component, request_id = %rid, trace_id = %tid, stream = %stream, "{message}");
             }
             (_, "error") => {
-                tracing::error!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}")
+                tracing::error!(target: "nimbus::platform", component = %component, request_id = %rid, trace_id = %tid, "{message}")
             }
             (_, "warn") => {
-                tracing::warn!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}")
+                tracing::warn!(target: "nimbus::platform", component = %component, request_id = %rid, trace_id = %tid, "{message}")
             }
-            _ => tracing::info!(target: "nimbus::platform", component, request_id = rid, trace_id = tid, "{message}"),
+            _ => {
+                tracing::info!(target: "nimbus::platform", component = %component, request_id = %rid, trace_id = %tid, "{message}")
+            }
         }
         self.keep(trace, request_id, stream, level, message);
     }
