@@ -536,3 +536,41 @@ retry = {{ max_attempts = 1 }}
     assert_eq!(handled["status"], "error");
     assert!(handled["status_message"].as_str().unwrap().contains("unknown type `forwarded`"), "{handled}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_traces_counts_and_logs_its_deployed_apps() {
+    let data = tempfile::tempdir().unwrap();
+    let platform = common::platform::Platform::start(data.path(), &[]);
+    assert!(platform.banner.contains("Telemetry:   metrics at http://127.0.0.1:"), "{}", platform.banner);
+    let app = App::new(&common::fixtures_manifest("", ""));
+    platform.admin_cli(&["deploy", app.path().to_str().unwrap()]);
+    let c = client();
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    let resp = c
+        .get(format!("{}/kitchen/log", platform.gateway))
+        .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["traceresponse"].to_str().unwrap().contains(trace));
+
+    let shown = platform.admin_cli(&["traces", "show", trace]);
+    assert!(shown.lines().nth(1).unwrap().starts_with("GET /kitchen/... "), "{shown}");
+    let logs = platform.admin_cli(&["logs", "kitchen", "--app", "fixtures", "--trace", trace]);
+    assert!(logs.contains("kitchen stdout") && logs.contains("hello on stdout"), "{logs}");
+
+    let admin = platform.admin.clone().unwrap();
+    let metrics = c.get(format!("{}/metrics", platform.api)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    let series = r#"nimbus_requests_total{app="fixtures",component="kitchen",kind="http",outcome="2xx"} 1"#;
+    assert!(text.lines().any(|l| l == series), "{text}");
+    assert_eq!(c.get(format!("{}/metrics", platform.api)).send().await.unwrap().status(), 401);
+    // Traces and metrics span every app: an app-scoped token may not read them.
+    let created =
+        platform.admin_cli(&["tokens", "create", "--name", "v", "--role", "viewer", "--app", "fixtures", "-o", "json"]);
+    let scoped: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let out = platform.cli(scoped["token"].as_str(), &["traces"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a token for every app"), "{out:?}");
+}

@@ -15,7 +15,7 @@ use crate::error::ControlError;
 /// Who may call the data endpoints.
 #[derive(Debug)]
 pub enum DataAuth {
-    /// A server's API tokens. Topics and buckets belong to no single app, so app-scoped tokens
+    /// A server's API tokens. Topics, buckets and telemetry belong to no single app, so app-scoped tokens
     /// are refused.
     Tokens {
         /// The token store.
@@ -48,7 +48,7 @@ impl DataState {
                 principal.check(action, None)?;
                 match principal.token {
                     Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
-                        "token `{}` is limited to apps [{}]; topics and buckets need a token for every app",
+                        "token `{}` is limited to apps [{}]; topics, buckets, traces, metrics and logs need a token for every app",
                         t.id,
                         t.apps.join(", ")
                     ))),
