@@ -574,3 +574,61 @@ async fn a_server_traces_counts_and_logs_its_deployed_apps() {
     let out = platform.cli(scoped["token"].as_str(), &["traces"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("need a token for every app"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_report_their_instances_memory_requests_and_output() {
+    let home = tempfile::tempdir().unwrap();
+    let app = App::new(
+        r#"[app]
+name = "svc"
+
+[component.web]
+command = ["sh", "-c", "exec python3 -m http.server $PORT --bind 127.0.0.1"]
+readiness = { path = "/" }
+scale = { min = 1, max = 1 }
+
+[[trigger.http]]
+route = "/..."
+component = "web"
+"#,
+    );
+    let server = app.up(&[]);
+    let resp = client()
+        .get(server.url("/"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (url, token) = local_api(&app);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let text =
+            client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+        let m = parse_metrics(&text);
+        if m.get(r#"nimbus_memory_bytes{app="svc",component="web"}"#).is_some_and(|b| *b > 0.0) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no memory figure for the service:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
+    assert!(get(r#"nimbus_memory_bytes{app="svc",component="web"}"#) > 1e6, "a Python process holds megabytes");
+    assert_eq!(get(r#"nimbus_instances{app="svc",component="web"}"#), 1.0);
+    assert_eq!(get(r#"nimbus_instantiations_total{app="svc",component="web",start="cold"}"#), 1.0);
+    assert_eq!(get(r#"nimbus_requests_total{app="svc",component="web",kind="http",outcome="2xx"}"#), 1.0);
+    // The proxy span's context reached the process, and its output is in the logs.
+    let shown = ok(app.cli(home.path(), &["traces", "show", TRACE, "-o", "json"]));
+    let spans: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let names: Vec<&str> = spans["spans"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["GET /...", "route", "admission", "GET"], "{shown}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = ok(app.cli(home.path(), &["logs", "web"]));
+        if logs.contains("web stderr") && logs.contains("\"GET / HTTP/1.1\" 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service's output is not in the logs: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

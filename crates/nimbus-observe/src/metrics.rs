@@ -160,7 +160,12 @@ impl Metrics {
                 "Live instances (wasm instances in use, service processes running)",
                 m.instances.clone(),
             );
-            r.register_with_unit("memory", "Linear memory of live wasm instances", Unit::Bytes, m.memory.clone());
+            r.register_with_unit(
+                "memory",
+                "Linear memory of live wasm instances; resident memory of service processes",
+                Unit::Bytes,
+                m.memory.clone(),
+            );
             r.register_with_unit(
                 "instance_memory_peak",
                 "Largest linear memory of each wasm instance",

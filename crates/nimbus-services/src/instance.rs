@@ -92,6 +92,13 @@ impl Instance {
         }))
     }
 
+    /// Resident memory of the process, in bytes (`None` once it is gone).
+    pub(crate) fn resident_bytes(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid?.as_raw_nonzero())).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * rustix::param::page_size() as u64)
+    }
+
     /// The exit status, once the process has exited.
     pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
         *self.exit.borrow()

@@ -88,6 +88,7 @@ async fn run_instance(
     let ended = tokio::select! {
         status = instance.exited() => Err(instance.describe_exit(status)),
         reason = liveness(service, &instance) => Err(reason),
+        never = meter_memory(&instance, &spec.telemetry) => match never {},
         _ = stop.wait_for(|s| *s) => Ok(()),
         () = service.stopping() => Ok(()),
     };
@@ -132,6 +133,24 @@ async fn wait_ready(service: &Service, instance: &Instance) -> Result<(), String
         }
         // Poll fast at first: most processes are ready within milliseconds.
         tokio::time::sleep(Duration::from_millis(20).min(Duration::from_millis(probe.period_ms))).await;
+    }
+}
+
+/// Keeps the instance's resident memory in its component's `nimbus_memory_bytes` (sampled every
+/// second) until dropped, when its share is taken out again.
+async fn meter_memory(instance: &Instance, telemetry: &nimbus_observe::ComponentTelemetry) -> std::convert::Infallible {
+    struct Share<'a>(&'a nimbus_observe::Gauge, i64);
+    impl Drop for Share<'_> {
+        fn drop(&mut self) {
+            self.0.dec_by(self.1);
+        }
+    }
+    let mut share = Share(&telemetry.metrics.memory, 0);
+    loop {
+        let now = instance.resident_bytes().map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        share.0.inc_by(now - share.1);
+        share.1 = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
