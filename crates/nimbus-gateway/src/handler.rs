@@ -1,6 +1,7 @@
 //! One request through the gateway: request id, health, the server span, routing, body limit,
 //! admission, the function or service, the mapping of failures to status codes, and the
 //! request's metrics.
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nimbus_observe::{AttributeValue, Span, SpanKind, Telemetry, TraceContext};
+use nimbus_observe::{Span, SpanKind, Telemetry, TraceContext};
 use nimbus_services::{Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
@@ -39,7 +40,7 @@ impl Gateway {
         let started = Instant::now();
         let mut span = self.tracer.start("HTTP", SpanKind::Server, TraceContext::from_headers(req.headers()));
         if span.is_recording() {
-            span.set("http.request.method", method_name(req.method()));
+            span.set("http.request.method", method_str(req.method()));
             span.set("url.path", req.uri().path().to_string());
             span.set("network.protocol.version", protocol(req.version()));
             span.set("nimbus.request_id", id.clone());
@@ -98,11 +99,11 @@ impl Gateway {
         let route = match found {
             RouteMatch::Found(route) => route,
             RouteMatch::NotFound => {
-                span.rename(req.method().to_string());
+                span.rename(method_str(req.method()));
                 return (error(StatusCode::NOT_FOUND, id, "no route matches this path"), None);
             }
             RouteMatch::MethodNotAllowed(allowed) => {
-                span.rename(req.method().to_string());
+                span.rename(method_str(req.method()));
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let mut resp =
                     error(StatusCode::METHOD_NOT_ALLOWED, id, &format!("method not allowed; use {}", list.join(", ")));
@@ -141,8 +142,8 @@ impl Gateway {
     }
 }
 
-/// The method as a span attribute: standard ones without an allocation.
-fn method_name(method: &Method) -> AttributeValue {
+/// The method as a span name or attribute: standard ones without an allocation.
+fn method_str(method: &Method) -> Cow<'static, str> {
     match *method {
         Method::GET => "GET".into(),
         Method::POST => "POST".into(),
@@ -219,13 +220,9 @@ async fn proxy(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let mut upstream = span.child("proxy", SpanKind::Client);
-    if upstream.is_recording() {
-        upstream.rename(parts.method.to_string());
-        upstream.set("http.request.method", parts.method.to_string());
-        upstream.set("url.path", parts.uri.path().to_string());
-        upstream.set("nimbus.component", service.name().to_string());
-    }
+    // The server span already names the path and component; the client span is the hop.
+    let mut upstream = span.child(method_str(&parts.method), SpanKind::Client);
+    upstream.set_with("http.request.method", || method_str(&parts.method));
     if let Some(ctx) = upstream.context() {
         ctx.inject(&mut parts.headers);
     }

@@ -60,8 +60,6 @@ use std::time::Duration;
 pub use context::{TRACEPARENT, TraceContext};
 pub use logs::{LogQuery, LogRecord, LogStore};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
-/// The value of a span attribute.
-pub use opentelemetry::Value as AttributeValue;
 pub use opentelemetry::trace::SpanKind;
 pub use otlp::configured as otlp_configured;
 pub use policy::StorePolicy;

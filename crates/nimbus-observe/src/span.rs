@@ -97,8 +97,9 @@ struct Recording {
 impl Recording {
     fn new(trace: Arc<TraceBuf>, parent: SpanId, parent_remote: bool, name: Cow<'static, str>, kind: SpanKind) -> Self {
         let start = SystemTime::now();
-        // A server span gets about ten attributes; room for them at once saves reallocations.
-        let attributes = Vec::with_capacity(if kind == SpanKind::Server { 12 } else { 2 });
+        // A server span gets about ten attributes: room for them at once saves reallocations;
+        // most other spans get none or one, and an empty Vec allocates nothing.
+        let attributes = if kind == SpanKind::Server { Vec::with_capacity(12) } else { Vec::new() };
         Self { trace, parent, parent_remote, name, kind, start, attributes, status: Status::Unset }
     }
 }

@@ -75,7 +75,9 @@ pub struct Runtime {
     bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     kv: Option<Arc<dyn nimbus_state::KvStore>>,
     module_linker: wasmtime::Linker<wagi::WagiState>,
-    _ticker: engine::EpochTicker,
+    /// Started with the first function loaded: a node serving only services has no epoch to
+    /// advance (and no thread waking a thousand times a second).
+    ticker: std::sync::OnceLock<engine::EpochTicker>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -85,7 +87,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and linkers and starts the epoch ticker.
+    /// Builds the engine and linkers.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
         let (engine, allocator) = engine::build_engine(&config)?;
         let cache =
@@ -97,7 +99,6 @@ impl Runtime {
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut wagi::WagiState| &mut s.wasi)
             .map_err(link_err)?;
-        let ticker = engine::EpochTicker::start(&engine);
         Ok(Self {
             engine,
             allocator,
@@ -107,7 +108,7 @@ impl Runtime {
             bus: None,
             kv: None,
             module_linker,
-            _ticker: ticker,
+            ticker: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,6 +189,7 @@ impl Runtime {
             return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
         }
         let kind = WasmKind::detect(&bytes).ok_or_else(|| LoadError::NotWasm { path: path.to_path_buf() })?;
+        self.ticker.get_or_init(|| engine::EpochTicker::start(&self.engine));
         let (compiled, outcome) =
             cache::compile(&self.engine, self.cache.as_ref(), path, bytes, kind, self.config.compile_timeout).await?;
         let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
