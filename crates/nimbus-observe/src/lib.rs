@@ -3,12 +3,14 @@
 //!
 //! This crate owns the data model and where the data goes. An [`Observer`] (one per process)
 //! holds the [`Tracer`], the [`Metrics`] registry and the telemetry pipeline: a background
-//! thread that writes finished traces (as OTLP protobuf spans) and log records (JSON) to bounded
-//! on-disk stores ([`TraceStore`], [`LogStore`]) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
-//! exports spans with `opentelemetry-otlp` (http/protobuf or gRPC, per
-//! `OTEL_EXPORTER_OTLP_PROTOCOL`). Request paths never wait on it: a full queue drops telemetry
-//! and counts it in `nimbus_telemetry_dropped_total`. It does not decide what to instrument or
-//! serve the data over HTTP (the gateway, executors and control API do).
+//! thread that takes finished traces and log records from a shared buffer every 50 ms and
+//! writes them to bounded on-disk stores ([`TraceStore`] of OTLP protobuf spans, which keeps the
+//! traces its [`StorePolicy`] selects; [`LogStore`] of JSON records) and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports every span with `opentelemetry-otlp`
+//! (http/protobuf or gRPC, per `OTEL_EXPORTER_OTLP_PROTOCOL`). Request paths never wait on it: a
+//! full buffer drops telemetry and counts it in `nimbus_telemetry_dropped_total`. It does not
+//! decide what to instrument or serve the data over HTTP (the gateway, executors and control
+//! API do).
 //!
 //! # Instrumenting a subsystem
 //!
@@ -18,7 +20,8 @@
 //!   honouring the caller's [`TraceContext`]) or as a child of the span you were handed; set
 //!   semantic-convention attributes with [`Span::set`]; mark failures with [`Span::set_error`];
 //!   it ends when dropped. Hand [`Span::context`] on to whatever you call (a `traceparent`
-//!   header, a CloudEvent extension). Unsampled and disabled spans cost almost nothing.
+//!   header, a CloudEvent extension); hand a [`SpanRef`] ([`Span::handle`]) to code that starts
+//!   children of your span without owning it. Unsampled and disabled spans cost almost nothing.
 //! * a [`ComponentTelemetry`] (from [`Observer::component`]): the component's pre-resolved
 //!   metric handles ([`ComponentMetrics`]) and its log sink ([`ComponentTelemetry::log`]).
 //! * a [`Telemetry`]: the pair an invocation carries through the executor.
