@@ -100,17 +100,19 @@ impl TraceStore {
         ProtoSpan::from(span).encode_to_vec()
     }
 
-    fn spans(&self) -> impl Iterator<Item = SpanView> {
-        SegmentLog::read_all(&self.dir).into_iter().filter_map(|r| ProtoSpan::decode(r.as_slice()).ok()).map(view)
+    fn decoded(&self) -> impl Iterator<Item = ProtoSpan> {
+        SegmentLog::read_all(&self.dir).into_iter().filter_map(|r| ProtoSpan::decode(r.as_slice()).ok())
     }
 
     /// Traces matching `query`, newest first.
     pub fn list(&self, query: &TraceQuery) -> Vec<TraceSummary> {
-        let mut traces: HashMap<String, Vec<SpanView>> = HashMap::new();
-        for s in self.spans() {
-            traces.entry(s.trace_id.clone()).or_default().push(s);
+        // Only what a summary needs is kept of each span: a full store holds ~10^6 of them.
+        let mut traces: HashMap<Vec<u8>, Vec<Brief>> = HashMap::new();
+        for s in self.decoded() {
+            let trace = s.trace_id.clone();
+            traces.entry(trace).or_default().push(Brief::of(s));
         }
-        let mut out: Vec<TraceSummary> = traces.into_values().map(summarize).collect();
+        let mut out: Vec<TraceSummary> = traces.into_iter().map(|(id, spans)| summarize(&id, spans)).collect();
         out.retain(|t| {
             query.route.as_ref().is_none_or(|r| t.route.as_ref() == Some(r))
                 && query.slow_ms.is_none_or(|ms| t.duration_ns >= ms.saturating_mul(1_000_000))
@@ -121,10 +123,11 @@ impl TraceStore {
         out
     }
 
-    /// Every stored span of a trace, by start time; `None` if none is stored.
+    /// Every stored span of a trace, by start time; `None` if none is stored (or `trace_id` is
+    /// not 32 hex digits).
     pub fn get(&self, trace_id: &str) -> Option<Vec<SpanView>> {
-        let id = trace_id.to_ascii_lowercase();
-        let mut spans: Vec<SpanView> = self.spans().filter(|s| s.trace_id == id).collect();
+        let id = opentelemetry::trace::TraceId::from_hex(trace_id).ok()?.to_bytes();
+        let mut spans: Vec<SpanView> = self.decoded().filter(|s| s.trace_id == id).map(view).collect();
         spans.sort_by_key(|s| (s.start_unix_nano, std::cmp::Reverse(s.end_unix_nano)));
         (!spans.is_empty()).then_some(spans)
     }
@@ -135,30 +138,74 @@ impl TraceStore {
     }
 }
 
-fn summarize(spans: Vec<SpanView>) -> TraceSummary {
-    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+/// The part of a span a trace summary needs.
+struct Brief {
+    span_id: Vec<u8>,
+    parent: Vec<u8>,
+    name: String,
+    start: u64,
+    end: u64,
+    error: bool,
+    route: Option<String>,
+    component: Option<String>,
+    status_code: Option<i64>,
+}
+
+impl Brief {
+    fn of(s: ProtoSpan) -> Self {
+        let (mut route, mut component, mut status_code) = (None, None, None);
+        for kv in s.attributes {
+            match (kv.key.as_str(), kv.value.and_then(|v| v.value)) {
+                ("http.route", Some(any_value::Value::StringValue(v))) => route = Some(v),
+                ("nimbus.component", Some(any_value::Value::StringValue(v))) => component = Some(v),
+                ("http.response.status_code", Some(any_value::Value::IntValue(v))) => status_code = Some(v),
+                _ => {}
+            }
+        }
+        let error = s.status.is_some_and(|st| st.code == status::StatusCode::Error as i32);
+        Self {
+            span_id: s.span_id,
+            parent: s.parent_span_id,
+            name: s.name,
+            start: s.start_time_unix_nano,
+            end: s.end_time_unix_nano,
+            error,
+            route,
+            component,
+            status_code,
+        }
+    }
+}
+
+fn summarize(trace_id: &[u8], mut spans: Vec<Brief>) -> TraceSummary {
+    let ids: std::collections::HashSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
     let root = spans
         .iter()
-        .filter(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(p)))
-        .min_by_key(|s| s.start_unix_nano)
-        .unwrap_or(&spans[0]);
-    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
+        .enumerate()
+        .filter(|(_, s)| s.parent.is_empty() || !ids.contains(s.parent.as_slice()))
+        .min_by_key(|(_, s)| s.start)
+        .map_or(0, |(i, _)| i);
+    let start = spans.iter().map(|s| s.start).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end).max().unwrap_or(start);
+    let (count, error) = (spans.len(), spans.iter().any(|s| s.error));
+    let component = spans.iter_mut().find_map(|s| s.component.take());
+    let root = spans.swap_remove(root);
     TraceSummary {
-        trace_id: root.trace_id.clone(),
-        name: root.name.clone(),
-        route: root.attr("http.route").map(str::to_string),
-        component: spans.iter().find_map(|s| s.attr("nimbus.component")).map(str::to_string),
-        status_code: root.attributes.get("http.response.status_code").and_then(serde_json::Value::as_i64),
+        trace_id: hex(trace_id),
+        name: root.name,
+        route: root.route,
+        component,
+        status_code: root.status_code,
         start_unix_nano: start,
         duration_ns: end - start,
-        spans: spans.len(),
-        error: spans.iter().any(|s| s.status == "error"),
+        spans: count,
+        error,
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])]).collect()
 }
 
 fn view(s: ProtoSpan) -> SpanView {
