@@ -345,7 +345,19 @@ async fn logs_are_found_by_trace_and_followed() {
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(c.get(server.url("/kitchen/log")).send().await.unwrap().status(), 200, "another trace");
 
+    // From anywhere inside the app directory.
+    let sub = app.path().join("src/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let from_sub = std::process::Command::new(common::NIMBUS)
+        .args(["logs", "--trace", trace])
+        .current_dir(&sub)
+        .env("HOME", home.path())
+        .env_remove("NIMBUS_SERVER")
+        .env_remove("NIMBUS_TOKEN")
+        .output()
+        .unwrap();
     let text = ok(app.cli(home.path(), &["logs", "--trace", trace]));
+    assert_eq!(ok(from_sub), text);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.iter().any(|l| l.contains(" kitchen stdout ") && l.ends_with("hello on stdout")), "{text}");

@@ -28,13 +28,16 @@ pub(crate) struct LocalApi {
 }
 
 impl LocalApi {
-    /// The API of the `nimbus up` running in the current directory (its default data dir,
-    /// `.nimbus`), if there is one.
+    /// The API of the `nimbus up` running in the current directory or the nearest parent that
+    /// has one (its default data dir, `.nimbus`), so the commands work anywhere in the app.
     pub(crate) fn here() -> Option<Self> {
-        let text = std::fs::read_to_string(Path::new(".nimbus").join(API_FILE)).ok()?;
-        let api: Self = serde_json::from_str(&text).ok()?;
-        // A file left behind by a killed `nimbus up` names a process that is gone.
-        Path::new(&format!("/proc/{}", api.pid)).exists().then_some(api)
+        let cwd = std::env::current_dir().ok()?;
+        cwd.ancestors().find_map(|dir| {
+            let text = std::fs::read_to_string(dir.join(".nimbus").join(API_FILE)).ok()?;
+            let api: Self = serde_json::from_str(&text).ok()?;
+            // A file left behind by a killed `nimbus up` names a process that is gone.
+            Path::new(&format!("/proc/{}", api.pid)).exists().then_some(api)
+        })
     }
 }
 
