@@ -328,14 +328,14 @@ impl ActorHost {
         id: &str,
         span: &Span,
     ) -> (http::Response<crate::GatewayBody>, Option<Arc<Target>>) {
-        let target = req
-            .uri()
-            .path()
-            .strip_prefix(ACTORS_PATH)
-            .and_then(|p| p.split('/').next())
-            .and_then(|ty| self.types.get(ty))
-            .map(|t| t.target.clone());
-        (self.answer(req, id, span).await, target)
+        let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
+        let mut parts = path.splitn(3, '/');
+        let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
+            let message = "call an actor with POST /actors/TYPE/KEY/METHOD";
+            return (crate::respond::error(http::StatusCode::NOT_FOUND, id, message), None);
+        };
+        let target = self.types.get(ty).map(|t| t.target.clone());
+        (self.answer(req, id, span, ty, key, method).await, target)
     }
 
     async fn answer(
@@ -343,16 +343,14 @@ impl ActorHost {
         req: http::Request<hyper::body::Incoming>,
         id: &str,
         span: &Span,
+        ty: &str,
+        key: &str,
+        method: &str,
     ) -> http::Response<crate::GatewayBody> {
         use http::{StatusCode, header};
         use http_body_util::{BodyExt, Limited};
 
         use crate::respond::{error, set_request_id};
-        let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
-        let mut parts = path.splitn(3, '/');
-        let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
-            return error(StatusCode::NOT_FOUND, id, "call an actor with POST /actors/TYPE/KEY/METHOD");
-        };
         if req.method() != http::Method::POST {
             let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "call actors with POST");
             resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));

@@ -38,9 +38,7 @@ impl GatewayBody {
     pub fn proxied(body: nimbus_services::ServiceBody, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         Self { inner: body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(), _guard: Some(slot), meter: None }
     }
-}
 
-impl GatewayBody {
     /// Counts the bytes of this body as sent by `component`.
     pub(crate) fn metered(mut self, component: &Arc<ComponentTelemetry>) -> Self {
         self.meter = Some(component.clone());

@@ -200,7 +200,7 @@ impl Destination for ComponentDestination {
             Err(_) => "failed",
         };
         if let Err(e) = &result {
-            span.set_error(if e.retry { "failed" } else { "rejected" }, format!("{}: {}", e.code, e.message));
+            span.set_error(outcome, format!("{}: {}", e.code, e.message));
         }
         telemetry.metrics.invocation("event", outcome, started.elapsed());
         result

@@ -70,18 +70,12 @@ impl TraceContext {
 
     /// The 55 bytes of the header, without going through `fmt` (it is written on every request).
     fn encode(&self) -> [u8; 55] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 55];
         out[..2].copy_from_slice(b"00");
-        let mut put = |at: usize, bytes: &[u8]| {
-            for (i, b) in bytes.iter().enumerate() {
-                out[at + 2 * i] = HEX[usize::from(b >> 4)];
-                out[at + 2 * i + 1] = HEX[usize::from(b & 15)];
-            }
-        };
-        put(3, &self.trace_id.to_bytes());
-        put(36, &self.span_id.to_bytes());
-        put(53, &[u8::from(self.sampled)]);
+        // The slices are exactly twice the bytes' length, so encoding cannot fail.
+        let _ = hex::encode_to_slice(self.trace_id.to_bytes(), &mut out[3..35]);
+        let _ = hex::encode_to_slice(self.span_id.to_bytes(), &mut out[36..52]);
+        let _ = hex::encode_to_slice([u8::from(self.sampled)], &mut out[53..55]);
         out
     }
 }

@@ -102,9 +102,4 @@ impl LogStore {
     pub fn follow(&self) -> tokio::sync::broadcast::Receiver<Arc<LogRecord>> {
         self.live.subscribe()
     }
-
-    /// Bytes the store uses on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        SegmentLog::disk_bytes(&self.dir)
-    }
 }

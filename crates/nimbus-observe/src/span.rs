@@ -159,11 +159,6 @@ impl SpanRef {
 }
 
 impl Span {
-    /// A span that records nothing and has no context.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// A handle that starts children of this span.
     pub fn handle(&self) -> SpanRef {
         SpanRef { ctx: self.ctx, trace: self.rec.as_ref().map(|r| r.trace.clone()) }
@@ -228,9 +223,6 @@ impl Span {
             rec.name = name.into();
         }
     }
-
-    /// Ends the span now (dropping it does the same).
-    pub fn end(self) {}
 }
 
 impl Drop for Span {

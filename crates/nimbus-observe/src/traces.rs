@@ -191,7 +191,7 @@ fn summarize(trace_id: &[u8], mut spans: Vec<Brief>) -> TraceSummary {
     let component = spans.iter_mut().find_map(|s| s.component.take());
     let root = spans.swap_remove(root);
     TraceSummary {
-        trace_id: hex(trace_id),
+        trace_id: hex::encode(trace_id),
         name: root.name,
         route: root.route,
         component,
@@ -201,11 +201,6 @@ fn summarize(trace_id: &[u8], mut spans: Vec<Brief>) -> TraceSummary {
         spans: count,
         error,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])]).collect()
 }
 
 fn view(s: ProtoSpan) -> SpanView {
@@ -220,9 +215,9 @@ fn view(s: ProtoSpan) -> SpanView {
         (status::StatusCode::try_from(st.code).unwrap_or(status::StatusCode::Unset), st.message)
     });
     SpanView {
-        trace_id: hex(&s.trace_id),
-        span_id: hex(&s.span_id),
-        parent_span_id: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
+        trace_id: hex::encode(&s.trace_id),
+        span_id: hex::encode(&s.span_id),
+        parent_span_id: (!s.parent_span_id.is_empty()).then(|| hex::encode(&s.parent_span_id)),
         name: s.name,
         kind: kind.into(),
         start_unix_nano: s.start_time_unix_nano,
@@ -246,7 +241,7 @@ fn json(v: Option<AnyValue>) -> serde_json::Value {
         Some(any_value::Value::IntValue(i)) => J::from(i),
         Some(any_value::Value::DoubleValue(d)) => J::from(d),
         Some(any_value::Value::ArrayValue(a)) => J::Array(a.values.into_iter().map(|v| json(Some(v))).collect()),
-        Some(any_value::Value::BytesValue(b)) => J::String(hex(&b)),
+        Some(any_value::Value::BytesValue(b)) => J::String(hex::encode(&b)),
         Some(other) => J::String(format!("{other:?}")),
         None => J::Null,
     }
