@@ -45,7 +45,6 @@ impl LocalApi {
 pub(crate) struct Served {
     file: PathBuf,
     pub(crate) addr: SocketAddr,
-    pub(crate) observer: nimbus_observe::Observer,
 }
 
 impl Drop for Served {
@@ -54,13 +53,15 @@ impl Drop for Served {
     }
 }
 
-/// Serves the data endpoints of `data` (its `auth` is replaced by a fresh token) on `listen`
-/// (loopback only) until `stop` resolves.
+/// Serves the topic, KV, metrics, trace and log endpoints of this node on `listen` (loopback
+/// only) until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
     gateway: SocketAddr,
-    mut data: DataState,
+    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    observer: nimbus_observe::Observer,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Served> {
     anyhow::ensure!(
@@ -82,13 +83,11 @@ pub(crate) async fn serve(
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    data.auth = DataAuth::Local(token);
-    let observer = data.observer.clone();
-    let router = nimbus_control::data_router(Arc::new(data));
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth: DataAuth::Local(token), observer }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "the local events API failed");
         }
     });
-    Ok(Served { file, addr, observer })
+    Ok(Served { file, addr })
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_control::DataAuth;
 use nimbus_gateway::{AppTriggers, Backend, EventIngress, Gateway};
 use nimbus_manifest::{FieldPath, LoadedManifest};
 use nimbus_services::{Service, ServiceSpec};
@@ -161,9 +160,9 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let stopped = async move {
         let _ = api_stopped.await;
     };
-    let data =
-        nimbus_control::DataState { bus: bus.clone(), kv: kv.clone(), auth: DataAuth::Local(String::new()), observer };
-    let local_api = match crate::local_api::serve(args.api_listen, &data_dir, addr, data, stopped).await {
+    let served =
+        crate::local_api::serve(args.api_listen, &data_dir, addr, bus.clone(), kv.clone(), observer.clone(), stopped);
+    let local_api = match served.await {
         Ok(served) => served,
         Err(e) => {
             triggers.stop().await;
@@ -198,10 +197,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         local_api.addr,
         file.display()
     );
-    println!(
-        "Telemetry: {}",
-        crate::serving::describe_telemetry(&local_api.observer, &format!("http://{}", local_api.addr))
-    );
+    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
