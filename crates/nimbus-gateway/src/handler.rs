@@ -64,9 +64,9 @@ impl Gateway {
         match target {
             Some(t) => {
                 t.telemetry.metrics.http_request(status.as_u16(), started.elapsed());
-                resp.map(|b| b.metered(&t.telemetry))
+                resp.map(|b| b.metered(&t.telemetry).traced(span))
             }
-            None => resp,
+            None => resp.map(|b| b.traced(span)),
         }
     }
 

@@ -1,5 +1,5 @@
 //! A misbehaving-on-purpose `wasi:http` component: each path exercises one thing the host must
-//! handle (echo, logging, env, outbound grants, sandboxed filesystem, and the malicious cases:
+//! handle (echo, logging, env, outbound grants, sandboxed filesystem, a body streamed slowly, and the malicious cases:
 //! infinite loop, memory bomb, unbounded recursion, panic, never answering).
 use std::io::Write as _;
 
@@ -24,6 +24,23 @@ fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
         stream.write_all(chunk).unwrap();
     }
     stream.flush().unwrap();
+    drop(stream);
+    OutgoingBody::finish(resp_body, None).unwrap();
+}
+
+/// Sends the response head at once, then `chunks` lines with a pause before each but the first.
+fn drip(out: ResponseOutparam, chunks: u32, pause: std::time::Duration) {
+    let resp = OutgoingResponse::new(Fields::new());
+    let resp_body = resp.body().unwrap();
+    ResponseOutparam::set(out, Ok(resp));
+    let mut stream = resp_body.write().unwrap();
+    for i in 0..chunks {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        stream.write_all(format!("drop {i}\n").as_bytes()).unwrap();
+        stream.flush().unwrap();
+    }
     drop(stream);
     OutgoingBody::finish(resp_body, None).unwrap();
 }
@@ -148,6 +165,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Kitchen {
                     }
                     Err(e) => respond(out, 502, format!("outbound error: {e}\n").as_bytes()),
                 }
+            }
+            "/drip" => {
+                let chunks: u32 = query_param(query, "chunks").and_then(|v| v.parse().ok()).unwrap_or(3);
+                let ms: u64 = query_param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                drip(out, chunks, std::time::Duration::from_millis(ms));
             }
             "/sleep" => {
                 let ms: u64 = query_param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
