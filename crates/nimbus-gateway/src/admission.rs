@@ -56,6 +56,11 @@ impl Admission {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
+        // Waiting is the rare path: boxed, so the common one's future stays small.
+        Box::pin(self.wait()).await
+    }
+
+    async fn wait(&self) -> Result<OwnedSemaphorePermit, Rejected> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Rejected::QueueFull);

@@ -87,7 +87,7 @@ impl AppTable {
         for app in apps {
             let app = Arc::new(app);
             let route = |pattern: &RoutePattern| Route {
-                route: pattern.to_string(),
+                route: pattern.to_string().into(),
                 pattern: pattern.clone(),
                 methods: Vec::new(),
                 target: app.clone(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nimbus_observe::{Span, SpanKind, Telemetry, TraceContext};
+use nimbus_observe::{HttpRequest, Span, SpanKind, Telemetry, TraceContext};
 use nimbus_services::{Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
@@ -24,13 +24,13 @@ use crate::{Backend, Gateway, HEALTH_PATH, Target};
 
 /// The response header carrying the trace context of the gateway's span (W3C Trace Context
 /// Level 2), so a caller can find its request with `nimbus traces show`.
-pub const TRACERESPONSE_HEADER: &str = "traceresponse";
+pub const TRACERESPONSE_HEADER: http::HeaderName = http::HeaderName::from_static("traceresponse");
 
 impl Gateway {
     /// Serves one request. Never fails: every problem becomes a response.
     pub async fn handle(
         &self,
-        mut req: http::Request<Incoming>,
+        req: http::Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
         let id = request_id(req.headers());
@@ -38,20 +38,16 @@ impl Gateway {
             return health(&id);
         }
         let started = Instant::now();
-        let mut span = self.tracer.start("HTTP", SpanKind::Server, TraceContext::from_headers(req.headers()));
-        if span.is_recording() {
-            span.set("http.request.method", method_str(req.method()));
-            span.set("url.path", req.uri().path().to_string());
-            span.set("network.protocol.version", protocol(req.version()));
-            span.set("nimbus.request_id", id.clone());
-            if let Some(client) = client {
-                span.set("client.address", client.ip().to_string());
-            }
-        }
-        // Whatever serves the request continues the trace from this span.
-        if let Some(ctx) = span.context() {
-            ctx.inject(req.headers_mut());
-        }
+        let mut span =
+            self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
+        span.set_http_request(|| HttpRequest {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            request_id: id.clone(),
+            client: client.map(|c| c.ip()),
+            route: None,
+        });
         let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
         let status = resp.status();
         span.set("http.response.status_code", i64::from(status.as_u16()));
@@ -83,14 +79,16 @@ impl Gateway {
         {
             span.set("http.route", "/events/{topic}");
             span.rename("POST /events/{topic}");
-            return (events.handle(req, id).await, None);
+            continue_trace(span, &mut req);
+            return (Box::pin(events.handle(req, id)).await, None);
         }
         if let Some(actors) = &self.actors
             && req.uri().path().starts_with(crate::ACTORS_PATH)
         {
             span.set("http.route", "/actors/{type}/{key}/{method}");
             span.rename("POST /actors/{type}/{key}/{method}");
-            return actors.handle_http(req, id, span).await;
+            continue_trace(span, &mut req);
+            return Box::pin(actors.handle_http(req, id, span)).await;
         }
         let found = {
             let _routing = span.child("route", SpanKind::Internal);
@@ -99,11 +97,9 @@ impl Gateway {
         let route = match found {
             RouteMatch::Found(route) => route,
             RouteMatch::NotFound => {
-                span.rename(method_str(req.method()));
                 return (error(StatusCode::NOT_FOUND, id, "no route matches this path"), None);
             }
             RouteMatch::MethodNotAllowed(allowed) => {
-                span.rename(method_str(req.method()));
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let mut resp =
                     error(StatusCode::METHOD_NOT_ALLOWED, id, &format!("method not allowed; use {}", list.join(", ")));
@@ -115,8 +111,7 @@ impl Gateway {
         };
         let target = route.target.clone();
         if span.is_recording() {
-            span.rename(format!("{} {}", req.method(), route.route));
-            span.set("http.route", route.route.clone());
+            span.set_http_route(&route.route);
             span.set("nimbus.app", target.telemetry.app.clone());
             span.set("nimbus.component", target.telemetry.component.clone());
         }
@@ -133,12 +128,26 @@ impl Gateway {
         if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
             req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
         }
-        let (parts, body) = req.into_parts();
         let resp = match &target.backend {
-            Backend::Function(function) => invoke(function, route, parts, body, id, client, span).await,
-            Backend::Service(service) => proxy(service, &target, parts, body, id, client, span).await,
+            Backend::Function(function) => {
+                continue_trace(span, &mut req);
+                let (parts, body) = req.into_parts();
+                Box::pin(invoke(function, route, parts, body, id, client, span)).await
+            }
+            // The proxy's client span is what the service continues.
+            Backend::Service(service) => {
+                let (parts, body) = req.into_parts();
+                proxy(service, &target, parts, body, id, client, span).await
+            }
         };
         (resp, Some(target))
+    }
+}
+
+/// Hands the server span's context on to whatever serves the request (its `traceparent`).
+fn continue_trace(span: &Span, req: &mut http::Request<Incoming>) {
+    if let Some(ctx) = span.context() {
+        ctx.inject(req.headers_mut());
     }
 }
 
@@ -153,15 +162,6 @@ fn method_str(method: &Method) -> Cow<'static, str> {
         Method::PATCH => "PATCH".into(),
         Method::OPTIONS => "OPTIONS".into(),
         _ => method.to_string().into(),
-    }
-}
-
-fn protocol(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
     }
 }
 
@@ -226,15 +226,20 @@ async fn proxy(
     if let Some(ctx) = upstream.context() {
         ctx.inject(&mut parts.headers);
     }
-    let telemetry = target.telemetry.clone();
-    let body = Limited::new(body, target.max_body_bytes)
-        .map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                telemetry.metrics.bytes_in(data.len() as u64);
-            }
-            frame
-        })
-        .boxed();
+    let body = if http_body::Body::is_end_stream(&body) {
+        // Most proxied requests have no body: an empty one, which boxes without allocating.
+        http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+    } else {
+        let telemetry = target.telemetry.clone();
+        Limited::new(body, target.max_body_bytes)
+            .map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    telemetry.metrics.bytes_in(data.len() as u64);
+                }
+                frame
+            })
+            .boxed()
+    };
     match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
         Ok(resp) => {
             upstream.set("http.response.status_code", i64::from(resp.status().as_u16()));

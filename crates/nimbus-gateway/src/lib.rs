@@ -130,7 +130,7 @@ impl Gateway {
             })
             .collect();
         let routes = manifest.trigger.http.iter().map(|t| Route {
-            route: t.route.clone(),
+            route: t.route.as_str().into(),
             pattern: RoutePattern::parse(&t.route).expect("routes are validated with the manifest"),
             methods: t.methods.iter().filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()).collect(),
             target: targets

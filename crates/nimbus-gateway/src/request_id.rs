@@ -1,12 +1,12 @@
 //! Request ids: an incoming `x-request-id` is kept when it is sane, otherwise one is minted.
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The header carrying the request id, in both directions.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The caller's id if it is 1 to 128 characters of `[A-Za-z0-9._:-]`, else a fresh one.
-pub fn request_id(headers: &http::HeaderMap) -> String {
+pub fn request_id(headers: &http::HeaderMap) -> Arc<str> {
     headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -14,18 +14,30 @@ pub fn request_id(headers: &http::HeaderMap) -> String {
             (1..=128).contains(&v.len())
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         })
-        .map_or_else(mint, str::to_string)
+        .map_or_else(mint, Arc::from)
 }
 
 /// A process-unique id: a random per-process prefix and a counter.
-fn mint() -> String {
+fn mint() -> Arc<str> {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         nanos ^ std::process::id().rotate_left(16)
     });
-    format!("{prefix:08x}-{:012x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    // Every request mints one: written in place, without `format!`.
+    let mut id = [b'-'; 21];
+    write_hex(&mut id[..8], u64::from(*prefix));
+    write_hex(&mut id[9..], COUNTER.fetch_add(1, Ordering::Relaxed));
+    Arc::from(std::str::from_utf8(&id).expect("hex digits and a dash"))
+}
+
+/// Fills `out` with the low hex digits of `value`.
+fn write_hex(out: &mut [u8], value: u64) {
+    let digits = out.len();
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = b"0123456789abcdef"[((value >> ((digits - 1 - i) * 4)) & 0xf) as usize];
+    }
 }
 
 #[cfg(test)]
@@ -38,10 +50,12 @@ mod tests {
         let a = request_id(&h);
         assert_ne!(a, request_id(&h), "minted ids are unique");
         h.insert(REQUEST_ID_HEADER, "abc-123".parse().unwrap());
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(&*request_id(&h), "abc-123");
         h.insert(REQUEST_ID_HEADER, "has space".parse().unwrap());
-        assert_ne!(request_id(&h), "has space");
+        assert_ne!(&*request_id(&h), "has space");
         h.insert(REQUEST_ID_HEADER, "x".repeat(129).parse().unwrap());
-        assert_eq!(request_id(&h).len(), 21);
+        let minted = request_id(&h);
+        assert_eq!(minted.len(), 21);
+        assert!(minted.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'-' } else { b.is_ascii_hexdigit() }));
     }
 }

@@ -2,6 +2,8 @@
 //! wildcards the longest prefix wins. Lookup costs one hash probe per path segment, whatever the
 //! number of routes, so a server with many apps routes as fast as one with a single app.
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use nimbus_manifest::RoutePattern;
@@ -12,8 +14,8 @@ use crate::Target;
 /// app of a server).
 #[derive(Debug, Clone)]
 pub struct Route<T = Arc<Target>> {
-    /// The route as written in the manifest.
-    pub route: String,
+    /// The route as written in the manifest (shared: it names every request's span).
+    pub route: Arc<str>,
     /// The route, parsed.
     pub pattern: RoutePattern,
     /// Accepted methods (all when empty).
@@ -36,14 +38,18 @@ pub enum RouteMatch<'a, T = Arc<Target>> {
 /// The routing table.
 #[derive(Debug)]
 pub struct Router<T = Arc<Target>> {
-    exact: HashMap<String, Vec<Route<T>>>,
+    exact: Table<T>,
     /// Wildcard routes by prefix (without the trailing `/...`; empty for `/...`).
-    prefixes: HashMap<String, Vec<Route<T>>>,
+    prefixes: Table<T>,
 }
+
+/// Routes by path. The keys come from manifests and a request only probes, so a fast hash that
+/// is not built to resist collision flooding is safe here (no request can add keys).
+type Table<T> = HashMap<String, Vec<Route<T>>, RandomState>;
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), prefixes: HashMap::new() }
+        Self { exact: Table::default(), prefixes: Table::default() }
     }
 }
 

@@ -3,18 +3,21 @@
 //! execute), the traceparent handed on, and the trace handed to the pipeline when the last span
 //! ends. `cargo bench -p nimbus-observe --bench spans`
 use criterion::{Criterion, criterion_group, criterion_main};
-use nimbus_observe::{ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
+use std::sync::Arc;
 
-fn request(obs: &Observer, incoming: Option<TraceContext>) {
-    let mut span = obs.tracer().start("HTTP", SpanKind::Server, incoming);
+use nimbus_observe::{HttpRequest, ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
+
+fn request(obs: &Observer, incoming: Option<TraceContext>, req: &http::Request<()>, route: &Arc<str>) {
+    let mut span = obs.tracer().start("GET", SpanKind::Server, incoming);
     let mut headers = http::HeaderMap::new();
-    if span.is_recording() {
-        span.set("http.request.method", "GET");
-        span.set("url.path", "/hello/world".to_string());
-        span.set("network.protocol.version", "1.1");
-        span.set("nimbus.request_id", "0f0f0f0f-000000000001".to_string());
-        span.set("client.address", "127.0.0.1".to_string());
-    }
+    span.set_http_request(|| HttpRequest {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        request_id: Arc::from("0f0f0f0f-000000000001"),
+        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        route: None,
+    });
     if let Some(ctx) = span.context() {
         ctx.inject(&mut headers);
     }
@@ -26,8 +29,7 @@ fn request(obs: &Observer, incoming: Option<TraceContext>) {
     let mut exec = span.child("execute", SpanKind::Internal);
     exec.set("nimbus.component", "hello");
     drop(exec);
-    span.rename("GET /hello/...");
-    span.set("http.route", "/hello/...");
+    span.set_http_route(route);
     span.set("http.response.status_code", 200i64);
     std::hint::black_box(span.context().map(|c| c.traceparent()));
 }
@@ -43,10 +45,12 @@ fn bench(c: &mut Criterion) {
     let budget = Observer::start(config(100)).unwrap();
     let all = Observer::start(config(0)).unwrap();
     let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let req = http::Request::get("/hello/world").body(()).unwrap();
+    let route: Arc<str> = Arc::from("/hello/...");
     let mut g = c.benchmark_group("request_trace");
-    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming)));
-    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming)));
-    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming)));
+    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming, &req, &route)));
+    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming, &req, &route)));
+    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming, &req, &route)));
     g.finish();
 }
 

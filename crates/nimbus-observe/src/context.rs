@@ -1,8 +1,8 @@
 //! W3C Trace Context: the `traceparent` header, parsed, minted and formatted.
 use opentelemetry::trace::{SpanId, TraceId};
 
-/// The `traceparent` header (and CloudEvents extension) name.
-pub const TRACEPARENT: &str = "traceparent";
+/// The `traceparent` header name.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// The position of one span in one trace, as carried between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,6 +47,7 @@
 //! ```
 
 mod context;
+mod http_request;
 mod logs;
 mod metrics;
 mod otlp;
@@ -61,6 +62,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use context::{TRACEPARENT, TraceContext};
+pub use http_request::HttpRequest;
 pub use logs::{LogQuery, LogRecord, LogStore};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
 pub use opentelemetry::trace::SpanKind;

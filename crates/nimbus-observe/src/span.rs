@@ -9,6 +9,7 @@ use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::context::TraceContext;
+use crate::http_request::HttpRequest;
 use crate::pipeline::Pipeline;
 
 /// Starts traces. Cheap to clone; a disabled tracer starts spans that record nothing but still
@@ -91,16 +92,17 @@ struct Recording {
     kind: SpanKind,
     start: SystemTime,
     attributes: Vec<KeyValue>,
+    http: Option<HttpRequest>,
     status: Status,
 }
 
 impl Recording {
     fn new(trace: Arc<TraceBuf>, parent: SpanId, parent_remote: bool, name: Cow<'static, str>, kind: SpanKind) -> Self {
         let start = SystemTime::now();
-        // A server span gets about ten attributes: room for them at once saves reallocations;
-        // most other spans get none or one, and an empty Vec allocates nothing.
-        let attributes = if kind == SpanKind::Server { Vec::with_capacity(12) } else { Vec::new() };
-        Self { trace, parent, parent_remote, name, kind, start, attributes, status: Status::Unset }
+        // Most spans get no attribute or one (a server span's request ones wait in `http`), and
+        // an empty Vec allocates nothing.
+        let attributes = Vec::new();
+        Self { trace, parent, parent_remote, name, kind, start, attributes, http: None, status: Status::Unset }
     }
 }
 
@@ -206,6 +208,21 @@ impl Span {
         }
     }
 
+    /// Sets the HTTP request of a server span (its attributes are written only if the trace is
+    /// kept or exported).
+    pub fn set_http_request(&mut self, request: impl FnOnce() -> HttpRequest) {
+        if let Some(rec) = &mut self.rec {
+            rec.http = Some(request());
+        }
+    }
+
+    /// Sets the `http.route` of a server span's request; the span is then named `{method} {route}`.
+    pub fn set_http_route(&mut self, route: &Arc<str>) {
+        if let Some(http) = self.rec.as_mut().and_then(|rec| rec.http.as_mut()) {
+            http.route = Some(route.clone());
+        }
+    }
+
     /// Marks the span failed, with `error.type` (a short class such as `timeout`) and a message.
     /// The first failure recorded wins.
     pub fn set_error(&mut self, class: &'static str, message: impl std::fmt::Display) {
@@ -228,9 +245,9 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         let (Some(rec), Some(ctx)) = (self.rec.take(), self.ctx) else { return };
-        let Recording { trace, parent, parent_remote, name, kind, start, attributes, status } = *rec;
+        let Recording { trace, parent, parent_remote, name, kind, start, attributes, http, status } = *rec;
         let end = SystemTime::now();
-        let done = Finished { ctx, parent, parent_remote, name, kind, start, end, attributes, status };
+        let done = Finished { ctx, parent, parent_remote, name, kind, start, end, attributes, http, status };
         trace.spans.lock().unwrap_or_else(|p| p.into_inner()).push(done);
     }
 }
@@ -247,13 +264,20 @@ pub(crate) struct Finished {
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
     attributes: Vec<KeyValue>,
+    http: Option<HttpRequest>,
     pub(crate) status: Status,
 }
 
 impl Finished {
     /// The span in the SDK's export form.
     pub(crate) fn into_data(self, scope: &InstrumentationScope) -> SpanData {
-        let Self { ctx, parent, parent_remote, name, kind, start, end, attributes, status } = self;
+        let Self { ctx, parent, parent_remote, mut name, kind, start, end, mut attributes, http, status } = self;
+        if let Some(http) = http {
+            if let Some(routed) = http.span_name() {
+                name = routed.into();
+            }
+            http.write_attributes(&mut attributes);
+        }
         SpanData {
             span_context: SpanContext::new(ctx.trace_id, ctx.span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
             parent_span_id: parent,

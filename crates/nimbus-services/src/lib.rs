@@ -276,20 +276,33 @@ impl Service {
     /// The least busy ready process, waiting up to `wait`; a `request` that waits counts as load
     /// and wakes the autoscaler.
     async fn ready_instance(self: &Arc<Self>, wait: Duration, request: bool) -> Result<Arc<Instance>, ServiceError> {
+        if let Some(instance) = self.least_busy(&self.state.lock().expect("service state")) {
+            return Ok(instance);
+        }
+        // Waiting for a process is the rare path: boxed, so the common one's future stays small.
+        Box::pin(self.wait_ready(wait, request)).await
+    }
+
+    /// The ready process with the fewest requests in flight.
+    fn least_busy(&self, state: &State) -> Option<Arc<Instance>> {
+        state
+            .slots
+            .values()
+            .filter_map(|s| s.instance.as_ref())
+            .filter(|i| i.ready.load(Ordering::Acquire))
+            .min_by_key(|i| i.in_flight.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    async fn wait_ready(self: &Arc<Self>, wait: Duration, request: bool) -> Result<Arc<Instance>, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut counted = false;
         let result = loop {
             let notified = self.ready_changed.notified();
             {
                 let state = self.state.lock().expect("service state");
-                let best = state
-                    .slots
-                    .values()
-                    .filter_map(|s| s.instance.as_ref())
-                    .filter(|i| i.ready.load(Ordering::Acquire))
-                    .min_by_key(|i| i.in_flight.load(Ordering::Acquire));
-                if let Some(instance) = best {
-                    break Ok(instance.clone());
+                if let Some(instance) = self.least_busy(&state) {
+                    break Ok(instance);
                 }
                 // Nobody waits for a stopped or crash-looping service: 503 at once.
                 if matches!(state.status, Status::Stopped | Status::CrashLoop) {

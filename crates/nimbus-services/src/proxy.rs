@@ -54,7 +54,8 @@ impl Connections {
             let (mut sender, reused) = match pooled {
                 Some(s) if !s.is_closed() => (s, true),
                 Some(_) => continue,
-                None => (connect(port).await?, false),
+                // Connecting is the rare path: boxed, so the common one's future stays small.
+                None => (Box::pin(connect(port)).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -102,42 +103,46 @@ async fn connect(port: u16) -> Result<SendRequest<RequestBody>, SendError> {
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Rewrites a request for the process on `port`; returns whether it asks for an upgrade.
 pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<SocketAddr>) -> bool {
     let upgrade = req.headers().get(header::UPGRADE).cloned();
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req.uri().authority().map_or_else(|| format!("127.0.0.1:{port}"), ToString::to_string);
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
     // Origin form (`/path?query`) on the connection to the process; `Host` stays the client's.
-    let authority = req.uri().authority().map_or_else(|| format!("127.0.0.1:{port}"), ToString::to_string);
-    let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *req.uri_mut() = http::Uri::from(origin);
-    if !req.headers().contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&authority)
-    {
-        req.headers_mut().insert(header::HOST, v);
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(origin);
     }
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(addr) = client {
-        let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", addr.ip()),
-            None => addr.ip().to_string(),
+        let forwarded = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+            Some(Ok(prior)) => HeaderValue::from_str(&format!("{prior}, {}", addr.ip())).ok(),
+            Some(Err(_)) | None => ip_value(addr.ip()),
         };
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        if let Some(v) = forwarded {
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    headers.entry(HeaderName::from_static("x-forwarded-proto")).or_insert(HeaderValue::from_static("http"));
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
     match upgrade {
         Some(protocol) => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -148,7 +153,22 @@ pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<S
     }
 }
 
+/// `ip` as a header value, formatted on the stack (every proxied request carries one).
+fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut text = [0u8; 45];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "{ip}").ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(&text[..len]).ok()
+}
+
+/// Removes the hop-by-hop headers and those `Connection` names. Most messages have none, which
+/// one pass over the names finds without hashing anything.
 pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -158,7 +178,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

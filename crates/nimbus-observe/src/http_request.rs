@@ -1,0 +1,56 @@
+//! The HTTP request of a server span, kept as it arrived and written out as OpenTelemetry HTTP
+//! semantic-convention attributes only when the trace is kept or exported. Most traces are
+//! neither (the store keeps failed, slow and a budget of the rest), and formatting the path, the
+//! client address and the span name on every request showed in the gateway's profiles.
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+
+/// What a server span knows of its request. Every field is a cheap clone of what the gateway
+/// already holds.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// `http.request.method`.
+    pub method: http::Method,
+    /// The request target; its path is `url.path`.
+    pub uri: http::Uri,
+    /// `network.protocol.version`.
+    pub version: http::Version,
+    /// `nimbus.request_id`.
+    pub request_id: Arc<str>,
+    /// `client.address`.
+    pub client: Option<std::net::IpAddr>,
+    /// `http.route`, once routing found one; the span is then named `{method} {route}`.
+    pub route: Option<Arc<str>>,
+}
+
+impl HttpRequest {
+    /// The span's name once it has a route.
+    pub(crate) fn span_name(&self) -> Option<String> {
+        self.route.as_ref().map(|route| format!("{} {route}", self.method))
+    }
+
+    /// Appends the request's attributes.
+    pub(crate) fn write_attributes(self, out: &mut Vec<KeyValue>) {
+        out.push(KeyValue::new("http.request.method", self.method.as_str().to_string()));
+        out.push(KeyValue::new("url.path", self.uri.path().to_string()));
+        out.push(KeyValue::new("network.protocol.version", protocol(self.version)));
+        out.push(KeyValue::new("nimbus.request_id", self.request_id));
+        if let Some(client) = self.client {
+            out.push(KeyValue::new("client.address", client.to_string()));
+        }
+        if let Some(route) = self.route {
+            out.push(KeyValue::new("http.route", route));
+        }
+    }
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
