@@ -26,13 +26,28 @@ def wait_http(url, timeout=60):
     raise SystemExit(f"timed out waiting for {url}")
 
 
-def wrk(url):
+def cpu_ticks(pids):
+    """User and system clock ticks used so far by the processes `pids` (all their threads)."""
+    user = system = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
+
+
+def wrk(url, pids=()):
+    """wrk's figures, and the CPU the proxy `pids` spent per request (user, system, in us)."""
+    before = cpu_ticks(pids)
     out = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "--latency", url], capture_output=True, text=True).stdout
+    after = cpu_ticks(pids)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    cpu = tuple((a - b) * tick_us / n for a, b in zip(after, before))
     lat = {p: re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1) for p in ("50", "99")}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: (.*)", out)
-    return rps, lat["50"], lat["99"], (int(bad.group(1)) if bad else 0), (errs.group(1) if errs else "none")
+    return rps, lat["50"], lat["99"], (int(bad.group(1)) if bad else 0), (errs.group(1) if errs else "none"), cpu
 
 
 def ms(v):
@@ -93,22 +108,27 @@ component = "api"
 """)
 up, up_port = nimbus_up(app)
 
-configs = [("direct to the Go service", direct_port), ("nginx proxy_pass", nginx_port), ("nimbus up", up_port)]
+nginx_pids = [nginx.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()]
+configs = [("direct to the Go service", direct_port, [direct.pid]), ("nginx proxy_pass", nginx_port, nginx_pids),
+           ("nimbus up", up_port, [up.pid])]
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-results = {name: [] for name, _ in configs}
+results = {name: [] for name, _, _ in configs}
 for _ in range(ROUNDS):
-    for name, port in configs:
-        results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42"))
+    for name, port, pids in configs:
+        results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids))
 for p in (up, nginx, direct):
     p.terminate(); p.wait()
 
-print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds):")
+print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds;")
+print("  cpu = CPU time the process (the backend itself, or the proxy without the backend) spent per request):")
 med = {}
 for name, rs in results.items():
     med[name] = (statistics.median(r[0] for r in rs), statistics.median(ms(r[1]) for r in rs), statistics.median(ms(r[2]) for r in rs))
+    user, system = statistics.median(r[5][0] for r in rs), statistics.median(r[5][1] for r in rs)
     print(f"  {name:<26} {med[name][0]:>9.0f} req/s  p50 {med[name][1]:.2f} ms  p99 {med[name][2]:.2f} ms  "
+          f"cpu {user:.1f} us user + {system:.1f} us sys  "
           f"(rounds {', '.join(f'{r[0]:.0f}' for r in rs)}; non-2xx {sum(r[3] for r in rs)}; socket errors {rs[0][4]})")
-d, n, u = med[configs[0][0]], med[configs[1][0]], med[configs[2][0]]
+d, n, u = (med[c[0]] for c in configs)
 print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x;  "
       f"added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms")
 

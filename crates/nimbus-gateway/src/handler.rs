@@ -47,10 +47,12 @@ impl Gateway {
             request_id: id.clone(),
             client: client.map(|c| c.ip()),
             route: None,
+            target: None,
+            status: None,
         });
         let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
         let status = resp.status();
-        span.set("http.response.status_code", i64::from(status.as_u16()));
+        span.set_http_status(status.as_u16());
         if status.is_server_error() {
             span.set_error("http", status);
         }
@@ -110,11 +112,7 @@ impl Gateway {
             }
         };
         let target = route.target.clone();
-        if span.is_recording() {
-            span.set_http_route(&route.route);
-            span.set("nimbus.app", target.telemetry.app.clone());
-            span.set("nimbus.component", target.telemetry.component.clone());
-        }
+        span.set_http_route(&route.route, &target.telemetry);
         let limit = target.max_body_bytes;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -242,7 +240,7 @@ async fn proxy(
     };
     match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
         Ok(resp) => {
-            upstream.set("http.response.status_code", i64::from(resp.status().as_u16()));
+            upstream.set_http_status(resp.status().as_u16());
             let mut resp = resp.map(|b| GatewayBody::proxied(b, permit));
             set_request_id(&mut resp, id);
             resp

@@ -5,9 +5,15 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
-use nimbus_observe::{HttpRequest, ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
+use nimbus_observe::{ComponentTelemetry, HttpRequest, ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
 
-fn request(obs: &Observer, incoming: Option<TraceContext>, req: &http::Request<()>, route: &Arc<str>) {
+fn request(
+    obs: &Observer,
+    incoming: Option<TraceContext>,
+    req: &http::Request<()>,
+    route: &Arc<str>,
+    target: &ComponentTelemetry,
+) {
     let mut span = obs.tracer().start("GET", SpanKind::Server, incoming);
     let mut headers = http::HeaderMap::new();
     span.set_http_request(|| HttpRequest {
@@ -17,6 +23,8 @@ fn request(obs: &Observer, incoming: Option<TraceContext>, req: &http::Request<(
         request_id: Arc::from("0f0f0f0f-000000000001"),
         client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
         route: None,
+        target: None,
+        status: None,
     });
     if let Some(ctx) = span.context() {
         ctx.inject(&mut headers);
@@ -29,8 +37,8 @@ fn request(obs: &Observer, incoming: Option<TraceContext>, req: &http::Request<(
     let mut exec = span.child("execute", SpanKind::Internal);
     exec.set("nimbus.component", "hello");
     drop(exec);
-    span.set_http_route(route);
-    span.set("http.response.status_code", 200i64);
+    span.set_http_route(route, target);
+    span.set_http_status(200);
     std::hint::black_box(span.context().map(|c| c.traceparent()));
 }
 
@@ -47,10 +55,11 @@ fn bench(c: &mut Criterion) {
     let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     let req = http::Request::get("/hello/world").body(()).unwrap();
     let route: Arc<str> = Arc::from("/hello/...");
+    let target = ComponentTelemetry::detached("hello");
     let mut g = c.benchmark_group("request_trace");
-    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming, &req, &route)));
-    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming, &req, &route)));
-    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming, &req, &route)));
+    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming, &req, &route, &target)));
+    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming, &req, &route, &target)));
+    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming, &req, &route, &target)));
     g.finish();
 }
 

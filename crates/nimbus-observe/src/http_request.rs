@@ -22,6 +22,10 @@ pub struct HttpRequest {
     pub client: Option<std::net::IpAddr>,
     /// `http.route`, once routing found one; the span is then named `{method} {route}`.
     pub route: Option<Arc<str>>,
+    /// `nimbus.app` and `nimbus.component` of the route's target.
+    pub target: Option<(Arc<str>, Arc<str>)>,
+    /// `http.response.status_code`.
+    pub status: Option<u16>,
 }
 
 impl HttpRequest {
@@ -41,6 +45,13 @@ impl HttpRequest {
         }
         if let Some(route) = self.route {
             out.push(KeyValue::new("http.route", route));
+        }
+        if let Some((app, component)) = self.target {
+            out.push(KeyValue::new("nimbus.app", app));
+            out.push(KeyValue::new("nimbus.component", component));
+        }
+        if let Some(status) = self.status {
+            out.push(KeyValue::new("http.response.status_code", i64::from(status)));
         }
     }
 }

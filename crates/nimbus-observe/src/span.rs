@@ -67,7 +67,7 @@ impl Tracer {
         // A function call records five spans, a proxied request four: room for six stays in the
         // allocator's fast size classes.
         let trace = Arc::new(TraceBuf { spans: Mutex::new(Vec::with_capacity(6)), tracer: inner.clone() });
-        Span { ctx: Some(ctx), rec: Some(Box::new(Recording::new(trace, parent_id, remote, name.into(), kind))) }
+        Span { ctx: Some(ctx), rec: Some(Recording::new(trace, parent_id, remote, name.into(), kind)) }
     }
 }
 
@@ -75,7 +75,8 @@ impl Tracer {
 #[derive(Default)]
 pub struct Span {
     ctx: Option<TraceContext>,
-    rec: Option<Box<Recording>>,
+    /// Inline, not boxed: a request records four or five spans, and an allocation each showed.
+    rec: Option<Recording>,
 }
 
 impl std::fmt::Debug for Span {
@@ -143,7 +144,7 @@ impl SpanRef {
         match (&self.trace, self.ctx) {
             (Some(trace), Some(ctx)) => {
                 let child = Recording::new(trace.clone(), ctx.span_id, false, name.into(), kind);
-                Span { ctx: Some(ctx.child()), rec: Some(Box::new(child)) }
+                Span { ctx: Some(ctx.child()), rec: Some(child) }
             }
             _ => Span { ctx: self.ctx, rec: None },
         }
@@ -216,10 +217,21 @@ impl Span {
         }
     }
 
-    /// Sets the `http.route` of a server span's request; the span is then named `{method} {route}`.
-    pub fn set_http_route(&mut self, route: &Arc<str>) {
+    /// Sets the `http.route` of a server span's request and the component it routes to; the
+    /// span is then named `{method} {route}`.
+    pub fn set_http_route(&mut self, route: &Arc<str>, target: &crate::ComponentTelemetry) {
         if let Some(http) = self.rec.as_mut().and_then(|rec| rec.http.as_mut()) {
             http.route = Some(route.clone());
+            http.target = Some((target.app.clone(), target.component.clone()));
+        }
+    }
+
+    /// Sets `http.response.status_code` (deferred with the request on a server span).
+    pub fn set_http_status(&mut self, status: u16) {
+        let Some(rec) = &mut self.rec else { return };
+        match &mut rec.http {
+            Some(http) => http.status = Some(status),
+            None => rec.attributes.push(KeyValue::new("http.response.status_code", i64::from(status))),
         }
     }
 
@@ -245,7 +257,7 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         let (Some(rec), Some(ctx)) = (self.rec.take(), self.ctx) else { return };
-        let Recording { trace, parent, parent_remote, name, kind, start, attributes, http, status } = *rec;
+        let Recording { trace, parent, parent_remote, name, kind, start, attributes, http, status } = rec;
         let end = SystemTime::now();
         let done = Finished { ctx, parent, parent_remote, name, kind, start, end, attributes, http, status };
         trace.spans.lock().unwrap_or_else(|p| p.into_inner()).push(done);

@@ -62,7 +62,7 @@ impl WasiHttpHooks for OutboundPolicy {
             match wasmtime_wasi_http::default_send_request(request, options).await {
                 Ok((res, io)) => {
                     let status = res.status().as_u16();
-                    span.set("http.response.status_code", i64::from(status));
+                    span.set_http_status(status);
                     if status >= 400 {
                         span.set_error("http", format!("HTTP {status}"));
                     }
