@@ -93,7 +93,9 @@ struct Recording {
     kind: SpanKind,
     start: SystemTime,
     attributes: Vec<KeyValue>,
-    http: Option<HttpRequest>,
+    /// Boxed: only server spans have one, and ended spans are kept in a Vec per trace that
+    /// should stay in the allocator's small size classes.
+    http: Option<Box<HttpRequest>>,
     status: Status,
 }
 
@@ -213,7 +215,7 @@ impl Span {
     /// kept or exported).
     pub fn set_http_request(&mut self, request: impl FnOnce() -> HttpRequest) {
         if let Some(rec) = &mut self.rec {
-            rec.http = Some(request());
+            rec.http = Some(Box::new(request()));
         }
     }
 
@@ -264,6 +266,10 @@ impl Drop for Span {
     }
 }
 
+// A trace's ended spans live in a Vec with room for six (see `Tracer::start`): kept within the
+// 1032 bytes glibc serves from its per-thread cache, that allocation stays on the fast path.
+const _: () = assert!(std::mem::size_of::<Finished>() * 6 <= 1032);
+
 /// An ended span, as compact as it can be: most traces are not kept, and become [`SpanData`]
 /// only if they are.
 #[derive(Clone)]
@@ -276,7 +282,9 @@ pub(crate) struct Finished {
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
     attributes: Vec<KeyValue>,
-    http: Option<HttpRequest>,
+    /// Boxed: only server spans have one, and ended spans are kept in a Vec per trace that
+    /// should stay in the allocator's small size classes.
+    http: Option<Box<HttpRequest>>,
     pub(crate) status: Status,
 }
 
@@ -288,7 +296,7 @@ impl Finished {
             if let Some(routed) = http.span_name() {
                 name = routed.into();
             }
-            http.write_attributes(&mut attributes);
+            (*http).write_attributes(&mut attributes);
         }
         SpanData {
             span_context: SpanContext::new(ctx.trace_id, ctx.span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
