@@ -107,6 +107,37 @@ async fn a_service_serves_next_to_a_function_with_streams_and_upgrades() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_stay_on_their_hop_both_ways() {
+    let app = python_app("");
+    let server = app.up(&[]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /py/headers HTTP/1.1\r\nhost: x\r\nconnection: x-drop, close\r\nx-drop: 1\r\nkeep-alive: timeout=1\r\n\
+         te: trailers\r\nproxy-authorization: Basic YTpi\r\nx-kept: 1\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let head = head.to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{response}");
+    // What the service received: the end-to-end headers, none of the client's hop-by-hop ones.
+    let seen: Vec<&str> = body.split(' ').collect();
+    for kept in ["host", "x-kept", "x-forwarded-for", "x-forwarded-proto", "x-request-id", "traceparent"] {
+        assert!(seen.contains(&kept), "the service should get {kept}: {body}");
+    }
+    for dropped in ["x-drop", "keep-alive", "te", "proxy-authorization"] {
+        assert!(!seen.contains(&dropped), "the service should not get {dropped}: {body}");
+    }
+    // What the client received: the service's own hop-by-hop headers removed.
+    assert!(head.contains("\r\nx-kept: yes"), "{head}");
+    assert!(!head.contains("x-internal") && !head.contains("keep-alive"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_process_fails_its_request_and_is_replaced() {
     let app = python_app("");
     let server = app.up(&[]);

@@ -50,6 +50,17 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/hello":
             print(f"hello request on port {os.environ['PORT']}", flush=True)
             self.reply(200, f"hello from python pid={os.getpid()} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+        elif path == "/headers":
+            # The header names it got, and hop-by-hop headers of its own for the proxy to drop.
+            data = " ".join(sorted(k.lower() for k in self.headers.keys())).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("connection", "x-internal")
+            self.send_header("x-internal", "secret")
+            self.send_header("keep-alive", "timeout=5")
+            self.send_header("x-kept", "yes")
+            self.end_headers()
+            self.wfile.write(data)
         elif path == "/ps":
             self.reply(200, str(sum(1 for d in os.listdir("/proc") if d.isdigit())))
         elif path == "/env":
