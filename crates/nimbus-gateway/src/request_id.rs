@@ -25,19 +25,13 @@ fn mint() -> Arc<str> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         nanos ^ std::process::id().rotate_left(16)
     });
-    // Every request mints one: written in place, without `format!`.
+    // Every request mints one: written in place, without `format!`. The counter's low 6 bytes
+    // are its 12 hex digits.
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes();
     let mut id = [b'-'; 21];
-    write_hex(&mut id[..8], u64::from(*prefix));
-    write_hex(&mut id[9..], COUNTER.fetch_add(1, Ordering::Relaxed));
+    hex::encode_to_slice(prefix.to_be_bytes(), &mut id[..8]).expect("4 bytes are 8 hex digits");
+    hex::encode_to_slice(&count[2..], &mut id[9..]).expect("6 bytes are 12 hex digits");
     Arc::from(std::str::from_utf8(&id).expect("hex digits and a dash"))
-}
-
-/// Fills `out` with the low hex digits of `value`.
-fn write_hex(out: &mut [u8], value: u64) {
-    let digits = out.len();
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = b"0123456789abcdef"[((value >> ((digits - 1 - i) * 4)) & 0xf) as usize];
-    }
 }
 
 #[cfg(test)]

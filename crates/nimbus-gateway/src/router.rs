@@ -2,10 +2,9 @@
 //! wildcards the longest prefix wins. Lookup costs one hash probe per path segment, whatever the
 //! number of routes, so a server with many apps routes as fast as one with a single app.
 use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use nimbus_manifest::RoutePattern;
 
 use crate::Target;
