@@ -40,16 +40,7 @@ impl Gateway {
         let started = Instant::now();
         let mut span =
             self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
-        span.set_http_request(|| HttpRequest {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            request_id: id.clone(),
-            client: client.map(|c| c.ip()),
-            route: None,
-            target: None,
-            status: None,
-        });
+        span.set_http_request(|| HttpRequest::new(&req, &id, client.map(|c| c.ip())));
         let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
         let status = resp.status();
         span.set_http_status(status.as_u16());

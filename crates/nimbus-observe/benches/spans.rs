@@ -7,25 +7,17 @@ use std::sync::Arc;
 
 use nimbus_observe::{ComponentTelemetry, HttpRequest, ObserveConfig, Observer, SpanKind, StorePolicy, TraceContext};
 
-fn request(
-    obs: &Observer,
-    incoming: Option<TraceContext>,
-    req: &http::Request<()>,
-    route: &Arc<str>,
-    target: &ComponentTelemetry,
-) {
+struct Request {
+    req: http::Request<()>,
+    id: Arc<str>,
+    route: Arc<str>,
+    target: Arc<ComponentTelemetry>,
+}
+
+fn request(obs: &Observer, incoming: Option<TraceContext>, r: &Request) {
     let mut span = obs.tracer().start("GET", SpanKind::Server, incoming);
     let mut headers = http::HeaderMap::new();
-    span.set_http_request(|| HttpRequest {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        request_id: Arc::from("0f0f0f0f-000000000001"),
-        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        route: None,
-        target: None,
-        status: None,
-    });
+    span.set_http_request(|| HttpRequest::new(&r.req, &r.id, Some(std::net::Ipv4Addr::LOCALHOST.into())));
     if let Some(ctx) = span.context() {
         ctx.inject(&mut headers);
     }
@@ -37,7 +29,7 @@ fn request(
     let mut exec = span.child("execute", SpanKind::Internal);
     exec.set("nimbus.component", "hello");
     drop(exec);
-    span.set_http_route(route, target);
+    span.set_http_route(&r.route, &r.target);
     span.set_http_status(200);
     std::hint::black_box(span.context().map(|c| c.traceparent()));
 }
@@ -53,13 +45,16 @@ fn bench(c: &mut Criterion) {
     let budget = Observer::start(config(100)).unwrap();
     let all = Observer::start(config(0)).unwrap();
     let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-    let req = http::Request::get("/hello/world").body(()).unwrap();
-    let route: Arc<str> = Arc::from("/hello/...");
-    let target = ComponentTelemetry::detached("hello");
+    let r = Request {
+        req: http::Request::get("/hello/world").body(()).unwrap(),
+        id: Arc::from("0f0f0f0f-000000000001"),
+        route: Arc::from("/hello/..."),
+        target: ComponentTelemetry::detached("hello"),
+    };
     let mut g = c.benchmark_group("request_trace");
-    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming, &req, &route, &target)));
-    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming, &req, &route, &target)));
-    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming, &req, &route, &target)));
+    g.bench_function("tracing off", |b| b.iter(|| request(&off, incoming, &r)));
+    g.bench_function("on, store budget 100/s", |b| b.iter(|| request(&budget, incoming, &r)));
+    g.bench_function("on, store every trace", |b| b.iter(|| request(&all, incoming, &r)));
     g.finish();
 }
 

@@ -7,28 +7,44 @@ use std::sync::Arc;
 use opentelemetry::KeyValue;
 
 /// What a server span knows of its request. Every field is a cheap clone of what the gateway
-/// already holds.
+/// already holds; the route, its target and the status are added as they become known
+/// ([`Span::set_http_route`](crate::Span::set_http_route),
+/// [`Span::set_http_status`](crate::Span::set_http_status)).
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
     /// `http.request.method`.
-    pub method: http::Method,
+    method: http::Method,
     /// The request target; its path is `url.path`.
-    pub uri: http::Uri,
+    uri: http::Uri,
     /// `network.protocol.version`.
-    pub version: http::Version,
+    version: http::Version,
     /// `nimbus.request_id`.
-    pub request_id: Arc<str>,
+    request_id: Arc<str>,
     /// `client.address`.
-    pub client: Option<std::net::IpAddr>,
+    client: Option<std::net::IpAddr>,
     /// `http.route`, once routing found one; the span is then named `{method} {route}`.
-    pub route: Option<Arc<str>>,
+    pub(crate) route: Option<Arc<str>>,
     /// `nimbus.app` and `nimbus.component` of the route's target.
-    pub target: Option<(Arc<str>, Arc<str>)>,
+    pub(crate) target: Option<(Arc<str>, Arc<str>)>,
     /// `http.response.status_code`.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
 }
 
 impl HttpRequest {
+    /// The request `req` with id `request_id`, from `client`.
+    pub fn new<B>(req: &http::Request<B>, request_id: &Arc<str>, client: Option<std::net::IpAddr>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            request_id: request_id.clone(),
+            client,
+            route: None,
+            target: None,
+            status: None,
+        }
+    }
+
     /// The span's name once it has a route.
     pub(crate) fn span_name(&self) -> Option<String> {
         self.route.as_ref().map(|route| format!("{} {route}", self.method))
