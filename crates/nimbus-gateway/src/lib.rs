@@ -34,6 +34,7 @@ mod respond;
 mod router;
 mod server;
 mod triggers;
+mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, and a graceful
-//! shutdown that stops accepting, lets in-flight requests finish, then returns.
+//! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, each served on one of
+//! the connection threads (`workers.rs`), and a graceful shutdown that stops accepting, lets
+//! in-flight requests finish, then returns.
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::GatewayBody;
 
@@ -83,15 +84,26 @@ where
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        // The connection moves to its thread's reactor; accepting stays here.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection to a connection thread");
+                continue;
+            }
+        };
+        let (builder, watcher, gateway) = (builder.clone(), graceful.watcher(), gateway.clone());
+        crate::workers::next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => return tracing::debug!(%peer, error = %e, "cannot register the connection"),
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -21,9 +21,27 @@ pub type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// Keep-alive HTTP/1.1 connections to one process: idle ones wait here, a busy one comes back
 /// when its response body is done.
+///
+/// Idle connections are kept per thread (in shards a thread picks once): a connection's reading
+/// task runs on the thread that opened it, so a request that reuses it there is woken on its own
+/// thread when the response arrives (the gateway serves each client connection on one thread).
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
-    idle: std::sync::Mutex<Vec<SendRequest<RequestBody>>>,
+    idle: [std::sync::Mutex<Vec<SendRequest<RequestBody>>>; SHARDS],
+}
+
+/// Shards of idle connections per process; threads beyond this many share them.
+const SHARDS: usize = 16;
+/// Idle connections kept per shard.
+const MAX_IDLE: usize = 128;
+
+/// This thread's shard of idle connections.
+fn shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// How a request to a process failed.
@@ -50,7 +68,7 @@ impl Connections {
         mut req: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
         loop {
-            let pooled = self.idle.lock().expect("connections").pop();
+            let pooled = self.idle[shard()].lock().expect("connections").pop();
             let (mut sender, reused) = match pooled {
                 Some(s) if !s.is_closed() => (s, true),
                 Some(_) => continue,
@@ -77,14 +95,16 @@ impl Connections {
     /// Closes every idle connection (before the process is told to stop, so that servers that
     /// wait for their connections to close can exit).
     pub(crate) fn close_idle(&self) {
-        self.idle.lock().expect("connections").clear();
+        for idle in &self.idle {
+            idle.lock().expect("connections").clear();
+        }
     }
 
     /// Puts a connection whose exchange is complete back for reuse.
     pub(crate) fn put_back(&self, sender: SendRequest<RequestBody>) {
         if !sender.is_closed() {
-            let mut idle = self.idle.lock().expect("connections");
-            if idle.len() < 1024 {
+            let mut idle = self.idle[shard()].lock().expect("connections");
+            if idle.len() < MAX_IDLE {
                 idle.push(sender);
             }
         }
