@@ -325,7 +325,7 @@ impl ActorHost {
     pub(crate) async fn handle_http(
         &self,
         req: http::Request<hyper::body::Incoming>,
-        id: &str,
+        id: &crate::request_id::RequestId,
         span: &Span,
     ) -> (http::Response<crate::GatewayBody>, Option<Arc<Target>>) {
         let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
@@ -341,7 +341,7 @@ impl ActorHost {
     async fn answer(
         &self,
         req: http::Request<hyper::body::Incoming>,
-        id: &str,
+        id: &crate::request_id::RequestId,
         span: &Span,
         ty: &str,
         key: &str,

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use nimbus_manifest::RoutePattern;
 
 use crate::body::GatewayBody;
-use crate::request_id::{REQUEST_ID_HEADER, request_id};
+use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::error;
 use crate::router::{Route, RouteMatch, Router};
 use crate::{Gateway, HEALTH_PATH};
@@ -146,10 +146,8 @@ impl Ingress {
         mut req: http::Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
-        let id = request_id(req.headers());
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            req.headers_mut().insert(REQUEST_ID_HEADER, v);
-        }
+        let id = RequestId::from_headers(req.headers());
+        req.headers_mut().insert(REQUEST_ID_HEADER, id.header_value());
         let path = req.uri().path();
         if path == HEALTH_PATH {
             return crate::handler::health(&id);

@@ -17,6 +17,7 @@ use nimbus_observe::{Span, SpanKind, Telemetry, Tracer};
 use nimbus_wasm::{EventError, Invocation};
 
 use crate::body::GatewayBody;
+use crate::request_id::RequestId;
 use crate::respond::{error, set_request_id};
 use crate::{Backend, Target};
 
@@ -42,7 +43,7 @@ impl EventIngress {
 
     /// `POST /events/{topic}`: 202 once the event is durable, 400 for anything that is not a
     /// valid CloudEvent (never stored, never retried).
-    pub(crate) async fn handle(&self, req: http::Request<Incoming>, id: &str) -> http::Response<GatewayBody> {
+    pub(crate) async fn handle(&self, req: http::Request<Incoming>, id: &RequestId) -> http::Response<GatewayBody> {
         let name = req.uri().path().strip_prefix(EVENTS_PREFIX).unwrap_or_default().to_string();
         let topic = match Topic::new(&name) {
             Ok(t) if self.topics.contains(&name) => t,

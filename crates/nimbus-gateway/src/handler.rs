@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Rejected;
 use crate::body::GatewayBody;
-use crate::request_id::{REQUEST_ID_HEADER, request_id};
+use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::{error, set_request_id};
 use crate::router::{Route, RouteMatch};
 use crate::{Backend, Gateway, HEALTH_PATH, Target};
@@ -33,14 +33,14 @@ impl Gateway {
         req: http::Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
-        let id = request_id(req.headers());
+        let id = RequestId::from_headers(req.headers());
         if req.uri().path() == HEALTH_PATH {
             return health(&id);
         }
         let started = Instant::now();
         let mut span =
             self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
-        span.set_http_request(|| HttpRequest::new(&req, &id, client.map(|c| c.ip())));
+        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), client.map(|c| c.ip())));
         let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
         let status = resp.status();
         span.set_http_status(status.as_u16());
@@ -64,7 +64,7 @@ impl Gateway {
         &self,
         mut req: http::Request<Incoming>,
         client: Option<SocketAddr>,
-        id: &str,
+        id: &RequestId,
         span: &mut Span,
     ) -> (http::Response<GatewayBody>, Option<Arc<Target>>) {
         if let Some(events) = &self.events
@@ -111,9 +111,7 @@ impl Gateway {
             let message = format!("request body is larger than {limit} bytes");
             return (error(StatusCode::PAYLOAD_TOO_LARGE, id, &message), Some(target));
         }
-        if let Ok(v) = HeaderValue::from_str(id) {
-            req.headers_mut().insert(REQUEST_ID_HEADER, v);
-        }
+        req.headers_mut().insert(REQUEST_ID_HEADER, id.header_value());
         if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
             req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
         }
@@ -160,7 +158,7 @@ async fn invoke(
     route: &Route,
     parts: http::request::Parts,
     body: Incoming,
-    id: &str,
+    id: &RequestId,
     client: Option<SocketAddr>,
     span: &mut Span,
 ) -> http::Response<GatewayBody> {
@@ -201,7 +199,7 @@ async fn proxy(
     target: &Target,
     mut parts: http::request::Parts,
     body: Incoming,
-    id: &str,
+    id: &RequestId,
     client: Option<SocketAddr>,
     span: &mut Span,
 ) -> http::Response<GatewayBody> {
@@ -251,7 +249,11 @@ async fn proxy(
 }
 
 /// Waits for an admission slot (in the `admission` span), or answers 503 + `Retry-After`.
-async fn admit(target: &Target, id: &str, span: &Span) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
+async fn admit(
+    target: &Target,
+    id: &RequestId,
+    span: &Span,
+) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
     let mut waiting = span.child("admission", SpanKind::Internal);
     let started = Instant::now();
     let result = target.admission.admit().await;
@@ -273,7 +275,7 @@ async fn admit(target: &Target, id: &str, span: &Span) -> Result<OwnedSemaphoreP
 
 fn failed(
     target: &Target,
-    id: &str,
+    id: &RequestId,
     span: &mut Span,
     status: StatusCode,
     e: &dyn std::error::Error,
@@ -292,7 +294,7 @@ fn failed(
 }
 
 /// `{"status":"ok"}`, the answer to [`HEALTH_PATH`].
-pub(crate) fn health(request_id: &str) -> http::Response<GatewayBody> {
+pub(crate) fn health(request_id: &RequestId) -> http::Response<GatewayBody> {
     let mut resp = http::Response::new(GatewayBody::full("{\"status\":\"ok\"}\n"));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     set_request_id(&mut resp, request_id);

@@ -9,7 +9,7 @@ use nimbus_observe::{ComponentTelemetry, HttpRequest, ObserveConfig, Observer, S
 
 struct Request {
     req: http::Request<()>,
-    id: Arc<str>,
+    id: http::HeaderValue,
     route: Arc<str>,
     target: Arc<ComponentTelemetry>,
 }
@@ -17,7 +17,7 @@ struct Request {
 fn request(obs: &Observer, incoming: Option<TraceContext>, r: &Request) {
     let mut span = obs.tracer().start("GET", SpanKind::Server, incoming);
     let mut headers = http::HeaderMap::new();
-    span.set_http_request(|| HttpRequest::new(&r.req, &r.id, Some(std::net::Ipv4Addr::LOCALHOST.into())));
+    span.set_http_request(|| HttpRequest::new(&r.req, r.id.clone(), Some(std::net::Ipv4Addr::LOCALHOST.into())));
     if let Some(ctx) = span.context() {
         ctx.inject(&mut headers);
     }
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     let r = Request {
         req: http::Request::get("/hello/world").body(()).unwrap(),
-        id: Arc::from("0f0f0f0f-000000000001"),
+        id: http::HeaderValue::from_static("0f0f0f0f-000000000001"),
         route: Arc::from("/hello/..."),
         target: ComponentTelemetry::detached("hello"),
     };

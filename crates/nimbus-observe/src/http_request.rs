@@ -19,7 +19,7 @@ pub struct HttpRequest {
     /// `network.protocol.version`.
     version: http::Version,
     /// `nimbus.request_id`.
-    request_id: Arc<str>,
+    request_id: http::HeaderValue,
     /// `client.address`.
     client: Option<std::net::IpAddr>,
     /// `http.route`, once routing found one; the span is then named `{method} {route}`.
@@ -32,12 +32,12 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     /// The request `req` with id `request_id`, from `client`.
-    pub fn new<B>(req: &http::Request<B>, request_id: &Arc<str>, client: Option<std::net::IpAddr>) -> Self {
+    pub fn new<B>(req: &http::Request<B>, request_id: http::HeaderValue, client: Option<std::net::IpAddr>) -> Self {
         Self {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            request_id: request_id.clone(),
+            request_id,
             client,
             route: None,
             target: None,
@@ -55,7 +55,7 @@ impl HttpRequest {
         out.push(KeyValue::new("http.request.method", self.method.as_str().to_string()));
         out.push(KeyValue::new("url.path", self.uri.path().to_string()));
         out.push(KeyValue::new("network.protocol.version", protocol(self.version)));
-        out.push(KeyValue::new("nimbus.request_id", self.request_id));
+        out.push(KeyValue::new("nimbus.request_id", String::from_utf8_lossy(self.request_id.as_bytes()).into_owned()));
         if let Some(client) = self.client {
             out.push(KeyValue::new("client.address", client.to_string()));
         }
