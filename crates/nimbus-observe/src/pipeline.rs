@@ -14,7 +14,7 @@ use crate::logs::{LogRecord, LogStore};
 use crate::otlp::Otlp;
 use crate::policy::{Keeper, StorePolicy};
 use crate::segments::{Bounds, SegmentLog};
-use crate::span::Finished;
+use crate::span::{Finished, Spans};
 use crate::traces::TraceStore;
 
 /// How long telemetry may sit in the buffer before it is written.
@@ -86,12 +86,12 @@ impl Pipeline {
 
     /// The spans of one finished trace (in this process): to OTLP if it is configured, to the
     /// store if its policy keeps the trace.
-    pub(crate) fn trace(&self, spans: Vec<Finished>) {
+    pub(crate) fn trace(&self, spans: &mut Spans) {
         let n = spans.len();
         if n == 0 {
             return;
         }
-        let store = self.keeper.as_ref().is_some_and(|k| k.keep(&spans));
+        let store = self.keeper.as_ref().is_some_and(|k| k.keep(spans));
         if !store {
             self.skipped.inc();
             if !self.exporting {
@@ -107,10 +107,10 @@ impl Pipeline {
         match (store, self.exporting) {
             (true, true) => {
                 pending.stored.extend(spans.iter().cloned());
-                pending.exported.extend(spans);
+                pending.exported.extend(spans.drain(..));
             }
-            (true, false) => pending.stored.extend(spans),
-            (false, _) => pending.exported.extend(spans),
+            (true, false) => pending.stored.extend(spans.drain(..)),
+            (false, _) => pending.exported.extend(spans.drain(..)),
         }
     }
 

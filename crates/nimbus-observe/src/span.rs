@@ -64,9 +64,7 @@ impl Tracer {
         if !ctx.sampled {
             return Span { ctx: Some(ctx), rec: None };
         }
-        // A function call records five spans, a proxied request four: room for six stays in the
-        // allocator's fast size classes.
-        let trace = Arc::new(TraceBuf { spans: Mutex::new(Vec::with_capacity(6)), tracer: inner.clone() });
+        let trace = Arc::new(TraceBuf { spans: Mutex::new(Spans::new()), tracer: inner.clone() });
         Span { ctx: Some(ctx), rec: Some(Recording::new(trace, parent_id, remote, name.into(), kind)) }
     }
 }
@@ -93,8 +91,8 @@ struct Recording {
     kind: SpanKind,
     start: SystemTime,
     attributes: Vec<KeyValue>,
-    /// Boxed: only server spans have one, and ended spans are kept in a Vec per trace that
-    /// should stay in the allocator's small size classes.
+    /// Boxed: only server spans have one, and a trace keeps its ended spans inline (see
+    /// [`Spans`]).
     http: Option<Box<HttpRequest>>,
     status: Status,
 }
@@ -109,14 +107,20 @@ impl Recording {
     }
 }
 
+/// A trace's ended spans in this process. A function call records five spans, a proxied
+/// request four: they fit inline, so a trace costs one allocation (its `TraceBuf`), which stays
+/// within the 1032 bytes glibc serves from its per-thread cache.
+pub(crate) type Spans = smallvec::SmallVec<[Finished; 5]>;
+const _: () = assert!(std::mem::size_of::<TraceBuf>() + 16 <= 1032);
+
 struct TraceBuf {
-    spans: Mutex<Vec<Finished>>,
+    spans: Mutex<Spans>,
     tracer: Arc<TracerInner>,
 }
 
 impl Drop for TraceBuf {
     fn drop(&mut self) {
-        let spans = std::mem::take(self.spans.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let spans = self.spans.get_mut().unwrap_or_else(|p| p.into_inner());
         self.tracer.pipeline.trace(spans);
     }
 }
@@ -266,10 +270,6 @@ impl Drop for Span {
     }
 }
 
-// A trace's ended spans live in a Vec with room for six (see `Tracer::start`): kept within the
-// 1032 bytes glibc serves from its per-thread cache, that allocation stays on the fast path.
-const _: () = assert!(std::mem::size_of::<Finished>() * 6 <= 1032);
-
 /// An ended span, as compact as it can be: most traces are not kept, and become [`SpanData`]
 /// only if they are.
 #[derive(Clone)]
@@ -282,8 +282,8 @@ pub(crate) struct Finished {
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
     attributes: Vec<KeyValue>,
-    /// Boxed: only server spans have one, and ended spans are kept in a Vec per trace that
-    /// should stay in the allocator's small size classes.
+    /// Boxed: only server spans have one, and a trace's ended spans are kept inline in its
+    /// buffer (see [`Spans`]).
     http: Option<Box<HttpRequest>>,
     pub(crate) status: Status,
 }
