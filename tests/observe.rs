@@ -581,6 +581,11 @@ retry = {{ max_attempts = 1 }}
     assert_eq!(parent(&handled), id(&send), "the published event carries the producer span's context");
     assert_eq!(handled["status"], "error");
     assert!(handled["status_message"].as_str().unwrap().contains("unknown type `forwarded`"), "{handled}");
+    // Both deliveries went through the component's admission, like HTTP requests do.
+    let (url, token) = local_api(&app);
+    let text = client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    let admitted = parse_metrics(&text)["nimbus_admission_wait_seconds_count{app=\"flow\",component=\"fn\"}"];
+    assert_eq!(admitted, 2.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

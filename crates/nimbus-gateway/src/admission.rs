@@ -51,13 +51,17 @@ impl Admission {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Waits for a free instance slot, or says why not. The slot is released when the permit drops.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Rejected> {
+    /// Waits for a free instance slot, or says why not; with the slot, how long the request
+    /// waited (zero, without reading the clock, when a slot was free). The slot is released when
+    /// the permit drops.
+    pub async fn admit(&self) -> Result<(OwnedSemaphorePermit, Duration), Rejected> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+            return Ok((permit, Duration::ZERO));
         }
         // Waiting is the rare path: boxed, so the common one's future stays small.
-        Box::pin(self.wait()).await
+        let started = std::time::Instant::now();
+        let permit = Box::pin(self.wait()).await?;
+        Ok((permit, started.elapsed()))
     }
 
     async fn wait(&self) -> Result<OwnedSemaphorePermit, Rejected> {
@@ -93,7 +97,7 @@ mod tests {
         let (r, a) = second.await.unwrap();
         assert_eq!(r, Err(Rejected::QueueTimeout));
         drop(first);
-        assert!(a.admit().await.is_ok());
+        assert_eq!(a.admit().await.map(|(_, waited)| waited), Ok(Duration::ZERO), "a free slot is no wait");
         assert_eq!(a.queue_len(), 0);
 
         let b = Arc::new(Admission::new(1, 0, Duration::from_secs(5), Gauge::default()));

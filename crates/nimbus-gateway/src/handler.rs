@@ -255,11 +255,8 @@ async fn admit(
     span: &Span,
 ) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
     let mut waiting = span.child("admission", SpanKind::Internal);
-    let started = Instant::now();
-    let result = target.admission.admit().await;
     let metrics = &target.telemetry.metrics;
-    metrics.admitted(started.elapsed());
-    result.map_err(|why| {
+    let (permit, waited) = target.admission.admit().await.map_err(|why| {
         let message = match why {
             Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
             Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
@@ -270,7 +267,9 @@ async fn admit(
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, message);
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
-    })
+    })?;
+    metrics.admitted(waited);
+    Ok(permit)
 }
 
 fn failed(

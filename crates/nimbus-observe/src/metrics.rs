@@ -151,7 +151,7 @@ impl Metrics {
             r.register("admission_queue_depth", "Requests waiting for an admission slot", m.queue_depth.clone());
             r.register_with_unit(
                 "admission_wait",
-                "Time requests waited for an admission slot",
+                "Time admitted requests waited for their admission slot",
                 Unit::Seconds,
                 m.queue_wait.clone(),
             );

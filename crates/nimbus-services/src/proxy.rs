@@ -27,8 +27,14 @@ pub type RequestBody = BoxBody<Bytes, BoxError>;
 /// thread when the response arrives (the gateway serves each client connection on one thread).
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
-    idle: [std::sync::Mutex<Vec<SendRequest<RequestBody>>>; SHARDS],
+    idle: [Shard; SHARDS],
 }
+
+/// One shard of idle connections, alone on its cache lines so that threads using neighbouring
+/// shards do not contend for them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(std::sync::Mutex<Vec<SendRequest<RequestBody>>>);
 
 /// Shards of idle connections per process; threads beyond this many share them.
 const SHARDS: usize = 16;
@@ -68,7 +74,7 @@ impl Connections {
         mut req: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
         loop {
-            let pooled = self.idle[shard()].lock().expect("connections").pop();
+            let pooled = self.idle[shard()].0.lock().expect("connections").pop();
             let (mut sender, reused) = match pooled {
                 Some(s) if !s.is_closed() => (s, true),
                 Some(_) => continue,
@@ -96,14 +102,14 @@ impl Connections {
     /// wait for their connections to close can exit).
     pub(crate) fn close_idle(&self) {
         for idle in &self.idle {
-            idle.lock().expect("connections").clear();
+            idle.0.lock().expect("connections").clear();
         }
     }
 
     /// Puts a connection whose exchange is complete back for reuse.
     pub(crate) fn put_back(&self, sender: SendRequest<RequestBody>) {
         if !sender.is_closed() {
-            let mut idle = self.idle[shard()].lock().expect("connections");
+            let mut idle = self.idle[shard()].0.lock().expect("connections");
             if idle.len() < MAX_IDLE {
                 idle.push(sender);
             }
