@@ -1,6 +1,8 @@
 """Service figures, side by side in one run, loopback only:
 1. proxy overhead: wrk against the Go template service directly, through nginx `proxy_pass` (upstream
-   keep-alive) and through `nimbus up` (its own process of the same binary), interleaved rounds;
+   keep-alive), through `bench/hyper-proxy` (hyper and tokio proxying and nothing else: the floor of
+   Nimbus's stack; $HYPER_PROXY) and through `nimbus up` (its own process of the same binary),
+   interleaved rounds;
 2. scale-from-zero first response for the Python and Java templates, cold (`initial = 0`) vs with a
    prewarmed spare (`warm = 1`).
 Usage: services.py NIMBUS APPS_DIR RUNS (APPS_DIR holds bench-go, built, bench-python and bench-java
@@ -35,15 +37,23 @@ def cpu_ticks(pids):
     return user, system
 
 
-def wrk(url, pids=()):
-    """wrk's figures, and the CPU the proxy `pids` spent per request (user, system, in us)."""
-    before = cpu_ticks(pids)
+def machine_ticks():
+    """Clock ticks every core spent busy so far (all processes, the kernel's softirqs included)."""
+    fields = [int(f) for f in open("/proc/stat").readline().split()[1:]]
+    return sum(fields[:8]) - fields[3] - fields[4]
+
+
+def wrk(url, pids=(), backend=()):
+    """wrk's figures, and per request in us: the CPU the proxy `pids` spent (user, system), the
+    CPU its backend spent (user + system), and the CPU the whole machine spent."""
+    before, backend_before, machine_before = cpu_ticks(pids), sum(cpu_ticks(backend)), machine_ticks()
     out = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "--latency", url], capture_output=True, text=True).stdout
-    after = cpu_ticks(pids)
+    after, backend_after, machine_after = cpu_ticks(pids), sum(cpu_ticks(backend)), machine_ticks()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     cpu = tuple((a - b) * tick_us / n for a, b in zip(after, before))
+    cpu += ((backend_after - backend_before) * tick_us / n, (machine_after - machine_before) * tick_us / n)
     lat = {p: re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1) for p in ("50", "99")}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: (.*)", out)
@@ -107,33 +117,49 @@ route = "/..."
 component = "api"
 """)
 up, up_port = nimbus_up(app)
+floor_port = free_port()
+floor = subprocess.Popen([os.environ["HYPER_PROXY"], str(floor_port), str(direct_port)])
+wait_http(f"http://127.0.0.1:{floor_port}/healthz")
+
+def descendants(pid):
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    return children + [d for c in children for d in descendants(c)]
+
 
 nginx_pids = [nginx.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()]
-configs = [("direct to the Go service", direct_port, [direct.pid]), ("nginx proxy_pass", nginx_port, nginx_pids),
-           ("nimbus up", up_port, [up.pid])]
+# Each config: name, port, the proxy's processes, its backend's (nimbus runs its own copy of the service).
+configs = [("direct to the Go service", direct_port, [direct.pid], []),
+           ("nginx proxy_pass", nginx_port, nginx_pids, [direct.pid]),
+           ("hyper floor (hyper-proxy)", floor_port, [floor.pid], [direct.pid]),
+           ("nimbus up", up_port, [up.pid], descendants(up.pid))]
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-results = {name: [] for name, _, _ in configs}
+results = {name: [] for name, _, _, _ in configs}
 for _ in range(ROUNDS):
-    for name, port, pids in configs:
-        results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids))
-for p in (up, nginx, direct):
+    for name, port, pids, backend in configs:
+        results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids, backend))
+for p in (up, floor, nginx, direct):
     p.terminate(); p.wait()
 
 print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds;")
-print("  cpu = CPU time the process (the backend itself, or the proxy without the backend) spent per request):")
+print("  cpu = CPU time per request of the process (the backend itself, or the proxy without its backend),")
+print("  of its backend, and of the whole machine (wrk included), which is what bounds req/s on a saturated host):")
 med = {}
 for name, rs in results.items():
     med[name] = (statistics.median(r[0] for r in rs), statistics.median(ms(r[1]) for r in rs), statistics.median(ms(r[2]) for r in rs))
-    user, system = statistics.median(r[5][0] for r in rs), statistics.median(r[5][1] for r in rs)
+    user, system, backend, machine = (statistics.median(r[5][i] for r in rs) for i in range(4))
     print(f"  {name:<26} {med[name][0]:>9.0f} req/s  p50 {med[name][1]:.2f} ms  p99 {med[name][2]:.2f} ms  "
-          f"cpu {user:.1f} us user + {system:.1f} us sys  "
+          f"cpu {user:.1f} us user + {system:.1f} us sys, backend {backend:.1f} us, machine {machine:.1f} us  "
           f"(rounds {', '.join(f'{r[0]:.0f}' for r in rs)}; non-2xx {sum(r[3] for r in rs)}; socket errors {rs[0][4]})")
-d, n, u = (med[c[0]] for c in configs)
-print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x;  "
-      f"added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms")
+d, n, h, u = (med[c[0]] for c in configs)
+print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  hyper floor / nginx: {h[0]/n[0]:.3f}x;  nimbus / hyper floor: "
+      f"{u[0]/h[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x")
+print(f"  added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms, hyper floor {h[2]-d[2]:+.2f} ms")
+for name, config in (("nimbus", configs[3][0]), ("hyper floor", configs[2][0])):
+    rounds = [a[0] / b[0] for a, b in zip(results[config], results[configs[1][0]])]
+    print(f"  {name} / nginx req/s by round: {', '.join(f'{r:.3f}' for r in rounds)}")
 
 # 2. Scale from zero: the first request to a service with no process, vs with a prewarmed spare.
-for language, command in (("python", '["python3", "server.py"]'), ("java", '["java", "-Xmx256m", "Server.java"]')):
+for language, command in [] if RUNS == 0 else (("python", '["python3", "server.py"]'), ("java", '["java", "-Xmx256m", "Server.java"]')):
     src = os.path.join(APPS, f"bench-{language}")
     for mode, scale in (("cold (initial = 0)", "min = 0, initial = 0"), ("prewarmed (warm = 1)", "min = 0, initial = 0, warm = 1")):
         times = []

@@ -1,6 +1,7 @@
 //! The Nimbus gateway: HTTP ingress in front of the functions of an app.
 //!
-//! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2), routing of
+//! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2; each connection served
+//! from accept to close by one of the connection threads, a single-threaded runtime per core), routing of
 //! `[[trigger.http]]` routes to functions or services (exact paths, `/prefix/...` wildcards, method filters), request ids
 //! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
 //! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
