@@ -41,7 +41,8 @@ fn serve(listen: u16, backend: u16) {
             let pool = pool.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| forward(pool.clone(), backend, req));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
