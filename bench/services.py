@@ -6,12 +6,21 @@
 2. scale-from-zero first response for the Python and Java templates, cold (`initial = 0`) vs with a
    prewarmed spare (`warm = 1`).
 Usage: services.py NIMBUS APPS_DIR RUNS (APPS_DIR holds bench-go, built, bench-python and bench-java
-from `nimbus new service-LANG`)"""
-import os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+from `nimbus new service-LANG`; RUNS = 0 skips part 2). With BASELINE_NIMBUS=PATH, part 1 also
+measures another nimbus binary (e.g. a build of an earlier commit) in the same rounds."""
+import atexit, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 NIMBUS, APPS, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 GO_BIN = os.path.join(APPS, "bench-go", "service")
 ENV = {**os.environ, "NIMBUS_LOG": "warn"}
+STARTED = []  # every server this script starts, stopped when it exits (also on an error)
+atexit.register(lambda: [p.terminate() for p in STARTED if p.poll() is None])
+
+
+def start(args, **kwargs):
+    p = subprocess.Popen(args, stdout=kwargs.pop("stdout", subprocess.DEVNULL), stderr=subprocess.DEVNULL, **kwargs)
+    STARTED.append(p)
+    return p
 
 
 def free_port():
@@ -64,10 +73,9 @@ def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
 
 
-def nimbus_up(app_dir):
+def nimbus_up(app_dir, nimbus=NIMBUS):
     port = free_port()
-    p = subprocess.Popen([NIMBUS, "up", app_dir, "--listen", f"127.0.0.1:{port}", "--no-cache"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    p = start([nimbus, "up", app_dir, "--listen", f"127.0.0.1:{port}", "--no-cache"], stdout=subprocess.PIPE, text=True, env=ENV)
     for line in p.stdout:
         if line.startswith("Health check"): break
     return p, port
@@ -75,7 +83,7 @@ def nimbus_up(app_dir):
 
 # 1. Proxy overhead.
 direct_port = free_port()
-direct = subprocess.Popen([GO_BIN], env={"PORT": str(direct_port), "PATH": os.environ["PATH"]}, stderr=subprocess.DEVNULL)
+direct = start([GO_BIN], env={"PORT": str(direct_port), "PATH": os.environ["PATH"]})
 wait_http(f"http://127.0.0.1:{direct_port}/healthz")
 
 conf_dir = tempfile.mkdtemp()
@@ -100,7 +108,7 @@ http {{
     }}
 }}
 """)
-nginx = subprocess.Popen(["nginx", "-c", os.path.join(conf_dir, "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+nginx = start(["nginx", "-c", os.path.join(conf_dir, "nginx.conf"), "-g", "daemon off;"])
 wait_http(f"http://127.0.0.1:{nginx_port}/healthz")
 
 app = tempfile.mkdtemp()
@@ -117,8 +125,14 @@ route = "/..."
 component = "api"
 """)
 up, up_port = nimbus_up(app)
+baseline_binary = os.environ.get("BASELINE_NIMBUS")
+if baseline_binary:
+    baseline_app = tempfile.mkdtemp()
+    for f in ("service", "nimbus.toml"):
+        shutil.copy(os.path.join(app, f), baseline_app)
+    baseline, baseline_port = nimbus_up(baseline_app, baseline_binary)
 floor_port = free_port()
-floor = subprocess.Popen([os.environ["HYPER_PROXY"], str(floor_port), str(direct_port)])
+floor = start([os.environ["HYPER_PROXY"], str(floor_port), str(direct_port)])
 wait_http(f"http://127.0.0.1:{floor_port}/healthz")
 
 def descendants(pid):
@@ -132,12 +146,14 @@ configs = [("direct to the Go service", direct_port, [direct.pid], []),
            ("nginx proxy_pass", nginx_port, nginx_pids, [direct.pid]),
            ("hyper floor (hyper-proxy)", floor_port, [floor.pid], [direct.pid]),
            ("nimbus up", up_port, [up.pid], descendants(up.pid))]
+if baseline_binary:
+    configs.append(("nimbus up (BASELINE_NIMBUS)", baseline_port, [baseline.pid], descendants(baseline.pid)))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 results = {name: [] for name, _, _, _ in configs}
 for _ in range(ROUNDS):
     for name, port, pids, backend in configs:
         results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids, backend))
-for p in (up, floor, nginx, direct):
+for p in (up, floor, nginx, direct) + ((baseline,) if baseline_binary else ()):
     p.terminate(); p.wait()
 
 print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds;")
@@ -150,13 +166,16 @@ for name, rs in results.items():
     print(f"  {name:<26} {med[name][0]:>9.0f} req/s  p50 {med[name][1]:.2f} ms  p99 {med[name][2]:.2f} ms  "
           f"cpu {user:.1f} us user + {system:.1f} us sys, backend {backend:.1f} us, machine {machine:.1f} us  "
           f"(rounds {', '.join(f'{r[0]:.0f}' for r in rs)}; non-2xx {sum(r[3] for r in rs)}; socket errors {rs[0][4]})")
-d, n, h, u = (med[c[0]] for c in configs)
+d, n, h, u = (med[c[0]] for c in configs[:4])
 print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  hyper floor / nginx: {h[0]/n[0]:.3f}x;  nimbus / hyper floor: "
       f"{u[0]/h[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x")
 print(f"  added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms, hyper floor {h[2]-d[2]:+.2f} ms")
 for name, config in (("nimbus", configs[3][0]), ("hyper floor", configs[2][0])):
     rounds = [a[0] / b[0] for a, b in zip(results[config], results[configs[1][0]])]
     print(f"  {name} / nginx req/s by round: {', '.join(f'{r:.3f}' for r in rounds)}")
+if baseline_binary:
+    b = med[configs[4][0]]
+    print(f"  baseline / nginx req/s: {b[0]/n[0]:.3f}x;  nimbus / baseline: {u[0]/b[0]:.3f}x")
 
 # 2. Scale from zero: the first request to a service with no process, vs with a prewarmed spare.
 for language, command in [] if RUNS == 0 else (("python", '["python3", "server.py"]'), ("java", '["java", "-Xmx256m", "Server.java"]')):
