@@ -7,9 +7,10 @@
 //! loaded host saves more CPU than anything else on the proxy path. Guest code cannot monopolise
 //! a thread: wasm yields every epoch tick.
 //!
-//! The threads live as long as the process (like tokio's own blocking pool), so that whatever a
-//! request starts on them — a service scaling up from zero, an actor's commit — runs to its end
-//! even after the listener that accepted the request has shut down.
+//! The threads live as long as the process (like tokio's own blocking pool), so that the tasks a
+//! request starts on them — an actor's state commit, a WebSocket splice, the reader of a new
+//! connection to a service — run to their end even after the listener that accepted the request
+//! has shut down.
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
