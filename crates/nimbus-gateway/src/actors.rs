@@ -362,7 +362,7 @@ impl ActorHost {
             Ok(b) => b.to_bytes(),
             Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, id, "an actor call's input may be at most 1 MiB"),
         };
-        match self.invoke(ty, &key, method, &input, id, &span.handle()).await {
+        match self.invoke(ty, &key, method, &input, id.as_str(), &span.handle()).await {
             Ok(output) => {
                 let mut resp = http::Response::new(crate::GatewayBody::full(output));
                 resp.headers_mut()

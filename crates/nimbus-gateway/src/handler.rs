@@ -177,7 +177,7 @@ async fn invoke(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let mut inv = Invocation::new(id, &route.route);
+    let mut inv = Invocation::new(id.as_str(), &route.route);
     inv.client = client;
     inv.lease = Some(permit);
     inv.telemetry = Some(Telemetry { component: target.telemetry.clone(), parent: span.handle() });
@@ -263,7 +263,13 @@ async fn admit(
         };
         waiting.set_error("shed", message);
         metrics.error("shed");
-        target.telemetry.log(span.context(), Some(id), "platform", "warn", &format!("request shed: {message}"));
+        target.telemetry.log(
+            span.context(),
+            Some(id.as_str()),
+            "platform",
+            "warn",
+            &format!("request shed: {message}"),
+        );
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, message);
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
@@ -284,7 +290,13 @@ fn failed(
         Backend::Service(_) => "service request failed",
     };
     span.set_error("http", e);
-    target.telemetry.log(span.context(), Some(id), "platform", "warn", &format!("{what} ({}): {e}", status.as_u16()));
+    target.telemetry.log(
+        span.context(),
+        Some(id.as_str()),
+        "platform",
+        "warn",
+        &format!("{what} ({}): {e}", status.as_u16()),
+    );
     let mut resp = error(status, id, &e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -31,14 +31,6 @@ impl RequestId {
     }
 }
 
-impl std::ops::Deref for RequestId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -82,8 +74,12 @@ mod tests {
         assert_ne!(RequestId::from_headers(&h).as_str(), "has space");
         h.insert(REQUEST_ID_HEADER, "x".repeat(129).parse().unwrap());
         let minted = RequestId::from_headers(&h);
-        assert_eq!(minted.len(), 21);
-        assert!(minted.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'-' } else { b.is_ascii_hexdigit() }));
-        assert_eq!(minted.header_value().as_bytes(), minted.as_bytes());
+        assert_eq!(minted.as_str().len(), 21);
+        assert!(minted.as_str().bytes().enumerate().all(|(i, b)| if i == 8 {
+            b == b'-'
+        } else {
+            b.is_ascii_hexdigit()
+        }));
+        assert_eq!(minted.header_value().as_bytes(), minted.as_str().as_bytes());
     }
 }
