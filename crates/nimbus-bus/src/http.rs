@@ -12,7 +12,7 @@ use crate::{BusError, Event};
 /// Errors say what is wrong; the caller answers 400 and never retries or stores the event.
 pub fn read_event(headers: &HeaderMap, body: Vec<u8>) -> Result<Event, BusError> {
     let mut event = to_event(headers, body).map_err(|e| BusError::InvalidEvent(explain(&e)))?;
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let traceparent = headers.get(nimbus_observe::TRACEPARENT).and_then(|v| v.to_str().ok());
     crate::event::ensure_trace_context(&mut event, traceparent);
     Ok(event)
 }
