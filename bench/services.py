@@ -14,13 +14,28 @@ NIMBUS, APPS, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 GO_BIN = os.path.join(APPS, "bench-go", "service")
 ENV = {**os.environ, "NIMBUS_LOG": "warn"}
 STARTED = []  # every server this script starts, stopped when it exits (also on an error)
-atexit.register(lambda: [p.terminate() for p in STARTED if p.poll() is None])
 
 
 def start(args, **kwargs):
     p = subprocess.Popen(args, stdout=kwargs.pop("stdout", subprocess.DEVNULL), stderr=subprocess.DEVNULL, **kwargs)
     STARTED.append(p)
     return p
+
+
+def stop(processes):
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        p.wait()
+
+
+atexit.register(lambda: stop(STARTED))
+
+
+def descendants(pid):
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    return children + [d for c in children for d in descendants(c)]
 
 
 def free_port():
@@ -135,12 +150,7 @@ floor_port = free_port()
 floor = start([os.environ["HYPER_PROXY"], str(floor_port), str(direct_port)])
 wait_http(f"http://127.0.0.1:{floor_port}/healthz")
 
-def descendants(pid):
-    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
-    return children + [d for c in children for d in descendants(c)]
-
-
-nginx_pids = [nginx.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()]
+nginx_pids = [nginx.pid] + descendants(nginx.pid)
 # Each config: name, port, the proxy's processes, its backend's (nimbus runs its own copy of the service).
 configs = [("direct to the Go service", direct_port, [direct.pid], []),
            ("nginx proxy_pass", nginx_port, nginx_pids, [direct.pid]),
@@ -153,8 +163,7 @@ results = {name: [] for name, _, _, _ in configs}
 for _ in range(ROUNDS):
     for name, port, pids, backend in configs:
         results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids, backend))
-for p in (up, floor, nginx, direct) + ((baseline,) if baseline_binary else ()):
-    p.terminate(); p.wait()
+stop(STARTED)
 
 print(f"proxy overhead (wrk -t2 -c64 -d10s, GET /orders/42 on the Go template service; median of {ROUNDS} interleaved rounds;")
 print("  cpu = CPU time per request of the process (the backend itself, or the proxy without its backend),")
@@ -203,6 +212,6 @@ component = "api"
             t0 = time.perf_counter()
             urllib.request.urlopen(f"http://127.0.0.1:{port}/orders/1").read()
             times.append(time.perf_counter() - t0)
-            p.terminate(); p.wait()
+            stop([p])
         times.sort()
         print(f"first response, {language}, {mode}: median {statistics.median(times)*1e3:.1f} ms, min {times[0]*1e3:.1f} ms, max {times[-1]*1e3:.1f} ms ({RUNS} runs)")
