@@ -1,6 +1,7 @@
 //! Maps a request's method and path to what handles it. Exact routes win over wildcards; among
-//! wildcards the longest prefix wins. Lookup costs one hash probe per path segment, whatever the
-//! number of routes, so a server with many apps routes as fast as one with a single app.
+//! wildcards the longest prefix wins. Lookup costs at most one hash probe per path segment (only
+//! at lengths some wildcard has), whatever the number of routes, so a server with many apps routes
+//! as fast as one with a single app.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub struct Router<T = Arc<Target>> {
     exact: Table<T>,
     /// Wildcard routes by prefix (without the trailing `/...`; empty for `/...`).
     prefixes: Table<T>,
+    /// The lengths of those prefixes, longest first: a path is probed only where one could match
+    /// (an app with just `/...` routes every path with one probe).
+    prefix_lengths: Vec<usize>,
 }
 
 /// Routes by path. The keys come from manifests and a request only probes, so a fast hash that
@@ -48,7 +52,7 @@ type Table<T> = HashMap<String, Vec<Route<T>>, RandomState>;
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Self { exact: Table::default(), prefixes: Table::default() }
+        Self { exact: Table::default(), prefixes: Table::default(), prefix_lengths: Vec::new() }
     }
 }
 
@@ -66,7 +70,12 @@ impl<T> Router<T> {
     pub fn insert(&mut self, route: Route<T>) {
         let table = match &route.pattern {
             RoutePattern::Exact(p) => self.exact.entry(p.clone()),
-            RoutePattern::Prefix(p) => self.prefixes.entry(p.clone()),
+            RoutePattern::Prefix(p) => {
+                if let Err(at) = self.prefix_lengths.binary_search_by(|len| p.len().cmp(len)) {
+                    self.prefix_lengths.insert(at, p.len());
+                }
+                self.prefixes.entry(p.clone())
+            }
         };
         table.or_default().push(route);
     }
@@ -94,20 +103,11 @@ impl<T> Router<T> {
     }
 
     /// The wildcard routes of the longest prefix of `path` that has any: `/a/b/c` tries `/a/b/c`,
-    /// `/a/b`, `/a`, then the catch-all.
+    /// `/a/b`, `/a`, then the catch-all (each only if some wildcard prefix is that long).
     fn longest_prefix(&self, path: &str) -> Option<&Vec<Route<T>>> {
-        if self.prefixes.is_empty() {
-            return None;
-        }
-        let mut candidate = path;
-        loop {
-            if let Some(routes) = self.prefixes.get(candidate) {
-                return Some(routes);
-            }
-            if candidate.is_empty() {
-                return None;
-            }
-            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
-        }
+        self.prefix_lengths
+            .iter()
+            .filter(|&&len| len == 0 || len == path.len() || (len < path.len() && path.as_bytes()[len] == b'/'))
+            .find_map(|&len| self.prefixes.get(&path[..len]))
     }
 }

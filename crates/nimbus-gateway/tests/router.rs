@@ -63,6 +63,9 @@ async fn precedence_and_methods() {
     assert_eq!(found(&gateway, "POST", "/api/users/7"), "api");
     assert_eq!(found(&gateway, "GET", "/api/v2"), "v2");
     assert_eq!(found(&gateway, "GET", "/api/v2/x/y"), "v2", "the longest prefix wins");
+    assert_eq!(found(&gateway, "GET", "/api/v2/"), "v2");
+    assert_eq!(found(&gateway, "GET", "/api/v"), "api", "a prefix never matches part of a segment");
+    assert_eq!(found(&gateway, "OPTIONS", "*"), "everything", "the catch-all takes any target");
     assert_eq!(found(&gateway, "GET", "/api/status"), "status", "exact beats wildcard");
     assert_eq!(found(&gateway, "DELETE", "/api/status"), "v2", "one path, methods split across components");
     match gateway.router().find(&http::Method::POST, "/api/status") {
