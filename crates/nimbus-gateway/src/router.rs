@@ -39,11 +39,13 @@ pub enum RouteMatch<'a, T = Arc<Target>> {
 #[derive(Debug)]
 pub struct Router<T = Arc<Target>> {
     exact: Table<T>,
-    /// Wildcard routes by prefix (without the trailing `/...`; empty for `/...`).
+    /// Wildcard routes by prefix (without the trailing `/...`), except the catch-all.
     prefixes: Table<T>,
-    /// The lengths of those prefixes, longest first: a path is probed only where one could match
-    /// (an app with just `/...` routes every path with one probe).
+    /// The lengths of those prefixes, longest first: a path is probed only where one could match.
     prefix_lengths: Vec<usize>,
+    /// The `/...` routes: the fallback of every path, found without hashing or comparing
+    /// anything (an app with just `/...` routes each request with no probe at all).
+    catch_all: Vec<Route<T>>,
 }
 
 /// Routes by path. The keys come from manifests and a request only probes, so a fast hash that
@@ -52,7 +54,7 @@ type Table<T> = HashMap<String, Vec<Route<T>>, RandomState>;
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Self { exact: Table::default(), prefixes: Table::default(), prefix_lengths: Vec::new() }
+        Self { exact: Table::default(), prefixes: Table::default(), prefix_lengths: Vec::new(), catch_all: Vec::new() }
     }
 }
 
@@ -68,26 +70,27 @@ impl<T> Router<T> {
 
     /// Adds one route; routes with the same pattern are told apart by their methods.
     pub fn insert(&mut self, route: Route<T>) {
-        let table = match &route.pattern {
-            RoutePattern::Exact(p) => self.exact.entry(p.clone()),
+        let routes = match &route.pattern {
+            RoutePattern::Exact(p) => self.exact.entry(p.clone()).or_default(),
+            RoutePattern::Prefix(p) if p.is_empty() => &mut self.catch_all,
             RoutePattern::Prefix(p) => {
                 if let Err(at) = self.prefix_lengths.binary_search_by(|len| p.len().cmp(len)) {
                     self.prefix_lengths.insert(at, p.len());
                 }
-                self.prefixes.entry(p.clone())
+                self.prefixes.entry(p.clone()).or_default()
             }
         };
-        table.or_default().push(route);
+        routes.push(route);
     }
 
     /// Every route, for listing.
     pub fn routes(&self) -> impl Iterator<Item = &Route<T>> {
-        self.exact.values().chain(self.prefixes.values()).flatten()
+        self.exact.values().chain(self.prefixes.values()).flatten().chain(&self.catch_all)
     }
 
     /// Whether nothing is routed.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefixes.is_empty()
+        self.exact.is_empty() && self.prefixes.is_empty() && self.catch_all.is_empty()
     }
 
     /// Finds the route for a request.
@@ -103,11 +106,12 @@ impl<T> Router<T> {
     }
 
     /// The wildcard routes of the longest prefix of `path` that has any: `/a/b/c` tries `/a/b/c`,
-    /// `/a/b`, `/a`, then the catch-all (each only if some wildcard prefix is that long).
+    /// `/a/b`, `/a` (each only if some wildcard prefix is that long), then the catch-all.
     fn longest_prefix(&self, path: &str) -> Option<&Vec<Route<T>>> {
         self.prefix_lengths
             .iter()
-            .filter(|&&len| len == 0 || len == path.len() || (len < path.len() && path.as_bytes()[len] == b'/'))
+            .filter(|&&len| len == path.len() || (len < path.len() && path.as_bytes()[len] == b'/'))
             .find_map(|&len| self.prefixes.get(&path[..len]))
+            .or((!self.catch_all.is_empty()).then_some(&self.catch_all))
     }
 }
