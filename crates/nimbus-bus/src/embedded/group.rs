@@ -142,8 +142,9 @@ impl GroupShared {
             let generation = state.generation;
             state.parts[p].in_flight = Some((generation, now + self.ack_wait));
             state.start = (p + 1) % n;
-            drop(state);
+            // Under the lock: the writer must see positions in the order they changed here.
             self.persist(p as u16, seq, attempts);
+            drop(state);
             let acker = EmbeddedAcker { group: self.clone(), partition: p as u16, seq, generation, settled: false };
             return Ok(Ok(Delivery::new(event, seq, attempts, Box::new(acker))));
         }
@@ -174,8 +175,11 @@ impl GroupShared {
             }
         }
         let (next, attempts) = (part.next, part.attempts);
-        drop(state);
+        // Under the lock, as in `claim`: sent after it is released, this position could reach the
+        // writer after a later one (another member's claim or ack of the partition) and take the
+        // stored cursor back, so that a restart delivers acknowledged events again.
         self.persist(partition, next, attempts);
+        drop(state);
         self.settled.notify_waiters();
     }
 }
