@@ -251,8 +251,7 @@ impl ActorHost {
                         None => ActorState::new(),
                     });
                 }
-                let (permit, waited) = actor.target.admission.admit().await.map_err(|_| ActorError::Capacity)?;
-                actor.target.telemetry.metrics.admitted(waited);
+                let permit = actor.target.admit().await.map_err(|_| ActorError::Capacity)?;
                 let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
                 inv.lease = Some(permit);
                 inv.telemetry = Some(Telemetry { component: actor.target.telemetry.clone(), parent: span.handle() });

@@ -210,12 +210,11 @@ impl Destination for ComponentDestination {
 
 impl ComponentDestination {
     async fn attempt(&self, event: &Event, span: &Span) -> Result<(), DeliveryError> {
-        let (permit, waited) = {
+        let permit = {
             let _waiting = span.child("admission", SpanKind::Internal);
-            self.target.admission.admit().await
+            self.target.admit().await
         }
         .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
-        self.target.telemetry.metrics.admitted(waited);
         match &self.target.backend {
             Backend::Function(f) => self.to_function(f, event, permit, span).await,
             Backend::Service(s) => self.to_service(s, event, span).await,

@@ -255,14 +255,13 @@ async fn admit(
     span: &Span,
 ) -> Result<OwnedSemaphorePermit, http::Response<GatewayBody>> {
     let mut waiting = span.child("admission", SpanKind::Internal);
-    let metrics = &target.telemetry.metrics;
-    let (permit, waited) = target.admission.admit().await.map_err(|why| {
+    target.admit().await.map_err(|why| {
         let message = match why {
             Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
             Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
         };
         waiting.set_error("shed", message);
-        metrics.error("shed");
+        target.telemetry.metrics.error("shed");
         target.telemetry.log(
             span.context(),
             Some(id.as_str()),
@@ -273,9 +272,7 @@ async fn admit(
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, id, message);
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
-    })?;
-    metrics.admitted(waited);
-    Ok(permit)
+    })
 }
 
 fn failed(

@@ -92,6 +92,17 @@ pub struct Target {
     pub telemetry: Arc<ComponentTelemetry>,
 }
 
+impl Target {
+    /// Waits for one of the component's admission slots (or says why not), counting the wait
+    /// in its `nimbus_admission_wait_seconds`: every request, delivery and actor call admitted
+    /// goes through here.
+    pub(crate) async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, admission::Rejected> {
+        let (permit, waited) = self.admission.admit().await?;
+        self.telemetry.metrics.admitted(waited);
+        Ok(permit)
+    }
+}
+
 /// Routes and targets of one app, and its event ingress.
 #[derive(Debug)]
 pub struct Gateway {
