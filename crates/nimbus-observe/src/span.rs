@@ -109,9 +109,11 @@ impl Recording {
 
 /// A trace's ended spans in this process. A function call records five spans, a proxied
 /// request four: they fit inline, so a trace costs one allocation (its `TraceBuf`), which stays
-/// within the 1032 bytes glibc serves from its per-thread cache.
+/// within the small size classes of mimalloc (the binary's allocator, up to 1 KiB) and of glibc's
+/// per-thread cache (up to 1032 bytes).
 pub(crate) type Spans = smallvec::SmallVec<[Finished; 5]>;
-const _: () = assert!(std::mem::size_of::<TraceBuf>() + 16 <= 1032);
+// `Arc::new` allocates the buffer and two reference counts.
+const _: () = assert!(std::mem::size_of::<TraceBuf>() + 16 <= 1024);
 
 struct TraceBuf {
     spans: Mutex<Spans>,
