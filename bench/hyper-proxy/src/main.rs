@@ -1,8 +1,9 @@
 //! A reverse proxy with nothing but the proxying: hyper 1 HTTP/1.1 server and client on one
-//! current-thread tokio runtime per core (the model Nimbus's gateway uses), keep-alive connections
-//! to the backend pooled per thread, requests and responses forwarded as they are. No routing,
-//! request ids, tracing, metrics, admission, `x-forwarded-*` or hop-by-hop handling: what is left
-//! is what hyper and tokio cost, the floor under Nimbus's proxy in `bench/services.sh`.
+//! current-thread tokio runtime per core (the model Nimbus's gateway uses), writes flattened into
+//! one buffer as Nimbus's are (no `writev`), keep-alive connections to the backend pooled per
+//! thread, requests and responses forwarded as they are. No routing, request ids, tracing,
+//! metrics, admission, `x-forwarded-*` or hop-by-hop handling: what is left is what hyper and
+//! tokio cost, the floor under Nimbus's proxy in `bench/services.sh`.
 //!
 //! Usage: hyper-proxy LISTEN_PORT BACKEND_PORT (both on 127.0.0.1)
 use std::cell::RefCell;
@@ -41,8 +42,10 @@ fn serve(listen: u16, backend: u16) {
             let pool = pool.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| forward(pool.clone(), backend, req));
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .writev(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -59,7 +62,8 @@ async fn forward(
         _ => {
             let stream = TcpStream::connect(("127.0.0.1", backend)).await?;
             stream.set_nodelay(true)?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (sender, conn) =
+                hyper::client::conn::http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await?;
             tokio::task::spawn_local(conn);
             sender
         }

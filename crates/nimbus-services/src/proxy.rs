@@ -120,8 +120,12 @@ impl Connections {
 async fn connect(port: u16) -> Result<SendRequest<RequestBody>, SendError> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(SendError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+    // Flattened writes, as on the gateway's side (see `nimbus_gateway::serve`).
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Http)?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
