@@ -121,10 +121,13 @@ impl Gateway {
                 let (parts, body) = req.into_parts();
                 Box::pin(invoke(function, route, parts, body, id, client, span)).await
             }
-            // The proxy's client span is what the service continues.
+            // The proxy's client span is what the service continues. Boxed like the other
+            // backends: the futures around this one (`handle`, hyper's, the connection's) then
+            // hold a pointer instead of the proxy's ~2.4 KB state, which each of them copied
+            // when it started (~0.13 us of `memcpy` per request).
             Backend::Service(service) => {
                 let (parts, body) = req.into_parts();
-                proxy(service, &target, parts, body, id, client, span).await
+                Box::pin(proxy(service, &target, parts, body, id, client, span)).await
             }
         };
         (resp, Some(target))
