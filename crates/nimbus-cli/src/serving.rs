@@ -8,7 +8,7 @@ use clap::Args;
 use nimbus_gateway::ServeConfig;
 use nimbus_wasm::{Runtime, RuntimeConfig};
 
-/// Flags of the wasm engine and of draining.
+/// Flags of the wasm engine, of client connections and of draining.
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
     /// Where compiled components are cached (default: ~/.cache/nimbus/compiled).
@@ -20,6 +20,10 @@ pub(crate) struct EngineArgs {
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "NIMBUS_DRAIN_TIMEOUT", default_value_t = 30)]
     drain_timeout: u64,
+    /// Close a client connection with no request in progress for this long (e.g. 30s): one
+    /// that sends nothing, or its headers too slowly, or is kept alive unused.
+    #[arg(long, env = "NIMBUS_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// Largest .wasm file accepted, in MiB.
     #[arg(long, env = "NIMBUS_MAX_MODULE_MB", default_value_t = 256)]
     max_module_mb: u64,
@@ -45,7 +49,7 @@ impl EngineArgs {
 
     /// How the accept loop drains.
     pub(crate) fn serve_config(&self) -> ServeConfig {
-        ServeConfig { drain_timeout: Duration::from_secs(self.drain_timeout) }
+        ServeConfig { drain_timeout: Duration::from_secs(self.drain_timeout), idle_timeout: self.idle_timeout }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, each served on one of
 //! the connection threads (`workers.rs`), and a graceful shutdown that stops accepting, lets
-//! in-flight requests finish, then returns.
+//! in-flight requests finish, then returns. A connection with no request in progress for the idle
+//! timeout is closed (`idle.rs`).
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::GatewayBody;
+use crate::idle::{Activity, Tracked};
 
 /// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
 /// ([`crate::Ingress`]).
@@ -49,11 +51,14 @@ impl Handler for crate::Ingress {
 pub struct ServeConfig {
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
+    /// How long a connection may go without a request in progress (a client that sends nothing,
+    /// or its headers too slowly, or keeps an unused connection open) before it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(30) }
+        Self { drain_timeout: Duration::from_secs(30), idle_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -97,18 +102,24 @@ where
             }
         };
         let (builder, watcher, gateway) = (builder.clone(), graceful.watcher(), gateway.clone());
+        let idle_timeout = config.idle_timeout;
         crate::workers::next().spawn(async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => return tracing::debug!(%peer, error = %e, "cannot register the connection"),
             };
+            let activity = Arc::new(Activity::default());
+            let requests = activity.clone();
             let service = hyper::service::service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await) }
+                let (gateway, request) = (gateway.clone(), requests.start());
+                async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request))) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+            tokio::select! {
+                served = conn => if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = activity.idle(idle_timeout) => tracing::debug!(%peer, ?idle_timeout, "closed an idle connection"),
             }
         });
     }
