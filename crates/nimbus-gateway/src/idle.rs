@@ -37,8 +37,11 @@ impl Activity {
     }
 
     /// Resolves once no request has been in progress on the connection for at least `limit`
-    /// (it is noticed within `limit / 2` more).
+    /// (it is noticed within `limit / 2` more); never if `limit` is zero.
     pub(crate) async fn idle(&self, limit: Duration) {
+        if limit.is_zero() {
+            return std::future::pending().await;
+        }
         let mut last = self.counts();
         let mut quiet_halves = 0;
         loop {

@@ -52,7 +52,8 @@ pub struct ServeConfig {
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
     /// How long a connection may go without a request in progress (a client that sends nothing,
-    /// or its headers too slowly, or keeps an unused connection open) before it is closed.
+    /// or its headers too slowly, or keeps an unused connection open) before it is closed; zero
+    /// keeps connections open.
     pub idle_timeout: Duration,
 }
 
@@ -110,16 +111,25 @@ where
             };
             let activity = Arc::new(Activity::default());
             let requests = activity.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let (gateway, request) = (gateway.clone(), requests.start());
-                async move { Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request))) }
-            });
-            let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
-            tokio::select! {
-                served = conn => if let Err(e) = served {
+            let mut served = tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let (gateway, request) = (gateway.clone(), requests.start());
+                    async move {
+                        Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
+                    }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                () = activity.idle(idle_timeout) => tracing::debug!(%peer, ?idle_timeout, "closed an idle connection"),
+                }
+            });
+            // The idle watch waits beside the connection's task: serving a request never polls it.
+            tokio::select! {
+                _ = &mut served => {}
+                () = activity.idle(idle_timeout) => {
+                    served.abort();
+                    tracing::debug!(%peer, ?idle_timeout, "closed an idle connection");
+                }
             }
         });
     }
