@@ -155,7 +155,9 @@ fn method_str(method: &Method) -> Cow<'static, str> {
     }
 }
 
-/// A function: the body is read whole (bounded), then a fresh instance handles it.
+/// A function: the body is read whole (bounded in size, and in time by the function's time
+/// limit, so a client that stops sending cannot hold the connection), then a fresh instance
+/// handles it.
 async fn invoke(
     function: &Function,
     route: &Route,
@@ -167,7 +169,17 @@ async fn invoke(
 ) -> http::Response<GatewayBody> {
     let target = &route.target;
     let limit = target.max_body_bytes;
-    let body: Bytes = match Limited::new(body, limit).collect().await {
+    let complete = http_body::Body::is_end_stream(&body);
+    let read = Limited::new(body, limit).collect();
+    // A request without a body is complete at once: no clock read, no timer.
+    let read = if complete { Ok(read.await) } else { tokio::time::timeout(function.timeout(), read).await };
+    let Ok(read) = read else {
+        target.telemetry.metrics.error("timeout");
+        let message =
+            format!("the request body did not arrive within {:?}, the function's time limit", function.timeout());
+        return error(StatusCode::REQUEST_TIMEOUT, id, &message);
+    };
+    let body: Bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             target.telemetry.metrics.error("too_large");

@@ -370,6 +370,11 @@ impl Function {
         &self.settings.name
     }
 
+    /// How long one invocation may run (`limits.timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.settings.limits.timeout
+    }
+
     /// Component (`wasi:http`) or module (WAGI).
     pub fn kind(&self) -> WasmKind {
         match self.executor {
