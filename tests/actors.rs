@@ -7,8 +7,13 @@ use std::time::Duration;
 use common::{App, client, ok};
 
 fn app() -> App {
+    app_with("")
+}
+
+/// The app, with `counter_extra` lines in the counter's component table.
+fn app_with(counter_extra: &str) -> App {
     App::new(&format!(
-        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\n\
+        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n{counter_extra}[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\n\
          [component.caller]\nsource = \"{}\"\ngrants = {{ actors = [\"counter\"] }}\n[[trigger.http]]\nroute = \"/call/...\"\ncomponent = \"caller\"\n",
         nimbus_fixtures::COUNTER,
         nimbus_fixtures::CALLER
@@ -134,4 +139,15 @@ async fn acknowledged_invocations_survive_kill_9() {
     // were committed without their answer arriving.
     assert!(stored >= acked && stored <= acked + 8, "stored {stored}, acknowledged {acked}");
     eprintln!("kill -9 under 8 clients on one actor: {acked} acknowledged, {stored} committed, 0 lost");
+}
+
+#[tokio::test]
+async fn an_actor_call_whose_input_stalls_gets_408_within_the_time_limit() {
+    let app = app_with("limits = { timeout_ms = 500 }\n");
+    let server = app.up(&[]);
+    let answer = common::stalled_post(&server.base, "/actors/counter/slow/incr").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("actor call's input did not arrive within 500ms"), "{answer}");
+    // Nothing was invoked, and calls whose input arrives are served.
+    assert_eq!(call(&server.base, "slow", "incr").await, (200, "1".into()));
 }

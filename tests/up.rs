@@ -310,17 +310,9 @@ async fn silent_slow_and_idle_clients_are_cut_off_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_function_request_whose_body_stalls_gets_408_within_the_time_limit() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = App::new(&fixtures_manifest("timeout_ms = 500", ""));
     let server = app.up(&[]);
-    let addr = server.base.trim_start_matches("http://").to_string();
-    // 10 of the 100 bytes announced, then nothing.
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(b"POST /kitchen/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten.!").await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
-    assert!(read.is_ok(), "the stalled request still had no answer after 20 s");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = common::stalled_post(&server.base, "/kitchen/echo").await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive within 500ms"), "{answer}");
     // A body that arrives in time is served.

@@ -23,6 +23,11 @@ use crate::{Backend, Gateway, Target};
 pub const ACTORS_PATH: &str = "/actors/";
 /// The KV bucket holding every actor's state.
 pub const ACTORS_BUCKET: &str = "actors";
+/// Largest input of an actor call.
+const MAX_INPUT_BYTES: usize = 1 << 20;
+/// How long an actor call's input may take to arrive when its type is unknown (the call then
+/// fails with 404 anyway); otherwise the type's time limit.
+const DEFAULT_INPUT_TIME: Duration = Duration::from_secs(30);
 
 struct ActorType {
     function: Function,
@@ -348,7 +353,6 @@ impl ActorHost {
         method: &str,
     ) -> http::Response<crate::GatewayBody> {
         use http::{StatusCode, header};
-        use http_body_util::{BodyExt, Limited};
 
         use crate::respond::{error, set_request_id};
         if req.method() != http::Method::POST {
@@ -357,9 +361,11 @@ impl ActorHost {
             return resp;
         }
         let key = percent_decode(key);
-        let input = match Limited::new(req.into_body(), 1 << 20).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, id, "an actor call's input may be at most 1 MiB"),
+        // Within the actor's time limit, like a function's request body.
+        let time = self.types.get(ty).map_or(DEFAULT_INPUT_TIME, |t| t.function.timeout());
+        let input = match crate::request_body::read_whole(req.into_body(), MAX_INPUT_BYTES, time).await {
+            Ok(input) => input,
+            Err(e) => return e.response(id, "actor call's input", MAX_INPUT_BYTES),
         };
         match self.invoke(ty, &key, method, &input, id.as_str(), &span.handle()).await {
             Ok(output) => {

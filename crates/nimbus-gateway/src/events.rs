@@ -4,12 +4,12 @@
 //! mode — through the component's admission control, like its HTTP requests.
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use nimbus_bus::dispatch::{DeliveryError, Destination};
 use nimbus_bus::{AttributesReader, Event, EventBus, PublishOptions, Topic};
@@ -17,12 +17,15 @@ use nimbus_observe::{Span, SpanKind, Telemetry, Tracer};
 use nimbus_wasm::{EventError, Invocation};
 
 use crate::body::GatewayBody;
+use crate::request_body::read_whole;
 use crate::request_id::RequestId;
 use crate::respond::{error, set_request_id};
 use crate::{Backend, Target};
 
 /// The largest event accepted, in bytes (by the ingress and by the control API's topic endpoint).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// How long a published event's body may take to arrive.
+const MAX_EVENT_TIME: Duration = Duration::from_secs(30);
 
 /// The path prefix of the ingress: `POST /events/{topic}`.
 pub const EVENTS_PREFIX: &str = "/events/";
@@ -62,16 +65,9 @@ impl EventIngress {
             return resp;
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_EVENT_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    id,
-                    &format!("an event may be at most {} bytes", MAX_EVENT_BYTES),
-                );
-            }
-            Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
+        let body = match read_whole(body, MAX_EVENT_BYTES, MAX_EVENT_TIME).await {
+            Ok(body) => body,
+            Err(e) => return e.response(id, "event", MAX_EVENT_BYTES),
         };
         let event = match nimbus_bus::http::read_event(&parts.headers, body.to_vec()) {
             Ok(e) => e,

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -17,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Rejected;
 use crate::body::GatewayBody;
+use crate::request_body::{BodyError, read_whole};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::{error, set_request_id};
 use crate::router::{Route, RouteMatch};
@@ -169,23 +169,16 @@ async fn invoke(
 ) -> http::Response<GatewayBody> {
     let target = &route.target;
     let limit = target.max_body_bytes;
-    let complete = http_body::Body::is_end_stream(&body);
-    let read = Limited::new(body, limit).collect();
-    // A request without a body is complete at once: no clock read, no timer.
-    let read = if complete { Ok(read.await) } else { tokio::time::timeout(function.timeout(), read).await };
-    let Ok(read) = read else {
-        target.telemetry.metrics.error("timeout");
-        let message =
-            format!("the request body did not arrive within {:?}, the function's time limit", function.timeout());
-        return error(StatusCode::REQUEST_TIMEOUT, id, &message);
-    };
-    let body: Bytes = match read {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            target.telemetry.metrics.error("too_large");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, id, &format!("request body is larger than {limit} bytes"));
+    let body = match read_whole(body, limit, function.timeout()).await {
+        Ok(body) => body,
+        Err(e) => {
+            match e {
+                BodyError::TooLarge => target.telemetry.metrics.error("too_large"),
+                BodyError::TimedOut(_) => target.telemetry.metrics.error("timeout"),
+                BodyError::Broken(_) => {}
+            }
+            return e.response(id, "request body", limit);
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, id, &format!("could not read the request body: {e}")),
     };
     target.telemetry.metrics.bytes_in(body.len() as u64);
     let permit = match admit(target, id, span).await {

@@ -31,6 +31,7 @@ mod events;
 mod handler;
 mod idle;
 mod kv_changes;
+mod request_body;
 mod request_id;
 mod respond;
 mod router;
