@@ -278,20 +278,13 @@ async fn http2_and_json_logs() {
 
 #[tokio::test]
 async fn silent_slow_and_idle_clients_are_cut_off_after_the_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = App::new(&fixtures_manifest("", ""));
     let server = app.up(&["--idle-timeout", "300ms"]);
-    let addr = server.base.trim_start_matches("http://").to_string();
     // Nothing at all, half of a request's headers, part of the HTTP/2 preface, a whole request
     // then nothing: each connection is closed instead of being held open.
     let whole = b"GET /anything HTTP/1.1\r\nHost: x\r\n\r\n";
     for sent in [&b""[..], b"GET /anything HTTP/1.1\r\nHost: x\r\n", b"PRI * HTTP/2", whole] {
-        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        conn.write_all(sent).await.unwrap();
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
-        assert!(read.is_ok(), "a connection that sent {sent:?} was still open after 20 s");
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = common::send_raw(&server.base, sent).await;
         let served = sent == whole;
         assert_eq!(answer.starts_with("HTTP/1.1 200"), served, "{sent:?} got {answer}");
         assert_eq!(answer.is_empty(), !served, "{sent:?} got {answer}");

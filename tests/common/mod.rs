@@ -186,17 +186,21 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-/// POSTs `path` announcing a 100-byte body, sends 10 bytes of it and stops; returns whatever the
-/// server answers before it closes the connection (at most 20 s, then panics).
-pub async fn stalled_post(base: &str, path: &str) -> String {
+/// Sends `bytes` on a new connection and returns whatever the server answers before it closes
+/// the connection (at most 20 s, then panics).
+pub async fn send_raw(base: &str, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten.!");
-    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
-    assert!(read.is_ok(), "POST {path} with a stalled body still had no answer after 20 s");
+    assert!(read.is_ok(), "a connection that sent {:?} was still open after 20 s", String::from_utf8_lossy(bytes));
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// POSTs `path` announcing a 100-byte body, sends 10 bytes of it and stops; returns the answer.
+pub async fn stalled_post(base: &str, path: &str) -> String {
+    send_raw(base, format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten.!").as_bytes()).await
 }
 
 /// A manifest serving the hello, kitchen and WAGI fixtures; `kitchen_limits` goes into the
