@@ -198,6 +198,46 @@ async fn bad_events_get_a_clear_error_and_are_never_stored() {
     assert_eq!(records(&record).len(), 1, "{r:?}");
 }
 
+/// A service's answer decides a delivery by its status; a body that never ends (streamed without
+/// end, or announced and never sent) must not hold the delivery or be buffered whole. One event
+/// at a time per trigger: the second event of each topic arrives only once the first's delivery
+/// is over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_answer_whose_body_never_ends_does_not_hold_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.txt");
+    let service = |name: &str, status: u16, body: &str| {
+        format!(
+            "[component.{name}]\ncommand = [\"python3\", \"{RECORDER}\"]\nenv = {{ RECORD_FILE = \"{}\", STATUS = \"{status}\", BODY = \"{body}\" }}\nreadiness = {{ path = \"/\" }}\n",
+            record.display()
+        )
+    };
+    let trigger = |topic: &str, component: &str| {
+        format!(
+            "[[trigger.topic]]\ntopic = \"{topic}\"\ncomponent = \"{component}\"\nconcurrency = 1\nretry = {{ max_attempts = 2, backoff_ms = 10, max_backoff_ms = 10 }}\n"
+        )
+    };
+    let app = App::new(&format!(
+        "[app]\nname = \"answers\"\n{}{}{}{}",
+        service("endless", 200, "endless"),
+        service("stalled", 503, "stall"),
+        trigger("streams", "endless"),
+        trigger("stalls", "stalled"),
+    ));
+    let server = app.up(&[]);
+    for (topic, id) in [("streams", "s-1"), ("streams", "s-2"), ("stalls", "t-1"), ("stalls", "t-2")] {
+        assert_eq!(publish(&server.base, topic, id, "answer").await.status(), 202);
+    }
+    // s-1 was acknowledged (its 200 decided it) and s-2 followed; t-1 failed twice (the 503
+    // decided each attempt), was dead-lettered, and t-2 followed.
+    let r = wait_for(&record, "every event's deliveries", |r| {
+        let n = |id: &str| r.iter().filter(|l| l[1] == id).count();
+        n("s-2") >= 1 && n("t-2") >= 2
+    });
+    let n = |id: &str| r.iter().filter(|l| l[1] == id).count();
+    assert_eq!((n("s-1"), n("t-1")), (1, 2), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cron_fires_once_per_tick() {
     let dir = tempfile::tempdir().unwrap();

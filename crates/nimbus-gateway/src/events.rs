@@ -153,11 +153,7 @@ impl ComponentDestination {
             .await
             .map_err(|e| DeliveryError::retryable("unreachable", e.to_string()))?;
         let status = resp.status();
-        let detail =
-            String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
-                .chars()
-                .take(500)
-                .collect::<String>();
+        let detail = answer_detail(resp.into_body()).await;
         match status.as_u16() {
             200..=299 => Ok(()),
             408 | 429 => Err(DeliveryError::retryable(format!("http-{}", status.as_u16()), detail)),
@@ -166,6 +162,31 @@ impl ComponentDestination {
         }
     }
 }
+
+/// The start of a service's answer to a delivery, as the error detail (its first 500
+/// characters). The status already decided the outcome, so at most [`DETAIL_BYTES`] are read,
+/// within [`DETAIL_TIME`]: a service cannot make a delivery buffer a huge body or wait for one
+/// that stalls. A body that ends within both is read whole, so its connection is reused.
+async fn answer_detail(body: nimbus_services::ServiceBody) -> String {
+    let mut head = Vec::new();
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        while head.len() < DETAIL_BYTES
+            && let Some(Ok(frame)) = body.frame().await
+        {
+            if let Some(data) = frame.data_ref() {
+                head.extend_from_slice(&data[..data.len().min(DETAIL_BYTES - head.len())]);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DETAIL_TIME, read).await;
+    String::from_utf8_lossy(&head).chars().take(500).collect()
+}
+
+/// The most of a service's answer to a delivery that is read (the detail is 500 characters).
+const DETAIL_BYTES: usize = 4096;
+/// How long the rest of a service's answer to a delivery is waited for, once its status is in.
+const DETAIL_TIME: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl Destination for ComponentDestination {
