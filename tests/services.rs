@@ -363,3 +363,30 @@ async fn a_service_time_limit_and_its_admission_queue_are_enforced() {
     assert_eq!(second.headers()["retry-after"], "1");
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
+
+/// An upload to a service is bounded by the connection's idle timeout while it waits for the
+/// client: one that stops is cut (the service's request with it) instead of holding a connection
+/// and an admission slot; one that keeps sending, however slowly, goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_stops_is_cut_by_the_idle_timeout_and_a_slow_one_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = python_app("");
+    let server = app.up(&["--idle-timeout", "300ms"]);
+    let answer = common::stalled_post(&server.base, "/py/echo").await;
+    assert_eq!(answer, "", "a stalled upload gets its connection closed");
+
+    // 15 bytes, one every 100 ms: 1.5 s in all, never 300 ms without progress.
+    let mut conn = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    conn.write_all(b"POST /py/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.write_all(b"x").await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&"x".repeat(15)), "{answer}");
+}

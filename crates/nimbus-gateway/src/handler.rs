@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Rejected;
 use crate::body::GatewayBody;
+use crate::idle::{BodyWatch, ClientBody};
 use crate::request_body::{BodyError, read_whole};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::{error, set_request_id};
@@ -199,8 +200,9 @@ async fn invoke(
     }
 }
 
-/// A service: the body streams through (bounded), the response streams back; the admission slot
-/// is held until the response is fully sent. The upstream request is a client span whose context
+/// A service: the body streams through (bounded; a client that stops sending it is cut by its
+/// connection's idle timeout), the response streams back; the admission slot is held until the
+/// response is fully sent. The upstream request is a client span whose context
 /// the service receives in `traceparent`.
 async fn proxy(
     service: &Arc<Service>,
@@ -226,7 +228,8 @@ async fn proxy(
         http_body_util::Empty::new().map_err(|never| match never {}).boxed()
     } else {
         let telemetry = target.telemetry.clone();
-        Limited::new(body, target.max_body_bytes)
+        let watch = parts.extensions.remove::<BodyWatch>();
+        Limited::new(ClientBody::new(body, watch), target.max_body_bytes)
             .map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
                     telemetry.metrics.bytes_in(data.len() as u64);

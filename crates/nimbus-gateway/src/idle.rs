@@ -4,9 +4,12 @@
 //! connection nobody uses any more.
 //!
 //! A request counts from the moment hyper hands it over until its response body is done (or the
-//! request is dropped), so a long response (a stream, an upgrade) is never cut. Each connection
-//! counts its requests, and one timer per connection looks at the counts every half timeout: a
-//! request costs a few uncontended atomic operations, not a timer of its own.
+//! request is dropped), so a long response (a stream, an upgrade) is never cut — unless all it
+//! does is wait for the client to send more of a body that streams to a service ([`ClientBody`]):
+//! a client that stops sending its upload is cut like one that stops sending its headers.
+//! Each connection counts its requests and the body frames it receives, and one timer per
+//! connection looks at the counts every half timeout: a request costs a few uncontended atomic
+//! operations, not a timer of its own.
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +18,25 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 
-/// Requests started and finished on one connection.
+/// Requests started and finished on one connection, and the request bodies on it that wait for
+/// the client.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     started: AtomicU64,
     finished: AtomicU64,
+    /// Request bodies waiting for the client to send more.
+    waiting: AtomicU64,
+    /// Request body frames received: progress while bodies stream.
+    received: AtomicU64,
+}
+
+/// What the idle watch compares from one look to the next.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    started: u64,
+    finished: u64,
+    waiting: u64,
+    received: u64,
 }
 
 impl Activity {
@@ -29,15 +46,18 @@ impl Activity {
         Request(self.clone())
     }
 
-    fn counts(&self) -> (u64, u64) {
-        // `finished` first: a request that finishes between the two loads then shows as still
+    fn counts(&self) -> Counts {
+        // `finished` first: a request that finishes between the loads then shows as still
         // running, never the other way round.
         let finished = self.finished.load(Ordering::Acquire);
-        (self.started.load(Ordering::Acquire), finished)
+        let waiting = self.waiting.load(Ordering::Acquire);
+        let received = self.received.load(Ordering::Acquire);
+        Counts { started: self.started.load(Ordering::Acquire), finished, waiting, received }
     }
 
-    /// Resolves once no request has been in progress on the connection for at least `limit`
-    /// (it is noticed within `limit / 2` more); never if `limit` is zero.
+    /// Resolves once the connection has had nothing in progress but waits for the client (no
+    /// request at all, or only requests whose bodies wait for more) for at least `limit` (it is
+    /// noticed within `limit / 2` more); never if `limit` is zero.
     pub(crate) async fn idle(&self, limit: Duration) {
         if limit.is_zero() {
             return std::future::pending().await;
@@ -47,13 +67,77 @@ impl Activity {
         loop {
             tokio::time::sleep(limit / 2).await;
             let now = self.counts();
-            // Nothing started or finished during the last half, and nothing is in progress.
-            quiet_halves = if now == last && now.0 == now.1 { quiet_halves + 1 } else { 0 };
+            // Nothing changed during the last half, and every request in progress (if any) waits
+            // for its client. (`<=`: a body can outlive its request's response, when a service
+            // answers before reading the whole upload, and still wait for the client.)
+            let waits_for_client = now.started - now.finished <= now.waiting;
+            quiet_halves = if now == last && waits_for_client { quiet_halves + 1 } else { 0 };
             if quiet_halves >= 2 {
                 return;
             }
             last = now;
         }
+    }
+}
+
+/// A request body that streams to a service, seen by its connection's idle watch: while it waits
+/// for the client to send more, its request does not count as in progress. Requests with a body
+/// carry their connection's [`BodyWatch`] in their extensions.
+#[derive(Debug)]
+pub(crate) struct ClientBody<B> {
+    inner: B,
+    watch: Option<BodyWatch>,
+    waiting: bool,
+}
+
+/// The connection a request body arrives on (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct BodyWatch(pub(crate) Arc<Activity>);
+
+impl<B> ClientBody<B> {
+    pub(crate) fn new(inner: B, watch: Option<BodyWatch>) -> Self {
+        Self { inner, watch, waiting: false }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting != waiting
+            && let Some(BodyWatch(activity)) = &self.watch
+        {
+            self.waiting = waiting;
+            if waiting {
+                activity.waiting.fetch_add(1, Ordering::Release);
+            } else {
+                activity.waiting.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<B> Drop for ClientBody<B> {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
+}
+
+impl<B: Body + Unpin> Body for ClientBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.set_waiting(polled.is_pending());
+        if let (Poll::Ready(Some(Ok(_))), Some(BodyWatch(activity))) = (&polled, &self.watch) {
+            activity.received.fetch_add(1, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, each served on one of
 //! the connection threads (`workers.rs`), and a graceful shutdown that stops accepting, lets
 //! in-flight requests finish, then returns. A connection with no request in progress for the idle
-//! timeout is closed (`idle.rs`).
+//! timeout, or only ones whose uploads wait for the client, is closed (`idle.rs`).
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::GatewayBody;
-use crate::idle::{Activity, Tracked};
+use crate::idle::{Activity, BodyWatch, Tracked};
 
 /// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
 /// ([`crate::Ingress`]).
@@ -112,8 +112,12 @@ where
             let activity = Arc::new(Activity::default());
             let requests = activity.clone();
             let mut served = tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     let (gateway, request) = (gateway.clone(), requests.start());
+                    // A body that streams on lets the idle watch see it wait for the client.
+                    if !hyper::body::Body::is_end_stream(req.body()) {
+                        req.extensions_mut().insert(BodyWatch(requests.clone()));
+                    }
                     async move {
                         Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
                     }
