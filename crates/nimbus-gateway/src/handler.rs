@@ -202,8 +202,8 @@ async fn invoke(
 
 /// A service: the body streams through (bounded; a client that stops sending it is cut by its
 /// connection's idle timeout), the response streams back; the admission slot is held until the
-/// response is fully sent. The upstream request is a client span whose context
-/// the service receives in `traceparent`.
+/// response is fully sent. The upstream request is a client span whose context the service
+/// receives in `traceparent`.
 async fn proxy(
     service: &Arc<Service>,
     target: &Target,

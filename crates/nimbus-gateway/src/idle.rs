@@ -12,7 +12,7 @@
 //! operations, not a timer of its own.
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ impl Activity {
     /// Counts a request as started; it finishes when the returned guard drops.
     pub(crate) fn start(self: &Arc<Self>) -> Request {
         self.started.fetch_add(1, Ordering::Relaxed);
-        Request(self.clone())
+        Request { activity: self.clone(), body: None }
     }
 
     fn counts(&self) -> Counts {
@@ -68,9 +68,8 @@ impl Activity {
             tokio::time::sleep(limit / 2).await;
             let now = self.counts();
             // Nothing changed during the last half, and every request in progress (if any) waits
-            // for its client. (`<=`: a body can outlive its request's response, when a service
-            // answers before reading the whole upload, and still wait for the client.)
-            let waits_for_client = now.started - now.finished <= now.waiting;
+            // for its client to send more of its body.
+            let waits_for_client = now.started - now.finished == now.waiting;
             quiet_halves = if now == last && waits_for_client { quiet_halves + 1 } else { 0 };
             if quiet_halves >= 2 {
                 return;
@@ -81,41 +80,52 @@ impl Activity {
 }
 
 /// A request body that streams to a service, seen by its connection's idle watch: while it waits
-/// for the client to send more, its request does not count as in progress. Requests with a body
-/// carry their connection's [`BodyWatch`] in their extensions.
+/// for the client to send more, its request does not count as in progress.
 #[derive(Debug)]
 pub(crate) struct ClientBody<B> {
     inner: B,
     watch: Option<BodyWatch>,
-    waiting: bool,
 }
 
-/// The connection a request body arrives on (a request extension).
+/// What a request with a body shares with its connection's idle watch (a request extension,
+/// added by the accept loop).
 #[derive(Debug, Clone)]
-pub(crate) struct BodyWatch(pub(crate) Arc<Activity>);
+pub(crate) struct BodyWatch {
+    activity: Arc<Activity>,
+    /// [`RUNNING`], [`WAITING`] (the body waits for the client) or [`FINISHED`] (the request's
+    /// response is done: its body, if still read, no longer counts).
+    state: Arc<AtomicU8>,
+}
 
-impl<B> ClientBody<B> {
-    pub(crate) fn new(inner: B, watch: Option<BodyWatch>) -> Self {
-        Self { inner, watch, waiting: false }
-    }
+const RUNNING: u8 = 0;
+const WAITING: u8 = 1;
+const FINISHED: u8 = 2;
 
-    fn set_waiting(&mut self, waiting: bool) {
-        if self.waiting != waiting
-            && let Some(BodyWatch(activity)) = &self.watch
-        {
-            self.waiting = waiting;
+impl BodyWatch {
+    /// Moves the request between running and waiting (never out of finished).
+    fn set_waiting(&self, waiting: bool) {
+        let (from, to) = if waiting { (RUNNING, WAITING) } else { (WAITING, RUNNING) };
+        if self.state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             if waiting {
-                activity.waiting.fetch_add(1, Ordering::Release);
+                self.activity.waiting.fetch_add(1, Ordering::Release);
             } else {
-                activity.waiting.fetch_sub(1, Ordering::Release);
+                self.activity.waiting.fetch_sub(1, Ordering::Release);
             }
         }
     }
 }
 
+impl<B> ClientBody<B> {
+    pub(crate) fn new(inner: B, watch: Option<BodyWatch>) -> Self {
+        Self { inner, watch }
+    }
+}
+
 impl<B> Drop for ClientBody<B> {
     fn drop(&mut self) {
-        self.set_waiting(false);
+        if let Some(watch) = &self.watch {
+            watch.set_waiting(false);
+        }
     }
 }
 
@@ -125,9 +135,11 @@ impl<B: Body + Unpin> Body for ClientBody<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        self.set_waiting(polled.is_pending());
-        if let (Poll::Ready(Some(Ok(_))), Some(BodyWatch(activity))) = (&polled, &self.watch) {
-            activity.received.fetch_add(1, Ordering::Release);
+        if let Some(watch) = &self.watch {
+            watch.set_waiting(polled.is_pending());
+            if let Poll::Ready(Some(Ok(_))) = &polled {
+                watch.activity.received.fetch_add(1, Ordering::Release);
+            }
         }
         polled
     }
@@ -143,11 +155,29 @@ impl<B: Body + Unpin> Body for ClientBody<B> {
 
 /// A request in progress on its connection.
 #[derive(Debug)]
-pub(crate) struct Request(Arc<Activity>);
+pub(crate) struct Request {
+    activity: Arc<Activity>,
+    /// A request with a body: the state it shares with the body's [`ClientBody`].
+    body: Option<Arc<AtomicU8>>,
+}
+
+impl Request {
+    /// Lets the request's body, if it streams to a service, tell the idle watch when it waits
+    /// for the client (one allocation, for requests with a body only).
+    pub(crate) fn watch_body(&mut self) -> BodyWatch {
+        let state = self.body.get_or_insert_with(|| Arc::new(AtomicU8::new(RUNNING))).clone();
+        BodyWatch { activity: self.activity.clone(), state }
+    }
+}
 
 impl Drop for Request {
     fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Release);
+        if let Some(state) = &self.body
+            && state.swap(FINISHED, Ordering::AcqRel) == WAITING
+        {
+            self.activity.waiting.fetch_sub(1, Ordering::Release);
+        }
+        self.activity.finished.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -178,5 +208,36 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_progress_and_waiting(activity: &Activity) -> (u64, u64) {
+        let c = activity.counts();
+        (c.started - c.finished, c.waiting)
+    }
+
+    #[test]
+    fn a_body_counts_as_waiting_only_while_its_request_is_in_progress() {
+        let activity = Arc::new(Activity::default());
+        let mut request = activity.start();
+        let watch = request.watch_body();
+        watch.set_waiting(true);
+        assert_eq!(in_progress_and_waiting(&activity), (1, 1));
+        watch.set_waiting(false);
+        assert_eq!(in_progress_and_waiting(&activity), (1, 0));
+        // The service answered before reading the whole upload, which still waits.
+        watch.set_waiting(true);
+        drop(request);
+        assert_eq!(in_progress_and_waiting(&activity), (0, 0));
+        watch.set_waiting(false);
+        watch.set_waiting(true);
+        assert_eq!(in_progress_and_waiting(&activity), (0, 0), "a finished request's body no longer counts");
+        // So another request in progress on the connection (HTTP/2) keeps it from looking idle.
+        let _other = activity.start();
+        assert_eq!(in_progress_and_waiting(&activity), (1, 0));
     }
 }

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::GatewayBody;
-use crate::idle::{Activity, BodyWatch, Tracked};
+use crate::idle::{Activity, Tracked};
 
 /// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
 /// ([`crate::Ingress`]).
@@ -113,10 +113,10 @@ where
             let requests = activity.clone();
             let mut served = tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    let (gateway, request) = (gateway.clone(), requests.start());
+                    let (gateway, mut request) = (gateway.clone(), requests.start());
                     // A body that streams on lets the idle watch see it wait for the client.
                     if !hyper::body::Body::is_end_stream(req.body()) {
-                        req.extensions_mut().insert(BodyWatch(requests.clone()));
+                        req.extensions_mut().insert(request.watch_body());
                     }
                     async move {
                         Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
