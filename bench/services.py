@@ -8,7 +8,7 @@
 Usage: services.py NIMBUS APPS_DIR RUNS (APPS_DIR holds bench-go, built, bench-python and bench-java
 from `nimbus new service-LANG`; RUNS = 0 skips part 2). With BASELINE_NIMBUS=PATH, part 1 also
 measures another nimbus binary (e.g. a build of an earlier commit) in the same rounds."""
-import atexit, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import atexit, os, random, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 NIMBUS, APPS, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 GO_BIN = os.path.join(APPS, "bench-go", "service")
@@ -160,8 +160,9 @@ if baseline_binary:
     configs.append(("nimbus up (BASELINE_NIMBUS)", baseline_port, [baseline.pid], descendants(baseline.pid)))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 results = {name: [] for name, _, _, _ in configs}
-for _ in range(ROUNDS):
-    for name, port, pids, backend in configs:
+for i in range(ROUNDS):
+    # Each round starts one config later, so that none always follows the same neighbour.
+    for name, port, pids, backend in configs[i % len(configs):] + configs[:i % len(configs)]:
         results[name].append(wrk(f"http://127.0.0.1:{port}/orders/42", pids, backend))
 stop(STARTED)
 
@@ -179,9 +180,21 @@ d, n, h, u = (med[c[0]] for c in configs[:4])
 print(f"  nimbus / nginx req/s: {u[0]/n[0]:.3f}x;  hyper floor / nginx: {h[0]/n[0]:.3f}x;  nimbus / hyper floor: "
       f"{u[0]/h[0]:.3f}x;  nimbus / direct: {u[0]/d[0]:.3f}x")
 print(f"  added p99 vs direct: nimbus {u[2]-d[2]:+.2f} ms, nginx {n[2]-d[2]:+.2f} ms, hyper floor {h[2]-d[2]:+.2f} ms")
-for name, config in (("nimbus", configs[3][0]), ("hyper floor", configs[2][0])):
+def interval(ratios):
+    """The median of per-round ratios and a bootstrap 95 % interval of it."""
+    rng = random.Random(1)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return statistics.median(ratios), medians[50], medians[1949]
+
+
+summaries = [("nimbus", configs[3][0]), ("hyper floor", configs[2][0])]
+if baseline_binary:
+    summaries.append(("baseline", configs[4][0]))
+for name, config in summaries:
     rounds = [a[0] / b[0] for a, b in zip(results[config], results[configs[1][0]])]
-    print(f"  {name} / nginx req/s by round: {', '.join(f'{r:.3f}' for r in rounds)}")
+    mid, low, high = interval(rounds)
+    print(f"  {name} / nginx req/s by round: median {mid:.3f} (95 % bootstrap interval {low:.3f}-{high:.3f}): "
+          f"{', '.join(f'{r:.3f}' for r in rounds)}")
 if baseline_binary:
     b = med[configs[4][0]]
     print(f"  baseline / nginx req/s: {b[0]/n[0]:.3f}x;  nimbus / baseline: {u[0]/b[0]:.3f}x")
