@@ -150,4 +150,9 @@ async fn an_actor_call_whose_input_stalls_gets_408_within_the_time_limit() {
     assert!(answer.contains("actor call's input did not arrive within 500ms"), "{answer}");
     // Nothing was invoked, and calls whose input arrives are served.
     assert_eq!(call(&server.base, "slow", "incr").await, (200, "1".into()));
+    // A call to an unknown type is answered without waiting for its input (before, it waited
+    // 30 s for the input and answered 408).
+    let answer = common::stalled_post(&server.base, "/actors/nope/slow/incr").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("nope"), "{answer}");
 }

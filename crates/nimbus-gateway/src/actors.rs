@@ -25,9 +25,6 @@ pub const ACTORS_PATH: &str = "/actors/";
 pub const ACTORS_BUCKET: &str = "actors";
 /// Largest input of an actor call.
 const MAX_INPUT_BYTES: usize = 1 << 20;
-/// How long an actor call's input may take to arrive when its type is unknown (the call then
-/// fails with 404 anyway); otherwise the type's time limit.
-const DEFAULT_INPUT_TIME: Duration = Duration::from_secs(30);
 
 struct ActorType {
     function: Function,
@@ -361,8 +358,12 @@ impl ActorHost {
             return resp;
         }
         let key = percent_decode(key);
-        // Within the actor's time limit, like a function's request body.
-        let time = self.types.get(ty).map_or(DEFAULT_INPUT_TIME, |t| t.function.timeout());
+        // An unknown type is answered before its input is read; a known one's input is read
+        // within the actor's time limit, like a function's request body.
+        let Some(actor) = self.types.get(ty) else {
+            return error(StatusCode::NOT_FOUND, id, &ActorError::UnknownType(ty.to_string()).to_string());
+        };
+        let time = actor.function.timeout();
         let input = match crate::request_body::read_whole(req.into_body(), MAX_INPUT_BYTES, time).await {
             Ok(input) => input,
             Err(e) => return e.response(id, "actor call's input", MAX_INPUT_BYTES),
