@@ -21,7 +21,8 @@ pub(crate) struct EngineArgs {
     #[arg(long, env = "NIMBUS_DRAIN_TIMEOUT", default_value_t = 30)]
     drain_timeout: u64,
     /// Close a client connection with no request in progress for this long (e.g. 30s): one
-    /// that sends nothing, or its headers too slowly, or is kept alive unused (0: never).
+    /// that sends nothing, or its headers too slowly, or stops sending a body that streams to a
+    /// service, or is kept alive unused (0: never).
     #[arg(long, env = "NIMBUS_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
     /// Largest .wasm file accepted, in MiB.

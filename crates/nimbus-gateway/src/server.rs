@@ -52,8 +52,8 @@ pub struct ServeConfig {
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
     /// How long a connection may go without a request in progress (a client that sends nothing,
-    /// or its headers too slowly, or keeps an unused connection open) before it is closed; zero
-    /// keeps connections open.
+    /// or its headers too slowly, or stops sending a body that streams to a service, or keeps an
+    /// unused connection open) before it is closed; zero keeps connections open.
     pub idle_timeout: Duration,
 }
 
