@@ -84,18 +84,22 @@ class Handler(BaseHTTPRequestHandler):
             while True:  # 10 MiB at a time, touched, until the limit stops it
                 chunks.append(bytearray(10 << 20))
         elif path == "/forkbomb":
-            children = 0
+            children = []
             try:
-                while children < 10000:
+                while len(children) < 10000:
                     pid = os.fork()
                     if pid == 0:
                         time.sleep(30)
                         os._exit(0)
-                    children += 1
+                    children.append(pid)
             except OSError as e:
-                self.reply(200, f"fork stopped after {children} processes: {e}\n")
+                # Free the pids before answering: the next request may need a thread.
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                self.reply(200, f"fork stopped after {len(children)} processes: {e}\n")
                 return
-            self.reply(200, f"forked {children} processes unhindered\n")
+            self.reply(200, f"forked {len(children)} processes unhindered\n")
         elif path == "/crash":
             os._exit(3)
         elif path == "/upgrade":
