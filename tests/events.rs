@@ -390,10 +390,13 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
     // The API wants the token of .nimbus/api.json.
     let api: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
-    let url = format!("{}/v1/topics/orders/events", api["url"].as_str().unwrap());
+    let url = format!("{}/v1/apps/shop/topics/orders/events", api["url"].as_str().unwrap());
     assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
     assert_eq!(client().get(&url).bearer_auth("nbl_wrong").send().await.unwrap().status(), 401);
     assert_eq!(client().get(&url).bearer_auth(api["token"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    // `nimbus up` has the data of its one app only.
+    let other = url.replace("/apps/shop/", "/apps/other/");
+    assert_eq!(client().get(&other).bearer_auth(api["token"].as_str().unwrap()).send().await.unwrap().status(), 404);
     let bad = app.cli(home, &["events", "publish", "Bad!"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase"), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -415,14 +418,14 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let tail = platform.admin_cli(&["events", "tail", "handled", "--all", "--no-follow"]);
+        let tail = platform.admin_cli(&["events", "tail", "--app", "shop", "handled", "--all", "--no-follow"]);
         if tail.contains("fwd-s-1") {
             break;
         }
         assert!(Instant::now() < deadline, "the event was not handled: {}", platform.stderr());
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Topics are not app-scoped: an app-scoped token may not read them.
+    // Topics belong to their app: a token limited to the app reads them, to another app not.
     let created = platform.admin_cli(&[
         "tokens",
         "create",
@@ -436,10 +439,14 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
         "json",
     ]);
     let scoped: serde_json::Value = serde_json::from_str(&created).unwrap();
-    let out = platform.cli(scoped["token"].as_str(), &["events", "tail", "handled", "--all", "--no-follow"]);
+    let out =
+        platform.cli(scoped["token"].as_str(), &["events", "tail", "--app", "shop", "handled", "--all", "--no-follow"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fwd-s-1"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = platform
+        .cli(scoped["token"].as_str(), &["events", "tail", "--app", "other", "handled", "--all", "--no-follow"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("need a token for every app"),
+        String::from_utf8_lossy(&out.stderr).contains("may not touch app `other`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -157,7 +157,14 @@ async fn handle(bus: &dyn EventBus, spec: &DispatchSpec, destination: &dyn Desti
             delivery.nack(delay).await
         }
         Err(e) => {
-            let dead = dead_letter_event(&delivery.event, &spec.topic, &destination.name(), &e, delivery.attempt);
+            let dead = dead_letter_event(
+                &delivery.event,
+                &spec.topic,
+                spec.dead_letter.app(),
+                &destination.name(),
+                &e,
+                delivery.attempt,
+            );
             // No dedup: a replayed event that fails again must land in the dead-letter topic
             // again, not be dropped as a repeat of its first failure.
             match bus.publish(&spec.dead_letter, &dead, PublishOptions { dedup: false }).await {
@@ -195,27 +202,42 @@ async fn deliver_with_heartbeat(
 }
 
 /// The event as it goes to the dead-letter topic: the original plus why it failed.
-fn dead_letter_event(event: &Event, topic: &Topic, destination: &str, error: &DeliveryError, attempts: u32) -> Event {
+fn dead_letter_event(
+    event: &Event,
+    topic: &Topic,
+    dead_letter_app: &str,
+    destination: &str,
+    error: &DeliveryError,
+    attempts: u32,
+) -> Event {
     let mut dead = event.clone();
     dead.set_extension(dead_letter::ERROR_CODE, ExtensionValue::String(error.code.clone()));
     dead.set_extension(dead_letter::ERROR, ExtensionValue::String(error.message.clone()));
     dead.set_extension(dead_letter::DESTINATION, ExtensionValue::String(destination.to_string()));
     dead.set_extension(dead_letter::ATTEMPTS, ExtensionValue::Integer(i64::from(attempts)));
-    dead.set_extension(dead_letter::TOPIC, ExtensionValue::String(topic.to_string()));
+    dead.set_extension(dead_letter::TOPIC, ExtensionValue::String(origin_name(topic, dead_letter_app)));
     dead
+}
+
+/// How a dead letter names the topic it came from: by its name within the dead-letter topic's
+/// app, else (a topic another app exports) `APP/TOPIC`.
+fn origin_name(topic: &Topic, dead_letter_app: &str) -> String {
+    if topic.app() == dead_letter_app { topic.name().to_string() } else { topic.to_string() }
 }
 
 /// The consumer group that marks dead-letter events as replayed.
 pub const REPLAY_GROUP: &str = "nimbus-replay";
 
 /// Republishes every dead-letter event of `dead_letter` not replayed yet to the topic it came
-/// from (without the failure attributes, bypassing dedup), and returns how many. Stops when
+/// from (without the failure attributes, bypassing dedup), and returns how many. Only topics of
+/// the dead-letter topic's own app are replayed into: a dead letter of a topic another app
+/// exports stays where it is. Stops when
 /// nothing arrives for `idle`.
 pub async fn replay(bus: &dyn EventBus, dead_letter: &Topic, idle: Duration) -> Result<usize, BusError> {
     // Only what is there now: a replayed event that fails again comes back to this topic, and
     // must wait for the next replay instead of looping.
     let Some(end) = bus.last(dead_letter).await?.map(|s| s.seq) else { return Ok(0) };
-    let mut subscription = bus.subscribe(dead_letter, &Group::new(REPLAY_GROUP)?).await?;
+    let mut subscription = bus.subscribe(dead_letter, &Group::new(dead_letter.app(), REPLAY_GROUP)?).await?;
     let mut count = 0;
     while let Ok(next) = tokio::time::timeout(idle, subscription.next()).await {
         let delivery = next?;
@@ -229,7 +251,12 @@ pub async fn replay(bus: &dyn EventBus, dead_letter: &Topic, idle: Duration) -> 
             delivery.ack().await?;
             continue;
         };
-        let topic = Topic::new(&origin)?;
+        if origin.contains('/') {
+            tracing::warn!(seq = delivery.seq, %origin, "a dead letter of another app's topic is not replayed into it; left in place");
+            delivery.nack(idle * 2).await?;
+            continue;
+        }
+        let topic = dead_letter.sibling(&origin)?;
         let mut event = delivery.event.clone();
         for name in dead_letter::ALL {
             event.remove_extension(name);

@@ -41,11 +41,11 @@ impl std::fmt::Debug for JetStream {
 
 fn stream_name(topic: &Topic) -> String {
     // Stream names cannot hold `.`; topics are lowercase, so `_D_` cannot clash.
-    format!("NIMBUS_{}", topic.as_str().replace('.', "_D_"))
+    format!("NIMBUS_{}", topic.storage_name().replace('.', "_D_"))
 }
 
 fn subject(topic: &Topic, partition: u16) -> String {
-    format!("nimbus.topic.{topic}.{partition}")
+    format!("nimbus.topic.{}.{partition}", topic.storage_name())
 }
 
 impl JetStream {
@@ -67,7 +67,7 @@ impl JetStream {
             .js
             .get_or_create_stream(stream::Config {
                 name: stream_name(topic),
-                subjects: vec![format!("nimbus.topic.{topic}.*")],
+                subjects: vec![format!("nimbus.topic.{}.*", topic.storage_name())],
                 storage: StorageType::File,
                 num_replicas: 1,
                 // JetStream refuses a dedup window longer than the retention.
@@ -108,7 +108,7 @@ impl EventBus for JetStream {
         let (stream, partitions) = self.stream(topic).await?;
         let mut all = SelectAll::new();
         for p in 0..partitions {
-            let name = format!("{group}-{p}");
+            let name = format!("{}-{p}", group.storage_name());
             let consumer: jetstream::consumer::Consumer<pull::Config> = stream
                 .get_or_create_consumer(
                     &name,

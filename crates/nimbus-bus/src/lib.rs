@@ -9,6 +9,9 @@
 //! own what a destination is (a wasm function or a service: the gateway and the CLI wire those)
 //! nor any HTTP server.
 //!
+//! Topics and consumer groups belong to one app ([`Topic::new`], [`Group::new`]): backends store
+//! them under names that carry the app, so two apps' `orders` never meet.
+//!
 //! Topics are partitioned: an event's `partitionkey` extension (or else its id) picks the
 //! partition, and a consumer group has at most one event of a partition in flight, so events
 //! with the same key are handled in publish order, also across retries and restarts.
@@ -18,10 +21,10 @@
 //! use nimbus_bus::{BusConfig, Embedded, EventBus, EventBuilder, EventBuilderV10, Group, Topic};
 //! let dir = tempfile::tempdir().unwrap();
 //! let bus = Embedded::open(&dir.path().join("bus.redb"), BusConfig::default())?;
-//! let orders = Topic::new("orders")?;
+//! let orders = Topic::new("shop", "orders")?;
 //! let event = EventBuilderV10::new().id("1").source("/shop").ty("order.created").build().unwrap();
 //! let published = bus.publish(&orders, &event, Default::default()).await?; // on disk now
-//! let mut billing = bus.subscribe(&orders, &Group::new("billing")?).await?;
+//! let mut billing = bus.subscribe(&orders, &Group::new("shop", "billing")?).await?;
 //! let delivery = billing.next().await?;
 //! assert_eq!(delivery.seq, published.seq);
 //! delivery.ack().await?;

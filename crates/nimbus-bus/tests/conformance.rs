@@ -48,11 +48,11 @@ fn config() -> BusConfig {
 }
 
 fn topic(name: &str) -> Topic {
-    Topic::new(name).expect("topic")
+    Topic::new("app", name).expect("topic")
 }
 
 fn group(name: &str) -> Group {
-    Group::new(name).expect("group")
+    Group::new("app", name).expect("group")
 }
 
 fn event(id: impl ToString, key: Option<&str>) -> Event {
@@ -95,6 +95,7 @@ both!(
     poison_event_reaches_dead_letter_after_max_attempts_and_replays,
     read_lists_events_and_unknown_topic_is_empty,
     retention_deletes_old_events,
+    apps_never_share_topics_or_groups,
 );
 
 async fn publish_then_consume(b: Backend) {
@@ -503,4 +504,31 @@ async fn retention_deletes_old_events(b: Backend) {
     let mut sub = bus.subscribe(&t, &group("late")).await.expect("subscribe");
     let d = next(&mut sub).await;
     assert_eq!(d.event.id(), "new", "a new group starts at the oldest retained event");
+}
+
+async fn apps_never_share_topics_or_groups(b: Backend) {
+    let bus = b.bus().await;
+    let t = |app: &str, name: &str| Topic::new(app, name).expect("topic");
+    let g = |app: &str, name: &str| Group::new(app, name).expect("group");
+    // The same name in two apps, and names whose plain concatenation would be the same.
+    let pairs = [("shop", "payments"), ("billing", "payments"), ("a_b", "c"), ("a", "b_c"), ("a", "b_c.dlq")];
+    for (app, name) in pairs {
+        bus.publish(&t(app, name), &event(format!("{app}/{name}"), None), PublishOptions::default()).await.unwrap();
+    }
+    for (app, name) in pairs {
+        let stored = bus.read(&t(app, name), 1, 10).await.unwrap();
+        let ids: Vec<String> = stored.iter().map(|s| s.event.id().to_string()).collect();
+        assert_eq!(ids, [format!("{app}/{name}")], "{app}/{name}");
+    }
+    // A group of one app on its topic gets only that app's events; a group of the same name in
+    // another app has its own position.
+    let mut shop = bus.subscribe(&t("shop", "payments"), &g("shop", "bill")).await.unwrap();
+    let d = next(&mut shop).await;
+    assert_eq!(d.event.id(), "shop/payments");
+    d.ack().await.unwrap();
+    nothing_within(&mut shop, Duration::from_millis(300)).await;
+    let mut other = bus.subscribe(&t("shop", "payments"), &g("billing", "bill")).await.unwrap();
+    assert_eq!(next(&mut other).await.event.id(), "shop/payments", "billing's group `bill` is not shop's");
+    assert_eq!(Topic::from_storage_name(t("a_b", "c").storage_name()).unwrap(), t("a_b", "c"));
+    assert!(Topic::from_storage_name("orders").is_err(), "a name without its app");
 }

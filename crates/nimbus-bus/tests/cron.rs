@@ -14,7 +14,7 @@ fn bus(dir: &tempfile::TempDir) -> Arc<dyn EventBus> {
 
 fn job(schedule: &str, missed: MissedTicks) -> CronJob {
     CronJob {
-        topic: Topic::new("nimbus-cron.app.0").unwrap(),
+        topic: Topic::new("app", "nimbus-cron.0").unwrap(),
         source: "/apps/app/cron/0".into(),
         schedule: Schedule::parse(schedule, Some("Europe/Berlin")).unwrap(),
         missed,

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::remote::{Client, OutputArgs, RemoteArgs, seg};
+use crate::remote::{Client, DataArgs, OutputArgs, seg};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ActorsCommand {
@@ -34,7 +34,7 @@ pub(crate) enum ActorsCommand {
     },
 }
 
-pub(crate) fn run(remote: &RemoteArgs, command: &ActorsCommand) -> anyhow::Result<()> {
+pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()> {
     match command {
         ActorsCommand::Call { actor_type, key, method, data, gateway } => {
             let gateway = match gateway {
@@ -58,8 +58,9 @@ pub(crate) fn run(remote: &RemoteArgs, command: &ActorsCommand) -> anyhow::Resul
             Ok(())
         }
         ActorsCommand::State { actor_type, key, output } => {
-            let client = Client::for_node(remote)?;
-            let path = format!("/v1/kv/{}/keys/{}", nimbus_gateway::ACTORS_BUCKET, seg(&format!("{actor_type}/{key}")));
+            let (client, app) = data.connect()?;
+            let path =
+                format!("{app}/kv/{}/keys/{}", nimbus_gateway::ACTORS_BUCKET, seg(&format!("{actor_type}/{key}")));
             let bytes = client.raw(reqwest::Method::GET, &path, None, "")?;
             let state = nimbus_gateway::decode_state(&bytes)?;
             let shown: std::collections::BTreeMap<&String, String> =

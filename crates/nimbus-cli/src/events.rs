@@ -1,12 +1,12 @@
 //! `nimbus events`: publish an event, tail a topic, list and replay dead letters — on the
-//! `nimbus up` running in this directory (found through `.nimbus/api.json`), or on a server.
+//! `nimbus up` running in this directory (found through `.nimbus/api.json`), or on a server with `--app`.
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use nimbus_control::{EventPage, PublishedEvent, Replayed, StoredEvent};
 
-use crate::remote::{Client, Output, OutputArgs, RemoteArgs, seg};
+use crate::remote::{Client, DataArgs, Output, OutputArgs, seg};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EventsCommand {
@@ -82,14 +82,14 @@ pub(crate) enum DlqCommand {
     },
 }
 
-pub(crate) fn run(remote: &RemoteArgs, command: &EventsCommand) -> anyhow::Result<()> {
-    let client = Client::for_node(remote)?;
+pub(crate) fn run(data: &DataArgs, command: &EventsCommand) -> anyhow::Result<()> {
+    let (client, app) = data.connect()?;
     match command {
-        EventsCommand::Publish(args) => publish(&client, args),
-        EventsCommand::Tail(args) => tail(&client, args),
+        EventsCommand::Publish(args) => publish(&client, &app, args),
+        EventsCommand::Tail(args) => tail(&client, &app, args),
         EventsCommand::Dlq(DlqCommand::List { topic, dlq, output }) => {
             let dlq = dlq.clone().unwrap_or_else(|| format!("{topic}.dlq"));
-            let page: EventPage = client.get(&format!("/v1/topics/{}/events", seg(&dlq)))?;
+            let page: EventPage = client.get(&format!("{app}/topics/{}/events", seg(&dlq)))?;
             output.print(&page, |page| {
                 if page.events.is_empty() {
                     println!("no dead letters in {dlq}");
@@ -111,14 +111,14 @@ pub(crate) fn run(remote: &RemoteArgs, command: &EventsCommand) -> anyhow::Resul
         }
         EventsCommand::Dlq(DlqCommand::Replay { topic, dlq }) => {
             let dlq = dlq.clone().unwrap_or_else(|| format!("{topic}.dlq"));
-            let r: Replayed = client.send(reqwest::Method::POST, &format!("/v1/topics/{}/replay", seg(&dlq)), &())?;
+            let r: Replayed = client.send(reqwest::Method::POST, &format!("{app}/topics/{}/replay", seg(&dlq)), &())?;
             println!("replayed {} dead letter(s) from {dlq}", r.replayed);
             Ok(())
         }
     }
 }
 
-fn publish(client: &Client, args: &PublishArgs) -> anyhow::Result<()> {
+fn publish(client: &Client, app: &str, args: &PublishArgs) -> anyhow::Result<()> {
     let mut event = serde_json::json!({
         "specversion": "1.0",
         "id": args.id.clone().unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
@@ -145,7 +145,7 @@ fn publish(client: &Client, args: &PublishArgs) -> anyhow::Result<()> {
         }
     }
     let body = serde_json::to_vec(&event)?;
-    let path = format!("/v1/topics/{}/events", seg(&args.topic));
+    let path = format!("{app}/topics/{}/events", seg(&args.topic));
     let p: PublishedEvent =
         client.call(reqwest::Method::POST, &path, Some(body.into()), "application/cloudevents+json")?;
     args.output.print(&p, |p| {
@@ -157,7 +157,7 @@ fn publish(client: &Client, args: &PublishArgs) -> anyhow::Result<()> {
     })
 }
 
-fn tail(client: &Client, args: &TailArgs) -> anyhow::Result<()> {
+fn tail(client: &Client, app: &str, args: &TailArgs) -> anyhow::Result<()> {
     let topic = seg(&args.topic);
     let mut next = match (args.all, args.from) {
         (true, _) => Some(1),
@@ -167,8 +167,8 @@ fn tail(client: &Client, args: &TailArgs) -> anyhow::Result<()> {
     loop {
         let wait = if args.no_follow { 0 } else { 25_000 };
         let path = match next {
-            Some(from) => format!("/v1/topics/{topic}/events?from={from}&wait_ms={wait}"),
-            None => format!("/v1/topics/{topic}/events?latest=true&wait_ms={wait}"),
+            Some(from) => format!("{app}/topics/{topic}/events?from={from}&wait_ms={wait}"),
+            None => format!("{app}/topics/{topic}/events?latest=true&wait_ms={wait}"),
         };
         let page: EventPage = client.get(&path)?;
         for e in &page.events {

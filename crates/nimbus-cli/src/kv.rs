@@ -1,10 +1,10 @@
-//! `nimbus kv`: read and write the KV buckets functions use through `wasi:keyvalue` — on the
-//! `nimbus up` running in this directory, or on a server.
+//! `nimbus kv`: read and write an app's KV buckets (those its functions use through
+//! `wasi:keyvalue`) — on the `nimbus up` running in this directory, or on a server with `--app`.
 use anyhow::Context;
 use clap::Subcommand;
 use nimbus_control::{KeyPage, Written};
 
-use crate::remote::{Client, OutputArgs, RemoteArgs, seg};
+use crate::remote::{DataArgs, OutputArgs, seg};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KvCommand {
@@ -46,12 +46,12 @@ pub(crate) enum KvCommand {
     },
 }
 
-pub(crate) fn run(remote: &RemoteArgs, command: &KvCommand) -> anyhow::Result<()> {
-    let client = Client::for_node(remote)?;
+pub(crate) fn run(data: &DataArgs, command: &KvCommand) -> anyhow::Result<()> {
+    let (client, app) = data.connect()?;
     match command {
         KvCommand::Get { bucket, key } => {
             let value =
-                client.raw(reqwest::Method::GET, &format!("/v1/kv/{}/keys/{}", seg(bucket), seg(key)), None, "")?;
+                client.raw(reqwest::Method::GET, &format!("{app}/kv/{}/keys/{}", seg(bucket), seg(key)), None, "")?;
             use std::io::Write;
             std::io::stdout().write_all(&value)?;
             if !value.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -64,7 +64,7 @@ pub(crate) fn run(remote: &RemoteArgs, command: &KvCommand) -> anyhow::Result<()
                 Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
                 None => value.clone().into_bytes(),
             };
-            let mut path = format!("/v1/kv/{}/keys/{}", seg(bucket), seg(key));
+            let mut path = format!("{app}/kv/{}/keys/{}", seg(bucket), seg(key));
             if let Some(ttl) = ttl {
                 path.push_str(&format!("?ttl_s={}", ttl.as_secs().max(1)));
             }
@@ -77,7 +77,7 @@ pub(crate) fn run(remote: &RemoteArgs, command: &KvCommand) -> anyhow::Result<()
             let mut all = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let mut path = format!("/v1/kv/{}/keys?prefix={}", seg(bucket), seg(prefix));
+                let mut path = format!("{app}/kv/{}/keys?prefix={}", seg(bucket), seg(prefix));
                 if let Some(c) = &cursor {
                     path.push_str(&format!("&cursor={}", seg(c)));
                 }
@@ -93,7 +93,7 @@ pub(crate) fn run(remote: &RemoteArgs, command: &KvCommand) -> anyhow::Result<()
         KvCommand::Delete { bucket, key } => {
             client.call::<()>(
                 reqwest::Method::DELETE,
-                &format!("/v1/kv/{}/keys/{}", seg(bucket), seg(key)),
+                &format!("{app}/kv/{}/keys/{}", seg(bucket), seg(key)),
                 None,
                 "",
             )?;

@@ -93,21 +93,21 @@ enum Command {
     /// directory, or on a server).
     Events {
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        data: remote::DataArgs,
         #[command(subcommand)]
         command: events::EventsCommand,
     },
     /// Call actors and read their state (on the `nimbus up` of this directory, or a server).
     Actors {
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        data: remote::DataArgs,
         #[command(subcommand)]
         command: actors::ActorsCommand,
     },
     /// Read and write KV buckets (on the `nimbus up` of this directory, or on a server).
     Kv {
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        data: remote::DataArgs,
         #[command(subcommand)]
         command: kv::KvCommand,
     },
@@ -158,9 +158,9 @@ pub fn main() -> ExitCode {
         Command::Traffic { remote, args } => manage::traffic(&remote, &args),
         Command::Rollback { remote, args } => manage::rollback(&remote, &args),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
-        Command::Events { remote, command } => events::run(&remote, &command),
-        Command::Kv { remote, command } => kv::run(&remote, &command),
-        Command::Actors { remote, command } => actors::run(&remote, &command),
+        Command::Events { data, command } => events::run(&data, &command),
+        Command::Kv { data, command } => kv::run(&data, &command),
+        Command::Actors { data, command } => actors::run(&data, &command),
         Command::Traces { remote, args } => traces::run(&remote, &args),
         Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),

@@ -25,6 +25,8 @@ pub(crate) struct LocalApi {
     pub(crate) pid: u32,
     /// The app's gateway (for `nimbus actors call`).
     pub(crate) gateway: String,
+    /// The app served (whose topics, buckets and actors the commands use).
+    pub(crate) app: String,
 }
 
 impl LocalApi {
@@ -53,12 +55,18 @@ impl Drop for Served {
     }
 }
 
+/// What `nimbus up` serves: its one app, and the app's gateway.
+pub(crate) struct Serving<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) gateway: SocketAddr,
+}
+
 /// Serves the topic, KV, metrics, trace and log endpoints of this node on `listen` (loopback
 /// only) until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
-    gateway: SocketAddr,
+    serving: Serving<'_>,
     bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     kv: Option<Arc<dyn nimbus_state::KvStore>>,
     observer: nimbus_observe::Observer,
@@ -79,11 +87,17 @@ pub(crate) async fn serve(
         url: format!("http://{addr}"),
         token: token.clone(),
         pid: std::process::id(),
-        gateway: format!("http://{gateway}"),
+        gateway: format!("http://{}", serving.gateway),
+        app: serving.app.to_string(),
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth: DataAuth::Local(token), observer }));
+    let router = nimbus_control::data_router(Arc::new(DataState {
+        bus,
+        kv,
+        auth: DataAuth::Local { token, app: serving.app.to_string() },
+        observer,
+    }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "the local events API failed");

@@ -26,6 +26,33 @@ impl RemoteArgs {
     }
 }
 
+/// Where an app's data (topics, buckets, actors) is: a server and the app, or the `nimbus up`
+/// of this directory and its app.
+#[derive(Debug, Args)]
+pub(crate) struct DataArgs {
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+    /// The app whose data to use (or NIMBUS_APP; default: the app of the `nimbus up` running in
+    /// this directory).
+    #[arg(long, env = "NIMBUS_APP", global = true)]
+    pub(crate) app: Option<String>,
+}
+
+impl DataArgs {
+    /// A client of the node and the path of the app's data, `/v1/apps/APP`.
+    pub(crate) fn connect(&self) -> anyhow::Result<(Client, String)> {
+        let local = (!self.remote.names_server()).then(crate::local_api::LocalApi::here).flatten();
+        let (client, served) = match local {
+            Some(api) => (Client::with(&api.url, Some(api.token))?, Some(api.app)),
+            None => (Client::new(&self.remote)?, None),
+        };
+        let Some(app) = self.app.clone().or(served) else {
+            bail!("name the app whose data to use: --app APP (or NIMBUS_APP)");
+        };
+        Ok((client, format!("/v1/apps/{}", seg(&app))))
+    }
+}
+
 /// How reads are printed.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub(crate) enum Output {

@@ -74,6 +74,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     })?);
     let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
     let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+    nimbus_control::migrate_state(&store, &*kv)
+        .await
+        .context("cannot move the state written by an older Nimbus to its apps; nothing was deleted, start again")?;
     let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
     let kv: Arc<dyn nimbus_state::KvStore> = kv_changes.clone();
     let runtime = Arc::new(

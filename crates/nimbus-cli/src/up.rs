@@ -55,6 +55,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let m = &loaded.manifest;
+    if let Some((_, owner, name)) = m.imports().into_iter().next() {
+        anyhow::bail!(
+            "`{owner}/{name}` names a bucket or topic of app `{owner}`, and `nimbus up` serves one app; deploy both apps to a `nimbus server` (where `{owner}` exports it), or use a name of this app"
+        );
+    }
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
@@ -75,6 +80,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         || !m.trigger.actor.is_empty();
     let (kv, kv_changes) = if needs_kv {
         let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+        // State written before buckets were scoped per app is this app's.
+        let app = m.app.name.clone();
+        nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
+            "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
+        )?;
         let changes = bus.as_ref().map(|bus| Arc::new(nimbus_gateway::KvChanges::new(kv.clone(), bus.clone())));
         let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
             Some(c) => c.clone(),
@@ -130,7 +140,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     let triggers = match &bus {
         Some(bus) => {
-            gateway = gateway.with_events(EventIngress::new(bus.clone(), topics));
+            gateway = gateway.with_events(EventIngress::new(&m.app.name, bus.clone(), topics));
             match AppTriggers::start(m, &gateway, bus, kv_changes.as_ref()).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -160,8 +170,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let stopped = async move {
         let _ = api_stopped.await;
     };
-    let served =
-        crate::local_api::serve(args.api_listen, &data_dir, addr, bus.clone(), kv.clone(), observer.clone(), stopped);
+    let serving = crate::local_api::Serving { app: &m.app.name, gateway: addr };
+    let served = crate::local_api::serve(
+        args.api_listen,
+        &data_dir,
+        serving,
+        bus.clone(),
+        kv.clone(),
+        observer.clone(),
+        stopped,
+    );
     let local_api = match served.await {
         Ok(served) => served,
         Err(e) => {

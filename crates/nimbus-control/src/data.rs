@@ -1,5 +1,6 @@
-//! The data endpoints of the control API — topics ([`crate::topics`]), KV buckets
-//! ([`crate::kv_api`]), metrics, traces and logs ([`crate::observe_api`]) — and who may call them. Served by `nimbus server` (with its API tokens)
+//! The data endpoints of the control API — an app's topics ([`crate::topics`]) and KV buckets
+//! ([`crate::kv_api`]) under `/v1/apps/APP/`, metrics, traces and logs ([`crate::observe_api`]) —
+//! and who may call them. Served by `nimbus server` (with its API tokens)
 //! and by `nimbus up` (with the one token it writes to `.nimbus/api.json`).
 use std::sync::Arc;
 
@@ -15,16 +16,22 @@ use crate::error::ControlError;
 /// Who may call the data endpoints.
 #[derive(Debug)]
 pub enum DataAuth {
-    /// A server's API tokens. Topics, buckets and telemetry belong to no single app, so app-scoped tokens
-    /// are refused.
+    /// A server's API tokens. Topics and buckets belong to an app (`/v1/apps/APP/...`): a token
+    /// limited to some apps reaches exactly their data. Telemetry belongs to no single app, so
+    /// app-scoped tokens are refused there.
     Tokens {
         /// The token store.
         tokens: Tokens,
         /// `--dev`: calls without a token are allowed.
         dev: bool,
     },
-    /// `nimbus up`: exactly this bearer token.
-    Local(String),
+    /// `nimbus up`: exactly this bearer token, for its one app.
+    Local {
+        /// The token in `.nimbus/api.json`.
+        token: String,
+        /// The app `nimbus up` serves: the only one whose data is here.
+        app: String,
+    },
 }
 
 /// What the data handlers share.
@@ -55,14 +62,23 @@ impl DataState {
                     _ => Ok(()),
                 }
             }
-            DataAuth::Local(expected) => {
-                let given = crate::auth::bearer(headers)?.ok_or_else(|| {
-                    ControlError::Unauthorized("this call needs the token in .nimbus/api.json".into())
-                })?;
-                if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            DataAuth::Local { token, .. } => check_local(headers, token),
+        }
+    }
+
+    /// Checks a call about the data (topics, buckets) of `app`: the caller's token must allow
+    /// `action` on that app.
+    pub(crate) fn check_app(&self, headers: &HeaderMap, action: Action, app: &str) -> Result<(), ControlError> {
+        match &self.auth {
+            DataAuth::Tokens { tokens, dev } => crate::auth::principal(headers, tokens, *dev)?.check(action, Some(app)),
+            DataAuth::Local { token, app: serving } => {
+                check_local(headers, token)?;
+                if app == serving {
                     Ok(())
                 } else {
-                    Err(ControlError::Unauthorized("wrong token; it is in .nimbus/api.json next to nimbus.toml".into()))
+                    Err(ControlError::NotFound(format!(
+                        "this `nimbus up` serves app `{serving}`, not `{app}`; its data is under /v1/apps/{serving}/"
+                    )))
                 }
             }
         }
@@ -78,6 +94,16 @@ impl DataState {
         self.kv
             .clone()
             .ok_or_else(|| ControlError::NotFound("this node has no state store (no component has grants.kv)".into()))
+    }
+}
+
+fn check_local(headers: &HeaderMap, expected: &str) -> Result<(), ControlError> {
+    let given = crate::auth::bearer(headers)?
+        .ok_or_else(|| ControlError::Unauthorized("this call needs the token in .nimbus/api.json".into()))?;
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ControlError::Unauthorized("wrong token; it is in .nimbus/api.json next to nimbus.toml".into()))
     }
 }
 

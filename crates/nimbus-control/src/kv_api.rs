@@ -1,4 +1,5 @@
-//! The KV endpoints of the control API: read, write, delete and list the keys of a bucket.
+//! The KV endpoints of the control API: read, write, delete and list the keys of an app's bucket
+//! (`/v1/apps/APP/kv/BUCKET/...`).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +26,14 @@ type KvApp = State<Arc<DataState>>;
 
 pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
-        .route("/v1/kv/{bucket}/keys", get(list))
-        .route("/v1/kv/{bucket}/keys/{*key}", get(read).put(write).delete(remove))
+        .route("/v1/apps/{app}/kv/{bucket}/keys", get(list))
+        .route("/v1/apps/{app}/kv/{bucket}/keys/{*key}", get(read).put(write).delete(remove))
 }
 
-fn bucket(name: &str) -> Result<Bucket, nimbus_state::KvError> {
-    Bucket::new(name)
+/// The bucket `name` of `app`, once the caller may `action` on the app's data.
+fn bucket(s: &DataState, headers: &HeaderMap, action: Action, app: &str, name: &str) -> Result<Bucket, ControlError> {
+    s.check_app(headers, action, app)?;
+    Ok(Bucket::new(app, name)?)
 }
 
 /// Which keys to list.
@@ -56,42 +59,37 @@ pub struct KeyPage {
 }
 
 /// Lists keys by prefix, a page at a time.
-#[utoipa::path(get, path = "/v1/kv/{bucket}/keys", tag = "kv", params(("bucket" = String, Path), ListQuery),
+#[utoipa::path(get, path = "/v1/apps/{app}/kv/{bucket}/keys", tag = "kv", params(("app" = String, Path), ("bucket" = String, Path), ListQuery),
     responses((status = 200, body = KeyPage), (status = 400, body = crate::ErrorBody)))]
 async fn list(
     State(s): KvApp,
-    Path(name): Path<String>,
+    Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, ControlError> {
-    s.check(&headers, Action::Read)?;
+    let bucket = bucket(&s, &headers, Action::Read, &app, &name)?;
     let q = crate::api::query(q)?;
     let page = s
         .kv()?
-        .list(
-            &bucket(&name)?,
-            q.prefix.as_deref().unwrap_or(""),
-            q.cursor.as_deref(),
-            q.limit.unwrap_or(1000).clamp(1, 1000),
-        )
+        .list(&bucket, q.prefix.as_deref().unwrap_or(""), q.cursor.as_deref(), q.limit.unwrap_or(1000).clamp(1, 1000))
         .await?;
     Ok(Json(KeyPage { keys: page.keys, cursor: page.cursor }))
 }
 
 /// The value of a key (bytes as stored), with its revision in `x-nimbus-kv-revision`.
-#[utoipa::path(get, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path)),
+#[utoipa::path(get, path = "/v1/apps/{app}/kv/{bucket}/keys/{key}", tag = "kv", params(("app" = String, Path), ("bucket" = String, Path), ("key" = String, Path)),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = crate::ErrorBody)))]
 async fn read(
     State(s): KvApp,
-    Path((name, key)): Path<(String, String)>,
+    Path((app, name, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ControlError> {
-    s.check(&headers, Action::Read)?;
+    let bucket = bucket(&s, &headers, Action::Read, &app, &name)?;
     let entry = s
         .kv()?
-        .get(&bucket(&name)?, &key)
+        .get(&bucket, &key)
         .await?
-        .ok_or_else(|| ControlError::NotFound(format!("no key {key:?} in bucket `{name}`")))?;
+        .ok_or_else(|| ControlError::NotFound(format!("no key {key:?} in bucket `{name}` of app `{app}`")))?;
     let mut resp = (StatusCode::OK, entry.value).into_response();
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     resp.headers_mut().insert(REVISION_HEADER, HeaderValue::from(entry.revision));
@@ -115,32 +113,32 @@ pub struct Written {
 }
 
 /// Sets a key to the request body; answers once it is durable.
-#[utoipa::path(put, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path), WriteQuery),
+#[utoipa::path(put, path = "/v1/apps/{app}/kv/{bucket}/keys/{key}", tag = "kv", params(("app" = String, Path), ("bucket" = String, Path), ("key" = String, Path), WriteQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = Written), (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody)))]
 async fn write(
     State(s): KvApp,
-    Path((name, key)): Path<(String, String)>,
+    Path((app, name, key)): Path<(String, String, String)>,
     headers: HeaderMap,
     q: Result<Query<WriteQuery>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<Json<Written>, ControlError> {
-    s.check(&headers, Action::Write)?;
+    let bucket = bucket(&s, &headers, Action::Write, &app, &name)?;
     let q = crate::api::query(q)?;
     let value = crate::data::read_body(body, MAX_VALUE_BYTES, "a value").await?;
-    let revision = s.kv()?.set(&bucket(&name)?, &key, value, q.ttl_s.map(Duration::from_secs)).await?;
+    let revision = s.kv()?.set(&bucket, &key, value, q.ttl_s.map(Duration::from_secs)).await?;
     Ok(Json(Written { revision }))
 }
 
 /// Deletes a key (absent keys are fine).
-#[utoipa::path(delete, path = "/v1/kv/{bucket}/keys/{key}", tag = "kv", params(("bucket" = String, Path), ("key" = String, Path)),
+#[utoipa::path(delete, path = "/v1/apps/{app}/kv/{bucket}/keys/{key}", tag = "kv", params(("app" = String, Path), ("bucket" = String, Path), ("key" = String, Path)),
     responses((status = 204), (status = 400, body = crate::ErrorBody)))]
 async fn remove(
     State(s): KvApp,
-    Path((name, key)): Path<(String, String)>,
+    Path((app, name, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ControlError> {
-    s.check(&headers, Action::Write)?;
-    s.kv()?.delete(&bucket(&name)?, &key).await?;
+    let bucket = bucket(&s, &headers, Action::Write, &app, &name)?;
+    s.kv()?.delete(&bucket, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

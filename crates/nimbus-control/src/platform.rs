@@ -18,6 +18,8 @@ use crate::error::ControlError;
 use crate::model::{AppInfo, ArtifactInfo, DeployResult, RevisionDetail, RevisionInfo, Traffic};
 use crate::store::{AppRecord, DeployWrite, RevisionRecord, Store};
 
+mod sharing;
+
 /// Options of one deploy.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
@@ -277,6 +279,7 @@ impl Platform {
         let app_name = loaded.manifest.app.name.clone();
         principal.check(Action::Write, Some(&app_name))?;
         check_artifacts(&loaded, &bundle)?;
+        sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
         if let Some(hosts) = &options.hosts {
             hosts.iter().try_for_each(|h| check_host(h))?;
         }
@@ -640,7 +643,7 @@ impl Loader<'_> {
         let topics = nimbus_gateway::app_topics(m);
         let mut gateway = Gateway::from_manifest(m, &backends, observer);
         if !topics.is_empty() {
-            gateway = gateway.with_events(EventIngress::new((*bus).clone(), topics));
+            gateway = gateway.with_events(EventIngress::new(&m.app.name, (*bus).clone(), topics));
         }
         let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
         if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), shared) {

@@ -1,5 +1,5 @@
-//! The topic endpoints of the control API: publish, read (and long-poll, for tailing), and
-//! replay a dead-letter topic.
+//! The topic endpoints of the control API: publish to, read (and long-poll, for tailing) an
+//! app's topic, and replay a dead-letter topic (`/v1/apps/APP/topics/TOPIC/...`).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,14 @@ type TopicsApp = State<Arc<DataState>>;
 /// The topic routes.
 pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
-        .route("/v1/topics/{topic}/events", post(publish).get(read))
-        .route("/v1/topics/{topic}/replay", post(replay))
+        .route("/v1/apps/{app}/topics/{topic}/events", post(publish).get(read))
+        .route("/v1/apps/{app}/topics/{topic}/replay", post(replay))
 }
 
-fn topic(name: &str) -> Result<Topic, ControlError> {
-    Topic::new(name)
+/// The topic `name` of `app`, once the caller may `action` on the app's data.
+fn topic(s: &DataState, headers: &HeaderMap, action: Action, app: &str, name: &str) -> Result<Topic, ControlError> {
+    s.check_app(headers, action, app)?;
+    Topic::new(app, name)
         .map_err(|e| ControlError::bad_request(e.to_string(), "topics are named like `orders` or `orders.dlq`"))
 }
 
@@ -52,17 +54,16 @@ pub struct PublishedEvent {
 
 /// Publishes a CloudEvent (structured mode: `application/cloudevents+json`; or binary mode:
 /// `ce-*` headers) and answers once it is durable.
-#[utoipa::path(post, path = "/v1/topics/{topic}/events", tag = "events", params(("topic" = String, Path)),
+#[utoipa::path(post, path = "/v1/apps/{app}/topics/{topic}/events", tag = "events", params(("app" = String, Path), ("topic" = String, Path)),
     request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent"),
     responses((status = 202, body = PublishedEvent), (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 503, body = crate::ErrorBody)))]
 async fn publish(
     State(s): TopicsApp,
-    Path(name): Path<String>,
+    Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
-    s.check(&headers, Action::Write)?;
-    let topic = topic(&name)?;
+    let topic = topic(&s, &headers, Action::Write, &app, &name)?;
     let bytes = crate::data::read_body(body, nimbus_gateway::MAX_EVENT_BYTES, "an event").await?;
     let event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
@@ -105,16 +106,15 @@ pub struct StoredEvent {
 }
 
 /// Reads events; with `wait_ms`, waits for the first one (for `nimbus events tail`).
-#[utoipa::path(get, path = "/v1/topics/{topic}/events", tag = "events", params(("topic" = String, Path), ReadQuery),
+#[utoipa::path(get, path = "/v1/apps/{app}/topics/{topic}/events", tag = "events", params(("app" = String, Path), ("topic" = String, Path), ReadQuery),
     responses((status = 200, body = EventPage), (status = 400, body = crate::ErrorBody)))]
 async fn read(
     State(s): TopicsApp,
-    Path(name): Path<String>,
+    Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ControlError> {
-    s.check(&headers, Action::Read)?;
-    let topic = topic(&name)?;
+    let topic = topic(&s, &headers, Action::Read, &app, &name)?;
     let q = crate::api::query(q)?;
     let from = match q.latest {
         Some(true) => s.bus()?.last(&topic).await?.map_or(1, |e| e.seq + 1),
@@ -150,16 +150,15 @@ pub struct Replayed {
 
 /// Republishes every dead letter of this (dead-letter) topic not replayed yet to its original
 /// topic, without the failure attributes.
-#[utoipa::path(post, path = "/v1/topics/{topic}/replay", tag = "events", params(("topic" = String, Path)),
+#[utoipa::path(post, path = "/v1/apps/{app}/topics/{topic}/replay", tag = "events", params(("app" = String, Path), ("topic" = String, Path)),
     responses((status = 200, body = Replayed), (status = 400, body = crate::ErrorBody)))]
 async fn replay(
     State(s): TopicsApp,
-    Path(name): Path<String>,
+    Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Replayed>, ControlError> {
-    s.check(&headers, Action::Write)?;
-    let topic = topic(&name)?;
+    let topic = topic(&s, &headers, Action::Write, &app, &name)?;
     let replayed = nimbus_bus::dispatch::replay(&*s.bus()?, &topic, Duration::from_millis(300)).await?;
-    tracing::info!(topic = %name, replayed, "dead letters replayed");
+    tracing::info!(%topic, replayed, "dead letters replayed");
     Ok(Json(Replayed { replayed }))
 }

@@ -89,7 +89,7 @@ async fn function_gateway() -> Gateway {
 }
 
 async fn publish_rate(bus: Arc<dyn EventBus>) -> f64 {
-    let topic = Topic::new("bench-publish").unwrap();
+    let topic = Topic::new("bench", "bench-publish").unwrap();
     bus.publish(&topic, &event("warm".into()), PublishOptions::default()).await.unwrap();
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -115,16 +115,16 @@ async fn publish_rate(bus: Arc<dyn EventBus>) -> f64 {
 fn spec(topic: &Topic) -> DispatchSpec {
     DispatchSpec {
         topic: topic.clone(),
-        group: Group::new("bench").unwrap(),
+        group: Group::new("bench", "bench").unwrap(),
         retry: RetryPolicy::default(),
-        dead_letter: Topic::new(&format!("{topic}.dlq")).unwrap(),
+        dead_letter: topic.sibling(&format!("{}.dlq", topic.name())).unwrap(),
         concurrency: 16,
         heartbeat: Duration::from_secs(10),
     }
 }
 
 async fn delivery_rate(bus: Arc<dyn EventBus>, gateway: &Gateway) -> f64 {
-    let topic = Topic::new("bench-deliver").unwrap();
+    let topic = Topic::new("bench", "bench-deliver").unwrap();
     let dest = Timed::new(gateway);
     let dispatcher = Dispatcher::start(bus.clone(), spec(&topic), dest.clone());
     let start = Instant::now();
@@ -150,7 +150,7 @@ async fn delivery_rate(bus: Arc<dyn EventBus>, gateway: &Gateway) -> f64 {
 }
 
 async fn latency(bus: Arc<dyn EventBus>, gateway: &Gateway) -> (Duration, Duration, usize) {
-    let topic = Topic::new("bench-latency").unwrap();
+    let topic = Topic::new("bench", "bench-latency").unwrap();
     let dest = Timed::new(gateway);
     let dispatcher = Dispatcher::start(bus.clone(), spec(&topic), dest.clone());
     let total = LATENCY_RATE * LATENCY_FOR.as_secs();

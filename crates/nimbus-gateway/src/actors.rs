@@ -1,7 +1,7 @@
 //! Actors (virtual objects) at the gateway: `POST /actors/TYPE/KEY/METHOD` runs one invocation
 //! of the type's `nimbus:actor/handler` with the actor's state. One activation per key: the
 //! invocations of a key run one at a time (different keys in parallel); the state the handler
-//! wrote is committed durably in the KV store (`actors` bucket, key `TYPE/KEY`, one value, so the
+//! wrote is committed durably in the KV store (the app's `actors` bucket, key `TYPE/KEY`, one value, so the
 //! commit is atomic on every backend) **before** the answer is released; an error or a trap
 //! drops the writes. The next invocation of a key may run while the previous one's commit is in
 //! flight (on its state); their answers wait at the output gate, and one write commits every
@@ -21,7 +21,7 @@ use crate::{Backend, Gateway, Target};
 
 /// The path prefix of actor invocations: `POST /actors/TYPE/KEY/METHOD`.
 pub const ACTORS_PATH: &str = "/actors/";
-/// The KV bucket holding every actor's state.
+/// The KV bucket (of each app) holding its actors' state; reserved: no grant may name it.
 pub const ACTORS_BUCKET: &str = "actors";
 /// Largest input of an actor call.
 const MAX_INPUT_BYTES: usize = 1 << 20;
@@ -183,7 +183,7 @@ impl ActorHost {
         let host = Arc::new_cyclic(|this| Self {
             this: this.clone(),
             kv,
-            bucket: Bucket::new(ACTORS_BUCKET).expect("a valid bucket name"),
+            bucket: Bucket::new(&manifest.app.name, ACTORS_BUCKET).expect("a validated app name"),
             types,
             activations,
         });

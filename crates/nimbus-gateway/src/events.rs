@@ -33,22 +33,23 @@ pub const EVENTS_PREFIX: &str = "/events/";
 /// The CloudEvents ingress of an app.
 #[derive(Debug)]
 pub struct EventIngress {
+    app: String,
     bus: Arc<dyn EventBus>,
     topics: BTreeSet<String>,
 }
 
 impl EventIngress {
-    /// Accepts events for `topics` (the app's triggers and publish grants: other topics are 404),
-    /// up to [`MAX_EVENT_BYTES`] each.
-    pub fn new(bus: Arc<dyn EventBus>, topics: BTreeSet<String>) -> Self {
-        Self { bus, topics }
+    /// Accepts events for `app`'s `topics` (its triggers and publish grants: other topics are
+    /// 404), up to [`MAX_EVENT_BYTES`] each.
+    pub fn new(app: &str, bus: Arc<dyn EventBus>, topics: BTreeSet<String>) -> Self {
+        Self { app: app.to_string(), bus, topics }
     }
 
     /// `POST /events/{topic}`: 202 once the event is durable, 400 for anything that is not a
     /// valid CloudEvent (never stored, never retried).
     pub(crate) async fn handle(&self, req: http::Request<Incoming>, id: &RequestId) -> http::Response<GatewayBody> {
         let name = req.uri().path().strip_prefix(EVENTS_PREFIX).unwrap_or_default().to_string();
-        let topic = match Topic::new(&name) {
+        let topic = match Topic::new(&self.app, &name) {
             Ok(t) if self.topics.contains(&name) => t,
             Ok(_) => {
                 return error(

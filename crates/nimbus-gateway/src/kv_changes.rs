@@ -1,5 +1,5 @@
 //! KV change events: a [`KvStore`] that, for the buckets some `[[trigger.kv]]` watches, publishes
-//! every change it made to the bucket's topic (`nimbus-kv.BUCKET`) as a CloudEvent —
+//! every change it made to the bucket's topic (`nimbus-kv.BUCKET`, in the bucket's app) as a CloudEvent —
 //! `dev.nimbus.kv.set` (the new value as data, `kvrevision` extension) or `dev.nimbus.kv.delete`,
 //! `subject` and `partitionkey` = the key, so that one key's changes are delivered in order.
 //!
@@ -25,7 +25,7 @@ pub struct KvChanges {
     inner: Arc<dyn KvStore>,
     bus: Arc<dyn EventBus>,
     /// Watched buckets, with how many triggers watch each.
-    watched: Mutex<HashMap<String, usize>>,
+    watched: Mutex<HashMap<Bucket, usize>>,
 }
 
 impl std::fmt::Debug for KvChanges {
@@ -41,12 +41,12 @@ impl KvChanges {
     }
 
     /// Starts publishing the changes of `bucket` (one more watcher).
-    pub fn watch(&self, bucket: &str) {
-        *self.watched.lock().expect("watched").entry(bucket.to_string()).or_default() += 1;
+    pub fn watch(&self, bucket: &Bucket) {
+        *self.watched.lock().expect("watched").entry(bucket.clone()).or_default() += 1;
     }
 
     /// One watcher of `bucket` fewer; at zero its changes are no longer published.
-    pub fn unwatch(&self, bucket: &str) {
+    pub fn unwatch(&self, bucket: &Bucket) {
         let mut watched = self.watched.lock().expect("watched");
         if let Some(n) = watched.get_mut(bucket) {
             *n -= 1;
@@ -57,20 +57,21 @@ impl KvChanges {
     }
 
     async fn changed(&self, bucket: &Bucket, key: &str, change: Option<(u64, Bytes)>) {
-        if !self.watched.lock().expect("watched").contains_key(bucket.as_str()) {
+        if !self.watched.lock().expect("watched").contains_key(bucket) {
             return;
         }
-        let builder = EventBuilderV10::new().source(format!("/kv/{bucket}")).subject(key).extension(PARTITION_KEY, key);
+        let builder =
+            EventBuilderV10::new().source(format!("/kv/{}", bucket.name())).subject(key).extension(PARTITION_KEY, key);
         let event = match change {
             Some((revision, value)) => builder
-                .id(format!("{bucket}/{revision}"))
+                .id(format!("{}/{revision}", bucket.name()))
                 .ty("dev.nimbus.kv.set")
                 .extension("kvrevision", revision as i64)
                 .data("application/octet-stream", value.to_vec())
                 .build(),
             None => builder.id(format!("{:032x}", fastrand::u128(..))).ty("dev.nimbus.kv.delete").build(),
         };
-        let published = match (event, Topic::new(&kv_topic(bucket.as_str()))) {
+        let published = match (event, Topic::new(bucket.app(), &kv_topic(bucket.name()))) {
             (Ok(event), Ok(topic)) => {
                 self.bus.publish(&topic, &event, PublishOptions::default()).await.map(drop).map_err(|e| e.to_string())
             }
@@ -123,9 +124,13 @@ impl KvStore for KvChanges {
         self.inner.backend()
     }
 
+    async fn bucket_names(&self) -> Result<Vec<String>, KvError> {
+        self.inner.bucket_names().await
+    }
+
     async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         let n = self.inner.increment(bucket, key, delta).await?;
-        if self.watched.lock().expect("watched").contains_key(bucket.as_str())
+        if self.watched.lock().expect("watched").contains_key(bucket)
             && let Some(entry) = self.inner.get(bucket, key).await?
         {
             self.changed(bucket, key, Some((entry.revision, entry.value))).await;
@@ -135,7 +140,7 @@ impl KvStore for KvChanges {
 
     async fn set_many(&self, bucket: &Bucket, pairs: Vec<(String, Bytes)>) -> Result<(), KvError> {
         self.inner.set_many(bucket, pairs.clone()).await?;
-        if self.watched.lock().expect("watched").contains_key(bucket.as_str()) {
+        if self.watched.lock().expect("watched").contains_key(bucket) {
             for (key, _) in pairs {
                 if let Some(entry) = self.inner.get(bucket, &key).await? {
                     self.changed(bucket, &key, Some((entry.revision, entry.value))).await;

@@ -57,7 +57,7 @@ pub use kv_changes::{KvChanges, kv_topic};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve};
-pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, group_name, handler_problems};
+pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, handler_problems, topic_ref};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -128,6 +128,9 @@ impl Gateway {
             .iter()
             .filter_map(|(name, c)| {
                 let backend = backends.get(name)?.clone();
+                if let Backend::Function(f) = &backend {
+                    f.bind_app(&manifest.app.name);
+                }
                 let l = &c.limits;
                 let telemetry = observer.component(&manifest.app.name, name);
                 let target = Target {

@@ -1,7 +1,8 @@
 //! An app's `[[trigger.topic]]`, `[[trigger.cron]]` and `[[trigger.kv]]`, running: a consumer
 //! group per topic trigger delivering to its component (a KV trigger's topic carries its bucket's
 //! changes), and per cron trigger a schedule publishing ticks to the
-//! trigger's own topic (`nimbus-cron.APP.N`) plus a consumer group delivering them.
+//! trigger's own topic (`nimbus-cron.N`) plus a consumer group delivering them. Topics, groups
+//! and buckets are the app's own.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +12,26 @@ use nimbus_bus::{BusError, EventBus, Group, Topic};
 use std::collections::{BTreeSet, HashMap};
 
 use nimbus_manifest::{FieldPath, Manifest, Retry, Schedule};
+use nimbus_state::Bucket;
 
 use crate::{Backend, Gateway};
 
 /// How often a long delivery tells the bus it is still being handled.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// The topics an app accepts events for on `POST /events/{topic}`: those its triggers consume
-/// and its functions publish to.
+/// The topics an app accepts events for on `POST /events/{topic}`: those of its own that its
+/// triggers consume and its functions publish to (not those it imports from other apps).
 pub fn app_topics(m: &Manifest) -> BTreeSet<String> {
     let consumed = m.trigger.topic.iter().map(|t| t.topic.clone());
     let published = m.component.values().flat_map(|c| c.grants.publish.iter().cloned());
-    consumed.chain(published).collect()
+    consumed.chain(published).filter(|t| !t.contains('/')).collect()
+}
+
+/// The topic a grant or trigger of `app` names: its own (`orders`) or one another app exports
+/// to it (`shop/orders`; the deploy checked the export).
+pub fn topic_ref(app: &str, name: &str) -> Result<Topic, BusError> {
+    let (owner, topic) = nimbus_manifest::resolve(app, name);
+    Topic::new(owner, topic)
 }
 
 /// Triggers whose function cannot handle them: a topic or cron trigger needs
@@ -66,14 +75,9 @@ pub fn handler_problems(m: &Manifest, backends: &HashMap<String, Backend>) -> Ve
     problems
 }
 
-/// The consumer group of a trigger: scoped by the app, so apps sharing a bus never compete.
-pub fn group_name(app: &str, group: &str) -> String {
-    format!("{app}_{group}")
-}
-
-/// The topic a cron trigger's ticks go to.
-pub fn cron_topic(app: &str, index: usize) -> String {
-    format!("nimbus-cron.{app}.{index}")
+/// The topic (of the trigger's app) a cron trigger's ticks go to.
+pub fn cron_topic(index: usize) -> String {
+    format!("nimbus-cron.{index}")
 }
 
 /// One running trigger, described for start-up output.
@@ -91,7 +95,7 @@ pub struct TriggerInfo {
 pub struct AppTriggers {
     dispatchers: Vec<Dispatcher>,
     crons: Vec<CronRunner>,
-    watches: Vec<(Arc<crate::KvChanges>, String)>,
+    watches: Vec<(Arc<crate::KvChanges>, Bucket)>,
     /// What runs.
     pub info: Vec<TriggerInfo>,
 }
@@ -116,7 +120,10 @@ impl AppTriggers {
         let mut running = Self::default();
         for t in &manifest.trigger.kv {
             let Some(kv) = kv else { continue };
-            let topic = Topic::new(&crate::kv_topic(&t.bucket))?;
+            let app = &manifest.app.name;
+            let bucket = Bucket::new(app, &t.bucket)
+                .map_err(|_| BusError::InvalidName { name: t.bucket.clone(), why: "not a valid bucket name" })?;
+            let topic = Topic::new(app, &crate::kv_topic(&t.bucket))?;
             let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("kv:{}", t.bucket))
             else {
                 continue;
@@ -125,28 +132,32 @@ impl AppTriggers {
                 .info
                 .push(TriggerInfo { what: format!("kv {} (changes)", t.bucket), component: t.component.clone() });
             let spec = DispatchSpec {
-                dead_letter: Topic::new(&format!("{topic}.dlq"))?,
+                dead_letter: topic.sibling(&format!("{}.dlq", topic.name()))?,
                 topic,
-                group: Group::new(&group_name(&manifest.app.name, &t.component))?,
+                group: Group::new(app, &t.component)?,
                 retry: retry(&t.retry),
                 concurrency: t.concurrency as usize,
                 heartbeat: HEARTBEAT,
             };
             running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
-            kv.watch(&t.bucket);
-            running.watches.push((kv.clone(), t.bucket.clone()));
+            kv.watch(&bucket);
+            running.watches.push((kv.clone(), bucket));
         }
         for t in &manifest.trigger.topic {
-            let topic = Topic::new(&t.topic)?;
-            let group = Group::new(&group_name(&manifest.app.name, t.group.as_deref().unwrap_or(&t.component)))?;
-            let dead_letter = Topic::new(&t.dead_letter.clone().unwrap_or_else(|| format!("{}.dlq", t.topic)))?;
-            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("topic:{topic}"))
+            let app = &manifest.app.name;
+            let topic = topic_ref(app, &t.topic)?;
+            let group = Group::new(app, t.group.as_deref().unwrap_or(&t.component))?;
+            // The dead letters of an imported topic are the importer's own.
+            let dead_letter =
+                Topic::new(app, &t.dead_letter.clone().unwrap_or_else(|| format!("{}.dlq", topic.name())))?;
+            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("topic:{}", t.topic))
             else {
                 continue;
             };
-            running
-                .info
-                .push(TriggerInfo { what: format!("topic {topic} (group {group})"), component: t.component.clone() });
+            running.info.push(TriggerInfo {
+                what: format!("topic {} (group {})", t.topic, group.name()),
+                component: t.component.clone(),
+            });
             let spec = DispatchSpec {
                 topic,
                 group,
@@ -159,7 +170,7 @@ impl AppTriggers {
         }
         for (i, t) in manifest.trigger.cron.iter().enumerate() {
             let schedule = Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(BusError::InvalidEvent)?;
-            let topic = Topic::new(&cron_topic(&manifest.app.name, i))?;
+            let topic = Topic::new(&manifest.app.name, &cron_topic(i))?;
             let Some(destination) = gateway.destination(&t.component, None, format!("cron:{i}")) else { continue };
             running.info.push(TriggerInfo {
                 what: format!("cron {} ({})", t.schedule, t.timezone.as_deref().unwrap_or("UTC")),
@@ -167,9 +178,9 @@ impl AppTriggers {
             });
             let spec = DispatchSpec {
                 topic: topic.clone(),
-                group: Group::new(&group_name(&manifest.app.name, "cron"))?,
+                group: Group::new(&manifest.app.name, "cron")?,
                 retry: retry(&t.retry),
-                dead_letter: Topic::new(&format!("{topic}.dlq"))?,
+                dead_letter: topic.sibling(&format!("{}.dlq", topic.name()))?,
                 concurrency: 1,
                 heartbeat: HEARTBEAT,
             };

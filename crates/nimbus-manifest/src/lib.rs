@@ -32,6 +32,7 @@ mod grant;
 mod locate;
 mod names;
 mod route;
+mod scope;
 mod types;
 mod validate;
 
@@ -42,11 +43,15 @@ use toml_edit::Document;
 pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
-pub use names::{MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, Schedule, check_bucket_name, check_topic_name};
+pub use names::{
+    MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX, Schedule, check_bucket_name,
+    check_topic_name,
+};
 pub use route::RoutePattern;
+pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};
 pub use types::{
     ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
-    DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Grants, HttpTrigger, Limits,
+    DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Exports, Grants, HttpTrigger, Limits,
     Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers,
 };
 pub use validate::{ACTORS_PREFIX, RESERVED_PATHS, RESERVED_PREFIX};

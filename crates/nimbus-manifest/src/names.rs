@@ -46,6 +46,19 @@ pub fn check_bucket_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Buckets the platform keeps in every app (`actors` holds its actors' state): no grant or
+/// trigger may name them.
+pub const RESERVED_BUCKETS: &[&str] = &["actors"];
+
+/// Topics and buckets whose name starts with this are the platform's (a bucket's change topic
+/// `nimbus-kv.BUCKET`, a cron trigger's `nimbus-cron.N`): no grant or trigger may name them.
+pub const RESERVED_NAME_PREFIX: &str = "nimbus";
+
+/// Whether `name` starts with [`RESERVED_NAME_PREFIX`].
+pub(crate) fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_NAME_PREFIX)
+}
+
 /// A cron schedule with its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {

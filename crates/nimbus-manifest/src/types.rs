@@ -17,6 +17,51 @@ pub struct Manifest {
     /// What starts work (`[[trigger.http]]`, `[[trigger.topic]]`, `[[trigger.cron]]`).
     #[serde(default)]
     pub trigger: Triggers,
+    /// Buckets and topics this app shares with named other apps; nothing is shared without it.
+    #[serde(default)]
+    pub export: Exports,
+}
+
+/// `[export]`: what this app shares, and with which apps. Another app names an exported bucket
+/// or topic as `APP/NAME` (`grants.kv = ["shop/carts"]`, `grants.publish = ["shop/orders"]`,
+/// `[[trigger.topic]] topic = "shop/orders"`); a deploy naming what is not exported to it is
+/// refused.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exports {
+    /// Bucket → the apps that may read and write it, e.g. `{ carts = ["billing"] }`.
+    #[serde(default)]
+    pub kv: BTreeMap<String, Vec<String>>,
+    /// Topic → the apps that may consume it (with their own consumer groups) and publish to it,
+    /// e.g. `{ orders = ["billing"] }`.
+    #[serde(default)]
+    pub topics: BTreeMap<String, Vec<String>>,
+}
+
+impl Exports {
+    /// Whether bucket `name` is exported to `app`.
+    pub fn kv_to(&self, name: &str, app: &str) -> bool {
+        self.kv.get(name).is_some_and(|apps| apps.iter().any(|a| a == app))
+    }
+
+    /// Whether topic `name` is exported to `app`.
+    pub fn topic_to(&self, name: &str, app: &str) -> bool {
+        self.topics.get(name).is_some_and(|apps| apps.iter().any(|a| a == app))
+    }
+}
+
+impl Manifest {
+    /// What the app imports from other apps: `(kind, owner, name)` for every `APP/NAME` in
+    /// `grants.kv` (kind `kv`), `grants.publish` and `[[trigger.topic]]` (kind `topic`), each once.
+    pub fn imports(&self) -> std::collections::BTreeSet<(&'static str, String, String)> {
+        let m = self;
+        let split = |s: &String| s.split_once('/').map(|(a, n)| (a.to_string(), n.to_string()));
+        let kv = m.component.values().flat_map(|c| c.grants.kv.iter()).filter_map(split).map(|(a, n)| ("kv", a, n));
+        let published = m.component.values().flat_map(|c| c.grants.publish.iter());
+        let consumed = m.trigger.topic.iter().map(|t| &t.topic);
+        let topics = published.chain(consumed).filter_map(split).map(|(a, n)| ("topic", a, n));
+        kv.chain(topics).collect()
+    }
 }
 
 /// `[app]`: identity of the app.

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
-use crate::names::{Schedule, check_bucket_name, check_topic_name};
+use crate::names::{RESERVED_BUCKETS, RESERVED_NAME_PREFIX, Schedule, check_bucket_name, check_topic_name};
 use crate::route::RoutePattern;
 use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale};
 
@@ -27,7 +27,7 @@ fn problem(field: FieldPath, message: impl Into<String>, hint: impl Into<String>
 
 pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Err(e) = check_name(&m.app.name) {
+    if let Err(e) = crate::scope::check_app_name(&m.app.name) {
         out.push(problem(FieldPath::root().key("app").key("name"), e, "use a name like `shop` or `hello-world`"));
     }
     if m.component.is_empty() {
@@ -39,7 +39,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     }
     for (name, c) in &m.component {
         let at = FieldPath::root().key("component").key(name.clone());
-        if let Err(e) = check_name(name) {
+        if let Err(e) = crate::scope::check_app_name(name) {
             out.push(problem(
                 at.clone(),
                 format!("component {e}"),
@@ -67,7 +67,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
         }
         check_limits(&c.limits, c.command.is_some(), &at.clone().key("limits"), &mut out);
         for (i, topic) in c.grants.publish.iter().enumerate() {
-            if let Err(e) = check_topic_name(topic, true) {
+            if let Err(e) = topic_ref(topic, &m.app.name) {
                 out.push(problem(
                     at.clone().key("grants").key("publish").index(i),
                     format!("topic `{topic}`: {e}"),
@@ -76,7 +76,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
             }
         }
         for (i, name) in c.grants.kv.iter().enumerate() {
-            if let Err(e) = check_bucket_name(name) {
+            if let Err(e) = bucket_ref(name, &m.app.name) {
                 out.push(problem(
                     at.clone().key("grants").key("kv").index(i),
                     format!("bucket `{name}`: {e}"),
@@ -126,6 +126,7 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     }
     check_http_triggers(m, &mut out);
     check_event_triggers(m, &mut out);
+    check_exports(m, &mut out);
     out
 }
 
@@ -158,7 +159,7 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     for (i, t) in m.trigger.topic.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("topic").index(i);
         check_component_ref(m, &t.component, at.clone().key("component"), out);
-        if let Err(e) = check_topic_name(&t.topic, true) {
+        if let Err(e) = topic_ref(&t.topic, &m.app.name) {
             out.push(problem(
                 at.clone().key("topic"),
                 format!("topic `{}`: {e}", t.topic),
@@ -170,7 +171,7 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
             out.push(problem(at.clone().key("group"), format!("group `{group}`: {e}"), "name groups like `billing`"));
         }
         if let Some(dlq) = &t.dead_letter {
-            if let Err(e) = check_topic_name(dlq, true) {
+            if let Err(e) = app_topic_name(dlq, true) {
                 out.push(problem(at.clone().key("dead_letter"), format!("topic `{dlq}`: {e}"), "e.g. `orders.dlq`"));
             } else if dlq == &t.topic {
                 out.push(problem(
@@ -241,7 +242,7 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     for (i, t) in m.trigger.kv.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("kv").index(i);
         check_component_ref(m, &t.component, at.clone().key("component"), out);
-        if let Err(e) = check_bucket_name(&t.bucket) {
+        if let Err(e) = app_bucket_name(&t.bucket) {
             out.push(problem(
                 at.clone().key("bucket"),
                 format!("bucket `{}`: {e}", t.bucket),
@@ -273,18 +274,73 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "name `{name}` must be 1 to 63 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
-        ))
+/// Checks a bucket a grant names: the app's own (`carts`) or another app's (`shop/carts`).
+fn bucket_ref(name: &str, own: &str) -> Result<(), String> {
+    match name.split_once('/') {
+        Some((app, bucket)) => other_app(app, own).and_then(|()| app_bucket_name(bucket)),
+        None => app_bucket_name(name),
     }
+}
+
+/// Checks a topic a grant or trigger names: the app's own (`orders`) or another app's
+/// (`shop/orders`).
+fn topic_ref(name: &str, own: &str) -> Result<(), String> {
+    match name.split_once('/') {
+        Some((app, topic)) => other_app(app, own).and_then(|()| app_topic_name(topic, true)),
+        None => app_topic_name(name, true),
+    }
+}
+
+fn other_app(app: &str, own: &str) -> Result<(), String> {
+    crate::scope::check_app_name(app).map_err(|e| format!("app {e}"))?;
+    if app == own {
+        return Err(format!("`{app}/` names this app itself; name its own buckets and topics without it"));
+    }
+    Ok(())
+}
+
+/// `[export]`: valid names of this app's buckets and topics, shared with other valid apps.
+fn check_exports(m: &Manifest, out: &mut Vec<Problem>) {
+    let kinds: [(&str, &BTreeMap<String, Vec<String>>, fn(&str) -> Result<(), String>); 2] =
+        [("kv", &m.export.kv, app_bucket_name), ("topics", &m.export.topics, |n| app_topic_name(n, true))];
+    for (kind, exports, check) in kinds {
+        for (name, apps) in exports {
+            let at = FieldPath::root().key("export").key(kind).key(name.clone());
+            if let Err(e) = check(name) {
+                out.push(problem(
+                    at.clone(),
+                    format!("`{name}`: {e}"),
+                    "export the app's own buckets and topics by name",
+                ));
+            }
+            for (i, app) in apps.iter().enumerate() {
+                if let Err(e) = other_app(app, &m.app.name) {
+                    out.push(problem(at.clone().index(i), e, "list the apps it is shared with, e.g. `[\"billing\"]`"));
+                }
+            }
+        }
+    }
+}
+
+/// Checks a topic an app names: a valid name that the platform does not keep for itself.
+fn app_topic_name(name: &str, dots: bool) -> Result<(), String> {
+    check_topic_name(name, dots)?;
+    if crate::names::is_reserved(name) {
+        return Err(format!("names starting with `{RESERVED_NAME_PREFIX}` are kept for the platform's own topics"));
+    }
+    Ok(())
+}
+
+/// Checks a bucket an app names: a valid name that the platform does not keep for itself.
+fn app_bucket_name(name: &str) -> Result<(), String> {
+    check_bucket_name(name)?;
+    if RESERVED_BUCKETS.contains(&name) || crate::names::is_reserved(name) {
+        return Err(format!(
+            "`{name}` is kept for the platform (reserved: {}, and names starting with `{RESERVED_NAME_PREFIX}`)",
+            RESERVED_BUCKETS.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn check_limits(l: &Limits, service: bool, at: &FieldPath, out: &mut Vec<Problem>) {

@@ -312,3 +312,21 @@ fn bad_event_triggers_are_located() {
     let actors_route = VALID.replace("/health-check", "/actors/...");
     assert!(only_error(&actors_route).message.contains("reserved"));
 }
+
+#[test]
+fn names_reserved_for_the_platform_cannot_be_granted() {
+    let with = |grants: &str| VALID.replace("grants = { outbound", &format!("grants = {{ {grants}, outbound"));
+    let d = only_error(&with("kv = [\"carts\", \"actors\"]"));
+    assert_eq!((d.field.as_str(), d.line), ("component.checkout.grants.kv[1]", 12));
+    assert!(d.message.contains("`actors` is kept for the platform"), "{}", d.message);
+    let d = only_error(&with("kv = [\"nimbus-x\"]"));
+    assert_eq!(d.field, "component.checkout.grants.kv[0]");
+    let d = only_error(&with("publish = [\"nimbus-kv.carts\"]"));
+    assert_eq!(d.field, "component.checkout.grants.publish[0]");
+    assert!(d.message.contains("kept for the platform"), "{}", d.message);
+    let d = only_error(&format!("{VALID}\n[[trigger.topic]]\ntopic = \"nimbus-cron.0\"\ncomponent = \"checkout\"\n"));
+    assert_eq!(d.field, "trigger.topic[0].topic");
+    let d = only_error(&format!("{VALID}\n[[trigger.kv]]\nbucket = \"actors\"\ncomponent = \"checkout\"\n"));
+    assert_eq!(d.field, "trigger.kv[0].bucket");
+    assert!(parse(&with("kv = [\"carts\"], publish = [\"payments\"]")).is_ok());
+}

@@ -15,7 +15,7 @@ const CLIENTS: usize = 64;
 const RUN_FOR: Duration = Duration::from_secs(5);
 
 async fn run(kv: Arc<dyn KvStore>) -> (f64, f64) {
-    let bucket = Bucket::new("bench").unwrap();
+    let bucket = Bucket::new("bench", "bench").unwrap();
     let value = Bytes::from(vec![b'v'; 100]);
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
         kv.set_many(&bucket, chunk.iter().map(|i| (format!("key-{i}"), value.clone())).collect()).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::kv::{Entry, KvStore, Page, Swap};
 use crate::names::check_key;
@@ -24,7 +24,7 @@ const SWEEP_MAX: usize = 10_000;
 const HEADER: usize = 16;
 
 fn table(bucket: &Bucket) -> String {
-    format!("kv/{bucket}")
+    format!("kv/{}", bucket.storage_name())
 }
 
 fn now_ms() -> u64 {
@@ -246,7 +246,10 @@ fn forget_expiry(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<(
     let old = t.get(key).map_err(KvError::store)?.map(|v| expiry_of(v.value()));
     drop(t);
     if let Some(at) = old.filter(|&at| at != 0) {
-        txn.open_table(EXPIRY).map_err(KvError::store)?.remove((at, bucket.as_str(), key)).map_err(KvError::store)?;
+        txn.open_table(EXPIRY)
+            .map_err(KvError::store)?
+            .remove((at, bucket.storage_name(), key))
+            .map_err(KvError::store)?;
     }
     Ok(())
 }
@@ -260,14 +263,14 @@ fn put(
     ttl: Option<Duration>,
 ) -> Result<u64, KvError> {
     let mut revisions = txn.open_table(REVISIONS).map_err(KvError::store)?;
-    let revision = revisions.get(bucket.as_str()).map_err(KvError::store)?.map_or(0, |v| v.value()) + 1;
-    revisions.insert(bucket.as_str(), revision).map_err(KvError::store)?;
+    let revision = revisions.get(bucket.storage_name()).map_err(KvError::store)?.map_or(0, |v| v.value()) + 1;
+    revisions.insert(bucket.storage_name(), revision).map_err(KvError::store)?;
     let expires = ttl.map_or(0, |t| now_ms() + t.as_millis().max(1) as u64);
     forget_expiry(txn, bucket, key)?;
     if expires != 0 {
         txn.open_table(EXPIRY)
             .map_err(KvError::store)?
-            .insert((expires, bucket.as_str(), key), ())
+            .insert((expires, bucket.storage_name(), key), ())
             .map_err(KvError::store)?;
     }
     let mut record = Vec::with_capacity(HEADER + value.len());
@@ -361,6 +364,12 @@ impl KvStore for Embedded {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn bucket_names(&self) -> Result<Vec<String>, KvError> {
+        let read = self.db.begin_read().map_err(KvError::store)?;
+        let tables = read.list_tables().map_err(KvError::store)?;
+        Ok(tables.filter_map(|t| t.name().strip_prefix("kv/").map(str::to_string)).collect())
     }
 
     async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {

@@ -62,6 +62,10 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// The backend's name (`embedded`, `nats`).
     fn backend(&self) -> &'static str;
 
+    /// The storage names of every bucket in the store ([`Bucket::storage_name`]; for moving
+    /// buckets of an older layout, [`crate::migrate`]).
+    async fn bucket_names(&self) -> Result<Vec<String>, KvError>;
+
     /// Whether `key` has a value.
     async fn exists(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
         Ok(self.get(bucket, key).await?.is_some())

@@ -2,7 +2,9 @@
 //! ([`Embedded`], redb on this node) and a distributed one ([`NatsKv`], NATS JetStream KV), which
 //! pass one conformance suite: get / set (with TTL) / delete / exists, list by prefix with a
 //! cursor, compare-and-swap on revisions, atomic increment, batch get and set. Keys are any text
-//! up to 512 bytes, compared byte for byte.
+//! up to 512 bytes, compared byte for byte. A [`Bucket`] belongs to one app: backends store it
+//! under a name that carries the app (`nimbus_manifest::scoped_name`), so two apps' `carts`
+//! never meet. [`migrate`] moves buckets stored before names were scoped to their apps, once.
 //!
 //! This crate does not link anything into wasm (that is `nimbus-wasm`'s `wasi:keyvalue`) and
 //! does not decide which component may touch which bucket (grants, checked by the caller).
@@ -12,7 +14,7 @@
 //! use nimbus_state::{Bucket, Embedded, KvStore, Swap};
 //! let dir = tempfile::tempdir().unwrap();
 //! let kv = Embedded::open(&dir.path().join("state.redb"))?;
-//! let carts = Bucket::new("carts")?;
+//! let carts = Bucket::new("shop", "carts")?;
 //! let rev = kv.set(&carts, "user:7", "3 items".into(), None).await?; // on disk now
 //! assert_eq!(kv.compare_and_swap(&carts, "user:7", Some(rev), "4 items".into()).await?, Swap::Done(rev + 1));
 //! assert_eq!(kv.increment(&carts, "count", 2).await?, 2);
@@ -23,11 +25,13 @@
 mod embedded;
 mod error;
 mod kv;
+mod migrate;
 mod names;
 mod nats;
 
 pub use embedded::Embedded;
 pub use error::KvError;
 pub use kv::{Entry, KvStore, Page, Swap};
+pub use migrate::{LAYOUT, Moved, layout, migrate};
 pub use names::{Bucket, MAX_BUCKET_LEN, MAX_KEY_LEN, check_key};
 pub use nats::NatsKv;

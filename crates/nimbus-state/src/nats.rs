@@ -1,4 +1,4 @@
-//! The NATS JetStream KV backend: a KV bucket per bucket (`nimbus_kv_<bucket>`, file storage,
+//! The NATS JetStream KV backend: a KV bucket per bucket (`nimbus_kv_<storage name>`, file storage,
 //! history 1, per-key TTL enabled). Keys are stored hex-encoded, so every key — NUL bytes and
 //! any Unicode included — round-trips exactly, and prefixes and byte order carry over.
 //!
@@ -31,7 +31,7 @@ impl std::fmt::Debug for NatsKv {
 }
 
 fn bucket_name(bucket: &Bucket) -> String {
-    format!("nimbus_kv_{bucket}")
+    format!("nimbus_kv_{}", bucket.storage_name())
 }
 
 impl NatsKv {
@@ -152,5 +152,10 @@ impl KvStore for NatsKv {
 
     fn backend(&self) -> &'static str {
         "nats"
+    }
+
+    async fn bucket_names(&self) -> Result<Vec<String>, KvError> {
+        let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(KvError::nats)?;
+        Ok(names.iter().filter_map(|n| n.strip_prefix("KV_nimbus_kv_").map(str::to_string)).collect())
     }
 }

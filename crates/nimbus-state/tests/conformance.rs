@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nimbus_fixtures::nats::NatsServer;
 use nimbus_state::{Bucket, Embedded, KvError, KvStore, NatsKv, Swap};
+use std::collections::BTreeMap;
 
 enum Backend {
     Embedded(tempfile::TempDir),
@@ -21,7 +22,7 @@ impl Backend {
 }
 
 fn bucket(name: &str) -> Bucket {
-    Bucket::new(name).expect("bucket")
+    Bucket::new("app", name).expect("bucket")
 }
 
 macro_rules! both {
@@ -40,6 +41,8 @@ both!(
     batches,
     odd_keys_are_exact_or_refused,
     writes_survive_reopen,
+    apps_never_share_buckets,
+    the_old_layout_moves_to_its_apps_once,
 );
 
 async fn get_set_delete_exists(b: Backend) {
@@ -167,7 +170,8 @@ async fn odd_keys_are_exact_or_refused(b: Backend) {
     let err = kv.set(&c, &too_long, "x".into(), None).await.unwrap_err();
     assert!(err.to_string().contains("512 bytes"), "{err}");
     assert!(kv.set(&c, "", "x".into(), None).await.is_err());
-    assert!(Bucket::new("Bad Bucket").is_err());
+    assert!(Bucket::new("app", "Bad Bucket").is_err());
+    assert!(Bucket::new("Bad App", "b").is_err());
 }
 
 async fn writes_survive_reopen(b: Backend) {
@@ -186,4 +190,72 @@ async fn writes_survive_reopen(b: Backend) {
     for i in 0..50 {
         assert_eq!(kv.get(&c, &format!("k{i}")).await.unwrap().unwrap().value, i.to_string());
     }
+}
+
+async fn apps_never_share_buckets(b: Backend) {
+    let kv = b.open().await;
+    let scoped = |app: &str, name: &str| Bucket::new(app, name).expect("bucket");
+    // The same name in two apps, and names whose plain concatenation would be the same.
+    let pairs = [("shop", "carts"), ("billing", "carts"), ("a_b", "c"), ("a", "b_c"), ("a-b", "c"), ("a", "b-c")];
+    for (app, name) in pairs {
+        kv.set(&scoped(app, name), "k", format!("{app}/{name}").into(), None).await.unwrap();
+    }
+    for (app, name) in pairs {
+        let b = scoped(app, name);
+        assert_eq!(kv.get(&b, "k").await.unwrap().unwrap().value, format!("{app}/{name}"), "{b}");
+        assert_eq!(kv.list(&b, "", None, 10).await.unwrap().keys, ["k"]);
+    }
+    kv.delete(&scoped("billing", "carts"), "k").await.unwrap();
+    assert!(kv.exists(&scoped("shop", "carts"), "k").await.unwrap(), "a delete in one app leaves the other's key");
+    assert_eq!(kv.increment(&scoped("billing", "carts"), "n", 1).await.unwrap(), 1);
+    assert_eq!(kv.get(&scoped("shop", "carts"), "n").await.unwrap(), None);
+}
+
+/// A store written before buckets were scoped per app (built here through the backend with
+/// unscoped buckets, as the old version named them) moves to the apps that own each key on the
+/// first start, and only then.
+async fn the_old_layout_moves_to_its_apps_once(b: Backend) {
+    let kv = b.open().await;
+    let (carts, actors) = (Bucket::unscoped("carts"), Bucket::unscoped("actors"));
+    kv.set(&carts, "u1", "cart of u1".into(), None).await.unwrap();
+    kv.set(&carts, "u2", "cart of u2".into(), None).await.unwrap();
+    kv.set(&actors, "counter/a", "3".into(), None).await.unwrap();
+    kv.set(&actors, "orphan/x", "1".into(), None).await.unwrap();
+    kv.set(&Bucket::new("shop", "new").unwrap(), "k", "written by this version".into(), None).await.unwrap();
+    assert_eq!(nimbus_state::layout(&*kv).await.unwrap(), 1);
+    // `carts` was used by two apps; actor type `counter` is served by `shop`.
+    let owners = |bucket: &str, key: &str| -> Vec<String> {
+        match (bucket, key.split('/').next()) {
+            ("carts", _) => vec!["billing".into(), "shop".into()],
+            ("actors", Some("counter")) => vec!["shop".into()],
+            _ => Vec::new(),
+        }
+    };
+    let mut moved = nimbus_state::migrate(&*kv, &owners).await.unwrap();
+    moved.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+    let counts = |pairs: &[(&str, usize)]| pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect::<BTreeMap<_, _>>();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!((moved[0].bucket.as_str(), &moved[0].keys, moved[0].left), ("actors", &counts(&[("shop", 1)]), 1));
+    assert_eq!(
+        (moved[1].bucket.as_str(), &moved[1].keys, moved[1].left),
+        ("carts", &counts(&[("billing", 2), ("shop", 2)]), 0)
+    );
+    for app in ["shop", "billing"] {
+        let b = Bucket::new(app, "carts").unwrap();
+        assert_eq!(kv.get(&b, "u1").await.unwrap().unwrap().value, "cart of u1", "{app}");
+        assert_eq!(kv.list(&b, "", None, 10).await.unwrap().keys, ["u1", "u2"]);
+    }
+    assert_eq!(kv.get(&Bucket::new("shop", "actors").unwrap(), "counter/a").await.unwrap().unwrap().value, "3");
+    assert_eq!(kv.get(&Bucket::new("billing", "actors").unwrap(), "counter/a").await.unwrap(), None);
+    assert_eq!(kv.list(&carts, "", None, 10).await.unwrap().keys, Vec::<String>::new(), "moved keys left");
+    assert_eq!(kv.list(&actors, "", None, 10).await.unwrap().keys, ["orphan/x"], "no owner: left in place");
+    assert_eq!(
+        kv.get(&Bucket::new("shop", "new").unwrap(), "k").await.unwrap().unwrap().value,
+        "written by this version"
+    );
+    assert_eq!(nimbus_state::layout(&*kv).await.unwrap(), nimbus_state::LAYOUT);
+    // It runs once: old-layout data appearing later is not moved again.
+    kv.set(&carts, "late", "x".into(), None).await.unwrap();
+    assert!(nimbus_state::migrate(&*kv, &owners).await.unwrap().is_empty());
+    assert_eq!(kv.get(&Bucket::new("shop", "carts").unwrap(), "late").await.unwrap(), None);
 }

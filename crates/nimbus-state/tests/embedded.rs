@@ -7,7 +7,7 @@ use nimbus_state::{Bucket, Embedded, KvStore};
 async fn expired_keys_are_deleted_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let kv = Embedded::open(&dir.path().join("state.redb")).unwrap();
-    let b = Bucket::new("sessions").unwrap();
+    let b = Bucket::new("app", "sessions").unwrap();
     for k in ["a", "b", "c", "renewed"] {
         kv.set(&b, k, "x".into(), Some(Duration::from_millis(300))).await.unwrap();
     }

@@ -1,7 +1,9 @@
 //! `wasi:keyvalue` (store, atomics, batch @0.2.0-draft) on Nimbus's KV store, only for the buckets
 //! in the component's `grants.kv`. Without any grant the interfaces are not linked at all, so a
 //! component that imports them fails to load with a message naming the missing grant; opening
-//! a bucket that was not granted is `access-denied`.
+//! a bucket that was not granted is `access-denied`. A granted name is a bucket of the function's
+//! own app ([`crate::Function::bind_app`]), or `APP/BUCKET` one that app exports to it (checked
+//! at deploy): apps never see each other's buckets otherwise.
 use std::sync::Arc;
 
 use nimbus_observe::SpanKind;
@@ -52,12 +54,13 @@ impl From<nimbus_state::KvError> for Error {
 pub(crate) struct KvCtx {
     store: Option<Arc<dyn KvStore>>,
     grants: Arc<[String]>,
+    app: Option<Arc<str>>,
     scope: Arc<Scope>,
 }
 
 impl KvCtx {
     pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
-        Self { store: settings.kv.clone(), grants: settings.kv_grants.clone(), scope }
+        Self { store: settings.kv.clone(), grants: settings.kv_grants.clone(), app: settings.app.get().cloned(), scope }
     }
 }
 
@@ -82,10 +85,10 @@ impl KvView<'_> {
         let (kv, b) = self.open_bucket(bucket)?;
         let mut span = self.ctx.scope.span(op, SpanKind::Client);
         if span.is_recording() {
-            span.rename(format!("{op} {b}"));
+            span.rename(format!("{op} {}", b.name()));
             span.set("db.system.name", "nimbus_kv");
             span.set("db.operation.name", op);
-            span.set("db.collection.name", b.to_string());
+            span.set("db.collection.name", b.name().to_string());
         }
         let result = f(kv, b).await;
         if let Err(Error::Other(m)) = &result {
@@ -103,7 +106,9 @@ impl store::Host for KvView<'_> {
             self.ctx.scope.log("warn", &format!("kv open of bucket `{identifier}` denied: not in grants.kv"));
             return Err(Error::AccessDenied);
         }
-        let bucket = Bucket::new(&identifier)?;
+        let app = self.ctx.app.as_deref().ok_or(Error::AccessDenied)?;
+        let (owner, name) = nimbus_manifest::resolve(app, &identifier);
+        let bucket = Bucket::new(owner, name)?;
         Ok(self.table.push(OpenBucket { bucket, cursors: Vec::new() })?)
     }
 

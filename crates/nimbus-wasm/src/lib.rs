@@ -251,6 +251,7 @@ impl Runtime {
             kv: self.kv.clone(),
             actor_grants: component.grants.actors.iter().cloned().collect(),
             actors: Arc::default(),
+            app: std::sync::OnceLock::new(),
             instantiated: AtomicBool::new(false),
             detached: nimbus_observe::ComponentTelemetry::detached(name),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -276,6 +277,9 @@ pub(crate) struct FunctionSettings {
     pub(crate) actor_grants: Arc<[String]>,
     /// Set once the app's actor host exists (it needs the loaded functions first).
     pub(crate) actors: Arc<std::sync::OnceLock<Arc<dyn ActorInvoker>>>,
+    /// The app whose buckets and topics the grants name; set once by [`Function::bind_app`].
+    /// Unbound, every bucket and topic is denied.
+    pub(crate) app: std::sync::OnceLock<Arc<str>>,
     /// Whether an instance was created since the load: the first one is the cold start.
     pub(crate) instantiated: AtomicBool,
     /// Where invocations without telemetry of their own report (the process log only).
@@ -391,6 +395,13 @@ impl Function {
     /// Whether it handles events (`nimbus:events/handler`).
     pub fn handles_events(&self) -> bool {
         matches!(&self.executor, Executor::Component { events: Some(_), .. })
+    }
+
+    /// Makes this function part of `app`: its `grants.kv` and `grants.publish` name that app's
+    /// buckets and topics (apps never see each other's). The first binding wins; a function never
+    /// bound opens no bucket and publishes to no topic.
+    pub fn bind_app(&self, app: &str) {
+        let _ = self.settings.app.set(app.into());
     }
 
     /// Lets this function call actors (`grants.actors`) through `invoker`; the first binding wins.

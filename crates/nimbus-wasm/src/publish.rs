@@ -1,5 +1,5 @@
 //! `nimbus:events/publisher`: publishing from a function, only to the topics in its
-//! `grants.publish`. Without any grant the interface is not linked at all, so a component that
+//! `grants.publish`, which are topics of the function's own app ([`crate::Function::bind_app`]). Without any grant the interface is not linked at all, so a component that
 //! imports it fails to load with a message naming the missing grant.
 use std::sync::Arc;
 
@@ -15,12 +15,13 @@ use crate::scope::Scope;
 pub(crate) struct PublishCtx {
     bus: Option<Arc<dyn EventBus>>,
     grants: Arc<[String]>,
+    app: Option<Arc<str>>,
     scope: Arc<Scope>,
 }
 
 impl PublishCtx {
     pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
-        Self { bus: settings.bus.clone(), grants: settings.publish.clone(), scope }
+        Self { bus: settings.bus.clone(), grants: settings.publish.clone(), app: settings.app.get().cloned(), scope }
     }
 
     /// Publishes in a producer span (`send orders`) whose context the event carries on.
@@ -45,7 +46,9 @@ impl PublishCtx {
             return Err(format!("topic `{topic}` is not in grants.publish"));
         }
         let bus = self.bus.as_ref().ok_or("this node has no event bus")?;
-        let topic = Topic::new(topic).map_err(|e| e.to_string())?;
+        let app = self.app.as_deref().ok_or("this function is not part of an app, so it has no topics")?;
+        let (owner, name) = nimbus_manifest::resolve(app, topic);
+        let topic = Topic::new(owner, name).map_err(|e| e.to_string())?;
         let mut built = from_guest(event, &self.scope.telemetry.component)?;
         span.set_with("messaging.message.id", || built.id().to_string());
         let traceparent = span.context().map(|c| c.traceparent());

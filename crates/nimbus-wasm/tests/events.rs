@@ -28,7 +28,9 @@ fn setup() -> Setup {
 }
 
 async fn load(s: &Setup, extra: &str) -> Function {
-    s.rt.load("events", Path::new(nimbus_fixtures::EVENTS), &component(extra)).await.unwrap()
+    let f = s.rt.load("events", Path::new(nimbus_fixtures::EVENTS), &component(extra)).await.unwrap();
+    f.bind_app("app");
+    f
 }
 
 fn event(ty: &str, extensions: &[(&str, &str)]) -> nimbus_bus::Event {
@@ -64,7 +66,7 @@ async fn publishing_is_limited_to_granted_topics_and_carries_trace_context() {
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let e = event("forward", &[("target", "out"), ("partitionkey", "k1"), ("traceparent", trace)]);
     handle(&f, &e).await.expect("forwarded");
-    let out = s.bus.read(&Topic::new("out").unwrap(), 0, 10).await.unwrap();
+    let out = s.bus.read(&Topic::new("app", "out").unwrap(), 0, 10).await.unwrap();
     assert_eq!(out.len(), 1);
     let fwd = &out[0].event;
     assert_eq!((fwd.id(), fwd.ty(), fwd.source().as_str()), ("fwd-e-1", "forwarded", "/components/events"));
@@ -76,7 +78,7 @@ async fn publishing_is_limited_to_granted_topics_and_carries_trace_context() {
     );
     let denied = handle(&f, &event("forward", &[("target", "secret")])).await;
     assert!(matches!(denied, Err(EventError::Failed(ref m)) if m.contains("not in grants.publish")), "{denied:?}");
-    assert!(s.bus.read(&Topic::new("secret").unwrap(), 0, 10).await.unwrap().is_empty());
+    assert!(s.bus.read(&Topic::new("app", "secret").unwrap(), 0, 10).await.unwrap().is_empty());
 
     // Over HTTP too.
     let post = |topic: &str| {
@@ -88,7 +90,7 @@ async fn publishing_is_limited_to_granted_topics_and_carries_trace_context() {
     assert_eq!(resp.status(), 500);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("not in grants.publish"));
-    let out = s.bus.read(&Topic::new("out").unwrap(), 0, 10).await.unwrap();
+    let out = s.bus.read(&Topic::new("app", "out").unwrap(), 0, 10).await.unwrap();
     assert_eq!(out.len(), 2);
     assert_eq!(out[1].event.ty(), "http");
 }

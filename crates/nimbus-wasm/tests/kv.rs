@@ -23,6 +23,7 @@ async fn setup() -> Setup {
     let kv: Arc<dyn KvStore> = Arc::new(Embedded::open(&dir.path().join("state.redb")).unwrap());
     let rt = Runtime::new(RuntimeConfig { max_instances: 20, ..RuntimeConfig::default() }).unwrap().with_kv(kv.clone());
     let f = rt.load("kv", Path::new(nimbus_fixtures::KV), &component("grants = { kv = [\"carts\"] }")).await.unwrap();
+    f.bind_app("shop");
     Setup { _dir: dir, kv, f }
 }
 
@@ -45,7 +46,7 @@ async fn a_granted_bucket_works_through_wasi_keyvalue() {
     assert_eq!(call(&s.f, "PUT", "/set/carts/u1", "3 items").await.0, 204);
     assert_eq!(call(&s.f, "GET", "/get/carts/u1", "").await, (200, "3 items".into()));
     // The host store sees what the guest wrote, and the other way round.
-    let carts = Bucket::new("carts").unwrap();
+    let carts = Bucket::new("shop", "carts").unwrap();
     assert_eq!(s.kv.get(&carts, "u1").await.unwrap().unwrap().value, "3 items");
     s.kv.set(&carts, "u2", "from host".into(), None).await.unwrap();
     assert_eq!(call(&s.f, "GET", "/get/carts/u2", "").await, (200, "from host".into()));
@@ -60,7 +61,7 @@ async fn a_granted_bucket_works_through_wasi_keyvalue() {
 #[tokio::test]
 async fn listing_follows_cursors_across_pages() {
     let s = setup().await;
-    let carts = Bucket::new("carts").unwrap();
+    let carts = Bucket::new("shop", "carts").unwrap();
     s.kv.set_many(&carts, (0..2500).map(|i| (format!("k{i:05}"), Bytes::from_static(b"x"))).collect()).await.unwrap();
     let (status, keys) = call(&s.f, "GET", "/list/carts", "").await;
     assert_eq!(status, 200);
@@ -78,4 +79,22 @@ async fn other_buckets_are_denied_and_ungranted_imports_refused() {
     let err = rt.load("kv", Path::new(nimbus_fixtures::KV), &component("")).await.unwrap_err();
     assert!(matches!(err, LoadError::Link { .. }), "{err}");
     assert!(err.to_string().contains("grants.kv"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bucket_of_the_same_name_in_another_app_is_not_shared() {
+    let s = setup().await;
+    assert_eq!(call(&s.f, "PUT", "/set/carts/u1", "shop's").await.0, 204);
+    let rt =
+        Runtime::new(RuntimeConfig { max_instances: 5, ..RuntimeConfig::default() }).unwrap().with_kv(s.kv.clone());
+    let grant = component("grants = { kv = [\"carts\"] }");
+    let other = rt.load("kv", Path::new(nimbus_fixtures::KV), &grant).await.unwrap();
+    other.bind_app("other");
+    assert_eq!(call(&other, "GET", "/get/carts/u1", "").await, (404, "absent".into()), "another app's carts");
+    assert_eq!(call(&other, "PUT", "/set/carts/u1", "other's").await.0, 204);
+    assert_eq!(call(&s.f, "GET", "/get/carts/u1", "").await, (200, "shop's".into()), "not overwritten");
+    assert_eq!(s.kv.get(&Bucket::new("other", "carts").unwrap(), "u1").await.unwrap().unwrap().value, "other's");
+    // A function bound to no app opens no bucket.
+    let unbound = rt.load("kv", Path::new(nimbus_fixtures::KV), &grant).await.unwrap();
+    assert_eq!(call(&unbound, "GET", "/get/carts/u1", "").await, (500, "access-denied".into()));
 }

@@ -60,7 +60,7 @@ impl GroupShared {
         let mut parts = Vec::with_capacity(usize::from(partitions));
         for p in 0..partitions {
             let (next, attempts) = cursors
-                .get((topic.as_str(), group.as_str(), p))
+                .get((topic.storage_name(), group.storage_name(), p))
                 .map_err(BusError::store)?
                 .map_or((1, 0), |v| v.value());
             parts.push(Part { next, attempts, in_flight: None, not_before: None, empty_at: None });
@@ -81,7 +81,7 @@ impl GroupShared {
     fn persist(&self, partition: u16, next: u64, attempts: u32) {
         let _ = self.writer.send(Command::Cursor {
             topic: self.topic.clone(),
-            group: self.group.as_str().to_string(),
+            group: self.group.storage_name().to_string(),
             partition,
             next,
             attempts,
@@ -91,14 +91,14 @@ impl GroupShared {
     /// The first event of `partition` at or after `from`.
     fn find(&self, partition: u16, from: u64) -> Result<Option<(u64, crate::Event)>, BusError> {
         let read = self.db.begin_read().map_err(BusError::store)?;
-        let part_name = part_table(self.topic.as_str());
+        let part_name = part_table(self.topic.storage_name());
         let index = read.open_table(TableDefinition::<(u16, u64), ()>::new(&part_name)).map_err(BusError::store)?;
         let Some(entry) = index.range((partition, from)..=(partition, u64::MAX)).map_err(BusError::store)?.next()
         else {
             return Ok(None);
         };
         let seq = entry.map_err(BusError::store)?.0.value().1;
-        let log_name = log_table(self.topic.as_str());
+        let log_name = log_table(self.topic.storage_name());
         let log = read.open_table(TableDefinition::<u64, &[u8]>::new(&log_name)).map_err(BusError::store)?;
         let bytes =
             log.get(seq).map_err(BusError::store)?.ok_or_else(|| BusError::Store(format!("event {seq} is missing")))?;

@@ -129,7 +129,7 @@ impl EventBus for Embedded {
 
     async fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Stored>, BusError> {
         let read = self.db.begin_read().map_err(BusError::store)?;
-        let name = store::log_table(topic.as_str());
+        let name = store::log_table(topic.storage_name());
         let log = match read.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -145,7 +145,7 @@ impl EventBus for Embedded {
 
     async fn last(&self, topic: &Topic) -> Result<Option<Stored>, BusError> {
         let read = self.db.begin_read().map_err(BusError::store)?;
-        let name = store::log_table(topic.as_str());
+        let name = store::log_table(topic.storage_name());
         let log = match read.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),

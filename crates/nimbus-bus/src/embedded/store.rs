@@ -145,8 +145,14 @@ impl Writer {
         let since = now_ms().saturating_sub(self.window_ms);
         for entry in topics.iter().map_err(BusError::store)? {
             let (name, partitions) = entry.map_err(BusError::store)?;
-            let topic = Topic::new(name.value())?;
-            let name = log_table(topic.as_str());
+            let Ok(topic) = Topic::from_storage_name(name.value()) else {
+                tracing::warn!(
+                    topic = name.value(),
+                    "a topic stored without its app by an older Nimbus is left as it is"
+                );
+                continue;
+            };
+            let name = log_table(topic.storage_name());
             let log = read.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(BusError::store)?;
             let last = log.last().map_err(BusError::store)?.map_or(0, |(k, _)| k.value());
             let mut recent = Vec::new();
@@ -276,7 +282,7 @@ impl Writer {
                             replies.push((reply, Published { seq, duplicate: true }));
                             continue;
                         }
-                        let log_name = log_table(topic.as_str());
+                        let log_name = log_table(topic.storage_name());
                         let mut log =
                             txn.open_table(TableDefinition::<u64, &[u8]>::new(&log_name)).map_err(BusError::store)?;
                         let seq = match self.next_seq.get(&topic) {
@@ -291,7 +297,7 @@ impl Writer {
                         record.extend_from_slice(&json);
                         log.insert(seq, record.as_slice()).map_err(BusError::store)?;
                         drop(log);
-                        let part_name = part_table(topic.as_str());
+                        let part_name = part_table(topic.storage_name());
                         txn.open_table(TableDefinition::<(u16, u64), ()>::new(&part_name))
                             .and_then(|mut t| t.insert((partition, seq), ()).map(drop).map_err(Into::into))
                             .map_err(BusError::store)?;
@@ -310,7 +316,7 @@ impl Writer {
                     }
                     Command::Cursor { topic, group, partition, next, attempts } => {
                         let mut t = txn.open_table(CURSORS).map_err(BusError::store)?;
-                        t.insert((topic.as_str(), group.as_str(), partition), (next, attempts))
+                        t.insert((topic.storage_name(), group.as_str(), partition), (next, attempts))
                             .map_err(BusError::store)?;
                     }
                     Command::Stop => {}
@@ -359,16 +365,18 @@ impl Writer {
             return Ok(p);
         }
         let mut topics = txn.open_table(TOPICS).map_err(BusError::store)?;
-        let stored = topics.get(topic.as_str()).map_err(BusError::store)?.map(|p| p.value());
+        let stored = topics.get(topic.storage_name()).map_err(BusError::store)?.map(|p| p.value());
         let partitions = match stored {
             Some(p) => p,
             None => {
-                topics.insert(topic.as_str(), self.partitions).map_err(BusError::store)?;
+                topics.insert(topic.storage_name(), self.partitions).map_err(BusError::store)?;
                 self.partitions
             }
         };
-        txn.open_table(TableDefinition::<u64, &[u8]>::new(&log_table(topic.as_str()))).map_err(BusError::store)?;
-        txn.open_table(TableDefinition::<(u16, u64), ()>::new(&part_table(topic.as_str()))).map_err(BusError::store)?;
+        txn.open_table(TableDefinition::<u64, &[u8]>::new(&log_table(topic.storage_name())))
+            .map_err(BusError::store)?;
+        txn.open_table(TableDefinition::<(u16, u64), ()>::new(&part_table(topic.storage_name())))
+            .map_err(BusError::store)?;
         self.topics.insert(topic.clone(), partitions);
         Ok(partitions)
     }

@@ -27,7 +27,8 @@ fn error(e: store::Error) -> (u16, Vec<u8>) {
 fn run(method: &Method, path: &str, query: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), store::Error> {
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     let (op, name, key) = (parts.first().copied().unwrap_or(""), parts.get(1).copied().unwrap_or(""), parts.get(2).copied().unwrap_or(""));
-    let bucket = store::open(name)?;
+    // `shop%2Fcarts`: a bucket another app exports (`shop/carts`).
+    let bucket = store::open(&name.replace("%2F", "/"))?;
     Ok(match (method, op) {
         (Method::Get, "get") => match bucket.get(key)? {
             Some(v) => (200, v),
