@@ -34,8 +34,14 @@ component = "hello"
     )
 }
 
+/// An app dir with `server.py` in its tree (a sandboxed service sees nothing else).
+fn with_server_py(app: App) -> App {
+    std::fs::copy(SERVER_PY, app.path().join("server.py")).unwrap();
+    app
+}
+
 fn python_app(extra: &str) -> App {
-    App::new(&manifest(&format!(r#"["python3", "{SERVER_PY}"]"#), extra))
+    with_server_py(App::new(&manifest(r#"["python3", "server.py"]"#, extra)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,16 +61,15 @@ async fn a_service_serves_next_to_a_function_with_streams_and_upgrades() {
     assert_eq!(c.get(server.url("/anything")).send().await.unwrap().text().await.unwrap(), "Hello from Nimbus!\n");
     server.wait_for_log("hello request on port");
 
-    // Its own pid namespace where the host allows it: PID 1, and none of the host's processes.
-    if nimbus_services::sandbox::namespaces() {
-        assert!(text.contains("pid=1 "), "{text}");
-        let ps: usize = c.get(server.url("/py/ps")).send().await.unwrap().text().await.unwrap().parse().unwrap();
-        assert!(ps < 10, "the service sees {ps} processes");
-    }
+    // Its own pid namespace: under the sandbox's init (so not PID 1, which would drop SIGTERM),
+    // and none of the host's processes.
+    assert!(text.contains("pid=2 "), "{text}");
+    let ps: usize = c.get(server.url("/py/ps")).send().await.unwrap().text().await.unwrap().parse().unwrap();
+    assert!(ps < 10, "the service sees {ps} processes");
 
     // Only PORT, PATH and the manifest's env: nothing else from the host.
     assert_eq!(c.get(server.url("/py/env?name=GREETING")).send().await.unwrap().text().await.unwrap(), "hi");
-    assert_eq!(c.get(server.url("/py/env?name=HOME")).send().await.unwrap().text().await.unwrap(), "<unset>");
+    assert_eq!(c.get(server.url("/py/env?name=HOME")).send().await.unwrap().text().await.unwrap(), "/tmp");
     assert_eq!(c.get(server.url("/py/env?name=NIMBUS_LOG")).send().await.unwrap().text().await.unwrap(), "<unset>");
 
     // A 2 MiB body through and back.
@@ -262,17 +267,17 @@ async fn warm_spares_stay_ready_when_idle() {
 }
 
 fn two_services(limits: &str) -> App {
-    App::new(&format!(
+    with_server_py(App::new(&format!(
         r#"[app]
 name = "limits"
 
 [component.py]
-command = ["python3", "{SERVER_PY}"]
+command = ["python3", "server.py"]
 readiness = {{ path = "/healthz" }}
 limits = {{ {limits} }}
 
 [component.other]
-command = ["python3", "{SERVER_PY}"]
+command = ["python3", "server.py"]
 env = {{ PREFIX = "/other" }}
 readiness = {{ path = "/healthz" }}
 
@@ -284,7 +289,7 @@ component = "py"
 route = "/other/..."
 component = "other"
 "#
-    ))
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,7 +345,7 @@ fn doctor_reports_the_isolation_layers() {
     let text = String::from_utf8_lossy(&out.stdout);
     let expected = nimbus_services::sandbox::layer().to_string();
     assert!(text.contains(&expected), "doctor says what the sandbox uses ({expected}):\n{text}");
-    for line in ["memory", "processes", "cpu", "clean environment", "user/pid/mount ns", "python3"] {
+    for line in ["memory", "processes", "cpu", "clean environment", "user ", "mount ", "net ", "egress ", "python3"] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
 }

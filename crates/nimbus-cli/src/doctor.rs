@@ -1,5 +1,6 @@
 //! `nimbus doctor`: what this host offers Nimbus — the isolation layers for services, the wasm
 //! instance allocator, and the toolchains the templates build with.
+use nimbus_services::jail;
 use nimbus_services::sandbox::{self, Layer};
 
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -18,7 +19,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "no",
         ),
     };
-    println!("  resource limits      {layer}");
+    println!("  cgroups              {layer}");
     println!("    memory             {memory}");
     println!("    processes          {pids}");
     println!("    cpu                {cpu}");
@@ -27,22 +28,38 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "  file descriptors     stdin /dev/null, stdout/stderr piped to the log; Nimbus opens all others close-on-exec"
     );
     println!("  process group        yes (stop and kill reach everything a service starts)");
-    println!(
-        "  dies with Nimbus     {}",
-        if sandbox::die_with_parent() {
-            "yes (setpriv --pdeathsig: no orphans even after kill -9 of nimbus)"
-        } else {
-            "no: util-linux `setpriv` is missing; a killed nimbus can leave service processes behind"
+    let dies = if sandbox::die_with_parent() {
+        "yes (setpriv --pdeathsig, bwrap --die-with-parent: no orphans even after kill -9 of nimbus)"
+    } else {
+        "no: util-linux `setpriv` is missing; a killed nimbus can leave service processes behind"
+    };
+    println!("  dies with Nimbus     {dies}");
+    println!();
+    println!("Service sandbox (bubblewrap; off only with --unsandboxed-services):");
+    match jail::unavailable() {
+        None => {
+            let user = if jail::drops_to_nobody() {
+                format!("yes (uid {}, no groups, no capabilities, no_new_privs)", jail::SERVICE_UID)
+            } else {
+                "partly: the server's own unprivileged user (no capabilities, no_new_privs)".to_string()
+            };
+            println!("  user                 {user}");
+            println!(
+                "  mount                yes (own root: its tree and /usr, /lib*, /bin, /etc read-only, secrets hidden; /tmp scratch)"
+            );
+            println!("  pid                  yes (own pid namespace under an init; dies with it)");
+            println!("  net                  yes (own namespace, loopback only; the gateway connects inside)");
+            println!("  egress               yes (HTTP(S) proxy in the namespace allowing only grants.outbound)");
         }
-    );
-    println!(
-        "  user/pid/mount ns    {}",
-        if sandbox::namespaces() {
-            "yes (unshare: own user, pid and mount namespaces, own /proc)"
-        } else {
-            "no: util-linux `unshare` is missing or the host forbids user namespaces"
+        Some(why) => {
+            for layer in ["user", "mount", "pid", "net", "egress"] {
+                println!("  {layer:<20} MISSING: {why}");
+            }
+            println!(
+                "  => services do not start here unless --unsandboxed-services says this is a trusted single-user machine"
+            );
         }
-    );
+    }
     println!();
     println!("Toolchains (for `nimbus new` templates and service examples):");
     for (tool, args) in [
@@ -64,4 +81,17 @@ pub(crate) fn run() -> anyhow::Result<()> {
         println!("  {tool:<20} {line}");
     }
     Ok(())
+}
+
+/// Applies `--unsandboxed-services` before any service starts, and says on the log when the
+/// sandbox is off or unavailable.
+pub(crate) fn services_sandbox(unsandboxed: bool) {
+    if unsandboxed {
+        jail::run_unsandboxed();
+        tracing::warn!(
+            "services run WITHOUT their sandbox (--unsandboxed-services): as this user, with the host's files and network"
+        );
+    } else if let Some(why) = jail::unavailable() {
+        tracing::warn!("services cannot be sandboxed on this host and will not start: {why}; see `nimbus doctor`");
+    }
 }

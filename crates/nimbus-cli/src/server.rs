@@ -35,6 +35,10 @@ pub(crate) struct ServerArgs {
     /// Largest `limits.memory_mb` a component may ask for.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
+    /// Run services without their sandbox: as this process's user, seeing the host's files and
+    /// network. Only for a trusted single-user machine (or to debug a service locally).
+    #[arg(long, env = "NIMBUS_UNSANDBOXED_SERVICES")]
+    unsandboxed_services: bool,
     #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
@@ -84,6 +88,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
     let ingress = Arc::new(Ingress::new());
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
+    crate::doctor::services_sandbox(args.unsandboxed_services);
     let platform = Arc::new(
         Platform::open(
             store.clone(),

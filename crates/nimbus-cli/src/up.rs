@@ -33,6 +33,10 @@ pub(crate) struct UpArgs {
     /// Where durable state (topics) lives (default: `.nimbus/` next to nimbus.toml).
     #[arg(long, env = "NIMBUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Run services without their sandbox: as this process's user, seeing the host's files and
+    /// network. Only for a trusted single-user machine (or to debug a service locally).
+    #[arg(long, env = "NIMBUS_UNSANDBOXED_SERVICES")]
+    unsandboxed_services: bool,
     #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
@@ -68,6 +72,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let topics = nimbus_gateway::app_topics(m);
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
+    crate::doctor::services_sandbox(args.unsandboxed_services);
     let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
         None
     } else {

@@ -414,13 +414,6 @@ fn check_kind(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
                     "give the program and its arguments, e.g. `[\"python3\", \"server.py\"]`",
                 ));
             }
-            if !c.grants.outbound.is_empty() {
-                out.push(problem(
-                    at.clone().key("grants").key("outbound"),
-                    "`grants.outbound` is enforced for WebAssembly functions only; a service's network is not restricted",
-                    "remove it from the service (network policy for services is not available yet)",
-                ));
-            }
             if c.shutdown_grace_s.is_some_and(|g| g > 3_600) {
                 out.push(problem(at.clone().key("shutdown_grace_s"), "more than an hour", "use 0 to 3600 seconds"));
             }

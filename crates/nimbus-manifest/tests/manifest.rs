@@ -76,10 +76,10 @@ fn a_component_is_a_function_or_a_service() {
     assert!(d.message.contains("both `source` and `command`"), "{}", d.message);
     assert_eq!(d.field, "component.checkout.command");
 
-    let function_only = "grants = { outbound = [\"https://payments.example.com\", \"http://127.0.0.1:8080\"] }\n";
-    let d = only_error(&VALID.replace("source = \"target/checkout.wasm\"\n", "command = [\"python3\"]\n"));
-    assert_eq!(d.field, "component.checkout.grants.outbound", "outbound grants cannot be enforced on a service");
-    let service = VALID.replace(function_only, "").replace(
+    // Services take outbound grants too (their sandbox's egress proxy enforces them).
+    let granted = parse(&VALID.replace("source = \"target/checkout.wasm\"\n", "command = [\"python3\"]\n")).unwrap();
+    assert_eq!(granted.manifest.component["checkout"].grants.outbound.len(), 2);
+    let service = VALID.replace(
         "source = \"target/checkout.wasm\"\n",
         "command = [\"python3\", \"app.py\"]\nreadiness = { path = \"/ready\" }\nscale = { min = 1, max = 3 }\n",
     );

@@ -1,20 +1,22 @@
-//! One process of a service: started with `$PORT` in its own process group, its output logged
-//! line by line, its exit observed, and stopped with SIGTERM then SIGKILL after the grace period.
+//! One process of a service: started with `$PORT` in its own process group (and, unless opted
+//! out, in the sandbox of `jail.rs`), its output kept line by line in the log store, its exit
+//! observed, and stopped with SIGTERM then SIGKILL after the grace period.
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nimbus_observe::ComponentTelemetry;
 use rustix::process::{Pid, Signal, kill_process_group};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
+use crate::jail;
+use crate::netns::{Dial, NetNs};
 use crate::sandbox::Confinement;
 use crate::spec::ServiceSpec;
 
-/// Longest line of service output logged as one record; longer ones are split.
-const MAX_LINE: usize = 16 << 10;
+/// `$PORT` of a sandboxed process (its network namespace is its own).
+const SANDBOX_PORT: u16 = 8080;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -23,40 +25,60 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Instance {
     pub(crate) id: u64,
     pub(crate) port: u16,
+    /// How to connect to it.
+    pub(crate) dial: Dial,
     pid: Option<Pid>,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) ready: AtomicBool,
     exit: watch::Receiver<Option<ExitStatus>>,
     confinement: Confinement,
+    /// Its network namespace and egress proxy, while it runs sandboxed.
+    sandbox: Option<Sandbox>,
     memory_mb: u32,
     /// Kept-alive connections to it.
     pub(crate) connections: crate::proxy::Connections,
 }
 
 impl Instance {
-    /// Starts a process of `spec` on a free loopback port.
-    pub(crate) fn spawn(spec: &ServiceSpec) -> Result<Arc<Self>, String> {
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    /// Starts a process of `spec`: in the sandbox (see `jail.rs`) on `$PORT` 8080 of its own
+    /// network namespace, or, unsandboxed, on a free port of the host's loopback.
+    pub(crate) async fn spawn(spec: &ServiceSpec) -> Result<Arc<Self>, String> {
         let program = spec.command.first().ok_or("empty command")?;
+        let sandboxed = !jail::unsandboxed();
+        if sandboxed && let Some(why) = jail::unavailable() {
+            return Err(format!(
+                "cannot sandbox `{program}`: {why}. Run `nimbus doctor`; on a trusted single-user machine, \
+                 --unsandboxed-services runs services without the sandbox"
+            ));
+        }
+        let port = if sandboxed { SANDBOX_PORT } else { free_port().map_err(|e| format!("no free port: {e}"))? };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let confinement = Confinement::new(&spec.name, id, spec.limits)?;
-        // The process joins its cgroups (or sets its rlimits) itself, then becomes the service.
+        let prefix = if sandboxed { jail::prefix(&spec.root, &spec.workdir) } else { crate::sandbox::exec_prefix() };
+        // The process joins its cgroups (or sets its rlimits) itself, then becomes the service;
+        // in the sandbox, bwrap waits for a byte on descriptor 3 (its stdin until then).
+        let exec = if sandboxed { "exec \"$@\" 3<&0 </dev/null" } else { "exec \"$@\"" };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(format!("{}exec {}\"$@\"", confinement.prologue, crate::sandbox::exec_prefix()))
+            .arg(format!("{}{exec}", confinement.prologue))
             .arg("nimbus-service")
+            .args(&prefix)
             .args(&spec.command)
             .current_dir(&spec.workdir)
             .env_clear()
             .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PORT", port.to_string())
-            .stdin(Stdio::null())
+            .stdin(if sandboxed { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so stopping it stops whatever it started too.
             .process_group(0)
             .kill_on_drop(true);
+        if sandboxed && !spec.outbound.is_empty() {
+            let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
+            cmd.envs(["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map(|k| (k, proxy.as_str())));
+        }
         if !spec.workdir.is_dir() {
             return Err(format!("cannot start `{program}`: its workdir {} is not a directory", spec.workdir.display()));
         }
@@ -67,9 +89,15 @@ impl Instance {
         let mut logs = Vec::new();
         for (stream, name) in [(child.stdout.take().map(boxed), "stdout"), (child.stderr.take().map(boxed), "stderr")] {
             if let Some(stream) = stream {
-                logs.push(tokio::spawn(log_lines(stream, spec.telemetry.clone(), id, name)));
+                logs.push(tokio::spawn(crate::output::log_lines(stream, spec.telemetry.clone(), id, name)));
             }
         }
+        let (dial, sandbox) = if sandboxed {
+            let sandbox = Sandbox::enter(&mut child, spec).await?;
+            (Dial::inside(port, sandbox.ns.clone()), Some(sandbox))
+        } else {
+            (Dial::host(port), None)
+        };
         let (tx, exit) = watch::channel(None);
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -78,15 +106,17 @@ impl Instance {
             let _ = tokio::time::timeout(Duration::from_secs(1), futures::future::join_all(logs)).await;
             let _ = tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(-1))));
         });
-        tracing::info!(component = %spec.name, instance = id, port, "service process started");
+        tracing::info!(component = %spec.name, instance = id, port, sandboxed, "service process started");
         Ok(Arc::new(Self {
             id,
             port,
+            dial,
             pid,
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             exit,
             confinement,
+            sandbox: sandbox,
             memory_mb: spec.limits.memory_mb,
             connections: crate::proxy::Connections::default(),
         }))
@@ -116,7 +146,7 @@ impl Instance {
         self.ready.store(false, Ordering::Release);
         self.connections.close_idle();
         if self.exit_status().is_none() {
-            self.signal(Signal::TERM);
+            self.sigterm();
             if tokio::time::timeout(grace, self.exited()).await.is_err() {
                 tracing::warn!(instance = self.id, ?grace, "service process ignored SIGTERM; killing it");
                 self.signal(Signal::KILL);
@@ -143,7 +173,89 @@ impl Instance {
             let _ = kill_process_group(pid, signal);
         }
     }
+
+    /// SIGTERM to the service and whatever it started. In the sandbox, not to bwrap itself
+    /// (which would die at once and take the sandbox with it, no grace given) nor, in effect,
+    /// to the sandbox's init (an init ignores signals it has no handler for).
+    fn sigterm(&self) {
+        let Some(pid) = self.pid else { return };
+        if self.sandbox.is_none() {
+            return self.signal(Signal::TERM);
+        }
+        for member in process_group(pid).into_iter().filter(|m| *m != pid) {
+            let _ = rustix::process::kill_process(member, Signal::TERM);
+        }
+    }
 }
+
+/// The processes of process group `pgid`, from `/proc`.
+fn process_group(pgid: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command's closing parenthesis: state, ppid, pgrp.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            rest.split_whitespace().nth(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid.as_raw_nonzero().get())
+        })
+        .filter_map(Pid::from_raw)
+        .collect()
+}
+
+/// A sandboxed process's network namespace, and its egress proxy (stopped when dropped).
+#[derive(Debug)]
+struct Sandbox {
+    ns: Arc<NetNs>,
+    egress: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Finds the namespace bwrap made (its child's), starts the egress proxy in it if the service
+    /// has outbound grants, then lets bwrap run the service.
+    async fn enter(child: &mut tokio::process::Child, spec: &ServiceSpec) -> Result<Self, String> {
+        let bwrap = child.id().ok_or("the sandbox exited at once")?;
+        let deadline = tokio::time::Instant::now() + SANDBOX_START;
+        let ns = loop {
+            let children = std::fs::read_to_string(format!("/proc/{bwrap}/task/{bwrap}/children")).unwrap_or_default();
+            if let Some(init) = children.split_whitespace().next().and_then(|p| p.parse().ok())
+                && let Ok(Some(ns)) = NetNs::of(init)
+            {
+                break Arc::new(ns);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the sandbox exited at once ({status}); its output is in the log"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("the sandbox was not set up within {SANDBOX_START:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let egress = if spec.outbound.is_empty() {
+            None
+        } else {
+            let listener = ns
+                .listen(crate::egress::EGRESS_PORT)
+                .map_err(|e| format!("cannot start the egress proxy in the sandbox: {e}"))?;
+            Some(crate::egress::serve(listener, spec.outbound.clone(), spec.name.clone()))
+        };
+        let mut go = child.stdin.take().ok_or("the sandbox's start signal is gone")?;
+        tokio::io::AsyncWriteExt::write_all(&mut go, b"x")
+            .await
+            .map_err(|e| format!("cannot start the service in its sandbox: {e}"))?;
+        Ok(Self { ns, egress })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(egress) = &self.egress {
+            egress.abort();
+        }
+    }
+}
+
+/// How long bwrap may take to create the sandbox's namespaces.
+const SANDBOX_START: Duration = Duration::from_secs(10);
 
 type SpawnJob = (
     tokio::process::Command,
@@ -203,40 +315,4 @@ fn boxed(r: impl AsyncRead + Send + Unpin + 'static) -> Box<dyn AsyncRead + Send
 
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Logs a stream line by line with the component and instance (to the process log and the log
-/// store); very long lines are split.
-async fn log_lines(
-    mut stream: Box<dyn AsyncRead + Send + Unpin>,
-    telemetry: Arc<ComponentTelemetry>,
-    instance: u64,
-    name: &'static str,
-) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
-    let emit = |line: &[u8]| {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
-        tracing::info!(target: "nimbus::service", component = %telemetry.component, instance, stream = name, "{text}");
-        telemetry.keep(None, None, name, "info", text);
-    };
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            emit(&buf[..pos]);
-            buf.drain(..=pos);
-        }
-        if buf.len() >= MAX_LINE {
-            emit(&buf);
-            buf.clear();
-        }
-    }
-    if !buf.is_empty() {
-        emit(&buf);
-    }
 }

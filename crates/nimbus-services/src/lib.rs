@@ -8,7 +8,11 @@
 //! (SIGTERM, grace period, SIGKILL), an autoscaler after Knative's KPA (stable and panic windows,
 //! `min`/`max`, warm spares, scale to zero after an idle timeout), and forwarding requests to the
 //! least busy ready process with streamed bodies and WebSocket upgrades. Each process runs in
-//! its own cgroup and, where the host allows, its own user/pid/mount namespaces ([`sandbox`]). Requests that arrive
+//! its own cgroup ([`sandbox`]) and in a sandbox ([`jail`]): an unprivileged user, its own mount,
+//! pid and network namespaces with only its tree, the system runtime and a scratch `tmpfs`
+//! visible, and outbound network only through an egress proxy that enforces the component's
+//! `grants.outbound`; it dies with Nimbus even under `kill -9`. Its output goes to the log
+//! store, and to the server's log only within a byte budget. Requests that arrive
 //! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
 //! for how long). It does not route or admit requests (that is
 //! `nimbus-gateway`) or read manifests (`nimbus-manifest`).
@@ -24,7 +28,11 @@
 //! ```
 
 mod autoscaler;
+mod egress;
 mod instance;
+pub mod jail;
+mod netns;
+mod output;
 mod probe;
 mod proxy;
 pub mod sandbox;
@@ -206,7 +214,7 @@ impl Service {
         let in_flight = InFlight { instance: instance.clone(), service: self.clone() };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrading = proxy::prepare(&mut req, instance.port, client);
-        let send = instance.connections.send(instance.port, req);
+        let send = instance.connections.send(&instance.dial, req);
         let result = match self.spec.timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await

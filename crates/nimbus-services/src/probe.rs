@@ -5,19 +5,21 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use nimbus_manifest::Probe;
-use tokio::net::TcpStream;
 
-/// Runs one probe against the process on `port`; `Err` says why it failed.
-pub(crate) async fn check(port: u16, probe: &Probe) -> Result<(), String> {
+use crate::netns::Dial;
+
+/// Runs one probe against the process `dial` reaches; `Err` says why it failed.
+pub(crate) async fn check(dial: &Dial, probe: &Probe) -> Result<(), String> {
     let timeout = Duration::from_millis(probe.timeout_ms);
-    match tokio::time::timeout(timeout, run(port, probe)).await {
+    match tokio::time::timeout(timeout, run(dial, probe)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn run(port: u16, probe: &Probe) -> Result<(), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect to port {port}: {e}"))?;
+async fn run(dial: &Dial, probe: &Probe) -> Result<(), String> {
+    let port = dial.port;
+    let stream = dial.connect().await.map_err(|e| format!("connect to port {port}: {e}"))?;
     let Some(path) = &probe.path else { return Ok(()) };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

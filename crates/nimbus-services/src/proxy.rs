@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::netns::Dial;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::InFlight;
 
@@ -70,7 +70,7 @@ impl Connections {
     /// put back once the response body is done.
     pub(crate) async fn send(
         &self,
-        port: u16,
+        dial: &Dial,
         mut req: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
         loop {
@@ -79,7 +79,7 @@ impl Connections {
                 Some(s) if !s.is_closed() => (s, true),
                 Some(_) => continue,
                 // Connecting is the rare path: boxed, so the common one's future stays small.
-                None => (Box::pin(connect(port)).await?, false),
+                None => (Box::pin(connect(dial)).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -117,8 +117,8 @@ impl Connections {
     }
 }
 
-async fn connect(port: u16) -> Result<SendRequest<RequestBody>, SendError> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(SendError::Connect)?;
+async fn connect(dial: &Dial) -> Result<SendRequest<RequestBody>, SendError> {
+    let stream = dial.connect().await.map_err(SendError::Connect)?;
     let _ = stream.set_nodelay(true);
     // Flattened writes, as on the gateway's side (see `nimbus_gateway::serve`).
     let (sender, conn) = hyper::client::conn::http1::Builder::new()

@@ -3,8 +3,8 @@
 //! `pids.max`, `cpu.max`) or, on hosts with the v1 hierarchies, `memory`, `pids` and `cpu`
 //! groups — joined by the process itself before it `exec`s the service (a `sh` prologue), so
 //! nothing runs outside its limits even for a moment. Without writable cgroups, `ulimit`
-//! (address space, processes) is the fallback. Where the host allows it, the service then runs
-//! in its own user, pid and mount namespaces (util-linux `unshare`). Secrets and descriptors are never inherited: the
+//! (address space, processes) is the fallback. The sandbox proper (user, mount, pid and network
+//! namespaces) is [`crate::jail`]'s. Secrets and descriptors are never inherited: the
 //! environment is cleared (see `instance.rs`) and Rust opens every descriptor close-on-exec.
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -55,28 +55,6 @@ impl std::fmt::Display for Layer {
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// The `unshare` (util-linux) invocation that gives a service its own user, pid and mount
-/// namespaces: it is root only of its own user namespace, PID 1 of its own pid namespace with its
-/// own `/proc` (it sees none of the host's processes), and gets SIGTERM if its parent goes away.
-const UNSHARE: &[&str] = &[
-    "unshare",
-    "--user",
-    "--map-root-user",
-    "--pid",
-    "--fork",
-    "--mount",
-    "--mount-proc",
-    "--kill-child=SIGTERM",
-    "--",
-];
-
-/// Whether services run in their own namespaces: `unshare` exists and the host allows it (tried
-/// once).
-pub fn namespaces() -> bool {
-    static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| works(UNSHARE))
-}
-
 /// `setpriv` (util-linux) makes the service die with Nimbus even when Nimbus is killed with
 /// SIGKILL and cannot stop it: no orphaned process keeps a port or memory.
 const DIE_WITH_PARENT: &[&str] = &["setpriv", "--pdeathsig", "SIGKILL", "--"];
@@ -98,17 +76,10 @@ pub fn die_with_parent() -> bool {
     *WORKS.get_or_init(|| works(DIE_WITH_PARENT))
 }
 
-/// What the process `exec`s before the service's own command: the parent-death signal and the
-/// namespace wrapper, where available.
-pub(crate) fn exec_prefix() -> String {
-    let mut prefix = String::new();
-    for (wanted, words) in [(die_with_parent(), DIE_WITH_PARENT), (namespaces(), UNSHARE)] {
-        if wanted {
-            prefix.push_str(&words.join(" "));
-            prefix.push(' ');
-        }
-    }
-    prefix
+/// What an unsandboxed process `exec`s before the service's own command: the parent-death
+/// signal, where available.
+pub(crate) fn exec_prefix() -> Vec<String> {
+    if die_with_parent() { DIE_WITH_PARENT.iter().map(|w| (*w).to_string()).collect() } else { Vec::new() }
 }
 
 /// The layer in use, detected once per process.

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_manifest::{Component, ComponentKind, Probe, Scale};
+use nimbus_manifest::{Component, ComponentKind, OutboundGrant, Probe, Scale};
 use nimbus_observe::ComponentTelemetry;
 
 /// Default seconds between SIGTERM and SIGKILL.
@@ -18,6 +18,10 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     /// Where it runs.
     pub workdir: PathBuf,
+    /// The app's tree (the sandbox shows it read-only; `workdir` is in it).
+    pub root: PathBuf,
+    /// Origins it may reach through the sandbox's egress proxy (`grants.outbound`).
+    pub outbound: Arc<[OutboundGrant]>,
     /// Its environment (`PORT` is added per instance; `PATH` comes from the host).
     pub env: Vec<(String, String)>,
     /// When a new process is ready.
@@ -47,6 +51,9 @@ impl ServiceSpec {
             name: name.into(),
             command: command.to_vec(),
             workdir: c.workdir.as_deref().map_or_else(|| app_dir.to_path_buf(), |w| app_dir.join(w)),
+            root: app_dir.to_path_buf(),
+            // Validated with the manifest.
+            outbound: c.grants.outbound.iter().filter_map(|g| OutboundGrant::parse(g).ok()).collect(),
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             readiness: c.readiness.clone().unwrap_or_default(),
             liveness: c.liveness.clone(),

@@ -29,7 +29,7 @@ pub(crate) async fn run_slot(service: Arc<Service>, slot: u64, mut stop: watch::
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow() || service.is_stopping();
     while !stopped(&stop) {
         let started = Instant::now();
-        let outcome = match Instance::spawn(spec) {
+        let outcome = match Instance::spawn(spec).await {
             Ok(instance) => run_instance(&service, slot, &mut stop, instance).await,
             Err(e) => Err(e),
         };
@@ -124,7 +124,7 @@ async fn wait_ready(service: &Service, instance: &Instance) -> Result<(), String
         if let Some(status) = instance.exit_status() {
             return Err(format!("{} before it was ready", instance.describe_exit(status)));
         }
-        let Err(last) = probe::check(instance.port, probe).await else { return Ok(()) };
+        let Err(last) = probe::check(&instance.dial, probe).await else { return Ok(()) };
         if Instant::now() >= deadline {
             return Err(format!("not ready within {}s: {last}", probe.start_timeout_s));
         }
@@ -160,7 +160,7 @@ async fn liveness(service: &Service, instance: &Instance) -> String {
     let mut failed = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(probe.period_ms)).await;
-        match probe::check(instance.port, probe).await {
+        match probe::check(&instance.dial, probe).await {
             Ok(()) => failed = 0,
             Err(e) => {
                 failed += 1;
