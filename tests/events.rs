@@ -91,7 +91,7 @@ async fn events_flow_from_ingress_through_a_function_to_a_service() {
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
     let server = app.up(&[]);
-    assert!(server.banner.contains("topic orders (group shop_fn)"), "{}", server.banner);
+    assert!(server.banner.contains("topic orders (group fn)"), "{}", server.banner);
     assert!(server.banner.contains("POST http://"), "{}", server.banner);
 
     // Binary mode, with a trace context that reaches the service.

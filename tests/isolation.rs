@@ -30,6 +30,7 @@ async fn publish(platform: &Platform, host: &str, id: &str) {
         .header("ce-id", id)
         .header("ce-source", "/test")
         .header("ce-type", "forward")
+        .header("ce-target", "handled")
         .header("content-type", "text/plain")
         .body("payload")
         .send()

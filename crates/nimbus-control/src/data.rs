@@ -55,7 +55,7 @@ impl DataState {
                 principal.check(action, None)?;
                 match principal.token {
                     Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
-                        "token `{}` is limited to apps [{}]; topics, buckets, traces, metrics and logs need a token for every app",
+                        "token `{}` is limited to apps [{}]; traces, metrics and logs span every app, so they need a token for every app (an app's topics and buckets are under /v1/apps/APP/)",
                         t.id,
                         t.apps.join(", ")
                     ))),

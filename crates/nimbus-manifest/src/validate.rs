@@ -301,22 +301,25 @@ fn other_app(app: &str, own: &str) -> Result<(), String> {
 
 /// `[export]`: valid names of this app's buckets and topics, shared with other valid apps.
 fn check_exports(m: &Manifest, out: &mut Vec<Problem>) {
-    let kinds: [(&str, &BTreeMap<String, Vec<String>>, fn(&str) -> Result<(), String>); 2] =
-        [("kv", &m.export.kv, app_bucket_name), ("topics", &m.export.topics, |n| app_topic_name(n, true))];
-    for (kind, exports, check) in kinds {
-        for (name, apps) in exports {
-            let at = FieldPath::root().key("export").key(kind).key(name.clone());
-            if let Err(e) = check(name) {
-                out.push(problem(
-                    at.clone(),
-                    format!("`{name}`: {e}"),
-                    "export the app's own buckets and topics by name",
-                ));
-            }
-            for (i, app) in apps.iter().enumerate() {
-                if let Err(e) = other_app(app, &m.app.name) {
-                    out.push(problem(at.clone().index(i), e, "list the apps it is shared with, e.g. `[\"billing\"]`"));
-                }
+    check_export_table(m, "kv", &m.export.kv, app_bucket_name, out);
+    check_export_table(m, "topics", &m.export.topics, |n| app_topic_name(n, true), out);
+}
+
+fn check_export_table(
+    m: &Manifest,
+    kind: &str,
+    exports: &BTreeMap<String, Vec<String>>,
+    check: fn(&str) -> Result<(), String>,
+    out: &mut Vec<Problem>,
+) {
+    for (name, apps) in exports {
+        let at = FieldPath::root().key("export").key(kind).key(name.clone());
+        if let Err(e) = check(name) {
+            out.push(problem(at.clone(), format!("`{name}`: {e}"), "export the app's own buckets and topics by name"));
+        }
+        for (i, app) in apps.iter().enumerate() {
+            if let Err(e) = other_app(app, &m.app.name) {
+                out.push(problem(at.clone().index(i), e, "list the apps it is shared with, e.g. `[\"billing\"]`"));
             }
         }
     }

@@ -317,7 +317,7 @@ fn bad_event_triggers_are_located() {
 fn names_reserved_for_the_platform_cannot_be_granted() {
     let with = |grants: &str| VALID.replace("grants = { outbound", &format!("grants = {{ {grants}, outbound"));
     let d = only_error(&with("kv = [\"carts\", \"actors\"]"));
-    assert_eq!((d.field.as_str(), d.line), ("component.checkout.grants.kv[1]", 12));
+    assert_eq!((d.field.as_str(), d.line), ("component.checkout.grants.kv[1]", 10));
     assert!(d.message.contains("`actors` is kept for the platform"), "{}", d.message);
     let d = only_error(&with("kv = [\"nimbus-x\"]"));
     assert_eq!(d.field, "component.checkout.grants.kv[0]");
@@ -329,4 +329,42 @@ fn names_reserved_for_the_platform_cannot_be_granted() {
     let d = only_error(&format!("{VALID}\n[[trigger.kv]]\nbucket = \"actors\"\ncomponent = \"checkout\"\n"));
     assert_eq!(d.field, "trigger.kv[0].bucket");
     assert!(parse(&with("kv = [\"carts\"], publish = [\"payments\"]")).is_ok());
+}
+
+#[test]
+fn exports_and_imports_are_validated_and_located() {
+    let exported = |t: &str| format!("{VALID}\n[export]\n{t}\n");
+    let d = only_error(&exported("kv = { Carts = [\"billing\"] }"));
+    assert_eq!((d.field.as_str(), d.line), ("export.kv.Carts", 22));
+    let d = only_error(&exported("topics = { orders = [\"billing\", \"shop\"] }"));
+    assert_eq!(d.field, "export.topics.orders[1]");
+    assert!(d.message.contains("names this app itself"), "{}", d.message);
+    let d = only_error(&exported("kv = { actors = [\"billing\"] }"));
+    assert!(d.message.contains("kept for the platform"), "{}", d.message);
+    let m = parse(&exported("kv = { carts = [\"billing\"] }\ntopics = { orders = [\"billing\"] }")).unwrap().manifest;
+    assert!(m.export.kv_to("carts", "billing") && !m.export.kv_to("carts", "third"));
+    assert!(m.export.topic_to("orders", "billing") && !m.export.topic_to("payments", "billing"));
+
+    let with = |grants: &str| VALID.replace("grants = { outbound", &format!("grants = {{ {grants}, outbound"));
+    let d = only_error(&with("kv = [\"Shop/carts\"]"));
+    assert_eq!(d.field, "component.checkout.grants.kv[0]");
+    let d = only_error(&with("kv = [\"shop/carts\"]"));
+    assert!(d.message.contains("names this app itself"), "{}", d.message);
+    let d = only_error(&with("publish = [\"billing/nimbus-kv.x\"]"));
+    assert!(d.message.contains("kept for the platform"), "{}", d.message);
+    let m = parse(&format!(
+        "{}\n[[trigger.topic]]\ntopic = \"billing/invoices\"\ncomponent = \"checkout\"\n",
+        with("kv = [\"billing/carts\"], publish = [\"billing/orders\"]")
+    ))
+    .unwrap()
+    .manifest;
+    let imports: Vec<(&str, String, String)> = m.imports().into_iter().collect();
+    assert_eq!(
+        imports,
+        [
+            ("kv", "billing".to_string(), "carts".to_string()),
+            ("topic", "billing".to_string(), "invoices".to_string()),
+            ("topic", "billing".to_string(), "orders".to_string())
+        ]
+    );
 }
