@@ -116,7 +116,7 @@ impl Instance {
             ready: AtomicBool::new(false),
             exit,
             confinement,
-            sandbox: sandbox,
+            sandbox,
             memory_mb: spec.limits.memory_mb,
             connections: crate::proxy::Connections::default(),
         }))
