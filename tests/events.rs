@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{App, client, ok};
 
+/// The recorder service writes its record file on the host, which the service sandbox hides:
+/// these tests run services unsandboxed (the sandbox is tested in tests/sandbox.rs).
+const UNSANDBOXED: &[&str] = &["--unsandboxed-services"];
 const RECORDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/events/recorder.py");
 
 /// `orders` → the `events` function, which forwards to `handled` → the recorder service;
@@ -90,7 +93,7 @@ async fn events_flow_from_ingress_through_a_function_to_a_service() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
-    let server = app.up(&[]);
+    let server = app.up(UNSANDBOXED);
     assert!(server.banner.contains("topic orders (group fn)"), "{}", server.banner);
     assert!(server.banner.contains("POST http://"), "{}", server.banner);
 
@@ -154,7 +157,7 @@ async fn bad_events_get_a_clear_error_and_are_never_stored() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
-    let server = app.up(&[]);
+    let server = app.up(UNSANDBOXED);
     let c = client();
     let not_ce = c.post(server.url("/events/orders")).body("hello").send().await.unwrap();
     assert_eq!(not_ce.status(), 400);
@@ -224,7 +227,7 @@ async fn a_service_answer_whose_body_never_ends_does_not_hold_the_delivery() {
         trigger("streams", "endless"),
         trigger("stalls", "stalled"),
     ));
-    let server = app.up(&[]);
+    let server = app.up(UNSANDBOXED);
     for (topic, id) in [("streams", "s-1"), ("streams", "s-2"), ("stalls", "t-1"), ("stalls", "t-2")] {
         assert_eq!(publish(&server.base, topic, id, "answer").await.status(), 202);
     }
@@ -243,7 +246,7 @@ async fn cron_fires_once_per_tick() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let app = app(&record, true);
-    let server = app.up(&[]);
+    let server = app.up(UNSANDBOXED);
     assert!(server.banner.contains("cron * * * * * * (UTC)"), "{}", server.banner);
     let r = wait_for(&record, "three ticks", |r| r.iter().filter(|l| l[0] == "dev.nimbus.cron.tick").count() >= 3);
     let ticks: Vec<&String> = r.iter().filter(|l| l[0] == "dev.nimbus.cron.tick").map(|l| &l[1]).collect();
@@ -270,7 +273,7 @@ async fn kill_9_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
-    let mut server = app.up(&[]);
+    let mut server = app.up(UNSANDBOXED);
     let base = server.base.clone();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -319,7 +322,7 @@ async fn kill_9_loses_no_acknowledged_event() {
         acked.len()
     );
 
-    let _server = app.up(&[]);
+    let _server = app.up(UNSANDBOXED);
     let r = wait_for(&record, "every acknowledged event after the restart", |r| {
         let seen: HashSet<&str> = r.iter().filter_map(|l| l[1].strip_prefix("fwd-")).collect();
         acked.iter().all(|id| seen.contains(id.as_str()))
@@ -341,7 +344,7 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let app = app(&record, false);
-    let server = app.up(&[]);
+    let server = app.up(UNSANDBOXED);
     assert!(server.banner.contains("Local API: http://127.0.0.1:"), "{}", server.banner);
     let home = dir.path();
     let out =
@@ -407,7 +410,7 @@ async fn the_cli_publishes_tails_lists_and_replays_dead_letters() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployed_app_consumes_its_topics_on_a_server() {
     let data = tempfile::tempdir().unwrap();
-    let platform = common::platform::Platform::start(data.path(), &[]);
+    let platform = common::platform::Platform::start(data.path(), UNSANDBOXED);
     let app = App::new(&format!(
         "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"handled\"] }}\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n",
         nimbus_fixtures::EVENTS

@@ -105,7 +105,8 @@ async fn kv_changes_reach_a_trigger() {
         kv = nimbus_fixtures::KV,
         record = record.display()
     ));
-    let server = app.up(&[]);
+    // The recorder writes its record file on the host, which the service sandbox hides.
+    let server = app.up(&["--unsandboxed-services"]);
     assert!(server.banner.contains("kv carts (changes)"), "{}", server.banner);
     let c = client();
     for value in ["1", "2", "3"] {

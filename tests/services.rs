@@ -157,8 +157,8 @@ async fn a_crashed_process_fails_its_request_and_is_replaced() {
     let resp = c.get(server.url("/py/hello")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let second = resp.text().await.unwrap();
-    let port = |text: &str| text.split_whitespace().find(|w| w.starts_with("port=")).map(str::to_string);
-    assert_ne!(port(&first), port(&second), "a new process: {first} / {second}");
+    let boot = |text: &str| text.split_whitespace().find(|w| w.starts_with("boot=")).map(str::to_string);
+    assert_ne!(boot(&first), boot(&second), "a new process: {first} / {second}");
 }
 
 #[test]
@@ -227,13 +227,13 @@ async fn the_autoscaler_scales_to_zero_from_zero_and_out_under_a_burst() {
     }
     server.wait_for_log("entering panic mode");
     server.wait_for_line(|l| l.contains("autoscaler: scaling") && l.contains("to=4"));
-    let ports: std::collections::HashSet<String> = server
+    let instances: std::collections::HashSet<String> = server
         .stderr()
         .lines()
         .filter(|l| l.contains("service instance ready"))
-        .filter_map(|l| l.split("port=").nth(1).map(|p| p.split_whitespace().next().unwrap().to_string()))
+        .filter_map(|l| l.split("instance=").nth(1).map(|p| p.split_whitespace().next().unwrap().to_string()))
         .collect();
-    assert!(ports.len() >= 4, "processes started: {ports:?}");
+    assert!(instances.len() >= 4, "processes started: {instances:?}");
     // And back to zero when the burst is over.
     let deadline = Instant::now() + Duration::from_secs(15);
     while server.stderr().matches("to=0").count() < 2 {

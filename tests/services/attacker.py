@@ -59,7 +59,8 @@ class Handler(BaseHTTPRequestHandler):
             "/say": lambda: print(q.get("text", ""), flush=True) or "said",
             "/flood": lambda: flood(int(q.get("mb", "1"))),
         }
-        body = routes.get(url.path, lambda: "no such route")().encode()
+        # The last segment names the attempt (the app's route prefix comes before it).
+        body = routes.get("/" + url.path.rsplit("/", 1)[-1], lambda: "no such route")().encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()

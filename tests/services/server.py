@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlparse
 
 active = 0
 active_lock = threading.Lock()
+# Tells processes apart (in the sandbox, each one has the same pid and port).
+BOOT = os.urandom(4).hex()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -49,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, "ok")
         elif path == "/hello":
             print(f"hello request on port {os.environ['PORT']}", flush=True)
-            self.reply(200, f"hello from python pid={os.getpid()} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+            self.reply(200, f"hello from python pid={os.getpid()} boot={BOOT} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
         elif path == "/headers":
             # The header names it got, and hop-by-hop headers of its own for the proxy to drop.
             data = " ".join(sorted(k.lower() for k in self.headers.keys())).encode()

@@ -116,14 +116,21 @@ impl Instance {
             ready: AtomicBool::new(false),
             exit,
             confinement,
-            sandbox: sandbox,
+            sandbox,
             memory_mb: spec.limits.memory_mb,
             connections: crate::proxy::Connections::default(),
         }))
     }
 
-    /// Resident memory of the process, in bytes (`None` once it is gone).
+    /// Memory of the instance, in bytes: its memory cgroup's usage where it has one (everything
+    /// in the sandbox), else the resident memory of the process (`None` once it is gone).
     pub(crate) fn resident_bytes(&self) -> Option<u64> {
+        if self.exit_status().is_some() {
+            return None;
+        }
+        if let Some(bytes) = self.confinement.memory_bytes() {
+            return Some(bytes);
+        }
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid?.as_raw_nonzero())).ok()?;
         let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
         Some(pages * rustix::param::page_size() as u64)

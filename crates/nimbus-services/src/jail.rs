@@ -6,7 +6,7 @@
 //!   the parent-death signal; bwrap adds its own user namespace (no nested ones allowed).
 //! - **Mount**: a fresh root with only the system runtime read-only (`/usr`, `/bin`, `/sbin`,
 //!   `/lib*`, `/etc` minus its secrets), its own `/proc` and `/dev`, a private `tmpfs` on `/tmp`
-//!   (also `$HOME` and `$TMPDIR`), and the app's own tree read-only at its path. The data dir,
+//!   (also `$HOME` and `$TMPDIR`), and the app's own tree read-only at `/app`. The data dir,
 //!   the compile cache, other apps' trees and the server user's home are simply not there.
 //! - **Pid**: its own pid namespace under bwrap's init, so the service is not PID 1 (it gets
 //!   SIGTERM like anywhere else) and everything in it dies with that init.
@@ -72,6 +72,9 @@ fn setpriv() -> Vec<String> {
     args
 }
 
+/// Where a service's tree is mounted in its sandbox.
+pub const APP: &str = "/app";
+
 /// Files of `/etc` that hold secrets: hidden behind `/dev/null`.
 const SECRETS: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers"];
 /// Directories of `/etc` that hold secrets: hidden behind an empty `tmpfs`.
@@ -124,15 +127,15 @@ pub(crate) fn prefix(root: &Path, workdir: &Path) -> Vec<String> {
     for dir in SECRET_DIRS.iter().filter(|d| Path::new(d).is_dir()) {
         w.extend(["--tmpfs".into(), (*dir).into()]);
     }
-    // Absolute and without symlinks: bwrap resolves paths from the sandbox's own root.
+    // The tree is mounted at `/app`: not even the path of the data dir is visible.
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let (root, workdir) = (absolute(root), absolute(workdir));
-    let state = root.join(".nimbus");
-    let (root, workdir) = (root.display().to_string(), workdir.display().to_string());
-    w.extend(["--ro-bind".into(), root.clone(), root, "--chdir".into(), workdir]);
-    if state.is_dir() {
+    let inside = Path::new(APP).join(workdir.strip_prefix(&root).unwrap_or(Path::new("")));
+    w.extend(["--ro-bind".into(), root.display().to_string(), APP.into()]);
+    w.extend(["--chdir".into(), inside.display().to_string()]);
+    if root.join(".nimbus").is_dir() {
         // `nimbus up`'s data dir next to the manifest: its state and API token.
-        w.extend(["--tmpfs".into(), state.display().to_string()]);
+        w.extend(["--tmpfs".into(), format!("{APP}/.nimbus")]);
     }
     w.extend(["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--block-fd", "3", "--"].map(String::from));
     w

@@ -184,6 +184,16 @@ impl Confinement {
         })
     }
 
+    /// Memory charged to the instance's memory group, if it has one.
+    pub(crate) fn memory_bytes(&self) -> Option<u64> {
+        self.groups.iter().find_map(|g| {
+            let text = std::fs::read_to_string(g.join("memory.current"))
+                .or_else(|_| std::fs::read_to_string(g.join("memory.usage_in_bytes")))
+                .ok()?;
+            text.trim().parse().ok()
+        })
+    }
+
     /// Kills whatever still runs in the groups (processes that left the process group).
     pub(crate) fn kill_remaining(&self) {
         for group in &self.groups {
