@@ -37,16 +37,14 @@ impl Platform {
     ) -> Result<(), ControlError> {
         let keep = self.keep_inactive.load(Ordering::Relaxed);
         let Some(state) = apps.get(app) else { return Ok(()) };
-        let mut inactive: Vec<&Loaded> = state
-            .revisions
-            .values()
-            .filter(|r| !state.record.traffic.serves(&r.record.id) && Some(r.record.id.as_str()) != spare)
-            .collect();
+        let mut inactive: Vec<&Loaded> =
+            state.revisions.values().filter(|r| !state.record.traffic.serves(&r.record.id)).collect();
         if inactive.len() <= keep {
             return Ok(());
         }
         inactive.sort_by_key(|r| std::cmp::Reverse((r.record.created_at, r.record.seq)));
-        let gone: Vec<String> = inactive[keep..].iter().map(|r| r.record.id.clone()).collect();
+        let gone: Vec<String> =
+            inactive[keep..].iter().map(|r| r.record.id.clone()).filter(|id| Some(id.as_str()) != spare).collect();
         let pairs: Vec<(&str, &str)> = gone.iter().map(|id| (app, id.as_str())).collect();
         let unused = unused_blobs(apps, &pairs);
         blocking(|| self.store.delete_revisions(app, &gone, Some(&state.record), &unused))?;
