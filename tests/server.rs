@@ -519,7 +519,9 @@ async fn bad_uploads_and_requests_get_4xx_json_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_deploys_and_traffic_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    let mut p = Platform::start(data.path(), &[]);
+    // Every acknowledged revision is kept (no retention limit in reach).
+    let keep = ["--keep-revisions", "1000000"];
+    let mut p = Platform::start(data.path(), &keep);
     let admin = p.admin.clone().unwrap();
     let api_base = p.api.clone();
     let token = admin.clone();
@@ -555,7 +557,7 @@ async fn acknowledged_deploys_and_traffic_survive_kill_9() {
     let (acked, last_traffic, in_flight) = writer.await.unwrap();
     assert!(acked.len() >= 3, "the writer made progress: {acked:?}");
 
-    let p = Platform::start(data.path(), &[]);
+    let p = Platform::start(data.path(), &keep);
     let (_, revs) = api(&p, reqwest::Method::GET, "/v1/apps/durable/revisions", Some(&admin), None).await;
     let stored: std::collections::HashSet<&str> =
         revs.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
