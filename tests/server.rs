@@ -380,8 +380,13 @@ async fn apps_share_a_server_by_host_and_path_and_route_conflicts_are_refused() 
     assert!(e["hint"].as_str().unwrap().contains("--host"));
     assert_eq!(api(&p, reqwest::Method::GET, "/v1/apps/gamma", Some(&admin), None).await.0, 404);
 
-    // Bound to its own host it may reuse the path; that host goes to it, others still to alpha.
-    let (s, g) = upload(&p, Some(&admin), hello_bundle("gamma", "/alpha/...", "1"), "hosts=gamma.test").await;
+    // Bound to its own host it would take alpha's requests to that host: refused, unless an
+    // admin takes them over. Then that host goes to it, others still to alpha.
+    let (s, e) = upload(&p, Some(&admin), hello_bundle("gamma", "/alpha/...", "1"), "hosts=gamma.test").await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("would take requests app `alpha` serves"), "{e}");
+    let (s, g) =
+        upload(&p, Some(&admin), hello_bundle("gamma", "/alpha/...", "1"), "hosts=gamma.test&take_over=true").await;
     assert_eq!(s, 201, "{g}");
     assert_eq!(served_by(&p, "/alpha/x", &[("host", "gamma.test:8080")]).await.1, g["revision"].as_str().unwrap());
     assert_eq!(served_by(&p, "/alpha/x", &[("host", "GAMMA.test")]).await.1, g["revision"].as_str().unwrap());
@@ -389,7 +394,7 @@ async fn apps_share_a_server_by_host_and_path_and_route_conflicts_are_refused() 
     // ...and a second app on that host with that path is refused.
     let (s, e) = upload(&p, Some(&admin), hello_bundle("delta", "/alpha/...", "1"), "hosts=gamma.test").await;
     assert_eq!(s, 409);
-    assert!(e["error"].as_str().unwrap().contains("on host `gamma.test`"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("host `gamma.test` belongs to app `gamma`"), "{e}");
 
     // Deleting an app frees its routes at once.
     p.admin_cli(&["apps", "delete", "alpha"]);
@@ -514,7 +519,9 @@ async fn bad_uploads_and_requests_get_4xx_json_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_deploys_and_traffic_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    let mut p = Platform::start(data.path(), &[]);
+    // Every acknowledged revision is kept (no retention limit in reach).
+    let keep = ["--keep-revisions", "1000000"];
+    let mut p = Platform::start(data.path(), &keep);
     let admin = p.admin.clone().unwrap();
     let api_base = p.api.clone();
     let token = admin.clone();
@@ -550,7 +557,7 @@ async fn acknowledged_deploys_and_traffic_survive_kill_9() {
     let (acked, last_traffic, in_flight) = writer.await.unwrap();
     assert!(acked.len() >= 3, "the writer made progress: {acked:?}");
 
-    let p = Platform::start(data.path(), &[]);
+    let p = Platform::start(data.path(), &keep);
     let (_, revs) = api(&p, reqwest::Method::GET, "/v1/apps/durable/revisions", Some(&admin), None).await;
     let stored: std::collections::HashSet<&str> =
         revs.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();

@@ -29,6 +29,10 @@ pub(crate) struct DeployArgs {
     /// Create the revision without sending traffic to it (the first revision always gets 100%).
     #[arg(long)]
     no_promote: bool,
+    /// Take the hosts and requests this deploy claims from the apps that serve them now (admin
+    /// token not limited to apps); without it such a deploy is refused.
+    #[arg(long)]
+    take_over: bool,
     #[command(flatten)]
     remote: RemoteArgs,
     #[command(flatten)]
@@ -50,6 +54,9 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
     }
     if let Some(tag) = &args.tag {
         query.push(format!("tag={}", crate::remote::seg(tag)));
+    }
+    if args.take_over {
+        query.push("take_over=true".into());
     }
     let progress = progress_bar(archive.len() as u64);
     let body = upload_body(archive, progress.clone());

@@ -32,6 +32,10 @@ pub(crate) struct ServerArgs {
     /// Instances running at once across all apps (the size of the instance pool).
     #[arg(long, env = "NIMBUS_MAX_INSTANCES", default_value_t = 1000)]
     max_instances: u32,
+    /// Revisions without traffic or a tag each app keeps (the newest); older ones are deleted
+    /// after each deploy. Revisions with traffic or a tag are always kept.
+    #[arg(long, env = "NIMBUS_KEEP_REVISIONS", default_value_t = 10)]
+    keep_revisions: usize,
     /// Largest `limits.memory_mb` a component may ask for.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
@@ -102,6 +106,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot load the deployed apps")?,
     );
+    platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
     let tokens = Tokens::new(store);
 
     let bind = |addr: SocketAddr, flag: &'static str| async move {

@@ -157,6 +157,9 @@ struct DeployQuery {
     tag: Option<String>,
     /// Send all traffic to the new revision (default true; the first revision always gets it).
     promote: Option<bool>,
+    /// Take the hosts and requests this deploy claims from the apps that have them (admin
+    /// tokens not limited to apps only); without it such a deploy is refused with 409.
+    take_over: Option<bool>,
 }
 
 /// Deploys a bundle (tar of `nimbus.toml` and `components/NAME.wasm`) as an immutable revision.
@@ -166,7 +169,7 @@ struct DeployQuery {
         (status = 201, description = "A new revision", body = DeployResult),
         (status = 200, description = "Identical content was already deployed", body = DeployResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "A route is taken by another app", body = ErrorBody),
+        (status = 409, description = "A host or requests of another app would be taken", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, description = "Invalid manifest or component", body = ErrorBody),
     ))]
 async fn deploy(
@@ -189,6 +192,7 @@ async fn deploy(
         hosts: q.hosts.map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect()),
         tag: q.tag,
         promote: q.promote.unwrap_or(true),
+        take_over: q.take_over.unwrap_or(false),
     };
     let result = s.platform.deploy(&archive.to_bytes(), options, &principal).await?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };

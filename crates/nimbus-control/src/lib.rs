@@ -3,7 +3,8 @@
 //! This crate owns the embedded control store (redb: apps, immutable content-addressed
 //! revisions, artifacts, traffic settings, token hashes), deploys (a tar [`Bundle`] of
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
-//! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
+//! stored), traffic splitting by percent and tag, rollback, ownership of hosts and routes between apps
+//! (a deploy never takes another app's requests unless an admin says so),
 //! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
 //! logs), and which revision of an app its event triggers
@@ -42,6 +43,7 @@ mod kv_api;
 mod migrate;
 mod model;
 mod observe_api;
+mod ownership;
 mod platform;
 mod store;
 mod topics;

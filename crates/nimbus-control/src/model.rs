@@ -61,6 +61,11 @@ impl Traffic {
         self.targets.iter().filter(|t| t.revision == revision).map(|t| t.percent).sum()
     }
 
+    /// Whether a revision receives requests: a share of the traffic or a tag.
+    pub fn serves(&self, revision: &str) -> bool {
+        self.percent_of(revision) > 0 || self.tags.values().any(|r| r == revision)
+    }
+
     /// The tags naming a revision.
     pub fn tags_of(&self, revision: &str) -> Vec<String> {
         self.tags.iter().filter(|(_, r)| *r == revision).map(|(t, _)| t.clone()).collect()
@@ -114,6 +119,9 @@ pub struct RevisionInfo {
     pub percent: u8,
     /// Tags naming it now.
     pub tags: Vec<String>,
+    /// Whether its components are loaded (revisions with traffic or a tag are; the others are
+    /// loaded when traffic or a tag moves to them).
+    pub loaded: bool,
 }
 
 /// A revision with its manifest.

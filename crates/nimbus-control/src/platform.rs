@@ -16,9 +16,11 @@ use crate::auth::{Action, Principal};
 use crate::bundle::{Bundle, digest};
 use crate::error::ControlError;
 use crate::model::{AppInfo, ArtifactInfo, DeployResult, RevisionDetail, RevisionInfo, Traffic};
+use crate::ownership::Claim;
 use crate::store::{AppRecord, DeployWrite, RevisionRecord, Store};
 
 mod sharing;
+mod retention;
 
 /// Options of one deploy.
 #[derive(Debug, Clone, Default)]
@@ -29,16 +31,20 @@ pub struct DeployOptions {
     pub tag: Option<String>,
     /// Send all traffic to the new revision. The first revision of an app always gets it all.
     pub promote: bool,
+    /// Take the hosts and requests this deploy claims from the apps that have them (admins
+    /// only; see [`crate::ownership`]).
+    pub take_over: bool,
 }
 
-/// A stored revision, loaded.
+/// A stored revision: its manifest and routes, and while it has traffic or a tag, its loaded
+/// components (`live`) and running services.
 #[derive(Debug)]
 struct Loaded {
     record: RevisionRecord,
     manifest: Arc<Manifest>,
     version: Option<String>,
     routes: BTreeSet<RoutePattern>,
-    live: Arc<LiveRevision>,
+    live: Option<Arc<LiveRevision>>,
     services: Vec<Arc<Service>>,
 }
 
@@ -48,9 +54,29 @@ struct AppState {
     revisions: BTreeMap<String, Loaded>,
 }
 
+impl Loaded {
+    /// The requests this revision claims: its routes and its CloudEvents ingress.
+    fn claimed(&self) -> impl Iterator<Item = RoutePattern> + '_ {
+        claimed_routes(&self.routes, &self.manifest)
+    }
+}
+
+/// A revision's routes and its CloudEvents ingress `/events/{topic}` per topic.
+fn claimed_routes<'a>(
+    routes: &'a BTreeSet<RoutePattern>,
+    manifest: &Manifest,
+) -> impl Iterator<Item = RoutePattern> + 'a {
+    let events = nimbus_gateway::app_topics(manifest)
+        .into_iter()
+        .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok());
+    routes.iter().cloned().chain(events)
+}
+
 impl AppState {
-    fn routes(&self) -> BTreeSet<RoutePattern> {
-        self.revisions.values().flat_map(|r| r.routes.iter().cloned()).collect()
+    /// The app's hosts and what all its revisions claim.
+    fn claim(&self) -> Claim {
+        let routes: BTreeSet<RoutePattern> = self.revisions.values().flat_map(Loaded::claimed).collect();
+        Claim { name: self.record.name.clone(), hosts: self.record.hosts.clone(), routes: routes.into_iter().collect() }
     }
 
     fn info(&self) -> AppInfo {
@@ -67,6 +93,7 @@ impl AppState {
 
     fn revision_info(&self, rev: &Loaded) -> RevisionInfo {
         RevisionInfo {
+            loaded: rev.live.is_some(),
             id: rev.record.id.clone(),
             app: rev.record.app.clone(),
             created_at: rev.record.created_at,
@@ -101,12 +128,16 @@ pub struct Platform {
     /// share of traffic) and the running triggers.
     triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
     observer: Observer,
+    /// How many revisions without traffic or a tag each app keeps (see `retention`).
+    keep_inactive: std::sync::atomic::AtomicUsize,
 }
 
 impl Platform {
-    /// Loads every stored revision and publishes the routing table to `ingress`. A revision
+    /// Loads every stored revision that has traffic or a tag and publishes the routing table to
+    /// `ingress`; the other revisions are loaded when traffic or a tag moves to them. A revision
     /// that no longer loads (e.g. the engine changed incompatibly) is reported and left out.
-    /// Service revisions are unpacked under `services_dir`.
+    /// Service revisions are unpacked under `services_dir`. Every revision is kept until
+    /// [`Platform::set_retention`] says otherwise.
     pub async fn open(
         store: Arc<Store>,
         runtime: Arc<Runtime>,
@@ -116,57 +147,6 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
-        let activations = std::sync::Mutex::default();
-        for record in store.apps()? {
-            apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
-        }
-        for record in store.revisions()? {
-            let Some(app) = apps.get_mut(&record.app) else {
-                tracing::warn!(app = %record.app, revision = %record.id, "revision of an unknown app; ignored");
-                continue;
-            };
-            let services: BTreeSet<String> = parse_manifest(&record.manifest)
-                .map(|l| {
-                    l.manifest.component.iter().filter(|(_, c)| c.command.is_some()).map(|(n, _)| n.clone()).collect()
-                })
-                .unwrap_or_default();
-            let mut bundle =
-                Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
-            for a in &record.artifacts {
-                let bytes = store.blob(&a.digest)?.ok_or_else(|| {
-                    crate::store::StoreError::from_message(format!("artifact {} is missing", a.digest))
-                })?;
-                let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
-                map.insert(a.component.clone(), bytes);
-            }
-            let loader = Loader {
-                runtime: &runtime,
-                bus: &bus,
-                kv: kv_changes.clone(),
-                activations: &activations,
-                services_dir: &services_dir,
-                observer: &observer,
-            };
-            match loader.load(&bundle, &record.id).await {
-                Ok(l) => {
-                    app.revisions.insert(
-                        record.id.clone(),
-                        Loaded {
-                            record,
-                            manifest: l.manifest,
-                            version: l.version,
-                            routes: l.routes,
-                            live: Arc::new(l.live),
-                            services: l.services,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(app = %record.app, revision = %record.id, error = %e, "stored revision does not load; it is not served")
-                }
-            }
-        }
         let platform = Self {
             services_dir,
             store,
@@ -174,11 +154,38 @@ impl Platform {
             ingress,
             bus,
             kv_changes,
-            activations,
-            apps: tokio::sync::Mutex::new(apps),
+            activations: std::sync::Mutex::default(),
+            apps: tokio::sync::Mutex::default(),
             triggers: tokio::sync::Mutex::default(),
             observer,
+            keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
         };
+        let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
+        for record in platform.store.apps()? {
+            apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
+        }
+        for record in platform.store.revisions()? {
+            let Some(app) = apps.get_mut(&record.app) else {
+                tracing::warn!(app = %record.app, revision = %record.id, "revision of an unknown app; ignored");
+                continue;
+            };
+            let (id, name) = (record.id.clone(), record.app.clone());
+            // Only revisions with traffic or a tag are loaded; the others wait until they get some.
+            let loaded = if app.record.traffic.serves(&id) {
+                platform.load_stored(record).await
+            } else {
+                Loaded::unloaded(record)
+            };
+            match loaded {
+                Ok(l) => {
+                    app.revisions.insert(id, l);
+                }
+                Err(e) => {
+                    tracing::error!(app = %name, revision = %id, error = %e, "stored revision does not load; it is not served")
+                }
+            }
+        }
+        *platform.apps.lock().await = apps;
         platform.publish(&*platform.apps.lock().await).await;
         Ok(platform)
     }
@@ -223,7 +230,8 @@ impl Platform {
             if running.contains_key(app) {
                 continue;
             }
-            match AppTriggers::start(&rev.manifest, &rev.live.gateway, &self.bus, Some(&self.kv_changes)).await {
+            let Some(live) = &rev.live else { continue };
+            match AppTriggers::start(&rev.manifest, &live.gateway, &self.bus, Some(&self.kv_changes)).await {
                 Ok(t) => {
                     if !t.info.is_empty() {
                         tracing::info!(app, revision = %rev.record.id, triggers = t.info.len(), "event triggers deliver to this revision");
@@ -240,21 +248,12 @@ impl Platform {
     fn publish_routes(&self, apps: &BTreeMap<String, AppState>) {
         let live = apps.values().map(|app| {
             let traffic = &app.record.traffic;
-            let live_of = |id: &str| app.revisions.get(id).map(|r| r.live.clone());
+            let live_of = |id: &str| app.revisions.get(id).and_then(|r| r.live.clone());
+            let Claim { name, hosts, routes } = app.claim();
             LiveApp {
-                name: app.record.name.clone(),
-                hosts: app.record.hosts.clone(),
-                // The app's routes, and its CloudEvents ingress `/events/{topic}` per topic.
-                routes: app
-                    .routes()
-                    .into_iter()
-                    .chain(
-                        app.revisions
-                            .values()
-                            .flat_map(|r| nimbus_gateway::app_topics(&r.manifest))
-                            .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok()),
-                    )
-                    .collect(),
+                name,
+                hosts,
+                routes,
                 split: traffic
                     .targets
                     .iter()
@@ -286,25 +285,13 @@ impl Platform {
         if let Some(tag) = &options.tag {
             check_tag(tag)?;
         }
+        if options.take_over {
+            crate::ownership::may_take_over(principal)?;
+        }
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known {
-            None
-        } else {
-            Some(
-                Loader {
-                    runtime: &self.runtime,
-                    bus: &self.bus,
-                    kv: self.kv_changes.clone(),
-                    activations: &self.activations,
-                    services_dir: &self.services_dir,
-                    observer: &self.observer,
-                }
-                .load(&bundle, &id)
-                .await?,
-            )
-        };
+        let fresh = if known { None } else { Some(self.loader().load(&bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -321,15 +308,17 @@ impl Platform {
         if let Some(hosts) = &options.hosts {
             record.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>().into_iter().collect();
         }
-        let mut routes = existing.map(AppState::routes).unwrap_or_default();
+        let mut claimed: BTreeSet<RoutePattern> =
+            existing.map(|a| a.revisions.values().flat_map(Loaded::claimed).collect()).unwrap_or_default();
         let new_loaded = match fresh {
             Some(l) if created => {
                 let Load { manifest, version, routes: rev_routes, live, services } = l;
-                routes.extend(rev_routes.iter().cloned());
+                claimed.extend(claimed_routes(&rev_routes, &manifest));
                 let record = RevisionRecord {
                     id: id.clone(),
                     app: app_name.clone(),
                     created_at: now,
+                    seq: existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1),
                     manifest: bundle.manifest.clone(),
                     artifacts: bundle
                         .artifacts
@@ -342,7 +331,7 @@ impl Platform {
                         })
                         .collect(),
                 };
-                Some(Loaded { record, manifest, version, routes: rev_routes, live: Arc::new(live), services })
+                Some(Loaded { record, manifest, version, routes: rev_routes, live: Some(Arc::new(live)), services })
             }
             Some(l) => {
                 stop_services(l.services);
@@ -352,7 +341,20 @@ impl Platform {
         };
         // Until the deploy is stored, its freshly started services go again on any error.
         let guard = StopOnDrop(new_loaded.as_ref().map(|l| l.services.clone()).unwrap_or_default());
-        check_conflicts(&apps, &app_name, &record.hosts, &routes)?;
+        let current: Vec<Claim> = apps.values().map(AppState::claim).collect();
+        let proposed =
+            Claim { name: app_name.clone(), hosts: record.hosts.clone(), routes: claimed.into_iter().collect() };
+        let moved = crate::ownership::admit(&current, &proposed, options.take_over)?;
+        let others: Vec<AppRecord> = moved
+            .into_iter()
+            .map(|(name, hosts)| {
+                let mut other = apps[&name].record.clone();
+                tracing::warn!(app = %name, to = %app_name, from = ?other.hosts, keeps = ?hosts, "hosts taken over");
+                other.hosts = hosts;
+                other.updated_at = now;
+                other
+            })
+            .collect();
 
         let mut traffic = record.traffic.clone();
         if let Some(tag) = &options.tag {
@@ -363,6 +365,10 @@ impl Platform {
         }
         record.change_traffic(traffic, now);
         record.updated_at = now;
+        if let Some(state) = apps.get_mut(&app_name) {
+            // A redeploy of known content may send traffic or a tag to an unloaded revision.
+            self.activate(state, &record.traffic).await?;
+        }
 
         let blobs: Vec<(String, &[u8])> = if new_loaded.is_some() {
             bundle.artifacts.values().chain(bundle.trees.values()).map(|b| (digest(b), b.as_slice())).collect()
@@ -373,9 +379,15 @@ impl Platform {
             app: &record,
             revision: new_loaded.as_ref().map(|l| &l.record),
             blobs: blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
+            others: &others,
         };
         blocking(|| self.store.deploy(&write))?;
         guard.disarm();
+        for other in others {
+            if let Some(state) = apps.get_mut(&other.name) {
+                state.record = other;
+            }
+        }
 
         let state = apps
             .entry(app_name.clone())
@@ -384,7 +396,11 @@ impl Platform {
         if let Some(l) = new_loaded {
             state.revisions.insert(id.clone(), l);
         }
+        retention::deactivate(state);
         let traffic = state.record.traffic.clone();
+        if let Err(e) = self.prune(&mut apps, &app_name, Some(&id)) {
+            tracing::error!(app = %app_name, error = %e, "cannot delete old revisions; they are kept");
+        }
         self.publish(&apps).await;
         tracing::info!(app = %app_name, revision = %id, created, "deployed");
         Ok(DeployResult { app: app_name, revision: id, created, traffic })
@@ -455,14 +471,18 @@ impl Platform {
         self.commit_app(&mut apps, record).await
     }
 
+    /// Stores an app's new traffic, loading the revisions it sends requests to first and
+    /// unloading the ones it no longer does after.
     async fn commit_app(
         &self,
         apps: &mut BTreeMap<String, AppState>,
         record: AppRecord,
     ) -> Result<Traffic, ControlError> {
-        blocking(|| self.store.put_app(&record))?;
         let state = apps.get_mut(&record.name).expect("checked by the caller");
+        self.activate(state, &record.traffic).await?;
+        blocking(|| self.store.put_app(&record))?;
         state.record = record;
+        retention::deactivate(state);
         let traffic = state.record.traffic.clone();
         tracing::info!(app = %state.record.name, ?traffic, "traffic changed");
         self.publish(apps).await;
@@ -566,6 +586,19 @@ struct Load {
     services: Vec<Arc<Service>>,
 }
 
+impl Platform {
+    fn loader(&self) -> Loader<'_> {
+        Loader {
+            runtime: &self.runtime,
+            bus: &self.bus,
+            kv: self.kv_changes.clone(),
+            activations: &self.activations,
+            services_dir: &self.services_dir,
+            observer: &self.observer,
+        }
+    }
+}
+
 /// What loading a revision needs from the platform.
 struct Loader<'a> {
     runtime: &'a Runtime,
@@ -604,11 +637,11 @@ impl Loader<'_> {
                 let started = match unpack_tree(services_dir, tree) {
                     Ok(dir) => {
                         let mut spec = ServiceSpec::from_component(name, component, &dir);
-                        spec.workdir = dir;
+                        spec.workdir = dir.clone();
                         spec.telemetry = observer.component(&m.app.name, name);
                         let service = Service::start(spec);
                         services.0.push(service.clone());
-                        service.until_ready().await.map(|()| service).map_err(|e| e.to_string())
+                        service.until_ready().await.map(|()| service).map_err(|e| relative_to(&e.to_string(), &dir))
                     }
                     Err(e) => Err(e),
                 };
@@ -639,7 +672,7 @@ impl Loader<'_> {
                 details: problems,
             });
         }
-        let routes = m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect();
+        let routes = http_routes(m);
         let topics = nimbus_gateway::app_topics(m);
         let mut gateway = Gateway::from_manifest(m, &backends, observer);
         if !topics.is_empty() {
@@ -659,6 +692,18 @@ impl Loader<'_> {
     }
 }
 
+/// A message about a service's files with their place on the server left out: paths inside
+/// `dir` become relative to the service's tree (the deployer's view), `dir` itself a name.
+fn relative_to(message: &str, dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    message.replace(&format!("{dir}/"), "").replace(&dir, "the service's directory")
+}
+
+/// The routes of a manifest's HTTP triggers.
+fn http_routes(m: &Manifest) -> BTreeSet<RoutePattern> {
+    m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect()
+}
+
 /// Unpacks a service's tree into `services_dir/DIGEST` unless it is there already; the directory
 /// appears whole or not at all (unpacked beside it, then renamed).
 fn unpack_tree(services_dir: &Path, tree: &[u8]) -> Result<PathBuf, String> {
@@ -667,7 +712,7 @@ fn unpack_tree(services_dir: &Path, tree: &[u8]) -> Result<PathBuf, String> {
         return Ok(dir);
     }
     let tmp = services_dir.join(format!(".unpack-{}-{}", std::process::id(), fastrand_suffix()));
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create the service's directory on the server: {e}"))?;
     let result = tar::Archive::new(tree).unpack(&tmp).map_err(|e| format!("the service's files do not unpack: {e}"));
     if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -752,32 +797,6 @@ fn check_artifacts(loaded: &LoadedManifest, bundle: &Bundle) -> Result<(), Contr
             details: problems,
         })
     }
-}
-
-fn check_conflicts(
-    apps: &BTreeMap<String, AppState>,
-    app: &str,
-    hosts: &[String],
-    routes: &BTreeSet<RoutePattern>,
-) -> Result<(), ControlError> {
-    for (name, other) in apps.iter().filter(|(name, _)| name.as_str() != app) {
-        let shared: Vec<&String> = hosts.iter().filter(|h| other.record.hosts.contains(h)).collect();
-        let overlap = (hosts.is_empty() && other.record.hosts.is_empty()) || !shared.is_empty();
-        if !overlap {
-            continue;
-        }
-        if let Some(route) = other.routes().intersection(routes).next() {
-            let scope =
-                if shared.is_empty() { "on every host".to_string() } else { format!("on host `{}`", shared[0]) };
-            return Err(ControlError::conflict(
-                format!("route `{route}` {scope} is already served by app `{name}`; nothing was deployed"),
-                format!(
-                    "bind this app to its own host with `nimbus deploy --host NAME`, or change the route (app `{name}` keeps it until it is deleted)"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn check_traffic(state: &AppState, traffic: Traffic) -> Result<Traffic, ControlError> {

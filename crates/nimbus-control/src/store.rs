@@ -74,6 +74,9 @@ pub struct RevisionRecord {
     pub app: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// Order of creation within the app (revisions stored before it existed have 0).
+    #[serde(default)]
+    pub seq: u64,
     /// The manifest text.
     pub manifest: String,
     /// Artifacts by component.
@@ -98,6 +101,8 @@ pub struct DeployWrite<'a> {
     pub revision: Option<&'a RevisionRecord>,
     /// Artifacts by digest (already stored ones are skipped).
     pub blobs: Vec<(&'a str, &'a [u8])>,
+    /// Other apps the deploy changed (hosts it took over).
+    pub others: &'a [AppRecord],
 }
 
 /// The control store.
@@ -156,7 +161,10 @@ impl Store {
                     .insert((rev.app.as_str(), rev.id.as_str()), &*encode(rev))
                     .map_err(err)?;
             }
-            tx.open_table(APPS).map_err(err)?.insert(write.app.name.as_str(), &*encode(write.app)).map_err(err)?;
+            let mut apps = tx.open_table(APPS).map_err(err)?;
+            for app in write.others.iter().chain([write.app]) {
+                apps.insert(app.name.as_str(), &*encode(app)).map_err(err)?;
+            }
         }
         tx.commit().map_err(err)
     }

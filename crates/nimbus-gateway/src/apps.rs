@@ -76,12 +76,12 @@ impl LiveApp {
 pub struct AppTable {
     by_host: HashMap<String, Router<Arc<LiveApp>>>,
     any_host: Router<Arc<LiveApp>>,
-    apps_by_host: HashMap<String, Arc<LiveApp>>,
 }
 
 impl AppTable {
     /// Builds the table. Apps must not claim the same route on the same host: the control plane
-    /// rejects such deploys, and here the first app wins.
+    /// refuses such deploys (and any deploy that would take another app's requests), and here
+    /// the first app wins.
     pub fn new(apps: impl IntoIterator<Item = LiveApp>) -> Self {
         let mut table = Self::default();
         for app in apps {
@@ -98,21 +98,40 @@ impl AppTable {
             for host in &app.hosts {
                 let router = table.by_host.entry(host.clone()).or_default();
                 app.routes.iter().for_each(|p| router.insert(route(p)));
-                table.apps_by_host.entry(host.clone()).or_insert_with(|| app.clone());
             }
         }
         table
     }
 
-    /// The app for this host and path: host-bound apps first, then apps on every host.
-    fn find(&self, host: &str, path: &str) -> Option<&Arc<LiveApp>> {
-        self.by_host.get(host).and_then(|r| app_for(r, path)).or_else(|| app_for(&self.any_host, path))
+    /// The app for a request and the tag it asks for (from `TAG.HOST` or the tag header).
+    /// Precedence: a host some app is bound to goes to that app's routes, then to the apps on
+    /// every host; `TAG.HOST`, where HOST is bound and `TAG.HOST` is not, is routed like HOST with
+    /// the tag (unless the request names a tag itself); any other host goes to the apps on every
+    /// host. Within each, an exact route beats a wildcard and the longest wildcard wins.
+    pub fn route<'a>(
+        &self,
+        host: &'a str,
+        path: &str,
+        tag_header: Option<&'a str>,
+    ) -> Option<(&Arc<LiveApp>, Option<&'a str>)> {
+        if tag_header.is_none()
+            && !self.by_host.contains_key(host)
+            && let Some((tag, rest)) = host.split_once('.')
+            && self.by_host.contains_key(rest)
+        {
+            return self.find(rest, path).map(|app| (app, Some(tag)));
+        }
+        self.find(host, path).map(|app| (app, tag_header))
     }
 
-    /// `TAG.HOST` where HOST is an app's host: that app and the tag.
-    fn tagged_host<'h>(&self, host: &'h str) -> Option<(&Arc<LiveApp>, &'h str)> {
-        let (tag, rest) = host.split_once('.')?;
-        self.apps_by_host.get(rest).map(|app| (app, tag))
+    /// The name of the app a request to `host` and `path` goes to (`tagged`: whether it carries
+    /// the tag header), as [`AppTable::route`] decides.
+    pub fn owner(&self, host: &str, path: &str, tagged: bool) -> Option<&str> {
+        self.route(host, path, tagged.then_some("t")).map(|(app, _)| app.name.as_str())
+    }
+
+    fn find(&self, host: &str, path: &str) -> Option<&Arc<LiveApp>> {
+        self.by_host.get(host).and_then(|r| app_for(r, path)).or_else(|| app_for(&self.any_host, path))
     }
 }
 
@@ -152,19 +171,16 @@ impl Ingress {
         if path == HEALTH_PATH {
             return crate::handler::health(&id);
         }
+        if let Some(why) = crate::hygiene::refusal(&req) {
+            return error(StatusCode::BAD_REQUEST, &id, why);
+        }
         let host = request_host(&req);
         let host = host.as_ref();
         let tag_header = req.headers().get(TAG_HEADER).and_then(|v| v.to_str().ok());
         let revision = {
             let table = self.table.load();
-            let tagged =
-                if tag_header.is_none() && !table.by_host.contains_key(host) { table.tagged_host(host) } else { None };
-            let (app, tag) = match tagged {
-                Some((app, tag)) => (app, Some(tag)),
-                None => match table.find(host, path) {
-                    Some(app) => (app, tag_header),
-                    None => return error(StatusCode::NOT_FOUND, &id, "no app serves this host and path"),
-                },
+            let Some((app, tag)) = table.route(host, path, tag_header) else {
+                return error(StatusCode::NOT_FOUND, &id, "no app serves this host and path");
             };
             let chosen = match tag {
                 Some(tag) => app.tags.get(tag).ok_or_else(|| format!("app `{}` has no tag `{tag}`", app.name)),
@@ -175,7 +191,7 @@ impl Ingress {
                 Err(message) => return error(StatusCode::NOT_FOUND, &id, &message),
             }
         };
-        let mut resp = revision.gateway.handle(req, client).await;
+        let mut resp = revision.gateway.serve(req, client).await;
         resp.headers_mut().insert(REVISION_HEADER, revision.header.clone());
         resp
     }

@@ -34,10 +34,22 @@ impl Gateway {
         req: http::Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
-        let id = RequestId::from_headers(req.headers());
         if req.uri().path() == HEALTH_PATH {
-            return health(&id);
+            return health(&RequestId::from_headers(req.headers()));
         }
+        if let Some(why) = crate::hygiene::refusal(&req) {
+            return error(StatusCode::BAD_REQUEST, &RequestId::from_headers(req.headers()), why);
+        }
+        self.serve(req, client).await
+    }
+
+    /// Serves a request [`Gateway::handle`] (or the [`crate::Ingress`]) has checked.
+    pub(crate) async fn serve(
+        &self,
+        req: http::Request<Incoming>,
+        client: Option<SocketAddr>,
+    ) -> http::Response<GatewayBody> {
+        let id = RequestId::from_headers(req.headers());
         let started = Instant::now();
         let mut span =
             self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
@@ -196,7 +208,7 @@ async fn invoke(
             set_request_id(&mut resp, id);
             resp
         }
-        Err(e) => failed(target, id, span, status_for(&e), &e),
+        Err(e) => failed(target, id, span, status_for(&e), &e, &e.to_string()),
     }
 }
 
@@ -246,15 +258,23 @@ async fn proxy(
             resp
         }
         Err(e) => {
-            let (status, class) = match e {
-                ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                ServiceError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-                ServiceError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream"),
+            // The client learns what happened, not why: the cause (a process's failure, its
+            // files' location on the server) goes to the log only.
+            let (status, class, public) = match &e {
+                ServiceError::Unavailable { name, .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("service `{name}` has no ready process; retry later"),
+                ),
+                ServiceError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
+                ServiceError::Upstream { name, .. } => {
+                    (StatusCode::BAD_GATEWAY, "upstream", format!("service `{name}` failed the request"))
+                }
             };
             upstream.set_error(class, &e);
             drop(upstream);
             target.telemetry.metrics.error(class);
-            failed(target, id, span, status, &e)
+            failed(target, id, span, status, &e, &public)
         }
     }
 }
@@ -292,6 +312,7 @@ fn failed(
     span: &mut Span,
     status: StatusCode,
     e: &dyn std::error::Error,
+    public: &str,
 ) -> http::Response<GatewayBody> {
     let what = match target.backend {
         Backend::Function(_) => "invocation failed",
@@ -305,7 +326,7 @@ fn failed(
         "warn",
         &format!("{what} ({}): {e}", status.as_u16()),
     );
-    let mut resp = error(status, id, &e.to_string());
+    let mut resp = error(status, id, public);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

@@ -29,6 +29,7 @@ mod apps;
 mod body;
 mod events;
 mod handler;
+mod hygiene;
 mod idle;
 mod kv_changes;
 mod request_body;

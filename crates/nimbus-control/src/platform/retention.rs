@@ -1,0 +1,138 @@
+//! Revision retention and loading on demand. Only revisions with traffic or a tag are loaded
+//! (components compiled, services running); the others are kept as their stored record and
+//! loaded again when traffic or a tag moves to them. Each app keeps at most `keep_inactive`
+//! revisions without traffic or a tag (the newest ones); older ones are deleted with the
+//! artifacts no remaining revision uses.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{AppState, Loaded, Platform, blocking, http_routes, parse_manifest, stop_services, unused_blobs};
+use crate::bundle::Bundle;
+use crate::error::ControlError;
+use crate::model::Traffic;
+use crate::store::{RevisionRecord, StoreError};
+
+impl Platform {
+    /// Keeps at most `keep` revisions without traffic or a tag per app (the newest), deleting
+    /// older ones now and after every deploy.
+    pub async fn set_retention(&self, keep: usize) -> Result<(), ControlError> {
+        self.keep_inactive.store(keep, Ordering::Relaxed);
+        let mut apps = self.apps.lock().await;
+        let names: Vec<String> = apps.keys().cloned().collect();
+        for app in names {
+            self.prune(&mut apps, &app, None)?;
+        }
+        self.publish(&apps).await;
+        Ok(())
+    }
+
+    /// Deletes the app's revisions without traffic or a tag beyond the newest `keep_inactive`,
+    /// sparing `spare` (a revision just deployed); the caller publishes.
+    pub(super) fn prune(
+        &self,
+        apps: &mut BTreeMap<String, AppState>,
+        app: &str,
+        spare: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let keep = self.keep_inactive.load(Ordering::Relaxed);
+        let Some(state) = apps.get(app) else { return Ok(()) };
+        let mut inactive: Vec<&Loaded> =
+            state.revisions.values().filter(|r| !state.record.traffic.serves(&r.record.id)).collect();
+        if inactive.len() <= keep {
+            return Ok(());
+        }
+        inactive.sort_by_key(|r| std::cmp::Reverse((r.record.created_at, r.record.seq)));
+        let gone: Vec<String> =
+            inactive[keep..].iter().map(|r| r.record.id.clone()).filter(|id| Some(id.as_str()) != spare).collect();
+        let pairs: Vec<(&str, &str)> = gone.iter().map(|id| (app, id.as_str())).collect();
+        let unused = unused_blobs(apps, &pairs);
+        blocking(|| self.store.delete_revisions(app, &gone, Some(&state.record), &unused))?;
+        let state = apps.get_mut(app).expect("checked above");
+        for id in &gone {
+            if let Some(r) = state.revisions.remove(id) {
+                stop_services(r.services);
+            }
+        }
+        self.remove_trees(&unused);
+        tracing::info!(app, pruned = gone.len(), keep, "old revisions without traffic or a tag deleted");
+        Ok(())
+    }
+
+    /// Loads the app's revisions that `traffic` sends requests to and that are not loaded yet.
+    pub(super) async fn activate(&self, state: &mut AppState, traffic: &Traffic) -> Result<(), ControlError> {
+        let wanted: BTreeSet<&str> = traffic
+            .targets
+            .iter()
+            .filter(|t| t.percent > 0)
+            .map(|t| t.revision.as_str())
+            .chain(traffic.tags.values().map(String::as_str))
+            .collect();
+        for id in wanted {
+            if let Some(rev) = state.revisions.get_mut(id)
+                && rev.live.is_none()
+            {
+                let loaded = self.load_stored(rev.record.clone()).await?;
+                tracing::info!(app = %rev.record.app, revision = id, "revision loaded: it has traffic or a tag");
+                *rev = loaded;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a stored revision: its artifacts from the store, compiled, its services started.
+    pub(super) async fn load_stored(&self, record: RevisionRecord) -> Result<Loaded, ControlError> {
+        let services: BTreeSet<String> = parse_manifest(&record.manifest)?
+            .manifest
+            .component
+            .iter()
+            .filter(|(_, c)| c.command.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut bundle =
+            Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
+        for a in &record.artifacts {
+            let bytes = self
+                .store
+                .blob(&a.digest)?
+                .ok_or_else(|| StoreError::from_message(format!("artifact {} is missing", a.digest)))?;
+            let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
+            map.insert(a.component.clone(), bytes);
+        }
+        let l = self.loader().load(&bundle, &record.id).await?;
+        Ok(Loaded {
+            record,
+            manifest: l.manifest,
+            version: l.version,
+            routes: l.routes,
+            live: Some(Arc::new(l.live)),
+            services: l.services,
+        })
+    }
+}
+
+/// Unloads the app's revisions that receive no traffic and have no tag: requests in flight
+/// finish on them, their services stop.
+pub(super) fn deactivate(state: &mut AppState) {
+    let traffic = &state.record.traffic;
+    for rev in state.revisions.values_mut().filter(|r| r.live.is_some() && !traffic.serves(&r.record.id)) {
+        rev.live = None;
+        stop_services(std::mem::take(&mut rev.services));
+        tracing::info!(app = %rev.record.app, revision = %rev.record.id, "revision unloaded: no traffic or tag");
+    }
+}
+
+impl Loaded {
+    /// A stored revision that is not loaded: its manifest and routes only.
+    pub(super) fn unloaded(record: RevisionRecord) -> Result<Self, ControlError> {
+        let manifest = parse_manifest(&record.manifest)?.manifest;
+        Ok(Self {
+            version: manifest.app.version.clone(),
+            routes: http_routes(&manifest),
+            manifest: Arc::new(manifest),
+            live: None,
+            services: Vec::new(),
+            record,
+        })
+    }
+}
