@@ -54,6 +54,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
+    let listeners = args.engine.serve_configs()?;
     let m = &loaded.manifest;
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
@@ -160,8 +161,14 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let stopped = async move {
         let _ = api_stopped.await;
     };
-    let served =
-        crate::local_api::serve(args.api_listen, &data_dir, addr, bus.clone(), kv.clone(), observer.clone(), stopped);
+    let served = crate::local_api::serve(
+        args.api_listen,
+        &data_dir,
+        addr,
+        crate::local_api::Backends { bus: bus.clone(), kv: kv.clone(), observer: observer.clone() },
+        listeners.api,
+        stopped,
+    );
     let local_api = match served.await {
         Ok(served) => served,
         Err(e) => {
@@ -201,7 +208,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
-    let served = nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await;
+    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
     let _ = stop_api.send(());
     drop(local_api);
     triggers.stop().await;

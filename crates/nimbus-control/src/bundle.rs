@@ -50,7 +50,7 @@ impl Bundle {
     }
 
     /// Reads a tar archive, refusing anything but the expected regular files.
-    pub fn unpack(archive: &[u8]) -> Result<Self, ControlError> {
+    pub fn unpack(archive: impl Read) -> Result<Self, ControlError> {
         let malformed = |why: String| {
             ControlError::bad_request(
                 format!("malformed bundle: {why}"),

@@ -27,7 +27,8 @@
 //! let platform =
 //!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20, kv: None,
+//!     platform, tokens: Tokens::new(store), dev: false, kv: None,
+//!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
 //! # Ok(()) }
@@ -38,21 +39,29 @@ mod auth;
 mod bundle;
 mod data;
 mod error;
+mod handler;
 mod kv_api;
+mod local_guard;
 mod model;
 mod observe_api;
 mod platform;
+mod redact;
 mod store;
 mod topics;
+mod upload;
 
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{Action, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
 pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;
+pub use handler::ApiHandler;
 pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
+pub use local_guard::guard_local;
 pub use model::*;
 pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use platform::{DeployOptions, Platform};
+pub use redact::REDACTED;
 pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
+pub use upload::Uploads;

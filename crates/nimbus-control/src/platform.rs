@@ -268,11 +268,10 @@ impl Platform {
     /// Creates a revision from a bundle (or finds the identical one) and applies the options.
     pub async fn deploy(
         &self,
-        archive: &[u8],
+        bundle: Bundle,
         options: DeployOptions,
         principal: &Principal,
     ) -> Result<DeployResult, ControlError> {
-        let bundle = Bundle::unpack(archive)?;
         let loaded = parse_manifest(&bundle.manifest)?;
         let app_name = loaded.manifest.app.name.clone();
         principal.check(Action::Write, Some(&app_name))?;
