@@ -66,6 +66,7 @@ mod tests {
     fn caps_fit_under_the_open_file_limit() {
         assert_eq!(fit(1 << 20, None, None).unwrap(), Caps { gateway: 10_000, api: 256 });
         assert_eq!(fit(300, None, None).unwrap(), Caps { gateway: 132, api: 18 });
+        assert_eq!(fit(128, None, None).unwrap(), Caps { gateway: 56, api: 8 });
         assert_eq!(fit(4096, Some(3000), Some(50)).unwrap(), Caps { gateway: 3000, api: 50 });
         let e = fit(4096, Some(3500), None).unwrap_err().to_string();
         assert!(e.contains("lower them, or raise the limit"), "{e}");
