@@ -180,17 +180,12 @@ async fn deploy(
     State(s): AppState,
     principal: Principal,
     q: Result<Query<DeployQuery>, QueryRejection>,
-    headers: http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
     principal.check(Action::Write, None)?;
     let q = query(q)?;
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
     // The upload holds its slot until the deploy is done: unpacking and compiling use memory too.
-    let upload = s.uploads.receive(declared, body).await?;
+    let upload = s.uploads.receive(body).await?;
     let bundle = upload.unpack().await?;
     let options = DeployOptions {
         hosts: q.hosts.map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect()),

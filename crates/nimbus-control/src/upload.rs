@@ -1,7 +1,6 @@
 //! Deploy uploads: each bundle streams to a file of its own in the uploads directory (under the
 //! data directory) through a small buffer, so an upload costs the server a bounded amount of
-//! memory whatever its size. The largest bundle accepted is enforced as the bytes arrive (and
-//! up front when the request declares its length); at most a configured number of uploads run
+//! memory whatever its size. The largest bundle accepted is enforced as the bytes arrive; at most a configured number of uploads run
 //! at once, the rest are answered `503` with `Retry-After`. The file is removed when the upload
 //! is done with, fails, or is abandoned (the client disconnects, or stops sending until the
 //! connection's idle timeout); files a killed server left behind are removed at start.
@@ -45,18 +44,14 @@ impl Uploads {
         Ok(Self { dir, slots: Arc::new(Semaphore::new(max_concurrent)), max_concurrent, max_bytes })
     }
 
-    /// Streams `body` into a new file; refused at once when every slot is taken or the declared
-    /// length is too large.
-    pub(crate) async fn receive(&self, declared: Option<u64>, body: axum::body::Body) -> Result<Upload, ControlError> {
+    /// Streams `body` into a new file; refused at once when every slot is taken.
+    pub(crate) async fn receive(&self, body: axum::body::Body) -> Result<Upload, ControlError> {
         let too_large = || {
             ControlError::TooLarge(format!(
                 "the bundle is larger than the {} MiB this server accepts",
                 self.max_bytes >> 20
             ))
         };
-        if declared.is_some_and(|n| n > self.max_bytes) {
-            return Err(too_large());
-        }
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             ControlError::Busy(format!(
                 "{} deploy uploads are in progress, the most this server takes at once",
@@ -91,7 +86,8 @@ impl Upload {
     /// Reads the bundle from the file (off the async threads).
     pub(crate) async fn unpack(&self) -> Result<Bundle, ControlError> {
         let file = self.file.reopen().map_err(|e| store_error(self.file.path(), &e))?;
-        tokio::task::spawn_blocking(move || Bundle::unpack(std::io::BufReader::new(file))).await.map_err(|e| {
+        let len = file.metadata().map_err(|e| store_error(self.file.path(), &e))?.len();
+        tokio::task::spawn_blocking(move || Bundle::read(std::io::BufReader::new(file), len)).await.map_err(|e| {
             ControlError::Store(crate::store::StoreError::from_message(format!("unpacking failed: {e}")))
         })?
     }
