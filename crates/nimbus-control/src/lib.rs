@@ -6,7 +6,9 @@
 //! stored), traffic splitting by percent and tag, rollback, route-conflict checks between apps,
 //! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
-//! logs), and which revision of an app its event triggers
+//! logs), deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
+//! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
+//! pages, the API served by the gateway's accept loop ([`ApiHandler`]), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
 //! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
 //! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
