@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::platform::{Platform, hello_app, hello_bundle};
+use common::platform::{Platform, hello_app, hello_bundle, hello_manifest};
 use serde_json::Value;
 
 fn client() -> reqwest::Client {
@@ -724,5 +724,232 @@ async fn services_deploy_as_revisions_with_traffic_and_survive_a_restart() {
     while !log_has_stop() {
         assert!(std::time::Instant::now() < deadline, "{}", p.stderr());
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_refuses_what_a_web_page_sends() {
+    let data = tempfile::tempdir().unwrap();
+    let p = Platform::start(data.path(), &["--dev"]);
+    let port = p.api.rsplit(':').next().unwrap().to_string();
+    let deploy = |headers: &[(&str, &str)]| {
+        let mut req = client().post(p.api_url("/v1/deployments")).body(hello_bundle("evil", "/evil/...", "1"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // A cross-site form or fetch() POST needs no CORS preflight: text/plain, a foreign Origin.
+    let (s, e) = deploy(&[("content-type", "text/plain"), ("origin", "http://evil.example")]).await;
+    assert_eq!(s, 403, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("Origin `http://evil.example`"), "{e}");
+    // Without an Origin, a body a web page can send is refused for its content type.
+    let (s, e) = deploy(&[("content-type", "text/plain;charset=UTF-8")]).await;
+    assert_eq!(s, 415, "{e}");
+    assert_eq!(deploy(&[]).await.0, 415);
+    let traffic = client()
+        .put(p.api_url("/v1/apps/evil/traffic"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"targets":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traffic.status(), 415);
+    // Another port of this machine (the gateway's apps) is another origin, and browsers say so.
+    let (s, _) = deploy(&[("content-type", "application/x-tar"), ("origin", &p.gateway)]).await;
+    assert_eq!(s, 403);
+    let (s, _) = deploy(&[("content-type", "application/x-tar"), ("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(s, 403);
+    // DNS rebinding: the page's own name resolves to 127.0.0.1, so its requests name it as Host.
+    let rebound = format!("evil.example:{port}");
+    let resp = client().get(p.api_url("/v1/apps")).header("host", &rebound).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("loopback"), "{body}");
+    let (s, _) = deploy(&[("content-type", "application/x-tar"), ("host", &rebound)]).await;
+    assert_eq!(s, 403);
+    // Nothing was deployed.
+    let (s, apps) = api(&p, reqwest::Method::GET, "/v1/apps", None, None).await;
+    assert_eq!((s, apps), (200, serde_json::json!([])));
+    // What the CLI and curl send is served: a bundle as application/x-tar, Host localhost.
+    let (s, e) = deploy(&[("content-type", "application/x-tar"), ("host", &format!("localhost:{port}"))]).await;
+    assert_eq!(s, 201, "{e}");
+    let out = p.cli(None, &["deploy", hello_app("dev", "/dev/...", "1").path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = p.cli(None, &["traffic", "dev"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(served_by(&p, "/dev/x", &[]).await.0, 200);
+}
+
+/// Opens `n` connections to `base` that each send part of a request line and hold.
+async fn hold_partial_requests(base: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut conn = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+        conn.write_all(b"GET /v1/apps HT").await.unwrap();
+        held.push(conn);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_connections_that_stall_are_closed_after_the_idle_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let p = Platform::start(data.path(), &["--idle-timeout", "1s"]);
+    let admin = p.admin.clone().unwrap();
+    // Many connections that each send part of a request line, and an upload that stops: each is
+    // closed unanswered instead of holding a file descriptor forever.
+    let stalled_upload = format!(
+        "POST /v1/deployments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-tar\r\nContent-Length: 100000\r\n\r\nonly ten.!"
+    );
+    let mut sent: Vec<Vec<u8>> = (0..50).map(|_| b"GET /v1/apps HTT".to_vec()).collect();
+    sent.push(b"".to_vec());
+    sent.push(stalled_upload.into_bytes());
+    let answers = futures::future::join_all(sent.iter().map(|bytes| common::send_raw(&p.api, bytes))).await;
+    assert!(answers.iter().all(String::is_empty), "{answers:?}");
+    // The stalled upload's file goes (its request's task is aborted with the connection), and
+    // the API serves.
+    let uploads = p.data.join("uploads");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&uploads).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the stalled upload's file is still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api(&p, reqwest::Method::GET, "/v1/apps", Some(&admin), None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_at_its_connection_cap_leaves_the_other_serving() {
+    let data = tempfile::tempdir().unwrap();
+    // 128 open files: the API gets 8 connections and the gateway 56, half the files being kept
+    // for the rest; 120 clients on one listener would exhaust the process without the caps (and
+    // fit in the kernel's accept backlog of 128 with them).
+    let p = Platform::start_with_open_files(data.path(), &["--idle-timeout", "10m"], 128);
+    let admin = p.admin.clone().unwrap();
+    p.admin_cli(&["deploy", hello_app("shop", "/shop/...", "1").path().to_str().unwrap()]);
+    let api_port = p.api.rsplit(':').next().unwrap().to_string();
+    let gateway_port = p.gateway.rsplit(':').next().unwrap().to_string();
+
+    let held = hold_partial_requests(&p.api, 120).await;
+    p.wait_for_log(&["connection cap reached", &format!(":{api_port}")]);
+    assert_eq!(served_by(&p, "/shop/x", &[]).await.0, 200, "the gateway serves while the API is full");
+    drop(held);
+    assert_eq!(api(&p, reqwest::Method::GET, "/v1/apps", Some(&admin), None).await.0, 200);
+
+    let held = hold_partial_requests(&p.gateway, 120).await;
+    p.wait_for_log(&["connection cap reached", &format!(":{gateway_port}")]);
+    assert_eq!(api(&p, reqwest::Method::GET, "/v1/apps", Some(&admin), None).await.0, 200);
+    let listed = p.admin_cli(&["apps", "list"]);
+    assert!(listed.contains("shop"), "{listed}");
+    drop(held);
+    assert_eq!(served_by(&p, "/shop/x", &[]).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_uploads_are_capped_bounded_and_leave_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let p = Platform::start(data.path(), &["--max-concurrent-uploads", "2", "--max-upload-mb", "1"]);
+    let admin = p.admin.clone().unwrap();
+    let uploads = p.data.join("uploads");
+    let files = || std::fs::read_dir(&uploads).unwrap().count();
+    let wait_for_files = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while files() != n {
+            assert!(std::time::Instant::now() < deadline, "{} upload files, expected {n}", files());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Two slow uploads take both slots; each streams to its own file.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(p.api.trim_start_matches("http://")).await.unwrap();
+        let head = format!(
+            "POST /v1/deployments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-tar\r\nContent-Length: 100000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&[0u8; 1000]).await.unwrap();
+        slow.push(conn);
+    }
+    wait_for_files(2);
+    // A third is refused at once, saying when to retry.
+    let resp = client()
+        .post(p.api_url("/v1/deployments"))
+        .bearer_auth(&admin)
+        .body(hello_bundle("shop", "/shop/...", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let e: Value = resp.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("2 deploy uploads are in progress"), "{e}");
+    // The slow clients give up: their files go and their slots free.
+    drop(slow);
+    wait_for_files(0);
+    assert_eq!(upload(&p, Some(&admin), hello_bundle("shop", "/shop/...", "1"), "").await.0, 201);
+
+    // Too large, declared or streamed (chunked): refused, nothing kept.
+    let (s, e) = upload(&p, Some(&admin), vec![0u8; 2 << 20], "").await;
+    assert_eq!(s, 413, "{e}");
+    let chunks = (0..32).map(|_| Ok::<_, std::io::Error>(vec![0u8; 64 << 10]));
+    let resp = client()
+        .post(p.api_url("/v1/deployments"))
+        .bearer_auth(&admin)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(files(), 0);
+    let revisions = json_out(&p.admin_cli(&["revisions", "list", "shop", "--output", "json"]));
+    assert_eq!(revisions.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewers_read_manifests_with_env_values_redacted() {
+    let data = tempfile::tempdir().unwrap();
+    let p = Platform::start(data.path(), &[]);
+    let admin = p.admin.clone().unwrap();
+    let manifest = hello_manifest("shop", "/shop/...", "v1").replace("MARKER = \"v1\"", "MARKER = \"s3cret-value\"");
+    let app = common::App::new(&manifest);
+    let out = p.admin_cli(&["deploy", app.path().to_str().unwrap(), "-o", "json"]);
+    let rev = json_out(&out)["revision"].as_str().unwrap().to_string();
+    let token = |role: &str| {
+        let out = p.admin_cli(&["tokens", "create", "--name", role, "--role", role, "--output", "json"]);
+        json_out(&out)["token"].as_str().unwrap().to_string()
+    };
+    let (viewer, deployer) = (token("viewer"), token("deployer"));
+    let path = format!("/v1/apps/shop/revisions/{rev}");
+
+    // The viewer sees the env keys, never their values, in the API and the CLI (text and JSON).
+    let (s, detail) = api(&p, reqwest::Method::GET, &path, Some(&viewer), None).await;
+    assert_eq!(s, 200);
+    let manifest = detail["manifest"].as_str().unwrap();
+    assert!(manifest.contains("MARKER = \"<redacted>\""), "{manifest}");
+    let out = p.cli(Some(&viewer), &["revisions", "show", "shop", &rev]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("MARKER = \"<redacted>\""), "{text}");
+    let out = p.cli(Some(&viewer), &["revisions", "show", "shop", &rev, "--output", "json"]);
+    assert!(out.status.success());
+    for body in [String::from_utf8_lossy(&out.stdout).into_owned(), detail.to_string()] {
+        assert!(!body.contains("s3cret-value"), "{body}");
+    }
+    // Nothing else a viewer can read carries it either.
+    for read in ["/v1/apps", "/v1/apps/shop", "/v1/apps/shop/revisions", "/v1/apps/shop/traffic"] {
+        let (s, body) = api(&p, reqwest::Method::GET, read, Some(&viewer), None).await;
+        assert_eq!(s, 200);
+        assert!(!body.to_string().contains("s3cret-value"), "{read}: {body}");
+    }
+    // Deployers and admins read the manifest as deployed.
+    for t in [&deployer, &admin] {
+        let (_, detail) = api(&p, reqwest::Method::GET, &path, Some(t), None).await;
+        assert!(detail["manifest"].as_str().unwrap().contains("MARKER = \"s3cret-value\""), "{detail}");
     }
 }

@@ -313,3 +313,27 @@ async fn a_function_request_whose_body_stalls_gets_408_within_the_time_limit() {
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("body_len=5"));
 }
+
+#[tokio::test]
+async fn the_local_api_cuts_stalled_clients_and_refuses_web_pages() {
+    let app = App::new(&fixtures_manifest("", ""));
+    let server = app.up(&["--idle-timeout", "300ms"]);
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
+    let (url, token) = (api["url"].as_str().unwrap(), api["token"].as_str().unwrap());
+    // Part of a request line: the connection is closed unanswered after the idle timeout.
+    assert_eq!(common::send_raw(url, b"GET /metrics HT").await, "");
+    // Even with the token, a DNS-rebinding page (its own host name) or another origin (the app's
+    // own pages on the gateway) is refused.
+    let port = url.rsplit(':').next().unwrap();
+    let get = |extra: Option<(&'static str, String)>| {
+        let mut req = client().get(format!("{url}/metrics")).bearer_auth(token);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(None).await, 200);
+    assert_eq!(get(Some(("host", format!("evil.example:{port}")))).await, 403);
+    assert_eq!(get(Some(("origin", server.base.clone()))).await, 403);
+}

@@ -32,7 +32,18 @@ impl Platform {
 
     /// Like [`Platform::start`], returning the output if the server exits before it is ready.
     pub fn try_start(data: &Path, extra: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(NIMBUS)
+        Self::launch(Command::new(NIMBUS), data, extra)
+    }
+
+    /// Like [`Platform::start`], with the server's limit on open files (soft and hard) at `n`.
+    pub fn start_with_open_files(data: &Path, extra: &[&str], n: u64) -> Self {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={n}:{n}")).arg("--").arg(NIMBUS);
+        Self::launch(prlimit, data, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn launch(mut command: Command, data: &Path, extra: &[&str]) -> Result<Self, String> {
+        let mut child = command
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
@@ -85,6 +96,19 @@ impl Platform {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 30 s) until a line of the server's log contains every one of `needles`.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.stderr();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no log line has {needles:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

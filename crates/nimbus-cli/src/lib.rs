@@ -16,6 +16,7 @@
 
 mod actors;
 mod build;
+mod connections;
 mod deploy;
 mod doctor;
 mod events;

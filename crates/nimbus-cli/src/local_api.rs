@@ -1,5 +1,6 @@
 //! The local API of `nimbus up`: the control API's topic, KV, metrics, trace and log endpoints on a
-//! loopback port, guarded by a random token. Both are written to `.nimbus/api.json` (readable by its owner only) while
+//! loopback port, guarded by a random token and refusing what a web page could send
+//! ([`nimbus_control::guard_local`]). Both are written to `.nimbus/api.json` (readable by its owner only) while
 //! `nimbus up` runs, which is how `nimbus events`, `kv`, `traces` and `logs` in the app
 //! directory find them.
 use std::net::SocketAddr;
@@ -61,15 +62,21 @@ pub(crate) struct Serving<'a> {
     pub(crate) gateway: SocketAddr,
 }
 
+/// What the local API reads and writes.
+pub(crate) struct Backends {
+    pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    pub(crate) observer: nimbus_observe::Observer,
+}
+
 /// Serves the topic, KV, metrics, trace and log endpoints of this node on `listen` (loopback
-/// only) until `stop` resolves.
+/// only) with `config` until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
     serving: Serving<'_>,
-    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
-    kv: Option<Arc<dyn nimbus_state::KvStore>>,
-    observer: nimbus_observe::Observer,
+    backends: Backends,
+    config: nimbus_gateway::ServeConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Served> {
     anyhow::ensure!(
@@ -92,14 +99,12 @@ pub(crate) async fn serve(
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let router = nimbus_control::data_router(Arc::new(DataState {
-        bus,
-        kv,
-        auth: DataAuth::Local { token, app: serving.app.to_string() },
-        observer,
-    }));
+    let Backends { bus, kv, observer } = backends;
+    let auth = DataAuth::Local { token, app: serving.app.to_string() };
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer }));
+    let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        if let Err(e) = nimbus_gateway::serve(listener, handler, stop, config).await {
             tracing::error!(error = %e, "the local events API failed");
         }
     });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_control::{ApiState, Platform, Store, Tokens};
+use nimbus_control::{ApiHandler, ApiState, Platform, Store, Tokens};
 use nimbus_gateway::Ingress;
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
@@ -28,7 +28,11 @@ pub(crate) struct ServerArgs {
     dev: bool,
     /// Largest deploy bundle accepted, in MiB.
     #[arg(long, env = "NIMBUS_MAX_UPLOAD_MB", default_value_t = 256)]
-    max_upload_mb: usize,
+    max_upload_mb: u64,
+    /// Deploy uploads received at once (each streams to a file in the data dir); more are
+    /// answered 503 with Retry-After.
+    #[arg(long, env = "NIMBUS_MAX_CONCURRENT_UPLOADS", default_value_t = 2)]
+    max_concurrent_uploads: usize,
     /// Instances running at once across all apps (the size of the instance pool).
     #[arg(long, env = "NIMBUS_MAX_INSTANCES", default_value_t = 1000)]
     max_instances: u32,
@@ -73,6 +77,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let listeners = args.engine.serve_configs()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -108,6 +113,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
     platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
     let tokens = Tokens::new(store);
+    let uploads_dir = data_dir.join("uploads");
+    let uploads =
+        nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
+            .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
 
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
@@ -152,11 +161,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         platform: platform.clone(),
         tokens,
         dev: args.dev,
-        max_upload_bytes: args.max_upload_mb << 20,
+        uploads,
         kv: Some(kv),
     }));
-    let api_server = axum::serve(api_listener, api).with_graceful_shutdown(stopped());
-    let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), args.engine.serve_config());
+    let api_server = nimbus_gateway::serve(api_listener, Arc::new(ApiHandler::new(api)), stopped(), listeners.api);
+    let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), listeners.gateway);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

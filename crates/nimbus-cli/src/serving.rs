@@ -25,6 +25,14 @@ pub(crate) struct EngineArgs {
     /// service, or is kept alive unused (0: never).
     #[arg(long, env = "NIMBUS_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Most client connections the gateway holds at once; more wait until one closes (default
+    /// 10000, less if the open-file limit is lower).
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most connections the API holds at once, apart from the gateway's (default 256, less if
+    /// the open-file limit is lower).
+    #[arg(long, env = "NIMBUS_API_MAX_CONNECTIONS")]
+    api_max_connections: Option<usize>,
     /// Largest .wasm file accepted, in MiB.
     #[arg(long, env = "NIMBUS_MAX_MODULE_MB", default_value_t = 256)]
     max_module_mb: u64,
@@ -48,10 +56,24 @@ impl EngineArgs {
         Runtime::new(config).context("could not set up the wasm engine")
     }
 
-    /// How the accept loop drains.
-    pub(crate) fn serve_config(&self) -> ServeConfig {
-        ServeConfig { drain_timeout: Duration::from_secs(self.drain_timeout), idle_timeout: self.idle_timeout }
+    /// How the accept loops of the gateway and of the API time out idle connections, cap them
+    /// (under the open-file limit, raised here) and drain.
+    pub(crate) fn serve_configs(&self) -> anyhow::Result<Listeners> {
+        let caps = crate::connections::caps(self.max_connections, self.api_max_connections)?;
+        let gateway = ServeConfig {
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            idle_timeout: self.idle_timeout,
+            max_connections: caps.gateway,
+        };
+        Ok(Listeners { api: ServeConfig { max_connections: caps.api, ..gateway.clone() }, gateway })
     }
+}
+
+/// The settings of each listener's accept loop.
+#[derive(Debug, Clone)]
+pub(crate) struct Listeners {
+    pub(crate) gateway: ServeConfig,
+    pub(crate) api: ServeConfig,
 }
 
 /// Tracing, metrics and the trace and log stores (in the data dir).

@@ -58,6 +58,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
+    let listeners = args.engine.serve_configs()?;
     let m = &loaded.manifest;
     if let Some((_, owner, name)) = m.imports().into_iter().next() {
         anyhow::bail!(
@@ -180,9 +181,8 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         args.api_listen,
         &data_dir,
         serving,
-        bus.clone(),
-        kv.clone(),
-        observer.clone(),
+        crate::local_api::Backends { bus: bus.clone(), kv: kv.clone(), observer: observer.clone() },
+        listeners.api,
         stopped,
     );
     let local_api = match served.await {
@@ -224,7 +224,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
 
-    let served = nimbus_gateway::serve(listener, gateway, shutdown, args.engine.serve_config()).await;
+    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
     let _ = stop_api.send(());
     drop(local_api);
     triggers.stop().await;

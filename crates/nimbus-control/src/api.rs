@@ -11,7 +11,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use http::request::Parts;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
@@ -32,23 +31,25 @@ pub struct ApiState {
     pub tokens: Tokens,
     /// Unauthenticated calls allowed (loopback only; the server enforces that).
     pub dev: bool,
-    /// Largest deploy bundle accepted, in bytes.
-    pub max_upload_bytes: usize,
+    /// Where deploy bundles are received, how many at once and how large.
+    pub uploads: crate::Uploads,
     /// The KV store behind `/v1/kv` (the one functions use).
     pub kv: Option<Arc<dyn nimbus_state::KvStore>>,
 }
 
 type AppState = State<Arc<ApiState>>;
 
-/// The control API routes.
+/// The control API routes; in `--dev` mode they refuse what a web page could send
+/// ([`crate::guard_local`]).
 pub fn router(state: Arc<ApiState>) -> Router {
+    let dev = state.dev;
     let data = crate::data::data_router(Arc::new(crate::data::DataState {
         bus: Some(state.platform.bus()),
         kv: state.kv.clone(),
         auth: crate::data::DataAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
         observer: state.platform.observer().clone(),
     }));
-    Router::new()
+    let api = Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
         .route("/v1/deployments", post(deploy))
@@ -62,7 +63,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
-        .merge(data)
+        .merge(data);
+    if dev { crate::guard_local(api) } else { api }
 }
 
 impl IntoResponse for ControlError {
@@ -73,6 +75,9 @@ impl IntoResponse for ControlError {
         let mut resp = (self.status(), Json(self.body())).into_response();
         if self.status() == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Busy(_) = &self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         }
         resp
     }
@@ -170,7 +175,9 @@ struct DeployQuery {
         (status = 200, description = "Identical content was already deployed", body = DeployResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "A host or requests of another app would be taken", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, description = "Invalid manifest or component", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, description = "In `--dev` mode: a body without a content type a web page cannot send", body = ErrorBody),
+        (status = 422, description = "Invalid manifest or component", body = ErrorBody),
+        (status = 503, description = "Too many uploads at once; retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 async fn deploy(
     State(s): AppState,
@@ -180,21 +187,17 @@ async fn deploy(
 ) -> Result<Response, ControlError> {
     principal.check(Action::Write, None)?;
     let q = query(q)?;
-    let limit = s.max_upload_bytes;
-    let archive = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            ControlError::TooLarge(format!("the bundle is larger than the {} MiB this server accepts", limit >> 20))
-        } else {
-            ControlError::bad_request(format!("the upload broke off: {e}"), "retry the deploy")
-        }
-    })?;
+    // The upload holds its slot until the deploy is done: unpacking and compiling use memory too.
+    let upload = s.uploads.receive(body).await?;
+    let bundle = upload.unpack().await?;
     let options = DeployOptions {
         hosts: q.hosts.map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect()),
         tag: q.tag,
         promote: q.promote.unwrap_or(true),
         take_over: q.take_over.unwrap_or(false),
     };
-    let result = s.platform.deploy(&archive.to_bytes(), options, &principal).await?;
+    let result = s.platform.deploy(bundle, options, &principal).await?;
+    drop(upload);
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result)).into_response())
 }
@@ -232,7 +235,7 @@ async fn list_revisions(
     Ok(Json(s.platform.revisions(&app).await?))
 }
 
-/// One revision with its manifest.
+/// One revision with its manifest (for viewers, with its `env` values redacted).
 #[utoipa::path(get, path = "/v1/apps/{app}/revisions/{revision}", tag = "revisions", params(("app" = String, Path), ("revision" = String, Path)), responses((status = 200, body = RevisionDetail), (status = 404, body = ErrorBody)))]
 async fn show_revision(
     State(s): AppState,
@@ -240,7 +243,11 @@ async fn show_revision(
     Path((app, revision)): Path<(String, String)>,
 ) -> Result<Json<RevisionDetail>, ControlError> {
     p.check(Action::Read, Some(&app))?;
-    Ok(Json(s.platform.revision(&app, &revision).await?))
+    let mut detail = s.platform.revision(&app, &revision).await?;
+    if !crate::redact::sees_env(&p, &app) {
+        detail.manifest = crate::redact::redact_env(&detail.manifest);
+    }
+    Ok(Json(detail))
 }
 
 /// Deletes a revision; refused (409) while it receives traffic or has a tag.

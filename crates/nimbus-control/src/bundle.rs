@@ -51,6 +51,12 @@ impl Bundle {
 
     /// Reads a tar archive, refusing anything but the expected regular files.
     pub fn unpack(archive: &[u8]) -> Result<Self, ControlError> {
+        Self::read(archive, archive.len() as u64)
+    }
+
+    /// Reads a tar archive of `len` bytes from `archive` (each file is read into a buffer of its
+    /// size at once, so a file costs its size in memory, not twice that while a buffer grows).
+    pub fn read(archive: impl Read, len: u64) -> Result<Self, ControlError> {
         let malformed = |why: String| {
             ControlError::bad_request(
                 format!("malformed bundle: {why}"),
@@ -67,7 +73,7 @@ impl Bundle {
             if entry.header().entry_type() != tar::EntryType::Regular {
                 return Err(malformed(format!("`{path}` is not a regular file")));
             }
-            let mut data = Vec::with_capacity(entry.size().min(1 << 26) as usize);
+            let mut data = Vec::with_capacity(usize::try_from(entry.size().min(len)).unwrap_or(0));
             entry.read_to_end(&mut data).map_err(|e| malformed(format!("`{path}`: {e}")))?;
             if path == MANIFEST_ENTRY {
                 if data.len() as u64 > MAX_MANIFEST_BYTES {

@@ -48,6 +48,12 @@ pub enum ControlError {
     /// The event bus cannot take the request now (503); nothing was done.
     #[error("{0}")]
     Unavailable(String),
+    /// The request body's content type is refused (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Too many requests of this kind run at once (503 with `Retry-After`); nothing was done.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<nimbus_state::KvError> for ControlError {
@@ -92,7 +98,8 @@ impl ControlError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -105,6 +112,11 @@ impl ControlError {
                 Some("send `Authorization: Bearer TOKEN`; the CLI reads --token, NIMBUS_TOKEN or the config file written by `nimbus login`".into()),
                 Vec::new(),
             ),
+            Self::UnsupportedMediaType(_) => (
+                Some("send JSON as `Content-Type: application/json` and a bundle as `application/x-tar`, as `nimbus` does".into()),
+                Vec::new(),
+            ),
+            Self::Busy(_) => (Some("retry after the number of seconds in `Retry-After`".into()), Vec::new()),
             _ => (None, Vec::new()),
         };
         ErrorBody { error: self.to_string(), status: self.status().as_u16(), hint, details }

@@ -7,7 +7,9 @@
 //! (a deploy never takes another app's requests unless an admin says so),
 //! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
-//! logs), and which revision of an app its event triggers
+//! logs), deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
+//! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
+//! pages, the API served by the gateway's accept loop ([`ApiHandler`]), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
 //! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
 //! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
@@ -28,7 +30,8 @@
 //! let platform =
 //!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens: Tokens::new(store), dev: false, max_upload_bytes: 256 << 20, kv: None,
+//!     platform, tokens: Tokens::new(store), dev: false, kv: None,
+//!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
 //! # Ok(()) }
@@ -39,24 +42,32 @@ mod auth;
 mod bundle;
 mod data;
 mod error;
+mod handler;
 mod kv_api;
+mod local_guard;
 mod migrate;
 mod model;
 mod observe_api;
 mod ownership;
 mod platform;
+mod redact;
 mod store;
 mod topics;
+mod upload;
 
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{Action, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
 pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;
+pub use handler::ApiHandler;
 pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
+pub use local_guard::guard_local;
 pub use migrate::{MigrateError, migrate_state};
 pub use model::*;
 pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use platform::{DeployOptions, Platform};
+pub use redact::REDACTED;
 pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
+pub use upload::Uploads;

@@ -130,7 +130,8 @@ pub struct RevisionDetail {
     /// The revision.
     #[serde(flatten)]
     pub info: RevisionInfo,
-    /// The `nimbus.toml` it was deployed with.
+    /// The `nimbus.toml` it was deployed with; for a viewer, re-rendered without comments and
+    /// with every `env` value replaced by `<redacted>`.
     pub manifest: String,
 }
 

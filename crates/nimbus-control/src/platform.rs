@@ -19,8 +19,8 @@ use crate::model::{AppInfo, ArtifactInfo, DeployResult, RevisionDetail, Revision
 use crate::ownership::Claim;
 use crate::store::{AppRecord, DeployWrite, RevisionRecord, Store};
 
-mod sharing;
 mod retention;
+mod sharing;
 
 /// Options of one deploy.
 #[derive(Debug, Clone, Default)]
@@ -269,11 +269,10 @@ impl Platform {
     /// Creates a revision from a bundle (or finds the identical one) and applies the options.
     pub async fn deploy(
         &self,
-        archive: &[u8],
+        bundle: Bundle,
         options: DeployOptions,
         principal: &Principal,
     ) -> Result<DeployResult, ControlError> {
-        let bundle = Bundle::unpack(archive)?;
         let loaded = parse_manifest(&bundle.manifest)?;
         let app_name = loaded.manifest.app.name.clone();
         principal.check(Action::Write, Some(&app_name))?;

@@ -79,10 +79,11 @@ impl Activity {
     }
 }
 
-/// A request body that streams to a service, seen by its connection's idle watch: while it waits
-/// for the client to send more, its request does not count as in progress.
+/// A request body seen by its connection's idle watch (one that streams to a service, or one a
+/// handler reads itself, see [`crate::watch_body`]): while it waits for the client to send more,
+/// its request does not count as in progress.
 #[derive(Debug)]
-pub(crate) struct ClientBody<B> {
+pub struct ClientBody<B> {
     inner: B,
     watch: Option<BodyWatch>,
 }

@@ -1,7 +1,9 @@
 //! The Nimbus gateway: HTTP ingress in front of the functions of an app.
 //!
 //! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2; each connection served
-//! from accept to close by one of the connection threads, a single-threaded runtime per core), routing of
+//! from accept to close by one of the connection threads, a single-threaded runtime per core; an
+//! idle timeout, a cap on open connections and backoff on accept errors per listener — the
+//! control API is served by the same accept loop through [`Handler`]), routing of
 //! `[[trigger.http]]` routes to functions or services (exact paths, `/prefix/...` wildcards, method filters), request ids
 //! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
 //! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
@@ -54,10 +56,11 @@ pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
 pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
+pub use idle::ClientBody;
 pub use kv_changes::{KvChanges, kv_topic};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
-pub use server::{Handler, ServeConfig, serve};
+pub use server::{Handler, ServeConfig, serve, watch_body};
 pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, handler_problems, topic_ref};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.

@@ -1,7 +1,10 @@
 //! The accept loop: hyper connections (HTTP/1.1 and HTTP/2) on a listener, each served on one of
 //! the connection threads (`workers.rs`), and a graceful shutdown that stops accepting, lets
 //! in-flight requests finish, then returns. A connection with no request in progress for the idle
-//! timeout, or only ones whose uploads wait for the client, is closed (`idle.rs`).
+//! timeout, or only ones whose uploads wait for the client, is closed (`idle.rs`). A listener
+//! holds at most its configured number of connections: at the cap it stops accepting (new
+//! connections wait in the kernel's backlog) until one closes, so one listener cannot take the
+//! file descriptors another one needs; accept errors (out of file descriptors) back off.
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,20 +16,25 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::GatewayBody;
-use crate::idle::{Activity, Tracked};
+use crate::idle::{Activity, BodyWatch, ClientBody, Tracked};
 
 /// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
 /// ([`crate::Ingress`]).
 pub trait Handler: Send + Sync + 'static {
+    /// The body of its responses.
+    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static;
+
     /// Serves one request. Never fails: every problem becomes a response.
     fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,
         client: Option<std::net::SocketAddr>,
-    ) -> impl Future<Output = http::Response<GatewayBody>> + Send;
+    ) -> impl Future<Output = http::Response<Self::Body>> + Send;
 }
 
 impl Handler for crate::Gateway {
+    type Body = GatewayBody;
+
     fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,
@@ -37,6 +45,8 @@ impl Handler for crate::Gateway {
 }
 
 impl Handler for crate::Ingress {
+    type Body = GatewayBody;
+
     fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,
@@ -44,6 +54,16 @@ impl Handler for crate::Ingress {
     ) -> impl Future<Output = http::Response<GatewayBody>> + Send {
         crate::Ingress::handle(self, req, client)
     }
+}
+
+/// `req` with its body seen by its connection's idle watch: while a handler waits for the client
+/// to send more of it, the connection counts as idle, so a client that stops sending an upload is
+/// cut after the idle timeout like one that stops sending its headers. For handlers that read
+/// bodies themselves (the gateway's own handler does this for bodies streaming to services).
+pub fn watch_body(req: http::Request<hyper::body::Incoming>) -> http::Request<ClientBody<hyper::body::Incoming>> {
+    let (mut parts, body) = req.into_parts();
+    let watch = parts.extensions.remove::<BodyWatch>();
+    http::Request::from_parts(parts, ClientBody::new(body, watch))
 }
 
 /// Settings of the accept loop.
@@ -55,11 +75,14 @@ pub struct ServeConfig {
     /// or its headers too slowly, or stops sending a body that streams to a service, or keeps an
     /// unused connection open) before it is closed; zero keeps connections open.
     pub idle_timeout: Duration,
+    /// Most connections open at once on this listener (at least 1); beyond it, new connections
+    /// wait in the kernel's backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(30), idle_timeout: Duration::from_secs(30) }
+        Self { drain_timeout: Duration::from_secs(30), idle_timeout: Duration::from_secs(30), max_connections: 10_000 }
     }
 }
 
@@ -80,15 +103,37 @@ where
     builder.http1().writev(false);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut backoff = Backoff::default();
+    let mut cap_logged: Option<std::time::Instant> = None;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if cap_logged.is_none_or(|at| at.elapsed() >= Backoff::MAX) {
+                    tracing::warn!(listener = %local, max_connections = config.max_connections, "connection cap reached; new connections wait until one closes");
+                    cap_logged = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    backoff.succeeded();
+                    conn
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    let pause = backoff.failed(&e);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        _ = &mut shutdown => break,
+                    }
                 }
             },
             _ = &mut shutdown => break,
@@ -111,6 +156,7 @@ where
             };
             let activity = Arc::new(Activity::default());
             let requests = activity.clone();
+            let _slot = slot;
             let mut served = tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     let (gateway, mut request) = (gateway.clone(), requests.start());
@@ -146,4 +192,60 @@ where
         }
     }
     Ok(())
+}
+
+/// How long the accept loop pauses after failed accepts: 10 ms after the first, doubling up to
+/// 1 s while they keep failing. The first failure of a run is logged, then one line per second
+/// of failures at most, so a process out of file descriptors neither spins nor floods its log.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let now = std::time::Instant::now();
+        if self.logged.is_none_or(|at| now.duration_since(at) >= Self::MAX) {
+            tracing::warn!(%error, suppressed = self.unlogged, "accept failed; backing off");
+            self.logged = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        self.pause()
+    }
+
+    fn pause(&self) -> Duration {
+        Self::FIRST.saturating_mul(1 << self.failures.saturating_sub(1).min(10)).min(Self::MAX)
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting again");
+        }
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_up_to_a_second_and_log_sparingly() {
+        let mut backoff = Backoff::default();
+        let e = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..10).map(|_| backoff.failed(&e).as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(backoff.unlogged, 9, "one line for a burst of failures");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(&e).as_millis(), 10);
+        assert_eq!(backoff.unlogged, 0);
+    }
 }
