@@ -58,9 +58,8 @@ pub(crate) async fn log_lines(
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         let (show, held) = budget.take(text.len());
-        if let Some((lines, bytes)) = held {
-            tracing::warn!(target: "nimbus::service", %component, instance, stream = name,
-                "{lines} lines ({bytes} bytes) of output not shown here (too much too fast); all are in `nimbus logs`");
+        if let Some(held) = held {
+            report_held(&component, instance, name, held);
         }
         if show {
             tracing::info!(target: "nimbus::service", %component, instance, stream = name, "{text}");
@@ -86,8 +85,12 @@ pub(crate) async fn log_lines(
         emit(&buf);
     }
     if budget.held_lines > 0 {
-        let (lines, bytes) = (budget.held_lines, budget.held_bytes);
-        tracing::warn!(target: "nimbus::service", %component, instance, stream = name,
-            "{lines} lines ({bytes} bytes) of output not shown here (too much too fast); all are in `nimbus logs`");
+        report_held(&component, instance, name, (budget.held_lines, budget.held_bytes));
     }
+}
+
+/// Says on the server's log how much output the budget held back.
+fn report_held(component: &str, instance: u64, name: &'static str, (lines, bytes): (u64, u64)) {
+    tracing::warn!(target: "nimbus::service", %component, instance, stream = name,
+        "{lines} lines ({bytes} bytes) of output not shown here (too much too fast); all are in `nimbus logs`");
 }
