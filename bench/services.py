@@ -1,8 +1,8 @@
 """Service figures, side by side in one run, loopback only:
 1. proxy overhead: wrk against the Go template service directly, through nginx `proxy_pass` (upstream
    keep-alive), through `bench/hyper-proxy` (hyper and tokio proxying and nothing else: the floor of
-   Nimbus's stack; $HYPER_PROXY) and through `nimbus up` (its own process of the same binary),
-   interleaved rounds;
+   Nimbus's stack; $HYPER_PROXY) and through `nimbus up` (its own process of the same binary), with
+   the service sandboxed (the default) and with `--unsandboxed-services`, interleaved rounds;
 2. scale-from-zero first response for the Python and Java templates, cold (`initial = 0`) vs with a
    prewarmed spare (`warm = 1`).
 Usage: services.py NIMBUS APPS_DIR RUNS (APPS_DIR holds bench-go, built, bench-python and bench-java
@@ -88,9 +88,9 @@ def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
 
 
-def nimbus_up(app_dir, nimbus=NIMBUS):
+def nimbus_up(app_dir, nimbus=NIMBUS, extra=()):
     port = free_port()
-    p = start([nimbus, "up", app_dir, "--listen", f"127.0.0.1:{port}", "--no-cache"], stdout=subprocess.PIPE, text=True, env=ENV)
+    p = start([nimbus, "up", app_dir, "--listen", f"127.0.0.1:{port}", "--no-cache", *extra], stdout=subprocess.PIPE, text=True, env=ENV)
     for line in p.stdout:
         if line.startswith("Health check"): break
     return p, port
@@ -140,6 +140,12 @@ route = "/..."
 component = "api"
 """)
 up, up_port = nimbus_up(app)
+# The same app without the service sandbox (bubblewrap, its network namespace and the gateway's
+# connections opened inside it): the sandbox's cost on the proxy path.
+plain_app = tempfile.mkdtemp()
+for f in ("service", "nimbus.toml"):
+    shutil.copy(os.path.join(app, f), plain_app)
+plain, plain_port = nimbus_up(plain_app, extra=["--unsandboxed-services"])
 baseline_binary = os.environ.get("BASELINE_NIMBUS")
 if baseline_binary:
     baseline_app = tempfile.mkdtemp()
@@ -155,9 +161,11 @@ nginx_pids = [nginx.pid] + descendants(nginx.pid)
 configs = [("direct to the Go service", direct_port, [direct.pid], []),
            ("nginx proxy_pass", nginx_port, nginx_pids, [direct.pid]),
            ("hyper floor (hyper-proxy)", floor_port, [floor.pid], [direct.pid]),
-           ("nimbus up", up_port, [up.pid], descendants(up.pid))]
+           ("nimbus up", up_port, [up.pid], descendants(up.pid)),
+           ("nimbus up, unsandboxed", plain_port, [plain.pid], descendants(plain.pid))]
 if baseline_binary:
     configs.append(("nimbus up (BASELINE_NIMBUS)", baseline_port, [baseline.pid], descendants(baseline.pid)))
+BASELINE = len(configs) - 1
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 results = {name: [] for name, _, _, _ in configs}
 for i in range(ROUNDS):
@@ -187,16 +195,21 @@ def interval(ratios):
     return statistics.median(ratios), medians[50], medians[1949]
 
 
-summaries = [("nimbus", configs[3][0]), ("hyper floor", configs[2][0])]
+summaries = [("nimbus", configs[3][0]), ("nimbus unsandboxed", configs[4][0]), ("hyper floor", configs[2][0])]
 if baseline_binary:
-    summaries.append(("baseline", configs[4][0]))
+    summaries.append(("baseline", configs[BASELINE][0]))
 for name, config in summaries:
     rounds = [a[0] / b[0] for a, b in zip(results[config], results[configs[1][0]])]
     mid, low, high = interval(rounds)
     print(f"  {name} / nginx req/s by round: median {mid:.3f} (95 % bootstrap interval {low:.3f}-{high:.3f}): "
           f"{', '.join(f'{r:.3f}' for r in rounds)}")
+sandboxed = [a[0] / b[0] for a, b in zip(results[configs[3][0]], results[configs[4][0]])]
+mid, low, high = interval(sandboxed)
+p = med[configs[4][0]]
+print(f"  sandbox cost: sandboxed / unsandboxed req/s {u[0]/p[0]:.3f}x (by round: median {mid:.3f}, 95 % bootstrap "
+      f"interval {low:.3f}-{high:.3f}); added p99 {u[2]-p[2]:+.2f} ms")
 if baseline_binary:
-    b = med[configs[4][0]]
+    b = med[configs[BASELINE][0]]
     print(f"  baseline / nginx req/s: {b[0]/n[0]:.3f}x;  nimbus / baseline: {u[0]/b[0]:.3f}x")
 
 # 2. Scale from zero: the first request to a service with no process, vs with a prewarmed spare.

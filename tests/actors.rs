@@ -13,7 +13,7 @@ fn app() -> App {
 /// The app, with `counter_extra` lines in the counter's component table.
 fn app_with(counter_extra: &str) -> App {
     App::new(&format!(
-        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n{counter_extra}[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\n\
+        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n{counter_extra}[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\nidle_timeout_s = 1\npublic = true\n\
          [component.caller]\nsource = \"{}\"\ngrants = {{ actors = [\"counter\"] }}\n[[trigger.http]]\nroute = \"/call/...\"\ncomponent = \"caller\"\n",
         nimbus_fixtures::COUNTER,
         nimbus_fixtures::CALLER
@@ -155,4 +155,24 @@ async fn an_actor_call_whose_input_stalls_gets_408_within_the_time_limit() {
     let answer = common::stalled_post(&server.base, "/actors/nope/slow/incr").await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains("nope"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_up_an_actor_type_that_is_not_public_takes_only_the_local_token() {
+    let app = App::new(&format!(
+        "[app]\nname = \"actors\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\n",
+        nimbus_fixtures::COUNTER,
+    ));
+    let server = app.up(&[]);
+    let r = client().post(server.url("/actors/counter/a/incr")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("actor type `counter` of app `actors` is not public"), "{body}");
+    let r = client().post(server.url("/actors/counter/a/incr")).bearer_auth("nbl_guessed").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().post(server.url("/actors/counter/a/incr")).bearer_auth(app.local_token()).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "1".to_string()));
+    // The CLI sends the token of the `nimbus up` in its directory.
+    let home = tempfile::tempdir().unwrap();
+    assert_eq!(ok(app.cli(home.path(), &["actors", "call", "counter", "a", "incr"])), "2");
 }

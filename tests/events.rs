@@ -36,6 +36,7 @@ readiness = {{ path = "/" }}
 [[trigger.topic]]
 topic = "orders"
 component = "fn"
+public = true
 retry = {{ max_attempts = 3, backoff_ms = 10, max_backoff_ms = 50 }}
 
 [[trigger.topic]]
@@ -179,7 +180,20 @@ async fn bad_events_get_a_clear_error_and_are_never_stored() {
         .await
         .unwrap();
     assert_eq!(no_source.status(), 400);
+    // A topic that is not public (here: one that does not exist) needs the token; with it, an
+    // unknown topic is a 404 naming the app's topics.
     let unknown = publish(&server.base, "nope", "1", "ok").await;
+    assert_eq!(unknown.status(), 401);
+    let unknown = c
+        .post(server.url("/events/nope"))
+        .bearer_auth(app.local_token())
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-source", "/t")
+        .header("ce-type", "ok")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(unknown.text().await.unwrap().contains("`orders`"));
     assert_eq!(c.get(server.url("/events/orders")).send().await.unwrap().status(), 405);
@@ -217,7 +231,7 @@ async fn a_service_answer_whose_body_never_ends_does_not_hold_the_delivery() {
     };
     let trigger = |topic: &str, component: &str| {
         format!(
-            "[[trigger.topic]]\ntopic = \"{topic}\"\ncomponent = \"{component}\"\nconcurrency = 1\nretry = {{ max_attempts = 2, backoff_ms = 10, max_backoff_ms = 10 }}\n"
+            "[[trigger.topic]]\ntopic = \"{topic}\"\ncomponent = \"{component}\"\npublic = true\nconcurrency = 1\nretry = {{ max_attempts = 2, backoff_ms = 10, max_backoff_ms = 10 }}\n"
         )
     };
     let app = App::new(&format!(
@@ -412,7 +426,7 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
     let data = tempfile::tempdir().unwrap();
     let platform = common::platform::Platform::start(data.path(), UNSANDBOXED);
     let app = App::new(&format!(
-        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"handled\"] }}\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n",
+        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"handled\"] }}\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\npublic = true\n",
         nimbus_fixtures::EVENTS
     ));
     let deployed = platform.admin_cli(&["deploy", app.path().to_str().unwrap()]);
@@ -453,4 +467,41 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_up_a_topic_that_is_not_public_takes_only_the_local_token() {
+    let app = App::new(&format!(
+        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\n\
+         [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n\
+         [[trigger.topic]]\ntopic = \"open\"\ncomponent = \"fn\"\npublic = true\n",
+        nimbus_fixtures::EVENTS
+    ));
+    let server = app.up(&[]);
+    let send = |topic: &str, id: &str, token: Option<String>| {
+        let mut req = client()
+            .post(server.url(&format!("/events/{topic}")))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "/test")
+            .header("ce-type", "ok");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let auth = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+            (resp.status().as_u16(), auth, resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(send("open", "o-1", None).await.0, 202);
+    let (status, auth, body) = send("orders", "a-1", None).await;
+    assert_eq!((status, auth.as_deref()), (401, Some("Bearer")), "{body}");
+    assert!(body.contains("public = true"), "{body}");
+    assert_eq!(send("orders", "a-2", Some("nbl_guessed".into())).await.0, 401);
+    assert_eq!(send("orders", "a-3", Some(app.local_token())).await.0, 202);
+    // Only the event sent with the token is in the topic.
+    let home = tempfile::tempdir().unwrap();
+    let stored = ok(app.cli(home.path(), &["events", "tail", "orders", "--all", "--no-follow"]));
+    assert!(stored.contains("a-3") && !stored.contains("a-1") && !stored.contains("a-2"), "{stored}");
 }

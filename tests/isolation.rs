@@ -16,7 +16,7 @@ fn app(name: &str) -> App {
          [component.store]\nsource = \"{kv}\"\ngrants = {{ kv = [\"carts\"] }}\n\
          [component.fn]\nsource = \"{events}\"\ngrants = {{ publish = [\"handled\"] }}\n\
          [[trigger.http]]\nroute = \"/...\"\ncomponent = \"store\"\n\
-         [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n",
+         [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\npublic = true\n",
         kv = nimbus_fixtures::KV,
         events = nimbus_fixtures::EVENTS
     ))
@@ -206,4 +206,96 @@ async fn an_export_shares_a_bucket_with_the_named_apps_only() {
     let refused = deploy(&platform, &dropped, "shop.test");
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("app `billing` uses bucket `carts` of `shop`"), "{}", stderr(&refused));
+}
+
+/// An app with a topic and an actor type that are not public, and a topic that is.
+fn guarded_app(name: &str) -> App {
+    App::new(&format!(
+        "[app]\nname = \"{name}\"\n\
+         [component.store]\nsource = \"{kv}\"\ngrants = {{ kv = [\"carts\"] }}\n\
+         [component.fn]\nsource = \"{events}\"\n\
+         [component.counter]\nsource = \"{counter}\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"store\"\n\
+         [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n\
+         [[trigger.topic]]\ntopic = \"open\"\ncomponent = \"fn\"\npublic = true\n\
+         [[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\n",
+        kv = nimbus_fixtures::KV,
+        events = nimbus_fixtures::EVENTS,
+        counter = nimbus_fixtures::COUNTER,
+    ))
+}
+
+/// `POST /events/TOPIC` on `host` with `token`: the status and body.
+async fn publish_as(platform: &Platform, host: &str, topic: &str, id: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client()
+        .post(platform.url(&format!("/events/{topic}")))
+        .header("host", host)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/test")
+        .header("ce-type", "ok")
+        .body("payload");
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// `POST /actors/counter/k/incr` on `host` with `token`: the status and body.
+async fn call_as(platform: &Platform, host: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client().post(platform.url("/actors/counter/k/incr")).header("host", host);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_public_topics_and_actors_take_anonymous_calls_from_outside() {
+    let data = tempfile::tempdir().unwrap();
+    let platform = Platform::start(data.path(), &[]);
+    let shop = guarded_app("shop");
+    let deployed =
+        platform.cli(platform.admin.as_deref(), &["deploy", shop.path().to_str().unwrap(), "--host", "shop.test"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let token = |role: &str, app: &str| {
+        let out = platform.admin_cli(&["tokens", "create", "--name", role, "--role", role, "--app", app, "-o", "json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (viewer, other_deployer, deployer) =
+        (token("viewer", "shop"), token("deployer", "other"), token("deployer", "shop"));
+    let admin = platform.admin.clone().unwrap();
+
+    // Anonymous: the public topic takes the event; the others say what is needed.
+    assert_eq!(publish_as(&platform, "shop.test", "open", "open-1", None).await.0, 202);
+    let (status, body) = publish_as(&platform, "shop.test", "orders", "anonymous", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("topic `orders` of app `shop` is not public") && body.contains("public = true"), "{body}");
+    let (status, body) = call_as(&platform, "shop.test", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("actor type `counter` of app `shop` is not public"), "{body}");
+    // A topic that does not exist is not told apart from one that is not public.
+    assert_eq!(publish_as(&platform, "shop.test", "nope", "nope", None).await.0, 401);
+
+    // A token that is unknown, may only read, or belongs to another app: refused.
+    let forged = format!("{}0", &deployer[..deployer.len() - 1]);
+    assert_eq!(publish_as(&platform, "shop.test", "orders", "forged", Some(&forged)).await.0, 401);
+    for token in [&viewer, &other_deployer] {
+        let (status, body) = publish_as(&platform, "shop.test", "orders", "refused", Some(token)).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(call_as(&platform, "shop.test", Some(token)).await.0, 403);
+    }
+    // A deployer of the app and an admin: accepted.
+    assert_eq!(publish_as(&platform, "shop.test", "orders", "by-deployer", Some(&deployer)).await.0, 202);
+    assert_eq!(publish_as(&platform, "shop.test", "orders", "by-admin", Some(&admin)).await.0, 202);
+    assert_eq!(call_as(&platform, "shop.test", Some(&deployer)).await, (200, "1".to_string()));
+    assert_eq!(call_as(&platform, "shop.test", Some(&admin)).await, (200, "2".to_string()));
+    // What was refused changed nothing: only the accepted events are stored.
+    let stored = tail(&platform, "shop", "orders");
+    assert!(stored.contains("by-deployer") && stored.contains("by-admin"), "{stored}");
+    for refused in ["anonymous", "forged", "refused"] {
+        assert!(!stored.contains(refused), "{stored}");
+    }
 }

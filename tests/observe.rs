@@ -534,6 +534,7 @@ grants = {{ publish = ["handled"] }}
 [[trigger.topic]]
 topic = "orders"
 component = "fn"
+public = true
 
 [[trigger.topic]]
 topic = "handled"

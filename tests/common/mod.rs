@@ -30,6 +30,13 @@ impl App {
         self.dir.path().join(".cache")
     }
 
+    /// The token of the `nimbus up` serving this directory (from `.nimbus/api.json`).
+    pub fn local_token(&self) -> String {
+        let text = std::fs::read_to_string(self.path().join(".nimbus/api.json")).unwrap();
+        let api: serde_json::Value = serde_json::from_str(&text).unwrap();
+        api["token"].as_str().unwrap().to_string()
+    }
+
     /// Runs `nimbus ARGS` in the app directory with `HOME` at `home` and no server configured
     /// (so `nimbus events`/`nimbus kv` find the `nimbus up` of this directory).
     pub fn cli(&self, home: &Path, args: &[&str]) -> std::process::Output {

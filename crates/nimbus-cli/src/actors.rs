@@ -1,6 +1,6 @@
 //! `nimbus actors`: call an actor and read its committed state — on the `nimbus up` running in
-//! this directory (its gateway and data API from `.nimbus/api.json`), or with `--gateway` and a
-//! server.
+//! this directory (its gateway, data API and token from `.nimbus/api.json`), or with `--gateway`
+//! and a server (and the server's token, which an actor type that is not `public` needs).
 use anyhow::Context;
 use clap::Subcommand;
 
@@ -37,17 +37,18 @@ pub(crate) enum ActorsCommand {
 pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()> {
     match command {
         ActorsCommand::Call { actor_type, key, method, data, gateway } => {
-            let gateway = match gateway {
-                Some(g) => g.clone(),
+            // An actor type that is not `public` takes a token that may write the app's data.
+            let (gateway, token) = match gateway {
+                Some(g) => (g.clone(), data.remote.token()?),
                 None => crate::local_api::LocalApi::here()
-                    .map(|api| api.gateway)
+                    .map(|api| (api.gateway, Some(api.token)))
                     .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
             };
             let input = match data.strip_prefix('@') {
                 Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
                 None => data.clone().into_bytes(),
             };
-            let client = Client::with(&gateway, None)?;
+            let client = Client::with(&gateway, token)?;
             let path = format!("/actors/{}/{}/{}", seg(actor_type), seg(key), seg(method));
             let out = client.raw(reqwest::Method::POST, &path, Some(input.into()), "application/octet-stream")?;
             use std::io::Write;

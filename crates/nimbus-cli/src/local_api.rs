@@ -56,10 +56,19 @@ impl Drop for Served {
     }
 }
 
-/// What `nimbus up` serves: its one app, and the app's gateway.
+/// What `nimbus up` serves: its one app, the app's gateway, and the token of both.
 pub(crate) struct Serving<'a> {
     pub(crate) app: &'a str,
     pub(crate) gateway: SocketAddr,
+    pub(crate) token: &'a str,
+}
+
+/// A fresh random token for the local API (and the gateway's topics and actor types that are
+/// not `public`).
+pub(crate) fn new_token() -> anyhow::Result<String> {
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
+    Ok(format!("nbl_{}", hex::encode(secret)))
 }
 
 /// What the local API reads and writes.
@@ -83,16 +92,13 @@ pub(crate) async fn serve(
         listen.ip().is_loopback(),
         "--api-listen must be a loopback address: `nimbus up` is for local work"
     );
-    let mut secret = [0u8; 24];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
-    let token = format!("nbl_{}", hex::encode(secret));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; pick another address with --api-listen"))?;
     let addr = listener.local_addr()?;
     let api = LocalApi {
         url: format!("http://{addr}"),
-        token: token.clone(),
+        token: serving.token.to_string(),
         pid: std::process::id(),
         gateway: format!("http://{}", serving.gateway),
         app: serving.app.to_string(),
@@ -100,7 +106,7 @@ pub(crate) async fn serve(
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
     let Backends { bus, kv, observer } = backends;
-    let auth = DataAuth::Local { token, app: serving.app.to_string() };
+    let auth = DataAuth::Local { token: serving.token.to_string(), app: serving.app.to_string() };
     let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer }));
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {

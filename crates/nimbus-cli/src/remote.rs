@@ -24,6 +24,14 @@ impl RemoteArgs {
     pub(crate) fn names_server(&self) -> bool {
         self.server.is_some()
     }
+
+    /// The token from the flag, the environment or the config file, if any.
+    pub(crate) fn token(&self) -> anyhow::Result<Option<String>> {
+        Ok(match &self.token {
+            Some(t) => Some(t.clone()),
+            None => Config::load()?.token,
+        })
+    }
 }
 
 /// Where an app's data (topics, buckets, actors) is: a server and the app, or the `nimbus up`

@@ -98,13 +98,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let ingress = Arc::new(Ingress::new());
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
+    let tokens = Tokens::new(store.clone());
+    let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
     let platform = Arc::new(
         Platform::open(
-            store.clone(),
+            store,
             runtime.clone(),
             ingress.clone(),
-            bus.clone(),
-            kv_changes,
+            nimbus_control::AppData { bus: bus.clone(), kv_changes, callers },
             data_dir.join("services"),
             observer.clone(),
         )
@@ -112,7 +113,6 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .context("cannot load the deployed apps")?,
     );
     platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
-    let tokens = Tokens::new(store);
     let uploads_dir = data_dir.join("uploads");
     let uploads =
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)

@@ -138,7 +138,10 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     check_handlers(&loaded, &backends)?;
     let services = start_services(&loaded, &mut backends, &mut described, &observer).await?;
 
-    let mut gateway = Gateway::from_manifest(m, &backends, &observer);
+    // One token for the local API and the topics and actor types that are not `public`.
+    let token = crate::local_api::new_token()?;
+    let callers = nimbus_control::DataAuth::Local { token: token.clone(), app: m.app.name.clone() };
+    let mut gateway = Gateway::from_manifest(m, &backends, &observer).with_callers(Arc::new(callers));
     if let Some(kv) = &kv
         && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), Default::default())
     {
@@ -176,7 +179,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let stopped = async move {
         let _ = api_stopped.await;
     };
-    let serving = crate::local_api::Serving { app: &m.app.name, gateway: addr };
+    let serving = crate::local_api::Serving { app: &m.app.name, gateway: addr, token: &token };
     let served = crate::local_api::serve(
         args.api_listen,
         &data_dir,

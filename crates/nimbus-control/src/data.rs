@@ -34,6 +34,33 @@ pub enum DataAuth {
     },
 }
 
+impl DataAuth {
+    fn check_app(&self, headers: &HeaderMap, action: Action, app: &str) -> Result<(), ControlError> {
+        match self {
+            DataAuth::Tokens { tokens, dev } => crate::auth::principal(headers, tokens, *dev)?.check(action, Some(app)),
+            DataAuth::Local { token, app: serving } => {
+                check_local(headers, token)?;
+                if app == serving {
+                    Ok(())
+                } else {
+                    Err(ControlError::NotFound(format!(
+                        "this `nimbus up` serves app `{serving}`, not `{app}`; its data is under /v1/apps/{serving}/"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The gateway's `POST /events/TOPIC` and `POST /actors/...` of topics and actor types that are
+/// not `public` take the callers that may write the app's data through this API (a deployer or
+/// admin token for the app; `--dev` without a token; the local token under `nimbus up`).
+impl nimbus_gateway::Callers for DataAuth {
+    fn authorize(&self, app: &str, headers: &HeaderMap) -> Result<(), (http::StatusCode, String)> {
+        self.check_app(headers, Action::Write, app).map_err(|e| (e.status(), e.to_string()))
+    }
+}
+
 /// What the data handlers share.
 #[derive(Debug)]
 pub struct DataState {
@@ -69,19 +96,7 @@ impl DataState {
     /// Checks a call about the data (topics, buckets) of `app`: the caller's token must allow
     /// `action` on that app.
     pub(crate) fn check_app(&self, headers: &HeaderMap, action: Action, app: &str) -> Result<(), ControlError> {
-        match &self.auth {
-            DataAuth::Tokens { tokens, dev } => crate::auth::principal(headers, tokens, *dev)?.check(action, Some(app)),
-            DataAuth::Local { token, app: serving } => {
-                check_local(headers, token)?;
-                if app == serving {
-                    Ok(())
-                } else {
-                    Err(ControlError::NotFound(format!(
-                        "this `nimbus up` serves app `{serving}`, not `{app}`; its data is under /v1/apps/{serving}/"
-                    )))
-                }
-            }
-        }
+        self.auth.check_app(headers, action, app)
     }
 
     pub(crate) fn bus(&self) -> Result<Arc<dyn EventBus>, ControlError> {

@@ -27,10 +27,13 @@
 //! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
 //! let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
+//! let tokens = Tokens::new(store.clone());
+//! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
+//! let data = nimbus_control::AppData { bus, kv_changes, callers };
 //! let platform =
-//!     Arc::new(Platform::open(store.clone(), runtime, ingress.clone(), bus, kv_changes, "services".into(), Default::default()).await?);
+//!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens: Tokens::new(store), dev: false, kv: None,
+//!     platform, tokens, dev: false, kv: None,
 //!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
@@ -66,7 +69,7 @@ pub use local_guard::guard_local;
 pub use migrate::{MigrateError, migrate_state};
 pub use model::*;
 pub use observe_api::{LogList, TraceDetail, TraceList};
-pub use platform::{DeployOptions, Platform};
+pub use platform::{AppData, DeployOptions, Platform};
 pub use redact::REDACTED;
 pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};

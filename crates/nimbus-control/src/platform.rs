@@ -121,6 +121,8 @@ pub struct Platform {
     ingress: Arc<Ingress>,
     bus: Arc<dyn EventBus>,
     kv_changes: Arc<nimbus_gateway::KvChanges>,
+    /// Who may publish to topics and call actor types that are not public.
+    callers: Arc<dyn nimbus_gateway::Callers>,
     /// Per app, the actor activations all its revisions share (one activation per key).
     activations: std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
     apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
@@ -130,6 +132,17 @@ pub struct Platform {
     observer: Observer,
     /// How many revisions without traffic or a tag each app keeps (see `retention`).
     keep_inactive: std::sync::atomic::AtomicUsize,
+}
+
+/// What the apps' data goes through.
+#[derive(Debug, Clone)]
+pub struct AppData {
+    /// The event bus of every app's topics.
+    pub bus: Arc<dyn EventBus>,
+    /// The KV store (which publishes its changes to the bus for `[[trigger.kv]]`).
+    pub kv_changes: Arc<nimbus_gateway::KvChanges>,
+    /// Who may publish to topics and call actor types that are not `public` through the gateway.
+    pub callers: Arc<dyn nimbus_gateway::Callers>,
 }
 
 impl Platform {
@@ -142,11 +155,11 @@ impl Platform {
         store: Arc<Store>,
         runtime: Arc<Runtime>,
         ingress: Arc<Ingress>,
-        bus: Arc<dyn EventBus>,
-        kv_changes: Arc<nimbus_gateway::KvChanges>,
+        data: AppData,
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
+        let AppData { bus, kv_changes, callers } = data;
         let platform = Self {
             services_dir,
             store,
@@ -154,6 +167,7 @@ impl Platform {
             ingress,
             bus,
             kv_changes,
+            callers,
             activations: std::sync::Mutex::default(),
             apps: tokio::sync::Mutex::default(),
             triggers: tokio::sync::Mutex::default(),
@@ -591,6 +605,7 @@ impl Platform {
             runtime: &self.runtime,
             bus: &self.bus,
             kv: self.kv_changes.clone(),
+            callers: &self.callers,
             activations: &self.activations,
             services_dir: &self.services_dir,
             observer: &self.observer,
@@ -603,6 +618,7 @@ struct Loader<'a> {
     runtime: &'a Runtime,
     bus: &'a Arc<dyn EventBus>,
     kv: Arc<dyn nimbus_state::KvStore>,
+    callers: &'a Arc<dyn nimbus_gateway::Callers>,
     activations: &'a std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
     services_dir: &'a Path,
     observer: &'a Observer,
@@ -612,7 +628,7 @@ impl Loader<'_> {
     /// Loads every component of a bundle and builds the revision's routes. Services are unpacked
     /// (once per content digest) under `services_dir`, started, and must become ready.
     async fn load(&self, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
-        let Loader { runtime, bus, kv, activations, services_dir, observer } = self;
+        let Loader { runtime, bus, kv, callers, activations, services_dir, observer } = self;
         let loaded = parse_manifest(&bundle.manifest)?;
         let m = &loaded.manifest;
         let mut backends = HashMap::new();
@@ -673,7 +689,7 @@ impl Loader<'_> {
         }
         let routes = http_routes(m);
         let topics = nimbus_gateway::app_topics(m);
-        let mut gateway = Gateway::from_manifest(m, &backends, observer);
+        let mut gateway = Gateway::from_manifest(m, &backends, observer).with_callers((*callers).clone());
         if !topics.is_empty() {
             gateway = gateway.with_events(EventIngress::new(&m.app.name, (*bus).clone(), topics));
         }

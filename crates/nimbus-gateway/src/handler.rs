@@ -81,18 +81,25 @@ impl Gateway {
         span: &mut Span,
     ) -> (http::Response<GatewayBody>, Option<Arc<Target>>) {
         if let Some(events) = &self.events
-            && req.uri().path().starts_with(crate::EVENTS_PREFIX)
+            && let Some(topic) = req.uri().path().strip_prefix(crate::EVENTS_PREFIX)
         {
             span.set("http.route", "/events/{topic}");
             span.rename("POST /events/{topic}");
+            if let Some(refused) = self.openness.topic(topic, req.headers(), id) {
+                return (refused, None);
+            }
             continue_trace(span, &mut req);
             return (Box::pin(events.handle(req, id)).await, None);
         }
         if let Some(actors) = &self.actors
-            && req.uri().path().starts_with(crate::ACTORS_PATH)
+            && let Some(path) = req.uri().path().strip_prefix(crate::ACTORS_PATH)
         {
             span.set("http.route", "/actors/{type}/{key}/{method}");
             span.rename("POST /actors/{type}/{key}/{method}");
+            let actor_type = path.split('/').next().unwrap_or_default();
+            if let Some(refused) = self.openness.actor(actor_type, req.headers(), id) {
+                return (refused, None);
+            }
             continue_trace(span, &mut req);
             return Box::pin(actors.handle_http(req, id, span)).await;
         }

@@ -29,6 +29,7 @@ mod actors;
 mod admission;
 mod apps;
 mod body;
+mod callers;
 mod events;
 mod handler;
 mod hygiene;
@@ -55,6 +56,7 @@ pub use actors::{ACTORS_BUCKET, ACTORS_PATH, Activations, ActorError, ActorHost,
 pub use admission::{Admission, Rejected};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
+pub use callers::Callers;
 pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
 pub use kv_changes::{KvChanges, kv_topic};
@@ -117,6 +119,7 @@ pub struct Gateway {
     targets: HashMap<String, Arc<Target>>,
     events: Option<EventIngress>,
     actors: Option<Arc<ActorHost>>,
+    openness: callers::Openness,
 }
 
 impl Gateway {
@@ -161,7 +164,14 @@ impl Gateway {
                 .clone(),
         });
         let router = Router::new(routes);
-        Self { tracer: observer.tracer().clone(), router, targets, events: None, actors: None }
+        Self {
+            tracer: observer.tracer().clone(),
+            router,
+            targets,
+            events: None,
+            actors: None,
+            openness: callers::Openness::of(manifest),
+        }
     }
 
     /// Accepts CloudEvents on `POST /events/{topic}`.
@@ -173,6 +183,13 @@ impl Gateway {
     /// Serves `POST /actors/TYPE/KEY/METHOD`.
     pub fn with_actors(mut self, actors: Arc<ActorHost>) -> Self {
         self.actors = Some(actors);
+        self
+    }
+
+    /// Lets `callers` decide who may publish to the app's topics and call its actor types that
+    /// are not `public`; without it those calls are refused.
+    pub fn with_callers(mut self, callers: Arc<dyn Callers>) -> Self {
+        self.openness.set_callers(callers);
         self
     }
 

@@ -363,6 +363,11 @@ pub struct ActorTrigger {
     /// Seconds an idle actor's state stays in memory before it is passivated (default 60).
     #[serde(default = "default_idle_timeout_s")]
     pub idle_timeout_s: u64,
+    /// Whether anyone who reaches the gateway may call this type (`POST /actors/TYPE/...`).
+    /// Default `false`: a caller sends a token that may write the app's data (a deployer or
+    /// admin token for the app; the `.nimbus/api.json` token under `nimbus up`).
+    #[serde(default)]
+    pub public: bool,
 }
 
 fn default_idle_timeout_s() -> u64 {
@@ -415,6 +420,12 @@ pub struct TopicTrigger {
     /// Service: the path events are POSTed to (default `/`).
     #[serde(default)]
     pub path: Option<String>,
+    /// Whether anyone who reaches the gateway may publish to this topic (`POST /events/TOPIC`).
+    /// Default `false`: a publisher sends a token that may write the app's data (a deployer or
+    /// admin token for the app; the `.nimbus/api.json` token under `nimbus up`). Every trigger
+    /// of a topic says the same; only the app that owns a topic can make it public.
+    #[serde(default)]
+    pub public: bool,
 }
 
 fn default_trigger_concurrency() -> u32 {

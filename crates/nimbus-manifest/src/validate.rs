@@ -5,7 +5,7 @@ use crate::grant::OutboundGrant;
 use crate::locate::FieldPath;
 use crate::names::{RESERVED_BUCKETS, RESERVED_NAME_PREFIX, Schedule, check_bucket_name, check_topic_name};
 use crate::route::RoutePattern;
-use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale};
+use crate::types::{Component, Limits, Manifest, Probe, Retry, Scale, TopicTrigger};
 
 /// Paths the gateway answers itself; routes may not claim them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz"];
@@ -156,6 +156,7 @@ fn check_retry(r: &Retry, at: &FieldPath, out: &mut Vec<Problem>) {
 
 fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut public: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
     for (i, t) in m.trigger.topic.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("topic").index(i);
         check_component_ref(m, &t.component, at.clone().key("component"), out);
@@ -166,6 +167,7 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 "name topics like `orders`",
             ));
         }
+        check_public(t, i, &at, &mut public, out);
         let group = t.group.clone().unwrap_or_else(|| t.component.clone());
         if let Err(e) = check_topic_name(&group, false) {
             out.push(problem(at.clone().key("group"), format!("group `{group}`: {e}"), "name groups like `billing`"));
@@ -284,6 +286,35 @@ fn bucket_ref(name: &str, own: &str) -> Result<(), String> {
 
 /// Checks a topic a grant or trigger names: the app's own (`orders`) or another app's
 /// (`shop/orders`).
+/// `public` of a topic trigger: only on the app's own topics, and the same in every trigger of
+/// one topic (`seen`: the first trigger of each topic and what it said).
+fn check_public<'m>(
+    t: &'m TopicTrigger,
+    i: usize,
+    at: &FieldPath,
+    seen: &mut BTreeMap<&'m str, (usize, bool)>,
+    out: &mut Vec<Problem>,
+) {
+    if t.public && t.topic.contains('/') {
+        out.push(problem(
+            at.clone().key("public"),
+            format!("topic `{}` belongs to another app; only its owner can make it public", t.topic),
+            "remove `public`, or ask the owner to declare it public",
+        ));
+    }
+    match seen.get(t.topic.as_str()) {
+        Some(&(first, public)) if public != t.public => out.push(problem(
+            at.clone().key("public"),
+            format!("trigger.topic[{first}] says `public = {public}` for topic `{}`", t.topic),
+            "say the same `public` in every trigger of a topic",
+        )),
+        Some(_) => {}
+        None => {
+            seen.insert(&t.topic, (i, t.public));
+        }
+    }
+}
+
 fn topic_ref(name: &str, own: &str) -> Result<(), String> {
     match name.split_once('/') {
         Some((app, topic)) => other_app(app, own).and_then(|()| app_topic_name(topic, true)),

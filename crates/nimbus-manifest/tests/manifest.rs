@@ -238,7 +238,7 @@ fn topic_and_cron_triggers_parse_with_defaults() {
 
 #[test]
 fn bad_event_triggers_are_located() {
-    let cases: [(&str, &str, &str); 13] = [
+    let cases: [(&str, &str, &str); 15] = [
         ("[[trigger.actor]]\ntype = \"Cart!\"\ncomponent = \"checkout\"\n", "trigger.actor[0].type", "actor type"),
         (
             "[[trigger.actor]]\ntype = \"cart\"\ncomponent = \"checkout\"\nidle_timeout_s = 0\n",
@@ -272,6 +272,16 @@ fn bad_event_triggers_are_located() {
             "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\ngroup = \"a.b\"\n",
             "trigger.topic[0].group",
             "group",
+        ),
+        (
+            "[[trigger.topic]]\ntopic = \"shop/orders\"\ncomponent = \"checkout\"\npublic = true\n",
+            "trigger.topic[0].public",
+            "only its owner",
+        ),
+        (
+            "[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\npublic = true\n\n[[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"checkout\"\ngroup = \"b\"\n",
+            "trigger.topic[1].public",
+            "says `public = true`",
         ),
         (
             "[[trigger.cron]]\nschedule = \"61 * * * *\"\ncomponent = \"checkout\"\n",
