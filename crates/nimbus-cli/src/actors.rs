@@ -36,7 +36,7 @@ pub(crate) enum ActorsCommand {
 
 pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()> {
     match command {
-        ActorsCommand::Call { actor_type, key, method, data, gateway } => {
+        ActorsCommand::Call { actor_type, key, method, data: input, gateway } => {
             // An actor type that is not `public` takes a token that may write the app's data.
             let (gateway, token) = match gateway {
                 Some(g) => (g.clone(), data.remote.token()?),
@@ -44,9 +44,9 @@ pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()
                     .map(|api| (api.gateway, Some(api.token)))
                     .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
             };
-            let input = match data.strip_prefix('@') {
+            let input = match input.strip_prefix('@') {
                 Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
-                None => data.clone().into_bytes(),
+                None => input.clone().into_bytes(),
             };
             let client = Client::with(&gateway, token)?;
             let path = format!("/actors/{}/{}/{}", seg(actor_type), seg(key), seg(method));
