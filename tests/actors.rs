@@ -80,7 +80,10 @@ async fn failed_and_trapped_invocations_roll_back() {
     assert_eq!(call(&base, "a", "trap").await.0, 500);
     assert_eq!(call(&base, "a", "get").await, (200, "1".into()), "the trapped call's write was dropped");
     assert_eq!(call(&base, "a", "nope").await.0, 422);
+    // An unknown type is not told apart from one that is not public; with the token, it is a 404.
     let unknown = client().post(server.url("/actors/ghost/a/get")).send().await.unwrap();
+    assert_eq!(unknown.status(), 401);
+    let unknown = client().post(server.url("/actors/ghost/a/get")).bearer_auth(app.local_token()).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(client().get(server.url("/actors/counter/a/get")).send().await.unwrap().status(), 405);
     // Keys may hold anything, percent-encoded in the path.
@@ -151,10 +154,10 @@ async fn an_actor_call_whose_input_stalls_gets_408_within_the_time_limit() {
     // Nothing was invoked, and calls whose input arrives are served.
     assert_eq!(call(&server.base, "slow", "incr").await, (200, "1".into()));
     // A call to an unknown type is answered without waiting for its input (before, it waited
-    // 30 s for the input and answered 408).
+    // 30 s for the input and answered 408): refused, as it is not a public type.
     let answer = common::stalled_post(&server.base, "/actors/nope/slow/incr").await;
-    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-    assert!(answer.contains("nope"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("`nope`"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

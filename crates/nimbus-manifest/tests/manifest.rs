@@ -274,7 +274,7 @@ fn bad_event_triggers_are_located() {
             "group",
         ),
         (
-            "[[trigger.topic]]\ntopic = \"shop/orders\"\ncomponent = \"checkout\"\npublic = true\n",
+            "[[trigger.topic]]\ntopic = \"billing/orders\"\ncomponent = \"checkout\"\npublic = true\n",
             "trigger.topic[0].public",
             "only its owner",
         ),
