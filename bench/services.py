@@ -71,8 +71,11 @@ def wrk(url, pids=(), backend=()):
     """wrk's figures, and per request in us: the CPU the proxy `pids` spent (user, system), the
     CPU its backend spent (user + system), and the CPU the whole machine spent."""
     before, backend_before, machine_before = cpu_ticks(pids), sum(cpu_ticks(backend)), machine_ticks()
-    out = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "--latency", url], capture_output=True, text=True).stdout
+    run = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "--latency", url], capture_output=True, text=True)
+    out = run.stdout
     after, backend_after, machine_after = cpu_ticks(pids), sum(cpu_ticks(backend)), machine_ticks()
+    if "Requests/sec" not in out:
+        raise SystemExit(f"wrk against {url} printed no figures:\n{out}{run.stderr}\nconfigs: {[(c[0], c[1]) for c in configs]}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
@@ -127,6 +130,7 @@ nginx = start(["nginx", "-c", os.path.join(conf_dir, "nginx.conf"), "-g", "daemo
 wait_http(f"http://127.0.0.1:{nginx_port}/healthz")
 
 app = tempfile.mkdtemp()
+os.chmod(app, 0o755)  # the sandbox's user (`nobody`) reads the tree; mkdtemp makes it 0700
 shutil.copy(GO_BIN, os.path.join(app, "service"))
 open(os.path.join(app, "nimbus.toml"), "w").write("""[app]
 name = "bench"
@@ -143,12 +147,14 @@ up, up_port = nimbus_up(app)
 # The same app without the service sandbox (bubblewrap, its network namespace and the gateway's
 # connections opened inside it): the sandbox's cost on the proxy path.
 plain_app = tempfile.mkdtemp()
+os.chmod(plain_app, 0o755)
 for f in ("service", "nimbus.toml"):
     shutil.copy(os.path.join(app, f), plain_app)
 plain, plain_port = nimbus_up(plain_app, extra=["--unsandboxed-services"])
 baseline_binary = os.environ.get("BASELINE_NIMBUS")
 if baseline_binary:
     baseline_app = tempfile.mkdtemp()
+    os.chmod(baseline_app, 0o755)
     for f in ("service", "nimbus.toml"):
         shutil.copy(os.path.join(app, f), baseline_app)
     baseline, baseline_port = nimbus_up(baseline_app, baseline_binary)

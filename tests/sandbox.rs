@@ -207,3 +207,21 @@ async fn a_service_flooding_its_output_leaves_the_server_log_bounded() {
     assert!(log.len() < 8 << 20, "64 MiB of service output made the server log {} bytes", log.len());
     assert!(server.stdout().len() < 1 << 20, "the server's stdout has {} bytes", server.stdout().len());
 }
+
+/// A tree the sandbox's user may not read (here: a `chmod 700` app directory, as `mktemp -d` or
+/// `umask 077` make) is refused with the reason and the fix, not with a crash loop that only says
+/// "exit status 1". Applies where services drop to `nobody`, i.e. when Nimbus runs as root.
+#[test]
+fn a_tree_the_sandboxs_user_cannot_read_is_refused_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return; // not root: services run as this user, who can read their own tree
+    }
+    let app = service_app("closed", SERVER_PY, "");
+    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = app.run(&["up", ".", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not readable by the sandbox's user (`nobody`; mode 700)") && err.contains("chmod o+rx"), "{err}");
+}

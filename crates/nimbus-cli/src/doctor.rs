@@ -95,3 +95,13 @@ pub(crate) fn services_sandbox(unsandboxed: bool) {
         tracing::warn!("services cannot be sandboxed on this host and will not start: {why}; see `nimbus doctor`");
     }
 }
+
+/// Warns at start if the sandbox's user cannot reach `trees`, where a server unpacks the
+/// services it is deployed (e.g. a data dir under `/root`): every such service would fail.
+pub(crate) fn services_trees(trees: &std::path::Path) {
+    if !jail::unsandboxed()
+        && let Some(why) = std::fs::create_dir_all(trees).ok().and_then(|()| jail::unreachable_tree(trees))
+    {
+        tracing::warn!("deployed services will not start: {why}");
+    }
+}

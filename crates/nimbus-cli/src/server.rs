@@ -98,6 +98,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let ingress = Arc::new(Ingress::new());
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
+    crate::doctor::services_trees(&data_dir.join("services"));
     let tokens = Tokens::new(store.clone());
     let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
     let platform = Arc::new(

@@ -51,6 +51,9 @@ impl Instance {
                  --unsandboxed-services runs services without the sandbox"
             ));
         }
+        if sandboxed && let Some(why) = jail::unreachable_tree(&spec.root) {
+            return Err(why);
+        }
         let port = if sandboxed { SANDBOX_PORT } else { free_port().map_err(|e| format!("no free port: {e}"))? };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let confinement = Confinement::new(&spec.name, id, spec.limits)?;

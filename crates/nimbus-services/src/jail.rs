@@ -62,6 +62,35 @@ pub fn drops_to_nobody() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Why the sandbox's user cannot reach the service's tree `root`, if it cannot. bwrap mounts the
+/// tree after `setpriv` dropped to `nobody`, so the tree must be readable and searchable by
+/// others, and every directory above it searchable: a tree made with `umask 077` or `mktemp -d`,
+/// or a data dir under a home only its owner may enter (`/root`), would otherwise fail the
+/// service with only "permission denied" in its own output.
+pub fn unreachable_tree(root: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !drops_to_nobody() {
+        return None;
+    }
+    let root = std::fs::canonicalize(root).ok()?;
+    let mode = |dir: &Path| std::fs::metadata(dir).map(|m| m.permissions().mode()).unwrap_or(0);
+    let fix = "or, on a trusted single-user machine, run with --unsandboxed-services";
+    if mode(&root) & 0o005 != 0o005 {
+        return Some(format!(
+            "the service's directory {} is not readable by the sandbox's user (`nobody`; mode {:o}): `chmod o+rx` it (and `o+r` its files), {fix}",
+            root.display(),
+            mode(&root) & 0o777
+        ));
+    }
+    let closed = root.ancestors().skip(1).find(|dir| mode(dir) & 0o001 == 0)?;
+    Some(format!(
+        "the sandbox's user (`nobody`) cannot reach {}: {} (mode {:o}) is not searchable by others; `chmod o+x` it, keep the app (or the server's --data-dir) under a directory others may enter, {fix}",
+        root.display(),
+        closed.display(),
+        mode(closed) & 0o777
+    ))
+}
+
 /// `setpriv`'s arguments: the parent-death signal, and the drop to [`SERVICE_UID`] when root.
 fn setpriv() -> Vec<String> {
     let mut args = vec!["--pdeathsig".into(), "SIGKILL".into(), "--no-new-privs".into()];
