@@ -225,6 +225,7 @@ for language, command in [] if RUNS == 0 else (("python", '["python3", "server.p
         times = []
         for _ in range(RUNS):
             app = tempfile.mkdtemp()
+            os.chmod(app, 0o755)
             for f in os.listdir(src):
                 if f not in ("nimbus.toml", ".gitignore"): shutil.copy(os.path.join(src, f), app)
             open(os.path.join(app, "nimbus.toml"), "w").write(f"""[app]
