@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nimbus_bus::EventBus;
-use nimbus_gateway::{AppTable, AppTriggers, Backend, EventIngress, Gateway, Ingress, LiveApp, LiveRevision};
-use nimbus_manifest::{FieldPath, LoadedManifest, Manifest, RoutePattern};
+use nimbus_gateway::{AppTable, AppTriggers, Ingress, LiveApp, LiveRevision};
+use nimbus_host::{AppHost, AssembleError, Components, HostEnv, Revision, StopOnDrop, stop_in_background};
+use nimbus_manifest::{LoadedManifest, Manifest, RoutePattern};
 use nimbus_observe::Observer;
-use nimbus_services::{Service, ServiceSpec};
+use nimbus_services::Service;
 use nimbus_wasm::Runtime;
 
 use crate::auth::{Action, Principal};
@@ -61,7 +62,8 @@ impl Loaded {
     }
 }
 
-/// A revision's routes and its CloudEvents ingress `/events/{topic}` per topic.
+/// A revision's routes, its CloudEvents ingress `/events/{topic}` per topic and its actors
+/// `/actors/{type}/...` per actor type.
 fn claimed_routes<'a>(
     routes: &'a BTreeSet<RoutePattern>,
     manifest: &Manifest,
@@ -69,7 +71,13 @@ fn claimed_routes<'a>(
     let events = nimbus_gateway::app_topics(manifest)
         .into_iter()
         .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok());
-    routes.iter().cloned().chain(events)
+    let actors: Vec<RoutePattern> = manifest
+        .trigger
+        .actor
+        .iter()
+        .filter_map(|t| RoutePattern::parse(&format!("{}{}/...", nimbus_gateway::ACTORS_PATH, t.actor_type)).ok())
+        .collect();
+    routes.iter().cloned().chain(events).chain(actors)
 }
 
 impl AppState {
@@ -117,19 +125,14 @@ impl AppState {
 pub struct Platform {
     services_dir: PathBuf,
     store: Arc<Store>,
-    runtime: Arc<Runtime>,
     ingress: Arc<Ingress>,
     bus: Arc<dyn EventBus>,
-    kv_changes: Arc<nimbus_gateway::KvChanges>,
-    /// Who may publish to topics and call actor types that are not public.
-    callers: Arc<dyn nimbus_gateway::Callers>,
-    /// Per app, the actor activations all its revisions share (one activation per key).
-    activations: std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
+    /// Assembles every revision that is served.
+    host: AppHost,
     apps: tokio::sync::Mutex<BTreeMap<String, AppState>>,
     /// Per app, the revision its topic and cron triggers deliver to (the one with the largest
     /// share of traffic) and the running triggers.
     triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
-    observer: Observer,
     /// How many revisions without traffic or a tag each app keeps (see `retention`).
     keep_inactive: std::sync::atomic::AtomicUsize,
 }
@@ -160,18 +163,22 @@ impl Platform {
         observer: Observer,
     ) -> Result<Self, ControlError> {
         let AppData { bus, kv_changes, callers } = data;
+        let env = HostEnv {
+            runtime,
+            bus: Some(bus.clone()),
+            kv: Some(kv_changes.clone()),
+            kv_changes: Some(kv_changes),
+            callers,
+            observer,
+        };
         let platform = Self {
             services_dir,
             store,
-            runtime,
             ingress,
             bus,
-            kv_changes,
-            callers,
-            activations: std::sync::Mutex::default(),
+            host: AppHost::new(env),
             apps: tokio::sync::Mutex::default(),
             triggers: tokio::sync::Mutex::default(),
-            observer,
             keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
         };
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
@@ -206,7 +213,7 @@ impl Platform {
 
     /// Where this server's traces, metrics and logs go.
     pub fn observer(&self) -> &Observer {
-        &self.observer
+        &self.host.env().observer
     }
 
     /// The event bus of this server.
@@ -245,7 +252,7 @@ impl Platform {
                 continue;
             }
             let Some(live) = &rev.live else { continue };
-            match AppTriggers::start(&rev.manifest, &live.gateway, &self.bus, Some(&self.kv_changes)).await {
+            match self.host.start_triggers(&rev.manifest, &live.gateway).await {
                 Ok(t) => {
                     if !t.info.is_empty() {
                         tracing::info!(app, revision = %rev.record.id, triggers = t.info.len(), "event triggers deliver to this revision");
@@ -304,7 +311,7 @@ impl Platform {
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known { None } else { Some(self.loader().load(&bundle, &id).await?) };
+        let fresh = if known { None } else { Some(self.load(&bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -347,7 +354,7 @@ impl Platform {
                 Some(Loaded { record, manifest, version, routes: rev_routes, live: Some(Arc::new(live)), services })
             }
             Some(l) => {
-                stop_services(l.services);
+                stop_in_background(l.services);
                 None
             }
             None => None,
@@ -521,7 +528,7 @@ impl Platform {
         let unused = unused_blobs(&apps, &[(app, id)]);
         blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
         if let Some(gone) = apps.get_mut(app).expect("checked above").revisions.remove(id) {
-            stop_services(gone.services);
+            stop_in_background(gone.services);
         }
         self.remove_trees(&unused);
         self.publish(&apps).await;
@@ -538,7 +545,7 @@ impl Platform {
         let unused = unused_blobs(&apps, &pairs);
         blocking(|| self.store.delete_revisions(app, &ids, None, &unused))?;
         if let Some(gone) = apps.remove(app) {
-            stop_services(gone.revisions.into_values().flat_map(|r| r.services).collect());
+            stop_in_background(gone.revisions.into_values().flat_map(|r| r.services).collect());
         }
         self.remove_trees(&unused);
         self.publish(&apps).await;
@@ -600,118 +607,31 @@ struct Load {
 }
 
 impl Platform {
-    fn loader(&self) -> Loader<'_> {
-        Loader {
-            runtime: &self.runtime,
-            bus: &self.bus,
-            kv: self.kv_changes.clone(),
-            callers: &self.callers,
-            activations: &self.activations,
-            services_dir: &self.services_dir,
-            observer: &self.observer,
-        }
-    }
-}
-
-/// What loading a revision needs from the platform.
-struct Loader<'a> {
-    runtime: &'a Runtime,
-    bus: &'a Arc<dyn EventBus>,
-    kv: Arc<dyn nimbus_state::KvStore>,
-    callers: &'a Arc<dyn nimbus_gateway::Callers>,
-    activations: &'a std::sync::Mutex<HashMap<String, Arc<nimbus_gateway::Activations>>>,
-    services_dir: &'a Path,
-    observer: &'a Observer,
-}
-
-impl Loader<'_> {
-    /// Loads every component of a bundle and builds the revision's routes. Services are unpacked
-    /// (once per content digest) under `services_dir`, started, and must become ready.
+    /// Assembles a bundle's revision through the app host. Service trees are unpacked (once per
+    /// content digest) under `services_dir`; services are started and must become ready.
     async fn load(&self, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
-        let Loader { runtime, bus, kv, callers, activations, services_dir, observer } = self;
         let loaded = parse_manifest(&bundle.manifest)?;
-        let m = &loaded.manifest;
-        let mut backends = HashMap::new();
-        let mut problems = Vec::new();
-        let mut services = StopOnDrop(Vec::new());
-        for (name, component) in &m.component {
-            if let Some(bytes) = bundle.artifacts.get(name) {
-                let label = PathBuf::from(format!("{}/{id}/{name}.wasm", m.app.name));
-                match runtime.load_bytes(name, &label, bytes.clone(), component).await {
-                    Ok((function, _)) => {
-                        backends.insert(name.clone(), Backend::Function(function));
-                    }
-                    Err(e) => {
-                        let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                        let hint = "build a wasi:http component or a WASI preview1 command, importing only WASI";
-                        problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
-                    }
+        let service_dirs: HashMap<String, Result<PathBuf, String>> =
+            bundle.trees.iter().map(|(name, tree)| (name.clone(), unpack_tree(&self.services_dir, tree))).collect();
+        let from = Components::Bundle { revision: id, artifacts: &bundle.artifacts, service_dirs: &service_dirs };
+        let revision = self.host.assemble(&loaded, from).await.map_err(|e| {
+            let message = match e {
+                AssembleError::Handlers(_) => "a trigger has no handler; nothing was deployed",
+                AssembleError::Functions(_) | AssembleError::Services(_) => {
+                    "a component does not load; nothing was deployed"
                 }
-            } else if let Some(tree) = bundle.trees.get(name) {
-                let at = FieldPath::root().key("component").key(name.clone()).key("command");
-                let started = match unpack_tree(services_dir, tree) {
-                    Ok(dir) => {
-                        let mut spec = ServiceSpec::from_component(name, component, &dir);
-                        spec.workdir = dir.clone();
-                        spec.telemetry = observer.component(&m.app.name, name);
-                        let service = Service::start(spec);
-                        services.0.push(service.clone());
-                        service.until_ready().await.map(|()| service).map_err(|e| relative_to(&e.to_string(), &dir))
-                    }
-                    Err(e) => Err(e),
-                };
-                match started {
-                    Ok(service) => {
-                        backends.insert(name.clone(), Backend::Service(service));
-                    }
-                    Err(e) => {
-                        let hint = "the service must listen on 127.0.0.1:$PORT and pass its readiness probe; see the server log for its output";
-                        problems.push(loaded.diagnostic(&at, e, hint).to_string());
-                    }
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid {
-                message: "a component does not load; nothing was deployed".into(),
-                details: problems,
-            });
-        }
-        let problems: Vec<String> = nimbus_gateway::handler_problems(m, &backends)
-            .into_iter()
-            .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
-            .collect();
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid {
-                message: "a trigger has no handler; nothing was deployed".into(),
-                details: problems,
-            });
-        }
-        let routes = http_routes(m);
-        let topics = nimbus_gateway::app_topics(m);
-        let mut gateway = Gateway::from_manifest(m, &backends, observer).with_callers((*callers).clone());
-        if !topics.is_empty() {
-            gateway = gateway.with_events(EventIngress::new(&m.app.name, (*bus).clone(), topics));
-        }
-        let shared = activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
-        if let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), shared) {
-            gateway = gateway.with_actors(host);
-        }
+            };
+            ControlError::Invalid { message: message.into(), details: e.into_problems() }
+        })?;
+        let Revision { manifest, gateway, services, .. } = revision;
         Ok(Load {
-            manifest: Arc::new(m.clone()),
-            version: m.app.version.clone(),
-            routes,
+            version: manifest.app.version.clone(),
+            routes: http_routes(&manifest),
+            manifest,
             live: LiveRevision::new(id, gateway),
-            services: services.disarm(),
+            services,
         })
     }
-}
-
-/// A message about a service's files with their place on the server left out: paths inside
-/// `dir` become relative to the service's tree (the deployer's view), `dir` itself a name.
-fn relative_to(message: &str, dir: &Path) -> String {
-    let dir = dir.display().to_string();
-    message.replace(&format!("{dir}/"), "").replace(&dir, "the service's directory")
 }
 
 /// The routes of a manifest's HTTP triggers.
@@ -740,28 +660,6 @@ fn unpack_tree(services_dir: &Path, tree: &[u8]) -> Result<PathBuf, String> {
 
 fn fastrand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Services started for a revision that is not (yet) kept: stopped when dropped, unless disarmed.
-struct StopOnDrop(Vec<Arc<Service>>);
-
-impl StopOnDrop {
-    fn disarm(mut self) -> Vec<Arc<Service>> {
-        std::mem::take(&mut self.0)
-    }
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        stop_services(std::mem::take(&mut self.0));
-    }
-}
-
-/// Stops services in the background (each drains, then SIGTERM, grace, SIGKILL).
-fn stop_services(services: Vec<Arc<Service>>) {
-    for service in services {
-        tokio::spawn(async move { service.shutdown().await });
-    }
 }
 
 fn parse_manifest(text: &str) -> Result<LoadedManifest, ControlError> {
