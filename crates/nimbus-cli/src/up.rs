@@ -67,7 +67,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
     let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
-    let topics = nimbus_gateway::app_topics(m);
+    let topics = nimbus_triggers::app_topics(m);
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
@@ -88,7 +88,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
             "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
         )?;
-        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_gateway::KvChanges::new(kv.clone(), bus.clone())));
+        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone())));
         let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
             Some(c) => c.clone(),
             None => kv,

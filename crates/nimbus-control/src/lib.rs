@@ -26,7 +26,7 @@
 //! let bus: Arc<dyn nimbus_bus::EventBus> =
 //!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
 //! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
-//! let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
+//! let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });

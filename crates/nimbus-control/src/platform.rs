@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nimbus_bus::EventBus;
-use nimbus_gateway::{AppTable, AppTriggers, Ingress, LiveApp, LiveRevision};
+use nimbus_gateway::{AppTable, Ingress, LiveApp, LiveRevision};
 use nimbus_host::{AppHost, AssembleError, Components, HostEnv, Revision, StopOnDrop, stop_in_background};
 use nimbus_manifest::{LoadedManifest, Manifest, RoutePattern};
 use nimbus_observe::Observer;
 use nimbus_services::Service;
+use nimbus_triggers::AppTriggers;
 use nimbus_wasm::Runtime;
 
 use crate::auth::{Action, Principal};
@@ -68,7 +69,7 @@ fn claimed_routes<'a>(
     routes: &'a BTreeSet<RoutePattern>,
     manifest: &Manifest,
 ) -> impl Iterator<Item = RoutePattern> + 'a {
-    let events = nimbus_gateway::app_topics(manifest)
+    let events = nimbus_triggers::app_topics(manifest)
         .into_iter()
         .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok());
     let actors: Vec<RoutePattern> = manifest
@@ -143,7 +144,7 @@ pub struct AppData {
     /// The event bus of every app's topics.
     pub bus: Arc<dyn EventBus>,
     /// The KV store (which publishes its changes to the bus for `[[trigger.kv]]`).
-    pub kv_changes: Arc<nimbus_gateway::KvChanges>,
+    pub kv_changes: Arc<nimbus_triggers::KvChanges>,
     /// Who may publish to topics and call actor types that are not `public` through the gateway.
     pub callers: Arc<dyn nimbus_gateway::Callers>,
 }

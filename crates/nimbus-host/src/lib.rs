@@ -36,12 +36,14 @@ mod stop;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use nimbus_actors::{Activations, ActorHost};
 use nimbus_bus::{BusError, EventBus};
-use nimbus_gateway::{Activations, ActorHost, AppTriggers, Callers, EventIngress, Gateway, KvChanges};
+use nimbus_gateway::{Callers, EventIngress, Gateway};
 use nimbus_manifest::{LoadedManifest, Manifest};
 use nimbus_observe::Observer;
 use nimbus_services::Service;
 use nimbus_state::KvStore;
+use nimbus_triggers::{AppTriggers, KvChanges};
 use nimbus_wasm::Runtime;
 
 pub use source::Components;
@@ -131,7 +133,7 @@ impl AppHost {
         let services = load::services(loaded, &from, &self.env.observer, &mut backends, &mut described).await?;
         let mut gateway =
             Gateway::from_manifest(m, &backends, &self.env.observer).with_callers(self.env.callers.clone());
-        let topics = nimbus_gateway::app_topics(m);
+        let topics = nimbus_triggers::app_topics(m);
         if let Some(bus) = &self.env.bus
             && !topics.is_empty()
         {
@@ -150,7 +152,10 @@ impl AppHost {
     /// revision [`AppHost::assemble`] built); none without a bus.
     pub async fn start_triggers(&self, manifest: &Manifest, gateway: &Gateway) -> Result<AppTriggers, BusError> {
         match &self.env.bus {
-            Some(bus) => AppTriggers::start(manifest, gateway, bus, self.env.kv_changes.as_ref()).await,
+            Some(bus) => {
+                let tracer = self.env.observer.tracer();
+                AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, self.env.kv_changes.as_ref()).await
+            }
             None => Ok(AppTriggers::default()),
         }
     }

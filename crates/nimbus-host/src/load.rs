@@ -62,7 +62,7 @@ pub(crate) fn check_handlers(
     loaded: &LoadedManifest,
     backends: &HashMap<String, Backend>,
 ) -> Result<(), AssembleError> {
-    let problems: Vec<String> = nimbus_gateway::handler_problems(&loaded.manifest, backends)
+    let problems: Vec<String> = nimbus_triggers::handler_problems(&loaded.manifest, backends)
         .into_iter()
         .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
         .collect();
