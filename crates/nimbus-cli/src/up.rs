@@ -66,45 +66,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
-    let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
-    let topics = nimbus_triggers::app_topics(m);
+    let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
-    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
-        None
-    } else {
-        let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
-        runtime = runtime.with_bus(bus.clone());
-        Some(bus)
-    };
-    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
-        || !m.trigger.kv.is_empty()
-        || !m.trigger.actor.is_empty();
-    let (kv, kv_changes) = if needs_kv {
-        let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
-        // State written before buckets were scoped per app is this app's.
-        let app = m.app.name.clone();
-        nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
-            "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
-        )?;
-        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone())));
-        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
-            Some(c) => c.clone(),
-            None => kv,
-        };
-        runtime = runtime.with_kv(kv.clone());
-        (Some(kv), changes)
-    } else {
-        (None, None)
-    };
-
-    let runtime = Arc::new(runtime);
+    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime).await?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = nimbus_control::DataAuth::Local { token: token.clone(), app: m.app.name.clone() };
     let env = HostEnv {
-        runtime: runtime.clone(),
+        runtime: Arc::new(runtime),
         bus: bus.clone(),
         kv: kv.clone(),
         kv_changes,
@@ -129,16 +100,11 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     };
     let Revision { gateway, services, described, .. } = revision;
     let gateway = Arc::new(gateway);
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             nimbus_host::stop_services(&services).await;
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0",
-                    args.listen
-                )
-            });
+            return Err(e);
         }
     };
     let addr = listener.local_addr()?;
@@ -165,6 +131,92 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         }
     };
     println!("Serving app `{}` on http://{addr}", m.app.name);
+    print_routes(&gateway, m, &triggers, &described, addr);
+    if let Some(bus) = &bus {
+        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+    }
+    let file = data_dir.join(crate::local_api::API_FILE);
+    println!(
+        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
+        local_api.addr,
+        file.display()
+    );
+    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
+    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
+    tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");
+
+    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
+    let _ = stop_api.send(());
+    drop(local_api);
+    triggers.stop().await;
+    nimbus_host::stop_services(&services).await;
+    served?;
+    println!("Stopped.");
+    Ok(())
+}
+
+/// The gateway's listener.
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0")
+    })
+}
+
+/// The runtime and the backends of the app.
+struct Opened {
+    runtime: nimbus_wasm::Runtime,
+    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    kv_changes: Option<Arc<nimbus_triggers::KvChanges>>,
+}
+
+/// The bus and KV store the app needs (none it does not), opened in `data_dir`, with `runtime`
+/// bound to them; KV changes are published when the app has a bus.
+async fn open_data(
+    storage: &BackendArgs,
+    data_dir: &std::path::Path,
+    m: &nimbus_manifest::Manifest,
+    mut runtime: nimbus_wasm::Runtime,
+) -> anyhow::Result<Opened> {
+    let topics = nimbus_triggers::app_topics(m);
+    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
+        None
+    } else {
+        let bus = storage.open_bus(data_dir).await.context("cannot open the event bus")?;
+        runtime = runtime.with_bus(bus.clone());
+        Some(bus)
+    };
+    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
+        || !m.trigger.kv.is_empty()
+        || !m.trigger.actor.is_empty();
+    let (kv, kv_changes) = if needs_kv {
+        let kv = storage.open_kv(data_dir).await.context("cannot open the state store")?;
+        // State written before buckets were scoped per app is this app's.
+        let app = m.app.name.clone();
+        nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
+            "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
+        )?;
+        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone())));
+        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
+            Some(c) => c.clone(),
+            None => kv,
+        };
+        runtime = runtime.with_kv(kv.clone());
+        (Some(kv), changes)
+    } else {
+        (None, None)
+    };
+    Ok(Opened { runtime, bus, kv, kv_changes })
+}
+
+/// The banner lines of what the app serves: its routes, actors and triggers.
+fn print_routes(
+    gateway: &nimbus_gateway::Gateway,
+    m: &nimbus_manifest::Manifest,
+    triggers: &nimbus_triggers::AppTriggers,
+    described: &std::collections::HashMap<String, String>,
+    addr: SocketAddr,
+) {
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
     for route in routes {
@@ -182,25 +234,4 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     for t in &triggers.info {
         println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);
     }
-    if let Some(bus) = &bus {
-        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
-    }
-    let file = data_dir.join(crate::local_api::API_FILE);
-    println!(
-        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
-        local_api.addr,
-        file.display()
-    );
-    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
-    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
-    tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
-
-    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
-    let _ = stop_api.send(());
-    drop(local_api);
-    triggers.stop().await;
-    nimbus_host::stop_services(&services).await;
-    served?;
-    println!("Stopped.");
-    Ok(())
 }
