@@ -472,7 +472,7 @@ async fn a_deployed_app_consumes_its_topics_on_a_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn under_up_a_topic_that_is_not_public_takes_only_the_local_token() {
     let app = App::new(&format!(
-        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\n\
+        "[app]\nname = \"shop\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"handled\"] }}\n\
          [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n\
          [[trigger.topic]]\ntopic = \"open\"\ncomponent = \"fn\"\npublic = true\n",
         nimbus_fixtures::EVENTS

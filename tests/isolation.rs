@@ -213,7 +213,7 @@ fn guarded_app(name: &str) -> App {
     App::new(&format!(
         "[app]\nname = \"{name}\"\n\
          [component.store]\nsource = \"{kv}\"\ngrants = {{ kv = [\"carts\"] }}\n\
-         [component.fn]\nsource = \"{events}\"\n\
+         [component.fn]\nsource = \"{events}\"\ngrants = {{ publish = [\"handled\"] }}\n\
          [component.counter]\nsource = \"{counter}\"\n\
          [[trigger.http]]\nroute = \"/...\"\ncomponent = \"store\"\n\
          [[trigger.topic]]\ntopic = \"orders\"\ncomponent = \"fn\"\n\
