@@ -179,3 +179,48 @@ async fn under_up_an_actor_type_that_is_not_public_takes_only_the_local_token() 
     let home = tempfile::tempdir().unwrap();
     assert_eq!(ok(app.cli(home.path(), &["actors", "call", "counter", "a", "incr"])), "2");
 }
+
+/// An app whose only trigger is an actor, named `name`.
+fn actor_only(name: &str) -> App {
+    App::new(&format!(
+        "[app]\nname = \"{name}\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\n",
+        nimbus_fixtures::COUNTER
+    ))
+}
+
+/// `POST {base}/actors/counter/{key}/incr` with `host` and `token`: status and answer.
+async fn incr(base: &str, host: Option<&str>, token: &str, key: &str) -> (u16, String) {
+    let mut req = client().post(format!("{base}/actors/counter/{key}/incr")).bearer_auth(token);
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The same actor-only app answers its actors under `nimbus up` and on `nimbus server` (bound to
+/// a host, and on every host): both assemble it through the app host, and the server routes an
+/// app's `/actors/` to it like its HTTP routes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_actor_only_app_is_served_by_up_and_by_the_server() {
+    let app = actor_only("solo");
+    let up = app.up(&[]);
+    assert_eq!(incr(&up.base, None, &app.local_token(), "k").await, (200, "1".into()));
+    let refused = incr(&up.base, None, "wrong", "k").await.0;
+    assert!(refused == 401 || refused == 403, "not public: the token is checked ({refused})");
+    drop(up);
+
+    let data = tempfile::tempdir().unwrap();
+    let platform = common::platform::Platform::start(data.path(), &[]);
+    let admin = platform.admin.clone().unwrap();
+    platform.admin_cli(&["deploy", app.path().to_str().unwrap(), "--host", "solo.test"]);
+    let base = platform.gateway.as_str();
+    assert_eq!(incr(base, Some("solo.test"), &admin, "k").await, (200, "1".into()));
+    assert_eq!(incr(base, Some("solo.test"), &admin, "k").await, (200, "2".into()));
+    assert_eq!(incr(base, Some("elsewhere.test"), &admin, "k").await.0, 404, "bound to its host");
+
+    let anywhere = actor_only("anywhere");
+    platform.admin_cli(&["deploy", anywhere.path().to_str().unwrap()]);
+    assert_eq!(incr(base, Some("elsewhere.test"), &admin, "k").await, (200, "1".into()));
+    assert_eq!(incr(base, Some("solo.test"), &admin, "k").await, (200, "3".into()), "the bound app keeps its host");
+}

@@ -61,9 +61,9 @@ pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()
         ActorsCommand::State { actor_type, key, output } => {
             let (client, app) = data.connect()?;
             let path =
-                format!("{app}/kv/{}/keys/{}", nimbus_gateway::ACTORS_BUCKET, seg(&format!("{actor_type}/{key}")));
+                format!("{app}/kv/{}/keys/{}", nimbus_actors::ACTORS_BUCKET, seg(&format!("{actor_type}/{key}")));
             let bytes = client.raw(reqwest::Method::GET, &path, None, "")?;
-            let state = nimbus_gateway::decode_state(&bytes)?;
+            let state = nimbus_actors::decode_state(&bytes)?;
             let shown: std::collections::BTreeMap<&String, String> =
                 state.iter().map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned())).collect();
             output.print(&shown, |s| s.iter().for_each(|(k, v)| println!("{k} = {v}")))

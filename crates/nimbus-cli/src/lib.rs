@@ -4,7 +4,7 @@
 //! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `traces`, `logs`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
-//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-observe`, `nimbus-gateway` and `nimbus-control` together. The `nimbus` binary is just
+//! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-observe`, `nimbus-gateway`, `nimbus-triggers`, `nimbus-host` (which assembles the app `nimbus up` serves) and `nimbus-control` together. The `nimbus` binary is just
 //! [`main`].
 //!
 //! ```no_run

@@ -90,7 +90,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     nimbus_control::migrate_state(&store, &*kv)
         .await
         .context("cannot move the state written by an older Nimbus to its apps; nothing was deleted, start again")?;
-    let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
+    let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
     let kv: Arc<dyn nimbus_state::KvStore> = kv_changes.clone();
     let runtime = Arc::new(
         args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()).with_kv(kv.clone()),

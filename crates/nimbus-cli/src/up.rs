@@ -1,16 +1,13 @@
-//! `nimbus up`: load the app, compile (or load from cache) every component, and serve it until
-//! SIGINT/SIGTERM, then drain.
-use std::collections::HashMap;
+//! `nimbus up`: open the embedded backends, assemble the app with the app host (the same
+//! [`AppHost::assemble`] a server's deploy calls), and serve it until SIGINT/SIGTERM, then drain.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use nimbus_gateway::{AppTriggers, Backend, EventIngress, Gateway};
-use nimbus_manifest::{FieldPath, LoadedManifest};
-use nimbus_services::{Service, ServiceSpec};
-use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
+use nimbus_host::{AppHost, AssembleError, Components, HostEnv, Revision};
+use nimbus_manifest::LoadedManifest;
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
 
@@ -69,108 +66,45 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
-    let mut runtime = args.engine.runtime(max_instances, max_memory_mb)?;
-    let topics = nimbus_gateway::app_topics(m);
+    let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
-    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
-        None
-    } else {
-        let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
-        runtime = runtime.with_bus(bus.clone());
-        Some(bus)
-    };
-    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
-        || !m.trigger.kv.is_empty()
-        || !m.trigger.actor.is_empty();
-    let (kv, kv_changes) = if needs_kv {
-        let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
-        // State written before buckets were scoped per app is this app's.
-        let app = m.app.name.clone();
-        nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
-            "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
-        )?;
-        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_gateway::KvChanges::new(kv.clone(), bus.clone())));
-        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
-            Some(c) => c.clone(),
-            None => kv,
-        };
-        runtime = runtime.with_kv(kv.clone());
-        (Some(kv), changes)
-    } else {
-        (None, None)
-    };
-
-    let loads = functions.iter().map(|&(name, c)| {
-        let path = loaded.resolve(c.source().unwrap_or_default());
-        let runtime = &runtime;
-        async move { (name, runtime.load_with_outcome(name, &path, c).await) }
-    });
-    let mut backends = HashMap::new();
-    let mut problems = Vec::new();
-    let mut described = HashMap::new();
-    for (name, result) in futures::future::join_all(loads).await {
-        match result {
-            Ok((function, outcome)) => {
-                let kind = match (function.kind(), function.handles_http(), function.handles_events()) {
-                    (WasmKind::Module, ..) => "WAGI module",
-                    (_, true, true) => "wasi:http + nimbus:events component",
-                    (_, false, true) => "nimbus:events component",
-                    _ => "wasi:http component",
-                };
-                let how = match outcome {
-                    CacheOutcome::Hit(d) => format!("loaded from cache in {} ms", d.as_millis()),
-                    CacheOutcome::Compiled(d) => format!("compiled in {} ms", d.as_millis()),
-                };
-                described.insert(name.clone(), format!("{kind}, {how}"));
-                backends.insert(name.clone(), Backend::Function(function));
-            }
-            Err(e) => {
-                let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                problems.push(loaded.diagnostic(&at, e.to_string(), hint_for(&e)).to_string());
-            }
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}\nnothing is served until every component loads", problems.join("\n"));
-    }
-    check_handlers(&loaded, &backends)?;
-    let services = start_services(&loaded, &mut backends, &mut described, &observer).await?;
-
+    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime).await?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = nimbus_control::DataAuth::Local { token: token.clone(), app: m.app.name.clone() };
-    let mut gateway = Gateway::from_manifest(m, &backends, &observer).with_callers(Arc::new(callers));
-    if let Some(kv) = &kv
-        && let Some(host) = nimbus_gateway::ActorHost::new(m, &gateway, kv.clone(), Default::default())
-    {
-        gateway = gateway.with_actors(host);
-    }
-    let triggers = match &bus {
-        Some(bus) => {
-            gateway = gateway.with_events(EventIngress::new(&m.app.name, bus.clone(), topics));
-            match AppTriggers::start(m, &gateway, bus, kv_changes.as_ref()).await {
-                Ok(t) => t,
-                Err(e) => {
-                    stop_services(&services).await;
-                    return Err(e).context("cannot start the event triggers");
-                }
-            }
-        }
-        None => AppTriggers::default(),
+    let env = HostEnv {
+        runtime: Arc::new(runtime),
+        bus: bus.clone(),
+        kv: kv.clone(),
+        kv_changes,
+        callers: Arc::new(callers),
+        observer: observer.clone(),
     };
+    let host = AppHost::new(env);
+    let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {
+        let until = match &e {
+            AssembleError::Functions(_) => "every component loads",
+            AssembleError::Handlers(_) => "every trigger has a handler",
+            AssembleError::Services(_) => "every service is ready",
+        };
+        anyhow::anyhow!("{e}\nnothing is served until {until}")
+    })?;
+    let triggers = match host.start_triggers(&revision.manifest, &revision.gateway).await {
+        Ok(t) => t,
+        Err(e) => {
+            revision.stop().await;
+            return Err(e).context("cannot start the event triggers");
+        }
+    };
+    let Revision { gateway, services, described, .. } = revision;
     let gateway = Arc::new(gateway);
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            stop_services(&services).await;
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot listen on {}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0",
-                    args.listen
-                )
-            });
+            nimbus_host::stop_services(&services).await;
+            return Err(e);
         }
     };
     let addr = listener.local_addr()?;
@@ -192,11 +126,97 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         Ok(served) => served,
         Err(e) => {
             triggers.stop().await;
-            stop_services(&services).await;
+            nimbus_host::stop_services(&services).await;
             return Err(e);
         }
     };
     println!("Serving app `{}` on http://{addr}", m.app.name);
+    print_routes(&gateway, m, &triggers, &described, addr);
+    if let Some(bus) = &bus {
+        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+    }
+    let file = data_dir.join(crate::local_api::API_FILE);
+    println!(
+        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
+        local_api.addr,
+        file.display()
+    );
+    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
+    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
+    tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");
+
+    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
+    let _ = stop_api.send(());
+    drop(local_api);
+    triggers.stop().await;
+    nimbus_host::stop_services(&services).await;
+    served?;
+    println!("Stopped.");
+    Ok(())
+}
+
+/// The gateway's listener.
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; pick another address with --listen (or NIMBUS_LISTEN), e.g. 127.0.0.1:0")
+    })
+}
+
+/// The runtime and the backends of the app.
+struct Opened {
+    runtime: nimbus_wasm::Runtime,
+    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
+    kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    kv_changes: Option<Arc<nimbus_triggers::KvChanges>>,
+}
+
+/// The bus and KV store the app needs (none it does not), opened in `data_dir`, with `runtime`
+/// bound to them; KV changes are published when the app has a bus.
+async fn open_data(
+    storage: &BackendArgs,
+    data_dir: &std::path::Path,
+    m: &nimbus_manifest::Manifest,
+    mut runtime: nimbus_wasm::Runtime,
+) -> anyhow::Result<Opened> {
+    let topics = nimbus_triggers::app_topics(m);
+    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
+        None
+    } else {
+        let bus = storage.open_bus(data_dir).await.context("cannot open the event bus")?;
+        runtime = runtime.with_bus(bus.clone());
+        Some(bus)
+    };
+    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
+        || !m.trigger.kv.is_empty()
+        || !m.trigger.actor.is_empty();
+    let (kv, kv_changes) = if needs_kv {
+        let kv = storage.open_kv(data_dir).await.context("cannot open the state store")?;
+        // State written before buckets were scoped per app is this app's.
+        let app = m.app.name.clone();
+        nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(
+            "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
+        )?;
+        let changes = bus.as_ref().map(|bus| Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone())));
+        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
+            Some(c) => c.clone(),
+            None => kv,
+        };
+        runtime = runtime.with_kv(kv.clone());
+        (Some(kv), changes)
+    } else {
+        (None, None)
+    };
+    Ok(Opened { runtime, bus, kv, kv_changes })
+}
+
+/// The banner lines of what the app serves: its routes, actors and triggers.
+fn print_routes(
+    gateway: &nimbus_gateway::Gateway,
+    m: &nimbus_manifest::Manifest,
+    triggers: &nimbus_triggers::AppTriggers,
+    described: &std::collections::HashMap<String, String>,
+    addr: SocketAddr,
+) {
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
     for route in routes {
@@ -213,112 +233,5 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     for t in &triggers.info {
         println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);
-    }
-    if let Some(bus) = &bus {
-        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
-    }
-    let file = data_dir.join(crate::local_api::API_FILE);
-    println!(
-        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
-        local_api.addr,
-        file.display()
-    );
-    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
-    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
-    tracing::info!(%addr, allocator = ?runtime.allocator(), "ready");
-
-    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
-    let _ = stop_api.send(());
-    drop(local_api);
-    triggers.stop().await;
-    stop_services(&services).await;
-    served?;
-    println!("Stopped.");
-    Ok(())
-}
-
-/// Every trigger's function can handle it, or nothing is served.
-fn check_handlers(loaded: &LoadedManifest, backends: &HashMap<String, Backend>) -> anyhow::Result<()> {
-    let problems: Vec<String> = nimbus_gateway::handler_problems(&loaded.manifest, backends)
-        .into_iter()
-        .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        bail!("{}\nnothing is served until every trigger has a handler", problems.join("\n"))
-    }
-}
-
-/// Starts every service and waits until each has a ready process; on failure stops them all.
-async fn start_services(
-    loaded: &LoadedManifest,
-    backends: &mut HashMap<String, Backend>,
-    described: &mut HashMap<String, String>,
-    observer: &nimbus_observe::Observer,
-) -> anyhow::Result<Vec<Arc<Service>>> {
-    let started: Vec<(String, Arc<Service>)> = loaded
-        .manifest
-        .component
-        .iter()
-        .filter(|(_, c)| c.command.is_some())
-        .map(|(name, c)| {
-            let mut spec = ServiceSpec::from_component(name, c, loaded.dir());
-            spec.telemetry = observer.component(&loaded.manifest.app.name, name);
-            (name.clone(), Service::start(spec))
-        })
-        .collect();
-    let begin = std::time::Instant::now();
-    let results = futures::future::join_all(started.iter().map(|(_, s)| s.until_ready())).await;
-    let services: Vec<Arc<Service>> = started.iter().map(|(_, s)| s.clone()).collect();
-    let mut problems = Vec::new();
-    for ((name, service), result) in started.iter().zip(results) {
-        match result {
-            Ok(()) => {
-                let how = if service.starts_at_zero() {
-                    "service, scaled to zero until its first request".to_string()
-                } else {
-                    format!("service, ready in {} ms", begin.elapsed().as_millis())
-                };
-                described.insert(name.clone(), how);
-                backends.insert(name.clone(), Backend::Service(service.clone()));
-            }
-            Err(e) => {
-                let at = FieldPath::root().key("component").key(name.clone()).key("command");
-                let hint = "check the command and its output above; a service must listen on 127.0.0.1:$PORT and pass its readiness probe";
-                problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
-            }
-        }
-    }
-    if !problems.is_empty() {
-        stop_services(&services).await;
-        bail!("{}\nnothing is served until every service is ready", problems.join("\n"));
-    }
-    Ok(services)
-}
-
-async fn stop_services(services: &[Arc<Service>]) {
-    futures::future::join_all(services.iter().map(|s| s.shutdown())).await;
-}
-
-fn hint_for(e: &LoadError) -> String {
-    match e {
-        LoadError::Read { .. } => {
-            "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into()
-        }
-        LoadError::NotWasm { .. } => {
-            "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into()
-        }
-        LoadError::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb".into(),
-        LoadError::CompileTimeout { .. } => {
-            "raise the bound with --compile-timeout if the module is legitimately large".into()
-        }
-        LoadError::Compile { .. } => {
-            "rebuild the component; the file is damaged or uses features wasmtime does not enable".into()
-        }
-        LoadError::Link { .. } => {
-            "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into()
-        }
-        LoadError::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
     }
 }

@@ -11,9 +11,10 @@
 //! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
 //! pages, the API served by the gateway's accept loop ([`ApiHandler`]), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
-//! unpacked under the data directory and started (`nimbus-services`) with it. It does not serve app traffic
-//! (the gateway's [`nimbus_gateway::Ingress`] does, from the table published here) or run wasm
-//! (`nimbus-wasm`).
+//! unpacked under the data directory. It does not assemble a revision (loading functions,
+//! starting services, building its gateway and triggers: that is [`nimbus_host::AppHost`], the
+//! same call `nimbus up` makes), serve app traffic (the gateway's [`nimbus_gateway::Ingress`]
+//! does, from the table published here) or run wasm (`nimbus-wasm`).
 //!
 //! ```no_run
 //! # async fn demo(runtime: nimbus_wasm::Runtime) -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,7 @@
 //! let bus: Arc<dyn nimbus_bus::EventBus> =
 //!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
 //! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
-//! let kv_changes = Arc::new(nimbus_gateway::KvChanges::new(kv, bus.clone()));
+//! let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });

@@ -69,7 +69,7 @@ impl Owners {
     }
 
     fn of(&self, bucket: &str, key: &str) -> Vec<String> {
-        let apps = if bucket == nimbus_gateway::ACTORS_BUCKET {
+        let apps = if bucket == nimbus_actors::ACTORS_BUCKET {
             key.split_once('/').and_then(|(ty, _)| self.actor_types.get(ty))
         } else {
             self.buckets.get(bucket)

@@ -1,26 +1,18 @@
 //! Events at the gateway: the CloudEvents ingress (`POST /events/{topic}`, binary or structured
-//! mode, for the topics the app declares) and the destinations that deliver a topic's events
-//! to a component — a function's `nimbus:events/handler`, or a service as an HTTP POST in binary
-//! mode — through the component's admission control, like its HTTP requests.
+//! mode, for the topics the app declares). Delivering a topic's events to components is
+//! `nimbus-triggers`'.
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use nimbus_bus::dispatch::{DeliveryError, Destination};
-use nimbus_bus::{AttributesReader, Event, EventBus, PublishOptions, Topic};
-use nimbus_observe::{Span, SpanKind, Telemetry, Tracer};
-use nimbus_wasm::{EventError, Invocation};
+use nimbus_bus::{AttributesReader, EventBus, PublishOptions, Topic};
 
 use crate::body::GatewayBody;
 use crate::request_body::read_whole;
 use crate::request_id::RequestId;
 use crate::respond::{error, set_request_id};
-use crate::{Backend, Target};
 
 /// The largest event accepted, in bytes (by the ingress and by the control API's topic endpoint).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -94,148 +86,5 @@ impl EventIngress {
 
     fn list(&self) -> String {
         self.topics.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-    }
-}
-
-/// Delivers events to one component.
-#[derive(Debug)]
-pub struct ComponentDestination {
-    tracer: Tracer,
-    target: Arc<Target>,
-    /// Service: the path events are POSTed to.
-    path: String,
-    /// The trigger, for invocation logs (`topic:orders`).
-    trigger: String,
-}
-
-impl ComponentDestination {
-    pub(crate) fn new(tracer: Tracer, target: Arc<Target>, path: Option<&str>, trigger: String) -> Self {
-        Self { tracer, target, path: path.unwrap_or("/").to_string(), trigger }
-    }
-
-    async fn to_function(
-        &self,
-        f: &nimbus_wasm::Function,
-        event: &Event,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        span: &Span,
-    ) -> Result<(), DeliveryError> {
-        let mut inv = Invocation::new(&format!("evt-{}", event.id()), &self.trigger);
-        inv.lease = Some(permit);
-        inv.telemetry = Some(Telemetry { component: self.target.telemetry.clone(), parent: span.handle() });
-        f.handle_event(event, inv).await.map_err(|e| match e {
-            EventError::Rejected(m) => DeliveryError::permanent("rejected", m),
-            EventError::Failed(m) => DeliveryError::retryable("failed", m),
-            EventError::Invoke(e) if e.is_timeout() => DeliveryError::retryable("timeout", e.to_string()),
-            EventError::Invoke(e) if e.is_capacity() => DeliveryError::retryable("capacity", e.to_string()),
-            EventError::Invoke(nimbus_wasm::InvokeError::Unsupported(m)) => DeliveryError::permanent("unsupported", m),
-            EventError::Invoke(e) => DeliveryError::retryable("trap", e.to_string()),
-        })
-    }
-
-    async fn to_service(
-        &self,
-        s: &Arc<nimbus_services::Service>,
-        event: &Event,
-        span: &Span,
-    ) -> Result<(), DeliveryError> {
-        let (headers, body) = nimbus_bus::http::write_binary(event)
-            .map_err(|e| DeliveryError::permanent("invalid-event", e.to_string()))?;
-        let mut req = http::Request::post(&self.path)
-            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
-            .map_err(|e| DeliveryError::permanent("invalid-path", e.to_string()))?;
-        req.headers_mut().extend(headers);
-        // The service continues the trace from the delivery's span.
-        if let Some(ctx) = span.context().or_else(|| nimbus_bus::event::trace_context(event)) {
-            ctx.inject(req.headers_mut());
-        }
-        let resp = s
-            .handle(req, None, self.target.admission.queue_timeout())
-            .await
-            .map_err(|e| DeliveryError::retryable("unreachable", e.to_string()))?;
-        let status = resp.status();
-        let detail = answer_detail(resp.into_body()).await;
-        match status.as_u16() {
-            200..=299 => Ok(()),
-            408 | 429 => Err(DeliveryError::retryable(format!("http-{}", status.as_u16()), detail)),
-            400..=499 => Err(DeliveryError::permanent(format!("http-{}", status.as_u16()), detail)),
-            _ => Err(DeliveryError::retryable(format!("http-{}", status.as_u16()), detail)),
-        }
-    }
-}
-
-/// The start of a service's answer to a delivery, as the error detail (its first 500
-/// characters). The status already decided the outcome, so at most [`DETAIL_BYTES`] are read,
-/// within [`DETAIL_TIME`]: a service cannot make a delivery buffer a huge body or wait for one
-/// that stalls. A body that ends within both is read whole, so its connection is reused.
-async fn answer_detail(body: nimbus_services::ServiceBody) -> String {
-    let mut head = Vec::new();
-    let read = async {
-        let mut body = std::pin::pin!(body);
-        while head.len() < DETAIL_BYTES
-            && let Some(Ok(frame)) = body.frame().await
-        {
-            if let Some(data) = frame.data_ref() {
-                head.extend_from_slice(&data[..data.len().min(DETAIL_BYTES - head.len())]);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DETAIL_TIME, read).await;
-    String::from_utf8_lossy(&head).chars().take(500).collect()
-}
-
-/// The most of a service's answer to a delivery that is read (the detail is 500 characters).
-const DETAIL_BYTES: usize = 4096;
-/// How long the rest of a service's answer to a delivery is waited for, once its status is in.
-const DETAIL_TIME: Duration = Duration::from_secs(5);
-
-#[async_trait]
-impl Destination for ComponentDestination {
-    fn name(&self) -> String {
-        match &self.target.backend {
-            Backend::Function(f) => format!("function:{}", f.name()),
-            Backend::Service(s) => format!("service:{}", s.name()),
-        }
-    }
-
-    /// One delivery attempt, in a consumer span (`process topic:orders`) continuing the trace
-    /// the event carries.
-    async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
-        let telemetry = &self.target.telemetry;
-        let mut span = self.tracer.start("process", SpanKind::Consumer, nimbus_bus::event::trace_context(event));
-        if span.is_recording() {
-            span.rename(format!("process {}", self.trigger));
-            span.set("messaging.system", "nimbus");
-            span.set("messaging.operation.type", "process");
-            span.set("messaging.message.id", event.id().to_string());
-            span.set("nimbus.trigger", self.trigger.clone());
-            span.set("nimbus.component", telemetry.component.to_string());
-        }
-        let started = Instant::now();
-        let result = self.attempt(event, &span).await;
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(e) if !e.retry => "rejected",
-            Err(_) => "failed",
-        };
-        if let Err(e) = &result {
-            span.set_error(outcome, format!("{}: {}", e.code, e.message));
-        }
-        telemetry.metrics.invocation("event", outcome, started.elapsed());
-        result
-    }
-}
-
-impl ComponentDestination {
-    async fn attempt(&self, event: &Event, span: &Span) -> Result<(), DeliveryError> {
-        let permit = {
-            let _waiting = span.child("admission", SpanKind::Internal);
-            self.target.admit().await
-        }
-        .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
-        match &self.target.backend {
-            Backend::Function(f) => self.to_function(f, event, permit, span).await,
-            Backend::Service(s) => self.to_service(s, event, span).await,
-        }
     }
 }

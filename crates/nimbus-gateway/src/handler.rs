@@ -14,7 +14,6 @@ use nimbus_services::{Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::admission::Rejected;
 use crate::body::GatewayBody;
 use crate::idle::{BodyWatch, ClientBody};
 use crate::request_body::{BodyError, read_whole};
@@ -22,6 +21,7 @@ use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::{error, set_request_id};
 use crate::router::{Route, RouteMatch};
 use crate::{Backend, Gateway, HEALTH_PATH, Target};
+use nimbus_target::Rejected;
 
 /// The response header carrying the trace context of the gateway's span (W3C Trace Context
 /// Level 2), so a caller can find its request with `nimbus traces show`.
@@ -101,7 +101,7 @@ impl Gateway {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
-            return Box::pin(actors.handle_http(req, id, span)).await;
+            return Box::pin(crate::actor_ingress::serve(&**actors, req, id, span)).await;
         }
         let found = {
             let _routing = span.child("route", SpanKind::Internal);

@@ -5,13 +5,18 @@
 //! idle timeout, a cap on open connections and backoff on accept errors per listener — the
 //! control API is served by the same accept loop through [`Handler`]), routing of
 //! `[[trigger.http]]` routes to functions or services (exact paths, `/prefix/...` wildcards, method filters), request ids
-//! (`x-request-id`, kept from the caller or minted), request body limits (413), per-component
-//! admission control (bounded concurrency, a bounded FIFO queue, 503 + `Retry-After` when full),
-//! `/healthz`, and graceful shutdown that drains in-flight requests. For a server hosting many
+//! (`x-request-id`, kept from the caller or minted), request body limits (413), admission of each
+//! request through its component's [`Target`] (`nimbus-target`: bounded concurrency, a bounded
+//! FIFO queue, 503 + `Retry-After` when full), the CloudEvents ingress (`POST /events/{topic}`),
+//! the HTTP side of actor calls (`POST /actors/TYPE/KEY/METHOD`, run through [`ActorCalls`], a
+//! trait defined here and implemented by `nimbus-actors`, which sits above this crate), who may
+//! call non-public topics and actors ([`Callers`], supplied by the control plane), `/healthz`,
+//! and graceful shutdown that drains in-flight requests. For a server hosting many
 //! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
 //! percent or tag, and is swapped atomically when the control plane changes it. It does not run
-//! wasm (that is `nimbus-wasm`) or service processes (`nimbus-services`), read manifests (that is `nimbus-manifest`) or decide what is
-//! deployed (that is `nimbus-control`).
+//! wasm (that is `nimbus-wasm`), service processes (`nimbus-services`), actors (`nimbus-actors`)
+//! or triggers and event delivery (`nimbus-triggers`), read manifests (that is `nimbus-manifest`),
+//! assemble an app (`nimbus-host`) or decide what is deployed (that is `nimbus-control`).
 //!
 //! ```no_run
 //! # async fn demo(manifest: nimbus_manifest::Manifest, hello: nimbus_wasm::Function) -> std::io::Result<()> {
@@ -25,8 +30,7 @@
 //! # }
 //! ```
 
-mod actors;
-mod admission;
+mod actor_ingress;
 mod apps;
 mod body;
 mod callers;
@@ -34,82 +38,32 @@ mod events;
 mod handler;
 mod hygiene;
 mod idle;
-mod kv_changes;
 mod request_body;
 mod request_id;
 mod respond;
 mod router;
 mod server;
-mod triggers;
 mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nimbus_manifest::{Manifest, RoutePattern};
-use nimbus_observe::{ComponentTelemetry, Observer, Tracer};
-use nimbus_services::Service;
-use nimbus_wasm::Function;
+use nimbus_observe::{Observer, Tracer};
 
-pub use actors::{ACTORS_BUCKET, ACTORS_PATH, Activations, ActorError, ActorHost, decode_state, encode_state};
-pub use admission::{Admission, Rejected};
+pub use actor_ingress::{ACTORS_PATH, ActorCalls, CallFailure};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
 pub use callers::Callers;
-pub use events::{ComponentDestination, EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
+pub use events::{EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
-pub use kv_changes::{KvChanges, kv_topic};
+pub use nimbus_target::{Admission, Backend, Rejected, Target};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};
-pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, handler_problems, topic_ref};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";
-
-/// What serves a component's requests.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// A WebAssembly function: a fresh instance per request.
-    Function(Function),
-    /// A long-lived service process (or several).
-    Service(Arc<Service>),
-}
-
-impl Backend {
-    /// The component name.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Function(f) => f.name(),
-            Self::Service(s) => s.name(),
-        }
-    }
-}
-
-/// A component as the gateway sees it: its backend plus its admission state and body limit.
-#[derive(Debug)]
-pub struct Target {
-    /// What serves it.
-    pub backend: Backend,
-    /// Concurrency and queue of this component.
-    pub admission: Admission,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
-    /// Its metrics and log sink.
-    pub telemetry: Arc<ComponentTelemetry>,
-}
-
-impl Target {
-    /// Waits for one of the component's admission slots (or says why not), counting the wait
-    /// in its `nimbus_admission_wait_seconds`: every request, delivery and actor call admitted
-    /// goes through here.
-    pub(crate) async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, admission::Rejected> {
-        let (permit, waited) = self.admission.admit().await?;
-        self.telemetry.metrics.admitted(waited);
-        Ok(permit)
-    }
-}
 
 /// Routes and targets of one app, and its event ingress.
 #[derive(Debug)]
@@ -118,7 +72,7 @@ pub struct Gateway {
     router: Router,
     targets: HashMap<String, Arc<Target>>,
     events: Option<EventIngress>,
-    actors: Option<Arc<ActorHost>>,
+    actors: Option<Arc<dyn ActorCalls>>,
     openness: callers::Openness,
 }
 
@@ -138,20 +92,7 @@ impl Gateway {
                 if let Backend::Function(f) = &backend {
                     f.bind_app(&manifest.app.name);
                 }
-                let l = &c.limits;
-                let telemetry = observer.component(&manifest.app.name, name);
-                let target = Target {
-                    backend,
-                    admission: Admission::new(
-                        l.max_concurrency as usize,
-                        l.queue_depth as usize,
-                        Duration::from_millis(l.queue_timeout_ms),
-                        telemetry.metrics.queue_depth.clone(),
-                    ),
-                    max_body_bytes: usize::try_from(l.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
-                    telemetry,
-                };
-                Some((name.clone(), Arc::new(target)))
+                Some((name.clone(), Arc::new(Target::new(&manifest.app.name, name, c, backend, observer))))
             })
             .collect();
         let routes = manifest.trigger.http.iter().map(|t| Route {
@@ -180,8 +121,9 @@ impl Gateway {
         self
     }
 
-    /// Serves `POST /actors/TYPE/KEY/METHOD`.
-    pub fn with_actors(mut self, actors: Arc<ActorHost>) -> Self {
+    /// Serves `POST /actors/TYPE/KEY/METHOD` through `actors` (the app's actor host, which
+    /// `nimbus-actors` implements).
+    pub fn with_actors(mut self, actors: Arc<dyn ActorCalls>) -> Self {
         self.actors = Some(actors);
         self
     }
@@ -196,12 +138,6 @@ impl Gateway {
     /// The component's target (its backend and admission), if it was loaded.
     pub fn target(&self, component: &str) -> Option<Arc<Target>> {
         self.targets.get(component).cloned()
-    }
-
-    /// Where events for `component` go (through its admission control); `path` is where a
-    /// service gets them, `trigger` names the trigger in logs. `None` if it was not loaded.
-    pub fn destination(&self, component: &str, path: Option<&str>, trigger: String) -> Option<ComponentDestination> {
-        Some(ComponentDestination::new(self.tracer.clone(), self.target(component)?, path, trigger))
     }
 
     /// The routing table.

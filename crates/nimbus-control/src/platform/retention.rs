@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{AppState, Loaded, Platform, blocking, http_routes, parse_manifest, stop_services, unused_blobs};
+use super::{AppState, Loaded, Platform, blocking, http_routes, parse_manifest, unused_blobs};
 use crate::bundle::Bundle;
 use crate::error::ControlError;
 use crate::model::Traffic;
@@ -51,7 +51,7 @@ impl Platform {
         let state = apps.get_mut(app).expect("checked above");
         for id in &gone {
             if let Some(r) = state.revisions.remove(id) {
-                stop_services(r.services);
+                nimbus_host::stop_in_background(r.services);
             }
         }
         self.remove_trees(&unused);
@@ -99,7 +99,7 @@ impl Platform {
             let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
             map.insert(a.component.clone(), bytes);
         }
-        let l = self.loader().load(&bundle, &record.id).await?;
+        let l = self.load(&bundle, &record.id).await?;
         Ok(Loaded {
             record,
             manifest: l.manifest,
@@ -117,7 +117,7 @@ pub(super) fn deactivate(state: &mut AppState) {
     let traffic = &state.record.traffic;
     for rev in state.revisions.values_mut().filter(|r| r.live.is_some() && !traffic.serves(&r.record.id)) {
         rev.live = None;
-        stop_services(std::mem::take(&mut rev.services));
+        nimbus_host::stop_in_background(std::mem::take(&mut rev.services));
         tracing::info!(app = %rev.record.app, revision = %rev.record.id, "revision unloaded: no traffic or tag");
     }
 }

@@ -3,18 +3,21 @@
 //! changes), and per cron trigger a schedule publishing ticks to the
 //! trigger's own topic (`nimbus-cron.N`) plus a consumer group delivering them. Topics, groups
 //! and buckets are the app's own.
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_bus::cron::{CronJob, CronRunner};
 use nimbus_bus::dispatch::{DispatchSpec, Dispatcher, RetryPolicy};
 use nimbus_bus::{BusError, EventBus, Group, Topic};
-use std::collections::{BTreeSet, HashMap};
 
 use nimbus_manifest::{FieldPath, Manifest, Retry, Schedule};
 use nimbus_state::Bucket;
 
-use crate::{Backend, Gateway};
+use nimbus_observe::Tracer;
+use nimbus_target::{Backend, Target};
+
+use crate::{ComponentDestination, KvChanges, kv_topic};
 
 /// How often a long delivery tells the bus it is still being handled.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -95,7 +98,7 @@ pub struct TriggerInfo {
 pub struct AppTriggers {
     dispatchers: Vec<Dispatcher>,
     crons: Vec<CronRunner>,
-    watches: Vec<(Arc<crate::KvChanges>, Bucket)>,
+    watches: Vec<(Arc<KvChanges>, Bucket)>,
     /// What runs.
     pub info: Vec<TriggerInfo>,
 }
@@ -109,23 +112,27 @@ fn retry(r: &Retry) -> RetryPolicy {
 }
 
 impl AppTriggers {
-    /// Starts every topic, cron and KV trigger of a validated manifest, delivering through
-    /// `gateway`'s components; KV triggers watch their buckets on `kv`.
+    /// Starts every topic, cron and KV trigger of a validated manifest, delivering to the
+    /// components `targets` finds (through their admission control; traced by `tracer`); KV
+    /// triggers watch their buckets on `kv`.
     pub async fn start(
         manifest: &Manifest,
-        gateway: &Gateway,
+        targets: &(dyn Fn(&str) -> Option<Arc<Target>> + Sync),
+        tracer: &Tracer,
         bus: &Arc<dyn EventBus>,
-        kv: Option<&Arc<crate::KvChanges>>,
+        kv: Option<&Arc<KvChanges>>,
     ) -> Result<Self, BusError> {
+        let deliver_to = |component: &str, path: Option<&str>, trigger: String| {
+            Some(ComponentDestination::new(tracer.clone(), targets(component)?, path, trigger))
+        };
         let mut running = Self::default();
         for t in &manifest.trigger.kv {
             let Some(kv) = kv else { continue };
             let app = &manifest.app.name;
             let bucket = Bucket::new(app, &t.bucket)
                 .map_err(|_| BusError::InvalidName { name: t.bucket.clone(), why: "not a valid bucket name" })?;
-            let topic = Topic::new(app, &crate::kv_topic(&t.bucket))?;
-            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("kv:{}", t.bucket))
-            else {
+            let topic = Topic::new(app, &kv_topic(&t.bucket))?;
+            let Some(destination) = deliver_to(&t.component, t.path.as_deref(), format!("kv:{}", t.bucket)) else {
                 continue;
             };
             running
@@ -150,8 +157,7 @@ impl AppTriggers {
             // The dead letters of an imported topic are the importer's own.
             let dead_letter =
                 Topic::new(app, &t.dead_letter.clone().unwrap_or_else(|| format!("{}.dlq", topic.name())))?;
-            let Some(destination) = gateway.destination(&t.component, t.path.as_deref(), format!("topic:{}", t.topic))
-            else {
+            let Some(destination) = deliver_to(&t.component, t.path.as_deref(), format!("topic:{}", t.topic)) else {
                 continue;
             };
             running.info.push(TriggerInfo {
@@ -171,7 +177,7 @@ impl AppTriggers {
         for (i, t) in manifest.trigger.cron.iter().enumerate() {
             let schedule = Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(BusError::InvalidEvent)?;
             let topic = Topic::new(&manifest.app.name, &cron_topic(i))?;
-            let Some(destination) = gateway.destination(&t.component, None, format!("cron:{i}")) else { continue };
+            let Some(destination) = deliver_to(&t.component, None, format!("cron:{i}")) else { continue };
             running.info.push(TriggerInfo {
                 what: format!("cron {} ({})", t.schedule, t.timezone.as_deref().unwrap_or("UTC")),
                 component: t.component.clone(),

@@ -1,12 +1,13 @@
 //! Actor invocations per second with durable commits (embedded KV, group commit): 64 concurrent
 //! callers on one hot key, and on 1,000 keys; each invocation a fresh instance of the `counter`
 //! fixture that reads, increments and writes its state, committed before it answers.
-//! Run with `cargo bench -p nimbus-gateway --bench actors`.
+//! Run with `cargo bench -p nimbus-actors --bench actors`.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nimbus_gateway::{ActorHost, Backend, Gateway};
+use nimbus_actors::ActorHost;
+use nimbus_gateway::{Backend, Gateway};
 
 const CALLERS: usize = 64;
 const RUN_FOR: Duration = Duration::from_secs(5);

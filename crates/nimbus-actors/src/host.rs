@@ -1,30 +1,19 @@
-//! Actors (virtual objects) at the gateway: `POST /actors/TYPE/KEY/METHOD` runs one invocation
-//! of the type's `nimbus:actor/handler` with the actor's state. One activation per key: the
-//! invocations of a key run one at a time (different keys in parallel); the state the handler
-//! wrote is committed durably in the KV store (the app's `actors` bucket, key `TYPE/KEY`, one value, so the
-//! commit is atomic on every backend) **before** the answer is released; an error or a trap
-//! drops the writes. The next invocation of a key may run while the previous one's commit is in
-//! flight (on its state); their answers wait at the output gate, and one write commits every
-//! state queued meanwhile (the newest contains the others). Idle actors are passivated (their state leaves memory) after the type's
-//! `idle_timeout_s`; state survives restarts in the store.
+//! The actor host of one app revision: its actor types, the app's activations (one per key),
+//! the output gate and commits, passivation, and calls from functions (`grants.actors`) and
+//! from the gateway ([`nimbus_gateway::ActorCalls`]).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nimbus_gateway::{ActorCalls, Backend, CallFailure, Gateway, Target};
 use nimbus_manifest::Manifest;
-use nimbus_observe::{Span, SpanKind, SpanRef, Telemetry};
+use nimbus_observe::{SpanKind, SpanRef, Telemetry};
 use nimbus_state::{Bucket, KvError, KvStore};
 use nimbus_wasm::{ActorState, Function, Invocation, InvokeError};
 
-use crate::{Backend, Gateway, Target};
-
-/// The path prefix of actor invocations: `POST /actors/TYPE/KEY/METHOD`.
-pub const ACTORS_PATH: &str = "/actors/";
 /// The KV bucket (of each app) holding its actors' state; reserved: no grant may name it.
 pub const ACTORS_BUCKET: &str = "actors";
-/// Largest input of an actor call.
-const MAX_INPUT_BYTES: usize = 1 << 20;
 
 struct ActorType {
     function: Function,
@@ -99,6 +88,36 @@ pub struct ActorHost {
 impl std::fmt::Debug for ActorHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActorHost").field("types", &self.types.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl ActorCalls for ActorHost {
+    fn target(&self, actor_type: &str) -> Option<Arc<Target>> {
+        self.types.get(actor_type).map(|t| t.target.clone())
+    }
+
+    fn call<'a>(
+        &'a self,
+        actor_type: &'a str,
+        key: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+        request_id: &'a str,
+        parent: &'a SpanRef,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
+        Box::pin(async move {
+            self.invoke(actor_type, key, method, input, request_id, parent).await.map_err(|e| {
+                let message = e.to_string();
+                match e {
+                    ActorError::UnknownType(_) | ActorError::InvalidKey(_) => CallFailure::NotFound(message),
+                    ActorError::App(_) => CallFailure::Refused(message),
+                    ActorError::Invoke(e) if e.is_timeout() => CallFailure::TimedOut(message),
+                    ActorError::Invoke(e) if e.is_capacity() => CallFailure::Unavailable(message),
+                    ActorError::Capacity | ActorError::Store(_) => CallFailure::Unavailable(message),
+                    ActorError::Invoke(_) => CallFailure::Failed(message),
+                }
+            })
+        })
     }
 }
 
@@ -322,77 +341,6 @@ impl ActorHost {
         }
     }
 
-    /// `POST /actors/TYPE/KEY/METHOD` with the input as body: 200 with the handler's answer once
-    /// its state is durable; 422 when the handler returned an error; 404 for an unknown type.
-    pub(crate) async fn handle_http(
-        &self,
-        req: http::Request<hyper::body::Incoming>,
-        id: &crate::request_id::RequestId,
-        span: &Span,
-    ) -> (http::Response<crate::GatewayBody>, Option<Arc<Target>>) {
-        let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
-        let mut parts = path.splitn(3, '/');
-        let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
-            let message = "call an actor with POST /actors/TYPE/KEY/METHOD";
-            return (crate::respond::error(http::StatusCode::NOT_FOUND, id, message), None);
-        };
-        let target = self.types.get(ty).map(|t| t.target.clone());
-        (self.answer(req, id, span, ty, key, method).await, target)
-    }
-
-    async fn answer(
-        &self,
-        req: http::Request<hyper::body::Incoming>,
-        id: &crate::request_id::RequestId,
-        span: &Span,
-        ty: &str,
-        key: &str,
-        method: &str,
-    ) -> http::Response<crate::GatewayBody> {
-        use http::{StatusCode, header};
-
-        use crate::respond::{error, set_request_id};
-        if req.method() != http::Method::POST {
-            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "call actors with POST");
-            resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-            return resp;
-        }
-        let key = percent_decode(key);
-        // An unknown type is answered before its input is read; a known one's input is read
-        // within the actor's time limit, like a function's request body.
-        let Some(actor) = self.types.get(ty) else {
-            return error(StatusCode::NOT_FOUND, id, &ActorError::UnknownType(ty.to_string()).to_string());
-        };
-        let time = actor.function.timeout();
-        let input = match crate::request_body::read_whole(req.into_body(), MAX_INPUT_BYTES, time).await {
-            Ok(input) => input,
-            Err(e) => return e.response(id, "actor call's input", MAX_INPUT_BYTES),
-        };
-        match self.invoke(ty, &key, method, &input, id.as_str(), &span.handle()).await {
-            Ok(output) => {
-                let mut resp = http::Response::new(crate::GatewayBody::full(output));
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
-                set_request_id(&mut resp, id);
-                resp
-            }
-            Err(e) => {
-                let status = match &e {
-                    ActorError::UnknownType(_) | ActorError::InvalidKey(_) => StatusCode::NOT_FOUND,
-                    ActorError::App(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    ActorError::Invoke(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-                    ActorError::Invoke(e) if e.is_capacity() => StatusCode::SERVICE_UNAVAILABLE,
-                    ActorError::Capacity | ActorError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    ActorError::Invoke(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                if !matches!(e, ActorError::App(_)) {
-                    tracing::warn!(request_id = %id, actor = %ty, key = %key, error = %e, "actor invocation failed");
-                }
-                error(status, id, &e.to_string())
-            }
-        }
-    }
-
     /// Passivates actors idle longer than their type's timeout and not running; returns how many.
     /// (Types this revision does not serve are left to the revision that does.)
     pub fn passivate_idle(&self) -> usize {
@@ -453,27 +401,6 @@ async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &
             let _ = waiter.send(last.clone());
         }
     }
-}
-
-/// `%XX` escapes of a path segment decoded (so keys may hold `/`, spaces and any byte of UTF-8).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!    16-member consumer group delivers them;
 //! 3. publish → handler latency (p50/p99) at a steady 1,000 events/s.
 //!
-//! Run with `bench/events.sh` (or `cargo bench -p nimbus-gateway --bench events`); needs a
+//! Run with `bench/events.sh` (or `cargo bench -p nimbus-triggers --bench events`); needs a
 //! nats-server >= 2.10 on PATH.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +41,7 @@ fn event(id: String) -> Event {
 
 /// Counts handled events and records publish → handler latency.
 struct Timed {
-    inner: nimbus_gateway::ComponentDestination,
+    inner: nimbus_triggers::ComponentDestination,
     published: Mutex<HashMap<String, Instant>>,
     latencies: Mutex<Vec<Duration>>,
     handled: AtomicU64,
@@ -66,7 +66,12 @@ impl Destination for Timed {
 impl Timed {
     fn new(gateway: &Gateway) -> Arc<Self> {
         Arc::new(Self {
-            inner: gateway.destination("fn", None, "topic:bench".into()).unwrap(),
+            inner: nimbus_triggers::ComponentDestination::new(
+                Default::default(),
+                gateway.target("fn").unwrap(),
+                None,
+                "topic:bench".into(),
+            ),
             published: Mutex::default(),
             latencies: Mutex::default(),
             handled: AtomicU64::new(0),

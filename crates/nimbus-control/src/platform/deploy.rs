@@ -1,0 +1,253 @@
+//! Deploys and deletions: a bundle becomes a stored, loaded revision (or finds the identical
+//! one) with the hosts, tag and traffic its options ask for; revisions and apps are deleted
+//! with the artifacts nothing else uses.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use nimbus_host::{StopOnDrop, stop_in_background};
+use nimbus_manifest::RoutePattern;
+
+use super::checks::{check_artifacts, check_host, check_tag};
+use super::load::{Load, parse_manifest};
+use super::{AppState, Loaded, Platform, blocking, claimed_routes, get, now, retention};
+use crate::auth::{Action, Principal};
+use crate::bundle::{Bundle, digest};
+use crate::error::ControlError;
+use crate::model::{ArtifactInfo, DeployResult, Traffic};
+use crate::ownership::Claim;
+use crate::store::{AppRecord, DeployWrite, RevisionRecord};
+
+/// Options of one deploy.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Bind the app to these hosts (replacing earlier ones); `None` keeps the current binding.
+    pub hosts: Option<Vec<String>>,
+    /// Point this tag at the new revision.
+    pub tag: Option<String>,
+    /// Send all traffic to the new revision. The first revision of an app always gets it all.
+    pub promote: bool,
+    /// Take the hosts and requests this deploy claims from the apps that have them (admins
+    /// only; see [`crate::ownership`]).
+    pub take_over: bool,
+}
+
+impl Platform {
+    /// Creates a revision from a bundle (or finds the identical one) and applies the options.
+    pub async fn deploy(
+        &self,
+        bundle: Bundle,
+        options: DeployOptions,
+        principal: &Principal,
+    ) -> Result<DeployResult, ControlError> {
+        let app_name = self.check_deploy(&bundle, &options, principal).await?;
+        let id = bundle.revision_id();
+        let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
+        // Compiling can take seconds: do it before taking the lock that serializes changes.
+        let fresh = if known { None } else { Some(self.load(&bundle, &id).await?) };
+
+        let mut apps = self.apps.lock().await;
+        let now = now();
+        let existing = apps.get(&app_name);
+        let created = existing.is_none_or(|a| !a.revisions.contains_key(&id));
+        let mut record = existing.map(|a| a.record.clone()).unwrap_or_else(|| AppRecord {
+            name: app_name.clone(),
+            hosts: Vec::new(),
+            traffic: Traffic::default(),
+            history: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        });
+        if let Some(hosts) = &options.hosts {
+            record.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>().into_iter().collect();
+        }
+        let mut claimed: BTreeSet<RoutePattern> =
+            existing.map(|a| a.revisions.values().flat_map(Loaded::claimed).collect()).unwrap_or_default();
+        let new_loaded = match fresh {
+            Some(l) if created => {
+                let Load { manifest, version, routes: rev_routes, live, services } = l;
+                claimed.extend(claimed_routes(&rev_routes, &manifest));
+                let seq = existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1);
+                let record = revision_record(&bundle, &id, &app_name, now, seq);
+                Some(Loaded { record, manifest, version, routes: rev_routes, live: Some(Arc::new(live)), services })
+            }
+            Some(l) => {
+                stop_in_background(l.services);
+                None
+            }
+            None => None,
+        };
+        // Until the deploy is stored, its freshly started services go again on any error.
+        let guard = StopOnDrop(new_loaded.as_ref().map(|l| l.services.clone()).unwrap_or_default());
+        let current: Vec<Claim> = apps.values().map(AppState::claim).collect();
+        let proposed =
+            Claim { name: app_name.clone(), hosts: record.hosts.clone(), routes: claimed.into_iter().collect() };
+        let moved = crate::ownership::admit(&current, &proposed, options.take_over)?;
+        let others = taken_over(&apps, moved, &app_name, now);
+
+        let mut traffic = record.traffic.clone();
+        if let Some(tag) = &options.tag {
+            traffic.tags.insert(tag.clone(), id.clone());
+        }
+        if options.promote || traffic.targets.is_empty() {
+            traffic = Traffic::all_to(&id, traffic.tags);
+        }
+        record.change_traffic(traffic, now);
+        record.updated_at = now;
+        if let Some(state) = apps.get_mut(&app_name) {
+            // A redeploy of known content may send traffic or a tag to an unloaded revision.
+            self.activate(state, &record.traffic).await?;
+        }
+
+        let blobs: Vec<(String, &[u8])> = if new_loaded.is_some() {
+            bundle.artifacts.values().chain(bundle.trees.values()).map(|b| (digest(b), b.as_slice())).collect()
+        } else {
+            Vec::new()
+        };
+        let write = DeployWrite {
+            app: &record,
+            revision: new_loaded.as_ref().map(|l| &l.record),
+            blobs: blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
+            others: &others,
+        };
+        blocking(|| self.store.deploy(&write))?;
+        guard.disarm();
+        for other in others {
+            if let Some(state) = apps.get_mut(&other.name) {
+                state.record = other;
+            }
+        }
+
+        let state = apps
+            .entry(app_name.clone())
+            .or_insert_with(|| AppState { record: record.clone(), revisions: BTreeMap::new() });
+        state.record = record;
+        if let Some(l) = new_loaded {
+            state.revisions.insert(id.clone(), l);
+        }
+        retention::deactivate(state);
+        let traffic = state.record.traffic.clone();
+        if let Err(e) = self.prune(&mut apps, &app_name, Some(&id)) {
+            tracing::error!(app = %app_name, error = %e, "cannot delete old revisions; they are kept");
+        }
+        self.publish(&apps).await;
+        tracing::info!(app = %app_name, revision = %id, created, "deployed");
+        Ok(DeployResult { app: app_name, revision: id, created, traffic })
+    }
+
+    /// The checks of a deploy before anything is loaded; the app's name.
+    async fn check_deploy(
+        &self,
+        bundle: &Bundle,
+        options: &DeployOptions,
+        principal: &Principal,
+    ) -> Result<String, ControlError> {
+        let loaded = parse_manifest(&bundle.manifest)?;
+        let app_name = loaded.manifest.app.name.clone();
+        principal.check(Action::Write, Some(&app_name))?;
+        check_artifacts(&loaded, bundle)?;
+        super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
+        if let Some(hosts) = &options.hosts {
+            hosts.iter().try_for_each(|h| check_host(h))?;
+        }
+        if let Some(tag) = &options.tag {
+            check_tag(tag)?;
+        }
+        if options.take_over {
+            crate::ownership::may_take_over(principal)?;
+        }
+        Ok(app_name)
+    }
+
+    /// Deletes a revision that receives no traffic and has no tag.
+    pub async fn delete_revision(&self, app: &str, id: &str) -> Result<(), ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        state.revision(id)?;
+        let traffic = &state.record.traffic;
+        if traffic.percent_of(id) > 0 || !traffic.tags_of(id).is_empty() {
+            return Err(ControlError::conflict(
+                format!(
+                    "revision `{id}` of app `{app}` receives traffic ({}%, tags [{}]); it cannot be deleted",
+                    traffic.percent_of(id),
+                    traffic.tags_of(id).join(", ")
+                ),
+                format!("move its traffic and tags to another revision first: `nimbus traffic {app} OTHER=100`"),
+            ));
+        }
+        let unused = unused_blobs(&apps, &[(app, id)]);
+        blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
+        if let Some(gone) = apps.get_mut(app).expect("checked above").revisions.remove(id) {
+            stop_in_background(gone.services);
+        }
+        self.remove_trees(&unused);
+        self.publish(&apps).await;
+        tracing::info!(app, revision = id, "revision deleted");
+        Ok(())
+    }
+
+    /// Deletes an app with all its revisions; its routes stop being served at once.
+    pub async fn delete_app(&self, app: &str) -> Result<(), ControlError> {
+        let mut apps = self.apps.lock().await;
+        let state = get(&apps, app)?;
+        let ids: Vec<String> = state.revisions.keys().cloned().collect();
+        let pairs: Vec<(&str, &str)> = ids.iter().map(|id| (app, id.as_str())).collect();
+        let unused = unused_blobs(&apps, &pairs);
+        blocking(|| self.store.delete_revisions(app, &ids, None, &unused))?;
+        if let Some(gone) = apps.remove(app) {
+            stop_in_background(gone.revisions.into_values().flat_map(|r| r.services).collect());
+        }
+        self.remove_trees(&unused);
+        self.publish(&apps).await;
+        tracing::info!(app, "app deleted");
+        Ok(())
+    }
+}
+
+/// The stored record of a new revision `id` of `app` from its bundle.
+fn revision_record(bundle: &Bundle, id: &str, app: &str, now: u64, seq: u64) -> RevisionRecord {
+    RevisionRecord {
+        id: id.to_string(),
+        app: app.to_string(),
+        created_at: now,
+        seq,
+        manifest: bundle.manifest.clone(),
+        artifacts: bundle
+            .artifacts
+            .iter()
+            .chain(&bundle.trees)
+            .map(|(c, bytes)| ArtifactInfo { component: c.clone(), digest: digest(bytes), size: bytes.len() as u64 })
+            .collect(),
+    }
+}
+
+/// The records of the apps whose hosts a deploy of `to` takes over, with the hosts they keep.
+fn taken_over(
+    apps: &BTreeMap<String, AppState>,
+    moved: Vec<(String, Vec<String>)>,
+    to: &str,
+    now: u64,
+) -> Vec<AppRecord> {
+    moved
+        .into_iter()
+        .map(|(name, hosts)| {
+            let mut other = apps[&name].record.clone();
+            tracing::warn!(app = %name, to = %to, from = ?other.hosts, keeps = ?hosts, "hosts taken over");
+            other.hosts = hosts;
+            other.updated_at = now;
+            other
+        })
+        .collect()
+}
+
+/// Digests used only by the revisions being deleted.
+pub(super) fn unused_blobs(apps: &BTreeMap<String, AppState>, deleted: &[(&str, &str)]) -> Vec<String> {
+    let mut kept = BTreeSet::new();
+    let mut candidates = BTreeSet::new();
+    for (name, app) in apps {
+        for (id, rev) in &app.revisions {
+            let target = if deleted.contains(&(name.as_str(), id.as_str())) { &mut candidates } else { &mut kept };
+            target.extend(rev.record.artifacts.iter().map(|a| a.digest.clone()));
+        }
+    }
+    candidates.difference(&kept).cloned().collect()
+}

@@ -1,0 +1,169 @@
+//! The Nimbus app host: the one place that turns a validated app into a live revision and tears
+//! it down.
+//!
+//! [`AppHost::assemble`] loads (or takes from the compile cache) every function, checks that each
+//! trigger's component can handle it, starts every service and waits until each is ready, then
+//! builds the app's [`Gateway`]: its routes, its CloudEvents ingress (`/events/`), its actors
+//! (`/actors/`, sharing one activation per key across the app's revisions) and the gate on
+//! callers of topics and actor types that are not public. [`AppHost::start_triggers`] starts the
+//! topic, cron and KV triggers delivering to a revision; [`Revision::stop`] stops its services.
+//! `nimbus up` (one app, its files next to the manifest) and `nimbus server` (every deployed
+//! revision, from its bundle) both call these; nothing else assembles an app.
+//!
+//! It does not open backends (the caller hands it the runtime, bus, KV store and who may call
+//! the app), decide what is deployed or where traffic goes (that is `nimbus-control`), or
+//! listen on sockets (that is `nimbus-gateway`).
+//!
+//! ```no_run
+//! # async fn demo(loaded: nimbus_manifest::LoadedManifest, runtime: std::sync::Arc<nimbus_wasm::Runtime>,
+//! #     callers: std::sync::Arc<dyn nimbus_gateway::Callers>) -> Result<(), Box<dyn std::error::Error>> {
+//! use nimbus_host::{AppHost, Components, HostEnv};
+//!
+//! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
+//!     observer: nimbus_observe::Observer::disabled() });
+//! let revision = host.assemble(&loaded, Components::Files).await?;
+//! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
+//! // ... serve `revision.gateway` ...
+//! triggers.stop().await;
+//! revision.stop().await;
+//! # Ok(()) }
+//! ```
+
+mod load;
+mod source;
+mod stop;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nimbus_actors::{Activations, ActorHost};
+use nimbus_bus::{BusError, EventBus};
+use nimbus_gateway::{Callers, EventIngress, Gateway};
+use nimbus_manifest::{LoadedManifest, Manifest};
+use nimbus_observe::Observer;
+use nimbus_services::Service;
+use nimbus_state::KvStore;
+use nimbus_triggers::{AppTriggers, KvChanges};
+use nimbus_wasm::Runtime;
+
+pub use source::Components;
+pub use stop::{StopOnDrop, stop_in_background, stop_services};
+
+/// What every app of a host runs on.
+#[derive(Debug)]
+pub struct HostEnv {
+    /// Compiles and runs the functions (bound to the bus and KV store already, if any).
+    pub runtime: Arc<Runtime>,
+    /// The event bus of the apps' topics; without it apps get no event ingress or triggers.
+    pub bus: Option<Arc<dyn EventBus>>,
+    /// The KV store actors keep their state in; without it apps get no actors.
+    pub kv: Option<Arc<dyn KvStore>>,
+    /// The KV store publishing changes, which `[[trigger.kv]]` watch; without it KV triggers
+    /// do not run.
+    pub kv_changes: Option<Arc<KvChanges>>,
+    /// Who may publish to topics and call actor types that are not `public`.
+    pub callers: Arc<dyn Callers>,
+    /// Where traces, metrics and logs go.
+    pub observer: Observer,
+}
+
+/// Assembles apps on one set of backends.
+#[derive(Debug)]
+pub struct AppHost {
+    env: HostEnv,
+    /// Per app, the actor activations all its revisions share (one activation per key).
+    activations: Mutex<HashMap<String, Arc<Activations>>>,
+}
+
+/// One revision of an app, live: its gateway routes requests to its loaded functions and ready
+/// services.
+#[derive(Debug)]
+pub struct Revision {
+    /// The manifest it was assembled from.
+    pub manifest: Arc<Manifest>,
+    /// Its routes, event ingress and actors.
+    pub gateway: Gateway,
+    /// Its running services.
+    pub services: Vec<Arc<Service>>,
+    /// Per component, how it was loaded (`wasi:http component, compiled in 120 ms`).
+    pub described: HashMap<String, String>,
+}
+
+/// Why an app could not be assembled; every problem is a diagnostic pointing into the manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// A function does not load.
+    #[error("{}", .0.join("\n"))]
+    Functions(Vec<String>),
+    /// A trigger's component cannot handle it.
+    #[error("{}", .0.join("\n"))]
+    Handlers(Vec<String>),
+    /// A service does not start or become ready (every service was stopped).
+    #[error("{}", .0.join("\n"))]
+    Services(Vec<String>),
+}
+
+impl AssembleError {
+    /// The diagnostics, one per problem.
+    pub fn into_problems(self) -> Vec<String> {
+        match self {
+            Self::Functions(p) | Self::Handlers(p) | Self::Services(p) => p,
+        }
+    }
+}
+
+impl AppHost {
+    /// A host running apps on `env`.
+    pub fn new(env: HostEnv) -> Self {
+        Self { env, activations: Mutex::default() }
+    }
+
+    /// The backends apps run on.
+    pub fn env(&self) -> &HostEnv {
+        &self.env
+    }
+
+    /// Turns a validated app into a live revision: functions loaded, triggers checked, services
+    /// ready, and the gateway built. On error nothing keeps running.
+    pub async fn assemble(&self, loaded: &LoadedManifest, from: Components<'_>) -> Result<Revision, AssembleError> {
+        let m = &loaded.manifest;
+        let mut described = HashMap::new();
+        let mut backends = load::functions(&self.env.runtime, loaded, &from, &mut described).await?;
+        load::check_handlers(loaded, &backends)?;
+        let services = load::services(loaded, &from, &self.env.observer, &mut backends, &mut described).await?;
+        let mut gateway =
+            Gateway::from_manifest(m, &backends, &self.env.observer).with_callers(self.env.callers.clone());
+        let topics = nimbus_triggers::app_topics(m);
+        if let Some(bus) = &self.env.bus
+            && !topics.is_empty()
+        {
+            gateway = gateway.with_events(EventIngress::new(&m.app.name, bus.clone(), topics));
+        }
+        if let Some(kv) = &self.env.kv {
+            let shared = self.activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
+            if let Some(actors) = ActorHost::new(m, &gateway, kv.clone(), shared) {
+                gateway = gateway.with_actors(actors);
+            }
+        }
+        Ok(Revision { manifest: Arc::new(m.clone()), gateway, services, described })
+    }
+
+    /// Starts the topic, cron and KV triggers of `manifest`, delivering through `gateway` (a
+    /// revision [`AppHost::assemble`] built); none without a bus.
+    pub async fn start_triggers(&self, manifest: &Manifest, gateway: &Gateway) -> Result<AppTriggers, BusError> {
+        match &self.env.bus {
+            Some(bus) => {
+                let tracer = self.env.observer.tracer();
+                AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, self.env.kv_changes.as_ref()).await
+            }
+            None => Ok(AppTriggers::default()),
+        }
+    }
+}
+
+impl Revision {
+    /// Stops the revision's services (each drains, then SIGTERM, grace, SIGKILL).
+    pub async fn stop(&self) {
+        stop_services(&self.services).await;
+    }
+}
