@@ -142,9 +142,16 @@ impl nimbus_wasm::ActorInvoker for ActorHost {
     }
 }
 
-/// Encodes a state as `(u32 length, name, u32 length, value)*`.
+/// The first bytes of a versioned actor state; an unversioned one starts with a name length,
+/// whose first byte is 0xFF only for a name over 4 GB.
+const STATE_MAGIC: [u8; 2] = [0xFF, b'a'];
+/// The newest actor state layout this build reads, and the one it writes.
+const STATE_VERSION: u8 = 1;
+
+/// Encodes a state as `0xFF 'a' | version u8 (1) | (u32 BE length, name, u32 BE length, value)*`.
 pub fn encode_state(state: &ActorState) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = STATE_MAGIC.to_vec();
+    out.push(STATE_VERSION);
     for (name, value) in state {
         out.extend_from_slice(&(name.len() as u32).to_be_bytes());
         out.extend_from_slice(name.as_bytes());
@@ -154,9 +161,21 @@ pub fn encode_state(state: &ActorState) -> Vec<u8> {
     out
 }
 
-/// Decodes what [`encode_state`] wrote.
-pub fn decode_state(mut bytes: &[u8]) -> Result<ActorState, KvError> {
+/// Decodes what [`encode_state`] wrote, or a state written before the layout had a version (the
+/// same without the first three bytes); refuses a newer version than [`encode_state`] writes.
+pub fn decode_state(bytes: &[u8]) -> Result<ActorState, KvError> {
     let corrupt = || KvError::Store("a stored actor state is corrupt".into());
+    let mut bytes = match bytes.strip_prefix(&STATE_MAGIC) {
+        None => bytes,
+        Some([STATE_VERSION, rest @ ..]) => rest,
+        Some([newer, ..]) => {
+            return Err(KvError::Store(format!(
+                "a stored actor state has format version {newer}, newer than this Nimbus reads \
+                 ({STATE_VERSION}); upgrade Nimbus to read it"
+            )));
+        }
+        Some([]) => return Err(corrupt()),
+    };
     let take = |bytes: &mut &[u8]| -> Result<Vec<u8>, KvError> {
         let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
         let value = bytes.get(4..4 + len).ok_or_else(corrupt)?.to_vec();

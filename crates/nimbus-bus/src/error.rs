@@ -5,7 +5,12 @@
 pub enum BusError {
     /// A topic or group name breaks the naming rules.
     #[error("invalid name `{name}`: {why}")]
-    InvalidName { name: String, why: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        why: &'static str,
+    },
     /// The event cannot be stored or delivered as a CloudEvent.
     #[error("invalid event: {0}")]
     InvalidEvent(String),

@@ -2,6 +2,7 @@
 //! record for a function call (server with its attributes, route, admission, instantiate,
 //! execute), the traceparent handed on, and the trace handed to the pipeline when the last span
 //! ends. `cargo bench -p nimbus-observe --bench spans`
+#![allow(missing_docs, reason = "criterion_group! defines an undocumented public function")]
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 

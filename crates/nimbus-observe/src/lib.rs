@@ -81,8 +81,15 @@ use crate::pipeline::{Pipeline, Sinks};
 /// What went wrong starting the observer.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
+    /// The trace or log store's directory could not be created or opened.
     #[error("could not open the telemetry store in {dir}: {source}")]
-    Store { dir: PathBuf, source: std::io::Error },
+    Store {
+        /// The directory of the store.
+        dir: PathBuf,
+        /// Why it could not be opened.
+        source: std::io::Error,
+    },
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set but the exporter could not be built from it.
     #[error("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built: {0}")]
     Otlp(String),
 }

@@ -12,20 +12,27 @@ use crate::segments::SegmentLog;
 /// One log line of one invocation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogRecord {
+    /// When the line was written, in nanoseconds since the Unix epoch.
     pub time_unix_nano: u64,
     /// `info`, `warn` or `error`.
     pub level: String,
+    /// The app of the component that wrote it, if it belongs to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The component (function or service) that wrote it.
     pub component: String,
     /// `stdout`, `stderr` or `platform`.
     pub stream: String,
+    /// The request id of the invocation that wrote it, if it ran for a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The trace the invocation belongs to (32 hex digits), if it was traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The invocation's span in that trace (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span_id: Option<String>,
+    /// The text of the line.
     pub message: String,
 }
 
@@ -39,13 +46,16 @@ impl LogRecord {
 /// Which records to return.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogQuery {
+    /// Only records of this component.
     #[serde(default)]
     pub component: Option<String>,
+    /// Only records of this app.
     #[serde(default)]
     pub app: Option<String>,
     /// Only records at or after this time (nanoseconds since the epoch).
     #[serde(default)]
     pub since_unix_nano: Option<u64>,
+    /// Only records of this trace.
     #[serde(default)]
     pub trace_id: Option<String>,
     /// The newest this many (default 200).

@@ -1,6 +1,13 @@
 //! A bounded on-disk log of records: numbered segment files of length-prefixed records,
 //! appended by one writer, the oldest segments deleted when the total passes its size bound or
 //! a segment passes the retention. A torn tail (a crash mid-write) ends reading of that segment.
+//!
+//! A segment file is versioned so that a later Nimbus can change it and still read what this one
+//! wrote. Version 1: `"NSG" 0xFF | version u8 (1) | (record length u32 LE | record)*`. Segments
+//! written before the layout had a version are the same without the first five bytes; they are
+//! read as version 1. The two never meet: an unversioned segment starts with a record length,
+//! and one whose last byte is 0xFF would be a record over 4 GB. A segment of a version newer than
+//! [`VERSION`] is skipped with a warning, never guessed at.
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +25,33 @@ pub struct Bounds {
 /// Each log is kept in this many segments (at least), so deleting one frees a small share.
 const SEGMENTS: u64 = 8;
 const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// The first bytes of every versioned segment.
+const MAGIC: [u8; 4] = [b'N', b'S', b'G', 0xFF];
+/// The newest layout this build reads, and the one it writes.
+const VERSION: u8 = 1;
+
+/// A segment this build cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("segment format version {0} is newer than this Nimbus reads ({VERSION}); upgrade Nimbus to read it")]
+pub(crate) struct NewerSegment(u8);
+
+/// The records of one segment file's bytes, in any layout this build knows; a torn tail ends them.
+pub(crate) fn records(bytes: &[u8]) -> Result<Vec<&[u8]>, NewerSegment> {
+    let mut rest = match bytes.strip_prefix(&MAGIC) {
+        None => bytes,
+        Some([VERSION, rest @ ..]) => rest,
+        Some([newer, ..]) => return Err(NewerSegment(*newer)),
+        Some([]) => &[],
+    };
+    let mut out = Vec::new();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((record, next)) = tail.split_at_checked(len) else { break };
+        out.push(record);
+        rest = next;
+    }
+    Ok(out)
+}
 
 pub(crate) struct SegmentLog {
     dir: PathBuf,
@@ -62,7 +96,10 @@ impl SegmentLog {
         let segments = list(&self.dir);
         let next = segments.last().map_or(0, |(n, _)| n + 1);
         let file = OpenOptions::new().create(true).append(true).open(self.dir.join(name(next)))?;
-        self.current = Some((next, BufWriter::with_capacity(64 * 1024, file), 0));
+        let mut writer = BufWriter::with_capacity(64 * 1024, file);
+        writer.write_all(&MAGIC)?;
+        writer.write_all(&[VERSION])?;
+        self.current = Some((next, writer, MAGIC.len() as u64 + 1));
         self.enforce(&segments);
         Ok(self.current.as_mut().expect("just set"))
     }
@@ -97,14 +134,9 @@ impl SegmentLog {
             if file.read_to_end(&mut bytes).is_err() {
                 continue;
             }
-            let mut rest = bytes.as_slice();
-            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-                let len = u32::from_le_bytes(*len) as usize;
-                if tail.len() < len {
-                    break;
-                }
-                out.push(tail[..len].to_vec());
-                rest = &tail[len..];
+            match records(&bytes) {
+                Ok(records) => out.extend(records.into_iter().map(<[u8]>::to_vec)),
+                Err(e) => tracing::warn!(segment = %path.display(), error = %e, "telemetry segment skipped"),
             }
         }
         out
@@ -168,5 +200,36 @@ mod tests {
         let mut log = SegmentLog::open(dir.path(), bounds).unwrap();
         log.append([b"three".as_slice()]).unwrap();
         assert_eq!(SegmentLog::read_all(dir.path()), vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    }
+
+    #[test]
+    fn reads_a_segment_written_before_segments_were_versioned() {
+        // Written by the code of commit ec3baf1: records "one", "two", "" and a log line.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/segments-unversioned");
+        let expected: Vec<Vec<u8>> =
+            vec![b"one".to_vec(), b"two".to_vec(), Vec::new(), br#"{"level":"INFO","message":"three"}"#.to_vec()];
+        assert_eq!(SegmentLog::read_all(&dir), expected);
+
+        // A new segment next to it is versioned, and both read back in order.
+        let copy = tempfile::tempdir().unwrap();
+        fs::copy(dir.join(name(0)), copy.path().join(name(0))).unwrap();
+        let bounds = Bounds { max_bytes: 1 << 20, retention: Duration::from_secs(3600) };
+        SegmentLog::open(copy.path(), bounds).unwrap().append([b"four".as_slice()]).unwrap();
+        assert!(fs::read(copy.path().join(name(1))).unwrap().starts_with(&MAGIC));
+        let mut all = expected;
+        all.push(b"four".to_vec());
+        assert_eq!(SegmentLog::read_all(copy.path()), all);
+    }
+
+    #[test]
+    fn a_segment_of_a_newer_version_is_refused() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION + 1);
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(b"one");
+        let e = records(&bytes).unwrap_err().to_string();
+        assert!(e.contains("version 2"), "{e}");
+        bytes[MAGIC.len()] = VERSION;
+        assert_eq!(records(&bytes).unwrap(), [b"one".as_slice()]);
     }
 }

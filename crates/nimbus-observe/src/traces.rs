@@ -15,20 +15,27 @@ use crate::segments::SegmentLog;
 /// One span as `nimbus traces show` and the API present it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SpanView {
+    /// The trace the span belongs to (32 hex digits).
     pub trace_id: String,
+    /// The span's own id (16 hex digits).
     pub span_id: String,
     /// Empty for the root of the trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<String>,
+    /// What the span covers (`GET /hello`, `invoke hello`...).
     pub name: String,
     /// `server`, `client`, `producer`, `consumer` or `internal`.
     pub kind: String,
+    /// When the span started, in nanoseconds since the Unix epoch.
     pub start_unix_nano: u64,
+    /// When the span ended, in nanoseconds since the Unix epoch.
     pub end_unix_nano: u64,
     /// `unset`, `ok` or `error`.
     pub status: String,
+    /// Why the span failed, if it says; empty otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub status_message: String,
+    /// The span's attributes (`http.route`, `nimbus.component`...) as JSON values.
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
@@ -47,17 +54,24 @@ impl SpanView {
 /// One trace in a listing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TraceSummary {
+    /// The trace's id (32 hex digits).
     pub trace_id: String,
     /// The name of its first span in this process (`GET /hello`, `process orders`...).
     pub name: String,
+    /// The route pattern of its root span, if that span served a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// The first component one of its spans names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// The HTTP status of its root span, if that span served a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<i64>,
+    /// When its earliest stored span started, in nanoseconds since the Unix epoch.
     pub start_unix_nano: u64,
+    /// From its earliest span's start to its latest span's end, in nanoseconds.
     pub duration_ns: u64,
+    /// How many of its spans this process stored.
     pub spans: usize,
     /// Whether any span of it failed.
     pub error: bool,

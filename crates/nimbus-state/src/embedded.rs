@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 use crate::kv::{Entry, KvStore, Page, Swap};
 use crate::names::check_key;
+use crate::value_format;
 use crate::{Bucket, KvError};
 
 const REVISIONS: TableDefinition<'_, &str, u64> = TableDefinition::new("kv_revisions");
@@ -20,8 +21,6 @@ const EXPIRY: TableDefinition<'_, (u64, &str, &str), ()> = TableDefinition::new(
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The most expired keys one sweep deletes.
 const SWEEP_MAX: usize = 10_000;
-/// A stored value: `revision u64 | expires ms u64 (0: never) | value`.
-const HEADER: usize = 16;
 
 fn table(bucket: &Bucket) -> String {
     format!("kv/{}", bucket.storage_name())
@@ -31,10 +30,11 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn decode(bytes: &[u8]) -> Option<Entry> {
-    let revision = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let expires = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
-    (expires == 0 || expires > now_ms()).then(|| Entry { value: Bytes::copy_from_slice(&bytes[HEADER..]), revision })
+/// The entry a stored value holds, `None` if its TTL has passed.
+fn decode(bytes: &[u8]) -> Result<Option<Entry>, KvError> {
+    let r = value_format::decode(bytes)?;
+    Ok((r.expires == 0 || r.expires > now_ms())
+        .then(|| Entry { value: Bytes::copy_from_slice(r.value), revision: r.revision }))
 }
 
 /// A write run inside a shared transaction, answered once the transaction's fate is known.
@@ -158,7 +158,7 @@ impl Embedded {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(KvError::store(e)),
         };
-        Ok(t.get(key).map_err(KvError::store)?.and_then(|v| decode(v.value())))
+        t.get(key).map_err(KvError::store)?.map_or(Ok(None), |v| decode(v.value()))
     }
 }
 
@@ -218,7 +218,7 @@ fn sweep(db: &Database) -> Result<usize, KvError> {
     for (at, bucket, key) in &expired {
         let name = format!("kv/{bucket}");
         let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
-        let current = t.get(key.as_str()).map_err(KvError::store)?.map(|v| expiry_of(v.value()));
+        let current = t.get(key.as_str()).map_err(KvError::store)?.map(|v| expiry_of(v.value())).transpose()?;
         if current == Some(*at) {
             t.remove(key.as_str()).map_err(KvError::store)?;
         }
@@ -235,15 +235,15 @@ fn sweep(db: &Database) -> Result<usize, KvError> {
     Ok(expired.len())
 }
 
-fn expiry_of(record: &[u8]) -> u64 {
-    record.get(8..16).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+fn expiry_of(record: &[u8]) -> Result<u64, KvError> {
+    Ok(value_format::decode(record)?.expires)
 }
 
 /// Removes the expiry index entry of the value `key` has now, if it has a TTL.
 fn forget_expiry(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<(), KvError> {
     let name = table(bucket);
     let t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
-    let old = t.get(key).map_err(KvError::store)?.map(|v| expiry_of(v.value()));
+    let old = t.get(key).map_err(KvError::store)?.map(|v| expiry_of(v.value())).transpose()?;
     drop(t);
     if let Some(at) = old.filter(|&at| at != 0) {
         txn.open_table(EXPIRY)
@@ -273,10 +273,7 @@ fn put(
             .insert((expires, bucket.storage_name(), key), ())
             .map_err(KvError::store)?;
     }
-    let mut record = Vec::with_capacity(HEADER + value.len());
-    record.extend_from_slice(&revision.to_be_bytes());
-    record.extend_from_slice(&expires.to_be_bytes());
-    record.extend_from_slice(value);
+    let record = value_format::encode(revision, expires, value);
     let name = table(bucket);
     let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
     t.insert(key, record.as_slice()).map_err(KvError::store)?;
@@ -286,7 +283,7 @@ fn put(
 fn current(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
     let name = table(bucket);
     let t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
-    Ok(t.get(key).map_err(KvError::store)?.and_then(|v| decode(v.value())))
+    t.get(key).map_err(KvError::store)?.map_or(Ok(None), |v| decode(v.value()))
 }
 
 #[async_trait]
@@ -350,7 +347,7 @@ impl KvStore for Embedded {
             if !k.starts_with(prefix) {
                 break;
             }
-            if Some(k) == cursor || decode(v.value()).is_none() {
+            if Some(k) == cursor || decode(v.value())?.is_none() {
                 continue;
             }
             if keys.len() == limit {

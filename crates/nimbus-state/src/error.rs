@@ -5,7 +5,14 @@
 pub enum KvError {
     /// A bucket name or key breaks the rules.
     #[error("invalid {what} {name:?}: {why}")]
-    Invalid { what: &'static str, name: String, why: &'static str },
+    Invalid {
+        /// What was named: `app`, `bucket` or `key`.
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        why: &'static str,
+    },
     /// `increment` on a value that is not a decimal integer.
     #[error("the value of {0:?} is not an integer, so it cannot be incremented")]
     NotANumber(String),

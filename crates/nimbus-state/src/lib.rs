@@ -28,6 +28,7 @@ mod kv;
 mod migrate;
 mod names;
 mod nats;
+mod value_format;
 
 pub use embedded::Embedded;
 pub use error::KvError;

@@ -6,6 +6,7 @@
 //!   deadline, guest log capture, outbound policy, env);
 //! - `wasmtime-wasi-http`: the bare baseline from the `wasmtime_wasi_http` documentation, with the
 //!   same engine settings, i.e. what `wasmtime serve` does per request.
+#![allow(missing_docs, reason = "criterion_group! defines an undocumented public function")]
 use std::path::Path;
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! The Nimbus wasm executor: turns a `.wasm` file and its manifest settings into a [`Function`]
 //! that handles one HTTP request per fresh, isolated instance.
 //!
-//! This crate owns the wasmtime [`Engine`](wasmtime::Engine) (pooling allocator, copy-on-write
+//! This crate owns the wasmtime [`Engine`] (pooling allocator, copy-on-write
 //! memory images, epoch interruption), the on-disk compile cache keyed by content hash and
 //! engine configuration, the bounds on module size and compile time, and the two executors:
 //!

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{Notify, watch};
 
-use super::store::{CURSORS, Command, log_table, part_table, record_json};
+use super::record;
+use super::store::{CURSORS, Command, log_table, part_table};
 use crate::{Acker, BusError, Delivery, Group, Subscription, Topic};
 
 struct Part {
@@ -102,7 +103,7 @@ impl GroupShared {
         let log = read.open_table(TableDefinition::<u64, &[u8]>::new(&log_name)).map_err(BusError::store)?;
         let bytes =
             log.get(seq).map_err(BusError::store)?.ok_or_else(|| BusError::Store(format!("event {seq} is missing")))?;
-        Ok(Some((seq, crate::event::decode(record_json(bytes.value())?)?)))
+        Ok(Some((seq, crate::event::decode(record::json(bytes.value())?)?)))
     }
 
     /// Claims the next available event, or says when to look again.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use crate::{BusConfig, BusError, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription, Topic};
 
 mod group;
+mod record;
 mod store;
 
 use group::{EmbeddedSubscription, GroupShared, Groups};
@@ -138,7 +139,7 @@ impl EventBus for Embedded {
         let mut out = Vec::new();
         for entry in log.range(from.max(1)..).map_err(BusError::store)?.take(max) {
             let (seq, bytes) = entry.map_err(BusError::store)?;
-            out.push(Stored { seq: seq.value(), event: crate::event::decode(store::record_json(bytes.value())?)? });
+            out.push(Stored { seq: seq.value(), event: crate::event::decode(record::json(bytes.value())?)? });
         }
         Ok(out)
     }
@@ -152,7 +153,7 @@ impl EventBus for Embedded {
             Err(e) => return Err(BusError::store(e)),
         };
         let Some((seq, bytes)) = log.last().map_err(BusError::store)? else { return Ok(None) };
-        Ok(Some(Stored { seq: seq.value(), event: crate::event::decode(store::record_json(bytes.value())?)? }))
+        Ok(Some(Stored { seq: seq.value(), event: crate::event::decode(record::json(bytes.value())?)? }))
     }
 
     fn backend(&self) -> &'static str {

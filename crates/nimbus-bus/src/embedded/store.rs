@@ -3,8 +3,7 @@
 //!
 //! Tables: `topics` (name → partitions); per topic `log/NAME` (seq → record) and `part/NAME`
 //! ((partition, seq) → ()), the per-partition index; `cursors` ((topic, group, partition) →
-//! (next seq, attempts)). A record is `partition u16 | published ms u64 | dedup flag u8 |
-//! dedup id [16] | CloudEvent JSON`.
+//! (next seq, attempts)). A record's layout is in [`super::record`].
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
+use super::record;
 use crate::{BusError, Published, Topic};
 
 pub(super) const TOPICS: TableDefinition<'_, &str, u16> = TableDefinition::new("topics");
 pub(super) const CURSORS: TableDefinition<'_, (&str, &str, u16), (u64, u32)> = TableDefinition::new("cursors");
-const HEADER: usize = 2 + 8 + 1 + 16;
 /// Cursor moves are committed without fsync; a quiet bus fsyncs them after this long.
 const CURSOR_FLUSH: Duration = Duration::from_millis(500);
 /// The most commands one commit takes.
@@ -32,28 +31,6 @@ pub(super) fn log_table(topic: &str) -> String {
 
 pub(super) fn part_table(topic: &str) -> String {
     format!("part/{topic}")
-}
-
-/// The header of a stored record.
-struct Header {
-    partition: u16,
-    /// Publish time, milliseconds since the epoch.
-    at: u64,
-    dedup: Option<[u8; 16]>,
-}
-
-fn record_header(bytes: &[u8]) -> Result<Header, BusError> {
-    let h = bytes.get(..HEADER).ok_or_else(|| BusError::Store("a stored record is truncated".into()))?;
-    Ok(Header {
-        partition: u16::from_be_bytes([h[0], h[1]]),
-        at: u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
-        dedup: (h[10] == 1).then(|| h[11..27].try_into().expect("16 bytes")),
-    })
-}
-
-/// The CloudEvent JSON of a stored record.
-pub(super) fn record_json(bytes: &[u8]) -> Result<&[u8], BusError> {
-    bytes.get(HEADER..).ok_or_else(|| BusError::Store("a stored record is truncated".into()))
 }
 
 fn now_ms() -> u64 {
@@ -158,7 +135,7 @@ impl Writer {
             let mut recent = Vec::new();
             for entry in log.iter().map_err(BusError::store)?.rev() {
                 let (seq, bytes) = entry.map_err(BusError::store)?;
-                let header = record_header(bytes.value())?;
+                let header = record::header(bytes.value())?;
                 if header.at < since {
                     break;
                 }
@@ -237,7 +214,7 @@ impl Writer {
             let mut old = Vec::new();
             for entry in log.iter().map_err(BusError::store)?.take(SWEEP_MAX) {
                 let (seq, bytes) = entry.map_err(BusError::store)?;
-                let header = record_header(bytes.value())?;
+                let header = record::header(bytes.value())?;
                 if header.at >= cutoff {
                     break;
                 }
@@ -289,13 +266,8 @@ impl Writer {
                             Some(&seq) => seq,
                             None => log.last().map_err(BusError::store)?.map_or(0, |(k, _)| k.value()) + 1,
                         };
-                        let mut record = Vec::with_capacity(HEADER + json.len());
-                        record.extend_from_slice(&partition.to_be_bytes());
-                        record.extend_from_slice(&now.to_be_bytes());
-                        record.push(u8::from(dedup.is_some()));
-                        record.extend_from_slice(&dedup.unwrap_or_default());
-                        record.extend_from_slice(&json);
-                        log.insert(seq, record.as_slice()).map_err(BusError::store)?;
+                        let stored = record::encode(&record::Header { partition, at: now, dedup }, &json);
+                        log.insert(seq, stored.as_slice()).map_err(BusError::store)?;
                         drop(log);
                         let part_name = part_table(topic.storage_name());
                         txn.open_table(TableDefinition::<(u16, u64), ()>::new(&part_name))

@@ -27,7 +27,7 @@ pub struct DeployOptions {
     /// Send all traffic to the new revision. The first revision of an app always gets it all.
     pub promote: bool,
     /// Take the hosts and requests this deploy claims from the apps that have them (admins
-    /// only; see [`crate::ownership`]).
+    /// only; the rules are in the crate's `ownership` module).
     pub take_over: bool,
 }
 
