@@ -223,5 +223,8 @@ fn a_tree_the_sandboxs_user_cannot_read_is_refused_with_what_to_do() {
     let out = app.run(&["up", ".", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not readable by the sandbox's user (`nobody`; mode 700)") && err.contains("chmod o+rx"), "{err}");
+    assert!(
+        err.contains("not readable by the sandbox's user (`nobody`; mode 700)") && err.contains("chmod o+rx"),
+        "{err}"
+    );
 }
