@@ -228,3 +228,19 @@ fn a_tree_the_sandboxs_user_cannot_read_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+
+/// The server's data dir lets the sandbox's user through to the services' trees and nothing
+/// else: the stores are the server user's alone.
+#[test]
+fn the_data_dir_is_private_but_for_the_services_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let _p = Platform::start(data.path(), &[]);
+    let mode = |name: &str| std::fs::metadata(data.path().join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(""), 0o711);
+    for store in ["control.redb", "state.redb", "bus.redb"] {
+        assert_eq!(mode(store), 0o600, "{store}");
+    }
+    assert_eq!(mode("uploads"), 0o700);
+    assert_eq!(mode("services"), 0o755);
+}

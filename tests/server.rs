@@ -904,9 +904,13 @@ async fn deploy_uploads_are_capped_bounded_and_leave_nothing_behind() {
         .bearer_auth(&admin)
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
+        .await;
+    // The server answers 413 and closes the connection once the limit is passed; a client still
+    // sending may see the close (a broken pipe) before it reads the answer.
+    match resp {
+        Ok(resp) => assert_eq!(resp.status(), 413),
+        Err(e) => assert!(e.is_request() && format!("{e:?}").contains("BodyWrite"), "{e:?}"),
+    }
     assert_eq!(files(), 0);
     let revisions = json_out(&p.admin_cli(&["revisions", "list", "shop", "--output", "json"]));
     assert_eq!(revisions.as_array().unwrap().len(), 1);

@@ -20,7 +20,8 @@ pub(crate) struct ServerArgs {
     /// Address of the control API.
     #[arg(long, env = "NIMBUS_API_LISTEN", default_value = "127.0.0.1:3001")]
     api_listen: SocketAddr,
-    /// Where apps, revisions and tokens are stored (default: ~/.local/share/nimbus).
+    /// Where apps, revisions and tokens are stored (default: ~/.local/share/nimbus; as root
+    /// /var/lib/nimbus).
     #[arg(long, env = "NIMBUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Accept control API calls without a token. Only on loopback addresses; for local use.
@@ -68,12 +69,41 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
         .block_on(serve(args))
 }
 
+/// `~/.local/share/nimbus`; for root `/var/lib/nimbus` (the sandbox's user must reach the
+/// deployed services' trees inside it, and `/root` is closed to others), unless a server
+/// already keeps its data in the first.
 fn default_data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
+    let home = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
         .unwrap_or_else(|| PathBuf::from("."))
-        .join("nimbus")
+        .join("nimbus");
+    if nimbus_services::jail::drops_to_nobody() && !home.join("control.redb").exists() {
+        return PathBuf::from("/var/lib/nimbus");
+    }
+    home
+}
+
+/// Closes the data dir to other users except for the way to the deployed services' trees: the
+/// dir itself may only be passed through (0711), its stores and other directories are the
+/// owner's alone (0600, 0700), and `services/` stays readable (0755) for the sandbox's user.
+fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))
+    };
+    set(data_dir, 0o711)?;
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        match (kind.is_dir(), entry.file_name() == "services") {
+            (true, true) => set(&entry.path(), 0o755)?,
+            (true, false) => set(&entry.path(), 0o700)?,
+            (false, _) if kind.is_file() => set(&entry.path(), 0o600)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
@@ -81,6 +111,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    harden_data_dir(&data_dir)?;
     let db = data_dir.join("control.redb");
     let store = Arc::new(Store::open(&db).with_context(|| {
         format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
@@ -118,6 +149,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let uploads =
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
             .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
+    // Again, for the stores and directories created since.
+    harden_data_dir(&data_dir)?;
 
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
