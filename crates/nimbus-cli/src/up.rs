@@ -10,7 +10,7 @@ use clap::Args;
 use nimbus_gateway::{AppTriggers, Backend, EventIngress, Gateway};
 use nimbus_manifest::{FieldPath, LoadedManifest};
 use nimbus_services::{Service, ServiceSpec};
-use nimbus_wasm::{CacheOutcome, LoadError, WasmKind};
+use nimbus_wasm::{CacheOutcome, WasmKind};
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
 
@@ -128,7 +128,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
             }
             Err(e) => {
                 let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                problems.push(loaded.diagnostic(&at, e.to_string(), hint_for(&e)).to_string());
+                problems.push(loaded.diagnostic(&at, e.to_string(), e.hint()).to_string());
             }
         }
     }
@@ -301,24 +301,3 @@ async fn stop_services(services: &[Arc<Service>]) {
     futures::future::join_all(services.iter().map(|s| s.shutdown())).await;
 }
 
-fn hint_for(e: &LoadError) -> String {
-    match e {
-        LoadError::Read { .. } => {
-            "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into()
-        }
-        LoadError::NotWasm { .. } => {
-            "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into()
-        }
-        LoadError::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb".into(),
-        LoadError::CompileTimeout { .. } => {
-            "raise the bound with --compile-timeout if the module is legitimately large".into()
-        }
-        LoadError::Compile { .. } => {
-            "rebuild the component; the file is damaged or uses features wasmtime does not enable".into()
-        }
-        LoadError::Link { .. } => {
-            "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into()
-        }
-        LoadError::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
-    }
-}

@@ -643,8 +643,7 @@ impl Loader<'_> {
                     }
                     Err(e) => {
                         let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                        let hint = "build a wasi:http component or a WASI preview1 command, importing only WASI";
-                        problems.push(loaded.diagnostic(&at, e.to_string(), hint).to_string());
+                        problems.push(loaded.diagnostic(&at, e.to_string(), e.hint()).to_string());
                     }
                 }
             } else if let Some(tree) = bundle.trees.get(name) {
