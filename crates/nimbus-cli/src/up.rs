@@ -300,4 +300,3 @@ async fn start_services(
 async fn stop_services(services: &[Arc<Service>]) {
     futures::future::join_all(services.iter().map(|s| s.shutdown())).await;
 }
-

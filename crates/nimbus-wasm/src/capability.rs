@@ -75,11 +75,7 @@ fn provides(interfaces: &[&str], import: &str) -> bool {
 }
 
 /// Fails if `C` was not granted and one of `imports` is its interface.
-fn refuse<C: Capability>(
-    app: Option<&C::App>,
-    name: &str,
-    imports: &[String],
-) -> Result<(), LinkError> {
+fn refuse<C: Capability>(app: Option<&C::App>, name: &str, imports: &[String]) -> Result<(), LinkError> {
     if app.is_some() {
         return Ok(());
     }

@@ -137,9 +137,12 @@ impl LinkError {
                 "add `grants.{grant} = {example}` to [component.{component}] in nimbus.toml (a component is linked only with what it was granted)"
             ),
             Self::BadGrant { grant, .. } => format!("fix `grants.{grant}` in nimbus.toml"),
-            Self::MemoryLimit { .. } => "lower limits.memory_mb, or start the server with a larger --max-memory-mb".into(),
+            Self::MemoryLimit { .. } => {
+                "lower limits.memory_mb, or start the server with a larger --max-memory-mb".into()
+            }
             Self::NoEntryPoint | Self::NotCommand | Self::Unresolved(_) => {
-                "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI".into()
+                "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI"
+                    .into()
             }
         }
     }

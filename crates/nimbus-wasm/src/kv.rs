@@ -65,7 +65,8 @@ pub(crate) struct KvGrants {
 impl Capability for KeyValue {
     const GRANT: &'static str = "kv";
     const EXAMPLE: &'static str = r#"["BUCKET"]"#;
-    const INTERFACES: &'static [&'static str] = &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch"];
+    const INTERFACES: &'static [&'static str] =
+        &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch"];
     type Backend = Option<Arc<dyn KvStore>>;
     type App = KvGrants;
     type Instance = KvCtx;

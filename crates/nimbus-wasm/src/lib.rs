@@ -188,7 +188,8 @@ impl Runtime {
         let caps = capability::Configured::new(&self.backends, component).map_err(link)?;
         let executor = match compiled {
             cache::Compiled::Component(c) => {
-                let imports: Vec<String> = c.component_type().imports(&self.engine).map(|(i, _)| i.to_string()).collect();
+                let imports: Vec<String> =
+                    c.component_type().imports(&self.engine).map(|(i, _)| i.to_string()).collect();
                 caps.refuse_ungranted(name, &imports).map_err(link)?;
                 let linker = self.linker_for(&caps, actor::is_actor(&c, &self.engine))?;
                 let pre = linker.instantiate_pre(&c).map_err(|e| link(LinkError::Unresolved(format!("{e:#}"))))?;

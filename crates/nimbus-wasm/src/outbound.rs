@@ -31,7 +31,8 @@ impl Capability for OutboundHttp {
 
     fn configure((): &(), component: &Component) -> Result<Option<Self::App>, LinkError> {
         let grants = component.grants.outbound.iter().map(|g| OutboundGrant::parse(g));
-        let grants = grants.collect::<Result<_, _>>().map_err(|reason| LinkError::BadGrant { grant: Self::GRANT, reason })?;
+        let grants =
+            grants.collect::<Result<_, _>>().map_err(|reason| LinkError::BadGrant { grant: Self::GRANT, reason })?;
         Ok(Some(grants))
     }
 

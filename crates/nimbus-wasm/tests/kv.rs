@@ -82,7 +82,10 @@ async fn other_buckets_are_denied_and_ungranted_imports_refused() {
     };
     assert!(interface.starts_with("wasi:keyvalue/") && grant == "kv", "{err}");
     let message = err.to_string();
-    assert!(message.contains(&format!("imports `{interface}`; add `grants.kv = [\"BUCKET\"]` to component `kv`")), "{message}");
+    assert!(
+        message.contains(&format!("imports `{interface}`; add `grants.kv = [\"BUCKET\"]` to component `kv`")),
+        "{message}"
+    );
     assert!(err.hint().contains("[component.kv]"), "{}", err.hint());
 }
 
