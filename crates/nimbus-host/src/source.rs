@@ -79,29 +79,14 @@ impl Components<'_> {
         }
     }
 
-    /// What to do about a function that does not load.
-    pub(crate) fn load_hint(&self, e: &LoadError) -> &'static str {
-        if let Self::Bundle { .. } = self {
-            return "build a wasi:http component or a WASI preview1 command, importing only WASI";
-        }
-        match e {
-            LoadError::Read { .. } => {
-                "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)"
+    /// What to do about a function that does not load (a missing grant or a bad one is said by
+    /// the error itself, wherever the component came from).
+    pub(crate) fn load_hint(&self, e: &LoadError) -> String {
+        match (self, e) {
+            (_, LoadError::Link { .. }) | (Self::Files, _) => e.hint(),
+            (Self::Bundle { .. }, _) => {
+                "build a wasi:http component or a WASI preview1 command, importing only WASI".into()
             }
-            LoadError::NotWasm { .. } => {
-                "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module"
-            }
-            LoadError::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb",
-            LoadError::CompileTimeout { .. } => {
-                "raise the bound with --compile-timeout if the module is legitimately large"
-            }
-            LoadError::Compile { .. } => {
-                "rebuild the component; the file is damaged or uses features wasmtime does not enable"
-            }
-            LoadError::Link { .. } => {
-                "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI"
-            }
-            LoadError::Engine(_) => "see the error above; this is a host problem, not the component's",
         }
     }
 }

@@ -1,11 +1,24 @@
-//! The `nimbus:actor` executor: one invocation of an actor in a fresh instance, with the actor's
-//! state handed in and, when the handler returns `ok` after writing, handed back to be committed.
-//! `nimbus:actor/state` is linked only into components that export `nimbus:actor/handler`.
+//! Actors, both sides:
+//!
+//! * the `nimbus:actor` executor: one invocation of an actor in a fresh instance, with the
+//!   actor's state handed in and, when the handler returns `ok` after writing, handed back to be
+//!   committed. `nimbus:actor/state` is linked only into components that export
+//!   `nimbus:actor/handler`;
+//! * the actor-client capability ([`ActorClient`]): `nimbus:actor/client`, linked only into
+//!   components with `grants.actors`, calling only the actor types listed there. The actor host
+//!   that runs those calls needs the loaded functions first, so it cannot be a backend given at
+//!   load: it is bound afterwards with [`crate::Function::bind_actors`] into the capability's
+//!   per-component state (a `OnceLock` the instances read when prepared). That late binding is
+//!   what keeps this crate below the host: the host implements [`ActorInvoker`], defined here.
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
+use nimbus_manifest::Component;
 use nimbus_observe::SpanKind;
-use wasmtime::component::HasData;
+use wasmtime::component::{HasData, Linker};
 
+use crate::capability::{Capability, PrepareContext, Registered};
+use crate::error::LinkError;
 use crate::scope::{Run, Scope};
 
 use crate::guest::GuestState;
@@ -33,8 +46,8 @@ mod client_bindings {
 
 use client_bindings::nimbus::actor::client;
 
-/// Runs actor invocations for functions that call actors (`nimbus:actor/client`); the gateway's
-/// actor host, bound to a function after both exist.
+/// Runs actor invocations for functions that call actors (`nimbus:actor/client`): the actor host
+/// of `nimbus-actors`, bound to a function after both exist.
 pub trait ActorInvoker: Send + Sync {
     /// Invokes `method` on `actor_type`/`key`; the answer comes once the actor's state is durable.
     fn call(
@@ -48,17 +61,54 @@ pub trait ActorInvoker: Send + Sync {
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
 }
 
-/// The actor-calling capability of one invocation.
-pub(crate) struct ClientCtx {
-    invoker: Option<std::sync::Arc<dyn ActorInvoker>>,
-    grants: std::sync::Arc<[String]>,
-    scope: std::sync::Arc<Scope>,
+/// The actor-client capability ([`Capability`]).
+pub(crate) struct ActorClient;
+
+/// The actor types one component may call, and the actor host once bound.
+pub(crate) struct ClientGrants {
+    grants: Arc<[String]>,
+    /// Set once the app's actor host exists (it needs the loaded functions first).
+    invoker: OnceLock<Arc<dyn ActorInvoker>>,
 }
 
-impl ClientCtx {
-    pub(crate) fn new(settings: &FunctionSettings, scope: std::sync::Arc<Scope>) -> Self {
-        Self { invoker: settings.actors.get().cloned(), grants: settings.actor_grants.clone(), scope }
+impl Capability for ActorClient {
+    const GRANT: &'static str = "actors";
+    const EXAMPLE: &'static str = r#"["ACTOR_TYPE"]"#;
+    const INTERFACES: &'static [&'static str] = &["nimbus:actor/client"];
+    type Backend = ();
+    type App = ClientGrants;
+    type Instance = ClientCtx;
+
+    fn configure((): &(), component: &Component) -> Result<Option<ClientGrants>, LinkError> {
+        let grants = &component.grants.actors;
+        Ok((!grants.is_empty())
+            .then(|| ClientGrants { grants: grants.iter().cloned().collect(), invoker: OnceLock::new() }))
     }
+
+    fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+        client::add_to_linker::<_, HasClient>(linker, |s| s.capability::<ActorClient>().0)
+    }
+
+    fn prepare(app: &ClientGrants, ctx: &PrepareContext<'_>) -> ClientCtx {
+        ClientCtx { invoker: app.invoker.get().cloned(), grants: app.grants.clone(), scope: ctx.scope.clone() }
+    }
+}
+
+impl crate::Function {
+    /// Lets this function call actors (`grants.actors`) through `invoker`; the first binding
+    /// wins. Without `grants.actors` it calls none, and this does nothing.
+    pub fn bind_actors(&self, invoker: Arc<dyn ActorInvoker>) {
+        if let Some(client) = ActorClient::app(&self.settings.caps) {
+            let _ = client.invoker.set(invoker);
+        }
+    }
+}
+
+/// The actor-calling capability of one invocation.
+pub(crate) struct ClientCtx {
+    invoker: Option<Arc<dyn ActorInvoker>>,
+    grants: Arc<[String]>,
+    scope: Arc<Scope>,
 }
 
 impl client::Host for ClientCtx {
@@ -93,11 +143,6 @@ struct HasClient;
 
 impl HasData for HasClient {
     type Data<'a> = &'a mut ClientCtx;
-}
-
-/// Links `nimbus:actor/client`.
-pub(crate) fn add_client_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
-    client::add_to_linker::<_, HasClient>(linker, |s| &mut s.actor_client)
 }
 
 /// The state of one actor: named values.
@@ -141,7 +186,7 @@ impl HasData for HasActor {
 }
 
 /// Links `nimbus:actor/state`.
-pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     state::add_to_linker::<_, HasActor>(linker, |s| &mut s.actor)
 }
 

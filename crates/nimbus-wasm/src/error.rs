@@ -45,17 +45,107 @@ pub enum LoadError {
         /// The configured bound.
         limit: Duration,
     },
-    /// It compiled, but cannot run here: missing exports, imports nobody provides.
+    /// It compiled, but cannot run here: missing exports, imports nobody provides or that were
+    /// not granted, grants or limits the runtime cannot honour.
     #[error("{} cannot run as a Nimbus function: {reason}", path.display())]
     Link {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        reason: LinkError,
     },
     /// The engine itself could not be set up.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+}
+
+impl LoadError {
+    /// What the user can do about it, one line.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::Read { .. } => {
+                "check the path, or build the component first with `nimbus build` (or `nimbus up --build`)".into()
+            }
+            Self::NotWasm { .. } => {
+                "point `source` at a .wasm file: a wasm32-wasip2 component or a wasm32-wasip1 command module".into()
+            }
+            Self::TooLarge { .. } => "shrink the module, or raise the bound with --max-module-mb".into(),
+            Self::CompileTimeout { .. } => {
+                "raise the bound with --compile-timeout if the module is legitimately large".into()
+            }
+            Self::Compile { .. } => {
+                "rebuild the component; the file is damaged or uses features wasmtime does not enable".into()
+            }
+            Self::Link { reason, .. } => reason.hint(),
+            Self::Engine(_) => "see the error above; this is a host problem, not the component's".into(),
+        }
+    }
+}
+
+/// Why a compiled function cannot be linked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// It imports an interface of a capability it was not granted.
+    #[error("it imports `{interface}`; add `grants.{grant} = {example}` to component `{component}`")]
+    NotGranted {
+        /// The component's name in the manifest.
+        component: String,
+        /// The import, as the component declares it (`wasi:keyvalue/store@0.2.0-draft`).
+        interface: String,
+        /// The grant that links it (`kv`).
+        grant: &'static str,
+        /// What such a grant looks like (`["BUCKET"]`).
+        example: &'static str,
+    },
+    /// A grant cannot be used as written.
+    #[error("{reason}")]
+    BadGrant {
+        /// The grant (`outbound`).
+        grant: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A component with none of the exports Nimbus runs.
+    #[error(
+        "it exports none of `wasi:http/incoming-handler@0.2.x`, `nimbus:events/handler@0.1.0` and `nimbus:actor/handler@0.1.0`; build it for the `wasi:http/proxy`, `nimbus:events/event-handler` or `nimbus:actor/actor` world"
+    )]
+    NoEntryPoint,
+    /// A core module that is not a command.
+    #[error(
+        "it is a core module without a `_start` export; WAGI runs WASI preview1 commands (build a binary, not a library)"
+    )]
+    NotCommand,
+    /// It asks for more memory than an instance slot of the pooling allocator holds.
+    #[error("limits.memory_mb = {requested} is more than the runtime's pool slots hold ({limit} MiB)")]
+    MemoryLimit {
+        /// `limits.memory_mb`.
+        requested: u32,
+        /// The slot size.
+        limit: u32,
+    },
+    /// An import nothing provides, or a type mismatch (wasmtime's account of it).
+    #[error("{0}")]
+    Unresolved(String),
+}
+
+impl LinkError {
+    /// What the user can do about it, one line.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::NotGranted { component, grant, example, .. } => format!(
+                "add `grants.{grant} = {example}` to [component.{component}] in nimbus.toml (a component is linked only with what it was granted)"
+            ),
+            Self::BadGrant { grant, .. } => format!("fix `grants.{grant}` in nimbus.toml"),
+            Self::MemoryLimit { .. } => {
+                "lower limits.memory_mb, or start the server with a larger --max-memory-mb".into()
+            }
+            Self::NoEntryPoint | Self::NotCommand | Self::Unresolved(_) => {
+                "build an HTTP component (`wasi:http/proxy` world) or a WASI preview1 command, importing only WASI"
+                    .into()
+            }
+        }
+    }
 }
 
 /// One invocation failed. The gateway turns this into a 5xx carrying the request id.

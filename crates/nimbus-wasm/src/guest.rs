@@ -1,6 +1,6 @@
-//! Store data of one component invocation (an HTTP request or an event): WASI with nothing from
-//! the host, `wasi:http` behind the outbound grants, `nimbus:events/publisher` behind the publish
-//! grants, `wasi:keyvalue` behind the kv grants, and the memory limiter.
+//! Store data of one component invocation (an HTTP request, an event or an actor call): WASI with
+//! nothing from the host, the state of each capability the component was granted
+//! ([`crate::capability`]), the actor state of an actor invocation, and the memory limiter.
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -8,9 +8,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::FunctionSettings;
+use crate::capability::{Instances, PrepareContext, Registered};
 use crate::logs::GuestLog;
-use crate::outbound::OutboundPolicy;
-use crate::publish::PublishCtx;
+use crate::outbound::OutboundHttp;
 use crate::scope::Scope;
 use crate::store::{InvocationState, MeteredLimits};
 
@@ -19,11 +19,8 @@ pub(crate) struct GuestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: MeteredLimits,
-    hooks: OutboundPolicy,
-    pub(crate) publish: PublishCtx,
-    kv: crate::kv::KvCtx,
+    caps: Instances,
     pub(crate) actor: crate::actor::ActorCtx,
-    pub(crate) actor_client: crate::actor::ClientCtx,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -41,21 +38,26 @@ impl GuestState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: settings.limits.store_limits(scope.telemetry.clone()),
-            hooks: OutboundPolicy { grants: settings.grants.clone(), scope: scope.clone() },
-            publish: PublishCtx::new(settings, scope.clone()),
-            kv: crate::kv::KvCtx::new(settings, scope.clone()),
-            actor_client: crate::actor::ClientCtx::new(settings, scope.clone()),
+            caps: settings.caps.prepare(&PrepareContext { scope, app: settings.app.get() }),
             actor: crate::actor::ActorCtx::default(),
             _lease: lease,
         }
     }
+
+    /// The state of capability `C` in this instance, and the resource table.
+    pub(crate) fn capability<C: Registered>(&mut self) -> (&mut C::Instance, &mut ResourceTable) {
+        (granted::<C>(&mut self.caps), &mut self.table)
+    }
 }
 
-impl GuestState {
-    /// The key-value capability and the resource table its buckets live in.
-    pub(crate) fn kv_parts(&mut self) -> (&crate::kv::KvCtx, &mut ResourceTable) {
-        (&self.kv, &mut self.table)
-    }
+/// The state of `C` in `caps`.
+///
+/// # Panics
+///
+/// If `C` was not granted. A capability's host functions are linked only when it was granted,
+/// and then it is prepared for every instance, so they never get here without it.
+fn granted<C: Registered>(caps: &mut Instances) -> &mut C::Instance {
+    C::instance(caps).expect("a capability's host functions are linked only when it is granted")
 }
 
 impl WasiView for GuestState {
@@ -72,6 +74,8 @@ impl InvocationState for GuestState {
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        // Every component is configured for outbound HTTP (its grants gate each request).
+        let hooks = granted::<OutboundHttp>(&mut self.caps);
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks }
     }
 }

@@ -1,16 +1,19 @@
-//! `wasi:keyvalue` (store, atomics, batch @0.2.0-draft) on Nimbus's KV store, only for the buckets
-//! in the component's `grants.kv`. Without any grant the interfaces are not linked at all, so a
-//! component that imports them fails to load with a message naming the missing grant; opening
-//! a bucket that was not granted is `access-denied`. A granted name is a bucket of the function's
+//! The key-value capability: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft) on Nimbus's KV
+//! store ([`crate::Runtime::with_kv`]), only for the buckets in the component's `grants.kv`.
+//! Without any grant the interfaces are not linked at all, so a component that imports them is
+//! refused at load with the grant to add; opening a bucket that was not granted is
+//! `access-denied`. A granted name is a bucket of the function's
 //! own app ([`crate::Function::bind_app`]), or `APP/BUCKET` one that app exports to it (checked
 //! at deploy): apps never see each other's buckets otherwise.
 use std::sync::Arc;
 
+use nimbus_manifest::Component;
 use nimbus_observe::SpanKind;
 use nimbus_state::{Bucket, KvStore};
-use wasmtime::component::{HasData, Resource, ResourceTable, ResourceTableError};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
-use crate::FunctionSettings;
+use crate::capability::{Capability, PrepareContext, Registered};
+use crate::error::LinkError;
 use crate::guest::GuestState;
 use crate::scope::Scope;
 
@@ -50,18 +53,60 @@ impl From<nimbus_state::KvError> for Error {
     }
 }
 
+/// The key-value capability ([`Capability`]).
+pub(crate) struct KeyValue;
+
+/// The buckets one component may open, and the store they live in.
+pub(crate) struct KvGrants {
+    store: Option<Arc<dyn KvStore>>,
+    grants: Arc<[String]>,
+}
+
+impl Capability for KeyValue {
+    const GRANT: &'static str = "kv";
+    const EXAMPLE: &'static str = r#"["BUCKET"]"#;
+    const INTERFACES: &'static [&'static str] =
+        &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch"];
+    type Backend = Option<Arc<dyn KvStore>>;
+    type App = KvGrants;
+    type Instance = KvCtx;
+
+    /// Bucket names were checked with the manifest; they resolve against the app at open.
+    fn configure(store: &Self::Backend, component: &Component) -> Result<Option<KvGrants>, LinkError> {
+        let grants = &component.grants.kv;
+        Ok((!grants.is_empty()).then(|| KvGrants { store: store.clone(), grants: grants.iter().cloned().collect() }))
+    }
+
+    fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+        fn view(s: &mut GuestState) -> KvView<'_> {
+            let (ctx, table) = s.capability::<KeyValue>();
+            KvView { ctx, table }
+        }
+        store::add_to_linker::<_, HasKv>(linker, view)?;
+        atomics::add_to_linker::<_, HasKv>(linker, view)?;
+        batch::add_to_linker::<_, HasKv>(linker, view)
+    }
+
+    fn prepare(app: &KvGrants, ctx: &PrepareContext<'_>) -> KvCtx {
+        KvCtx { store: app.store.clone(), grants: app.grants.clone(), app: ctx.app.cloned(), scope: ctx.scope.clone() }
+    }
+}
+
+impl crate::Runtime {
+    /// The KV store behind `wasi:keyvalue` (`grants.kv`); without one, every call fails with
+    /// "no state store".
+    pub fn with_kv(mut self, kv: Arc<dyn KvStore>) -> Self {
+        *KeyValue::backend(&mut self.backends) = Some(kv);
+        self
+    }
+}
+
 /// The key-value capability of one invocation.
 pub(crate) struct KvCtx {
     store: Option<Arc<dyn KvStore>>,
     grants: Arc<[String]>,
     app: Option<Arc<str>>,
     scope: Arc<Scope>,
-}
-
-impl KvCtx {
-    pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
-        Self { store: settings.kv.clone(), grants: settings.kv_grants.clone(), app: settings.app.get().cloned(), scope }
-    }
 }
 
 pub(crate) struct KvView<'a> {
@@ -214,15 +259,4 @@ struct HasKv;
 
 impl HasData for HasKv {
     type Data<'a> = KvView<'a>;
-}
-
-/// Links `wasi:keyvalue` into a linker of component invocations.
-pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
-    fn view(s: &mut GuestState) -> KvView<'_> {
-        let (kv, table) = s.kv_parts();
-        KvView { ctx: kv, table }
-    }
-    store::add_to_linker::<_, HasKv>(linker, view)?;
-    atomics::add_to_linker::<_, HasKv>(linker, view)?;
-    batch::add_to_linker::<_, HasKv>(linker, view)
 }

@@ -6,13 +6,25 @@
 //! engine configuration, the bounds on module size and compile time, and the two executors:
 //!
 //! * WASI 0.2 components exporting `wasi:http/incoming-handler` (what `wasmtime serve` and Spin
-//!   run), linked with all of WASI 0.2 — with nothing preopened, no sockets, no inherited
-//!   environment — and `wasi:http/outgoing-handler` checked against `grants.outbound`;
+//!   run), `nimbus:events/handler` or `nimbus:actor/handler`, linked with all of WASI 0.2 — with
+//!   nothing preopened, no sockets, no inherited environment — plus the host capabilities they
+//!   were granted;
 //! * WASI preview1 command modules run as CGI programs (WAGI).
 //!
+//! Host capabilities are plug-ins (the `capability` module; Spin's factors are the model): each
+//! one — keyvalue, publish, outbound HTTP, actor client — is a module that is configured at load
+//! from the component's grants, links its interfaces only when granted, and prepares its state
+//! per instance. A component importing an interface it was not granted is refused at load with
+//! [`LinkError::NotGranted`], naming the grant to add; [`LoadError::hint`] says what to do about
+//! any load error. What a capability needs from the node comes from its own builder
+//! ([`Runtime::with_kv`], [`Runtime::with_bus`]); the actor host, which needs the loaded
+//! functions first, is bound after load ([`Function::bind_actors`], an [`ActorInvoker`] defined
+//! here and implemented above).
+//!
 //! Each invocation gets its own store with the component's memory limit and timeout; guest
-//! stdout/stderr are logged with the request id. This crate does not route, queue or listen:
-//! that is `nimbus-gateway`.
+//! stdout/stderr are logged with the request id. This crate does not route, queue or listen
+//! (that is `nimbus-gateway`), and does not implement the stores behind its capabilities
+//! (`nimbus-state`, `nimbus-bus`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +41,7 @@
 
 mod actor;
 mod cache;
+mod capability;
 mod engine;
 mod error;
 mod events;
@@ -49,14 +62,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nimbus_manifest::{Component, OutboundGrant};
+use nimbus_manifest::Component;
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use actor::{ActorInvoker, ActorOutcome, ActorState};
 pub use cache::{CacheOutcome, WasmKind};
 pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
-pub use error::{InvokeError, LoadError};
+pub use error::{InvokeError, LinkError, LoadError};
 pub use events::EventError;
 pub use logs::LOG_BUDGET_BYTES;
 pub use wagi::MAX_CGI_OUTPUT;
@@ -72,8 +85,8 @@ pub struct Runtime {
     cache: Option<cache::CompileCache>,
     /// WASI and `wasi:http`; each component gets a copy plus the capabilities it was granted.
     component_linker: wasmtime::component::Linker<guest::GuestState>,
-    bus: Option<Arc<dyn nimbus_bus::EventBus>>,
-    kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    /// What each capability needs from the node (the bus, the KV store), set by its `with_*`.
+    backends: capability::Backends,
     module_linker: wasmtime::Linker<wagi::WagiState>,
     /// Started with the first function loaded: a node serving only services has no epoch to
     /// advance (and no thread waking a thousand times a second).
@@ -105,46 +118,25 @@ impl Runtime {
             config,
             cache,
             component_linker,
-            bus: None,
-            kv: None,
+            backends: capability::Backends::default(),
             module_linker,
             ticker: std::sync::OnceLock::new(),
         })
     }
 
-    /// The event bus functions publish to (`grants.publish`); without one, a publish fails with
-    /// "no event bus".
-    pub fn with_bus(mut self, bus: Arc<dyn nimbus_bus::EventBus>) -> Self {
-        self.bus = Some(bus);
-        self
-    }
-
-    /// The KV store behind `wasi:keyvalue` (`grants.kv`); without one, every call fails with
-    /// "no state store".
-    pub fn with_kv(mut self, kv: Arc<dyn nimbus_state::KvStore>) -> Self {
-        self.kv = Some(kv);
-        self
-    }
-
-    /// WASI and `wasi:http` plus the capabilities `component` was granted, and nothing else.
+    /// WASI and `wasi:http` plus the capabilities `caps` holds (those granted), and nothing else;
+    /// `nimbus:actor/state` too for an `actor`.
     fn linker_for(
         &self,
-        component: &Component,
+        caps: &capability::Configured,
         actor: bool,
-    ) -> Result<wasmtime::component::Linker<guest::GuestState>, String> {
+    ) -> Result<wasmtime::component::Linker<guest::GuestState>, LoadError> {
         let mut linker = self.component_linker.clone();
+        let link_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         if actor {
-            actor::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
+            actor::add_to_linker(&mut linker).map_err(link_err)?;
         }
-        if !component.grants.publish.is_empty() {
-            publish::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
-        }
-        if !component.grants.kv.is_empty() {
-            kv::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
-        }
-        if !component.grants.actors.is_empty() {
-            actor::add_client_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
-        }
+        caps.link(&mut linker).map_err(link_err)?;
         Ok(linker)
     }
 
@@ -192,70 +184,47 @@ impl Runtime {
         self.ticker.get_or_init(|| engine::EpochTicker::start(&self.engine));
         let (compiled, outcome) =
             cache::compile(&self.engine, self.cache.as_ref(), path, bytes, kind, self.config.compile_timeout).await?;
-        let link = |reason: String| LoadError::Link { path: path.to_path_buf(), reason };
+        let link = |reason: LinkError| LoadError::Link { path: path.to_path_buf(), reason };
+        let caps = capability::Configured::new(&self.backends, component).map_err(link)?;
         let executor = match compiled {
             cache::Compiled::Component(c) => {
-                let linker =
-                    self.linker_for(component, actor::is_actor(&c, &self.engine)).map_err(LoadError::Engine)?;
-                let pre = linker.instantiate_pre(&c).map_err(|e| {
-                    let e = format!("{e:#}");
-                    if component.grants.publish.is_empty() && e.contains("nimbus:events/publisher") {
-                        link("it imports `nimbus:events/publisher` but the component has no `grants.publish`; grant the topics it publishes to".into())
-                    } else if component.grants.kv.is_empty() && e.contains("wasi:keyvalue/") {
-                        link("it imports `wasi:keyvalue` but the component has no `grants.kv`; grant the buckets it uses".into())
-                    } else if component.grants.actors.is_empty() && e.contains("nimbus:actor/client") {
-                        link("it imports `nimbus:actor/client` but the component has no `grants.actors`; grant the actor types it calls".into())
-                    } else {
-                        link(e)
-                    }
-                })?;
+                let imports: Vec<String> =
+                    c.component_type().imports(&self.engine).map(|(i, _)| i.to_string()).collect();
+                caps.refuse_ungranted(name, &imports).map_err(link)?;
+                let linker = self.linker_for(&caps, actor::is_actor(&c, &self.engine))?;
+                let pre = linker.instantiate_pre(&c).map_err(|e| link(LinkError::Unresolved(format!("{e:#}"))))?;
                 let http = ProxyPre::new(pre.clone()).ok();
                 let events = events::EventHandlerPre::new(pre.clone()).ok();
                 let actor = actor::ActorPre::new(pre).ok();
                 if http.is_none() && events.is_none() && actor.is_none() {
-                    return Err(link(
-                        "it exports none of `wasi:http/incoming-handler@0.2.x`, `nimbus:events/handler@0.1.0` and `nimbus:actor/handler@0.1.0`; build it for the `wasi:http/proxy`, `nimbus:events/event-handler` or `nimbus:actor/actor` world".into(),
-                    ));
+                    return Err(link(LinkError::NoEntryPoint));
                 }
                 Executor::Component { http, events, actor }
             }
             cache::Compiled::Module(m) => {
                 if m.get_export("_start").is_none() {
-                    return Err(link(
-                        "it is a core module without a `_start` export; WAGI runs WASI preview1 commands (build a binary, not a library)".into(),
-                    ));
+                    return Err(link(LinkError::NotCommand));
                 }
-                let pre = self.module_linker.instantiate_pre(&m).map_err(|e| link(format!("{e:#}")))?;
+                let pre = self
+                    .module_linker
+                    .instantiate_pre(&m)
+                    .map_err(|e| link(LinkError::Unresolved(format!("{e:#}"))))?;
                 Executor::Wagi(pre)
             }
         };
-        let grants = component
-            .grants
-            .outbound
-            .iter()
-            .map(|g| OutboundGrant::parse(g))
-            .collect::<Result<Arc<[_]>, _>>()
-            .map_err(link)?;
         if component.memory_mb() > self.config.max_memory_mb && self.allocator == Allocator::Pooling {
-            return Err(link(format!(
-                "limits.memory_mb = {} is more than the runtime's pool slots hold ({} MiB)",
-                component.memory_mb(),
-                self.config.max_memory_mb
-            )));
+            return Err(link(LinkError::MemoryLimit {
+                requested: component.memory_mb(),
+                limit: self.config.max_memory_mb,
+            }));
         }
         let settings = FunctionSettings {
             name: name.into(),
-            publish: component.grants.publish.iter().cloned().collect(),
-            bus: self.bus.clone(),
-            kv_grants: component.grants.kv.iter().cloned().collect(),
-            kv: self.kv.clone(),
-            actor_grants: component.grants.actors.iter().cloned().collect(),
-            actors: Arc::default(),
+            caps,
             app: std::sync::OnceLock::new(),
             instantiated: AtomicBool::new(false),
             detached: nimbus_observe::ComponentTelemetry::detached(name),
             env: component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            grants,
             limits: store::InvocationLimits {
                 memory_bytes: (component.memory_mb() as usize) << 20,
                 timeout: component
@@ -270,13 +239,8 @@ impl Runtime {
 /// Settings of one function, fixed at load time.
 pub(crate) struct FunctionSettings {
     pub(crate) name: Arc<str>,
-    pub(crate) publish: Arc<[String]>,
-    pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
-    pub(crate) kv_grants: Arc<[String]>,
-    pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
-    pub(crate) actor_grants: Arc<[String]>,
-    /// Set once the app's actor host exists (it needs the loaded functions first).
-    pub(crate) actors: Arc<std::sync::OnceLock<Arc<dyn ActorInvoker>>>,
+    /// The capabilities it was granted, configured ([`capability`]).
+    pub(crate) caps: capability::Configured,
     /// The app whose buckets and topics the grants name; set once by [`Function::bind_app`].
     /// Unbound, every bucket and topic is denied.
     pub(crate) app: std::sync::OnceLock<Arc<str>>,
@@ -285,7 +249,6 @@ pub(crate) struct FunctionSettings {
     /// Where invocations without telemetry of their own report (the process log only).
     pub(crate) detached: Arc<nimbus_observe::ComponentTelemetry>,
     pub(crate) env: Vec<(String, String)>,
-    pub(crate) grants: Arc<[OutboundGrant]>,
     pub(crate) limits: store::InvocationLimits,
 }
 
@@ -402,11 +365,6 @@ impl Function {
     /// bound opens no bucket and publishes to no topic.
     pub fn bind_app(&self, app: &str) {
         let _ = self.settings.app.set(app.into());
-    }
-
-    /// Lets this function call actors (`grants.actors`) through `invoker`; the first binding wins.
-    pub fn bind_actors(&self, invoker: Arc<dyn ActorInvoker>) {
-        let _ = self.settings.actors.set(invoker);
     }
 
     /// Whether it is an actor (`nimbus:actor/handler`).

@@ -1,18 +1,54 @@
-//! `wasi:http/outgoing-handler` behind the component's `grants.outbound`: a request to an origin
-//! that was not granted fails with `HTTP-request-denied` in the guest and a warning in the log.
-//! Each request is a client span whose context goes out in the `traceparent` header.
+//! The outbound HTTP capability: `wasi:http/outgoing-handler` behind the component's
+//! `grants.outbound`. Unlike the others it is configured for every component and links nothing
+//! of its own: `wasi:http` is in every linker because every `wasi:http/proxy` component imports
+//! `outgoing-handler`, used or not. Its grants gate each request instead: one to an origin that
+//! was not granted fails with `HTTP-request-denied` in the guest and a warning in the log. A
+//! grant that is not an origin is refused at load. Each request is a client span whose context
+//! goes out in the `traceparent` header.
 use std::sync::Arc;
 
-use nimbus_manifest::OutboundGrant;
+use nimbus_manifest::{Component, OutboundGrant};
 use nimbus_observe::SpanKind;
+use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::capability::{Capability, PrepareContext};
+use crate::error::LinkError;
+use crate::guest::GuestState;
 use crate::scope::Scope;
+
+/// The outbound HTTP capability ([`Capability`]).
+pub(crate) struct OutboundHttp;
+
+impl Capability for OutboundHttp {
+    const GRANT: &'static str = "outbound";
+    const EXAMPLE: &'static str = r#"["https://api.example.com"]"#;
+    /// None: `wasi:http` is always linked, and a request without a grant is denied when made.
+    const INTERFACES: &'static [&'static str] = &[];
+    type Backend = ();
+    type App = Arc<[OutboundGrant]>;
+    type Instance = OutboundPolicy;
+
+    fn configure((): &(), component: &Component) -> Result<Option<Self::App>, LinkError> {
+        let grants = component.grants.outbound.iter().map(|g| OutboundGrant::parse(g));
+        let grants =
+            grants.collect::<Result<_, _>>().map_err(|reason| LinkError::BadGrant { grant: Self::GRANT, reason })?;
+        Ok(Some(grants))
+    }
+
+    fn link(_: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn prepare(grants: &Self::App, ctx: &PrepareContext<'_>) -> OutboundPolicy {
+        OutboundPolicy { grants: grants.clone(), scope: ctx.scope.clone() }
+    }
+}
 
 /// The hooks of one invocation's `wasi:http` context.
 pub(crate) struct OutboundPolicy {
-    pub(crate) grants: Arc<[OutboundGrant]>,
-    pub(crate) scope: Arc<Scope>,
+    grants: Arc<[OutboundGrant]>,
+    scope: Arc<Scope>,
 }
 
 type SendFuture = Box<

@@ -1,15 +1,66 @@
-//! `nimbus:events/publisher`: publishing from a function, only to the topics in its
-//! `grants.publish`, which are topics of the function's own app ([`crate::Function::bind_app`]). Without any grant the interface is not linked at all, so a component that
-//! imports it fails to load with a message naming the missing grant.
+//! The publish capability: `nimbus:events/publisher` on the node's event bus
+//! ([`crate::Runtime::with_bus`]), only to the topics in the component's `grants.publish`, which
+//! are topics of the function's own app ([`crate::Function::bind_app`]). Without any grant the
+//! interface is not linked at all, so a component that imports it is refused at load with the
+//! grant to add.
 use std::sync::Arc;
 
 use cloudevents::event::ExtensionValue;
 use nimbus_bus::{AttributesReader, EventBuilder, EventBuilderV10, EventBus, PublishOptions, Topic};
+use nimbus_manifest::Component;
 use nimbus_observe::{Span, SpanKind};
+use wasmtime::component::{HasData, Linker};
 
-use crate::FunctionSettings;
+use crate::capability::{Capability, PrepareContext, Registered};
+use crate::error::LinkError;
 use crate::events::bindings::nimbus::events::{publisher, types};
+use crate::guest::GuestState;
 use crate::scope::Scope;
+
+/// The publish capability ([`Capability`]).
+pub(crate) struct Publish;
+
+/// The topics one component may publish to, and the bus.
+pub(crate) struct PublishGrants {
+    bus: Option<Arc<dyn EventBus>>,
+    grants: Arc<[String]>,
+}
+
+impl Capability for Publish {
+    const GRANT: &'static str = "publish";
+    const EXAMPLE: &'static str = r#"["TOPIC"]"#;
+    const INTERFACES: &'static [&'static str] = &["nimbus:events/publisher"];
+    type Backend = Option<Arc<dyn EventBus>>;
+    type App = PublishGrants;
+    type Instance = PublishCtx;
+
+    /// Topic names were checked with the manifest; they resolve against the app at publish.
+    fn configure(bus: &Self::Backend, component: &Component) -> Result<Option<PublishGrants>, LinkError> {
+        let grants = &component.grants.publish;
+        Ok((!grants.is_empty()).then(|| PublishGrants { bus: bus.clone(), grants: grants.iter().cloned().collect() }))
+    }
+
+    fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+        struct Publishing;
+        impl HasData for Publishing {
+            type Data<'a> = &'a mut PublishCtx;
+        }
+        publisher::add_to_linker::<_, Publishing>(linker, |s| s.capability::<Publish>().0)
+    }
+
+    fn prepare(app: &PublishGrants, ctx: &PrepareContext<'_>) -> PublishCtx {
+        PublishCtx { bus: app.bus.clone(), grants: app.grants.clone(), app: ctx.app.cloned(), scope: ctx.scope.clone() }
+    }
+}
+
+impl crate::Runtime {
+    /// The event bus functions publish to (`grants.publish`); without one, a publish fails with
+    /// "no event bus".
+    pub fn with_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        *Publish::backend(&mut self.backends) = Some(bus);
+        self
+    }
+}
 
 /// The publisher of one invocation.
 pub(crate) struct PublishCtx {
@@ -20,10 +71,6 @@ pub(crate) struct PublishCtx {
 }
 
 impl PublishCtx {
-    pub(crate) fn new(settings: &FunctionSettings, scope: Arc<Scope>) -> Self {
-        Self { bus: settings.bus.clone(), grants: settings.publish.clone(), app: settings.app.get().cloned(), scope }
-    }
-
     /// Publishes in a producer span (`send orders`) whose context the event carries on.
     async fn publish(&self, topic: &str, event: types::Event) -> Result<(), String> {
         let mut span = self.scope.span("send", SpanKind::Producer);
@@ -108,15 +155,4 @@ impl publisher::Host for PublishCtx {
     async fn publish(&mut self, topic: String, event: types::Event) -> Result<(), String> {
         PublishCtx::publish(self, &topic, event).await
     }
-}
-
-/// Links `nimbus:events/publisher` into a linker of component invocations.
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<crate::guest::GuestState>,
-) -> wasmtime::Result<()> {
-    struct Publishing;
-    impl wasmtime::component::HasData for Publishing {
-        type Data<'a> = &'a mut PublishCtx;
-    }
-    publisher::add_to_linker::<_, Publishing>(linker, |s| &mut s.publish)
 }

@@ -147,6 +147,25 @@ async fn files_that_cannot_be_functions_are_refused_clearly() {
 }
 
 #[tokio::test]
+async fn capabilities_are_linked_only_when_granted() {
+    let rt = runtime();
+    let caller = Path::new(nimbus_fixtures::CALLER);
+    let err = rt.load("caller", caller, &component("")).await.unwrap_err();
+    let expected = "imports `nimbus:actor/client@0.1.0`; add `grants.actors = [\"ACTOR_TYPE\"]` to component `caller`";
+    assert!(err.to_string().contains(expected), "{err}");
+    let granted = rt.load("caller", caller, &component("grants = { actors = [\"counter\"] }")).await.unwrap();
+    let req = http::Request::post("http://localhost/call/counter/k/incr").body(Bytes::new()).unwrap();
+    let resp = granted.handle(req, Invocation::new("req-test", "/...")).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "this app serves no actors", "linked, but no actor host bound");
+
+    let bad = component("grants = { outbound = [\"ftp://x\"] }");
+    let err = rt.load("kitchen", Path::new(nimbus_fixtures::KITCHEN), &bad).await.unwrap_err();
+    assert!(err.to_string().contains("scheme `ftp` is not http or https"), "{err}");
+    assert!(err.hint().contains("grants.outbound"), "{}", err.hint());
+}
+
+#[tokio::test]
 async fn compile_cache_survives_a_new_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let config =

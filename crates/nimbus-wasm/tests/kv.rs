@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use nimbus_manifest::Component;
 use nimbus_state::{Bucket, Embedded, KvStore};
-use nimbus_wasm::{Function, Invocation, LoadError, Runtime, RuntimeConfig};
+use nimbus_wasm::{Function, Invocation, LinkError, LoadError, Runtime, RuntimeConfig};
 
 fn component(extra: &str) -> Component {
     toml::from_str(&format!("source = \"unused.wasm\"\n{extra}")).unwrap()
@@ -77,8 +77,16 @@ async fn other_buckets_are_denied_and_ungranted_imports_refused() {
     assert_eq!(call(&s.f, "PUT", "/set/sessions/k", "x").await, (500, "access-denied".into()));
     let rt = Runtime::new(RuntimeConfig { max_instances: 5, ..RuntimeConfig::default() }).unwrap();
     let err = rt.load("kv", Path::new(nimbus_fixtures::KV), &component("")).await.unwrap_err();
-    assert!(matches!(err, LoadError::Link { .. }), "{err}");
-    assert!(err.to_string().contains("grants.kv"), "{err}");
+    let LoadError::Link { reason: LinkError::NotGranted { ref interface, grant, .. }, .. } = err else {
+        panic!("refused for another reason: {err}")
+    };
+    assert!(interface.starts_with("wasi:keyvalue/") && grant == "kv", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("imports `{interface}`; add `grants.kv = [\"BUCKET\"]` to component `kv`")),
+        "{message}"
+    );
+    assert!(err.hint().contains("[component.kv]"), "{}", err.hint());
 }
 
 #[tokio::test]
