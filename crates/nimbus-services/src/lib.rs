@@ -197,7 +197,19 @@ impl Service {
             return Ok(());
         }
         let within = Duration::from_secs(self.spec.readiness.start_timeout_s);
-        self.ready_instance(within, false).await.map(drop)
+        match self.ready_instance(within, false).await {
+            Ok(_) => Ok(()),
+            // Scaled to zero before its first process was ready (no traffic, `scale.min = 0`):
+            // like a service that starts at zero, its first request starts one.
+            Err(_) if self.scaled_to_zero() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the autoscaler took the service to zero processes (and it is not failing).
+    fn scaled_to_zero(&self) -> bool {
+        let state = self.state.lock().expect("service state");
+        self.spec.scale.min == 0 && state.slots.is_empty() && state.status == Status::Starting
     }
 
     /// Forwards a request to the least busy ready process, waiting up to `wait` for one (and
@@ -278,6 +290,9 @@ impl Service {
                     slot.stop.send_replace(true);
                 }
             }
+            drop(state);
+            // Whoever waits for a process looks again (e.g. `until_ready` of a service now at zero).
+            self.ready_changed.notify_waiters();
         }
     }
 
@@ -312,8 +327,11 @@ impl Service {
                 if let Some(instance) = self.least_busy(&state) {
                     break Ok(instance);
                 }
-                // Nobody waits for a stopped or crash-looping service: 503 at once.
-                if matches!(state.status, Status::Stopped | Status::CrashLoop) {
+                // Nobody waits for a stopped or crash-looping service: 503 at once; nor, unless it
+                // is a request (which starts a process), for one scaled to zero.
+                if matches!(state.status, Status::Stopped | Status::CrashLoop)
+                    || (!request && self.spec.scale.min == 0 && state.slots.is_empty())
+                {
                     break Err(self.unavailable(&state));
                 }
             }
