@@ -147,41 +147,7 @@ where
                 continue;
             }
         };
-        let (builder, watcher, gateway) = (builder.clone(), graceful.watcher(), gateway.clone());
-        let idle_timeout = config.idle_timeout;
-        crate::workers::next().spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => return tracing::debug!(%peer, error = %e, "cannot register the connection"),
-            };
-            let activity = Arc::new(Activity::default());
-            let requests = activity.clone();
-            let _slot = slot;
-            let mut served = tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    let (gateway, mut request) = (gateway.clone(), requests.start());
-                    // A body that streams on lets the idle watch see it wait for the client.
-                    if !hyper::body::Body::is_end_stream(req.body()) {
-                        req.extensions_mut().insert(request.watch_body());
-                    }
-                    async move {
-                        Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
-                    }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-            // The idle watch waits beside the connection's task: serving a request never polls it.
-            tokio::select! {
-                _ = &mut served => {}
-                () = activity.idle(idle_timeout) => {
-                    served.abort();
-                    tracing::debug!(%peer, ?idle_timeout, "closed an idle connection");
-                }
-            }
-        });
+        spawn_connection(stream, peer, slot, builder.clone(), graceful.watcher(), gateway.clone(), config.idle_timeout);
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -192,6 +158,52 @@ where
         }
     }
     Ok(())
+}
+
+/// Serves one accepted connection on the next connection thread, holding its `slot` of the
+/// listener's cap until it closes, and closing it after `idle_timeout` without activity.
+fn spawn_connection<H: Handler>(
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    gateway: Arc<H>,
+    idle_timeout: Duration,
+) {
+    crate::workers::next().spawn(async move {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => return tracing::debug!(%peer, error = %e, "cannot register the connection"),
+        };
+        let activity = Arc::new(Activity::default());
+        let requests = activity.clone();
+        let _slot = slot;
+        let mut served = tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let (gateway, mut request) = (gateway.clone(), requests.start());
+                // A body that streams on lets the idle watch see it wait for the client.
+                if !hyper::body::Body::is_end_stream(req.body()) {
+                    req.extensions_mut().insert(request.watch_body());
+                }
+                async move {
+                    Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
+                }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+        // The idle watch waits beside the connection's task: serving a request never polls it.
+        tokio::select! {
+            _ = &mut served => {}
+            () = activity.idle(idle_timeout) => {
+                served.abort();
+                tracing::debug!(%peer, ?idle_timeout, "closed an idle connection");
+            }
+        }
+    });
 }
 
 /// How long the accept loop pauses after failed accepts: 10 ms after the first, doubling up to

@@ -66,68 +66,74 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
             }
         }
         check_limits(&c.limits, c.command.is_some(), &at.clone().key("limits"), &mut out);
-        for (i, topic) in c.grants.publish.iter().enumerate() {
-            if let Err(e) = topic_ref(topic, &m.app.name) {
-                out.push(problem(
-                    at.clone().key("grants").key("publish").index(i),
-                    format!("topic `{topic}`: {e}"),
-                    "name topics like `orders` or `orders.created`",
-                ));
-            }
-        }
-        for (i, name) in c.grants.kv.iter().enumerate() {
-            if let Err(e) = bucket_ref(name, &m.app.name) {
-                out.push(problem(
-                    at.clone().key("grants").key("kv").index(i),
-                    format!("bucket `{name}`: {e}"),
-                    "name buckets like `carts` or `sessions`",
-                ));
-            }
-        }
-        for (i, name) in c.grants.actors.iter().enumerate() {
-            if let Err(e) = check_bucket_name(name) {
-                out.push(problem(
-                    at.clone().key("grants").key("actors").index(i),
-                    format!("actor type `{name}`: {e}"),
-                    "name actor types like `cart`",
-                ));
-            }
-        }
-        if !c.grants.actors.is_empty() && c.command.is_some() {
-            out.push(problem(
-                at.clone().key("grants").key("actors"),
-                "`grants.actors` is for functions; a service calls actors with `POST /actors/TYPE/KEY/METHOD`",
-                "remove it",
-            ));
-        }
-        if !c.grants.kv.is_empty() && c.command.is_some() {
-            out.push(problem(
-                at.clone().key("grants").key("kv"),
-                "`grants.kv` is for functions (`wasi:keyvalue`); services keep their own state",
-                "remove it",
-            ));
-        }
-        if !c.grants.publish.is_empty() && c.command.is_some() {
-            out.push(problem(
-                at.clone().key("grants").key("publish"),
-                "`grants.publish` is for functions; a service publishes with `POST /events/{topic}` on the gateway",
-                "remove it",
-            ));
-        }
-        for (i, grant) in c.grants.outbound.iter().enumerate() {
-            if let Err(e) = OutboundGrant::parse(grant) {
-                out.push(problem(
-                    at.clone().key("grants").key("outbound").index(i),
-                    e,
-                    "write an origin such as `https://api.example.com` or `http://127.0.0.1:8080`",
-                ));
-            }
-        }
+        check_grants(m, c, &at, &mut out);
     }
     check_http_triggers(m, &mut out);
     check_event_triggers(m, &mut out);
     check_exports(m, &mut out);
     out
+}
+
+/// The grants of component `c` (at `at`): names and origins well formed, each grant on the
+/// kind of component it is for.
+fn check_grants(m: &Manifest, c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
+    for (i, topic) in c.grants.publish.iter().enumerate() {
+        if let Err(e) = topic_ref(topic, &m.app.name) {
+            out.push(problem(
+                at.clone().key("grants").key("publish").index(i),
+                format!("topic `{topic}`: {e}"),
+                "name topics like `orders` or `orders.created`",
+            ));
+        }
+    }
+    for (i, name) in c.grants.kv.iter().enumerate() {
+        if let Err(e) = bucket_ref(name, &m.app.name) {
+            out.push(problem(
+                at.clone().key("grants").key("kv").index(i),
+                format!("bucket `{name}`: {e}"),
+                "name buckets like `carts` or `sessions`",
+            ));
+        }
+    }
+    for (i, name) in c.grants.actors.iter().enumerate() {
+        if let Err(e) = check_bucket_name(name) {
+            out.push(problem(
+                at.clone().key("grants").key("actors").index(i),
+                format!("actor type `{name}`: {e}"),
+                "name actor types like `cart`",
+            ));
+        }
+    }
+    if !c.grants.actors.is_empty() && c.command.is_some() {
+        out.push(problem(
+            at.clone().key("grants").key("actors"),
+            "`grants.actors` is for functions; a service calls actors with `POST /actors/TYPE/KEY/METHOD`",
+            "remove it",
+        ));
+    }
+    if !c.grants.kv.is_empty() && c.command.is_some() {
+        out.push(problem(
+            at.clone().key("grants").key("kv"),
+            "`grants.kv` is for functions (`wasi:keyvalue`); services keep their own state",
+            "remove it",
+        ));
+    }
+    if !c.grants.publish.is_empty() && c.command.is_some() {
+        out.push(problem(
+            at.clone().key("grants").key("publish"),
+            "`grants.publish` is for functions; a service publishes with `POST /events/{topic}` on the gateway",
+            "remove it",
+        ));
+    }
+    for (i, grant) in c.grants.outbound.iter().enumerate() {
+        if let Err(e) = OutboundGrant::parse(grant) {
+            out.push(problem(
+                at.clone().key("grants").key("outbound").index(i),
+                e,
+                "write an origin such as `https://api.example.com` or `http://127.0.0.1:8080`",
+            ));
+        }
+    }
 }
 
 fn check_component_ref(m: &Manifest, name: &str, at: FieldPath, out: &mut Vec<Problem>) {
@@ -155,6 +161,12 @@ fn check_retry(r: &Retry, at: &FieldPath, out: &mut Vec<Problem>) {
 }
 
 fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
+    check_topic_triggers(m, out);
+    check_actor_triggers(m, out);
+    check_kv_triggers(m, out);
+}
+
+fn check_topic_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut public: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
     for (i, t) in m.trigger.topic.iter().enumerate() {
@@ -207,6 +219,9 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+fn check_actor_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     let mut types = BTreeMap::new();
     for (i, t) in m.trigger.actor.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("actor").index(i);
@@ -241,6 +256,9 @@ fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+fn check_kv_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     for (i, t) in m.trigger.kv.iter().enumerate() {
         let at = FieldPath::root().key("trigger").key("kv").index(i);
         check_component_ref(m, &t.component, at.clone().key("component"), out);
