@@ -63,6 +63,12 @@ pub(crate) struct Serving<'a> {
     pub(crate) token: &'a str,
 }
 
+/// Who may use the data of `app` under `nimbus up`: callers with `token`. The local API and the
+/// gateway's topics and actor types that are not `public` take the same callers.
+pub(crate) fn callers(app: &str, token: &str) -> DataAuth {
+    DataAuth::Local { token: token.to_string(), app: app.to_string() }
+}
+
 /// A fresh random token for the local API (and the gateway's topics and actor types that are
 /// not `public`).
 pub(crate) fn new_token() -> anyhow::Result<String> {
@@ -106,7 +112,7 @@ pub(crate) async fn serve(
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
     let Backends { bus, kv, observer } = backends;
-    let auth = DataAuth::Local { token: serving.token.to_string(), app: serving.app.to_string() };
+    let auth = callers(serving.app, serving.token);
     let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer }));
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {

@@ -73,7 +73,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime).await?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
-    let callers = nimbus_control::DataAuth::Local { token: token.clone(), app: m.app.name.clone() };
+    let callers = crate::local_api::callers(&m.app.name, &token);
     let env = HostEnv {
         runtime: Arc::new(runtime),
         bus: bus.clone(),

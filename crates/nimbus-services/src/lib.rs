@@ -209,7 +209,12 @@ impl Service {
     /// Whether the autoscaler took the service to zero processes (and it is not failing).
     fn scaled_to_zero(&self) -> bool {
         let state = self.state.lock().expect("service state");
-        self.spec.scale.min == 0 && state.slots.is_empty() && state.status == Status::Starting
+        self.at_zero(&state) && state.status == Status::Starting
+    }
+
+    /// No process, and none needed until a request comes (`scale.min = 0`).
+    fn at_zero(&self, state: &State) -> bool {
+        self.spec.scale.min == 0 && state.slots.is_empty()
     }
 
     /// Forwards a request to the least busy ready process, waiting up to `wait` for one (and
@@ -329,9 +334,7 @@ impl Service {
                 }
                 // Nobody waits for a stopped or crash-looping service: 503 at once; nor, unless it
                 // is a request (which starts a process), for one scaled to zero.
-                if matches!(state.status, Status::Stopped | Status::CrashLoop)
-                    || (!request && self.spec.scale.min == 0 && state.slots.is_empty())
-                {
+                if matches!(state.status, Status::Stopped | Status::CrashLoop) || (!request && self.at_zero(&state)) {
                     break Err(self.unavailable(&state));
                 }
             }
