@@ -64,12 +64,12 @@ fn claimed_routes<'a>(
 ) -> impl Iterator<Item = RoutePattern> + 'a {
     let events = nimbus_triggers::app_topics(manifest)
         .into_iter()
-        .filter_map(|t| RoutePattern::parse(&format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)).ok());
+        .map(|t| RoutePattern::Exact(format!("{}{t}", nimbus_gateway::EVENTS_PREFIX)));
     let actors: Vec<RoutePattern> = manifest
         .trigger
         .actor
         .iter()
-        .filter_map(|t| RoutePattern::parse(&format!("{}{}/...", nimbus_gateway::ACTORS_PATH, t.actor_type)).ok())
+        .map(|t| RoutePattern::Prefix(format!("{}{}", nimbus_gateway::ACTORS_PATH, t.actor_type)))
         .collect();
     routes.iter().cloned().chain(events).chain(actors)
 }

@@ -48,7 +48,7 @@ mod workers;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nimbus_manifest::{Manifest, RoutePattern};
+use nimbus_manifest::Manifest;
 use nimbus_observe::{Observer, Tracer};
 
 pub use actor_ingress::{ACTORS_PATH, ActorCalls, CallFailure};
@@ -96,9 +96,9 @@ impl Gateway {
             })
             .collect();
         let routes = manifest.trigger.http.iter().map(|t| Route {
-            route: t.route.as_str().into(),
-            pattern: RoutePattern::parse(&t.route).expect("routes are validated with the manifest"),
-            methods: t.methods.iter().filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()).collect(),
+            route: t.route.to_string().into(),
+            pattern: t.route.clone(),
+            methods: t.methods.iter().map(|m| m.0.clone()).collect(),
             target: targets
                 .get(t.component.as_str())
                 .unwrap_or_else(|| panic!("component `{}` was not loaded", t.component))

@@ -2,9 +2,12 @@
 use std::fmt;
 
 /// One entry of `grants.outbound`: `scheme://host[:port]`, where `host` may be `*` (any host) or
-/// start with `*.` (any subdomain). Without a port the scheme's default port is meant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// start with `*.` (any subdomain). Without a port the scheme's default port is meant. Written as
+/// a string in `nimbus.toml`; it serializes back to the text it was written as.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct OutboundGrant {
+    text: String,
     scheme: String,
     host: HostPattern,
     port: u16,
@@ -16,6 +19,12 @@ enum HostPattern {
     Exact(String),
     Subdomain(String),
 }
+
+crate::value::string_value!(
+    OutboundGrant,
+    "write an origin such as `https://api.example.com` or `http://127.0.0.1:8080`",
+    |g| g.text.clone()
+);
 
 impl OutboundGrant {
     /// Parses a grant, or says what is wrong with it.
@@ -50,7 +59,7 @@ impl OutboundGrant {
         } else {
             HostPattern::Exact(host)
         };
-        Ok(Self { scheme, host, port })
+        Ok(Self { text: grant.to_string(), scheme, host, port })
     }
 
     /// Whether a request to `scheme://host:port` is allowed by this grant.

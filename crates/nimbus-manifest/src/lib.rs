@@ -32,9 +32,11 @@ mod grant;
 mod locate;
 mod names;
 mod route;
+mod schedule;
 mod scope;
 mod types;
 mod validate;
+mod value;
 
 use std::path::{Path, PathBuf};
 
@@ -44,10 +46,11 @@ pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
 pub use names::{
-    MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX, Schedule, check_bucket_name,
+    MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX, check_bucket_name,
     check_topic_name,
 };
-pub use route::RoutePattern;
+pub use route::{HttpMethod, RoutePattern};
+pub use schedule::{CronExpr, Schedule, TimeZone};
 pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};
 pub use types::{
     ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
@@ -137,15 +140,20 @@ fn located(
 }
 
 fn serde_diagnostic(doc: &Document<String>, path: &Path, err: &toml::de::Error) -> Diagnostic {
-    let offset = err.span().map_or(0, |r| r.start);
-    let message = err.message().trim().to_string();
+    let mut offset = err.span().map_or(0, |r| r.start);
+    let value::ValueError { message, value } = value::ValueError::split(err.message().trim());
     let mut field = locate::path_at(doc, offset);
+    if let Some((element, start)) = value.and_then(|(_, text)| locate::element_with(doc, &field, text)) {
+        (field, offset) = (element, start);
+    }
     if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
         && !field.to_string().ends_with(unknown)
     {
         field = field.key(unknown);
     }
-    let hint = if message.starts_with("unknown field") {
+    let hint = if let Some((hint, _)) = value {
+        hint
+    } else if message.starts_with("unknown field") {
         "remove the field or fix its spelling; `nimbus schema` lists every field"
     } else if message.starts_with("missing field") {
         "add the field; `nimbus schema` shows what it takes"

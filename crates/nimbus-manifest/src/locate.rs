@@ -125,6 +125,22 @@ pub(crate) fn span_of(doc: &Document<String>, path: &FieldPath) -> Option<Range<
     best
 }
 
+/// The element of the array at `path` whose string value is `text`, with the byte where it
+/// starts: serde points at a whole array when one of its elements is malformed.
+pub(crate) fn element_with(doc: &Document<String>, path: &FieldPath, text: &str) -> Option<(FieldPath, usize)> {
+    let mut node = Node::Item(doc.as_item());
+    for seg in &path.0 {
+        node = match seg {
+            Segment::Key(k) => node.get(k)?.1,
+            Segment::Index(i) => node.index(*i)?,
+        };
+    }
+    (0..).map_while(|i| node.index(i).map(|n| (i, n))).find_map(|(i, n)| match n {
+        Node::Value(v) if v.as_str() == Some(text) => Some((path.clone().index(i), v.span()?.start)),
+        _ => None,
+    })
+}
+
 /// The deepest field whose text contains byte `offset`.
 pub(crate) fn path_at(doc: &Document<String>, offset: usize) -> FieldPath {
     let mut path = FieldPath::root();

@@ -1,7 +1,6 @@
 //! Names that other subsystems share with the manifest: topic and consumer-group names (one
 //! grammar on every event-bus backend, so a name valid on a laptop is valid on JetStream) and
-//! cron schedules.
-use std::str::FromStr;
+//! bucket names.
 
 /// The longest topic or group name.
 pub const MAX_TOPIC_NAME_LEN: usize = 100;
@@ -59,28 +58,6 @@ pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_NAME_PREFIX)
 }
 
-/// A cron schedule with its time zone.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    /// The parsed expression.
-    pub cron: croner::Cron,
-    /// The zone it is read in.
-    pub zone: chrono_tz::Tz,
-}
-
-impl Schedule {
-    /// Parses a cron expression (5 fields, or 6 with seconds first; `@daily` and friends) and an
-    /// optional IANA zone (default UTC).
-    pub fn parse(expression: &str, zone: Option<&str>) -> Result<Self, String> {
-        let cron = croner::Cron::from_str(expression).map_err(|e| format!("schedule `{expression}`: {e}"))?;
-        let zone = match zone {
-            None => chrono_tz::UTC,
-            Some(z) => chrono_tz::Tz::from_str(z).map_err(|_| format!("unknown time zone `{z}`"))?,
-        };
-        Ok(Self { cron, zone })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,14 +72,5 @@ mod tests {
         }
         assert!(check_topic_name(&"a".repeat(101), true).is_err());
         assert!(check_topic_name("bill.ing", false).is_err());
-    }
-
-    #[test]
-    fn schedules() {
-        assert!(Schedule::parse("0 */5 * * * *", None).is_ok());
-        assert!(Schedule::parse("*/5 * * * *", Some("Europe/Berlin")).is_ok());
-        assert!(Schedule::parse("@daily", None).is_ok());
-        assert!(Schedule::parse("61 * * * *", None).is_err());
-        assert!(Schedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
     }
 }

@@ -2,13 +2,17 @@
 use std::fmt;
 
 /// A parsed route: `/a/b` matches only that path; `/a/...` matches `/a` and everything below it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Written as a string in `nimbus.toml` (`route = "/api/..."`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum RoutePattern {
     /// Matches exactly this path.
     Exact(String),
     /// Matches this prefix (without trailing `/`; empty for `/...`) and every path below it.
     Prefix(String),
 }
+
+crate::value::string_value!(RoutePattern, "write `/exact/path` or `/prefix/...`", ToString::to_string);
 
 impl RoutePattern {
     /// Parses a route, or says what is wrong with it.
@@ -38,6 +42,24 @@ impl RoutePattern {
             Self::Prefix(p) => {
                 path.starts_with(p.as_str()) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
             }
+        }
+    }
+}
+
+/// An HTTP method a `[[trigger.http]]` route accepts, written upper-case (`GET`, `POST`, or an
+/// extension method such as `PURGE`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpMethod(pub http::Method);
+
+crate::value::string_value!(HttpMethod, "use upper-case methods such as \"GET\" or \"POST\"", |m| m.0.to_string());
+
+impl HttpMethod {
+    /// Parses an upper-case method, or says it is not one.
+    pub fn parse(method: &str) -> Result<Self, String> {
+        match http::Method::from_bytes(method.as_bytes()) {
+            Ok(m) if !method.chars().any(|c| c.is_ascii_lowercase()) => Ok(Self(m)),
+            _ => Err(format!("`{method}` is not an HTTP method")),
         }
     }
 }

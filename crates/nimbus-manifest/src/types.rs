@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::grant::OutboundGrant;
+use crate::route::{HttpMethod, RoutePattern};
+use crate::schedule::{CronExpr, Schedule, TimeZone};
+
 /// A whole `nimbus.toml`: the app, its components and what triggers them.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -314,7 +318,8 @@ pub struct Grants {
     /// Origins the component may call with `wasi:http/outgoing-handler`, e.g.
     /// `https://api.example.com`, `http://127.0.0.1:8080` or `https://*.example.com`.
     #[serde(default)]
-    pub outbound: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub outbound: Vec<OutboundGrant>,
     /// Topics the component may publish to through `nimbus:events/publisher`, e.g.
     /// `["orders"]`. Without any, the interface is not even linked.
     #[serde(default)]
@@ -458,12 +463,14 @@ impl Default for Retry {
 pub struct CronTrigger {
     /// A cron expression: 5 fields (minute precision) or 6 with seconds first, e.g.
     /// `0 */5 * * * *` (every five minutes); `@hourly`, `@daily` and friends work too.
-    pub schedule: String,
+    #[schemars(with = "String")]
+    pub schedule: CronExpr,
     /// The component to run.
     pub component: String,
     /// IANA time zone the schedule is read in (default `UTC`), e.g. `Europe/Berlin`.
     #[serde(default)]
-    pub timezone: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<TimeZone>,
     /// What to do about ticks missed while the node was down: `skip` them (default) or `run-once`
     /// (one run for all of them, at start).
     #[serde(default)]
@@ -471,6 +478,13 @@ pub struct CronTrigger {
     /// Retries of a failing run.
     #[serde(default)]
     pub retry: Retry,
+}
+
+impl CronTrigger {
+    /// The schedule in its zone (UTC by default).
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(&self.schedule, self.timezone)
+    }
 }
 
 /// Policy for cron ticks missed while nothing was running.
@@ -489,10 +503,12 @@ pub enum MissedTicks {
 #[serde(deny_unknown_fields)]
 pub struct HttpTrigger {
     /// An exact path (`/hello`) or a prefix wildcard (`/api/...`, `/...` for everything).
-    pub route: String,
+    #[schemars(with = "String")]
+    pub route: RoutePattern,
     /// Name of the component that handles the route.
     pub component: String,
     /// HTTP methods accepted on the route (all when empty); others get 405.
     #[serde(default)]
-    pub methods: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub methods: Vec<HttpMethod>,
 }

@@ -40,7 +40,8 @@ fn valid_manifest_parses_with_defaults() {
     assert_eq!(c.memory_mb(), 64);
     assert_eq!(c.limits.max_concurrency, 100, "unset limits keep their defaults");
     assert_eq!(c.build.as_ref().unwrap().watch, vec!["src/**/*.rs"]);
-    assert_eq!(m.manifest.trigger.http[1].methods, vec!["GET", "HEAD"]);
+    let methods: Vec<String> = m.manifest.trigger.http[1].methods.iter().map(|m| m.0.to_string()).collect();
+    assert_eq!(methods, ["GET", "HEAD"]);
     assert_eq!(m.resolve(c.source().unwrap()), std::path::Path::new("app/target/checkout.wasm"));
 }
 
@@ -146,8 +147,8 @@ fn semantic_errors_are_all_reported_at_their_lines() {
     let text = VALID
         .replace("component = \"checkout\"\n\n", "component = \"chekout\"\n\n")
         .replace("memory_mb = 64", "memory_mb = 99999")
-        .replace("https://payments.example.com", "payments.example.com")
-        .replace("/health-check", "health-check");
+        .replace("grants = { outbound", "grants = { kv = [\"Carts!\"], outbound")
+        .replace("/health-check", "/healthz");
     let err = parse(&text).unwrap_err();
     let diags = err.diagnostics();
     let summary: Vec<_> = diags.iter().map(|d| (d.line, d.field.as_str())).collect();
@@ -155,13 +156,31 @@ fn semantic_errors_are_all_reported_at_their_lines() {
         summary,
         vec![
             (9, "component.checkout.limits.memory_mb"),
-            (10, "component.checkout.grants.outbound[0]"),
+            (10, "component.checkout.grants.kv[0]"),
             (14, "trigger.http[0].component"),
             (17, "trigger.http[1].route"),
         ]
     );
     assert!(diags[2].hint.contains("`checkout`"), "{}", diags[2].hint);
     assert!(err.to_string().ends_with("4 errors in the manifest"));
+}
+
+#[test]
+fn malformed_values_are_located_at_the_element_with_their_own_hint() {
+    let cases = [
+        ("https://payments.example.com", "payments.example.com", (10, 24), "grants.outbound[0]", "needs a scheme", "an origin"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:99999", (10, 56), "grants.outbound[1]", "port", "an origin"),
+        ("/health-check", "health-check", (17, 9), "trigger.http[1].route", "must start with `/`", "`/prefix/...`"),
+        ("\"HEAD\"", "\"get it\"", (19, 19), "trigger.http[1].methods[1]", "not an HTTP method", "upper-case"),
+    ];
+    for (from, to, (line, column), field, message, hint) in cases {
+        let d = only_error(&VALID.replace(from, to));
+        assert_eq!((d.line, d.column), (line, column), "{to}");
+        assert!(d.field.ends_with(field), "{to}: {}", d.field);
+        assert!(d.message.contains(message), "{to}: {}", d.message);
+        assert!(d.hint.contains(hint), "{to}: {}", d.hint);
+        assert!(!d.message.contains("help") && !d.hint.contains(to), "{to}: {d}");
+    }
 }
 
 #[test]

@@ -52,8 +52,7 @@ impl ServiceSpec {
             command: command.to_vec(),
             workdir: c.workdir.as_deref().map_or_else(|| app_dir.to_path_buf(), |w| app_dir.join(w)),
             root: app_dir.to_path_buf(),
-            // Validated with the manifest.
-            outbound: c.grants.outbound.iter().filter_map(|g| OutboundGrant::parse(g).ok()).collect(),
+            outbound: c.grants.outbound.as_slice().into(),
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             readiness: c.readiness.clone().unwrap_or_default(),
             liveness: c.liveness.clone(),

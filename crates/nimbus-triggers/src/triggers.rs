@@ -11,7 +11,7 @@ use nimbus_bus::cron::{CronJob, CronRunner};
 use nimbus_bus::dispatch::{DispatchSpec, Dispatcher, RetryPolicy};
 use nimbus_bus::{BusError, EventBus, Group, Topic};
 
-use nimbus_manifest::{FieldPath, Manifest, Retry, Schedule};
+use nimbus_manifest::{FieldPath, Manifest, Retry};
 use nimbus_state::Bucket;
 
 use nimbus_observe::Tracer;
@@ -175,11 +175,11 @@ impl AppTriggers {
             running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
         }
         for (i, t) in manifest.trigger.cron.iter().enumerate() {
-            let schedule = Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(BusError::InvalidEvent)?;
+            let schedule = t.schedule();
             let topic = Topic::new(&manifest.app.name, &cron_topic(i))?;
             let Some(destination) = deliver_to(&t.component, None, format!("cron:{i}")) else { continue };
             running.info.push(TriggerInfo {
-                what: format!("cron {} ({})", t.schedule, t.timezone.as_deref().unwrap_or("UTC")),
+                what: format!("cron {} ({})", t.schedule, t.timezone.map_or("UTC", |z| z.0.name())),
                 component: t.component.clone(),
             });
             let spec = DispatchSpec {

@@ -98,14 +98,6 @@ pub enum LinkError {
         /// What such a grant looks like (`["BUCKET"]`).
         example: &'static str,
     },
-    /// A grant cannot be used as written.
-    #[error("{reason}")]
-    BadGrant {
-        /// The grant (`outbound`).
-        grant: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// A component with none of the exports Nimbus runs.
     #[error(
         "it exports none of `wasi:http/incoming-handler@0.2.x`, `nimbus:events/handler@0.1.0` and `nimbus:actor/handler@0.1.0`; build it for the `wasi:http/proxy`, `nimbus:events/event-handler` or `nimbus:actor/actor` world"
@@ -136,7 +128,6 @@ impl LinkError {
             Self::NotGranted { component, grant, example, .. } => format!(
                 "add `grants.{grant} = {example}` to [component.{component}] in nimbus.toml (a component is linked only with what it was granted)"
             ),
-            Self::BadGrant { grant, .. } => format!("fix `grants.{grant}` in nimbus.toml"),
             Self::MemoryLimit { .. } => {
                 "lower limits.memory_mb, or start the server with a larger --max-memory-mb".into()
             }

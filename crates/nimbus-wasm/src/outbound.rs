@@ -30,10 +30,7 @@ impl Capability for OutboundHttp {
     type Instance = OutboundPolicy;
 
     fn configure((): &(), component: &Component) -> Result<Option<Self::App>, LinkError> {
-        let grants = component.grants.outbound.iter().map(|g| OutboundGrant::parse(g));
-        let grants =
-            grants.collect::<Result<_, _>>().map_err(|reason| LinkError::BadGrant { grant: Self::GRANT, reason })?;
-        Ok(Some(grants))
+        Ok(Some(component.grants.outbound.as_slice().into()))
     }
 
     fn link(_: &mut Linker<GuestState>) -> wasmtime::Result<()> {

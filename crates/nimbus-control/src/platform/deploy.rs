@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use nimbus_host::{StopOnDrop, stop_in_background};
-use nimbus_manifest::RoutePattern;
+use nimbus_manifest::{LoadedManifest, RoutePattern};
 
 use super::checks::{check_artifacts, check_host, check_tag};
 use super::load::{Load, parse_manifest};
@@ -39,11 +39,12 @@ impl Platform {
         options: DeployOptions,
         principal: &Principal,
     ) -> Result<DeployResult, ControlError> {
-        let app_name = self.check_deploy(&bundle, &options, principal).await?;
+        let loaded = self.check_deploy(&bundle, &options, principal).await?;
+        let app_name = loaded.manifest.app.name.clone();
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known { None } else { Some(self.load(&bundle, &id).await?) };
+        let fresh = if known { None } else { Some(self.load(&loaded, &bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -134,16 +135,15 @@ impl Platform {
         Ok(DeployResult { app: app_name, revision: id, created, traffic })
     }
 
-    /// The checks of a deploy before anything is loaded; the app's name.
+    /// The checks of a deploy before anything is loaded; the bundle's manifest, parsed.
     async fn check_deploy(
         &self,
         bundle: &Bundle,
         options: &DeployOptions,
         principal: &Principal,
-    ) -> Result<String, ControlError> {
+    ) -> Result<LoadedManifest, ControlError> {
         let loaded = parse_manifest(&bundle.manifest)?;
-        let app_name = loaded.manifest.app.name.clone();
-        principal.check(Action::Write, Some(&app_name))?;
+        principal.check(Action::Write, Some(&loaded.manifest.app.name))?;
         check_artifacts(&loaded, bundle)?;
         super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
         if let Some(hosts) = &options.hosts {
@@ -155,7 +155,7 @@ impl Platform {
         if options.take_over {
             crate::ownership::may_take_over(principal)?;
         }
-        Ok(app_name)
+        Ok(loaded)
     }
 
     /// Deletes a revision that receives no traffic and has no tag.

@@ -24,14 +24,14 @@ pub(super) struct Load {
 }
 
 impl Platform {
-    /// Assembles a bundle's revision through the app host. Service trees are unpacked (once per
-    /// content digest) under `services_dir`; services are started and must become ready.
-    pub(super) async fn load(&self, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
-        let loaded = parse_manifest(&bundle.manifest)?;
+    /// Assembles a bundle's revision (whose manifest, parsed once, is `loaded`) through the app
+    /// host. Service trees are unpacked (once per content digest) under `services_dir`; services
+    /// are started and must become ready.
+    pub(super) async fn load(&self, loaded: &LoadedManifest, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
         let service_dirs: HashMap<String, Result<PathBuf, String>> =
             bundle.trees.iter().map(|(name, tree)| (name.clone(), unpack_tree(&self.services_dir, tree))).collect();
         let from = Components::Bundle { revision: id, artifacts: &bundle.artifacts, service_dirs: &service_dirs };
-        let revision = self.host.assemble(&loaded, from).await.map_err(|e| {
+        let revision = self.host.assemble(loaded, from).await.map_err(|e| {
             let message = match e {
                 AssembleError::Handlers(_) => "a trigger has no handler; nothing was deployed",
                 AssembleError::Functions(_) | AssembleError::Services(_) => {
@@ -68,7 +68,7 @@ impl Platform {
 
 /// The routes of a manifest's HTTP triggers.
 pub(super) fn http_routes(m: &Manifest) -> BTreeSet<RoutePattern> {
-    m.trigger.http.iter().filter_map(|t| RoutePattern::parse(&t.route).ok()).collect()
+    m.trigger.http.iter().map(|t| t.route.clone()).collect()
 }
 
 /// Unpacks a service's tree into `services_dir/DIGEST` unless it is there already; the directory

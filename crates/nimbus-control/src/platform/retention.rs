@@ -82,12 +82,13 @@ impl Platform {
 
     /// Loads a stored revision: its artifacts from the store, compiled, its services started.
     pub(super) async fn load_stored(&self, record: RevisionRecord) -> Result<Loaded, ControlError> {
-        let services: BTreeSet<String> = parse_manifest(&record.manifest)?
+        let loaded = parse_manifest(&record.manifest)?;
+        let services: BTreeSet<&String> = loaded
             .manifest
             .component
             .iter()
             .filter(|(_, c)| c.command.is_some())
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n)
             .collect();
         let mut bundle =
             Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
@@ -99,7 +100,7 @@ impl Platform {
             let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
             map.insert(a.component.clone(), bytes);
         }
-        let l = self.load(&bundle, &record.id).await?;
+        let l = self.load(&loaded, &bundle, &record.id).await?;
         Ok(Loaded {
             record,
             manifest: l.manifest,
