@@ -168,7 +168,14 @@ fn semantic_errors_are_all_reported_at_their_lines() {
 #[test]
 fn malformed_values_are_located_at_the_element_with_their_own_hint() {
     let cases = [
-        ("https://payments.example.com", "payments.example.com", (10, 24), "grants.outbound[0]", "needs a scheme", "an origin"),
+        (
+            "https://payments.example.com",
+            "payments.example.com",
+            (10, 24),
+            "grants.outbound[0]",
+            "needs a scheme",
+            "an origin",
+        ),
         ("http://127.0.0.1:8080", "http://127.0.0.1:99999", (10, 56), "grants.outbound[1]", "port", "an origin"),
         ("/health-check", "health-check", (17, 9), "trigger.http[1].route", "must start with `/`", "`/prefix/...`"),
         ("\"HEAD\"", "\"get it\"", (19, 19), "trigger.http[1].methods[1]", "not an HTTP method", "upper-case"),

@@ -83,13 +83,8 @@ impl Platform {
     /// Loads a stored revision: its artifacts from the store, compiled, its services started.
     pub(super) async fn load_stored(&self, record: RevisionRecord) -> Result<Loaded, ControlError> {
         let loaded = parse_manifest(&record.manifest)?;
-        let services: BTreeSet<&String> = loaded
-            .manifest
-            .component
-            .iter()
-            .filter(|(_, c)| c.command.is_some())
-            .map(|(n, _)| n)
-            .collect();
+        let services: BTreeSet<&String> =
+            loaded.manifest.component.iter().filter(|(_, c)| c.command.is_some()).map(|(n, _)| n).collect();
         let mut bundle =
             Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
         for a in &record.artifacts {
