@@ -49,6 +49,7 @@ pub struct Server {
     /// An admin token not limited to apps.
     pub admin: Principal,
     base: String,
+    client: reqwest::Client,
     stop: oneshot::Sender<()>,
     serving: JoinHandle<std::io::Result<()>>,
 }
@@ -75,7 +76,9 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
         let serving = tokio::spawn(nimbus_gateway::serve(listener, ingress, stopped, Default::default()));
-        let mut server = Self { platform, store, tokens, admin: Principal { token: None }, base, stop, serving };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let mut server =
+            Self { platform, store, tokens, admin: Principal { token: None }, base, client, stop, serving };
         server.admin = server.principal(Role::Admin, &[]);
         server
     }
@@ -114,7 +117,7 @@ impl Server {
     /// `GET path` with `headers` through the ingress: the status and the revision that answered
     /// (empty when none did).
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut req = client().get(format!("{}{path}", self.base));
+        let mut req = self.client.get(format!("{}{path}", self.base));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -161,10 +164,6 @@ impl Server {
     pub async fn revision_ids(&self, app: &str) -> BTreeSet<String> {
         self.platform.revisions(app).await.unwrap().into_iter().map(|r| r.id).collect()
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// The set of these revision ids.
