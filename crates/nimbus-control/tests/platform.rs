@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Data, Server, hello, hello_manifest, ids, traffic, with_web};
+use common::{Data, Server, hello, hello_manifest, ids, on_hosts, promoted, tagged, traffic, with_web};
 use http::StatusCode;
 use nimbus_control::{ControlError, DeployOptions, Role};
 
@@ -57,10 +57,9 @@ async fn redeploying_identical_content_is_the_same_revision() {
     assert_eq!(s.revision_ids("shop").await, ids([&a, &b]));
 
     // Promoting the known content moves traffic to it without creating anything.
-    let promoted = s.deploy(hello("shop", "/...", "b"), DeployOptions { promote: true, ..Default::default() }).await;
-    let promoted = promoted.unwrap();
-    assert!(!promoted.created);
-    assert_eq!(promoted.traffic, traffic(&[(&b, 100)], &[]));
+    let again = s.deploy(hello("shop", "/...", "b"), promoted()).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.traffic, traffic(&[(&b, 100)], &[]));
     assert_eq!(s.served_by(ANY, "/", None).await, b);
     assert_eq!(s.revision_ids("shop").await, ids([&a, &b]));
 }
@@ -69,8 +68,7 @@ async fn redeploying_identical_content_is_the_same_revision() {
 async fn traffic_splits_and_tags_route_and_invalid_splits_change_nothing() {
     let data = Data::new();
     let s = Server::open(&data).await;
-    let hosts = DeployOptions { hosts: Some(vec!["shop.test".into()]), ..Default::default() };
-    let a = s.deploy(hello("shop", "/...", "a"), hosts.clone()).await.unwrap().revision;
+    let a = s.deploy(hello("shop", "/...", "a"), on_hosts(&["shop.test"])).await.unwrap().revision;
     let b = s.deploy_new(hello("shop", "/...", "b")).await;
 
     let split = traffic(&[(&a, 50), (&b, 50)], &[("canary", &b)]);
@@ -145,9 +143,7 @@ async fn revisions_with_traffic_or_a_tag_are_not_deleted_and_deleted_apps_stop_s
     let data = Data::new();
     let s = Server::open(&data).await;
     let a = s.deploy_new(hello("shop", "/shop/...", "a")).await;
-    let b =
-        s.deploy(hello("shop", "/shop/...", "b"), DeployOptions { tag: Some("canary".into()), ..Default::default() });
-    let b = b.await.unwrap().revision;
+    let b = s.deploy(hello("shop", "/shop/...", "b"), tagged("canary")).await.unwrap().revision;
     let c = s.deploy_new(hello("shop", "/shop/...", "c")).await;
     let other = s.deploy_new(hello("other", "/other", "o")).await;
 
@@ -182,8 +178,7 @@ async fn revisions_with_traffic_or_a_tag_are_not_deleted_and_deleted_apps_stop_s
 async fn apps_revisions_and_traffic_come_back_after_a_restart() {
     let data = Data::new();
     let s = Server::open(&data).await;
-    let hosts = DeployOptions { hosts: Some(vec!["shop.test".into()]), ..Default::default() };
-    let a = s.deploy(hello("shop", "/...", "a"), hosts).await.unwrap().revision;
+    let a = s.deploy(hello("shop", "/...", "a"), on_hosts(&["shop.test"])).await.unwrap().revision;
     let b = s.deploy_new(hello("shop", "/...", "b")).await;
     let c = s.deploy_new(hello("shop", "/...", "c")).await;
     s.platform.set_traffic("shop", traffic(&[(&a, 50), (&b, 50)], &[("canary", &c)])).await.unwrap();
@@ -238,15 +233,10 @@ async fn a_route_another_app_serves_is_refused_unless_an_admin_takes_it_over() {
 async fn a_host_another_app_is_bound_to_moves_only_by_take_over() {
     let data = Data::new();
     let s = Server::open(&data).await;
-    let hosts = |h: &[&str]| Some(h.iter().map(ToString::to_string).collect());
-    let a = s.deploy(
-        hello("a", "/...", "a"),
-        DeployOptions { hosts: hosts(&["a.test", "shop.test"]), ..Default::default() },
-    );
-    let a = a.await.unwrap().revision;
+    let a = s.deploy(hello("a", "/...", "a"), on_hosts(&["a.test", "shop.test"])).await.unwrap().revision;
     let before = s.snapshot("b").await;
 
-    let to_shop = DeployOptions { hosts: hosts(&["shop.test"]), ..Default::default() };
+    let to_shop = on_hosts(&["shop.test"]);
     let e = s.deploy(hello("b", "/...", "b"), to_shop.clone()).await.unwrap_err();
     assert!(matches!(e, ControlError::Conflict { .. }), "{e:?}");
     assert!(e.to_string().contains("host `shop.test` belongs to app `a`"), "{e}");
@@ -279,8 +269,7 @@ async fn bundles_with_an_invalid_manifest_or_a_component_that_does_not_load_stor
         (with_web(hello_manifest("new", "/new", "b"), not_wasm.clone()), "a component does not load"),
     ];
     for (bundle, says) in refused {
-        let promote = DeployOptions { promote: true, ..Default::default() };
-        let e = s.deploy(bundle.clone(), promote).await.unwrap_err();
+        let e = s.deploy(bundle.clone(), promoted()).await.unwrap_err();
         assert!(matches!(e, ControlError::Invalid { .. }), "{e:?}");
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.to_string().contains(says), "{}: {e}", bundle.manifest);
@@ -300,8 +289,7 @@ async fn retention_keeps_the_newest_revisions_without_traffic() {
     let a = s.deploy_new(hello("shop", "/...", "a")).await;
     let b = s.deploy_new(hello("shop", "/...", "b")).await;
     let c = s.deploy_new(hello("shop", "/...", "c")).await;
-    let d = s.deploy(hello("shop", "/...", "d"), DeployOptions { tag: Some("canary".into()), ..Default::default() });
-    let d = d.await.unwrap().revision;
+    let d = s.deploy(hello("shop", "/...", "d"), tagged("canary")).await.unwrap().revision;
 
     s.platform.set_retention(1).await.unwrap();
     assert_eq!(s.revision_ids("shop").await, ids([&a, &c, &d]), "b is the older of b and c");

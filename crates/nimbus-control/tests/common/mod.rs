@@ -77,10 +77,8 @@ impl Server {
         let (stop, stopped) = oneshot::channel();
         let serving = tokio::spawn(nimbus_gateway::serve(listener, ingress, stopped, Default::default()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let mut server =
-            Self { platform, store, tokens, admin: Principal { token: None }, base, client, stop, serving };
-        server.admin = server.principal(Role::Admin, &[]);
-        server
+        let admin = principal(&tokens, Role::Admin, &[]);
+        Self { platform, store, tokens, admin, base, client, stop, serving }
     }
 
     /// Shuts the platform down and stops serving; the store is closed once this returns.
@@ -93,9 +91,7 @@ impl Server {
     /// The caller holding a fresh token with `role`, limited to `apps` (none: every app), as the
     /// API authenticates it.
     pub fn principal(&self, role: Role, apps: &[&str]) -> Principal {
-        let apps = apps.iter().map(ToString::to_string).collect();
-        let created = self.tokens.create(&NewToken { name: format!("{role} test"), role, apps }).unwrap();
-        Principal { token: Some(self.tokens.verify(&created.token).unwrap()) }
+        principal(&self.tokens, role, apps)
     }
 
     /// Deploys `bundle` as the admin.
@@ -110,8 +106,7 @@ impl Server {
 
     /// Deploys `bundle` as the admin, sending it all traffic.
     pub async fn deploy_promoted(&self, bundle: Bundle) -> String {
-        let options = DeployOptions { promote: true, ..Default::default() };
-        self.deploy(bundle, options).await.unwrap().revision
+        self.deploy(bundle, promoted()).await.unwrap().revision
     }
 
     /// `GET path` with `headers` through the ingress: the status and the revision that answered
@@ -166,6 +161,12 @@ impl Server {
     }
 }
 
+fn principal(tokens: &Tokens, role: Role, apps: &[&str]) -> Principal {
+    let apps = apps.iter().map(ToString::to_string).collect();
+    let created = tokens.create(&NewToken { name: format!("{role} test"), role, apps }).unwrap();
+    Principal { token: Some(tokens.verify(&created.token).unwrap()) }
+}
+
 /// The set of these revision ids.
 pub fn ids<const N: usize>(ids: [&String; N]) -> BTreeSet<String> {
     ids.into_iter().cloned().collect()
@@ -198,6 +199,21 @@ pub fn hello(app: &str, route: &str, marker: &str) -> Bundle {
 /// A bundle of `manifest` with `wasm` as the artifact of its `web` component.
 pub fn with_web(manifest: String, wasm: Vec<u8>) -> Bundle {
     Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), trees: Default::default() }
+}
+
+/// Deploy options binding the app to `hosts`.
+pub fn on_hosts(hosts: &[&str]) -> DeployOptions {
+    DeployOptions { hosts: Some(hosts.iter().map(ToString::to_string).collect()), ..Default::default() }
+}
+
+/// Deploy options pointing `tag` at the new revision.
+pub fn tagged(tag: &str) -> DeployOptions {
+    DeployOptions { tag: Some(tag.into()), ..Default::default() }
+}
+
+/// Deploy options sending all traffic to the new revision.
+pub fn promoted() -> DeployOptions {
+    DeployOptions { promote: true, ..Default::default() }
 }
 
 /// Traffic split by `percents`, with `tags`.
