@@ -231,9 +231,9 @@ impl Platform {
     pub async fn revisions(&self, app: &str) -> Result<Vec<RevisionInfo>, ControlError> {
         let apps = self.apps.lock().await;
         let state = get(&apps, app)?;
-        let mut list: Vec<_> = state.revisions.values().map(|r| state.revision_info(r)).collect();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(list)
+        let mut revisions: Vec<_> = state.revisions.values().collect();
+        revisions.sort_by_key(|r| std::cmp::Reverse(r.record.seq));
+        Ok(revisions.into_iter().map(|r| state.revision_info(r)).collect())
     }
 
     /// One revision with its manifest.

@@ -54,14 +54,14 @@ async fn redeploying_identical_content_is_the_same_revision() {
     assert!(!again.created);
     assert_eq!(again.revision, b);
     assert_eq!(s.snapshot("shop").await, before, "nothing new is stored");
-    assert_eq!(s.revision_ids("shop").await, ids([&a, &b]));
+    assert_eq!(s.revision_ids("shop").await, ids([&b, &a]));
 
     // Promoting the known content moves traffic to it without creating anything.
     let again = s.deploy(hello("shop", "/...", "b"), promoted()).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.traffic, traffic(&[(&b, 100)], &[]));
     assert_eq!(s.served_by(ANY, "/", None).await, b);
-    assert_eq!(s.revision_ids("shop").await, ids([&a, &b]));
+    assert_eq!(s.revision_ids("shop").await, ids([&b, &a]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,7 +158,7 @@ async fn revisions_with_traffic_or_a_tag_are_not_deleted_and_deleted_apps_stop_s
     assert_eq!(s.served_by(ANY, "/shop/x", Some("canary")).await, b);
 
     s.platform.delete_revision("shop", &c).await.unwrap();
-    assert_eq!(s.revision_ids("shop").await, ids([&a, &b]));
+    assert_eq!(s.revision_ids("shop").await, ids([&b, &a]));
     assert!(!s.store.revisions().unwrap().iter().any(|r| r.id == c), "deleted from the store");
     let e = s.platform.revision("shop", &c).await.unwrap_err();
     assert!(matches!(e, ControlError::NotFound(_)), "{e:?}");
@@ -292,13 +292,13 @@ async fn retention_keeps_the_newest_revisions_without_traffic() {
     let d = s.deploy(hello("shop", "/...", "d"), tagged("canary")).await.unwrap().revision;
 
     s.platform.set_retention(1).await.unwrap();
-    assert_eq!(s.revision_ids("shop").await, ids([&a, &c, &d]), "b is the older of b and c");
+    assert_eq!(s.revision_ids("shop").await, ids([&d, &c, &a]), "b is the older of b and c");
     let stored: Vec<String> = s.store.revisions().unwrap().into_iter().map(|r| r.id).collect();
     assert!(!stored.contains(&b) && stored.len() == 3, "{stored:?}");
 
     // After every deploy too: the new revision is kept, the one it displaces goes.
     let e = s.deploy_new(hello("shop", "/...", "e")).await;
-    assert_eq!(s.revision_ids("shop").await, ids([&a, &d, &e]));
+    assert_eq!(s.revision_ids("shop").await, ids([&e, &d, &a]));
     assert_eq!(s.served_by(ANY, "/", None).await, a);
     assert_eq!(s.served_by(ANY, "/", Some("canary")).await, d);
 }

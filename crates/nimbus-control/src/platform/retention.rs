@@ -42,7 +42,7 @@ impl Platform {
         if inactive.len() <= keep {
             return Ok(());
         }
-        inactive.sort_by_key(|r| std::cmp::Reverse((r.record.created_at, r.record.seq)));
+        inactive.sort_by_key(|r| std::cmp::Reverse(r.record.seq));
         let gone: Vec<String> =
             inactive[keep..].iter().map(|r| r.record.id.clone()).filter(|id| Some(id.as_str()) != spare).collect();
         let pairs: Vec<(&str, &str)> = gone.iter().map(|id| (app, id.as_str())).collect();

@@ -1,7 +1,6 @@
 //! A control plane assembled in-process the way `nimbus server` assembles it (control store,
 //! embedded bus and KV, a wasm runtime, the gateway's `Ingress` served on a loopback port), with
 //! helpers to deploy the hello fixture and to see which revision answers a request.
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,9 +153,8 @@ impl Server {
         self.platform.apps(&self.admin).await.into_iter().map(|a| a.name).collect()
     }
 
-    /// The ids of an app's revisions. (A set: revisions created within the same second are
-    /// listed by id, not in the order they were deployed.)
-    pub async fn revision_ids(&self, app: &str) -> BTreeSet<String> {
+    /// The ids of an app's revisions as listed: newest deploy first, even within one second.
+    pub async fn revision_ids(&self, app: &str) -> Vec<String> {
         self.platform.revisions(app).await.unwrap().into_iter().map(|r| r.id).collect()
     }
 }
@@ -167,8 +165,8 @@ fn principal(tokens: &Tokens, role: Role, apps: &[&str]) -> Principal {
     Principal { token: Some(tokens.verify(&created.token).unwrap()) }
 }
 
-/// The set of these revision ids.
-pub fn ids<const N: usize>(ids: [&String; N]) -> BTreeSet<String> {
+/// These revision ids, in the order given (newest first, as listed).
+pub fn ids<const N: usize>(ids: [&String; N]) -> Vec<String> {
     ids.into_iter().cloned().collect()
 }
 
