@@ -37,7 +37,7 @@ struct Activation {
 #[derive(Default)]
 struct Pending {
     latest: Option<ActorState>,
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), KvError>>>,
     committing: bool,
 }
 
@@ -60,7 +60,7 @@ pub enum ActorError {
     #[error("the actor's component is at capacity; retry later")]
     Capacity,
     /// The state could not be read or committed; the answer was withheld.
-    #[error("actor state: {0}")]
+    #[error("the actor's state could not be read or committed")]
     Store(#[from] KvError),
 }
 
@@ -107,7 +107,7 @@ impl ActorCalls for ActorHost {
     ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
         Box::pin(async move {
             self.invoke(actor_type, key, method, input, request_id, parent).await.map_err(|e| {
-                let message = e.to_string();
+                let message = nimbus_observe::report(&e);
                 match e {
                     ActorError::UnknownType(_) | ActorError::InvalidKey(_) => CallFailure::NotFound(message),
                     ActorError::App(_) => CallFailure::Refused(message),
@@ -137,7 +137,7 @@ impl nimbus_wasm::ActorInvoker for ActorHost {
             (actor_type.to_string(), key.to_string(), method.to_string(), request_id.to_string());
         Box::pin(async move {
             let host = host.upgrade().ok_or("the app's actors are gone")?;
-            host.invoke(&ty, &key, &method, &input, &id, &parent).await.map_err(|e| e.to_string())
+            host.invoke(&ty, &key, &method, &input, &id, &parent).await.map_err(|e| nimbus_observe::report(&e))
         })
     }
 }
@@ -164,12 +164,12 @@ pub fn encode_state(state: &ActorState) -> Vec<u8> {
 /// Decodes what [`encode_state`] wrote, or a state written before the layout had a version (the
 /// same without the first three bytes); refuses a newer version than [`encode_state`] writes.
 pub fn decode_state(bytes: &[u8]) -> Result<ActorState, KvError> {
-    let corrupt = || KvError::Store("a stored actor state is corrupt".into());
+    let corrupt = || KvError::Corrupt("a stored actor state is corrupt".into());
     let mut bytes = match bytes.strip_prefix(&STATE_MAGIC) {
         None => bytes,
         Some([STATE_VERSION, rest @ ..]) => rest,
         Some([newer, ..]) => {
-            return Err(KvError::Store(format!(
+            return Err(KvError::Corrupt(format!(
                 "a stored actor state has format version {newer}, newer than this Nimbus reads \
                  ({STATE_VERSION}); upgrade Nimbus to read it"
             )));
@@ -306,7 +306,7 @@ impl ActorHost {
             };
             if let Some(gate) = gate {
                 // The output gate: the answer waits for the commit; a failed commit withholds it.
-                gate.await.map_err(|_| KvError::Closed)?.map_err(KvError::Store)?;
+                gate.await.map_err(|_| KvError::Closed)??;
             }
             result.map_err(ActorError::App)
         }
@@ -330,7 +330,7 @@ impl ActorHost {
         activation: &Arc<Activation>,
         store_key: &str,
         state: Option<ActorState>,
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), String>>> {
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), KvError>>> {
         let mut pending = activation.pending.lock().expect("pending");
         if state.is_none() && !pending.committing && pending.latest.is_none() {
             return None;
@@ -399,7 +399,7 @@ impl ActorHost {
 /// Commits the newest pending state of one actor, answers everyone waiting for it, and repeats
 /// until nothing is pending. Waiters that only read join the commit in flight.
 async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &Activation) {
-    let mut last: Result<(), String> = Ok(());
+    let mut last: Result<(), KvError> = Ok(());
     loop {
         let (state, waiters) = {
             let mut pending = activation.pending.lock().expect("pending");
@@ -410,8 +410,7 @@ async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &
             (pending.latest.take(), std::mem::take(&mut pending.waiters))
         };
         if let Some(state) = state {
-            last =
-                kv.set(bucket, key, Bytes::from(encode_state(&state)), None).await.map(drop).map_err(|e| e.to_string());
+            last = kv.set(bucket, key, Bytes::from(encode_state(&state)), None).await.map(drop);
             if last.is_err() {
                 activation.stale.store(true, std::sync::atomic::Ordering::Release);
             }

@@ -88,7 +88,7 @@ impl CronJob {
             let tick = match self.schedule.cron.find_next_occurrence(&zoned, false) {
                 Ok(t) => t.with_timezone(&Utc),
                 Err(e) => {
-                    tracing::error!(topic = %self.topic, error = %e, "the schedule has no next tick; cron trigger stopped");
+                    tracing::error!(topic = %self.topic, error = %nimbus_observe::report(&e), "the schedule has no next tick; cron trigger stopped");
                     return;
                 }
             };
@@ -97,7 +97,7 @@ impl CronJob {
             let event = tick_event(&self.source, tick);
             let mut delay = Duration::from_millis(100);
             while let Err(e) = bus.publish(&self.topic, &event, PublishOptions::default()).await {
-                tracing::warn!(topic = %self.topic, %tick, error = %e, "cannot publish a cron tick; retrying");
+                tracing::warn!(topic = %self.topic, %tick, error = %nimbus_observe::report(&e), "cannot publish a cron tick; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

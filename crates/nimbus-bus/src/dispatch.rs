@@ -120,7 +120,7 @@ async fn member(bus: Arc<dyn EventBus>, spec: Arc<DispatchSpec>, destination: Ar
             Ok(s) => s,
             Err(e) => {
                 failures += 1;
-                tracing::warn!(topic = %spec.topic, group = %spec.group, error = %e, "cannot subscribe; retrying");
+                tracing::warn!(topic = %spec.topic, group = %spec.group, error = %nimbus_observe::report(&e), "cannot subscribe; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
                 continue;
             }
@@ -133,7 +133,7 @@ async fn member(bus: Arc<dyn EventBus>, spec: Arc<DispatchSpec>, destination: Ar
                 }
                 Err(BusError::Closed) => return,
                 Err(e) => {
-                    tracing::warn!(topic = %spec.topic, group = %spec.group, error = %e, "receiving failed; subscribing again");
+                    tracing::warn!(topic = %spec.topic, group = %spec.group, error = %nimbus_observe::report(&e), "receiving failed; subscribing again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     break;
                 }
@@ -180,7 +180,7 @@ async fn handle(bus: &dyn EventBus, spec: &DispatchSpec, destination: &dyn Desti
         }
     };
     if let Err(e) = settled {
-        tracing::warn!(topic = %spec.topic, error = %e, "could not settle a delivery; it will be offered again");
+        tracing::warn!(topic = %spec.topic, error = %nimbus_observe::report(&e), "could not settle a delivery; it will be offered again");
     }
 }
 

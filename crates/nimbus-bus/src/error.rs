@@ -1,7 +1,11 @@
 //! What can go wrong in the bus.
+use std::path::PathBuf;
 
-/// An error of the event bus. Every variant says what to do about it.
-#[derive(Debug, thiserror::Error)]
+use nimbus_observe::Cause;
+
+/// An error of the event bus. Every variant says what to do about it; what caused a store or
+/// NATS failure is its `source()` (render the chain with [`nimbus_observe::report`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// A topic or group name breaks the naming rules.
     #[error("invalid name `{name}`: {why}")]
@@ -14,23 +18,50 @@ pub enum BusError {
     /// The event cannot be stored or delivered as a CloudEvent.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
-    /// The embedded store failed (disk full, I/O error, corrupt file).
-    #[error("event store: {0}")]
-    Store(String),
+    /// The embedded store's file cannot be opened.
+    #[error("cannot open the event store {}; check the data dir's permissions and free space", path.display())]
+    Open {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// Another process has the embedded store's file open.
+    #[error("{} is in use by another nimbus process; stop it or use another data dir", path.display())]
+    InUse {
+        /// The store's file.
+        path: PathBuf,
+    },
+    /// The embedded store failed (disk full, I/O error); the operation did not happen.
+    #[error("the event store failed; nothing was written")]
+    Store(#[source] Cause),
+    /// A stored record cannot be read by this build.
+    #[error("{0}")]
+    Corrupt(String),
+    /// No NATS server answers at the URL.
+    #[error("cannot connect to NATS at {url}; is nats-server running with -js?")]
+    Connect {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// NATS JetStream refused or failed an operation.
-    #[error("NATS JetStream: {0}")]
-    Nats(String),
+    #[error("NATS JetStream failed the operation")]
+    Nats(#[source] Cause),
     /// The bus is shutting down.
     #[error("the event bus is shut down")]
     Closed,
 }
 
 impl BusError {
-    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
-        Self::Store(e.to_string())
+    pub(crate) fn store(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Store(nimbus_observe::cause(e))
     }
 
-    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
-        Self::Nats(e.to_string())
+    pub(crate) fn nats(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Nats(nimbus_observe::cause(e))
     }
 }

@@ -53,7 +53,7 @@ impl JetStream {
     pub async fn connect(url: &str, config: BusConfig) -> Result<Self, BusError> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| BusError::Nats(format!("cannot connect to {url}: {e}; is nats-server running with -js?")))?;
+            .map_err(|e| BusError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
         Ok(Self { js: jetstream::new(client), config, streams: Mutex::default() })
     }
 
@@ -194,14 +194,14 @@ impl Subscription for JetStreamSubscription {
         loop {
             let message = self.messages.next().await.ok_or(BusError::Closed)?.map_err(BusError::nats)?;
             let (seq, attempt) = {
-                let info = message.info().map_err(|e| BusError::Nats(e.to_string()))?;
+                let info = message.info().map_err(BusError::nats)?;
                 (info.stream_sequence, u32::try_from(info.delivered).unwrap_or(u32::MAX))
             };
             match crate::event::decode(&message.payload) {
                 Ok(event) => return Ok(Delivery::new(event, seq, attempt, Box::new(JetStreamAcker(Some(message))))),
                 Err(e) => {
                     // Not a CloudEvent (published around Nimbus): never deliverable, so never retried.
-                    tracing::warn!(seq, error = %e, "dropping a message that is not a CloudEvent");
+                    tracing::warn!(seq, error = %nimbus_observe::report(&e), "dropping a message that is not a CloudEvent");
                     let _ = message.ack_with(AckKind::Term).await;
                 }
             }
@@ -214,7 +214,7 @@ struct JetStreamAcker(Option<jetstream::Message>);
 impl JetStreamAcker {
     async fn send(mut self: Box<Self>, kind: AckKind) -> Result<(), BusError> {
         let message = self.0.take().expect("settled once");
-        message.ack_with(kind).await.map_err(|e| BusError::Nats(e.to_string()))
+        message.ack_with(kind).await.map_err(BusError::nats)
     }
 }
 
@@ -223,7 +223,7 @@ impl Acker for JetStreamAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
         // Confirmed by the server: once this returns, the group has moved past the event.
         let message = self.0.take().expect("settled once");
-        message.double_ack().await.map_err(|e| BusError::Nats(e.to_string()))
+        message.double_ack().await.map_err(BusError::nats)
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
@@ -232,7 +232,7 @@ impl Acker for JetStreamAcker {
 
     async fn in_progress(&self) -> Result<(), BusError> {
         let message = self.0.as_ref().expect("not settled");
-        message.ack_with(AckKind::Progress).await.map_err(|e| BusError::Nats(e.to_string()))
+        message.ack_with(AckKind::Progress).await.map_err(BusError::nats)
     }
 }
 

@@ -281,7 +281,11 @@ fn server_error(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
     let Ok(e) = serde_json::from_slice::<ErrorBody>(body) else {
         return anyhow!("the server answered {status}: {}", String::from_utf8_lossy(body).trim());
     };
-    let mut message = format!("{} ({status})", e.error);
+    let mut message = if e.code.is_empty() {
+        format!("{} ({status})", e.error)
+    } else {
+        format!("[{}] {} ({status})", e.code, e.error)
+    };
     for detail in &e.details {
         message.push_str(&format!("\n{detail}"));
     }

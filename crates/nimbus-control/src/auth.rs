@@ -117,7 +117,7 @@ impl Tokens {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut id)
             .and_then(|()| getrandom::fill(&mut secret))
-            .map_err(|e| ControlError::Store(crate::store::StoreError::from_message(format!("no randomness: {e}"))))?;
+            .map_err(|e| ControlError::internal("drawing random bytes for the token", e))?;
         let id = hex::encode(id);
         let secret = hex::encode(secret);
         let info = TokenInfo {

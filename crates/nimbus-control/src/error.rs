@@ -43,11 +43,26 @@ pub enum ControlError {
     #[error("{0}")]
     Forbidden(String),
     /// The store failed (500); the operation was not applied.
-    #[error("storage error: {0}")]
+    #[error("storage error; the change was not made")]
     Store(#[from] crate::store::StoreError),
-    /// The event bus cannot take the request now (503); nothing was done.
-    #[error("{0}")]
-    Unavailable(String),
+    /// Something this node needs failed (500): writing an upload, drawing random bytes.
+    #[error("{doing} failed; nothing was changed")]
+    Internal {
+        /// What the server was doing.
+        doing: &'static str,
+        /// Why it failed.
+        #[source]
+        source: nimbus_observe::Cause,
+    },
+    /// A store or the event bus cannot take the request now (503); nothing was done.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// Why, when a lower layer failed.
+        #[source]
+        source: Option<nimbus_observe::Cause>,
+    },
     /// The request body's content type is refused (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -61,7 +76,7 @@ impl From<nimbus_state::KvError> for ControlError {
         use nimbus_state::KvError;
         match e {
             KvError::Invalid { .. } | KvError::NotANumber(_) => Self::BadRequest { message: e.to_string(), hint: None },
-            KvError::Store(_) | KvError::Nats(_) | KvError::Closed => Self::Unavailable(e.to_string()),
+            _ => Self::unavailable("the state store cannot serve the request", e),
         }
     }
 }
@@ -73,7 +88,7 @@ impl From<nimbus_bus::BusError> for ControlError {
             BusError::InvalidName { .. } | BusError::InvalidEvent(_) => {
                 Self::BadRequest { message: e.to_string(), hint: None }
             }
-            BusError::Store(_) | BusError::Nats(_) | BusError::Closed => Self::Unavailable(e.to_string()),
+            _ => Self::unavailable("the event bus cannot serve the request", e),
         }
     }
 }
@@ -81,6 +96,17 @@ impl From<nimbus_bus::BusError> for ControlError {
 impl ControlError {
     pub(crate) fn bad_request(message: impl Into<String>, hint: impl Into<String>) -> Self {
         Self::BadRequest { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    pub(crate) fn unavailable(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable { message: message.into(), source: Some(nimbus_observe::cause(source)) }
+    }
+
+    pub(crate) fn internal(doing: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal { doing, source: nimbus_observe::cause(source) }
     }
 
     pub(crate) fn conflict(message: impl Into<String>, hint: impl Into<String>) -> Self {
@@ -97,28 +123,71 @@ impl ControlError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable { .. } | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
-    /// The JSON body of this error.
-    pub fn body(&self) -> ErrorBody {
-        let (hint, details) = match self {
-            Self::BadRequest { hint, .. } | Self::Conflict { hint, .. } => (hint.clone(), Vec::new()),
-            Self::Invalid { details, .. } => (Some("fix the problems listed in `details` and deploy again".into()), details.clone()),
-            Self::Unauthorized(_) => (
-                Some("send `Authorization: Bearer TOKEN`; the CLI reads --token, NIMBUS_TOKEN or the config file written by `nimbus login`".into()),
-                Vec::new(),
-            ),
-            Self::UnsupportedMediaType(_) => (
-                Some("send JSON as `Content-Type: application/json` and a bundle as `application/x-tar`, as `nimbus` does".into()),
-                Vec::new(),
-            ),
-            Self::Busy(_) => (Some("retry after the number of seconds in `Retry-After`".into()), Vec::new()),
-            _ => (None, Vec::new()),
+    /// The stable code of this kind of error (`ErrorBody::code`): scripts match on it, not on
+    /// the message, which may be reworded.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::Invalid { .. } => "invalid_bundle",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::TooLarge(_) => "too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::Store(_) => "store_failed",
+            Self::Internal { .. } => "internal",
+            Self::Unavailable { .. } => "unavailable",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Busy(_) => "busy",
+        }
+    }
+
+    /// What to do about this error.
+    pub fn hint(&self) -> String {
+        let fixed = match self {
+            Self::BadRequest { hint: Some(hint), .. } | Self::Conflict { hint: Some(hint), .. } => return hint.clone(),
+            Self::BadRequest { hint: None, .. } => "correct the request; /v1/openapi.json describes every request",
+            Self::Conflict { hint: None, .. } => "read the current state again and retry",
+            Self::Invalid { .. } => "fix the problems listed in `details` and deploy again",
+            Self::NotFound(_) => {
+                "check the name; `nimbus apps list`, `nimbus revisions list APP` and `nimbus tokens list` show what exists"
+            }
+            Self::TooLarge(_) => "send less; the limit is in the message",
+            Self::Unauthorized(_) => {
+                "send `Authorization: Bearer TOKEN`; the CLI reads --token, NIMBUS_TOKEN or the config file written by `nimbus login`"
+            }
+            Self::Forbidden(_) => {
+                "use a token whose role and apps allow this; an admin creates one with `nimbus tokens create --role ROLE --app APP`"
+            }
+            Self::Store(_) => "check the data dir's free space and permissions, then retry",
+            Self::Internal { .. } => "retry; if it keeps failing, the server's log says why",
+            Self::Unavailable { .. } => "retry shortly; if it persists, check the server's log and its NATS connection",
+            Self::UnsupportedMediaType(_) => {
+                "send JSON as `Content-Type: application/json` and a bundle as `application/x-tar`, as `nimbus` does"
+            }
+            Self::Busy(_) => "retry after the number of seconds in `Retry-After`",
         };
-        ErrorBody { error: self.to_string(), status: self.status().as_u16(), hint, details }
+        fixed.to_string()
+    }
+
+    /// The JSON body of this error: the message with its causes, the code and what to do.
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
+            Self::Invalid { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        ErrorBody {
+            error: nimbus_observe::report(self),
+            code: self.code().to_string(),
+            status: self.status().as_u16(),
+            hint: Some(self.hint()),
+            details,
+        }
     }
 }

@@ -207,8 +207,12 @@ pub struct Whoami {
 /// Every error of the control API.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// What went wrong.
+    /// What went wrong, with what caused it.
     pub error: String,
+    /// The kind of error, stable across releases (`not_found`, `conflict`, `invalid_bundle`,
+    /// ...): match on this, not on `error`. Empty from a server older than codes.
+    #[serde(default)]
+    pub code: String,
     /// HTTP status.
     pub status: u16,
     /// What to do about it.

@@ -105,7 +105,7 @@ async fn list_traces(
     };
     let traces = tokio::task::spawn_blocking(move || store.list(&query))
         .await
-        .map_err(|e| ControlError::Unavailable(format!("reading the trace store failed: {e}")))?;
+        .map_err(|e| ControlError::unavailable("reading the trace store failed", e))?;
     Ok(Json(TraceList { traces }))
 }
 
@@ -129,7 +129,7 @@ async fn show_trace(
     let wanted = id.clone();
     let spans = tokio::task::spawn_blocking(move || store.get(&wanted))
         .await
-        .map_err(|e| ControlError::Unavailable(format!("reading the trace store failed: {e}")))?
+        .map_err(|e| ControlError::unavailable("reading the trace store failed", e))?
         .ok_or_else(|| ControlError::NotFound(format!("no trace `{id}` is stored (it may have aged out)")))?;
     Ok(Json(TraceDetail { trace_id: id.to_ascii_lowercase(), spans }))
 }
@@ -190,7 +190,7 @@ async fn logs(
     let (reader, filter) = (store.clone(), query.clone());
     let stored = tokio::task::spawn_blocking(move || reader.query(&filter))
         .await
-        .map_err(|e| ControlError::Unavailable(format!("reading the log store failed: {e}")))?;
+        .map_err(|e| ControlError::unavailable("reading the log store failed", e))?;
     let Some(live) = live else {
         return Ok(Json(LogList { records: stored }).into_response());
     };

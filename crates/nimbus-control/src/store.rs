@@ -16,19 +16,35 @@ const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 /// How many earlier traffic settings an app keeps for rollback.
 pub const HISTORY: usize = 50;
 
-/// The store failed; the change it was making did not happen.
+/// The store failed; the change it was making did not happen. What caused it is the
+/// `source()`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(String);
-
-impl StoreError {
-    pub(crate) fn from_message(message: String) -> Self {
-        Self(message)
-    }
+pub enum StoreError {
+    /// The store's file cannot be opened.
+    #[error("cannot open the control store {}; check the data dir's permissions and free space, and that no other nimbus server uses it", path.display())]
+    Open {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// Reading or writing failed (disk full, I/O error).
+    #[error("the control store failed")]
+    Io(#[source] redb::Error),
+    /// A stored record does not decode.
+    #[error("a record of the control store is corrupt; restore the data dir from a backup")]
+    Corrupt(#[source] serde_json::Error),
+    /// A revision's artifact is not in the store.
+    #[error("artifact {digest} of a stored revision is missing; restore the data dir from a backup")]
+    Missing {
+        /// The artifact's digest.
+        digest: String,
+    },
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Io(e.into())
 }
 
 /// An app as stored.
@@ -114,7 +130,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(APPS).map_err(err)?;
         tx.open_table(REVISIONS).map_err(err)?;
@@ -239,5 +255,5 @@ fn encode(value: &impl Serialize) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
 }

@@ -131,7 +131,8 @@ async fn read(
                 .map(|e| {
                     Ok(StoredEvent {
                         seq: e.seq,
-                        event: serde_json::to_value(&e.event).map_err(|e| ControlError::Unavailable(e.to_string()))?,
+                        event: serde_json::to_value(&e.event)
+                            .map_err(|e| ControlError::internal("encoding a stored event", e))?,
                     })
                 })
                 .collect::<Result<_, ControlError>>()?;

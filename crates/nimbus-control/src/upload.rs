@@ -62,8 +62,8 @@ impl Uploads {
             .prefix(PREFIX)
             .suffix(".tar")
             .tempfile_in(&self.dir)
-            .map_err(|e| store_error(&self.dir, &e))?;
-        let writer = file.as_file().try_clone().map_err(|e| store_error(&self.dir, &e))?;
+            .map_err(|e| ControlError::internal("writing the upload", e))?;
+        let writer = file.as_file().try_clone().map_err(|e| ControlError::internal("writing the upload", e))?;
         let mut writer = tokio::io::BufWriter::with_capacity(BUFFER_BYTES, tokio::fs::File::from_std(writer));
         let mut body = body;
         let mut received = 0u64;
@@ -75,9 +75,9 @@ impl Uploads {
             if received > self.max_bytes {
                 return Err(too_large());
             }
-            writer.write_all(&data).await.map_err(|e| store_error(&self.dir, &e))?;
+            writer.write_all(&data).await.map_err(|e| ControlError::internal("writing the upload", e))?;
         }
-        writer.flush().await.map_err(|e| store_error(&self.dir, &e))?;
+        writer.flush().await.map_err(|e| ControlError::internal("writing the upload", e))?;
         Ok(Upload { file, _slot: slot })
     }
 }
@@ -85,17 +85,12 @@ impl Uploads {
 impl Upload {
     /// Reads the bundle from the file (off the async threads).
     pub(crate) async fn unpack(&self) -> Result<Bundle, ControlError> {
-        let file = self.file.reopen().map_err(|e| store_error(self.file.path(), &e))?;
-        let len = file.metadata().map_err(|e| store_error(self.file.path(), &e))?.len();
-        tokio::task::spawn_blocking(move || Bundle::read(std::io::BufReader::new(file), len)).await.map_err(|e| {
-            ControlError::Store(crate::store::StoreError::from_message(format!("unpacking failed: {e}")))
-        })?
+        let file = self.file.reopen().map_err(|e| ControlError::internal("reading the upload", e))?;
+        let len = file.metadata().map_err(|e| ControlError::internal("reading the upload", e))?.len();
+        tokio::task::spawn_blocking(move || Bundle::read(std::io::BufReader::new(file), len))
+            .await
+            .map_err(|e| ControlError::internal("unpacking the upload", e))?
     }
-}
-
-fn store_error(path: &Path, e: &std::io::Error) -> ControlError {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    ControlError::Store(crate::store::StoreError::from_message(format!("cannot write the upload ({name}): {e}")))
 }
 
 fn remove_leftovers(dir: &Path) -> std::io::Result<()> {

@@ -104,6 +104,10 @@ async fn traffic_splits_and_tags_route_and_invalid_splits_change_nothing() {
             _ => assert!(matches!(e, ControlError::BadRequest { .. }), "{e:?}"),
         }
         assert!(e.to_string().contains(says), "{split:?}: {e}");
+        let body = e.body();
+        let code = if status == StatusCode::NOT_FOUND { "not_found" } else { "bad_request" };
+        assert_eq!((body.code.as_str(), body.status), (code, status.as_u16()), "{split:?}");
+        assert!(body.hint.is_some_and(|h| !h.is_empty()), "{split:?}: every error says what to do");
         assert_eq!(s.snapshot("shop").await, before, "{split:?} changed something");
     }
     let e = s.platform.set_traffic("nope", traffic(&[(&a, 100)], &[])).await.unwrap_err();
@@ -301,4 +305,17 @@ async fn retention_keeps_the_newest_revisions_without_traffic() {
     assert_eq!(s.revision_ids("shop").await, ids([&e, &d, &a]));
     assert_eq!(s.served_by(ANY, "/", None).await, a);
     assert_eq!(s.served_by(ANY, "/", Some("canary")).await, d);
+}
+
+#[test]
+fn a_store_failure_answers_500_with_its_cause_and_a_stable_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the store's file should be.
+    let e = ControlError::from(nimbus_control::Store::open(dir.path()).unwrap_err());
+    let os_error = std::error::Error::source(&e).and_then(std::error::Error::source).expect("the OS error is kept");
+    let body = e.body();
+    assert_eq!((body.code.as_str(), body.status), ("store_failed", 500));
+    let opening = format!("cannot open the control store {}", dir.path().display());
+    assert!(body.error.contains(&opening) && body.error.ends_with(&os_error.to_string()), "{}", body.error);
+    assert!(body.hint.is_some_and(|h| h.contains("free space")));
 }

@@ -278,7 +278,7 @@ async fn proxy(
                     (StatusCode::BAD_GATEWAY, "upstream", format!("service `{name}` failed the request"))
                 }
             };
-            upstream.set_error(class, &e);
+            upstream.set_error(class, nimbus_observe::report(&e));
             drop(upstream);
             target.telemetry.metrics.error(class);
             failed(target, id, span, status, &e, &public)
@@ -318,7 +318,7 @@ fn failed(
     id: &RequestId,
     span: &mut Span,
     status: StatusCode,
-    e: &dyn std::error::Error,
+    e: &(dyn std::error::Error + 'static),
     public: &str,
 ) -> http::Response<GatewayBody> {
     let what = match target.backend {
@@ -331,7 +331,7 @@ fn failed(
         Some(id.as_str()),
         "platform",
         "warn",
-        &format!("{what} ({}): {e}", status.as_u16()),
+        &format!("{what} ({}): {}", status.as_u16(), nimbus_observe::report(e)),
     );
     let mut resp = error(status, id, public);
     if status == StatusCode::SERVICE_UNAVAILABLE {

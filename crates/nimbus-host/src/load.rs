@@ -50,7 +50,7 @@ pub(crate) async fn functions(
             }
             Err(e) => {
                 let at = FieldPath::root().key("component").key(name.clone()).key("source");
-                problems.push(loaded.diagnostic(&at, e.to_string(), from.load_hint(&e)).to_string());
+                problems.push(loaded.diagnostic(&at, nimbus_observe::report(&e), from.load_hint(&e)).to_string());
             }
         }
     }

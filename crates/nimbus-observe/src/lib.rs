@@ -53,6 +53,7 @@ mod metrics;
 mod otlp;
 mod pipeline;
 mod policy;
+mod report;
 mod segments;
 mod span;
 mod traces;
@@ -72,6 +73,7 @@ pub use policy::StorePolicy;
 pub use prometheus_client::metrics::counter::Counter;
 /// A gauge handle (the type of [`ComponentMetrics`]'s gauges).
 pub use prometheus_client::metrics::gauge::Gauge;
+pub use report::{Cause, cause, report};
 pub use segments::Bounds;
 pub use span::{Span, SpanRef, Tracer};
 pub use traces::{SpanView, TraceQuery, TraceStore, TraceSummary};
@@ -82,7 +84,7 @@ use crate::pipeline::{Pipeline, Sinks};
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     /// The trace or log store's directory could not be created or opened.
-    #[error("could not open the telemetry store in {dir}: {source}")]
+    #[error("could not open the telemetry store in {dir}")]
     Store {
         /// The directory of the store.
         dir: PathBuf,
@@ -90,8 +92,10 @@ pub enum ObserveError {
         source: std::io::Error,
     },
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set but the exporter could not be built from it.
-    #[error("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built: {0}")]
-    Otlp(String),
+    #[error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built; check the OTEL_EXPORTER_OTLP_* variables"
+    )]
+    Otlp(#[source] Cause),
 }
 
 /// How the observer is set up.

@@ -10,6 +10,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus_client::metrics::counter::Counter;
 
+use crate::report::{Cause, cause};
+
 enum Job {
     Export(Vec<SpanData>),
     Flush(SyncSender<()>),
@@ -31,16 +33,16 @@ pub fn configured() -> bool {
 impl Otlp {
     /// Builds the exporter from the environment and starts its thread; spans it drops or fails
     /// to export are counted in `dropped`.
-    pub(crate) fn start(dropped: Counter) -> Result<Self, String> {
+    pub(crate) fn start(dropped: Counter) -> Result<Self, Cause> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(64);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Cause>>();
         let failed = dropped.clone();
         std::thread::Builder::new()
             .name("nimbus-otlp".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
-                    Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
+                    Err(e) => return drop(ready_tx.send(Err(cause(e)))),
                 };
                 let built = rt.block_on(async { opentelemetry_otlp::SpanExporter::builder().build() });
                 match built {
@@ -49,11 +51,11 @@ impl Otlp {
                         let _ = ready_tx.send(Ok(()));
                         run(&rt, &exporter, &rx, &failed);
                     }
-                    Err(e) => drop(ready_tx.send(Err(e.to_string()))),
+                    Err(e) => drop(ready_tx.send(Err(cause(e)))),
                 }
             })
-            .map_err(|e| e.to_string())?;
-        ready_rx.recv().map_err(|e| e.to_string())??;
+            .map_err(cause)?;
+        ready_rx.recv().map_err(cause)??;
         Ok(Self { tx, dropped })
     }
 

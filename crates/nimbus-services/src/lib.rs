@@ -62,12 +62,13 @@ pub enum ServiceError {
         why: String,
     },
     /// The process failed the request (connection refused or reset, it crashed mid-request).
-    #[error("service `{name}` failed the request: {cause}")]
+    #[error("service `{name}` failed the request")]
     Upstream {
         /// Component.
         name: String,
         /// What the connection said.
-        cause: String,
+        #[source]
+        source: nimbus_observe::Cause,
     },
     /// No response headers within the service's `limits.timeout_ms`.
     #[error("service `{name}` did not answer within {limit:?}")]
@@ -238,8 +239,10 @@ impl Service {
                 .map_err(|_| ServiceError::Timeout { name: self.spec.name.to_string(), limit })?,
             None => send.await,
         };
-        let (mut resp, connection) =
-            result.map_err(|e| ServiceError::Upstream { name: self.spec.name.to_string(), cause: e.to_string() })?;
+        let (mut resp, connection) = result.map_err(|e| ServiceError::Upstream {
+            name: self.spec.name.to_string(),
+            source: nimbus_observe::cause(e),
+        })?;
         let connection = if upgrading && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             proxy::splice(client_upgrade, hyper::upgrade::on(&mut resp));
             None
@@ -409,15 +412,4 @@ impl Service {
         let mut rx = self.stop.subscribe();
         let _ = rx.wait_for(|stop| *stop).await;
     }
-}
-
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -51,18 +51,12 @@ fn shard() -> usize {
 }
 
 /// How a request to a process failed.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
-    Connect(std::io::Error),
-    Http(hyper::Error),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Connect(e) => write!(f, "cannot connect: {e}"),
-            Self::Http(e) => write!(f, "{}", crate::error_chain(e)),
-        }
-    }
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    #[error("the HTTP exchange failed")]
+    Http(#[source] hyper::Error),
 }
 
 impl Connections {

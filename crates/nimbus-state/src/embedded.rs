@@ -65,7 +65,7 @@ impl<T: Send, F: FnOnce(&WriteTransaction) -> Result<T, KvError> + Send> Work fo
         let answer = match (committed, self.out) {
             (Ok(()), Some(out)) => out,
             (Err(e), _) => Err(e),
-            (Ok(()), None) => Err(KvError::Store("the write was not run".into())),
+            (Ok(()), None) => Err(KvError::store("the write was not run")),
         };
         let _ = self.reply.send(answer);
     }
@@ -110,11 +110,8 @@ impl Embedded {
     /// Opens (or creates) the state file at `path`.
     pub fn open(path: &Path) -> Result<Self, KvError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => KvError::Store(format!(
-                "{} is in use by another nimbus process; stop it or use another data dir",
-                path.display()
-            )),
-            e => KvError::Store(format!("cannot open {}: {e}", path.display())),
+            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse { path: path.to_path_buf() },
+            e => KvError::Open { path: path.to_path_buf(), source: nimbus_observe::cause(e) },
         })?;
         let txn = db.begin_write().map_err(KvError::store)?;
         txn.open_table(REVISIONS).map_err(KvError::store)?;
@@ -170,7 +167,7 @@ fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
             if let Err(e) = sweep(db) {
-                tracing::warn!(error = %e, "deleting expired keys failed; trying again later");
+                tracing::warn!(error = %nimbus_observe::report(&e), "deleting expired keys failed; trying again later");
             }
         }
         let first = match rx.recv_timeout(SWEEP_EVERY) {
@@ -193,7 +190,7 @@ fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
             txn.commit().map_err(KvError::store)
         })();
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, "state store commit failed; the writes in it were not acknowledged");
+            tracing::error!(error = %nimbus_observe::report(e), "state store commit failed; the writes in it were not acknowledged");
         }
         for job in batch {
             job.finish(outcome.clone());

@@ -1,6 +1,10 @@
 //! What can go wrong with state.
+use std::path::PathBuf;
 
-/// An error of a KV store. Every variant says what to do about it.
+use nimbus_observe::Cause;
+
+/// An error of a KV store. Every variant says what to do about it; what caused a store or NATS
+/// failure is its `source()` (render the chain with [`nimbus_observe::report`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
     /// A bucket name or key breaks the rules.
@@ -16,23 +20,50 @@ pub enum KvError {
     /// `increment` on a value that is not a decimal integer.
     #[error("the value of {0:?} is not an integer, so it cannot be incremented")]
     NotANumber(String),
-    /// The embedded store failed (disk full, I/O error, corrupt file).
-    #[error("state store: {0}")]
-    Store(String),
+    /// The embedded store's file cannot be opened.
+    #[error("cannot open the state store {}; check the data dir's permissions and free space", path.display())]
+    Open {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// Another process has the embedded store's file open.
+    #[error("{} is in use by another nimbus process; stop it or use another data dir", path.display())]
+    InUse {
+        /// The store's file.
+        path: PathBuf,
+    },
+    /// The embedded store failed (disk full, I/O error); the operation did not happen.
+    #[error("the state store failed; nothing was written")]
+    Store(#[source] Cause),
+    /// A stored value cannot be read by this build.
+    #[error("{0}")]
+    Corrupt(String),
+    /// No NATS server answers at the URL.
+    #[error("cannot connect to NATS at {url}; is nats-server running with -js?")]
+    Connect {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// NATS JetStream KV refused or failed an operation.
-    #[error("NATS KV: {0}")]
-    Nats(String),
+    #[error("NATS KV failed the operation")]
+    Nats(#[source] Cause),
     /// The store is shutting down.
     #[error("the state store is shut down")]
     Closed,
 }
 
 impl KvError {
-    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
-        Self::Store(e.to_string())
+    pub(crate) fn store(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Store(nimbus_observe::cause(e))
     }
 
-    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
-        Self::Nats(e.to_string())
+    pub(crate) fn nats(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Nats(nimbus_observe::cause(e))
     }
 }

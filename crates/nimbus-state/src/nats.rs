@@ -39,7 +39,7 @@ impl NatsKv {
     pub async fn connect(url: &str) -> Result<Self, KvError> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| KvError::Nats(format!("cannot connect to {url}: {e}; is nats-server running with -js?")))?;
+            .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
         Ok(Self { js: jetstream::new(client), stores: Mutex::default() })
     }
 

@@ -40,7 +40,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, KvError> {
         None => bytes,
         Some([VERSION, rest @ ..]) => rest,
         Some([newer, ..]) => {
-            return Err(KvError::Store(format!(
+            return Err(KvError::Corrupt(format!(
                 "a stored value has format version {newer}, newer than this Nimbus reads ({VERSION}); \
                  upgrade Nimbus to read this state file"
             )));
@@ -57,7 +57,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, KvError> {
 }
 
 fn corrupt() -> KvError {
-    KvError::Store("a stored value is truncated; the state file is corrupt".into())
+    KvError::Corrupt("a stored value is truncated; the state file is corrupt".into())
 }
 
 #[cfg(test)]

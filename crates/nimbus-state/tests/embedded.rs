@@ -1,7 +1,7 @@
 //! What only the embedded store does: expired keys leave the file.
 use std::time::Duration;
 
-use nimbus_state::{Bucket, Embedded, KvStore};
+use nimbus_state::{Bucket, Embedded, KvError, KvStore};
 
 #[tokio::test]
 async fn expired_keys_are_deleted_from_disk() {
@@ -24,4 +24,23 @@ async fn expired_keys_are_deleted_from_disk() {
     kv.delete(&b, "gone").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(kv.delete_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_open_says_which_file_and_keeps_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let first = Embedded::open(&path).unwrap();
+    let e = Embedded::open(&path).unwrap_err();
+    assert!(matches!(e, KvError::InUse { .. }), "{e:?}");
+    assert!(e.to_string().contains("in use by another nimbus process; stop it or use another data dir"), "{e}");
+    drop(first);
+
+    // A directory where the file should be: the message names the file, the OS error is the cause.
+    let e = Embedded::open(dir.path()).unwrap_err();
+    assert!(matches!(e, KvError::Open { .. }), "{e:?}");
+    let cause = std::error::Error::source(&e).expect("the cause is kept");
+    let report = nimbus_observe::report(&e);
+    assert!(report.starts_with(&format!("cannot open the state store {}", dir.path().display())), "{report}");
+    assert!(report.ends_with(&cause.to_string()), "{report}");
 }

@@ -45,7 +45,9 @@ impl ComponentDestination {
             EventError::Rejected(m) => DeliveryError::permanent("rejected", m),
             EventError::Failed(m) => DeliveryError::retryable("failed", m),
             EventError::Invoke(e) if e.is_timeout() => DeliveryError::retryable("timeout", e.to_string()),
-            EventError::Invoke(e) if e.is_capacity() => DeliveryError::retryable("capacity", e.to_string()),
+            EventError::Invoke(e) if e.is_capacity() => {
+                DeliveryError::retryable("capacity", nimbus_observe::report(&e))
+            }
             EventError::Invoke(nimbus_wasm::InvokeError::Unsupported(m)) => DeliveryError::permanent("unsupported", m),
             EventError::Invoke(e) => DeliveryError::retryable("trap", e.to_string()),
         })

@@ -131,9 +131,11 @@ pub(crate) async fn compile(
     let compiled = match tokio::time::timeout(timeout, job).await {
         Err(_) => return Err(LoadError::CompileTimeout { path: path.to_path_buf(), limit: timeout }),
         Ok(Err(join)) => {
-            return Err(LoadError::Compile { path: path.to_path_buf(), reason: format!("compiler crashed: {join}") });
+            return Err(LoadError::Compile { path: path.to_path_buf(), source: nimbus_observe::cause(join) });
         }
-        Ok(Ok(Err(e))) => return Err(LoadError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") }),
+        Ok(Ok(Err(e))) => {
+            return Err(LoadError::Compile { path: path.to_path_buf(), source: nimbus_observe::cause(e) });
+        }
         Ok(Ok(Ok(c))) => c,
     };
     if let (Some(cache), Some(entry)) = (cache, &entry) {

@@ -84,7 +84,9 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator)
             }
         }
     }
-    Engine::new(&engine_config(None)).map(|e| (e, Allocator::OnDemand)).map_err(|e| LoadError::Engine(format!("{e:#}")))
+    Engine::new(&engine_config(None))
+        .map(|e| (e, Allocator::OnDemand))
+        .map_err(|e| LoadError::Engine(nimbus_observe::cause(e)))
 }
 
 fn engine_config(pool: Option<PoolingAllocationConfig>) -> Config {

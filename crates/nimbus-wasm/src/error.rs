@@ -2,16 +2,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nimbus_observe::Cause;
+
 /// A function could not be loaded; nothing is served from it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file does not exist or cannot be read.
-    #[error("cannot read {}: {cause}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     /// The file is larger than the runtime accepts.
     #[error("{} is {size} bytes, more than the {limit} bytes a function may be", path.display())]
@@ -30,12 +33,13 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// Compilation failed: invalid wasm, or a feature the engine does not support.
-    #[error("{} does not compile: {reason}", path.display())]
+    #[error("{} does not compile", path.display())]
     Compile {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
+        /// Why: wasmtime's account, or the compiler thread's panic.
+        #[source]
+        source: Cause,
     },
     /// Compilation took longer than the runtime allows.
     #[error("{} took longer than {limit:?} to compile", path.display())]
@@ -47,16 +51,17 @@ pub enum LoadError {
     },
     /// It compiled, but cannot run here: missing exports, imports nobody provides or that were
     /// not granted, grants or limits the runtime cannot honour.
-    #[error("{} cannot run as a Nimbus function: {reason}", path.display())]
+    #[error("{} cannot run as a Nimbus function", path.display())]
     Link {
         /// The file.
         path: PathBuf,
         /// Why.
+        #[source]
         reason: LinkError,
     },
     /// The engine itself could not be set up.
-    #[error("cannot set up the wasm engine: {0}")]
-    Engine(String),
+    #[error("cannot set up the wasm engine")]
+    Engine(#[source] Cause),
 }
 
 impl LoadError {
@@ -116,9 +121,9 @@ pub enum LinkError {
         /// The slot size.
         limit: u32,
     },
-    /// An import nothing provides, or a type mismatch (wasmtime's account of it).
-    #[error("{0}")]
-    Unresolved(String),
+    /// An import nothing provides, or a type mismatch (wasmtime's account of it is the source).
+    #[error("it imports something the host does not provide, or with another type")]
+    Unresolved(#[source] Cause),
 }
 
 impl LinkError {
@@ -158,8 +163,8 @@ pub enum InvokeError {
     #[error("the CGI guest failed: {0}")]
     Cgi(String),
     /// The instance could not be created (for example the instance pool is exhausted).
-    #[error("could not create an instance: {0}")]
-    Instantiate(String),
+    #[error("could not create an instance")]
+    Instantiate(#[source] Cause),
     /// The function cannot handle this kind of invocation.
     #[error("the function cannot handle this: {0}")]
     Unsupported(&'static str),

@@ -33,7 +33,7 @@ pub(crate) async fn handle(
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, req)
-        .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        .map_err(|e| InvokeError::Instantiate(nimbus_observe::cause(e)))?;
     let out = store
         .data_mut()
         .http()
@@ -41,7 +41,7 @@ pub(crate) async fn handle(
             flag.store(true, Ordering::Release);
             let _ = tx.send(resp);
         })
-        .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        .map_err(|e| InvokeError::Instantiate(nimbus_observe::cause(e)))?;
 
     let pre = pre.clone();
     let settings = settings.clone();

@@ -49,7 +49,7 @@ impl From<ResourceTableError> for Error {
 
 impl From<nimbus_state::KvError> for Error {
     fn from(e: nimbus_state::KvError) -> Self {
-        Self::Other(e.to_string())
+        Self::Other(nimbus_observe::report(&e))
     }
 }
 

@@ -105,7 +105,7 @@ impl Runtime {
         let (engine, allocator) = engine::build_engine(&config)?;
         let cache =
             config.cache_dir.clone().map(|dir| cache::CompileCache::new(dir, engine::engine_fingerprint(&engine)));
-        let link_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let link_err = |e: wasmtime::Error| LoadError::Engine(nimbus_observe::cause(e));
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(link_err)?;
@@ -132,7 +132,7 @@ impl Runtime {
         actor: bool,
     ) -> Result<wasmtime::component::Linker<guest::GuestState>, LoadError> {
         let mut linker = self.component_linker.clone();
-        let link_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let link_err = |e: wasmtime::Error| LoadError::Engine(nimbus_observe::cause(e));
         if actor {
             actor::add_to_linker(&mut linker).map_err(link_err)?;
         }
@@ -158,7 +158,7 @@ impl Runtime {
         path: &Path,
         component: &Component,
     ) -> Result<(Function, CacheOutcome), LoadError> {
-        let read_err = |cause| LoadError::Read { path: path.to_path_buf(), cause };
+        let read_err = |source| LoadError::Read { path: path.to_path_buf(), source };
         let size = std::fs::metadata(path).map_err(read_err)?.len();
         if size > self.config.max_module_bytes {
             return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
@@ -192,7 +192,8 @@ impl Runtime {
                     c.component_type().imports(&self.engine).map(|(i, _)| i.to_string()).collect();
                 caps.refuse_ungranted(name, &imports).map_err(link)?;
                 let linker = self.linker_for(&caps, actor::is_actor(&c, &self.engine))?;
-                let pre = linker.instantiate_pre(&c).map_err(|e| link(LinkError::Unresolved(format!("{e:#}"))))?;
+                let pre =
+                    linker.instantiate_pre(&c).map_err(|e| link(LinkError::Unresolved(nimbus_observe::cause(e))))?;
                 let http = ProxyPre::new(pre.clone()).ok();
                 let events = events::EventHandlerPre::new(pre.clone()).ok();
                 let actor = actor::ActorPre::new(pre).ok();
@@ -208,7 +209,7 @@ impl Runtime {
                 let pre = self
                     .module_linker
                     .instantiate_pre(&m)
-                    .map_err(|e| link(LinkError::Unresolved(format!("{e:#}"))))?;
+                    .map_err(|e| link(LinkError::Unresolved(nimbus_observe::cause(e))))?;
                 Executor::Wagi(pre)
             }
         };

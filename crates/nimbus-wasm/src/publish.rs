@@ -100,7 +100,8 @@ impl PublishCtx {
         span.set_with("messaging.message.id", || built.id().to_string());
         let traceparent = span.context().map(|c| c.traceparent());
         nimbus_bus::event::ensure_trace_context(&mut built, traceparent.as_deref());
-        let published = bus.publish(&topic, &built, PublishOptions::default()).await.map_err(|e| e.to_string())?;
+        let published =
+            bus.publish(&topic, &built, PublishOptions::default()).await.map_err(|e| nimbus_observe::report(&e))?;
         tracing::debug!(component = %self.scope.telemetry.component, request_id = %self.scope.request_id, %topic, seq = published.seq, "published");
         Ok(())
     }

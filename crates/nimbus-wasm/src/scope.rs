@@ -81,8 +81,8 @@ impl Run {
                 Ok(instance)
             }
             Err(e) => {
-                let e = InvokeError::Instantiate(format!("{e:#}"));
-                span.set_error("instantiate", &e);
+                let e = InvokeError::Instantiate(nimbus_observe::cause(e));
+                span.set_error("instantiate", nimbus_observe::report(&e));
                 Err(e)
             }
         }

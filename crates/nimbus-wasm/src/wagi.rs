@@ -51,7 +51,7 @@ pub(crate) async fn handle(
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+            .map_err(|e| InvokeError::Instantiate(nimbus_observe::cause(e)))?;
         match start.call_async(&mut store, ()).await {
             Ok(()) => Ok(()),
             Err(e) => match e.downcast_ref::<I32Exit>() {

@@ -101,7 +101,7 @@ async fn importing_the_publisher_without_a_grant_is_refused_at_load() {
     let err = s.rt.load("events", Path::new(nimbus_fixtures::EVENTS), &component("")).await.unwrap_err();
     assert!(matches!(err, LoadError::Link { .. }), "{err}");
     let expected = "imports `nimbus:events/publisher@0.1.0`; add `grants.publish = [\"TOPIC\"]` to component `events`";
-    assert!(err.to_string().contains(expected), "{err}");
+    assert!(nimbus_observe::report(&err).contains(expected), "{err}");
 }
 
 #[tokio::test]

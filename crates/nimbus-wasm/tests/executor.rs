@@ -126,9 +126,9 @@ async fn files_that_cannot_be_functions_are_refused_clearly() {
     let err = rt.load("x", Path::new(nimbus_fixtures::NOT_WASM), &c).await.unwrap_err();
     assert!(matches!(err, LoadError::NotWasm { .. }), "{err}");
     let err = rt.load("x", Path::new(nimbus_fixtures::NO_START), &c).await.unwrap_err();
-    assert!(err.to_string().contains("without a `_start` export"), "{err}");
+    assert!(nimbus_observe::report(&err).contains("without a `_start` export"), "{err}");
     let err = rt.load("x", Path::new(nimbus_fixtures::BAD_IMPORT), &c).await.unwrap_err();
-    assert!(err.to_string().contains("evil"), "{err}");
+    assert!(nimbus_observe::report(&err).contains("evil"), "{err}");
     let err = rt.load("x", Path::new("/definitely/not/here.wasm"), &c).await.unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }), "{err}");
 
@@ -152,7 +152,7 @@ async fn capabilities_are_linked_only_when_granted() {
     let caller = Path::new(nimbus_fixtures::CALLER);
     let err = rt.load("caller", caller, &component("")).await.unwrap_err();
     let expected = "imports `nimbus:actor/client@0.1.0`; add `grants.actors = [\"ACTOR_TYPE\"]` to component `caller`";
-    assert!(err.to_string().contains(expected), "{err}");
+    assert!(nimbus_observe::report(&err).contains(expected), "{err}");
     let granted = rt.load("caller", caller, &component("grants = { actors = [\"counter\"] }")).await.unwrap();
     let req = http::Request::post("http://localhost/call/counter/k/incr").body(Bytes::new()).unwrap();
     let resp = granted.handle(req, Invocation::new("req-test", "/...")).await.unwrap();

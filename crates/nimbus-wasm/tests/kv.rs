@@ -81,7 +81,7 @@ async fn other_buckets_are_denied_and_ungranted_imports_refused() {
         panic!("refused for another reason: {err}")
     };
     assert!(interface.starts_with("wasi:keyvalue/") && grant == "kv", "{err}");
-    let message = err.to_string();
+    let message = nimbus_observe::report(&err);
     assert!(
         message.contains(&format!("imports `{interface}`; add `grants.kv = [\"BUCKET\"]` to component `kv`")),
         "{message}"

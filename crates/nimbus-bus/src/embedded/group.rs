@@ -101,8 +101,11 @@ impl GroupShared {
         let seq = entry.map_err(BusError::store)?.0.value().1;
         let log_name = log_table(self.topic.storage_name());
         let log = read.open_table(TableDefinition::<u64, &[u8]>::new(&log_name)).map_err(BusError::store)?;
-        let bytes =
-            log.get(seq).map_err(BusError::store)?.ok_or_else(|| BusError::Store(format!("event {seq} is missing")))?;
+        let bytes = log.get(seq).map_err(BusError::store)?.ok_or_else(|| {
+            BusError::Corrupt(format!(
+                "event {seq} of a partition index is missing from its topic; the event store is corrupt"
+            ))
+        })?;
         Ok(Some((seq, crate::event::decode(record::json(bytes.value())?)?)))
     }
 

@@ -19,7 +19,7 @@ use store::{Command, Heads};
 /// The embedded event bus: topics in `bus.redb` under the data dir, publishes group-committed
 /// (one fsync for every publish waiting), consumer groups of subscriptions in this process.
 ///
-/// One process opens a bus file at a time; a second gets [`BusError::Store`] saying so.
+/// One process opens a bus file at a time; a second gets [`BusError::InUse`].
 pub struct Embedded {
     db: Arc<Database>,
     writer: Mutex<mpsc::Sender<Command>>,
@@ -40,11 +40,8 @@ impl Embedded {
     /// Opens (or creates) the bus file at `path`.
     pub fn open(path: &Path, config: BusConfig) -> Result<Self, BusError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => BusError::Store(format!(
-                "{} is in use by another nimbus process; stop it or use another data dir",
-                path.display()
-            )),
-            e => BusError::Store(format!("cannot open {}: {e}", path.display())),
+            redb::DatabaseError::DatabaseAlreadyOpen => BusError::InUse { path: path.to_path_buf() },
+            e => BusError::Open { path: path.to_path_buf(), source: nimbus_observe::cause(e) },
         })?;
         let db = Arc::new(db);
         let heads = Heads::default();

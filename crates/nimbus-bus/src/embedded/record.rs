@@ -43,15 +43,16 @@ fn split(bytes: &[u8]) -> Result<(&[u8; FIELDS], &[u8]), BusError> {
         None => bytes,
         Some([VERSION, rest @ ..]) => rest,
         Some([newer, ..]) => {
-            return Err(BusError::Store(format!(
+            return Err(BusError::Corrupt(format!(
                 "a stored event has format version {newer}, newer than this Nimbus reads ({VERSION}); \
                  upgrade Nimbus to read this event store"
             )));
         }
         Some([]) => &[],
     };
-    let (head, json) =
-        fields.split_first_chunk::<FIELDS>().ok_or_else(|| BusError::Store("a stored record is truncated".into()))?;
+    let (head, json) = fields
+        .split_first_chunk::<FIELDS>()
+        .ok_or_else(|| BusError::Corrupt("a stored event is truncated; the event store is corrupt".into()))?;
     Ok((head, json))
 }
 

@@ -160,7 +160,7 @@ impl Writer {
             if self.last_sweep.elapsed() >= self.sweep_every {
                 self.last_sweep = Instant::now();
                 if let Err(e) = self.sweep() {
-                    tracing::warn!(error = %e, "deleting events past their retention failed; trying again later");
+                    tracing::warn!(error = %nimbus_observe::report(&e), "deleting events past their retention failed; trying again later");
                 }
             }
             let first = match rx.recv_timeout(CURSOR_FLUSH.min(self.sweep_every)) {
@@ -312,7 +312,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "event store commit failed; the publishes in it were not acknowledged");
+                tracing::error!(error = %nimbus_observe::report(&e), "event store commit failed; the publishes in it were not acknowledged");
                 // Forget what the failed transaction would have added.
                 for key in fresh_dedup {
                     self.dedup.remove(&key);
@@ -322,10 +322,10 @@ impl Writer {
                 }
                 self.topics.clear();
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(e.clone_message()));
+                    let _ = reply.send(Err(e.clone()));
                 }
                 for (reply, _) in ensured {
-                    let _ = reply.send(Err(e.clone_message()));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -361,11 +361,5 @@ impl Writer {
             let (_, topic, id) = self.dedup_order.pop_front().expect("front");
             self.dedup.remove(&(topic, id));
         }
-    }
-}
-
-impl BusError {
-    fn clone_message(&self) -> Self {
-        Self::Store(self.to_string())
     }
 }

@@ -88,10 +88,7 @@ impl Platform {
         let mut bundle =
             Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
         for a in &record.artifacts {
-            let bytes = self
-                .store
-                .blob(&a.digest)?
-                .ok_or_else(|| StoreError::from_message(format!("artifact {} is missing", a.digest)))?;
+            let bytes = self.store.blob(&a.digest)?.ok_or_else(|| StoreError::Missing { digest: a.digest.clone() })?;
             let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
             map.insert(a.component.clone(), bytes);
         }
