@@ -29,6 +29,10 @@
 //! New metric families go in [`Metrics::new`] next to the others, with `app` and `component`
 //! labels, so every subsystem's figures line up.
 //!
+//! Errors reach people through [`report`]: a library error in Nimbus says what failed and keeps
+//! its typed cause as `source()` (a [`Cause`]); whatever shows one to a user, a guest or a log
+//! renders the whole chain with [`report`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), nimbus_observe::ObserveError> {
 //! use nimbus_observe::{ObserveConfig, Observer, SpanKind, TraceContext};
