@@ -34,6 +34,7 @@ mod names;
 mod route;
 mod schedule;
 mod scope;
+mod secret;
 mod types;
 mod validate;
 mod value;
@@ -52,6 +53,7 @@ pub use names::{
 pub use route::{HttpMethod, RoutePattern};
 pub use schedule::{CronExpr, Schedule, TimeZone};
 pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};
+pub use secret::{MAX_SECRET_NAME_LEN, SecretName};
 pub use types::{
     ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Exports, Grants, HttpTrigger, Limits,

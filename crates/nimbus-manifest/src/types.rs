@@ -331,6 +331,13 @@ pub struct Grants {
     /// Actor types the component may call through `nimbus:actor/client`, e.g. `["cart"]`.
     #[serde(default)]
     pub actors: Vec<String>,
+    /// Secrets of the app the component may read, e.g. `["stripe-key"]`: a function through
+    /// `wasi:config/store` (`get("stripe-key")`), a service as the environment variable
+    /// `STRIPE_KEY`. Set them with `nimbus secrets set --app APP NAME`; a deploy fails while one
+    /// is not set. Without any, `wasi:config` is not even linked.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secrets: Vec<crate::SecretName>,
 }
 
 /// `[trigger]`: every kind of trigger, each an array of tables.

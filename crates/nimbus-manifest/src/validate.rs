@@ -117,12 +117,34 @@ fn check_grants(m: &Manifest, c: &Component, at: &FieldPath, out: &mut Vec<Probl
             "remove it",
         ));
     }
+    check_secret_env(c, at, out);
     if !c.grants.publish.is_empty() && c.command.is_some() {
         out.push(problem(
             at.clone().key("grants").key("publish"),
             "`grants.publish` is for functions; a service publishes with `POST /events/{topic}` on the gateway",
             "remove it",
         ));
+    }
+}
+
+/// A service gets each granted secret as an environment variable: two secrets, or a secret and
+/// an `env` entry, must not claim the same one.
+fn check_secret_env(c: &Component, at: &FieldPath, out: &mut Vec<Problem>) {
+    let mut seen = std::collections::HashMap::new();
+    for (i, name) in c.grants.secrets.iter().enumerate() {
+        let var = name.env_name();
+        let clash = if c.env.contains_key(&var) {
+            Some(format!("`env.{var}`"))
+        } else {
+            seen.insert(var.clone(), name).map(|other| format!("secret `{other}`"))
+        };
+        if let Some(clash) = clash {
+            out.push(problem(
+                at.clone().key("grants").key("secrets").index(i),
+                format!("secret `{name}` would be the environment variable `{var}`, which {clash} already is"),
+                "grant each secret once, and rename the clashing `env` entry or secret",
+            ));
+        }
     }
 }
 

@@ -404,3 +404,24 @@ fn exports_and_imports_are_validated_and_located() {
         ]
     );
 }
+
+#[test]
+fn secret_grants_are_checked_names_and_may_not_shadow_env() {
+    let granted =
+        |secrets: &str| VALID.replace("grants = { outbound", &format!("grants = {{ secrets = {secrets}, outbound"));
+    let ok = parse(&granted(r#"["stripe-key", "db_password"]"#)).unwrap();
+    let names: Vec<_> = ok.manifest.component["checkout"].grants.secrets.iter().map(|s| s.env_name()).collect();
+    assert_eq!(names, ["STRIPE_KEY", "DB_PASSWORD"]);
+
+    let d = only_error(&granted(r#"["ok", "Stripe.Key"]"#));
+    assert_eq!(d.field, "component.checkout.grants.secrets[1]");
+    assert!(d.message.contains("lowercase letters"), "{}", d.message);
+
+    let d = only_error(&granted(r#"["log-level"]"#));
+    assert_eq!(d.field, "component.checkout.grants.secrets[0]");
+    assert!(d.message.contains("`env.LOG_LEVEL`"), "{}", d.message);
+
+    let d = only_error(&granted(r#"["db-url", "db_url"]"#));
+    assert_eq!(d.field, "component.checkout.grants.secrets[1]");
+    assert!(d.message.contains("secret `db-url`"), "{}", d.message);
+}
