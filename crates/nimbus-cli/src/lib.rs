@@ -22,11 +22,13 @@ mod doctor;
 mod events;
 mod kv;
 mod local_api;
+mod local_secrets;
 mod logging;
 mod logs;
 mod manage;
 mod remote;
 mod schema;
+mod secrets;
 mod server;
 mod serving;
 mod templates;
@@ -89,6 +91,13 @@ enum Command {
         remote: remote::RemoteArgs,
         #[command(subcommand)]
         command: manage::TokensCommand,
+    },
+    /// Set, list and remove an app's secrets; rotate the keys sealing them.
+    Secrets {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
     /// Publish events, tail a topic, list and replay dead letters (on the `nimbus up` of this
     /// directory, or on a server).
@@ -159,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Traffic { remote, args } => manage::traffic(&remote, &args),
         Command::Rollback { remote, args } => manage::rollback(&remote, &args),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
+        Command::Secrets { remote, command } => secrets::run(&remote, &command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nimbus_control::{ApiHandler, ApiState, Platform, Store, Tokens};
+use nimbus_control::{ApiHandler, ApiState, MasterKeySource, Platform, Store, Tokens, Vault};
 use nimbus_gateway::Ingress;
+use nimbus_security::secrets::{MASTER_KEY_ENV, SecretSource};
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
 
@@ -48,6 +49,11 @@ pub(crate) struct ServerArgs {
     /// network. Only for a trusted single-user machine (or to debug a service locally).
     #[arg(long, env = "NIMBUS_UNSANDBOXED_SERVICES")]
     unsandboxed_services: bool,
+    /// The master key that wraps the keys sealing the apps' secrets: a file of 64 hex characters,
+    /// mode 0600, kept off the data dir's disk if you can (create one with `openssl rand -hex
+    /// 32`). Or NIMBUS_MASTER_KEY with the key itself. Without one, secrets cannot be set.
+    #[arg(long, env = "NIMBUS_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
     #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
@@ -106,6 +112,17 @@ fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The apps' secrets, opened with the master key from `--master-key-file` or
+/// `NIMBUS_MASTER_KEY`; a wrong key (or none while secrets are stored) stops the start here,
+/// before anything is served.
+fn open_vault(store: &Arc<Store>, file: Option<PathBuf>) -> anyhow::Result<Vault> {
+    let source = match file {
+        Some(path) => Some(MasterKeySource::File(path)),
+        None => std::env::var_os(MASTER_KEY_ENV).map(|_| MasterKeySource::Env),
+    };
+    Vault::open(store.clone(), source).context("cannot open the secrets; nothing was started")
+}
+
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let listeners = args.engine.serve_configs()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -123,8 +140,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .context("cannot move the state written by an older Nimbus to its apps; nothing was deleted, start again")?;
     let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
     let kv: Arc<dyn nimbus_state::KvStore> = kv_changes.clone();
+    let vault = Arc::new(open_vault(&store, args.master_key_file.clone())?);
+    let secrets: Arc<dyn SecretSource> = vault.clone();
     let runtime = Arc::new(
-        args.engine.runtime(args.max_instances.max(1), args.max_memory_mb)?.with_bus(bus.clone()).with_kv(kv.clone()),
+        args.engine
+            .runtime(args.max_instances.max(1), args.max_memory_mb)?
+            .with_bus(bus.clone())
+            .with_kv(kv.clone())
+            .with_secrets(secrets.clone()),
     );
     let ingress = Arc::new(Ingress::new());
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
@@ -137,7 +160,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             store,
             runtime.clone(),
             ingress.clone(),
-            nimbus_control::AppData { bus: bus.clone(), kv_changes, callers },
+            nimbus_control::AppData { bus: bus.clone(), kv_changes, callers, secrets: Some(secrets) },
             data_dir.join("services"),
             observer.clone(),
         )
@@ -197,6 +220,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         dev: args.dev,
         uploads,
         kv: Some(kv),
+        vault,
     }));
     let api_server = nimbus_gateway::serve(api_listener, Arc::new(ApiHandler::new(api)), stopped(), listeners.api);
     let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), listeners.gateway);

@@ -74,17 +74,20 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = crate::local_api::callers(&m.app.name, &token);
+    let secrets: Arc<dyn nimbus_security::secrets::SecretSource> = Arc::new(crate::local_secrets::EnvSecrets);
     let env = HostEnv {
-        runtime: Arc::new(runtime),
+        runtime: Arc::new(runtime.with_secrets(secrets.clone())),
         bus: bus.clone(),
         kv: kv.clone(),
         kv_changes,
         callers: Arc::new(callers),
         observer: observer.clone(),
+        secrets: Some(secrets),
     };
     let host = AppHost::new(env);
     let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {
         let until = match &e {
+            AssembleError::Secrets(_) => "every granted secret is set",
             AssembleError::Functions(_) => "every component loads",
             AssembleError::Handlers(_) => "every trigger has a handler",
             AssembleError::Services(_) => "every service is ready",

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub uploads: crate::Uploads,
     /// The KV store behind `/v1/kv` (the one functions use).
     pub kv: Option<Arc<dyn nimbus_state::KvStore>>,
+    /// The apps' secrets.
+    pub vault: Arc<crate::Vault>,
 }
 
 type AppState = State<Arc<ApiState>>;
@@ -61,6 +63,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .merge(crate::secrets_api::routes())
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
         .merge(data);
@@ -110,9 +113,9 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, publish and read events, read and write KV buckets."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens and secrets, publish and read events, read and write KV buckets."),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

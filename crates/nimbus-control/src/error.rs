@@ -1,5 +1,6 @@
 //! Errors of control operations, each with the HTTP status the API answers with.
 use http::StatusCode;
+use nimbus_security::secrets::SecretsError;
 
 use crate::model::ErrorBody;
 
@@ -69,6 +70,10 @@ pub enum ControlError {
     /// Too many requests of this kind run at once (503 with `Retry-After`); nothing was done.
     #[error("{0}")]
     Busy(String),
+    /// Secrets cannot be sealed or opened (503 without a master key, else 500); nothing was
+    /// changed. Never carries a value.
+    #[error("secrets are unavailable")]
+    Secrets(#[from] nimbus_security::secrets::SecretsError),
 }
 
 impl From<nimbus_state::KvError> for ControlError {
@@ -126,6 +131,8 @@ impl ControlError {
             Self::Store(_) | Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable { .. } | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Secrets(SecretsError::NoMasterKey) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Secrets(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -145,6 +152,8 @@ impl ControlError {
             Self::Unavailable { .. } => "unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Busy(_) => "busy",
+            Self::Secrets(SecretsError::NoMasterKey) => "secrets_unconfigured",
+            Self::Secrets(_) => "secrets_failed",
         }
     }
 
@@ -172,6 +181,10 @@ impl ControlError {
                 "send JSON as `Content-Type: application/json` and a bundle as `application/x-tar`, as `nimbus` does"
             }
             Self::Busy(_) => "retry after the number of seconds in `Retry-After`",
+            Self::Secrets(SecretsError::NoMasterKey) => {
+                "start the server with --master-key-file FILE (or NIMBUS_MASTER_KEY); create one with `openssl rand -hex 32`"
+            }
+            Self::Secrets(_) => "the message says what failed; check the server's master key and its log",
         };
         fixed.to_string()
     }

@@ -5,7 +5,8 @@
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
 //! stored), traffic splitting by percent and tag, rollback, ownership of hosts and routes between apps
 //! (a deploy never takes another app's requests unless an admin says so),
-//! API tokens with roles, the control API (axum + OpenAPI 3) including the topic endpoints
+//! API tokens with roles, the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
+//! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
 //! logs), deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
 //! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
@@ -27,14 +28,16 @@
 //!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
 //! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
 //! let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
-//! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()));
+//! // The apps' secrets, sealed in the store under a master key (none here: secrets are refused).
+//! let vault = Arc::new(nimbus_control::Vault::open(store.clone(), None)?);
+//! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()).with_secrets(vault.clone()));
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
-//! let data = nimbus_control::AppData { bus, kv_changes, callers };
+//! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()) };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens, dev: false, kv: None,
+//!     platform, tokens, dev: false, kv: None, vault,
 //!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
@@ -55,9 +58,11 @@ mod observe_api;
 mod ownership;
 mod platform;
 mod redact;
+mod secrets_api;
 mod store;
 mod topics;
 mod upload;
+mod vault;
 
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{Action, Principal, Tokens};
@@ -75,3 +80,4 @@ pub use redact::REDACTED;
 pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
+pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};

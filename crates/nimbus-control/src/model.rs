@@ -222,3 +222,30 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
 }
+
+/// A secret of an app, without its value (values are write-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    /// Its name (`grants.secrets` names it).
+    pub name: String,
+    /// When it was last set, Unix seconds.
+    pub updated_at: u64,
+}
+
+/// The secrets of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    /// Each secret, by name.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// The outcome of a key rotation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKeys {
+    /// The data key that seals new values from now on.
+    pub data_key: u32,
+    /// How many data keys there are (older ones still open the values sealed under them).
+    pub data_keys: usize,
+    /// Fingerprint of the master key every data key is now wrapped under.
+    pub master_key: String,
+}

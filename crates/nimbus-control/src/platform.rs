@@ -140,6 +140,9 @@ pub struct AppData {
     pub kv_changes: Arc<nimbus_triggers::KvChanges>,
     /// Who may publish to topics and call actor types that are not `public` through the gateway.
     pub callers: Arc<dyn nimbus_gateway::Callers>,
+    /// The apps' secrets (the [`crate::Vault`]), which services get at start; functions read
+    /// them through the runtime, which must be given the same source.
+    pub secrets: Option<Arc<dyn nimbus_security::secrets::SecretSource>>,
 }
 
 impl Platform {
@@ -156,7 +159,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers } = data;
+        let AppData { bus, kv_changes, callers, secrets } = data;
         let env = HostEnv {
             runtime,
             bus: Some(bus.clone()),
@@ -164,6 +167,7 @@ impl Platform {
             kv_changes: Some(kv_changes),
             callers,
             observer,
+            secrets,
         };
         let platform = Self {
             services_dir,

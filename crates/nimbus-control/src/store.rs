@@ -1,5 +1,5 @@
-//! The embedded control store (redb): apps, revisions, content-addressed artifacts and token
-//! hashes, each change one ACID transaction made durable (fsync) before it returns, so whatever
+//! The embedded control store (redb): apps, revisions, content-addressed artifacts, token
+//! hashes and sealed secrets (`secrets.rs`), each change one ACID transaction made durable (fsync) before it returns, so whatever
 //! the API acknowledged survives `kill -9` and nothing half-written is ever visible.
 use std::path::Path;
 
@@ -12,6 +12,9 @@ const APPS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("apps");
 const REVISIONS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("revisions");
 const BLOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blobs");
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+
+mod secrets;
+pub use secrets::SecretRecord;
 
 /// How many earlier traffic settings an app keeps for rollback.
 pub const HISTORY: usize = 50;
@@ -136,6 +139,8 @@ impl Store {
         tx.open_table(REVISIONS).map_err(err)?;
         tx.open_table(BLOBS).map_err(err)?;
         tx.open_table(TOKENS).map_err(err)?;
+        tx.open_table(secrets::SECRETS).map_err(err)?;
+        tx.open_table(secrets::SECRET_KEYS).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Self { db })
     }
@@ -193,7 +198,7 @@ impl Store {
     }
 
     /// Deletes revisions of an app and the artifacts no other revision uses, with the app's new
-    /// record (or the app itself when `app` is `None`), all or nothing.
+    /// record (or the app itself and its secrets when `app` is `None`), all or nothing.
     pub fn delete_revisions(
         &self,
         app_name: &str,
@@ -214,7 +219,10 @@ impl Store {
             let mut apps = tx.open_table(APPS).map_err(err)?;
             match app {
                 Some(app) => apps.insert(app_name, &*encode(app)).map(drop).map_err(err)?,
-                None => apps.remove(app_name).map(drop).map_err(err)?,
+                None => {
+                    apps.remove(app_name).map(drop).map_err(err)?;
+                    secrets::delete_all(&tx, app_name)?;
+                }
             }
         }
         tx.commit().map_err(err)

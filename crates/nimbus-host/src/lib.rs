@@ -1,7 +1,8 @@
 //! The Nimbus app host: the one place that turns a validated app into a live revision and tears
 //! it down.
 //!
-//! [`AppHost::assemble`] loads (or takes from the compile cache) every function, checks that each
+//! [`AppHost::assemble`] reads every granted secret (failing while one is not set), loads (or
+//! takes from the compile cache) every function, checks that each
 //! trigger's component can handle it, starts every service and waits until each is ready, then
 //! builds the app's [`Gateway`]: its routes, its CloudEvents ingress (`/events/`), its actors
 //! (`/actors/`, sharing one activation per key across the app's revisions) and the gate on
@@ -20,7 +21,7 @@
 //! use nimbus_host::{AppHost, Components, HostEnv};
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
-//!     observer: nimbus_observe::Observer::disabled() });
+//!     observer: nimbus_observe::Observer::disabled(), secrets: None });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -30,6 +31,7 @@
 //! ```
 
 mod load;
+mod secrets;
 mod source;
 mod stop;
 
@@ -41,6 +43,7 @@ use nimbus_bus::{BusError, EventBus};
 use nimbus_gateway::{Callers, EventIngress, Gateway};
 use nimbus_manifest::{LoadedManifest, Manifest};
 use nimbus_observe::Observer;
+use nimbus_security::secrets::SecretSource;
 use nimbus_services::Service;
 use nimbus_state::KvStore;
 use nimbus_triggers::{AppTriggers, KvChanges};
@@ -65,6 +68,9 @@ pub struct HostEnv {
     pub callers: Arc<dyn Callers>,
     /// Where traces, metrics and logs go.
     pub observer: Observer,
+    /// Where components' granted secrets come from (the runtime reads functions' from the same
+    /// source); without one, an app granting secrets does not assemble.
+    pub secrets: Option<Arc<dyn SecretSource>>,
 }
 
 /// Assembles apps on one set of backends.
@@ -92,6 +98,9 @@ pub struct Revision {
 /// Why an app could not be assembled; every problem is a diagnostic pointing into the manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
+    /// A granted secret is not set or cannot be read.
+    #[error("{}", .0.join("\n"))]
+    Secrets(Vec<String>),
     /// A function does not load.
     #[error("{}", .0.join("\n"))]
     Functions(Vec<String>),
@@ -107,7 +116,7 @@ impl AssembleError {
     /// The diagnostics, one per problem.
     pub fn into_problems(self) -> Vec<String> {
         match self {
-            Self::Functions(p) | Self::Handlers(p) | Self::Services(p) => p,
+            Self::Secrets(p) | Self::Functions(p) | Self::Handlers(p) | Self::Services(p) => p,
         }
     }
 }
@@ -128,9 +137,11 @@ impl AppHost {
     pub async fn assemble(&self, loaded: &LoadedManifest, from: Components<'_>) -> Result<Revision, AssembleError> {
         let m = &loaded.manifest;
         let mut described = HashMap::new();
+        let mut secret_env = secrets::read(loaded, self.env.secrets.as_ref())?;
         let mut backends = load::functions(&self.env.runtime, loaded, &from, &mut described).await?;
         load::check_handlers(loaded, &backends)?;
-        let services = load::services(loaded, &from, &self.env.observer, &mut backends, &mut described).await?;
+        let services =
+            load::services(loaded, &from, &self.env.observer, &mut secret_env, &mut backends, &mut described).await?;
         let mut gateway =
             Gateway::from_manifest(m, &backends, &self.env.observer).with_callers(self.env.callers.clone());
         let topics = nimbus_triggers::app_topics(m);

@@ -69,12 +69,13 @@ pub(crate) fn check_handlers(
     if problems.is_empty() { Ok(()) } else { Err(AssembleError::Handlers(problems)) }
 }
 
-/// Starts every service of the app and waits until each has a ready process; on failure stops
+/// Starts every service of the app (with its granted `secrets` in its environment) and waits until each has a ready process; on failure stops
 /// them all.
 pub(crate) async fn services(
     loaded: &LoadedManifest,
     from: &Components<'_>,
     observer: &Observer,
+    secrets: &mut crate::secrets::SecretEnv,
     backends: &mut HashMap<String, Backend>,
     described: &mut HashMap<String, String>,
 ) -> Result<Vec<Arc<Service>>, AssembleError> {
@@ -91,6 +92,7 @@ pub(crate) async fn services(
                     spec.workdir = dir.to_path_buf();
                 }
                 spec.telemetry = observer.component(&m.app.name, name);
+                spec.secrets = secrets.remove(name).unwrap_or_default();
                 started.push((name, dir, Service::start(spec)));
             }
             Err(e) => problems.push(loaded.diagnostic(&at(name), e, from.service_hint()).to_string()),

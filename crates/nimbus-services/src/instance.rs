@@ -71,6 +71,7 @@ impl Instance {
             .env_clear()
             .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.secrets.iter().map(|(k, v)| (k, v.expose())))
             .env("PORT", port.to_string())
             .stdin(if sandboxed { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())

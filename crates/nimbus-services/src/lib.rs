@@ -2,7 +2,7 @@
 //! Knative / Cloud Run container contract), next to WebAssembly functions under the same routes.
 //!
 //! This crate owns running them: starting each process in its own process group with a clean
-//! environment (`PORT`, `PATH` and the manifest's `env`, nothing else), logging its output per
+//! environment (`PORT`, `PATH`, the manifest's `env` and the granted secrets, nothing else), logging its output per
 //! line, readiness and liveness probes (HTTP path or TCP), replacing a process that exits or fails
 //! liveness with exponential backoff (a crash loop is reported, not hidden), graceful termination
 //! (SIGTERM, grace period, SIGKILL), an autoscaler after Knative's KPA (stable and panic windows,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nimbus_manifest::{Component, ComponentKind, OutboundGrant, Probe, Scale};
 use nimbus_observe::ComponentTelemetry;
+use nimbus_security::secrets::SecretValue;
 
 /// Default seconds between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -24,6 +25,9 @@ pub struct ServiceSpec {
     pub outbound: Arc<[OutboundGrant]>,
     /// Its environment (`PORT` is added per instance; `PATH` comes from the host).
     pub env: Vec<(String, String)>,
+    /// Its granted secrets, as environment variables (`STRIPE_KEY`); set by the app host, which
+    /// reads them (none from [`ServiceSpec::from_component`]). `Debug` shows `[redacted]`.
+    pub secrets: Vec<(String, SecretValue)>,
     /// When a new process is ready.
     pub readiness: Probe,
     /// When a running process is broken.
@@ -54,6 +58,7 @@ impl ServiceSpec {
             root: app_dir.to_path_buf(),
             outbound: c.grants.outbound.as_slice().into(),
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            secrets: Vec::new(),
             readiness: c.readiness.clone().unwrap_or_default(),
             liveness: c.liveness.clone(),
             grace: c.shutdown_grace_s.map_or(DEFAULT_GRACE, Duration::from_secs),

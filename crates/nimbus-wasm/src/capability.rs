@@ -154,4 +154,5 @@ capabilities! {
     publish: crate::publish::Publish,
     outbound: crate::outbound::OutboundHttp,
     actor_client: crate::actor::ActorClient,
+    secrets: crate::config::Secrets,
 }

@@ -42,6 +42,7 @@
 mod actor;
 mod cache;
 mod capability;
+mod config;
 mod engine;
 mod error;
 mod events;

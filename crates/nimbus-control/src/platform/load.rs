@@ -33,6 +33,7 @@ impl Platform {
         let from = Components::Bundle { revision: id, artifacts: &bundle.artifacts, service_dirs: &service_dirs };
         let revision = self.host.assemble(loaded, from).await.map_err(|e| {
             let message = match e {
+                AssembleError::Secrets(_) => "a granted secret is not set; nothing was deployed",
                 AssembleError::Handlers(_) => "a trigger has no handler; nothing was deployed",
                 AssembleError::Functions(_) | AssembleError::Services(_) => {
                     "a component does not load; nothing was deployed"

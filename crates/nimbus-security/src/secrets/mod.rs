@@ -49,6 +49,9 @@ impl fmt::Display for SecretValue {
 pub trait SecretSource: Send + Sync + fmt::Debug {
     /// The value of secret `name` of `app`, if it is set.
     fn get(&self, app: &str, name: &str) -> Result<Option<SecretValue>, SecretsError>;
+
+    /// What to do so that secret `name` of `app` is set, for the error when it is not.
+    fn how_to_set(&self, app: &str, name: &str) -> String;
 }
 
 /// Why a secret could not be sealed, opened or found.

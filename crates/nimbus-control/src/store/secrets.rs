@@ -1,0 +1,111 @@
+//! Secrets in the control store: each app's sealed values and the wrapped data keys, never a
+//! plaintext value (the [`crate::Vault`] seals and opens them).
+use nimbus_security::secrets::{Sealed, WrappedKey};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, decode, encode, err};
+
+pub(super) const SECRETS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("secrets");
+pub(super) const SECRET_KEYS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("secret_keys");
+
+/// A secret as stored: its sealed value and when it was set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// The value, sealed under a data key.
+    pub sealed: Sealed,
+    /// Unix seconds.
+    pub updated_at: u64,
+}
+
+impl Store {
+    /// The wrapped data keys.
+    pub fn secret_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SECRET_KEYS).map_err(err)?;
+        table.iter().map_err(err)?.map(|row| decode(row.map_err(err)?.1.value())).collect()
+    }
+
+    /// Replaces every wrapped data key (after a rotation).
+    pub fn put_secret_keys(&self, keys: &[WrappedKey]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        write_keys(&tx, keys)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Secret `name` of `app`.
+    pub fn secret(&self, app: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SECRETS).map_err(err)?;
+        table.get((app, name)).map_err(err)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The secrets of `app` by name.
+    pub fn secrets(&self, app: &str) -> Result<Vec<(String, SecretRecord)>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SECRETS).map_err(err)?;
+        let rows = table.range((app, "")..).map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, value) = row.map_err(err)?;
+            let (owner, name) = key.value();
+            if owner != app {
+                break;
+            }
+            out.push((name.to_string(), decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Stores a secret, with the keyring's wrapped keys when they changed (its first data key),
+    /// all or nothing.
+    pub fn put_secret(
+        &self,
+        app: &str,
+        name: &str,
+        record: &SecretRecord,
+        keys: Option<&[WrappedKey]>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        if let Some(keys) = keys {
+            write_keys(&tx, keys)?;
+        }
+        tx.open_table(SECRETS).map_err(err)?.insert((app, name), &*encode(record)).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Deletes a secret; whether it existed.
+    pub fn delete_secret(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let existed = tx.open_table(SECRETS).map_err(err)?.remove((app, name)).map_err(err)?.is_some();
+        tx.commit().map_err(err)?;
+        Ok(existed)
+    }
+}
+
+/// Removes every secret of `app` in transaction `tx` (the app is being deleted).
+pub(super) fn delete_all(tx: &redb::WriteTransaction, app: &str) -> Result<(), StoreError> {
+    let mut table = tx.open_table(SECRETS).map_err(err)?;
+    let mut names = Vec::new();
+    for row in table.range((app, "")..).map_err(err)? {
+        let (key, _) = row.map_err(err)?;
+        let (owner, name) = key.value();
+        if owner != app {
+            break;
+        }
+        names.push(name.to_string());
+    }
+    for name in names {
+        table.remove((app, name.as_str())).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn write_keys(tx: &redb::WriteTransaction, keys: &[WrappedKey]) -> Result<(), StoreError> {
+    let mut table = tx.open_table(SECRET_KEYS).map_err(err)?;
+    table.retain(|_, _| false).map_err(err)?;
+    for key in keys {
+        table.insert(key.id, &*encode(key)).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The server's secrets: values sealed in the control store ([`nimbus_security::secrets`]),
+//! opened with the master key given at start. Values are write-only through the API (listing
+//! shows names and times), read by the app host and the runtime through [`SecretSource`], and
+//! never logged. Without a master key the server runs, but refuses to store secrets (and
+//! refuses to start if some are already stored); with the wrong one it refuses to start.
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use nimbus_manifest::SecretName;
+use nimbus_security::secrets::{Keyring, MASTER_KEY_ENV, MasterKey, SecretSource, SecretValue, SecretsError};
+
+use crate::error::ControlError;
+use crate::model::{RotatedKeys, SecretInfo};
+use crate::store::{SecretRecord, Store};
+
+/// The largest secret value, in bytes.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// Where the master key comes from: a private file (read again by a rotation, so a new key can
+/// be put in place without a restart) or the environment.
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    /// A file of 64 hex characters, mode 0600.
+    File(PathBuf),
+    /// [`MASTER_KEY_ENV`].
+    Env,
+}
+
+impl MasterKeySource {
+    fn load(&self) -> Result<MasterKey, SecretsError> {
+        match self {
+            Self::File(path) => MasterKey::from_file(path),
+            Self::Env => {
+                let text = zeroize::Zeroizing::new(std::env::var(MASTER_KEY_ENV).unwrap_or_default());
+                MasterKey::from_hex(&text, MASTER_KEY_ENV)
+            }
+        }
+    }
+}
+
+/// The secrets of every app on this server.
+#[derive(Debug)]
+pub struct Vault {
+    store: Arc<Store>,
+    master: Option<MasterKeySource>,
+    keyring: RwLock<Keyring>,
+}
+
+impl Vault {
+    /// Opens the stored data keys with the master key from `master`. Fails, so that nothing is
+    /// served half-configured, when the key is wrong or missing while secrets are stored.
+    pub fn open(store: Arc<Store>, master: Option<MasterKeySource>) -> Result<Self, ControlError> {
+        let wrapped = store.secret_keys()?;
+        let keyring = match &master {
+            Some(source) => Keyring::open(&source.load()?, &wrapped)?,
+            None if wrapped.is_empty() => Keyring::default(),
+            None => return Err(SecretsError::NoMasterKey.into()),
+        };
+        Ok(Self { store, master, keyring: RwLock::new(keyring) })
+    }
+
+    /// Sets secret `name` of `app`.
+    pub fn set(&self, app: &str, name: &SecretName, value: SecretValue) -> Result<SecretInfo, ControlError> {
+        let master = self.master()?;
+        let mut keyring = self.keyring.write().expect("keyring lock");
+        // The first secret ever creates the first data key, stored in the same transaction.
+        let first = if keyring.is_empty() { Some(keyring.rotated(&master)?) } else { None };
+        let sealing = first.as_ref().map_or(&*keyring, |(k, _)| k);
+        let sealed = sealing.seal(&context(app, name.as_str()), &value)?.expect("a keyring with a data key");
+        let record = SecretRecord { sealed, updated_at: crate::platform::now() };
+        self.store.put_secret(app, name.as_str(), &record, first.as_ref().map(|(_, w)| w.as_slice()))?;
+        if let Some((new, _)) = first {
+            *keyring = new;
+        }
+        Ok(SecretInfo { name: name.to_string(), updated_at: record.updated_at })
+    }
+
+    /// The secrets of `app`, without values.
+    pub fn list(&self, app: &str) -> Result<Vec<SecretInfo>, ControlError> {
+        Ok(self
+            .store
+            .secrets(app)?
+            .into_iter()
+            .map(|(name, r)| SecretInfo { name, updated_at: r.updated_at })
+            .collect())
+    }
+
+    /// Deletes secret `name` of `app`.
+    pub fn remove(&self, app: &str, name: &str) -> Result<(), ControlError> {
+        if self.store.delete_secret(app, name)? {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound(format!("app `{app}` has no secret `{name}`")))
+        }
+    }
+
+    /// Reads the master key again (a new one may have been put in its file), adds a data key
+    /// that seals from now on, and re-wraps every data key under the master key, in one
+    /// transaction. Values stay as they are and readable; nothing stops serving.
+    pub fn rotate(&self) -> Result<RotatedKeys, ControlError> {
+        let master = self.master()?;
+        let mut keyring = self.keyring.write().expect("keyring lock");
+        let (new, wrapped) = keyring.rotated(&master)?;
+        self.store.put_secret_keys(&wrapped)?;
+        *keyring = new;
+        Ok(RotatedKeys {
+            data_key: wrapped.iter().map(|w| w.id).max().unwrap_or_default(),
+            data_keys: wrapped.len(),
+            master_key: master.fingerprint().to_string(),
+        })
+    }
+
+    fn master(&self) -> Result<MasterKey, SecretsError> {
+        self.master.as_ref().ok_or(SecretsError::NoMasterKey)?.load()
+    }
+}
+
+impl SecretSource for Vault {
+    fn get(&self, app: &str, name: &str) -> Result<Option<SecretValue>, SecretsError> {
+        let record = self.store.secret(app, name).map_err(|e| SecretsError::Unavailable(Box::new(e)))?;
+        let Some(record) = record else { return Ok(None) };
+        self.keyring.read().expect("keyring lock").unseal(&context(app, name), &record.sealed).map(Some)
+    }
+
+    fn how_to_set(&self, app: &str, name: &str) -> String {
+        format!("set it with `nimbus secrets set --app {app} {name}` (the value from stdin), then deploy again")
+    }
+}
+
+/// What a value is bound to: it opens only as this app's secret of this name.
+fn context(app: &str, name: &str) -> String {
+    format!("{app}/{name}")
+}
