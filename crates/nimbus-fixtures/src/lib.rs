@@ -20,6 +20,9 @@ pub const EVENTS: &str = concat!(env!("OUT_DIR"), "/events.wasm");
 /// `wasi:http` component using `wasi:keyvalue` (store, atomics, batch) over HTTP paths
 /// (`/get/BUCKET/KEY`, `/set/...`, `/incr/...?by=N`, `/delete/...`, `/list/BUCKET`, `/batch/BUCKET`).
 pub const KV: &str = concat!(env!("OUT_DIR"), "/kv.wasm");
+/// `wasi:http` component reading secrets through `wasi:config/store` (`GET /secret/NAME`: the
+/// value, 404 `absent`, or 500 with the error; `GET /all`: the names `get-all` returns).
+pub const SECRETS: &str = concat!(env!("OUT_DIR"), "/secrets.wasm");
 /// `nimbus:actor/handler` counter actor (`incr`, `get`, and `fail`/`trap`, whose writes must roll back).
 pub const COUNTER: &str = concat!(env!("OUT_DIR"), "/counter.wasm");
 /// `wasi:http` component calling actors through `nimbus:actor/client` (`POST /call/TYPE/KEY/METHOD`).
