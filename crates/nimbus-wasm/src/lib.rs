@@ -12,12 +12,12 @@
 //! * WASI preview1 command modules run as CGI programs (WAGI).
 //!
 //! Host capabilities are plug-ins (the `capability` module; Spin's factors are the model): each
-//! one — keyvalue, publish, outbound HTTP, actor client — is a module that is configured at load
+//! one — keyvalue, publish, outbound HTTP, actor client, secrets (`wasi:config`) — is a module that is configured at load
 //! from the component's grants, links its interfaces only when granted, and prepares its state
 //! per instance. A component importing an interface it was not granted is refused at load with
 //! [`LinkError::NotGranted`], naming the grant to add; [`LoadError::hint`] says what to do about
 //! any load error. What a capability needs from the node comes from its own builder
-//! ([`Runtime::with_kv`], [`Runtime::with_bus`]); the actor host, which needs the loaded
+//! ([`Runtime::with_kv`], [`Runtime::with_bus`], [`Runtime::with_secrets`]); the actor host, which needs the loaded
 //! functions first, is bound after load ([`Function::bind_actors`], an [`ActorInvoker`] defined
 //! here and implemented above).
 //!
