@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nimbus_control::{
-    AppInfo, CreatedToken, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic,
+    AppInfo, CreatedToken, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, TokenInfo, Traffic,
     TrafficTarget, Whoami,
 };
 use reqwest::Method;
@@ -88,6 +88,13 @@ pub(crate) enum TokensCommand {
         /// Limit it to this app (repeatable); default: all apps.
         #[arg(long = "app")]
         apps: Vec<String>,
+        /// Limit it to these scopes (comma-separated or repeated): read, deploy, traffic,
+        /// data-read, data-write, secrets, admin; default: all its role allows.
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<Scope>,
+        /// Expire it after this long, e.g. `12h`, `30d`; default: never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -246,18 +253,38 @@ pub(crate) fn tokens(remote: &RemoteArgs, command: &TokensCommand) -> anyhow::Re
         TokensCommand::List(output) => {
             let tokens: Vec<TokenInfo> = client.get("/v1/tokens")?;
             output.print(&tokens, |tokens| {
-                println!("{:<14} {:<9} {:<20} {:<20} NAME", "ID", "ROLE", "APPS", "CREATED");
+                println!(
+                    "{:<14} {:<9} {:<16} {:<20} {:<20} {:<20} {:<20} NAME",
+                    "ID", "ROLE", "APPS", "SCOPES", "CREATED", "EXPIRES", "LAST USED"
+                );
                 for t in tokens {
                     let apps = if t.apps.is_empty() { "*".into() } else { t.apps.join(",") };
-                    println!("{:<14} {:<9} {apps:<20} {:<20} {}", t.id, t.role, time(t.created_at), t.name);
+                    let scopes: Vec<_> = t.effective_scopes().iter().map(|s| s.name()).collect();
+                    let scopes = if scopes.len() == t.role.scopes().len() { "*".into() } else { scopes.join(",") };
+                    let expires = t.expires_at.map_or_else(|| "never".into(), time);
+                    let used = t.last_used_at.map_or_else(|| "never".into(), time);
+                    println!(
+                        "{:<14} {:<9} {apps:<16} {scopes:<20} {:<20} {expires:<20} {used:<20} {}",
+                        t.id,
+                        t.role,
+                        time(t.created_at),
+                        t.name
+                    );
                 }
             })
         }
-        TokensCommand::Create { name, role, apps, output } => {
-            let new = NewToken { name: name.clone(), role: *role, apps: apps.clone() };
+        TokensCommand::Create { name, role, apps, scopes, ttl, output } => {
+            let new = NewToken {
+                name: name.clone(),
+                role: *role,
+                apps: apps.clone(),
+                scopes: scopes.clone(),
+                ttl_s: ttl.map(|t| t.as_secs().max(1)),
+            };
             let created: CreatedToken = client.send(Method::POST, "/v1/tokens", &new)?;
             output.print(&created, |c| {
-                println!("Created token {} ({}). It is shown only this once:", c.info.id, c.info.role);
+                let expires = c.info.expires_at.map_or_else(String::new, |at| format!(", expires {}", time(at)));
+                println!("Created token {} ({}{expires}). It is shown only this once:", c.info.id, c.info.role);
                 println!("{}", c.token);
             })
         }

@@ -14,11 +14,11 @@ use http::request::Parts;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use crate::auth::{Action, Principal, Tokens};
+use crate::auth::{Principal, Tokens};
 use crate::error::ControlError;
 use crate::model::{
     AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role,
-    RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami,
+    RollbackRequest, Scope, TokenInfo, Traffic, TrafficTarget, Whoami,
 };
 use crate::platform::{DeployOptions, Platform};
 
@@ -82,6 +82,9 @@ impl IntoResponse for ControlError {
         if let Self::Busy(_) = &self {
             resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         }
+        if let Self::TooManyFailures { retry_after_s } = &self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(*retry_after_s));
+        }
         resp
     }
 }
@@ -90,7 +93,8 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
     type Rejection = ControlError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
-        crate::auth::principal(&parts.headers, &state.tokens, state.dev)
+        let client = parts.extensions.get::<crate::auth::ClientIp>().map(|c| c.0);
+        crate::auth::principal(&parts.headers, &state.tokens, state.dev, client)
     }
 }
 
@@ -115,7 +119,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 #[openapi(
     info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens and secrets, publish and read events, read and write KV buckets."),
     paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
+    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -188,7 +192,7 @@ async fn deploy(
     q: Result<Query<DeployQuery>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
-    principal.check(Action::Write, None)?;
+    principal.check(Scope::Deploy, None)?;
     let q = query(q)?;
     // The upload holds its slot until the deploy is done: unpacking and compiling use memory too.
     let upload = s.uploads.receive(body).await?;
@@ -208,21 +212,21 @@ async fn deploy(
 /// Apps the token may see.
 #[utoipa::path(get, path = "/v1/apps", tag = "apps", responses((status = 200, body = [AppInfo]), (status = 401, body = ErrorBody)))]
 async fn list_apps(State(s): AppState, p: Principal) -> Result<Json<Vec<AppInfo>>, ControlError> {
-    p.check(Action::Read, None)?;
+    p.check(Scope::Read, None)?;
     Ok(Json(s.platform.apps(&p).await))
 }
 
 /// One app.
 #[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 200, body = AppInfo), (status = 404, body = ErrorBody)))]
 async fn show_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<Json<AppInfo>, ControlError> {
-    p.check(Action::Read, Some(&app))?;
+    p.check(Scope::Read, Some(&app))?;
     Ok(Json(s.platform.app(&app).await?))
 }
 
 /// Deletes an app and all its revisions.
 #[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<StatusCode, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Deploy, Some(&app))?;
     s.platform.delete_app(&app).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -234,7 +238,7 @@ async fn list_revisions(
     p: Principal,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<RevisionInfo>>, ControlError> {
-    p.check(Action::Read, Some(&app))?;
+    p.check(Scope::Read, Some(&app))?;
     Ok(Json(s.platform.revisions(&app).await?))
 }
 
@@ -245,7 +249,7 @@ async fn show_revision(
     p: Principal,
     Path((app, revision)): Path<(String, String)>,
 ) -> Result<Json<RevisionDetail>, ControlError> {
-    p.check(Action::Read, Some(&app))?;
+    p.check(Scope::Read, Some(&app))?;
     let mut detail = s.platform.revision(&app, &revision).await?;
     if !crate::redact::sees_env(&p, &app) {
         detail.manifest = crate::redact::redact_env(&detail.manifest);
@@ -260,7 +264,7 @@ async fn delete_revision(
     p: Principal,
     Path((app, revision)): Path<(String, String)>,
 ) -> Result<StatusCode, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Deploy, Some(&app))?;
     s.platform.delete_revision(&app, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -272,7 +276,7 @@ async fn show_traffic(
     p: Principal,
     Path(app): Path<String>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Action::Read, Some(&app))?;
+    p.check(Scope::Read, Some(&app))?;
     Ok(Json(s.platform.app(&app).await?.traffic))
 }
 
@@ -282,9 +286,10 @@ async fn set_traffic(
     State(s): AppState,
     p: Principal,
     Path(app): Path<String>,
-    JsonBody(traffic): JsonBody<Traffic>,
+    traffic: Result<JsonBody<Traffic>, ControlError>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Traffic, Some(&app))?;
+    let JsonBody(traffic) = traffic?;
     Ok(Json(s.platform.set_traffic(&app, traffic).await?))
 }
 
@@ -294,16 +299,17 @@ async fn rollback(
     State(s): AppState,
     p: Principal,
     Path(app): Path<String>,
-    JsonBody(req): JsonBody<RollbackRequest>,
+    req: Result<JsonBody<RollbackRequest>, ControlError>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Traffic, Some(&app))?;
+    let JsonBody(req) = req?;
     Ok(Json(s.platform.rollback(&app, req.to.as_deref()).await?))
 }
 
 /// Every token (without secrets). Admins only.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, body = ErrorBody)))]
 async fn list_tokens(State(s): AppState, p: Principal) -> Result<Json<Vec<TokenInfo>>, ControlError> {
-    p.check(Action::ManageTokens, None)?;
+    p.check(Scope::Admin, None)?;
     Ok(Json(s.tokens.list()?))
 }
 
@@ -312,9 +318,10 @@ async fn list_tokens(State(s): AppState, p: Principal) -> Result<Json<Vec<TokenI
 async fn create_token(
     State(s): AppState,
     p: Principal,
-    JsonBody(new): JsonBody<NewToken>,
+    new: Result<JsonBody<NewToken>, ControlError>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ControlError> {
-    p.check(Action::ManageTokens, None)?;
+    p.check(Scope::Admin, None)?;
+    let JsonBody(new) = new?;
     let created = s.tokens.create(&new)?;
     tracing::info!(token = %created.info.id, role = %created.info.role, "token created");
     Ok((StatusCode::CREATED, Json(created)))
@@ -323,7 +330,7 @@ async fn create_token(
 /// Revokes a token at once. Admins only.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke_token(State(s): AppState, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ControlError> {
-    p.check(Action::ManageTokens, None)?;
+    p.check(Scope::Admin, None)?;
     s.tokens.revoke(&id)?;
     tracing::info!(token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -1,28 +1,25 @@
 //! API tokens and who may do what. A token is `nbt_ID_SECRET`: the id is public and names the
 //! stored record, the 256-bit secret is shown once and only its SHA-256 is kept (a token is
 //! random, so a plain hash is enough; no password stretching is needed). Comparison is
-//! constant-time.
-use std::sync::Arc;
+//! constant-time. A token has a role, the [`Scope`]s it may use within it, optionally the apps it
+//! is limited to and an expiry; its last use is recorded (at most once a minute). Failed
+//! authentications are rate-limited per client address ([`crate::auth`]'s `Failures`), so a
+//! client guessing tokens is answered 429 before any more are checked.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ControlError;
-use crate::model::{CreatedToken, NewToken, Role, TokenInfo};
+use crate::model::{CreatedToken, NewToken, Role, Scope, TokenInfo};
 use crate::store::{Store, TokenRecord};
 
 const PREFIX: &str = "nbt_";
-
-/// What a caller wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Read apps, revisions and traffic.
-    Read,
-    /// Deploy, change traffic, roll back, delete revisions.
-    Write,
-    /// Create, list and revoke tokens.
-    ManageTokens,
-}
+/// Last-use times are written at most this often per token (each write is a durable commit).
+const TOUCH_EVERY_S: u64 = 60;
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
@@ -32,18 +29,24 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether this caller may do `action` on `app` (`None`: not about one app).
-    pub fn check(&self, action: Action, app: Option<&str>) -> Result<(), ControlError> {
+    /// Whether this caller may make a call of `scope` about `app` (`None`: not about one app).
+    /// [`Scope::Admin`] calls need a token not limited to apps.
+    pub fn check(&self, scope: Scope, app: Option<&str>) -> Result<(), ControlError> {
         let Some(token) = &self.token else { return Ok(()) };
-        let needed = match action {
-            Action::Read => Role::Viewer,
-            Action::Write => Role::Deployer,
-            Action::ManageTokens => Role::Admin,
-        };
-        if token.role > needed {
+        if !token.allows(scope) {
+            let held: Vec<_> = token.effective_scopes().iter().map(|s| s.name()).collect();
             return Err(ControlError::Forbidden(format!(
-                "token `{}` has role {}; this needs role {needed} or higher",
-                token.id, token.role
+                "token `{}` (role {}) holds scopes [{}]; this needs scope `{scope}`",
+                token.id,
+                token.role,
+                held.join(", ")
+            )));
+        }
+        if scope == Scope::Admin && !token.apps.is_empty() {
+            return Err(ControlError::Forbidden(format!(
+                "token `{}` is limited to apps [{}]; administering the server needs a token for every app",
+                token.id,
+                token.apps.join(", ")
             )));
         }
         if let Some(app) = app
@@ -64,6 +67,25 @@ impl Principal {
     }
 }
 
+/// The address a request came from, put in its extensions by the listener ([`crate::ApiHandler`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// What a data handler authenticates: the request's headers and the address it came from.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) ip: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { headers: parts.headers.clone(), ip: parts.extensions.get::<ClientIp>().map(|c| c.0) })
+    }
+}
+
 /// The bearer token of a request, if it sent one.
 pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ControlError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(None) };
@@ -75,10 +97,15 @@ pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ControlE
         .ok_or_else(|| ControlError::Unauthorized("the Authorization header is not `Bearer TOKEN`".into()))
 }
 
-/// Who sent a request: its verified token, or nobody in `--dev` mode.
-pub(crate) fn principal(headers: &http::HeaderMap, tokens: &Tokens, dev: bool) -> Result<Principal, ControlError> {
+/// Who sent a request from `client`: its verified token, or nobody in `--dev` mode.
+pub(crate) fn principal(
+    headers: &http::HeaderMap,
+    tokens: &Tokens,
+    dev: bool,
+    client: Option<IpAddr>,
+) -> Result<Principal, ControlError> {
     match bearer(headers)? {
-        Some(token) => Ok(Principal { token: Some(tokens.verify(token)?) }),
+        Some(token) => Ok(Principal { token: Some(tokens.verify_from(token, client)?) }),
         None if dev => Ok(Principal { token: None }),
         None => Err(ControlError::Unauthorized("this call needs an API token and none was sent".into())),
     }
@@ -88,12 +115,13 @@ pub(crate) fn principal(headers: &http::HeaderMap, tokens: &Tokens, dev: bool) -
 #[derive(Debug, Clone)]
 pub struct Tokens {
     store: Arc<Store>,
+    failures: Arc<Mutex<Failures>>,
 }
 
 impl Tokens {
     /// Tokens kept in `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, failures: Arc::default() }
     }
 
     /// Creates the first admin token if there is no token at all; returns it (to print once).
@@ -101,7 +129,13 @@ impl Tokens {
         if !self.store.tokens()?.is_empty() {
             return Ok(None);
         }
-        let new = NewToken { name: "initial admin".into(), role: Role::Admin, apps: Vec::new() };
+        let new = NewToken {
+            name: "initial admin".into(),
+            role: Role::Admin,
+            apps: Vec::new(),
+            scopes: Vec::new(),
+            ttl_s: None,
+        };
         self.create(&new).map(Some)
     }
 
@@ -113,6 +147,16 @@ impl Tokens {
                 "say what it is for, e.g. `ci-deploy`",
             ));
         }
+        if let Some(scope) = new.scopes.iter().find(|s| !new.role.scopes().contains(s)) {
+            let allowed: Vec<_> = new.role.scopes().iter().map(|s| s.name()).collect();
+            return Err(ControlError::bad_request(
+                format!("a {} token cannot hold scope `{scope}`", new.role),
+                format!("a {} token may hold [{}]; choose a role that allows it", new.role, allowed.join(", ")),
+            ));
+        }
+        if new.ttl_s == Some(0) {
+            return Err(ControlError::bad_request("a token's ttl must be positive", "e.g. `--ttl 30d`"));
+        }
         let mut id = [0u8; 6];
         let mut secret = [0u8; 32];
         getrandom::fill(&mut id)
@@ -120,12 +164,19 @@ impl Tokens {
             .map_err(|e| ControlError::internal("drawing random bytes for the token", e))?;
         let id = hex::encode(id);
         let secret = hex::encode(secret);
+        let now = crate::platform::now();
+        let mut scopes = if new.scopes.is_empty() { new.role.scopes().to_vec() } else { new.scopes.clone() };
+        scopes.sort();
+        scopes.dedup();
         let info = TokenInfo {
             id: id.clone(),
             name: new.name.trim().to_string(),
             role: new.role,
             apps: new.apps.clone(),
-            created_at: crate::platform::now(),
+            scopes,
+            created_at: now,
+            expires_at: new.ttl_s.map(|ttl| now.saturating_add(ttl)),
+            last_used_at: None,
         };
         self.store.put_token(&TokenRecord { info: info.clone(), secret_sha256: hash(&secret) })?;
         Ok(CreatedToken { token: format!("{PREFIX}{id}_{secret}"), info })
@@ -133,11 +184,46 @@ impl Tokens {
 
     /// The token a bearer string stands for.
     pub fn verify(&self, bearer: &str) -> Result<TokenInfo, ControlError> {
+        self.verify_from(bearer, None)
+    }
+
+    /// The token a bearer string sent from `client` stands for. A client that sent unknown
+    /// tokens too often lately is refused (429) before the token is looked at.
+    pub fn verify_from(&self, bearer: &str, client: Option<IpAddr>) -> Result<TokenInfo, ControlError> {
+        if let Some(ip) = client {
+            self.failures.lock().expect("failures lock").admit(ip)?;
+        }
+        let record = match self.lookup(bearer) {
+            Ok(record) => record,
+            Err(e) => {
+                if let (ControlError::Unauthorized(_), Some(ip)) = (&e, client) {
+                    self.failures.lock().expect("failures lock").record(ip);
+                }
+                return Err(e);
+            }
+        };
+        let (id, now) = (&record.info.id, crate::platform::now());
+        if let Some(expired) = record.info.expires_at.filter(|at| *at <= now) {
+            return Err(ControlError::Unauthorized(format!(
+                "token `{id}` expired at {}; ask an admin for a new one (`nimbus tokens create --ttl ...`)",
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(expired))
+            )));
+        }
+        if record.info.last_used_at.is_none_or(|at| now.saturating_sub(at) >= TOUCH_EVERY_S)
+            && let Err(e) = self.store.touch_token(id, now)
+        {
+            tracing::warn!(token = %id, error = %nimbus_observe::report(&e), "cannot record the token's last use");
+        }
+        Ok(record.info)
+    }
+
+    /// The stored token whose secret `bearer` holds.
+    fn lookup(&self, bearer: &str) -> Result<TokenRecord, ControlError> {
         let unknown = || ControlError::Unauthorized("the token is not valid (unknown, revoked or mistyped)".into());
         let (id, secret) = bearer.strip_prefix(PREFIX).and_then(|t| t.split_once('_')).ok_or_else(unknown)?;
         let record = self.store.token(id)?.ok_or_else(unknown)?;
         if bool::from(hash(secret).as_bytes().ct_eq(record.secret_sha256.as_bytes())) {
-            Ok(record.info)
+            Ok(record)
         } else {
             Err(unknown())
         }
@@ -156,4 +242,88 @@ impl Tokens {
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Failed authentications per client address: a bucket of [`Failures::BURST`] failures that
+/// refills one every [`Failures::REFILL`]; an empty bucket refuses the client until it refills.
+/// IPv6 clients count per /64 (one host usually owns one). At most [`Failures::MAX_CLIENTS`]
+/// addresses are tracked; full buckets are forgotten first.
+#[derive(Debug, Default)]
+struct Failures {
+    clients: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl Failures {
+    const BURST: f64 = 10.0;
+    const REFILL: Duration = Duration::from_secs(6);
+    const MAX_CLIENTS: usize = 10_000;
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+            v4 => v4,
+        }
+    }
+
+    /// The bucket of `ip` now, refilled for the time since it was last seen.
+    fn level(&self, ip: IpAddr, now: Instant) -> f64 {
+        self.clients.get(&Self::key(ip)).map_or(Self::BURST, |(level, at)| {
+            (level + now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST)
+        })
+    }
+
+    fn admit(&self, ip: IpAddr) -> Result<(), ControlError> {
+        let level = self.level(ip, Instant::now());
+        if level >= 1.0 {
+            return Ok(());
+        }
+        let wait = ((1.0 - level) * Self::REFILL.as_secs_f64()).ceil().max(1.0) as u64;
+        Err(ControlError::TooManyFailures { retry_after_s: wait })
+    }
+
+    fn record(&mut self, ip: IpAddr) {
+        let now = Instant::now();
+        let level = self.level(ip, now) - 1.0;
+        if self.clients.len() >= Self::MAX_CLIENTS {
+            self.clients.retain(|_, (l, at)| {
+                *l + now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64() < Self::BURST
+            });
+            if self.clients.len() >= Self::MAX_CLIENTS
+                && let Some(evict) = self.clients.keys().next().copied()
+            {
+                self.clients.remove(&evict);
+            }
+        }
+        self.clients.insert(Self::key(ip), (level.max(0.0), now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_keeps_failing_is_refused_and_others_are_not() {
+        let mut f = Failures::default();
+        let (bad, good): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        for _ in 0..10 {
+            f.admit(bad).unwrap();
+            f.record(bad);
+        }
+        match f.admit(bad) {
+            Err(ControlError::TooManyFailures { retry_after_s }) => assert!((1..=6).contains(&retry_after_s)),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        f.admit(good).unwrap();
+        // One /64 is one client.
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        for _ in 0..10 {
+            f.record(a);
+        }
+        assert!(f.admit(b).is_err());
+    }
 }

@@ -10,8 +10,9 @@ use nimbus_bus::EventBus;
 use nimbus_state::KvStore;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Action, Tokens};
+use crate::auth::{Caller, Tokens};
 use crate::error::ControlError;
+use crate::model::Scope;
 
 /// Who may call the data endpoints.
 #[derive(Debug)]
@@ -35,9 +36,17 @@ pub enum DataAuth {
 }
 
 impl DataAuth {
-    fn check_app(&self, headers: &HeaderMap, action: Action, app: &str) -> Result<(), ControlError> {
+    fn check_app(
+        &self,
+        headers: &HeaderMap,
+        client: Option<std::net::IpAddr>,
+        scope: Scope,
+        app: &str,
+    ) -> Result<(), ControlError> {
         match self {
-            DataAuth::Tokens { tokens, dev } => crate::auth::principal(headers, tokens, *dev)?.check(action, Some(app)),
+            DataAuth::Tokens { tokens, dev } => {
+                crate::auth::principal(headers, tokens, *dev, client)?.check(scope, Some(app))
+            }
             DataAuth::Local { token, app: serving } => {
                 check_local(headers, token)?;
                 if app == serving {
@@ -53,11 +62,16 @@ impl DataAuth {
 }
 
 /// The gateway's `POST /events/TOPIC` and `POST /actors/...` of topics and actor types that are
-/// not `public` take the callers that may write the app's data through this API (a deployer or
-/// admin token for the app; `--dev` without a token; the local token under `nimbus up`).
+/// not `public` take the callers that may write the app's data through this API (a token with scope
+/// `data-write` for the app; `--dev` without a token; the local token under `nimbus up`).
 impl nimbus_gateway::Callers for DataAuth {
-    fn authorize(&self, app: &str, headers: &HeaderMap) -> Result<(), (http::StatusCode, String)> {
-        self.check_app(headers, Action::Write, app).map_err(|e| (e.status(), e.to_string()))
+    fn authorize(
+        &self,
+        app: &str,
+        headers: &HeaderMap,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), (http::StatusCode, String)> {
+        self.check_app(headers, client, Scope::DataWrite, app).map_err(|e| (e.status(), e.to_string()))
     }
 }
 
@@ -75,11 +89,11 @@ pub struct DataState {
 }
 
 impl DataState {
-    pub(crate) fn check(&self, headers: &HeaderMap, action: Action) -> Result<(), ControlError> {
+    pub(crate) fn check(&self, caller: &Caller, scope: Scope) -> Result<(), ControlError> {
         match &self.auth {
             DataAuth::Tokens { tokens, dev } => {
-                let principal = crate::auth::principal(headers, tokens, *dev)?;
-                principal.check(action, None)?;
+                let principal = crate::auth::principal(&caller.headers, tokens, *dev, caller.ip)?;
+                principal.check(scope, None)?;
                 match principal.token {
                     Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
                         "token `{}` is limited to apps [{}]; traces, metrics and logs span every app, so they need a token for every app (an app's topics and buckets are under /v1/apps/APP/)",
@@ -89,14 +103,14 @@ impl DataState {
                     _ => Ok(()),
                 }
             }
-            DataAuth::Local { token, .. } => check_local(headers, token),
+            DataAuth::Local { token, .. } => check_local(&caller.headers, token),
         }
     }
 
     /// Checks a call about the data (topics, buckets) of `app`: the caller's token must allow
-    /// `action` on that app.
-    pub(crate) fn check_app(&self, headers: &HeaderMap, action: Action, app: &str) -> Result<(), ControlError> {
-        self.auth.check_app(headers, action, app)
+    /// calls of `scope` on that app.
+    pub(crate) fn check_app(&self, caller: &Caller, scope: Scope, app: &str) -> Result<(), ControlError> {
+        self.auth.check_app(&caller.headers, caller.ip, scope, app)
     }
 
     pub(crate) fn bus(&self) -> Result<Arc<dyn EventBus>, ControlError> {

@@ -70,6 +70,13 @@ pub enum ControlError {
     /// Too many requests of this kind run at once (503 with `Retry-After`); nothing was done.
     #[error("{0}")]
     Busy(String),
+    /// This client failed to authenticate too often lately (429 with `Retry-After`); the token
+    /// it sent was not checked.
+    #[error("too many failed authentications from this address; retry in {retry_after_s} s")]
+    TooManyFailures {
+        /// Seconds until it may try again.
+        retry_after_s: u64,
+    },
     /// Secrets cannot be sealed or opened (503 without a master key, else 500); nothing was
     /// changed. Never carries a value.
     #[error("secrets are unavailable")]
@@ -131,6 +138,7 @@ impl ControlError {
             Self::Store(_) | Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable { .. } | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Secrets(SecretsError::NoMasterKey) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Secrets(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -152,6 +160,7 @@ impl ControlError {
             Self::Unavailable { .. } => "unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Busy(_) => "busy",
+            Self::TooManyFailures { .. } => "too_many_failures",
             Self::Secrets(SecretsError::NoMasterKey) => "secrets_unconfigured",
             Self::Secrets(_) => "secrets_failed",
         }
@@ -181,6 +190,9 @@ impl ControlError {
                 "send JSON as `Content-Type: application/json` and a bundle as `application/x-tar`, as `nimbus` does"
             }
             Self::Busy(_) => "retry after the number of seconds in `Retry-After`",
+            Self::TooManyFailures { .. } => {
+                "wait the seconds in `Retry-After`, then send a valid token; failed attempts from one address are limited"
+            }
             Self::Secrets(SecretsError::NoMasterKey) => {
                 "start the server with --master-key-file FILE (or NIMBUS_MASTER_KEY); create one with `openssl rand -hex 32`"
             }

@@ -29,10 +29,14 @@ impl nimbus_gateway::Handler for ApiHandler {
     fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,
-        _client: Option<std::net::SocketAddr>,
+        client: Option<std::net::SocketAddr>,
     ) -> impl Future<Output = http::Response<axum::body::Body>> + Send {
         let mut router = self.router.clone();
-        let req = nimbus_gateway::watch_body(req).map(axum::body::Body::new);
+        let mut req = nimbus_gateway::watch_body(req).map(axum::body::Body::new);
+        // Failed authentications are limited per client address.
+        if let Some(client) = client {
+            req.extensions_mut().insert(crate::auth::ClientIp(client.ip()));
+        }
         // Dropped with the connection (closed by the client or the idle timeout), the request's
         // task is aborted, so what it holds (an upload's file) goes with it.
         let task = AbortOnDrop(self.runtime.spawn(async move {

@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use nimbus_state::Bucket;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Action;
+use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
+use crate::model::Scope;
 
 /// The largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -30,9 +31,9 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
         .route("/v1/apps/{app}/kv/{bucket}/keys/{*key}", get(read).put(write).delete(remove))
 }
 
-/// The bucket `name` of `app`, once the caller may `action` on the app's data.
-fn bucket(s: &DataState, headers: &HeaderMap, action: Action, app: &str, name: &str) -> Result<Bucket, ControlError> {
-    s.check_app(headers, action, app)?;
+/// The bucket `name` of `app`, once the caller may make calls of `scope` on the app's data.
+fn bucket(s: &DataState, caller: &Caller, scope: Scope, app: &str, name: &str) -> Result<Bucket, ControlError> {
+    s.check_app(caller, scope, app)?;
     Ok(Bucket::new(app, name)?)
 }
 
@@ -64,10 +65,10 @@ pub struct KeyPage {
 async fn list(
     State(s): KvApp,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, ControlError> {
-    let bucket = bucket(&s, &headers, Action::Read, &app, &name)?;
+    let bucket = bucket(&s, &caller, Scope::DataRead, &app, &name)?;
     let q = crate::api::query(q)?;
     let page = s
         .kv()?
@@ -82,9 +83,9 @@ async fn list(
 async fn read(
     State(s): KvApp,
     Path((app, name, key)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ControlError> {
-    let bucket = bucket(&s, &headers, Action::Read, &app, &name)?;
+    let bucket = bucket(&s, &caller, Scope::DataRead, &app, &name)?;
     let entry = s
         .kv()?
         .get(&bucket, &key)
@@ -119,11 +120,11 @@ pub struct Written {
 async fn write(
     State(s): KvApp,
     Path((app, name, key)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<WriteQuery>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<Json<Written>, ControlError> {
-    let bucket = bucket(&s, &headers, Action::Write, &app, &name)?;
+    let bucket = bucket(&s, &caller, Scope::DataWrite, &app, &name)?;
     let q = crate::api::query(q)?;
     let value = crate::data::read_body(body, MAX_VALUE_BYTES, "a value").await?;
     let revision = s.kv()?.set(&bucket, &key, value, q.ttl_s.map(Duration::from_secs)).await?;
@@ -136,9 +137,9 @@ async fn write(
 async fn remove(
     State(s): KvApp,
     Path((app, name, key)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<StatusCode, ControlError> {
-    let bucket = bucket(&s, &headers, Action::Write, &app, &name)?;
+    let bucket = bucket(&s, &caller, Scope::DataWrite, &app, &name)?;
     s.kv()?.delete(&bucket, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,7 +5,8 @@
 //! `nimbus.toml` and one `.wasm` per component, validated and compiled before anything is
 //! stored), traffic splitting by percent and tag, rollback, ownership of hosts and routes between apps
 //! (a deploy never takes another app's requests unless an admin says so),
-//! API tokens with roles, the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
+//! API tokens with roles, scopes, app limits and expiry (failed authentications rate-limited per
+//! client address), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
 //! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
 //! logs), deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
@@ -65,7 +66,7 @@ mod upload;
 mod vault;
 
 pub use api::{ApiState, openapi_json, router};
-pub use auth::{Action, Principal, Tokens};
+pub use auth::{ClientIp, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
 pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A token's role. Admins do everything; deployers deploy and move traffic of their apps;
-/// viewers read.
+/// A token's role: the most its [`Scope`]s may be. Admins do everything; deployers deploy, move
+/// traffic and use the data and secrets of their apps; viewers read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -24,6 +24,76 @@ impl std::fmt::Display for Role {
             Self::Admin => "admin",
             Self::Deployer => "deployer",
             Self::Viewer => "viewer",
+        })
+    }
+}
+
+impl Role {
+    /// Every scope a token of this role may hold (and holds unless created with fewer).
+    pub fn scopes(self) -> &'static [Scope] {
+        use Scope::*;
+        match self {
+            Self::Admin => &[Read, Deploy, Traffic, DataRead, DataWrite, Secrets, Admin],
+            Self::Deployer => &[Read, Deploy, Traffic, DataRead, DataWrite, Secrets],
+            Self::Viewer => &[Read, DataRead],
+        }
+    }
+}
+
+/// One kind of call a token may make. Every API route needs exactly one (`whoami` none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Read apps, revisions (manifests with `env` redacted), traffic, secrets' names, traces,
+    /// metrics and logs.
+    Read,
+    /// Deploy revisions, delete revisions and apps, read manifests with their `env`.
+    Deploy,
+    /// Change traffic splits and tags, roll back.
+    Traffic,
+    /// Read an app's topics and KV buckets.
+    DataRead,
+    /// Publish to an app's topics, replay dead letters, write KV buckets; call its non-public
+    /// topics and actor types through the gateway.
+    DataWrite,
+    /// Set and remove an app's secrets.
+    Secrets,
+    /// Create, list and revoke tokens; rotate the secrets' keys (never limited to apps).
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in order.
+    pub const ALL: &'static [Scope] =
+        &[Self::Read, Self::Deploy, Self::Traffic, Self::DataRead, Self::DataWrite, Self::Secrets, Self::Admin];
+
+    /// Its name, as written in requests (`data-read`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Deploy => "deploy",
+            Self::Traffic => "traffic",
+            Self::DataRead => "data-read",
+            Self::DataWrite => "data-write",
+            Self::Secrets => "secrets",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.iter().copied().find(|scope| scope.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown scope `{s}`; use one of {}", names.join(", "))
         })
     }
 }
@@ -169,8 +239,29 @@ pub struct TokenInfo {
     pub role: Role,
     /// Apps it is limited to; empty: all apps.
     pub apps: Vec<String>,
+    /// What it may do (within its role); empty in records older than scopes: all of its role's.
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
     /// Unix seconds.
     pub created_at: u64,
+    /// When it stops being accepted, Unix seconds; never if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// When a call last used it, Unix seconds (updated at most once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
+}
+
+impl TokenInfo {
+    /// Whether it may make calls of `scope` (on apps it is not limited away from).
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.role.scopes().contains(&scope) && (self.scopes.is_empty() || self.scopes.contains(&scope))
+    }
+
+    /// The scopes it holds.
+    pub fn effective_scopes(&self) -> Vec<Scope> {
+        Scope::ALL.iter().copied().filter(|s| self.allows(*s)).collect()
+    }
 }
 
 /// Body of a token creation.
@@ -184,6 +275,12 @@ pub struct NewToken {
     /// Apps it is limited to; empty or absent: all apps.
     #[serde(default)]
     pub apps: Vec<String>,
+    /// What it may do, within its role; empty or absent: everything its role may.
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+    /// Seconds until it expires; absent: never.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 /// A freshly created token: the secret is shown this once and only its hash is kept.

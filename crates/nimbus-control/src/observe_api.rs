@@ -10,14 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderValue, header};
 use nimbus_observe::{LogQuery, LogRecord, SpanView, TraceQuery, TraceSummary};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Action;
+use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
+use crate::model::Scope;
 
 type ObserveApp = State<Arc<DataState>>;
 
@@ -34,8 +35,8 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
 /// bearer credential).
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses((status = 200, content_type = "application/openmetrics-text", body = String), (status = 404, body = crate::ErrorBody)))]
-async fn metrics(State(s): ObserveApp, headers: HeaderMap) -> Result<Response, ControlError> {
-    s.check(&headers, Action::Read)?;
+async fn metrics(State(s): ObserveApp, caller: Caller) -> Result<Response, ControlError> {
+    s.check(&caller, Scope::Read)?;
     let metrics = s
         .observer
         .metrics()
@@ -90,10 +91,10 @@ fn store(s: &DataState) -> Result<nimbus_observe::TraceStore, ControlError> {
     responses((status = 200, body = TraceList), (status = 400, body = crate::ErrorBody)))]
 async fn list_traces(
     State(s): ObserveApp,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<TracesQuery>, QueryRejection>,
 ) -> Result<Json<TraceList>, ControlError> {
-    s.check(&headers, Action::Read)?;
+    s.check(&caller, Scope::Read)?;
     let q = crate::api::query(q)?;
     let store = store(&s)?;
     s.observer.flush().await;
@@ -115,9 +116,9 @@ async fn list_traces(
 async fn show_trace(
     State(s): ObserveApp,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<TraceDetail>, ControlError> {
-    s.check(&headers, Action::Read)?;
+    s.check(&caller, Scope::Read)?;
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ControlError::bad_request(
             format!("`{id}` is not a trace id"),
@@ -166,10 +167,10 @@ pub struct LogList {
     responses((status = 200, body = LogList, description = "JSON, or NDJSON (one record per line) with `follow`"), (status = 400, body = crate::ErrorBody)))]
 async fn logs(
     State(s): ObserveApp,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ControlError> {
-    s.check(&headers, Action::Read)?;
+    s.check(&caller, Scope::Read)?;
     let q = crate::api::query(q)?;
     let store =
         s.observer.logs().cloned().ok_or_else(|| ControlError::NotFound("this node keeps no logs on disk".into()))?;

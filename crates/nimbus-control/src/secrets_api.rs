@@ -11,9 +11,9 @@ use nimbus_manifest::SecretName;
 use nimbus_security::secrets::SecretValue;
 
 use crate::api::ApiState;
-use crate::auth::{Action, Principal};
+use crate::auth::Principal;
 use crate::error::ControlError;
-use crate::model::{ErrorBody, RotatedKeys, SecretInfo, SecretList};
+use crate::model::{ErrorBody, RotatedKeys, Scope, SecretInfo, SecretList};
 
 type Api = State<Arc<ApiState>>;
 
@@ -32,7 +32,7 @@ fn name(name: &str) -> Result<SecretName, ControlError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path)),
     responses((status = 200, body = SecretList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list(State(s): Api, p: Principal, Path(app): Path<String>) -> Result<Json<SecretList>, ControlError> {
-    p.check(Action::Read, Some(&app))?;
+    p.check(Scope::Read, Some(&app))?;
     Ok(Json(SecretList { secrets: s.vault.list(&app)? }))
 }
 
@@ -49,7 +49,7 @@ async fn set(
     Path((app, secret)): Path<(String, String)>,
     body: axum::body::Body,
 ) -> Result<Json<SecretInfo>, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Secrets, Some(&app))?;
     nimbus_manifest::check_app_name(&app).map_err(|e| ControlError::bad_request(format!("app {e}"), "name the app"))?;
     let secret = name(&secret)?;
     let bytes = crate::data::read_body(body, crate::MAX_SECRET_BYTES, "a secret value").await?;
@@ -68,7 +68,7 @@ async fn remove(
     p: Principal,
     Path((app, secret)): Path<(String, String)>,
 ) -> Result<StatusCode, ControlError> {
-    p.check(Action::Write, Some(&app))?;
+    p.check(Scope::Secrets, Some(&app))?;
     s.vault.remove(&app, name(&secret)?.as_str())?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -79,6 +79,6 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/secrets/rotate", tag = "secrets",
     responses((status = 200, body = RotatedKeys), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn rotate(State(s): Api, p: Principal) -> Result<Json<RotatedKeys>, ControlError> {
-    p.check(Action::ManageTokens, None)?;
+    p.check(Scope::Admin, None)?;
     Ok(Json(s.vault.rotate()?))
 }

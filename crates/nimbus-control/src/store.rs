@@ -249,6 +249,21 @@ impl Store {
         tx.commit().map_err(err)
     }
 
+    /// Records that token `id` was used at `now`, if it still exists (a revoked token is not
+    /// brought back).
+    pub fn touch_token(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(TOKENS).map_err(err)?;
+            let current = table.get(id).map_err(err)?.map(|v| decode::<TokenRecord>(v.value())).transpose()?;
+            if let Some(mut record) = current {
+                record.info.last_used_at = Some(now);
+                table.insert(id, &*encode(&record)).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Deletes a token; whether it existed.
     pub fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
         let tx = self.db.begin_write().map_err(err)?;

@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use nimbus_bus::{AttributesReader, PublishOptions, Topic};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Action;
+use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
+use crate::model::Scope;
 
 /// The most events one read returns.
 const MAX_PAGE: usize = 1000;
@@ -31,9 +32,9 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
         .route("/v1/apps/{app}/topics/{topic}/replay", post(replay))
 }
 
-/// The topic `name` of `app`, once the caller may `action` on the app's data.
-fn topic(s: &DataState, headers: &HeaderMap, action: Action, app: &str, name: &str) -> Result<Topic, ControlError> {
-    s.check_app(headers, action, app)?;
+/// The topic `name` of `app`, once the caller may make calls of `scope` on the app's data.
+fn topic(s: &DataState, caller: &Caller, scope: Scope, app: &str, name: &str) -> Result<Topic, ControlError> {
+    s.check_app(caller, scope, app)?;
     Topic::new(app, name)
         .map_err(|e| ControlError::bad_request(e.to_string(), "topics are named like `orders` or `orders.dlq`"))
 }
@@ -60,12 +61,12 @@ pub struct PublishedEvent {
 async fn publish(
     State(s): TopicsApp,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
-    let topic = topic(&s, &headers, Action::Write, &app, &name)?;
+    let topic = topic(&s, &caller, Scope::DataWrite, &app, &name)?;
     let bytes = crate::data::read_body(body, nimbus_gateway::MAX_EVENT_BYTES, "an event").await?;
-    let event = nimbus_bus::http::read_event(&headers, bytes.to_vec())?;
+    let event = nimbus_bus::http::read_event(&caller.headers, bytes.to_vec())?;
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
     let body = PublishedEvent { topic: name, id: event.id().to_string(), seq: p.seq, duplicate: p.duplicate };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -111,10 +112,10 @@ pub struct StoredEvent {
 async fn read(
     State(s): TopicsApp,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ControlError> {
-    let topic = topic(&s, &headers, Action::Read, &app, &name)?;
+    let topic = topic(&s, &caller, Scope::DataRead, &app, &name)?;
     let q = crate::api::query(q)?;
     let from = match q.latest {
         Some(true) => s.bus()?.last(&topic).await?.map_or(1, |e| e.seq + 1),
@@ -156,9 +157,9 @@ pub struct Replayed {
 async fn replay(
     State(s): TopicsApp,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Replayed>, ControlError> {
-    let topic = topic(&s, &headers, Action::Write, &app, &name)?;
+    let topic = topic(&s, &caller, Scope::DataWrite, &app, &name)?;
     let replayed = nimbus_bus::dispatch::replay(&*s.bus()?, &topic, Duration::from_millis(300)).await?;
     tracing::info!(%topic, replayed, "dead letters replayed");
     Ok(Json(Replayed { replayed }))

@@ -15,9 +15,15 @@ use crate::respond::error;
 
 /// Decides whether a request may write an app's data (publish events, call actors).
 pub trait Callers: Send + Sync + std::fmt::Debug {
-    /// `Ok` if the request's credentials (its `Authorization` header) may write the data of
-    /// `app`; otherwise the status (401: none or unknown, 403: not allowed) and why.
-    fn authorize(&self, app: &str, headers: &http::HeaderMap) -> Result<(), (StatusCode, String)>;
+    /// `Ok` if the request's credentials (its `Authorization` header), sent from `client`, may
+    /// write the data of `app`; otherwise the status (401: none or unknown, 403: not allowed,
+    /// 429: this client failed too often lately) and why.
+    fn authorize(
+        &self,
+        app: &str,
+        headers: &http::HeaderMap,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), (StatusCode, String)>;
 }
 
 /// What an app opens to anyone, and who decides for the rest.
@@ -49,12 +55,13 @@ impl Openness {
         &self,
         name: &str,
         headers: &http::HeaderMap,
+        client: Option<std::net::IpAddr>,
         id: &RequestId,
     ) -> Option<http::Response<GatewayBody>> {
         if self.topics.contains(name) {
             return None;
         }
-        self.refusal(&format!("topic `{name}`"), "its [[trigger.topic]]", headers, id)
+        self.refusal(&format!("topic `{name}`"), "its [[trigger.topic]]", headers, client, id)
     }
 
     /// `None` if the request may call actors of type `name`; the refusal otherwise.
@@ -62,12 +69,13 @@ impl Openness {
         &self,
         name: &str,
         headers: &http::HeaderMap,
+        client: Option<std::net::IpAddr>,
         id: &RequestId,
     ) -> Option<http::Response<GatewayBody>> {
         if self.actor_types.contains(name) {
             return None;
         }
-        self.refusal(&format!("actor type `{name}`"), "its [[trigger.actor]]", headers, id)
+        self.refusal(&format!("actor type `{name}`"), "its [[trigger.actor]]", headers, client, id)
     }
 
     fn refusal(
@@ -75,11 +83,12 @@ impl Openness {
         what: &str,
         trigger: &str,
         headers: &http::HeaderMap,
+        client: Option<std::net::IpAddr>,
         id: &RequestId,
     ) -> Option<http::Response<GatewayBody>> {
         let app = &self.app;
         let (status, why) = match &self.callers {
-            Some(callers) => callers.authorize(app, headers).err()?,
+            Some(callers) => callers.authorize(app, headers, client).err()?,
             None => (StatusCode::FORBIDDEN, "this gateway takes no credentials".to_string()),
         };
         let message = format!(

@@ -85,7 +85,7 @@ impl Gateway {
         {
             span.set("http.route", "/events/{topic}");
             span.rename("POST /events/{topic}");
-            if let Some(refused) = self.openness.topic(topic, req.headers(), id) {
+            if let Some(refused) = self.openness.topic(topic, req.headers(), client.map(|c| c.ip()), id) {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
@@ -97,7 +97,7 @@ impl Gateway {
             span.set("http.route", "/actors/{type}/{key}/{method}");
             span.rename("POST /actors/{type}/{key}/{method}");
             let actor_type = path.split('/').next().unwrap_or_default();
-            if let Some(refused) = self.openness.actor(actor_type, req.headers(), id) {
+            if let Some(refused) = self.openness.actor(actor_type, req.headers(), client.map(|c| c.ip()), id) {
                 return (refused, None);
             }
             continue_trace(span, &mut req);

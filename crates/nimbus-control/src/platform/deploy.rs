@@ -10,9 +10,10 @@ use nimbus_manifest::{LoadedManifest, RoutePattern};
 use super::checks::{check_artifacts, check_host, check_tag};
 use super::load::{Load, parse_manifest};
 use super::{AppState, Loaded, Platform, blocking, claimed_routes, get, now, retention};
-use crate::auth::{Action, Principal};
+use crate::auth::Principal;
 use crate::bundle::{Bundle, digest};
 use crate::error::ControlError;
+use crate::model::Scope;
 use crate::model::{ArtifactInfo, DeployResult, Traffic};
 use crate::ownership::Claim;
 use crate::store::{AppRecord, DeployWrite, RevisionRecord};
@@ -143,7 +144,7 @@ impl Platform {
         principal: &Principal,
     ) -> Result<LoadedManifest, ControlError> {
         let loaded = parse_manifest(&bundle.manifest)?;
-        principal.check(Action::Write, Some(&loaded.manifest.app.name))?;
+        principal.check(Scope::Deploy, Some(&loaded.manifest.app.name))?;
         check_artifacts(&loaded, bundle)?;
         super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
         if let Some(hosts) = &options.hosts {

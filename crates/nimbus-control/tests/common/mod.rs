@@ -161,7 +161,8 @@ impl Server {
 
 fn principal(tokens: &Tokens, role: Role, apps: &[&str]) -> Principal {
     let apps = apps.iter().map(ToString::to_string).collect();
-    let created = tokens.create(&NewToken { name: format!("{role} test"), role, apps }).unwrap();
+    let created =
+        tokens.create(&NewToken { name: format!("{role} test"), role, apps, scopes: Vec::new(), ttl_s: None }).unwrap();
     Principal { token: Some(tokens.verify(&created.token).unwrap()) }
 }
 
