@@ -30,6 +30,7 @@ mod schema;
 mod server;
 mod serving;
 mod templates;
+mod tls;
 mod traces;
 mod up;
 

@@ -205,7 +205,12 @@ struct Connection {
 /// Serves one accepted connection on the next connection thread, holding its slot of the
 /// listener's cap until it closes, and closing it after `idle_timeout` without activity (the
 /// TLS handshake, when there is one, counts as inactivity).
-fn spawn_connection<H: Handler>(stream: std::net::TcpStream, conn: Connection, gateway: Arc<H>, idle_timeout: Duration) {
+fn spawn_connection<H: Handler>(
+    stream: std::net::TcpStream,
+    conn: Connection,
+    gateway: Arc<H>,
+    idle_timeout: Duration,
+) {
     crate::workers::next().spawn(async move {
         let peer = conn.peer;
         let stream = match TcpStream::from_std(stream) {
@@ -225,7 +230,9 @@ fn spawn_connection<H: Handler>(stream: std::net::TcpStream, conn: Connection, g
                 Ok(crate::tls::Opening::Closed) | Err(_) => return,
             }
             match tls.acceptor.accept(stream).await {
-                Ok(stream) => serve_io(TokioIo::new(stream), peer, &builder, watcher, gateway, requests, tls.hsts).await,
+                Ok(stream) => {
+                    serve_io(TokioIo::new(stream), peer, &builder, watcher, gateway, requests, tls.hsts).await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             }
         });

@@ -51,10 +51,7 @@ pub(crate) async fn refuse_plaintext(mut stream: TcpStream, port: u16) {
         .map(|(_, value)| value.trim())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| format!("HOST:{port}"), |h| h.to_string());
-    let body = format!(
-        "This port speaks TLS (HTTPS), not plain HTTP: use https://{host}{}\n",
-        path.unwrap_or("/")
-    );
+    let body = format!("This port speaks TLS (HTTPS), not plain HTTP: use https://{host}{}\n", path.unwrap_or("/"));
     let resp = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

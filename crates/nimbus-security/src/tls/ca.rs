@@ -58,9 +58,8 @@ impl LocalCa {
     /// The CA in `dir`, created (with the directory, mode 0700) if `dir` holds no root yet.
     pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
         let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.into(), source })
-        };
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.into(), source });
         if cert_path.exists() {
             let key = KeyPair::from_pem(&read(&key_path)?).map_err(generate("read the local CA's key"))?;
             return Ok(Self { dir: dir.into(), cert_pem: read(&cert_path)?, issuer: Issuer::new(root_params(), key) });

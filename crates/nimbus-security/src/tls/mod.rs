@@ -175,8 +175,11 @@ pub fn certified_key(
     if chain.is_empty() {
         return Err(TlsError::Certificate { path: cert.into(), source: None });
     }
-    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Key { path: key.into(), source })?;
-    CertifiedKey::from_der(chain, private, &provider())
-        .map(Arc::new)
-        .map_err(|source| TlsError::Mismatch { cert: cert.into(), key: key.into(), source })
+    let private =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Key { path: key.into(), source })?;
+    CertifiedKey::from_der(chain, private, &provider()).map(Arc::new).map_err(|source| TlsError::Mismatch {
+        cert: cert.into(),
+        key: key.into(),
+        source,
+    })
 }
