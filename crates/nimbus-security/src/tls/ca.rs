@@ -125,3 +125,56 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(failed)?;
     std::fs::rename(&tmp, path).map_err(failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    /// Whether `leaf` verifies for `name` against `root` alone.
+    fn verifies(root: &str, leaf: &Issued, name: &str) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(root.as_bytes()).unwrap()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now()).is_ok()
+    }
+
+    #[test]
+    fn the_root_is_created_once_and_signs_leaves_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalCa::open_or_create(&dir.path().join("tls")).unwrap();
+        let again = LocalCa::open_or_create(&dir.path().join("tls")).unwrap();
+        assert_eq!(first.cert_pem(), again.cert_pem(), "the stored root is reused");
+        let leaf = again.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        assert!(verifies(first.cert_pem(), &leaf, "localhost"));
+        assert!(verifies(first.cert_pem(), &leaf, "127.0.0.1"));
+        assert!(!verifies(first.cert_pem(), &leaf, "example.com"), "only the names asked for");
+        let other = LocalCa::open_or_create(&dir.path().join("other")).unwrap();
+        assert!(!verifies(other.cert_pem(), &leaf, "localhost"), "another root does not vouch for it");
+        leaf.certified_key().unwrap();
+    }
+
+    #[test]
+    fn sni_picks_the_host_then_a_wildcard_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open_or_create(dir.path()).unwrap();
+        let key = |name: &str| ca.issue(&[name.to_string()]).unwrap().certified_key().unwrap();
+        let (default, shop, any) = (key("localhost"), key("shop.test"), key("x.apps.test"));
+        let certs = super::super::Certificates::new(default.clone())
+            .with_host("Shop.Test", shop.clone())
+            .with_host("*.apps.test", any.clone());
+        assert!(Arc::ptr_eq(certs.for_name(Some("shop.test")), &shop));
+        assert!(Arc::ptr_eq(certs.for_name(Some("a.apps.test")), &any));
+        assert!(Arc::ptr_eq(certs.for_name(Some("a.b.apps.test")), &default), "a wildcard covers one label");
+        assert!(Arc::ptr_eq(certs.for_name(None), &default));
+    }
+}
