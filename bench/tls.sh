@@ -3,10 +3,11 @@
 # TLS handshake each: wrk with `Connection: close`, no session resumption) for `nimbus up` over
 # HTTPS and over plain HTTP, and nginx (apt) with the same certificate (ECDSA P-256, from
 # openssl) answering a fixed body, in one run, interleaved. Usage: bench/tls.sh [ROUNDS]
+# (NIMBUS=BIN HELLO=WASM bench/tls.sh skips the release build and uses those.)
 source "$(dirname "$0")/lib.sh"
 need_wrk
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
-build_all
+if [ -z "${NIMBUS:-}" ] || [ -z "${HELLO:-}" ]; then build_all; fi
 ROUNDS=${1:-3}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")"; rm -rf "$work"' EXIT
