@@ -28,8 +28,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     server {
-        listen 127.0.0.1:$ntp ssl;
-        http2 on;
+        listen 127.0.0.1:$ntp ssl http2;
         ssl_certificate $work/cert.pem;
         ssl_certificate_key $work/key.pem;
         location / { return 200 "Hello from nginx\n"; }
