@@ -93,17 +93,7 @@ async fn tls_auto_serves_https_trusted_through_the_printed_ca() {
 
     // `nimbus login --cacert` pins the root: later commands need no flag.
     let home = tempfile::tempdir().unwrap();
-    let nimbus = |args: &[&str]| {
-        std::process::Command::new(common::NIMBUS)
-            .args(args)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("NIMBUS_SERVER")
-            .env_remove("NIMBUS_TOKEN")
-            .env_remove("NIMBUS_CACERT")
-            .output()
-            .unwrap()
-    };
+    let nimbus = |args: &[&str]| common::nimbus_at_home(home.path(), args);
     let admin = p.admin.clone().unwrap();
     assert!(!nimbus(&["login", "--server", &p.api, "--token", &admin]).status.success(), "no CA, no login");
     common::ok(nimbus(&["login", "--server", &p.api, "--token", &admin, "--cacert", ca_arg]));
