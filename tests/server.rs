@@ -619,16 +619,7 @@ async fn login_saves_the_server_and_token_for_later_commands() {
     let p = Platform::start(data.path(), &[]);
     let admin = p.admin.clone().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let nimbus = |args: &[&str]| {
-        std::process::Command::new(common::NIMBUS)
-            .args(args)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("NIMBUS_SERVER")
-            .env_remove("NIMBUS_TOKEN")
-            .output()
-            .unwrap()
-    };
+    let nimbus = |args: &[&str]| common::nimbus_at_home(home.path(), args);
     let out = nimbus(&["apps", "list"]);
     assert!(!out.status.success());
     assert!(

@@ -178,6 +178,20 @@ impl Drop for Server {
     }
 }
 
+/// Runs `nimbus ARGS` with `HOME` at `home` and no server, token or CA from the environment (so
+/// only flags and the config file `nimbus login` writes there count).
+pub fn nimbus_at_home(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(NIMBUS)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("NIMBUS_SERVER")
+        .env_remove("NIMBUS_TOKEN")
+        .env_remove("NIMBUS_CACERT")
+        .output()
+        .unwrap()
+}
+
 /// The stdout of a successful command; panics with its output otherwise.
 pub fn ok(out: std::process::Output) -> String {
     assert!(

@@ -32,6 +32,7 @@ mod secrets;
 mod server;
 mod serving;
 mod templates;
+mod tls;
 mod traces;
 mod up;
 

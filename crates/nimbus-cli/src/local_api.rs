@@ -28,6 +28,9 @@ pub(crate) struct LocalApi {
     pub(crate) gateway: String,
     /// The app served (whose topics, buckets and actors the commands use).
     pub(crate) app: String,
+    /// With `--tls auto`: the local CA's root (PEM), the only one the commands trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cacert: Option<String>,
 }
 
 impl LocalApi {
@@ -56,11 +59,14 @@ impl Drop for Served {
     }
 }
 
-/// What `nimbus up` serves: its one app, the app's gateway, and the token of both.
+/// What `nimbus up` serves: its one app, the app's gateway, the token of both, and the scheme
+/// and CA (PEM) of their TLS.
 pub(crate) struct Serving<'a> {
     pub(crate) app: &'a str,
     pub(crate) gateway: SocketAddr,
     pub(crate) token: &'a str,
+    pub(crate) scheme: &'a str,
+    pub(crate) cacert: Option<String>,
 }
 
 /// Who may use the data of `app` under `nimbus up`: callers with `token`. The local API and the
@@ -103,11 +109,12 @@ pub(crate) async fn serve(
         .with_context(|| format!("cannot listen on {listen}; pick another address with --api-listen"))?;
     let addr = listener.local_addr()?;
     let api = LocalApi {
-        url: format!("http://{addr}"),
+        url: format!("{}://{addr}", serving.scheme),
         token: serving.token.to_string(),
         pid: std::process::id(),
-        gateway: format!("http://{}", serving.gateway),
+        gateway: format!("{}://{}", serving.scheme, serving.gateway),
         app: serving.app.to_string(),
+        cacert: serving.cacert,
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;

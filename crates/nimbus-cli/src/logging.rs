@@ -1,4 +1,5 @@
-//! Log set-up: human-readable or JSON lines on stderr, filtered by `NIMBUS_LOG`.
+//! Log set-up: human-readable or JSON lines on stderr, filtered by `NIMBUS_LOG` (rustls's
+//! per-handshake warnings about clients are left out unless the filter names rustls).
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,14 @@ pub(crate) fn init(args: &LogArgs) {
         eprintln!("warning: invalid log filter `{}` ({e}); using `info`", args.filter);
         EnvFilter::new("info")
     });
+    // rustls warns once per handshake about what clients send (an IP address as SNI, as wrk
+    // and some libraries do): one line per connection a client controls. Its errors stay, and a
+    // filter that names rustls decides for itself.
+    let filter = if args.filter.contains("rustls") {
+        filter
+    } else {
+        filter.add_directive("rustls=error".parse().expect("a valid directive"))
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match args.log_format {

@@ -110,6 +110,11 @@ pub(crate) struct LoginArgs {
     /// API token (or NIMBUS_TOKEN).
     #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https:// server: trust only this CA certificate (PEM), e.g. the one `nimbus
+    /// server --tls auto` prints. Its contents are saved with the login (pinned), so later
+    /// commands trust exactly this root.
+    #[arg(long, env = "NIMBUS_CACERT")]
+    cacert: Option<std::path::PathBuf>,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -297,9 +302,10 @@ pub(crate) fn tokens(remote: &RemoteArgs, command: &TokensCommand) -> anyhow::Re
 }
 
 pub(crate) fn login(args: &LoginArgs) -> anyhow::Result<()> {
-    let client = Client::with(&args.server, args.token.clone())?;
+    let cacert = args.cacert.as_deref().map(crate::remote::read_ca).transpose()?;
+    let client = Client::with(&args.server, args.token.clone(), cacert.as_deref())?;
     let who: Whoami = client.get("/v1/whoami").context("the server did not accept these credentials")?;
-    let path = Config { server: Some(client.base().to_string()), token: args.token.clone() }.save()?;
+    let path = Config { server: Some(client.base().to_string()), token: args.token.clone(), cacert }.save()?;
     match who.token {
         Some(t) => {
             println!("Logged in to {} with token {} ({}); saved to {}", client.base(), t.id, t.role, path.display())

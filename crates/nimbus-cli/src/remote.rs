@@ -1,6 +1,6 @@
-//! Talking to a `nimbus server`: where it is and which token to use (flags, then `NIMBUS_SERVER`
-//! / `NIMBUS_TOKEN`, then the config file `nimbus login` writes), HTTP calls with errors that say
-//! what to do, and output as text or JSON.
+//! Talking to a `nimbus server`: where it is, which token to use and which CA to trust over
+//! HTTPS (flags, then `NIMBUS_SERVER` / `NIMBUS_TOKEN` / `NIMBUS_CACERT`, then the config file
+//! `nimbus login` writes), HTTP calls with errors that say what to do, and output as text or JSON.
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
@@ -17,12 +17,24 @@ pub(crate) struct RemoteArgs {
     /// API token (or NIMBUS_TOKEN, or `nimbus login`).
     #[arg(long, env = "NIMBUS_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Trust only this CA certificate (PEM) for an https:// server, e.g. the local CA that
+    /// `nimbus server --tls auto` prints (or NIMBUS_CACERT, or the one `nimbus login` pinned).
+    #[arg(long, env = "NIMBUS_CACERT", global = true)]
+    cacert: Option<PathBuf>,
 }
 
 impl RemoteArgs {
     /// Whether a server was named by flag or environment (not just in the config file).
     pub(crate) fn names_server(&self) -> bool {
         self.server.is_some()
+    }
+
+    /// The CA certificate (PEM) from the flag, the environment or the config file, if any.
+    pub(crate) fn ca(&self) -> anyhow::Result<Option<String>> {
+        match self.cacert.as_deref().map(read_ca).transpose()? {
+            Some(ca) => Ok(Some(ca)),
+            None => Ok(Config::load()?.cacert),
+        }
     }
 
     /// The token from the flag, the environment or the config file, if any.
@@ -51,7 +63,7 @@ impl DataArgs {
     pub(crate) fn connect(&self) -> anyhow::Result<(Client, String)> {
         let local = (!self.remote.names_server()).then(crate::local_api::LocalApi::here).flatten();
         let (client, served) = match local {
-            Some(api) => (Client::with(&api.url, Some(api.token))?, Some(api.app)),
+            Some(api) => (Client::with(&api.url, Some(api.token), api.cacert.as_deref())?, Some(api.app)),
             None => (Client::new(&self.remote)?, None),
         };
         let Some(app) = self.app.clone().or(served) else {
@@ -96,6 +108,9 @@ impl OutputArgs {
 pub(crate) struct Config {
     pub(crate) server: Option<String>,
     pub(crate) token: Option<String>,
+    /// The CA certificate (PEM) pinned by `nimbus login --cacert`: the only root trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cacert: Option<String>,
 }
 
 impl Config {
@@ -159,7 +174,8 @@ impl Client {
         let base = args.server.clone().or(config.server).context(
             "no server given: pass --server URL, set NIMBUS_SERVER, or run `nimbus login --server URL --token TOKEN`",
         )?;
-        Self::with(&base, args.token.clone().or(config.token))
+        let ca = args.cacert.as_deref().map(read_ca).transpose()?.or(config.cacert);
+        Self::with(&base, args.token.clone().or(config.token), ca.as_deref())
     }
 
     /// The `nimbus up` running in this directory (found through `.nimbus/api.json`) unless a
@@ -168,19 +184,25 @@ impl Client {
         if !args.names_server()
             && let Some(api) = crate::local_api::LocalApi::here()
         {
-            return Self::with(&api.url, Some(api.token));
+            return Self::with(&api.url, Some(api.token), api.cacert.as_deref());
         }
         Self::new(args)
     }
 
-    /// A client of `base` with `token`.
-    pub(crate) fn with(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client of `base` with `token`, trusting only the CA certificate `ca` (PEM) if given,
+    /// else the public roots built in.
+    pub(crate) fn with(base: &str, token: Option<String>, ca: Option<&str>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("server `{base}` is not an http:// or https:// URL");
         }
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let root = reqwest::Certificate::from_pem(ca.as_bytes()).context("the CA certificate is not valid PEM")?;
+            http = http.tls_built_in_root_certs(false).add_root_certificate(root);
+        }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { base, token, http: reqwest::Client::new(), rt })
+        Ok(Self { base, token, http: http.build().context("cannot set up the HTTP client")?, rt })
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -275,6 +297,16 @@ impl Client {
     pub(crate) fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.call(reqwest::Method::DELETE, path, None, "")
     }
+}
+
+/// The CA certificate (PEM) in `path`.
+pub(crate) fn read_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        bail!("{} is not a PEM certificate (-----BEGIN CERTIFICATE-----)", path.display());
+    }
+    Ok(pem)
 }
 
 fn server_error(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {

@@ -1,6 +1,7 @@
 //! `nimbus server`: the long-running platform. The gateway serves every deployed app on
 //! `--listen`; the control API (deploy, traffic, rollback, tokens) listens on `--api-listen`.
-//! State lives in `--data-dir` and survives restarts and `kill -9`.
+//! State lives in `--data-dir` and survives restarts and `kill -9`. With `--tls` (or
+//! `--tls-cert`) both listeners serve HTTPS; without it the control API stays on loopback.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use nimbus_gateway::Ingress;
 use nimbus_security::secrets::{MASTER_KEY_ENV, SecretSource};
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
+use crate::tls::TlsArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
@@ -55,11 +57,39 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "NIMBUS_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     #[command(flatten)]
+    tls: TlsArgs,
+    /// With TLS: add `Strict-Transport-Security: max-age=SECS` to the apps' responses.
+    #[arg(long, env = "NIMBUS_HSTS_MAX_AGE", value_name = "SECS")]
+    hsts_max_age: Option<u64>,
+    /// With TLS: also listen for plain HTTP on this address and answer every request with a
+    /// 308 redirect to the same URL over HTTPS on the gateway.
+    #[arg(long, env = "NIMBUS_REDIRECT_HTTP", value_name = "ADDR")]
+    redirect_http: Option<SocketAddr>,
+    #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
     observe: ObserveArgs,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Refuses settings that would expose tokens in clear text or that need TLS, before anything
+/// starts or binds.
+fn check_tls(args: &ServerArgs) -> anyhow::Result<()> {
+    let tls = args.tls.enabled()?;
+    if !tls && !args.api_listen.ip().is_loopback() {
+        bail!(
+            "the control API carries API tokens, so on a non-loopback address ({}) it needs TLS: add `--tls auto` (a local CA) or `--tls-cert CERT.pem --tls-key KEY.pem`, or listen on 127.0.0.1 with --api-listen",
+            args.api_listen
+        );
+    }
+    if !tls && args.hsts_max_age.is_some() {
+        bail!("--hsts-max-age is sent over HTTPS only: add `--tls auto` or `--tls-cert`/`--tls-key`");
+    }
+    if !tls && args.redirect_http.is_some() {
+        bail!("--redirect-http sends clients to the HTTPS gateway: add `--tls auto` or `--tls-cert`/`--tls-key`");
+    }
+    Ok(())
 }
 
 pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -68,6 +98,7 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
             "--dev turns off authentication, so it only runs on loopback addresses; use 127.0.0.1 for --listen and --api-listen, or drop --dev and use API tokens"
         );
     }
+    check_tls(&args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,7 +155,7 @@ fn open_vault(store: &Arc<Store>, file: Option<PathBuf>) -> anyhow::Result<Vault
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    let listeners = args.engine.serve_configs()?;
+    let mut listeners = args.engine.serve_configs()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -172,8 +203,16 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let uploads =
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
             .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
+    let tls = args.tls.load(&data_dir, &[args.listen, args.api_listen])?;
     // Again, for the stores and directories created since.
     harden_data_dir(&data_dir)?;
+    let plain_gateway = listeners.gateway.clone();
+    if let Some(tls) = &tls {
+        listeners.gateway.tls = Some(tls.server.clone());
+        listeners.gateway.hsts_max_age = args.hsts_max_age;
+        listeners.api.tls = Some(tls.server.clone());
+    }
+    let scheme = crate::tls::scheme(tls.as_ref());
 
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
@@ -182,6 +221,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let gateway_listener = bind(args.listen, "--listen").await?;
     let api_listener = bind(args.api_listen, "--api-listen").await?;
+    let redirect_listener = match args.redirect_http {
+        Some(addr) => Some(bind(addr, "--redirect-http").await?),
+        None => None,
+    };
     let (gateway_addr, api_addr) = (gateway_listener.local_addr()?, api_listener.local_addr()?);
     let shutdown = shutdown_signal()?;
 
@@ -194,16 +237,25 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
 
     println!("Nimbus server");
-    println!("  Apps:        http://{gateway_addr}");
-    println!("  Control API: http://{api_addr}/v1   (OpenAPI: http://{api_addr}/v1/openapi.json)");
+    println!("  Apps:        {scheme}://{gateway_addr}");
+    println!("  Control API: {scheme}://{api_addr}/v1   (OpenAPI: {scheme}://{api_addr}/v1/openapi.json)");
+    if let Some(redirect) = &redirect_listener {
+        println!("  Redirect:    http://{} -> {scheme}://{gateway_addr} (308)", redirect.local_addr()?);
+    }
+    crate::tls::print_ca(tls.as_ref());
     println!("  Data:        {}", data_dir.display());
-    println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("http://{api_addr}")));
-    println!("  Events:      {} bus; POST http://{gateway_addr}/events/TOPIC", bus.backend());
+    println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{api_addr}")));
+    println!("  Events:      {} bus; POST {scheme}://{gateway_addr}/events/TOPIC", bus.backend());
     if let Some(created) = tokens.bootstrap().context("cannot create the first admin token")? {
         println!();
         println!("Created the first admin token. It is shown only this once and only its hash is stored:");
         println!("  {}", created.token);
-        println!("Use it with: export NIMBUS_SERVER=http://{api_addr} NIMBUS_TOKEN={}", created.token);
+        let cacert = tls.as_ref().and_then(|t| t.ca.as_ref()).map(|ca| format!(" NIMBUS_CACERT={}", ca.display()));
+        println!(
+            "Use it with: export NIMBUS_SERVER={scheme}://{api_addr} NIMBUS_TOKEN={}{}",
+            created.token,
+            cacert.unwrap_or_default()
+        );
     }
     if args.dev {
         println!();
@@ -224,6 +276,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }));
     let api_server = nimbus_gateway::serve(api_listener, Arc::new(ApiHandler::new(api)), stopped(), listeners.api);
     let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), listeners.gateway);
+    if let Some(listener) = redirect_listener {
+        let redirect = Arc::new(nimbus_gateway::RedirectToHttps::new(gateway_addr.port()));
+        tokio::spawn(nimbus_gateway::serve(listener, redirect, stopped(), plain_gateway));
+    }
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

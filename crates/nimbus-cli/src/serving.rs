@@ -64,6 +64,7 @@ impl EngineArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             idle_timeout: self.idle_timeout,
             max_connections: caps.gateway,
+            ..ServeConfig::default()
         };
         Ok(Listeners { api: ServeConfig { max_connections: caps.api, ..gateway.clone() }, gateway })
     }

@@ -10,6 +10,7 @@ use nimbus_host::{AppHost, AssembleError, Components, HostEnv, Revision};
 use nimbus_manifest::LoadedManifest;
 
 use crate::serving::{BackendArgs, EngineArgs, ObserveArgs, shutdown_signal};
+use crate::tls::TlsArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -35,6 +36,8 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "NIMBUS_UNSANDBOXED_SERVICES")]
     unsandboxed_services: bool,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
     observe: ObserveArgs,
@@ -55,7 +58,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
-    let listeners = args.engine.serve_configs()?;
+    let mut listeners = args.engine.serve_configs()?;
     let m = &loaded.manifest;
     if let Some((_, owner, name)) = m.imports().into_iter().next() {
         anyhow::bail!(
@@ -69,6 +72,16 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
+    let tls = args.tls.load(&data_dir, &[args.listen])?;
+    let cacert = match tls.as_ref().and_then(|t| t.ca.as_deref()) {
+        Some(ca) => Some(crate::remote::read_ca(ca)?),
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        listeners.gateway.tls = Some(tls.server.clone());
+        listeners.api.tls = Some(tls.server.clone());
+    }
+    let scheme = crate::tls::scheme(tls.as_ref());
     crate::doctor::services_sandbox(args.unsandboxed_services);
     let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime).await?;
     // One token for the local API and the topics and actor types that are not `public`.
@@ -116,7 +129,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let stopped = async move {
         let _ = api_stopped.await;
     };
-    let serving = crate::local_api::Serving { app: &m.app.name, gateway: addr, token: &token };
+    let serving = crate::local_api::Serving { app: &m.app.name, gateway: addr, token: &token, scheme, cacert };
     let served = crate::local_api::serve(
         args.api_listen,
         &data_dir,
@@ -133,19 +146,22 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    println!("Serving app `{}` on http://{addr}", m.app.name);
-    print_routes(&gateway, m, &triggers, &described, addr);
+    println!("Serving app `{}` on {scheme}://{addr}", m.app.name);
+    print_routes(&gateway, m, &triggers, &described, &format!("{scheme}://{addr}"));
     if let Some(bus) = &bus {
-        println!("Events: POST http://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+        println!("Events: POST {scheme}://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+    }
+    if let Some(ca) = tls.as_ref().and_then(|t| t.ca.as_deref()) {
+        println!("TLS: local CA {}: trust it with `curl --cacert {}`", ca.display(), ca.display());
     }
     let file = data_dir.join(crate::local_api::API_FILE);
     println!(
-        "Local API: http://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
+        "Local API: {scheme}://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
         local_api.addr,
         file.display()
     );
-    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("http://{}", local_api.addr)));
-    println!("Health check: http://{addr}/healthz   (Ctrl-C to stop)");
+    println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{}", local_api.addr)));
+    println!("Health check: {scheme}://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");
 
     let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
@@ -218,7 +234,7 @@ fn print_routes(
     m: &nimbus_manifest::Manifest,
     triggers: &nimbus_triggers::AppTriggers,
     described: &std::collections::HashMap<String, String>,
-    addr: SocketAddr,
+    base: &str,
 ) {
     let mut routes: Vec<_> = gateway.router().routes().collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
@@ -229,10 +245,10 @@ fn print_routes(
         } else {
             route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
         };
-        println!("  {methods:<8} http://{addr}{:<24} -> {name} ({})", route.route, described[name]);
+        println!("  {methods:<8} {base}{:<24} -> {name} ({})", route.route, described[name]);
     }
     for t in &m.trigger.actor {
-        println!("  POST     http://{addr}/actors/{}/KEY/METHOD -> {} (actor)", t.actor_type, t.component);
+        println!("  POST     {base}/actors/{}/KEY/METHOD -> {} (actor)", t.actor_type, t.component);
     }
     for t in &triggers.info {
         println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);

@@ -3,7 +3,9 @@
 //! This crate owns the listening socket (hyper 1, HTTP/1.1 and HTTP/2; each connection served
 //! from accept to close by one of the connection threads, a single-threaded runtime per core; an
 //! idle timeout, a cap on open connections and backoff on accept errors per listener — the
-//! control API is served by the same accept loop through [`Handler`]), routing of
+//! control API is served by the same accept loop through [`Handler`]; TLS when configured —
+//! handshakes in the connection's task, certificates by SNI from `nimbus-security`, a clear `400`
+//! for plaintext sent to a TLS port, HSTS, and [`RedirectToHttps`] for a plain port), routing of
 //! `[[trigger.http]]` routes to functions or services (exact paths, `/prefix/...` wildcards, method filters), request ids
 //! (`x-request-id`, kept from the caller or minted), request body limits (413), admission of each
 //! request through its component's [`Target`] (`nimbus-target`: bounded concurrency, a bounded
@@ -43,6 +45,7 @@ mod request_id;
 mod respond;
 mod router;
 mod server;
+mod tls;
 mod workers;
 
 use std::collections::HashMap;
@@ -61,6 +64,7 @@ pub use nimbus_target::{Admission, Backend, Rejected, Target};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};
+pub use tls::RedirectToHttps;
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";

@@ -4,7 +4,10 @@
 //! timeout, or only ones whose uploads wait for the client, is closed (`idle.rs`). A listener
 //! holds at most its configured number of connections: at the cap it stops accepting (new
 //! connections wait in the kernel's backlog) until one closes, so one listener cannot take the
-//! file descriptors another one needs; accept errors (out of file descriptors) back off.
+//! file descriptors another one needs; accept errors (out of file descriptors) back off. With
+//! [`ServeConfig::tls`], each connection's TLS handshake runs in its own task on its connection
+//! thread, never in the accept loop, under the idle timeout and inside the connection cap
+//! (`tls.rs`).
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -78,11 +81,24 @@ pub struct ServeConfig {
     /// Most connections open at once on this listener (at least 1); beyond it, new connections
     /// wait in the kernel's backlog until one closes.
     pub max_connections: usize,
+    /// Serve HTTPS only (ALPN `h2` and `http/1.1`; certificates picked by SNI, replaceable while
+    /// serving); plaintext HTTP sent to the port is answered `400` with the `https://` URL.
+    /// `None` serves plain HTTP/1.1 and h2c.
+    pub tls: Option<nimbus_security::tls::ServerTls>,
+    /// With TLS, adds `Strict-Transport-Security: max-age=SECS` to every response that does not
+    /// set it (browsers then use HTTPS for the host for that long).
+    pub hsts_max_age: Option<u64>,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(30), idle_timeout: Duration::from_secs(30), max_connections: 10_000 }
+        Self {
+            drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            tls: None,
+            hsts_max_age: None,
+        }
     }
 }
 
@@ -105,6 +121,11 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let tls = config.tls.as_ref().map(|tls| Tls {
+        acceptor: tls.acceptor(),
+        port: listener.local_addr().map_or(443, |a| a.port()),
+        hsts: config.hsts_max_age.map(crate::tls::hsts_value),
+    });
     let mut backoff = Backoff::default();
     let mut cap_logged: Option<std::time::Instant> = None;
     loop {
@@ -147,7 +168,8 @@ where
                 continue;
             }
         };
-        spawn_connection(stream, peer, slot, builder.clone(), graceful.watcher(), gateway.clone(), config.idle_timeout);
+        let conn = Connection { peer, slot, builder: builder.clone(), watcher: graceful.watcher(), tls: tls.clone() };
+        spawn_connection(stream, conn, gateway.clone(), config.idle_timeout);
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -160,39 +182,58 @@ where
     Ok(())
 }
 
-/// Serves one accepted connection on the next connection thread, holding its `slot` of the
-/// listener's cap until it closes, and closing it after `idle_timeout` without activity.
-fn spawn_connection<H: Handler>(
-    stream: std::net::TcpStream,
+/// What a TLS listener's connections share.
+#[derive(Clone)]
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The listener's port, for the `https://` URL told to plaintext clients.
+    port: u16,
+    /// `Strict-Transport-Security` for every response.
+    hsts: Option<http::HeaderValue>,
+}
+
+/// One accepted connection and what serving it takes.
+struct Connection {
     peer: std::net::SocketAddr,
+    /// Its place under the listener's cap, held until it closes.
     slot: tokio::sync::OwnedSemaphorePermit,
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    tls: Option<Tls>,
+}
+
+/// Serves one accepted connection on the next connection thread, holding its slot of the
+/// listener's cap until it closes, and closing it after `idle_timeout` without activity (the
+/// TLS handshake, when there is one, counts as inactivity).
+fn spawn_connection<H: Handler>(
+    stream: std::net::TcpStream,
+    conn: Connection,
     gateway: Arc<H>,
     idle_timeout: Duration,
 ) {
     crate::workers::next().spawn(async move {
+        let peer = conn.peer;
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(e) => return tracing::debug!(%peer, error = %e, "cannot register the connection"),
         };
         let activity = Arc::new(Activity::default());
         let requests = activity.clone();
-        let _slot = slot;
+        let Connection { slot: _slot, builder, watcher, tls, .. } = conn;
         let mut served = tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                let (gateway, mut request) = (gateway.clone(), requests.start());
-                // A body that streams on lets the idle watch see it wait for the client.
-                if !hyper::body::Body::is_end_stream(req.body()) {
-                    req.extensions_mut().insert(request.watch_body());
+            let Some(tls) = tls else {
+                return serve_io(TokioIo::new(stream), peer, &builder, watcher, gateway, requests, None).await;
+            };
+            match crate::tls::opening(&stream).await {
+                Ok(crate::tls::Opening::Tls) => {}
+                Ok(crate::tls::Opening::PlainHttp) => return crate::tls::refuse_plaintext(stream, tls.port).await,
+                Ok(crate::tls::Opening::Closed) | Err(_) => return,
+            }
+            match tls.acceptor.accept(stream).await {
+                Ok(stream) => {
+                    serve_io(TokioIo::new(stream), peer, &builder, watcher, gateway, requests, tls.hsts).await
                 }
-                async move {
-                    Ok::<_, Infallible>(gateway.handle(req, Some(peer)).await.map(|b| Tracked::new(b, request)))
-                }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             }
         });
         // The idle watch waits beside the connection's task: serving a request never polls it.
@@ -204,6 +245,39 @@ fn spawn_connection<H: Handler>(
             }
         }
     });
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` (a TCP stream or a TLS one) until it closes.
+async fn serve_io<H, I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    gateway: Arc<H>,
+    requests: Arc<Activity>,
+    hsts: Option<http::HeaderValue>,
+) where
+    H: Handler,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let (gateway, mut request, hsts) = (gateway.clone(), requests.start(), hsts.clone());
+        // A body that streams on lets the idle watch see it wait for the client.
+        if !hyper::body::Body::is_end_stream(req.body()) {
+            req.extensions_mut().insert(request.watch_body());
+        }
+        async move {
+            let mut resp = gateway.handle(req, Some(peer)).await;
+            if let Some(hsts) = hsts {
+                resp.headers_mut().entry(http::header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+            }
+            Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, request)))
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// How long the accept loop pauses after failed accepts: 10 ms after the first, doubling up to

@@ -1,12 +1,14 @@
 //! Nimbus security primitives: the cryptography and identities the rest of the platform relies
 //! on, with no knowledge of apps, stores or HTTP routes.
 //!
-//! This crate owns secrets envelope encryption (values sealed with a data key, data keys wrapped
-//! by a master key), TLS configuration (certificates from files, reloaded on change; a local CA
-//! for `--tls auto`) and workload identities (`spiffe://DOMAIN/app/APP/component/NAME`). It does
-//! not store anything (the control store keeps sealed records), decide who may do what (the
-//! control API's tokens and, later, policies) or serve connections (the gateway's accept loop
-//! takes a TLS configuration from here).
+//! This crate owns secrets envelope encryption ([`secrets`]: values sealed with a data key, data
+//! keys wrapped by a master key; the [`secrets::SecretSource`] the runtime and app host read
+//! granted secrets from), TLS configuration ([`tls`]: rustls with the `ring` provider, ALPN `h2`
+//! and `http/1.1`, a certificate per host picked by SNI, certificates from PEM files reloaded on
+//! change, and a local CA for `--tls auto`) and, as they land, workload identities. It does not
+//! store anything (the control store keeps sealed records), decide who may do what (the control
+//! API's tokens) or serve connections (the gateway's accept loop takes a [`tls::ServerTls`] from
+//! here and runs each handshake).
 //!
 //! ```
 //! use nimbus_security::secrets::{Keyring, MasterKey, SecretValue};
@@ -20,5 +22,18 @@
 //! assert_eq!(keyring.unseal("shop/stripe-key", &sealed)?.expose(), "sk_live_1");
 //! # Ok::<(), nimbus_security::secrets::SecretsError>(())
 //! ```
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), nimbus_security::tls::TlsError> {
+//! use nimbus_security::tls::{Certificates, ServerTls, ca::LocalCa};
+//!
+//! let ca = LocalCa::open_or_create(std::path::Path::new("/var/lib/nimbus/tls"))?;
+//! let leaf = ca.issue(&["localhost".into(), "127.0.0.1".into()])?;
+//! let tls = ServerTls::new(Certificates::new(leaf.certified_key()?))?;
+//! println!("trust {} (curl --cacert)", ca.cert_path().display());
+//! let _acceptor = tls.acceptor();
+//! # Ok(()) }
+//! ```
 
 pub mod secrets;
+pub mod tls;
