@@ -145,7 +145,7 @@ async fn tokens_have_roles_and_app_scopes() {
     assert!(e["error"].as_str().unwrap().contains("limited to apps [a]"), "{e}");
     let (s, e) = api(&p, get.clone(), "/v1/tokens", Some(&deployer), None).await;
     assert_eq!(s, 403);
-    assert!(e["error"].as_str().unwrap().contains("needs role admin"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("needs scope `admin`"), "{e}");
     assert_eq!(upload(&p, Some(&admin), hello_bundle("b", "/b/...", "1"), "").await.0, 201);
 
     // Viewer: reads its app, sees only it, changes nothing.
@@ -155,7 +155,7 @@ async fn tokens_have_roles_and_app_scopes() {
     assert_eq!(api(&p, get.clone(), "/v1/apps/b", Some(&viewer), None).await.0, 403);
     let (s, e) = upload(&p, Some(&viewer), hello_bundle("a", "/a/...", "2"), "").await;
     assert_eq!(s, 403);
-    assert!(e["error"].as_str().unwrap().contains("needs role deployer"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("needs scope `deploy`"), "{e}");
     let (_, who) = api(&p, get.clone(), "/v1/whoami", Some(&viewer), None).await;
     assert_eq!(who["token"]["role"], "viewer");
 
