@@ -61,10 +61,10 @@ impl Vault {
 
     /// Sets secret `name` of `app`.
     pub fn set(&self, app: &str, name: &SecretName, value: SecretValue) -> Result<SecretInfo, ControlError> {
-        let master = self.master()?;
         let mut keyring = self.keyring.write().expect("keyring lock");
-        // The first secret ever creates the first data key, stored in the same transaction.
-        let first = if keyring.is_empty() { Some(keyring.rotated(&master)?) } else { None };
+        // The first secret ever creates the first data key, stored in the same transaction; only
+        // then is the master key needed (the keyring holds the data keys already opened).
+        let first = if keyring.is_empty() { Some(keyring.rotated(&self.master()?)?) } else { None };
         let sealing = first.as_ref().map_or(&*keyring, |(k, _)| k);
         let sealed = sealing.seal(&context(app, name.as_str()), &value)?.expect("a keyring with a data key");
         let record = SecretRecord { sealed, updated_at: crate::platform::now() };
