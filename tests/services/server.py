@@ -1,6 +1,6 @@
 """A small HTTP service for Nimbus's tests: the $PORT contract, streaming, an upgrade, crashes,
 and a graceful SIGTERM (in-flight requests finish, then it exits)."""
-import os, signal, sys, threading, time
+import os, signal, sys, threading, time, urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -52,6 +52,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/hello":
             print(f"hello request on port {os.environ['PORT']}", flush=True)
             self.reply(200, f"hello from python pid={os.getpid()} boot={BOOT} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+        elif path == "/caller":
+            self.reply(200, f"caller={self.headers.get('x-nimbus-caller')} depth={self.headers.get('x-nimbus-invoke-depth')}\n")
         elif path == "/headers":
             # The header names it got, and hop-by-hop headers of its own for the proxy to drop.
             data = " ".join(sorted(k.lower() for k in self.headers.keys())).encode()
@@ -63,6 +65,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("x-kept", "yes")
             self.end_headers()
             self.wfile.write(data)
+        elif path == "/call":
+            # Another component through the egress proxy (`grants.invoke`), passing the call
+            # depth and trace context on as a well-behaved service does.
+            req = urllib.request.Request(q["url"])
+            for h in ("x-nimbus-invoke-depth", "traceparent"):
+                if self.headers.get(h):
+                    req.add_header(h, self.headers.get(h))
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    status, body = r.status, r.read()
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read()
+            self.reply(200, f"upstream status {status}\n".encode() + body)
         elif path == "/ps":
             self.reply(200, str(sum(1 for d in os.listdir("/proc") if d.isdigit())))
         elif path == "/env":

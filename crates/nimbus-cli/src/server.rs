@@ -56,6 +56,12 @@ pub(crate) struct ServerArgs {
     /// 32`). Or NIMBUS_MASTER_KEY with the key itself. Without one, secrets cannot be set.
     #[arg(long, env = "NIMBUS_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// The trust domain of workload identities: a component is
+    /// `spiffe://DOMAIN/app/APP/component/NAME` in traces and in the `x-nimbus-caller` header of
+    /// the calls it makes to other components.
+    #[arg(long, env = "NIMBUS_TRUST_DOMAIN", default_value = nimbus_security::identity::DEFAULT_TRUST_DOMAIN,
+          value_parser = nimbus_security::identity::TrustDomain::parse)]
+    trust_domain: nimbus_security::identity::TrustDomain,
     #[command(flatten)]
     tls: TlsArgs,
     /// With TLS: add `Strict-Transport-Security: max-age=SECS` to the apps' responses.
@@ -191,7 +197,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             store,
             runtime.clone(),
             ingress.clone(),
-            nimbus_control::AppData { bus: bus.clone(), kv_changes, callers, secrets: Some(secrets) },
+            nimbus_control::AppData {
+                bus: bus.clone(),
+                kv_changes,
+                callers,
+                secrets: Some(secrets),
+                trust_domain: args.trust_domain.clone(),
+            },
             data_dir.join("services"),
             observer.clone(),
         )

@@ -96,6 +96,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         callers: Arc::new(callers),
         observer: observer.clone(),
         secrets: Some(secrets),
+        mesh: nimbus_gateway::MeshConfig::default(),
     };
     let host = AppHost::new(env);
     let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {

@@ -34,7 +34,8 @@
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()).with_secrets(vault.clone()));
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
-//! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()) };
+//! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),
+//!     trust_domain: Default::default() };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {

@@ -143,6 +143,8 @@ pub struct AppData {
     /// The apps' secrets (the [`crate::Vault`]), which services get at start; functions read
     /// them through the runtime, which must be given the same source.
     pub secrets: Option<Arc<dyn nimbus_security::secrets::SecretSource>>,
+    /// The trust domain of the apps' workload identities.
+    pub trust_domain: nimbus_security::identity::TrustDomain,
 }
 
 impl Platform {
@@ -159,7 +161,8 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain } = data;
+        let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
             bus: Some(bus.clone()),
@@ -168,6 +171,7 @@ impl Platform {
             callers,
             observer,
             secrets,
+            mesh,
         };
         let platform = Self {
             services_dir,

@@ -76,6 +76,7 @@ impl LiveApp {
 pub struct AppTable {
     by_host: HashMap<String, Router<Arc<LiveApp>>>,
     any_host: Router<Arc<LiveApp>>,
+    by_name: HashMap<String, Arc<LiveApp>>,
 }
 
 impl AppTable {
@@ -86,6 +87,7 @@ impl AppTable {
         let mut table = Self::default();
         for app in apps {
             let app = Arc::new(app);
+            table.by_name.entry(app.name.clone()).or_insert_with(|| app.clone());
             let route = |pattern: &RoutePattern| Route {
                 route: pattern.to_string().into(),
                 pattern: pattern.clone(),
@@ -157,6 +159,11 @@ impl Ingress {
     /// Replaces the routing table; requests already routed finish on their revision.
     pub fn publish(&self, table: AppTable) {
         self.table.store(Arc::new(table));
+    }
+
+    /// The revision of `app` a call without a tag goes to (by its traffic split), if any.
+    pub fn revision_of(&self, app: &str) -> Option<Arc<LiveRevision>> {
+        self.table.load().by_name.get(app).and_then(|a| a.pick()).cloned()
     }
 
     /// Serves one request. Never fails: every problem becomes a response.

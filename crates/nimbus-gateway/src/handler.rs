@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use nimbus_observe::{HttpRequest, Span, SpanKind, Telemetry, TraceContext};
-use nimbus_services::{Service, ServiceError};
+use nimbus_services::{RequestBody, Service, ServiceError};
 use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -19,7 +19,7 @@ use crate::idle::{BodyWatch, ClientBody};
 use crate::request_body::{BodyError, read_whole};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::respond::{error, set_request_id};
-use crate::router::{Route, RouteMatch};
+use crate::router::RouteMatch;
 use crate::{Backend, Gateway, HEALTH_PATH, Target};
 use nimbus_target::Rejected;
 
@@ -46,9 +46,12 @@ impl Gateway {
     /// Serves a request [`Gateway::handle`] (or the [`crate::Ingress`]) has checked.
     pub(crate) async fn serve(
         &self,
-        req: http::Request<Incoming>,
+        mut req: http::Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
+        // Only the mesh says who is calling and how deep: a client cannot claim to be a component.
+        req.headers_mut().remove(nimbus_security::identity::CALLER_HEADER);
+        req.headers_mut().remove(nimbus_security::mesh::DEPTH_HEADER);
         let id = RequestId::from_headers(req.headers());
         let started = Instant::now();
         let mut span =
@@ -124,6 +127,7 @@ impl Gateway {
         };
         let target = route.target.clone();
         span.set_http_route(&route.route, &target.telemetry);
+        span.set_with("nimbus.workload.id", || self.workload(&target.telemetry.component).to_string());
         let limit = target.max_body_bytes;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -139,15 +143,18 @@ impl Gateway {
             Backend::Function(function) => {
                 continue_trace(span, &mut req);
                 let (parts, body) = req.into_parts();
-                Box::pin(invoke(function, route, parts, body, id, client, span)).await
+                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0 };
+                Box::pin(invoke(function, call, parts, body)).await
             }
             // The proxy's client span is what the service continues. Boxed like the other
             // backends: the futures around this one (`handle`, hyper's, the connection's) then
             // hold a pointer instead of the proxy's ~2.4 KB state, which each of them copied
             // when it started (~0.13 us of `memcpy` per request).
             Backend::Service(service) => {
-                let (parts, body) = req.into_parts();
-                Box::pin(proxy(service, &target, parts, body, id, client, span)).await
+                let (mut parts, body) = req.into_parts();
+                let body = client_body(body, &mut parts, &target);
+                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0 };
+                Box::pin(proxy(service, call, parts, body)).await
             }
         };
         (resp, Some(target))
@@ -175,19 +182,33 @@ fn method_str(method: &Method) -> Cow<'static, str> {
     }
 }
 
+/// One request to serve on a component: from a client, or a call from another component.
+pub(crate) struct Serve<'a> {
+    pub(crate) target: &'a Target,
+    /// The route that matched, as written in the manifest.
+    pub(crate) route: &'a str,
+    pub(crate) id: &'a RequestId,
+    pub(crate) client: Option<SocketAddr>,
+    /// The server span, parent of what serving does.
+    pub(crate) span: &'a mut Span,
+    /// How many component-to-component calls deep (0: from a client).
+    pub(crate) depth: u32,
+}
+
 /// A function: the body is read whole (bounded in size, and in time by the function's time
 /// limit, so a client that stops sending cannot hold the connection), then a fresh instance
 /// handles it.
-async fn invoke(
+pub(crate) async fn invoke<B>(
     function: &Function,
-    route: &Route,
+    call: Serve<'_>,
     parts: http::request::Parts,
-    body: Incoming,
-    id: &RequestId,
-    client: Option<SocketAddr>,
-    span: &mut Span,
-) -> http::Response<GatewayBody> {
-    let target = &route.target;
+    body: B,
+) -> http::Response<GatewayBody>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let Serve { target, route, id, client, span, depth } = call;
     let limit = target.max_body_bytes;
     let body = match read_whole(body, limit, function.timeout()).await {
         Ok(body) => body,
@@ -205,8 +226,9 @@ async fn invoke(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let mut inv = Invocation::new(id.as_str(), &route.route);
+    let mut inv = Invocation::new(id.as_str(), route);
     inv.client = client;
+    inv.depth = depth;
     inv.lease = Some(permit);
     inv.telemetry = Some(Telemetry { component: target.telemetry.clone(), parent: span.handle() });
     match function.handle(http::Request::from_parts(parts, body), inv).await {
@@ -223,15 +245,13 @@ async fn invoke(
 /// connection's idle timeout), the response streams back; the admission slot is held until the
 /// response is fully sent. The upstream request is a client span whose context the service
 /// receives in `traceparent`.
-async fn proxy(
+pub(crate) async fn proxy(
     service: &Arc<Service>,
-    target: &Target,
+    call: Serve<'_>,
     mut parts: http::request::Parts,
-    body: Incoming,
-    id: &RequestId,
-    client: Option<SocketAddr>,
-    span: &mut Span,
+    body: RequestBody,
 ) -> http::Response<GatewayBody> {
+    let Serve { target, id, client, span, .. } = call;
     let permit = match admit(target, id, span).await {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -242,21 +262,6 @@ async fn proxy(
     if let Some(ctx) = upstream.context() {
         ctx.inject(&mut parts.headers);
     }
-    let body = if http_body::Body::is_end_stream(&body) {
-        // Most proxied requests have no body: an empty one, which boxes without allocating.
-        http_body_util::Empty::new().map_err(|never| match never {}).boxed()
-    } else {
-        let telemetry = target.telemetry.clone();
-        let watch = parts.extensions.remove::<BodyWatch>();
-        Limited::new(ClientBody::new(body, watch), target.max_body_bytes)
-            .map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    telemetry.metrics.bytes_in(data.len() as u64);
-                }
-                frame
-            })
-            .boxed()
-    };
     match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
         Ok(resp) => {
             upstream.set_http_status(resp.status().as_u16());
@@ -286,6 +291,34 @@ async fn proxy(
     }
 }
 
+/// A client's request body on its way to a service: bounded by the component's limit, counted,
+/// and cut by the connection's idle timeout when the client stops sending.
+fn client_body(body: Incoming, parts: &mut http::request::Parts, target: &Target) -> RequestBody {
+    if http_body::Body::is_end_stream(&body) {
+        // Most proxied requests have no body: an empty one, which boxes without allocating.
+        return http_body_util::Empty::new().map_err(|never| match never {}).boxed();
+    }
+    let watch = parts.extensions.remove::<BodyWatch>();
+    limited(ClientBody::new(body, watch), target)
+}
+
+/// `body` bounded by `target`'s body limit and counted in its `bytes_in`.
+pub(crate) fn limited<B>(body: B, target: &Target) -> RequestBody
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let telemetry = target.telemetry.clone();
+    Limited::new(body, target.max_body_bytes)
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                telemetry.metrics.bytes_in(data.len() as u64);
+            }
+            frame
+        })
+        .boxed()
+}
+
 /// Waits for an admission slot (in the `admission` span), or answers 503 + `Retry-After`.
 async fn admit(
     target: &Target,
@@ -313,7 +346,7 @@ async fn admit(
     })
 }
 
-fn failed(
+pub(crate) fn failed(
     target: &Target,
     id: &RequestId,
     span: &mut Span,

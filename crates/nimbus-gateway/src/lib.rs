@@ -12,7 +12,10 @@
 //! FIFO queue, 503 + `Retry-After` when full), the CloudEvents ingress (`POST /events/{topic}`),
 //! the HTTP side of actor calls (`POST /actors/TYPE/KEY/METHOD`, run through [`ActorCalls`], a
 //! trait defined here and implemented by `nimbus-actors`, which sits above this crate), who may
-//! call non-public topics and actors ([`Callers`], supplied by the control plane), `/healthz`,
+//! call non-public topics and actors ([`Callers`], supplied by the control plane), calls from one
+//! component to another (`grants.invoke`: the mesh a revision binds into its functions and
+//! services with [`Gateway::with_mesh`], serving each call on the callee's target, across apps
+//! through the [`Ingress`] when the callee's app exports it), `/healthz`,
 //! and graceful shutdown that drains in-flight requests. For a server hosting many
 //! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
 //! percent or tag, and is swapped atomically when the control plane changes it. It does not run
@@ -40,6 +43,7 @@ mod events;
 mod handler;
 mod hygiene;
 mod idle;
+mod mesh;
 mod request_body;
 mod request_id;
 mod respond;
@@ -60,6 +64,7 @@ pub use body::GatewayBody;
 pub use callers::Callers;
 pub use events::{EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
+pub use mesh::MeshConfig;
 pub use nimbus_target::{Admission, Backend, Rejected, Target};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
@@ -74,7 +79,8 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub struct Gateway {
     tracer: Tracer,
     router: Router,
-    targets: HashMap<String, Arc<Target>>,
+    /// Its components, as routes and component-to-component calls reach them.
+    callees: Arc<mesh::Callees>,
     events: Option<EventIngress>,
     actors: Option<Arc<dyn ActorCalls>>,
     openness: callers::Openness,
@@ -109,10 +115,17 @@ impl Gateway {
                 .clone(),
         });
         let router = Router::new(routes);
+        let callees = mesh::Callees {
+            app: manifest.app.name.as_str().into(),
+            targets,
+            exports: manifest.export.components.clone(),
+            tracer: observer.tracer().clone(),
+            domain: std::sync::OnceLock::new(),
+        };
         Self {
             tracer: observer.tracer().clone(),
             router,
-            targets,
+            callees: Arc::new(callees),
             events: None,
             actors: None,
             openness: callers::Openness::of(manifest),
@@ -139,9 +152,31 @@ impl Gateway {
         self
     }
 
+    /// Lets its components call each other and, through `config.peers`, other apps' exported
+    /// components (`grants.invoke`, `http://NAME.internal/...`), with identities under
+    /// `config.trust_domain`. Without it every such call is refused.
+    pub fn with_mesh(self, config: MeshConfig) -> Self {
+        let _ = self.callees.domain.set(config.trust_domain);
+        let mesh: Arc<dyn nimbus_security::mesh::Mesh> =
+            Arc::new(mesh::RevisionMesh { callees: Arc::downgrade(&self.callees), peers: config.peers });
+        for target in self.callees.targets.values() {
+            match &target.backend {
+                Backend::Function(f) => f.bind_mesh(mesh.clone()),
+                Backend::Service(s) => s.bind_mesh(mesh.clone()),
+            }
+        }
+        self
+    }
+
+    /// The workload identity of one of its components.
+    pub fn workload(&self, component: &str) -> nimbus_security::identity::WorkloadId {
+        let domain = self.callees.domain.get().cloned().unwrap_or_default();
+        domain.component(&self.callees.app, component)
+    }
+
     /// The component's target (its backend and admission), if it was loaded.
     pub fn target(&self, component: &str) -> Option<Arc<Target>> {
-        self.targets.get(component).cloned()
+        self.callees.targets.get(component).cloned()
     }
 
     /// The routing table.

@@ -5,7 +5,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::body::GatewayBody;
 use crate::request_id::RequestId;
@@ -40,7 +39,11 @@ impl BodyError {
 
 /// Reads `body` whole: at most `max_bytes`, within `time`. A request without a body is complete
 /// at once (no clock read, no timer).
-pub(crate) async fn read_whole(body: Incoming, max_bytes: usize, time: Duration) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_whole<B>(body: B, max_bytes: usize, time: Duration) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::body::BoxError>,
+{
     let complete = http_body::Body::is_end_stream(&body);
     let read = Limited::new(body, max_bytes).collect();
     let read = if complete { Ok(read.await) } else { tokio::time::timeout(time, read).await };

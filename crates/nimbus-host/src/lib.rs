@@ -21,7 +21,7 @@
 //! use nimbus_host::{AppHost, Components, HostEnv};
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
-//!     observer: nimbus_observe::Observer::disabled(), secrets: None });
+//!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default() });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use nimbus_actors::{Activations, ActorHost};
 use nimbus_bus::{BusError, EventBus};
-use nimbus_gateway::{Callers, EventIngress, Gateway};
+use nimbus_gateway::{Callers, EventIngress, Gateway, MeshConfig};
 use nimbus_manifest::{LoadedManifest, Manifest};
 use nimbus_observe::Observer;
 use nimbus_security::secrets::SecretSource;
@@ -71,6 +71,9 @@ pub struct HostEnv {
     /// Where components' granted secrets come from (the runtime reads functions' from the same
     /// source); without one, an app granting secrets does not assemble.
     pub secrets: Option<Arc<dyn SecretSource>>,
+    /// How components call each other (`grants.invoke`): the trust domain of their identities and
+    /// the server's ingress, through which they reach other apps' exported components.
+    pub mesh: MeshConfig,
 }
 
 /// Assembles apps on one set of backends.
@@ -142,8 +145,9 @@ impl AppHost {
         load::check_handlers(loaded, &backends)?;
         let services =
             load::services(loaded, &from, &self.env.observer, &mut secret_env, &mut backends, &mut described).await?;
-        let mut gateway =
-            Gateway::from_manifest(m, &backends, &self.env.observer).with_callers(self.env.callers.clone());
+        let mut gateway = Gateway::from_manifest(m, &backends, &self.env.observer)
+            .with_callers(self.env.callers.clone())
+            .with_mesh(self.env.mesh.clone());
         let topics = nimbus_triggers::app_topics(m);
         if let Some(bus) = &self.env.bus
             && !topics.is_empty()

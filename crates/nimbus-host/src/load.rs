@@ -62,10 +62,23 @@ pub(crate) fn check_handlers(
     loaded: &LoadedManifest,
     backends: &HashMap<String, Backend>,
 ) -> Result<(), AssembleError> {
-    let problems: Vec<String> = nimbus_triggers::handler_problems(&loaded.manifest, backends)
+    let mut problems: Vec<String> = nimbus_triggers::handler_problems(&loaded.manifest, backends)
         .into_iter()
         .map(|(at, message, hint)| loaded.diagnostic(&at, message, hint).to_string())
         .collect();
+    // A component called over `http://NAME.internal/` must serve HTTP (services always do).
+    for (name, c) in &loaded.manifest.component {
+        for (i, callee) in c.grants.invoke.iter().enumerate() {
+            if let Some(Backend::Function(f)) = backends.get(callee.as_str())
+                && !f.handles_http()
+            {
+                let at = FieldPath::root().key("component").key(name.clone()).key("grants").key("invoke").index(i);
+                let message = format!("`{callee}` does not serve HTTP (it exports no `wasi:http/incoming-handler`)");
+                let hint = "call a component that handles HTTP requests, or remove the grant";
+                problems.push(loaded.diagnostic(&at, message, hint).to_string());
+            }
+        }
+    }
     if problems.is_empty() { Ok(()) } else { Err(AssembleError::Handlers(problems)) }
 }
 

@@ -40,9 +40,18 @@ pub struct Exports {
     /// e.g. `{ orders = ["billing"] }`.
     #[serde(default)]
     pub topics: BTreeMap<String, Vec<String>>,
+    /// Component → the apps whose components may call it (`grants.invoke = ["APP/NAME"]`,
+    /// `http://NAME.APP.internal/...`), e.g. `{ billing = ["shop"] }`.
+    #[serde(default)]
+    pub components: BTreeMap<String, Vec<String>>,
 }
 
 impl Exports {
+    /// Whether component `name` may be called by the components of `app`.
+    pub fn component_to(&self, name: &str, app: &str) -> bool {
+        self.components.get(name).is_some_and(|apps| apps.iter().any(|a| a == app))
+    }
+
     /// Whether bucket `name` is exported to `app`.
     pub fn kv_to(&self, name: &str, app: &str) -> bool {
         self.kv.get(name).is_some_and(|apps| apps.iter().any(|a| a == app))
@@ -338,6 +347,19 @@ pub struct Grants {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub secrets: Vec<crate::SecretName>,
+    /// Components the component may call at `http://NAME.internal/...` (a function's call runs
+    /// in-process; a service calls through its egress proxy), e.g. `["billing"]`, or `"APP/NAME"`
+    /// for a component another app exports to this one (`http://NAME.APP.internal/...`). A call
+    /// to any other is refused.
+    #[serde(default)]
+    pub invoke: Vec<String>,
+}
+
+impl Grants {
+    /// Whether a component of `own_app` with these grants may call `component` of `app`.
+    pub fn may_invoke(&self, own_app: &str, app: &str, component: &str) -> bool {
+        self.invoke.iter().any(|g| crate::resolve(own_app, g) == (app, component))
+    }
 }
 
 /// `[trigger]`: every kind of trigger, each an array of tables.

@@ -118,6 +118,19 @@ fn check_grants(m: &Manifest, c: &Component, at: &FieldPath, out: &mut Vec<Probl
         ));
     }
     check_secret_env(c, at, out);
+    for (i, name) in c.grants.invoke.iter().enumerate() {
+        let at = at.clone().key("grants").key("invoke").index(i);
+        match name.split_once('/') {
+            Some((app, component)) => {
+                if let Err(e) = other_app(app, &m.app.name)
+                    .and_then(|()| crate::scope::check_app_name(component).map_err(|e| format!("component {e}")))
+                {
+                    out.push(problem(at, format!("`{name}`: {e}"), "name a component another app exports, `APP/NAME`"));
+                }
+            }
+            None => check_component_ref(m, name, at, out),
+        }
+    }
     if !c.grants.publish.is_empty() && c.command.is_some() {
         out.push(problem(
             at.clone().key("grants").key("publish"),
@@ -356,6 +369,10 @@ fn other_app(app: &str, own: &str) -> Result<(), String> {
 fn check_exports(m: &Manifest, out: &mut Vec<Problem>) {
     check_export_table(m, "kv", &m.export.kv, app_bucket_name, out);
     check_export_table(m, "topics", &m.export.topics, |n| app_topic_name(n, true), out);
+    check_export_table(m, "components", &m.export.components, |_| Ok(()), out);
+    for name in m.export.components.keys() {
+        check_component_ref(m, name, FieldPath::root().key("export").key("components").key(name.clone()), out);
+    }
 }
 
 fn check_export_table(

@@ -425,3 +425,34 @@ fn secret_grants_are_checked_names_and_may_not_shadow_env() {
     assert_eq!(d.field, "component.checkout.grants.secrets[1]");
     assert!(d.message.contains("secret `db-url`"), "{}", d.message);
 }
+
+#[test]
+fn invoke_grants_name_a_component_of_the_app_or_an_app_and_its_component() {
+    let granted =
+        |invoke: &str| VALID.replace("grants = { outbound", &format!("grants = {{ invoke = {invoke}, outbound"));
+    let ok = parse(&granted(r#"["checkout", "billing/charge"]"#)).unwrap();
+    let grants = &ok.manifest.component["checkout"].grants;
+    let app = ok.manifest.app.name.as_str();
+    assert!(grants.may_invoke(app, app, "checkout"));
+    assert!(grants.may_invoke(app, "billing", "charge"));
+    assert!(!grants.may_invoke(app, app, "charge"), "`billing/charge` is not this app's `charge`");
+    assert!(!grants.may_invoke(app, "billing", "checkout"));
+
+    let d = only_error(&granted(r#"["checkout", "nope"]"#));
+    assert_eq!(d.field, "component.checkout.grants.invoke[1]");
+    assert!(d.message.contains("no component named `nope`"), "{}", d.message);
+
+    let d = only_error(&granted(&format!(r#"["{app}/checkout"]"#)));
+    assert_eq!(d.field, "component.checkout.grants.invoke[0]");
+    assert!(d.message.contains("names this app itself"), "{}", d.message);
+
+    let d = only_error(&granted(r#"["billing/Charge"]"#));
+    assert!(d.message.contains("component name `Charge`"), "{}", d.message);
+}
+
+#[test]
+fn exported_components_must_exist() {
+    let d = only_error(&format!("{VALID}\n[export]\ncomponents = {{ nope = [\"billing\"] }}\n"));
+    assert_eq!(d.field, "export.components.nope");
+    assert!(d.message.contains("no component named `nope`"), "{}", d.message);
+}

@@ -5,10 +5,13 @@
 //! keys wrapped by a master key; the [`secrets::SecretSource`] the runtime and app host read
 //! granted secrets from), TLS configuration ([`tls`]: rustls with the `ring` provider, ALPN `h2`
 //! and `http/1.1`, a certificate per host picked by SNI, certificates from PEM files reloaded on
-//! change, and a local CA for `--tls auto`) and, as they land, workload identities. It does not
-//! store anything (the control store keeps sealed records), decide who may do what (the control
-//! API's tokens) or serve connections (the gateway's accept loop takes a [`tls::ServerTls`] from
-//! here and runs each handshake).
+//! change, and a local CA for `--tls auto`), workload identities ([`identity`]: SPIFFE IDs of
+//! nodes, revisions and components under a trust domain) and the seam of component-to-component
+//! calls ([`mesh`]: the [`mesh::Mesh`] a caller hands a call to `http://COMPONENT.internal/` with
+//! its identity and depth). It does not store anything (the control store keeps sealed records),
+//! decide who may do what (the control API's tokens, the manifest's grants), run the callee of a
+//! call (the gateway implements the mesh) or serve connections (the gateway's accept loop takes a
+//! [`tls::ServerTls`] from here and runs each handshake).
 //!
 //! ```
 //! use nimbus_security::secrets::{Keyring, MasterKey, SecretValue};
@@ -35,5 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod identity;
+pub mod mesh;
 pub mod secrets;
 pub mod tls;

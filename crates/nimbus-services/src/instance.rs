@@ -79,7 +79,7 @@ impl Instance {
             // Its own process group, so stopping it stops whatever it started too.
             .process_group(0)
             .kill_on_drop(true);
-        if sandboxed && !spec.outbound.is_empty() {
+        if sandboxed && crate::egress::needed(spec) {
             let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
             cmd.envs(["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map(|k| (k, proxy.as_str())));
         }
@@ -241,13 +241,13 @@ impl Sandbox {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let egress = if spec.outbound.is_empty() {
+        let egress = if !crate::egress::needed(spec) {
             None
         } else {
             let listener = ns
                 .listen(crate::egress::EGRESS_PORT)
                 .map_err(|e| format!("cannot start the egress proxy in the sandbox: {e}"))?;
-            Some(crate::egress::serve(listener, spec.outbound.clone(), spec.name.clone()))
+            Some(crate::egress::serve(listener, crate::egress::Egress::of(spec)))
         };
         let mut go = child.stdin.take().ok_or("the sandbox's start signal is gone")?;
         tokio::io::AsyncWriteExt::write_all(&mut go, b"x")

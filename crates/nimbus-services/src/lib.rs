@@ -141,6 +141,12 @@ impl Drop for InFlight {
 }
 
 impl Service {
+    /// Sends its calls to other components (`grants.invoke`) to `mesh`, from processes running
+    /// now and later; the first binding wins.
+    pub fn bind_mesh(&self, mesh: Arc<dyn nimbus_security::mesh::Mesh>) {
+        let _ = self.spec.mesh.set(mesh);
+    }
+
     /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler.
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
         let initial = spec.scale.initial.max(spec.scale.min).min(spec.scale.max);

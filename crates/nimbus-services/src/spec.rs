@@ -1,10 +1,11 @@
 //! What a service is, resolved from its `[component.NAME]` table.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use nimbus_manifest::{Component, ComponentKind, OutboundGrant, Probe, Scale};
+use nimbus_manifest::{Component, ComponentKind, Grants, Probe, Scale};
 use nimbus_observe::ComponentTelemetry;
+use nimbus_security::mesh::Mesh;
 use nimbus_security::secrets::SecretValue;
 
 /// Default seconds between SIGTERM and SIGKILL.
@@ -21,8 +22,12 @@ pub struct ServiceSpec {
     pub workdir: PathBuf,
     /// The app's tree (the sandbox shows it read-only; `workdir` is in it).
     pub root: PathBuf,
-    /// Origins it may reach through the sandbox's egress proxy (`grants.outbound`).
-    pub outbound: Arc<[OutboundGrant]>,
+    /// What it may reach through the sandbox's egress proxy: origins (`grants.outbound`) and
+    /// other components (`grants.invoke`, at `http://NAME.internal/`).
+    pub grants: Arc<Grants>,
+    /// Where its calls to other components go, bound once its app's gateway exists
+    /// ([`crate::Service::bind_mesh`]); until then they are answered 503.
+    pub mesh: Arc<OnceLock<Arc<dyn Mesh>>>,
     /// Its environment (`PORT` is added per instance; `PATH` comes from the host).
     pub env: Vec<(String, String)>,
     /// Its granted secrets, as environment variables (`STRIPE_KEY`); set by the app host, which
@@ -56,7 +61,8 @@ impl ServiceSpec {
             command: command.to_vec(),
             workdir: c.workdir.as_deref().map_or_else(|| app_dir.to_path_buf(), |w| app_dir.join(w)),
             root: app_dir.to_path_buf(),
-            outbound: c.grants.outbound.as_slice().into(),
+            grants: Arc::new(c.grants.clone()),
+            mesh: Arc::default(),
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             secrets: Vec::new(),
             readiness: c.readiness.clone().unwrap_or_default(),

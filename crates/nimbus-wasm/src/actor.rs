@@ -202,10 +202,10 @@ pub(crate) async fn invoke(
     method: &str,
     input: &[u8],
     state: ActorState,
-    inv: Invocation,
+    mut inv: Invocation,
 ) -> Result<ActorOutcome, InvokeError> {
     let limits = settings.limits;
-    let mut run = Run::start(settings, inv.telemetry, inv.request_id, || None);
+    let mut run = Run::start(settings, &mut inv, || None);
     let mut guest = GuestState::new(settings, &run.scope, inv.lease);
     guest.actor = ActorCtx { state, dirty: false };
     let (mut store, deadline) = limits.new_store(pre.engine(), guest);

@@ -34,11 +34,11 @@ pub(crate) async fn handle(
     pre: &EventHandlerPre<GuestState>,
     settings: &FunctionSettings,
     event: &nimbus_bus::Event,
-    inv: Invocation,
+    mut inv: Invocation,
 ) -> Result<(), EventError> {
     let limits = settings.limits;
     let remote = || nimbus_bus::event::trace_context(event);
-    let mut run = Run::start(settings, inv.telemetry, inv.request_id, remote);
+    let mut run = Run::start(settings, &mut inv, remote);
     let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
     let record = crate::publish::to_guest(event);

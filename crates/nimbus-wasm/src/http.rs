@@ -17,11 +17,11 @@ pub(crate) async fn handle(
     pre: &ProxyPre<GuestState>,
     settings: &Arc<FunctionSettings>,
     req: http::Request<Bytes>,
-    inv: Invocation,
+    mut inv: Invocation,
 ) -> Result<http::Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let remote = || nimbus_observe::TraceContext::from_headers(req.headers());
-    let mut lifecycle = Run::start(settings, inv.telemetry, inv.request_id, remote);
+    let mut lifecycle = Run::start(settings, &mut inv, remote);
     let state = GuestState::new(settings, &lifecycle.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
 

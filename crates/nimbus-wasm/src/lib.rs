@@ -12,7 +12,8 @@
 //! * WASI preview1 command modules run as CGI programs (WAGI).
 //!
 //! Host capabilities are plug-ins (the `capability` module; Spin's factors are the model): each
-//! one — keyvalue, publish, outbound HTTP, actor client, secrets (`wasi:config`) — is a module that is configured at load
+//! one — keyvalue, publish, outbound HTTP (and calls to other components through it, bound
+//! with [`Function::bind_mesh`]), actor client, secrets (`wasi:config`) — is a module that is configured at load
 //! from the component's grants, links its interfaces only when granted, and prepares its state
 //! per instance. A component importing an interface it was not granted is refused at load with
 //! [`LinkError::NotGranted`], naming the grant to add; [`LoadError::hint`] says what to do about
@@ -48,6 +49,7 @@ mod error;
 mod events;
 mod guest;
 mod http;
+mod invoke;
 mod kv;
 mod logs;
 mod outbound;
@@ -316,6 +318,9 @@ pub struct Invocation {
     /// Where the invocation's spans, metrics and logs go; without it, nowhere but the process
     /// log.
     pub telemetry: Option<nimbus_observe::Telemetry>,
+    /// How many component-to-component calls deep this invocation is: 0 for a request from
+    /// outside, the [`nimbus_security::mesh::Call::depth`] of a call.
+    pub depth: u32,
 }
 
 impl Invocation {
@@ -329,6 +334,7 @@ impl Invocation {
             client: None,
             lease: None,
             telemetry: None,
+            depth: 0,
         }
     }
 }
@@ -367,6 +373,14 @@ impl Function {
     /// bound opens no bucket and publishes to no topic.
     pub fn bind_app(&self, app: &str) {
         let _ = self.settings.app.set(app.into());
+    }
+
+    /// Sends its calls to other components (`grants.invoke`, `http://NAME.internal/...`) to
+    /// `mesh`; the first binding wins. Until bound, every such call is denied.
+    pub fn bind_mesh(&self, mesh: Arc<dyn nimbus_security::mesh::Mesh>) {
+        if let Some(outbound) = <outbound::OutboundHttp as capability::Registered>::app(&self.settings.caps) {
+            let _ = outbound.mesh.set(mesh);
+        }
     }
 
     /// Whether it is an actor (`nimbus:actor/handler`).

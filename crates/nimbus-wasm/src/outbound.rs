@@ -4,11 +4,13 @@
 //! `outgoing-handler`, used or not. Its grants gate each request instead: one to an origin that
 //! was not granted fails with `HTTP-request-denied` in the guest and a warning in the log. A
 //! grant that is not an origin is refused at load. Each request is a client span whose context
-//! goes out in the `traceparent` header.
-use std::sync::Arc;
+//! goes out in the `traceparent` header. A request to `http://NAME.internal/...` is a call to
+//! another component instead (`grants.invoke`, the `invoke` module), which never leaves the node.
+use std::sync::{Arc, OnceLock};
 
-use nimbus_manifest::{Component, OutboundGrant};
+use nimbus_manifest::{Component, Grants};
 use nimbus_observe::SpanKind;
+use nimbus_security::mesh::Mesh;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -26,29 +28,39 @@ impl Capability for OutboundHttp {
     /// None: `wasi:http` is always linked, and a request without a grant is denied when made.
     const INTERFACES: &'static [&'static str] = &[];
     type Backend = ();
-    type App = Arc<[OutboundGrant]>;
+    type App = Arc<OutboundApp>;
     type Instance = OutboundPolicy;
 
     fn configure((): &(), component: &Component) -> Result<Option<Self::App>, LinkError> {
-        Ok(Some(component.grants.outbound.as_slice().into()))
+        Ok(Some(Arc::new(OutboundApp { grants: component.grants.clone(), mesh: OnceLock::new() })))
     }
 
     fn link(_: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         Ok(())
     }
 
-    fn prepare(grants: &Self::App, ctx: &PrepareContext<'_>) -> OutboundPolicy {
-        OutboundPolicy { grants: grants.clone(), scope: ctx.scope.clone() }
+    fn prepare(app: &Self::App, ctx: &PrepareContext<'_>) -> OutboundPolicy {
+        OutboundPolicy { app: app.clone(), scope: ctx.scope.clone(), own_app: ctx.app.cloned() }
     }
+}
+
+/// What outbound requests of one loaded component may reach.
+pub(crate) struct OutboundApp {
+    /// Its grants: `outbound` origins, `invoke` components.
+    pub(crate) grants: Grants,
+    /// Where its calls to other components go, bound after load ([`crate::Function::bind_mesh`]).
+    pub(crate) mesh: OnceLock<Arc<dyn Mesh>>,
 }
 
 /// The hooks of one invocation's `wasi:http` context.
 pub(crate) struct OutboundPolicy {
-    grants: Arc<[OutboundGrant]>,
-    scope: Arc<Scope>,
+    pub(crate) app: Arc<OutboundApp>,
+    pub(crate) scope: Arc<Scope>,
+    /// The app the function is bound to.
+    pub(crate) own_app: Option<Arc<str>>,
 }
 
-type SendFuture = Box<
+pub(crate) type SendFuture = Box<
     dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
         + Send,
 >;
@@ -58,7 +70,7 @@ impl OutboundPolicy {
         let Some(host) = uri.host() else { return false };
         let scheme = uri.scheme_str().unwrap_or("https");
         let port = uri.port_u16().unwrap_or(if scheme.eq_ignore_ascii_case("http") { 80 } else { 443 });
-        self.grants.iter().any(|g| g.allows(scheme, host, port))
+        self.app.grants.outbound.iter().any(|g| g.allows(scheme, host, port))
     }
 }
 
@@ -69,6 +81,10 @@ impl WasiHttpHooks for OutboundPolicy {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
+        if let Some((app, component)) = request.uri().host().and_then(nimbus_security::mesh::callee_of) {
+            let (app, component) = (app.map(str::to_string), component.to_string());
+            return crate::invoke::call(self, request, app, component);
+        }
         let mut span = self.scope.span("HTTP", SpanKind::Client);
         if span.is_recording() {
             let uri = request.uri();

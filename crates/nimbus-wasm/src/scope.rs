@@ -15,6 +15,8 @@ pub(crate) struct Scope {
     pub(crate) request_id: Arc<str>,
     /// The `execute` span: host calls are its children.
     pub(crate) span: SpanRef,
+    /// How many component-to-component calls deep the invocation is (0: from outside).
+    pub(crate) depth: u32,
 }
 
 impl Scope {
@@ -47,16 +49,21 @@ impl Run {
     /// (tracing off), so it still reaches what the guest calls.
     pub(crate) fn start(
         settings: &FunctionSettings,
-        telemetry: Option<Telemetry>,
-        request_id: Arc<str>,
+        inv: &mut crate::Invocation,
         remote: impl FnOnce() -> Option<TraceContext>,
     ) -> Self {
+        let telemetry = inv.telemetry.take();
         let telemetry =
             telemetry.unwrap_or_else(|| Telemetry { component: settings.detached.clone(), parent: SpanRef::default() });
         let parent = if telemetry.parent.context().is_none() { SpanRef::remote(remote()) } else { telemetry.parent };
         let mut execute = parent.child("execute", SpanKind::Internal);
         execute.set_with("nimbus.component", || telemetry.component.component.clone());
-        let scope = Arc::new(Scope { telemetry: telemetry.component, request_id, span: execute.handle() });
+        let scope = Arc::new(Scope {
+            telemetry: telemetry.component,
+            request_id: inv.request_id.clone(),
+            span: execute.handle(),
+            depth: inv.depth,
+        });
         Self { scope, parent, execute }
     }
 

@@ -36,7 +36,7 @@ pub(crate) async fn handle(
     let limits = settings.limits;
     let (parts, body) = req.into_parts();
     let remote = || nimbus_observe::TraceContext::from_headers(&parts.headers);
-    let mut run = Run::start(settings, inv.telemetry.take(), inv.request_id.clone(), remote);
+    let mut run = Run::start(settings, &mut inv, remote);
     let stdout = MemoryOutputPipe::new(MAX_CGI_OUTPUT);
     let mut wasi = settings.wasi(&run.scope);
     wasi.arg(&*settings.name)

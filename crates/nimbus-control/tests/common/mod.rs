@@ -60,7 +60,13 @@ impl Server {
         let tokens = Tokens::new(store.clone());
         let ingress = Arc::new(Ingress::new());
         let callers = Arc::new(DataAuth::Tokens { tokens: tokens.clone(), dev: false });
-        let app_data = AppData { bus: data.bus.clone(), kv_changes: data.kv_changes.clone(), callers, secrets: None };
+        let app_data = AppData {
+            bus: data.bus.clone(),
+            kv_changes: data.kv_changes.clone(),
+            callers,
+            secrets: None,
+            trust_domain: Default::default(),
+        };
         let platform = Platform::open(
             store.clone(),
             data.runtime.clone(),

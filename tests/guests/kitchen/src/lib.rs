@@ -166,6 +166,20 @@ impl wasip2::exports::http::incoming_handler::Guest for Kitchen {
                     Err(e) => respond(out, 502, format!("outbound error: {e}\n").as_bytes()),
                 }
             }
+            "/bounce" => {
+                // Calls `via` (another component), asking it to bounce back to `back`: two
+                // components granted each other ping-pong until the call depth limit stops them.
+                let via = query_param(query, "via").unwrap_or_default();
+                let back = query_param(query, "back").unwrap_or_default();
+                match outbound(&format!("http://{via}.internal/kitchen/bounce?via={back}&back={via}")) {
+                    Ok((status, body)) => {
+                        let mut text = format!("{via}: {status}\n").into_bytes();
+                        text.extend_from_slice(&body);
+                        respond(out, 200, &text);
+                    }
+                    Err(e) => respond(out, 502, format!("outbound error: {e}\n").as_bytes()),
+                }
+            }
             "/drip" => {
                 let chunks: u32 = query_param(query, "chunks").and_then(|v| v.parse().ok()).unwrap_or(3);
                 let ms: u64 = query_param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
