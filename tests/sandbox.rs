@@ -229,8 +229,8 @@ fn a_tree_the_sandboxs_user_cannot_read_is_refused_with_what_to_do() {
     );
 }
 
-/// The server's data dir lets the sandbox's user through to the services' trees and nothing
-/// else: the stores are the server user's alone.
+/// The server's data dir lets the sandbox's user through to the services' trees and their
+/// certificate files and nothing else: the stores are the server user's alone.
 #[test]
 fn the_data_dir_is_private_but_for_the_services_trees() {
     use std::os::unix::fs::PermissionsExt;
@@ -243,4 +243,6 @@ fn the_data_dir_is_private_but_for_the_services_trees() {
     }
     assert_eq!(mode("uploads"), 0o700);
     assert_eq!(mode("services"), 0o755);
+    assert_eq!(mode("identity"), 0o711, "passable to services' certificate files");
+    assert_eq!(mode("identity/ca"), 0o700, "the identity CA's key is the server's alone");
 }

@@ -1,6 +1,6 @@
 """A small HTTP service for Nimbus's tests: the $PORT contract, streaming, an upgrade, crashes,
 and a graceful SIGTERM (in-flight requests finish, then it exits)."""
-import os, signal, sys, threading, time, urllib.error, urllib.request
+import json, os, signal, sys, threading, time, urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -9,6 +9,48 @@ active = 0
 active_lock = threading.Lock()
 # Tells processes apart (in the sandbox, each one has the same pid and port).
 BOOT = os.urandom(4).hex()
+
+
+def identity():
+    """The workload identity files Nimbus gives the service, and an mTLS handshake with itself
+    over loopback using them: each side presents the certificate and verifies the other's against
+    the bundle."""
+    import socket, ssl
+    d = os.environ["NIMBUS_IDENTITY_DIR"]
+    cert, key, bundle = (os.path.join(d, n) for n in ("svid.pem", "svid_key.pem", "bundle.pem"))
+    info = ssl._ssl._test_decode_cert(cert)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    server.load_verify_locations(bundle)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.load_cert_chain(cert, key)
+    client.load_verify_locations(bundle)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    peer = {}
+    def accept():
+        conn, _ = listener.accept()
+        with server.wrap_socket(conn, server_side=True) as tls:
+            peer["san"] = tls.getpeercert().get("subjectAltName")
+            tls.sendall(b"ok")
+    t = threading.Thread(target=accept)
+    t.start()
+    with client.wrap_socket(socket.create_connection(listener.getsockname())) as tls:
+        tls.recv(2)
+        peer["server"] = tls.getpeercert().get("subjectAltName")
+    t.join()
+    try:
+        open(os.path.join(d, "svid.pem"), "a").close()
+        writable = True
+    except OSError:
+        writable = False
+    return {"id": os.environ.get("NIMBUS_WORKLOAD_ID"), "dir": d, "san": info.get("subjectAltName"),
+            "serial": info.get("serialNumber"), "not_after": info.get("notAfter"),
+            "client_seen_by_server": peer.get("san"), "server_seen_by_client": peer.get("server"),
+            "key_mode": oct(os.stat(key).st_mode & 0o777), "writable": writable}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,6 +94,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/hello":
             print(f"hello request on port {os.environ['PORT']}", flush=True)
             self.reply(200, f"hello from python pid={os.getpid()} boot={BOOT} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
+        elif path == "/identity":
+            self.reply(200, json.dumps(identity()), "application/json")
         elif path == "/caller":
             self.reply(200, f"caller={self.headers.get('x-nimbus-caller')} depth={self.headers.get('x-nimbus-invoke-depth')}\n")
         elif path == "/headers":

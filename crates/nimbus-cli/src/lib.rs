@@ -20,6 +20,7 @@ mod connections;
 mod deploy;
 mod doctor;
 mod events;
+mod identity;
 mod kv;
 mod local_api;
 mod local_secrets;

@@ -56,12 +56,8 @@ pub(crate) struct ServerArgs {
     /// 32`). Or NIMBUS_MASTER_KEY with the key itself. Without one, secrets cannot be set.
     #[arg(long, env = "NIMBUS_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
-    /// The trust domain of workload identities: a component is
-    /// `spiffe://DOMAIN/app/APP/component/NAME` in traces and in the `x-nimbus-caller` header of
-    /// the calls it makes to other components.
-    #[arg(long, env = "NIMBUS_TRUST_DOMAIN", default_value = nimbus_security::identity::DEFAULT_TRUST_DOMAIN,
-          value_parser = nimbus_security::identity::TrustDomain::parse)]
-    trust_domain: nimbus_security::identity::TrustDomain,
+    #[command(flatten)]
+    identity: crate::identity::IdentityArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// With TLS: add `Strict-Transport-Security: max-age=SECS` to the apps' responses.
@@ -129,7 +125,9 @@ fn default_data_dir() -> PathBuf {
 
 /// Closes the data dir to other users except for the way to the deployed services' trees: the
 /// dir itself may only be passed through (0711), its stores and other directories are the
-/// owner's alone (0600, 0700), and `services/` stays readable (0755) for the sandbox's user.
+/// owner's alone (0600, 0700), `services/` stays readable (0755) for the sandbox's user, and
+/// `identity/` passable (0711) to its services' certificate files (the CA's key is in its
+/// `ca/`, 0700).
 fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let set = |path: &std::path::Path, mode: u32| {
@@ -139,9 +137,11 @@ fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     set(data_dir, 0o711)?;
     for entry in std::fs::read_dir(data_dir)?.flatten() {
         let Ok(kind) = entry.file_type() else { continue };
-        match (kind.is_dir(), entry.file_name() == "services") {
-            (true, true) => set(&entry.path(), 0o755)?,
-            (true, false) => set(&entry.path(), 0o700)?,
+        let name = entry.file_name();
+        match (kind.is_dir(), name.to_str()) {
+            (true, Some("services")) => set(&entry.path(), 0o755)?,
+            (true, Some("identity")) => set(&entry.path(), 0o711)?,
+            (true, _) => set(&entry.path(), 0o700)?,
             (false, _) if kind.is_file() => set(&entry.path(), 0o600)?,
             _ => {}
         }
@@ -202,7 +202,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 kv_changes,
                 callers,
                 secrets: Some(secrets),
-                trust_domain: args.trust_domain.clone(),
+                trust_domain: args.identity.trust_domain.clone(),
+                workload_certs: Some(args.identity.workload_certs(&data_dir)?),
             },
             data_dir.join("services"),
             observer.clone(),
@@ -258,6 +259,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     println!("  Data:        {}", data_dir.display());
     println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{api_addr}")));
     println!("  Events:      {} bus; POST {scheme}://{gateway_addr}/events/TOPIC", bus.backend());
+    println!("  Identity:    {}", args.identity.describe(&data_dir));
     if let Some(created) = tokens.bootstrap().context("cannot create the first admin token")? {
         println!();
         println!("Created the first admin token. It is shown only this once and only its hash is stored:");

@@ -38,6 +38,8 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    identity: crate::identity::IdentityArgs,
+    #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
     observe: ObserveArgs,
@@ -96,7 +98,8 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         callers: Arc::new(callers),
         observer: observer.clone(),
         secrets: Some(secrets),
-        mesh: nimbus_gateway::MeshConfig::default(),
+        mesh: nimbus_gateway::MeshConfig { trust_domain: args.identity.trust_domain.clone(), peers: None },
+        workload_certs: Some(args.identity.workload_certs(&data_dir)?),
     };
     let host = AppHost::new(env);
     let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {

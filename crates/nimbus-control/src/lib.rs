@@ -35,7 +35,7 @@
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
 //! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),
-//!     trust_domain: Default::default() };
+//!     trust_domain: Default::default(), workload_certs: None };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let api = nimbus_control::router(Arc::new(ApiState {

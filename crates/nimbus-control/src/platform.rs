@@ -145,6 +145,8 @@ pub struct AppData {
     pub secrets: Option<Arc<dyn nimbus_security::secrets::SecretSource>>,
     /// The trust domain of the apps' workload identities.
     pub trust_domain: nimbus_security::identity::TrustDomain,
+    /// Issues services certificates of their workload identity, written under the directory.
+    pub workload_certs: Option<(Arc<nimbus_security::identity::WorkloadCerts>, PathBuf)>,
 }
 
 impl Platform {
@@ -161,7 +163,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -172,6 +174,7 @@ impl Platform {
             observer,
             secrets,
             mesh,
+            workload_certs,
         };
         let platform = Self {
             services_dir,

@@ -21,7 +21,8 @@
 //! use nimbus_host::{AppHost, Components, HostEnv};
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
-//!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default() });
+//!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default(),
+//!     workload_certs: None });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -36,6 +37,7 @@ mod source;
 mod stop;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use nimbus_actors::{Activations, ActorHost};
@@ -43,6 +45,7 @@ use nimbus_bus::{BusError, EventBus};
 use nimbus_gateway::{Callers, EventIngress, Gateway, MeshConfig};
 use nimbus_manifest::{LoadedManifest, Manifest};
 use nimbus_observe::Observer;
+use nimbus_security::identity::WorkloadCerts;
 use nimbus_security::secrets::SecretSource;
 use nimbus_services::Service;
 use nimbus_state::KvStore;
@@ -74,6 +77,18 @@ pub struct HostEnv {
     /// How components call each other (`grants.invoke`): the trust domain of their identities and
     /// the server's ingress, through which they reach other apps' exported components.
     pub mesh: MeshConfig,
+    /// Issues services short-lived certificates of their workload identity (under the trust
+    /// domain of `mesh`), written under the directory; without it services get none.
+    pub workload_certs: Option<(Arc<WorkloadCerts>, PathBuf)>,
+}
+
+impl HostEnv {
+    /// The identity service `component` of `app` runs as, if services get certificates.
+    fn service_identity(&self, app: &str, component: &str) -> Option<nimbus_services::Identity> {
+        let (certs, base) = self.workload_certs.as_ref()?;
+        let id = self.mesh.trust_domain.component(app, component);
+        Some(nimbus_services::Identity { id, certs: certs.clone(), base: base.clone() })
+    }
 }
 
 /// Assembles apps on one set of backends.
@@ -143,8 +158,7 @@ impl AppHost {
         let mut secret_env = secrets::read(loaded, self.env.secrets.as_ref())?;
         let mut backends = load::functions(&self.env.runtime, loaded, &from, &mut described).await?;
         load::check_handlers(loaded, &backends)?;
-        let services =
-            load::services(loaded, &from, &self.env.observer, &mut secret_env, &mut backends, &mut described).await?;
+        let services = load::services(loaded, &from, &self.env, &mut secret_env, &mut backends, &mut described).await?;
         let mut gateway = Gateway::from_manifest(m, &backends, &self.env.observer)
             .with_callers(self.env.callers.clone())
             .with_mesh(self.env.mesh.clone());

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use nimbus_gateway::Backend;
 use nimbus_manifest::{FieldPath, LoadedManifest};
-use nimbus_observe::Observer;
 use nimbus_services::{Service, ServiceSpec};
 use nimbus_wasm::{CacheOutcome, Runtime, WasmKind};
 
@@ -87,7 +86,7 @@ pub(crate) fn check_handlers(
 pub(crate) async fn services(
     loaded: &LoadedManifest,
     from: &Components<'_>,
-    observer: &Observer,
+    env: &crate::HostEnv,
     secrets: &mut crate::secrets::SecretEnv,
     backends: &mut HashMap<String, Backend>,
     described: &mut HashMap<String, String>,
@@ -104,7 +103,8 @@ pub(crate) async fn services(
                     // A deployed service runs at the root of its tree.
                     spec.workdir = dir.to_path_buf();
                 }
-                spec.telemetry = observer.component(&m.app.name, name);
+                spec.telemetry = env.observer.component(&m.app.name, name);
+                spec.identity = env.service_identity(&m.app.name, name);
                 spec.secrets = secrets.remove(name).unwrap_or_default();
                 started.push((name, dir, Service::start(spec)));
             }

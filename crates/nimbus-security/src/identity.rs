@@ -1,10 +1,16 @@
-//! Workload identities: who a node, an app revision or a component is, as a SPIFFE ID
+//! Workload identities: who a node or a component is, as a SPIFFE ID
 //! (`spiffe://DOMAIN/app/APP/component/NAME`) under the platform's trust domain. Spans carry them
 //! (`nimbus.workload.id`), a component-to-component call names its caller by one (the
 //! [`CALLER_HEADER`] a callee receives), and the inter-node transport of cluster mode presents
-//! them in mTLS certificates.
+//! them in mTLS certificates. [`WorkloadCerts`] issues a workload short-lived certificates of its
+//! ID (X.509 SVIDs) as the files a service reads (`svid.pem`, `svid_key.pem`, `bundle.pem`).
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::tls::TlsError;
+use crate::tls::ca::LocalCa;
 
 /// The trust domain when none is configured (`--trust-domain`).
 pub const DEFAULT_TRUST_DOMAIN: &str = "nimbus.local";
@@ -45,11 +51,6 @@ impl TrustDomain {
         WorkloadId::new(format!("spiffe://{}/node/{}", self.0, segment(node)))
     }
 
-    /// The identity of a revision of an app.
-    pub fn revision(&self, app: &str, revision: &str) -> WorkloadId {
-        WorkloadId::new(format!("spiffe://{}/app/{}/revision/{}", self.0, segment(app), segment(revision)))
-    }
-
     /// The identity of a component of an app.
     pub fn component(&self, app: &str, component: &str) -> WorkloadId {
         WorkloadId::new(format!("spiffe://{}/app/{}/component/{}", self.0, segment(app), segment(component)))
@@ -88,20 +89,52 @@ impl WorkloadId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The trust domain, app and component of a component's ID.
-    pub fn component_parts(&self) -> Option<(&str, &str, &str)> {
-        let rest = self.0.strip_prefix("spiffe://")?;
-        let (domain, path) = rest.split_once('/')?;
-        let path = path.strip_prefix("app/")?;
-        let (app, component) = path.split_once("/component/")?;
-        Some((domain, app, component))
-    }
 }
 
 impl fmt::Display for WorkloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The workload certificate's file in a workload's identity directory.
+pub const SVID_CERT: &str = "svid.pem";
+/// The workload certificate's private key (PKCS#8, readable by the workload only).
+pub const SVID_KEY: &str = "svid_key.pem";
+/// The roots a workload trusts for its peers' certificates: the identity CA.
+pub const SVID_BUNDLE: &str = "bundle.pem";
+
+/// Issues workloads their certificates from a node's identity CA, each valid for `ttl`.
+#[derive(Debug)]
+pub struct WorkloadCerts {
+    ca: LocalCa,
+    ttl: Duration,
+}
+
+impl WorkloadCerts {
+    /// Issues from `ca` certificates valid for `ttl`.
+    pub fn new(ca: LocalCa, ttl: Duration) -> Self {
+        Self { ca, ttl }
+    }
+
+    /// How long a certificate is valid.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Writes a fresh certificate of `id` to `dir` ([`SVID_CERT`], [`SVID_KEY`], [`SVID_BUNDLE`]),
+    /// each file replaced whole, the key first, and owned by `owner` (uid, gid) when given.
+    pub fn renew(&self, id: &WorkloadId, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), TlsError> {
+        let issued = self.ca.issue_workload(id, self.ttl)?;
+        for (name, bytes, mode) in [
+            (SVID_KEY, issued.key_pem.as_bytes(), 0o400),
+            (SVID_CERT, issued.cert_pem.as_bytes(), 0o444),
+            (SVID_BUNDLE, self.ca.cert_pem().as_bytes(), 0o444),
+        ] {
+            let path = dir.join(name);
+            crate::tls::ca::write(&path, bytes, mode, owner)?;
+        }
+        Ok(())
     }
 }
 
@@ -114,11 +147,8 @@ mod tests {
         let domain = TrustDomain::parse("prod.example.com").unwrap();
         let id = domain.component("shop", "web");
         assert_eq!(id.as_str(), "spiffe://prod.example.com/app/shop/component/web");
-        assert_eq!(id.component_parts(), Some(("prod.example.com", "shop", "web")));
         assert_eq!(domain.node("n1").as_str(), "spiffe://prod.example.com/node/n1");
-        assert_eq!(domain.revision("shop", "r3").as_str(), "spiffe://prod.example.com/app/shop/revision/r3");
         assert_eq!(domain.node("a/b c").as_str(), "spiffe://prod.example.com/node/a_b_c");
-        assert_eq!(domain.node("n1").component_parts(), None);
     }
 
     #[test]

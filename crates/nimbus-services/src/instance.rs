@@ -1,6 +1,7 @@
 //! One process of a service: started with `$PORT` in its own process group (and, unless opted
 //! out, in the sandbox of `jail.rs`), its output kept line by line in the log store, its exit
 //! observed, and stopped with SIGTERM then SIGKILL after the grace period.
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -42,7 +43,10 @@ pub(crate) struct Instance {
 impl Instance {
     /// Starts a process of `spec`: in the sandbox (see `jail.rs`) on `$PORT` 8080 of its own
     /// network namespace, or, unsandboxed, on a free port of the host's loopback.
-    pub(crate) async fn spawn(spec: &ServiceSpec) -> Result<Arc<Self>, String> {
+    pub(crate) async fn spawn(
+        spec: &ServiceSpec,
+        identity: Option<&crate::identity::Mounted>,
+    ) -> Result<Arc<Self>, String> {
         let program = spec.command.first().ok_or("empty command")?;
         let sandboxed = !jail::unsandboxed();
         if sandboxed && let Some(why) = jail::unavailable() {
@@ -57,7 +61,11 @@ impl Instance {
         let port = if sandboxed { SANDBOX_PORT } else { free_port().map_err(|e| format!("no free port: {e}"))? };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let confinement = Confinement::new(&spec.name, id, spec.limits)?;
-        let prefix = if sandboxed { jail::prefix(&spec.root, &spec.workdir) } else { crate::sandbox::exec_prefix() };
+        let prefix = if sandboxed {
+            jail::prefix(&spec.root, &spec.workdir, identity.map(|i| i.path()))
+        } else {
+            crate::sandbox::exec_prefix()
+        };
         // The process joins its cgroups (or sets its rlimits) itself, then becomes the service;
         // in the sandbox, bwrap waits for a byte on descriptor 3 (its stdin until then).
         let exec = if sandboxed { "exec \"$@\" 3<&0 </dev/null" } else { "exec \"$@\"" };
@@ -79,6 +87,10 @@ impl Instance {
             // Its own process group, so stopping it stops whatever it started too.
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(identity) = identity {
+            let dir = if sandboxed { Path::new(crate::IDENTITY_MOUNT) } else { identity.path() };
+            cmd.env("NIMBUS_IDENTITY_DIR", dir).env("NIMBUS_WORKLOAD_ID", identity.id.as_str());
+        }
         if sandboxed && crate::egress::needed(spec) {
             let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
             cmd.envs(["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].map(|k| (k, proxy.as_str())));

@@ -112,7 +112,7 @@ const SECRET_DIRS: &[&str] = &["/etc/ssl/private", "/etc/sudoers.d", "/etc/ssh"]
 /// The words the sandboxed process `exec`s before the service's command: `setpriv`, then bwrap
 /// with the app's tree `root` read-only, starting in `workdir`, and waiting for a byte on
 /// descriptor 3 before it runs the service (Nimbus sends it once the egress proxy listens).
-pub(crate) fn prefix(root: &Path, workdir: &Path) -> Vec<String> {
+pub(crate) fn prefix(root: &Path, workdir: &Path, identity: Option<&Path>) -> Vec<String> {
     let mut w: Vec<String> = vec!["setpriv".into()];
     w.extend(setpriv());
     w.extend(
@@ -165,6 +165,10 @@ pub(crate) fn prefix(root: &Path, workdir: &Path) -> Vec<String> {
     if root.join(".nimbus").is_dir() {
         // `nimbus up`'s data dir next to the manifest: its state and API token.
         w.extend(["--tmpfs".into(), format!("{APP}/.nimbus")]);
+    }
+    if let Some(dir) = identity {
+        // Its certificate files, renewed in place (see `identity`).
+        w.extend(["--ro-bind".into(), dir.display().to_string(), crate::IDENTITY_MOUNT.into()]);
     }
     w.extend(["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--block-fd", "3", "--"].map(String::from));
     w

@@ -29,6 +29,7 @@
 
 mod autoscaler;
 mod egress;
+mod identity;
 mod instance;
 pub mod jail;
 mod netns;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use instance::Instance;
 use tokio::sync::{Notify, watch};
 
+pub use identity::{IDENTITY_MOUNT, Identity};
 pub use proxy::{BoxError, RequestBody, ServiceBody};
 pub use spec::{DEFAULT_GRACE, ServiceSpec};
 
@@ -112,6 +114,8 @@ struct State {
 #[derive(Debug)]
 pub struct Service {
     spec: ServiceSpec,
+    /// Its identity directory while it runs (or why it could not be made).
+    identity: Option<Result<identity::Mounted, String>>,
     state: Mutex<State>,
     ready_changed: Notify,
     poked: Notify,
@@ -150,8 +154,11 @@ impl Service {
     /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler.
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
         let initial = spec.scale.initial.max(spec.scale.min).min(spec.scale.max);
+        let stop = watch::channel(false).0;
+        let identity = spec.identity.as_ref().map(|i| identity::Mounted::start(i, &spec.name, stop.subscribe()));
         let service = Arc::new(Self {
             spec,
+            identity,
             state: Mutex::new(State {
                 slots: std::collections::BTreeMap::new(),
                 next_slot: 0,
@@ -163,7 +170,7 @@ impl Service {
             poked: Notify::new(),
             waiting: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
-            stop: watch::channel(false).0,
+            stop,
         });
         service.scale_to(initial);
         tokio::spawn(autoscaler::run(service.clone()));

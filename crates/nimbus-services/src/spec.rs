@@ -28,6 +28,8 @@ pub struct ServiceSpec {
     /// Where its calls to other components go, bound once its app's gateway exists
     /// ([`crate::Service::bind_mesh`]); until then they are answered 503.
     pub mesh: Arc<OnceLock<Arc<dyn Mesh>>>,
+    /// Its workload identity, given to its processes as certificate files; none by default.
+    pub identity: Option<crate::Identity>,
     /// Its environment (`PORT` is added per instance; `PATH` comes from the host).
     pub env: Vec<(String, String)>,
     /// Its granted secrets, as environment variables (`STRIPE_KEY`); set by the app host, which
@@ -63,6 +65,7 @@ impl ServiceSpec {
             root: app_dir.to_path_buf(),
             grants: Arc::new(c.grants.clone()),
             mesh: Arc::default(),
+            identity: None,
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             secrets: Vec::new(),
             readiness: c.readiness.clone().unwrap_or_default(),

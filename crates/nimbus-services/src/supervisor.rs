@@ -29,7 +29,16 @@ pub(crate) async fn run_slot(service: Arc<Service>, slot: u64, mut stop: watch::
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow() || service.is_stopping();
     while !stopped(&stop) {
         let started = Instant::now();
-        let outcome = match Instance::spawn(spec).await {
+        let identity = match &service.identity {
+            None => Ok(None),
+            Some(Ok(mounted)) => Ok(Some(mounted)),
+            Some(Err(e)) => Err(e.clone()),
+        };
+        let spawned = match identity {
+            Ok(identity) => Instance::spawn(spec, identity).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match spawned {
             Ok(instance) => run_instance(&service, slot, &mut stop, instance).await,
             Err(e) => Err(e),
         };

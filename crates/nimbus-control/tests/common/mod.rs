@@ -66,6 +66,7 @@ impl Server {
             callers,
             secrets: None,
             trust_domain: Default::default(),
+            workload_certs: None,
         };
         let platform = Platform::open(
             store.clone(),

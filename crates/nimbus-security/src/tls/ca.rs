@@ -2,15 +2,19 @@
 //! `ca.key` readable by its owner only) that signs a leaf certificate for the names a server
 //! answers on (`localhost`, `127.0.0.1`, `::1`, its listen hosts) each time it starts. Clients
 //! trust the root alone (`curl --cacert ca.pem`, `nimbus login --cacert ca.pem`); the leaves are
-//! never stored.
+//! never stored. The same kind of CA, in a directory of its own, issues the short-lived
+//! certificates of workload identities ([`LocalCa::issue_workload`]).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 
 use super::{TlsError, certified_key};
+use crate::identity::WorkloadId;
 
 /// The root's file in the CA's directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -68,8 +72,8 @@ impl LocalCa {
         let cert = root_params().self_signed(&key).map_err(generate("sign the local CA's root"))?;
         create_private_dir(dir)?;
         // The key first: the root certificate's presence means both are complete.
-        write(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        write(&key_path, key.serialize_pem().as_bytes(), 0o600, None)?;
+        write(&cert_path, cert.pem().as_bytes(), 0o644, None)?;
         Ok(Self { dir: dir.into(), cert_pem: cert.pem(), issuer: Issuer::new(root_params(), key) })
     }
 
@@ -81,6 +85,25 @@ impl LocalCa {
     /// The root certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// A new workload certificate (an X.509 SVID): the SPIFFE ID `id` as its only name (a URI
+    /// SAN), for TLS clients and servers alike, valid from a minute ago for `ttl`.
+    pub fn issue_workload(&self, id: &WorkloadId, ttl: Duration) -> Result<Issued, TlsError> {
+        let mut params = CertificateParams::default();
+        let uri = rcgen::string::Ia5String::try_from(id.as_str()).map_err(generate("name a workload certificate"))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.distinguished_name.push(DnType::CommonName, id.as_str());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - Duration::from_secs(60);
+        params.not_after = now + ttl;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate("generate a workload key"))?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate("sign a workload certificate"))?;
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// A new leaf for `names` (DNS names or IP addresses), signed by the root, for serving.
@@ -115,14 +138,19 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
 }
 
 /// Writes `bytes` to `path` with `mode`: whole or not at all (beside it, synced, renamed).
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+/// Owned by `owner` (uid, gid) when given.
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
     let failed = |source| TlsError::Write { path: path.into(), source };
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(failed)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(failed)?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(failed)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(failed)?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(failed)?;
     std::fs::rename(&tmp, path).map_err(failed)
 }
 
@@ -161,6 +189,29 @@ mod tests {
         let other = LocalCa::open_or_create(&dir.path().join("other")).unwrap();
         assert!(!verifies(other.cert_pem(), &leaf, "localhost"), "another root does not vouch for it");
         leaf.certified_key().unwrap();
+    }
+
+    #[test]
+    fn workload_certificates_name_their_spiffe_id_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open_or_create(dir.path()).unwrap();
+        let id = crate::identity::TrustDomain::default().component("shop", "web");
+        let svid = ca.issue_workload(&id, Duration::from_secs(3600)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(svid.cert_pem.as_bytes()).unwrap();
+        let now = UnixTime::now();
+        assert!(verifier.verify_client_cert(&leaf, &[], now).is_ok(), "a client certificate the CA vouches for");
+        let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() + 3700));
+        assert!(verifier.verify_client_cert(&leaf, &[], later).is_err(), "expired after its ttl");
+        let text = String::from_utf8_lossy(leaf.as_ref()).into_owned();
+        assert!(text.contains("spiffe://nimbus.local/app/shop/component/web"), "the URI SAN names the workload");
     }
 
     #[test]
