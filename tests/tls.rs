@@ -1,8 +1,8 @@
 //! TLS on every listener of `nimbus server`, through the real binary over loopback: the local CA
 //! of `--tls auto` (HTTP/1.1 and HTTP/2 by ALPN, the CLI with `--cacert`, HSTS, the 308
 //! redirect listener, the clear answer to plaintext), certificates from files picked by SNI and
-//! reloaded while an open connection keeps its own, and the refusal to serve the control API on
-//! a non-loopback address without TLS.
+//! reloaded while an open connection keeps its own, the refusal to serve the control API on
+//! a non-loopback address without TLS, and `nimbus up --tls auto` (gateway and local API).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +98,26 @@ async fn tls_auto_serves_https_trusted_through_the_printed_ca() {
     assert!(!nimbus(&["login", "--server", &p.api, "--token", &admin]).status.success(), "no CA, no login");
     common::ok(nimbus(&["login", "--server", &p.api, "--token", &admin, "--cacert", ca_arg]));
     assert!(common::ok(nimbus(&["apps", "list"])).contains("secure"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nimbus_up_serves_its_gateway_and_local_api_over_https() {
+    let app = hello_app("secure", "/secure/...", "1");
+    let server = app.up(&["--tls", "auto"]);
+    assert!(server.base.starts_with("https://"), "{}", server.banner);
+    let ca = app.path().join(".nimbus/tls/ca.pem");
+    assert!(server.banner.contains(&format!("local CA {}", ca.display())), "{}", server.banner);
+    let h2 = client_trusting(&ca).build().unwrap();
+    let resp = h2.get(server.url("/secure/x")).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, reqwest::Version::HTTP_2));
+    assert!(resp.text().await.unwrap().contains("Hello"));
+    // The local API too: `nimbus traces` and friends go over HTTPS with the same root.
+    let local = server.banner.lines().find_map(|l| l.strip_prefix("Local API: ")).unwrap();
+    let local = local.split_whitespace().next().unwrap();
+    assert!(local.starts_with("https://"), "{local}");
+    let resp = h2.get(format!("{local}/v1/traces")).bearer_auth(app.local_token()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(reqwest::Client::new().get(server.url("/secure/x")).send().await.is_err(), "untrusted without the root");
 }
 
 /// Writes a leaf for `names` signed by `ca` to `dir/NAME.pem` and `dir/NAME.key` (renamed into

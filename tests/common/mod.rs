@@ -94,8 +94,10 @@ impl App {
                 panic!("nimbus up exited before serving\nstdout:\n{banner}\nstderr:\n{}", stderr.lock().unwrap());
             }
             banner.push_str(&line);
-            if let Some(rest) = line.split("on http://").nth(1) {
-                addr = Some(rest.trim().to_string());
+            for scheme in ["http", "https"] {
+                if let Some(rest) = line.split(&format!(" on {scheme}://")).nth(1) {
+                    addr = Some(format!("{scheme}://{}", rest.trim()));
+                }
             }
             if line.starts_with("Health check:") {
                 break;
@@ -108,7 +110,7 @@ impl App {
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        Server { child, base: format!("http://{}", addr.unwrap()), banner, stderr, stdout }
+        Server { child, base: addr.unwrap(), banner, stderr, stdout }
     }
 }
 
