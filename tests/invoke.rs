@@ -81,7 +81,7 @@ async fn components_call_each_other_with_their_identity_and_only_as_granted() {
     // The call is a client span of the caller, continued by a server span of the callee.
     let home = tempfile::tempdir().unwrap();
     let trace = trace.expect("traced");
-    let spans = spans_until(&app, home.path(), &trace, |spans| {
+    let spans = common::stored_spans_until(&app, home.path(), &trace, "lacks the call", |spans| {
         spans.iter().any(|s| s["name"] == "invoke api" && s["kind"] == "server")
     });
     let client_span = spans.iter().find(|s| s["name"] == "invoke api" && s["kind"] == "client").expect("client span");
@@ -214,27 +214,4 @@ async fn another_apps_component_is_reachable_only_when_exported() {
     };
     assert!(body.contains("upstream status 200"), "{body}");
     assert!(body.contains("x-nimbus-caller: spiffe://prod.example.com/app/shop/component/web"), "{body}");
-}
-
-/// The spans of a stored trace once `done` holds for them (a trace is stored once its last span
-/// ends, a moment after the client has the response).
-fn spans_until(
-    app: &App,
-    home: &std::path::Path,
-    trace: &str,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = app.cli(home, &["traces", "show", trace, "-o", "json"]);
-        if out.status.success() {
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let spans = json["spans"].as_array().unwrap().clone();
-            if done(&spans) {
-                return spans;
-            }
-        }
-        assert!(Instant::now() < deadline, "trace {trace} incomplete: {out:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -412,31 +412,7 @@ async fn logs_are_found_by_trace_and_followed() {
 /// once its last span ends, which can be a moment after the client has the whole response (the
 /// guest returns after finishing its body), so this asks until it is there.
 fn stored_spans(app: &App, home: &std::path::Path, trace: &str) -> Vec<serde_json::Value> {
-    stored_spans_until(app, home, trace, "was never stored", |_| true)
-}
-
-/// The spans of a stored trace once `done` holds for them (asking for 20 s, else failing with
-/// `what`): traces that go on after the response, through the bus, arrive in parts.
-fn stored_spans_until(
-    app: &App,
-    home: &std::path::Path,
-    trace: &str,
-    what: &str,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = app.cli(home, &["traces", "show", trace, "-o", "json"]);
-        if out.status.success() {
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let spans = json["spans"].as_array().unwrap().clone();
-            if done(&spans) {
-                return spans;
-            }
-        }
-        assert!(Instant::now() < deadline, "trace {trace} {what}: {out:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::stored_spans_until(app, home, trace, "was never stored", |_| true)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -559,7 +535,7 @@ retry = {{ max_attempts = 1 }}
         .unwrap();
     assert_eq!(resp.status(), 202);
     // The forwarded copy is rejected by the handler (an unknown type): a failed span ends the flow.
-    let spans = stored_spans_until(&app, home.path(), trace, "did not reach the handled topic", |spans| {
+    let spans = common::stored_spans_until(&app, home.path(), trace, "did not reach the handled topic", |spans| {
         spans.iter().any(|s| s["name"] == "process topic:handled")
     });
     let find = |name: &str| {

@@ -277,3 +277,27 @@ pub fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Str
     });
     text
 }
+
+/// The spans of a stored trace once `done` holds for them (asking for 20 s, else failing with
+/// `what`): traces that go on after the response, through the bus, arrive in parts.
+pub fn stored_spans_until(
+    app: &App,
+    home: &std::path::Path,
+    trace: &str,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = app.cli(home, &["traces", "show", trace, "-o", "json"]);
+        if out.status.success() {
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let spans = json["spans"].as_array().unwrap().clone();
+            if done(&spans) {
+                return spans;
+            }
+        }
+        assert!(Instant::now() < deadline, "trace {trace} {what}: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
