@@ -6,7 +6,10 @@
 //! trigger's component can handle it, starts every service and waits until each is ready, then
 //! builds the app's [`Gateway`]: its routes, its CloudEvents ingress (`/events/`), its actors
 //! (`/actors/`, sharing one activation per key across the app's revisions) and the gate on
-//! callers of topics and actor types that are not public. [`AppHost::start_triggers`] starts the
+//! callers of topics and actor types that are not public, with its components bound to the mesh
+//! of component-to-component calls (`grants.invoke`; a grant naming a component that does not
+//! serve HTTP is refused here) and its services given certificates of their workload identity
+//! when the host issues them. [`AppHost::start_triggers`] starts the
 //! topic, cron and KV triggers delivering to a revision; [`Revision::stop`] stops its services.
 //! `nimbus up` (one app, its files next to the manifest) and `nimbus server` (every deployed
 //! revision, from its bundle) both call these; nothing else assembles an app.

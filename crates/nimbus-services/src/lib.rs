@@ -11,7 +11,10 @@
 //! its own cgroup ([`sandbox`]) and in a sandbox ([`jail`]): an unprivileged user, its own mount,
 //! pid and network namespaces with only its tree, the system runtime and a scratch `tmpfs`
 //! visible, and outbound network only through an egress proxy that enforces the component's
-//! `grants.outbound`; it dies with Nimbus even under `kill -9`. Its output goes to the log
+//! `grants.outbound` — and, for `http://NAME.internal/` calls to other components
+//! (`grants.invoke`), hands them to the app's mesh ([`Service::bind_mesh`]) as this service; it
+//! dies with Nimbus even under `kill -9`. A service with an [`Identity`] gets a short-lived
+//! certificate of its SPIFFE ID as read-only files ([`IDENTITY_MOUNT`]), renewed while it runs. Its output goes to the log
 //! store, and to the server's log only within a byte budget. Requests that arrive
 //! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
 //! for how long). It does not route or admit requests (that is
