@@ -183,3 +183,55 @@ pub fn certified_key(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::HandshakeKind;
+    use rustls_pki_types::ServerName;
+    use rustls_pki_types::pem::PemObject;
+
+    use super::{Certificates, ServerTls, ca::LocalCa};
+
+    /// A returning client resumes from the ticket of its first handshake instead of a full one.
+    #[tokio::test]
+    async fn a_returning_client_resumes_its_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open_or_create(dir.path()).unwrap();
+        let leaf = ca.issue(&["localhost".into()]).unwrap();
+        let tls = ServerTls::new(Certificates::new(leaf.certified_key().unwrap())).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut conn) = acceptor.accept(tcp).await {
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut conn, b"x").await;
+                    }
+                });
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut conn = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+            // Reading the server's first byte also takes in the ticket it sent after the handshake.
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut conn, &mut byte).await.unwrap();
+            kinds.push(conn.get_ref().1.handshake_kind());
+        }
+        assert_eq!(kinds, [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)]);
+    }
+}
