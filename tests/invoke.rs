@@ -109,6 +109,17 @@ async fn components_call_each_other_with_their_identity_and_only_as_granted() {
         .await
         .unwrap();
     assert_eq!(resp.text().await.unwrap(), "caller=None depth=None\n");
+    // Nor with `_` for `-`, which CGI-style readers take for the same name.
+    let resp = client()
+        .get(server.url("/kitchen/echo"))
+        .header("x_nimbus_caller", "spiffe://nimbus.local/app/shop/component/api")
+        .header("x-nimbus_invoke-depth", "7")
+        .header("x-kept", "yes")
+        .send()
+        .await
+        .unwrap();
+    let echoed = resp.text().await.unwrap();
+    assert!(echoed.contains("x-kept: yes") && !echoed.contains("nimbus"), "{echoed}");
 
     // Not granted: refused in the guest, and said so in the log.
     let (status, body, _) = get(server.url("/kitchen/outbound?url=http://nosy.internal/kitchen/echo")).await;
@@ -125,6 +136,18 @@ async fn components_call_each_other_with_their_identity_and_only_as_granted() {
     assert!(body.contains("x-nimbus-caller: spiffe://nimbus.local/app/shop/component/py"), "{body}");
     let (_, body, _) = get(server.url("/py/call?url=http://nosy.internal/kitchen/echo")).await;
     assert!(body.contains("upstream status 403") && body.contains("not in this service's grants.invoke"), "{body}");
+
+    // A service opening 500 connections to its egress proxy and holding them does not use up
+    // Nimbus's open files: past the proxy's cap (256) they wait in the kernel's queue (or are not
+    // taken); the node keeps serving.
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).unwrap().count();
+    let before = fds();
+    let (_, body, _) = get(server.url("/py/flood-proxy?n=500")).await;
+    assert!(body.starts_with("holding "), "{body}");
+    assert!(fds() < before + 300, "{} open files with 500 proxy connections held (from {before})", fds());
+    assert_eq!(get(server.url("/healthz")).await.0, 200);
+    assert_eq!(get(server.url("/kitchen/echo")).await.0, 200);
+    assert_eq!(get(server.url("/py/flood-proxy?n=0")).await.1, "holding 0\n");
 
     // A cycle ping → pong → ping ... stops at the depth limit with a clear error.
     let (status, body, _) = get(server.url("/kitchen/bounce?via=ping&back=pong")).await;

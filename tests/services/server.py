@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlparse
 
 active = 0
 active_lock = threading.Lock()
+# Sockets /flood-proxy keeps open.
+held = []
 # Tells processes apart (in the sandbox, each one has the same pid and port).
 BOOT = os.urandom(4).hex()
 
@@ -96,6 +98,22 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, f"hello from python pid={os.getpid()} boot={BOOT} port={os.environ['PORT']} host={self.headers.get('host')} xff={self.headers.get('x-forwarded-for')}\n")
         elif path == "/identity":
             self.reply(200, json.dumps(identity()), "application/json")
+        elif path == "/flood-proxy":
+            # Opens (and holds) n connections to the egress proxy; n=0 closes those held.
+            import socket
+            n = int(q.get("n", "0"))
+            if n == 0:
+                while held:
+                    held.pop().close()
+            for _ in range(n):
+                s = socket.socket()
+                s.settimeout(0.02)
+                try:
+                    s.connect(("127.0.0.1", 3128))
+                    held.append(s)
+                except OSError:
+                    s.close()
+            self.reply(200, f"holding {len(held)}\n")
         elif path == "/caller":
             self.reply(200, f"caller={self.headers.get('x-nimbus-caller')} depth={self.headers.get('x-nimbus-invoke-depth')}\n")
         elif path == "/headers":

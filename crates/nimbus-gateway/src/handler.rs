@@ -50,8 +50,7 @@ impl Gateway {
         client: Option<SocketAddr>,
     ) -> http::Response<GatewayBody> {
         // Only the mesh says who is calling and how deep: a client cannot claim to be a component.
-        req.headers_mut().remove(nimbus_security::identity::CALLER_HEADER);
-        req.headers_mut().remove(nimbus_security::mesh::DEPTH_HEADER);
+        nimbus_security::identity::strip_claims(req.headers_mut());
         let id = RequestId::from_headers(req.headers());
         let started = Instant::now();
         let mut span =
@@ -195,9 +194,9 @@ pub(crate) struct Serve<'a> {
     pub(crate) depth: u32,
 }
 
-/// A function: the body is read whole (bounded in size, and in time by the function's time
-/// limit, so a client that stops sending cannot hold the connection), then a fresh instance
-/// handles it.
+/// A function: once admitted, the body is read whole (bounded in size, and in time by the
+/// function's time limit, so a client that stops sending cannot hold the connection or its slot
+/// for long), then a fresh instance handles it.
 pub(crate) async fn invoke<B>(
     function: &Function,
     call: Serve<'_>,
@@ -209,6 +208,12 @@ where
     B::Error: Into<crate::body::BoxError>,
 {
     let Serve { target, route, id, client, span, depth } = call;
+    // Admitted first: a body is read only for a request holding one of the component's
+    // `max_concurrency` slots, so bodies waiting in the queue hold no memory.
+    let permit = match admit(target, id, span).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let limit = target.max_body_bytes;
     let body = match read_whole(body, limit, function.timeout()).await {
         Ok(body) => body,
@@ -222,10 +227,6 @@ where
         }
     };
     target.telemetry.metrics.bytes_in(body.len() as u64);
-    let permit = match admit(target, id, span).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
     let mut inv = Invocation::new(id.as_str(), route);
     inv.client = client;
     inv.depth = depth;

@@ -115,6 +115,7 @@ impl Callees {
             span.set("url.path", parts.uri.path().to_string());
         }
         let headers = &mut parts.headers;
+        nimbus_security::identity::strip_claims(headers);
         headers.insert(REQUEST_ID_HEADER, id.header_value());
         if let Ok(v) = HeaderValue::from_str(caller_id.as_str()) {
             headers.insert(CALLER_HEADER, v);

@@ -104,6 +104,25 @@ pub const SVID_KEY: &str = "svid_key.pem";
 /// The roots a workload trusts for its peers' certificates: the identity CA.
 pub const SVID_BUNDLE: &str = "bundle.pem";
 
+/// Removes from `headers` every header that claims to be [`CALLER_HEADER`] or
+/// [`crate::mesh::DEPTH_HEADER`], also spelt with `_` for `-` (which CGI-style servers read as the
+/// same variable): only the platform says who is calling and how deep.
+pub fn strip_claims(headers: &mut http::HeaderMap) {
+    let claims = |name: &http::HeaderName| {
+        let name = name.as_str();
+        [CALLER_HEADER, crate::mesh::DEPTH_HEADER].iter().any(|claim| {
+            name.len() == claim.len()
+                && name.bytes().zip(claim.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        })
+    };
+    if headers.keys().any(claims) {
+        let names: Vec<_> = headers.keys().filter(|n| claims(n)).cloned().collect();
+        for name in names {
+            headers.remove(&name);
+        }
+    }
+}
+
 /// Issues workloads their certificates from a node's identity CA, each valid for `ttl`.
 #[derive(Debug)]
 pub struct WorkloadCerts {
@@ -123,18 +142,13 @@ impl WorkloadCerts {
     }
 
     /// Writes a fresh certificate of `id` to `dir` ([`SVID_CERT`], [`SVID_KEY`], [`SVID_BUNDLE`]),
-    /// each file replaced whole, the key first, and owned by `owner` (uid, gid) when given.
+    /// each file replaced whole, the key first. The key is readable by `owner` (uid, gid) alone
+    /// when given (else by this process's user alone); the certificates by anyone.
     pub fn renew(&self, id: &WorkloadId, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), TlsError> {
         let issued = self.ca.issue_workload(id, self.ttl)?;
-        for (name, bytes, mode) in [
-            (SVID_KEY, issued.key_pem.as_bytes(), 0o400),
-            (SVID_CERT, issued.cert_pem.as_bytes(), 0o444),
-            (SVID_BUNDLE, self.ca.cert_pem().as_bytes(), 0o444),
-        ] {
-            let path = dir.join(name);
-            crate::tls::ca::write(&path, bytes, mode, owner)?;
-        }
-        Ok(())
+        crate::tls::ca::write(&dir.join(SVID_KEY), issued.key_pem.as_bytes(), 0o400, owner)?;
+        crate::tls::ca::write(&dir.join(SVID_CERT), issued.cert_pem.as_bytes(), 0o444, None)?;
+        crate::tls::ca::write(&dir.join(SVID_BUNDLE), self.ca.cert_pem().as_bytes(), 0o444, None)
     }
 }
 
@@ -149,6 +163,17 @@ mod tests {
         assert_eq!(id.as_str(), "spiffe://prod.example.com/app/shop/component/web");
         assert_eq!(domain.node("n1").as_str(), "spiffe://prod.example.com/node/n1");
         assert_eq!(domain.node("a/b c").as_str(), "spiffe://prod.example.com/node/a_b_c");
+    }
+
+    #[test]
+    fn claims_of_identity_are_stripped_in_every_spelling() {
+        let mut headers = http::HeaderMap::new();
+        for name in ["x-nimbus-caller", "x_nimbus_caller", "X_Nimbus-Caller", "x-nimbus_invoke-depth", "x-nimbus-other"]
+        {
+            headers.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), "v".parse().unwrap());
+        }
+        strip_claims(&mut headers);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-nimbus-other"]);
     }
 
     #[test]

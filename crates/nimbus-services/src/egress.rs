@@ -27,6 +27,13 @@ use crate::spec::ServiceSpec;
 /// Where the proxy listens inside a service's namespace.
 pub(crate) const EGRESS_PORT: u16 = 3128;
 
+/// Connections one service may hold open to its proxy at once; more wait in the kernel's accept
+/// queue (using none of Nimbus's open files), so a service cannot starve the node's listeners.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
+/// How long the proxy waits for a request's head (also on an idle keep-alive connection).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 type Body = UnsyncBoxBody<Bytes, crate::BoxError>;
 
 /// Whether a service needs the proxy: it was granted origins or components to call.
@@ -56,16 +63,21 @@ impl Egress {
 
 /// Serves the proxy on `listener` until the returned task is aborted.
 pub(crate) fn serve(listener: TcpListener, egress: Arc<Egress>) -> tokio::task::JoinHandle<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let Ok((stream, _)) = listener.accept().await else { continue };
             let egress = egress.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
                     let egress = egress.clone();
                     async move { Ok::<_, Infallible>(forward(req, &egress).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;

@@ -1,6 +1,6 @@
 //! A service's workload identity as files: a short-lived certificate of its SPIFFE ID, its key
-//! and the identity CA's root (`svid.pem`, `svid_key.pem`, `bundle.pem`), written to a private
-//! directory of this service's own when it starts, renewed at half its lifetime, and removed
+//! (readable by the service's user alone) and the identity CA's root (`svid.pem`, `svid_key.pem`,
+//! `bundle.pem`), written to a directory of this service's own when it starts, renewed at half its lifetime, and removed
 //! when it stops. A sandboxed process sees the directory read-only at [`IDENTITY_MOUNT`]; every
 //! process finds it in `$NIMBUS_IDENTITY_DIR` and its ID in `$NIMBUS_WORKLOAD_ID`. A renewed
 //! file replaces the old one whole (written beside it, renamed), so a reader never sees half of
@@ -40,14 +40,21 @@ impl Mounted {
     /// Creates the directory with a first certificate, and renews it until `stop` turns true.
     pub(crate) fn start(identity: &Identity, name: &str, mut stop: watch::Receiver<bool>) -> Result<Self, String> {
         let failed = |e: &dyn std::fmt::Display| format!("cannot give service `{name}` its identity certificate: {e}");
+        // Nimbus's own directories, which the service's user may pass through but neither list nor
+        // change: it cannot swap a file, and another process of that user cannot find the key
+        // (under an unlisted directory, a name of 16 random characters). Only the key is its own.
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| failed(&e))
+        };
         std::fs::create_dir_all(&identity.base).map_err(|e| failed(&e))?;
-        let dir =
-            tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(&identity.base).map_err(|e| failed(&e))?;
+        mode(&identity.base, 0o711)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .rand_bytes(16)
+            .tempdir_in(&identity.base)
+            .map_err(|e| failed(&e))?;
+        mode(dir.path(), 0o711)?;
         let owner = owner();
-        if let Some((uid, gid)) = owner {
-            // The service's user reads the files; nobody else does.
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| failed(&e))?;
-        }
         identity.certs.renew(&identity.id, dir.path(), owner).map_err(|e| failed(&e))?;
         let (certs, id, path) = (identity.certs.clone(), identity.id.clone(), dir.path().to_path_buf());
         let every = (certs.ttl() / 2).max(Duration::from_secs(1));

@@ -98,6 +98,11 @@ fn cgi_env(parts: &http::request::Parts, content_length: usize, inv: &Invocation
         env.push(("REMOTE_PORT".into(), addr.port().to_string()));
     }
     for (name, value) in &parts.headers {
+        // `x_a` and `x-a` would be the same variable: a header with `_` in its name could stand in
+        // for one the platform sets (`x-nimbus-caller`). Dropped, as nginx drops them.
+        if name.as_str().contains('_') {
+            continue;
+        }
         let Ok(value) = value.to_str() else { continue };
         let key = name.as_str().to_ascii_uppercase().replace('-', "_");
         match key.as_str() {
