@@ -4,7 +4,7 @@
 //! identity (which no client can forge), every call is a traced child span, a call without the
 //! grant is refused, a cycle is stopped at the depth limit with a clear error, a grant naming a
 //! component that cannot serve it is refused at load, and on `nimbus server` a component of
-//! another app is reachable only when that app exports it.
+//! another app is reachable only when that app exports it (checked at deploy both ways).
 mod common;
 
 use std::time::{Duration, Instant};
@@ -217,24 +217,27 @@ async fn another_apps_component_is_reachable_only_when_exported() {
          [[trigger.http]]\nroute = \"/kitchen/...\"\ncomponent = \"web\"\n",
         nimbus_fixtures::KITCHEN
     ));
-    let deploy = |app: &App| ok(p.cli(Some(&token), &["deploy", app.path().to_str().unwrap()]));
-    deploy(&pay(""));
-    deploy(&shop);
-    let url = p.url("/kitchen/outbound?url=http://billing.pay.internal/kitchen/echo");
+    let deploy = |app: &App| p.cli(Some(&token), &["deploy", app.path().to_str().unwrap()]);
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(deploy(&pay("")));
+    // Not exported: the deploy of the caller is refused, naming the export to add.
+    let refused = deploy(&shop);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("does not export component `billing` to `shop`"), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("[export] components = { billing = [\"shop\"] }"), "{}", stderr(&refused));
 
+    ok(deploy(&pay("[export]\ncomponents = { billing = [\"shop\"] }\n")));
+    ok(deploy(&shop));
+    let url = p.url("/kitchen/outbound?url=http://billing.pay.internal/kitchen/echo");
     let (status, body, _) = get(url.clone()).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("upstream status 403") && body.contains("not exported to app `shop`"), "{body}");
-
-    deploy(&pay("[export]\ncomponents = { billing = [\"shop\"] }\n"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let (_, body, _) = get(url.clone()).await;
-        if body.contains("upstream status 200") || Instant::now() > deadline {
-            break body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     assert!(body.contains("upstream status 200"), "{body}");
     assert!(body.contains("x-nimbus-caller: spiffe://prod.example.com/app/shop/component/web"), "{body}");
+
+    // While shop calls it, pay cannot stop exporting it.
+    let refused = deploy(&pay(""));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("app `shop` uses component `billing` of `pay`"), "{}", stderr(&refused));
+    let (_, body, _) = get(url).await;
+    assert!(body.contains("upstream status 200"), "still served: {body}");
 }

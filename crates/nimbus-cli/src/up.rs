@@ -64,7 +64,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     let m = &loaded.manifest;
     if let Some((_, owner, name)) = m.imports().into_iter().next() {
         anyhow::bail!(
-            "`{owner}/{name}` names a bucket or topic of app `{owner}`, and `nimbus up` serves one app; deploy both apps to a `nimbus server` (where `{owner}` exports it), or use a name of this app"
+            "`{owner}/{name}` names a bucket, topic or component of app `{owner}`, and `nimbus up` serves one app; deploy both apps to a `nimbus server` (where `{owner}` exports it), or use a name of this app"
         );
     }
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();

@@ -61,11 +61,22 @@ impl Exports {
     pub fn topic_to(&self, name: &str, app: &str) -> bool {
         self.topics.get(name).is_some_and(|apps| apps.iter().any(|a| a == app))
     }
+
+    /// Whether `name` of kind `kind` (`kv`, `topic` or `component`, as
+    /// [`Manifest::imports`] names them) is exported to `app`.
+    pub fn to(&self, kind: &str, name: &str, app: &str) -> bool {
+        match kind {
+            "kv" => self.kv_to(name, app),
+            "topic" => self.topic_to(name, app),
+            _ => self.component_to(name, app),
+        }
+    }
 }
 
 impl Manifest {
     /// What the app imports from other apps: `(kind, owner, name)` for every `APP/NAME` in
-    /// `grants.kv` (kind `kv`), `grants.publish` and `[[trigger.topic]]` (kind `topic`), each once.
+    /// `grants.kv` (kind `kv`), `grants.publish` and `[[trigger.topic]]` (kind `topic`) and
+    /// `grants.invoke` (kind `component`), each once.
     pub fn imports(&self) -> std::collections::BTreeSet<(&'static str, String, String)> {
         let m = self;
         let split = |s: &String| s.split_once('/').map(|(a, n)| (a.to_string(), n.to_string()));
@@ -73,7 +84,9 @@ impl Manifest {
         let published = m.component.values().flat_map(|c| c.grants.publish.iter());
         let consumed = m.trigger.topic.iter().map(|t| &t.topic);
         let topics = published.chain(consumed).filter_map(split).map(|(a, n)| ("topic", a, n));
-        kv.chain(topics).collect()
+        let invoked = m.component.values().flat_map(|c| c.grants.invoke.iter());
+        let components = invoked.filter_map(split).map(|(a, n)| ("component", a, n));
+        kv.chain(topics).chain(components).collect()
     }
 }
 

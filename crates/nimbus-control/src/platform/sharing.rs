@@ -1,7 +1,8 @@
-//! Sharing between apps, checked at deploy: an app may name another app's bucket or topic
-//! (`shop/carts`) only while every serving revision of that app exports it to the app
+//! Sharing between apps, checked at deploy: an app may name another app's bucket, topic or
+//! component (`shop/carts`) only while every serving revision of that app exports it to the app
 //! (`[export]`), and an app's new revision may not stop exporting what a serving revision of
-//! another app uses. Deny by default: without an export, apps share nothing.
+//! another app uses. Deny by default: without an export, apps share nothing. (A call to another
+//! app's component is checked again when it is made, against the revision that serves it.)
 use std::collections::BTreeMap;
 
 use nimbus_manifest::Manifest;
@@ -25,11 +26,11 @@ impl AppState {
 
 /// What `kind` is called in messages, and its `[export]` table.
 fn words(kind: &str) -> (&'static str, &'static str) {
-    if kind == "kv" { ("bucket", "kv") } else { ("topic", "topics") }
-}
-
-fn exports(m: &Manifest, kind: &str, name: &str, to: &str) -> bool {
-    if kind == "kv" { m.export.kv_to(name, to) } else { m.export.topic_to(name, to) }
+    match kind {
+        "kv" => ("bucket", "kv"),
+        "topic" => ("topic", "topics"),
+        _ => ("component", "components"),
+    }
 }
 
 /// Refuses a deploy of `m` that imports what is not exported to it, or stops exporting what a
@@ -40,7 +41,7 @@ pub(super) fn check(apps: &BTreeMap<String, AppState>, m: &Manifest) -> Result<(
         let (what, table) = words(kind);
         let exported = apps.get(&owner).is_some_and(|a| {
             let mut serving = a.serving().peekable();
-            serving.peek().is_some() && serving.all(|o| exports(o, kind, &name, me))
+            serving.peek().is_some() && serving.all(|o| o.export.to(kind, &name, me))
         });
         if !exported {
             return Err(ControlError::bad_request(
@@ -56,7 +57,7 @@ pub(super) fn check(apps: &BTreeMap<String, AppState>, m: &Manifest) -> Result<(
     for (other, state) in apps.iter().filter(|(n, _)| *n != me) {
         for used in state.serving() {
             for (kind, owner, name) in used.imports() {
-                if &owner == me && !exports(m, kind, &name, other) {
+                if &owner == me && !m.export.to(kind, &name, other) {
                     let (what, table) = words(kind);
                     return Err(ControlError::conflict(
                         format!(
