@@ -118,7 +118,7 @@ impl Gateway {
         let callees = mesh::Callees {
             app: manifest.app.name.as_str().into(),
             targets,
-            exports: manifest.export.components.clone(),
+            exports: manifest.export.clone(),
             tracer: observer.tracer().clone(),
             domain: std::sync::OnceLock::new(),
         };
@@ -170,8 +170,7 @@ impl Gateway {
 
     /// The workload identity of one of its components.
     pub fn workload(&self, component: &str) -> nimbus_security::identity::WorkloadId {
-        let domain = self.callees.domain.get().cloned().unwrap_or_default();
-        domain.component(&self.callees.app, component)
+        self.callees.domain().component(&self.callees.app, component)
     }
 
     /// The component's target (its backend and admission), if it was loaded.

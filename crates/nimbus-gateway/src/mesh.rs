@@ -6,7 +6,7 @@
 //! served only if that app exports the component to the caller's app. Each call is a server span
 //! (`invoke NAME`) carrying the caller's and the callee's workload identities, continuing the
 //! caller's client span; the callee's metrics count it like any request.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -36,8 +36,8 @@ pub struct MeshConfig {
 pub(crate) struct Callees {
     pub(crate) app: Arc<str>,
     pub(crate) targets: HashMap<String, Arc<Target>>,
-    /// `[export] components`: component → apps that may call it.
-    pub(crate) exports: BTreeMap<String, Vec<String>>,
+    /// The app's `[export]`: which of its components other apps may call.
+    pub(crate) exports: nimbus_manifest::Exports,
     pub(crate) tracer: Tracer,
     /// Set by [`crate::Gateway::with_mesh`]; the default domain until then.
     pub(crate) domain: OnceLock<TrustDomain>,
@@ -80,14 +80,15 @@ impl Mesh for RevisionMesh {
 }
 
 impl Callees {
-    fn domain(&self) -> &TrustDomain {
+    /// The trust domain of its workload identities.
+    pub(crate) fn domain(&self) -> &TrustDomain {
         self.domain.get_or_init(TrustDomain::default)
     }
 
     /// Serves `call` on one of these components, if the caller may call it.
     async fn serve(&self, call: Call) -> http::Response<MeshBody> {
         let Call { caller_app, caller, app, component, depth, request } = call;
-        if *caller_app != *self.app && !self.exports.get(&component).is_some_and(|a| a.contains(&caller_app)) {
+        if *caller_app != *self.app && !self.exports.component_to(&component, &caller_app) {
             let message = format!(
                 "component `{component}` of app `{app}` is not exported to app `{caller_app}`; \
                  app `{app}` can add `[export] components = {{ {component} = [\"{caller_app}\"] }}`"

@@ -6,7 +6,7 @@
 //! granted secrets from), TLS configuration ([`tls`]: rustls with the `ring` provider, ALPN `h2`
 //! and `http/1.1`, a certificate per host picked by SNI, certificates from PEM files reloaded on
 //! change, and a local CA for `--tls auto`), workload identities ([`identity`]: SPIFFE IDs of
-//! nodes, revisions and components under a trust domain) and the seam of component-to-component
+//! nodes and components under a trust domain; services' short-lived certificates) and the seam of component-to-component
 //! calls ([`mesh`]: the [`mesh::Mesh`] a caller hands a call to `http://COMPONENT.internal/` with
 //! its identity and depth). It does not store anything (the control store keeps sealed records),
 //! decide who may do what (the control API's tokens, the manifest's grants), run the callee of a

@@ -29,14 +29,10 @@ pub(crate) async fn run_slot(service: Arc<Service>, slot: u64, mut stop: watch::
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow() || service.is_stopping();
     while !stopped(&stop) {
         let started = Instant::now();
-        let identity = match &service.identity {
-            None => Ok(None),
-            Some(Ok(mounted)) => Ok(Some(mounted)),
-            Some(Err(e)) => Err(e.clone()),
-        };
-        let spawned = match identity {
+        // A service whose identity could not be set up fails each start with why.
+        let spawned = match service.identity.as_ref().map(Result::as_ref).transpose() {
             Ok(identity) => Instance::spawn(spec, identity).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.clone()),
         };
         let outcome = match spawned {
             Ok(instance) => run_instance(&service, slot, &mut stop, instance).await,
