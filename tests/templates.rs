@@ -59,6 +59,36 @@ async fn http_go() {
     new_build_up("http-go", "Go").await;
 }
 
+/// The workflow template: an order saga that completes, and one whose charge fails and is undone.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_rust() {
+    let work = tempfile::tempdir().unwrap();
+    nimbus(work.path(), &["new", "workflow-rust", "orders"]);
+    let app_dir = work.path().join("orders");
+    assert!(app_dir.join("wit/workflow.wit").exists());
+    nimbus(&app_dir, &["build"]);
+    let scratch = common::App::new("# unused\n");
+    let server = scratch.up_dir(&app_dir, &[]);
+    assert!(server.banner.contains("/workflows/orders"), "{}", server.banner);
+    let start = |input: &str| nimbus(&app_dir, &["workflows", "start", "orders", "--data", input]).trim().to_string();
+    let (good, bad) = (start("o-1"), start("o-2-fail-charge"));
+    for (run, status, needle) in [
+        (good, "completed", "order o-1 done: reserved stock for o-1, charged o-1, shipped o-1"),
+        (bad, "failed", "compensation release"),
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let shown = loop {
+            let shown = nimbus(&app_dir, &["workflows", "show", "orders", &run]);
+            if shown.contains(&format!("status    {status}")) {
+                break shown;
+            }
+            assert!(std::time::Instant::now() < deadline, "{shown}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert!(shown.contains(needle), "{shown}");
+    }
+}
+
 /// A service template (the service examples of every language): `nimbus new`, `nimbus build`,
 /// `nimbus up`, a request through the gateway, a clean stop.
 async fn new_build_up_service(template: &str, language: &str) {
@@ -121,6 +151,7 @@ fn listing_and_bad_input() {
         "service-go",
         "service-java",
         "service-rust",
+        "workflow-rust",
     ] {
         assert!(list.contains(t), "{list}");
     }
@@ -132,7 +163,7 @@ fn listing_and_bad_input() {
     };
     fail(
         &["new", "http-cobol", "x"],
-        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust, service-go, service-java, service-node, service-python, service-rust",
+        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust, service-go, service-java, service-node, service-python, service-rust, workflow-rust",
     );
     fail(&["new", "http-rust", "Bad Name"], "cannot be an app name");
     nimbus(dir.path(), &["new", "http-rust", "taken"]);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv", "counter", "caller", "secrets"];
+const COMPONENTS: &[&str] = &["hello", "kitchen", "events", "kv", "counter", "caller", "secrets", "workflow"];
 const MODULES: &[&str] = &["wagi"];
 
 fn main() {

@@ -1,10 +1,9 @@
 //! `nimbus actors`: call an actor and read its committed state — on the `nimbus up` running in
 //! this directory (its gateway, data API and token from `.nimbus/api.json`), or with `--gateway`
 //! and a server (and the server's token, which an actor type that is not `public` needs).
-use anyhow::Context;
 use clap::Subcommand;
 
-use crate::remote::{Client, DataArgs, OutputArgs, seg};
+use crate::remote::{DataArgs, OutputArgs, seg};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ActorsCommand {
@@ -38,17 +37,8 @@ pub(crate) fn run(data: &DataArgs, command: &ActorsCommand) -> anyhow::Result<()
     match command {
         ActorsCommand::Call { actor_type, key, method, data: input, gateway } => {
             // An actor type that is not `public` takes a token that may write the app's data.
-            let (gateway, token, ca) = match gateway {
-                Some(g) => (g.clone(), data.remote.token()?, data.remote.ca()?),
-                None => crate::local_api::LocalApi::here()
-                    .map(|api| (api.gateway, Some(api.token), api.cacert))
-                    .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
-            };
-            let input = match input.strip_prefix('@') {
-                Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
-                None => input.clone().into_bytes(),
-            };
-            let client = Client::with(&gateway, token, ca.as_deref())?;
+            let client = data.gateway(gateway.as_deref())?;
+            let input = crate::remote::data_arg(input)?;
             let path = format!("/actors/{}/{}/{}", seg(actor_type), seg(key), seg(method));
             let out = client.raw(reqwest::Method::POST, &path, Some(input.into()), "application/octet-stream")?;
             use std::io::Write;

@@ -1,7 +1,7 @@
 //! The `nimbus` command line.
 //!
 //! This crate owns the commands (`up`, `build`, `new`, `templates`, `schema`, `doctor`; `server`; and the
-//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `traces`, `logs`, `login`), the
+//! client commands `deploy`, `apps`, `revisions`, `traffic`, `rollback`, `tokens`, `events`, `kv`, `actors`, `workflows`, `traces`, `logs`, `login`), the
 //! embedded app templates, their flags and environment variables,
 //! log set-up and what the user reads on the terminal. It holds no platform logic: it wires
 //! `nimbus-manifest`, `nimbus-wasm`, `nimbus-services`, `nimbus-bus`, `nimbus-state`, `nimbus-observe`, `nimbus-gateway`, `nimbus-triggers`, `nimbus-host` (which assembles the app `nimbus up` serves) and `nimbus-control` together. The `nimbus` binary is just
@@ -36,6 +36,7 @@ mod templates;
 mod tls;
 mod traces;
 mod up;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -116,6 +117,14 @@ enum Command {
         #[command(subcommand)]
         command: actors::ActorsCommand,
     },
+    /// Start, list, show, signal and cancel workflow runs (on the `nimbus up` of this directory,
+    /// or a server's gateway).
+    Workflows {
+        #[command(flatten)]
+        data: remote::DataArgs,
+        #[command(subcommand)]
+        command: workflows::WorkflowsCommand,
+    },
     /// Read and write KV buckets (on the `nimbus up` of this directory, or on a server).
     Kv {
         #[command(flatten)]
@@ -174,6 +183,7 @@ pub fn main() -> ExitCode {
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),
+        Command::Workflows { data, command } => workflows::run(&data, &command),
         Command::Traces { remote, args } => traces::run(&remote, &args),
         Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),

@@ -71,6 +71,26 @@ impl DataArgs {
         };
         Ok((client, format!("/v1/apps/{}", seg(&app))))
     }
+
+    /// A client of the app's gateway: `gateway` with this command's token, or the `nimbus up`
+    /// of this directory with its local token (which non-public actors and workflows take).
+    pub(crate) fn gateway(&self, gateway: Option<&str>) -> anyhow::Result<Client> {
+        let (gateway, token, ca) = match gateway {
+            Some(g) => (g.to_string(), self.remote.token()?, self.remote.ca()?),
+            None => crate::local_api::LocalApi::here()
+                .map(|api| (api.gateway, Some(api.token), api.cacert))
+                .context("no gateway: run `nimbus up` in this directory, or pass --gateway URL")?,
+        };
+        Client::with(&gateway, token, ca.as_deref())
+    }
+}
+
+/// A `--data` argument: the text itself, or the bytes of FILE for `@FILE`.
+pub(crate) fn data_arg(data: &str) -> anyhow::Result<Vec<u8>> {
+    match data.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}")),
+        None => Ok(data.as_bytes().to_vec()),
+    }
 }
 
 /// How reads are printed.
@@ -230,10 +250,25 @@ impl Client {
         body: Option<reqwest::Body>,
         content_type: &str,
     ) -> anyhow::Result<bytes::Bytes> {
+        self.raw_with(method, path, body, content_type, &[])
+    }
+
+    /// Like [`Client::raw`], with `headers` added.
+    pub(crate) fn raw_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+        content_type: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<bytes::Bytes> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(body) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, content_type).body(body);

@@ -1,8 +1,8 @@
 //! `nimbus new` and `nimbus templates list`: app templates embedded in the binary.
 //!
 //! A template is a folder under `templates/` holding the app's files and a `template.toml`
-//! (description, language, and optionally the WASI WIT version to write into
-//! `wit/`). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
+//! (description, language, and optionally the WASI WIT version and the Nimbus WIT packages to
+//! write into `wit/`). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
 //! `snake_case` form; a file called `gitignore` is written as `.gitignore`.
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,8 @@ use include_dir::{Dir, DirEntry, include_dir};
 use serde::Deserialize;
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+/// Nimbus's own WIT packages (`nimbus:workflow`, ...), written into templates that name them.
+static NIMBUS_WIT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../wit");
 
 /// The WIT of WASI 0.2.12 (from the wasmtime-wasi-http crate), written into templates that ask.
 const WIT_DIR: &str = "wit";
@@ -24,6 +26,9 @@ struct Meta {
     language: String,
     #[serde(default)]
     wit: Option<String>,
+    /// Nimbus WIT packages (directories of the repository's `wit/`) to write into `wit/`.
+    #[serde(default)]
+    nimbus_wit: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +93,10 @@ pub(crate) fn new(args: &NewArgs) -> anyhow::Result<()> {
     })?;
     if let Some(version) = &meta.wit {
         write_wit(&dest.join(WIT_DIR), version)?;
+    }
+    for package in &meta.nimbus_wit {
+        let wit = NIMBUS_WIT.get_dir(package).with_context(|| format!("the WIT package `{package}` is missing"))?;
+        write_dir(wit, wit.path(), &dest.join(WIT_DIR), &str::to_string)?;
     }
     println!("Created `{}` from `{}` in {}", args.name, args.template, dest.display());
     let app = nimbus_manifest::LoadedManifest::load(&dest).context("the template's nimbus.toml is invalid")?;

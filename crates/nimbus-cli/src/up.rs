@@ -211,7 +211,8 @@ async fn open_data(
     };
     let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
         || !m.trigger.kv.is_empty()
-        || !m.trigger.actor.is_empty();
+        || !m.trigger.actor.is_empty()
+        || !m.trigger.workflow.is_empty();
     let (kv, kv_changes) = if needs_kv {
         let kv = storage.open_kv(data_dir).await.context("cannot open the state store")?;
         // State written before buckets were scoped per app is this app's.
@@ -232,7 +233,7 @@ async fn open_data(
     Ok(Opened { runtime, bus, kv, kv_changes })
 }
 
-/// The banner lines of what the app serves: its routes, actors and triggers.
+/// The banner lines of what the app serves: its routes, actors, workflows and triggers.
 fn print_routes(
     gateway: &nimbus_gateway::Gateway,
     m: &nimbus_manifest::Manifest,
@@ -253,6 +254,9 @@ fn print_routes(
     }
     for t in &m.trigger.actor {
         println!("  POST     {base}/actors/{}/KEY/METHOD -> {} (actor)", t.actor_type, t.component);
+    }
+    for t in &m.trigger.workflow {
+        println!("  POST     {base}/workflows/{:<14} -> {} (workflow)", t.name, t.component);
     }
     for t in &triggers.info {
         println!("  {:<33} -> {} ({})", t.what, t.component, described[&t.component]);

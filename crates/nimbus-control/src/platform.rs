@@ -31,6 +31,9 @@ pub use deploy::DeployOptions;
 use deploy::unused_blobs;
 use load::{http_routes, parse_manifest};
 
+/// Per revision id, the unfinished workflow runs pinned to it.
+type Pinned = BTreeMap<String, Vec<String>>;
+
 /// A stored revision: its manifest and routes, and while it has traffic or a tag, its loaded
 /// components (`live`) and running services.
 #[derive(Debug)]
@@ -56,8 +59,8 @@ impl Loaded {
     }
 }
 
-/// A revision's routes, its CloudEvents ingress `/events/{topic}` per topic and its actors
-/// `/actors/{type}/...` per actor type.
+/// A revision's routes, its CloudEvents ingress `/events/{topic}` per topic, its actors
+/// `/actors/{type}/...` per actor type and its workflows `/workflows/{name}/...`.
 fn claimed_routes<'a>(
     routes: &'a BTreeSet<RoutePattern>,
     manifest: &Manifest,
@@ -71,7 +74,13 @@ fn claimed_routes<'a>(
         .iter()
         .map(|t| RoutePattern::Prefix(format!("{}{}", nimbus_gateway::ACTORS_PATH, t.actor_type)))
         .collect();
-    routes.iter().cloned().chain(events).chain(actors)
+    let workflows: Vec<RoutePattern> = manifest
+        .trigger
+        .workflow
+        .iter()
+        .map(|t| RoutePattern::Prefix(format!("{}{}", nimbus_gateway::WORKFLOWS_PATH, t.name)))
+        .collect();
+    routes.iter().cloned().chain(events).chain(actors).chain(workflows)
 }
 
 impl AppState {
@@ -190,14 +199,31 @@ impl Platform {
         for record in platform.store.apps()? {
             apps.insert(record.name.clone(), AppState { record, revisions: BTreeMap::new() });
         }
+        let mut records: BTreeMap<String, Vec<RevisionRecord>> = BTreeMap::new();
         for record in platform.store.revisions()? {
+            records.entry(record.app.clone()).or_default().push(record);
+        }
+        let mut pinned = Pinned::new();
+        for (app, revisions) in &records {
+            let has_workflows =
+                |r: &RevisionRecord| parse_manifest(&r.manifest).is_ok_and(|l| !l.manifest.trigger.workflow.is_empty());
+            if revisions.iter().any(has_workflows) {
+                match platform.host.pinned_revisions(app).await {
+                    Ok(p) => pinned.extend(p),
+                    Err(e) => tracing::error!(app = %app, error = %nimbus_observe::report(&e),
+                        "cannot read the unfinished workflow runs; they resume once their revision is loaded"),
+                }
+            }
+        }
+        for record in records.into_values().flatten() {
             let Some(app) = apps.get_mut(&record.app) else {
                 tracing::warn!(app = %record.app, revision = %record.id, "revision of an unknown app; ignored");
                 continue;
             };
             let (id, name) = (record.id.clone(), record.app.clone());
-            // Only revisions with traffic or a tag are loaded; the others wait until they get some.
-            let loaded = if app.record.traffic.serves(&id) {
+            // Only revisions with traffic, a tag or unfinished workflow runs are loaded; the
+            // others wait until they get some.
+            let loaded = if app.record.traffic.serves(&id) || pinned.contains_key(&id) {
                 platform.load_stored(record).await
             } else {
                 Loaded::unloaded(record)

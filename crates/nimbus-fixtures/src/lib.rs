@@ -27,6 +27,10 @@ pub const SECRETS: &str = concat!(env!("OUT_DIR"), "/secrets.wasm");
 pub const COUNTER: &str = concat!(env!("OUT_DIR"), "/counter.wasm");
 /// `wasi:http` component calling actors through `nimbus:actor/client` (`POST /call/TYPE/KEY/METHOD`).
 pub const CALLER: &str = concat!(env!("OUT_DIR"), "/caller.wasm");
+/// `nimbus:workflow` order saga (reserve → charge → ship, undone by release and refund) whose
+/// behaviour follows flags in its input (`ID;sleep=MS;signal;fail-ship;...`, see
+/// `tests/guests/workflow`); its steps record their effects in KV bucket `effects`.
+pub const WORKFLOW: &str = concat!(env!("OUT_DIR"), "/workflow.wasm");
 /// WASI preview1 command module speaking CGI, for the WAGI executor.
 pub const WAGI: &str = concat!(env!("OUT_DIR"), "/wagi.wasm");
 /// Preview1 command module whose `_start` never returns.

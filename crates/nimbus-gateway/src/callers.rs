@@ -1,4 +1,5 @@
-//! Who may publish to an app's topics and call its actors from outside. A topic or actor type
+//! Who may publish to an app's topics, call its actors and run its workflows from outside. A
+//! topic, actor type or workflow
 //! whose trigger says `public = true` takes anyone who reaches the gateway; every other one needs
 //! credentials that may write the app's data, which the gateway cannot judge itself: the
 //! control plane supplies a [`Callers`] (its API tokens on a server, the one local token under
@@ -32,6 +33,7 @@ pub(crate) struct Openness {
     app: String,
     topics: BTreeSet<String>,
     actor_types: BTreeSet<String>,
+    workflows: BTreeSet<String>,
     callers: Option<Arc<dyn Callers>>,
 }
 
@@ -42,6 +44,7 @@ impl Openness {
             app: manifest.app.name.clone(),
             topics: manifest.trigger.topic.iter().filter(|t| t.public).map(|t| t.topic.clone()).collect(),
             actor_types: manifest.trigger.actor.iter().filter(|t| t.public).map(|t| t.actor_type.clone()).collect(),
+            workflows: manifest.trigger.workflow.iter().filter(|t| t.public).map(|t| t.name.clone()).collect(),
             callers: None,
         }
     }
@@ -76,6 +79,21 @@ impl Openness {
             return None;
         }
         self.refusal(&format!("actor type `{name}`"), "its [[trigger.actor]]", headers, client, id)
+    }
+
+    /// `None` if the request may start, read, signal and cancel runs of workflow `name`; the
+    /// refusal otherwise.
+    pub(crate) fn workflow(
+        &self,
+        name: &str,
+        headers: &http::HeaderMap,
+        client: Option<std::net::IpAddr>,
+        id: &RequestId,
+    ) -> Option<http::Response<GatewayBody>> {
+        if self.workflows.contains(name) {
+            return None;
+        }
+        self.refusal(&format!("workflow `{name}`"), "its [[trigger.workflow]]", headers, client, id)
     }
 
     fn refusal(

@@ -105,6 +105,18 @@ impl Gateway {
             continue_trace(span, &mut req);
             return Box::pin(crate::actor_ingress::serve(&**actors, req, id, span)).await;
         }
+        if let Some(workflows) = &self.workflows
+            && let Some(path) = req.uri().path().strip_prefix(crate::WORKFLOWS_PATH)
+        {
+            span.set("http.route", "/workflows/{name}/...");
+            span.rename(format!("{} /workflows/{{name}}", req.method()));
+            let name = path.split('/').next().unwrap_or_default();
+            if let Some(refused) = self.openness.workflow(name, req.headers(), client.map(|c| c.ip()), id) {
+                return (refused, None);
+            }
+            continue_trace(span, &mut req);
+            return (Box::pin(crate::workflow_ingress::serve(&**workflows, req, id, span)).await, None);
+        }
         let found = {
             let _routing = span.child("route", SpanKind::Internal);
             self.router.find(req.method(), req.uri().path())

@@ -11,8 +11,9 @@
 //! request through its component's [`Target`] (`nimbus-target`: bounded concurrency, a bounded
 //! FIFO queue, 503 + `Retry-After` when full), the CloudEvents ingress (`POST /events/{topic}`),
 //! the HTTP side of actor calls (`POST /actors/TYPE/KEY/METHOD`, run through [`ActorCalls`], a
-//! trait defined here and implemented by `nimbus-actors`, which sits above this crate), who may
-//! call non-public topics and actors ([`Callers`], supplied by the control plane), calls from one
+//! trait defined here and implemented by `nimbus-actors`, which sits above this crate), of
+//! workflow runs (`/workflows/NAME/...`, through [`WorkflowCalls`], implemented by
+//! `nimbus-workflows`), who may call non-public topics, actors and workflows ([`Callers`], supplied by the control plane), calls from one
 //! component to another (`grants.invoke`: the mesh a revision binds into its functions and
 //! services with [`Gateway::with_mesh`], serving each call on the callee's target, across apps
 //! through the [`Ingress`] when the callee's app exports it), `/healthz`,
@@ -51,6 +52,7 @@ mod router;
 mod server;
 mod tls;
 mod workers;
+mod workflow_ingress;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +72,7 @@ pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};
 pub use tls::RedirectToHttps;
+pub use workflow_ingress::{IDEMPOTENCY_KEY_HEADER, WORKFLOWS_PATH, WorkflowCalls, WorkflowOp};
 
 /// The path the gateway answers itself with `{"status":"ok"}`.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -83,6 +86,7 @@ pub struct Gateway {
     callees: Arc<mesh::Callees>,
     events: Option<EventIngress>,
     actors: Option<Arc<dyn ActorCalls>>,
+    workflows: Option<Arc<dyn WorkflowCalls>>,
     openness: callers::Openness,
 }
 
@@ -128,6 +132,7 @@ impl Gateway {
             callees: Arc::new(callees),
             events: None,
             actors: None,
+            workflows: None,
             openness: callers::Openness::of(manifest),
         }
     }
@@ -142,6 +147,13 @@ impl Gateway {
     /// `nimbus-actors` implements).
     pub fn with_actors(mut self, actors: Arc<dyn ActorCalls>) -> Self {
         self.actors = Some(actors);
+        self
+    }
+
+    /// Serves `/workflows/NAME/...` through `workflows` (the app's workflow engine, which
+    /// `nimbus-workflows` implements).
+    pub fn with_workflows(mut self, workflows: Arc<dyn WorkflowCalls>) -> Self {
+        self.workflows = Some(workflows);
         self
     }
 

@@ -5,8 +5,9 @@
 //! takes from the compile cache) every function, checks that each
 //! trigger's component can handle it, starts every service and waits until each is ready, then
 //! builds the app's [`Gateway`]: its routes, its CloudEvents ingress (`/events/`), its actors
-//! (`/actors/`, sharing one activation per key across the app's revisions) and the gate on
-//! callers of topics and actor types that are not public, with its components bound to the mesh
+//! (`/actors/`, sharing one activation per key across the app's revisions), its workflows
+//! (`/workflows/`, one engine per app driving each run on the revision that started it) and the
+//! gate on callers of topics, actor types and workflows that are not public, with its components bound to the mesh
 //! of component-to-component calls (`grants.invoke`; a grant naming a component that does not
 //! serve HTTP is refused here) and its services given certificates of their workload identity
 //! when the host issues them. [`AppHost::start_triggers`] starts the
@@ -39,7 +40,7 @@ mod secrets;
 mod source;
 mod stop;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -52,8 +53,10 @@ use nimbus_security::identity::WorkloadCerts;
 use nimbus_security::secrets::SecretSource;
 use nimbus_services::Service;
 use nimbus_state::KvStore;
+use nimbus_state::journal::{Journal, JournalError};
 use nimbus_triggers::{AppTriggers, KvChanges};
 use nimbus_wasm::Runtime;
+use nimbus_workflows::{Engine, WorkflowHost};
 
 pub use source::Components;
 pub use stop::{StopOnDrop, stop_in_background, stop_services};
@@ -65,7 +68,8 @@ pub struct HostEnv {
     pub runtime: Arc<Runtime>,
     /// The event bus of the apps' topics; without it apps get no event ingress or triggers.
     pub bus: Option<Arc<dyn EventBus>>,
-    /// The KV store actors keep their state in; without it apps get no actors.
+    /// The KV store actors keep their state in and workflows their journal; without it apps get
+    /// no actors or workflows.
     pub kv: Option<Arc<dyn KvStore>>,
     /// The KV store publishing changes, which `[[trigger.kv]]` watch; without it KV triggers
     /// do not run.
@@ -100,6 +104,8 @@ pub struct AppHost {
     env: HostEnv,
     /// Per app, the actor activations all its revisions share (one activation per key).
     activations: Mutex<HashMap<String, Arc<Activations>>>,
+    /// Per app, the workflow engine all its revisions share (each run on its own revision).
+    workflows: Mutex<HashMap<String, Arc<Engine>>>,
 }
 
 /// One revision of an app, live: its gateway routes requests to its loaded functions and ready
@@ -145,7 +151,7 @@ impl AssembleError {
 impl AppHost {
     /// A host running apps on `env`.
     pub fn new(env: HostEnv) -> Self {
-        Self { env, activations: Mutex::default() }
+        Self { env, activations: Mutex::default(), workflows: Mutex::default() }
     }
 
     /// The backends apps run on.
@@ -176,8 +182,37 @@ impl AppHost {
             if let Some(actors) = ActorHost::new(m, &gateway, kv.clone(), shared) {
                 gateway = gateway.with_actors(actors);
             }
+            if !m.trigger.workflow.is_empty() {
+                let engine = self.workflows(&m.app.name, kv)?;
+                if let Some(workflows) = WorkflowHost::new(m, &gateway, from.revision(), engine) {
+                    gateway = gateway.with_workflows(workflows);
+                }
+            }
         }
         Ok(Revision { manifest: Arc::new(m.clone()), gateway, services, described })
+    }
+
+    /// The workflow engine of `app` (created on first use), journaling in `kv`.
+    fn workflows(&self, app: &str, kv: &Arc<dyn KvStore>) -> Result<Arc<Engine>, AssembleError> {
+        let mut engines = self.workflows.lock().expect("workflow engines");
+        if let Some(engine) = engines.get(app) {
+            return Ok(engine.clone());
+        }
+        let engine = Engine::new(app, kv.clone(), self.env.observer.tracer().clone())
+            .map_err(|e| AssembleError::Handlers(vec![format!("the workflow journal of `{app}`: {e}")]))?;
+        engines.insert(app.to_string(), engine.clone());
+        Ok(engine)
+    }
+
+    /// The unfinished workflow runs of `app` per revision they are pinned to (none without a KV
+    /// store): those revisions must stay loaded and may not be deleted.
+    pub async fn pinned_revisions(&self, app: &str) -> Result<BTreeMap<String, Vec<String>>, JournalError> {
+        let Some(kv) = &self.env.kv else { return Ok(BTreeMap::new()) };
+        let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for run in Journal::new(kv.clone(), app)?.unfinished_runs().await? {
+            pinned.entry(run.revision).or_default().push(run.id);
+        }
+        Ok(pinned)
     }
 
     /// Starts the topic, cron and KV triggers of `manifest`, delivering through `gateway` (a

@@ -32,6 +32,14 @@ pub(crate) enum Wasm {
 }
 
 impl Components<'_> {
+    /// The revision these components are: a deployed revision's id, `local` for files.
+    pub(crate) fn revision(&self) -> &str {
+        match self {
+            Self::Files => "local",
+            Self::Bundle { revision, .. } => revision,
+        }
+    }
+
     /// Where function `name` is; `None` if a bundle lacks it (the deploy checked it does not).
     pub(crate) fn wasm(&self, loaded: &LoadedManifest, name: &str, c: &Component) -> Option<Wasm> {
         match self {

@@ -57,9 +57,9 @@ pub use secret::{MAX_SECRET_NAME_LEN, SecretName};
 pub use types::{
     ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Exports, Grants, HttpTrigger, Limits,
-    Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers,
+    Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers, WorkflowTrigger,
 };
-pub use validate::{ACTORS_PREFIX, RESERVED_PATHS, RESERVED_PREFIX};
+pub use validate::{ACTORS_PREFIX, RESERVED_PATHS, RESERVED_PREFIX, WORKFLOWS_PREFIX};
 
 /// The file name `nimbus` looks for in an app directory.
 pub const MANIFEST_FILE: &str = "nimbus.toml";

@@ -45,9 +45,9 @@ pub fn check_bucket_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Buckets the platform keeps in every app (`actors` holds its actors' state): no grant or
-/// trigger may name them.
-pub const RESERVED_BUCKETS: &[&str] = &["actors"];
+/// Buckets the platform keeps in every app (`actors` holds its actors' state, `workflows` its
+/// workflow runs): no grant or trigger may name them.
+pub const RESERVED_BUCKETS: &[&str] = &["actors", "workflows"];
 
 /// Topics and buckets whose name starts with this are the platform's (a bucket's change topic
 /// `nimbus-kv.BUCKET`, a cron trigger's `nimbus-cron.N`): no grant or trigger may name them.

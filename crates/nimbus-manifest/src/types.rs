@@ -394,6 +394,27 @@ pub struct Triggers {
     /// `[[trigger.actor]]` actor types.
     #[serde(default)]
     pub actor: Vec<ActorTrigger>,
+    /// `[[trigger.workflow]]` durable workflows.
+    #[serde(default)]
+    pub workflow: Vec<WorkflowTrigger>,
+}
+
+/// `[[trigger.workflow]]`: a durable workflow served by a component exporting
+/// `nimbus:workflow/handler`, started with `POST /workflows/NAME` (an `Idempotency-Key` header
+/// makes a repeated start return the first run) or from the control API. Every step, timer and
+/// signal of a run is journaled; a run survives restarts and stays on the revision that started it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowTrigger {
+    /// The workflow's name: lowercase letters, digits, `-` and `_`, e.g. `order`.
+    pub name: String,
+    /// The component implementing it.
+    pub component: String,
+    /// Whether anyone who reaches the gateway may start runs and read, signal or cancel them
+    /// (`/workflows/NAME/...`). Default `false`: a caller sends a token that may write the app's
+    /// data (the `.nimbus/api.json` token under `nimbus up`).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `[[trigger.actor]]`: an actor type served by a component exporting `nimbus:actor/handler`,

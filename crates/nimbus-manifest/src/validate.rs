@@ -12,6 +12,8 @@ pub const RESERVED_PATHS: &[&str] = &["/healthz"];
 pub const RESERVED_PREFIX: &str = "/events";
 /// The gateway's actor endpoint (`POST /actors/{type}/{key}/{method}`); routes may not start with it.
 pub const ACTORS_PREFIX: &str = "/actors";
+/// The gateway's workflow endpoint (`POST /workflows/{name}`); routes may not start with it.
+pub const WORKFLOWS_PREFIX: &str = "/workflows";
 
 /// A problem found by validation, before it is located in the text.
 pub(crate) struct Problem {
@@ -188,6 +190,7 @@ fn check_retry(r: &Retry, at: &FieldPath, out: &mut Vec<Problem>) {
 fn check_event_triggers(m: &Manifest, out: &mut Vec<Problem>) {
     check_topic_triggers(m, out);
     check_actor_triggers(m, out);
+    check_workflow_triggers(m, out);
     check_kv_triggers(m, out);
 }
 
@@ -278,6 +281,35 @@ fn check_actor_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 at.key("type"),
                 format!("actor type `{}` is already served by trigger.actor[{first}]", t.actor_type),
                 "give each type one trigger",
+            ));
+        }
+    }
+}
+
+fn check_workflow_triggers(m: &Manifest, out: &mut Vec<Problem>) {
+    let mut names = BTreeMap::new();
+    for (i, t) in m.trigger.workflow.iter().enumerate() {
+        let at = FieldPath::root().key("trigger").key("workflow").index(i);
+        check_component_ref(m, &t.component, at.clone().key("component"), out);
+        if let Err(e) = check_bucket_name(&t.name) {
+            out.push(problem(
+                at.clone().key("name"),
+                format!("workflow `{}`: {e}", t.name),
+                "name workflows like `order`",
+            ));
+        }
+        if m.component.get(&t.component).is_some_and(|c| c.command.is_some()) {
+            out.push(problem(
+                at.clone().key("component"),
+                "a workflow is a function (`nimbus:workflow/handler`), not a service",
+                "point it at a wasm component",
+            ));
+        }
+        if let Some(first) = names.insert(t.name.clone(), i) {
+            out.push(problem(
+                at.key("name"),
+                format!("workflow `{}` is already served by trigger.workflow[{first}]", t.name),
+                "give each workflow one trigger",
             ));
         }
     }
@@ -569,7 +601,7 @@ fn check_http_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 p == prefix || p.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
             }
         };
-        let under_events = under(RESERVED_PREFIX) || under(ACTORS_PREFIX);
+        let under_events = under(RESERVED_PREFIX) || under(ACTORS_PREFIX) || under(WORKFLOWS_PREFIX);
         if under_events || RESERVED_PATHS.iter().any(|p| matches!(&route, RoutePattern::Exact(e) if e == p)) {
             out.push(problem(
                 at.clone().key("route"),

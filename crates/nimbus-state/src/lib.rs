@@ -6,6 +6,9 @@
 //! under a name that carries the app (`nimbus_manifest::scoped_name`), so two apps' `carts`
 //! never meet. [`migrate`] moves buckets stored before names were scoped to their apps, once.
 //!
+//! [`journal`] keeps the workflow journal of an app on any of them (runs, journals, signals,
+//! idempotency keys), so both backends keep it alike.
+//!
 //! This crate does not link anything into wasm (that is `nimbus-wasm`'s `wasi:keyvalue`) and
 //! does not decide which component may touch which bucket (grants, checked by the caller).
 //!
@@ -24,6 +27,7 @@
 
 mod embedded;
 mod error;
+pub mod journal;
 mod kv;
 mod migrate;
 mod names;

@@ -66,6 +66,15 @@ pub fn handler_problems(m: &Manifest, backends: &HashMap<String, Backend>) -> Ve
             ));
         }
     }
+    for (i, t) in m.trigger.workflow.iter().enumerate() {
+        if function(&t.component).is_some_and(|f| !f.handles_workflow()) {
+            problems.push((
+                FieldPath::root().key("trigger").key("workflow").index(i).key("component"),
+                format!("`{}` does not export `nimbus:workflow/handler`, so it cannot run a workflow", t.component),
+                "build it for the `nimbus:workflow/workflow` world (wit/nimbus-workflow)",
+            ));
+        }
+    }
     for (i, t) in m.trigger.http.iter().enumerate() {
         if function(&t.component).is_some_and(|f| !f.handles_http()) {
             problems.push((

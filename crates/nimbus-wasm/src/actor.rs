@@ -94,6 +94,28 @@ impl Capability for ActorClient {
     }
 }
 
+impl ClientGrants {
+    /// Calls `actor_type` if granted and bound (a workflow's `call`).
+    pub(crate) fn call(
+        &self,
+        actor_type: &str,
+        key: &str,
+        method: &str,
+        input: Vec<u8>,
+        request_id: &str,
+        parent: nimbus_observe::SpanRef,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        let refused = |why: String| -> futures::future::BoxFuture<'static, _> { Box::pin(async move { Err(why) }) };
+        if !self.grants.iter().any(|g| g == actor_type) {
+            return refused(format!("actor type `{actor_type}` is not in grants.actors"));
+        }
+        match self.invoker.get() {
+            Some(invoker) => invoker.call(actor_type, key, method, input, request_id, parent),
+            None => refused("this app serves no actors".into()),
+        }
+    }
+}
+
 impl crate::Function {
     /// Lets this function call actors (`grants.actors`) through `invoker`; the first binding
     /// wins. Without `grants.actors` it calls none, and this does nothing.

@@ -21,6 +21,7 @@ pub(crate) struct GuestState {
     limits: MeteredLimits,
     caps: Instances,
     pub(crate) actor: crate::actor::ActorCtx,
+    pub(crate) workflow: crate::workflow::WorkflowCtx,
     _lease: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -40,6 +41,7 @@ impl GuestState {
             limits: settings.limits.store_limits(scope.telemetry.clone()),
             caps: settings.caps.prepare(&PrepareContext { scope, app: settings.app.get() }),
             actor: crate::actor::ActorCtx::default(),
+            workflow: crate::workflow::WorkflowCtx::default(),
             _lease: lease,
         }
     }

@@ -64,3 +64,8 @@ fn deny(policy: &OutboundPolicy, span: &mut nimbus_observe::Span, why: String) -
     span.set_error("denied", why);
     Box::new(async { Err(Error::HttpRequestDenied) })
 }
+
+/// A whole body for a call the host makes itself (a workflow's `call`).
+pub(crate) fn full_body(bytes: Vec<u8>) -> nimbus_security::mesh::MeshBody {
+    http_body_util::Full::new(bytes::Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync()
+}

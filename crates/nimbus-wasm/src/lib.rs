@@ -6,7 +6,8 @@
 //! engine configuration, the bounds on module size and compile time, and the two executors:
 //!
 //! * WASI 0.2 components exporting `wasi:http/incoming-handler` (what `wasmtime serve` and Spin
-//!   run), `nimbus:events/handler` or `nimbus:actor/handler`, linked with all of WASI 0.2 — with
+//!   run), `nimbus:events/handler`, `nimbus:actor/handler` or `nimbus:workflow/handler` (whose
+//!   `run` is driven by a [`WorkflowDriver`], the workflow engine), linked with all of WASI 0.2 — with
 //!   nothing preopened, no sockets, no inherited environment — plus the host capabilities they
 //!   were granted;
 //! * WASI preview1 command modules run as CGI programs (WAGI).
@@ -57,6 +58,7 @@ mod publish;
 mod scope;
 mod store;
 mod wagi;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -76,6 +78,7 @@ pub use error::{InvokeError, LinkError, LoadError};
 pub use events::EventError;
 pub use logs::LOG_BUDGET_BYTES;
 pub use wagi::MAX_CGI_OUTPUT;
+pub use workflow::{Driven, Interrupted, RetryPolicy, RunOutcome, StepFailure, StepInfo, StepOptions, WorkflowDriver};
 
 /// Body of a response produced by a function; it may still be streaming from the guest.
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -133,11 +136,15 @@ impl Runtime {
         &self,
         caps: &capability::Configured,
         actor: bool,
+        workflow: bool,
     ) -> Result<wasmtime::component::Linker<guest::GuestState>, LoadError> {
         let mut linker = self.component_linker.clone();
         let link_err = |e: wasmtime::Error| LoadError::Engine(nimbus_observe::cause(e));
         if actor {
             actor::add_to_linker(&mut linker).map_err(link_err)?;
+        }
+        if workflow {
+            workflow::add_to_linker(&mut linker).map_err(link_err)?;
         }
         caps.link(&mut linker).map_err(link_err)?;
         Ok(linker)
@@ -194,16 +201,18 @@ impl Runtime {
                 let imports: Vec<String> =
                     c.component_type().imports(&self.engine).map(|(i, _)| i.to_string()).collect();
                 caps.refuse_ungranted(name, &imports).map_err(link)?;
-                let linker = self.linker_for(&caps, actor::is_actor(&c, &self.engine))?;
+                let linker =
+                    self.linker_for(&caps, actor::is_actor(&c, &self.engine), workflow::is_workflow(&c, &self.engine))?;
                 let pre =
                     linker.instantiate_pre(&c).map_err(|e| link(LinkError::Unresolved(nimbus_observe::cause(e))))?;
                 let http = ProxyPre::new(pre.clone()).ok();
                 let events = events::EventHandlerPre::new(pre.clone()).ok();
-                let actor = actor::ActorPre::new(pre).ok();
-                if http.is_none() && events.is_none() && actor.is_none() {
+                let actor = actor::ActorPre::new(pre.clone()).ok();
+                let workflow = workflow::WorkflowPre::new(pre).ok();
+                if http.is_none() && events.is_none() && actor.is_none() && workflow.is_none() {
                     return Err(link(LinkError::NoEntryPoint));
                 }
-                Executor::Component { http, events, actor }
+                Executor::Component { http, events, actor, workflow }
             }
             cache::Compiled::Module(m) => {
                 if m.get_export("_start").is_none() {
@@ -267,11 +276,12 @@ impl FunctionSettings {
 }
 
 enum Executor {
-    /// A component: an HTTP handler, an event handler, an actor, or several of them.
+    /// A component: an HTTP handler, an event handler, an actor, a workflow, or several of them.
     Component {
         http: Option<ProxyPre<guest::GuestState>>,
         events: Option<events::EventHandlerPre<guest::GuestState>>,
         actor: Option<actor::ActorPre<guest::GuestState>>,
+        workflow: Option<workflow::WorkflowPre<guest::GuestState>>,
     },
     Wagi(wasmtime::InstancePre<wagi::WagiState>),
 }
@@ -286,9 +296,12 @@ pub struct Function {
 impl Clone for Executor {
     fn clone(&self) -> Self {
         match self {
-            Self::Component { http, events, actor } => {
-                Self::Component { http: http.clone(), events: events.clone(), actor: actor.clone() }
-            }
+            Self::Component { http, events, actor, workflow } => Self::Component {
+                http: http.clone(),
+                events: events.clone(),
+                actor: actor.clone(),
+                workflow: workflow.clone(),
+            },
             Self::Wagi(p) => Self::Wagi(p.clone()),
         }
     }

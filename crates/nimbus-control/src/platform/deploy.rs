@@ -126,9 +126,17 @@ impl Platform {
         if let Some(l) = new_loaded {
             state.revisions.insert(id.clone(), l);
         }
-        retention::deactivate(state);
+        let pinned = match self.pinned(state).await {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                // Unknown: keep every revision loaded and stored rather than strand a run.
+                tracing::error!(app = %app_name, error = %e, "cannot read the unfinished workflow runs; no revision is unloaded or pruned");
+                state.revisions.keys().map(|id| (id.clone(), Vec::new())).collect()
+            }
+        };
+        retention::deactivate(state, &pinned);
         let traffic = state.record.traffic.clone();
-        if let Err(e) = self.prune(&mut apps, &app_name, Some(&id)) {
+        if let Err(e) = self.prune(&mut apps, &app_name, Some(&id), &pinned) {
             tracing::error!(app = %app_name, error = %e, "cannot delete old revisions; they are kept");
         }
         self.publish(&apps).await;
@@ -175,6 +183,9 @@ impl Platform {
                 format!("move its traffic and tags to another revision first: `nimbus traffic {app} OTHER=100`"),
             ));
         }
+        if let Some(runs) = self.pinned(state).await?.get(id) {
+            return Err(still_running(app, &format!("revision `{id}` of app `{app}`"), runs));
+        }
         let unused = unused_blobs(&apps, &[(app, id)]);
         blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
         if let Some(gone) = apps.get_mut(app).expect("checked above").revisions.remove(id) {
@@ -190,6 +201,10 @@ impl Platform {
     pub async fn delete_app(&self, app: &str) -> Result<(), ControlError> {
         let mut apps = self.apps.lock().await;
         let state = get(&apps, app)?;
+        let runs: Vec<String> = self.pinned(state).await?.into_values().flatten().collect();
+        if !runs.is_empty() {
+            return Err(still_running(app, &format!("app `{app}`"), &runs));
+        }
         let ids: Vec<String> = state.revisions.keys().cloned().collect();
         let pairs: Vec<(&str, &str)> = ids.iter().map(|id| (app, id.as_str())).collect();
         let unused = unused_blobs(&apps, &pairs);
@@ -202,6 +217,22 @@ impl Platform {
         tracing::info!(app, "app deleted");
         Ok(())
     }
+}
+
+/// The refusal to delete what unfinished workflow runs still replay on.
+fn still_running(app: &str, what: &str, runs: &[String]) -> ControlError {
+    let shown: Vec<&str> = runs.iter().take(10).map(String::as_str).collect();
+    let more = if runs.len() > shown.len() { format!(" and {} more", runs.len() - shown.len()) } else { String::new() };
+    ControlError::conflict(
+        format!(
+            "{what} has {} unfinished workflow run(s) pinned to it ({}{more}); it cannot be deleted while they run",
+            runs.len(),
+            shown.join(", ")
+        ),
+        format!(
+            "wait until they finish, or cancel them: `nimbus workflows cancel NAME RUN` (see `nimbus workflows runs NAME --gateway ...` of app `{app}`)"
+        ),
+    )
 }
 
 /// The stored record of a new revision `id` of `app` from its bundle.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{AppState, Loaded, Platform, blocking, http_routes, parse_manifest, unused_blobs};
+use super::{AppState, Loaded, Pinned, Platform, blocking, http_routes, parse_manifest, unused_blobs};
 use crate::bundle::Bundle;
 use crate::error::ControlError;
 use crate::model::Traffic;
@@ -21,24 +21,30 @@ impl Platform {
         let mut apps = self.apps.lock().await;
         let names: Vec<String> = apps.keys().cloned().collect();
         for app in names {
-            self.prune(&mut apps, &app, None)?;
+            let pinned = self.pinned(&apps[&app]).await?;
+            self.prune(&mut apps, &app, None, &pinned)?;
         }
         self.publish(&apps).await;
         Ok(())
     }
 
     /// Deletes the app's revisions without traffic or a tag beyond the newest `keep_inactive`,
-    /// sparing `spare` (a revision just deployed); the caller publishes.
+    /// sparing `spare` (a revision just deployed) and the revisions of unfinished workflow runs
+    /// (`pinned`); the caller publishes.
     pub(super) fn prune(
         &self,
         apps: &mut BTreeMap<String, AppState>,
         app: &str,
         spare: Option<&str>,
+        pinned: &Pinned,
     ) -> Result<(), ControlError> {
         let keep = self.keep_inactive.load(Ordering::Relaxed);
         let Some(state) = apps.get(app) else { return Ok(()) };
-        let mut inactive: Vec<&Loaded> =
-            state.revisions.values().filter(|r| !state.record.traffic.serves(&r.record.id)).collect();
+        let mut inactive: Vec<&Loaded> = state
+            .revisions
+            .values()
+            .filter(|r| !state.record.traffic.serves(&r.record.id) && !pinned.contains_key(&r.record.id))
+            .collect();
         if inactive.len() <= keep {
             return Ok(());
         }
@@ -57,6 +63,18 @@ impl Platform {
         self.remove_trees(&unused);
         tracing::info!(app, pruned = gone.len(), keep, "old revisions without traffic or a tag deleted");
         Ok(())
+    }
+
+    /// The unfinished workflow runs of the app per revision they are pinned to; such a revision
+    /// stays loaded (its runs replay on its code) and is not deleted.
+    pub(super) async fn pinned(&self, state: &AppState) -> Result<Pinned, ControlError> {
+        if state.revisions.values().all(|r| r.manifest.trigger.workflow.is_empty()) {
+            return Ok(Pinned::new());
+        }
+        self.host.pinned_revisions(&state.record.name).await.map_err(|e| ControlError::Unavailable {
+            message: "the workflow journal cannot be read; nothing was changed".into(),
+            source: Some(nimbus_observe::cause(e)),
+        })
     }
 
     /// Loads the app's revisions that `traffic` sends requests to and that are not loaded yet.
@@ -104,11 +122,13 @@ impl Platform {
     }
 }
 
-/// Unloads the app's revisions that receive no traffic and have no tag: requests in flight
-/// finish on them, their services stop.
-pub(super) fn deactivate(state: &mut AppState) {
+/// Unloads the app's revisions that receive no traffic, have no tag and run no unfinished
+/// workflow (`pinned`): requests in flight finish on them, their services stop.
+pub(super) fn deactivate(state: &mut AppState, pinned: &Pinned) {
     let traffic = &state.record.traffic;
-    for rev in state.revisions.values_mut().filter(|r| r.live.is_some() && !traffic.serves(&r.record.id)) {
+    let idle =
+        |r: &&mut Loaded| r.live.is_some() && !traffic.serves(&r.record.id) && !pinned.contains_key(&r.record.id);
+    for rev in state.revisions.values_mut().filter(idle) {
         rev.live = None;
         nimbus_host::stop_in_background(std::mem::take(&mut rev.services));
         tracing::info!(app = %rev.record.app, revision = %rev.record.id, "revision unloaded: no traffic or tag");

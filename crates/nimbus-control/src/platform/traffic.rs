@@ -124,10 +124,11 @@ impl Platform {
         record: AppRecord,
     ) -> Result<Traffic, ControlError> {
         let state = apps.get_mut(&record.name).expect("checked by the caller");
+        let pinned = self.pinned(state).await?;
         self.activate(state, &record.traffic).await?;
         blocking(|| self.store.put_app(&record))?;
         state.record = record;
-        retention::deactivate(state);
+        retention::deactivate(state, &pinned);
         let traffic = state.record.traffic.clone();
         tracing::info!(app = %state.record.name, ?traffic, "traffic changed");
         self.publish(apps).await;

@@ -1,0 +1,218 @@
+//! `nimbus workflows`: start runs of a workflow, list and show them (with each run's timeline),
+//! signal and cancel them — on the `nimbus up` running in this directory (its gateway and token
+//! from `.nimbus/api.json`), or with `--gateway` and a token that may write the app's data.
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::remote::{DataArgs, OutputArgs, data_arg, seg};
+
+/// Where the workflow is served.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArg {
+    /// The app's gateway, e.g. http://127.0.0.1:3000 (default: the `nimbus up` of this directory).
+    #[arg(long, env = "NIMBUS_GATEWAY")]
+    gateway: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowsCommand {
+    /// Start a run of workflow NAME and print its id (an existing run's for a repeated
+    /// --idempotency-key).
+    Start {
+        /// The workflow.
+        name: String,
+        /// The input (or @FILE).
+        #[arg(long, default_value = "")]
+        data: String,
+        /// Starting twice with one key starts one run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the runs of workflow NAME.
+    List {
+        /// The workflow.
+        name: String,
+        /// Only runs pinned to this revision.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Only runs in this status (running, waiting, compensating, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the unfinished runs of workflow NAME: what still runs, and on which revision's code.
+    Runs {
+        /// The workflow.
+        name: String,
+        /// Only runs pinned to this revision.
+        #[arg(long)]
+        revision: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show a run and its timeline: steps started, retried, completed; sleeps; signals;
+    /// compensations — with durations.
+    Show {
+        /// The workflow.
+        name: String,
+        /// The run.
+        run: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Send signal SIGNAL to a run.
+    Signal {
+        /// The workflow.
+        name: String,
+        /// The run.
+        run: String,
+        /// The signal.
+        signal: String,
+        /// Its payload (or @FILE).
+        #[arg(long, default_value = "")]
+        data: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
+    },
+    /// Cancel a run: its compensations run, then it ends `cancelled`.
+    Cancel {
+        /// The workflow.
+        name: String,
+        /// The run.
+        run: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
+    },
+}
+
+pub(crate) fn run(data: &DataArgs, command: &WorkflowsCommand) -> anyhow::Result<()> {
+    let post = reqwest::Method::POST;
+    match command {
+        WorkflowsCommand::Start { name, data: input, idempotency_key, gateway, output } => {
+            let client = data.gateway(gateway.gateway.as_deref())?;
+            let headers: Vec<(&str, &str)> =
+                idempotency_key.iter().map(|k| (nimbus_gateway::IDEMPOTENCY_KEY_HEADER, k.as_str())).collect();
+            let body = Some(data_arg(input)?.into());
+            let bytes = client.raw_with(
+                post,
+                &format!("/workflows/{}", seg(name)),
+                body,
+                "application/octet-stream",
+                &headers,
+            )?;
+            let run: Value = serde_json::from_slice(&bytes)?;
+            output.print(&run, |r| println!("{}", r["run"].as_str().unwrap_or_default()))
+        }
+        WorkflowsCommand::List { name, revision, status, gateway, output } => {
+            list(data, name, revision.as_deref(), status.as_deref(), false, gateway, output)
+        }
+        WorkflowsCommand::Runs { name, revision, gateway, output } => {
+            list(data, name, revision.as_deref(), None, true, gateway, output)
+        }
+        WorkflowsCommand::Show { name, run, gateway, output } => {
+            let client = data.gateway(gateway.gateway.as_deref())?;
+            let shown: Value = client.get(&format!("/workflows/{}/{}", seg(name), seg(run)))?;
+            output.print(&shown, print_run)
+        }
+        WorkflowsCommand::Signal { name, run, signal, data: payload, gateway } => {
+            let client = data.gateway(gateway.gateway.as_deref())?;
+            let path = format!("/workflows/{}/{}/signals/{}", seg(name), seg(run), seg(signal));
+            let answer: Value =
+                client.call(post, &path, Some(data_arg(payload)?.into()), "application/octet-stream")?;
+            println!("signal `{signal}` sent to run {run} (#{})", answer["seq"]);
+            Ok(())
+        }
+        WorkflowsCommand::Cancel { name, run, gateway } => {
+            let client = data.gateway(gateway.gateway.as_deref())?;
+            let _: Value = client.call(post, &format!("/workflows/{}/{}/cancel", seg(name), seg(run)), None, "")?;
+            println!("run {run} is cancelling: its compensations run, then it ends `cancelled`");
+            Ok(())
+        }
+    }
+}
+
+fn list(
+    data: &DataArgs,
+    name: &str,
+    revision: Option<&str>,
+    status: Option<&str>,
+    unfinished: bool,
+    gateway: &GatewayArg,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let client = data.gateway(gateway.gateway.as_deref())?;
+    let mut query: Vec<String> = Vec::new();
+    query.extend(revision.map(|r| format!("revision={}", seg(r))));
+    query.extend(status.map(|s| format!("status={}", seg(s))));
+    let path = format!("/workflows/{}?{}", seg(name), query.join("&"));
+    let mut answer: Value = client.get(&path)?;
+    if unfinished && let Some(runs) = answer["runs"].as_array_mut() {
+        runs.retain(|r| !matches!(r["status"].as_str(), Some("completed" | "failed" | "cancelled")));
+    }
+    output.print(&answer, |a| {
+        println!("{:<22} {:<13} {:<16} {:<20} ERROR", "RUN", "STATUS", "REVISION", "STARTED");
+        for r in a["runs"].as_array().into_iter().flatten() {
+            println!(
+                "{:<22} {:<13} {:<16} {:<20} {}",
+                r["run"].as_str().unwrap_or_default(),
+                r["status"].as_str().unwrap_or_default(),
+                r["revision"].as_str().unwrap_or_default(),
+                time_ms(&r["created_ms"]),
+                r["error"].as_str().unwrap_or_default()
+            );
+        }
+    })
+}
+
+fn time_ms(ms: &Value) -> String {
+    crate::remote::time(ms.as_u64().unwrap_or_default() / 1000)
+}
+
+/// A run and its timeline, for people.
+fn print_run(r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    println!("run       {}", s(&r["run"]));
+    println!("workflow  {} (revision {})", s(&r["workflow"]), s(&r["revision"]));
+    println!("status    {}", s(&r["status"]));
+    println!("started   {}", time_ms(&r["created_ms"]));
+    if let Some(e) = r["error"].as_str() {
+        println!("error     {e}");
+    }
+    if !r["output"].is_null() {
+        println!("output    {}", r["output"]);
+    }
+    println!("timeline:");
+    let start = r["created_ms"].as_u64().unwrap_or_default();
+    for e in r["timeline"].as_array().into_iter().flatten() {
+        let at = e["started_ms"].as_u64().unwrap_or_default().saturating_sub(start);
+        let what = match e["name"].as_str() {
+            Some(n) => format!("{} {n}", s(&e["kind"])),
+            None => s(&e["kind"]),
+        };
+        let outcome = match (e["kind"].as_str(), e["outcome"].as_str()) {
+            (Some("sleep"), _) => {
+                format!("until +{} ms", e["due_ms"].as_u64().unwrap_or_default().saturating_sub(start))
+            }
+            (Some("await-signal"), Some("ok")) => "signalled".into(),
+            (Some("await-signal"), Some("pending")) => "waiting".into(),
+            (Some("compensation"), Some("ok")) => format!("compensated step #{}", e["undoes"]),
+            (_, Some("ok")) => "completed".into(),
+            (_, Some("err")) => format!("failed: {}", s(&e["payload"])),
+            (_, other) => other.unwrap_or_default().replace('_', " "),
+        };
+        let retried = e["retries"].as_u64().map(|n| format!(", retried {n}x")).unwrap_or_default();
+        let took = e["duration_ms"].as_u64().map(|d| format!(" in {d} ms")).unwrap_or_default();
+        println!("  +{at:>7} ms  #{:<3} {what:<28} {outcome}{took}{retried}", e["pos"]);
+    }
+}

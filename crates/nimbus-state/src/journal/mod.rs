@@ -1,0 +1,275 @@
+//! The workflow journal of one app, on any [`KvStore`] (so the embedded and the NATS backend
+//! keep it alike): runs, their journals, the signals sent to them, the idempotency keys they
+//! were started with, and the index of unfinished runs an engine resumes at start.
+//!
+//! Layout in the app's reserved `workflows` bucket: `r/RUN` the run, `j/RUN/POS` its journal
+//! (one key per position, written with compare-and-swap so a position is written once), `s/RUN/SEQ`
+//! its signals, `n/RUN` the signal counter, `i/WORKFLOW/KEY` the run an idempotency key started,
+//! `a/RUN` present while the run is unfinished. Values are versioned frames (`frame`).
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Bucket, KvError, KvStore, Swap};
+
+mod frame;
+mod record;
+
+pub use record::{Entry, EntryKind, Outcome, Run, RunStatus, Signal};
+
+/// The KV bucket (of each app) holding its workflow runs; reserved: no grant may name it.
+pub const WORKFLOWS_BUCKET: &str = "workflows";
+/// The largest payload a journal entry, input, output or signal may carry.
+pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+/// The most positions one run's journal may have.
+pub const MAX_ENTRIES: u32 = 100_000;
+/// The longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// Why the journal refused or failed an operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The store failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] KvError),
+    /// The value is over [`MAX_PAYLOAD_BYTES`].
+    #[error(
+        "{what} is {size} bytes, over the journal's limit of {MAX_PAYLOAD_BYTES} bytes; keep large data in a KV bucket or blob and journal its key"
+    )]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size.
+        size: usize,
+    },
+    /// The run's journal has [`MAX_ENTRIES`] positions.
+    #[error("the run's journal is full ({MAX_ENTRIES} positions); split the work into several runs")]
+    Full,
+    /// Another writer changed it first (another engine is running the run).
+    #[error("the run was changed by someone else meanwhile")]
+    Conflict,
+    /// The idempotency key is empty, too long or not printable.
+    #[error("invalid idempotency key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")]
+    InvalidKey,
+}
+
+/// What [`Journal::create`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored the new run.
+    New,
+    /// The idempotency key had started this run already; nothing was stored.
+    Existing(Run),
+}
+
+/// The workflow journal of one app.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    kv: Arc<dyn KvStore>,
+    bucket: Bucket,
+}
+
+fn check_size(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<(), JournalError> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        Err(JournalError::TooLarge { what: what(), size: bytes.len() })
+    } else {
+        Ok(())
+    }
+}
+
+impl Journal {
+    /// The journal of `app` in `kv`.
+    pub fn new(kv: Arc<dyn KvStore>, app: &str) -> Result<Self, KvError> {
+        Ok(Self { kv, bucket: Bucket::new(app, WORKFLOWS_BUCKET)? })
+    }
+
+    /// The store it is in.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    fn encode_run(run: &Run) -> Bytes {
+        frame::encode(run, &[&run.input, run.output.as_deref().unwrap_or_default()]).into()
+    }
+
+    fn decode_run(bytes: &[u8]) -> Result<Run, KvError> {
+        let (mut run, blobs): (Run, _) = frame::decode(bytes)?;
+        let mut blobs = blobs.into_iter();
+        run.input = blobs.next().unwrap_or_default();
+        run.output = if run.status == RunStatus::Completed { blobs.next() } else { None };
+        Ok(run)
+    }
+
+    /// Stores a new run (unfinished) unless its idempotency key started one already, which is
+    /// returned instead.
+    pub async fn create(&self, run: &Run) -> Result<Created, JournalError> {
+        check_size(|| "the run's input".into(), &run.input)?;
+        if let Some(key) = &run.idempotency_key {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(JournalError::InvalidKey);
+            }
+            let index = format!("i/{}/{key}", run.workflow);
+            if let Swap::Conflict(_) =
+                self.kv.compare_and_swap(&self.bucket, &index, None, run.id.clone().into()).await?
+            {
+                let existing = self.kv.get(&self.bucket, &index).await?.map(|e| e.value);
+                let id = existing.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+                // A start that crashed after claiming the key and before storing its run left
+                // the key pointing at nothing: this start finishes it under that id.
+                if let Some(found) = self.run(&id).await? {
+                    return Ok(Created::Existing(found.0));
+                }
+                let mut run = run.clone();
+                run.id = id;
+                return self.store_new(&run).await.map(|()| Created::Existing(run));
+            }
+        }
+        self.store_new(run).await.map(|()| Created::New)
+    }
+
+    async fn store_new(&self, run: &Run) -> Result<(), JournalError> {
+        let pairs = vec![(format!("a/{}", run.id), Bytes::new()), (format!("r/{}", run.id), Self::encode_run(run))];
+        Ok(self.kv.set_many(&self.bucket, pairs).await?)
+    }
+
+    /// A run and the revision to update it at.
+    pub async fn run(&self, id: &str) -> Result<Option<(Run, u64)>, JournalError> {
+        if id.is_empty() || id.contains('/') {
+            return Ok(None);
+        }
+        match self.kv.get(&self.bucket, &format!("r/{id}")).await? {
+            Some(e) => Ok(Some((Self::decode_run(&e.value)?, e.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `run` if it is still at `revision`; a finished run leaves the unfinished index.
+    /// Returns the new revision.
+    pub async fn update(&self, run: &Run, revision: u64) -> Result<u64, JournalError> {
+        if let Some(output) = &run.output {
+            check_size(|| "the run's output".into(), output)?;
+        }
+        match self
+            .kv
+            .compare_and_swap(&self.bucket, &format!("r/{}", run.id), Some(revision), Self::encode_run(run))
+            .await?
+        {
+            Swap::Done(rev) => {
+                if run.status.is_finished() {
+                    self.kv.delete(&self.bucket, &format!("a/{}", run.id)).await?;
+                }
+                Ok(rev)
+            }
+            Swap::Conflict(_) => Err(JournalError::Conflict),
+        }
+    }
+
+    /// The journal of a run, in order, each entry with the revision to replace it at.
+    pub async fn entries(&self, id: &str) -> Result<Vec<(Entry, u64)>, JournalError> {
+        let keys = self.all_keys(&format!("j/{id}/")).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            for value in self.kv.get_many(&self.bucket, chunk).await?.into_iter().flatten() {
+                let (mut entry, blobs): (Entry, _) = frame::decode(&value.value)?;
+                entry.payload = blobs.into_iter().next().unwrap_or_default();
+                out.push((entry, value.revision));
+            }
+        }
+        Ok(out)
+    }
+
+    fn entry_key(id: &str, pos: u32) -> String {
+        format!("j/{id}/{pos:06}")
+    }
+
+    fn encode_entry(entry: &Entry) -> Result<Bytes, JournalError> {
+        check_size(|| format!("the journal entry of {}", entry.describe()), &entry.payload)?;
+        Ok(frame::encode(entry, &[&entry.payload]).into())
+    }
+
+    /// Writes position `pos` of a run's journal, which must be empty ([`JournalError::Conflict`]
+    /// if someone wrote it first). Returns its revision.
+    pub async fn append(&self, id: &str, pos: u32, entry: &Entry) -> Result<u64, JournalError> {
+        if pos >= MAX_ENTRIES {
+            return Err(JournalError::Full);
+        }
+        let value = Self::encode_entry(entry)?;
+        match self.kv.compare_and_swap(&self.bucket, &Self::entry_key(id, pos), None, value).await? {
+            Swap::Done(rev) => Ok(rev),
+            Swap::Conflict(_) => Err(JournalError::Conflict),
+        }
+    }
+
+    /// Rewrites position `pos` (a pending entry ending) if it is still at `revision`.
+    pub async fn replace(&self, id: &str, pos: u32, entry: &Entry, revision: u64) -> Result<u64, JournalError> {
+        let value = Self::encode_entry(entry)?;
+        match self.kv.compare_and_swap(&self.bucket, &Self::entry_key(id, pos), Some(revision), value).await? {
+            Swap::Done(rev) => Ok(rev),
+            Swap::Conflict(_) => Err(JournalError::Conflict),
+        }
+    }
+
+    /// Stores a signal for a run; returns its sequence number.
+    pub async fn signal(&self, id: &str, name: &str, payload: Vec<u8>, sent_ms: u64) -> Result<u64, JournalError> {
+        check_size(|| format!("the payload of signal `{name}`"), &payload)?;
+        let seq = self.kv.increment(&self.bucket, &format!("n/{id}"), 1).await? as u64;
+        let signal = Signal { seq, name: name.into(), sent_ms, payload };
+        let value = frame::encode(&signal, &[&signal.payload]);
+        self.kv.set(&self.bucket, &format!("s/{id}/{seq:09}"), value.into(), None).await?;
+        Ok(seq)
+    }
+
+    /// The signals sent to a run, in the order sent.
+    pub async fn signals(&self, id: &str) -> Result<Vec<Signal>, JournalError> {
+        let keys = self.all_keys(&format!("s/{id}/")).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for value in self.kv.get_many(&self.bucket, &keys).await?.into_iter().flatten() {
+            let (mut signal, blobs): (Signal, _) = frame::decode(&value.value)?;
+            signal.payload = blobs.into_iter().next().unwrap_or_default();
+            out.push(signal);
+        }
+        out.sort_by_key(|s| s.seq);
+        Ok(out)
+    }
+
+    /// The ids of every unfinished run.
+    pub async fn unfinished(&self) -> Result<Vec<String>, JournalError> {
+        Ok(self.all_keys("a/").await?.into_iter().map(|k| k["a/".len()..].to_string()).collect())
+    }
+
+    /// Every unfinished run.
+    pub async fn unfinished_runs(&self) -> Result<Vec<Run>, JournalError> {
+        let keys: Vec<String> = self.unfinished().await?.into_iter().map(|id| format!("r/{id}")).collect();
+        let mut runs = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            for value in self.kv.get_many(&self.bucket, chunk).await?.into_iter().flatten() {
+                runs.push(Self::decode_run(&value.value)?);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Up to `limit` runs after `cursor` (a run id), by id.
+    pub async fn runs(&self, cursor: Option<&str>, limit: usize) -> Result<(Vec<Run>, Option<String>), JournalError> {
+        let cursor = cursor.map(|c| format!("r/{c}"));
+        let page = self.kv.list(&self.bucket, "r/", cursor.as_deref(), limit).await?;
+        let mut runs = Vec::with_capacity(page.keys.len());
+        for value in self.kv.get_many(&self.bucket, &page.keys).await?.into_iter().flatten() {
+            runs.push(Self::decode_run(&value.value)?);
+        }
+        Ok((runs, page.cursor.map(|c| c.trim_start_matches("r/").to_string())))
+    }
+
+    async fn all_keys(&self, prefix: &str) -> Result<Vec<String>, JournalError> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.kv.list(&self.bucket, prefix, cursor.as_deref(), 1000).await?;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(keys),
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The HTTP answers of a revision's workflows ([`WorkflowCalls`]): start, list, show (with the
+//! run's timeline), signal, cancel, as JSON.
+use futures::future::BoxFuture;
+use http::StatusCode;
+use nimbus_gateway::{WorkflowCalls, WorkflowOp};
+use nimbus_observe::SpanRef;
+use nimbus_state::journal::{Entry, JournalError, Run};
+use serde_json::{Value, json};
+
+use crate::engine::{Signalled, StartError, WorkflowHost};
+
+/// The most runs one list answers.
+const MAX_LISTED: usize = 1_000;
+
+impl WorkflowCalls for WorkflowHost {
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn call<'a>(&'a self, name: &'a str, op: WorkflowOp, _parent: &'a SpanRef) -> BoxFuture<'a, (StatusCode, Value)> {
+        Box::pin(async move {
+            match self.answer(name, op).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let status = match e {
+                        JournalError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                        JournalError::InvalidKey => StatusCode::BAD_REQUEST,
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    (status, json!({ "error": nimbus_observe::report(&e) }))
+                }
+            }
+        })
+    }
+}
+
+fn refused(status: StatusCode, message: String) -> (StatusCode, Value) {
+    (status, json!({ "error": message }))
+}
+
+impl WorkflowHost {
+    async fn answer(&self, name: &str, op: WorkflowOp) -> Result<(StatusCode, Value), JournalError> {
+        let engine = &self.engine;
+        let run_of = |run: Option<Run>, id: &str| match run {
+            Some(run) if run.workflow == name => Ok(run),
+            _ => Err(refused(StatusCode::NOT_FOUND, format!("workflow `{name}` has no run `{id}`"))),
+        };
+        Ok(match op {
+            WorkflowOp::Start { input, idempotency_key } => {
+                match engine.start(&self.revision, name, input, idempotency_key).await {
+                    Ok((run, true)) => (StatusCode::ACCEPTED, run_json(&run)),
+                    Ok((run, false)) => (StatusCode::OK, run_json(&run)),
+                    Err(StartError::Unknown(w)) => refused(StatusCode::NOT_FOUND, format!("no workflow `{w}` here")),
+                    Err(StartError::Journal(e)) => return Err(e),
+                }
+            }
+            WorkflowOp::List { revision, status } => {
+                let mut runs = Vec::new();
+                let mut cursor: Option<String> = None;
+                loop {
+                    let (page, next) = engine.journal.runs(cursor.as_deref(), 500).await?;
+                    runs.extend(page.into_iter().filter(|r| {
+                        r.workflow == name
+                            && revision.as_ref().is_none_or(|rev| &r.revision == rev)
+                            && status.as_ref().is_none_or(|s| r.status.as_str() == s)
+                    }));
+                    match next {
+                        Some(c) if runs.len() < MAX_LISTED => cursor = Some(c),
+                        _ => break,
+                    }
+                }
+                runs.truncate(MAX_LISTED);
+                (StatusCode::OK, json!({ "runs": runs.iter().map(run_json).collect::<Vec<_>>() }))
+            }
+            WorkflowOp::Show { run } => {
+                let found = match run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                    Ok(found) => found,
+                    Err(refusal) => return Ok(refusal),
+                };
+                let entries = engine.journal.entries(&run).await?;
+                let signals = engine.journal.signals(&run).await?;
+                let mut answer = run_json(&found);
+                answer["timeline"] = entries.iter().enumerate().map(|(i, (e, _))| entry_json(i, e)).collect();
+                answer["signals"] = signals
+                    .iter()
+                    .map(|s| json!({ "seq": s.seq, "name": s.name, "sent_ms": s.sent_ms, "payload": text(&s.payload) }))
+                    .collect();
+                (StatusCode::OK, answer)
+            }
+            WorkflowOp::Signal { run, signal, payload } => {
+                let found = match run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                    Ok(found) => found,
+                    Err(refusal) => return Ok(refusal),
+                };
+                match engine.signal(&found.id, &signal, payload).await? {
+                    Signalled::Sent(seq) => (StatusCode::ACCEPTED, json!({ "run": run, "signal": signal, "seq": seq })),
+                    Signalled::NoSuchRun => {
+                        refused(StatusCode::NOT_FOUND, format!("workflow `{name}` has no run `{run}`"))
+                    }
+                    Signalled::Finished(r) => refused(
+                        StatusCode::CONFLICT,
+                        format!("run `{run}` is {}; signals go to unfinished runs", r.status.as_str()),
+                    ),
+                }
+            }
+            WorkflowOp::Cancel { run } => {
+                if let Err(refusal) = run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                    return Ok(refusal);
+                }
+                match engine.cancel(&run).await? {
+                    None => refused(StatusCode::NOT_FOUND, format!("workflow `{name}` has no run `{run}`")),
+                    Some(r) if r.status.is_finished() => refused(
+                        StatusCode::CONFLICT,
+                        format!("run `{run}` is {} already; only unfinished runs can be cancelled", r.status.as_str()),
+                    ),
+                    Some(r) => (StatusCode::ACCEPTED, run_json(&r)),
+                }
+            }
+        })
+    }
+}
+
+/// A payload as text if it is UTF-8, else as hex.
+fn text(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => json!({ "hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+    }
+}
+
+fn run_json(run: &Run) -> Value {
+    let mut v = json!({
+        "run": run.id,
+        "workflow": run.workflow,
+        "revision": run.revision,
+        "status": run.status.as_str(),
+        "created_ms": run.created_ms,
+        "updated_ms": run.updated_ms,
+    });
+    if let Some(error) = &run.error {
+        v["error"] = error.clone().into();
+    }
+    if let Some(output) = &run.output {
+        v["output"] = text(output);
+    }
+    if let Some(wake) = run.wake_ms {
+        v["wake_ms"] = wake.into();
+    }
+    if let Some(key) = &run.idempotency_key {
+        v["idempotency_key"] = key.clone().into();
+    }
+    if run.cancel_requested {
+        v["cancel_requested"] = true.into();
+    }
+    v
+}
+
+fn entry_json(pos: usize, e: &Entry) -> Value {
+    let mut v = json!({
+        "pos": pos + 1,
+        "kind": e.kind.as_str(),
+        "outcome": serde_json::to_value(&e.outcome).unwrap_or_default(),
+        "started_ms": e.started_ms,
+    });
+    if !e.name.is_empty() {
+        v["name"] = e.name.clone().into();
+    }
+    if let Some(f) = e.finished_ms {
+        v["finished_ms"] = f.into();
+        v["duration_ms"] = f.saturating_sub(e.started_ms).into();
+    }
+    if e.attempts > 1 {
+        v["retries"] = (e.attempts - 1).into();
+    }
+    for (key, value) in [("compensate", &e.compensate)] {
+        if let Some(value) = value {
+            v[key] = value.clone().into();
+        }
+    }
+    if let Some(due) = e.due_ms {
+        v["due_ms"] = due.into();
+    }
+    if let Some(undoes) = e.undoes {
+        v["undoes"] = (undoes + 1).into();
+    }
+    if !e.payload.is_empty() {
+        v["payload"] = text(&e.payload);
+    }
+    v
+}

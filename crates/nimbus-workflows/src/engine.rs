@@ -1,0 +1,314 @@
+//! The workflow engine of one app (shared by its revisions) and the workflows of one revision
+//! ([`WorkflowHost`]): which revision's code each run replays on, which runs this process is
+//! driving, and the durable timers' wake-ups.
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use nimbus_gateway::{Backend, Gateway};
+use nimbus_manifest::Manifest;
+use nimbus_observe::Tracer;
+use nimbus_state::KvStore;
+use nimbus_state::journal::{Created, Journal, JournalError, Run, RunStatus};
+
+use crate::steps::Def;
+
+/// How many runs one engine drives at once (each holds an instance while `run` replays).
+const MAX_ACTIVE: usize = 256;
+/// How long after a store failure a run is tried again.
+const RETRY_AFTER_MS: u64 = 1_000;
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No such workflow in the revision.
+    #[error("no workflow `{0}` in this revision")]
+    Unknown(String),
+    /// The journal refused or failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What [`Engine::signal`] did.
+#[derive(Debug)]
+pub enum Signalled {
+    /// Stored with this sequence number.
+    Sent(u64),
+    /// There is no such run.
+    NoSuchRun,
+    /// The run is finished; nothing was stored.
+    Finished(Run),
+}
+
+/// The workflow engine of one app: its journal, the workflows of each loaded revision, the runs
+/// it is driving and the timers it waits for.
+pub struct Engine {
+    this: Weak<Engine>,
+    pub(crate) app: String,
+    pub(crate) journal: Journal,
+    pub(crate) tracer: Tracer,
+    /// Revision → workflow name → its component.
+    revisions: Mutex<HashMap<String, HashMap<String, Def>>>,
+    /// Runs being driven here, and whether to go again when done (something changed meanwhile).
+    driving: Mutex<HashMap<String, bool>>,
+    /// Runs asked to cancel (checked by their drivers between context calls).
+    cancels: Mutex<HashSet<String>>,
+    /// Wake-ups: (Unix ms, run).
+    timers: Mutex<BTreeSet<(u64, String)>>,
+    timers_changed: Arc<tokio::sync::Notify>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("app", &self.app).finish_non_exhaustive()
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    /// The engine of `app`, journaling in `kv`, tracing with `tracer`; its timers run until it is
+    /// dropped (needs a tokio runtime).
+    pub fn new(app: &str, kv: Arc<dyn KvStore>, tracer: Tracer) -> Result<Arc<Self>, nimbus_state::KvError> {
+        let journal = Journal::new(kv, app)?;
+        let engine = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
+            app: app.to_string(),
+            journal,
+            tracer,
+            revisions: Mutex::default(),
+            driving: Mutex::default(),
+            cancels: Mutex::default(),
+            timers: Mutex::default(),
+            timers_changed: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE)),
+        });
+        tokio::spawn(timer_loop(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The component of `workflow` in `revision`, if that revision is loaded here.
+    pub(crate) fn def(&self, revision: &str, workflow: &str) -> Option<Def> {
+        self.revisions.lock().expect("revisions").get(revision)?.get(workflow).cloned()
+    }
+
+    fn register(&self, revision: &str, defs: HashMap<String, Def>) {
+        self.revisions.lock().expect("revisions").insert(revision.to_string(), defs);
+        let engine = self.this.upgrade().expect("registering on a live engine");
+        let revision = revision.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = engine.resume_revision(&revision).await {
+                tracing::error!(app = %engine.app, revision = %revision, error = %nimbus_observe::report(&e),
+                    "cannot read the unfinished workflow runs; they resume when the store answers");
+            }
+        });
+    }
+
+    /// Resumes the unfinished runs pinned to `revision`: running ones now, waiting ones when
+    /// their timer is due.
+    async fn resume_revision(self: &Arc<Self>, revision: &str) -> Result<(), JournalError> {
+        for run in self.journal.unfinished_runs().await?.into_iter().filter(|r| r.revision == revision) {
+            match (run.status, run.wake_ms) {
+                (RunStatus::Waiting, Some(at)) if !run.cancel_requested => self.wake_at(at, &run.id),
+                (RunStatus::Waiting, None) if !run.cancel_requested => {}
+                _ => self.wake(&run.id),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether cancelling `run` was asked for.
+    pub(crate) fn cancel_requested(&self, run: &str) -> bool {
+        self.cancels.lock().expect("cancels").contains(run)
+    }
+
+    /// Drives `run` at `at` (Unix ms).
+    pub(crate) fn wake_at(&self, at: u64, run: &str) {
+        self.timers.lock().expect("timers").insert((at, run.to_string()));
+        self.timers_changed.notify_one();
+    }
+
+    /// Drives `run` now (again, if it is being driven: once the current activation ends).
+    pub(crate) fn wake(&self, run: &str) {
+        {
+            let mut driving = self.driving.lock().expect("driving");
+            if let Some(again) = driving.get_mut(run) {
+                *again = true;
+                return;
+            }
+            driving.insert(run.to_string(), false);
+        }
+        let Some(engine) = self.this.upgrade() else { return };
+        let run = run.to_string();
+        tokio::spawn(async move { engine.drive(run).await });
+    }
+
+    async fn drive(self: Arc<Self>, run: String) {
+        let Ok(_slot) = self.slots.clone().acquire_owned().await else { return };
+        loop {
+            if let Err(e) = crate::activation::activate(&self, &run).await {
+                tracing::warn!(app = %self.app, run = %run, error = %nimbus_observe::report(&e),
+                    "workflow run could not go on; trying again shortly");
+                self.wake_at(now_ms() + RETRY_AFTER_MS, &run);
+            }
+            let mut driving = self.driving.lock().expect("driving");
+            if driving.get(&run) == Some(&true) {
+                driving.insert(run.clone(), false);
+                continue;
+            }
+            driving.remove(&run);
+            self.cancels.lock().expect("cancels").remove(&run);
+            return;
+        }
+    }
+
+    /// Starts a run of `workflow` on `revision` with `input`; with an idempotency key that
+    /// started a run before, that run instead (`false`: not new).
+    pub async fn start(
+        &self,
+        revision: &str,
+        workflow: &str,
+        input: Vec<u8>,
+        idempotency_key: Option<String>,
+    ) -> Result<(Run, bool), StartError> {
+        if self.def(revision, workflow).is_none() {
+            return Err(StartError::Unknown(workflow.to_string()));
+        }
+        let now = now_ms();
+        let run = Run {
+            id: format!("{now:012x}{:08x}", fastrand::u32(..)),
+            workflow: workflow.to_string(),
+            revision: revision.to_string(),
+            status: RunStatus::Running,
+            input,
+            output: None,
+            error: None,
+            idempotency_key,
+            created_ms: now,
+            updated_ms: now,
+            wake_ms: None,
+            cancel_requested: false,
+        };
+        match self.journal.create(&run).await? {
+            Created::New => {
+                self.wake(&run.id);
+                Ok((run, true))
+            }
+            Created::Existing(existing) => {
+                if !existing.status.is_finished() {
+                    self.wake(&existing.id);
+                }
+                Ok((existing, false))
+            }
+        }
+    }
+
+    /// Sends signal `name` to `run` (stored durably, then the run is woken).
+    pub async fn signal(&self, run: &str, name: &str, payload: Vec<u8>) -> Result<Signalled, JournalError> {
+        let Some((found, _)) = self.journal.run(run).await? else { return Ok(Signalled::NoSuchRun) };
+        if found.status.is_finished() {
+            return Ok(Signalled::Finished(found));
+        }
+        let seq = self.journal.signal(run, name, payload, now_ms()).await?;
+        self.wake(run);
+        Ok(Signalled::Sent(seq))
+    }
+
+    /// Asks `run` to cancel: its registered compensations run, then it ends `cancelled`. Returns
+    /// the run as it was, or `None` if there is none.
+    pub async fn cancel(&self, run: &str) -> Result<Option<Run>, JournalError> {
+        loop {
+            let Some((mut found, rev)) = self.journal.run(run).await? else { return Ok(None) };
+            if found.status.is_finished() || found.cancel_requested {
+                return Ok(Some(found));
+            }
+            found.cancel_requested = true;
+            found.updated_ms = now_ms();
+            match self.journal.update(&found, rev).await {
+                Ok(_) => {
+                    self.cancels.lock().expect("cancels").insert(run.to_string());
+                    self.wake(run);
+                    return Ok(Some(found));
+                }
+                Err(JournalError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Wakes runs whose timers are due, until the engine is dropped.
+async fn timer_loop(engine: Weak<Engine>) {
+    loop {
+        let Some(e) = engine.upgrade() else { return };
+        let now = now_ms();
+        let (due, next) = {
+            let mut timers = e.timers.lock().expect("timers");
+            let later = timers.split_off(&(now + 1, String::new()));
+            (std::mem::replace(&mut *timers, later), timers.first().map(|(at, _)| *at))
+        };
+        for (_, run) in due {
+            e.wake(&run);
+        }
+        let changed = e.timers_changed.clone();
+        // Hold no strong reference while waiting, so dropping the engine ends the loop.
+        drop(e);
+        let wait = next.map_or(Duration::from_secs(1), |at| {
+            Duration::from_millis(at.saturating_sub(now)).min(Duration::from_secs(1))
+        });
+        let _ = tokio::time::timeout(wait, changed.notified()).await;
+    }
+}
+
+/// The workflows of one loaded revision, served at `/workflows/NAME/...`; runs it starts are
+/// pinned to it. Dropping it stops driving its runs here (they resume where it is loaded again).
+#[derive(Debug)]
+pub struct WorkflowHost {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) revision: String,
+    pub(crate) names: HashSet<String>,
+}
+
+impl WorkflowHost {
+    /// The workflows of a validated manifest, served by `gateway`'s components, registered with
+    /// the app's `engine` as revision `revision` (whose unfinished runs resume); `None` if the
+    /// app has no workflows. Every workflow's component must be a loaded function.
+    pub fn new(manifest: &Manifest, gateway: &Gateway, revision: &str, engine: Arc<Engine>) -> Option<Arc<Self>> {
+        let defs: HashMap<String, Def> = manifest
+            .trigger
+            .workflow
+            .iter()
+            .filter_map(|t| {
+                let target = gateway.target(&t.component)?;
+                let Backend::Function(function) = &target.backend else { return None };
+                Some((t.name.clone(), Def { function: function.clone(), target }))
+            })
+            .collect();
+        if defs.is_empty() {
+            return None;
+        }
+        let names = defs.keys().cloned().collect();
+        engine.register(revision, defs);
+        Some(Arc::new(Self { engine, revision: revision.to_string(), names }))
+    }
+
+    /// The app's engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl Drop for WorkflowHost {
+    fn drop(&mut self) {
+        self.engine.revisions.lock().expect("revisions").remove(&self.revision);
+    }
+}

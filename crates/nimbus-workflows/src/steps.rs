@@ -1,0 +1,54 @@
+//! Running one step (or compensation) of a run: fresh instances of the workflow's component,
+//! admitted like requests, retried by the step's policy, each attempt a span.
+use std::sync::Arc;
+
+use nimbus_gateway::Target;
+use nimbus_observe::{SpanKind, SpanRef, Telemetry};
+use nimbus_wasm::{Function, Invocation, StepFailure, StepInfo, StepOptions};
+
+/// A workflow of a loaded revision: its component.
+#[derive(Clone, Debug)]
+pub(crate) struct Def {
+    pub(crate) function: Function,
+    pub(crate) target: Arc<Target>,
+}
+
+/// Runs step `name` until it succeeds, fails for good or runs out of attempts; the outcome and
+/// how many attempts it took.
+pub(crate) async fn run_step(
+    def: &Def,
+    run_id: &str,
+    name: &str,
+    input: &[u8],
+    options: &StepOptions,
+    idempotency_key: &str,
+    parent: &SpanRef,
+) -> (Result<Vec<u8>, StepFailure>, u32) {
+    let mut attempt = 1;
+    loop {
+        let mut span = parent.child(format!("step {name}"), SpanKind::Internal);
+        span.set_with("nimbus.workflow.run", || run_id.to_string());
+        span.set_with("nimbus.workflow.step", || name.to_string());
+        span.set("nimbus.workflow.attempt", i64::from(attempt));
+        let failure = match def.target.admit().await {
+            Err(_) => StepFailure::retryable("the workflow's component is at capacity"),
+            Ok(permit) => {
+                let mut inv = Invocation::new(idempotency_key, "workflow");
+                inv.lease = Some(permit);
+                inv.telemetry = Some(Telemetry { component: def.target.telemetry.clone(), parent: span.handle() });
+                let info = StepInfo { run_id: run_id.into(), idempotency_key: idempotency_key.into(), attempt };
+                match def.function.run_step(name, input, &info, options.timeout, inv).await {
+                    Ok(Ok(output)) => return (Ok(output), attempt),
+                    Ok(Err(failure)) => failure,
+                    Err(e) => StepFailure::retryable(nimbus_observe::report(&e)),
+                }
+            }
+        };
+        span.set_error("step", &failure.message);
+        if !failure.retryable || attempt >= options.retry.max_attempts {
+            return (Err(failure), attempt);
+        }
+        tokio::time::sleep(options.retry.backoff(attempt)).await;
+        attempt += 1;
+    }
+}

@@ -1,0 +1,345 @@
+//! Durable workflows end to end through `nimbus up`: the order saga fixture (reserve → charge →
+//! ship, undone by release and refund) run, retried, compensated, cancelled, signalled, put to
+//! sleep across `kill -9`, replayed against changed behaviour, and refused bad input.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, client, ok};
+use serde_json::Value;
+
+/// The manifest of [`app`], its version `version` (a different revision for each).
+fn manifest(extra: &str, version: &str) -> String {
+    format!(
+        "[app]\nname = \"shop\"\nversion = \"{version}\"\n\
+         [component.order]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"] }}\n{extra}\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\npublic = true\n\
+         [component.kv]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"] }}\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"kv\"\n",
+        nimbus_fixtures::WORKFLOW,
+        nimbus_fixtures::KV
+    )
+}
+
+/// The saga as workflow `order` (public, so the tests need no token) and the KV fixture on `/...`
+/// reading the bucket its steps write their effects to; `extra` goes into the saga's component.
+fn app(extra: &str) -> App {
+    App::new(&manifest(extra, "1"))
+}
+
+async fn start(base: &str, input: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = client().post(format!("{base}/workflows/order")).body(input.to_string());
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn show(base: &str, run: &str) -> Value {
+    client().get(format!("{base}/workflows/order/{run}")).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls the run until `done` says so (at most 30 s).
+async fn until(base: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = show(base, run).await;
+        if done(&shown) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "run {run} never got there: {shown:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["status"] == status
+}
+
+fn finished(v: &Value) -> bool {
+    matches!(v["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+}
+
+/// The keys of bucket `effects` starting with `prefix`.
+async fn effects(base: &str, prefix: &str) -> Vec<String> {
+    let text = client().get(format!("{base}/list/effects")).send().await.unwrap().text().await.unwrap();
+    text.lines().filter(|k| k.starts_with(prefix)).map(str::to_string).collect()
+}
+
+fn kinds(shown: &Value) -> Vec<String> {
+    shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["name"].as_str().unwrap_or("")).trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saga_runs_its_steps_once_retrying_a_flaky_one_and_journals_now_and_random() {
+    let app = app("");
+    let server = app.up(&[]);
+    assert!(server.banner.contains("/workflows/order") && server.banner.contains("(workflow)"), "{}", server.banner);
+    let (status, started) = start(&server.base, "o1;now;flaky-charge", None).await;
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"].as_str().unwrap().to_string();
+    let done = until(&server.base, &run, finished).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert!(done["output"].as_str().unwrap().starts_with("done o1 now="), "{done:#}");
+    assert_eq!(kinds(&done), ["now", "random", "step reserve", "step charge", "step ship"]);
+    let timeline = done["timeline"].as_array().unwrap();
+    assert_eq!(timeline[3]["retries"], 2, "charge failed twice, then succeeded: {done:#}");
+    assert_eq!(timeline[2]["compensate"], "release");
+    // The journaled `now` is what the output says (a replay would return the same).
+    let now = timeline[0]["payload"].as_str().unwrap();
+    assert!(done["output"].as_str().unwrap().contains(&format!("now={now} ")), "{done:#}");
+    // Each step's effect once, keyed by its idempotency key (run/position).
+    let mut applied = effects(&server.base, &format!("effect/{run}/")).await;
+    applied.sort();
+    assert_eq!(applied, [2, 3, 4].map(|p| format!("effect/{run}/{p}")));
+    assert!(effects(&server.base, "undo/").await.is_empty(), "nothing was undone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_step_undoes_the_done_ones_newest_first_and_the_cli_shows_it() {
+    let app = app("");
+    let server = app.up(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let run = ok(app.cli(home.path(), &["workflows", "start", "order", "--data", "o2;fail-ship"])).trim().to_string();
+    let done = until(&server.base, &run, finished).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(done["error"].as_str().unwrap().contains("ship failed: ship refused"), "{done:#}");
+    assert_eq!(
+        kinds(&done),
+        ["step reserve", "step charge", "step ship", "compensation refund", "compensation release"],
+        "refund (of charge) before release (of reserve)"
+    );
+    assert_eq!(done["timeline"][2]["retries"], Value::Null, "a step error that is not retryable is not retried");
+    assert_eq!(effects(&server.base, "undo/").await.len(), 2);
+    let shown = ok(app.cli(home.path(), &["workflows", "show", "order", &run]));
+    for needle in
+        ["status    failed", "step ship", "failed: ship refused", "compensation refund", "compensated step #2"]
+    {
+        assert!(shown.contains(needle), "`{needle}` in:\n{shown}");
+    }
+    let listed = ok(app.cli(home.path(), &["workflows", "list", "order", "--status", "failed"]));
+    assert!(listed.contains(&run) && listed.contains("local"), "{listed}");
+    let unfinished = ok(app.cli(home.path(), &["workflows", "runs", "order"]));
+    assert!(!unfinished.contains(&run), "{unfinished}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_sleep_and_a_signal_wait_survive_kill_9() {
+    let app = app("");
+    let mut server = app.up(&[]);
+    let (_, started) = start(&server.base, "o3;sleep=2500;signal", None).await;
+    let run = started["run"].as_str().unwrap().to_string();
+    let waiting = until(&server.base, &run, status_is("waiting")).await;
+    assert_eq!(kinds(&waiting), ["step reserve", "sleep"], "{waiting:#}");
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    let server = app.up(&[]);
+    // The timer fires in the new process, then the run waits for the signal.
+    let waiting = until(&server.base, &run, |v| {
+        v["status"] == "waiting" && kinds(v).last().map(String::as_str) == Some("await-signal approve")
+    })
+    .await;
+    assert_eq!(kinds(&waiting), ["step reserve", "sleep", "step charge", "await-signal approve"]);
+    let resp =
+        client().post(server.url(&format!("/workflows/order/{run}/signals/approve"))).body("yes").send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = until(&server.base, &run, finished).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["output"], "done o3 approved=yes");
+    // Every step ran to its effect once, though the process died in the middle.
+    assert_eq!(effects(&server.base, &format!("effect/{run}/")).await.len(), 3);
+    // A finished run takes no more signals.
+    let resp = client().post(server.url(&format!("/workflows/order/{run}/signals/approve"))).send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(resp.text().await.unwrap().contains("completed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_wait_times_out_and_a_cancelled_run_is_compensated() {
+    let app = app("");
+    let server = app.up(&[]);
+    let (_, timed) = start(&server.base, "o4;signal;signal-timeout=1500", None).await;
+    let (_, waits) = start(&server.base, "o5;signal", None).await;
+    let waits = waits["run"].as_str().unwrap().to_string();
+    let done = until(&server.base, timed["run"].as_str().unwrap(), finished).await;
+    assert_eq!(done["status"], "failed");
+    assert!(done["error"].as_str().unwrap().contains("not approved in time"), "{done:#}");
+    until(&server.base, &waits, status_is("waiting")).await;
+    let resp = client().post(server.url(&format!("/workflows/order/{waits}/cancel"))).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = until(&server.base, &waits, finished).await;
+    assert_eq!(done["status"], "cancelled", "{done:#}");
+    assert_eq!(kinds(&done)[3..], ["compensation refund", "compensation release"]);
+    let resp = client().post(server.url(&format!("/workflows/order/{waits}/cancel"))).send().await.unwrap();
+    assert_eq!(resp.status(), 409, "a finished run cannot be cancelled again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starting_twice_with_one_idempotency_key_starts_one_run() {
+    let app = app("");
+    let server = app.up(&[]);
+    let (first, a) = start(&server.base, "o6", Some("order-6")).await;
+    let (second, b) = start(&server.base, "o6-again", Some("order-6")).await;
+    assert_eq!((first, second), (202, 200));
+    assert_eq!(a["run"], b["run"], "the second start answers the first run");
+    until(&server.base, a["run"].as_str().unwrap(), finished).await;
+    let listed: Value = client().get(server.url("/workflows/order")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "{listed:#}");
+    // Bad requests get precise answers and start nothing.
+    let resp = client().post(server.url("/workflows/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("no workflow `nope`"));
+    let resp = client().get(server.url("/workflows/order/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp =
+        client().post(server.url("/workflows/order")).header("idempotency-key", "x".repeat(300)).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client().post(server.url("/workflows/order")).body(vec![b'x'; 600 * 1024]).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let resp = client().delete(server.url("/workflows/order")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trapping_and_looping_steps_are_retried_then_fail_and_a_huge_result_is_refused() {
+    let app = app("limits = { timeout_ms = 400 }\n");
+    let server = app.up(&[]);
+    let mut runs = Vec::new();
+    for input in ["o7;trap-reserve", "o8;loop-charge", "o9;big-reserve"] {
+        runs.push(start(&server.base, input, None).await.1["run"].as_str().unwrap().to_string());
+    }
+    let trapped = until(&server.base, &runs[0], finished).await;
+    assert_eq!(trapped["status"], "failed");
+    assert!(trapped["error"].as_str().unwrap().contains("reserve failed"), "{trapped:#}");
+    assert_eq!(trapped["timeline"][0]["retries"], 2, "a trap is retried: {trapped:#}");
+    let looped = until(&server.base, &runs[1], finished).await;
+    assert_eq!(looped["status"], "failed");
+    assert!(looped["error"].as_str().unwrap().contains("charge failed"), "{looped:#}");
+    assert!(looped["error"].as_str().unwrap().contains("time"), "stopped by its timeout: {looped:#}");
+    assert_eq!(kinds(&looped), ["step reserve", "step charge", "compensation release"]);
+    let big = until(&server.base, &runs[2], finished).await;
+    assert_eq!(big["status"], "failed");
+    assert!(big["error"].as_str().unwrap().contains("over the journal's limit"), "{big:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_that_asks_for_another_step_fails_the_run_precisely() {
+    let app = app("");
+    let server = app.up(&[]);
+    let (_, started) = start(&server.base, "o10;kvswitch;sleep=2000", None).await;
+    let run = started["run"].as_str().unwrap().to_string();
+    until(&server.base, &run, status_is("waiting")).await;
+    // What `run` reads changes while it sleeps: its replay takes another path.
+    let resp = client().put(server.url("/set/effects/variant")).body("2").send().await.unwrap();
+    assert!(resp.status().is_success());
+    let done = until(&server.base, &run, finished).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(
+        done["error"], "non-deterministic replay at step 1: expected step `reserve`, got step `reserve-v2`",
+        "{done:#}"
+    );
+    assert_eq!(kinds(&done), ["step reserve", "sleep"], "the journal is left as it was");
+}
+
+/// The crash test: runs started at once, the node SIGKILLed every 1.5 s until every run is
+/// finished. Every step's effect is applied once per idempotency key, every run finishes, and the
+/// failing ones are compensated exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_finish_with_effects_applied_once_while_the_node_is_killed_again_and_again() {
+    const RUNS: usize = 200;
+    let app = app("");
+    let mut server = app.up(&[]);
+    // Every tenth run's ship step fails (it is compensated); every fourth sleeps 1.2 s durably.
+    let inputs: Vec<String> = (0..RUNS)
+        .map(|i| {
+            let fail = if i % 10 == 9 { ";fail-ship" } else { "" };
+            let sleep = if i % 4 == 0 { ";sleep=1200" } else { "" };
+            format!("c{i}{fail}{sleep}")
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let (status, run) = start(&server.base, input, Some(&format!("crash-{i}"))).await;
+        assert!(status == 202, "{run}");
+        ids.push(run["run"].as_str().unwrap().to_string());
+    }
+    let mut kills = 0;
+    let finished_runs = loop {
+        tokio::time::sleep(Duration::from_millis(if kills == 0 { 300 } else { 1500 })).await;
+        let listed: Value = client().get(server.url("/workflows/order")).send().await.unwrap().json().await.unwrap();
+        let runs = listed["runs"].as_array().unwrap().clone();
+        if kills > 0 && runs.iter().all(finished) && runs.len() == RUNS {
+            break runs;
+        }
+        assert!(kills < 40, "runs still unfinished after {kills} kills");
+        server.signal("KILL");
+        server.wait_exit(Duration::from_secs(10));
+        kills += 1;
+        server = app.up(&[]);
+    };
+    let failed: Vec<&Value> = finished_runs.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), RUNS / 10, "exactly the runs whose ship step fails failed");
+    assert!(finished_runs.iter().all(|r| r["status"] == "completed" || r["status"] == "failed"));
+    let applied = effects(&server.base, "effect/").await;
+    assert_eq!(applied.len(), 3 * (RUNS - RUNS / 10) + 2 * (RUNS / 10), "each effect applied once per key");
+    let undone = effects(&server.base, "undo/").await;
+    assert_eq!(undone.len(), 2 * (RUNS / 10), "every failed run compensated: release and refund, once each");
+    for r in failed {
+        let shown = show(&server.base, r["run"].as_str().unwrap()).await;
+        let compensations = kinds(&shown).iter().filter(|k| k.starts_with("compensation")).count();
+        assert_eq!(compensations, 2, "{shown:#}");
+    }
+    let executions = effects(&server.base, "runs/").await.len();
+    eprintln!(
+        "crash test: {RUNS} runs x 3 steps, {kills} kill -9s; {executions} step positions executed, all effects applied once"
+    );
+}
+
+/// On a server, a run stays on the revision that started it: after traffic moves to a new
+/// revision, across `kill -9`, and its revision cannot be deleted until the run is over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_stays_pinned_to_its_revision_which_cannot_be_deleted_while_it_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let mut p = common::platform::Platform::start(data.path(), &[]);
+    let admin = p.admin.clone().unwrap();
+    let deploy = |p: &common::platform::Platform, version: &str| {
+        let app = App::new(&manifest("", version));
+        let out = p.admin_cli(&["deploy", app.path().to_str().unwrap(), "--output", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["revision"].as_str().unwrap().to_string()
+    };
+    let first = deploy(&p, "1");
+    let (status, started) = start(&p.gateway, "p1;signal", None).await;
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"].as_str().unwrap().to_string();
+    assert_eq!(started["revision"], first.as_str());
+    until(&p.gateway, &run, status_is("waiting")).await;
+    let second = deploy(&p, "2");
+    assert_ne!(first, second);
+    // What still runs on the old code.
+    let gateway = ["--gateway", p.gateway.as_str()];
+    let runs = ok(p.cli(None, &[&["workflows", "runs", "order", "--revision", &first][..], &gateway].concat()));
+    assert!(runs.contains(&run), "{runs}");
+    let out = p.cli(Some(&admin), &["revisions", "delete", "shop", &first]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unfinished workflow run") && err.contains(&run), "{err}");
+    p.kill9();
+    let p = common::platform::Platform::start(data.path(), &[]);
+    let resp =
+        client().post(p.url(&format!("/workflows/order/{run}/signals/approve"))).body("ok").send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = until(&p.gateway, &run, finished).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["revision"], first.as_str(), "it finished on the revision that started it");
+    let fresh = start(&p.gateway, "p2", None).await.1;
+    assert_eq!(fresh["revision"], second.as_str(), "new runs start on the revision with the traffic");
+    let out = p.cli(Some(&admin), &["revisions", "delete", "shop", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
