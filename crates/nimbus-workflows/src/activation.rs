@@ -12,6 +12,8 @@ use crate::driver::{Activation, Interrupt, ReplayDriver};
 use crate::engine::{Engine, now_ms};
 use crate::steps::{Def, run_step};
 
+/// How long a run whose replay found no free instance waits before trying again.
+const CAPACITY_RETRY_MS: u64 = 100;
 /// Attempts of an undo step.
 const COMPENSATION_ATTEMPTS: u32 = 5;
 
@@ -101,6 +103,12 @@ pub(crate) async fn activate(engine: &Arc<Engine>, id: &str) -> Result<(), Journ
         }
         (Ok(RunOutcome::Interrupted), Some(Interrupt::Store(e))) => Err(e),
         (Ok(RunOutcome::Interrupted), None) => Err(JournalError::Conflict),
+        (Err(e), _) if e.is_capacity() => {
+            // No instance free on the node: the run is fine, it goes on shortly.
+            tracing::debug!(run = %id, error = %nimbus_observe::report(&e), "no instance for the run's replay");
+            engine.wake_at(now_ms() + CAPACITY_RETRY_MS, id);
+            Ok(())
+        }
         (Err(e), _) => {
             let message = format!("`run` failed: {}", nimbus_observe::report(&e));
             span.set_error("workflow", &message);

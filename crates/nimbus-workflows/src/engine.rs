@@ -13,8 +13,9 @@ use nimbus_state::journal::{Created, Journal, JournalError, Run, RunStatus};
 
 use crate::steps::Def;
 
-/// How many runs one engine drives at once (each holds an instance while `run` replays).
-const MAX_ACTIVE: usize = 256;
+/// How many runs one engine drives at once: each holds an instance while `run` replays and its
+/// steps need more, so this stays well below a node's instance pool (1,000 by default).
+const MAX_ACTIVE: usize = 64;
 /// How long after a store failure a run is tried again.
 const RETRY_AFTER_MS: u64 = 1_000;
 

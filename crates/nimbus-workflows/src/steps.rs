@@ -6,6 +6,9 @@ use nimbus_gateway::Target;
 use nimbus_observe::{SpanKind, SpanRef, Telemetry};
 use nimbus_wasm::{Function, Invocation, StepFailure, StepInfo, StepOptions};
 
+/// How long a step waits for an instance when the node has none free.
+const CAPACITY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A workflow of a loaded revision: its component.
 #[derive(Clone, Debug)]
 pub(crate) struct Def {
@@ -40,6 +43,12 @@ pub(crate) async fn run_step(
                 match def.function.run_step(name, input, &info, options.timeout, inv).await {
                     Ok(Ok(output)) => return (Ok(output), attempt),
                     Ok(Err(failure)) => failure,
+                    // No instance free on the node: not the step's failure, so not an attempt.
+                    Err(e) if e.is_capacity() => {
+                        span.set_error("capacity", nimbus_observe::report(&e));
+                        tokio::time::sleep(CAPACITY_WAIT).await;
+                        continue;
+                    }
                     Err(e) => StepFailure::retryable(nimbus_observe::report(&e)),
                 }
             }
