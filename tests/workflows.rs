@@ -250,6 +250,40 @@ async fn a_replay_that_asks_for_another_step_fails_the_run_precisely() {
     assert_eq!(kinds(&done), ["step reserve", "sleep"], "the journal is left as it was");
 }
 
+/// A workflow reaches what its grants allow and nothing else: a call to a component it may
+/// invoke is answered (and journaled), one to another is refused; without `grants.kv` it does
+/// not load at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_reaches_only_what_it_was_granted() {
+    let app = App::new(&format!(
+        "[app]\nname = \"shop\"\n\
+         [component.order]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"], invoke = [\"hello\"] }}\n\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\npublic = true\n\
+         [component.hello]\nsource = \"{}\"\n[component.kv]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"] }}\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"kv\"\n",
+        nimbus_fixtures::WORKFLOW,
+        nimbus_fixtures::HELLO,
+        nimbus_fixtures::KV
+    ));
+    let server = app.up(&[]);
+    let (_, granted) = start(&server.base, "g1;call=hello", None).await;
+    let (_, denied) = start(&server.base, "g2;call=kv", None).await;
+    let granted = until(&server.base, granted["run"].as_str().unwrap(), finished).await;
+    assert_eq!(granted["output"], "done g1 called=Hello from Nimbus!", "{granted:#}");
+    assert_eq!(kinds(&granted)[0], "call hello");
+    let denied = until(&server.base, denied["run"].as_str().unwrap(), finished).await;
+    assert_eq!(denied["output"], "done g2 call-error=`kv` is not in grants.invoke", "{denied:#}");
+    drop(server);
+    let ungranted = App::new(&format!(
+        "[app]\nname = \"shop\"\n[component.order]\nsource = \"{}\"\n\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\n",
+        nimbus_fixtures::WORKFLOW
+    ));
+    let out = ungranted.run(&["up", "--listen", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("grants.kv"), "{err}");
+}
+
 /// The crash test: 200 runs started at once, each sleeping durably for 0.3 to 3.3 s between
 /// its steps, the node SIGKILLed every second until every run is finished. Every run finishes,
 /// every step's effect is applied once per idempotency key, and the failing runs are compensated

@@ -372,6 +372,7 @@ impl Function {
             return refuse(span, "component-to-component calls are not served here".into());
         };
         let mut request = http::Request::post(format!("http://{component}.internal/"))
+            .header(http::header::HOST, format!("{component}.internal"))
             .header("idempotency-key", idempotency_key)
             .body(crate::invoke::full_body(payload))
             .expect("a valid request");

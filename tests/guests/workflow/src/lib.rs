@@ -5,7 +5,8 @@
 //! * `sleep=MS`: a durable sleep before `charge`; `signal` (with `signal-timeout=MS`): waits for
 //!   signal `approve` before `ship` and fails the run without it; `now`: output carries
 //!   `now()`/`random()`; `kvswitch`: the first step is `reserve-v2` when KV `effects/variant` is
-//!   `2` (reading KV in `run` is the non-determinism a replay must catch);
+//!   `2` (reading KV in `run` is the non-determinism a replay must catch); `call=TARGET`: output
+//!   carries what `context::call(TARGET, "ping")` answered;
 //! * `fail-STEP` (not retryable), `flaky-STEP` (fails attempts 1 and 2), `trap-STEP`,
 //!   `loop-STEP`, `big-STEP` (a 600 KiB output) change a step.
 //!
@@ -41,6 +42,12 @@ impl Guest for Order {
         let mut out = format!("done {id}");
         if flag(&flags, "now").is_some() {
             out += &format!(" now={} random={}", context::now(), context::random());
+        }
+        if let Some(target) = flag(&flags, "call") {
+            match context::call(target, b"ping") {
+                Ok(answer) => out += &format!(" called={}", String::from_utf8_lossy(&answer).trim()),
+                Err(e) => out += &format!(" call-error={e}"),
+            }
         }
         let first = match flag(&flags, "kvswitch") {
             Some(_) if effects().get("variant").ok().flatten().as_deref() == Some(b"2") => "reserve-v2",
