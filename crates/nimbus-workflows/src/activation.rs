@@ -71,7 +71,11 @@ pub(crate) async fn activate(engine: &Arc<Engine>, id: &str) -> Result<(), Journ
                     run.status = RunStatus::Compensating;
                     compensate(engine, &def, run, rev, entries, &span.handle()).await
                 }
-                other => other.map(drop),
+                other => {
+                    other?;
+                    engine.announce(id);
+                    Ok(())
+                }
             }
         }
         (Ok(RunOutcome::Returned(Err(message))), _) => {
@@ -130,7 +134,9 @@ async fn fail(
     span.set_error("non_deterministic", &message);
     run.status = RunStatus::Failed;
     run.error = Some(message);
-    engine.journal.update(&run, rev).await.map(drop)
+    engine.journal.update(&run, rev).await?;
+    engine.announce(&run.id);
+    Ok(())
 }
 
 /// Runs the undo steps the run's successful steps registered, newest first, each journaled
@@ -186,5 +192,7 @@ async fn compensate(
         run.error = Some(format!("{before}{}", failures.join("; ")));
     }
     run.updated_ms = now_ms();
-    journal.update(&run, rev).await.map(drop)
+    journal.update(&run, rev).await?;
+    engine.announce(&run.id);
+    Ok(())
 }

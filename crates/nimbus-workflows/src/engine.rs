@@ -57,6 +57,8 @@ pub struct Engine {
     /// Wake-ups: (Unix ms, run).
     timers: Mutex<BTreeSet<(u64, String)>>,
     timers_changed: Arc<tokio::sync::Notify>,
+    /// Runs that finished here, for [`Engine::finished`].
+    finished: tokio::sync::broadcast::Sender<String>,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -86,6 +88,7 @@ impl Engine {
             cancels: Mutex::default(),
             timers: Mutex::default(),
             timers_changed: Arc::default(),
+            finished: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE)),
         });
         tokio::spawn(timer_loop(Arc::downgrade(&engine)));
@@ -125,6 +128,26 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Resolves once `run` finishes on this engine (call it before the run can finish).
+    pub fn finished(&self, run: &str) -> impl Future<Output = ()> + Send + 'static {
+        let mut finished = self.finished.subscribe();
+        let run = run.to_string();
+        async move {
+            loop {
+                match finished.recv().await {
+                    Ok(id) if id == run => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Tells [`Engine::finished`] waiters that `run` is over.
+    pub(crate) fn announce(&self, run: &str) {
+        let _ = self.finished.send(run.to_string());
     }
 
     /// Whether cancelling `run` was asked for.

@@ -187,6 +187,11 @@ impl Journal {
         Ok(frame::encode(entry, &[&entry.payload]).into())
     }
 
+    /// The bytes `entry` takes in the store (its frame; the store's own keys and overhead aside).
+    pub fn stored_size(entry: &Entry) -> usize {
+        frame::encode(entry, &[&entry.payload]).len()
+    }
+
     /// Writes position `pos` of a run's journal, which must be empty ([`JournalError::Conflict`]
     /// if someone wrote it first). Returns its revision.
     pub async fn append(&self, id: &str, pos: u32, entry: &Entry) -> Result<u64, JournalError> {

@@ -7,6 +7,7 @@
 //!   `now()`/`random()`; `kvswitch`: the first step is `reserve-v2` when KV `effects/variant` is
 //!   `2` (reading KV in `run` is the non-determinism a replay must catch); `call=TARGET`: output
 //!   carries what `context::call(TARGET, "ping")` answered;
+//! * `pure`: the steps write no effects (to measure the engine alone);
 //! * `fail-STEP` (not retryable), `flaky-STEP` (fails attempts 1 and 2), `trap-STEP`,
 //!   `loop-STEP`, `big-STEP` (a 600 KiB output) change a step.
 //!
@@ -89,6 +90,9 @@ impl Guest for Order {
         if matches!(name.as_str(), "release" | "refund") {
             kv.set(&format!("undo/{key}"), name.as_bytes()).map_err(|e| retry(format!("{e:?}")))?;
             atomics::increment(&kv, &format!("undo-runs/{key}"), 1).map_err(|e| retry(format!("{e:?}")))?;
+            return Ok(format!("{name}:{}", flags[0]).into_bytes());
+        }
+        if flag(&flags, "pure").is_some() {
             return Ok(format!("{name}:{}", flags[0]).into_bytes());
         }
         atomics::increment(&kv, &format!("runs/{key}"), 1).map_err(|e| retry(format!("{e:?}")))?;
