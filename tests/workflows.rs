@@ -250,6 +250,58 @@ async fn a_replay_that_asks_for_another_step_fails_the_run_precisely() {
     assert_eq!(kinds(&done), ["step reserve", "sleep"], "the journal is left as it was");
 }
 
+/// A workflow's topic starts a run per event (one per event id, however often it is delivered)
+/// and its schedule one per tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_and_cron_ticks_start_runs() {
+    let app = App::new(&format!(
+        "[app]\nname = \"shop\"\n[component.order]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"] }}\n\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\ntopic = \"orders\"\npublic = true\n\
+         [[trigger.workflow]]\nname = \"nightly\"\ncomponent = \"order\"\nschedule = \"* * * * * *\"\npublic = true\n",
+        nimbus_fixtures::WORKFLOW
+    ));
+    let server = app.up(&[]);
+    assert!(server.banner.contains("topic orders (starts runs)"), "{}", server.banner);
+    let token = app.local_token();
+    for id in ["e1", "e1", "e2"] {
+        let resp = client()
+            .post(server.url("/events/orders"))
+            .bearer_auth(&token)
+            .header("ce-id", id)
+            .header("ce-source", "/test")
+            .header("ce-type", "order.placed")
+            .header("ce-specversion", "1.0")
+            .body(format!("{id};pure"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (orders, ticks) = loop {
+        let list = |name: &str| {
+            let url = server.url(&format!("/workflows/{name}"));
+            async move {
+                client().get(url).send().await.unwrap().json::<Value>().await.unwrap()["runs"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            }
+        };
+        let (orders, ticks) = (list("order").await, list("nightly").await);
+        if orders.len() >= 2 && orders.iter().all(finished) && ticks.iter().filter(|r| finished(r)).count() >= 2 {
+            break (orders, ticks);
+        }
+        assert!(Instant::now() < deadline, "{orders:#?} {ticks:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut outputs: Vec<&str> = orders.iter().map(|r| r["output"].as_str().unwrap()).collect();
+    outputs.sort();
+    assert_eq!(outputs, ["done e1", "done e2"], "one run per event id");
+    let tick = ticks.iter().find(|r| r["status"] == "completed").unwrap();
+    assert!(tick["output"].as_str().unwrap().starts_with("done 20"), "the tick's time is the input: {tick:#}");
+}
+
 /// A workflow reaches what its grants allow and nothing else: a call to a component it may
 /// invoke is answered (and journaled), one to another is refused; without `grants.kv` it does
 /// not load at all.

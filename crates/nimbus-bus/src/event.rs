@@ -66,6 +66,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BusError> {
     serde_json::from_slice(bytes).map_err(|e| BusError::InvalidEvent(e.to_string()))
 }
 
+/// An event's data as bytes: binary as it is, text as UTF-8, JSON serialized; none is empty.
+pub fn data_bytes(event: &Event) -> Vec<u8> {
+    use cloudevents::event::Data;
+    match event.data() {
+        Some(Data::Binary(b)) => b.clone(),
+        Some(Data::String(s)) => s.clone().into_bytes(),
+        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
 /// The W3C trace context an event carries, if its `traceparent` is valid.
 pub fn trace_context(event: &Event) -> Option<TraceContext> {
     event.extension(TRACEPARENT).and_then(|v| TraceContext::parse(&v.to_string()))

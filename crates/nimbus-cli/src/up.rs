@@ -202,7 +202,8 @@ async fn open_data(
     mut runtime: nimbus_wasm::Runtime,
 ) -> anyhow::Result<Opened> {
     let topics = nimbus_triggers::app_topics(m);
-    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() {
+    let workflow_starts = m.trigger.workflow.iter().any(|t| t.schedule.is_some());
+    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() && !workflow_starts {
         None
     } else {
         let bus = storage.open_bus(data_dir).await.context("cannot open the event bus")?;

@@ -157,6 +157,11 @@ impl Gateway {
         self
     }
 
+    /// The workflows it serves, if any.
+    pub fn workflows(&self) -> Option<Arc<dyn WorkflowCalls>> {
+        self.workflows.clone()
+    }
+
     /// Lets `callers` decide who may publish to the app's topics and call its actor types that
     /// are not `public`; without it those calls are refused.
     pub fn with_callers(mut self, callers: Arc<dyn Callers>) -> Self {

@@ -39,6 +39,7 @@ mod load;
 mod secrets;
 mod source;
 mod stop;
+mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -216,12 +217,17 @@ impl AppHost {
     }
 
     /// Starts the topic, cron and KV triggers of `manifest`, delivering through `gateway` (a
-    /// revision [`AppHost::assemble`] built); none without a bus.
+    /// revision [`AppHost::assemble`] built), and the topics and schedules of its workflows; none
+    /// without a bus.
     pub async fn start_triggers(&self, manifest: &Manifest, gateway: &Gateway) -> Result<AppTriggers, BusError> {
         match &self.env.bus {
             Some(bus) => {
                 let tracer = self.env.observer.tracer();
-                AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, self.env.kv_changes.as_ref()).await
+                let workflows = gateway
+                    .workflows()
+                    .map(|w| Arc::new(workflows::Starter(w)) as Arc<dyn nimbus_triggers::WorkflowStarter>);
+                let kv_changes = self.env.kv_changes.as_ref();
+                AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, kv_changes, workflows.as_ref()).await
             }
             None => Ok(AppTriggers::default()),
         }

@@ -415,6 +415,26 @@ pub struct WorkflowTrigger {
     /// data (the `.nimbus/api.json` token under `nimbus up`).
     #[serde(default)]
     pub public: bool,
+    /// Starts a run for every event on this topic of the app: the event's data is the input and
+    /// its id the idempotency key, so an event delivered twice starts one run.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Starts a run on this cron schedule (5 or 6 fields, or `@hourly` ...): one run per tick,
+    /// its input the tick's time (RFC 3339).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<CronExpr>,
+    /// IANA time zone the schedule is read in (default `UTC`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<TimeZone>,
+}
+
+impl WorkflowTrigger {
+    /// The schedule in its zone, if it has one.
+    pub fn schedule(&self) -> Option<Schedule> {
+        self.schedule.as_ref().map(|s| Schedule::new(s, self.timezone))
+    }
 }
 
 /// `[[trigger.actor]]`: an actor type served by a component exporting `nimbus:actor/handler`,

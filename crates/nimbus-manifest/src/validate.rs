@@ -305,6 +305,15 @@ fn check_workflow_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 "point it at a wasm component",
             ));
         }
+        if let Some(topic) = &t.topic
+            && let Err(e) = app_topic_name(topic, true)
+        {
+            out.push(problem(
+                at.clone().key("topic"),
+                format!("topic `{topic}`: {e}"),
+                "name one of the app's own topics, like `orders`",
+            ));
+        }
         if let Some(first) = names.insert(t.name.clone(), i) {
             out.push(problem(
                 at.key("name"),

@@ -11,21 +11,30 @@ use nimbus_bus::cron::{CronJob, CronRunner};
 use nimbus_bus::dispatch::{DispatchSpec, Dispatcher, RetryPolicy};
 use nimbus_bus::{BusError, EventBus, Group, Topic};
 
-use nimbus_manifest::{FieldPath, Manifest, Retry};
+use nimbus_manifest::{FieldPath, Manifest, Retry, WorkflowTrigger};
 use nimbus_state::Bucket;
 
 use nimbus_observe::Tracer;
 use nimbus_target::{Backend, Target};
 
-use crate::{ComponentDestination, KvChanges, kv_topic};
+use crate::workflow_start::WorkflowDestination;
+use crate::{ComponentDestination, KvChanges, WorkflowStarter, kv_topic};
 
+/// How many runs a workflow's topic starts at once.
+const WORKFLOW_STARTS: usize = 16;
 /// How often a long delivery tells the bus it is still being handled.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The topics an app accepts events for on `POST /events/{topic}`: those of its own that its
-/// triggers consume and its functions publish to (not those it imports from other apps).
+/// triggers consume (workflows' included) and its functions publish to (not those it imports
+/// from other apps).
 pub fn app_topics(m: &Manifest) -> BTreeSet<String> {
-    let consumed = m.trigger.topic.iter().map(|t| t.topic.clone());
+    let consumed = m
+        .trigger
+        .topic
+        .iter()
+        .map(|t| t.topic.clone())
+        .chain(m.trigger.workflow.iter().filter_map(|t| t.topic.clone()));
     let published = m.component.values().flat_map(|c| c.grants.publish.iter().cloned());
     consumed.chain(published).filter(|t| !t.contains('/')).collect()
 }
@@ -123,13 +132,15 @@ fn retry(r: &Retry) -> RetryPolicy {
 impl AppTriggers {
     /// Starts every topic, cron and KV trigger of a validated manifest, delivering to the
     /// components `targets` finds (through their admission control; traced by `tracer`); KV
-    /// triggers watch their buckets on `kv`.
+    /// triggers watch their buckets on `kv`; the topics and schedules of workflows start runs
+    /// through `workflows`.
     pub async fn start(
         manifest: &Manifest,
         targets: &(dyn Fn(&str) -> Option<Arc<Target>> + Sync),
         tracer: &Tracer,
         bus: &Arc<dyn EventBus>,
         kv: Option<&Arc<KvChanges>>,
+        workflows: Option<&Arc<dyn WorkflowStarter>>,
     ) -> Result<Self, BusError> {
         let deliver_to = |component: &str, path: Option<&str>, trigger: String| {
             Some(ComponentDestination::new(tracer.clone(), targets(component)?, path, trigger))
@@ -183,6 +194,9 @@ impl AppTriggers {
             };
             running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
         }
+        for t in manifest.trigger.workflow.iter().filter(|_| workflows.is_some()) {
+            running.start_workflow(manifest, t, bus, workflows.expect("filtered")).await?;
+        }
         for (i, t) in manifest.trigger.cron.iter().enumerate() {
             let schedule = t.schedule();
             let topic = Topic::new(&manifest.app.name, &cron_topic(i))?;
@@ -205,6 +219,51 @@ impl AppTriggers {
             running.crons.push(job.start(bus.clone()).await?);
         }
         Ok(running)
+    }
+
+    /// The topic and schedule of one `[[trigger.workflow]]`: a consumer group (`workflow-NAME`)
+    /// starting a run per event, and a schedule publishing ticks to `nimbus-cron.workflow.NAME`.
+    async fn start_workflow(
+        &mut self,
+        manifest: &Manifest,
+        t: &WorkflowTrigger,
+        bus: &Arc<dyn EventBus>,
+        starter: &Arc<dyn WorkflowStarter>,
+    ) -> Result<(), BusError> {
+        let app = &manifest.app.name;
+        let group = Group::new(app, &format!("workflow-{}", t.name))?;
+        let destination = |tick| {
+            Arc::new(WorkflowDestination { starter: starter.clone(), workflow: t.name.clone(), tick })
+                as Arc<dyn nimbus_bus::dispatch::Destination>
+        };
+        let mut consume = |topic: Topic, tick: bool| -> Result<(), BusError> {
+            let spec = DispatchSpec {
+                dead_letter: topic.sibling(&format!("{}.dlq", topic.name()))?,
+                topic,
+                group: group.clone(),
+                retry: retry(&Retry::default()),
+                concurrency: WORKFLOW_STARTS,
+                heartbeat: HEARTBEAT,
+            };
+            self.dispatchers.push(Dispatcher::start(bus.clone(), spec, destination(tick)));
+            Ok(())
+        };
+        if let Some(topic) = &t.topic {
+            consume(Topic::new(app, topic)?, false)?;
+            self.info
+                .push(TriggerInfo { what: format!("topic {topic} (starts runs)"), component: t.component.clone() });
+        }
+        if let Some(schedule) = t.schedule() {
+            let topic = Topic::new(app, &format!("nimbus-cron.workflow.{}", t.name))?;
+            consume(topic.clone(), true)?;
+            let source = format!("/apps/{app}/workflows/{}/cron", t.name);
+            let job = CronJob { topic, source, schedule, missed: nimbus_manifest::MissedTicks::Skip };
+            self.crons.push(job.start(bus.clone()).await?);
+            let what =
+                format!("cron {} (starts runs)", t.schedule.as_ref().map(ToString::to_string).unwrap_or_default());
+            self.info.push(TriggerInfo { what, component: t.component.clone() });
+        }
+        Ok(())
     }
 
     /// Stops every trigger.

@@ -131,13 +131,7 @@ fn from_guest(e: types::Event, component: &str) -> Result<nimbus_bus::Event, Str
 
 /// A CloudEvent as the guest sees it.
 pub(crate) fn to_guest(e: &nimbus_bus::Event) -> types::Event {
-    use cloudevents::event::Data;
-    let data = match e.data() {
-        Some(Data::Binary(b)) => b.clone(),
-        Some(Data::String(s)) => s.clone().into_bytes(),
-        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let data = nimbus_bus::event::data_bytes(e);
     types::Event {
         id: e.id().to_string(),
         source: e.source().to_string(),

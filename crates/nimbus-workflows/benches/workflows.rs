@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nimbus_gateway::{Backend, Gateway};
-use nimbus_state::journal::{EntryKind, Journal};
 use nimbus_state::KvStore;
+use nimbus_state::journal::{EntryKind, Journal};
 use nimbus_workflows::{Engine, WorkflowHost};
 
 const STARTERS: usize = 64;
@@ -32,7 +32,8 @@ async fn host(kv: Arc<dyn KvStore>) -> (Arc<WorkflowHost>, Gateway) {
     let loaded = nimbus_manifest::LoadedManifest::parse(manifest, "bench/nimbus.toml".into()).unwrap();
     let config = nimbus_wasm::RuntimeConfig { max_instances: 1000, ..Default::default() };
     let runtime = nimbus_wasm::Runtime::new(config).unwrap().with_kv(kv.clone());
-    let f = runtime.load("order", nimbus_fixtures::WORKFLOW.as_ref(), &loaded.manifest.component["order"]).await.unwrap();
+    let f =
+        runtime.load("order", nimbus_fixtures::WORKFLOW.as_ref(), &loaded.manifest.component["order"]).await.unwrap();
     let backends = [("order".to_string(), Backend::Function(f))].into();
     let gateway = Gateway::from_manifest(&loaded.manifest, &backends, &Default::default());
     let engine = Engine::new("bench", kv, nimbus_observe::Tracer::disabled()).unwrap();
