@@ -245,7 +245,7 @@ impl Runtime {
                     .unwrap_or(Duration::from_millis(nimbus_manifest::DEFAULT_FUNCTION_TIMEOUT_MS)),
             },
         };
-        Ok((Function { executor, settings: Arc::new(settings) }, outcome))
+        Ok((Function { executor: Arc::new(executor), settings: Arc::new(settings) }, outcome))
     }
 }
 
@@ -289,22 +289,9 @@ enum Executor {
 /// A loaded function: pre-instantiated, ready to handle requests concurrently. Cheap to clone.
 #[derive(Clone)]
 pub struct Function {
-    executor: Executor,
+    /// Shared by the clones: the pre-instantiated component is the same for every request.
+    executor: Arc<Executor>,
     settings: Arc<FunctionSettings>,
-}
-
-impl Clone for Executor {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Component { http, events, actor, workflow } => Self::Component {
-                http: http.clone(),
-                events: events.clone(),
-                actor: actor.clone(),
-                workflow: workflow.clone(),
-            },
-            Self::Wagi(p) => Self::Wagi(p.clone()),
-        }
-    }
 }
 
 impl std::fmt::Debug for Function {
@@ -365,7 +352,7 @@ impl Function {
 
     /// Component (`wasi:http`) or module (WAGI).
     pub fn kind(&self) -> WasmKind {
-        match self.executor {
+        match *self.executor {
             Executor::Component { .. } => WasmKind::Component,
             Executor::Wagi(_) => WasmKind::Module,
         }
@@ -373,12 +360,12 @@ impl Function {
 
     /// Whether it serves HTTP (`wasi:http/incoming-handler`, or a WAGI module).
     pub fn handles_http(&self) -> bool {
-        matches!(&self.executor, Executor::Component { http: Some(_), .. } | Executor::Wagi(_))
+        matches!(&*self.executor, Executor::Component { http: Some(_), .. } | Executor::Wagi(_))
     }
 
     /// Whether it handles events (`nimbus:events/handler`).
     pub fn handles_events(&self) -> bool {
-        matches!(&self.executor, Executor::Component { events: Some(_), .. })
+        matches!(&*self.executor, Executor::Component { events: Some(_), .. })
     }
 
     /// Makes this function part of `app`: its `grants.kv` and `grants.publish` name that app's
@@ -398,7 +385,7 @@ impl Function {
 
     /// Whether it is an actor (`nimbus:actor/handler`).
     pub fn handles_actor(&self) -> bool {
-        matches!(&self.executor, Executor::Component { actor: Some(_), .. })
+        matches!(&*self.executor, Executor::Component { actor: Some(_), .. })
     }
 
     /// Runs one actor invocation in a fresh instance with `state`; the outcome carries the new
@@ -411,7 +398,7 @@ impl Function {
         state: ActorState,
         inv: Invocation,
     ) -> Result<ActorOutcome, InvokeError> {
-        match &self.executor {
+        match &*self.executor {
             Executor::Component { actor: Some(pre), .. } => {
                 actor::invoke(pre, &self.settings, key, method, input, state, inv).await
             }
@@ -421,7 +408,7 @@ impl Function {
 
     /// Handles one event in a fresh instance; `Ok` means the function acknowledged it.
     pub async fn handle_event(&self, event: &nimbus_bus::Event, inv: Invocation) -> Result<(), EventError> {
-        match &self.executor {
+        match &*self.executor {
             Executor::Component { events: Some(pre), .. } => events::handle(pre, &self.settings, event, inv).await,
             _ => Err(InvokeError::Unsupported("it does not export `nimbus:events/handler`").into()),
         }
@@ -434,7 +421,7 @@ impl Function {
         req: ::http::Request<Bytes>,
         inv: Invocation,
     ) -> Result<::http::Response<ResponseBody>, InvokeError> {
-        match &self.executor {
+        match &*self.executor {
             Executor::Component { http: Some(pre), .. } => http::handle(pre, &self.settings, req, inv).await,
             Executor::Component { http: None, .. } => {
                 Err(InvokeError::Unsupported("it does not export `wasi:http/incoming-handler`"))

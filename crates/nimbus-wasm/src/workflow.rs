@@ -239,7 +239,7 @@ impl Function {
     }
 
     fn workflow(&self) -> Option<&WorkflowPre<GuestState>> {
-        match &self.executor {
+        match &*self.executor {
             crate::Executor::Component { workflow, .. } => workflow.as_ref(),
             crate::Executor::Wagi(_) => None,
         }

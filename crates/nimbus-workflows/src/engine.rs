@@ -231,7 +231,7 @@ impl Engine {
                 if !existing.status.is_finished() {
                     self.wake(&existing.id);
                 }
-                Ok((existing, false))
+                Ok((*existing, false))
             }
         }
     }

@@ -59,7 +59,7 @@ pub enum Created {
     /// Stored the new run.
     New,
     /// The idempotency key had started this run already; nothing was stored.
-    Existing(Run),
+    Existing(Box<Run>),
 }
 
 /// The workflow journal of one app.
@@ -117,11 +117,11 @@ impl Journal {
                 // A start that crashed after claiming the key and before storing its run left
                 // the key pointing at nothing: this start finishes it under that id.
                 if let Some(found) = self.run(&id).await? {
-                    return Ok(Created::Existing(found.0));
+                    return Ok(Created::Existing(Box::new(found.0)));
                 }
                 let mut run = run.clone();
                 run.id = id;
-                return self.store_new(&run).await.map(|()| Created::Existing(run));
+                return self.store_new(&run).await.map(|()| Created::Existing(Box::new(run)));
             }
         }
         self.store_new(run).await.map(|()| Created::New)
