@@ -27,6 +27,14 @@ pub trait Callers: Send + Sync + std::fmt::Debug {
     ) -> Result<(), (StatusCode, String)>;
 }
 
+/// What a caller from outside asks to use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Opened {
+    Topic,
+    ActorType,
+    Workflow,
+}
+
 /// What an app opens to anyone, and who decides for the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Openness {
@@ -53,47 +61,25 @@ impl Openness {
         self.callers = Some(callers);
     }
 
-    /// `None` if the request may publish to topic `name`; the refusal otherwise.
-    pub(crate) fn topic(
+    /// `None` if the request may use `name` of `kind` (publish to the topic, call the actor
+    /// type, start, read, signal and cancel runs of the workflow); the refusal otherwise.
+    pub(crate) fn gate(
         &self,
+        kind: Opened,
         name: &str,
         headers: &http::HeaderMap,
         client: Option<std::net::IpAddr>,
         id: &RequestId,
     ) -> Option<http::Response<GatewayBody>> {
-        if self.topics.contains(name) {
+        let (public, what, trigger) = match kind {
+            Opened::Topic => (&self.topics, "topic", "topic"),
+            Opened::ActorType => (&self.actor_types, "actor type", "actor"),
+            Opened::Workflow => (&self.workflows, "workflow", "workflow"),
+        };
+        if public.contains(name) {
             return None;
         }
-        self.refusal(&format!("topic `{name}`"), "its [[trigger.topic]]", headers, client, id)
-    }
-
-    /// `None` if the request may call actors of type `name`; the refusal otherwise.
-    pub(crate) fn actor(
-        &self,
-        name: &str,
-        headers: &http::HeaderMap,
-        client: Option<std::net::IpAddr>,
-        id: &RequestId,
-    ) -> Option<http::Response<GatewayBody>> {
-        if self.actor_types.contains(name) {
-            return None;
-        }
-        self.refusal(&format!("actor type `{name}`"), "its [[trigger.actor]]", headers, client, id)
-    }
-
-    /// `None` if the request may start, read, signal and cancel runs of workflow `name`; the
-    /// refusal otherwise.
-    pub(crate) fn workflow(
-        &self,
-        name: &str,
-        headers: &http::HeaderMap,
-        client: Option<std::net::IpAddr>,
-        id: &RequestId,
-    ) -> Option<http::Response<GatewayBody>> {
-        if self.workflows.contains(name) {
-            return None;
-        }
-        self.refusal(&format!("workflow `{name}`"), "its [[trigger.workflow]]", headers, client, id)
+        self.refusal(&format!("{what} `{name}`"), &format!("its [[trigger.{trigger}]]"), headers, client, id)
     }
 
     fn refusal(

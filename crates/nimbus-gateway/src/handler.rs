@@ -15,6 +15,7 @@ use nimbus_wasm::{Function, Invocation, InvokeError};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::GatewayBody;
+use crate::callers::Opened;
 use crate::idle::{BodyWatch, ClientBody};
 use crate::request_body::{BodyError, read_whole};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
@@ -87,7 +88,7 @@ impl Gateway {
         {
             span.set("http.route", "/events/{topic}");
             span.rename("POST /events/{topic}");
-            if let Some(refused) = self.openness.topic(topic, req.headers(), client.map(|c| c.ip()), id) {
+            if let Some(refused) = self.openness.gate(Opened::Topic, topic, req.headers(), client.map(|c| c.ip()), id) {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
@@ -99,7 +100,9 @@ impl Gateway {
             span.set("http.route", "/actors/{type}/{key}/{method}");
             span.rename("POST /actors/{type}/{key}/{method}");
             let actor_type = path.split('/').next().unwrap_or_default();
-            if let Some(refused) = self.openness.actor(actor_type, req.headers(), client.map(|c| c.ip()), id) {
+            if let Some(refused) =
+                self.openness.gate(Opened::ActorType, actor_type, req.headers(), client.map(|c| c.ip()), id)
+            {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
@@ -111,7 +114,8 @@ impl Gateway {
             span.set("http.route", "/workflows/{name}/...");
             span.rename(format!("{} /workflows/{{name}}", req.method()));
             let name = path.split('/').next().unwrap_or_default();
-            if let Some(refused) = self.openness.workflow(name, req.headers(), client.map(|c| c.ip()), id) {
+            if let Some(refused) = self.openness.gate(Opened::Workflow, name, req.headers(), client.map(|c| c.ip()), id)
+            {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
