@@ -33,6 +33,11 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/apps/{app}/topics/{topic}/events", Some("data-write")),
     ("POST", "/v1/apps/{app}/topics/{topic}/replay", Some("data-write")),
     ("GET", "/v1/apps/{app}/traffic", Some("read")),
+    ("GET", "/v1/apps/{app}/workflows/{name}", Some("data-read")),
+    ("POST", "/v1/apps/{app}/workflows/{name}", Some("data-write")),
+    ("GET", "/v1/apps/{app}/workflows/{name}/runs/{run}", Some("data-read")),
+    ("POST", "/v1/apps/{app}/workflows/{name}/runs/{run}/cancel", Some("data-write")),
+    ("POST", "/v1/apps/{app}/workflows/{name}/runs/{run}/signals/{signal}", Some("data-write")),
     ("PUT", "/v1/apps/{app}/traffic", Some("traffic")),
     ("POST", "/v1/deployments", Some("deploy")),
     ("GET", "/v1/logs", Some("read")),
@@ -57,6 +62,8 @@ fn fill(template: &str) -> String {
         .replace("{revision}", "r0")
         .replace("{name}", "s")
         .replace("{topic}", "t")
+        .replace("{run}", "r1")
+        .replace("{signal}", "go")
         .replace("{id}", "00000000000000000000000000000000")
 }
 

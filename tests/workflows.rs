@@ -421,8 +421,7 @@ async fn a_run_stays_pinned_to_its_revision_which_cannot_be_deleted_while_it_run
     let second = deploy(&p, "2");
     assert_ne!(first, second);
     // What still runs on the old code.
-    let gateway = ["--gateway", p.gateway.as_str()];
-    let runs = ok(p.cli(None, &[&["workflows", "runs", "order", "--revision", &first][..], &gateway].concat()));
+    let runs = ok(p.cli(Some(&admin), &["workflows", "runs", "order", "--app", "shop", "--revision", &first]));
     assert!(runs.contains(&run), "{runs}");
     let out = p.cli(Some(&admin), &["revisions", "delete", "shop", &first]);
     assert!(!out.status.success());

@@ -118,7 +118,7 @@ enum Command {
         command: actors::ActorsCommand,
     },
     /// Start, list, show, signal and cancel workflow runs (on the `nimbus up` of this directory,
-    /// or a server's gateway).
+    /// or on a server).
     Workflows {
         #[command(flatten)]
         data: remote::DataArgs,

@@ -88,9 +88,21 @@ pub(crate) struct Backends {
     pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
     pub(crate) observer: nimbus_observe::Observer,
+    /// The workflows of the app served.
+    pub(crate) workflows: Option<Arc<dyn nimbus_gateway::WorkflowCalls>>,
 }
 
-/// Serves the topic, KV, metrics, trace and log endpoints of this node on `listen` (loopback
+/// The workflows of the one app `nimbus up` serves (the data API checks the app first).
+#[derive(Debug)]
+struct ServedWorkflows(Arc<dyn nimbus_gateway::WorkflowCalls>);
+
+impl nimbus_control::AppWorkflows for ServedWorkflows {
+    fn of<'a>(&'a self, _: &'a str) -> futures::future::BoxFuture<'a, Option<Arc<dyn nimbus_gateway::WorkflowCalls>>> {
+        Box::pin(async move { Some(self.0.clone()) })
+    }
+}
+
+/// Serves the topic, KV, workflow, metrics, trace and log endpoints of this node on `listen` (loopback
 /// only) with `config` until `stop` resolves.
 pub(crate) async fn serve(
     listen: SocketAddr,
@@ -118,9 +130,10 @@ pub(crate) async fn serve(
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let Backends { bus, kv, observer } = backends;
+    let Backends { bus, kv, observer, workflows } = backends;
     let auth = callers(serving.app, serving.token);
-    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer }));
+    let workflows = workflows.map(|w| Arc::new(ServedWorkflows(w)) as Arc<dyn nimbus_control::AppWorkflows>);
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows }));
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {
         if let Err(e) = nimbus_gateway::serve(listener, handler, stop, config).await {

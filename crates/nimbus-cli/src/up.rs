@@ -138,7 +138,12 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         args.api_listen,
         &data_dir,
         serving,
-        crate::local_api::Backends { bus: bus.clone(), kv: kv.clone(), observer: observer.clone() },
+        crate::local_api::Backends {
+            bus: bus.clone(),
+            kv: kv.clone(),
+            observer: observer.clone(),
+            workflows: gateway.workflows(),
+        },
         listeners.api,
         stopped,
     );

@@ -1,18 +1,11 @@
 //! `nimbus workflows`: start runs of a workflow, list and show them (with each run's timeline),
-//! signal and cancel them — on the `nimbus up` running in this directory (its gateway and token
-//! from `.nimbus/api.json`), or with `--gateway` and a token that may write the app's data.
-use clap::{Args, Subcommand};
+//! signal and cancel them — through the data API of the `nimbus up` running in this directory
+//! (its token from `.nimbus/api.json`), or of a server (`--server`, a token that may read or
+//! write the app's data, `--app`).
+use clap::Subcommand;
 use serde_json::Value;
 
-use crate::remote::{DataArgs, OutputArgs, data_arg, seg};
-
-/// Where the workflow is served.
-#[derive(Debug, Args)]
-pub(crate) struct GatewayArg {
-    /// The app's gateway, e.g. http://127.0.0.1:3000 (default: the `nimbus up` of this directory).
-    #[arg(long, env = "NIMBUS_GATEWAY")]
-    gateway: Option<String>,
-}
+use crate::remote::{Client, DataArgs, OutputArgs, data_arg, seg};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum WorkflowsCommand {
@@ -28,8 +21,6 @@ pub(crate) enum WorkflowsCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
         #[command(flatten)]
-        gateway: GatewayArg,
-        #[command(flatten)]
         output: OutputArgs,
     },
     /// List the runs of workflow NAME.
@@ -43,8 +34,6 @@ pub(crate) enum WorkflowsCommand {
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
-        gateway: GatewayArg,
-        #[command(flatten)]
         output: OutputArgs,
     },
     /// List the unfinished runs of workflow NAME: what still runs, and on which revision's code.
@@ -55,8 +44,6 @@ pub(crate) enum WorkflowsCommand {
         #[arg(long)]
         revision: Option<String>,
         #[command(flatten)]
-        gateway: GatewayArg,
-        #[command(flatten)]
         output: OutputArgs,
     },
     /// Show a run and its timeline: steps started, retried, completed; sleeps; signals;
@@ -66,8 +53,6 @@ pub(crate) enum WorkflowsCommand {
         name: String,
         /// The run.
         run: String,
-        #[command(flatten)]
-        gateway: GatewayArg,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -82,8 +67,6 @@ pub(crate) enum WorkflowsCommand {
         /// Its payload (or @FILE).
         #[arg(long, default_value = "")]
         data: String,
-        #[command(flatten)]
-        gateway: GatewayArg,
     },
     /// Cancel a run: its compensations run, then it ends `cancelled`.
     Cancel {
@@ -91,51 +74,41 @@ pub(crate) enum WorkflowsCommand {
         name: String,
         /// The run.
         run: String,
-        #[command(flatten)]
-        gateway: GatewayArg,
     },
 }
 
 pub(crate) fn run(data: &DataArgs, command: &WorkflowsCommand) -> anyhow::Result<()> {
     let post = reqwest::Method::POST;
+    let (client, app) = data.connect()?;
+    let at = |name: &str| format!("{app}/workflows/{}", seg(name));
     match command {
-        WorkflowsCommand::Start { name, data: input, idempotency_key, gateway, output } => {
-            let client = data.gateway(gateway.gateway.as_deref())?;
+        WorkflowsCommand::Start { name, data: input, idempotency_key, output } => {
             let headers: Vec<(&str, &str)> =
                 idempotency_key.iter().map(|k| (nimbus_gateway::IDEMPOTENCY_KEY_HEADER, k.as_str())).collect();
             let body = Some(data_arg(input)?.into());
-            let bytes = client.raw_with(
-                post,
-                &format!("/workflows/{}", seg(name)),
-                body,
-                "application/octet-stream",
-                &headers,
-            )?;
+            let bytes = client.raw_with(post, &at(name), body, "application/octet-stream", &headers)?;
             let run: Value = serde_json::from_slice(&bytes)?;
             output.print(&run, |r| println!("{}", r["run"].as_str().unwrap_or_default()))
         }
-        WorkflowsCommand::List { name, revision, status, gateway, output } => {
-            list(data, name, revision.as_deref(), status.as_deref(), false, gateway, output)
+        WorkflowsCommand::List { name, revision, status, output } => {
+            list(&client, &at(name), revision.as_deref(), status.as_deref(), false, output)
         }
-        WorkflowsCommand::Runs { name, revision, gateway, output } => {
-            list(data, name, revision.as_deref(), None, true, gateway, output)
+        WorkflowsCommand::Runs { name, revision, output } => {
+            list(&client, &at(name), revision.as_deref(), None, true, output)
         }
-        WorkflowsCommand::Show { name, run, gateway, output } => {
-            let client = data.gateway(gateway.gateway.as_deref())?;
-            let shown: Value = client.get(&format!("/workflows/{}/{}", seg(name), seg(run)))?;
+        WorkflowsCommand::Show { name, run, output } => {
+            let shown: Value = client.get(&format!("{}/runs/{}", at(name), seg(run)))?;
             output.print(&shown, print_run)
         }
-        WorkflowsCommand::Signal { name, run, signal, data: payload, gateway } => {
-            let client = data.gateway(gateway.gateway.as_deref())?;
-            let path = format!("/workflows/{}/{}/signals/{}", seg(name), seg(run), seg(signal));
+        WorkflowsCommand::Signal { name, run, signal, data: payload } => {
+            let path = format!("{}/runs/{}/signals/{}", at(name), seg(run), seg(signal));
             let answer: Value =
                 client.call(post, &path, Some(data_arg(payload)?.into()), "application/octet-stream")?;
             println!("signal `{signal}` sent to run {run} (#{})", answer["seq"]);
             Ok(())
         }
-        WorkflowsCommand::Cancel { name, run, gateway } => {
-            let client = data.gateway(gateway.gateway.as_deref())?;
-            let _: Value = client.call(post, &format!("/workflows/{}/{}/cancel", seg(name), seg(run)), None, "")?;
+        WorkflowsCommand::Cancel { name, run } => {
+            let _: Value = client.call(post, &format!("{}/runs/{}/cancel", at(name), seg(run)), None, "")?;
             println!("run {run} is cancelling: its compensations run, then it ends `cancelled`");
             Ok(())
         }
@@ -143,20 +116,17 @@ pub(crate) fn run(data: &DataArgs, command: &WorkflowsCommand) -> anyhow::Result
 }
 
 fn list(
-    data: &DataArgs,
-    name: &str,
+    client: &Client,
+    path: &str,
     revision: Option<&str>,
     status: Option<&str>,
     unfinished: bool,
-    gateway: &GatewayArg,
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
-    let client = data.gateway(gateway.gateway.as_deref())?;
     let mut query: Vec<String> = Vec::new();
     query.extend(revision.map(|r| format!("revision={}", seg(r))));
     query.extend(status.map(|s| format!("status={}", seg(s))));
-    let path = format!("/workflows/{}?{}", seg(name), query.join("&"));
-    let mut answer: Value = client.get(&path)?;
+    let mut answer: Value = client.get(&format!("{path}?{}", query.join("&")))?;
     if unfinished && let Some(runs) = answer["runs"].as_array_mut() {
         runs.retain(|r| !matches!(r["status"].as_str(), Some("completed" | "failed" | "cancelled")));
     }

@@ -50,6 +50,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         kv: state.kv.clone(),
         auth: crate::data::DataAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
         observer: state.platform.observer().clone(),
+        workflows: Some(state.platform.clone()),
     }));
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -118,7 +119,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens and secrets, publish and read events, read and write KV buckets."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
     components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

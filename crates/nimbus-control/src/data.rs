@@ -86,6 +86,8 @@ pub struct DataState {
     pub auth: DataAuth,
     /// Where this node's traces, metrics and logs are.
     pub observer: nimbus_observe::Observer,
+    /// The apps' workflows, if this node runs any.
+    pub workflows: Option<Arc<dyn crate::AppWorkflows>>,
 }
 
 impl DataState {
@@ -151,5 +153,9 @@ pub(crate) async fn read_body(body: axum::body::Body, max: usize, what: &str) ->
 
 /// The topic, bucket and observability routes.
 pub fn data_router(state: Arc<DataState>) -> Router {
-    crate::topics::routes().merge(crate::kv_api::routes()).merge(crate::observe_api::routes()).with_state(state)
+    crate::topics::routes()
+        .merge(crate::kv_api::routes())
+        .merge(crate::workflows_api::routes())
+        .merge(crate::observe_api::routes())
+        .with_state(state)
 }

@@ -65,6 +65,7 @@ mod store;
 mod topics;
 mod upload;
 mod vault;
+mod workflows_api;
 
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{ClientIp, Principal, Tokens};
@@ -83,3 +84,4 @@ pub use store::{Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};
+pub use workflows_api::AppWorkflows;

@@ -291,6 +291,27 @@ impl Platform {
     }
 }
 
+impl crate::AppWorkflows for Platform {
+    /// Through the loaded revision of the app with the largest share of traffic that serves
+    /// workflows (every revision reaches every run: the engine is the app's).
+    fn of<'a>(
+        &'a self,
+        app: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<Arc<dyn nimbus_gateway::WorkflowCalls>>> {
+        Box::pin(async move {
+            let apps = self.apps.lock().await;
+            let state = apps.get(app)?;
+            let traffic = &state.record.traffic;
+            state
+                .revisions
+                .values()
+                .filter_map(|r| Some((traffic.percent_of(&r.record.id), r.live.as_ref()?.gateway.workflows()?)))
+                .max_by_key(|(percent, _)| *percent)
+                .map(|(_, w)| w)
+        })
+    }
+}
+
 fn get<'a>(apps: &'a BTreeMap<String, AppState>, name: &str) -> Result<&'a AppState, ControlError> {
     apps.get(name).ok_or_else(|| ControlError::NotFound(format!("no app `{name}` on this server")))
 }
