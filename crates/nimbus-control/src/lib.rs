@@ -8,8 +8,10 @@
 //! API tokens with roles, scopes, app limits and expiry (failed authentications rate-limited per
 //! client address), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
 //! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
-//! (publish, read, replay dead letters) and the observability endpoints (`/metrics`, traces,
-//! logs), deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
+//! (publish, read, replay dead letters), the workflow endpoints (start, list, show, signal,
+//! cancel runs, through the app's engine: [`AppWorkflows`]) and the observability endpoints
+//! (`/metrics`, traces, logs), which revisions stay loaded and undeletable because unfinished
+//! workflow runs are pinned to them, deploy uploads streamed to disk with a cap on concurrent ones, `env` values redacted for
 //! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
 //! pages, the API served by the gateway's accept loop ([`ApiHandler`]), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
