@@ -65,6 +65,7 @@ async fn call(
         StatusCode::CONFLICT => ControlError::conflict(message, "see the run with `nimbus workflows show NAME RUN`"),
         StatusCode::PAYLOAD_TOO_LARGE => ControlError::TooLarge(message),
         StatusCode::BAD_REQUEST => ControlError::bad_request(message, "see `nimbus workflows --help`"),
+        StatusCode::TOO_MANY_REQUESTS => ControlError::conflict(message, "start a new run for more work"),
         _ => ControlError::Unavailable { message, source: None },
     })
 }

@@ -25,6 +25,7 @@ impl WorkflowCalls for WorkflowHost {
                     let status = match e {
                         JournalError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                         JournalError::InvalidKey => StatusCode::BAD_REQUEST,
+                        JournalError::TooManySignals => StatusCode::TOO_MANY_REQUESTS,
                         _ => StatusCode::SERVICE_UNAVAILABLE,
                     };
                     (status, json!({ "error": nimbus_observe::report(&e) }))

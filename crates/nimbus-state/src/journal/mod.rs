@@ -23,6 +23,8 @@ pub const WORKFLOWS_BUCKET: &str = "workflows";
 pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 /// The most positions one run's journal may have.
 pub const MAX_ENTRIES: u32 = 100_000;
+/// The most signals one run may be sent.
+pub const MAX_SIGNALS: u64 = 10_000;
 /// The longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
@@ -48,6 +50,9 @@ pub enum JournalError {
     /// Another writer changed it first (another engine is running the run).
     #[error("the run was changed by someone else meanwhile")]
     Conflict,
+    /// The run was sent [`MAX_SIGNALS`] signals already.
+    #[error("the run was sent {MAX_SIGNALS} signals already; it takes no more")]
+    TooManySignals,
     /// The idempotency key is empty, too long or not printable.
     #[error("invalid idempotency key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")]
     InvalidKey,
@@ -218,6 +223,9 @@ impl Journal {
     pub async fn signal(&self, id: &str, name: &str, payload: Vec<u8>, sent_ms: u64) -> Result<u64, JournalError> {
         check_size(|| format!("the payload of signal `{name}`"), &payload)?;
         let seq = self.kv.increment(&self.bucket, &format!("n/{id}"), 1).await? as u64;
+        if seq > MAX_SIGNALS {
+            return Err(JournalError::TooManySignals);
+        }
         let signal = Signal { seq, name: name.into(), sent_ms, payload };
         let value = frame::encode(&signal, &[&signal.payload]);
         self.kv.set(&self.bucket, &format!("s/{id}/{seq:09}"), value.into(), None).await?;
