@@ -411,3 +411,26 @@ fn refuse(mut span: nimbus_observe::Span, why: String) -> BoxFuture<'static, Res
     span.set_error("denied", &why);
     Box::pin(async move { Err(why) })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::RetryPolicy;
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_up_to_its_cap() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(700),
+            multiplier: 2.0,
+        };
+        let waits: Vec<u64> = (1..=5).map(|a| p.backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 700, 700]);
+        // A multiplier below 1 never shrinks the wait; a huge attempt number does not overflow.
+        let flat = RetryPolicy { multiplier: 0.5, ..p };
+        assert_eq!(flat.backoff(3), Duration::from_millis(100));
+        assert_eq!(p.backoff(u32::MAX), Duration::from_millis(700));
+    }
+}
