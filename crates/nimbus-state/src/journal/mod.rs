@@ -169,18 +169,22 @@ impl Journal {
         }
     }
 
-    /// The journal of a run, in order, each entry with the revision to replace it at.
+    /// The journal of a run, in order, each entry with the revision to replace it at. Read by
+    /// position, a batch at a time, up to the first empty one (listing keys would scan the whole
+    /// bucket on NATS).
     pub async fn entries(&self, id: &str) -> Result<Vec<(Entry, u64)>, JournalError> {
-        let keys = self.all_keys(&format!("j/{id}/")).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(256) {
-            for value in self.kv.get_many(&self.bucket, chunk).await?.into_iter().flatten() {
+        const BATCH: u32 = 32;
+        let mut out = Vec::new();
+        loop {
+            let from = out.len() as u32;
+            let keys: Vec<String> = (from..from + BATCH).map(|pos| Self::entry_key(id, pos)).collect();
+            for value in self.kv.get_many(&self.bucket, &keys).await? {
+                let Some(value) = value else { return Ok(out) };
                 let (mut entry, blobs): (Entry, _) = frame::decode(&value.value)?;
                 entry.payload = blobs.into_iter().next().unwrap_or_default();
                 out.push((entry, value.revision));
             }
         }
-        Ok(out)
     }
 
     fn entry_key(id: &str, pos: u32) -> String {
@@ -234,14 +238,20 @@ impl Journal {
 
     /// The signals sent to a run, in the order sent.
     pub async fn signals(&self, id: &str) -> Result<Vec<Signal>, JournalError> {
-        let keys = self.all_keys(&format!("s/{id}/")).await?;
+        let sent = match self.kv.get(&self.bucket, &format!("n/{id}")).await? {
+            Some(n) => String::from_utf8_lossy(&n.value).trim().parse::<u64>().unwrap_or(0).min(MAX_SIGNALS),
+            None => return Ok(Vec::new()),
+        };
+        let keys: Vec<String> = (1..=sent).map(|seq| format!("s/{id}/{seq:09}")).collect();
         let mut out = Vec::with_capacity(keys.len());
-        for value in self.kv.get_many(&self.bucket, &keys).await?.into_iter().flatten() {
-            let (mut signal, blobs): (Signal, _) = frame::decode(&value.value)?;
-            signal.payload = blobs.into_iter().next().unwrap_or_default();
-            out.push(signal);
+        for chunk in keys.chunks(256) {
+            // A number taken by a send that failed before storing its signal is a gap.
+            for value in self.kv.get_many(&self.bucket, chunk).await?.into_iter().flatten() {
+                let (mut signal, blobs): (Signal, _) = frame::decode(&value.value)?;
+                signal.payload = blobs.into_iter().next().unwrap_or_default();
+                out.push(signal);
+            }
         }
-        out.sort_by_key(|s| s.seq);
         Ok(out)
     }
 
