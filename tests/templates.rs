@@ -59,11 +59,10 @@ async fn http_go() {
     new_build_up("http-go", "Go").await;
 }
 
-/// The workflow template: an order saga that completes, and one whose charge fails and is undone.
-#[tokio::test(flavor = "multi_thread")]
-async fn workflow_rust() {
+/// A workflow template: an order saga that completes, and one whose charge fails and is undone.
+async fn new_build_workflow(template: &str) {
     let work = tempfile::tempdir().unwrap();
-    nimbus(work.path(), &["new", "workflow-rust", "orders"]);
+    nimbus(work.path(), &["new", template, "orders"]);
     let app_dir = work.path().join("orders");
     assert!(app_dir.join("wit/workflow.wit").exists());
     nimbus(&app_dir, &["build"]);
@@ -76,7 +75,7 @@ async fn workflow_rust() {
         (good, "completed", "order o-1 done: reserved stock for o-1, charged o-1, shipped o-1"),
         (bad, "failed", "compensation release"),
     ] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let shown = loop {
             let shown = nimbus(&app_dir, &["workflows", "show", "orders", &run]);
             if shown.contains(&format!("status    {status}")) {
@@ -87,6 +86,16 @@ async fn workflow_rust() {
         };
         assert!(shown.contains(needle), "{shown}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_rust() {
+    new_build_workflow("workflow-rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_python() {
+    new_build_workflow("workflow-python").await;
 }
 
 /// A service template (the service examples of every language): `nimbus new`, `nimbus build`,
@@ -151,6 +160,7 @@ fn listing_and_bad_input() {
         "service-go",
         "service-java",
         "service-rust",
+        "workflow-python",
         "workflow-rust",
     ] {
         assert!(list.contains(t), "{list}");
@@ -163,7 +173,7 @@ fn listing_and_bad_input() {
     };
     fail(
         &["new", "http-cobol", "x"],
-        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust, service-go, service-java, service-node, service-python, service-rust, workflow-rust",
+        "no template named `http-cobol`; available: http-c, http-go, http-js, http-python, http-rust, service-go, service-java, service-node, service-python, service-rust, workflow-python, workflow-rust",
     );
     fail(&["new", "http-rust", "Bad Name"], "cannot be an app name");
     nimbus(dir.path(), &["new", "http-rust", "taken"]);

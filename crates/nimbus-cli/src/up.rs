@@ -165,7 +165,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     let file = data_dir.join(crate::local_api::API_FILE);
     println!(
-        "Local API: {scheme}://{} (for `nimbus events`, `kv`, `traces` and `logs` here; token in {})",
+        "Local API: {scheme}://{} (for `nimbus events`, `kv`, `workflows`, `traces` and `logs` here; token in {})",
         local_api.addr,
         file.display()
     );
