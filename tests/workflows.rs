@@ -146,8 +146,13 @@ async fn a_durable_sleep_and_a_signal_wait_survive_kill_9() {
     })
     .await;
     assert_eq!(kinds(&waiting), ["step reserve", "sleep", "step charge", "await-signal approve"]);
-    let resp =
-        client().post(server.url(&format!("/workflows/order/{run}/signals/approve"))).body("yes").send().await.unwrap();
+    // Path segments are %-decoded: `appr%6Fve` is `approve`.
+    let resp = client()
+        .post(server.url(&format!("/workflows/order/{run}/signals/appr%6Fve")))
+        .body("yes")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     let done = until(&server.base, &run, finished).await;
     assert_eq!(done["status"], "completed", "{done:#}");
@@ -171,6 +176,12 @@ async fn a_signal_wait_times_out_and_a_cancelled_run_is_compensated() {
     assert_eq!(done["status"], "failed");
     assert!(done["error"].as_str().unwrap().contains("not approved in time"), "{done:#}");
     until(&server.base, &waits, status_is("waiting")).await;
+    let signal = |name: &str, body: Vec<u8>| {
+        client().post(server.url(&format!("/workflows/order/{waits}/signals/{name}"))).body(body).send()
+    };
+    assert_eq!(signal("appr%00ve", Vec::new()).await.unwrap().status(), 400, "a control character in a name");
+    assert_eq!(signal(&"n".repeat(200), Vec::new()).await.unwrap().status(), 400, "a name over 128 bytes");
+    assert_eq!(signal("other", vec![b'x'; 70 * 1024]).await.unwrap().status(), 413, "a payload over 64 KiB");
     let resp = client().post(server.url(&format!("/workflows/order/{waits}/cancel"))).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     let done = until(&server.base, &waits, finished).await;
@@ -191,6 +202,30 @@ async fn starting_twice_with_one_idempotency_key_starts_one_run() {
     until(&server.base, a["run"].as_str().unwrap(), finished).await;
     let listed: Value = client().get(server.url("/workflows/order")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "{listed:#}");
+    // Racing starts with one key and different inputs: one run, on the input of the start that
+    // got 202 (a loser never stores its own input over the winner's).
+    for i in 0..10 {
+        let key = format!("race-{i}");
+        let (input_a, input_b) = (format!("a{i};pure"), format!("b{i};pure"));
+        let (a, b) = tokio::join!(start(&server.base, &input_a, Some(&key)), start(&server.base, &input_b, Some(&key)));
+        assert_eq!(a.1["run"], b.1["run"]);
+        let winner = if a.0 == 202 { "a" } else { "b" };
+        assert_eq!([a.0, b.0].iter().filter(|s| **s == 202).count(), 1, "{a:?} {b:?}");
+        let done = until(&server.base, a.1["run"].as_str().unwrap(), finished).await;
+        assert_eq!(done["output"], format!("done {winner}{i}"), "{done:#}");
+    }
+    // The journal's bucket cannot be written through the data API (that would forge history).
+    let api: Value =
+        serde_json::from_str(&std::fs::read_to_string(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
+    let forged = client()
+        .put(format!("{}/v1/apps/shop/kv/workflows/keys/j%2Fx%2F000000", api["url"].as_str().unwrap()))
+        .bearer_auth(app.local_token())
+        .header("content-type", "application/octet-stream")
+        .body("forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
     // Bad requests get precise answers and start nothing.
     // An unknown workflow is not public: who may not write the app's data learns nothing.
     let resp = client().post(server.url("/workflows/nope")).send().await.unwrap();
@@ -214,7 +249,10 @@ async fn trapping_and_looping_steps_are_retried_then_fail_and_a_huge_result_is_r
     let app = app("limits = { timeout_ms = 400 }\n");
     let server = app.up(&[]);
     let mut runs = Vec::new();
-    for input in ["o7;trap-reserve", "o8;loop-charge", "o9;big-reserve"] {
+    // The last one's undo steps answer more than a journal entry holds (their input is a step's
+    // output, which is the 524,275-byte id): they still count as done, and the run ends.
+    let huge = format!("{};fail-ship", "F".repeat(524_275));
+    for input in ["o7;trap-reserve", "o8;loop-charge", "o9;big-reserve", huge.as_str()] {
         runs.push(start(&server.base, input, None).await.1["run"].as_str().unwrap().to_string());
     }
     let trapped = until(&server.base, &runs[0], finished).await;
@@ -229,6 +267,10 @@ async fn trapping_and_looping_steps_are_retried_then_fail_and_a_huge_result_is_r
     let big = until(&server.base, &runs[2], finished).await;
     assert_eq!(big["status"], "failed");
     assert!(big["error"].as_str().unwrap().contains("over the journal's limit"), "{big:#}");
+    let undone = until(&server.base, &runs[3], finished).await;
+    assert_eq!(undone["status"], "failed", "{}", undone["error"]);
+    assert!(undone["error"].as_str().unwrap().ends_with("ship failed: ship refused"), "{}", undone["error"]);
+    assert_eq!(kinds(&undone)[3..], ["compensation refund", "compensation release"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -30,7 +30,8 @@ pub(crate) enum WorkflowsCommand {
         /// Only runs pinned to this revision.
         #[arg(long)]
         revision: Option<String>,
-        /// Only runs in this status (running, waiting, compensating, completed, failed, cancelled).
+        /// Only runs in this status (running, waiting, compensating, completed, failed,
+        /// cancelled; `unfinished` for the first three).
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
@@ -91,10 +92,10 @@ pub(crate) fn run(data: &DataArgs, command: &WorkflowsCommand) -> anyhow::Result
             output.print(&run, |r| println!("{}", r["run"].as_str().unwrap_or_default()))
         }
         WorkflowsCommand::List { name, revision, status, output } => {
-            list(&client, &at(name), revision.as_deref(), status.as_deref(), false, output)
+            list(&client, &at(name), revision.as_deref(), status.as_deref(), output)
         }
         WorkflowsCommand::Runs { name, revision, output } => {
-            list(&client, &at(name), revision.as_deref(), None, true, output)
+            list(&client, &at(name), revision.as_deref(), Some("unfinished"), output)
         }
         WorkflowsCommand::Show { name, run, output } => {
             let shown: Value = client.get(&format!("{}/runs/{}", at(name), seg(run)))?;
@@ -120,16 +121,12 @@ fn list(
     path: &str,
     revision: Option<&str>,
     status: Option<&str>,
-    unfinished: bool,
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
     let mut query: Vec<String> = Vec::new();
     query.extend(revision.map(|r| format!("revision={}", seg(r))));
     query.extend(status.map(|s| format!("status={}", seg(s))));
-    let mut answer: Value = client.get(&format!("{path}?{}", query.join("&")))?;
-    if unfinished && let Some(runs) = answer["runs"].as_array_mut() {
-        runs.retain(|r| !matches!(r["status"].as_str(), Some("completed" | "failed" | "cancelled")));
-    }
+    let answer: Value = client.get(&format!("{path}?{}", query.join("&")))?;
     output.print(&answer, |a| {
         println!("{:<22} {:<13} {:<16} {:<20} ERROR", "RUN", "STATUS", "REVISION", "STARTED");
         for r in a["runs"].as_array().into_iter().flatten() {
@@ -139,7 +136,7 @@ fn list(
                 r["status"].as_str().unwrap_or_default(),
                 r["revision"].as_str().unwrap_or_default(),
                 time_ms(&r["created_ms"]),
-                r["error"].as_str().unwrap_or_default()
+                clean(r["error"].as_str().unwrap_or_default())
             );
         }
     })
@@ -149,25 +146,39 @@ fn time_ms(ms: &Value) -> String {
     crate::remote::time(ms.as_u64().unwrap_or_default() / 1000)
 }
 
-/// A run and its timeline, for people.
+/// `text` safe for a terminal: control characters (escape sequences) and bidirectional
+/// overrides are shown escaped, not interpreted.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A run and its timeline, for people (whatever the workflow wrote is escaped).
 fn print_run(r: &Value) {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let s = |v: &Value| clean(v.as_str().unwrap_or_default());
     println!("run       {}", s(&r["run"]));
     println!("workflow  {} (revision {})", s(&r["workflow"]), s(&r["revision"]));
     println!("status    {}", s(&r["status"]));
     println!("started   {}", time_ms(&r["created_ms"]));
     if let Some(e) = r["error"].as_str() {
-        println!("error     {e}");
+        println!("error     {}", clean(e));
     }
     if !r["output"].is_null() {
-        println!("output    {}", r["output"]);
+        println!("output    {}", clean(&r["output"].to_string()));
     }
     println!("timeline:");
     let start = r["created_ms"].as_u64().unwrap_or_default();
     for e in r["timeline"].as_array().into_iter().flatten() {
         let at = e["started_ms"].as_u64().unwrap_or_default().saturating_sub(start);
         let what = match e["name"].as_str() {
-            Some(n) => format!("{} {n}", s(&e["kind"])),
+            Some(n) => format!("{} {}", s(&e["kind"]), clean(n)),
             None => s(&e["kind"]),
         };
         let outcome = match (e["kind"].as_str(), e["outcome"].as_str()) {

@@ -31,9 +31,17 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
         .route("/v1/apps/{app}/kv/{bucket}/keys/{*key}", get(read).put(write).delete(remove))
 }
 
-/// The bucket `name` of `app`, once the caller may make calls of `scope` on the app's data.
+/// The bucket `name` of `app`, once the caller may make calls of `scope` on the app's data. The
+/// platform's own buckets (`actors`, `workflows`) are read-only here: a write would forge an
+/// actor's state or a workflow run's history.
 fn bucket(s: &DataState, caller: &Caller, scope: Scope, app: &str, name: &str) -> Result<Bucket, ControlError> {
     s.check_app(caller, scope, app)?;
+    if scope == Scope::DataWrite && nimbus_manifest::RESERVED_BUCKETS.contains(&name) {
+        return Err(ControlError::Forbidden(format!(
+            "bucket `{name}` is Nimbus's own (actor state, workflow journals) and cannot be written through the API; \
+             change it through its actors or workflows"
+        )));
+    }
     Ok(Bucket::new(app, name)?)
 }
 

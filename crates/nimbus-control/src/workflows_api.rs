@@ -78,11 +78,11 @@ struct ListQuery {
     /// Only runs pinned to this revision.
     revision: Option<String>,
     /// Only runs in this status (`running`, `waiting`, `compensating`, `completed`, `failed`,
-    /// `cancelled`).
+    /// `cancelled`; `unfinished` for the first three).
     status: Option<String>,
 }
 
-/// Lists the workflow's runs (at most 1,000): `{"runs": [...]}`.
+/// Lists the workflow's runs, newest first (at most 1,000): `{"runs": [...]}`.
 #[utoipa::path(get, path = "/v1/apps/{app}/workflows/{name}", tag = "workflows", params(("app" = String, Path), ("name" = String, Path), ListQuery),
     responses((status = 200, body = Object), (status = 404, body = crate::ErrorBody)))]
 async fn list(

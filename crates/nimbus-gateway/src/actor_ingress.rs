@@ -118,7 +118,7 @@ async fn answer(
 }
 
 /// `%XX` escapes of a path segment decoded (so keys may hold `/`, spaces and any byte of UTF-8).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

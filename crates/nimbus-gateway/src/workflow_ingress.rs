@@ -39,7 +39,7 @@ pub enum WorkflowOp {
     List {
         /// Only runs pinned to this revision.
         revision: Option<String>,
-        /// Only runs in this status.
+        /// Only runs in this status (`unfinished`: running, waiting or compensating).
         status: Option<String>,
     },
     /// A run, its journal as a timeline.
@@ -85,7 +85,9 @@ pub(crate) async fn serve(
     span: &Span,
 ) -> http::Response<GatewayBody> {
     let path = req.uri().path().strip_prefix(WORKFLOWS_PATH).unwrap_or_default().to_string();
-    let parts: Vec<&str> = path.split('/').collect();
+    // Each segment `%XX`-decoded, like the control API's paths (a signal named `é` is `%C3%A9`).
+    let decoded: Vec<String> = path.split('/').map(crate::actor_ingress::percent_decode).collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let Some(name) = parts.first().copied().filter(|n| !n.is_empty()) else {
         return error(StatusCode::NOT_FOUND, id, "name the workflow: /workflows/NAME");
     };

@@ -283,64 +283,65 @@ async fn the_workflow_journal_writes_each_position_once(b: Backend) {
     use journal::{Created, Entry, EntryKind, JournalError, Outcome, RunStatus};
     let kv = b.open().await;
     let j = journal::Journal::new(kv.clone(), "shop").unwrap();
-    assert_eq!(j.create(&run("r-1", Some("k1"))).await.unwrap(), Created::New);
+    assert_eq!(j.create(&run("r1", Some("k1"))).await.unwrap(), Created::New);
     // The same idempotency key answers the first run and stores nothing.
-    match j.create(&run("r-2", Some("k1"))).await.unwrap() {
+    match j.create(&run("r2", Some("k1"))).await.unwrap() {
         Created::Existing(found) => {
-            assert_eq!((found.id.as_str(), found.input.as_slice()), ("r-1", &[0, 159, 146, 150][..]))
+            assert_eq!((found.id.as_str(), found.input.as_slice()), ("r1", &[0, 159, 146, 150][..]))
         }
         other => panic!("{other:?}"),
     }
-    assert!(j.run("r-2").await.unwrap().is_none());
-    assert!(matches!(j.create(&run("r-3", Some(""))).await, Err(JournalError::InvalidKey)));
+    assert!(j.run("r2").await.unwrap().is_none());
+    assert!(matches!(j.create(&run("r3", Some(""))).await, Err(JournalError::InvalidKey)));
     // Each position is written once: a second writer of a position conflicts.
     let step = Entry::new(EntryKind::Step, "reserve", 5).finish(Outcome::Ok, b"done".to_vec(), 6);
-    let rev = j.append("r-1", 0, &step).await.unwrap();
-    assert!(matches!(j.append("r-1", 0, &step).await, Err(JournalError::Conflict)));
+    let rev = j.append("r1", 0, &step).await.unwrap();
+    assert!(matches!(j.append("r1", 0, &step).await, Err(JournalError::Conflict)));
     let mut wait = Entry::new(EntryKind::Signal, "approve", 7);
     wait.due_ms = Some(99);
-    let wait_rev = j.append("r-1", 1, &wait).await.unwrap();
+    let wait_rev = j.append("r1", 1, &wait).await.unwrap();
     let got = wait.clone().finish(Outcome::Ok, b"yes".to_vec(), 8);
-    j.replace("r-1", 1, &got, wait_rev).await.unwrap();
-    assert!(matches!(j.replace("r-1", 1, &got, wait_rev).await, Err(JournalError::Conflict)));
+    j.replace("r1", 1, &got, wait_rev).await.unwrap();
+    assert!(matches!(j.replace("r1", 1, &got, wait_rev).await, Err(JournalError::Conflict)));
     let big = Entry::new(EntryKind::Step, "big", 9).finish(Outcome::Ok, vec![1; journal::MAX_PAYLOAD_BYTES + 1], 9);
-    let err = j.append("r-1", 2, &big).await.unwrap_err().to_string();
+    let err = j.append("r1", 2, &big).await.unwrap_err().to_string();
     assert!(err.contains("over the journal's limit"), "{err}");
-    let entries = j.entries("r-1").await.unwrap();
+    let entries = j.entries("r1").await.unwrap();
     assert_eq!(entries.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(), [step, got]);
     assert!(entries[0].1 == rev);
     // Signals keep their order; the run's revision fences updates; finishing leaves the index.
-    assert_eq!(j.signal("r-1", "approve", b"a".to_vec(), 10).await.unwrap(), 1);
-    assert_eq!(j.signal("r-1", "other", Vec::new(), 11).await.unwrap(), 2);
-    let names: Vec<_> = j.signals("r-1").await.unwrap().into_iter().map(|s| (s.seq, s.name, s.payload)).collect();
+    assert_eq!(j.signal("r1", "approve", b"a".to_vec(), 10).await.unwrap(), 1);
+    assert_eq!(j.signal("r1", "other", Vec::new(), 11).await.unwrap(), 2);
+    let names: Vec<_> = j.signals("r1").await.unwrap().into_iter().map(|s| (s.seq, s.name, s.payload)).collect();
     assert_eq!(names, [(1, "approve".into(), b"a".to_vec()), (2, "other".into(), Vec::new())]);
-    assert_eq!(j.unfinished().await.unwrap(), ["r-1"]);
-    let (mut r, rev) = j.run("r-1").await.unwrap().unwrap();
+    assert_eq!(j.unfinished().await.unwrap(), ["r1"]);
+    let (mut r, rev) = j.run("r1").await.unwrap().unwrap();
     r.status = RunStatus::Completed;
     r.output = Some(b"out".to_vec());
     j.update(&r, rev).await.unwrap();
     assert!(matches!(j.update(&r, rev).await, Err(JournalError::Conflict)));
     assert!(j.unfinished().await.unwrap().is_empty());
-    assert_eq!(j.run("r-1").await.unwrap().unwrap().0.output.as_deref(), Some(&b"out"[..]));
+    assert_eq!(j.run("r1").await.unwrap().unwrap().0.output.as_deref(), Some(&b"out"[..]));
     // Another app's journal is another bucket.
     let other = journal::Journal::new(kv, "other").unwrap();
-    assert!(other.run("r-1").await.unwrap().is_none());
+    assert!(other.run("r1").await.unwrap().is_none());
 }
 
 async fn the_workflow_journal_survives_reopen(b: Backend) {
     {
         let j = journal::Journal::new(b.open().await, "shop").unwrap();
-        j.create(&run("r-9", None)).await.unwrap();
+        j.create(&run("r9", None)).await.unwrap();
         let e = journal::Entry::new(journal::EntryKind::Now, "", 1).finish(journal::Outcome::Ok, b"42".to_vec(), 1);
-        j.append("r-9", 0, &e).await.unwrap();
+        j.append("r9", 0, &e).await.unwrap();
     }
     let mut b = b;
     if let Backend::Nats(server) = &mut b {
         server.restart();
     }
     let j = journal::Journal::new(b.open().await, "shop").unwrap();
-    assert_eq!(j.unfinished().await.unwrap(), ["r-9"]);
-    assert_eq!(j.entries("r-9").await.unwrap()[0].0.payload, b"42");
-    let (runs, _) = j.runs(None, 10).await.unwrap();
-    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r-9"]);
+    assert_eq!(j.unfinished().await.unwrap(), ["r9"]);
+    assert_eq!(j.entries("r9").await.unwrap()[0].0.payload, b"42");
+    assert_eq!(j.run_ids().await.unwrap(), ["r9"]);
+    let runs = j.runs_of(&["r9".to_string(), "rnone".to_string()]).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r9"]);
 }

@@ -79,6 +79,7 @@ pub(crate) async fn activate(engine: &Arc<Engine>, id: &str) -> Result<(), Journ
             }
         }
         (Ok(RunOutcome::Returned(Err(message))), _) => {
+            let message = bounded(message);
             span.set_error("workflow", &message);
             run.error = Some(message);
             compensate(engine, &def, run, rev, entries, &span.handle()).await
@@ -122,6 +123,22 @@ pub(crate) async fn activate(engine: &Arc<Engine>, id: &str) -> Result<(), Journ
     }
 }
 
+/// The longest error message kept in a run or journal entry.
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// `message`, cut to [`MAX_ERROR_BYTES`] (at a character boundary) with a mark where it was cut.
+pub(crate) fn bounded(mut message: String) -> String {
+    if message.len() > MAX_ERROR_BYTES {
+        let mut at = MAX_ERROR_BYTES;
+        while !message.is_char_boundary(at) {
+            at -= 1;
+        }
+        message.truncate(at);
+        message.push_str("… (cut)");
+    }
+    message
+}
+
 /// Fails a run without compensating (its replay diverged: the undo steps may be gone too).
 async fn fail(
     engine: &Engine,
@@ -150,10 +167,23 @@ async fn compensate(
     parent: &SpanRef,
 ) -> Result<(), JournalError> {
     let journal = &engine.journal;
-    if run.status != RunStatus::Compensating {
+    while run.status != RunStatus::Compensating {
         run.status = RunStatus::Compensating;
         run.updated_ms = now_ms();
-        rev = journal.update(&run, rev).await?;
+        match journal.update(&run, rev).await {
+            Ok(new) => rev = new,
+            // A cancellation was stored meanwhile: keep it, and why the run failed.
+            Err(JournalError::Conflict) => {
+                let Some((stored, stored_rev)) = journal.run(&run.id).await? else { return Ok(()) };
+                if stored.status.is_finished() {
+                    return Ok(());
+                }
+                let error = run.error.take();
+                (run, rev) = (stored, stored_rev);
+                run.error = run.error.take().or(error);
+            }
+            Err(e) => return Err(e),
+        }
     }
     let done: HashSet<u32> =
         entries.iter().filter(|(e, _)| e.kind == EntryKind::Compensation).filter_map(|(e, _)| e.undoes).collect();
@@ -176,11 +206,14 @@ async fn compensate(
         let mut record = Entry::new(EntryKind::Compensation, undo.clone(), started);
         record.undoes = Some(i as u32);
         record.attempts = attempts;
+        // An undo step's output is not needed afterwards: only that it ran is journaled (so
+        // no output can be too large to journal, which would leave the run compensating).
         let record = match result {
-            Ok(output) => record.finish(Outcome::Ok, output, now_ms()),
+            Ok(_) => record.finish(Outcome::Ok, Vec::new(), now_ms()),
             Err(f) => {
-                failures.push(format!("undo step `{undo}` (of step `{}`) failed: {}", entry.name, f.message));
-                record.finish(Outcome::Err, f.message.into_bytes(), now_ms())
+                let message = bounded(f.message);
+                failures.push(format!("undo step `{undo}` (of step `{}`) failed: {message}", entry.name));
+                record.finish(Outcome::Err, message.into_bytes(), now_ms())
             }
         };
         journal.append(&run.id, pos, &record).await?;
@@ -191,6 +224,7 @@ async fn compensate(
         let before = run.error.take().map(|e| format!("{e}; ")).unwrap_or_default();
         run.error = Some(format!("{before}{}", failures.join("; ")));
     }
+    run.error = run.error.take().map(bounded);
     run.updated_ms = now_ms();
     journal.update(&run, rev).await?;
     engine.announce(&run.id);

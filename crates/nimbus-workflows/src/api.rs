@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 
 use crate::engine::{Signalled, StartError, WorkflowHost};
 
-/// The most runs one list answers.
+/// The most runs one list answers (the newest).
 const MAX_LISTED: usize = 1_000;
+/// The status filter that lists every unfinished run (from the index of unfinished runs).
+const UNFINISHED: &str = "unfinished";
 
 impl WorkflowCalls for WorkflowHost {
+    /// This revision's workflows, and those of the app's other loaded revisions (whose runs
+    /// can still be read, signalled and cancelled here after a deploy renamed or removed them).
     fn has(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.names.contains(name) || self.engine.serves(name)
     }
 
     fn call<'a>(&'a self, name: &'a str, op: WorkflowOp, _parent: &'a SpanRef) -> BoxFuture<'a, (StatusCode, Value)> {
@@ -24,7 +28,7 @@ impl WorkflowCalls for WorkflowHost {
                 Err(e) => {
                     let status = match e {
                         JournalError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                        JournalError::InvalidKey => StatusCode::BAD_REQUEST,
+                        JournalError::InvalidKey | JournalError::InvalidName => StatusCode::BAD_REQUEST,
                         JournalError::TooManySignals => StatusCode::TOO_MANY_REQUESTS,
                         _ => StatusCode::SERVICE_UNAVAILABLE,
                     };
@@ -56,18 +60,27 @@ impl WorkflowHost {
                 }
             }
             WorkflowOp::List { revision, status } => {
+                let keep = |r: &Run| {
+                    r.workflow == name
+                        && revision.as_ref().is_none_or(|rev| &r.revision == rev)
+                        && status.as_ref().is_none_or(|s| s == UNFINISHED || r.status.as_str() == s)
+                };
+                // Unfinished runs come from their index; the others newest first, read a chunk
+                // at a time until enough match.
                 let mut runs = Vec::new();
-                let mut cursor: Option<String> = None;
-                loop {
-                    let (page, next) = engine.journal.runs(cursor.as_deref(), 500).await?;
-                    runs.extend(page.into_iter().filter(|r| {
-                        r.workflow == name
-                            && revision.as_ref().is_none_or(|rev| &r.revision == rev)
-                            && status.as_ref().is_none_or(|s| r.status.as_str() == s)
-                    }));
-                    match next {
-                        Some(c) if runs.len() < MAX_LISTED => cursor = Some(c),
-                        _ => break,
+                if status.as_deref() == Some(UNFINISHED) {
+                    runs = engine.journal.unfinished_runs().await?;
+                    runs.retain(|r| keep(r));
+                    runs.sort_by(|a, b| b.id.cmp(&a.id));
+                } else {
+                    let ids = engine.journal.run_ids().await?;
+                    for chunk in ids.rchunks(256) {
+                        let mut page = engine.journal.runs_of(chunk).await?;
+                        page.reverse();
+                        runs.extend(page.into_iter().filter(|r| keep(r)));
+                        if runs.len() >= MAX_LISTED {
+                            break;
+                        }
                     }
                 }
                 runs.truncate(MAX_LISTED);
@@ -84,7 +97,7 @@ impl WorkflowHost {
                 answer["timeline"] = entries.iter().enumerate().map(|(i, (e, _))| entry_json(i, e)).collect();
                 answer["signals"] = signals
                     .iter()
-                    .map(|s| json!({ "seq": s.seq, "name": s.name, "sent_ms": s.sent_ms, "payload": text(&s.payload) }))
+                    .map(|s| json!({ "seq": s.seq, "name": s.name, "sent_ms": s.sent_ms, "bytes": s.payload.len() }))
                     .collect();
                 (StatusCode::OK, answer)
             }

@@ -164,7 +164,9 @@ impl WorkflowDriver for ReplayDriver {
                     entry.compensate = options.compensate;
                     entry.finish(Outcome::Ok, output.clone(), now_ms())
                 }
-                Err(f) => entry.finish(Outcome::Err, f.message.clone().into_bytes(), now_ms()),
+                Err(f) => {
+                    entry.finish(Outcome::Err, crate::activation::bounded(f.message.clone()).into_bytes(), now_ms())
+                }
             };
             self.append(pos, entry).await?;
             Ok(result)
@@ -253,7 +255,7 @@ impl WorkflowDriver for ReplayDriver {
             let entry = Entry::new(EntryKind::Call, target, started);
             let entry = match &result {
                 Ok(output) => entry.finish(Outcome::Ok, output.clone(), now_ms()),
-                Err(e) => entry.finish(Outcome::Err, e.clone().into_bytes(), now_ms()),
+                Err(e) => entry.finish(Outcome::Err, crate::activation::bounded(e.clone()).into_bytes(), now_ms()),
             };
             self.append(pos, entry).await?;
             Ok(result)

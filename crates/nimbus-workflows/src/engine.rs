@@ -105,14 +105,23 @@ impl Engine {
         self.revisions.lock().expect("revisions").get(revision)?.get(workflow).cloned()
     }
 
+    /// Whether a loaded revision has workflow `name`.
+    pub(crate) fn serves(&self, name: &str) -> bool {
+        self.revisions.lock().expect("revisions").values().any(|defs| defs.contains_key(name))
+    }
+
     fn register(&self, revision: &str, defs: HashMap<String, Def>) {
         self.revisions.lock().expect("revisions").insert(revision.to_string(), defs);
         let engine = self.this.upgrade().expect("registering on a live engine");
         let revision = revision.to_string();
         tokio::spawn(async move {
-            if let Err(e) = engine.resume_revision(&revision).await {
+            while let Err(e) = engine.resume_revision(&revision).await {
                 tracing::error!(app = %engine.app, revision = %revision, error = %nimbus_observe::report(&e),
-                    "cannot read the unfinished workflow runs; they resume when the store answers");
+                    "cannot read the unfinished workflow runs; trying again in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !engine.revisions.lock().expect("revisions").contains_key(&revision) {
+                    return;
+                }
             }
         });
     }
@@ -179,10 +188,15 @@ impl Engine {
     async fn drive(self: Arc<Self>, run: String) {
         let Ok(_slot) = self.slots.clone().acquire_owned().await else { return };
         loop {
-            if let Err(e) = crate::activation::activate(&self, &run).await {
-                tracing::warn!(app = %self.app, run = %run, error = %nimbus_observe::report(&e),
-                    "workflow run could not go on; trying again shortly");
-                self.wake_at(now_ms() + RETRY_AFTER_MS, &run);
+            match crate::activation::activate(&self, &run).await {
+                Ok(()) => {}
+                Err(e) if transient(&e) => {
+                    tracing::warn!(app = %self.app, run = %run, error = %nimbus_observe::report(&e),
+                        "workflow run could not go on; trying again shortly");
+                    self.wake_at(now_ms() + RETRY_AFTER_MS, &run);
+                }
+                Err(e) => tracing::error!(app = %self.app, run = %run, error = %nimbus_observe::report(&e),
+                    "workflow run cannot go on: its journal cannot be read or written; it is left as it is"),
             }
             let mut driving = self.driving.lock().expect("driving");
             if driving.get(&run) == Some(&true) {
@@ -267,6 +281,17 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Whether trying again later may cure `e` (a store that did not answer, another writer); a
+/// record this build cannot read or a value over a limit stays so.
+fn transient(e: &JournalError) -> bool {
+    use nimbus_state::KvError;
+    match e {
+        JournalError::Conflict => true,
+        JournalError::Store(e) => !matches!(e, KvError::Corrupt(_) | KvError::Invalid { .. } | KvError::NotANumber(_)),
+        _ => false,
     }
 }
 

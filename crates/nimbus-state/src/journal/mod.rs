@@ -24,7 +24,17 @@ pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 /// The most positions one run's journal may have.
 pub const MAX_ENTRIES: u32 = 100_000;
 /// The most signals one run may be sent.
-pub const MAX_SIGNALS: u64 = 10_000;
+pub const MAX_SIGNALS: u64 = 1_000;
+/// The largest signal payload (every activation of a waiting run reads its signals).
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+/// The longest signal name.
+pub const MAX_SIGNAL_NAME: usize = 128;
+/// How often, and how long each time, a start that lost the race for its idempotency key
+/// waits for the winner's run to be stored.
+const CLAIM_WAITS: u32 = 50;
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// The longest run id.
+const MAX_RUN_ID: usize = 64;
 /// The longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
@@ -34,15 +44,17 @@ pub enum JournalError {
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] KvError),
-    /// The value is over [`MAX_PAYLOAD_BYTES`].
+    /// The value is over its limit ([`MAX_PAYLOAD_BYTES`], [`MAX_SIGNAL_BYTES`]).
     #[error(
-        "{what} is {size} bytes, over the journal's limit of {MAX_PAYLOAD_BYTES} bytes; keep large data in a KV bucket or blob and journal its key"
+        "{what} is {size} bytes, over the journal's limit of {limit} bytes; keep large data in a KV bucket or blob and journal its key"
     )]
     TooLarge {
         /// What was too large.
         what: String,
         /// Its size.
         size: usize,
+        /// The limit.
+        limit: usize,
     },
     /// The run's journal has [`MAX_ENTRIES`] positions.
     #[error("the run's journal is full ({MAX_ENTRIES} positions); split the work into several runs")]
@@ -53,6 +65,9 @@ pub enum JournalError {
     /// The run was sent [`MAX_SIGNALS`] signals already.
     #[error("the run was sent {MAX_SIGNALS} signals already; it takes no more")]
     TooManySignals,
+    /// A signal name is empty, too long, or holds `/` or control characters.
+    #[error("invalid signal name: 1 to {MAX_SIGNAL_NAME} bytes, no `/` or control characters")]
+    InvalidName,
     /// The idempotency key is empty, too long or not printable.
     #[error("invalid idempotency key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")]
     InvalidKey,
@@ -74,9 +89,21 @@ pub struct Journal {
     bucket: Bucket,
 }
 
+/// A stored run, or `None` (logged) for one this build cannot read: one bad record must not stop
+/// every other run from being listed or resumed.
+fn readable(key: &str, run: Result<Run, KvError>) -> Option<Run> {
+    match run {
+        Ok(run) => Some(run),
+        Err(e) => {
+            tracing::error!(key, error = %e, "a workflow run record cannot be read; it is skipped");
+            None
+        }
+    }
+}
+
 fn check_size(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<(), JournalError> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
-        Err(JournalError::TooLarge { what: what(), size: bytes.len() })
+        Err(JournalError::TooLarge { what: what(), size: bytes.len(), limit: MAX_PAYLOAD_BYTES })
     } else {
         Ok(())
     }
@@ -119,27 +146,42 @@ impl Journal {
             {
                 let existing = self.kv.get(&self.bucket, &index).await?.map(|e| e.value);
                 let id = existing.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
-                // A start that crashed after claiming the key and before storing its run left
-                // the key pointing at nothing: this start finishes it under that id.
-                if let Some(found) = self.run(&id).await? {
-                    return Ok(Created::Existing(Box::new(found.0)));
+                // The start that claimed the key stores its run next; give it a moment.
+                for _ in 0..CLAIM_WAITS {
+                    if let Some(found) = self.run(&id).await? {
+                        return Ok(Created::Existing(Box::new(found.0)));
+                    }
+                    tokio::time::sleep(CLAIM_WAIT).await;
                 }
+                // It crashed between claiming the key and storing its run: this start stores
+                // one under that id — unless the claimer got there after all (first one wins).
                 let mut run = run.clone();
                 run.id = id;
-                return self.store_new(&run).await.map(|()| Created::Existing(Box::new(run)));
+                return match self.store_new(&run).await? {
+                    None => Ok(Created::Existing(Box::new(run))),
+                    Some(stored) => Ok(Created::Existing(Box::new(stored))),
+                };
             }
         }
-        self.store_new(run).await.map(|()| Created::New)
+        match self.store_new(run).await? {
+            None => Ok(Created::New),
+            Some(stored) => Ok(Created::Existing(Box::new(stored))),
+        }
     }
 
-    async fn store_new(&self, run: &Run) -> Result<(), JournalError> {
-        let pairs = vec![(format!("a/{}", run.id), Bytes::new()), (format!("r/{}", run.id), Self::encode_run(run))];
-        Ok(self.kv.set_many(&self.bucket, pairs).await?)
+    /// Stores a new run unless one with its id exists (returned instead): its record is written
+    /// only if absent, so a run is never reset.
+    async fn store_new(&self, run: &Run) -> Result<Option<Run>, JournalError> {
+        self.kv.set(&self.bucket, &format!("a/{}", run.id), Bytes::new(), None).await?;
+        match self.kv.compare_and_swap(&self.bucket, &format!("r/{}", run.id), None, Self::encode_run(run)).await? {
+            Swap::Done(_) => Ok(None),
+            Swap::Conflict(_) => Ok(self.run(&run.id).await?.map(|(r, _)| r)),
+        }
     }
 
     /// A run and the revision to update it at.
     pub async fn run(&self, id: &str) -> Result<Option<(Run, u64)>, JournalError> {
-        if id.is_empty() || id.contains('/') {
+        if id.is_empty() || id.len() > MAX_RUN_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Ok(None);
         }
         match self.kv.get(&self.bucket, &format!("r/{id}")).await? {
@@ -225,7 +267,13 @@ impl Journal {
 
     /// Stores a signal for a run; returns its sequence number.
     pub async fn signal(&self, id: &str, name: &str, payload: Vec<u8>, sent_ms: u64) -> Result<u64, JournalError> {
-        check_size(|| format!("the payload of signal `{name}`"), &payload)?;
+        if name.is_empty() || name.len() > MAX_SIGNAL_NAME || name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(JournalError::InvalidName);
+        }
+        if payload.len() > MAX_SIGNAL_BYTES {
+            let what = format!("the payload of signal `{name}`");
+            return Err(JournalError::TooLarge { what, size: payload.len(), limit: MAX_SIGNAL_BYTES });
+        }
         let seq = self.kv.increment(&self.bucket, &format!("n/{id}"), 1).await? as u64;
         if seq > MAX_SIGNALS {
             return Err(JournalError::TooManySignals);
@@ -262,25 +310,29 @@ impl Journal {
 
     /// Every unfinished run.
     pub async fn unfinished_runs(&self) -> Result<Vec<Run>, JournalError> {
-        let keys: Vec<String> = self.unfinished().await?.into_iter().map(|id| format!("r/{id}")).collect();
-        let mut runs = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(256) {
-            for value in self.kv.get_many(&self.bucket, chunk).await?.into_iter().flatten() {
-                runs.push(Self::decode_run(&value.value)?);
-            }
+        let ids = self.unfinished().await?;
+        let mut runs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(256) {
+            runs.extend(self.runs_of(chunk).await?);
         }
         Ok(runs)
     }
 
-    /// Up to `limit` runs after `cursor` (a run id), by id.
-    pub async fn runs(&self, cursor: Option<&str>, limit: usize) -> Result<(Vec<Run>, Option<String>), JournalError> {
-        let cursor = cursor.map(|c| format!("r/{c}"));
-        let page = self.kv.list(&self.bucket, "r/", cursor.as_deref(), limit).await?;
-        let mut runs = Vec::with_capacity(page.keys.len());
-        for value in self.kv.get_many(&self.bucket, &page.keys).await?.into_iter().flatten() {
-            runs.push(Self::decode_run(&value.value)?);
+    /// The ids of every run, oldest first (ids start with their start time).
+    pub async fn run_ids(&self) -> Result<Vec<String>, JournalError> {
+        Ok(self.all_keys("r/").await?.into_iter().map(|k| k["r/".len()..].to_string()).collect())
+    }
+
+    /// The runs of `ids` that exist and can be read, in that order.
+    pub async fn runs_of(&self, ids: &[String]) -> Result<Vec<Run>, JournalError> {
+        let keys: Vec<String> = ids.iter().map(|id| format!("r/{id}")).collect();
+        let mut runs = Vec::with_capacity(keys.len());
+        for (key, value) in keys.iter().zip(self.kv.get_many(&self.bucket, &keys).await?) {
+            if let Some(run) = value.and_then(|v| readable(key, Self::decode_run(&v.value))) {
+                runs.push(run);
+            }
         }
-        Ok((runs, page.cursor.map(|c| c.trim_start_matches("r/").to_string())))
+        Ok(runs)
     }
 
     async fn all_keys(&self, prefix: &str) -> Result<Vec<String>, JournalError> {
