@@ -355,6 +355,32 @@ async fn events_and_cron_ticks_start_runs() {
     assert!(tick["output"].as_str().unwrap().starts_with("done 20"), "the tick's time is the input: {tick:#}");
 }
 
+/// Finished runs are deleted once their workflow's `retention_s` has passed, journal, signals and
+/// idempotency key with them (the key starts a new run then); unfinished ones stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_runs_are_deleted_after_their_retention() {
+    let app = app("");
+    let manifest = std::fs::read_to_string(app.path().join("nimbus.toml")).unwrap();
+    let manifest = manifest
+        .replace("component = \"order\"\npublic = true\n", "component = \"order\"\npublic = true\nretention_s = 2\n");
+    std::fs::write(app.path().join("nimbus.toml"), manifest).unwrap();
+    let server = app.up(&[]);
+    let (_, done) = start(&server.base, "old;pure", Some("k-old")).await;
+    let (_, waiting) = start(&server.base, "live;pure;signal", None).await;
+    let (done, waiting) = (done["run"].as_str().unwrap().to_string(), waiting["run"].as_str().unwrap().to_string());
+    until(&server.base, &done, finished).await;
+    until(&server.base, &waiting, status_is("waiting")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client().get(server.url(&format!("/workflows/order/{done}"))).send().await.unwrap().status() != 404 {
+        assert!(Instant::now() < deadline, "the finished run was never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(show(&server.base, &waiting).await["status"], "waiting", "an unfinished run stays");
+    let (status, again) = start(&server.base, "new;pure", Some("k-old")).await;
+    assert_eq!(status, 202, "the deleted run's key starts a new run");
+    assert_ne!(again["run"], done.as_str());
+}
+
 /// A workflow reaches what its grants allow and nothing else: a call to a component it may
 /// invoke is answered (and journaled), one to another is refused; without `grants.kv` it does
 /// not load at all.

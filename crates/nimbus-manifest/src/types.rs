@@ -428,6 +428,14 @@ pub struct WorkflowTrigger {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub timezone: Option<TimeZone>,
+    /// Seconds a finished run (its journal, output and signals) is kept before it is deleted
+    /// (default 7 days).
+    #[serde(default = "default_retention_s")]
+    pub retention_s: u64,
+}
+
+fn default_retention_s() -> u64 {
+    7 * 24 * 3600
 }
 
 impl WorkflowTrigger {

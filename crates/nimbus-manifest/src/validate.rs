@@ -305,6 +305,7 @@ fn check_workflow_triggers(m: &Manifest, out: &mut Vec<Problem>) {
                 "point it at a wasm component",
             ));
         }
+        check_ranges(&at, [("retention_s", t.retention_s, 1, 10 * 365 * 24 * 3600, "seconds")], out);
         if let Some(topic) = &t.topic
             && let Err(e) = app_topic_name(topic, true)
         {

@@ -322,6 +322,13 @@ async fn the_workflow_journal_writes_each_position_once(b: Backend) {
     assert!(matches!(j.update(&r, rev).await, Err(JournalError::Conflict)));
     assert!(j.unfinished().await.unwrap().is_empty());
     assert_eq!(j.run("r1").await.unwrap().unwrap().0.output.as_deref(), Some(&b"out"[..]));
+    // A finished run is in the finished index until it is deleted, with all it had.
+    assert_eq!(j.finished().await.unwrap().iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["r1"]);
+    j.delete_finished("r1").await.unwrap();
+    assert!(j.run("r1").await.unwrap().is_none());
+    assert!(j.entries("r1").await.unwrap().is_empty() && j.signals("r1").await.unwrap().is_empty());
+    assert!(j.finished().await.unwrap().is_empty());
+    assert_eq!(j.create(&run("r4", Some("k1"))).await.unwrap(), Created::New, "the key is free again");
     // Another app's journal is another bucket.
     let other = journal::Journal::new(kv, "other").unwrap();
     assert!(other.run("r1").await.unwrap().is_none());

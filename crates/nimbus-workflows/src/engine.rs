@@ -92,6 +92,7 @@ impl Engine {
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE)),
         });
         tokio::spawn(timer_loop(Arc::downgrade(&engine)));
+        tokio::spawn(retention_loop(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -295,6 +296,63 @@ fn transient(e: &JournalError) -> bool {
     }
 }
 
+/// How long finished runs of a workflow no loaded revision names are kept.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest pause between two passes deleting finished runs past their retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+impl Engine {
+    /// How long finished runs of `workflow` are kept: the longest any loaded revision says.
+    fn retention(&self, workflow: &str) -> Duration {
+        let revisions = self.revisions.lock().expect("revisions");
+        revisions.values().filter_map(|defs| defs.get(workflow)).map(|d| d.retention).max().unwrap_or(DEFAULT_RETENTION)
+    }
+
+    /// The shortest retention of any loaded workflow.
+    fn shortest_retention(&self) -> Duration {
+        let revisions = self.revisions.lock().expect("revisions");
+        revisions.values().flat_map(|defs| defs.values()).map(|d| d.retention).min().unwrap_or(DEFAULT_RETENTION)
+    }
+
+    /// Deletes the finished runs past their workflow's retention; returns how many.
+    async fn delete_expired(&self) -> Result<usize, JournalError> {
+        let now = now_ms();
+        let shortest = self.shortest_retention().as_millis() as u64;
+        let mut deleted = 0;
+        for (at, id) in self.journal.finished().await? {
+            if now.saturating_sub(at) < shortest {
+                break; // oldest first: none after this one is old enough either
+            }
+            let Some((run, _)) = self.journal.run(&id).await? else { continue };
+            if now.saturating_sub(at) >= self.retention(&run.workflow).as_millis() as u64 {
+                self.journal.delete_finished(&id).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Deletes finished runs past their retention, every half the shortest retention (1 s to 10
+/// min, re-read every second as revisions come and go), until the engine is dropped.
+async fn retention_loop(engine: Weak<Engine>) {
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(e) = engine.upgrade() else { return };
+        if last.elapsed() < (e.shortest_retention() / 2).clamp(Duration::from_secs(1), RETENTION_EVERY) {
+            continue;
+        }
+        last = std::time::Instant::now();
+        match e.delete_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(app = %e.app, deleted = n, "finished workflow runs past their retention deleted"),
+            Err(err) => tracing::warn!(app = %e.app, error = %nimbus_observe::report(&err),
+                "cannot delete finished workflow runs past their retention; trying again later"),
+        }
+    }
+}
+
 /// Wakes runs whose timers are due, until the engine is dropped.
 async fn timer_loop(engine: Weak<Engine>) {
     loop {
@@ -339,7 +397,8 @@ impl WorkflowHost {
             .filter_map(|t| {
                 let target = gateway.target(&t.component)?;
                 let Backend::Function(function) = &target.backend else { return None };
-                Some((t.name.clone(), Def { function: function.clone(), target }))
+                let retention = Duration::from_secs(t.retention_s);
+                Some((t.name.clone(), Def { function: function.clone(), target, retention }))
             })
             .collect();
         if defs.is_empty() {

@@ -14,6 +14,8 @@ const CAPACITY_WAIT: std::time::Duration = std::time::Duration::from_millis(100)
 pub(crate) struct Def {
     pub(crate) function: Function,
     pub(crate) target: Arc<Target>,
+    /// How long its finished runs are kept.
+    pub(crate) retention: std::time::Duration,
 }
 
 /// Runs step `name` until it succeeds, fails for good or runs out of attempts; the outcome and

@@ -5,7 +5,7 @@
 //! Layout in the app's reserved `workflows` bucket: `r/RUN` the run, `j/RUN/POS` its journal
 //! (one key per position, written with compare-and-swap so a position is written once), `s/RUN/SEQ`
 //! its signals, `n/RUN` the signal counter, `i/WORKFLOW/KEY` the run an idempotency key started,
-//! `a/RUN` present while the run is unfinished. Values are versioned frames (`frame`).
+//! `a/RUN` present while the run is unfinished, `f/WHEN/RUN` once it finished (for retention). Values are versioned frames (`frame`).
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,6 +87,11 @@ pub enum Created {
 pub struct Journal {
     kv: Arc<dyn KvStore>,
     bucket: Bucket,
+}
+
+/// The key of a finished run in the index retention reads: `f/WHEN/ID`.
+fn finished_key(run: &Run) -> String {
+    format!("f/{:013}/{}", run.updated_ms, run.id)
 }
 
 /// A stored run, or `None` (logged) for one this build cannot read: one bad record must not stop
@@ -203,6 +208,8 @@ impl Journal {
         {
             Swap::Done(rev) => {
                 if run.status.is_finished() {
+                    // Finished: into the index retention reads, out of the unfinished one.
+                    self.kv.set(&self.bucket, &finished_key(run), Bytes::new(), None).await?;
                     self.kv.delete(&self.bucket, &format!("a/{}", run.id)).await?;
                 }
                 Ok(rev)
@@ -316,6 +323,49 @@ impl Journal {
             runs.extend(self.runs_of(chunk).await?);
         }
         Ok(runs)
+    }
+
+    /// The finished runs, as (when they finished, Unix ms; id), oldest first.
+    pub async fn finished(&self) -> Result<Vec<(u64, String)>, JournalError> {
+        Ok(self
+            .all_keys("f/")
+            .await?
+            .iter()
+            .filter_map(|k| {
+                let (at, id) = k.strip_prefix("f/")?.split_once('/')?;
+                Some((at.parse().ok()?, id.to_string()))
+            })
+            .collect())
+    }
+
+    /// Deletes a finished run with its journal, signals and idempotency key; the run record
+    /// goes last, so a delete cut short is done again by the next one. Unfinished runs stay.
+    pub async fn delete_finished(&self, id: &str) -> Result<(), JournalError> {
+        let Some((run, _)) = self.run(id).await? else { return Ok(()) };
+        if !run.status.is_finished() {
+            return Ok(());
+        }
+        let entries = self.entries(id).await?.len() as u32;
+        for pos in 0..entries {
+            self.kv.delete(&self.bucket, &Self::entry_key(id, pos)).await?;
+        }
+        let sent = match self.kv.get(&self.bucket, &format!("n/{id}")).await? {
+            Some(n) => String::from_utf8_lossy(&n.value).trim().parse::<u64>().unwrap_or(0).min(MAX_SIGNALS),
+            None => 0,
+        };
+        for seq in 1..=sent {
+            self.kv.delete(&self.bucket, &format!("s/{id}/{seq:09}")).await?;
+        }
+        self.kv.delete(&self.bucket, &format!("n/{id}")).await?;
+        if let Some(key) = &run.idempotency_key {
+            let index = format!("i/{}/{key}", run.workflow);
+            if self.kv.get(&self.bucket, &index).await?.is_some_and(|e| e.value == id.as_bytes()) {
+                self.kv.delete(&self.bucket, &index).await?;
+            }
+        }
+        self.kv.delete(&self.bucket, &format!("r/{id}")).await?;
+        self.kv.delete(&self.bucket, &finished_key(&run)).await?;
+        Ok(())
     }
 
     /// The ids of every run, oldest first (ids start with their start time).
