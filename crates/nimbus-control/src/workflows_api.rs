@@ -39,16 +39,13 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
         .route("/v1/apps/{app}/workflows/{name}/runs/{run}/cancel", post(cancel))
 }
 
-/// Does `op` on workflow `name` of `app`, once the caller may make calls of `scope` on its data.
+/// Does `op` on workflow `name` of `app` (the caller checked first: before reading a body).
 async fn call(
     s: &DataState,
-    caller: &Caller,
-    scope: Scope,
     app: &str,
     name: &str,
     op: WorkflowOp,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(caller, scope, app)?;
     let workflows = match &s.workflows {
         Some(found) => found.of(app).await,
         None => None,
@@ -91,8 +88,9 @@ async fn list(
     caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
+    s.check_app(&caller, Scope::DataRead, &app)?;
     let q = crate::api::query(q)?;
-    call(&s, &caller, Scope::DataRead, &app, &name, WorkflowOp::List { revision: q.revision, status: q.status }).await
+    call(&s, &app, &name, WorkflowOp::List { revision: q.revision, status: q.status }).await
 }
 
 /// Starts a run with the request body as its input: 202 with the run; with an
@@ -120,7 +118,7 @@ async fn start(
         }
     };
     let input = crate::data::read_body(body, MAX_PAYLOAD_BYTES, "a workflow's input").await?.to_vec();
-    call(&s, &caller, Scope::DataWrite, &app, &name, WorkflowOp::Start { input, idempotency_key }).await
+    call(&s, &app, &name, WorkflowOp::Start { input, idempotency_key }).await
 }
 
 /// A run with its timeline (one entry per journal position) and the signals sent to it.
@@ -131,7 +129,8 @@ async fn show(
     Path((app, name, run)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    call(&s, &caller, Scope::DataRead, &app, &name, WorkflowOp::Show { run }).await
+    s.check_app(&caller, Scope::DataRead, &app)?;
+    call(&s, &app, &name, WorkflowOp::Show { run }).await
 }
 
 /// Sends a signal (the request body is its payload) to an unfinished run: 202.
@@ -147,7 +146,7 @@ async fn signal(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
     s.check_app(&caller, Scope::DataWrite, &app)?;
     let payload = crate::data::read_body(body, MAX_PAYLOAD_BYTES, "a signal's payload").await?.to_vec();
-    call(&s, &caller, Scope::DataWrite, &app, &name, WorkflowOp::Signal { run, signal, payload }).await
+    call(&s, &app, &name, WorkflowOp::Signal { run, signal, payload }).await
 }
 
 /// Cancels an unfinished run: its compensations run, then it ends `cancelled` (202).
@@ -158,5 +157,6 @@ async fn cancel(
     Path((app, name, run)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    call(&s, &caller, Scope::DataWrite, &app, &name, WorkflowOp::Cancel { run }).await
+    s.check_app(&caller, Scope::DataWrite, &app)?;
+    call(&s, &app, &name, WorkflowOp::Cancel { run }).await
 }

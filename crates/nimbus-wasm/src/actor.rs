@@ -66,7 +66,7 @@ pub(crate) struct ActorClient;
 
 /// The actor types one component may call, and the actor host once bound.
 pub(crate) struct ClientGrants {
-    grants: Arc<[String]>,
+    grants: Box<[String]>,
     /// Set once the app's actor host exists (it needs the loaded functions first).
     invoker: OnceLock<Arc<dyn ActorInvoker>>,
 }
@@ -76,26 +76,26 @@ impl Capability for ActorClient {
     const EXAMPLE: &'static str = r#"["ACTOR_TYPE"]"#;
     const INTERFACES: &'static [&'static str] = &["nimbus:actor/client"];
     type Backend = ();
-    type App = ClientGrants;
+    type App = Arc<ClientGrants>;
     type Instance = ClientCtx;
 
-    fn configure((): &(), component: &Component) -> Result<Option<ClientGrants>, LinkError> {
+    fn configure((): &(), component: &Component) -> Result<Option<Self::App>, LinkError> {
         let grants = &component.grants.actors;
         Ok((!grants.is_empty())
-            .then(|| ClientGrants { grants: grants.iter().cloned().collect(), invoker: OnceLock::new() }))
+            .then(|| Arc::new(ClientGrants { grants: grants.iter().cloned().collect(), invoker: OnceLock::new() })))
     }
 
     fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         client::add_to_linker::<_, HasClient>(linker, |s| s.capability::<ActorClient>().0)
     }
 
-    fn prepare(app: &ClientGrants, ctx: &PrepareContext<'_>) -> ClientCtx {
-        ClientCtx { invoker: app.invoker.get().cloned(), grants: app.grants.clone(), scope: ctx.scope.clone() }
+    fn prepare(app: &Self::App, ctx: &PrepareContext<'_>) -> ClientCtx {
+        ClientCtx { client: app.clone(), scope: ctx.scope.clone() }
     }
 }
 
 impl ClientGrants {
-    /// Calls `actor_type` if granted and bound (a workflow's `call`).
+    /// Calls `actor_type` if granted and bound (a guest's `call`, or a workflow's).
     pub(crate) fn call(
         &self,
         actor_type: &str,
@@ -128,8 +128,7 @@ impl crate::Function {
 
 /// The actor-calling capability of one invocation.
 pub(crate) struct ClientCtx {
-    invoker: Option<Arc<dyn ActorInvoker>>,
-    grants: Arc<[String]>,
+    client: Arc<ClientGrants>,
     scope: Arc<Scope>,
 }
 
@@ -147,13 +146,7 @@ impl client::Host for ClientCtx {
         span.set_with("rpc.service", || actor_type.clone());
         span.set_with("rpc.method", || method.clone());
         span.set_with("nimbus.actor.key", || key.clone());
-        let result = if !self.grants.contains(&actor_type) {
-            Err(format!("actor type `{actor_type}` is not in grants.actors"))
-        } else if let Some(invoker) = self.invoker.clone() {
-            invoker.call(&actor_type, &key, &method, input, &self.scope.request_id, span.handle()).await
-        } else {
-            Err("this app serves no actors".into())
-        };
+        let result = self.client.call(&actor_type, &key, &method, input, &self.scope.request_id, span.handle()).await;
         if let Err(e) = &result {
             span.set_error("actor_call", e);
         }

@@ -36,6 +36,26 @@ impl InvocationLimits {
         (store, deadline)
     }
 
+    /// A store whose guest may run for the timeout in all, not counting the time `elsewhere`
+    /// says it spent outside the guest (a workflow's `run`, waiting on its steps); yields to
+    /// other requests every epoch tick like [`InvocationLimits::new_store`]'s.
+    pub(crate) fn new_guest_time_store<T: InvocationState>(
+        &self,
+        engine: &Engine,
+        data: T,
+        elsewhere: fn(&T) -> Duration,
+    ) -> Store<T> {
+        let (started, timeout) = (Instant::now(), self.timeout);
+        let mut store = Store::new(engine, data);
+        store.limiter(|s| s.store_limits());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            let guest_time = started.elapsed().saturating_sub(elsewhere(ctx.data()));
+            if guest_time >= timeout { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        store
+    }
+
     /// Stops the guest at `deadline` and, until then, yields to other requests every epoch tick
     /// so a busy guest never monopolises a worker thread.
     fn arm<T>(&self, store: &mut Store<T>, deadline: Instant) {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use nimbus_observe::{SpanKind, SpanRef};
 use wasmtime::component::{HasData, Linker};
-use wasmtime::{Trap, UpdateDeadline};
 
 use crate::guest::GuestState;
 use crate::scope::Run;
@@ -259,14 +258,7 @@ impl Function {
         let mut run = Run::start(settings, &mut inv, || None);
         let mut guest = GuestState::new(settings, &run.scope, inv.lease);
         guest.workflow = WorkflowCtx { driver: Some(driver), in_host: Duration::ZERO };
-        let mut store = wasmtime::Store::new(pre.engine(), guest);
-        store.limiter(|s| crate::store::InvocationState::store_limits(s));
-        let started = Instant::now();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            let guest_time = started.elapsed().saturating_sub(ctx.data().workflow.in_host);
-            if guest_time >= limits.timeout { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
-        });
+        let mut store = limits.new_guest_time_store(pre.engine(), guest, |g| g.workflow.in_host);
         let result = async {
             let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
             match instance.nimbus_workflow_handler().call_run(&mut store, input).await {

@@ -46,9 +46,13 @@ fn refused(status: StatusCode, message: String) -> (StatusCode, Value) {
 impl WorkflowHost {
     async fn answer(&self, name: &str, op: WorkflowOp) -> Result<(StatusCode, Value), JournalError> {
         let engine = &self.engine;
-        let run_of = |run: Option<Run>, id: &str| match run {
-            Some(run) if run.workflow == name => Ok(run),
-            _ => Err(refused(StatusCode::NOT_FOUND, format!("workflow `{name}` has no run `{id}`"))),
+        // Run `id` of this workflow, or the 404 to answer.
+        let run_of = async |id: &str| match engine.journal.run(id).await? {
+            Some((run, _)) if run.workflow == name => Ok(Ok(run)),
+            _ => Ok::<_, JournalError>(Err(refused(
+                StatusCode::NOT_FOUND,
+                format!("workflow `{name}` has no run `{id}`"),
+            ))),
         };
         Ok(match op {
             WorkflowOp::Start { input, idempotency_key } => {
@@ -87,7 +91,7 @@ impl WorkflowHost {
                 (StatusCode::OK, json!({ "runs": runs.iter().map(run_json).collect::<Vec<_>>() }))
             }
             WorkflowOp::Show { run } => {
-                let found = match run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                let found = match run_of(&run).await? {
                     Ok(found) => found,
                     Err(refusal) => return Ok(refusal),
                 };
@@ -102,7 +106,7 @@ impl WorkflowHost {
                 (StatusCode::OK, answer)
             }
             WorkflowOp::Signal { run, signal, payload } => {
-                let found = match run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                let found = match run_of(&run).await? {
                     Ok(found) => found,
                     Err(refusal) => return Ok(refusal),
                 };
@@ -118,7 +122,7 @@ impl WorkflowHost {
                 }
             }
             WorkflowOp::Cancel { run } => {
-                if let Err(refusal) = run_of(engine.journal.run(&run).await?.map(|(r, _)| r), &run) {
+                if let Err(refusal) = run_of(&run).await? {
                     return Ok(refusal);
                 }
                 match engine.cancel(&run).await? {

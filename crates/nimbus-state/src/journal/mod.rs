@@ -236,6 +236,10 @@ impl Journal {
         }
     }
 
+    fn signal_key(id: &str, seq: u64) -> String {
+        format!("s/{id}/{seq:09}")
+    }
+
     fn entry_key(id: &str, pos: u32) -> String {
         format!("j/{id}/{pos:06}")
     }
@@ -287,17 +291,23 @@ impl Journal {
         }
         let signal = Signal { seq, name: name.into(), sent_ms, payload };
         let value = frame::encode(&signal, &[&signal.payload]);
-        self.kv.set(&self.bucket, &format!("s/{id}/{seq:09}"), value.into(), None).await?;
+        self.kv.set(&self.bucket, &Self::signal_key(id, seq), value.into(), None).await?;
         Ok(seq)
+    }
+
+    /// How many signal numbers a run took (the highest stored; some may be gaps).
+    async fn signals_sent(&self, id: &str) -> Result<u64, JournalError> {
+        let key = format!("n/{id}");
+        Ok(match self.kv.get(&self.bucket, &key).await? {
+            Some(n) => u64::try_from(crate::kv::parse_int(&key, &n.value)?).unwrap_or(0).min(MAX_SIGNALS),
+            None => 0,
+        })
     }
 
     /// The signals sent to a run, in the order sent.
     pub async fn signals(&self, id: &str) -> Result<Vec<Signal>, JournalError> {
-        let sent = match self.kv.get(&self.bucket, &format!("n/{id}")).await? {
-            Some(n) => String::from_utf8_lossy(&n.value).trim().parse::<u64>().unwrap_or(0).min(MAX_SIGNALS),
-            None => return Ok(Vec::new()),
-        };
-        let keys: Vec<String> = (1..=sent).map(|seq| format!("s/{id}/{seq:09}")).collect();
+        let sent = self.signals_sent(id).await?;
+        let keys: Vec<String> = (1..=sent).map(|seq| Self::signal_key(id, seq)).collect();
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(256) {
             // A number taken by a send that failed before storing its signal is a gap.
@@ -349,12 +359,9 @@ impl Journal {
         for pos in 0..entries {
             self.kv.delete(&self.bucket, &Self::entry_key(id, pos)).await?;
         }
-        let sent = match self.kv.get(&self.bucket, &format!("n/{id}")).await? {
-            Some(n) => String::from_utf8_lossy(&n.value).trim().parse::<u64>().unwrap_or(0).min(MAX_SIGNALS),
-            None => 0,
-        };
+        let sent = self.signals_sent(id).await?;
         for seq in 1..=sent {
-            self.kv.delete(&self.bucket, &format!("s/{id}/{seq:09}")).await?;
+            self.kv.delete(&self.bucket, &Self::signal_key(id, seq)).await?;
         }
         self.kv.delete(&self.bucket, &format!("n/{id}")).await?;
         if let Some(key) = &run.idempotency_key {
