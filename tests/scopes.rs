@@ -41,6 +41,7 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("PUT", "/v1/apps/{app}/traffic", Some("traffic")),
     ("POST", "/v1/deployments", Some("deploy")),
     ("GET", "/v1/logs", Some("read")),
+    ("GET", "/v1/nodes", Some("read")),
     ("POST", "/v1/secrets/rotate", Some("admin")),
     ("GET", "/v1/tokens", Some("admin")),
     ("POST", "/v1/tokens", Some("admin")),

@@ -16,6 +16,7 @@
 
 mod actors;
 mod build;
+mod cluster;
 mod connections;
 mod deploy;
 mod doctor;
@@ -87,6 +88,13 @@ enum Command {
         remote: remote::RemoteArgs,
         #[command(flatten)]
         args: manage::RollbackArgs,
+    },
+    /// List the platform's nodes: status, labels, version, load, what each serves.
+    Nodes {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: cluster::NodesCommand,
     },
     /// Create, list and revoke API tokens (admin).
     Tokens {
@@ -178,6 +186,7 @@ pub fn main() -> ExitCode {
         Command::Revisions { remote, command } => manage::revisions(&remote, &command),
         Command::Traffic { remote, args } => manage::traffic(&remote, &args),
         Command::Rollback { remote, args } => manage::rollback(&remote, &args),
+        Command::Nodes { remote, command } => cluster::nodes(&remote, &command),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
         Command::Secrets { remote, command } => secrets::run(&remote, &command),
         Command::Events { data, command } => events::run(&data, &command),

@@ -70,6 +70,8 @@ pub(crate) struct ServerArgs {
     #[command(flatten)]
     storage: BackendArgs,
     #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
+    #[command(flatten)]
     observe: ObserveArgs,
     #[command(flatten)]
     engine: EngineArgs,
@@ -101,6 +103,7 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     check_tls(&args)?;
+    args.cluster.check(args.storage.nats.as_deref())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -166,10 +169,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     harden_data_dir(&data_dir)?;
-    let db = data_dir.join("control.redb");
-    let store = Arc::new(Store::open(&db).with_context(|| {
-        format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
-    })?);
+    let mut control = args.cluster.open(args.storage.nats.as_deref(), &data_dir).await?;
+    let store = control.store.clone();
     let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
     let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
     nimbus_control::migrate_state(&store, &*kv)
@@ -239,6 +240,15 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (gateway_addr, api_addr) = (gateway_listener.local_addr()?, api_listener.local_addr()?);
+    let nodes = Arc::new(
+        args.cluster
+            .nodes(&control, &data_dir, format!("{scheme}://{gateway_addr}"), format!("{scheme}://{api_addr}"))
+            .await?,
+    );
+    if let Some(changes) = control.changes.take() {
+        tokio::spawn(platform.clone().converge(vault.clone(), changes));
+    }
+    tokio::spawn(nodes.clone().heartbeat(Arc::downgrade(&platform)));
     let shutdown = shutdown_signal()?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -257,6 +267,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     crate::tls::print_ca(tls.as_ref());
     println!("  Data:        {}", data_dir.display());
+    println!("  Node:        {}", args.cluster.describe(args.storage.nats.as_deref()));
     println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{api_addr}")));
     println!("  Events:      {} bus; POST {scheme}://{gateway_addr}/events/TOPIC", bus.backend());
     println!("  Identity:    {}", args.identity.describe(&data_dir));
@@ -287,6 +298,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         uploads,
         kv: Some(kv),
         vault,
+        nodes: nodes.clone(),
     }));
     let api_server = nimbus_gateway::serve(api_listener, Arc::new(ApiHandler::new(api)), stopped(), listeners.api);
     let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), listeners.gateway);
@@ -299,6 +311,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let (api_result, gateway_result) = tokio::join!(api_server, gateway_server);
+    nodes.leave().await;
     platform.shutdown().await;
     api_result.context("the control API failed")?;
     gateway_result.context("the gateway failed")?;

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub kv: Option<Arc<dyn nimbus_state::KvStore>>,
     /// The apps' secrets.
     pub vault: Arc<crate::Vault>,
+    /// The platform's nodes.
+    pub nodes: Arc<crate::Nodes>,
 }
 
 type AppState = State<Arc<ApiState>>;
@@ -62,6 +64,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps/{app}/revisions/{revision}", get(show_revision).delete(delete_revision))
         .route("/v1/apps/{app}/traffic", get(show_traffic).put(set_traffic))
         .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/nodes", get(list_nodes))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(crate::secrets_api::routes())
@@ -119,8 +122,8 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens and secrets, publish and read events, read and write KV buckets."),
-    paths(whoami, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
-    components(schemas(AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
+    paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -157,6 +160,15 @@ async fn openapi() -> Response {
 #[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
 async fn whoami(State(s): AppState, p: Principal) -> Json<Whoami> {
     Json(Whoami { token: p.token, dev: s.dev })
+}
+
+/// The platform's nodes: labels, status, version, load and the revisions each serves (only
+/// the apps the token may see). A node whose heartbeat is older than its timeout is `gone`.
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+    responses((status = 200, body = Vec<crate::nodes::NodeInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn list_nodes(State(s): AppState, p: Principal) -> Result<Json<Vec<crate::nodes::NodeInfo>>, ControlError> {
+    p.check(Scope::Read, None)?;
+    Ok(Json(s.nodes.list(&s.platform, &p).await?))
 }
 
 /// Parameters of a deploy.

@@ -3,6 +3,7 @@ use http::StatusCode;
 use nimbus_security::secrets::SecretsError;
 
 use crate::model::ErrorBody;
+use crate::store::StoreError;
 
 /// A control operation failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +132,8 @@ impl ControlError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            Self::Store(StoreError::Cluster { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -151,7 +153,8 @@ impl ControlError {
             Self::BadRequest { .. } => "bad_request",
             Self::Invalid { .. } => "invalid_bundle",
             Self::NotFound(_) => "not_found",
-            Self::Conflict { .. } => "conflict",
+            Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => "conflict",
+            Self::Store(StoreError::Cluster { .. }) => "unavailable",
             Self::TooLarge(_) => "too_large",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -182,6 +185,12 @@ impl ControlError {
             }
             Self::Forbidden(_) => {
                 "use a token whose role and apps allow this; an admin creates one with `nimbus tokens create --role ROLE --app APP`"
+            }
+            Self::Store(StoreError::Conflict { .. }) => {
+                "another node of the cluster changed the same thing at that moment and nothing of this request was applied; send it again"
+            }
+            Self::Store(StoreError::Cluster { .. }) => {
+                "the cluster's NATS servers did not answer; retry shortly, and check `nimbus nodes list` and the NATS servers"
             }
             Self::Store(_) => "check the data dir's free space and permissions, then retry",
             Self::Internal { .. } => "retry; if it keeps failing, the server's log says why",

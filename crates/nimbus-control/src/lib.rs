@@ -40,8 +40,11 @@
 //!     trust_domain: Default::default(), workload_certs: None };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
+//! let nodes = Arc::new(nimbus_control::Nodes::single(nimbus_control::NodeConfig {
+//!     name: "local".into(), labels: Default::default(), gateway: "http://127.0.0.1:3000".into(),
+//!     api: "http://127.0.0.1:3001".into(), instance: "0".into() }));
 //! let api = nimbus_control::router(Arc::new(ApiState {
-//!     platform, tokens, dev: false, kv: None, vault,
+//!     platform, tokens, dev: false, kv: None, vault, nodes,
 //!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
 //! }));
 //! // serve `api` on the control listener and `ingress` with `nimbus_gateway::serve`.
@@ -58,6 +61,7 @@ mod kv_api;
 mod local_guard;
 mod migrate;
 mod model;
+mod nodes;
 mod observe_api;
 mod ownership;
 mod platform;
@@ -79,10 +83,11 @@ pub use kv_api::{KeyPage, MAX_VALUE_BYTES, REVISION_HEADER, Written};
 pub use local_guard::guard_local;
 pub use migrate::{MigrateError, migrate_state};
 pub use model::*;
+pub use nodes::{Labels, NODES_BUCKET, NodeConfig, NodeInfo, NodeLoad, NodeStatus, Nodes, parse_labels};
 pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use platform::{AppData, DeployOptions, Platform};
 pub use redact::REDACTED;
-pub use store::{Store, StoreError};
+pub use store::{ClusterStore, Key, Store, StoreError};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};

@@ -21,6 +21,7 @@ use crate::ownership::Claim;
 use crate::store::{AppRecord, RevisionRecord, Store};
 
 mod checks;
+mod converge;
 mod deploy;
 mod load;
 mod retention;
@@ -279,6 +280,20 @@ impl Platform {
         let state = get(&apps, app)?;
         let rev = state.revision(id)?;
         Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
+    }
+
+    /// This node's load and the revisions it serves (`APP/REVISION`), for its heartbeat.
+    pub async fn node_load(&self) -> (crate::nodes::NodeLoad, Vec<String>) {
+        let apps = self.apps.lock().await;
+        let loaded: Vec<&Loaded> =
+            apps.values().flat_map(|a| a.revisions.values()).filter(|r| r.live.is_some()).collect();
+        let load = crate::nodes::NodeLoad {
+            apps: apps.len(),
+            revisions: loaded.len(),
+            services: loaded.iter().map(|r| r.services.len()).sum(),
+            rss_bytes: crate::nodes::rss_bytes().unwrap_or_default(),
+        };
+        (load, loaded.iter().map(|r| format!("{}/{}", r.record.app, r.record.id)).collect())
     }
 
     /// Stops the event triggers, then every service process (drain, SIGTERM, grace, SIGKILL).

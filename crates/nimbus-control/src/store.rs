@@ -13,7 +13,13 @@ const REVISIONS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new
 const BLOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blobs");
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 
+mod cluster;
+mod keys;
+mod replica;
 mod secrets;
+pub use cluster::ClusterStore;
+pub use keys::Key;
+use keys::{Change, Guard};
 pub use secrets::SecretRecord;
 
 /// How many earlier traffic settings an app keeps for rollback.
@@ -38,6 +44,32 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("a record of the control store is corrupt; restore the data dir from a backup")]
     Corrupt(#[source] serde_json::Error),
+    /// The cluster's store (NATS JetStream) failed or cannot be reached; nothing was changed
+    /// unless the cause says the write may have happened.
+    #[error(
+        "the cluster's control store failed while {what}; check that the NATS servers are up and reachable, then retry"
+    )]
+    Cluster {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: nimbus_observe::Cause,
+    },
+    /// Another node changed the record since this node last saw it; nothing was written.
+    #[error("`{key}` was changed through another node at the same time; nothing was changed")]
+    Conflict {
+        /// The record's key in the cluster.
+        key: String,
+    },
+    /// Another running node holds this node name.
+    #[error(
+        "node name `{name}` is held by another running node of the cluster; give this node another --node-name, or stop the other one and wait for its timeout"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
     /// A revision's artifact is not in the store.
     #[error("artifact {digest} of a stored revision is missing; restore the data dir from a backup")]
     Missing {
@@ -128,6 +160,9 @@ pub struct DeployWrite<'a> {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// In cluster mode, the records' copy every node shares; this store is then the node's
+    /// replica of it.
+    cluster: Option<ClusterStore>,
 }
 
 impl Store {
@@ -141,8 +176,9 @@ impl Store {
         tx.open_table(TOKENS).map_err(err)?;
         tx.open_table(secrets::SECRETS).map_err(err)?;
         tx.open_table(secrets::SECRET_KEYS).map_err(err)?;
+        tx.open_table(replica::SEEN).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self { db, cluster: None })
     }
 
     /// Every app.
@@ -152,6 +188,28 @@ impl Store {
         table.iter().map_err(err)?.map(|row| decode(row.map_err(err)?.1.value())).collect()
     }
 
+    /// An app.
+    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(APPS).map_err(err)?;
+        table.get(name).map_err(err)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The revisions of an app.
+    pub fn revisions_of(&self, app: &str) -> Result<Vec<RevisionRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(REVISIONS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.range((app, "")..).map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            if key.value().0 != app {
+                break;
+            }
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
     /// Every revision of every app.
     pub fn revisions(&self) -> Result<Vec<RevisionRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
@@ -159,46 +217,70 @@ impl Store {
         table.iter().map_err(err)?.map(|row| decode(row.map_err(err)?.1.value())).collect()
     }
 
-    /// An artifact by digest.
+    /// An artifact by digest: from this node's copy, else (in a cluster) fetched from the
+    /// cluster's artifact store, checked against its digest and kept here.
     pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(BLOBS).map_err(err)?;
-        Ok(table.get(digest).map_err(err)?.map(|v| v.value().to_vec()))
+        if let Some(v) = table.get(digest).map_err(err)? {
+            return Ok(Some(v.value().to_vec()));
+        }
+        let Some(cluster) = &self.cluster else { return Ok(None) };
+        let Some(bytes) = cluster::block(cluster.blob(digest))? else { return Ok(None) };
+        self.cache_blobs(&[(digest, &bytes)])?;
+        Ok(Some(bytes))
     }
 
-    /// Writes a deploy: artifacts, revision and app, all or nothing.
-    pub fn deploy(&self, write: &DeployWrite<'_>) -> Result<(), StoreError> {
+    /// Keeps artifacts on this node.
+    fn cache_blobs(&self, blobs: &[(&str, &[u8])]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
-            let mut blobs = tx.open_table(BLOBS).map_err(err)?;
-            for (digest, bytes) in &write.blobs {
-                if blobs.get(*digest).map_err(err)?.is_none() {
-                    blobs.insert(*digest, *bytes).map_err(err)?;
+            let mut table = tx.open_table(BLOBS).map_err(err)?;
+            for (digest, bytes) in blobs {
+                if table.get(*digest).map_err(err)?.is_none() {
+                    table.insert(*digest, *bytes).map_err(err)?;
                 }
-            }
-            if let Some(rev) = write.revision {
-                tx.open_table(REVISIONS)
-                    .map_err(err)?
-                    .insert((rev.app.as_str(), rev.id.as_str()), &*encode(rev))
-                    .map_err(err)?;
-            }
-            let mut apps = tx.open_table(APPS).map_err(err)?;
-            for app in write.others.iter().chain([write.app]) {
-                apps.insert(app.name.as_str(), &*encode(app)).map_err(err)?;
             }
         }
         tx.commit().map_err(err)
     }
 
+    /// Writes a deploy: artifacts, revision and app, all or nothing on one node. In a cluster
+    /// the artifacts are stored first, then the revision (content-addressed), the apps whose
+    /// hosts it took and the app, each a compare-and-set.
+    pub fn deploy(&self, write: &DeployWrite<'_>) -> Result<(), StoreError> {
+        let mut changes = Vec::new();
+        if let Some(rev) = write.revision {
+            changes.push(Change {
+                key: Key::Revision(rev.app.clone(), rev.id.clone()),
+                value: Some(encode(rev)),
+                guard: Guard::Identical,
+            });
+        }
+        for app in write.others.iter().chain([write.app]) {
+            changes.push(Change::put(Key::App(app.name.clone()), app));
+        }
+        match &self.cluster {
+            Some(cluster) => {
+                for (digest, bytes) in &write.blobs {
+                    cluster::block(cluster.put_blob(digest, bytes))?;
+                }
+                self.cache_blobs(&write.blobs)?;
+                self.commit(changes)
+            }
+            None => self.commit_local(changes, &write.blobs, &[]),
+        }
+    }
+
     /// Replaces an app record (traffic changes).
     pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(APPS).map_err(err)?.insert(app.name.as_str(), &*encode(app)).map_err(err)?;
-        tx.commit().map_err(err)
+        self.commit(vec![Change::put(Key::App(app.name.clone()), app)])
     }
 
     /// Deletes revisions of an app and the artifacts no other revision uses, with the app's new
-    /// record (or the app itself and its secrets when `app` is `None`), all or nothing.
+    /// record (or the app itself and its secrets when `app` is `None`), all or nothing on one
+    /// node; in a cluster the app record first (compare-and-set), and the artifacts stay in
+    /// the cluster's store (another node may be deploying them again).
     pub fn delete_revisions(
         &self,
         app_name: &str,
@@ -206,26 +288,23 @@ impl Store {
         app: Option<&AppRecord>,
         unused_blobs: &[String],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut revisions = tx.open_table(REVISIONS).map_err(err)?;
-            for id in ids {
-                revisions.remove((app_name, id.as_str())).map_err(err)?;
-            }
-            let mut blobs = tx.open_table(BLOBS).map_err(err)?;
-            for digest in unused_blobs {
-                blobs.remove(digest.as_str()).map_err(err)?;
-            }
-            let mut apps = tx.open_table(APPS).map_err(err)?;
-            match app {
-                Some(app) => apps.insert(app_name, &*encode(app)).map(drop).map_err(err)?,
-                None => {
-                    apps.remove(app_name).map(drop).map_err(err)?;
-                    secrets::delete_all(&tx, app_name)?;
-                }
-            }
+        let mut changes = vec![match app {
+            Some(app) => Change::put(Key::App(app_name.to_string()), app),
+            None => Change::delete(Key::App(app_name.to_string())),
+        }];
+        changes.extend(ids.iter().map(|id| Change::delete(Key::Revision(app_name.to_string(), id.clone()))));
+        if app.is_none() {
+            let secrets = self.secrets(app_name)?;
+            changes
+                .extend(secrets.into_iter().map(|(name, _)| Change::delete(Key::Secret(app_name.to_string(), name))));
         }
-        tx.commit().map_err(err)
+        if self.cluster.is_some() {
+            self.commit(changes)?;
+            let tx = self.db.begin_write().map_err(err)?;
+            remove_blobs(&tx, unused_blobs)?;
+            return tx.commit().map_err(err);
+        }
+        self.commit_local(changes, &[], unused_blobs)
     }
 
     /// Every token.
@@ -244,33 +323,66 @@ impl Store {
 
     /// Stores a token.
     pub fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(TOKENS).map_err(err)?.insert(token.info.id.as_str(), &*encode(token)).map_err(err)?;
-        tx.commit().map_err(err)
+        self.commit(vec![Change::put(Key::Token(token.info.id.clone()), token)])
     }
 
     /// Records that token `id` was used at `now`, if it still exists (a revoked token is not
-    /// brought back).
+    /// brought back: in a cluster the write expects the record this node has).
     pub fn touch_token(&self, id: &str, now: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = tx.open_table(TOKENS).map_err(err)?;
-            let current = table.get(id).map_err(err)?.map(|v| decode::<TokenRecord>(v.value())).transpose()?;
-            if let Some(mut record) = current {
-                record.info.last_used_at = Some(now);
-                table.insert(id, &*encode(&record)).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
+        let Some(mut record) = self.token(id)? else { return Ok(()) };
+        record.info.last_used_at = Some(now);
+        self.commit(vec![Change::put(Key::Token(id.to_string()), &record)])
     }
 
     /// Deletes a token; whether it existed.
     pub fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        let existed = tx.open_table(TOKENS).map_err(err)?.remove(id).map_err(err)?.is_some();
-        tx.commit().map_err(err)?;
-        Ok(existed)
+        if self.token(id)?.is_none() {
+            return Ok(false);
+        }
+        self.commit(vec![Change::delete(Key::Token(id.to_string()))])?;
+        Ok(true)
     }
+
+    /// Applies changes: on one node in one transaction; in a cluster each written to the
+    /// cluster's bucket in order (expecting the revision this node saw), then to this node's
+    /// copy.
+    pub(crate) fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let Some(cluster) = &self.cluster else { return self.commit_local(changes, &[], &[]) };
+        let mut written = Vec::with_capacity(changes.len());
+        for change in changes {
+            let seen = self.seen(&change.key)?;
+            let revision = cluster::block(cluster.write(&change, seen))?;
+            written.push((change, revision));
+        }
+        let entries = written.iter().map(|(c, r)| (c.key.clone(), c.value.as_deref(), *r));
+        self.apply_replicated(entries).map(drop)
+    }
+
+    /// Applies changes, stores and removes artifacts in one transaction of this node's store.
+    fn commit_local(&self, changes: Vec<Change>, blobs: &[(&str, &[u8])], unused: &[String]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(BLOBS).map_err(err)?;
+            for (digest, bytes) in blobs {
+                if table.get(*digest).map_err(err)?.is_none() {
+                    table.insert(*digest, *bytes).map_err(err)?;
+                }
+            }
+        }
+        remove_blobs(&tx, unused)?;
+        for change in &changes {
+            keys::apply(&tx, &change.key, change.value.as_deref())?;
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn remove_blobs(tx: &redb::WriteTransaction, digests: &[String]) -> Result<(), StoreError> {
+    let mut table = tx.open_table(BLOBS).map_err(err)?;
+    for digest in digests {
+        table.remove(digest.as_str()).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn encode(value: &impl Serialize) -> Vec<u8> {

@@ -50,13 +50,9 @@ impl Vault {
     /// Opens the stored data keys with the master key from `master`. Fails, so that nothing is
     /// served half-configured, when the key is wrong or missing while secrets are stored.
     pub fn open(store: Arc<Store>, master: Option<MasterKeySource>) -> Result<Self, ControlError> {
-        let wrapped = store.secret_keys()?;
-        let keyring = match &master {
-            Some(source) => Keyring::open(&source.load()?, &wrapped)?,
-            None if wrapped.is_empty() => Keyring::default(),
-            None => return Err(SecretsError::NoMasterKey.into()),
-        };
-        Ok(Self { store, master, keyring: RwLock::new(keyring) })
+        let vault = Self { store, master, keyring: RwLock::default() };
+        vault.reload()?;
+        Ok(vault)
     }
 
     /// Sets secret `name` of `app`.
@@ -108,6 +104,19 @@ impl Vault {
             data_keys: wrapped.len(),
             master_key: master.fingerprint().to_string(),
         })
+    }
+
+    /// Opens the stored data keys again (another node of the cluster created or rotated
+    /// them).
+    pub fn reload(&self) -> Result<(), ControlError> {
+        let wrapped = self.store.secret_keys()?;
+        let keyring = match &self.master {
+            Some(source) => Keyring::open(&source.load()?, &wrapped)?,
+            None if wrapped.is_empty() => Keyring::default(),
+            None => return Err(SecretsError::NoMasterKey.into()),
+        };
+        *self.keyring.write().expect("keyring lock") = keyring;
+        Ok(())
     }
 
     fn master(&self) -> Result<MasterKey, SecretsError> {

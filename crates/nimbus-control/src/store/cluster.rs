@@ -1,0 +1,159 @@
+//! The cluster's copy of the control store on NATS JetStream: the KV bucket `nimbus_control`
+//! holds every record (each change a compare-and-set on the key's revision, or a create for
+//! content-addressed revisions) and the object store `nimbus_artifacts` the artifacts by
+//! digest. JetStream's own RAFT replicates both across the NATS servers (`replicas`); nothing
+//! here is a consensus of its own.
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::{self, object_store, stream::StorageType};
+use tokio::io::AsyncReadExt;
+
+use super::StoreError;
+use super::keys::{Change, Guard};
+use crate::bundle::digest;
+
+/// The KV bucket of the control records.
+pub const CONTROL_BUCKET: &str = "nimbus_control";
+/// The object store of the artifacts.
+pub const ARTIFACTS_BUCKET: &str = "nimbus_artifacts";
+
+/// The control records and artifacts of a cluster, on NATS JetStream.
+pub struct ClusterStore {
+    js: jetstream::Context,
+    pub(super) kv: kv::Store,
+    objects: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore").finish_non_exhaustive()
+    }
+}
+
+pub(super) fn failed(what: &'static str) -> impl FnOnce(async_nats::Error) -> StoreError {
+    move |e| StoreError::Cluster { what, source: nimbus_observe::cause(e) }
+}
+
+impl ClusterStore {
+    /// Opens (or creates) the bucket and the object store on the NATS servers of `client`,
+    /// each kept on `replicas` servers.
+    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, StoreError> {
+        let js = jetstream::new(client);
+        let kv = match js.get_key_value(CONTROL_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: CONTROL_BUCKET.into(),
+                    description: "Nimbus control records: apps, revisions, tokens, secrets".into(),
+                    history: 1,
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed("creating the control bucket")(e.into()))?,
+        };
+        let objects = match js.get_object_store(ARTIFACTS_BUCKET).await {
+            Ok(o) => o,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: ARTIFACTS_BUCKET.into(),
+                    description: Some("Nimbus artifacts by digest".into()),
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed("creating the artifact store")(e.into()))?,
+        };
+        Ok(Self { js, kv, objects })
+    }
+
+    /// Writes one change given the revision of its key this node last saw; the revision the
+    /// bucket gave it (`None`: a delete of a record never seen, nothing to write).
+    pub(super) async fn write(&self, change: &Change, seen: Option<u64>) -> Result<Option<u64>, StoreError> {
+        let key = change.key.cluster();
+        let conflict = || StoreError::Conflict { key: key.clone() };
+        match (&change.value, change.guard, seen) {
+            (Some(value), Guard::Identical, _) => match self.kv.create(&key, value.clone().into()).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    let entry = self.kv.entry(&key).await.map_err(|e| failed("reading a record")(e.into()))?;
+                    Ok(entry.map(|e| e.revision))
+                }
+                Err(e) => Err(failed("writing a record")(e.into())),
+            },
+            (Some(value), Guard::Current, None) => match self.kv.create(&key, value.clone().into()).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(conflict()),
+                Err(e) => Err(failed("writing a record")(e.into())),
+            },
+            (Some(value), Guard::Current, Some(seen)) => match self.kv.update(&key, value.clone().into(), seen).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(conflict()),
+                Err(e) => Err(failed("writing a record")(e.into())),
+            },
+            (None, _, None) => Ok(None),
+            (None, _, Some(seen)) => {
+                // A delete marker published by hand, to learn its revision (the client's
+                // delete does not say it) and to expect the revision this node saw.
+                let mut headers = HeaderMap::new();
+                headers.insert("KV-Operation", "DEL");
+                headers.insert("Nats-Expected-Last-Subject-Sequence", seen.to_string().as_str());
+                let ack = self
+                    .js
+                    .publish_with_headers(format!("$KV.{CONTROL_BUCKET}.{key}"), headers, Default::default())
+                    .await
+                    .map_err(|e| failed("deleting a record")(e.into()))?
+                    .await;
+                match ack {
+                    Ok(ack) => Ok(Some(ack.sequence)),
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(conflict()),
+                    Err(e) => Err(failed("deleting a record")(e.into())),
+                }
+            }
+        }
+    }
+
+    /// Stores an artifact under its digest unless it is there already.
+    pub(super) async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let name = object_name(digest);
+        if self.objects.info(&name).await.is_ok() {
+            return Ok(());
+        }
+        let mut reader = bytes;
+        self.objects.put(name.as_str(), &mut reader).await.map_err(|e| failed("storing an artifact")(e.into()))?;
+        Ok(())
+    }
+
+    /// An artifact by digest, checked against it; `None` if the cluster does not have it.
+    pub(super) async fn blob(&self, wanted: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut object = match self.objects.get(object_name(wanted)).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed("reading an artifact")(e.into())),
+        };
+        let mut bytes = Vec::new();
+        tokio::time::timeout(Duration::from_secs(300), object.read_to_end(&mut bytes))
+            .await
+            .map_err(|e| failed("reading an artifact")(e.into()))?
+            .map_err(|e| failed("reading an artifact")(e.into()))?;
+        if digest(&bytes) != wanted {
+            return Err(StoreError::Missing { digest: wanted.to_string() });
+        }
+        Ok(Some(bytes))
+    }
+}
+
+fn object_name(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").to_string()
+}
+
+/// Runs a cluster call from the store's synchronous API (the control plane calls it from the
+/// runtime's worker threads, off the async tasks' path with `block_in_place`).
+pub(super) fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
