@@ -331,6 +331,34 @@ fn get<'a>(apps: &'a BTreeMap<String, AppState>, name: &str) -> Result<&'a AppSt
     apps.get(name).ok_or_else(|| ControlError::NotFound(format!("no app `{name}` on this server")))
 }
 
+/// How often a change is tried again when another node changed one of its records first.
+const CONFLICT_RETRIES: u32 = 8;
+
+/// Runs a change of the platform again, on the records as this node now has them, when
+/// another node of the cluster wrote one of them first (the store's compare-and-set failed):
+/// waiting 10 ms, then twice as long each time (with jitter), while this node's replica
+/// catches up. The last conflict is the caller's 409. Only cluster mode has such conflicts.
+async fn retry_conflicts<T, F>(mut change: impl FnMut() -> F) -> Result<T, ControlError>
+where
+    F: std::future::Future<Output = Result<T, ControlError>>,
+{
+    let mut wait = std::time::Duration::from_millis(10);
+    for _ in 0..CONFLICT_RETRIES {
+        match change().await {
+            Err(ControlError::Store(crate::store::StoreError::Conflict { key })) => {
+                let jitter =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+                let wait_now = wait + wait.mul_f64(f64::from(jitter % 1000) / 1000.0);
+                tracing::debug!(%key, ?wait_now, "another node changed the record first; trying again");
+                tokio::time::sleep(wait_now).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    change().await
+}
+
 /// Runs a store operation (which fsyncs) off the async workers.
 fn blocking<T>(f: impl FnOnce() -> Result<T, crate::store::StoreError>) -> Result<T, ControlError> {
     tokio::task::block_in_place(f).map_err(ControlError::Store)

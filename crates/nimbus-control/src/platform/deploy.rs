@@ -3,20 +3,21 @@
 //! with the artifacts nothing else uses.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nimbus_host::{StopOnDrop, stop_in_background};
 use nimbus_manifest::{LoadedManifest, RoutePattern};
 
 use super::checks::{check_artifacts, check_host, check_tag};
 use super::load::{Load, parse_manifest};
-use super::{AppState, Loaded, Platform, blocking, claimed_routes, get, now, retention};
+use super::{AppState, Loaded, Platform, blocking, claimed_routes, get, now, retention, retry_conflicts};
 use crate::auth::Principal;
 use crate::bundle::{Bundle, digest};
 use crate::error::ControlError;
 use crate::model::Scope;
 use crate::model::{ArtifactInfo, DeployResult, Traffic};
 use crate::ownership::Claim;
-use crate::store::{AppRecord, DeployWrite, RevisionRecord};
+use crate::store::{AppRecord, DeployWrite, RevisionRecord, StoreError};
 
 /// Options of one deploy.
 #[derive(Debug, Clone, Default)]
@@ -40,12 +41,26 @@ impl Platform {
         options: DeployOptions,
         principal: &Principal,
     ) -> Result<DeployResult, ControlError> {
-        let loaded = self.check_deploy(&bundle, &options, principal).await?;
+        // An attempt that stored the revision and lost the race for the app's record created it.
+        let stored = AtomicBool::new(false);
+        let mut result = retry_conflicts(|| self.deploy_once(&bundle, &options, principal, &stored)).await?;
+        result.created |= stored.load(Ordering::Relaxed);
+        Ok(result)
+    }
+
+    async fn deploy_once(
+        &self,
+        bundle: &Bundle,
+        options: &DeployOptions,
+        principal: &Principal,
+        stored: &AtomicBool,
+    ) -> Result<DeployResult, ControlError> {
+        let loaded = self.check_deploy(bundle, options, principal).await?;
         let app_name = loaded.manifest.app.name.clone();
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
         // Compiling can take seconds: do it before taking the lock that serializes changes.
-        let fresh = if known { None } else { Some(self.load(&loaded, &bundle, &id).await?) };
+        let fresh = if known { None } else { Some(self.load(&loaded, bundle, &id).await?) };
 
         let mut apps = self.apps.lock().await;
         let now = now();
@@ -58,6 +73,7 @@ impl Platform {
             history: Vec::new(),
             created_at: now,
             updated_at: now,
+            seen: None,
         });
         if let Some(hosts) = &options.hosts {
             record.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -69,7 +85,7 @@ impl Platform {
                 let Load { manifest, version, routes: rev_routes, live, services } = l;
                 claimed.extend(claimed_routes(&rev_routes, &manifest));
                 let seq = existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1);
-                let record = revision_record(&bundle, &id, &app_name, now, seq);
+                let record = revision_record(bundle, &id, &app_name, now, seq);
                 Some(Loaded { record, manifest, version, routes: rev_routes, live: Some(Arc::new(live)), services })
             }
             Some(l) => {
@@ -111,13 +127,19 @@ impl Platform {
             blobs: blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
             others: &others,
         };
-        blocking(|| self.store.deploy(&write))?;
+        let written = blocking(|| self.store.deploy(&write));
+        if write.revision.is_some() && matches!(written, Err(ControlError::Store(StoreError::Conflict { .. }))) {
+            stored.store(true, Ordering::Relaxed);
+        }
+        let revisions = written?;
         guard.disarm();
-        for other in others {
+        for mut other in others {
+            other.seen = revisions.get(&other.name).copied();
             if let Some(state) = apps.get_mut(&other.name) {
                 state.record = other;
             }
         }
+        record.seen = revisions.get(&app_name).copied();
 
         let state = apps
             .entry(app_name.clone())
@@ -169,6 +191,10 @@ impl Platform {
 
     /// Deletes a revision that receives no traffic and has no tag.
     pub async fn delete_revision(&self, app: &str, id: &str) -> Result<(), ControlError> {
+        retry_conflicts(|| self.delete_revision_once(app, id)).await
+    }
+
+    async fn delete_revision_once(&self, app: &str, id: &str) -> Result<(), ControlError> {
         let mut apps = self.apps.lock().await;
         let state = get(&apps, app)?;
         state.revision(id)?;
@@ -187,8 +213,10 @@ impl Platform {
             return Err(still_running(app, &format!("revision `{id}` of app `{app}`"), runs));
         }
         let unused = unused_blobs(&apps, &[(app, id)]);
-        blocking(|| self.store.delete_revisions(app, &[id.to_string()], Some(&state.record), &unused))?;
-        if let Some(gone) = apps.get_mut(app).expect("checked above").revisions.remove(id) {
+        let seen = blocking(|| self.store.delete_revisions(&state.record, &[id.to_string()], false, &unused))?;
+        let state = apps.get_mut(app).expect("checked above");
+        state.record.seen = seen;
+        if let Some(gone) = state.revisions.remove(id) {
             stop_in_background(gone.services);
         }
         self.remove_trees(&unused);
@@ -199,6 +227,10 @@ impl Platform {
 
     /// Deletes an app with all its revisions; its routes stop being served at once.
     pub async fn delete_app(&self, app: &str) -> Result<(), ControlError> {
+        retry_conflicts(|| self.delete_app_once(app)).await
+    }
+
+    async fn delete_app_once(&self, app: &str) -> Result<(), ControlError> {
         let mut apps = self.apps.lock().await;
         let state = get(&apps, app)?;
         let runs: Vec<String> = self.pinned(state).await?.into_values().flatten().collect();
@@ -208,7 +240,7 @@ impl Platform {
         let ids: Vec<String> = state.revisions.keys().cloned().collect();
         let pairs: Vec<(&str, &str)> = ids.iter().map(|id| (app, id.as_str())).collect();
         let unused = unused_blobs(&apps, &pairs);
-        blocking(|| self.store.delete_revisions(app, &ids, None, &unused))?;
+        blocking(|| self.store.delete_revisions(&state.record, &ids, true, &unused))?;
         if let Some(gone) = apps.remove(app) {
             stop_in_background(gone.revisions.into_values().flat_map(|r| r.services).collect());
         }

@@ -53,8 +53,9 @@ impl Platform {
             inactive[keep..].iter().map(|r| r.record.id.clone()).filter(|id| Some(id.as_str()) != spare).collect();
         let pairs: Vec<(&str, &str)> = gone.iter().map(|id| (app, id.as_str())).collect();
         let unused = unused_blobs(apps, &pairs);
-        blocking(|| self.store.delete_revisions(app, &gone, Some(&state.record), &unused))?;
+        let seen = blocking(|| self.store.delete_revisions(&state.record, &gone, false, &unused))?;
         let state = apps.get_mut(app).expect("checked above");
+        state.record.seen = seen;
         for id in &gone {
             if let Some(r) = state.revisions.remove(id) {
                 nimbus_host::stop_in_background(r.services);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nimbus_gateway::{AppTable, LiveApp};
 
-use super::{AppState, Loaded, Platform, blocking, get, now, retention};
+use super::{AppState, Loaded, Platform, blocking, get, now, retention, retry_conflicts};
 use crate::error::ControlError;
 use crate::model::Traffic;
 use crate::ownership::Claim;
@@ -80,16 +80,23 @@ impl Platform {
 
     /// Replaces an app's traffic split and tags.
     pub async fn set_traffic(&self, app: &str, traffic: Traffic) -> Result<Traffic, ControlError> {
-        let mut apps = self.apps.lock().await;
-        let state = get(&apps, app)?;
-        let traffic = check_traffic(state, traffic)?;
-        let mut record = state.record.clone();
-        record.change_traffic(traffic, now());
-        self.commit_app(&mut apps, record).await
+        retry_conflicts(|| async {
+            let mut apps = self.apps.lock().await;
+            let state = get(&apps, app)?;
+            let traffic = check_traffic(state, traffic.clone())?;
+            let mut record = state.record.clone();
+            record.change_traffic(traffic, now());
+            self.commit_app(&mut apps, record).await
+        })
+        .await
     }
 
     /// Restores the traffic in effect before the last change, or sends it all to `to`.
     pub async fn rollback(&self, app: &str, to: Option<&str>) -> Result<Traffic, ControlError> {
+        retry_conflicts(|| self.rollback_once(app, to)).await
+    }
+
+    async fn rollback_once(&self, app: &str, to: Option<&str>) -> Result<Traffic, ControlError> {
         let mut apps = self.apps.lock().await;
         let state = get(&apps, app)?;
         let mut record = state.record.clone();
@@ -126,7 +133,8 @@ impl Platform {
         let state = apps.get_mut(&record.name).expect("checked by the caller");
         let pinned = self.pinned(state).await?;
         self.activate(state, &record.traffic).await?;
-        blocking(|| self.store.put_app(&record))?;
+        let mut record = record;
+        record.seen = blocking(|| self.store.put_app(&record))?;
         state.record = record;
         retention::deactivate(state, &pinned);
         let traffic = state.record.traffic.clone();

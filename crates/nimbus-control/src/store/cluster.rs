@@ -20,6 +20,21 @@ pub const CONTROL_BUCKET: &str = "nimbus_control";
 /// The object store of the artifacts.
 pub const ARTIFACTS_BUCKET: &str = "nimbus_artifacts";
 
+/// What the bucket holds for a key after a write.
+pub(super) struct Written {
+    /// The key's revision.
+    pub(super) revision: u64,
+    /// The value the bucket kept, when not the one written (the same content stored first by
+    /// another node, with its own times).
+    pub(super) kept: Option<Vec<u8>>,
+}
+
+impl Written {
+    fn new(revision: u64) -> Self {
+        Self { revision, kept: None }
+    }
+}
+
 /// The control records and artifacts of a cluster, on NATS JetStream.
 pub struct ClusterStore {
     js: jetstream::Context,
@@ -72,30 +87,35 @@ impl ClusterStore {
         Ok(Self { js, kv, objects })
     }
 
-    /// Writes one change given the revision of its key this node last saw; the revision the
-    /// bucket gave it (`None`: a delete of a record never seen, nothing to write).
-    pub(super) async fn write(&self, change: &Change, seen: Option<u64>) -> Result<Option<u64>, StoreError> {
+    /// Writes one change given the revision of its key this node last saw; what the bucket
+    /// holds after it (`None`: a delete of a record never seen, nothing to write).
+    pub(super) async fn write(&self, change: &Change, seen: Option<u64>) -> Result<Option<Written>, StoreError> {
         let key = change.key.cluster();
         let conflict = || StoreError::Conflict { key: key.clone() };
         match (&change.value, change.guard, seen) {
             (Some(value), Guard::Identical, _) => match self.kv.create(&key, value.clone().into()).await {
-                Ok(revision) => Ok(Some(revision)),
+                Ok(revision) => Ok(Some(Written::new(revision))),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    // Another node stored the same content first: keep its record (its time).
                     let entry = self.kv.entry(&key).await.map_err(|e| failed("reading a record")(e.into()))?;
-                    Ok(entry.map(|e| e.revision))
+                    Ok(entry.map(|e| Written { revision: e.revision, kept: Some(e.value.to_vec()) }))
                 }
                 Err(e) => Err(failed("writing a record")(e.into())),
             },
-            (Some(value), Guard::Current, None) => match self.kv.create(&key, value.clone().into()).await {
-                Ok(revision) => Ok(Some(revision)),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(conflict()),
-                Err(e) => Err(failed("writing a record")(e.into())),
-            },
-            (Some(value), Guard::Current, Some(seen)) => match self.kv.update(&key, value.clone().into(), seen).await {
-                Ok(revision) => Ok(Some(revision)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(conflict()),
-                Err(e) => Err(failed("writing a record")(e.into())),
-            },
+            (Some(value), Guard::Current | Guard::Expect(_), None) => {
+                match self.kv.create(&key, value.clone().into()).await {
+                    Ok(revision) => Ok(Some(Written::new(revision))),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists || lost_race(&e) => Err(conflict()),
+                    Err(e) => Err(failed("writing a record")(e.into())),
+                }
+            }
+            (Some(value), Guard::Current | Guard::Expect(_), Some(seen)) => {
+                match self.kv.update(&key, value.clone().into(), seen).await {
+                    Ok(revision) => Ok(Some(Written::new(revision))),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || lost_race(&e) => Err(conflict()),
+                    Err(e) => Err(failed("writing a record")(e.into())),
+                }
+            }
             (None, _, None) => Ok(None),
             (None, _, Some(seen)) => {
                 // A delete marker published by hand, to learn its revision (the client's
@@ -110,8 +130,8 @@ impl ClusterStore {
                     .map_err(|e| failed("deleting a record")(e.into()))?
                     .await;
                 match ack {
-                    Ok(ack) => Ok(Some(ack.sequence)),
-                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(conflict()),
+                    Ok(ack) => Ok(Some(Written::new(ack.sequence))),
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || lost_race(&e) => Err(conflict()),
                     Err(e) => Err(failed("deleting a record")(e.into())),
                 }
             }
@@ -146,6 +166,15 @@ impl ClusterStore {
         }
         Ok(Some(bytes))
     }
+}
+
+/// Whether a write failed because the key's last revision was not the one expected. Servers
+/// since 2.11 answer an expected-last-subject-sequence mismatch with error code 10164, which
+/// the client does not classify as such (only the older 10071).
+fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
+    const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
+    std::iter::successors(Some(e), |e| e.source())
+        .any(|e| e.downcast_ref::<jetstream::Error>().is_some_and(|e| WRONG_LAST_SEQUENCE.contains(&e.error_code().0)))
 }
 
 fn object_name(digest: &str) -> String {

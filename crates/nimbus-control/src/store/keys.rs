@@ -70,6 +70,9 @@ pub(crate) enum Guard {
     /// The record must still be what this node last saw (compare-and-set on its KV revision);
     /// otherwise the change is refused with [`StoreError::Conflict`].
     Current,
+    /// The record must be at this revision (`None`: absent) — the one the caller's copy was
+    /// read at, which may be older than what this node has since applied.
+    Expect(Option<u64>),
     /// Content-addressed: if the record exists it holds the same content, so it is kept.
     Identical,
 }
@@ -85,6 +88,11 @@ pub(crate) struct Change {
 impl Change {
     pub(crate) fn put(key: Key, value: &impl serde::Serialize) -> Self {
         Self { key, value: Some(encode(value)), guard: Guard::Current }
+    }
+
+    /// An app record, expected at the revision it was read at.
+    pub(crate) fn app(app: &super::AppRecord) -> Self {
+        Self { key: Key::App(app.name.clone()), value: Some(encode(app)), guard: Guard::Expect(app.seen) }
     }
 
     pub(crate) fn delete(key: Key) -> Self {

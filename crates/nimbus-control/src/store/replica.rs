@@ -59,9 +59,7 @@ impl Store {
 
     /// The revision of `key` this node last applied.
     pub(super) fn seen(&self, key: &Key) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let table = tx.open_table(SEEN).map_err(err)?;
-        Ok(table.get(key.cluster().as_str()).map_err(err)?.map(|v| v.value()))
+        seen_in(&self.db.begin_read().map_err(err)?, key)
     }
 
     /// Applies changes the cluster made at the given revisions, skipping those older than
@@ -116,6 +114,12 @@ fn decode(entry: &Entry) -> Option<Replicated<'_>> {
     };
     let value = (entry.operation == Operation::Put).then_some(&entry.value[..]);
     Some((key, value, Some(entry.revision)))
+}
+
+/// The revision of `key` the replica read by `tx` has.
+pub(super) fn seen_in(tx: &redb::ReadTransaction, key: &Key) -> Result<Option<u64>, StoreError> {
+    let table = tx.open_table(SEEN).map_err(err)?;
+    Ok(table.get(key.cluster().as_str()).map_err(err)?.map(|v| v.value()))
 }
 
 /// Applies the bucket's changes to the replica while it exists, reporting the changed records.

@@ -29,7 +29,7 @@ impl Store {
 
     /// Replaces every wrapped data key (after a rotation).
     pub fn put_secret_keys(&self, keys: &[WrappedKey]) -> Result<(), StoreError> {
-        self.commit(vec![Change::put(Key::SecretKeys, &keys)])
+        self.commit(vec![Change::put(Key::SecretKeys, &keys)]).map(drop)
     }
 
     /// Secret `name` of `app`.
@@ -67,7 +67,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut changes: Vec<Change> = keys.map(|k| Change::put(Key::SecretKeys, &k)).into_iter().collect();
         changes.push(Change::put(Key::Secret(app.to_string(), name.to_string()), record));
-        self.commit(changes)
+        self.commit(changes).map(drop)
     }
 
     /// Deletes a secret; whether it existed.

@@ -1,0 +1,278 @@
+//! Cluster mode end to end: three `nimbus server` nodes on a three-server NATS JetStream
+//! cluster (records kept on all three NATS servers). A deploy, a traffic change or a token made
+//! through any node is served and honoured by every node; concurrent changes through different
+//! nodes lose nothing (compare-and-set, retried on the records as they now are); `nimbus nodes
+//! list` shows the members, and a killed node is declared gone; the platform keeps working
+//! when one NATS server is killed.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::platform::{Platform, hello_bundle};
+use nimbus_fixtures::nats::NatsServer;
+use serde_json::Value;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+struct Cluster {
+    nodes: Vec<Platform>,
+    admin: String,
+    // Dropped last: the nodes first, then their NATS servers and data.
+    _dirs: Vec<tempfile::TempDir>,
+    nats: Vec<NatsServer>,
+}
+
+const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
+const LABELS: [&str; 3] = ["region=eu-west,zone=a", "region=eu-west,zone=b", "region=us-east,zone=a"];
+
+fn node_args<'a>(i: usize, url: &'a str) -> Vec<&'a str> {
+    vec!["--nats", url, "--node-name", NAMES[i], "--labels", LABELS[i], "--nats-replicas", "3", "--node-timeout", "2s"]
+}
+
+impl Cluster {
+    /// Three NATS servers, then node A (which creates the first admin token), then B and C.
+    fn start() -> Self {
+        let nats = NatsServer::cluster(3);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let url = nats[i].url();
+            nodes.push(Platform::start(dir.path(), &node_args(i, &url)));
+        }
+        let admin = nodes[0].admin.clone().expect("the first node prints the admin token");
+        assert!(nodes[1].admin.is_none() && nodes[2].admin.is_none(), "one admin token for the cluster");
+        Self { nodes, admin, _dirs: dirs, nats }
+    }
+
+    async fn api(&self, node: usize, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        api_as(&self.nodes[node], &self.admin, method, path, body).await
+    }
+
+    async fn deploy(&self, node: usize, bundle: Vec<u8>, query: &str) -> (u16, Value) {
+        let resp = client()
+            .post(self.nodes[node].api_url(&format!("/v1/deployments?{query}")))
+            .bearer_auth(&self.admin)
+            .body(bundle)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+async fn api_as(p: &Platform, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method, p.api_url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The revision that serves `path` on a node's gateway, with the status.
+async fn served_by(p: &Platform, path: &str) -> (u16, String) {
+    let resp = client().get(p.url(path)).send().await.unwrap();
+    let rev = resp.headers().get("x-nimbus-revision").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (resp.status().as_u16(), rev)
+}
+
+/// Polls `check` until it holds (up to 30 s); how long that took.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return start.elapsed(),
+            Err(last) if start.elapsed() > Duration::from_secs(30) => panic!("{what}: not after 30 s; last: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn wait_served(p: &Platform, path: &str, revision: &str) -> Duration {
+    eventually(&format!("{path} served by {revision} on {}", p.gateway), || async {
+        let got = served_by(p, path).await;
+        if got == (200, revision.to_string()) { Ok(()) } else { Err(format!("{got:?}")) }
+    })
+    .await
+}
+
+fn nodes_list(p: &Platform, admin: &str) -> Vec<Value> {
+    let out = p.cli(Some(admin), &["nodes", "list", "--output", "json"]);
+    assert!(out.status.success(), "nodes list: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_apps_traffic_and_tokens_and_lose_no_concurrent_change() {
+    let c = Cluster::start();
+
+    // A deploy through A is served by every node; converging is bounded (reported).
+    let (s, first) = c.deploy(0, hello_bundle("shop", "/shop/...", "1"), "").await;
+    assert_eq!(s, 201, "{first}");
+    let first = first["revision"].as_str().unwrap().to_string();
+    for p in &c.nodes {
+        let took = wait_served(p, "/shop/x", &first).await;
+        eprintln!("deploy through node-a served by {} after {took:?}", p.gateway);
+    }
+
+    // Six deploys at once, two through each node, each tagging its revision: every one lands,
+    // and every node ends with all six revisions and all six tags (no update lost).
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let bundle = hello_bundle("shop", "/shop/...", &format!("c{i}"));
+        let node = c.nodes[i % 3].api_url("");
+        let admin = c.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(format!("{node}/v1/deployments?promote=false&tag=t{i}"))
+                .bearer_auth(admin)
+                .body(bundle)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut tagged = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (s, body) = t.await.unwrap();
+        assert_eq!(s, 201, "concurrent deploy {i}: {body}");
+        tagged.push(body["revision"].as_str().unwrap().to_string());
+    }
+    for node in 0..3 {
+        eventually(&format!("all tags on node {node}"), || async {
+            let (s, traffic) = c.api(node, reqwest::Method::GET, "/v1/apps/shop/traffic", None).await;
+            let (_, revisions) = c.api(node, reqwest::Method::GET, "/v1/apps/shop/revisions", None).await;
+            let tags_ok = (0..6).all(|i| traffic["tags"][format!("t{i}")] == tagged[i].as_str());
+            let listed = revisions.as_array().map_or(0, Vec::len);
+            if s == 200 && tags_ok && listed == 7 && traffic["targets"][0]["revision"] == first.as_str() {
+                Ok(())
+            } else {
+                Err(format!("{traffic} / {listed} revisions"))
+            }
+        })
+        .await;
+    }
+
+    // Traffic changed through B moves every node; a tag routes on every node too.
+    let split =
+        serde_json::json!({"targets": [{"revision": tagged[3], "percent": 100}], "tags": {"canary": tagged[4]}});
+    let (s, body) = c.api(1, reqwest::Method::PUT, "/v1/apps/shop/traffic", Some(split)).await;
+    assert_eq!(s, 200, "{body}");
+    for p in &c.nodes {
+        wait_served(p, "/shop/x", &tagged[3]).await;
+    }
+    let canary = client().get(c.nodes[2].url("/shop/x")).header("x-nimbus-tag", "canary").send().await.unwrap();
+    assert_eq!(canary.headers()["x-nimbus-revision"], tagged[4].as_str());
+
+    // A token made through B works on C; revoked through C, it is refused by A.
+    let (s, token) = c
+        .api(1, reqwest::Method::POST, "/v1/tokens", Some(serde_json::json!({"name": "viewer", "role": "viewer"})))
+        .await;
+    assert_eq!(s, 201, "{token}");
+    let (secret, id) =
+        (token["token"].as_str().unwrap().to_string(), token["info"]["id"].as_str().unwrap().to_string());
+    eventually("token known on C", || async {
+        let (s, _) = api_as(&c.nodes[2], &secret, reqwest::Method::GET, "/v1/apps", None).await;
+        if s == 200 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    let all_to_first = serde_json::json!({"targets": [{"revision": first, "percent": 100}], "tags": {}});
+    let (s, _) = api_as(&c.nodes[2], &secret, reqwest::Method::PUT, "/v1/apps/shop/traffic", Some(all_to_first)).await;
+    assert_eq!(s, 403, "a viewer may not change traffic on any node");
+    let (s, _) = c.api(2, reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(s, 204);
+    eventually("revoked token refused on A", || async {
+        let (s, _) = api_as(&c.nodes[0], &secret, reqwest::Method::GET, "/v1/apps", None).await;
+        if s == 401 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+
+    // Deleting the app through C removes it everywhere.
+    let (s, body) = c.api(2, reqwest::Method::DELETE, "/v1/apps/shop", None).await;
+    assert_eq!(s, 204, "{body}");
+    for p in &c.nodes {
+        eventually("app gone", || async {
+            let got = served_by(p, "/shop/x").await;
+            if got.0 == 404 { Ok(()) } else { Err(format!("{got:?}")) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_fail() {
+    let mut c = Cluster::start();
+    let (s, body) = c.deploy(0, hello_bundle("web", "/web/...", "1"), "").await;
+    assert_eq!(s, 201, "{body}");
+    let rev = body["revision"].as_str().unwrap().to_string();
+    for p in &c.nodes {
+        wait_served(p, "/web/x", &rev).await;
+    }
+
+    // Every node lists all three, ready, with labels and what each runs.
+    let list = nodes_list(&c.nodes[1], &c.admin);
+    assert_eq!(list.len(), 3, "{list:?}");
+    for (i, name) in NAMES.iter().enumerate() {
+        let node = list.iter().find(|n| n["name"] == *name).unwrap_or_else(|| panic!("{name} in {list:?}"));
+        assert_eq!(node["status"], "ready", "{node}");
+        let zone = LABELS[i].rsplit('=').next().unwrap();
+        assert_eq!(node["labels"]["zone"], zone, "{node}");
+        assert_eq!(node["version"], env!("CARGO_PKG_VERSION"), "{node}");
+        assert!(node["gateway"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{node}");
+    }
+    eventually("every node reports what it runs", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin);
+        let all =
+            list.iter().all(|n| n["runs"].as_array().is_some_and(|r| r.iter().any(|x| x == &format!("web/{rev}"))));
+        if all { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
+    let table = c.nodes[0].admin_cli(&["nodes", "list"]);
+    assert!(table.contains("node-c") && table.contains("region=us-east,zone=a") && table.contains("ready"), "{table}");
+
+    // A second node under a running node's name is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let url = c.nats[0].url();
+    let err = Platform::try_start(dir.path(), &node_args(1, &url)).err().expect("a duplicate name is refused");
+    assert!(err.contains("node name `node-b` is held by another running node"), "{err}");
+
+    // kill -9 of node C: after the 2 s timeout the others list it as gone; A and B serve on.
+    c.nodes[2].kill9();
+    eventually("node-c gone", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin);
+        let gone = list.iter().any(|n| n["name"] == "node-c" && n["status"] == "gone");
+        if gone { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
+    assert_eq!(served_by(&c.nodes[1], "/web/x").await, (200, rev.clone()));
+
+    // kill -9 of one NATS server (B's): with the records on three servers, a deploy through B
+    // lands once its client has moved to another server, and A serves it.
+    c.nats[1].kill9();
+    let started = Instant::now();
+    let second = loop {
+        let (s, body) = c.deploy(1, hello_bundle("web", "/web/...", "2"), "").await;
+        if s == 201 {
+            break body["revision"].as_str().unwrap().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "deploy through B after its NATS server died: {s} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("deploy through node-b landed {:?} after its NATS server was killed", started.elapsed());
+    wait_served(&c.nodes[0], "/web/x", &second).await;
+    wait_served(&c.nodes[1], "/web/x", &second).await;
+
+    // Both revisions were acknowledged, and both are still there.
+    let (_, revisions) = c.api(0, reqwest::Method::GET, "/v1/apps/web/revisions", None).await;
+    let ids: Vec<&str> = revisions.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&rev.as_str()) && ids.contains(&second.as_str()), "{ids:?}");
+}
