@@ -27,7 +27,7 @@ struct Cluster {
 const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const LABELS: [&str; 3] = ["region=eu-west,zone=a", "region=eu-west,zone=b", "region=us-east,zone=a"];
 
-fn node_args<'a>(i: usize, url: &'a str) -> Vec<&'a str> {
+fn node_args(i: usize, url: &str) -> Vec<&str> {
     vec!["--nats", url, "--node-name", NAMES[i], "--labels", LABELS[i], "--nats-replicas", "3", "--node-timeout", "2s"]
 }
 
