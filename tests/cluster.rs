@@ -2,8 +2,9 @@
 //! cluster (records kept on all three NATS servers). A deploy, a traffic change or a token made
 //! through any node is served and honoured by every node; concurrent changes through different
 //! nodes lose nothing (compare-and-set, retried on the records as they now are); `nimbus nodes
-//! list` shows the members, and a killed node is declared gone; the platform keeps working
-//! when one NATS server is killed.
+//! list` shows the members, a killed node is declared gone and, restarted, catches up; the
+//! platform keeps working when one NATS server is killed; a cron trigger that every node
+//! schedules fires once per tick.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -214,8 +215,12 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     let (s, body) = c.deploy(0, hello_bundle("web", "/web/...", "1"), "").await;
     assert_eq!(s, 201, "{body}");
     let rev = body["revision"].as_str().unwrap().to_string();
+    let (s, body) = c.deploy(0, hello_bundle("old", "/old/...", "1"), "").await;
+    assert_eq!(s, 201, "{body}");
+    let old = body["revision"].as_str().unwrap().to_string();
     for p in &c.nodes {
         wait_served(p, "/web/x", &rev).await;
+        wait_served(p, "/old/x", &old).await;
     }
 
     // Every node lists all three, ready, with labels and what each runs.
@@ -275,4 +280,62 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     let (_, revisions) = c.api(0, reqwest::Method::GET, "/v1/apps/web/revisions", None).await;
     let ids: Vec<&str> = revisions.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&rev.as_str()) && ids.contains(&second.as_str()), "{ids:?}");
+
+    // Node C restarted on its data dir catches up with what changed while it was down: the new
+    // revision serves, and an app deleted meanwhile is gone from its replica too.
+    let (s, body) = c.api(0, reqwest::Method::DELETE, "/v1/apps/old", None).await;
+    assert_eq!(s, 204, "{body}");
+    let url = c.nats[2].url();
+    let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url));
+    assert!(restarted.admin.is_none());
+    wait_served(&restarted, "/web/x", &second).await;
+    assert_eq!(served_by(&restarted, "/old/x").await.0, 404);
+    let (s, _) = api_as(&restarted, &c.admin, reqwest::Method::GET, "/v1/apps/old", None).await;
+    assert_eq!(s, 404, "an app deleted while the node was down");
+    eventually("node-c ready again", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin);
+        let ready = list.iter().any(|n| n["name"] == "node-c" && n["status"] == "ready");
+        if ready { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cron_trigger_on_three_nodes_fires_once_per_tick() {
+    let c = Cluster::start();
+    let manifest = format!(
+        "[app]\nname = \"clock\"\n\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"out\"] }}\n\n[[trigger.cron]]\nschedule = \"* * * * * *\"\ncomponent = \"fn\"\n",
+        nimbus_fixtures::EVENTS
+    );
+    let wasm = std::fs::read(nimbus_fixtures::EVENTS).unwrap();
+    let bundle =
+        nimbus_control::Bundle { manifest, artifacts: [("fn".to_string(), wasm)].into(), trees: Default::default() }
+            .pack();
+    let (s, body) = c.deploy(0, bundle, "").await;
+    assert_eq!(s, 201, "{body}");
+    let rev = body["revision"].as_str().unwrap().to_string();
+    eventually("every node runs the cron trigger", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin);
+        let all =
+            list.iter().all(|n| n["runs"].as_array().is_some_and(|r| r.iter().any(|x| x == &format!("clock/{rev}"))));
+        if all && list.len() == 3 { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
+
+    // Every node schedules every tick; each tick is on the topic once.
+    let started = Instant::now();
+    let ticks: Vec<String> = loop {
+        let (s, page) =
+            c.api(1, reqwest::Method::GET, "/v1/apps/clock/topics/nimbus-cron.0/events?limit=1000", None).await;
+        assert_eq!(s, 200, "{page}");
+        let ticks: Vec<String> =
+            page["events"].as_array().unwrap().iter().map(|e| e["event"]["id"].as_str().unwrap().to_string()).collect();
+        if ticks.len() >= 6 {
+            break ticks;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "ticks: {ticks:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let unique: std::collections::BTreeSet<&String> = ticks.iter().collect();
+    assert_eq!(unique.len(), ticks.len(), "a tick fired more than once: {ticks:?}");
 }

@@ -19,6 +19,8 @@ pub struct BusConfig {
     pub ack_wait: Duration,
     /// How long events are kept (consumed or not); older ones are deleted.
     pub retention: Duration,
+    /// On how many servers a topic is kept (JetStream's replicas; the embedded bus has one).
+    pub replicas: usize,
 }
 
 impl Default for BusConfig {
@@ -28,6 +30,7 @@ impl Default for BusConfig {
             dedup_window: Duration::from_secs(120),
             ack_wait: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
         }
     }
 }

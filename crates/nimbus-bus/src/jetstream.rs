@@ -69,7 +69,7 @@ impl JetStream {
                 name: stream_name(topic),
                 subjects: vec![format!("nimbus.topic.{}.*", topic.storage_name())],
                 storage: StorageType::File,
-                num_replicas: 1,
+                num_replicas: self.config.replicas.max(1),
                 // JetStream refuses a dedup window longer than the retention.
                 duplicate_window: self.config.dedup_window.min(self.config.retention),
                 max_age: self.config.retention,

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use nimbus_control::{ClusterStore, Key, Labels, NodeConfig, NodeInfo, NodeStatus, Nodes, Store};
+use nimbus_control::{ClusterStore, Key, Labels, NodeConfig, NodeInfo, NodeStatus, Nodes, Store, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::remote::{Client, OutputArgs, RemoteArgs};
+use crate::serving::BackendArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
@@ -25,10 +26,6 @@ pub(crate) struct ClusterArgs {
     /// A node whose heartbeat is older than this is gone.
     #[arg(long, env = "NIMBUS_NODE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
-    /// On how many NATS servers the cluster's control records and artifacts are kept (1, or 3
-    /// with a three-server NATS cluster, so one may fail without losing anything).
-    #[arg(long, env = "NIMBUS_NATS_REPLICAS", default_value_t = 1)]
-    nats_replicas: usize,
 }
 
 /// The control store of a node: its own, or its replica of the cluster's.
@@ -36,7 +33,8 @@ pub(crate) struct Control {
     pub(crate) store: Arc<Store>,
     /// In a cluster: the records that change, for the platform to converge on.
     pub(crate) changes: Option<UnboundedReceiver<Key>>,
-    cluster: Option<async_nats::Client>,
+    /// The cluster's NATS client and replicas.
+    cluster: Option<(async_nats::Client, usize)>,
 }
 
 impl ClusterArgs {
@@ -52,9 +50,6 @@ impl ClusterArgs {
                 "--node-name `{name}`: use 1 to 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"
             );
         }
-        if !(1..=5).contains(&self.nats_replicas) {
-            bail!("--nats-replicas must be 1 to 5 (and at most the number of NATS servers)");
-        }
         if self.node_timeout < Duration::from_secs(1) {
             bail!("--node-timeout must be at least 1s");
         }
@@ -63,8 +58,8 @@ impl ClusterArgs {
 
     /// Opens the control store: in a cluster, this node's replica of the cluster's records
     /// (`control-replica.redb`, brought up to date first); else `control.redb`.
-    pub(crate) async fn open(&self, nats: Option<&str>, data_dir: &Path) -> anyhow::Result<Control> {
-        let (Some(_), Some(url)) = (&self.node_name, nats) else {
+    pub(crate) async fn open(&self, storage: &BackendArgs, data_dir: &Path) -> anyhow::Result<Control> {
+        let (Some(_), Some(url)) = (&self.node_name, storage.nats.as_deref()) else {
             let db = data_dir.join("control.redb");
             let store = Arc::new(Store::open(&db).with_context(|| {
                 format!("cannot open the control store; is another `nimbus server` using {}?", data_dir.display())
@@ -74,13 +69,14 @@ impl ClusterArgs {
         let client = async_nats::connect(url)
             .await
             .with_context(|| format!("cannot connect to NATS at {url}; is nats-server running with JetStream?"))?;
-        let shared = ClusterStore::open(client.clone(), self.nats_replicas)
+        let replicas = storage.nats_replicas.into();
+        let shared = patiently(|| ClusterStore::open(client.clone(), replicas))
             .await
             .context("cannot open the cluster's control records in NATS JetStream")?;
-        let (store, changes) = Store::replica(&data_dir.join("control-replica.redb"), shared)
+        let (store, changes) = Box::pin(Store::replica(&data_dir.join("control-replica.redb"), shared))
             .await
             .context("cannot copy the cluster's control records to this node")?;
-        Ok(Control { store, changes: Some(changes), cluster: Some(client) })
+        Ok(Control { store, changes: Some(changes), cluster: Some((client, storage.nats_replicas.into())) })
     }
 
     /// This node's membership: in a cluster it joins (refused if another running node holds
@@ -101,9 +97,11 @@ impl ClusterArgs {
         };
         match &control.cluster {
             None => Ok(Nodes::single(config)),
-            Some(client) => Nodes::join(client.clone(), self.nats_replicas, config, self.node_timeout)
-                .await
-                .context("cannot join the cluster"),
+            Some((client, replicas)) => {
+                patiently(|| Nodes::join(client.clone(), *replicas, config.clone(), self.node_timeout))
+                    .await
+                    .context("cannot join the cluster")
+            }
         }
     }
 
@@ -114,6 +112,24 @@ impl ClusterArgs {
         match (&self.node_name, nats) {
             (Some(name), Some(url)) => format!("{name}{labels}; cluster state in NATS JetStream at {url}"),
             _ => format!("single node{labels}"),
+        }
+    }
+}
+
+/// Calls NATS again while it fails for want of NATS (a server restarting, JetStream electing
+/// leaders), for up to 30 s; other errors (a name taken) at once.
+async fn patiently<T, F>(mut call: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match call().await {
+            Err(e @ StoreError::Cluster { .. }) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(error = %nimbus_observe::report(&e), "NATS JetStream is not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
         }
     }
 }

@@ -169,7 +169,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     harden_data_dir(&data_dir)?;
-    let mut control = args.cluster.open(args.storage.nats.as_deref(), &data_dir).await?;
+    let mut control = args.cluster.open(&args.storage, &data_dir).await?;
     let store = control.store.clone();
     let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
     let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;

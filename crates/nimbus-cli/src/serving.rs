@@ -156,6 +156,11 @@ pub(crate) struct BackendArgs {
     /// How long events are kept, consumed or not (e.g. 7d, 12h).
     #[arg(long, env = "NIMBUS_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub(crate) event_retention: Duration,
+    /// On how many NATS servers topics, KV buckets and (in a cluster) the control records and
+    /// artifacts are kept: 1, or 3 with a three-server NATS cluster, so that one may fail
+    /// without losing anything acknowledged.
+    #[arg(long, env = "NIMBUS_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) nats_replicas: u8,
 }
 
 impl BackendArgs {
@@ -164,7 +169,11 @@ impl BackendArgs {
         &self,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_bus::EventBus>> {
-        let config = nimbus_bus::BusConfig { retention: self.event_retention, ..Default::default() };
+        let config = nimbus_bus::BusConfig {
+            retention: self.event_retention,
+            replicas: self.nats_replicas.into(),
+            ..Default::default()
+        };
         Ok(match &self.nats {
             Some(url) => std::sync::Arc::new(nimbus_bus::JetStream::connect(url, config).await?),
             None => {
@@ -181,7 +190,9 @@ impl BackendArgs {
         data_dir: &std::path::Path,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_state::KvStore>> {
         Ok(match &self.nats {
-            Some(url) => std::sync::Arc::new(nimbus_state::NatsKv::connect(url).await?),
+            Some(url) => {
+                std::sync::Arc::new(nimbus_state::NatsKv::connect(url).await?.replicated(self.nats_replicas.into()))
+            }
             None => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;

@@ -22,6 +22,7 @@ use crate::{Bucket, KvError};
 pub struct NatsKv {
     js: jetstream::Context,
     stores: Mutex<HashMap<Bucket, kv::Store>>,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for NatsKv {
@@ -40,7 +41,14 @@ impl NatsKv {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
-        Ok(Self { js: jetstream::new(client), stores: Mutex::default() })
+        Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1 })
+    }
+
+    /// Keeps new buckets on `replicas` NATS servers (a NATS cluster's RAFT replicates them).
+    #[must_use]
+    pub fn replicated(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
     }
 
     async fn store(&self, bucket: &Bucket) -> Result<kv::Store, KvError> {
@@ -51,7 +59,7 @@ impl NatsKv {
             bucket: bucket_name(bucket),
             history: 1,
             storage: StorageType::File,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             limit_markers: Some(Duration::from_secs(1)),
             ..Default::default()
         };

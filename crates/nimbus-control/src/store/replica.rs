@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Entry, Operation};
+use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures::StreamExt;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::mpsc;
@@ -30,20 +30,18 @@ impl Store {
         cluster: ClusterStore,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Key>), StoreError> {
         let mut store = Self::open(path)?;
-        let status = cluster.kv.status().await.map_err(|e| failed("reading the control bucket")(e.into()))?;
-        let mut watch =
-            cluster.kv.watch_with_history(">").await.map_err(|e| failed("watching the control bucket")(e.into()))?;
-        let mut entries = Vec::new();
-        if status.values() > 0 {
-            while let Some(entry) = watch.next().await {
-                let entry = entry.map_err(|e| failed("reading the control bucket")(e.into()))?;
-                let done = entry.delta == 0;
-                entries.push(entry);
-                if done {
-                    break;
+        // NATS may be electing leaders (a server just failed): keep trying for a while.
+        let started = std::time::Instant::now();
+        let (watch, entries) = loop {
+            match catch_up(&cluster).await {
+                Ok(caught_up) => break caught_up,
+                Err(e) if started.elapsed() < CATCH_UP_FOR => {
+                    tracing::warn!(error = %nimbus_observe::report(&e), "cannot read the control bucket yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                Err(e) => return Err(e),
             }
-        }
+        };
         let last = entries.iter().map(|e| e.revision).max().unwrap_or(0);
         let decoded: Vec<_> = entries.iter().filter_map(decode).collect();
         let present: BTreeSet<Key> = decoded.iter().map(|(k, _, _)| k.clone()).collect();
@@ -116,6 +114,28 @@ fn decode(entry: &Entry) -> Option<Replicated<'_>> {
     Some((key, value, Some(entry.revision)))
 }
 
+/// How long a node keeps trying to read the control bucket at start.
+const CATCH_UP_FOR: Duration = Duration::from_secs(30);
+
+/// Every record of the bucket (with delete markers), and a watch that goes on after them.
+async fn catch_up(cluster: &ClusterStore) -> Result<(Watch, Vec<Entry>), StoreError> {
+    let status = cluster.kv.status().await.map_err(|e| failed("reading the control bucket")(e.into()))?;
+    let mut watch =
+        cluster.kv.watch_with_history(">").await.map_err(|e| failed("watching the control bucket")(e.into()))?;
+    let mut entries = Vec::new();
+    if status.values() > 0 {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| failed("reading the control bucket")(e.into()))?;
+            let done = entry.delta == 0;
+            entries.push(entry);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok((watch, entries))
+}
+
 /// The revision of `key` the replica read by `tx` has.
 pub(super) fn seen_in(tx: &redb::ReadTransaction, key: &Key) -> Result<Option<u64>, StoreError> {
     let table = tx.open_table(SEEN).map_err(err)?;
@@ -123,12 +143,7 @@ pub(super) fn seen_in(tx: &redb::ReadTransaction, key: &Key) -> Result<Option<u6
 }
 
 /// Applies the bucket's changes to the replica while it exists, reporting the changed records.
-async fn follow(
-    store: Weak<Store>,
-    mut watch: async_nats::jetstream::kv::Watch,
-    mut last: u64,
-    changed: mpsc::UnboundedSender<Key>,
-) {
+async fn follow(store: Weak<Store>, mut watch: Watch, mut last: u64, changed: mpsc::UnboundedSender<Key>) {
     loop {
         while let Some(entry) = watch.next().await {
             let Some(store) = store.upgrade() else { return };
