@@ -339,3 +339,74 @@ async fn a_cron_trigger_on_three_nodes_fires_once_per_tick() {
     let unique: std::collections::BTreeSet<&String> = ticks.iter().collect();
     assert_eq!(unique.len(), ticks.len(), "a tick fired more than once: {ticks:?}");
 }
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_pinned_to_a_region_is_never_loaded_served_or_deployed_outside_it() {
+    let c = Cluster::start();
+    let manifest = format!(
+        "{}\n[placement]\nrequire = {{ region = \"eu-*\" }}\n",
+        common::platform::hello_manifest("gdpr", "/gdpr/...", "1")
+    );
+    let wasm = std::fs::read(nimbus_fixtures::HELLO).unwrap();
+    let bundle = nimbus_control::Bundle {
+        manifest: manifest.clone(),
+        artifacts: [("web".to_string(), wasm.clone())].into(),
+        trees: Default::default(),
+    }
+    .pack();
+
+    // Through the us node the deploy is refused before anything is stored.
+    let (s, body) = c.deploy(2, bundle.clone(), "").await;
+    assert_eq!(s, 421, "{body}");
+    assert_eq!(body["code"], "misdirected", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("region=eu-*"), "{body}");
+    assert_eq!(c.api(0, reqwest::Method::GET, "/v1/apps/gdpr", None).await.0, 404);
+
+    // Through an eu node it lands and both eu nodes serve it; the us node answers 421 for its
+    // requests and its data, naming where it is served.
+    let (s, body) = c.deploy(0, bundle, "").await;
+    assert_eq!(s, 201, "{body}");
+    let rev = body["revision"].as_str().unwrap().to_string();
+    wait_served(&c.nodes[0], "/gdpr/x", &rev).await;
+    wait_served(&c.nodes[1], "/gdpr/x", &rev).await;
+    eventually("the us node refuses the app's requests", || async {
+        let resp = client().get(c.nodes[2].url("/gdpr/x")).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        if status == 421 && text.contains("region=eu-*") { Ok(()) } else { Err(format!("{status} {text}")) }
+    })
+    .await;
+    let (s, body) = c.api(2, reqwest::Method::GET, "/v1/apps/gdpr/kv/cache/keys", None).await;
+    assert_eq!((s, body["code"].as_str()), (421, Some("misdirected")), "{body}");
+    let (s, _) = c.api(0, reqwest::Method::GET, "/v1/apps/gdpr/kv/cache/keys", None).await;
+    assert_ne!(s, 421, "an eu node serves the app's data");
+    c.nodes[2].wait_for_log(&["revision not loaded: its placement excludes this node", "gdpr"]);
+
+    // The app is listed (its records are the cluster's), but the us node holds none of its
+    // code: no file in its data dir (replica, compile cache) holds the artifact's bytes.
+    let (s, _) = c.api(2, reqwest::Method::GET, "/v1/apps/gdpr", None).await;
+    assert_eq!(s, 200);
+    let window = &wasm[wasm.len() / 2..wasm.len() / 2 + 256];
+    let holds = |dir: &std::path::Path| {
+        files(dir).into_iter().any(|f| std::fs::read(&f).unwrap_or_default().windows(window.len()).any(|w| w == window))
+    };
+    assert!(holds(&c.nodes[0].data), "the check finds the artifact on an eu node");
+    assert!(!holds(&c.nodes[2].data), "the us node stores none of the pinned app's code");
+
+    // Traffic moved through the us node is refused too.
+    let split = serde_json::json!({"targets": [{"revision": rev, "percent": 100}], "tags": {"x": rev}});
+    let (s, _) = c.api(2, reqwest::Method::PUT, "/v1/apps/gdpr/traffic", Some(split)).await;
+    assert_eq!(s, 200, "traffic is control metadata, changed from any node");
+    wait_served(&c.nodes[1], "/gdpr/x", &rev).await;
+    assert!(!holds(&c.nodes[2].data), "still nothing on the us node");
+}

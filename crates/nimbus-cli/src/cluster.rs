@@ -105,6 +105,11 @@ impl ClusterArgs {
         }
     }
 
+    /// This node's labels.
+    pub(crate) fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
     /// `NAME (labels), cluster on NATS` for the banner.
     pub(crate) fn describe(&self, nats: Option<&str>) -> String {
         let labels: Vec<String> = self.labels.0.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -205,6 +205,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 secrets: Some(secrets),
                 trust_domain: args.identity.trust_domain.clone(),
                 workload_certs: Some(args.identity.workload_certs(&data_dir)?),
+                node_labels: args.cluster.labels().0.clone(),
             },
             data_dir.join("services"),
             observer.clone(),

@@ -53,6 +53,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         auth: crate::data::DataAuth::Tokens { tokens: state.tokens.clone(), dev: state.dev },
         observer: state.platform.observer().clone(),
         workflows: Some(state.platform.clone()),
+        ingress: Some(state.platform.ingress()),
     }));
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi))

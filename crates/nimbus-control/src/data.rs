@@ -88,6 +88,9 @@ pub struct DataState {
     pub observer: nimbus_observe::Observer,
     /// The apps' workflows, if this node runs any.
     pub workflows: Option<Arc<dyn crate::AppWorkflows>>,
+    /// The routing table: the data of an app it says is served elsewhere (`[placement]`) is
+    /// refused here too (421), so it never passes through this node.
+    pub ingress: Option<Arc<nimbus_gateway::Ingress>>,
 }
 
 impl DataState {
@@ -112,7 +115,11 @@ impl DataState {
     /// Checks a call about the data (topics, buckets) of `app`: the caller's token must allow
     /// calls of `scope` on that app.
     pub(crate) fn check_app(&self, caller: &Caller, scope: Scope, app: &str) -> Result<(), ControlError> {
-        self.auth.check_app(&caller.headers, caller.ip, scope, app)
+        self.auth.check_app(&caller.headers, caller.ip, scope, app)?;
+        match self.ingress.as_ref().and_then(|i| i.elsewhere(app)) {
+            Some(requires) => Err(ControlError::Misdirected { app: app.to_string(), requires }),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn bus(&self) -> Result<Arc<dyn EventBus>, ControlError> {

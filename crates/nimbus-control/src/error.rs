@@ -35,6 +35,15 @@ pub enum ControlError {
         /// What to do.
         hint: Option<String>,
     },
+    /// The app may not be on this node (its `[placement]` requires labels this node does not
+    /// have): nothing of it is stored or run here (421).
+    #[error("app `{app}` may only be on nodes labelled {requires}; this node is not")]
+    Misdirected {
+        /// The app.
+        app: String,
+        /// Its requirement, e.g. `region=eu-*`.
+        requires: String,
+    },
     /// The upload is larger than the server accepts (413).
     #[error("{0}")]
     TooLarge(String),
@@ -132,6 +141,7 @@ impl ControlError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(StoreError::Cluster { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +163,7 @@ impl ControlError {
             Self::BadRequest { .. } => "bad_request",
             Self::Invalid { .. } => "invalid_bundle",
             Self::NotFound(_) => "not_found",
+            Self::Misdirected { .. } => "misdirected",
             Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(StoreError::Cluster { .. }) => "unavailable",
             Self::TooLarge(_) => "too_large",
@@ -178,6 +189,9 @@ impl ControlError {
             Self::Invalid { .. } => "fix the problems listed in `details` and deploy again",
             Self::NotFound(_) => {
                 "check the name; `nimbus apps list`, `nimbus revisions list APP` and `nimbus tokens list` show what exists"
+            }
+            Self::Misdirected { requires, .. } => {
+                return format!("send it to a node labelled {requires}; `nimbus nodes list` shows each node's labels");
             }
             Self::TooLarge(_) => "send less; the limit is in the message",
             Self::Unauthorized(_) => {

@@ -187,6 +187,7 @@ fn pattern_path(p: &RoutePattern) -> &str {
 /// The routing table of these claims (no revisions: only which app a request reaches matters).
 fn table(claims: &[Claim]) -> AppTable {
     AppTable::new(claims.iter().map(|c| LiveApp {
+        elsewhere: None,
         name: c.name.clone(),
         hosts: c.hosts.clone(),
         routes: c.routes.clone(),

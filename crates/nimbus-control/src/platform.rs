@@ -139,6 +139,8 @@ pub struct Platform {
     triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
     /// How many revisions without traffic or a tag each app keeps (see `retention`).
     keep_inactive: std::sync::atomic::AtomicUsize,
+    /// This node's labels, which apps' `[placement]` must match.
+    node_labels: BTreeMap<String, String>,
 }
 
 /// What the apps' data goes through.
@@ -157,6 +159,9 @@ pub struct AppData {
     pub trust_domain: nimbus_security::identity::TrustDomain,
     /// Issues services certificates of their workload identity, written under the directory.
     pub workload_certs: Option<(Arc<nimbus_security::identity::WorkloadCerts>, PathBuf)>,
+    /// This node's labels: an app whose `[placement]` they do not meet is not loaded, served
+    /// or deployed here.
+    pub node_labels: BTreeMap<String, String>,
 }
 
 impl Platform {
@@ -173,7 +178,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -195,6 +200,7 @@ impl Platform {
             apps: tokio::sync::Mutex::default(),
             triggers: tokio::sync::Mutex::default(),
             keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            node_labels,
         };
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         for record in platform.store.apps()? {
@@ -241,6 +247,11 @@ impl Platform {
         *platform.apps.lock().await = apps;
         platform.publish(&*platform.apps.lock().await).await;
         Ok(platform)
+    }
+
+    /// The routing table this platform publishes to.
+    pub fn ingress(&self) -> Arc<Ingress> {
+        self.ingress.clone()
     }
 
     /// Where this server's traces, metrics and logs go.
@@ -324,6 +335,13 @@ impl crate::AppWorkflows for Platform {
                 .max_by_key(|(percent, _)| *percent)
                 .map(|(_, w)| w)
         })
+    }
+}
+
+impl Platform {
+    /// Whether this node may hold a revision with `manifest` (its `[placement]`).
+    fn admits(&self, manifest: &Manifest) -> bool {
+        manifest.placement.admits(&self.node_labels)
     }
 }
 

@@ -18,6 +18,8 @@ pub struct NatsServer {
     port: u16,
     /// HTTP monitoring port: `/healthz` says when JetStream is ready.
     monitor: u16,
+    /// A name no other test's server has: `/varz` proves the ports are this server's.
+    name: String,
     dir: tempfile::TempDir,
     cluster: Option<Cluster>,
 }
@@ -25,7 +27,6 @@ pub struct NatsServer {
 /// This server's place in a JetStream cluster.
 #[derive(Debug, Clone)]
 struct Cluster {
-    name: String,
     port: u16,
     routes: Vec<u16>,
 }
@@ -42,34 +43,46 @@ impl NatsServer {
     /// Starts a server on a free loopback port; panics with what to install if it cannot.
     pub fn start() -> Self {
         check_version();
-        let mut server = Self::new(None);
-        server.spawn();
-        server
+        // A free port may be taken by another test between choosing and binding it: then the
+        // server exits, and it starts again on other ports.
+        for _ in 0..5 {
+            let mut server = Self::new(None);
+            server.launch();
+            if server.wait_ready().is_ok() {
+                return server;
+            }
+        }
+        panic!("nats-server did not start in 5 attempts");
     }
 
     /// Starts `n` servers forming one JetStream cluster; returns once every one reports
     /// JetStream ready (a meta leader elected).
     pub fn cluster(n: usize) -> Vec<Self> {
         check_version();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let mut servers: Vec<Self> = (0..n)
-            .map(|i| {
-                let routes = ports.iter().copied().filter(|p| *p != ports[i]).collect();
-                Self::new(Some(Cluster { name: format!("n{i}"), port: ports[i], routes }))
-            })
-            .collect();
-        for server in &mut servers {
-            server.launch();
+        for _ in 0..5 {
+            let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+            let mut servers: Vec<Self> = (0..n)
+                .map(|i| {
+                    let routes = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+                    Self::new(Some(Cluster { port: ports[i], routes }))
+                })
+                .collect();
+            for server in &mut servers {
+                server.launch();
+            }
+            if servers.iter_mut().all(|s| s.wait_ready().is_ok()) {
+                return servers;
+            }
         }
-        for server in &servers {
-            server.wait_ready();
-        }
-        servers
+        panic!("a {n}-server NATS cluster did not start in 5 attempts");
     }
 
     fn new(cluster: Option<Cluster>) -> Self {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("nimbus-test-{}-{n}", std::process::id());
         let dir = tempfile::tempdir().expect("nats store dir");
-        Self { child: None, port: free_port(), monitor: free_port(), dir, cluster }
+        Self { child: None, port: free_port(), monitor: free_port(), name, dir, cluster }
     }
 }
 
@@ -94,7 +107,8 @@ impl NatsServer {
         let path = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            self.name,
             self.port,
             self.monitor,
             store.display().to_string()
@@ -102,8 +116,7 @@ impl NatsServer {
         if let Some(c) = &self.cluster {
             let routes: Vec<String> = c.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
             text += &format!(
-                "server_name: {}\ncluster {{\n  name: nimbus-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                c.name,
+                "cluster {{\n  name: nimbus-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                 c.port,
                 routes.join(", ")
             );
@@ -114,7 +127,9 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         self.launch();
-        self.wait_ready();
+        if let Err(e) = self.wait_ready() {
+            panic!("{e}");
+        }
     }
 
     fn launch(&mut self) {
@@ -128,25 +143,37 @@ impl NatsServer {
         self.child = Some(child);
     }
 
-    /// Waits until `/healthz` answers 200: the client port listens and JetStream is ready.
-    fn wait_ready(&self) {
+    /// Waits until this server (its name on `/varz`) says `/healthz` 200: its ports are its
+    /// own and JetStream is ready. An error if it exited (a port was taken).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.healthy() {
+        loop {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!("nats-server on port {} exited: {status}", self.port));
+            }
+            let ours = self.get("/varz").is_some_and(|(_, body)| body.contains(&format!("\"{}\"", self.name)));
+            if ours && self.get("/healthz").is_some_and(|(status, _)| status == "200") {
+                return Ok(());
+            }
             assert!(Instant::now() < deadline, "nats-server on port {} did not become healthy", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn healthy(&self) -> bool {
+    /// The status and body of `GET path` on the monitoring port.
+    fn get(&self, path: &str) -> Option<(String, String)> {
         use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.monitor)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = format!("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.monitor);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.monitor);
+        stream.write_all(request.as_bytes()).ok()?;
         let mut answer = String::new();
-        stream.write_all(request.as_bytes()).is_ok()
-            && stream.read_to_string(&mut answer).is_ok()
-            && answer.split_whitespace().nth(1) == Some("200")
-            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        stream.read_to_string(&mut answer).ok()?;
+        let status = answer.split_whitespace().nth(1)?.to_string();
+        Some((status, answer))
     }
 
     /// `nats://127.0.0.1:PORT`.

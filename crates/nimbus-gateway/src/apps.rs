@@ -55,6 +55,9 @@ pub struct LiveApp {
     pub split: Vec<(Arc<LiveRevision>, u8)>,
     /// Tagged revisions, reachable whatever their percent.
     pub tags: HashMap<String, Arc<LiveRevision>>,
+    /// Set when the app may not be on this node (its placement, e.g. `region=eu-*`): its
+    /// requests are answered `421 Misdirected Request` naming where it is served.
+    pub elsewhere: Option<String>,
 }
 
 impl LiveApp {
@@ -161,6 +164,11 @@ impl Ingress {
         self.table.store(Arc::new(table));
     }
 
+    /// The placement of `app` when it may not be on this node (see [`LiveApp::elsewhere`]).
+    pub fn elsewhere(&self, app: &str) -> Option<String> {
+        self.table.load().by_name.get(app).and_then(|a| a.elsewhere.clone())
+    }
+
     /// The revision of `app` a call without a tag goes to (by its traffic split), if any.
     pub fn revision_of(&self, app: &str) -> Option<Arc<LiveRevision>> {
         self.table.load().by_name.get(app).and_then(|a| a.pick()).cloned()
@@ -189,6 +197,13 @@ impl Ingress {
             let Some((app, tag)) = table.route(host, path, tag_header) else {
                 return error(StatusCode::NOT_FOUND, &id, "no app serves this host and path");
             };
+            if let Some(requires) = &app.elsewhere {
+                let message = format!(
+                    "app `{}` is served only by nodes labelled {requires}; send the request to one of them",
+                    app.name
+                );
+                return error(StatusCode::MISDIRECTED_REQUEST, &id, &message);
+            }
             let chosen = match tag {
                 Some(tag) => app.tags.get(tag).ok_or_else(|| format!("app `{}` has no tag `{tag}`", app.name)),
                 None => app.pick().ok_or_else(|| format!("app `{}` has no revision receiving traffic", app.name)),

@@ -31,6 +31,7 @@ mod error;
 mod grant;
 mod locate;
 mod names;
+mod placement;
 mod route;
 mod schedule;
 mod scope;
@@ -50,6 +51,7 @@ pub use names::{
     MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX, check_bucket_name,
     check_topic_name,
 };
+pub use placement::{Placement, label_key_ok, label_value_ok};
 pub use route::{HttpMethod, RoutePattern};
 pub use schedule::{CronExpr, Schedule, TimeZone};
 pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};

@@ -24,6 +24,9 @@ pub struct Manifest {
     /// Buckets and topics this app shares with named other apps; nothing is shared without it.
     #[serde(default)]
     pub export: Exports,
+    /// On which nodes of a cluster the app may be (data residency).
+    #[serde(default)]
+    pub placement: crate::placement::Placement,
 }
 
 /// `[export]`: what this app shares, and with which apps. Another app names an exported bucket

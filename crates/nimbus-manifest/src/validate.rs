@@ -72,7 +72,27 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     check_http_triggers(m, &mut out);
     check_event_triggers(m, &mut out);
     check_exports(m, &mut out);
+    check_placement(m, &mut out);
     out
+}
+
+fn check_placement(m: &Manifest, out: &mut Vec<Problem>) {
+    let at = FieldPath::root().key("placement").key("require");
+    for (key, pattern) in &m.placement.require {
+        if !crate::placement::label_key_ok(key) {
+            out.push(problem(
+                at.clone().key(key.clone()),
+                format!("`{key}` is not a label key"),
+                "use a label the nodes carry (`--labels region=eu-west`), e.g. `require = { region = \"eu-*\" }`",
+            ));
+        } else if !crate::placement::pattern_ok(pattern) {
+            out.push(problem(
+                at.clone().key(key.clone()),
+                format!("`{pattern}` is not a label value pattern"),
+                "use letters, digits, `-`, `_`, `.` and `*` for any run of characters, e.g. `eu-*`",
+            ));
+        }
+    }
 }
 
 /// The grants of component `c` (at `at`): names and origins well formed, each grant on the

@@ -456,3 +456,19 @@ fn exported_components_must_exist() {
     assert_eq!(d.field, "export.components.nope");
     assert!(d.message.contains("no component named `nope`"), "{}", d.message);
 }
+
+#[test]
+fn placement_requires_label_keys_and_value_patterns() {
+    let ok = parse(&format!(
+        "{VALID}\n[placement]\nrequire = {{ region = \"eu-*\", \"topology.kubernetes.io/zone\" = \"*-1a\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.manifest.placement.describe(), "region=eu-*, topology.kubernetes.io/zone=*-1a");
+    let d = only_error(&format!("{VALID}\n[placement]\nrequire = {{ \"-region\" = \"eu\" }}\n"));
+    assert_eq!(d.field, "placement.require.-region");
+    assert!(d.message.contains("not a label key"), "{}", d.message);
+    let d = only_error(&format!("{VALID}\n[placement]\nrequire = {{ region = \"eu west\" }}\n"));
+    assert!(d.message.contains("`eu west` is not a label value pattern"), "{}", d.message);
+    let d = only_error(&format!("{VALID}\n[placement]\nprefer = {{ region = \"eu\" }}\n"));
+    assert!(d.message.contains("prefer"), "unknown fields are refused: {}", d.message);
+}

@@ -1,5 +1,6 @@
 //! Node labels (`region=eu-west,zone=a`): keys and values as in Kubernetes (1 to 63 letters,
-//! digits, `-`, `_`, `.`; keys may carry a `prefix/`), checked once at start.
+//! digits, `-`, `_`, `.`; keys may carry a `prefix/`; [`nimbus_manifest::label_key_ok`]),
+//! checked once at start; an app's `[placement]` is matched against them.
 use std::collections::BTreeMap;
 
 /// A node's labels, checked.
@@ -21,13 +22,12 @@ pub fn parse_labels(text: &str) -> Result<Labels, String> {
             .split_once('=')
             .ok_or_else(|| format!("label `{pair}` has no `=`; write labels as `region=eu-west,zone=a`"))?;
         let (key, value) = (key.trim(), value.trim());
-        let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
-        if !word(name) || prefix.is_some_and(|p| p.is_empty() || p.len() > 253 || !p.split('.').all(word)) {
+        if !nimbus_manifest::label_key_ok(key) {
             return Err(format!(
                 "label key `{key}` is not valid: 1 to 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (an optional `prefix/` before)"
             ));
         }
-        if !value.is_empty() && !word(value) {
+        if !nimbus_manifest::label_value_ok(value) {
             return Err(format!(
                 "label `{key}` has value `{value}`: use at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"
             ));
@@ -37,15 +37,6 @@ pub fn parse_labels(text: &str) -> Result<Labels, String> {
         }
     }
     Ok(Labels(labels))
-}
-
-fn word(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]

@@ -175,6 +175,11 @@ impl Platform {
     ) -> Result<LoadedManifest, ControlError> {
         let loaded = parse_manifest(&bundle.manifest)?;
         principal.check(Scope::Deploy, Some(&loaded.manifest.app.name))?;
+        if !self.admits(&loaded.manifest) {
+            // Data residency: the bundle goes no further than this check on such a node.
+            let (app, requires) = (loaded.manifest.app.name.clone(), loaded.manifest.placement.describe());
+            return Err(ControlError::Misdirected { app, requires });
+        }
         check_artifacts(&loaded, bundle)?;
         super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
         if let Some(hosts) = &options.hosts {

@@ -92,16 +92,24 @@ impl Platform {
                 && rev.live.is_none()
             {
                 let loaded = self.load_stored(rev.record.clone()).await?;
-                tracing::info!(app = %rev.record.app, revision = id, "revision loaded: it has traffic or a tag");
+                if loaded.live.is_some() {
+                    tracing::info!(app = %rev.record.app, revision = id, "revision loaded: it has traffic or a tag");
+                }
                 *rev = loaded;
             }
         }
         Ok(())
     }
 
-    /// Loads a stored revision: its artifacts from the store, compiled, its services started.
+    /// Loads a stored revision: its artifacts from the store, compiled, its services started —
+    /// unless its `[placement]` keeps it off this node: then only its record is known here.
     pub(super) async fn load_stored(&self, record: RevisionRecord) -> Result<Loaded, ControlError> {
         let loaded = parse_manifest(&record.manifest)?;
+        if !self.admits(&loaded.manifest) {
+            tracing::info!(app = %record.app, revision = %record.id, requires = %loaded.manifest.placement.describe(),
+                "revision not loaded: its placement excludes this node");
+            return Loaded::unloaded(record);
+        }
         let services: BTreeSet<&String> =
             loaded.manifest.component.iter().filter(|(_, c)| c.command.is_some()).map(|(n, _)| n).collect();
         let mut bundle =

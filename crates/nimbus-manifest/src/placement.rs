@@ -1,0 +1,112 @@
+//! `[placement]`: on which nodes of a cluster an app may be. `require` is data residency: an
+//! app whose requirement a node's labels do not meet is never loaded there (its artifacts are
+//! not fetched, its code does not run, its requests and data calls are refused), and a deploy
+//! through such a node is refused before anything is stored. Labels are written as in
+//! Kubernetes (`region=eu-west`, `topology.kubernetes.io/zone=eu-west-1a`).
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `[placement]` of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Labels a node must have for the app to be stored, run or served there: label → value,
+    /// where `*` matches any run of characters, e.g. `{ region = "eu-*" }`. Every entry must
+    /// match. Nodes that do not match answer the app's requests `421` and refuse its deploys.
+    #[serde(default)]
+    pub require: BTreeMap<String, String>,
+}
+
+impl Placement {
+    /// Whether a node with `labels` may hold the app.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.require.iter().all(|(key, pattern)| labels.get(key).is_some_and(|value| matches(pattern, value)))
+    }
+
+    /// `region=eu-*, zone=a`, for messages; empty when anything goes.
+    pub fn describe(&self) -> String {
+        self.require.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `*` in `pattern` matches any run of characters (none too); everything else itself.
+fn matches(pattern: &str, value: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = value.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether `key` is a label key: a name (see [`label_value_ok`]) with an optional DNS
+/// `prefix/`, as Kubernetes has them.
+pub fn label_key_ok(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    word(name) && prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(word))
+}
+
+/// Whether `value` is a label value: empty, or 1 to 63 letters, digits, `-`, `_` or `.`,
+/// starting and ending with a letter or digit.
+pub fn label_value_ok(value: &str) -> bool {
+    value.is_empty() || word(value)
+}
+
+fn word(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Whether `pattern` is a label value with `*` wildcards.
+pub(crate) fn pattern_ok(pattern: &str) -> bool {
+    pattern.split('*').all(|part| {
+        part.is_empty() || part.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    }) && pattern.len() <= 63
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_runs_of_characters() {
+        for (pattern, value, expected) in [
+            ("eu-*", "eu-west", true),
+            ("eu-*", "eu-", true),
+            ("eu-*", "us-east", false),
+            ("*-west", "eu-west", true),
+            ("*", "", true),
+            ("eu-west", "eu-west", true),
+            ("eu-west", "eu-west-1", false),
+            ("e*w*t", "eu-west", true),
+            ("e*w*t", "eu-wes", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+        ] {
+            assert_eq!(matches(pattern, value), expected, "{pattern} ~ {value}");
+        }
+    }
+
+    #[test]
+    fn a_placement_admits_only_nodes_meeting_every_requirement() {
+        let p = Placement { require: [("region".into(), "eu-*".into()), ("tier".into(), "gold".into())].into() };
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(p.admits(&labels(&[("region", "eu-west"), ("tier", "gold"), ("zone", "a")])));
+        assert!(!p.admits(&labels(&[("region", "eu-west")])), "a missing label does not match");
+        assert!(!p.admits(&labels(&[("region", "us-east"), ("tier", "gold")])));
+        assert!(Placement::default().admits(&labels(&[])));
+        assert_eq!(p.describe(), "region=eu-*, tier=gold");
+    }
+}
