@@ -22,6 +22,7 @@ mod deploy;
 mod doctor;
 mod events;
 mod identity;
+mod k8s;
 mod kv;
 mod local_api;
 mod local_secrets;
@@ -164,6 +165,11 @@ enum Command {
     Doctor,
     /// Print the JSON Schema of nimbus.toml.
     Schema,
+    /// Run Nimbus on Kubernetes.
+    K8s {
+        #[command(subcommand)]
+        command: k8s::K8sCommand,
+    },
     /// Create a new app from a template.
     New(templates::NewArgs),
     /// Work with app templates.
@@ -198,6 +204,7 @@ pub fn main() -> ExitCode {
         Command::Login(args) => manage::login(&args),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
+        Command::K8s { command } => k8s::run(&command),
         Command::Doctor => doctor::run(),
         Command::New(args) => templates::new(&args),
         Command::Templates { command } => templates::list(&command),
