@@ -9,7 +9,7 @@ use bytes::Bytes;
 use nimbus_gateway::{ActorCalls, Backend, CallFailure, Gateway, Target};
 use nimbus_manifest::Manifest;
 use nimbus_observe::{SpanKind, SpanRef, Telemetry};
-use nimbus_state::{Bucket, KvError, KvStore};
+use nimbus_state::{Bucket, KvError, KvStore, Swap};
 use nimbus_wasm::{ActorState, Function, Invocation, InvokeError};
 
 /// The KV bucket (of each app) holding its actors' state; reserved: no grant may name it.
@@ -34,11 +34,43 @@ struct Activation {
 
 /// The output gate of one actor: the newest uncommitted state (earlier ones are contained in
 /// it, so one write commits them all) and everyone whose answer depends on it.
+///
+/// Commits are fenced: each is a compare-and-swap on the store revision the activation's state
+/// descends from, so when another activation of the key (on another node of a cluster)
+/// committed in between, this one's commit is refused and its callers get
+/// [`ActorError::Fenced`] — never a lost update. A reload of the state starts a new `epoch`:
+/// states and callers of an earlier one are refused, never committed on the new base.
 #[derive(Default)]
 struct Pending {
-    latest: Option<ActorState>,
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), KvError>>>,
+    latest: Option<(ActorState, u64)>,
+    waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<(), Withheld>>)>,
     committing: bool,
+    /// The revision of the stored state the newest committed or loaded state is (`None`: absent).
+    revision: Option<u64>,
+    /// Increases with every load of the state from the store.
+    epoch: u64,
+}
+
+impl Pending {
+    /// Starts a new epoch on the state the store has at `revision`, refusing what the earlier
+    /// epochs still wait for.
+    fn reload(&mut self, revision: Option<u64>) {
+        self.epoch += 1;
+        self.revision = revision;
+        self.latest = None;
+        for (_, waiter) in self.waiters.drain(..) {
+            let _ = waiter.send(Err(Withheld::Fenced));
+        }
+    }
+}
+
+/// Why the output gate withheld an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Withheld {
+    #[error(transparent)]
+    Store(#[from] KvError),
+    #[error("fenced")]
+    Fenced,
 }
 
 /// Why an actor invocation failed.
@@ -62,6 +94,10 @@ pub enum ActorError {
     /// The state could not be read or committed; the answer was withheld.
     #[error("the actor's state could not be read or committed")]
     Store(#[from] KvError),
+    /// Another activation of the key (another node's) committed first: this call's state was
+    /// not committed and its answer was withheld; calling again runs it on the newest state.
+    #[error("the actor's state changed elsewhere before this call's commit; nothing of the call was kept, retry it")]
+    Fenced,
 }
 
 /// The live activations of one app's actors, shared by every revision of the app so that a key
@@ -113,7 +149,9 @@ impl ActorCalls for ActorHost {
                     ActorError::App(_) => CallFailure::Refused(message),
                     ActorError::Invoke(e) if e.is_timeout() => CallFailure::TimedOut(message),
                     ActorError::Invoke(e) if e.is_capacity() => CallFailure::Unavailable(message),
-                    ActorError::Capacity | ActorError::Store(_) => CallFailure::Unavailable(message),
+                    ActorError::Capacity | ActorError::Store(_) | ActorError::Fenced => {
+                        CallFailure::Unavailable(message)
+                    }
                     ActorError::Invoke(_) => CallFailure::Failed(message),
                 }
             })
@@ -284,12 +322,23 @@ impl ActorHost {
             let (gate, result) = {
                 let mut state = activation.state.lock().await; // one invocation per key at a time
                 *activation.last_used.lock().expect("last used") = Instant::now();
-                if state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                let stale = state.is_none() || activation.stale.swap(false, std::sync::atomic::Ordering::AcqRel);
+                // On a store other nodes write too (NATS), another node may have committed
+                // since: with nothing of ours in flight, check the stored revision first.
+                let settled = || {
+                    let pending = activation.pending.lock().expect("pending");
+                    !pending.committing && pending.latest.is_none()
+                };
+                if stale || (self.kv.backend() != "embedded" && settled()) {
                     let stored = self.kv.get(&self.bucket, &store_key).await?;
-                    *state = Some(match stored {
-                        Some(entry) => decode_state(&entry.value)?,
-                        None => ActorState::new(),
-                    });
+                    let revision = stored.as_ref().map(|e| e.revision);
+                    if stale || activation.pending.lock().expect("pending").revision != revision {
+                        *state = Some(match stored {
+                            Some(entry) => decode_state(&entry.value)?,
+                            None => ActorState::new(),
+                        });
+                        activation.pending.lock().expect("pending").reload(revision);
+                    }
                 }
                 let permit = actor.target.admit().await.map_err(|_| ActorError::Capacity)?;
                 let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
@@ -306,7 +355,11 @@ impl ActorHost {
             };
             if let Some(gate) = gate {
                 // The output gate: the answer waits for the commit; a failed commit withholds it.
-                gate.await.map_err(|_| KvError::Closed)??;
+                match gate.await.map_err(|_| KvError::Closed)? {
+                    Ok(()) => {}
+                    Err(Withheld::Store(e)) => return Err(e.into()),
+                    Err(Withheld::Fenced) => return Err(ActorError::Fenced),
+                }
             }
             result.map_err(ActorError::App)
         }
@@ -330,15 +383,16 @@ impl ActorHost {
         activation: &Arc<Activation>,
         store_key: &str,
         state: Option<ActorState>,
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), KvError>>> {
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), Withheld>>> {
         let mut pending = activation.pending.lock().expect("pending");
         if state.is_none() && !pending.committing && pending.latest.is_none() {
             return None;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        pending.waiters.push(tx);
-        if state.is_some() {
-            pending.latest = state;
+        let epoch = pending.epoch;
+        pending.waiters.push((epoch, tx));
+        if let Some(state) = state {
+            pending.latest = Some((state, epoch));
         }
         if !pending.committing {
             pending.committing = true;
@@ -399,24 +453,39 @@ impl ActorHost {
 /// Commits the newest pending state of one actor, answers everyone waiting for it, and repeats
 /// until nothing is pending. Waiters that only read join the commit in flight.
 async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &Activation) {
-    let mut last: Result<(), KvError> = Ok(());
+    let mut last: Result<(), Withheld> = Ok(());
     loop {
-        let (state, waiters) = {
+        let (state, waiters, revision, epoch) = {
             let mut pending = activation.pending.lock().expect("pending");
             if pending.latest.is_none() && pending.waiters.is_empty() {
                 pending.committing = false;
                 return;
             }
-            (pending.latest.take(), std::mem::take(&mut pending.waiters))
+            (pending.latest.take(), std::mem::take(&mut pending.waiters), pending.revision, pending.epoch)
         };
-        if let Some(state) = state {
-            last = kv.set(bucket, key, Bytes::from(encode_state(&state)), None).await.map(drop);
+        if let Some((state, state_epoch)) = state {
+            last = if state_epoch != epoch {
+                Err(Withheld::Fenced)
+            } else {
+                match kv.compare_and_swap(bucket, key, revision, Bytes::from(encode_state(&state))).await {
+                    Ok(Swap::Done(new)) => {
+                        let mut pending = activation.pending.lock().expect("pending");
+                        if pending.epoch == epoch {
+                            pending.revision = Some(new);
+                        }
+                        Ok(())
+                    }
+                    Ok(Swap::Conflict(_)) => Err(Withheld::Fenced),
+                    Err(e) => Err(Withheld::Store(e)),
+                }
+            };
             if last.is_err() {
                 activation.stale.store(true, std::sync::atomic::Ordering::Release);
             }
         }
-        for waiter in waiters {
-            let _ = waiter.send(last.clone());
+        for (waiter_epoch, waiter) in waiters {
+            let outcome = if waiter_epoch == epoch { last.clone() } else { Err(Withheld::Fenced) };
+            let _ = waiter.send(outcome);
         }
     }
 }

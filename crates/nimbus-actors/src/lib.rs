@@ -8,7 +8,11 @@
 //! **before** the answer is released; an error or a trap drops the writes. The next invocation
 //! of a key may run while the previous one's commit is in flight (on its state); their answers
 //! wait at the output gate, and one write commits every state queued meanwhile (the newest
-//! contains the others). Idle actors are passivated (their state leaves memory) after the type's
+//! contains the others). Each commit is a compare-and-swap on the stored revision the state
+//! descends from, so when the store is shared (NATS, a cluster) and another node's activation of
+//! the key committed first, this one's callers get [`ActorError::Fenced`] and nothing of their
+//! calls is kept; with a shared store each call also checks the stored revision before it runs,
+//! so it never works on a state another node has moved past. Idle actors are passivated (their state leaves memory) after the type's
 //! `idle_timeout_s`; state survives restarts in the store. It does not parse HTTP (the gateway
 //! does) or store anything itself (`nimbus-state`).
 //!
