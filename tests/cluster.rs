@@ -81,6 +81,12 @@ async fn served_by(p: &Platform, path: &str) -> (u16, String) {
     (resp.status().as_u16(), rev)
 }
 
+/// The bundle of an app whose one component `name` is the wasm file at `path`.
+fn bundle(manifest: String, name: &str, path: &str) -> Vec<u8> {
+    let wasm = std::fs::read(path).unwrap();
+    nimbus_control::Bundle { manifest, artifacts: [(name.to_string(), wasm)].into(), trees: Default::default() }.pack()
+}
+
 /// Polls `check` until it holds (up to 30 s); how long that took.
 async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
 where
@@ -307,11 +313,7 @@ async fn a_cron_trigger_on_three_nodes_fires_once_per_tick() {
         "[app]\nname = \"clock\"\n\n[component.fn]\nsource = \"{}\"\ngrants = {{ publish = [\"out\"] }}\n\n[[trigger.cron]]\nschedule = \"* * * * * *\"\ncomponent = \"fn\"\n",
         nimbus_fixtures::EVENTS
     );
-    let wasm = std::fs::read(nimbus_fixtures::EVENTS).unwrap();
-    let bundle =
-        nimbus_control::Bundle { manifest, artifacts: [("fn".to_string(), wasm)].into(), trees: Default::default() }
-            .pack();
-    let (s, body) = c.deploy(0, bundle, "").await;
+    let (s, body) = c.deploy(0, bundle(manifest, "fn", nimbus_fixtures::EVENTS), "").await;
     assert_eq!(s, 201, "{body}");
     let rev = body["revision"].as_str().unwrap().to_string();
     eventually("every node runs the cron trigger", || async {
@@ -358,15 +360,10 @@ async fn an_app_pinned_to_a_region_is_never_loaded_served_or_deployed_outside_it
         common::platform::hello_manifest("gdpr", "/gdpr/...", "1")
     );
     let wasm = std::fs::read(nimbus_fixtures::HELLO).unwrap();
-    let bundle = nimbus_control::Bundle {
-        manifest: manifest.clone(),
-        artifacts: [("web".to_string(), wasm.clone())].into(),
-        trees: Default::default(),
-    }
-    .pack();
+    let pinned = bundle(manifest, "web", nimbus_fixtures::HELLO);
 
     // Through the us node the deploy is refused before anything is stored.
-    let (s, body) = c.deploy(2, bundle.clone(), "").await;
+    let (s, body) = c.deploy(2, pinned.clone(), "").await;
     assert_eq!(s, 421, "{body}");
     assert_eq!(body["code"], "misdirected", "{body}");
     assert!(body["error"].as_str().unwrap().contains("region=eu-*"), "{body}");
@@ -374,7 +371,7 @@ async fn an_app_pinned_to_a_region_is_never_loaded_served_or_deployed_outside_it
 
     // Through an eu node it lands and both eu nodes serve it; the us node answers 421 for its
     // requests and its data, naming where it is served.
-    let (s, body) = c.deploy(0, bundle, "").await;
+    let (s, body) = c.deploy(0, pinned, "").await;
     assert_eq!(s, 201, "{body}");
     let rev = body["revision"].as_str().unwrap().to_string();
     wait_served(&c.nodes[0], "/gdpr/x", &rev).await;
@@ -418,14 +415,7 @@ async fn a_counter_actor_called_through_three_nodes_at_once_loses_no_acknowledge
         "[app]\nname = \"tally\"\n[component.counter]\nsource = \"{}\"\n[[trigger.actor]]\ntype = \"counter\"\ncomponent = \"counter\"\npublic = true\n",
         nimbus_fixtures::COUNTER
     );
-    let wasm = std::fs::read(nimbus_fixtures::COUNTER).unwrap();
-    let bundle = nimbus_control::Bundle {
-        manifest,
-        artifacts: [("counter".to_string(), wasm)].into(),
-        trees: Default::default(),
-    }
-    .pack();
-    let (s, body) = c.deploy(0, bundle, "").await;
+    let (s, body) = c.deploy(0, bundle(manifest, "counter", nimbus_fixtures::COUNTER), "").await;
     assert_eq!(s, 201, "{body}");
     for p in &c.nodes {
         eventually("the actor is served", || async {

@@ -1,0 +1,151 @@
+"""Cluster figures of `nimbus server`, all over loopback in one run: three nats-servers forming one
+JetStream cluster and three nodes on it (records on all three, --nats-replicas 3).
+
+1. Convergence: deploys through node 0; the time from its answer until nodes 1 and 2 serve the new
+   revision (polled every millisecond). The artifact is the same each time (the env changes), so
+   this is the control path, not compiling.
+2. Throughput of the hello function through 1 node, and through 3 nodes at once (one wrk each,
+   summed), against the same cluster.
+3. Failover: wrk against nodes 0 and 1 while node 2 is killed with SIGKILL; their errors, and how
+   long until the others list it gone (--node-timeout 2s).
+
+Usage: cluster.py NIMBUS HELLO_WASM DEPLOYS"""
+import io, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tarfile, tempfile, threading, time
+import urllib.error, urllib.request
+
+NIMBUS, HELLO, DEPLOYS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+WASM = open(HELLO, "rb").read()
+NATS = os.environ.get("NIMBUS_NATS_SERVER", "nats-server")
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def bundle(marker):
+    manifest = (f'[app]\nname = "hello"\n\n[component.web]\nsource = "web.wasm"\nenv = {{ MARKER = "{marker}" }}\n'
+                'limits = { max_concurrency = 1000 }\n\n[[trigger.http]]\nroute = "/..."\ncomponent = "web"\n')
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path, data in (("nimbus.toml", manifest.encode()), ("components/web.wasm", WASM)):
+            info = tarfile.TarInfo(path); info.size = len(data); tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def nats_cluster(n=3):
+    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
+    procs, dirs = [], []
+    for i, (client, route, monitor) in enumerate(ports):
+        d = tempfile.mkdtemp(); dirs.append(d)
+        routes = ", ".join(f"nats-route://127.0.0.1:{r}" for j, (_, r, _) in enumerate(ports) if j != i)
+        conf = (f"server_name: bench-{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n"
+                f"jetstream {{\n  store_dir: {json.dumps(os.path.join(d, 'js'))}\n  sync_interval: always\n}}\n"
+                f"cluster {{\n  name: bench\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n")
+        path = os.path.join(d, "nats.conf"); open(path, "w").write(conf)
+        procs.append(subprocess.Popen([NATS, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for _, _, monitor in ports:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=1).read(); break
+            except Exception:
+                time.sleep(0.05)
+    return procs, [f"nats://127.0.0.1:{c}" for c, _, _ in ports], dirs
+
+
+class Node:
+    def __init__(self, i, nats_url):
+        self.data = tempfile.mkdtemp()
+        self.gw, self.api = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [NIMBUS, "server", "--listen", f"127.0.0.1:{self.gw}", "--api-listen", f"127.0.0.1:{self.api}",
+             "--data-dir", self.data, "--cache-dir", os.path.join(self.data, "cache"), "--nats", nats_url,
+             "--nats-replicas", "3", "--node-name", f"node-{i}", "--labels", f"zone={'abc'[i]}", "--node-timeout", "2s"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "NIMBUS_LOG": "warn"})
+        self.token = None
+        for line in self.proc.stdout:
+            if line.strip().startswith("nbt_"): self.token = line.strip()
+            if line.startswith("Ready"): break
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    def call(self, token, method, path, body=None, ctype="application/json"):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api}{path}", data=body, method=method,
+                                     headers={"authorization": f"Bearer {token}", "content-type": ctype})
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read() or b"null")
+
+    def served_by(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.gw}/x", timeout=5) as r:
+                r.read(); return r.headers.get("x-nimbus-revision")
+        except urllib.error.URLError:
+            return None
+
+
+def wrk(url, connections, seconds, out):
+    text = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                          capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out.append((url, rps, int(errors.group(1)) if errors else 0, sum(map(int, socket_errors.groups())) if socket_errors else 0))
+
+
+def main():
+    nats_procs, urls, nats_dirs = nats_cluster()
+    nodes = [Node(0, urls[0])]
+    token = nodes[0].token
+    nodes += [Node(i, urls[i]) for i in (1, 2)]
+    try:
+        # 1. Convergence.
+        first = nodes[0].call(token, "POST", "/v1/deployments", bundle("warm"), "application/x-tar")["revision"]
+        for n in nodes:
+            while n.served_by() != first: time.sleep(0.01)
+        lags = []
+        for k in range(DEPLOYS):
+            rev = nodes[0].call(token, "POST", "/v1/deployments", bundle(f"m{k}"), "application/x-tar")["revision"]
+            t0 = time.perf_counter()
+            for n in nodes[1:]:
+                while n.served_by() != rev: time.sleep(0.001)
+                lags.append((time.perf_counter() - t0) * 1000)
+        lags.sort()
+        print(f"convergence of {DEPLOYS} deploys through node-0 until nodes 1 and 2 serve them: "
+              f"p50 {statistics.median(lags):.1f} ms, p95 {lags[int(len(lags) * 0.95) - 1]:.1f} ms, max {lags[-1]:.1f} ms")
+
+        # 2. Throughput through 1 and 3 nodes.
+        one = []
+        wrk(f"http://127.0.0.1:{nodes[0].gw}/x", 64, 10, one)
+        three = []
+        ts = [threading.Thread(target=wrk, args=(f"http://127.0.0.1:{n.gw}/x", 22, 10, three)) for n in nodes]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        total = sum(r for _, r, _, _ in three)
+        print(f"hello through 1 node (wrk -c64): {one[0][1]:,.0f} req/s, errors {one[0][2] + one[0][3]}")
+        print(f"hello through 3 nodes at once (3 x wrk -c22): {total:,.0f} req/s "
+              f"({', '.join(f'{r:,.0f}' for _, r, _, _ in three)}), errors {sum(e + s for _, _, e, s in three)}; "
+              f"ratio {total / one[0][1]:.2f}x")
+
+        # 3. Failover: load on nodes 0 and 1, node 2 killed after 2 s.
+        during = []
+        ts = [threading.Thread(target=wrk, args=(f"http://127.0.0.1:{n.gw}/x", 32, 8, during)) for n in nodes[:2]]
+        [t.start() for t in ts]
+        time.sleep(2)
+        killed = time.perf_counter()
+        nodes[2].proc.send_signal(signal.SIGKILL); nodes[2].proc.wait()
+        gone = None
+        while gone is None:
+            listed = nodes[0].call(token, "GET", "/v1/nodes")
+            if any(n["name"] == "node-2" and n["status"] == "gone" for n in listed):
+                gone = time.perf_counter() - killed
+            time.sleep(0.05)
+        [t.join() for t in ts]
+        print(f"kill -9 of node-2 under load on nodes 0 and 1: {sum(r for _, r, _, _ in during):,.0f} req/s, "
+              f"errors {sum(e + s for _, _, e, s in during)}; listed gone after {gone:.2f} s (--node-timeout 2s)")
+    finally:
+        for n in nodes:
+            n.proc.kill(); n.proc.wait(); shutil.rmtree(n.data, ignore_errors=True)
+        for p in nats_procs:
+            p.kill(); p.wait()
+        for d in nats_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+main()
