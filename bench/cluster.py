@@ -4,8 +4,9 @@ JetStream cluster and three nodes on it (records on all three, --nats-replicas 3
 1. Convergence: deploys through node 0; the time from its answer until nodes 1 and 2 serve the new
    revision (polled every millisecond). The artifact is the same each time (the env changes), so
    this is the control path, not compiling.
-2. Throughput of the hello function through 1 node, and through 3 nodes at once (one wrk each,
-   summed), against the same cluster.
+2. Throughput of the hello function through a single `nimbus server` (no cluster, embedded
+   stores) as the baseline, then through 1 node of the cluster, and through 3 nodes at once (one
+   wrk each, summed).
 3. Failover: wrk against nodes 0 and 1 while node 2 is killed with SIGKILL; their errors, and how
    long until the others list it gone (--node-timeout 2s).
 
@@ -56,10 +57,11 @@ class Node:
     def __init__(self, i, nats_url):
         self.data = tempfile.mkdtemp()
         self.gw, self.api = free_port(), free_port()
+        cluster = ["--nats", nats_url, "--nats-replicas", "3", "--node-name", f"node-{i}", "--labels", f"zone={'abc'[i]}",
+                   "--node-timeout", "2s"] if nats_url else []
         self.proc = subprocess.Popen(
             [NIMBUS, "server", "--listen", f"127.0.0.1:{self.gw}", "--api-listen", f"127.0.0.1:{self.api}",
-             "--data-dir", self.data, "--cache-dir", os.path.join(self.data, "cache"), "--nats", nats_url,
-             "--nats-replicas", "3", "--node-name", f"node-{i}", "--labels", f"zone={'abc'[i]}", "--node-timeout", "2s"],
+             "--data-dir", self.data, "--cache-dir", os.path.join(self.data, "cache")] + cluster,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "NIMBUS_LOG": "warn"})
         self.token = None
         for line in self.proc.stdout:
@@ -91,6 +93,15 @@ def wrk(url, connections, seconds, out):
 
 
 def main():
+    # The baseline: one server on its own, same component, same load.
+    alone = Node(0, None)
+    rev = alone.call(alone.token, "POST", "/v1/deployments", bundle("warm"), "application/x-tar")["revision"]
+    while alone.served_by() != rev: time.sleep(0.01)
+    single = []
+    wrk(f"http://127.0.0.1:{alone.gw}/x", 64, 10, single)
+    alone.proc.kill(); alone.proc.wait(); shutil.rmtree(alone.data, ignore_errors=True)
+    print(f"hello through a single nimbus server, no cluster (wrk -c64): {single[0][1]:,.0f} req/s, errors {single[0][2] + single[0][3]}")
+
     nats_procs, urls, nats_dirs = nats_cluster()
     nodes = [Node(0, urls[0])]
     token = nodes[0].token
@@ -118,7 +129,8 @@ def main():
         ts = [threading.Thread(target=wrk, args=(f"http://127.0.0.1:{n.gw}/x", 22, 10, three)) for n in nodes]
         [t.start() for t in ts]; [t.join() for t in ts]
         total = sum(r for _, r, _, _ in three)
-        print(f"hello through 1 node (wrk -c64): {one[0][1]:,.0f} req/s, errors {one[0][2] + one[0][3]}")
+        print(f"hello through 1 node of the cluster (wrk -c64): {one[0][1]:,.0f} req/s, errors {one[0][2] + one[0][3]}; "
+              f"ratio to the single server {one[0][1] / single[0][1]:.2f}x")
         print(f"hello through 3 nodes at once (3 x wrk -c22): {total:,.0f} req/s "
               f"({', '.join(f'{r:,.0f}' for _, r, _, _ in three)}), errors {sum(e + s for _, _, e, s in three)}; "
               f"ratio {total / one[0][1]:.2f}x")
