@@ -455,3 +455,32 @@ async fn a_counter_actor_called_through_three_nodes_at_once_loses_no_acknowledge
         assert_eq!(r.text().await.unwrap(), "60", "the count read through {}", p.gateway);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_at_once_on_an_empty_cluster_mint_one_admin_token() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Platform> = std::thread::scope(|s| {
+        let started: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let args = ["--nats", url.as_str(), "--node-name", NAMES[i], "--node-timeout", "2s"];
+                s.spawn(move || Platform::start(dir.path(), &args))
+            })
+            .collect();
+        started.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let admins: Vec<&String> = nodes.iter().filter_map(|n| n.admin.as_ref()).collect();
+    assert_eq!(admins.len(), 1, "exactly one node prints the first admin token");
+    for p in &nodes {
+        eventually("the admin token works on every node", || async {
+            let (s, _) = api_as(p, admins[0], reqwest::Method::GET, "/v1/tokens", None).await;
+            if s == 200 { Ok(()) } else { Err(s.to_string()) }
+        })
+        .await;
+    }
+    let (_, tokens) = api_as(&nodes[0], admins[0], reqwest::Method::GET, "/v1/tokens", None).await;
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+}

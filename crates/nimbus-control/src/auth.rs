@@ -118,6 +118,9 @@ pub struct Tokens {
     failures: Arc<Mutex<Failures>>,
 }
 
+/// The id of the first admin token (its secret is random like every token's).
+const INITIAL_ADMIN_ID: &str = "000000000000";
+
 impl Tokens {
     /// Tokens kept in `store`.
     pub fn new(store: Arc<Store>) -> Self {
@@ -125,6 +128,8 @@ impl Tokens {
     }
 
     /// Creates the first admin token if there is no token at all; returns it (to print once).
+    /// It has a fixed id, so of several nodes of a cluster starting at once on an empty cluster
+    /// exactly one creates it (the others' create loses the compare-and-set and prints none).
     pub fn bootstrap(&self) -> Result<Option<CreatedToken>, ControlError> {
         if !self.store.tokens()?.is_empty() {
             return Ok(None);
@@ -136,11 +141,20 @@ impl Tokens {
             scopes: Vec::new(),
             ttl_s: None,
         };
-        self.create(&new).map(Some)
+        match self.issue(&new, Some(INITIAL_ADMIN_ID)) {
+            Ok(created) => Ok(Some(created)),
+            Err(ControlError::Store(crate::store::StoreError::Conflict { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Issues a token.
     pub fn create(&self, new: &NewToken) -> Result<CreatedToken, ControlError> {
+        self.issue(new, None)
+    }
+
+    /// Issues a token with id `id`, or a random one.
+    fn issue(&self, new: &NewToken, id: Option<&str>) -> Result<CreatedToken, ControlError> {
         if new.name.trim().is_empty() || new.name.len() > 200 {
             return Err(ControlError::bad_request(
                 "a token needs a name of 1 to 200 characters",
@@ -157,12 +171,12 @@ impl Tokens {
         if new.ttl_s == Some(0) {
             return Err(ControlError::bad_request("a token's ttl must be positive", "e.g. `--ttl 30d`"));
         }
-        let mut id = [0u8; 6];
+        let mut random_id = [0u8; 6];
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut id)
+        getrandom::fill(&mut random_id)
             .and_then(|()| getrandom::fill(&mut secret))
             .map_err(|e| ControlError::internal("drawing random bytes for the token", e))?;
-        let id = hex::encode(id);
+        let id = id.map_or_else(|| hex::encode(random_id), str::to_string);
         let secret = hex::encode(secret);
         let now = crate::platform::now();
         let mut scopes = if new.scopes.is_empty() { new.role.scopes().to_vec() } else { new.scopes.clone() };
