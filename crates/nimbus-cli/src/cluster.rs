@@ -73,10 +73,11 @@ impl ClusterArgs {
         let shared = patiently(|| ClusterStore::open(client.clone(), replicas))
             .await
             .context("cannot open the cluster's control records in NATS JetStream")?;
-        let (store, changes) = Box::pin(Store::replica(&data_dir.join("control-replica.redb"), shared))
+        let replica = data_dir.join("control-replica.redb");
+        let (store, changes) = patiently(|| Box::pin(Store::replica(&replica, shared.clone())))
             .await
             .context("cannot copy the cluster's control records to this node")?;
-        Ok(Control { store, changes: Some(changes), cluster: Some((client, storage.nats_replicas.into())) })
+        Ok(Control { store, changes: Some(changes), cluster: Some((client, replicas)) })
     }
 
     /// This node's membership: in a cluster it joins (refused if another running node holds

@@ -19,6 +19,7 @@ mod keys;
 mod replica;
 mod secrets;
 pub use cluster::ClusterStore;
+pub(crate) use cluster::{failed, open_bucket};
 pub use keys::Key;
 use keys::{Change, Guard};
 pub use secrets::SecretRecord;
@@ -251,14 +252,7 @@ impl Store {
     /// Keeps artifacts on this node.
     fn cache_blobs(&self, blobs: &[(&str, &[u8])]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = tx.open_table(BLOBS).map_err(err)?;
-            for (digest, bytes) in blobs {
-                if table.get(*digest).map_err(err)?.is_none() {
-                    table.insert(*digest, *bytes).map_err(err)?;
-                }
-            }
-        }
+        insert_blobs(&tx, blobs)?;
         tx.commit().map_err(err)
     }
 
@@ -399,20 +393,24 @@ impl Store {
     /// Applies changes, stores and removes artifacts in one transaction of this node's store.
     fn commit_local(&self, changes: Vec<Change>, blobs: &[(&str, &[u8])], unused: &[String]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = tx.open_table(BLOBS).map_err(err)?;
-            for (digest, bytes) in blobs {
-                if table.get(*digest).map_err(err)?.is_none() {
-                    table.insert(*digest, *bytes).map_err(err)?;
-                }
-            }
-        }
+        insert_blobs(&tx, blobs)?;
         remove_blobs(&tx, unused)?;
         for change in &changes {
             keys::apply(&tx, &change.key, change.value.as_deref())?;
         }
         tx.commit().map_err(err)
     }
+}
+
+/// Stores the artifacts `tx` does not have yet (each is content-addressed: one present is the same).
+fn insert_blobs(tx: &redb::WriteTransaction, blobs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+    let mut table = tx.open_table(BLOBS).map_err(err)?;
+    for (digest, bytes) in blobs {
+        if table.get(*digest).map_err(err)?.is_none() {
+            table.insert(*digest, *bytes).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_blobs(tx: &redb::WriteTransaction, digests: &[String]) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::Platform;
 use crate::auth::Principal;
 use crate::error::ControlError;
-use crate::store::StoreError;
+use crate::store::{StoreError, failed, open_bucket};
 
 mod labels;
 pub use labels::{Labels, parse_labels};
@@ -117,23 +117,16 @@ impl Nodes {
         node: NodeConfig,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let js = jetstream::new(client);
-        let failed = |what| move |e: async_nats::Error| StoreError::Cluster { what, source: nimbus_observe::cause(e) };
-        let kv = match js.get_key_value(NODES_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: NODES_BUCKET.into(),
-                    description: "Nimbus nodes' heartbeats".into(),
-                    history: 1,
-                    max_age: FORGET_AFTER,
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed("creating the nodes bucket")(e.into()))?,
+        let config = kv::Config {
+            bucket: NODES_BUCKET.into(),
+            description: "Nimbus nodes' heartbeats".into(),
+            history: 1,
+            max_age: FORGET_AFTER,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
         };
+        let kv = open_bucket(&jetstream::new(client), config, "creating the nodes bucket").await?;
         let me = describe(node, timeout);
         let held = kv.get(&me.name).await.map_err(|e| failed("reading the nodes bucket")(e.into()))?;
         if let Some(other) = held.and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
@@ -148,18 +141,13 @@ impl Nodes {
     }
 
     /// Heartbeats every third of the timeout with the platform's load, until the platform is
-    /// dropped; then says the node left.
+    /// dropped ([`Nodes::leave`] says the node left).
     pub async fn heartbeat(self: Arc<Self>, platform: std::sync::Weak<Platform>) {
         let every = (self.timeout / 3).max(Duration::from_millis(200));
         loop {
             tokio::time::sleep(every).await;
             let Some(platform) = platform.upgrade() else { break };
-            let (load, runs) = platform.node_load().await;
-            {
-                let mut me = self.me.lock().expect("node lock");
-                me.load = load;
-                me.runs = runs;
-            }
+            self.measure(&platform).await;
             drop(platform);
             if let Err(e) = self.beat().await {
                 tracing::warn!(error = %nimbus_observe::report(&*e), "cannot write the node's heartbeat; retrying");
@@ -186,9 +174,12 @@ impl Nodes {
         Ok(())
     }
 
-    /// This node's name.
-    pub fn name(&self) -> String {
-        self.me.lock().expect("node lock").name.clone()
+    /// Takes this node's load and what it runs from `platform`.
+    async fn measure(&self, platform: &Platform) {
+        let (load, runs) = platform.node_load().await;
+        let mut me = self.me.lock().expect("node lock");
+        me.load = load;
+        me.runs = runs;
     }
 
     /// Every node (gone ones too, until they age out), by name; what each runs is limited to
@@ -196,10 +187,8 @@ impl Nodes {
     pub async fn list(&self, platform: &Platform, principal: &Principal) -> Result<Vec<NodeInfo>, ControlError> {
         let mut nodes = match &self.cluster {
             None => {
-                let (load, runs) = platform.node_load().await;
+                self.measure(platform).await;
                 let mut me = self.me.lock().expect("node lock").clone();
-                me.load = load;
-                me.runs = runs;
                 me.heartbeat_at_ms = now_ms();
                 vec![me]
             }

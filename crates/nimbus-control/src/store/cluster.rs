@@ -35,7 +35,9 @@ impl Written {
     }
 }
 
-/// The control records and artifacts of a cluster, on NATS JetStream.
+/// The control records and artifacts of a cluster, on NATS JetStream (a clone is another
+/// handle to the same).
+#[derive(Clone)]
 pub struct ClusterStore {
     js: jetstream::Context,
     pub(super) kv: kv::Store,
@@ -48,8 +50,21 @@ impl std::fmt::Debug for ClusterStore {
     }
 }
 
-pub(super) fn failed(what: &'static str) -> impl FnOnce(async_nats::Error) -> StoreError {
+pub(crate) fn failed(what: &'static str) -> impl FnOnce(async_nats::Error) -> StoreError {
     move |e| StoreError::Cluster { what, source: nimbus_observe::cause(e) }
+}
+
+/// The KV bucket `config` names, created with `config` if there is none yet (`creating`
+/// says what, for the error).
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+    creating: &'static str,
+) -> Result<kv::Store, StoreError> {
+    match js.get_key_value(config.bucket.as_str()).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js.create_key_value(config).await.map_err(|e| failed(creating)(e.into())),
+    }
 }
 
 impl ClusterStore {
@@ -57,20 +72,15 @@ impl ClusterStore {
     /// each kept on `replicas` servers.
     pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, StoreError> {
         let js = jetstream::new(client);
-        let kv = match js.get_key_value(CONTROL_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: CONTROL_BUCKET.into(),
-                    description: "Nimbus control records: apps, revisions, tokens, secrets".into(),
-                    history: 1,
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed("creating the control bucket")(e.into()))?,
+        let config = kv::Config {
+            bucket: CONTROL_BUCKET.into(),
+            description: "Nimbus control records: apps, revisions, tokens, secrets".into(),
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
         };
+        let kv = open_bucket(&js, config, "creating the control bucket").await?;
         let objects = match js.get_object_store(ARTIFACTS_BUCKET).await {
             Ok(o) => o,
             Err(_) => js

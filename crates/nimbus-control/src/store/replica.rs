@@ -30,23 +30,12 @@ impl Store {
         cluster: ClusterStore,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Key>), StoreError> {
         let mut store = Self::open(path)?;
-        // NATS may be electing leaders (a server just failed): keep trying for a while.
-        let started = std::time::Instant::now();
-        let (watch, entries) = loop {
-            match catch_up(&cluster).await {
-                Ok(caught_up) => break caught_up,
-                Err(e) if started.elapsed() < CATCH_UP_FOR => {
-                    tracing::warn!(error = %nimbus_observe::report(&e), "cannot read the control bucket yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (watch, entries) = catch_up(&cluster).await?;
         let last = entries.iter().map(|e| e.revision).max().unwrap_or(0);
         let decoded: Vec<_> = entries.iter().filter_map(decode).collect();
         let present: BTreeSet<Key> = decoded.iter().map(|(k, _, _)| k.clone()).collect();
         store.resync(&present)?;
-        store.apply_replicated(decoded.iter().map(|(k, v, r)| (k.clone(), *v, *r)))?;
+        store.apply_replicated(decoded.iter().cloned())?;
         store.cluster = Some(cluster);
         let store = Arc::new(store);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -113,9 +102,6 @@ fn decode(entry: &Entry) -> Option<Replicated<'_>> {
     let value = (entry.operation == Operation::Put).then_some(&entry.value[..]);
     Some((key, value, Some(entry.revision)))
 }
-
-/// How long a node keeps trying to read the control bucket at start.
-const CATCH_UP_FOR: Duration = Duration::from_secs(30);
 
 /// Every record of the bucket (with delete markers), and a watch that goes on after them.
 async fn catch_up(cluster: &ClusterStore) -> Result<(Watch, Vec<Entry>), StoreError> {
