@@ -263,6 +263,11 @@ impl Platform {
     pub fn bus(&self) -> Arc<dyn EventBus> {
         self.bus.clone()
     }
+
+    /// Whether this node may hold a revision with `manifest` (its `[placement]`).
+    fn admits(&self, manifest: &Manifest) -> bool {
+        manifest.placement.admits(&self.node_labels)
+    }
 }
 
 impl Platform {
@@ -338,13 +343,6 @@ impl crate::AppWorkflows for Platform {
     }
 }
 
-impl Platform {
-    /// Whether this node may hold a revision with `manifest` (its `[placement]`).
-    fn admits(&self, manifest: &Manifest) -> bool {
-        manifest.placement.admits(&self.node_labels)
-    }
-}
-
 fn get<'a>(apps: &'a BTreeMap<String, AppState>, name: &str) -> Result<&'a AppState, ControlError> {
     apps.get(name).ok_or_else(|| ControlError::NotFound(format!("no app `{name}` on this server")))
 }
@@ -364,9 +362,7 @@ where
     for _ in 0..CONFLICT_RETRIES {
         match change().await {
             Err(ControlError::Store(crate::store::StoreError::Conflict { key })) => {
-                let jitter =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-                let wait_now = wait + wait.mul_f64(f64::from(jitter % 1000) / 1000.0);
+                let wait_now = wait + wait.mul_f64(fastrand::f64());
                 tracing::debug!(%key, ?wait_now, "another node changed the record first; trying again");
                 tokio::time::sleep(wait_now).await;
                 wait *= 2;

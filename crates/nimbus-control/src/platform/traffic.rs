@@ -132,12 +132,11 @@ impl Platform {
     async fn commit_app(
         &self,
         apps: &mut BTreeMap<String, AppState>,
-        record: AppRecord,
+        mut record: AppRecord,
     ) -> Result<Traffic, ControlError> {
         let state = apps.get_mut(&record.name).expect("checked by the caller");
         let pinned = self.pinned(state).await?;
         self.activate(state, &record.traffic).await?;
-        let mut record = record;
         record.seen = blocking(|| self.store.put_app(&record))?;
         state.record = record;
         retention::deactivate(state, &pinned);
