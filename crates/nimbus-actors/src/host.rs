@@ -38,12 +38,13 @@ struct Activation {
 /// Commits are fenced: each is a compare-and-swap on the store revision the activation's state
 /// descends from, so when another activation of the key (on another node of a cluster)
 /// committed in between, this one's commit is refused and its callers get
-/// [`ActorError::Fenced`] — never a lost update. A reload of the state starts a new `epoch`:
-/// states and callers of an earlier one are refused, never committed on the new base.
+/// [`ActorError::Fenced`] — never a lost update. A reload of the state refuses what was still
+/// waiting and starts a new `epoch`, so a commit in flight across it does not move the new
+/// base's revision.
 #[derive(Default)]
 struct Pending {
-    latest: Option<(ActorState, u64)>,
-    waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<(), Withheld>>)>,
+    latest: Option<ActorState>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), Withheld>>>,
     committing: bool,
     /// The revision of the stored state the newest committed or loaded state is (`None`: absent).
     revision: Option<u64>,
@@ -58,19 +59,26 @@ impl Pending {
         self.epoch += 1;
         self.revision = revision;
         self.latest = None;
-        for (_, waiter) in self.waiters.drain(..) {
+        for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err(Withheld::Fenced));
         }
     }
 }
 
 /// Why the output gate withheld an answer.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 enum Withheld {
-    #[error(transparent)]
-    Store(#[from] KvError),
-    #[error("fenced")]
+    Store(KvError),
     Fenced,
+}
+
+impl From<Withheld> for ActorError {
+    fn from(why: Withheld) -> Self {
+        match why {
+            Withheld::Store(e) => Self::Store(e),
+            Withheld::Fenced => Self::Fenced,
+        }
+    }
 }
 
 /// Why an actor invocation failed.
@@ -355,11 +363,7 @@ impl ActorHost {
             };
             if let Some(gate) = gate {
                 // The output gate: the answer waits for the commit; a failed commit withholds it.
-                match gate.await.map_err(|_| KvError::Closed)? {
-                    Ok(()) => {}
-                    Err(Withheld::Store(e)) => return Err(e.into()),
-                    Err(Withheld::Fenced) => return Err(ActorError::Fenced),
-                }
+                gate.await.map_err(|_| KvError::Closed)??;
             }
             result.map_err(ActorError::App)
         }
@@ -389,10 +393,9 @@ impl ActorHost {
             return None;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let epoch = pending.epoch;
-        pending.waiters.push((epoch, tx));
-        if let Some(state) = state {
-            pending.latest = Some((state, epoch));
+        pending.waiters.push(tx);
+        if state.is_some() {
+            pending.latest = state;
         }
         if !pending.committing {
             pending.committing = true;
@@ -463,29 +466,24 @@ async fn commit_loop(kv: &dyn KvStore, bucket: &Bucket, key: &str, activation: &
             }
             (pending.latest.take(), std::mem::take(&mut pending.waiters), pending.revision, pending.epoch)
         };
-        if let Some((state, state_epoch)) = state {
-            last = if state_epoch != epoch {
-                Err(Withheld::Fenced)
-            } else {
-                match kv.compare_and_swap(bucket, key, revision, Bytes::from(encode_state(&state))).await {
-                    Ok(Swap::Done(new)) => {
-                        let mut pending = activation.pending.lock().expect("pending");
-                        if pending.epoch == epoch {
-                            pending.revision = Some(new);
-                        }
-                        Ok(())
+        if let Some(state) = state {
+            last = match kv.compare_and_swap(bucket, key, revision, Bytes::from(encode_state(&state))).await {
+                Ok(Swap::Done(new)) => {
+                    let mut pending = activation.pending.lock().expect("pending");
+                    if pending.epoch == epoch {
+                        pending.revision = Some(new);
                     }
-                    Ok(Swap::Conflict(_)) => Err(Withheld::Fenced),
-                    Err(e) => Err(Withheld::Store(e)),
+                    Ok(())
                 }
+                Ok(Swap::Conflict(_)) => Err(Withheld::Fenced),
+                Err(e) => Err(Withheld::Store(e)),
             };
             if last.is_err() {
                 activation.stale.store(true, std::sync::atomic::Ordering::Release);
             }
         }
-        for (waiter_epoch, waiter) in waiters {
-            let outcome = if waiter_epoch == epoch { last.clone() } else { Err(Withheld::Fenced) };
-            let _ = waiter.send(outcome);
+        for waiter in waiters {
+            let _ = waiter.send(last.clone());
         }
     }
 }
