@@ -111,10 +111,14 @@ async fn wait_served(p: &Platform, path: &str, revision: &str) -> Duration {
     .await
 }
 
-fn nodes_list(p: &Platform, admin: &str) -> Vec<Value> {
+/// `nimbus nodes list` through `p`; its error while NATS elects new leaders is returned, so
+/// that `eventually` can try again.
+fn nodes_list(p: &Platform, admin: &str) -> Result<Vec<Value>, String> {
     let out = p.cli(Some(admin), &["nodes", "list", "--output", "json"]);
-    assert!(out.status.success(), "nodes list: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(format!("nodes list: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +234,7 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     }
 
     // Every node lists all three, ready, with labels and what each runs.
-    let list = nodes_list(&c.nodes[1], &c.admin);
+    let list = nodes_list(&c.nodes[1], &c.admin).unwrap();
     assert_eq!(list.len(), 3, "{list:?}");
     for (i, name) in NAMES.iter().enumerate() {
         let node = list.iter().find(|n| n["name"] == *name).unwrap_or_else(|| panic!("{name} in {list:?}"));
@@ -241,7 +245,7 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
         assert!(node["gateway"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{node}");
     }
     eventually("every node reports what it runs", || async {
-        let list = nodes_list(&c.nodes[0], &c.admin);
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
         let all =
             list.iter().all(|n| n["runs"].as_array().is_some_and(|r| r.iter().any(|x| x == &format!("web/{rev}"))));
         if all { Ok(()) } else { Err(format!("{list:?}")) }
@@ -259,7 +263,7 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     // kill -9 of node C: after the 2 s timeout the others list it as gone; A and B serve on.
     c.nodes[2].kill9();
     eventually("node-c gone", || async {
-        let list = nodes_list(&c.nodes[0], &c.admin);
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
         let gone = list.iter().any(|n| n["name"] == "node-c" && n["status"] == "gone");
         if gone { Ok(()) } else { Err(format!("{list:?}")) }
     })
@@ -299,7 +303,7 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     let (s, _) = api_as(&restarted, &c.admin, reqwest::Method::GET, "/v1/apps/old", None).await;
     assert_eq!(s, 404, "an app deleted while the node was down");
     eventually("node-c ready again", || async {
-        let list = nodes_list(&c.nodes[0], &c.admin);
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
         let ready = list.iter().any(|n| n["name"] == "node-c" && n["status"] == "ready");
         if ready { Ok(()) } else { Err(format!("{list:?}")) }
     })
@@ -317,7 +321,7 @@ async fn a_cron_trigger_on_three_nodes_fires_once_per_tick() {
     assert_eq!(s, 201, "{body}");
     let rev = body["revision"].as_str().unwrap().to_string();
     eventually("every node runs the cron trigger", || async {
-        let list = nodes_list(&c.nodes[0], &c.admin);
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
         let all =
             list.iter().all(|n| n["runs"].as_array().is_some_and(|r| r.iter().any(|x| x == &format!("clock/{rev}"))));
         if all && list.len() == 3 { Ok(()) } else { Err(format!("{list:?}")) }

@@ -193,26 +193,25 @@ impl Nodes {
                 vec![me]
             }
             Some(kv) => {
-                let unavailable = |e: async_nats::Error| ControlError::Unavailable {
-                    message: "the nodes' heartbeats cannot be read".into(),
-                    source: Some(nimbus_observe::cause(e)),
-                };
-                let keys: Vec<String> = kv
-                    .keys()
-                    .await
-                    .map_err(|e| unavailable(e.into()))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| unavailable(e.into()))?;
-                let mut nodes = Vec::new();
-                for key in keys {
-                    let Some(value) = kv.get(&key).await.map_err(|e| unavailable(e.into()))? else { continue };
-                    match serde_json::from_slice::<NodeInfo>(&value) {
-                        Ok(node) => nodes.push(node),
-                        Err(e) => tracing::warn!(node = %key, error = %e, "a heartbeat this version does not read"),
+                // A read can time out while JetStream elects a new leader for the bucket after
+                // a server is lost; that takes a few seconds, so a list tries a few times first.
+                let mut tries = 0;
+                loop {
+                    match read_heartbeats(kv).await {
+                        Ok(nodes) => break nodes,
+                        Err(e) if tries < READ_TRIES => {
+                            tries += 1;
+                            tracing::debug!(error = %e, "the nodes' heartbeats cannot be read yet; retrying");
+                            tokio::time::sleep(READ_BACKOFF * tries).await;
+                        }
+                        Err(e) => {
+                            return Err(ControlError::Unavailable {
+                                message: "the nodes' heartbeats cannot be read".into(),
+                                source: Some(nimbus_observe::cause(e)),
+                            });
+                        }
                     }
                 }
-                nodes
             }
         };
         let now = now_ms();
@@ -223,6 +222,24 @@ impl Nodes {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
     }
+}
+
+/// How often a list retries reading the heartbeats, and how much longer it waits each time.
+const READ_TRIES: u32 = 4;
+const READ_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Every heartbeat in the bucket that this version reads.
+async fn read_heartbeats(kv: &kv::Store) -> Result<Vec<NodeInfo>, async_nats::Error> {
+    let keys: Vec<String> = kv.keys().await?.try_collect().await?;
+    let mut nodes = Vec::new();
+    for key in keys {
+        let Some(value) = kv.get(&key).await? else { continue };
+        match serde_json::from_slice::<NodeInfo>(&value) {
+            Ok(node) => nodes.push(node),
+            Err(e) => tracing::warn!(node = %key, error = %e, "a heartbeat this version does not read"),
+        }
+    }
+    Ok(nodes)
 }
 
 fn describe(node: NodeConfig, timeout: Duration) -> NodeInfo {
