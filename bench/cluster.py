@@ -53,12 +53,15 @@ def nats_cluster(n=3):
     return procs, [f"nats://127.0.0.1:{c}" for c, _, _ in ports], dirs
 
 
+CA = os.path.join(tempfile.mkdtemp(), "ca")
+
+
 class Node:
     def __init__(self, i, nats_url):
         self.data = tempfile.mkdtemp()
         self.gw, self.api = free_port(), free_port()
         cluster = ["--nats", nats_url, "--nats-replicas", "3", "--node-name", f"node-{i}", "--labels", f"zone={'abc'[i]}",
-                   "--node-timeout", "2s"] if nats_url else []
+                   "--node-timeout", "2s", "--cluster-ca", CA, "--peer-listen", "127.0.0.1:0"] if nats_url else []
         self.proc = subprocess.Popen(
             [NIMBUS, "server", "--listen", f"127.0.0.1:{self.gw}", "--api-listen", f"127.0.0.1:{self.api}",
              "--data-dir", self.data, "--cache-dir", os.path.join(self.data, "cache")] + cluster,
@@ -102,6 +105,7 @@ def main():
     alone.proc.kill(); alone.proc.wait(); shutil.rmtree(alone.data, ignore_errors=True)
     print(f"hello through a single nimbus server, no cluster (wrk -c64): {single[0][1]:,.0f} req/s, errors {single[0][2] + single[0][3]}")
 
+    subprocess.run([NIMBUS, "nodes", "init-ca", CA], check=True, stdout=subprocess.DEVNULL)
     nats_procs, urls, nats_dirs = nats_cluster()
     nodes = [Node(0, urls[0])]
     token = nodes[0].token
@@ -156,7 +160,7 @@ def main():
             n.proc.kill(); n.proc.wait(); shutil.rmtree(n.data, ignore_errors=True)
         for p in nats_procs:
             p.kill(); p.wait()
-        for d in nats_dirs:
+        for d in nats_dirs + [os.path.dirname(CA)]:
             shutil.rmtree(d, ignore_errors=True)
 
 

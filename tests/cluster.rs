@@ -23,28 +23,66 @@ struct Cluster {
     // Dropped last: the nodes first, then their NATS servers and data.
     _dirs: Vec<tempfile::TempDir>,
     nats: Vec<NatsServer>,
+    /// The cluster CA every node is given.
+    ca: tempfile::TempDir,
 }
 
 const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const LABELS: [&str; 3] = ["region=eu-west,zone=a", "region=eu-west,zone=b", "region=us-east,zone=a"];
 
-fn node_args(i: usize, url: &str) -> Vec<&str> {
-    vec!["--nats", url, "--node-name", NAMES[i], "--labels", LABELS[i], "--nats-replicas", "3", "--node-timeout", "2s"]
+fn node_args<'a>(i: usize, url: &'a str, ca: &'a str) -> Vec<&'a str> {
+    vec![
+        "--nats",
+        url,
+        "--node-name",
+        NAMES[i],
+        "--labels",
+        LABELS[i],
+        "--nats-replicas",
+        "3",
+        "--node-timeout",
+        "2s",
+        "--cluster-ca",
+        ca,
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+}
+
+fn ca_dir(dir: &tempfile::TempDir) -> String {
+    dir.path().join("ca").to_string_lossy().into_owned()
+}
+
+/// A new cluster CA, made with `nimbus nodes init-ca`.
+fn cluster_ca() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let out = std::process::Command::new(common::NIMBUS).args(["nodes", "init-ca"]).arg(&ca).output().unwrap();
+    assert!(out.status.success(), "init-ca: {}", String::from_utf8_lossy(&out.stderr));
+    let again = std::process::Command::new(common::NIMBUS).args(["nodes", "init-ca"]).arg(&ca).output().unwrap();
+    assert!(!again.status.success(), "an existing CA is never replaced");
+    dir
 }
 
 impl Cluster {
     /// Three NATS servers, then node A (which creates the first admin token), then B and C.
     fn start() -> Self {
         let nats = NatsServer::cluster(3);
+        let ca = cluster_ca();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let url = nats[i].url();
-            nodes.push(Platform::start(dir.path(), &node_args(i, &url)));
+            nodes.push(Platform::start(dir.path(), &node_args(i, &url, &ca_dir(&ca))));
         }
         let admin = nodes[0].admin.clone().expect("the first node prints the admin token");
         assert!(nodes[1].admin.is_none() && nodes[2].admin.is_none(), "one admin token for the cluster");
-        Self { nodes, admin, _dirs: dirs, nats }
+        Self { nodes, admin, _dirs: dirs, nats, ca }
+    }
+
+    /// The cluster CA's directory.
+    fn ca(&self) -> String {
+        ca_dir(&self.ca)
     }
 
     async fn api(&self, node: usize, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -257,7 +295,8 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     // A second node under a running node's name is refused.
     let dir = tempfile::tempdir().unwrap();
     let url = c.nats[0].url();
-    let err = Platform::try_start(dir.path(), &node_args(1, &url)).err().expect("a duplicate name is refused");
+    let ca = c.ca();
+    let err = Platform::try_start(dir.path(), &node_args(1, &url, &ca)).err().expect("a duplicate name is refused");
     assert!(err.contains("node name `node-b` is held by another running node"), "{err}");
 
     // kill -9 of node C: after the 2 s timeout the others list it as gone; A and B serve on.
@@ -296,7 +335,8 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     let (s, body) = c.api(0, reqwest::Method::DELETE, "/v1/apps/old", None).await;
     assert_eq!(s, 204, "{body}");
     let url = c.nats[2].url();
-    let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url));
+    let ca = c.ca();
+    let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url, &ca));
     assert!(restarted.admin.is_none());
     wait_served(&restarted, "/web/x", &second).await;
     assert_eq!(served_by(&restarted, "/old/x").await.0, 404);
@@ -464,13 +504,16 @@ async fn a_counter_actor_called_through_three_nodes_at_once_loses_no_acknowledge
 async fn nodes_starting_at_once_on_an_empty_cluster_mint_one_admin_token() {
     let nats = NatsServer::start();
     let url = nats.url();
+    let ca = cluster_ca();
+    let ca = ca_dir(&ca);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Platform> = std::thread::scope(|s| {
         let started: Vec<_> = dirs
             .iter()
             .enumerate()
             .map(|(i, dir)| {
-                let args = ["--nats", url.as_str(), "--node-name", NAMES[i], "--node-timeout", "2s"];
+                let args =
+                    ["--nats", url.as_str(), "--node-name", NAMES[i], "--node-timeout", "2s", "--cluster-ca", &ca];
                 s.spawn(move || Platform::start(dir.path(), &args))
             })
             .collect();
@@ -487,4 +530,129 @@ async fn nodes_starting_at_once_on_an_empty_cluster_mint_one_admin_token() {
     }
     let (_, tokens) = api_as(&nodes[0], admins[0], reqwest::Method::GET, "/v1/tokens", None).await;
     assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+}
+
+const SERVER_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/server.py");
+
+/// The bundle of app `svc`: the Python test service `py` on `/py/...`, one process in all.
+fn service_bundle() -> Vec<u8> {
+    let manifest = "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"server.py\"]\nreadiness = { path = \"/py/healthz\" }\nscale = { min = 1, max = 1 }\n\n[[trigger.http]]\nroute = \"/py/...\"\ncomponent = \"py\"\n";
+    let code = std::fs::read(SERVER_PY).unwrap();
+    let mut tree = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(code.len() as u64);
+    h.set_mode(0o644);
+    tree.append_data(&mut h, "server.py", &code[..]).unwrap();
+    let trees = [("py".to_string(), tree.into_inner().unwrap())].into();
+    nimbus_control::Bundle { manifest: manifest.into(), artifacts: Default::default(), trees }.pack()
+}
+
+/// `GET /py/hello` through a node: status, the process's boot id, and the node that forwarded
+/// it on (`x-nimbus-node`, absent when the node served it itself).
+async fn hello(p: &Platform) -> Result<(u16, String, Option<String>), String> {
+    let resp = client().get(p.url("/py/hello")).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let node = resp.headers().get("x-nimbus-node").map(|v| v.to_str().unwrap().to_string());
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let boot = body.split_whitespace().find_map(|w| w.strip_prefix("boot=")).unwrap_or_default().to_string();
+    Ok((status, boot, node))
+}
+
+/// Until every node answers from the same one process, which runs on one node: that node.
+async fn the_host(nodes: &[&Platform]) -> (String, String) {
+    let found = std::sync::Mutex::new(None);
+    eventually("one process serves every node", || {
+        let found = &found;
+        async move {
+            let mut boots = std::collections::BTreeSet::new();
+            let mut forwarders = std::collections::BTreeSet::new();
+            let mut local = 0;
+            for p in nodes {
+                let (status, boot, node) = hello(p).await?;
+                if status != 200 {
+                    return Err(format!("{status} from {}", p.gateway));
+                }
+                boots.insert(boot);
+                match node {
+                    Some(n) => _ = forwarders.insert(n),
+                    None => local += 1,
+                }
+            }
+            if boots.len() == 1 && forwarders.len() == 1 && local == 1 {
+                *found.lock().unwrap() =
+                    Some((forwarders.into_iter().next().unwrap(), boots.into_iter().next().unwrap()));
+                Ok(())
+            } else {
+                Err(format!("boots {boots:?}, forwarded to {forwarders:?}, {local} served locally"))
+            }
+        }
+    })
+    .await;
+    found.into_inner().unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_it_and_it_moves_when_that_node_dies() {
+    let mut c = Cluster::start();
+    let (s, body) = c.deploy(0, service_bundle(), "").await;
+    assert_eq!(s, 201, "{body}");
+
+    // One process in the cluster (`scale.max = 1`): every node's requests reach it, two of them
+    // forwarding over the transport to the node it runs on.
+    let all: Vec<&Platform> = c.nodes.iter().collect();
+    let (host, boot) = the_host(&all).await;
+    let host_index = NAMES.iter().position(|n| *n == host).unwrap();
+    eprintln!("the service runs on {host}");
+    let list = nodes_list(&c.nodes[0], &c.admin).unwrap();
+    let peer = list.iter().find(|n| n["name"] == host).unwrap()["peer"].as_str().unwrap().to_string();
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+
+    // The peer listener speaks mutual TLS only: plaintext is refused, and so is TLS without a
+    // node certificate of the cluster CA — neither reaches the service.
+    let plain = client().get(format!("http://{peer}/py/hello")).header("x-nimbus-forward", "svc/x/py").send().await;
+    let plain = plain.unwrap();
+    assert_eq!(plain.status(), 400);
+    assert!(plain.text().await.unwrap().contains("speaks TLS"));
+    let anonymous = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let refused = anonymous.get(format!("https://{peer}/py/hello")).header("x-nimbus-forward", "svc/x/py").send().await;
+    assert!(refused.is_err(), "a client without a node certificate: {refused:?}");
+
+    // kill -9 of that node while the other two serve requests: requests that cannot reach it
+    // are served where they arrive, then the scheduler moves the service to a remaining node.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != host_index).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for i in &survivors {
+        let (gateway, stop) = (c.nodes[*i].url("/py/hello"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client().get(&gateway).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.nodes[host_index].kill9();
+    let killed = Instant::now();
+    let rest: Vec<&Platform> = survivors.iter().map(|i| &c.nodes[*i]).collect();
+    let (moved_to, new_boot) = the_host(&rest).await;
+    eprintln!("the service moved to {moved_to} {:?} after the kill", killed.elapsed());
+    assert_ne!(new_boot, boot, "a new process");
+    assert_ne!(moved_to, host);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!("under load through the kill: {ok} requests answered 200, {} failed: {failed:?}", failed.len());
+    // GETs in flight on the killed node are sent again: none fails.
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 0);
 }

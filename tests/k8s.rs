@@ -96,6 +96,17 @@ fn rendered_manifests_parse_into_kubernetes_types_and_fit_together() {
     for name in ["POD_NAME", "NIMBUS_REGION", "NIMBUS_ZONE", "NIMBUS_MASTER_KEY"] {
         assert!(env.contains(&name), "{env:?}");
     }
+    // The transport: the cluster CA from its Secret (read-only, the key readable by the node
+    // alone), the peer port on every pod and on the headless Service that names the pods.
+    assert_eq!(after("--peer-advertise"), Some("$(POD_NAME).nimbus-nodes.prod.svc:7443"));
+    let ca_mount = container.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "cluster-ca").unwrap();
+    assert_eq!((after("--cluster-ca"), ca_mount.read_only), (Some(ca_mount.mount_path.as_str()), Some(true)));
+    let volumes = nodes.template.spec.as_ref().unwrap().volumes.clone().unwrap();
+    let secret = volumes.iter().find(|v| v.name == "cluster-ca").unwrap().secret.clone().unwrap();
+    assert_eq!((secret.secret_name.as_deref(), secret.default_mode), (Some("nimbus-cluster-ca"), Some(0o400)));
+    assert!(container.ports.as_ref().unwrap().iter().any(|p| p.container_port == 7443));
+    let headless = r.services["nimbus-nodes"].spec.as_ref().unwrap();
+    assert!(headless.ports.as_ref().unwrap().iter().any(|p| p.port == 7443));
     // Every flag is one `nimbus server` has.
     let help = Command::new(NIMBUS).args(["server", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();

@@ -86,15 +86,17 @@ impl ClusterArgs {
         &self,
         control: &Control,
         data_dir: &Path,
-        gateway: String,
-        api: String,
+        (gateway, api): (String, String),
+        peers: Option<&crate::peers::Peers>,
     ) -> anyhow::Result<Nodes> {
         let config = NodeConfig {
-            name: self.node_name.clone().unwrap_or_else(|| "local".into()),
+            name: self.node_name().to_string(),
             labels: self.labels.clone(),
             gateway,
             api,
             instance: instance_id(data_dir)?,
+            peer: peers.map(|p| p.advertise.clone()),
+            capacity_mb: peers.map_or(0, |p| p.capacity_mb),
         };
         match &control.cluster {
             None => Ok(Nodes::single(config)),
@@ -104,6 +106,16 @@ impl ClusterArgs {
                     .context("cannot join the cluster")
             }
         }
+    }
+
+    /// Whether this server is a node of a cluster (`--node-name`).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.node_name.is_some()
+    }
+
+    /// This node's name (`local` outside a cluster).
+    pub(crate) fn node_name(&self) -> &str {
+        self.node_name.as_deref().unwrap_or("local")
     }
 
     /// This node's labels.
@@ -157,12 +169,19 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
 pub(crate) enum NodesCommand {
     /// List the nodes: status, labels, version, load and what each serves.
     List(OutputArgs),
+    /// Create the cluster CA in a new directory: every node gets a copy (`--cluster-ca`), and
+    /// the nodes' transport certificates chain to it.
+    InitCa {
+        /// Where to create it (`ca.pem`, and `ca.key` readable by its owner only).
+        dir: std::path::PathBuf,
+    },
 }
 
 pub(crate) fn nodes(remote: &RemoteArgs, command: &NodesCommand) -> anyhow::Result<()> {
-    let client = Client::new(remote)?;
     match command {
+        NodesCommand::InitCa { dir } => crate::peers::init_ca(dir),
         NodesCommand::List(output) => {
+            let client = Client::new(remote)?;
             let nodes: Vec<NodeInfo> = client.get("/v1/nodes")?;
             output.print(&nodes, |nodes| {
                 println!(

@@ -1,6 +1,7 @@
 //! `nimbus k8s render`: Kubernetes manifests for a Nimbus cluster — the nodes as a StatefulSet
 //! (each pod a `nimbus server --node-name POD` with its zone and region as labels, a volume for
-//! its data), a Service for the gateway and API, a headless Service for the nodes, a
+//! its data, the cluster CA from a Secret, the peer port of the inter-node transport), a Service
+//! for the gateway and API, a headless Service for the nodes, a
 //! PodDisruptionBudget, and (unless `--nats-url` names one) a three-server NATS JetStream
 //! cluster with `sync_interval: always`. Built from the typed `k8s-openapi` structs, printed as
 //! YAML documents for `kubectl apply -f -`.
@@ -12,8 +13,8 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -24,6 +25,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 const DATA_DIR: &str = "/var/lib/nimbus";
 const GATEWAY_PORT: i32 = 3000;
 const API_PORT: i32 = 3001;
+/// The inter-node transport (mutual TLS with the cluster CA).
+const PEER_PORT: i32 = 7443;
+/// Where the cluster CA's Secret is mounted in the pod.
+const CLUSTER_CA_DIR: &str = "/etc/nimbus/cluster-ca";
 /// The pod labels Kubernetes copies from the node's topology labels (PodTopologyLabelsAdmission).
 const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -70,6 +75,10 @@ pub(crate) struct RenderArgs {
     /// The Secret whose key `master.key` holds the secrets' master key (64 hex characters).
     #[arg(long, default_value = "nimbus-master-key")]
     master_key_secret: String,
+    /// The Secret holding the cluster CA (keys `ca.pem` and `ca.key`, from `nimbus nodes
+    /// init-ca DIR` then `kubectl create secret generic NAME --from-file=DIR`).
+    #[arg(long, default_value = "nimbus-cluster-ca")]
+    cluster_ca_secret: String,
 }
 
 pub(crate) fn run(command: &K8sCommand) -> anyhow::Result<()> {
@@ -257,6 +266,12 @@ fn nodes(args: &RenderArgs, nats_url: &str, nats_replicas: i32) -> StatefulSet {
         "$(POD_NAME)",
         "--labels",
         "region=$(NIMBUS_REGION),zone=$(NIMBUS_ZONE)",
+        "--cluster-ca",
+        CLUSTER_CA_DIR,
+        "--peer-listen",
+        &format!("0.0.0.0:{PEER_PORT}"),
+        "--peer-advertise",
+        &format!("$(POD_NAME).{headless}.{ns}.svc:{PEER_PORT}"),
     ]
     .into_iter()
     .map(String::from)
@@ -283,7 +298,7 @@ fn nodes(args: &RenderArgs, nats_url: &str, nats_replicas: i32) -> StatefulSet {
             env_from("NIMBUS_ZONE", &format!("metadata.labels['{ZONE_LABEL}']")),
             master_key,
         ]),
-        ports: Some(vec![port("gateway", GATEWAY_PORT), port("api", API_PORT)]),
+        ports: Some(vec![port("gateway", GATEWAY_PORT), port("api", API_PORT), port("peer", PEER_PORT)]),
         readiness_probe: Some(probe(nimbus_gateway::HEALTH_PATH, GATEWAY_PORT, "HTTPS", 5, 3)),
         liveness_probe: Some(probe(nimbus_gateway::HEALTH_PATH, GATEWAY_PORT, "HTTPS", 10, 6)),
         resources: Some(ResourceRequirements {
@@ -292,11 +307,15 @@ fn nodes(args: &RenderArgs, nats_url: &str, nats_replicas: i32) -> StatefulSet {
             ),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
+            VolumeMount {
+                name: "cluster-ca".into(),
+                mount_path: CLUSTER_CA_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         ..Default::default()
     };
     let (affinity, spread) = spread(&args.name);
@@ -311,6 +330,16 @@ fn nodes(args: &RenderArgs, nats_url: &str, nats_replicas: i32) -> StatefulSet {
                 metadata: Some(ObjectMeta { labels: Some(app_labels(&args.name)), ..Default::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "cluster-ca".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(args.cluster_ca_secret.clone()),
+                            // The key is read by the node's user alone.
+                            default_mode: Some(0o400),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
                     affinity: Some(affinity),
                     topology_spread_constraints: Some(spread),
                     termination_grace_period_seconds: Some(30),
@@ -335,6 +364,7 @@ fn nodes_service(args: &RenderArgs) -> Service {
             ports: Some(vec![
                 service_port("gateway", GATEWAY_PORT, GATEWAY_PORT),
                 service_port("api", API_PORT, API_PORT),
+                service_port("peer", PEER_PORT, PEER_PORT),
             ]),
             ..Default::default()
         }),

@@ -29,6 +29,7 @@ mod local_secrets;
 mod logging;
 mod logs;
 mod manage;
+mod peers;
 mod remote;
 mod schema;
 mod secrets;
@@ -57,9 +58,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the app in DIR (default: the current directory) on 127.0.0.1:3000.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run the platform: the gateway for every deployed app plus the control API.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Upload the app in DIR to a server as a new immutable revision.
     Deploy(deploy::DeployArgs),
     /// List, show or delete the apps of a server.
@@ -90,7 +91,8 @@ enum Command {
         #[command(flatten)]
         args: manage::RollbackArgs,
     },
-    /// List the platform's nodes: status, labels, version, load, what each serves.
+    /// List the platform's nodes (status, labels, version, load, what each serves); create the
+    /// cluster CA.
     Nodes {
         #[command(flatten)]
         remote: remote::RemoteArgs,
@@ -185,8 +187,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
     let result = match cli.command {
-        Command::Up(args) => up::run(args),
-        Command::Server(args) => server::run(args),
+        Command::Up(args) => up::run(*args),
+        Command::Server(args) => server::run(*args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Apps { remote, command } => manage::apps(&remote, &command),
         Command::Revisions { remote, command } => manage::revisions(&remote, &command),

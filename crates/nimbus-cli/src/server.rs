@@ -72,6 +72,8 @@ pub(crate) struct ServerArgs {
     #[command(flatten)]
     cluster: crate::cluster::ClusterArgs,
     #[command(flatten)]
+    peers: crate::peers::PeerArgs,
+    #[command(flatten)]
     observe: ObserveArgs,
     #[command(flatten)]
     engine: EngineArgs,
@@ -104,6 +106,7 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     check_tls(&args)?;
     args.cluster.check(args.storage.nats.as_deref())?;
+    args.peers.check(args.cluster.in_cluster())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -191,36 +194,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
     crate::doctor::services_trees(&data_dir.join("services"));
-    let tokens = Tokens::new(store.clone());
-    let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
-    let platform = Arc::new(
-        Platform::open(
-            store,
-            runtime.clone(),
-            ingress.clone(),
-            nimbus_control::AppData {
-                bus: bus.clone(),
-                kv_changes,
-                callers,
-                secrets: Some(secrets),
-                trust_domain: args.identity.trust_domain.clone(),
-                workload_certs: Some(args.identity.workload_certs(&data_dir)?),
-                node_labels: args.cluster.labels().0.clone(),
-            },
-            data_dir.join("services"),
-            observer.clone(),
-        )
-        .await
-        .context("cannot load the deployed apps")?,
-    );
-    platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
-    let uploads_dir = data_dir.join("uploads");
-    let uploads =
-        nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
-            .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
     let tls = args.tls.load(&data_dir, &[args.listen, args.api_listen])?;
-    // Again, for the stores and directories created since.
-    harden_data_dir(&data_dir)?;
     let plain_gateway = listeners.gateway.clone();
     if let Some(tls) = &tls {
         listeners.gateway.tls = Some(tls.server.clone());
@@ -241,15 +215,61 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (gateway_addr, api_addr) = (gateway_listener.local_addr()?, api_listener.local_addr()?);
-    let nodes = Arc::new(
-        args.cluster
-            .nodes(&control, &data_dir, format!("{scheme}://{gateway_addr}"), format!("{scheme}://{api_addr}"))
-            .await?,
+    // A cluster node joins before it loads the apps, so that the scheduler places their
+    // services knowing the other nodes.
+    let peers = match args.cluster.in_cluster() {
+        true => Some(args.peers.open(args.cluster.node_name(), args.listen, &args.identity.trust_domain).await?),
+        false => None,
+    };
+    let urls = (format!("{scheme}://{gateway_addr}"), format!("{scheme}://{api_addr}"));
+    let nodes = Arc::new(args.cluster.nodes(&control, &data_dir, urls, peers.as_ref()).await?);
+    let scheduler = match &peers {
+        Some(p) => {
+            let me = (args.cluster.node_name(), &args.cluster.labels().0, p.capacity_mb, p.advertise.clone());
+            let transport = Arc::new(nimbus_control::Transport::new(p.tls.clone()));
+            let scheduler = Arc::new(nimbus_control::Scheduler::new(me, store.clone(), transport));
+            scheduler.refresh_from(&nodes).await;
+            Some(scheduler)
+        }
+        None => None,
+    };
+    let tokens = Tokens::new(store.clone());
+    let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
+    let platform = Arc::new(
+        Platform::open(
+            store,
+            runtime.clone(),
+            ingress.clone(),
+            nimbus_control::AppData {
+                bus: bus.clone(),
+                kv_changes,
+                callers,
+                secrets: Some(secrets),
+                trust_domain: args.identity.trust_domain.clone(),
+                workload_certs: Some(args.identity.workload_certs(&data_dir)?),
+                node_labels: args.cluster.labels().0.clone(),
+                placer: scheduler.clone().map(|s| s as Arc<dyn nimbus_services::Placer>),
+            },
+            data_dir.join("services"),
+            observer.clone(),
+        )
+        .await
+        .context("cannot load the deployed apps")?,
     );
+    platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
+    let uploads_dir = data_dir.join("uploads");
+    let uploads =
+        nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
+            .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
+    // Again, for the stores and directories created since.
+    harden_data_dir(&data_dir)?;
     if let Some(changes) = control.changes.take() {
         tokio::spawn(platform.clone().converge(vault.clone(), changes));
     }
     tokio::spawn(nodes.clone().heartbeat(Arc::downgrade(&platform)));
+    if let Some(scheduler) = scheduler {
+        tokio::spawn(scheduler.run(nodes.clone(), ingress.clone(), nodes.interval()));
+    }
     let shutdown = shutdown_signal()?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -269,6 +289,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     crate::tls::print_ca(tls.as_ref());
     println!("  Data:        {}", data_dir.display());
     println!("  Node:        {}", args.cluster.describe(args.storage.nats.as_deref()));
+    if let Some(p) = &peers {
+        println!("  Peers:       https://{} (mutual TLS, cluster CA; as {})", p.advertise, p.tls.id());
+    }
     println!("  Telemetry:   {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{api_addr}")));
     println!("  Events:      {} bus; POST {scheme}://{gateway_addr}/events/TOPIC", bus.backend());
     println!("  Identity:    {}", args.identity.describe(&data_dir));
@@ -301,6 +324,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         vault,
         nodes: nodes.clone(),
     }));
+    if let Some(p) = peers {
+        let config =
+            nimbus_gateway::ServeConfig { tls: Some(p.tls.server()), hsts_max_age: None, ..listeners.api.clone() };
+        let peer_ingress = Arc::new(nimbus_gateway::PeerIngress::new(ingress.clone(), args.cluster.node_name()));
+        tokio::spawn(nimbus_gateway::serve(p.listener, peer_ingress, stopped(), config));
+    }
     let api_server = nimbus_gateway::serve(api_listener, Arc::new(ApiHandler::new(api)), stopped(), listeners.api);
     let gateway_server = nimbus_gateway::serve(gateway_listener, ingress, stopped(), listeners.gateway);
     if let Some(listener) = redirect_listener {

@@ -37,12 +37,12 @@
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
 //! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),
-//!     trust_domain: Default::default(), workload_certs: None, node_labels: Default::default() };
+//!     trust_domain: Default::default(), workload_certs: None, node_labels: Default::default(), placer: None };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let nodes = Arc::new(nimbus_control::Nodes::single(nimbus_control::NodeConfig {
 //!     name: "local".into(), labels: Default::default(), gateway: "http://127.0.0.1:3000".into(),
-//!     api: "http://127.0.0.1:3001".into(), instance: "0".into() }));
+//!     api: "http://127.0.0.1:3001".into(), instance: "0".into(), peer: None, capacity_mb: 0 }));
 //! let api = nimbus_control::router(Arc::new(ApiState {
 //!     platform, tokens, dev: false, kv: None, vault, nodes,
 //!     uploads: nimbus_control::Uploads::new("uploads".into(), 2, 256 << 20)?,
@@ -54,6 +54,7 @@
 mod api;
 mod auth;
 mod bundle;
+mod cluster;
 mod data;
 mod error;
 mod handler;
@@ -76,6 +77,7 @@ mod workflows_api;
 pub use api::{ApiState, openapi_json, router};
 pub use auth::{ClientIp, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
+pub use cluster::{Scheduler, Transport};
 pub use data::{DataAuth, DataState, data_router};
 pub use error::ControlError;
 pub use handler::ApiHandler;

@@ -30,7 +30,8 @@ mod traffic;
 
 pub use deploy::DeployOptions;
 use deploy::unused_blobs;
-use load::{http_routes, parse_manifest};
+use load::http_routes;
+pub(crate) use load::parse_manifest;
 
 /// Per revision id, the unfinished workflow runs pinned to it.
 type Pinned = BTreeMap<String, Vec<String>>;
@@ -162,6 +163,9 @@ pub struct AppData {
     /// This node's labels: an app whose `[placement]` they do not meet is not loaded, served
     /// or deployed here.
     pub node_labels: BTreeMap<String, String>,
+    /// In a cluster, where each service runs (the [`crate::Scheduler`]); else every service
+    /// runs on this node.
+    pub placer: Option<Arc<dyn nimbus_services::Placer>>,
 }
 
 impl Platform {
@@ -178,7 +182,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels, placer } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -190,6 +194,7 @@ impl Platform {
             secrets,
             mesh,
             workload_certs,
+            placer,
         };
         let platform = Self {
             services_dir,

@@ -174,6 +174,27 @@ impl Ingress {
         self.table.load().by_name.get(app).and_then(|a| a.pick()).cloned()
     }
 
+    /// Revision `id` of `app`, if this node has it loaded (receiving traffic or tagged).
+    pub fn live(&self, app: &str, id: &str) -> Option<Arc<LiveRevision>> {
+        let table = self.table.load();
+        let app = table.by_name.get(app)?;
+        app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find(|r| &*r.id == id).cloned()
+    }
+
+    /// Every loaded revision, with its app's name, once each.
+    pub fn revisions(&self) -> Vec<(String, Arc<LiveRevision>)> {
+        let table = self.table.load();
+        let mut out: Vec<(String, Arc<LiveRevision>)> = Vec::new();
+        for app in table.by_name.values() {
+            for revision in app.split.iter().map(|(r, _)| r).chain(app.tags.values()) {
+                if !out.iter().any(|(a, r)| *a == app.name && r.id == revision.id) {
+                    out.push((app.name.clone(), revision.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Serves one request. Never fails: every problem becomes a response.
     pub async fn handle(
         &self,

@@ -57,22 +57,47 @@ impl Gateway {
         let mut span =
             self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
         span.set_http_request(|| HttpRequest::new(&req, id.header_value(), client.map(|c| c.ip())));
-        let (mut resp, target) = self.dispatch(req, client, &id, &mut span).await;
-        let status = resp.status();
-        span.set_http_status(status.as_u16());
-        if status.is_server_error() {
-            span.set_error("http", status);
-        }
-        if let Some(ctx) = span.context().filter(|_| span.is_recording()) {
-            resp.headers_mut().insert(TRACERESPONSE_HEADER, ctx.header_value());
-        }
-        match target {
-            Some(t) => {
-                t.telemetry.metrics.http_request(status.as_u16(), started.elapsed());
-                resp.map(|b| b.metered(&t.telemetry).traced(span))
-            }
-            None => resp.map(|b| b.traced(span)),
-        }
+        let (resp, target) = self.dispatch(req, client, &id, &mut span).await;
+        finish(resp, target, span, started)
+    }
+
+    /// Serves a request another node forwarded to service `component` (see [`crate::PeerIngress`])
+    /// on this node's processes, waiting at most `wait` for one; the server span continues the
+    /// forwarding node's trace.
+    pub async fn serve_forwarded(
+        &self,
+        component: &str,
+        req: http::Request<Incoming>,
+        wait: std::time::Duration,
+    ) -> http::Response<GatewayBody> {
+        let id = RequestId::from_headers(req.headers());
+        let started = Instant::now();
+        let mut span =
+            self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
+        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), None));
+        let service = self.target(component).and_then(|t| match &t.backend {
+            Backend::Service(s) => Some((s.clone(), t)),
+            Backend::Function(_) => None,
+        });
+        let Some((service, target)) = service else {
+            let message = format!("this revision has no service `{component}`");
+            return finish(error(StatusCode::NOT_FOUND, &id, &message), None, span, started);
+        };
+        span.set("nimbus.forwarded", true);
+        span.set_with("nimbus.workload.id", || self.workload(component).to_string());
+        let (mut parts, body) = req.into_parts();
+        let body = client_body(body, &mut parts, &target);
+        let call = Serve {
+            target: &target,
+            route: "/...",
+            id: &id,
+            client: None,
+            span: &mut span,
+            depth: 0,
+            here: Some(wait),
+        };
+        let resp = Box::pin(proxy(&service, call, parts, body)).await;
+        finish(resp, Some(target), span, started)
     }
 
     /// Routes and serves the request; says which component served it.
@@ -158,7 +183,7 @@ impl Gateway {
             Backend::Function(function) => {
                 continue_trace(span, &mut req);
                 let (parts, body) = req.into_parts();
-                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0 };
+                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0, here: None };
                 Box::pin(invoke(function, call, parts, body)).await
             }
             // The proxy's client span is what the service continues. Boxed like the other
@@ -168,11 +193,36 @@ impl Gateway {
             Backend::Service(service) => {
                 let (mut parts, body) = req.into_parts();
                 let body = client_body(body, &mut parts, &target);
-                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0 };
+                let call = Serve { target: &target, route: &route.route, id, client, span, depth: 0, here: None };
                 Box::pin(proxy(service, call, parts, body)).await
             }
         };
         (resp, Some(target))
+    }
+}
+
+/// Ends a request's server span with its status (and the trace context in `traceresponse`),
+/// counted in its component's metrics; the span ends when the body is sent.
+fn finish(
+    mut resp: http::Response<GatewayBody>,
+    target: Option<Arc<Target>>,
+    mut span: Span,
+    started: Instant,
+) -> http::Response<GatewayBody> {
+    let status = resp.status();
+    span.set_http_status(status.as_u16());
+    if status.is_server_error() {
+        span.set_error("http", status);
+    }
+    if let Some(ctx) = span.context().filter(|_| span.is_recording()) {
+        resp.headers_mut().insert(TRACERESPONSE_HEADER, ctx.header_value());
+    }
+    match target {
+        Some(t) => {
+            t.telemetry.metrics.http_request(status.as_u16(), started.elapsed());
+            resp.map(|b| b.metered(&t.telemetry).traced(span))
+        }
+        None => resp.map(|b| b.traced(span)),
     }
 }
 
@@ -208,6 +258,9 @@ pub(crate) struct Serve<'a> {
     pub(crate) span: &'a mut Span,
     /// How many component-to-component calls deep (0: from a client).
     pub(crate) depth: u32,
+    /// Set for a request another node forwarded: served on this node's processes, waiting at
+    /// most this long for one.
+    pub(crate) here: Option<std::time::Duration>,
 }
 
 /// A function: once admitted, the body is read whole (bounded in size, and in time by the
@@ -223,7 +276,7 @@ where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::body::BoxError>,
 {
-    let Serve { target, route, id, client, span, depth } = call;
+    let Serve { target, route, id, client, span, depth, .. } = call;
     // Admitted first: a body is read only for a request holding one of the component's
     // `max_concurrency` slots, so bodies waiting in the queue hold no memory.
     let permit = match admit(target, id, span).await {
@@ -268,7 +321,7 @@ pub(crate) async fn proxy(
     mut parts: http::request::Parts,
     body: RequestBody,
 ) -> http::Response<GatewayBody> {
-    let Serve { target, id, client, span, .. } = call;
+    let Serve { target, id, client, span, here, .. } = call;
     let permit = match admit(target, id, span).await {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -279,7 +332,13 @@ pub(crate) async fn proxy(
     if let Some(ctx) = upstream.context() {
         ctx.inject(&mut parts.headers);
     }
-    match service.handle(http::Request::from_parts(parts, body), client, target.admission.queue_timeout()).await {
+    let req = http::Request::from_parts(parts, body);
+    let wait = target.admission.queue_timeout();
+    let result = match here {
+        Some(limit) => service.handle_here(req, client, wait.min(limit)).await,
+        None => service.handle(req, client, wait).await,
+    };
+    match result {
         Ok(resp) => {
             upstream.set_http_status(resp.status().as_u16());
             let mut resp = resp.map(|b| GatewayBody::proxied(b, permit));

@@ -45,6 +45,7 @@ mod handler;
 mod hygiene;
 mod idle;
 mod mesh;
+mod peer;
 mod request_body;
 mod request_id;
 mod respond;
@@ -68,6 +69,7 @@ pub use events::{EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
 pub use mesh::MeshConfig;
 pub use nimbus_target::{Admission, Backend, Rejected, Target};
+pub use peer::{DEADLINE_HEADER, FORWARD_HEADER, NODE_HEADER, PeerIngress};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};
@@ -193,6 +195,14 @@ impl Gateway {
     /// The component's target (its backend and admission), if it was loaded.
     pub fn target(&self, component: &str) -> Option<Arc<Target>> {
         self.callees.targets.get(component).cloned()
+    }
+
+    /// Its services, by component name.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &Arc<nimbus_services::Service>)> {
+        self.callees.targets.iter().filter_map(|(name, t)| match &t.backend {
+            Backend::Service(s) => Some((name.as_str(), s)),
+            Backend::Function(_) => None,
+        })
     }
 
     /// The routing table.

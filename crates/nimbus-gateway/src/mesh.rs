@@ -132,7 +132,7 @@ impl Callees {
         // A body type of its own with a concrete error type: the boxed one trips the compiler's
         // `Send` check of the generic body readers (rust-lang/rust#102211).
         let body = CallBody(std::sync::Mutex::new(body));
-        let serve = Serve { target, route: "/...", id: &id, client: None, span: &mut span, depth };
+        let serve = Serve { target, route: "/...", id: &id, client: None, span: &mut span, depth, here: None };
         let resp = match &target.backend {
             Backend::Function(function) => Box::pin(crate::handler::invoke(function, serve, parts, body)).await,
             Backend::Service(service) => {

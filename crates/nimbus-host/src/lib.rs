@@ -26,7 +26,7 @@
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
 //!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default(),
-//!     workload_certs: None });
+//!     workload_certs: None, placer: None });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -88,6 +88,9 @@ pub struct HostEnv {
     /// Issues services short-lived certificates of their workload identity (under the trust
     /// domain of `mesh`), written under the directory; without it services get none.
     pub workload_certs: Option<(Arc<WorkloadCerts>, PathBuf)>,
+    /// Where each service starts out in a cluster (the scheduler's placement); without it every
+    /// service runs on this node.
+    pub placer: Option<Arc<dyn nimbus_services::Placer>>,
 }
 
 impl HostEnv {

@@ -106,6 +106,15 @@ pub(crate) async fn services(
                 spec.telemetry = env.observer.component(&m.app.name, name);
                 spec.identity = env.service_identity(&m.app.name, name);
                 spec.secrets = secrets.remove(name).unwrap_or_default();
+                // `max_per_node` caps the processes on this node.
+                let (per_node, _) = m.placement.split(spec.scale.max);
+                spec.scale.max = per_node;
+                spec.scale.min = spec.scale.min.min(per_node);
+                spec.scale.initial = spec.scale.initial.min(per_node);
+                spec.scale.warm = spec.scale.warm.min(per_node);
+                if let Some(placer) = &env.placer {
+                    spec.placed = placer.place(m, from.revision(), name);
+                }
                 started.push((name, dir, Service::start(spec)));
             }
             Err(e) => problems.push(loaded.diagnostic(&at(name), e, from.service_hint()).to_string()),

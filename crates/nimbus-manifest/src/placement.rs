@@ -1,8 +1,12 @@
-//! `[placement]`: on which nodes of a cluster an app may be. `require` is data residency: an
-//! app whose requirement a node's labels do not meet is never loaded there (its artifacts are
-//! not fetched, its code does not run, its requests and data calls are refused), and a deploy
-//! through such a node is refused before anything is stored. Labels are written as in
-//! Kubernetes (`region=eu-west`, `topology.kubernetes.io/zone=eu-west-1a`).
+//! `[placement]`: on which nodes of a cluster an app may be, and where its services run.
+//! `require` is data residency: an app whose requirement a node's labels do not meet is never
+//! loaded there (its artifacts are not fetched, its code does not run, its requests and data
+//! calls are refused), and a deploy through such a node is refused before anything is stored.
+//! The other fields steer the scheduler of services (functions run on whichever node a request
+//! reaches): `prefer` ranks nodes, `spread` puts a service's nodes in different zones first,
+//! `max_per_node` caps its processes on one node — so `scale.max / max_per_node` nodes (rounded
+//! up) run it. Labels are written as in Kubernetes (`region=eu-west`,
+//! `topology.kubernetes.io/zone=eu-west-1a`).
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
@@ -17,18 +21,46 @@ pub struct Placement {
     /// match. Nodes that do not match answer the app's requests `421` and refuse its deploys.
     #[serde(default)]
     pub require: BTreeMap<String, String>,
+    /// Labels the scheduler prefers for the app's services, written like `require`: nodes that
+    /// match more of them are picked first. A preference, never a requirement.
+    #[serde(default)]
+    pub prefer: BTreeMap<String, String>,
+    /// A label key (e.g. `zone`) whose values the nodes running a service should differ in:
+    /// nodes with a value not yet used come first, so losing one zone leaves the service running.
+    #[serde(default)]
+    pub spread: Option<String>,
+    /// Most processes of one service on one node (default: all of `scale.max`, on one node).
+    #[serde(default)]
+    pub max_per_node: Option<u32>,
 }
 
 impl Placement {
     /// Whether a node with `labels` may hold the app.
     pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.require.iter().all(|(key, pattern)| labels.get(key).is_some_and(|value| matches(pattern, value)))
+        all_match(&self.require, labels) == self.require.len()
+    }
+
+    /// How many of the `prefer` entries a node with `labels` matches.
+    pub fn preference(&self, labels: &BTreeMap<String, String>) -> usize {
+        all_match(&self.prefer, labels)
+    }
+
+    /// Processes of a service scaling to `max` on one node, and on how many nodes it runs.
+    pub fn split(&self, max: u32) -> (u32, u32) {
+        let max = max.max(1);
+        let per_node = self.max_per_node.unwrap_or(max).clamp(1, max);
+        (per_node, max.div_ceil(per_node))
     }
 
     /// `region=eu-*, zone=a`, for messages; empty when anything goes.
     pub fn describe(&self) -> String {
         self.require.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// How many of `patterns` the `labels` match.
+fn all_match(patterns: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> usize {
+    patterns.iter().filter(|(key, pattern)| labels.get(*key).is_some_and(|value| matches(pattern, value))).count()
 }
 
 /// `*` in `pattern` matches any run of characters (none too); everything else itself.
@@ -101,12 +133,25 @@ mod tests {
 
     #[test]
     fn a_placement_admits_only_nodes_meeting_every_requirement() {
-        let p = Placement { require: [("region".into(), "eu-*".into()), ("tier".into(), "gold".into())].into() };
+        let p = Placement {
+            require: [("region".into(), "eu-*".into()), ("tier".into(), "gold".into())].into(),
+            ..Placement::default()
+        };
         let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert!(p.admits(&labels(&[("region", "eu-west"), ("tier", "gold"), ("zone", "a")])));
         assert!(!p.admits(&labels(&[("region", "eu-west")])), "a missing label does not match");
         assert!(!p.admits(&labels(&[("region", "us-east"), ("tier", "gold")])));
         assert!(Placement::default().admits(&labels(&[])));
         assert_eq!(p.describe(), "region=eu-*, tier=gold");
+    }
+
+    #[test]
+    fn a_service_splits_into_processes_per_node_and_nodes() {
+        let p = |max_per_node| Placement { max_per_node, ..Placement::default() };
+        assert_eq!(p(None).split(4), (4, 1), "all on one node by default");
+        assert_eq!(p(Some(1)).split(3), (1, 3));
+        assert_eq!(p(Some(2)).split(5), (2, 3), "rounded up");
+        assert_eq!(p(Some(8)).split(3), (3, 1), "never more per node than in all");
+        assert_eq!(p(Some(2)).split(0), (1, 1), "a service runs somewhere");
     }
 }

@@ -77,21 +77,38 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
 }
 
 fn check_placement(m: &Manifest, out: &mut Vec<Problem>) {
-    let at = FieldPath::root().key("placement").key("require");
-    for (key, pattern) in &m.placement.require {
-        if !crate::placement::label_key_ok(key) {
-            out.push(problem(
-                at.clone().key(key.clone()),
-                format!("`{key}` is not a label key"),
-                "use a label the nodes carry (`--labels region=eu-west`), e.g. `require = { region = \"eu-*\" }`",
-            ));
-        } else if !crate::placement::pattern_ok(pattern) {
-            out.push(problem(
-                at.clone().key(key.clone()),
-                format!("`{pattern}` is not a label value pattern"),
-                "use letters, digits, `-`, `_`, `.` and `*` for any run of characters, e.g. `eu-*`",
-            ));
+    let p = &m.placement;
+    for (field, labels) in [("require", &p.require), ("prefer", &p.prefer)] {
+        let at = FieldPath::root().key("placement").key(field);
+        for (key, pattern) in labels {
+            if !crate::placement::label_key_ok(key) {
+                out.push(problem(
+                    at.clone().key(key.clone()),
+                    format!("`{key}` is not a label key"),
+                    "use a label the nodes carry (`--labels region=eu-west`), e.g. `require = { region = \"eu-*\" }`",
+                ));
+            } else if !crate::placement::pattern_ok(pattern) {
+                out.push(problem(
+                    at.clone().key(key.clone()),
+                    format!("`{pattern}` is not a label value pattern"),
+                    "use letters, digits, `-`, `_`, `.` and `*` for any run of characters, e.g. `eu-*`",
+                ));
+            }
         }
+    }
+    if let Some(key) = p.spread.as_ref().filter(|k| !crate::placement::label_key_ok(k)) {
+        out.push(problem(
+            FieldPath::root().key("placement").key("spread"),
+            format!("`{key}` is not a label key"),
+            "name the label whose values should differ, e.g. `spread = \"zone\"`",
+        ));
+    }
+    if p.max_per_node == Some(0) {
+        out.push(problem(
+            FieldPath::root().key("placement").key("max_per_node"),
+            "`max_per_node` must be at least 1",
+            "cap the processes of a service on one node, e.g. `max_per_node = 2`; leave it out for no cap",
+        ));
     }
 }
 

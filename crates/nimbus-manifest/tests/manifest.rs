@@ -469,6 +469,22 @@ fn placement_requires_label_keys_and_value_patterns() {
     assert!(d.message.contains("not a label key"), "{}", d.message);
     let d = only_error(&format!("{VALID}\n[placement]\nrequire = {{ region = \"eu west\" }}\n"));
     assert!(d.message.contains("`eu west` is not a label value pattern"), "{}", d.message);
-    let d = only_error(&format!("{VALID}\n[placement]\nprefer = {{ region = \"eu\" }}\n"));
-    assert!(d.message.contains("prefer"), "unknown fields are refused: {}", d.message);
+    let d = only_error(&format!("{VALID}\n[placement]\navoid = {{ region = \"eu\" }}\n"));
+    assert!(d.message.contains("avoid"), "unknown fields are refused: {}", d.message);
+}
+
+#[test]
+fn placement_of_services_prefers_spreads_and_caps_per_node() {
+    let ok =
+        parse(&format!("{VALID}\n[placement]\nprefer = {{ zone = \"a\" }}\nspread = \"zone\"\nmax_per_node = 2\n"))
+            .unwrap();
+    let p = &ok.manifest.placement;
+    assert_eq!((p.spread.as_deref(), p.max_per_node), (Some("zone"), Some(2)));
+    let d = only_error(&format!("{VALID}\n[placement]\nprefer = {{ zone = \"a b\" }}\n"));
+    assert_eq!(d.field, "placement.prefer.zone");
+    let d = only_error(&format!("{VALID}\n[placement]\nspread = \"-zone\"\n"));
+    assert_eq!(d.field, "placement.spread");
+    let d = only_error(&format!("{VALID}\n[placement]\nmax_per_node = 0\n"));
+    assert_eq!(d.field, "placement.max_per_node");
+    assert!(d.message.contains("at least 1"), "{}", d.message);
 }

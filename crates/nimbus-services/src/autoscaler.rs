@@ -4,7 +4,9 @@
 //! `panic_threshold_pct` % of the running processes switches to the panic window and forbids
 //! scaling down until a stable window has passed. `min`/`max` bound it, `warm` spares are added,
 //! and the last process stops only after `idle_timeout_s` without a request. A request that finds
-//! no process pokes the autoscaler, so scaling from zero does not wait for a tick.
+//! no process pokes the autoscaler, so scaling from zero does not wait for a tick. A service
+//! placed on other nodes keeps no process (neither `min` nor spares) beyond what requests
+//! forwarded to this node need while they last.
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +73,14 @@ pub(crate) async fn run(service: Arc<Service>) {
             // Not idle long enough to stop the last process.
             want = current.saturating_sub(scale.warm).min(1);
         }
-        let total = (want.clamp(scale.min, scale.max) + scale.warm).min(scale.max.max(scale.warm));
+        let total = if !service.is_elsewhere() {
+            (want.clamp(scale.min, scale.max) + scale.warm).min(scale.max.max(scale.warm))
+        } else if observed == 0 {
+            // Placed on other nodes: no process unless a forwarded request is being served here.
+            0
+        } else {
+            want.min(scale.max)
+        };
         if total != current {
             let why = if panicking {
                 "panic"

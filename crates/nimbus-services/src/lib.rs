@@ -37,6 +37,7 @@ mod instance;
 pub mod jail;
 mod netns;
 mod output;
+mod placement;
 mod probe;
 mod proxy;
 pub mod sandbox;
@@ -44,7 +45,7 @@ mod spec;
 mod supervisor;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ use instance::Instance;
 use tokio::sync::{Notify, watch};
 
 pub use identity::{IDENTITY_MOUNT, Identity};
+pub use placement::{Forward, Placed, Placer, Unforwarded};
 pub use proxy::{BoxError, RequestBody, ServiceBody};
 pub use spec::{DEFAULT_GRACE, ServiceSpec};
 
@@ -125,6 +127,10 @@ pub struct Service {
     waiting: AtomicUsize,
     active: AtomicUsize,
     stop: watch::Sender<bool>,
+    /// Set while the service runs on other nodes (see [`Placed`]); the flag spares the common
+    /// case, a service that runs here, the lock.
+    remote: AtomicBool,
+    elsewhere: Mutex<Option<Arc<dyn Forward>>>,
 }
 
 /// Counts a request as in flight on one process (and on the service) until dropped.
@@ -154,9 +160,15 @@ impl Service {
         let _ = self.spec.mesh.set(mesh);
     }
 
-    /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler.
+    /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler —
+    /// none while it is placed elsewhere.
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
-        let initial = spec.scale.initial.max(spec.scale.min).min(spec.scale.max);
+        let initial =
+            if spec.placed.is_here() { spec.scale.initial.max(spec.scale.min).min(spec.scale.max) } else { 0 };
+        let elsewhere = match &spec.placed {
+            Placed::Here => None,
+            Placed::Elsewhere(to) => Some(to.clone()),
+        };
         let stop = watch::channel(false).0;
         let identity = spec.identity.as_ref().map(|i| identity::Mounted::start(i, &spec.name, stop.subscribe()));
         let service = Arc::new(Self {
@@ -174,6 +186,8 @@ impl Service {
             waiting: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             stop,
+            remote: AtomicBool::new(elsewhere.is_some()),
+            elsewhere: Mutex::new(elsewhere),
         });
         service.scale_to(initial);
         tokio::spawn(autoscaler::run(service.clone()));
@@ -185,9 +199,31 @@ impl Service {
         &self.spec.name
     }
 
-    /// Whether the service starts without any process (`scale.initial = 0` and `min = 0`).
+    /// Whether the service starts without any process (`scale.initial = 0` and `min = 0`, or
+    /// placed on other nodes).
     pub fn starts_at_zero(&self) -> bool {
-        self.spec.scale.initial.max(self.spec.scale.min) == 0
+        self.spec.scale.initial.max(self.spec.scale.min) == 0 || !self.spec.placed.is_here()
+    }
+
+    /// Moves the service: placed here, the autoscaler brings it to `scale.min` (and starts
+    /// processes for its requests); placed elsewhere, new requests go there and its processes
+    /// stop once their requests are done.
+    pub fn place(&self, placed: Placed) {
+        let (remote, to) = match placed {
+            Placed::Here => (false, None),
+            Placed::Elsewhere(to) => (true, Some(to)),
+        };
+        *self.elsewhere.lock().expect("service placement") = to;
+        if self.remote.swap(remote, Ordering::AcqRel) != remote {
+            let now = if remote { "on other nodes" } else { "on this node" };
+            tracing::info!(component = %self.spec.name, "service placed {now}");
+            self.poked.notify_one();
+        }
+    }
+
+    /// Whether the service runs on other nodes (its requests are forwarded there).
+    pub fn is_elsewhere(&self) -> bool {
+        self.remote.load(Ordering::Acquire)
     }
 
     /// Processes running or starting.
@@ -235,8 +271,27 @@ impl Service {
     }
 
     /// Forwards a request to the least busy ready process, waiting up to `wait` for one (and
-    /// starting one if the service is scaled to zero).
+    /// starting one if the service is scaled to zero) — or, while the service is placed on
+    /// other nodes, to one of them.
     pub async fn handle(
+        self: &Arc<Self>,
+        req: http::Request<RequestBody>,
+        client: Option<SocketAddr>,
+        wait: Duration,
+    ) -> Result<http::Response<ServiceBody>, ServiceError> {
+        if self.remote.load(Ordering::Acquire) {
+            let to = self.elsewhere.lock().expect("service placement").clone();
+            if let Some(to) = to {
+                // The rare path in a single node: boxed, so the common one's future stays small.
+                return Box::pin(self.forward(to, req, client, wait)).await;
+            }
+        }
+        self.handle_here(req, client, wait).await
+    }
+
+    /// Serves a request on this node's processes whatever the placement says: a request another
+    /// node forwarded here (the autoscaler starts a process for it if none runs).
+    pub async fn handle_here(
         self: &Arc<Self>,
         mut req: http::Request<RequestBody>,
         client: Option<SocketAddr>,
@@ -266,7 +321,41 @@ impl Service {
             proxy::strip_hop_by_hop(resp.headers_mut());
             Some(connection)
         };
-        Ok(resp.map(|body| ServiceBody::new(body, connection, in_flight)))
+        Ok(resp.map(|body| ServiceBody::new(body, connection, Some(in_flight))))
+    }
+
+    /// Hands a request to a node running the service, with the client's address added to
+    /// `X-Forwarded-For`; a WebSocket upgrade is spliced through as on this node.
+    async fn forward(
+        self: &Arc<Self>,
+        to: Arc<dyn Forward>,
+        mut req: http::Request<RequestBody>,
+        client: Option<SocketAddr>,
+        wait: Duration,
+    ) -> Result<http::Response<ServiceBody>, ServiceError> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let upgrading = proxy::prepare_forward(&mut req, client);
+        let send = to.forward(req, wait);
+        let sent = match self.spec.timeout {
+            Some(limit) => tokio::time::timeout(wait + limit, send)
+                .await
+                .map_err(|_| ServiceError::Timeout { name: self.spec.name.to_string(), limit })?,
+            None => send.await,
+        };
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(Unforwarded::Failed(e)) => return Err(e),
+            Err(Unforwarded::Unsent(req)) => {
+                tracing::warn!(component = %self.spec.name, "no node running the service answers; serving the request here");
+                return self.handle_here(req, None, wait).await;
+            }
+        };
+        if upgrading && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            proxy::splice(client_upgrade, hyper::upgrade::on(&mut resp));
+        } else {
+            proxy::strip_hop_by_hop(resp.headers_mut());
+        }
+        Ok(resp.map(|body| ServiceBody::new(body, None, None)))
     }
 
     /// Stops the autoscaler and every process (drain, SIGTERM, grace, SIGKILL).

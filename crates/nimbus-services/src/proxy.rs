@@ -157,6 +157,25 @@ pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<S
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    forwarded_for(headers, client);
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
+    ask_upgrade(headers, upgrade)
+}
+
+/// Readies a request for another node running the service: the client's address joins
+/// `X-Forwarded-For` (that node's process sees the client, not this node), the hop-by-hop
+/// headers go, an upgrade is asked for again; returns whether it is one. `Host` and the URI
+/// stay as the client sent them: the transport carries them.
+pub(crate) fn prepare_forward<B>(req: &mut http::Request<B>, client: Option<SocketAddr>) -> bool {
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    forwarded_for(headers, client);
+    ask_upgrade(headers, upgrade)
+}
+
+/// Adds the client's address to `X-Forwarded-For`.
+fn forwarded_for(headers: &mut http::HeaderMap, client: Option<SocketAddr>) {
     if let Some(addr) = client {
         let forwarded = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
             Some(Ok(prior)) => HeaderValue::from_str(&format!("{prior}, {}", addr.ip())).ok(),
@@ -166,7 +185,11 @@ pub(crate) fn prepare<B>(req: &mut http::Request<B>, port: u16, client: Option<S
             headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
+}
+
+/// Asks the next hop for the client's `upgrade` again (hop-by-hop headers were removed);
+/// whether there is one.
+fn ask_upgrade(headers: &mut http::HeaderMap, upgrade: Option<HeaderValue>) -> bool {
     match upgrade {
         Some(protocol) => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -235,11 +258,16 @@ pub(crate) fn splice(client_side: hyper::upgrade::OnUpgrade, service_side: hyper
 pub struct ServiceBody {
     inner: Incoming,
     connection: Option<SendRequest<RequestBody>>,
-    in_flight: InFlight,
+    /// The process it counts on (none for a response from another node).
+    in_flight: Option<InFlight>,
 }
 
 impl ServiceBody {
-    pub(crate) fn new(inner: Incoming, connection: Option<SendRequest<RequestBody>>, in_flight: InFlight) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        connection: Option<SendRequest<RequestBody>>,
+        in_flight: Option<InFlight>,
+    ) -> Self {
         Self { inner, connection, in_flight }
     }
 }
@@ -247,9 +275,10 @@ impl ServiceBody {
 impl Drop for ServiceBody {
     fn drop(&mut self) {
         if let Some(sender) = self.connection.take()
+            && let Some(in_flight) = &self.in_flight
             && self.inner.is_end_stream()
         {
-            self.in_flight.instance().connections.put_back(sender);
+            in_flight.instance().connections.put_back(sender);
         }
     }
 }

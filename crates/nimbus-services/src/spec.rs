@@ -49,6 +49,8 @@ pub struct ServiceSpec {
     pub limits: crate::sandbox::Limits,
     /// Where its instance metrics and process output go (detached unless the caller sets it).
     pub telemetry: Arc<ComponentTelemetry>,
+    /// Where it starts out: on this node, unless a cluster's scheduler placed it elsewhere.
+    pub placed: crate::Placed,
 }
 
 impl ServiceSpec {
@@ -79,6 +81,7 @@ impl ServiceSpec {
                 cpu_millis: c.limits.cpu_millis,
             },
             telemetry: ComponentTelemetry::detached(name),
+            placed: crate::Placed::Here,
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct NodeInfo {
     /// A random id of the data dir behind the name: a restart keeps it, another node with the
     /// same name has another one.
     pub instance: String,
+    /// Where its peer listener (the inter-node transport) is reached, `HOST:PORT`.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Memory its services may reserve, MiB (the scheduler places no more on it).
+    #[serde(default)]
+    pub capacity_mb: u64,
 }
 
 /// Whether a node heartbeats.
@@ -101,6 +107,10 @@ pub struct NodeConfig {
     pub api: String,
     /// Identifies its data dir.
     pub instance: String,
+    /// Its peer listener's address, in a cluster.
+    pub peer: Option<String>,
+    /// Memory its services may reserve, MiB.
+    pub capacity_mb: u64,
 }
 
 impl Nodes {
@@ -143,7 +153,7 @@ impl Nodes {
     /// Heartbeats every third of the timeout with the platform's load, until the platform is
     /// dropped ([`Nodes::leave`] says the node left).
     pub async fn heartbeat(self: Arc<Self>, platform: std::sync::Weak<Platform>) {
-        let every = (self.timeout / 3).max(Duration::from_millis(200));
+        let every = self.interval();
         loop {
             tokio::time::sleep(every).await;
             let Some(platform) = platform.upgrade() else { break };
@@ -180,6 +190,18 @@ impl Nodes {
         let mut me = self.me.lock().expect("node lock");
         me.load = load;
         me.runs = runs;
+    }
+
+    /// The nodes heartbeating now (this one among them once its first heartbeat is read).
+    pub(crate) async fn members(&self) -> Result<Vec<NodeInfo>, async_nats::Error> {
+        let Some(kv) = &self.cluster else { return Ok(vec![self.me.lock().expect("node lock").clone()]) };
+        let now = now_ms();
+        Ok(read_heartbeats(kv).await?.into_iter().filter(|n| alive(n, now)).collect())
+    }
+
+    /// How often this node heartbeats.
+    pub fn interval(&self) -> Duration {
+        (self.timeout / 3).max(Duration::from_millis(200))
     }
 
     /// Every node (gone ones too, until they age out), by name; what each runs is limited to
@@ -256,6 +278,8 @@ fn describe(node: NodeConfig, timeout: Duration) -> NodeInfo {
         load: NodeLoad::default(),
         runs: Vec::new(),
         instance: node.instance,
+        peer: node.peer,
+        capacity_mb: node.capacity_mb,
     }
 }
 

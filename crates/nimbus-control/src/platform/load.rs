@@ -95,7 +95,7 @@ fn fastrand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-pub(super) fn parse_manifest(text: &str) -> Result<LoadedManifest, ControlError> {
+pub(crate) fn parse_manifest(text: &str) -> Result<LoadedManifest, ControlError> {
     LoadedManifest::parse(text.to_string(), Path::new(nimbus_manifest::MANIFEST_FILE).to_path_buf()).map_err(|e| {
         ControlError::Invalid {
             message: "the manifest is invalid; nothing was deployed".into(),

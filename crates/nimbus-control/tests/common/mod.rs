@@ -67,6 +67,7 @@ impl Server {
             secrets: None,
             trust_domain: Default::default(),
             workload_certs: None,
+            placer: None,
             node_labels: Default::default(),
         };
         let platform = Platform::open(

@@ -90,9 +90,19 @@ impl LocalCa {
     /// A new workload certificate (an X.509 SVID): the SPIFFE ID `id` as its only name (a URI
     /// SAN), for TLS clients and servers alike, valid from a minute ago for `ttl`.
     pub fn issue_workload(&self, id: &WorkloadId, ttl: Duration) -> Result<Issued, TlsError> {
+        self.issue_svid(id, None, ttl)
+    }
+
+    /// A workload certificate of `id` that also names `dns` (the name peers check when they
+    /// connect to it, see [`super::peer`]).
+    pub fn issue_svid(&self, id: &WorkloadId, dns: Option<&str>, ttl: Duration) -> Result<Issued, TlsError> {
         let mut params = CertificateParams::default();
         let uri = rcgen::string::Ia5String::try_from(id.as_str()).map_err(generate("name a workload certificate"))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
+        if let Some(dns) = dns {
+            let name = rcgen::string::Ia5String::try_from(dns).map_err(generate("name a workload certificate"))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
         params.distinguished_name.push(DnType::CommonName, id.as_str());
         params.is_ca = IsCa::ExplicitNoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];

@@ -16,6 +16,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod ca;
 pub mod files;
+pub mod peer;
 
 /// Why a TLS configuration could not be built or a certificate could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +137,31 @@ impl ResolvesServerCert for BySni {
 impl ServerTls {
     /// A configuration presenting `certs`, offering HTTP/2 and HTTP/1.1 by ALPN.
     pub fn new(certs: Certificates) -> Result<Self, TlsError> {
+        Self::build(certs, None)
+    }
+
+    /// Like [`ServerTls::new`], and every client must present a certificate that chains to
+    /// `roots`: a handshake without one, or with another, fails.
+    pub fn mutual(certs: Certificates, roots: Arc<rustls::RootCertStore>) -> Result<Self, TlsError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        Self::build(certs, Some(verifier))
+    }
+
+    fn build(
+        certs: Certificates,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Self, TlsError> {
         let certs = Arc::new(ArcSwap::from_pointee(certs));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(BySni(certs.clone())));
+            .map_err(TlsError::Config)?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(BySni(certs.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self { config: Arc::new(config), certs })
     }
@@ -158,7 +178,7 @@ impl ServerTls {
 }
 
 /// rustls's `ring` provider (the only one built).
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

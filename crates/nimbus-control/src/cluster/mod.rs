@@ -1,0 +1,199 @@
+//! Services in a cluster: the scheduler's placement of each service ([`schedule`]), kept up to
+//! date on every node from the membership and the stored apps, and applied to the services this
+//! node has loaded — those placed here run processes, the others forward their requests over
+//! the inter-node transport ([`transport`]) to a node that runs them. Functions are not placed:
+//! every node runs them for the requests it receives.
+//!
+//! A node that stops heartbeating drops out of the membership after its timeout; the next
+//! placement moves its services to the remaining nodes (which start processes for them), and
+//! until then a request that cannot reach it is served by the node that received it.
+mod schedule;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use nimbus_gateway::Ingress;
+use nimbus_manifest::Manifest;
+use nimbus_services::{Placed, Placer};
+
+use crate::Store;
+use crate::nodes::{NodeInfo, Nodes};
+use schedule::{Candidate, Demand, Plan, ServiceKey};
+pub use transport::Transport;
+
+/// This node's view of where every service runs, and the transport to the others.
+#[derive(Debug)]
+pub struct Scheduler {
+    me: Candidate,
+    store: Arc<Store>,
+    transport: Arc<Transport>,
+    view: ArcSwap<View>,
+    /// Parsed manifests of the revisions that receive traffic, by revision id.
+    manifests: Mutex<HashMap<String, Arc<Manifest>>>,
+}
+
+/// The membership and the placement computed from it.
+#[derive(Debug, Default)]
+struct View {
+    candidates: Vec<Candidate>,
+    /// Peer listener address of each node.
+    peers: HashMap<String, String>,
+    plan: Plan,
+}
+
+impl Scheduler {
+    /// The scheduler of node `me` (its name, labels, capacity for services in MiB and peer
+    /// address), reading the apps from `store` and forwarding through `transport`.
+    pub fn new(
+        me: (&str, &std::collections::BTreeMap<String, String>, u64, String),
+        store: Arc<Store>,
+        transport: Arc<Transport>,
+    ) -> Self {
+        let (name, labels, capacity_mb, peer) = me;
+        let me = Candidate { name: name.into(), labels: labels.clone(), capacity_mb };
+        let view =
+            View { candidates: vec![me.clone()], peers: [(name.to_string(), peer)].into(), plan: Plan::default() };
+        Self { me, store, transport, view: ArcSwap::from_pointee(view), manifests: Mutex::default() }
+    }
+
+    /// Places every service again from the nodes heartbeating now and the stored apps; says
+    /// whether the membership could be read (else the placement stays as it was).
+    pub async fn refresh_from(&self, nodes: &Nodes) -> bool {
+        match nodes.members().await {
+            Ok(members) => {
+                self.refresh(&members);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %nimbus_observe::report(&*e), "cannot read the membership; placement unchanged");
+                false
+            }
+        }
+    }
+
+    /// Places every service again from `members` and the stored apps; this node is always a
+    /// member.
+    fn refresh(&self, members: &[NodeInfo]) {
+        let mut candidates = vec![self.me.clone()];
+        let mut peers: HashMap<String, String> =
+            self.view.load().peers.get(&self.me.name).map(|p| (self.me.name.clone(), p.clone())).into_iter().collect();
+        for node in members.iter().filter(|n| n.name != self.me.name) {
+            let Some(peer) = &node.peer else { continue };
+            candidates.push(Candidate {
+                name: node.name.clone(),
+                labels: node.labels.clone(),
+                capacity_mb: node.capacity_mb,
+            });
+            peers.insert(node.name.clone(), peer.clone());
+        }
+        let demands = self.demands();
+        let plan = schedule::schedule(&candidates, &demands);
+        self.view.store(Arc::new(View { candidates, peers, plan }));
+    }
+
+    /// Every service of every revision receiving traffic (or tagged), from the store.
+    fn demands(&self) -> Vec<Demand> {
+        let mut demands = Vec::new();
+        let mut manifests = self.manifests.lock().expect("manifests");
+        let mut live = std::collections::HashSet::new();
+        for app in self.store.apps().unwrap_or_default() {
+            for revision in self.store.revisions_of(&app.name).unwrap_or_default() {
+                if !app.traffic.serves(&revision.id) {
+                    continue;
+                }
+                live.insert(revision.id.clone());
+                let manifest = match manifests.get(&revision.id) {
+                    Some(m) => m.clone(),
+                    None => match crate::platform::parse_manifest(&revision.manifest) {
+                        Ok(loaded) => {
+                            let m = Arc::new(loaded.manifest);
+                            manifests.insert(revision.id.clone(), m.clone());
+                            m
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                demands.extend(services_of(&manifest, &revision.id));
+            }
+        }
+        manifests.retain(|id, _| live.contains(id));
+        demands
+    }
+
+    /// Moves each service this node has loaded to where the placement says.
+    pub(crate) fn apply(&self, ingress: &Ingress) {
+        for (app, revision) in ingress.revisions() {
+            for (component, service) in revision.gateway.services() {
+                let key =
+                    ServiceKey { app: app.clone(), revision: revision.id.to_string(), component: component.into() };
+                if let Some(placed) = self.placed(&key, None) {
+                    service.place(placed);
+                }
+            }
+        }
+    }
+
+    /// Where service `key` runs: by the current placement, or — for a revision it does not
+    /// cover yet (being deployed) — placed now from `manifest` on the current membership.
+    fn placed(&self, key: &ServiceKey, manifest: Option<&Manifest>) -> Option<Placed> {
+        let view = self.view.load();
+        let nodes = match view.plan.assignments.get(key) {
+            Some(nodes) => nodes.clone(),
+            None => {
+                let demand = services_of(manifest?, &key.revision).into_iter().find(|d| d.key == *key)?;
+                schedule::place(&view.candidates, &view.plan.reserved, &demand)
+            }
+        };
+        if nodes.contains(&self.me.name) {
+            return Some(Placed::Here);
+        }
+        let peers = nodes.iter().filter_map(|n| view.peers.get(n).cloned()).collect();
+        Some(Placed::Elsewhere(Arc::new(transport::ForwardTo::new(self.transport.clone(), key.clone(), peers))))
+    }
+
+    /// Keeps the placement current: every `every`, reads the membership, places the services
+    /// again and moves this node's; renews the node's transport certificate at half its life.
+    pub async fn run(self: Arc<Self>, nodes: Arc<Nodes>, ingress: Arc<Ingress>, every: Duration) {
+        let tls = self.transport.tls().clone();
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            if self.refresh_from(&nodes).await {
+                self.apply(&ingress);
+            }
+            tokio::time::sleep(every).await;
+            if renewed.elapsed() >= tls.ttl() / 2 {
+                match tls.renew() {
+                    Ok(()) => renewed = tokio::time::Instant::now(),
+                    Err(e) => {
+                        tracing::error!(error = %nimbus_observe::report(&e), "cannot renew the node's transport certificate")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Placer for Scheduler {
+    fn place(&self, manifest: &Manifest, revision: &str, component: &str) -> Placed {
+        let key = ServiceKey { app: manifest.app.name.clone(), revision: revision.into(), component: component.into() };
+        self.placed(&key, Some(manifest)).unwrap_or_default()
+    }
+}
+
+/// The services of a revision as the scheduler places them.
+fn services_of(manifest: &Manifest, revision: &str) -> Vec<Demand> {
+    manifest
+        .component
+        .iter()
+        .filter(|(_, c)| c.command.is_some())
+        .map(|(name, c)| Demand {
+            key: ServiceKey { app: manifest.app.name.clone(), revision: revision.into(), component: name.clone() },
+            placement: manifest.placement.clone(),
+            max: c.scale.as_ref().map_or_else(|| nimbus_manifest::Scale::default().max, |s| s.max),
+            memory_mb: c.memory_mb(),
+        })
+        .collect()
+}

@@ -1,0 +1,196 @@
+//! The scheduler of services: which nodes run each service of each revision that receives
+//! traffic. It is a pure function of the cluster's membership and the stored apps, so every
+//! node computes the same placement without a coordinator (JetStream already orders the
+//! records; a node's view of the membership lags by at most a heartbeat), and a node that joins
+//! or leaves moves only the services it ran or now wins (rendezvous hashing).
+//!
+//! For each service, in a fixed order (app, revision, component): the nodes whose labels meet
+//! the app's `require` and that have room (their `capacity_mb` minus what services already
+//! placed there reserve: `limits.memory_mb` × processes per node) are ranked by how many of
+//! `prefer` they match, then — with `spread = "zone"` — zones not yet used first, then by a
+//! hash of node and service; the first `scale.max / max_per_node` (rounded up) run it.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use nimbus_manifest::Placement;
+use sha2::{Digest, Sha256};
+
+/// A node as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Memory services may reserve on it, MiB.
+    pub(crate) capacity_mb: u64,
+}
+
+/// A service to place: which one, its app's `[placement]` and what one process needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Demand {
+    pub(crate) key: ServiceKey,
+    pub(crate) placement: Placement,
+    /// `scale.max`: processes across the cluster.
+    pub(crate) max: u32,
+    /// `limits.memory_mb` of one process.
+    pub(crate) memory_mb: u32,
+}
+
+/// A service of a revision of an app.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ServiceKey {
+    pub(crate) app: String,
+    pub(crate) revision: String,
+    pub(crate) component: String,
+}
+
+/// The nodes each service runs on, best first; an empty list means no node can run it now.
+pub(crate) type Assignments = HashMap<ServiceKey, Vec<String>>;
+
+/// A placement of every service, and the memory it reserves on each node (MiB).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Plan {
+    pub(crate) assignments: Assignments,
+    pub(crate) reserved: HashMap<String, u64>,
+}
+
+/// Places every demand (in key order) on the candidates.
+pub(crate) fn schedule(candidates: &[Candidate], demands: &[Demand]) -> Plan {
+    let mut demands: Vec<&Demand> = demands.iter().collect();
+    demands.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut plan = Plan::default();
+    for demand in demands {
+        let nodes = place(candidates, &plan.reserved, demand);
+        let (per_node, _) = demand.placement.split(demand.max);
+        for node in &nodes {
+            *plan.reserved.entry(node.clone()).or_default() += u64::from(per_node) * u64::from(demand.memory_mb);
+        }
+        plan.assignments.insert(demand.key.clone(), nodes);
+    }
+    plan
+}
+
+/// The nodes for one demand, given what is reserved on each so far.
+pub(crate) fn place(candidates: &[Candidate], reserved: &HashMap<String, u64>, demand: &Demand) -> Vec<String> {
+    let p = &demand.placement;
+    let (per_node, nodes) = p.split(demand.max);
+    let needs = u64::from(per_node) * u64::from(demand.memory_mb);
+    let mut fitting: Vec<(&Candidate, usize, u64)> = candidates
+        .iter()
+        .filter(|c| p.admits(&c.labels))
+        .filter(|c| reserved.get(&c.name).copied().unwrap_or(0) + needs <= c.capacity_mb)
+        .map(|c| (c, p.preference(&c.labels), affinity(&c.name, &demand.key)))
+        .collect();
+    // More preferences matched first, then the hash (stable as other nodes come and go).
+    fitting.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+    let mut chosen: Vec<&Candidate> = Vec::new();
+    if let Some(key) = &p.spread {
+        let mut zones = BTreeSet::new();
+        for (c, ..) in &fitting {
+            if chosen.len() < nodes as usize && zones.insert(c.labels.get(key)) {
+                chosen.push(c);
+            }
+        }
+    }
+    for (c, ..) in &fitting {
+        if chosen.len() < nodes as usize && !chosen.iter().any(|x| x.name == c.name) {
+            chosen.push(c);
+        }
+    }
+    chosen.into_iter().map(|c| c.name.clone()).collect()
+}
+
+/// A node's rank for a service, the same on every node.
+fn affinity(node: &str, key: &ServiceKey) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(node)
+        .chain_update([0])
+        .chain_update(&key.app)
+        .chain_update([0])
+        .chain_update(&key.revision)
+        .chain_update([0])
+        .chain_update(&key.component)
+        .finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, zone: &str, capacity_mb: u64) -> Candidate {
+        let labels = [("zone".to_string(), zone.to_string()), ("region".to_string(), "eu-west".to_string())].into();
+        Candidate { name: name.into(), labels, capacity_mb }
+    }
+
+    fn demand(app: &str, max: u32, placement: Placement) -> Demand {
+        let key = ServiceKey { app: app.into(), revision: "r1".into(), component: "api".into() };
+        Demand { key, placement, max, memory_mb: 100 }
+    }
+
+    fn nodes_of(plan: &Plan, app: &str) -> Vec<String> {
+        plan.assignments.iter().find(|(k, _)| k.app == app).map(|(_, v)| v.clone()).unwrap()
+    }
+
+    #[test]
+    fn every_node_computes_the_same_placement_whatever_the_order_it_lists_things_in() {
+        let nodes = vec![node("a", "1", 10_000), node("b", "2", 10_000), node("c", "3", 10_000)];
+        let demands: Vec<Demand> = (0..20).map(|i| demand(&format!("app{i}"), 1, Placement::default())).collect();
+        let one = schedule(&nodes, &demands);
+        let (mut nodes2, mut demands2) = (nodes.clone(), demands.clone());
+        nodes2.reverse();
+        demands2.reverse();
+        assert_eq!(one, schedule(&nodes2, &demands2));
+        let used: BTreeSet<&String> = one.assignments.values().flatten().collect();
+        assert_eq!(used.len(), 3, "twenty services spread over the three nodes: {one:?}");
+    }
+
+    #[test]
+    fn a_node_leaving_moves_only_the_services_it_ran() {
+        let nodes = vec![node("a", "1", 10_000), node("b", "2", 10_000), node("c", "3", 10_000)];
+        let demands: Vec<Demand> = (0..30).map(|i| demand(&format!("app{i}"), 1, Placement::default())).collect();
+        let before = schedule(&nodes, &demands).assignments;
+        let after = schedule(&nodes[..2], &demands).assignments;
+        for (key, was) in &before {
+            if was[0] != "c" {
+                assert_eq!(&after[key], was, "{key:?} stays where it was");
+            } else {
+                assert_ne!(after[key][0], "c");
+            }
+        }
+    }
+
+    #[test]
+    fn requirements_preferences_spread_and_per_node_caps_are_honoured() {
+        let nodes =
+            vec![node("a", "1", 10_000), node("b", "1", 10_000), node("c", "2", 10_000), node("d", "3", 10_000)];
+        let spread = Placement { spread: Some("zone".into()), max_per_node: Some(1), ..Placement::default() };
+        let got = schedule(&nodes, &[demand("s", 3, spread)]);
+        let zones: BTreeSet<&str> = nodes_of(&got, "s")
+            .iter()
+            .map(|n| nodes.iter().find(|c| &c.name == n).unwrap().labels["zone"].as_str())
+            .collect();
+        assert_eq!(zones.len(), 3, "three processes, one per node, in three zones: {got:?}");
+
+        let prefer = Placement { prefer: [("zone".into(), "2".into())].into(), ..Placement::default() };
+        assert_eq!(nodes_of(&schedule(&nodes, &[demand("p", 4, prefer)]), "p"), ["c"]);
+
+        let pinned = Placement { require: [("zone".into(), "3".into())].into(), ..Placement::default() };
+        assert_eq!(nodes_of(&schedule(&nodes, &[demand("r", 1, pinned)]), "r"), ["d"]);
+
+        let nowhere = Placement { require: [("region".into(), "us-*".into())].into(), ..Placement::default() };
+        assert!(nodes_of(&schedule(&nodes, &[demand("n", 1, nowhere)]), "n").is_empty());
+    }
+
+    #[test]
+    fn a_node_without_room_is_skipped_and_no_room_anywhere_places_nothing() {
+        let nodes = vec![node("small", "1", 250), node("big", "2", 1_000)];
+        // 2 processes × 100 MiB per node: both fit once, then only `big` has room.
+        let two = Placement { max_per_node: Some(2), ..Placement::default() };
+        let demands: Vec<Demand> = (0..8).map(|i| demand(&format!("app{i}"), 2, two.clone())).collect();
+        let plan = schedule(&nodes, &demands);
+        assert!(plan.reserved["small"] <= 250 && plan.reserved["big"] <= 1_000, "{plan:?}");
+        let got = plan.assignments;
+        let on = |n: &str| got.values().filter(|v| v.iter().any(|x| x == n)).count();
+        assert_eq!((on("small"), on("big")), (1, 5), "250 MiB hold one 200 MiB reservation, 1000 MiB five: {got:?}");
+        assert_eq!(got.values().filter(|v| v.is_empty()).count(), 2, "the seventh and eighth find no room: {got:?}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Where a service's processes run when several nodes serve one platform. A node the cluster's
+//! scheduler did not place a service on keeps the service loaded but runs no process of it: its
+//! requests go through a [`Forward`] (the inter-node transport, which the control plane
+//! implements) to a node that runs it. The node receiving a forwarded request serves it with
+//! [`crate::Service::handle_here`], whatever its own placement says, so two nodes whose views of
+//! the cluster differ for a moment never send a request back and forth.
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+
+use crate::{RequestBody, ServiceError};
+
+/// Hands a service's requests to a node that runs it.
+pub trait Forward: Send + Sync + fmt::Debug {
+    /// Sends `req` to a node running the service; `wait` is how long the caller gives it to
+    /// answer with headers (the node is told, and stops waiting for a process when it is up).
+    fn forward(
+        &self,
+        req: http::Request<RequestBody>,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<http::Response<Incoming>, Unforwarded>>;
+}
+
+/// Why a request did not reach a node running the service.
+#[derive(Debug)]
+pub enum Unforwarded {
+    /// No node running it could be reached, and the request was not sent: this node serves it
+    /// (starting a process), so losing a node does not fail requests while the scheduler moves
+    /// its services.
+    Unsent(http::Request<RequestBody>),
+    /// It failed on its way or at the node.
+    Failed(ServiceError),
+}
+
+/// Where a service runs, as its node sees it.
+#[derive(Debug, Clone, Default)]
+pub enum Placed {
+    /// Its processes run on this node (the only case outside a cluster).
+    #[default]
+    Here,
+    /// It runs on other nodes; requests go there through this.
+    Elsewhere(Arc<dyn Forward>),
+}
+
+impl Placed {
+    /// Whether processes run on this node.
+    pub fn is_here(&self) -> bool {
+        matches!(self, Self::Here)
+    }
+}
+
+/// Decides, when a revision is assembled, where each of its services starts out; the cluster's
+/// scheduler then moves them with [`crate::Service::place`].
+pub trait Placer: Send + Sync + fmt::Debug {
+    /// Where service `component` of revision `revision` of the app `manifest` describes runs.
+    fn place(&self, manifest: &nimbus_manifest::Manifest, revision: &str, component: &str) -> Placed;
+}
