@@ -558,6 +558,12 @@ async fn hello(p: &Platform) -> Result<(u16, String, Option<String>), String> {
     Ok((status, boot, node))
 }
 
+/// The spans of trace `id` a node keeps.
+async fn trace_spans(p: &Platform, admin: &str, id: &str) -> Result<Vec<Value>, String> {
+    let (s, trace) = api_as(p, admin, reqwest::Method::GET, &format!("/v1/traces/{id}"), None).await;
+    if s == 200 { Ok(trace["spans"].as_array().unwrap().clone()) } else { Err(format!("{s} {trace}")) }
+}
+
 /// Until every node answers from the same one process, which runs on one node: that node.
 async fn the_host(nodes: &[&Platform]) -> (String, String) {
     let found = std::sync::Mutex::new(None);
@@ -603,9 +609,46 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
     let (host, boot) = the_host(&all).await;
     let host_index = NAMES.iter().position(|n| *n == host).unwrap();
     eprintln!("the service runs on {host}");
+    eventually("nodes list shows where the service runs", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
+        let placed: Vec<&str> = list
+            .iter()
+            .filter(|n| n["services"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("/py")))
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        if placed == [host.as_str()] { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
     let list = nodes_list(&c.nodes[0], &c.admin).unwrap();
     let peer = list.iter().find(|n| n["name"] == host).unwrap()["peer"].as_str().unwrap().to_string();
     assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+
+    // The trace goes on across the hop: the host's server span is a child of the forwarding
+    // node's client span.
+    let via = &c.nodes[(host_index + 1) % 3];
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sent = client()
+        .get(via.url("/py/hello"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.headers()["x-nimbus-node"], host.as_str());
+    let hop = std::sync::Mutex::new(String::new());
+    eventually("the forwarding node's client span", || async {
+        let spans = trace_spans(via, &c.admin, trace_id).await?;
+        let client = spans.iter().find(|s| s["kind"] == "client").ok_or(format!("{spans:?}"))?;
+        *hop.lock().unwrap() = client["span_id"].as_str().unwrap().to_string();
+        Ok(())
+    })
+    .await;
+    let hop = hop.into_inner().unwrap();
+    eventually("the host's server span continues the trace", || async {
+        let spans = trace_spans(&c.nodes[host_index], &c.admin, trace_id).await?;
+        let continued = spans.iter().any(|s| s["kind"] == "server" && s["parent_span_id"] == hop.as_str());
+        if continued { Ok(()) } else { Err(format!("no server span under {hop}: {spans:?}")) }
+    })
+    .await;
 
     // The peer listener speaks mutual TLS only: plaintext is refused, and so is TLS without a
     // node certificate of the cluster CA — neither reaches the service.

@@ -15,7 +15,10 @@
 //! viewers, the guard of APIs that trust the local machine (`--dev`, `nimbus up`) against web
 //! pages, the API served by the gateway's accept loop ([`ApiHandler`]), and which revision of an app its event triggers
 //! deliver to (the one with the largest share of traffic). Services of a revision are
-//! unpacked under the data directory. It does not assemble a revision (loading functions,
+//! unpacked under the data directory. In cluster mode it also owns the replica of the
+//! cluster's records in NATS JetStream ([`ClusterStore`]), the membership ([`Nodes`]), and the
+//! scheduler of services with the sending end of the inter-node transport ([`Scheduler`],
+//! [`Transport`]). It does not assemble a revision (loading functions,
 //! starting services, building its gateway and triggers: that is [`nimbus_host::AppHost`], the
 //! same call `nimbus up` makes), serve app traffic (the gateway's [`nimbus_gateway::Ingress`]
 //! does, from the table published here) or run wasm (`nimbus-wasm`).

@@ -303,18 +303,25 @@ impl Platform {
         Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
     }
 
-    /// This node's load and the revisions it serves (`APP/REVISION`), for its heartbeat.
-    pub async fn node_load(&self) -> (crate::nodes::NodeLoad, Vec<String>) {
+    /// This node's load, the revisions it serves (`APP/REVISION`) and the services placed on it
+    /// (`APP/REVISION/COMPONENT`), for its heartbeat.
+    pub async fn node_load(&self) -> (crate::nodes::NodeLoad, Vec<String>, Vec<String>) {
         let apps = self.apps.lock().await;
         let loaded: Vec<&Loaded> =
             apps.values().flat_map(|a| a.revisions.values()).filter(|r| r.live.is_some()).collect();
         let load = crate::nodes::NodeLoad {
             apps: apps.len(),
             revisions: loaded.len(),
-            services: loaded.iter().map(|r| r.services.len()).sum(),
+            services: loaded.iter().flat_map(|r| &r.services).map(|s| s.process_count() as usize).sum(),
             rss_bytes: crate::nodes::rss_bytes().unwrap_or_default(),
         };
-        (load, loaded.iter().map(|r| format!("{}/{}", r.record.app, r.record.id)).collect())
+        let runs = loaded.iter().map(|r| format!("{}/{}", r.record.app, r.record.id)).collect();
+        let placed = loaded
+            .iter()
+            .flat_map(|r| r.services.iter().filter(|s| !s.is_elsewhere()).map(move |s| (r, s)))
+            .map(|(r, s)| format!("{}/{}/{}", r.record.app, r.record.id, s.name()))
+            .collect();
+        (load, runs, placed)
     }
 
     /// Stops the event triggers, then every service process (drain, SIGTERM, grace, SIGKILL).

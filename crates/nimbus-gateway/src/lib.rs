@@ -19,7 +19,8 @@
 //! through the [`Ingress`] when the callee's app exports it), `/healthz`,
 //! and graceful shutdown that drains in-flight requests. For a server hosting many
 //! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
-//! percent or tag, and is swapped atomically when the control plane changes it. It does not run
+//! percent or tag, and is swapped atomically when the control plane changes it; in a cluster,
+//! [`PeerIngress`] serves the requests other nodes forward to this node's services. It does not run
 //! wasm (that is `nimbus-wasm`), service processes (`nimbus-services`), actors (`nimbus-actors`)
 //! or triggers and event delivery (`nimbus-triggers`), read manifests (that is `nimbus-manifest`),
 //! assemble an app (`nimbus-host`) or decide what is deployed (that is `nimbus-control`).

@@ -17,7 +17,9 @@
 //! certificate of its SPIFFE ID as read-only files ([`IDENTITY_MOUNT`]), renewed while it runs. Its output goes to the log
 //! store, and to the server's log only within a byte budget. Requests that arrive
 //! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
-//! for how long). It does not route or admit requests (that is
+//! for how long). In a cluster a service may be placed on other nodes ([`Placed`]): it then keeps
+//! no process and hands its requests to a [`Forward`] the control plane supplies. It does not
+//! route or admit requests (that is
 //! `nimbus-gateway`) or read manifests (`nimbus-manifest`).
 //!
 //! ```no_run

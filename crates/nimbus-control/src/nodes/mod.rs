@@ -52,6 +52,10 @@ pub struct NodeInfo {
     pub load: NodeLoad,
     /// The revisions it serves, as `APP/REVISION` (only the apps the caller may see).
     pub runs: Vec<String>,
+    /// The services placed on it, as `APP/REVISION/COMPONENT` (only the apps the caller may
+    /// see); the other nodes forward their requests here.
+    #[serde(default)]
+    pub services: Vec<String>,
     /// A random id of the data dir behind the name: a restart keeps it, another node with the
     /// same name has another one.
     pub instance: String,
@@ -186,10 +190,11 @@ impl Nodes {
 
     /// Takes this node's load and what it runs from `platform`.
     async fn measure(&self, platform: &Platform) {
-        let (load, runs) = platform.node_load().await;
+        let (load, runs, services) = platform.node_load().await;
         let mut me = self.me.lock().expect("node lock");
         me.load = load;
         me.runs = runs;
+        me.services = services;
     }
 
     /// The nodes heartbeating now (this one among them once its first heartbeat is read).
@@ -240,6 +245,7 @@ impl Nodes {
         for node in &mut nodes {
             node.status = if self.cluster.is_none() || alive(node, now) { NodeStatus::Ready } else { NodeStatus::Gone };
             node.runs.retain(|r| principal.sees(r.split('/').next().unwrap_or_default()));
+            node.services.retain(|r| principal.sees(r.split('/').next().unwrap_or_default()));
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
@@ -277,6 +283,7 @@ fn describe(node: NodeConfig, timeout: Duration) -> NodeInfo {
         timeout_ms: timeout.as_millis() as u64,
         load: NodeLoad::default(),
         runs: Vec::new(),
+        services: Vec::new(),
         instance: node.instance,
         peer: node.peer,
         capacity_mb: node.capacity_mb,
