@@ -7,14 +7,17 @@ JetStream cluster and three nodes on it (records on all three, --nats-replicas 3
 2. Throughput of the hello function through a single `nimbus server` (no cluster, embedded
    stores) as the baseline, then through 1 node of the cluster, and through 3 nodes at once (one
    wrk each, summed).
-3. Failover: wrk against nodes 0 and 1 while node 2 is killed with SIGKILL; their errors, and how
+3. A service (the Go template, one process, `scale.max = 1`) placed on one node: wrk through that
+   node (served by its own process) and through another node (forwarded over the inter-node
+   transport: HTTP/2, mutual TLS), interleaved rounds; the ratio is the cost of the hop.
+4. Failover: wrk against nodes 0 and 1 while node 2 is killed with SIGKILL; their errors, and how
    long until the others list it gone (--node-timeout 2s).
 
-Usage: cluster.py NIMBUS HELLO_WASM DEPLOYS"""
+Usage: cluster.py NIMBUS HELLO_WASM DEPLOYS GO_SERVICE_BINARY"""
 import io, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tarfile, tempfile, threading, time
 import urllib.error, urllib.request
 
-NIMBUS, HELLO, DEPLOYS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+NIMBUS, HELLO, DEPLOYS, GO_SERVICE = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 WASM = open(HELLO, "rb").read()
 NATS = os.environ.get("NIMBUS_NATS_SERVER", "nats-server")
 
@@ -29,6 +32,22 @@ def bundle(marker):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for path, data in (("nimbus.toml", manifest.encode()), ("components/web.wasm", WASM)):
+            info = tarfile.TarInfo(path); info.size = len(data); tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def service_bundle():
+    """App `svc`: the Go template service on /svc/..., one process in the cluster."""
+    manifest = ('[app]\nname = "svc"\n\n[component.api]\ncommand = ["./service"]\nreadiness = { path = "/healthz" }\n'
+                'scale = { min = 1, max = 1, target_concurrency = 1000 }\nlimits = { max_concurrency = 1000 }\n\n'
+                '[[trigger.http]]\nroute = "/svc/..."\ncomponent = "api"\n')
+    tree = io.BytesIO()
+    with tarfile.open(fileobj=tree, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        data = open(GO_SERVICE, "rb").read()
+        info = tarfile.TarInfo("service"); info.size = len(data); info.mode = 0o755; tar.addfile(info, io.BytesIO(data))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path, data in (("nimbus.toml", manifest.encode()), ("services/api.tar", tree.getvalue())):
             info = tarfile.TarInfo(path); info.size = len(data); tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -86,10 +105,15 @@ class Node:
             return None
 
 
+LAT = []  # p50 latency (ms) of every wrk run, in order
+
+
 def wrk(url, connections, seconds, out):
     text = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                           capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = re.search(r"\s50%\s+([\d.]+)(us|ms|s)", text)
+    LAT.append(float(p50.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)] if p50 else float("nan"))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     out.append((url, rps, int(errors.group(1)) if errors else 0, sum(map(int, socket_errors.groups())) if socket_errors else 0))
@@ -139,7 +163,31 @@ def main():
               f"({', '.join(f'{r:,.0f}' for _, r, _, _ in three)}), errors {sum(e + s for _, _, e, s in three)}; "
               f"ratio {total / one[0][1]:.2f}x")
 
-        # 3. Failover: load on nodes 0 and 1, node 2 killed after 2 s.
+        # 3. A service: through the node running it vs forwarded from another node.
+        nodes[0].call(token, "POST", "/v1/deployments", service_bundle(), "application/x-tar")
+        host = None
+        while host is None:
+            try:
+                seen = []
+                for n in nodes:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{n.gw}/svc/", timeout=5) as r:
+                        r.read(); seen.append(r.headers.get("x-nimbus-node"))
+                if seen.count(None) == 1 and len(set(x for x in seen if x)) == 1:
+                    host = seen.index(None)
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        via = (host + 1) % 3
+        local, forwarded, first = [], [], len(LAT)
+        for _ in range(3):
+            wrk(f"http://127.0.0.1:{nodes[host].gw}/svc/", 64, 5, local)
+            wrk(f"http://127.0.0.1:{nodes[via].gw}/svc/", 64, 5, forwarded)
+        lr, fr = statistics.median(r for _, r, _, _ in local), statistics.median(r for _, r, _, _ in forwarded)
+        print(f"Go service on node-{host}, wrk -c64, median of 3 interleaved rounds: through node-{host} itself "
+              f"{lr:,.0f} req/s (p50 {statistics.median(p for p in LAT[first::2]):.2f} ms), forwarded from node-{via} "
+              f"{fr:,.0f} req/s (p50 {statistics.median(p for p in LAT[first + 1::2]):.2f} ms); ratio {fr / lr:.2f}x, "
+              f"errors {sum(e + x for _, _, e, x in local + forwarded)}")
+
+        # 4. Failover: load on nodes 0 and 1, node 2 killed after 2 s.
         during = []
         ts = [threading.Thread(target=wrk, args=(f"http://127.0.0.1:{n.gw}/x", 32, 8, during)) for n in nodes[:2]]
         [t.start() for t in ts]

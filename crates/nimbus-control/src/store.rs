@@ -343,9 +343,13 @@ impl Store {
         table.get(id).map_err(err)?.map(|v| decode(v.value())).transpose()
     }
 
-    /// Stores a token.
+    /// Stores a new token; in a cluster refused ([`StoreError::Conflict`]) if its id is taken.
     pub fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.commit(vec![Change::put(Key::Token(token.info.id.clone()), token)]).map(drop)
+        // A new token: refused if the id exists, even one this node has not seen yet (two nodes
+        // minting the first admin token at once).
+        let mut change = Change::put(Key::Token(token.info.id.clone()), token);
+        change.guard = Guard::Expect(None);
+        self.commit(vec![change]).map(drop)
     }
 
     /// Records that token `id` was used at `now`, if it still exists (a revoked token is not
