@@ -12,6 +12,8 @@ use nimbus_observe::{SpanKind, SpanRef, Telemetry};
 use nimbus_state::{Bucket, KvError, KvStore, Swap};
 use nimbus_wasm::{ActorState, Function, Invocation, InvokeError};
 
+use crate::{ActorOwners, RemoteCall, Unowned};
+
 /// The KV bucket (of each app) holding its actors' state; reserved: no grant may name it.
 pub const ACTORS_BUCKET: &str = "actors";
 
@@ -102,6 +104,14 @@ pub enum ActorError {
     /// The state could not be read or committed; the answer was withheld.
     #[error("the actor's state could not be read or committed")]
     Store(#[from] KvError),
+    /// The node owning the key answered with an error (its HTTP status and message).
+    #[error("the node owning the actor's key answered {status}: {message}")]
+    Remote {
+        /// The status: 404, 422, 503, 504 or 500 as for a call on this node.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
     /// Another activation of the key (another node's) committed first: this call's state was
     /// not committed and its answer was withheld; calling again runs it on the newest state.
     #[error("the actor's state changed elsewhere before this call's commit; nothing of the call was kept, retry it")]
@@ -127,6 +137,10 @@ pub struct ActorHost {
     bucket: Bucket,
     types: HashMap<String, ActorType>,
     activations: Arc<Activations>,
+    app: String,
+    placement: nimbus_manifest::Placement,
+    /// In a cluster, where each key's activation lives.
+    owners: Option<Arc<dyn ActorOwners>>,
 }
 
 impl std::fmt::Debug for ActorHost {
@@ -149,22 +163,54 @@ impl ActorCalls for ActorHost {
         request_id: &'a str,
         parent: &'a SpanRef,
     ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
+        Box::pin(async move { self.invoke(actor_type, key, method, input, request_id, parent).await.map_err(failure) })
+    }
+
+    fn call_here<'a>(
+        &'a self,
+        actor_type: &'a str,
+        key: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+        request_id: &'a str,
+        parent: &'a SpanRef,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
         Box::pin(async move {
-            self.invoke(actor_type, key, method, input, request_id, parent).await.map_err(|e| {
-                let message = nimbus_observe::report(&e);
-                match e {
-                    ActorError::UnknownType(_) | ActorError::InvalidKey(_) => CallFailure::NotFound(message),
-                    ActorError::App(_) => CallFailure::Refused(message),
-                    ActorError::Invoke(e) if e.is_timeout() => CallFailure::TimedOut(message),
-                    ActorError::Invoke(e) if e.is_capacity() => CallFailure::Unavailable(message),
-                    ActorError::Capacity | ActorError::Store(_) | ActorError::Fenced => {
-                        CallFailure::Unavailable(message)
-                    }
-                    ActorError::Invoke(_) => CallFailure::Failed(message),
-                }
-            })
+            let call = Call { ty: actor_type, key, method, input, request_id, here: true };
+            self.run(call, parent).await.map_err(failure)
         })
     }
+}
+
+/// How the gateway answers an actor error.
+fn failure(e: ActorError) -> CallFailure {
+    let message = nimbus_observe::report(&e);
+    match e {
+        ActorError::UnknownType(_) | ActorError::InvalidKey(_) => CallFailure::NotFound(message),
+        ActorError::App(_) => CallFailure::Refused(message),
+        ActorError::Invoke(e) if e.is_timeout() => CallFailure::TimedOut(message),
+        ActorError::Invoke(e) if e.is_capacity() => CallFailure::Unavailable(message),
+        ActorError::Capacity | ActorError::Store(_) | ActorError::Fenced => CallFailure::Unavailable(message),
+        ActorError::Invoke(_) => CallFailure::Failed(message),
+        ActorError::Remote { status, message } => match status {
+            404 => CallFailure::NotFound(message),
+            422 => CallFailure::Refused(message),
+            503 => CallFailure::Unavailable(message),
+            504 => CallFailure::TimedOut(message),
+            _ => CallFailure::Failed(message),
+        },
+    }
+}
+
+/// One call of an actor method.
+struct Call<'a> {
+    ty: &'a str,
+    key: &'a str,
+    method: &'a str,
+    input: &'a [u8],
+    request_id: &'a str,
+    /// Run on this node's activation whichever node owns the key (a forwarded call).
+    here: bool,
 }
 
 impl nimbus_wasm::ActorInvoker for ActorHost {
@@ -247,6 +293,7 @@ impl ActorHost {
         gateway: &Gateway,
         kv: Arc<dyn KvStore>,
         activations: Arc<Activations>,
+        owners: Option<Arc<dyn ActorOwners>>,
     ) -> Option<Arc<Self>> {
         let types: HashMap<String, ActorType> = manifest
             .trigger
@@ -270,6 +317,9 @@ impl ActorHost {
             bucket: Bucket::new(&manifest.app.name, ACTORS_BUCKET).expect("a validated app name"),
             types,
             activations,
+            app: manifest.app.name.clone(),
+            placement: manifest.placement.clone(),
+            owners,
         });
         for (name, c) in &manifest.component {
             if let (false, Some(target)) = (c.grants.actors.is_empty(), gateway.target(name))
@@ -302,6 +352,7 @@ impl ActorHost {
 
     /// Runs `method` on the actor `ty`/`key` and answers once its state changes are durable, in
     /// a span (`actor cart/add`) under `parent`.
+    /// In a cluster the call runs on the node owning the key (see [`ActorOwners`]).
     pub async fn invoke(
         &self,
         ty: &str,
@@ -311,6 +362,11 @@ impl ActorHost {
         request_id: &str,
         parent: &SpanRef,
     ) -> Result<Vec<u8>, ActorError> {
+        self.run(Call { ty, key, method, input, request_id, here: false }, parent).await
+    }
+
+    async fn run(&self, call: Call<'_>, parent: &SpanRef) -> Result<Vec<u8>, ActorError> {
+        let Call { ty, key, method, input, request_id, here } = call;
         let actor = self.types.get(ty).ok_or_else(|| ActorError::UnknownType(ty.to_string()))?;
         let mut span = parent.child("actor", SpanKind::Internal);
         if span.is_recording() {
@@ -324,6 +380,25 @@ impl ActorHost {
         let result: Result<Vec<u8>, ActorError> = async {
             if key.is_empty() || key.len() > 400 {
                 return Err(ActorError::InvalidKey("keys are 1 to 400 bytes".into()));
+            }
+            if let Some(owners) = self.owners.as_ref().filter(|_| !here) {
+                let call = RemoteCall {
+                    actor_type: ty.into(),
+                    key: key.into(),
+                    method: method.into(),
+                    input: input.to_vec(),
+                    request_id: request_id.into(),
+                    traceparent: span.context().and_then(|c| c.header_value().to_str().ok().map(str::to_string)),
+                };
+                if let Some(sent) = owners.forward(&self.app, &self.placement, call) {
+                    match sent.await {
+                        Ok(output) => return Ok(output),
+                        Err(Unowned::Failed(e)) => return Err(e),
+                        Err(Unowned::Unreachable) => {
+                            tracing::debug!(actor = %ty, key = %key, "the key's owner is unreachable; running the call here");
+                        }
+                    }
+                }
             }
             let store_key = format!("{ty}/{key}");
             let activation = self.activation(ty, key);

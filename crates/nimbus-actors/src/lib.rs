@@ -12,7 +12,8 @@
 //! descends from, so when the store is shared (NATS, a cluster) and another node's activation of
 //! the key committed first, this one's callers get [`ActorError::Fenced`] and nothing of their
 //! calls is kept; with a shared store each call also checks the stored revision before it runs,
-//! so it never works on a state another node has moved past. Idle actors are passivated (their state leaves memory) after the type's
+//! so it never works on a state another node has moved past. In a cluster each key has an owner
+//! node ([`ActorOwners`]) its calls are forwarded to, so one activation serves a key. Idle actors are passivated (their state leaves memory) after the type's
 //! `idle_timeout_s`; state survives restarts in the store. It does not parse HTTP (the gateway
 //! does) or store anything itself (`nimbus-state`).
 //!
@@ -21,7 +22,7 @@
 //! #     kv: std::sync::Arc<dyn nimbus_state::KvStore>) {
 //! use nimbus_actors::ActorHost;
 //!
-//! if let Some(actors) = ActorHost::new(&manifest, &gateway, kv, Default::default()) {
+//! if let Some(actors) = ActorHost::new(&manifest, &gateway, kv, Default::default(), None) {
 //!     let answer = actors.invoke("counter", "k", "incr", b"", "req-1", &Default::default()).await;
 //!     let gateway = gateway.with_actors(actors); // now serves POST /actors/counter/KEY/METHOD
 //! }
@@ -29,5 +30,7 @@
 //! ```
 
 mod host;
+mod owners;
 
 pub use host::{ACTORS_BUCKET, Activations, ActorError, ActorHost, decode_state, encode_state};
+pub use owners::{ActorOwners, RemoteCall, Unowned};

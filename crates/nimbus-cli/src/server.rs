@@ -249,6 +249,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 workload_certs: Some(args.identity.workload_certs(&data_dir)?),
                 node_labels: args.cluster.labels().0.clone(),
                 placer: scheduler.clone().map(|s| s as Arc<dyn nimbus_services::Placer>),
+                actor_owners: scheduler.clone().map(|s| s as Arc<dyn nimbus_actors::ActorOwners>),
             },
             data_dir.join("services"),
             observer.clone(),

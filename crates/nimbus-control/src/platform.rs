@@ -166,6 +166,9 @@ pub struct AppData {
     /// In a cluster, where each service runs (the [`crate::Scheduler`]); else every service
     /// runs on this node.
     pub placer: Option<Arc<dyn nimbus_services::Placer>>,
+    /// In a cluster, which node owns each actor key (the [`crate::Scheduler`]); else this node
+    /// runs every key.
+    pub actor_owners: Option<Arc<dyn nimbus_actors::ActorOwners>>,
 }
 
 impl Platform {
@@ -182,7 +185,17 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels, placer } = data;
+        let AppData {
+            bus,
+            kv_changes,
+            callers,
+            secrets,
+            trust_domain,
+            workload_certs,
+            node_labels,
+            placer,
+            actor_owners,
+        } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -195,6 +208,7 @@ impl Platform {
             mesh,
             workload_certs,
             placer,
+            actor_owners,
         };
         let platform = Self {
             services_dir,

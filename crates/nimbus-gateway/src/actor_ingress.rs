@@ -36,6 +36,18 @@ pub trait ActorCalls: Send + Sync + std::fmt::Debug {
         request_id: &'a str,
         parent: &'a SpanRef,
     ) -> BoxFuture<'a, Result<Vec<u8>, CallFailure>>;
+
+    /// Like [`ActorCalls::call`], on this node's activation of the key whichever node owns it
+    /// in a cluster: a call another node forwarded here, never forwarded again.
+    fn call_here<'a>(
+        &'a self,
+        actor_type: &'a str,
+        key: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+        request_id: &'a str,
+        parent: &'a SpanRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, CallFailure>>;
 }
 
 /// Why an actor call failed, as the HTTP answer says it.
@@ -55,18 +67,29 @@ pub enum CallFailure {
 
 /// `POST /actors/TYPE/KEY/METHOD`: 200 with the handler's answer once its state is durable; 422
 /// when the handler returned an error; 404 for an unknown type. Says which component served it.
+/// With `here`, the call runs on this node's activation (a call another node forwarded).
 pub(crate) async fn serve(
     actors: &dyn ActorCalls,
     req: http::Request<Incoming>,
     id: &RequestId,
     span: &Span,
+    here: bool,
 ) -> (http::Response<GatewayBody>, Option<Arc<Target>>) {
     let path = req.uri().path().strip_prefix(ACTORS_PATH).unwrap_or_default().to_string();
     let mut parts = path.splitn(3, '/');
     let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
         return (error(StatusCode::NOT_FOUND, id, "call an actor with POST /actors/TYPE/KEY/METHOD"), None);
     };
-    (answer(actors, req, id, span, ty, key, method).await, actors.target(ty))
+    let call = Call { ty, key, method, here };
+    (answer(actors, req, id, span, call).await, actors.target(ty))
+}
+
+/// Which actor call a request is.
+struct Call<'a> {
+    ty: &'a str,
+    key: &'a str,
+    method: &'a str,
+    here: bool,
 }
 
 async fn answer(
@@ -74,10 +97,9 @@ async fn answer(
     req: http::Request<Incoming>,
     id: &RequestId,
     span: &Span,
-    ty: &str,
-    key: &str,
-    method: &str,
+    call: Call<'_>,
 ) -> http::Response<GatewayBody> {
+    let Call { ty, key, method, here } = call;
     if req.method() != http::Method::POST {
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "call actors with POST");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -94,7 +116,12 @@ async fn answer(
         Ok(input) => input,
         Err(e) => return e.response(id, "actor call's input", MAX_INPUT_BYTES),
     };
-    match actors.call(ty, &key, method, &input, id.as_str(), &span.handle()).await {
+    let parent = span.handle();
+    let result = match here {
+        true => actors.call_here(ty, &key, method, &input, id.as_str(), &parent).await,
+        false => actors.call(ty, &key, method, &input, id.as_str(), &parent).await,
+    };
+    match result {
         Ok(output) => {
             let mut resp = http::Response::new(GatewayBody::full(output));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -181,6 +181,17 @@ impl Ingress {
         app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find(|r| &*r.id == id).cloned()
     }
 
+    /// A revision of `app` serving its actors (the one its traffic split picks, if it has
+    /// actors; else any loaded revision that has).
+    pub fn actors_of(&self, app: &str) -> Option<Arc<LiveRevision>> {
+        let table = self.table.load();
+        let app = table.by_name.get(app)?;
+        let picked = app.pick().filter(|r| r.gateway.has_actors());
+        picked
+            .or_else(|| app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find(|r| r.gateway.has_actors()))
+            .cloned()
+    }
+
     /// Every loaded revision, with its app's name, once each.
     pub fn revisions(&self) -> Vec<(String, Arc<LiveRevision>)> {
         let table = self.table.load();

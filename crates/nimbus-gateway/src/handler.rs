@@ -100,6 +100,29 @@ impl Gateway {
         finish(resp, Some(target), span, started)
     }
 
+    /// Serves an actor call (`POST /actors/TYPE/KEY/METHOD`) another node forwarded here, on
+    /// this node's activation of the key; the server span continues the forwarding node's trace.
+    pub async fn serve_forwarded_actor(&self, req: http::Request<Incoming>) -> http::Response<GatewayBody> {
+        let id = RequestId::from_headers(req.headers());
+        let started = Instant::now();
+        let mut span =
+            self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
+        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), None));
+        let Some(actors) = &self.actors else {
+            let resp = error(StatusCode::MISDIRECTED_REQUEST, &id, "this revision serves no actors");
+            return finish(resp, None, span, started);
+        };
+        span.set("http.route", "/actors/{type}/{key}/{method}");
+        span.set("nimbus.forwarded", true);
+        let (resp, target) = Box::pin(crate::actor_ingress::serve(&**actors, req, &id, &span, true)).await;
+        finish(resp, target, span, started)
+    }
+
+    /// Whether this revision serves actors.
+    pub fn has_actors(&self) -> bool {
+        self.actors.is_some()
+    }
+
     /// Routes and serves the request; says which component served it.
     async fn dispatch(
         &self,
@@ -131,7 +154,7 @@ impl Gateway {
                 return (refused, None);
             }
             continue_trace(span, &mut req);
-            return Box::pin(crate::actor_ingress::serve(&**actors, req, id, span)).await;
+            return Box::pin(crate::actor_ingress::serve(&**actors, req, id, span, false)).await;
         }
         if let Some(workflows) = &self.workflows
             && let Some(path) = req.uri().path().strip_prefix(crate::WORKFLOWS_PATH)

@@ -3,7 +3,8 @@
 //! names the service it is for in [`FORWARD_HEADER`] (`APP/REVISION/COMPONENT`) and how long
 //! the forwarding node still waits in [`DEADLINE_HEADER`]; it is served on this node's
 //! processes of exactly that revision, never forwarded again, and the response says which node
-//! served it in [`NODE_HEADER`].
+//! served it in [`NODE_HEADER`]. An actor call forwarded to the node owning its key names its
+//! app in [`FORWARD_ACTOR_HEADER`] and runs on this node's activation of the key.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,9 @@ use crate::{HEALTH_PATH, Ingress};
 
 /// The request header naming the service a forwarded request is for: `APP/REVISION/COMPONENT`.
 pub const FORWARD_HEADER: &str = "x-nimbus-forward";
+/// The request header of an actor call forwarded to the node owning the key: the app's name
+/// (the request is `POST /actors/TYPE/KEY/METHOD`).
+pub const FORWARD_ACTOR_HEADER: &str = "x-nimbus-forward-actor";
 /// The request header saying how many milliseconds the forwarding node still waits for the
 /// response's headers.
 pub const DEADLINE_HEADER: &str = "x-nimbus-deadline-ms";
@@ -47,6 +51,16 @@ impl PeerIngress {
         req.headers_mut().insert(REQUEST_ID_HEADER, id.header_value());
         if req.uri().path() == HEALTH_PATH && !req.headers().contains_key(FORWARD_HEADER) {
             return crate::handler::health(&id);
+        }
+        if let Some(app) = req.headers_mut().remove(FORWARD_ACTOR_HEADER) {
+            let app = app.to_str().unwrap_or_default();
+            let Some(live) = self.ingress.actors_of(app) else {
+                let message = format!("app `{app}` serves no actors on this node");
+                return error(StatusCode::MISDIRECTED_REQUEST, &id, &message);
+            };
+            let mut resp = live.gateway.serve_forwarded_actor(req).await;
+            resp.headers_mut().insert(NODE_HEADER, self.node.clone());
+            return resp;
         }
         let Some(to) = req.headers_mut().remove(FORWARD_HEADER) else {
             return error(

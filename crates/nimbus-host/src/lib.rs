@@ -26,7 +26,7 @@
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
 //!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default(),
-//!     workload_certs: None, placer: None });
+//!     workload_certs: None, placer: None, actor_owners: None });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -91,6 +91,9 @@ pub struct HostEnv {
     /// Where each service starts out in a cluster (the scheduler's placement); without it every
     /// service runs on this node.
     pub placer: Option<Arc<dyn nimbus_services::Placer>>,
+    /// Which node owns each actor key in a cluster (its calls are forwarded there); without it
+    /// this node runs every key.
+    pub actor_owners: Option<Arc<dyn nimbus_actors::ActorOwners>>,
 }
 
 impl HostEnv {
@@ -183,7 +186,7 @@ impl AppHost {
         }
         if let Some(kv) = &self.env.kv {
             let shared = self.activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
-            if let Some(actors) = ActorHost::new(m, &gateway, kv.clone(), shared) {
+            if let Some(actors) = ActorHost::new(m, &gateway, kv.clone(), shared, self.env.actor_owners.clone()) {
                 gateway = gateway.with_actors(actors);
             }
             if !m.trigger.workflow.is_empty() {

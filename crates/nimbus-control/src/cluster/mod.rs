@@ -1,8 +1,10 @@
-//! Services in a cluster: the scheduler's placement of each service ([`schedule`]), kept up to
-//! date on every node from the membership and the stored apps, and applied to the services this
-//! node has loaded — those placed here run processes, the others forward their requests over
-//! the inter-node transport ([`transport`]) to a node that runs them. Functions are not placed:
-//! every node runs them for the requests it receives.
+//! Services and actors in a cluster: the scheduler's placement of each service ([`schedule`]),
+//! kept up to date on every node from the membership and the stored apps, and applied to the
+//! services this node has loaded — those placed here run processes, the others forward their
+//! requests over the inter-node transport ([`transport`]) to a node that runs them. Each actor
+//! key has an owner node (rendezvous hashing over the nodes the app may be on), and the calls
+//! of a key are forwarded to it. Functions are not placed: every node runs them for the
+//! requests it receives.
 //!
 //! A node that stops heartbeating drops out of the membership after its timeout; the next
 //! placement moves its services to the remaining nodes (which start processes for them), and
@@ -15,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+use nimbus_actors::{ActorOwners, RemoteCall, Unowned};
 use nimbus_gateway::Ingress;
 use nimbus_manifest::Manifest;
 use nimbus_services::{Placed, Placer};
@@ -173,6 +177,24 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+impl ActorOwners for Scheduler {
+    fn forward(
+        &self,
+        app: &str,
+        placement: &nimbus_manifest::Placement,
+        call: RemoteCall,
+    ) -> Option<BoxFuture<'static, Result<Vec<u8>, Unowned>>> {
+        let view = self.view.load();
+        let owner = schedule::actor_owner(&view.candidates, placement, app, &call.actor_type, &call.key)?;
+        if owner == self.me.name {
+            return None;
+        }
+        let addr = view.peers.get(owner)?.clone();
+        let (transport, app) = (self.transport.clone(), app.to_string());
+        Some(Box::pin(async move { transport.call_actor(&addr, &app, call).await }))
     }
 }
 

@@ -77,7 +77,10 @@ pub(crate) fn place(candidates: &[Candidate], reserved: &HashMap<String, u64>, d
         .iter()
         .filter(|c| p.admits(&c.labels))
         .filter(|c| reserved.get(&c.name).copied().unwrap_or(0) + needs <= c.capacity_mb)
-        .map(|c| (c, p.preference(&c.labels), affinity(&c.name, &demand.key)))
+        .map(|c| {
+            let key = &demand.key;
+            (c, p.preference(&c.labels), affinity(&c.name, &[&key.app, &key.revision, &key.component]))
+        })
         .collect();
     // More preferences matched first, then the hash (stable as other nodes come and go).
     fitting.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
@@ -98,18 +101,31 @@ pub(crate) fn place(candidates: &[Candidate], reserved: &HashMap<String, u64>, d
     chosen.into_iter().map(|c| c.name.clone()).collect()
 }
 
-/// A node's rank for a service, the same on every node.
-fn affinity(node: &str, key: &ServiceKey) -> u64 {
-    let digest = Sha256::new()
-        .chain_update(node)
-        .chain_update([0])
-        .chain_update(&key.app)
-        .chain_update([0])
-        .chain_update(&key.revision)
-        .chain_update([0])
-        .chain_update(&key.component)
-        .finalize();
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+/// The node owning actor `key` of type `ty` of `app`: of the candidates the app's placement
+/// admits, the one ranking first for it (rendezvous hashing, so the owners of other nodes' keys
+/// stay put as nodes come and go).
+pub(crate) fn actor_owner<'a>(
+    candidates: &'a [Candidate],
+    placement: &Placement,
+    app: &str,
+    ty: &str,
+    key: &str,
+) -> Option<&'a str> {
+    candidates
+        .iter()
+        .filter(|c| placement.admits(&c.labels))
+        .min_by_key(|c| affinity(&c.name, &[app, "@actor", ty, key]))
+        .map(|c| c.name.as_str())
+}
+
+/// A node's rank for something (a service, an actor key), the same on every node.
+fn affinity(node: &str, what: &[&str]) -> u64 {
+    let mut hash = Sha256::new().chain_update(node);
+    for part in what {
+        hash.update([0]);
+        hash.update(part);
+    }
+    u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]
@@ -178,6 +194,28 @@ mod tests {
 
         let nowhere = Placement { require: [("region".into(), "us-*".into())].into(), ..Placement::default() };
         assert!(nodes_of(&schedule(&nodes, &[demand("n", 1, nowhere)]), "n").is_empty());
+    }
+
+    #[test]
+    fn each_actor_key_has_one_owner_among_the_admitted_nodes_and_most_stay_when_one_goes() {
+        let nodes = vec![node("a", "1", 0), node("b", "2", 0), node("c", "3", 0)];
+        let any = Placement::default();
+        let owners: Vec<&str> =
+            (0..300).map(|k| actor_owner(&nodes, &any, "shop", "cart", &k.to_string()).unwrap()).collect();
+        for n in ["a", "b", "c"] {
+            let share = owners.iter().filter(|o| **o == n).count();
+            assert!((50..=150).contains(&share), "{n} owns {share} of 300 keys");
+        }
+        for (k, was) in owners.iter().enumerate() {
+            let now = actor_owner(&nodes[..2], &any, "shop", "cart", &k.to_string()).unwrap();
+            if *was != "c" {
+                assert_eq!(now, *was, "key {k} keeps its owner");
+            }
+        }
+        let pinned = Placement { require: [("zone".into(), "2".into())].into(), ..Placement::default() };
+        assert_eq!(actor_owner(&nodes, &pinned, "shop", "cart", "k"), Some("b"));
+        let nowhere = Placement { require: [("zone".into(), "9".into())].into(), ..Placement::default() };
+        assert_eq!(actor_owner(&nodes, &nowhere, "shop", "cart", "k"), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nimbus_gateway::{DEADLINE_HEADER, FORWARD_HEADER};
+use nimbus_actors::{ActorError, RemoteCall, Unowned};
+use nimbus_gateway::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, REQUEST_ID_HEADER};
 use nimbus_security::tls::peer::PeerTls;
 use nimbus_services::{Forward, RequestBody, ServiceError, Unforwarded};
 
@@ -138,6 +139,73 @@ impl Transport {
             None => Unforwarded::Failed(failed_upstream(e.into_error())),
         })
     }
+}
+
+/// Largest answer of a forwarded actor call read.
+const MAX_ACTOR_ANSWER: usize = 16 << 20;
+
+impl Transport {
+    /// Runs an actor call of `app` on the node at `addr`, which owns its key. A node that
+    /// cannot be reached, or that does not serve the app's actors yet (`421`), leaves the call
+    /// to this node.
+    pub(crate) async fn call_actor(&self, addr: &str, app: &str, call: RemoteCall) -> Result<Vec<u8>, Unowned> {
+        use http_body_util::BodyExt as _;
+        let path = format!("/actors/{}/{}/{}", escape(&call.actor_type), escape(&call.key), escape(&call.method));
+        let mut req = http::Request::new(
+            http_body_util::Full::new(bytes::Bytes::from(call.input)).map_err(|never| match never {}).boxed(),
+        );
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = format!("https://actors.nimbus.internal{path}").parse().map_err(|_| Unowned::Unreachable)?;
+        let headers = req.headers_mut();
+        let named =
+            [(http::HeaderName::from_static(FORWARD_ACTOR_HEADER), app), (REQUEST_ID_HEADER, call.request_id.as_str())];
+        let traced = call.traceparent.as_deref().map(|t| (http::HeaderName::from_static("traceparent"), t));
+        for (name, value) in named.into_iter().chain(traced) {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        }
+        let resp = match self.send(addr, req).await {
+            Ok(resp) => resp,
+            Err(Unforwarded::Unsent(_)) => return Err(Unowned::Unreachable),
+            Err(Unforwarded::Failed(e)) => {
+                let message = format!("the call was sent but not answered: {}", nimbus_observe::report(&e));
+                return Err(Unowned::Failed(ActorError::Remote { status: 502, message }));
+            }
+        };
+        let status = resp.status();
+        if status == http::StatusCode::MISDIRECTED_REQUEST {
+            return Err(Unowned::Unreachable);
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ACTOR_ANSWER).collect().await;
+        let body = body.map_err(|e| {
+            let message = format!("its answer broke off: {e}");
+            Unowned::Failed(ActorError::Remote { status: 502, message })
+        })?;
+        let body = body.to_bytes().to_vec();
+        if status.is_success() {
+            return Ok(body);
+        }
+        // The gateway's error body: `{"error": MESSAGE, ...}`.
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        Err(Unowned::Failed(ActorError::Remote { status: status.as_u16(), message }))
+    }
+}
+
+/// A path segment with every byte but the unreserved ones `%XX`-escaped.
+fn escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn failed_upstream(e: hyper::Error) -> ServiceError {

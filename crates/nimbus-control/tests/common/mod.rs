@@ -68,6 +68,7 @@ impl Server {
             trust_domain: Default::default(),
             workload_certs: None,
             placer: None,
+            actor_owners: None,
             node_labels: Default::default(),
         };
         let platform = Platform::open(
