@@ -703,3 +703,71 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
     assert!(failed.is_empty(), "{failed:?}");
     assert!(ok > 0);
 }
+
+/// App `shop`: the order saga as workflow `order` (public) and the KV fixture on `/...` reading
+/// the bucket the saga's steps count their executions in.
+fn saga_bundle() -> Vec<u8> {
+    let manifest = "[app]\nname = \"shop\"\n\
+         [component.order]\nsource = \"order.wasm\"\ngrants = { kv = [\"effects\"] }\n\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\npublic = true\n\
+         [component.kv]\nsource = \"kv.wasm\"\ngrants = { kv = [\"effects\"] }\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"kv\"\n";
+    let read = |path| std::fs::read(path).unwrap();
+    let artifacts =
+        [("order".to_string(), read(nimbus_fixtures::WORKFLOW)), ("kv".to_string(), read(nimbus_fixtures::KV))].into();
+    nimbus_control::Bundle { manifest: manifest.into(), artifacts, trees: Default::default() }.pack()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_runs_are_driven_by_one_node_each_and_a_killed_nodes_runs_finish_on_the_others() {
+    let mut c = Cluster::start();
+    let (s, body) = c.deploy(0, saga_bundle(), "").await;
+    assert_eq!(s, 201, "{body}");
+    for p in &c.nodes {
+        eventually("the workflow is served", || async {
+            let r = client().get(p.url("/workflows/order")).send().await.map_err(|e| e.to_string())?;
+            if r.status() == 200 { Ok(()) } else { Err(r.status().to_string()) }
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // every scheduler has the full membership
+
+    // 12 runs started through node A, each sleeping 3 s (durably) after its first step; node C
+    // is killed while they sleep. The runs C drove go on, on A or B, once C is listed gone.
+    let mut runs = Vec::new();
+    for i in 0..12 {
+        let r =
+            client().post(c.nodes[0].url("/workflows/order")).body(format!("o{i};sleep=3000")).send().await.unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let started: Value = r.json().await.unwrap();
+        runs.push(started["run"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[2].kill9();
+    let killed = Instant::now();
+    for run in &runs {
+        eventually(&format!("run {run} completes"), || async {
+            let shown: Value = client()
+                .get(c.nodes[1].url(&format!("/workflows/order/{run}")))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if shown["status"] == "completed" { Ok(()) } else { Err(shown.to_string()) }
+        })
+        .await;
+    }
+    eprintln!("12 sleeping runs, one node killed: all completed {:?} after the kill", killed.elapsed());
+
+    // Each step ran once: no two nodes drove a run at once.
+    let listed = client().get(c.nodes[0].url("/list/effects")).send().await.unwrap().text().await.unwrap();
+    let counters: Vec<&str> = listed.lines().filter(|k| k.starts_with("runs/")).collect();
+    assert_eq!(counters.len(), 36, "three steps of each of 12 runs: {listed}");
+    for key in counters {
+        let count = client().get(c.nodes[0].url(&format!("/get/effects/{key}"))).send().await.unwrap();
+        let count = count.text().await.unwrap();
+        assert_eq!(count.trim(), "1", "{key} ran {count} times");
+    }
+}

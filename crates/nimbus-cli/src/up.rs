@@ -100,8 +100,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         secrets: Some(secrets),
         mesh: nimbus_gateway::MeshConfig { trust_domain: args.identity.trust_domain.clone(), peers: None },
         workload_certs: Some(args.identity.workload_certs(&data_dir)?),
-        placer: None,
-        actor_owners: None,
+        cluster: None,
     };
     let host = AppHost::new(env);
     let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {

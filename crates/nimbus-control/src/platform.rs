@@ -163,12 +163,9 @@ pub struct AppData {
     /// This node's labels: an app whose `[placement]` they do not meet is not loaded, served
     /// or deployed here.
     pub node_labels: BTreeMap<String, String>,
-    /// In a cluster, where each service runs (the [`crate::Scheduler`]); else every service
-    /// runs on this node.
-    pub placer: Option<Arc<dyn nimbus_services::Placer>>,
-    /// In a cluster, which node owns each actor key (the [`crate::Scheduler`]); else this node
-    /// runs every key.
-    pub actor_owners: Option<Arc<dyn nimbus_actors::ActorOwners>>,
+    /// In a cluster, where each service runs and which node owns each actor key and workflow
+    /// run ([`crate::Scheduler::seams`]); else this node runs everything.
+    pub cluster: Option<nimbus_host::ClusterSeams>,
 }
 
 impl Platform {
@@ -185,17 +182,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData {
-            bus,
-            kv_changes,
-            callers,
-            secrets,
-            trust_domain,
-            workload_certs,
-            node_labels,
-            placer,
-            actor_owners,
-        } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels, cluster } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -207,8 +194,7 @@ impl Platform {
             secrets,
             mesh,
             workload_certs,
-            placer,
-            actor_owners,
+            cluster,
         };
         let platform = Self {
             services_dir,

@@ -192,6 +192,13 @@ impl Ingress {
             .cloned()
     }
 
+    /// The workflows of `app` on this node (any loaded revision's: they share the app's engine).
+    pub fn workflows_of(&self, app: &str) -> Option<Arc<dyn crate::WorkflowCalls>> {
+        let table = self.table.load();
+        let app = table.by_name.get(app)?;
+        app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find_map(|r| r.gateway.workflows())
+    }
+
     /// Every loaded revision, with its app's name, once each.
     pub fn revisions(&self) -> Vec<(String, Arc<LiveRevision>)> {
         let table = self.table.load();

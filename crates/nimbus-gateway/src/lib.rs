@@ -70,7 +70,7 @@ pub use events::{EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
 pub use mesh::MeshConfig;
 pub use nimbus_target::{Admission, Backend, Rejected, Target};
-pub use peer::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, NODE_HEADER, PeerIngress};
+pub use peer::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, NODE_HEADER, PeerIngress, WAKE_RUN_HEADER};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};

@@ -4,7 +4,8 @@
 //! the forwarding node still waits in [`DEADLINE_HEADER`]; it is served on this node's
 //! processes of exactly that revision, never forwarded again, and the response says which node
 //! served it in [`NODE_HEADER`]. An actor call forwarded to the node owning its key names its
-//! app in [`FORWARD_ACTOR_HEADER`] and runs on this node's activation of the key.
+//! app in [`FORWARD_ACTOR_HEADER`] and runs on this node's activation of the key; a wake-up of
+//! a workflow run this node owns names its app in [`WAKE_RUN_HEADER`].
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub const FORWARD_HEADER: &str = "x-nimbus-forward";
 /// The request header of an actor call forwarded to the node owning the key: the app's name
 /// (the request is `POST /actors/TYPE/KEY/METHOD`).
 pub const FORWARD_ACTOR_HEADER: &str = "x-nimbus-forward-actor";
+/// The request header of a wake-up sent to the node owning a workflow run: the app's name (the
+/// request is `POST /wake/RUN`, `?cancel=true` when it was asked to cancel).
+pub const WAKE_RUN_HEADER: &str = "x-nimbus-wake-run";
 /// The request header saying how many milliseconds the forwarding node still waits for the
 /// response's headers.
 pub const DEADLINE_HEADER: &str = "x-nimbus-deadline-ms";
@@ -51,6 +55,18 @@ impl PeerIngress {
         req.headers_mut().insert(REQUEST_ID_HEADER, id.header_value());
         if req.uri().path() == HEALTH_PATH && !req.headers().contains_key(FORWARD_HEADER) {
             return crate::handler::health(&id);
+        }
+        if let Some(app) = req.headers().get(WAKE_RUN_HEADER) {
+            let app = app.to_str().unwrap_or_default();
+            let run = req.uri().path().strip_prefix("/wake/").unwrap_or_default();
+            let Some(workflows) = self.ingress.workflows_of(app) else {
+                let message = format!("app `{app}` runs no workflows on this node");
+                return error(StatusCode::MISDIRECTED_REQUEST, &id, &message);
+            };
+            workflows.wake(run, req.uri().query() == Some("cancel=true"));
+            let mut resp = http::Response::new(GatewayBody::full(""));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            return resp;
         }
         if let Some(app) = req.headers_mut().remove(FORWARD_ACTOR_HEADER) {
             let app = app.to_str().unwrap_or_default();

@@ -75,6 +75,10 @@ pub trait WorkflowCalls: Send + Sync + std::fmt::Debug {
         op: WorkflowOp,
         parent: &'a SpanRef,
     ) -> BoxFuture<'a, (StatusCode, serde_json::Value)>;
+
+    /// A wake-up another node sent for run `run`, which this node owns in a cluster: drive it
+    /// now (`cancel`: it was asked to cancel there).
+    fn wake(&self, run: &str, cancel: bool);
 }
 
 /// Serves a request under [`WORKFLOWS_PATH`].

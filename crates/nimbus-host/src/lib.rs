@@ -26,7 +26,7 @@
 //!
 //! let host = AppHost::new(HostEnv { runtime, bus: None, kv: None, kv_changes: None, callers,
 //!     observer: nimbus_observe::Observer::disabled(), secrets: None, mesh: Default::default(),
-//!     workload_certs: None, placer: None, actor_owners: None });
+//!     workload_certs: None, cluster: None });
 //! let revision = host.assemble(&loaded, Components::Files).await?;
 //! let triggers = host.start_triggers(&revision.manifest, &revision.gateway).await?;
 //! // ... serve `revision.gateway` ...
@@ -88,12 +88,21 @@ pub struct HostEnv {
     /// Issues services short-lived certificates of their workload identity (under the trust
     /// domain of `mesh`), written under the directory; without it services get none.
     pub workload_certs: Option<(Arc<WorkloadCerts>, PathBuf)>,
-    /// Where each service starts out in a cluster (the scheduler's placement); without it every
-    /// service runs on this node.
-    pub placer: Option<Arc<dyn nimbus_services::Placer>>,
-    /// Which node owns each actor key in a cluster (its calls are forwarded there); without it
-    /// this node runs every key.
-    pub actor_owners: Option<Arc<dyn nimbus_actors::ActorOwners>>,
+    /// On a node of a cluster: where each service runs, which node owns each actor key and
+    /// drives each workflow run; without it this node runs everything.
+    pub cluster: Option<ClusterSeams>,
+}
+
+/// What a node of a cluster plugs into the app host (the control plane's scheduler implements
+/// all three).
+#[derive(Debug, Clone)]
+pub struct ClusterSeams {
+    /// Where each service starts out (then the scheduler moves it).
+    pub services: Arc<dyn nimbus_services::Placer>,
+    /// Which node owns each actor key (its calls are forwarded there).
+    pub actors: Arc<dyn nimbus_actors::ActorOwners>,
+    /// Which node drives each workflow run.
+    pub workflows: Arc<dyn nimbus_workflows::RunOwners>,
 }
 
 impl HostEnv {
@@ -186,11 +195,13 @@ impl AppHost {
         }
         if let Some(kv) = &self.env.kv {
             let shared = self.activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
-            if let Some(actors) = ActorHost::new(m, &gateway, kv.clone(), shared, self.env.actor_owners.clone()) {
+            if let Some(actors) =
+                ActorHost::new(m, &gateway, kv.clone(), shared, self.env.cluster.as_ref().map(|c| c.actors.clone()))
+            {
                 gateway = gateway.with_actors(actors);
             }
             if !m.trigger.workflow.is_empty() {
-                let engine = self.workflows(&m.app.name, kv)?;
+                let engine = self.workflows(m, kv)?;
                 if let Some(workflows) = WorkflowHost::new(m, &gateway, from.revision(), engine) {
                     gateway = gateway.with_workflows(workflows);
                 }
@@ -200,12 +211,14 @@ impl AppHost {
     }
 
     /// The workflow engine of `app` (created on first use), journaling in `kv`.
-    fn workflows(&self, app: &str, kv: &Arc<dyn KvStore>) -> Result<Arc<Engine>, AssembleError> {
+    fn workflows(&self, m: &Manifest, kv: &Arc<dyn KvStore>) -> Result<Arc<Engine>, AssembleError> {
+        let app = &m.app.name;
         let mut engines = self.workflows.lock().expect("workflow engines");
         if let Some(engine) = engines.get(app) {
             return Ok(engine.clone());
         }
-        let engine = Engine::new(app, kv.clone(), self.env.observer.tracer().clone())
+        let owners = self.env.cluster.as_ref().map(|c| (c.workflows.clone(), m.placement.clone()));
+        let engine = Engine::new(app, kv.clone(), self.env.observer.tracer().clone(), owners)
             .map_err(|e| AssembleError::Handlers(vec![format!("the workflow journal of `{app}`: {e}")]))?;
         engines.insert(app.to_string(), engine.clone());
         Ok(engine)

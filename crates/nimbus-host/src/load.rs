@@ -112,8 +112,8 @@ pub(crate) async fn services(
                 spec.scale.min = spec.scale.min.min(per_node);
                 spec.scale.initial = spec.scale.initial.min(per_node);
                 spec.scale.warm = spec.scale.warm.min(per_node);
-                if let Some(placer) = &env.placer {
-                    spec.placed = placer.place(m, from.revision(), name);
+                if let Some(cluster) = &env.cluster {
+                    spec.placed = cluster.services.place(m, from.revision(), name);
                 }
                 started.push((name, dir, Service::start(spec)));
             }

@@ -72,6 +72,28 @@ impl NatsKv {
     }
 }
 
+/// The entry of `key`, asked again for up to ~3 s while the bucket's stream answers `503 no
+/// responders`: its replicas are still being set up (a bucket another node just created with
+/// several replicas) or a new leader is being elected.
+async fn entry(store: &kv::Store, key: String) -> Result<Option<kv::Entry>, KvError> {
+    let mut tries = 0;
+    loop {
+        match store.entry(key.clone()).await {
+            Err(e) if tries < 30 && unready(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result.map_err(KvError::nats),
+        }
+    }
+}
+
+fn unready(e: &kv::EntryError) -> bool {
+    use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
+    let direct = std::error::Error::source(e).and_then(|s| s.downcast_ref::<DirectGetError>());
+    direct.is_some_and(|d| matches!(d.kind(), DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503))
+}
+
 fn live(entry: Option<kv::Entry>) -> Option<Entry> {
     entry.filter(|e| e.operation == Operation::Put).map(|e| Entry { value: e.value, revision: e.revision })
 }
@@ -81,7 +103,7 @@ impl KvStore for NatsKv {
     async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
         let store = self.store(bucket).await?;
-        Ok(live(store.entry(hex::encode(key)).await.map_err(KvError::nats)?))
+        Ok(live(entry(&store, hex::encode(key)).await?))
     }
 
     async fn set(&self, bucket: &Bucket, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
@@ -122,7 +144,7 @@ impl KvStore for NatsKv {
         let encoded = hex::encode(key);
         let conflict = |store: &kv::Store| {
             let (store, encoded) = (store.clone(), encoded.clone());
-            async move { Ok(Swap::Conflict(live(store.entry(encoded).await.map_err(KvError::nats)?).map(|e| e.revision))) }
+            async move { Ok(Swap::Conflict(live(entry(&store, encoded).await?).map(|e| e.revision))) }
         };
         match expected {
             None => match store.create(&encoded, value).await {

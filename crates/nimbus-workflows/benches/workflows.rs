@@ -36,7 +36,7 @@ async fn host(kv: Arc<dyn KvStore>) -> (Arc<WorkflowHost>, Gateway) {
         runtime.load("order", nimbus_fixtures::WORKFLOW.as_ref(), &loaded.manifest.component["order"]).await.unwrap();
     let backends = [("order".to_string(), Backend::Function(f))].into();
     let gateway = Gateway::from_manifest(&loaded.manifest, &backends, &Default::default());
-    let engine = Engine::new("bench", kv, nimbus_observe::Tracer::disabled()).unwrap();
+    let engine = Engine::new("bench", kv, nimbus_observe::Tracer::disabled(), None).unwrap();
     let host = WorkflowHost::new(&loaded.manifest, &gateway, "r1", engine).unwrap();
     (host, gateway)
 }

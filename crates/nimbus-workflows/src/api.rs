@@ -21,6 +21,10 @@ impl WorkflowCalls for WorkflowHost {
         self.names.contains(name) || self.engine.serves(name)
     }
 
+    fn wake(&self, run: &str, cancel: bool) {
+        self.engine.wake_forwarded(run, cancel);
+    }
+
     fn call<'a>(&'a self, name: &'a str, op: WorkflowOp, _parent: &'a SpanRef) -> BoxFuture<'a, (StatusCode, Value)> {
         Box::pin(async move {
             match self.answer(name, op).await {

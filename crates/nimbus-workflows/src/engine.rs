@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use nimbus_gateway::{Backend, Gateway};
-use nimbus_manifest::Manifest;
+use nimbus_manifest::{Manifest, Placement};
 use nimbus_observe::Tracer;
 use nimbus_state::KvStore;
 use nimbus_state::journal::{Created, Journal, JournalError, Run, RunStatus};
 
+use crate::RunOwners;
 use crate::steps::Def;
 
 /// How many runs one engine drives at once: each holds an instance while `run` replays and its
@@ -60,6 +61,8 @@ pub struct Engine {
     /// Runs that finished here, for [`Engine::finished`].
     finished: tokio::sync::broadcast::Sender<String>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// In a cluster, which node drives each run (with the app's placement).
+    owners: Option<(Arc<dyn RunOwners>, Placement)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -74,9 +77,15 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Engine {
-    /// The engine of `app`, journaling in `kv`, tracing with `tracer`; its timers run until it is
-    /// dropped (needs a tokio runtime).
-    pub fn new(app: &str, kv: Arc<dyn KvStore>, tracer: Tracer) -> Result<Arc<Self>, nimbus_state::KvError> {
+    /// The engine of `app`, journaling in `kv`, tracing with `tracer`, driving in a cluster only
+    /// the runs `owners` gives this node (of an app placed by the `Placement`); its timers run
+    /// until it is dropped (needs a tokio runtime).
+    pub fn new(
+        app: &str,
+        kv: Arc<dyn KvStore>,
+        tracer: Tracer,
+        owners: Option<(Arc<dyn RunOwners>, Placement)>,
+    ) -> Result<Arc<Self>, nimbus_state::KvError> {
         let journal = Journal::new(kv, app)?;
         let engine = Arc::new_cyclic(|this| Self {
             this: this.clone(),
@@ -90,7 +99,11 @@ impl Engine {
             timers_changed: Arc::default(),
             finished: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE)),
+            owners,
         });
+        if let Some((owners, _)) = &engine.owners {
+            tokio::spawn(ownership_loop(Arc::downgrade(&engine), owners.changes()));
+        }
         tokio::spawn(timer_loop(Arc::downgrade(&engine)));
         tokio::spawn(retention_loop(Arc::downgrade(&engine)));
         Ok(engine)
@@ -130,7 +143,8 @@ impl Engine {
     /// Resumes the unfinished runs pinned to `revision`: running ones now, waiting ones when
     /// their timer is due.
     async fn resume_revision(self: &Arc<Self>, revision: &str) -> Result<(), JournalError> {
-        for run in self.journal.unfinished_runs().await?.into_iter().filter(|r| r.revision == revision) {
+        let runs = self.journal.unfinished_runs().await?;
+        for run in runs.into_iter().filter(|r| r.revision == revision && self.owns(&r.id)) {
             match (run.status, run.wake_ms) {
                 (RunStatus::Waiting, Some(at)) if !run.cancel_requested => self.wake_at(at, &run.id),
                 (RunStatus::Waiting, None) if !run.cancel_requested => {}
@@ -171,8 +185,49 @@ impl Engine {
         self.timers_changed.notify_one();
     }
 
-    /// Drives `run` now (again, if it is being driven: once the current activation ends).
+    /// Whether this node drives `run` (always, outside a cluster).
+    fn owns(&self, run: &str) -> bool {
+        self.owners.as_ref().is_none_or(|(owners, placement)| owners.owns(&self.app, placement, run))
+    }
+
+    /// Drives `run` now (again, if it is being driven: once the current activation ends) — or,
+    /// in a cluster, has its owner do it.
     pub(crate) fn wake(&self, run: &str) {
+        self.wake_as(run, false);
+    }
+
+    /// [`Engine::wake`]; `cancel`: the run was asked to cancel here (its owner is told).
+    fn wake_as(&self, run: &str, cancel: bool) {
+        if let Some((owners, placement)) = &self.owners
+            && !owners.owns(&self.app, placement, run)
+        {
+            let told = owners.wake(&self.app, placement, run, cancel);
+            let (engine, run) = (self.this.clone(), run.to_string());
+            tokio::spawn(async move {
+                if told.await.is_err()
+                    && let Some(engine) = engine.upgrade()
+                {
+                    tracing::debug!(app = %engine.app, run = %run, "the run's owner cannot be told; driving it here");
+                    engine.drive_here(&run);
+                }
+            });
+            return;
+        }
+        self.drive_here(run);
+    }
+
+    /// A wake-up another node sent for a run this node owns (`cancel`: it was asked to cancel
+    /// there): drives it here.
+    pub fn wake_forwarded(&self, run: &str, cancel: bool) {
+        if cancel {
+            self.cancels.lock().expect("cancels").insert(run.to_string());
+        }
+        self.drive_here(run);
+    }
+
+    /// Drives `run` on this node now (again, if it is being driven: once the current
+    /// activation ends).
+    fn drive_here(&self, run: &str) {
         {
             let mut driving = self.driving.lock().expect("driving");
             if let Some(again) = driving.get_mut(run) {
@@ -275,7 +330,7 @@ impl Engine {
             match self.journal.update(&found, rev).await {
                 Ok(_) => {
                     self.cancels.lock().expect("cancels").insert(run.to_string());
-                    self.wake(run);
+                    self.wake_as(run, true);
                     return Ok(Some(found));
                 }
                 Err(JournalError::Conflict) => continue,
@@ -349,6 +404,28 @@ async fn retention_loop(engine: Weak<Engine>) {
             Ok(n) => tracing::info!(app = %e.app, deleted = n, "finished workflow runs past their retention deleted"),
             Err(err) => tracing::warn!(app = %e.app, error = %nimbus_observe::report(&err),
                 "cannot delete finished workflow runs past their retention; trying again later"),
+        }
+    }
+}
+
+/// Resumes the unfinished runs this node now owns whenever the owners may have moved (a node
+/// joined or was lost), until the engine is dropped.
+async fn ownership_loop(engine: Weak<Engine>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    loop {
+        // Looks at the engine at least every minute, so a dropped one's loop ends.
+        match tokio::time::timeout(Duration::from_secs(60), changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) if engine.strong_count() == 0 => return,
+            Err(_) => continue,
+        }
+        let Some(engine) = engine.upgrade() else { return };
+        let revisions: Vec<String> = engine.revisions.lock().expect("revisions").keys().cloned().collect();
+        for revision in revisions {
+            if let Err(e) = engine.resume_revision(&revision).await {
+                tracing::warn!(app = %engine.app, revision = %revision, error = %nimbus_observe::report(&e),
+                    "cannot read the unfinished workflow runs after the membership changed");
+            }
         }
     }
 }

@@ -17,7 +17,8 @@
 //! than a second suspend the run (status `waiting`, its wake-up time stored); the engine keeps
 //! only a wake-up time in memory and re-reads it from the journal at start. **Compensations**
 //! registered by successful steps run newest first when a run fails or is cancelled, each
-//! journaled once. **Pinning**: a run replays only on the revision that started it; an engine is
+//! journaled once. **Owners**: in a cluster each run is driven by one node ([`RunOwners`]), and a
+//! lost node's runs resume on the others. **Pinning**: a run replays only on the revision that started it; an engine is
 //! shared by an app's revisions and drives each run on its own revision's code.
 //!
 //! It does not parse HTTP (the gateway does, through [`nimbus_gateway::WorkflowCalls`], which
@@ -29,7 +30,7 @@
 //! #     kv: std::sync::Arc<dyn nimbus_state::KvStore>) {
 //! use nimbus_workflows::{Engine, WorkflowHost};
 //!
-//! let engine = Engine::new(&manifest.app.name, kv, nimbus_observe::Tracer::disabled()).unwrap();
+//! let engine = Engine::new(&manifest.app.name, kv, nimbus_observe::Tracer::disabled(), None).unwrap();
 //! // Resumes this revision's unfinished runs; serves POST /workflows/NAME once given to the gateway.
 //! if let Some(host) = WorkflowHost::new(&manifest, &gateway, "rev-1", engine.clone()) {
 //!     let gateway = gateway.with_workflows(host);
@@ -41,6 +42,8 @@ mod activation;
 mod api;
 mod driver;
 mod engine;
+mod owners;
 mod steps;
 
 pub use engine::{Engine, Signalled, StartError, WorkflowHost};
+pub use owners::RunOwners;

@@ -22,6 +22,7 @@ use nimbus_actors::{ActorOwners, RemoteCall, Unowned};
 use nimbus_gateway::Ingress;
 use nimbus_manifest::Manifest;
 use nimbus_services::{Placed, Placer};
+use nimbus_workflows::RunOwners;
 
 use crate::Store;
 use crate::nodes::{NodeInfo, Nodes};
@@ -37,6 +38,8 @@ pub struct Scheduler {
     view: ArcSwap<View>,
     /// Parsed manifests of the revisions that receive traffic, by revision id.
     manifests: Mutex<HashMap<String, Arc<Manifest>>>,
+    /// Bumped whenever the membership changes (workflow runs may have new owners).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The membership and the placement computed from it.
@@ -60,7 +63,19 @@ impl Scheduler {
         let me = Candidate { name: name.into(), labels: labels.clone(), capacity_mb };
         let view =
             View { candidates: vec![me.clone()], peers: [(name.to_string(), peer)].into(), plan: Plan::default() };
-        Self { me, store, transport, view: ArcSwap::from_pointee(view), manifests: Mutex::default() }
+        Self {
+            me,
+            store,
+            transport,
+            view: ArcSwap::from_pointee(view),
+            manifests: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The seams of the app host this scheduler fills: services, actor keys, workflow runs.
+    pub fn seams(self: &Arc<Self>) -> nimbus_host::ClusterSeams {
+        nimbus_host::ClusterSeams { services: self.clone(), actors: self.clone(), workflows: self.clone() }
     }
 
     /// Places every service again from the nodes heartbeating now and the stored apps; says
@@ -95,7 +110,11 @@ impl Scheduler {
         }
         let demands = self.demands();
         let plan = schedule::schedule(&candidates, &demands);
+        let moved = self.view.load().candidates != candidates;
         self.view.store(Arc::new(View { candidates, peers, plan }));
+        if moved {
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// Every service of every revision receiving traffic (or tagged), from the store.
@@ -188,13 +207,38 @@ impl ActorOwners for Scheduler {
         call: RemoteCall,
     ) -> Option<BoxFuture<'static, Result<Vec<u8>, Unowned>>> {
         let view = self.view.load();
-        let owner = schedule::actor_owner(&view.candidates, placement, app, &call.actor_type, &call.key)?;
+        let owner = schedule::owner(&view.candidates, placement, &[app, "@actor", &call.actor_type, &call.key])?;
         if owner == self.me.name {
             return None;
         }
         let addr = view.peers.get(owner)?.clone();
         let (transport, app) = (self.transport.clone(), app.to_string());
         Some(Box::pin(async move { transport.call_actor(&addr, &app, call).await }))
+    }
+}
+
+impl RunOwners for Scheduler {
+    fn owns(&self, app: &str, placement: &nimbus_manifest::Placement, run: &str) -> bool {
+        let view = self.view.load();
+        schedule::owner(&view.candidates, placement, &[app, "@workflow", run]).is_none_or(|o| o == self.me.name)
+    }
+
+    fn wake(
+        &self,
+        app: &str,
+        placement: &nimbus_manifest::Placement,
+        run: &str,
+        cancel: bool,
+    ) -> BoxFuture<'static, Result<(), ()>> {
+        let view = self.view.load();
+        let owner = schedule::owner(&view.candidates, placement, &[app, "@workflow", run]);
+        let Some(addr) = owner.and_then(|o| view.peers.get(o)).cloned() else { return Box::pin(async { Err(()) }) };
+        let (transport, app, run) = (self.transport.clone(), app.to_string(), run.to_string());
+        Box::pin(async move { transport.wake_run(&addr, &app, &run, cancel).await })
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

@@ -101,20 +101,14 @@ pub(crate) fn place(candidates: &[Candidate], reserved: &HashMap<String, u64>, d
     chosen.into_iter().map(|c| c.name.clone()).collect()
 }
 
-/// The node owning actor `key` of type `ty` of `app`: of the candidates the app's placement
-/// admits, the one ranking first for it (rendezvous hashing, so the owners of other nodes' keys
-/// stay put as nodes come and go).
-pub(crate) fn actor_owner<'a>(
-    candidates: &'a [Candidate],
-    placement: &Placement,
-    app: &str,
-    ty: &str,
-    key: &str,
-) -> Option<&'a str> {
+/// The node owning something of `app` named by `what` (an actor key, a workflow run): of the
+/// candidates the app's placement admits, the one ranking first for it (rendezvous hashing, so
+/// what other nodes own stays put as nodes come and go).
+pub(crate) fn owner<'a>(candidates: &'a [Candidate], placement: &Placement, what: &[&str]) -> Option<&'a str> {
     candidates
         .iter()
         .filter(|c| placement.admits(&c.labels))
-        .min_by_key(|c| affinity(&c.name, &[app, "@actor", ty, key]))
+        .min_by_key(|c| affinity(&c.name, what))
         .map(|c| c.name.as_str())
 }
 
@@ -197,25 +191,25 @@ mod tests {
     }
 
     #[test]
-    fn each_actor_key_has_one_owner_among_the_admitted_nodes_and_most_stay_when_one_goes() {
+    fn each_key_has_one_owner_among_the_admitted_nodes_and_most_stay_when_one_goes() {
         let nodes = vec![node("a", "1", 0), node("b", "2", 0), node("c", "3", 0)];
         let any = Placement::default();
         let owners: Vec<&str> =
-            (0..300).map(|k| actor_owner(&nodes, &any, "shop", "cart", &k.to_string()).unwrap()).collect();
+            (0..300).map(|k| owner(&nodes, &any, &["shop", "@actor", "cart", &k.to_string()]).unwrap()).collect();
         for n in ["a", "b", "c"] {
             let share = owners.iter().filter(|o| **o == n).count();
             assert!((50..=150).contains(&share), "{n} owns {share} of 300 keys");
         }
         for (k, was) in owners.iter().enumerate() {
-            let now = actor_owner(&nodes[..2], &any, "shop", "cart", &k.to_string()).unwrap();
+            let now = owner(&nodes[..2], &any, &["shop", "@actor", "cart", &k.to_string()]).unwrap();
             if *was != "c" {
                 assert_eq!(now, *was, "key {k} keeps its owner");
             }
         }
         let pinned = Placement { require: [("zone".into(), "2".into())].into(), ..Placement::default() };
-        assert_eq!(actor_owner(&nodes, &pinned, "shop", "cart", "k"), Some("b"));
+        assert_eq!(owner(&nodes, &pinned, &["shop", "@actor", "cart", "k"]), Some("b"));
         let nowhere = Placement { require: [("zone".into(), "9".into())].into(), ..Placement::default() };
-        assert_eq!(actor_owner(&nodes, &nowhere, "shop", "cart", "k"), None);
+        assert_eq!(owner(&nodes, &nowhere, &["shop", "@actor", "cart", "k"]), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nimbus_actors::{ActorError, RemoteCall, Unowned};
-use nimbus_gateway::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, REQUEST_ID_HEADER};
+use nimbus_gateway::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, REQUEST_ID_HEADER, WAKE_RUN_HEADER};
 use nimbus_security::tls::peer::PeerTls;
 use nimbus_services::{Forward, RequestBody, ServiceError, Unforwarded};
 
@@ -192,6 +192,23 @@ impl Transport {
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         Err(Unowned::Failed(ActorError::Remote { status: status.as_u16(), message }))
+    }
+}
+
+impl Transport {
+    /// Tells the node at `addr`, which owns workflow run `run` of `app`, to drive it.
+    pub(crate) async fn wake_run(&self, addr: &str, app: &str, run: &str, cancel: bool) -> Result<(), ()> {
+        use http_body_util::BodyExt as _;
+        let query = if cancel { "?cancel=true" } else { "" };
+        let uri = format!("https://workflows.nimbus.internal/wake/{}{query}", escape(run));
+        let mut req = http::Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri.parse().map_err(drop)?;
+        req.headers_mut().insert(WAKE_RUN_HEADER, HeaderValue::from_str(app).map_err(drop)?);
+        match self.send(addr, req).await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            _ => Err(()),
+        }
     }
 }
 

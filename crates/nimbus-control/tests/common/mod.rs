@@ -67,8 +67,7 @@ impl Server {
             secrets: None,
             trust_domain: Default::default(),
             workload_certs: None,
-            placer: None,
-            actor_owners: None,
+            cluster: None,
             node_labels: Default::default(),
         };
         let platform = Platform::open(
