@@ -654,6 +654,24 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
     })
     .await;
 
+    // A client cannot turn the hop into something else (an actor call or a workflow wake-up of
+    // another app): the headers nodes read from each other are dropped from what it sends.
+    let sneaky = client()
+        .get(via.url("/py/headers"))
+        .header("x-nimbus-wake-run", "shop")
+        .header("x-nimbus-forward-actor", "tally/x")
+        .header("x-nimbus-forward", "other/x/py")
+        .header("x-nimbus-deadline-ms", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((sneaky.status().as_u16(), &sneaky.headers()["x-nimbus-node"]), (200, &host.parse().unwrap()));
+    let names = sneaky.text().await.unwrap();
+    assert!(
+        !names.contains("x-nimbus-forward") && !names.contains("x-nimbus-wake") && !names.contains("deadline"),
+        "{names}"
+    );
+
     // The peer listener speaks mutual TLS only: plaintext is refused, and so is TLS without a
     // node certificate of the cluster CA — neither reaches the service.
     let plain = client().get(format!("http://{peer}/py/hello")).header("x-nimbus-forward", "svc/x/py").send().await;

@@ -46,7 +46,7 @@ fn main() {
         let gateway = Gateway::from_manifest(&loaded.manifest, &[("counter".to_string(), Backend::Function(f))].into(), &Default::default());
         let dir = tempfile::tempdir().unwrap();
         let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open(&dir.path().join("state.redb")).unwrap());
-        let host = ActorHost::new(&loaded.manifest, &gateway, kv, Default::default(), None).unwrap();
+        let host = ActorHost::new(&loaded.manifest, &gateway, "bench", kv, Default::default(), None).unwrap();
         let hot = rate(host.clone(), 1).await;
         let spread = rate(host, 1000).await;
         println!("actor invocations with durable commit: one hot key {hot:.0}/s; 1,000 keys {spread:.0}/s ({CALLERS} callers)");

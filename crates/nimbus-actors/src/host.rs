@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nimbus_gateway::{ActorCalls, Backend, CallFailure, Gateway, Target};
+use nimbus_gateway::{ActorCall, ActorCalls, Backend, CallFailure, Gateway, Target};
 use nimbus_manifest::Manifest;
 use nimbus_observe::{SpanKind, SpanRef, Telemetry};
 use nimbus_state::{Bucket, KvError, KvStore, Swap};
@@ -105,9 +105,10 @@ pub enum ActorError {
     #[error("the actor's state could not be read or committed")]
     Store(#[from] KvError),
     /// The node owning the key answered with an error (its HTTP status and message).
-    #[error("the node owning the actor's key answered {status}: {message}")]
+    #[error("the node owning the actor's key: {message} ({status})")]
     Remote {
-        /// The status: 404, 422, 503, 504 or 500 as for a call on this node.
+        /// The status: 404, 422, 503, 504 or 500 as for a call on this node; 502 when the call
+        /// was sent and no answer came back.
         status: u16,
         /// What it said.
         message: String,
@@ -138,6 +139,7 @@ pub struct ActorHost {
     types: HashMap<String, ActorType>,
     activations: Arc<Activations>,
     app: String,
+    revision: String,
     placement: nimbus_manifest::Placement,
     /// In a cluster, where each key's activation lives.
     owners: Option<Arc<dyn ActorOwners>>,
@@ -156,29 +158,10 @@ impl ActorCalls for ActorHost {
 
     fn call<'a>(
         &'a self,
-        actor_type: &'a str,
-        key: &'a str,
-        method: &'a str,
-        input: &'a [u8],
-        request_id: &'a str,
+        call: ActorCall<'a>,
         parent: &'a SpanRef,
     ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
-        Box::pin(async move { self.invoke(actor_type, key, method, input, request_id, parent).await.map_err(failure) })
-    }
-
-    fn call_here<'a>(
-        &'a self,
-        actor_type: &'a str,
-        key: &'a str,
-        method: &'a str,
-        input: &'a [u8],
-        request_id: &'a str,
-        parent: &'a SpanRef,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, CallFailure>> {
-        Box::pin(async move {
-            let call = Call { ty: actor_type, key, method, input, request_id, here: true };
-            self.run(call, parent).await.map_err(failure)
-        })
+        Box::pin(async move { self.run(call, parent).await.map_err(failure) })
     }
 }
 
@@ -200,17 +183,6 @@ fn failure(e: ActorError) -> CallFailure {
             _ => CallFailure::Failed(message),
         },
     }
-}
-
-/// One call of an actor method.
-struct Call<'a> {
-    ty: &'a str,
-    key: &'a str,
-    method: &'a str,
-    input: &'a [u8],
-    request_id: &'a str,
-    /// Run on this node's activation whichever node owns the key (a forwarded call).
-    here: bool,
 }
 
 impl nimbus_wasm::ActorInvoker for ActorHost {
@@ -284,13 +256,15 @@ pub fn decode_state(bytes: &[u8]) -> Result<ActorState, KvError> {
 }
 
 impl ActorHost {
-    /// The actor types of a validated manifest, served by `gateway`'s components, with every
-    /// function that has `grants.actors` bound to it and idle actors passivated every second
-    /// (needs a tokio runtime); `None` if the app has no actors. Every actor's component must be
-    /// a loaded function.
+    /// The actor types of revision `revision` of a validated manifest, served by `gateway`'s
+    /// components, with every function that has `grants.actors` bound to it and idle actors
+    /// passivated every second (needs a tokio runtime); in a cluster, each key's calls go to its
+    /// owner (`owners`). `None` if the app has no actors. Every actor's component must be a
+    /// loaded function.
     pub fn new(
         manifest: &Manifest,
         gateway: &Gateway,
+        revision: &str,
         kv: Arc<dyn KvStore>,
         activations: Arc<Activations>,
         owners: Option<Arc<dyn ActorOwners>>,
@@ -318,6 +292,7 @@ impl ActorHost {
             types,
             activations,
             app: manifest.app.name.clone(),
+            revision: revision.to_string(),
             placement: manifest.placement.clone(),
             owners,
         });
@@ -362,11 +337,11 @@ impl ActorHost {
         request_id: &str,
         parent: &SpanRef,
     ) -> Result<Vec<u8>, ActorError> {
-        self.run(Call { ty, key, method, input, request_id, here: false }, parent).await
+        self.run(ActorCall { actor_type: ty, key, method, input, request_id, here: false }, parent).await
     }
 
-    async fn run(&self, call: Call<'_>, parent: &SpanRef) -> Result<Vec<u8>, ActorError> {
-        let Call { ty, key, method, input, request_id, here } = call;
+    async fn run(&self, call: ActorCall<'_>, parent: &SpanRef) -> Result<Vec<u8>, ActorError> {
+        let ActorCall { actor_type: ty, key, method, input, request_id, here } = call;
         let actor = self.types.get(ty).ok_or_else(|| ActorError::UnknownType(ty.to_string()))?;
         let mut span = parent.child("actor", SpanKind::Internal);
         if span.is_recording() {
@@ -383,6 +358,7 @@ impl ActorHost {
             }
             if let Some(owners) = self.owners.as_ref().filter(|_| !here) {
                 let call = RemoteCall {
+                    revision: self.revision.clone(),
                     actor_type: ty.into(),
                     key: key.into(),
                     method: method.into(),

@@ -22,7 +22,7 @@
 //! #     kv: std::sync::Arc<dyn nimbus_state::KvStore>) {
 //! use nimbus_actors::ActorHost;
 //!
-//! if let Some(actors) = ActorHost::new(&manifest, &gateway, kv, Default::default(), None) {
+//! if let Some(actors) = ActorHost::new(&manifest, &gateway, "rev-1", kv, Default::default(), None) {
 //!     let answer = actors.invoke("counter", "k", "incr", b"", "req-1", &Default::default()).await;
 //!     let gateway = gateway.with_actors(actors); // now serves POST /actors/counter/KEY/METHOD
 //! }

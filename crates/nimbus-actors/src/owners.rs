@@ -15,6 +15,8 @@ use crate::ActorError;
 /// An actor call on its way to the node that owns its key.
 #[derive(Debug, Clone)]
 pub struct RemoteCall {
+    /// The caller's revision (the owner runs the call on it if it has it loaded).
+    pub revision: String,
     /// The actor type.
     pub actor_type: String,
     /// The key.

@@ -325,8 +325,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         nodes: nodes.clone(),
     }));
     if let Some(p) = peers {
-        let config =
-            nimbus_gateway::ServeConfig { tls: Some(p.tls.server()), hsts_max_age: None, ..listeners.api.clone() };
+        // Forwarded requests are the gateway's clients' (their connections share its cap); the
+        // pooled connections between nodes stay open between bursts.
+        let config = nimbus_gateway::ServeConfig {
+            tls: Some(p.tls.server()),
+            hsts_max_age: None,
+            idle_timeout: std::time::Duration::from_secs(600),
+            ..listeners.gateway.clone()
+        };
         let peer_ingress = Arc::new(nimbus_gateway::PeerIngress::new(ingress.clone(), args.cluster.node_name()));
         tokio::spawn(nimbus_gateway::serve(p.listener, peer_ingress, stopped(), config));
     }

@@ -228,6 +228,13 @@ impl Store {
         Ok(out)
     }
 
+    /// Revision `id` of `app`.
+    pub fn revision(&self, app: &str, id: &str) -> Result<Option<RevisionRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(REVISIONS).map_err(err)?;
+        table.get((app, id)).map_err(err)?.map(|v| decode(v.value())).transpose()
+    }
+
     /// Every revision of every app.
     pub fn revisions(&self) -> Result<Vec<RevisionRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;

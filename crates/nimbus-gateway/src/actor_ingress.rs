@@ -25,29 +25,27 @@ pub trait ActorCalls: Send + Sync + std::fmt::Debug {
     /// The component serving `actor_type`, if the app has that type.
     fn target(&self, actor_type: &str) -> Option<Arc<Target>>;
 
-    /// Runs `method` on the actor `actor_type`/`key` and answers once its state changes are
-    /// durable, in a span under `parent`.
-    fn call<'a>(
-        &'a self,
-        actor_type: &'a str,
-        key: &'a str,
-        method: &'a str,
-        input: &'a [u8],
-        request_id: &'a str,
-        parent: &'a SpanRef,
-    ) -> BoxFuture<'a, Result<Vec<u8>, CallFailure>>;
+    /// Runs `call` and answers once the actor's state changes are durable, in a span under
+    /// `parent`.
+    fn call<'a>(&'a self, call: ActorCall<'a>, parent: &'a SpanRef) -> BoxFuture<'a, Result<Vec<u8>, CallFailure>>;
+}
 
-    /// Like [`ActorCalls::call`], on this node's activation of the key whichever node owns it
-    /// in a cluster: a call another node forwarded here, never forwarded again.
-    fn call_here<'a>(
-        &'a self,
-        actor_type: &'a str,
-        key: &'a str,
-        method: &'a str,
-        input: &'a [u8],
-        request_id: &'a str,
-        parent: &'a SpanRef,
-    ) -> BoxFuture<'a, Result<Vec<u8>, CallFailure>>;
+/// One call of an actor's method.
+#[derive(Debug, Clone, Copy)]
+pub struct ActorCall<'a> {
+    /// The actor type.
+    pub actor_type: &'a str,
+    /// The key.
+    pub key: &'a str,
+    /// The method.
+    pub method: &'a str,
+    /// Its input.
+    pub input: &'a [u8],
+    /// The request it belongs to.
+    pub request_id: &'a str,
+    /// Run on this node's activation of the key whichever node owns it in a cluster: a call
+    /// another node forwarded here, never forwarded again.
+    pub here: bool,
 }
 
 /// Why an actor call failed, as the HTTP answer says it.
@@ -80,26 +78,19 @@ pub(crate) async fn serve(
     let (Some(ty), Some(key), Some(method)) = (parts.next(), parts.next(), parts.next()) else {
         return (error(StatusCode::NOT_FOUND, id, "call an actor with POST /actors/TYPE/KEY/METHOD"), None);
     };
-    let call = Call { ty, key, method, here };
+    let call = ActorCall { actor_type: ty, key, method, input: &[], request_id: id.as_str(), here };
     (answer(actors, req, id, span, call).await, actors.target(ty))
 }
 
-/// Which actor call a request is.
-struct Call<'a> {
-    ty: &'a str,
-    key: &'a str,
-    method: &'a str,
-    here: bool,
-}
-
+/// Answers `call` (whose input is the request's body).
 async fn answer(
     actors: &dyn ActorCalls,
     req: http::Request<Incoming>,
     id: &RequestId,
     span: &Span,
-    call: Call<'_>,
+    call: ActorCall<'_>,
 ) -> http::Response<GatewayBody> {
-    let Call { ty, key, method, here } = call;
+    let ActorCall { actor_type: ty, key, .. } = call;
     if req.method() != http::Method::POST {
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, id, "call actors with POST");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -116,12 +107,7 @@ async fn answer(
         Ok(input) => input,
         Err(e) => return e.response(id, "actor call's input", MAX_INPUT_BYTES),
     };
-    let parent = span.handle();
-    let result = match here {
-        true => actors.call_here(ty, &key, method, &input, id.as_str(), &parent).await,
-        false => actors.call(ty, &key, method, &input, id.as_str(), &parent).await,
-    };
-    match result {
+    match actors.call(ActorCall { key: &key, input: &input, ..call }, &span.handle()).await {
         Ok(output) => {
             let mut resp = http::Response::new(GatewayBody::full(output));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -61,6 +61,12 @@ pub struct LiveApp {
 }
 
 impl LiveApp {
+    /// Its loaded revisions: those with a share of traffic, then the tagged ones (a revision
+    /// may be both).
+    fn loaded(&self) -> impl Iterator<Item = &Arc<LiveRevision>> {
+        self.split.iter().map(|(r, _)| r).chain(self.tags.values())
+    }
+
     /// The revision for a request without a tag: weighted random over the split.
     fn pick(&self) -> Option<&Arc<LiveRevision>> {
         let mut roll = fastrand::u8(0..100);
@@ -178,7 +184,7 @@ impl Ingress {
     pub fn live(&self, app: &str, id: &str) -> Option<Arc<LiveRevision>> {
         let table = self.table.load();
         let app = table.by_name.get(app)?;
-        app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find(|r| &*r.id == id).cloned()
+        app.loaded().find(|r| &*r.id == id).cloned()
     }
 
     /// A revision of `app` serving its actors (the one its traffic split picks, if it has
@@ -187,28 +193,23 @@ impl Ingress {
         let table = self.table.load();
         let app = table.by_name.get(app)?;
         let picked = app.pick().filter(|r| r.gateway.has_actors());
-        picked
-            .or_else(|| app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find(|r| r.gateway.has_actors()))
-            .cloned()
+        picked.or_else(|| app.loaded().find(|r| r.gateway.has_actors())).cloned()
     }
 
     /// The workflows of `app` on this node (any loaded revision's: they share the app's engine).
     pub fn workflows_of(&self, app: &str) -> Option<Arc<dyn crate::WorkflowCalls>> {
         let table = self.table.load();
         let app = table.by_name.get(app)?;
-        app.split.iter().map(|(r, _)| r).chain(app.tags.values()).find_map(|r| r.gateway.workflows())
+        app.loaded().find_map(|r| r.gateway.workflows())
     }
 
     /// Every loaded revision, with its app's name, once each.
     pub fn revisions(&self) -> Vec<(String, Arc<LiveRevision>)> {
         let table = self.table.load();
-        let mut out: Vec<(String, Arc<LiveRevision>)> = Vec::new();
+        let mut out = Vec::new();
         for app in table.by_name.values() {
-            for revision in app.split.iter().map(|(r, _)| r).chain(app.tags.values()) {
-                if !out.iter().any(|(a, r)| *a == app.name && r.id == revision.id) {
-                    out.push((app.name.clone(), revision.clone()));
-                }
-            }
+            let mut seen = std::collections::HashSet::new();
+            out.extend(app.loaded().filter(|r| seen.insert(r.id.clone())).map(|r| (app.name.clone(), r.clone())));
         }
         out
     }

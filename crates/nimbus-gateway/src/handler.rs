@@ -54,68 +54,22 @@ impl Gateway {
         nimbus_security::identity::strip_claims(req.headers_mut());
         let id = RequestId::from_headers(req.headers());
         let started = Instant::now();
-        let mut span =
-            self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
-        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), client.map(|c| c.ip())));
+        let mut span = self.server_span(&req, &id, client);
         let (resp, target) = self.dispatch(req, client, &id, &mut span).await;
         finish(resp, target, span, started)
     }
 
-    /// Serves a request another node forwarded to service `component` (see [`crate::PeerIngress`])
-    /// on this node's processes, waiting at most `wait` for one; the server span continues the
-    /// forwarding node's trace.
-    pub async fn serve_forwarded(
+    /// The server span of a request, continuing the trace its `traceparent` names.
+    pub(crate) fn server_span(
         &self,
-        component: &str,
-        req: http::Request<Incoming>,
-        wait: std::time::Duration,
-    ) -> http::Response<GatewayBody> {
-        let id = RequestId::from_headers(req.headers());
-        let started = Instant::now();
+        req: &http::Request<Incoming>,
+        id: &RequestId,
+        client: Option<SocketAddr>,
+    ) -> Span {
         let mut span =
             self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
-        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), None));
-        let service = self.target(component).and_then(|t| match &t.backend {
-            Backend::Service(s) => Some((s.clone(), t)),
-            Backend::Function(_) => None,
-        });
-        let Some((service, target)) = service else {
-            let message = format!("this revision has no service `{component}`");
-            return finish(error(StatusCode::NOT_FOUND, &id, &message), None, span, started);
-        };
-        span.set("nimbus.forwarded", true);
-        span.set_with("nimbus.workload.id", || self.workload(component).to_string());
-        let (mut parts, body) = req.into_parts();
-        let body = client_body(body, &mut parts, &target);
-        let call = Serve {
-            target: &target,
-            route: "/...",
-            id: &id,
-            client: None,
-            span: &mut span,
-            depth: 0,
-            here: Some(wait),
-        };
-        let resp = Box::pin(proxy(&service, call, parts, body)).await;
-        finish(resp, Some(target), span, started)
-    }
-
-    /// Serves an actor call (`POST /actors/TYPE/KEY/METHOD`) another node forwarded here, on
-    /// this node's activation of the key; the server span continues the forwarding node's trace.
-    pub async fn serve_forwarded_actor(&self, req: http::Request<Incoming>) -> http::Response<GatewayBody> {
-        let id = RequestId::from_headers(req.headers());
-        let started = Instant::now();
-        let mut span =
-            self.tracer.start(method_str(req.method()), SpanKind::Server, TraceContext::from_headers(req.headers()));
-        span.set_http_request(|| HttpRequest::new(&req, id.header_value(), None));
-        let Some(actors) = &self.actors else {
-            let resp = error(StatusCode::MISDIRECTED_REQUEST, &id, "this revision serves no actors");
-            return finish(resp, None, span, started);
-        };
-        span.set("http.route", "/actors/{type}/{key}/{method}");
-        span.set("nimbus.forwarded", true);
-        let (resp, target) = Box::pin(crate::actor_ingress::serve(&**actors, req, &id, &span, true)).await;
-        finish(resp, target, span, started)
+        span.set_http_request(|| HttpRequest::new(req, id.header_value(), client.map(|c| c.ip())));
+        span
     }
 
     /// Whether this revision serves actors.
@@ -226,7 +180,7 @@ impl Gateway {
 
 /// Ends a request's server span with its status (and the trace context in `traceresponse`),
 /// counted in its component's metrics; the span ends when the body is sent.
-fn finish(
+pub(crate) fn finish(
     mut resp: http::Response<GatewayBody>,
     target: Option<Arc<Target>>,
     mut span: Span,
@@ -392,7 +346,7 @@ pub(crate) async fn proxy(
 
 /// A client's request body on its way to a service: bounded by the component's limit, counted,
 /// and cut by the connection's idle timeout when the client stops sending.
-fn client_body(body: Incoming, parts: &mut http::request::Parts, target: &Target) -> RequestBody {
+pub(crate) fn client_body(body: Incoming, parts: &mut http::request::Parts, target: &Target) -> RequestBody {
     if http_body::Body::is_end_stream(&body) {
         // Most proxied requests have no body: an empty one, which boxes without allocating.
         return http_body_util::Empty::new().map_err(|never| match never {}).boxed();

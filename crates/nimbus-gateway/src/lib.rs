@@ -42,6 +42,7 @@ mod apps;
 mod body;
 mod callers;
 mod events;
+mod forwarded;
 mod handler;
 mod hygiene;
 mod idle;
@@ -62,7 +63,7 @@ use std::sync::Arc;
 use nimbus_manifest::Manifest;
 use nimbus_observe::{Observer, Tracer};
 
-pub use actor_ingress::{ACTORS_PATH, ActorCalls, CallFailure};
+pub use actor_ingress::{ACTORS_PATH, ActorCall, ActorCalls, CallFailure};
 pub use apps::{AppTable, Ingress, LiveApp, LiveRevision, REVISION_HEADER, TAG_HEADER};
 pub use body::GatewayBody;
 pub use callers::Callers;
@@ -70,7 +71,10 @@ pub use events::{EVENTS_PREFIX, EventIngress, MAX_EVENT_BYTES};
 pub use idle::ClientBody;
 pub use mesh::MeshConfig;
 pub use nimbus_target::{Admission, Backend, Rejected, Target};
-pub use peer::{DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, NODE_HEADER, PeerIngress, WAKE_RUN_HEADER};
+pub use peer::{
+    DEADLINE_HEADER, FORWARD_ACTOR_HEADER, FORWARD_HEADER, NODE_HEADER, PeerIngress, WAKE_RUN_HEADER,
+    strip_peer_headers,
+};
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};

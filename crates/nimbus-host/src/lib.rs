@@ -195,13 +195,18 @@ impl AppHost {
         }
         if let Some(kv) = &self.env.kv {
             let shared = self.activations.lock().expect("activations").entry(m.app.name.clone()).or_default().clone();
-            if let Some(actors) =
-                ActorHost::new(m, &gateway, kv.clone(), shared, self.env.cluster.as_ref().map(|c| c.actors.clone()))
-            {
+            if let Some(actors) = ActorHost::new(
+                m,
+                &gateway,
+                from.revision(),
+                kv.clone(),
+                shared,
+                self.env.cluster.as_ref().map(|c| c.actors.clone()),
+            ) {
                 gateway = gateway.with_actors(actors);
             }
             if !m.trigger.workflow.is_empty() {
-                let engine = self.workflows(m, kv)?;
+                let engine = self.workflows(&m.app.name, kv)?;
                 if let Some(workflows) = WorkflowHost::new(m, &gateway, from.revision(), engine) {
                     gateway = gateway.with_workflows(workflows);
                 }
@@ -211,13 +216,12 @@ impl AppHost {
     }
 
     /// The workflow engine of `app` (created on first use), journaling in `kv`.
-    fn workflows(&self, m: &Manifest, kv: &Arc<dyn KvStore>) -> Result<Arc<Engine>, AssembleError> {
-        let app = &m.app.name;
+    fn workflows(&self, app: &str, kv: &Arc<dyn KvStore>) -> Result<Arc<Engine>, AssembleError> {
         let mut engines = self.workflows.lock().expect("workflow engines");
         if let Some(engine) = engines.get(app) {
             return Ok(engine.clone());
         }
-        let owners = self.env.cluster.as_ref().map(|c| (c.workflows.clone(), m.placement.clone()));
+        let owners = self.env.cluster.as_ref().map(|c| c.workflows.clone());
         let engine = Engine::new(app, kv.clone(), self.env.observer.tracer().clone(), owners)
             .map_err(|e| AssembleError::Handlers(vec![format!("the workflow journal of `{app}`: {e}")]))?;
         engines.insert(app.to_string(), engine.clone());

@@ -347,8 +347,10 @@ impl Service {
         let mut resp = match sent {
             Ok(resp) => resp,
             Err(Unforwarded::Failed(e)) => return Err(e),
-            Err(Unforwarded::Unsent(req)) => {
+            Err(Unforwarded::Unsent(mut req)) => {
                 tracing::warn!(component = %self.spec.name, "no node running the service answers; serving the request here");
+                // The client's side of an upgrade goes back with the request, for the process here.
+                req.extensions_mut().insert(client_upgrade);
                 return self.handle_here(req, None, wait).await;
             }
         };

@@ -61,8 +61,10 @@ pub struct Engine {
     /// Runs that finished here, for [`Engine::finished`].
     finished: tokio::sync::broadcast::Sender<String>,
     slots: Arc<tokio::sync::Semaphore>,
-    /// In a cluster, which node drives each run (with the app's placement).
-    owners: Option<(Arc<dyn RunOwners>, Placement)>,
+    /// In a cluster, which node drives each run.
+    owners: Option<Arc<dyn RunOwners>>,
+    /// The app's `[placement]`, as its newest registered revision says.
+    placement: Mutex<Placement>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,13 +80,13 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Engine {
     /// The engine of `app`, journaling in `kv`, tracing with `tracer`, driving in a cluster only
-    /// the runs `owners` gives this node (of an app placed by the `Placement`); its timers run
-    /// until it is dropped (needs a tokio runtime).
+    /// the runs `owners` gives this node; its timers run until it is dropped (needs a tokio
+    /// runtime).
     pub fn new(
         app: &str,
         kv: Arc<dyn KvStore>,
         tracer: Tracer,
-        owners: Option<(Arc<dyn RunOwners>, Placement)>,
+        owners: Option<Arc<dyn RunOwners>>,
     ) -> Result<Arc<Self>, nimbus_state::KvError> {
         let journal = Journal::new(kv, app)?;
         let engine = Arc::new_cyclic(|this| Self {
@@ -100,8 +102,9 @@ impl Engine {
             finished: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE)),
             owners,
+            placement: Mutex::default(),
         });
-        if let Some((owners, _)) = &engine.owners {
+        if let Some(owners) = &engine.owners {
             tokio::spawn(ownership_loop(Arc::downgrade(&engine), owners.changes()));
         }
         tokio::spawn(timer_loop(Arc::downgrade(&engine)));
@@ -124,7 +127,8 @@ impl Engine {
         self.revisions.lock().expect("revisions").values().any(|defs| defs.contains_key(name))
     }
 
-    fn register(&self, revision: &str, defs: HashMap<String, Def>) {
+    fn register(&self, revision: &str, defs: HashMap<String, Def>, placement: &Placement) {
+        *self.placement.lock().expect("placement") = placement.clone();
         self.revisions.lock().expect("revisions").insert(revision.to_string(), defs);
         let engine = self.this.upgrade().expect("registering on a live engine");
         let revision = revision.to_string();
@@ -187,7 +191,8 @@ impl Engine {
 
     /// Whether this node drives `run` (always, outside a cluster).
     fn owns(&self, run: &str) -> bool {
-        self.owners.as_ref().is_none_or(|(owners, placement)| owners.owns(&self.app, placement, run))
+        let placement = self.placement.lock().expect("placement");
+        self.owners.as_ref().is_none_or(|owners| owners.owns(&self.app, &placement, run))
     }
 
     /// Drives `run` now (again, if it is being driven: once the current activation ends) — or,
@@ -196,28 +201,30 @@ impl Engine {
         self.wake_as(run, false);
     }
 
-    /// [`Engine::wake`]; `cancel`: the run was asked to cancel here (its owner is told).
+    /// [`Engine::wake`]; `cancel`: the run was asked to cancel (its driver stops it between
+    /// two context calls).
     fn wake_as(&self, run: &str, cancel: bool) {
-        if let Some((owners, placement)) = &self.owners
-            && !owners.owns(&self.app, placement, run)
+        if let Some(owners) = &self.owners
+            && !self.owns(run)
         {
-            let told = owners.wake(&self.app, placement, run, cancel);
+            let placement = self.placement.lock().expect("placement").clone();
+            let told = owners.wake(&self.app, &placement, run, cancel);
             let (engine, run) = (self.this.clone(), run.to_string());
             tokio::spawn(async move {
-                if told.await.is_err()
+                if !told.await
                     && let Some(engine) = engine.upgrade()
                 {
                     tracing::debug!(app = %engine.app, run = %run, "the run's owner cannot be told; driving it here");
-                    engine.drive_here(&run);
+                    engine.wake_forwarded(&run, cancel);
                 }
             });
             return;
         }
-        self.drive_here(run);
+        self.wake_forwarded(run, cancel);
     }
 
-    /// A wake-up another node sent for a run this node owns (`cancel`: it was asked to cancel
-    /// there): drives it here.
+    /// Drives `run` on this node — a wake-up another node sent for a run this node owns
+    /// (`cancel`: it was asked to cancel there).
     pub fn wake_forwarded(&self, run: &str, cancel: bool) {
         if cancel {
             self.cancels.lock().expect("cancels").insert(run.to_string());
@@ -329,7 +336,6 @@ impl Engine {
             found.updated_ms = now_ms();
             match self.journal.update(&found, rev).await {
                 Ok(_) => {
-                    self.cancels.lock().expect("cancels").insert(run.to_string());
                     self.wake_as(run, true);
                     return Ok(Some(found));
                 }
@@ -482,7 +488,7 @@ impl WorkflowHost {
             return None;
         }
         let names = defs.keys().cloned().collect();
-        engine.register(revision, defs);
+        engine.register(revision, defs, &manifest.placement);
         Some(Arc::new(Self { engine, revision: revision.to_string(), names }))
     }
 

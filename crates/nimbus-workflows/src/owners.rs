@@ -15,9 +15,9 @@ pub trait RunOwners: Send + Sync + fmt::Debug {
     /// Whether this node drives run `run` of `app` (whose `[placement]` is `placement`).
     fn owns(&self, app: &str, placement: &Placement, run: &str) -> bool;
 
-    /// Tells the node owning `run` to drive it now (`cancel`: it was asked to cancel); an error
-    /// when it could not be told, and this node drives it instead.
-    fn wake(&self, app: &str, placement: &Placement, run: &str, cancel: bool) -> BoxFuture<'static, Result<(), ()>>;
+    /// Tells the node owning `run` to drive it now (`cancel`: it was asked to cancel); whether
+    /// it took the wake-up (if not, this node drives the run).
+    fn wake(&self, app: &str, placement: &Placement, run: &str, cancel: bool) -> BoxFuture<'static, bool>;
 
     /// Changes whenever the owners of runs may have moved (the membership changed).
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;

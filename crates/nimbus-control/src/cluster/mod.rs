@@ -9,10 +9,12 @@
 //! A node that stops heartbeating drops out of the membership after its timeout; the next
 //! placement moves its services to the remaining nodes (which start processes for them), and
 //! until then a request that cannot reach it is served by the node that received it.
+mod forward;
+mod remote;
 mod schedule;
 mod transport;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +31,8 @@ use crate::nodes::{NodeInfo, Nodes};
 use schedule::{Candidate, Demand, Plan, ServiceKey};
 pub use transport::Transport;
 
-/// This node's view of where every service runs, and the transport to the others.
+/// This node's view of the cluster: where every service runs and which node owns each actor key
+/// and workflow run, and the transport to the other nodes.
 #[derive(Debug)]
 pub struct Scheduler {
     me: Candidate,
@@ -48,6 +51,8 @@ struct View {
     candidates: Vec<Candidate>,
     /// Peer listener address of each node.
     peers: HashMap<String, String>,
+    /// The revisions (`APP/REVISION`) each other node said it has loaded.
+    loaded: HashMap<String, HashSet<String>>,
     plan: Plan,
 }
 
@@ -61,8 +66,12 @@ impl Scheduler {
     ) -> Self {
         let (name, labels, capacity_mb, peer) = me;
         let me = Candidate { name: name.into(), labels: labels.clone(), capacity_mb };
-        let view =
-            View { candidates: vec![me.clone()], peers: [(name.to_string(), peer)].into(), plan: Plan::default() };
+        let view = View {
+            candidates: vec![me.clone()],
+            peers: [(name.to_string(), peer)].into(),
+            loaded: HashMap::new(),
+            plan: Plan::default(),
+        };
         Self {
             me,
             store,
@@ -99,6 +108,7 @@ impl Scheduler {
         let mut candidates = vec![self.me.clone()];
         let mut peers: HashMap<String, String> =
             self.view.load().peers.get(&self.me.name).map(|p| (self.me.name.clone(), p.clone())).into_iter().collect();
+        let mut loaded = HashMap::new();
         for node in members.iter().filter(|n| n.name != self.me.name) {
             let Some(peer) = &node.peer else { continue };
             candidates.push(Candidate {
@@ -107,43 +117,61 @@ impl Scheduler {
                 capacity_mb: node.capacity_mb,
             });
             peers.insert(node.name.clone(), peer.clone());
+            loaded.insert(node.name.clone(), node.runs.iter().cloned().collect());
         }
         let demands = self.demands();
         let plan = schedule::schedule(&candidates, &demands);
         let moved = self.view.load().candidates != candidates;
-        self.view.store(Arc::new(View { candidates, peers, plan }));
+        self.view.store(Arc::new(View { candidates, peers, loaded, plan }));
         if moved {
             self.changes.send_modify(|n| *n += 1);
         }
     }
 
-    /// Every service of every revision receiving traffic (or tagged), from the store.
+    /// Every service of every revision receiving traffic (or tagged), from the store; a
+    /// revision's manifest is read and parsed once.
     fn demands(&self) -> Vec<Demand> {
+        let apps = match self.store.apps() {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(error = %nimbus_observe::report(&e), "cannot read the apps to place their services");
+                return Vec::new();
+            }
+        };
         let mut demands = Vec::new();
         let mut manifests = self.manifests.lock().expect("manifests");
-        let mut live = std::collections::HashSet::new();
-        for app in self.store.apps().unwrap_or_default() {
-            for revision in self.store.revisions_of(&app.name).unwrap_or_default() {
-                if !app.traffic.serves(&revision.id) {
+        let mut live = HashSet::new();
+        for app in apps {
+            let served = app.traffic.targets.iter().filter(|t| t.percent > 0).map(|t| &t.revision);
+            for id in served.chain(app.traffic.tags.values()) {
+                if !live.insert(id.clone()) {
                     continue;
                 }
-                live.insert(revision.id.clone());
-                let manifest = match manifests.get(&revision.id) {
+                let manifest = match manifests.get(id) {
                     Some(m) => m.clone(),
-                    None => match crate::platform::parse_manifest(&revision.manifest) {
-                        Ok(loaded) => {
-                            let m = Arc::new(loaded.manifest);
-                            manifests.insert(revision.id.clone(), m.clone());
-                            m
-                        }
-                        Err(_) => continue,
-                    },
+                    None => {
+                        let Some(m) = self.read_manifest(&app.name, id) else { continue };
+                        manifests.insert(id.clone(), m.clone());
+                        m
+                    }
                 };
-                demands.extend(services_of(&manifest, &revision.id));
+                demands.extend(services_of(&manifest, id));
             }
         }
         manifests.retain(|id, _| live.contains(id));
         demands
+    }
+
+    /// The manifest of revision `id` of `app`, from the store.
+    fn read_manifest(&self, app: &str, id: &str) -> Option<Arc<Manifest>> {
+        let record = match self.store.revision(app, id) {
+            Ok(record) => record?,
+            Err(e) => {
+                tracing::warn!(app, revision = id, error = %nimbus_observe::report(&e), "cannot read a revision to place its services");
+                return None;
+            }
+        };
+        crate::platform::parse_manifest(&record.manifest).ok().map(|loaded| Arc::new(loaded.manifest))
     }
 
     /// Moves each service this node has loaded to where the placement says.
@@ -173,8 +201,16 @@ impl Scheduler {
         if nodes.contains(&self.me.name) {
             return Some(Placed::Here);
         }
-        let peers = nodes.iter().filter_map(|n| view.peers.get(n).cloned()).collect();
-        Some(Placed::Elsewhere(Arc::new(transport::ForwardTo::new(self.transport.clone(), key.clone(), peers))))
+        // Only to nodes that said they have the revision loaded (a deploy reaches each node
+        // within a heartbeat); with none, the requests are served here meanwhile.
+        let revision = format!("{}/{}", key.app, key.revision);
+        let peers = nodes
+            .iter()
+            .filter(|n| view.loaded.get(*n).is_some_and(|runs| runs.contains(&revision)))
+            .filter_map(|n| view.peers.get(n).cloned())
+            .collect();
+        let to = forward::ForwardTo::new(self.transport.clone(), key.clone(), peers, nodes.is_empty());
+        Some(Placed::Elsewhere(Arc::new(to)))
     }
 
     /// Keeps the placement current: every `every`, reads the membership, places the services
@@ -229,10 +265,10 @@ impl RunOwners for Scheduler {
         placement: &nimbus_manifest::Placement,
         run: &str,
         cancel: bool,
-    ) -> BoxFuture<'static, Result<(), ()>> {
+    ) -> BoxFuture<'static, bool> {
         let view = self.view.load();
         let owner = schedule::owner(&view.candidates, placement, &[app, "@workflow", run]);
-        let Some(addr) = owner.and_then(|o| view.peers.get(o)).cloned() else { return Box::pin(async { Err(()) }) };
+        let Some(addr) = owner.and_then(|o| view.peers.get(o)).cloned() else { return Box::pin(async { false }) };
         let (transport, app, run) = (self.transport.clone(), app.to_string(), run.to_string());
         Box::pin(async move { transport.wake_run(&addr, &app, &run, cancel).await })
     }

@@ -2,7 +2,8 @@
 //! traffic. It is a pure function of the cluster's membership and the stored apps, so every
 //! node computes the same placement without a coordinator (JetStream already orders the
 //! records; a node's view of the membership lags by at most a heartbeat), and a node that joins
-//! or leaves moves only the services it ran or now wins (rendezvous hashing).
+//! or leaves moves mostly the services it ran or now wins (rendezvous hashing; with capacity
+//! nearly used up, a few others may move too).
 //!
 //! For each service, in a fixed order (app, revision, component): the nodes whose labels meet
 //! the app's `require` and that have room (their `capacity_mb` minus what services already
