@@ -164,7 +164,8 @@ def main():
               f"ratio {total / one[0][1]:.2f}x")
 
         # 3. A service: through the node running it vs forwarded from another node.
-        nodes[0].call(token, "POST", "/v1/deployments", service_bundle(), "application/x-tar")
+        # Its route is within hello's `/...`: taken over from it (admin).
+        nodes[0].call(token, "POST", "/v1/deployments?take_over=true", service_bundle(), "application/x-tar")
         host = None
         while host is None:
             try:
@@ -186,6 +187,15 @@ def main():
               f"{lr:,.0f} req/s (p50 {statistics.median(p for p in LAT[first::2]):.2f} ms), forwarded from node-{via} "
               f"{fr:,.0f} req/s (p50 {statistics.median(p for p in LAT[first + 1::2]):.2f} ms); ratio {fr / lr:.2f}x, "
               f"errors {sum(e + x for _, _, e, x in local + forwarded)}")
+
+        # The hop's latency alone: one connection, one request at a time.
+        single, first = [], len(LAT)
+        for _ in range(3):
+            wrk(f"http://127.0.0.1:{nodes[host].gw}/svc/", 1, 3, single)
+            wrk(f"http://127.0.0.1:{nodes[via].gw}/svc/", 1, 3, single)
+        here_p50, hop_p50 = statistics.median(LAT[first::2]), statistics.median(LAT[first + 1::2])
+        print(f"same, wrk -c1: p50 {here_p50 * 1000:.0f} us through node-{host}, {hop_p50 * 1000:.0f} us forwarded "
+              f"(+{(hop_p50 - here_p50) * 1000:.0f} us for the hop)")
 
         # 4. Failover: load on nodes 0 and 1, node 2 killed after 2 s.
         during = []
