@@ -538,9 +538,10 @@ async fn nodes_starting_at_once_on_an_empty_cluster_mint_one_admin_token() {
 
 const SERVER_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/server.py");
 
-/// The bundle of app `svc`: the Python test service `py` on `/py/...`, one process in all.
+/// The bundle of app `svc`: the Python test service `py` on `/py/...`, one process in all,
+/// scaled to zero a second or two after its last request.
 fn service_bundle() -> Vec<u8> {
-    let manifest = "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"server.py\"]\nreadiness = { path = \"/py/healthz\" }\nscale = { min = 1, max = 1 }\n\n[[trigger.http]]\nroute = \"/py/...\"\ncomponent = \"py\"\n";
+    let manifest = "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"server.py\"]\nreadiness = { path = \"/py/healthz\" }\nscale = { min = 0, max = 1, idle_timeout_s = 1, stable_window_s = 2, panic_window_s = 1 }\n\n[[trigger.http]]\nroute = \"/py/...\"\ncomponent = \"py\"\n";
     let code = std::fs::read(SERVER_PY).unwrap();
     let mut tree = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
@@ -602,7 +603,8 @@ async fn the_host(nodes: &[&Platform]) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_it_and_it_moves_when_that_node_dies() {
+async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_it_scales_to_zero_and_moves_when_that_node_dies()
+ {
     let mut c = Cluster::start();
     let (s, body) = c.deploy(0, service_bundle(), "").await;
     assert_eq!(s, 201, "{body}");
@@ -671,6 +673,21 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
         !names.contains("x-nimbus-forward") && !names.contains("x-nimbus-wake") && !names.contains("deadline"),
         "{names}"
     );
+
+    // Scale to zero and back across nodes: idle, its node stops the process; a request through
+    // another node starts one there again.
+    let last_request_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    eventually("the service scales to zero on its node", || async {
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
+        let node = list.iter().find(|n| n["name"] == host).unwrap();
+        // A heartbeat measured after the last request, with no process.
+        let fresh = node["heartbeat_at_ms"].as_u64().unwrap() as u128 > last_request_ms;
+        if fresh && node["load"]["services"] == 0 { Ok(()) } else { Err(node.to_string()) }
+    })
+    .await;
+    let (status, woke, node) = hello(via).await.unwrap();
+    assert_eq!((status, node.as_deref()), (200, Some(host.as_str())));
+    assert_ne!(woke, boot, "a new process, on the service's node");
 
     // The peer listener speaks mutual TLS only: plaintext is refused, and so is TLS without a
     // node certificate of the cluster CA — neither reaches the service.
