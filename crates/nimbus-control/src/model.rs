@@ -136,6 +136,12 @@ impl Traffic {
         self.percent_of(revision) > 0 || self.tags.values().any(|r| r == revision)
     }
 
+    /// The revisions that receive requests (a share of the traffic or a tag), once each.
+    pub fn served(&self) -> std::collections::BTreeSet<&str> {
+        let shared = self.targets.iter().filter(|t| t.percent > 0).map(|t| t.revision.as_str());
+        shared.chain(self.tags.values().map(String::as_str)).collect()
+    }
+
     /// The tags naming a revision.
     pub fn tags_of(&self, revision: &str) -> Vec<String> {
         self.tags.iter().filter(|(_, r)| *r == revision).map(|(t, _)| t.clone()).collect()

@@ -1,9 +1,9 @@
-//! Services and actors in a cluster: the scheduler's placement of each service ([`schedule`]),
-//! kept up to date on every node from the membership and the stored apps, and applied to the
-//! services this node has loaded — those placed here run processes, the others forward their
-//! requests over the inter-node transport ([`transport`]) to a node that runs them. Each actor
-//! key has an owner node (rendezvous hashing over the nodes the app may be on), and the calls
-//! of a key are forwarded to it. Functions are not placed: every node runs them for the
+//! Services, actors and workflows in a cluster: the scheduler's placement of each service
+//! ([`schedule`]), kept up to date on every node from the membership and the stored apps, and
+//! applied to the services this node has loaded — those placed here run processes, the others
+//! forward their requests over the inter-node transport ([`transport`]) to a node that runs
+//! them. Each actor key and each workflow run has an owner node (rendezvous hashing over the
+//! nodes the app may be on): the calls of a key are forwarded to it, and only it drives the run. Functions are not placed: every node runs them for the
 //! requests it receives.
 //!
 //! A node that stops heartbeating drops out of the membership after its timeout; the next
@@ -142,16 +142,13 @@ impl Scheduler {
         let mut manifests = self.manifests.lock().expect("manifests");
         let mut live = HashSet::new();
         for app in apps {
-            let served = app.traffic.targets.iter().filter(|t| t.percent > 0).map(|t| &t.revision);
-            for id in served.chain(app.traffic.tags.values()) {
-                if !live.insert(id.clone()) {
-                    continue;
-                }
+            for id in app.traffic.served() {
+                live.insert(id.to_string());
                 let manifest = match manifests.get(id) {
                     Some(m) => m.clone(),
                     None => {
                         let Some(m) = self.read_manifest(&app.name, id) else { continue };
-                        manifests.insert(id.clone(), m.clone());
+                        manifests.insert(id.to_string(), m.clone());
                         m
                     }
                 };

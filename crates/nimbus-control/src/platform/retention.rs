@@ -80,14 +80,7 @@ impl Platform {
 
     /// Loads the app's revisions that `traffic` sends requests to and that are not loaded yet.
     pub(super) async fn activate(&self, state: &mut AppState, traffic: &Traffic) -> Result<(), ControlError> {
-        let wanted: BTreeSet<&str> = traffic
-            .targets
-            .iter()
-            .filter(|t| t.percent > 0)
-            .map(|t| t.revision.as_str())
-            .chain(traffic.tags.values().map(String::as_str))
-            .collect();
-        for id in wanted {
+        for id in traffic.served() {
             if let Some(rev) = state.revisions.get_mut(id)
                 && rev.live.is_none()
             {

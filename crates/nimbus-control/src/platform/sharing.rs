@@ -14,13 +14,7 @@ impl AppState {
     /// The manifests of the revisions that serve the app: with traffic or a tag.
     fn serving(&self) -> impl Iterator<Item = &Manifest> {
         let traffic = &self.record.traffic;
-        self.revisions
-            .iter()
-            .filter(|(id, _)| {
-                traffic.targets.iter().any(|t| &t.revision == *id && t.percent > 0)
-                    || traffic.tags.values().any(|r| r == *id)
-            })
-            .map(|(_, l)| &*l.manifest)
+        self.revisions.iter().filter(|(id, _)| traffic.serves(id)).map(|(_, l)| &*l.manifest)
     }
 }
 
