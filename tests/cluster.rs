@@ -30,7 +30,9 @@ struct Cluster {
 const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const LABELS: [&str; 3] = ["region=eu-west,zone=a", "region=eu-west,zone=b", "region=us-east,zone=a"];
 
-fn node_args<'a>(i: usize, url: &'a str, ca: &'a str) -> Vec<&'a str> {
+/// The arguments of node `i` (of [`NAMES`] and [`LABELS`]), topics, buckets and control records
+/// kept on `replicas` NATS servers.
+fn node_args<'a>(i: usize, url: &'a str, ca: &'a str, replicas: &'a str) -> Vec<&'a str> {
     vec![
         "--nats",
         url,
@@ -39,7 +41,7 @@ fn node_args<'a>(i: usize, url: &'a str, ca: &'a str) -> Vec<&'a str> {
         "--labels",
         LABELS[i],
         "--nats-replicas",
-        "3",
+        replicas,
         "--node-timeout",
         "2s",
         "--cluster-ca",
@@ -67,13 +69,18 @@ fn cluster_ca() -> tempfile::TempDir {
 impl Cluster {
     /// Three NATS servers, then node A (which creates the first admin token), then B and C.
     fn start() -> Self {
-        let nats = NatsServer::cluster(3);
+        Self::start_on(NatsServer::cluster(3), "3")
+    }
+
+    /// Nodes A, B and C on `nats` (node `i` connected to server `i`), keeping what they store on
+    /// `replicas` servers.
+    fn start_on(nats: Vec<NatsServer>, replicas: &str) -> Self {
         let ca = cluster_ca();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let url = nats[i].url();
-            nodes.push(Platform::start(dir.path(), &node_args(i, &url, &ca_dir(&ca))));
+            nodes.push(Platform::start(dir.path(), &node_args(i, &url, &ca_dir(&ca), replicas)));
         }
         let admin = nodes[0].admin.clone().expect("the first node prints the admin token");
         assert!(nodes[1].admin.is_none() && nodes[2].admin.is_none(), "one admin token for the cluster");
@@ -296,7 +303,8 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     let dir = tempfile::tempdir().unwrap();
     let url = c.nats[0].url();
     let ca = c.ca();
-    let err = Platform::try_start(dir.path(), &node_args(1, &url, &ca)).err().expect("a duplicate name is refused");
+    let err =
+        Platform::try_start(dir.path(), &node_args(1, &url, &ca, "3")).err().expect("a duplicate name is refused");
     assert!(err.contains("node name `node-b` is held by another running node"), "{err}");
 
     // kill -9 of node C: after the 2 s timeout the others list it as gone; A and B serve on.
@@ -336,7 +344,7 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     assert_eq!(s, 204, "{body}");
     let url = c.nats[2].url();
     let ca = c.ca();
-    let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url, &ca));
+    let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url, &ca, "3"));
     assert!(restarted.admin.is_none());
     wait_served(&restarted, "/web/x", &second).await;
     assert_eq!(served_by(&restarted, "/old/x").await.0, 404);
@@ -396,11 +404,40 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Whether a file under `dir` holds `bytes`.
+fn holds(dir: &std::path::Path, bytes: &[u8]) -> bool {
+    files(dir).into_iter().any(|f| std::fs::read(&f).unwrap_or_default().windows(bytes.len()).any(|w| w == bytes))
+}
+
+/// The JetStream streams a NATS server stores (the directories under each account's `streams`).
+fn streams_on(server: &NatsServer) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if dir.file_name().is_some_and(|n| n == "streams") {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            } else {
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&server.store_dir(), &mut out);
+    out
+}
+
+/// `[placement] require` pins an app to nodes and its data to NATS servers: the NATS servers are
+/// tagged like the nodes (two `region:eu-west`, one `region:us-east`), and every stream of the
+/// pinned app — KV bucket, topic, artifacts — is placed on the eu ones.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_app_pinned_to_a_region_is_never_loaded_served_or_deployed_outside_it() {
-    let c = Cluster::start();
+async fn an_app_pinned_to_a_region_is_never_loaded_served_stored_or_deployed_outside_it() {
+    let nats = NatsServer::tagged_cluster(&["region:eu-west", "region:eu-west", "region:us-east"]);
+    let c = Cluster::start_on(nats, "2");
     let manifest = format!(
-        "{}\n[placement]\nrequire = {{ region = \"eu-*\" }}\n",
+        "{}\n[export]\nkv = {{ carts = [\"billing\"] }}\n[placement]\nrequire = {{ region = \"eu-*\" }}\n",
         common::platform::hello_manifest("gdpr", "/gdpr/...", "1")
     );
     let wasm = std::fs::read(nimbus_fixtures::HELLO).unwrap();
@@ -429,27 +466,89 @@ async fn an_app_pinned_to_a_region_is_never_loaded_served_or_deployed_outside_it
     .await;
     let (s, body) = c.api(2, reqwest::Method::GET, "/v1/apps/gdpr/kv/cache/keys", None).await;
     assert_eq!((s, body["code"].as_str()), (421, Some("misdirected")), "{body}");
-    let (s, _) = c.api(0, reqwest::Method::GET, "/v1/apps/gdpr/kv/cache/keys", None).await;
-    assert_ne!(s, 421, "an eu node serves the app's data");
     c.nodes[2].wait_for_log(&["revision not loaded: its placement excludes this node", "gdpr"]);
 
-    // The app is listed (its records are the cluster's), but the us node holds none of its
-    // code: no file in its data dir (replica, compile cache) holds the artifact's bytes.
-    let (s, _) = c.api(2, reqwest::Method::GET, "/v1/apps/gdpr", None).await;
-    assert_eq!(s, 200);
-    let window = &wasm[wasm.len() / 2..wasm.len() / 2 + 256];
-    let holds = |dir: &std::path::Path| {
-        files(dir).into_iter().any(|f| std::fs::read(&f).unwrap_or_default().windows(window.len()).any(|w| w == window))
-    };
-    assert!(holds(&c.nodes[0].data), "the check finds the artifact on an eu node");
-    assert!(!holds(&c.nodes[2].data), "the us node stores none of the pinned app's code");
+    // Its data written through an eu node: a KV entry and an event.
+    let secret = format!("resident-{}", std::process::id());
+    let put = serde_json::json!(secret);
+    let (s, body) = c.api(0, reqwest::Method::PUT, "/v1/apps/gdpr/kv/carts/keys/u1", Some(put)).await;
+    assert!(s < 300, "{s} {body}");
+    let resp = client()
+        .post(c.nodes[1].api_url("/v1/apps/gdpr/topics/audit/events"))
+        .bearer_auth(&c.admin)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "e1")
+        .header("ce-source", "/test")
+        .header("ce-type", "audit")
+        .body(format!("event-{secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
 
-    // Traffic moved through the us node is refused too.
+    // An unpinned app that imports the pinned app's bucket runs on every node, but only the eu
+    // nodes open that bucket for it: the us node's store refuses it before NATS is asked.
+    let billing = format!(
+        "[app]\nname = \"billing\"\n[component.store]\nsource = \"{}\"\ngrants = {{ kv = [\"gdpr/carts\"] }}\n\
+         [[trigger.http]]\nroute = \"/get/...\"\ncomponent = \"store\"\n[[trigger.http]]\nroute = \"/set/...\"\ncomponent = \"store\"\n",
+        nimbus_fixtures::KV
+    );
+    let (s, body) = c.deploy(2, bundle(billing, "store", nimbus_fixtures::KV), "hosts=billing.test").await;
+    assert_eq!(s, 201, "{body}");
+    let billing_rev = body["revision"].as_str().unwrap().to_string();
+    for node in &c.nodes {
+        eventually("billing is served", || async {
+            let resp = client().get(node.url("/get/x/y")).header("host", "billing.test").send().await.unwrap();
+            let served = resp.headers().get("x-nimbus-revision").and_then(|v| v.to_str().ok()) == Some(&billing_rev);
+            if served { Ok(()) } else { Err(format!("{}", resp.status())) }
+        })
+        .await;
+    }
+    let nodes = &c.nodes;
+    let get = |node: usize| async move {
+        let resp =
+            client().get(nodes[node].url("/get/gdpr%2Fcarts/u1")).header("host", "billing.test").send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(get(1).await, (200, format!("{secret:?}")), "an eu node reads the pinned bucket for billing");
+    let (status, text) = get(2).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("kept only on nodes labelled region=eu-*"), "{text}");
+    let put = client()
+        .put(c.nodes[2].url("/set/gdpr%2Fcarts/u2"))
+        .header("host", "billing.test")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 500, "nor does it write it");
+
+    // The us node holds none of the app's code (replica, compile cache): no file in its data
+    // dir holds the artifact's bytes. Its NATS server stores none of the app's streams and none
+    // of its bytes: the KV value, the event and the artifact are on the eu servers only.
+    let window = &wasm[wasm.len() / 2..wasm.len() / 2 + 256];
+    assert!(holds(&c.nodes[0].data, window), "the check finds the artifact on an eu node");
+    assert!(!holds(&c.nodes[2].data, window), "the us node stores none of the pinned app's code");
+    let pinned_streams = |server: &NatsServer| -> Vec<String> {
+        streams_on(server).into_iter().filter(|s| s.contains("gdpr") || s.contains("region-eu-west")).collect()
+    };
+    for (i, server) in c.nats.iter().enumerate().take(2) {
+        assert_eq!(pinned_streams(server).len(), 3, "eu NATS server {i}: {:?}", streams_on(server));
+        assert!(holds(&server.store_dir(), secret.as_bytes()), "eu NATS server {i} holds the KV value");
+        assert!(holds(&server.store_dir(), window), "eu NATS server {i} holds the artifact");
+    }
+    let us = &c.nats[2];
+    assert!(!streams_on(us).is_empty(), "the us NATS server stores the cluster's other streams");
+    assert_eq!(pinned_streams(us), Vec::<String>::new(), "no stream of the pinned app on the us NATS server");
+    assert!(!holds(&us.store_dir(), secret.as_bytes()), "nor the KV value or the event");
+    assert!(!holds(&us.store_dir(), window), "nor the artifact");
+
+    // Traffic moved through the us node is control metadata, changed from any node.
     let split = serde_json::json!({"targets": [{"revision": rev, "percent": 100}], "tags": {"x": rev}});
     let (s, _) = c.api(2, reqwest::Method::PUT, "/v1/apps/gdpr/traffic", Some(split)).await;
-    assert_eq!(s, 200, "traffic is control metadata, changed from any node");
+    assert_eq!(s, 200);
     wait_served(&c.nodes[1], "/gdpr/x", &rev).await;
-    assert!(!holds(&c.nodes[2].data), "still nothing on the us node");
+    assert!(!holds(&c.nodes[2].data, window), "still nothing on the us node");
 }
 
 #[tokio::test(flavor = "multi_thread")]

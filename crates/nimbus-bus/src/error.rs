@@ -54,6 +54,10 @@ pub enum BusError {
     /// The bus is shutting down.
     #[error("the event bus is shut down")]
     Closed,
+    /// The topic's app is pinned to nodes with other labels than this one's: its events are
+    /// neither published nor delivered here.
+    #[error(transparent)]
+    Misplaced(#[from] nimbus_manifest::Misplaced),
 }
 
 impl BusError {

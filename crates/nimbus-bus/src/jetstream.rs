@@ -7,8 +7,13 @@
 //! Durability: an acknowledged publish is on disk only if the server fsyncs before it answers;
 //! run `nats-server` with `jetstream { sync_interval: always }` (nats-server ≥ 2.10; the default
 //! syncs every 2 minutes and loses acknowledged writes on a crash).
+//!
+//! Residency: with [`JetStream::resident`], a topic of an app pinned to labels this node lacks
+//! is refused ([`BusError::Misplaced`]) — publish, subscribe and reads — before anything reaches
+//! NATS, and a pinned app's streams are created with JetStream placement tags (see
+//! [`nimbus_manifest::Residency`]).
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -18,6 +23,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::SelectAll;
+use nimbus_manifest::Residency;
 
 use crate::{
     Acker, BusConfig, BusError, Delivery, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription,
@@ -31,6 +37,7 @@ pub struct JetStream {
     js: jetstream::Context,
     config: BusConfig,
     streams: Mutex<HashMap<Topic, (stream::Stream, u16)>>,
+    residency: Arc<Residency>,
 }
 
 impl std::fmt::Debug for JetStream {
@@ -54,11 +61,19 @@ impl JetStream {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| BusError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
-        Ok(Self { js: jetstream::new(client), config, streams: Mutex::default() })
+        Ok(Self { js: jetstream::new(client), config, streams: Mutex::default(), residency: Arc::default() })
+    }
+
+    /// Applies `residency` to every topic from now on.
+    #[must_use]
+    pub fn resident(mut self, residency: Arc<Residency>) -> Self {
+        self.residency = residency;
+        self
     }
 
     /// The topic's stream and partitions, creating the stream if new.
     async fn stream(&self, topic: &Topic) -> Result<(stream::Stream, u16), BusError> {
+        let tags = self.residency.storage(topic.app())?;
         if let Some(s) = self.streams.lock().expect("streams").get(topic) {
             return Ok(s.clone());
         }
@@ -74,6 +89,7 @@ impl JetStream {
                 duplicate_window: self.config.dedup_window.min(self.config.retention),
                 max_age: self.config.retention,
                 metadata: HashMap::from([(PARTITIONS_KEY.to_string(), partitions.to_string())]),
+                placement: (!tags.is_empty()).then_some(stream::Placement { cluster: None, tags }),
                 ..Default::default()
             })
             .await
@@ -161,6 +177,7 @@ impl EventBus for JetStream {
 impl JetStream {
     /// The topic's stream, if it exists (reads never create one).
     async fn existing(&self, topic: &Topic) -> Result<Option<stream::Stream>, BusError> {
+        self.residency.storage(topic.app())?;
         match self.js.get_stream(stream_name(topic)).await {
             Ok(s) => Ok(Some(s)),
             Err(e) => match e.kind() {

@@ -174,8 +174,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     harden_data_dir(&data_dir)?;
     let mut control = args.cluster.open(&args.storage, &data_dir).await?;
     let store = control.store.clone();
-    let bus = args.storage.open_bus(&data_dir).await.context("cannot open the event bus")?;
-    let kv = args.storage.open_kv(&data_dir).await.context("cannot open the state store")?;
+    let residency = Arc::new(nimbus_manifest::Residency::new(args.cluster.labels().0.clone()));
+    let bus = args.storage.open_bus(&data_dir, &residency).await.context("cannot open the event bus")?;
+    let kv = args.storage.open_kv(&data_dir, &residency).await.context("cannot open the state store")?;
     nimbus_control::migrate_state(&store, &*kv)
         .await
         .context("cannot move the state written by an older Nimbus to its apps; nothing was deleted, start again")?;
@@ -247,7 +248,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 secrets: Some(secrets),
                 trust_domain: args.identity.trust_domain.clone(),
                 workload_certs: Some(args.identity.workload_certs(&data_dir)?),
-                node_labels: args.cluster.labels().0.clone(),
+                residency,
                 cluster: scheduler.as_ref().map(nimbus_control::Scheduler::seams),
             },
             data_dir.join("services"),

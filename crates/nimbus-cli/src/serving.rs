@@ -164,10 +164,12 @@ pub(crate) struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// JetStream if `--nats` is given, else the embedded bus in `data_dir/bus.redb`.
+    /// JetStream if `--nats` is given (applying `residency` to the apps' topics), else the
+    /// embedded bus in `data_dir/bus.redb`.
     pub(crate) async fn open_bus(
         &self,
         data_dir: &std::path::Path,
+        residency: &std::sync::Arc<nimbus_manifest::Residency>,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_bus::EventBus>> {
         let config = nimbus_bus::BusConfig {
             retention: self.event_retention,
@@ -175,7 +177,9 @@ impl BackendArgs {
             ..Default::default()
         };
         Ok(match &self.nats {
-            Some(url) => std::sync::Arc::new(nimbus_bus::JetStream::connect(url, config).await?),
+            Some(url) => {
+                std::sync::Arc::new(nimbus_bus::JetStream::connect(url, config).await?.resident(residency.clone()))
+            }
             None => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -184,15 +188,20 @@ impl BackendArgs {
         })
     }
 
-    /// NATS JetStream KV if `--nats` is given, else the embedded store in `data_dir/state.redb`.
+    /// NATS JetStream KV if `--nats` is given (applying `residency` to the apps' buckets), else
+    /// the embedded store in `data_dir/state.redb`.
     pub(crate) async fn open_kv(
         &self,
         data_dir: &std::path::Path,
+        residency: &std::sync::Arc<nimbus_manifest::Residency>,
     ) -> anyhow::Result<std::sync::Arc<dyn nimbus_state::KvStore>> {
         Ok(match &self.nats {
-            Some(url) => {
-                std::sync::Arc::new(nimbus_state::NatsKv::connect(url).await?.replicated(self.nats_replicas.into()))
-            }
+            Some(url) => std::sync::Arc::new(
+                nimbus_state::NatsKv::connect(url)
+                    .await?
+                    .replicated(self.nats_replicas.into())
+                    .resident(residency.clone()),
+            ),
             None => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;

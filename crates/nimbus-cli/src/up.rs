@@ -212,7 +212,7 @@ async fn open_data(
     let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() && !workflow_starts {
         None
     } else {
-        let bus = storage.open_bus(data_dir).await.context("cannot open the event bus")?;
+        let bus = storage.open_bus(data_dir, &Arc::default()).await.context("cannot open the event bus")?;
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
@@ -221,7 +221,7 @@ async fn open_data(
         || !m.trigger.actor.is_empty()
         || !m.trigger.workflow.is_empty();
     let (kv, kv_changes) = if needs_kv {
-        let kv = storage.open_kv(data_dir).await.context("cannot open the state store")?;
+        let kv = storage.open_kv(data_dir, &Arc::default()).await.context("cannot open the state store")?;
         // State written before buckets were scoped per app is this app's.
         let app = m.app.name.clone();
         nimbus_state::migrate(&*kv, &move |_: &str, _: &str| vec![app.clone()]).await.context(

@@ -93,11 +93,18 @@ pub enum ControlError {
     Secrets(#[from] nimbus_security::secrets::SecretsError),
 }
 
+impl From<nimbus_manifest::Misplaced> for ControlError {
+    fn from(m: nimbus_manifest::Misplaced) -> Self {
+        Self::Misdirected { app: m.app, requires: m.requires }
+    }
+}
+
 impl From<nimbus_state::KvError> for ControlError {
     fn from(e: nimbus_state::KvError) -> Self {
         use nimbus_state::KvError;
         match e {
             KvError::Invalid { .. } | KvError::NotANumber(_) => Self::BadRequest { message: e.to_string(), hint: None },
+            KvError::Misplaced(m) => m.into(),
             _ => Self::unavailable("the state store cannot serve the request", e),
         }
     }
@@ -110,6 +117,7 @@ impl From<nimbus_bus::BusError> for ControlError {
             BusError::InvalidName { .. } | BusError::InvalidEvent(_) => {
                 Self::BadRequest { message: e.to_string(), hint: None }
             }
+            BusError::Misplaced(m) => m.into(),
             _ => Self::unavailable("the event bus cannot serve the request", e),
         }
     }

@@ -40,7 +40,7 @@
 //! let tokens = Tokens::new(store.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
 //! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),
-//!     trust_domain: Default::default(), workload_certs: None, node_labels: Default::default(), cluster: None };
+//!     trust_domain: Default::default(), workload_certs: None, residency: Default::default(), cluster: None };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let nodes = Arc::new(nimbus_control::Nodes::single(nimbus_control::NodeConfig {

@@ -118,6 +118,12 @@ impl AppState {
         }
     }
 
+    /// The revision with the most traffic, whose placement decides where the app is.
+    fn main(&self) -> Option<&Loaded> {
+        let main = self.record.traffic.targets.iter().max_by_key(|t| t.percent)?;
+        self.revisions.get(&main.revision)
+    }
+
     fn revision(&self, id: &str) -> Result<&Loaded, ControlError> {
         self.revisions
             .get(id)
@@ -140,8 +146,9 @@ pub struct Platform {
     triggers: tokio::sync::Mutex<BTreeMap<String, (String, AppTriggers)>>,
     /// How many revisions without traffic or a tag each app keeps (see `retention`).
     keep_inactive: std::sync::atomic::AtomicUsize,
-    /// This node's labels, which apps' `[placement]` must match.
-    node_labels: BTreeMap<String, String>,
+    /// This node's labels, which apps' `[placement]` must match, and the pinned apps (kept
+    /// current for the stores on NATS).
+    residency: Arc<nimbus_manifest::Residency>,
 }
 
 /// What the apps' data goes through.
@@ -160,9 +167,10 @@ pub struct AppData {
     pub trust_domain: nimbus_security::identity::TrustDomain,
     /// Issues services certificates of their workload identity, written under the directory.
     pub workload_certs: Option<(Arc<nimbus_security::identity::WorkloadCerts>, PathBuf)>,
-    /// This node's labels: an app whose `[placement]` they do not meet is not loaded, served
-    /// or deployed here.
-    pub node_labels: BTreeMap<String, String>,
+    /// This node's labels — an app whose `[placement]` they do not meet is not loaded, served
+    /// or deployed here — and the pinned apps, which the platform keeps current for the stores
+    /// of the apps' data (the same [`nimbus_manifest::Residency`] they were opened with).
+    pub residency: Arc<nimbus_manifest::Residency>,
     /// In a cluster, where each service runs and which node owns each actor key and workflow
     /// run ([`crate::Scheduler::seams`]); else this node runs everything.
     pub cluster: Option<nimbus_host::ClusterSeams>,
@@ -182,7 +190,7 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, node_labels, cluster } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, residency, cluster } = data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -205,7 +213,7 @@ impl Platform {
             apps: tokio::sync::Mutex::default(),
             triggers: tokio::sync::Mutex::default(),
             keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            node_labels,
+            residency,
         };
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         for record in platform.store.apps()? {
@@ -271,7 +279,7 @@ impl Platform {
 
     /// Whether this node may hold a revision with `manifest` (its `[placement]`).
     fn admits(&self, manifest: &Manifest) -> bool {
-        manifest.placement.admits(&self.node_labels)
+        self.residency.admits(&manifest.placement)
     }
 }
 

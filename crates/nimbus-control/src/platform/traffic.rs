@@ -58,13 +58,13 @@ impl Platform {
     }
 
     fn publish_routes(&self, apps: &BTreeMap<String, AppState>) {
+        self.residency
+            .pin_all(apps.values().filter_map(|app| Some((app.record.name.as_str(), &app.main()?.manifest.placement))));
         let live = apps.values().map(|app| {
             let traffic = &app.record.traffic;
             let live_of = |id: &str| app.revisions.get(id).and_then(|r| r.live.clone());
             let Claim { name, hosts, routes } = app.claim();
-            // The placement of the revision with the most traffic decides where the app is.
-            let main = traffic.targets.iter().max_by_key(|t| t.percent).and_then(|t| app.revisions.get(&t.revision));
-            let elsewhere = main.filter(|r| !self.admits(&r.manifest)).map(|r| r.manifest.placement.describe());
+            let elsewhere = app.main().filter(|r| !self.admits(&r.manifest)).map(|r| r.manifest.placement.describe());
             LiveApp {
                 elsewhere,
                 name,

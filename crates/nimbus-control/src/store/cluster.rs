@@ -2,13 +2,17 @@
 //! holds every record (each change a compare-and-set on the key's revision, or a create for
 //! content-addressed revisions) and the object store `nimbus_artifacts` the artifacts by
 //! digest. JetStream's own RAFT replicates both across the NATS servers (`replicas`); nothing
-//! here is a consensus of its own.
+//! here is a consensus of its own. A pinned app's artifacts go to an object store of their own
+//! placed with JetStream tags (`nimbus_artifacts_<tags>`, see [`nimbus_manifest::Residency`]),
+//! so they are stored only on the NATS servers of the app's region.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
-use async_nats::jetstream::{self, object_store, stream::StorageType};
+use async_nats::jetstream::{self, object_store, stream::Placement, stream::StorageType};
 use tokio::io::AsyncReadExt;
 
 use super::StoreError;
@@ -42,6 +46,9 @@ pub struct ClusterStore {
     js: jetstream::Context,
     pub(super) kv: kv::Store,
     objects: object_store::ObjectStore,
+    replicas: usize,
+    /// The artifact stores of pinned apps, by placement tags.
+    placed: Arc<Mutex<HashMap<Vec<String>, object_store::ObjectStore>>>,
 }
 
 impl std::fmt::Debug for ClusterStore {
@@ -81,20 +88,22 @@ impl ClusterStore {
             ..Default::default()
         };
         let kv = open_bucket(&js, config, "creating the control bucket").await?;
-        let objects = match js.get_object_store(ARTIFACTS_BUCKET).await {
-            Ok(o) => o,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: ARTIFACTS_BUCKET.into(),
-                    description: Some("Nimbus artifacts by digest".into()),
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed("creating the artifact store")(e.into()))?,
-        };
-        Ok(Self { js, kv, objects })
+        let objects = open_objects(&js, ARTIFACTS_BUCKET, replicas, None).await?;
+        Ok(Self { js, kv, objects, replicas, placed: Arc::default() })
+    }
+
+    /// The artifact store placed with `tags` (the shared one for none), opened or created.
+    async fn objects(&self, tags: &[String]) -> Result<object_store::ObjectStore, StoreError> {
+        if tags.is_empty() {
+            return Ok(self.objects.clone());
+        }
+        if let Some(o) = self.placed.lock().expect("artifact stores").get(tags) {
+            return Ok(o.clone());
+        }
+        let placement = Placement { cluster: None, tags: tags.to_vec() };
+        let objects = open_objects(&self.js, &placed_name(tags), self.replicas, Some(placement)).await?;
+        self.placed.lock().expect("artifact stores").insert(tags.to_vec(), objects.clone());
+        Ok(objects)
     }
 
     /// Writes one change given the revision of its key this node last saw; what the bucket
@@ -148,20 +157,23 @@ impl ClusterStore {
         }
     }
 
-    /// Stores an artifact under its digest unless it is there already.
-    pub(super) async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Stores an artifact under its digest in the artifact store placed with `tags`, unless it
+    /// is there already.
+    pub(super) async fn put_blob(&self, digest: &str, bytes: &[u8], tags: &[String]) -> Result<(), StoreError> {
         let name = object_name(digest);
-        if self.objects.info(&name).await.is_ok() {
+        let objects = self.objects(tags).await?;
+        if objects.info(&name).await.is_ok() {
             return Ok(());
         }
         let mut reader = bytes;
-        self.objects.put(name.as_str(), &mut reader).await.map_err(|e| failed("storing an artifact")(e.into()))?;
+        objects.put(name.as_str(), &mut reader).await.map_err(|e| failed("storing an artifact")(e.into()))?;
         Ok(())
     }
 
-    /// An artifact by digest, checked against it; `None` if the cluster does not have it.
-    pub(super) async fn blob(&self, wanted: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut object = match self.objects.get(object_name(wanted)).await {
+    /// An artifact by digest from the artifact store placed with `tags`, checked against it;
+    /// `None` if the cluster does not have it.
+    pub(super) async fn blob(&self, wanted: &str, tags: &[String]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut object = match self.objects(tags).await?.get(object_name(wanted)).await {
             Ok(o) => o,
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed("reading an artifact")(e.into())),
@@ -185,6 +197,38 @@ fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
     const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
     std::iter::successors(Some(e), |e| e.source())
         .any(|e| e.downcast_ref::<jetstream::Error>().is_some_and(|e| WRONG_LAST_SEQUENCE.contains(&e.error_code().0)))
+}
+
+/// The object store `name`, created (on `replicas` servers, with `placement`) if there is none.
+async fn open_objects(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    placement: Option<Placement>,
+) -> Result<object_store::ObjectStore, StoreError> {
+    if let Ok(o) = js.get_object_store(name).await {
+        return Ok(o);
+    }
+    js.create_object_store(object_store::Config {
+        bucket: name.into(),
+        description: Some("Nimbus artifacts by digest".into()),
+        storage: StorageType::File,
+        num_replicas: replicas,
+        placement,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| failed("creating the artifact store")(e.into()))
+}
+
+/// `nimbus_artifacts_region-eu-west_1a2b3c4d` for the tags `region:eu-west`: readable, and
+/// unique by a hash of the tags.
+fn placed_name(tags: &[String]) -> String {
+    let joined = tags.join(",");
+    let readable: String =
+        joined.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let hash = digest(joined.as_bytes());
+    format!("{ARTIFACTS_BUCKET}_{readable}_{}", &hash.trim_start_matches("sha256:")[..8])
 }
 
 fn object_name(digest: &str) -> String {

@@ -68,7 +68,7 @@ impl Server {
             trust_domain: Default::default(),
             workload_certs: None,
             cluster: None,
-            node_labels: Default::default(),
+            residency: Default::default(),
         };
         let platform = Platform::open(
             store.clone(),
