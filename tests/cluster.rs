@@ -905,3 +905,65 @@ async fn workflow_runs_are_driven_by_one_node_each_and_a_killed_nodes_runs_finis
         assert_eq!(count.trim(), "1", "{key} ran {count} times");
     }
 }
+
+/// The cluster CA is replaced in its three steps (`nimbus nodes rotate-ca`) while the two other
+/// nodes forward a stream of requests to the node running a service: every request succeeds
+/// and is served there, across the certificate renewal each step brings on every node (each
+/// node's transport moving its requests to new connections).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_ca_rotates_under_forwarded_load_without_a_failed_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Cluster::start();
+    let (s, body) = c.deploy(0, service_bundle(), "").await;
+    assert_eq!(s, 201, "{body}");
+    let all: Vec<&Platform> = c.nodes.iter().collect();
+    let (host, _) = the_host(&all).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    let host_index = NAMES.iter().position(|n| *n == host).unwrap();
+    for (_, node) in c.nodes.iter().enumerate().filter(|(i, _)| *i != host_index) {
+        for _ in 0..2 {
+            let (url, stop) = (node.url("/py/hello"), stop.clone());
+            load.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = match client().get(&url).send().await {
+                        Ok(resp) => {
+                            let node = resp.headers().get("x-nimbus-node").map(|v| v.to_str().unwrap().to_string());
+                            (resp.status().as_u16(), node)
+                        }
+                        Err(e) => (0, Some(e.to_string())),
+                    };
+                    answers.push(answer);
+                }
+                answers
+            }));
+        }
+    }
+
+    let reloads = |p: &Platform| p.stderr().matches("cluster CA reloaded").count();
+    for (done, step) in ["stage", "activate", "finish"].into_iter().enumerate() {
+        let out =
+            std::process::Command::new(common::NIMBUS).args(["nodes", "rotate-ca", &c.ca(), step]).output().unwrap();
+        assert!(out.status.success(), "{step}: {}", String::from_utf8_lossy(&out.stderr));
+        for node in &c.nodes {
+            eventually(&format!("{} reads the {step} step", node.gateway), || async {
+                let n = reloads(node);
+                if n > done { Ok(()) } else { Err(format!("{n} reloads")) }
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in load {
+        answers.extend(task.await.unwrap());
+    }
+    let failed: Vec<_> = answers.iter().filter(|a| **a != (200, Some(host.clone()))).collect();
+    eprintln!("{} forwarded requests during the rotation, {} not answered 200 by {host}", answers.len(), failed.len());
+    assert!(!answers.is_empty());
+    assert!(failed.is_empty(), "{failed:?}");
+}

@@ -175,11 +175,43 @@ pub(crate) enum NodesCommand {
         /// Where to create it (`ca.pem`, and `ca.key` readable by its owner only).
         dir: std::path::PathBuf,
     },
+    /// Replace the cluster CA without dropping a request between nodes, in three steps: `stage`
+    /// (a next CA every node trusts), `activate` (it signs; the old one stays trusted), `finish`
+    /// (the old one is trusted no more). Give every node the directory after each step; nodes
+    /// read it again while they run.
+    RotateCa {
+        /// The cluster CA's directory.
+        dir: std::path::PathBuf,
+        /// The step to take.
+        step: RotationStep,
+    },
+}
+
+/// A step of `nimbus nodes rotate-ca`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum RotationStep {
+    /// Create the next CA beside the current one (`next.pem`, `next.key`).
+    Stage,
+    /// Make the next CA the one that signs (the current one becomes `previous.pem`).
+    Activate,
+    /// Remove `previous.pem`.
+    Finish,
+}
+
+impl From<RotationStep> for nimbus_security::tls::rotation::Rotation {
+    fn from(step: RotationStep) -> Self {
+        match step {
+            RotationStep::Stage => Self::Stage,
+            RotationStep::Activate => Self::Activate,
+            RotationStep::Finish => Self::Finish,
+        }
+    }
 }
 
 pub(crate) fn nodes(remote: &RemoteArgs, command: &NodesCommand) -> anyhow::Result<()> {
     match command {
         NodesCommand::InitCa { dir } => crate::peers::init_ca(dir),
+        NodesCommand::RotateCa { dir, step } => crate::peers::rotate_ca(dir, (*step).into()),
         NodesCommand::List(output) => {
             let client = Client::new(remote)?;
             let nodes: Vec<NodeInfo> = client.get("/v1/nodes")?;

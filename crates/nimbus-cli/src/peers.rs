@@ -2,7 +2,7 @@
 //! (mutual TLS with the cluster CA only; plaintext and other certificates are refused), the
 //! address other nodes reach it at, the memory its services may reserve, and the scheduler that
 //! decides which nodes run each service. And `nimbus nodes init-ca`, which creates the cluster
-//! CA every node is given.
+//! CA every node is given, and `nimbus nodes rotate-ca`, which replaces it in three steps.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use clap::Args;
 use nimbus_security::identity::TrustDomain;
 use nimbus_security::tls::ca::{CA_CERT, CA_KEY, LocalCa};
 use nimbus_security::tls::peer::PeerTls;
+use nimbus_security::tls::rotation::{NEXT_CERT, PREVIOUS_CERT, Rotation, rotate};
 
 #[derive(Debug, Args)]
 pub(crate) struct PeerArgs {
@@ -72,9 +73,7 @@ impl PeerArgs {
                 dir.display()
             );
         }
-        let ca =
-            LocalCa::open_or_create(dir).with_context(|| format!("cannot read the cluster CA in {}", dir.display()))?;
-        let tls = PeerTls::new(ca, domain, node, self.peer_cert_ttl)
+        let tls = PeerTls::open(dir, domain, node, self.peer_cert_ttl)
             .context("cannot issue the node's transport certificate")?;
         let addr = self.peer_listen.unwrap_or_else(|| SocketAddr::new(listen.ip(), 0));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -98,6 +97,30 @@ fn machine_memory_mb() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).map(|v| v.trim().trim_end_matches("kB").trim());
     kib.and_then(|k| k.parse::<u64>().ok()).map_or(1024, |k| k / 1024)
+}
+
+/// `nimbus nodes rotate-ca DIR STEP`: one step of replacing the cluster CA, and what to do next.
+pub(crate) fn rotate_ca(dir: &Path, step: Rotation) -> anyhow::Result<()> {
+    rotate(dir, step).with_context(|| format!("nothing in {} was changed", dir.display()))?;
+    let copy = "Give every node the directory (or update the Secret), then wait until each logs `cluster CA reloaded`";
+    match step {
+        Rotation::Stage => {
+            println!(
+                "Staged the next cluster CA in {} ({NEXT_CERT}): nodes trust it, none signs with it.",
+                dir.display()
+            );
+            println!("{copy}; then run `nimbus nodes rotate-ca {} activate`.", dir.display());
+        }
+        Rotation::Activate => {
+            println!("The next CA signs now; the previous one is still trusted ({PREVIOUS_CERT}).");
+            println!("{copy}; then run `nimbus nodes rotate-ca {} finish`.", dir.display());
+        }
+        Rotation::Finish => {
+            println!("The previous cluster CA is no longer trusted.");
+            println!("{copy}: the rotation is complete.");
+        }
+    }
+    Ok(())
 }
 
 /// `nimbus nodes init-ca DIR`: creates the cluster CA (refusing to replace one).

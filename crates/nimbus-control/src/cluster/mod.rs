@@ -211,7 +211,9 @@ impl Scheduler {
     }
 
     /// Keeps the placement current: every `every`, reads the membership, places the services
-    /// again and moves this node's; renews the node's transport certificate at half its life.
+    /// again and moves this node's; reads the cluster CA's directory again (a rotation step
+    /// renews the certificate at once) and renews the node's transport certificate at half its
+    /// life.
     pub async fn run(self: Arc<Self>, nodes: Arc<Nodes>, ingress: Arc<Ingress>, every: Duration) {
         let tls = self.transport.tls().clone();
         let mut renewed = tokio::time::Instant::now();
@@ -220,6 +222,16 @@ impl Scheduler {
                 self.apply(&ingress);
             }
             tokio::time::sleep(every).await;
+            match tls.reload() {
+                Ok(false) => {}
+                Ok(true) => {
+                    renewed = tokio::time::Instant::now();
+                    tracing::info!(node = %tls.id(), "cluster CA reloaded; the node's transport certificate is renewed from it");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %nimbus_observe::report(&e), "cannot read the cluster CA again; the node keeps the one it has")
+                }
+            }
             if renewed.elapsed() >= tls.ttl() / 2 {
                 match tls.renew() {
                     Ok(()) => renewed = tokio::time::Instant::now(),

@@ -3,7 +3,9 @@
 //! it (kept alive with pings, opened again when one breaks; several, so that long streams on
 //! one do not hold up the rest); a WebSocket upgrade gets an HTTP/1.1 connection of its own. A
 //! peer that could not be reached is not tried again for a moment, so requests meant for a node
-//! that just died do not each wait for a connect timeout. What goes over it is in
+//! that just died do not each wait for a connect timeout. When the node's certificate is
+//! renewed (perhaps from a new cluster CA), new requests go over new connections; the old ones
+//! finish the requests they carry and close. What goes over it is in
 //! [`super::forward`] (services' requests) and [`super::remote`] (actor calls, workflow
 //! wake-ups).
 use std::collections::HashMap;
@@ -36,7 +38,8 @@ pub struct Transport {
 /// What is known of one peer address.
 #[derive(Debug, Default)]
 struct Peer {
-    connections: Vec<SendRequest<RequestBody>>,
+    /// Open connections, with the generation of the certificate they were opened with.
+    connections: Vec<(u64, SendRequest<RequestBody>)>,
     /// When it last could not be reached.
     down_since: Option<Instant>,
 }
@@ -122,19 +125,21 @@ impl Transport {
     /// Drops the broken connections from the pool.
     fn forget(&self, addr: &str) {
         if let Some(peer) = self.peers.lock().expect("peers").get_mut(addr) {
-            peer.connections.retain(|c| !c.is_closed());
+            peer.connections.retain(|(_, c)| !c.is_closed());
         }
     }
 
     /// A pooled HTTP/2 connection to `addr` (a random one of its few), opened if there are
-    /// fewer, or it broke.
+    /// fewer, or it broke, or the node's certificate was renewed since (dropped from the pool,
+    /// a connection closes once its requests are done).
     async fn h2(&self, addr: &str) -> Result<SendRequest<RequestBody>, Unreachable> {
+        let generation = self.tls.generation();
         {
             let mut peers = self.peers.lock().expect("peers");
             let peer = peers.entry(addr.to_string()).or_default();
-            peer.connections.retain(|c| !c.is_closed());
+            peer.connections.retain(|(g, c)| *g == generation && !c.is_closed());
             if peer.connections.len() >= CONNECTIONS_PER_PEER {
-                return Ok(peer.connections[fastrand::usize(..peer.connections.len())].clone());
+                return Ok(peer.connections[fastrand::usize(..peer.connections.len())].1.clone());
             }
         }
         let stream = self.tls_stream(addr, self.tls.client()).await?;
@@ -151,7 +156,7 @@ impl Transport {
         let mut peers = self.peers.lock().expect("peers");
         let peer = peers.entry(addr.to_string()).or_default();
         peer.down_since = None;
-        peer.connections.push(sender.clone());
+        peer.connections.push((generation, sender.clone()));
         Ok(sender)
     }
 

@@ -62,11 +62,8 @@ impl LocalCa {
     /// The CA in `dir`, created (with the directory, mode 0700) if `dir` holds no root yet.
     pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
         let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
-        let read =
-            |path: &Path| std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.into(), source });
         if cert_path.exists() {
-            let key = KeyPair::from_pem(&read(&key_path)?).map_err(generate("read the local CA's key"))?;
-            return Ok(Self { dir: dir.into(), cert_pem: read(&cert_path)?, issuer: Issuer::new(root_params(), key) });
+            return Self::open(dir);
         }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate("generate a CA key"))?;
         let cert = root_params().self_signed(&key).map_err(generate("sign the local CA's root"))?;
@@ -75,6 +72,14 @@ impl LocalCa {
         write(&key_path, key.serialize_pem().as_bytes(), 0o600, None)?;
         write(&cert_path, cert.pem().as_bytes(), 0o644, None)?;
         Ok(Self { dir: dir.into(), cert_pem: cert.pem(), issuer: Issuer::new(root_params(), key) })
+    }
+
+    /// The CA in `dir`, which must hold one (`ca.pem` and `ca.key`).
+    pub fn open(dir: &Path) -> Result<Self, TlsError> {
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.into(), source });
+        let key = KeyPair::from_pem(&read(&dir.join(CA_KEY))?).map_err(generate("read the local CA's key"))?;
+        Ok(Self { dir: dir.into(), cert_pem: read(&dir.join(CA_CERT))?, issuer: Issuer::new(root_params(), key) })
     }
 
     /// The root certificate's file, for clients to trust.

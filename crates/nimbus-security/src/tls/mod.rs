@@ -17,6 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub mod ca;
 pub mod files;
 pub mod peer;
+pub mod rotation;
+mod trust;
 
 /// Why a TLS configuration could not be built or a certificate could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,18 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("cannot build the TLS configuration")]
     Config(#[source] rustls::Error),
+    /// A step of a rotation of the cluster CA is out of order or the directory is not one.
+    #[error("cannot rotate the cluster CA: {0}")]
+    Rotation(String),
+    /// The cluster CA's key does not sign certificates its own certificate verifies.
+    #[error("the cluster CA's key in {} does not belong to its certificate (a rotation in progress?)", dir.display())]
+    Unsigned {
+        /// The CA's directory.
+        dir: PathBuf,
+        /// Why a certificate it signed does not verify.
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 /// The certificates a listener presents: one per host name (exact, or `*.example.com` for one
@@ -140,13 +154,13 @@ impl ServerTls {
         Self::build(certs, None)
     }
 
-    /// Like [`ServerTls::new`], and every client must present a certificate that chains to
-    /// `roots`: a handshake without one, or with another, fails.
-    pub fn mutual(certs: Certificates, roots: Arc<rustls::RootCertStore>) -> Result<Self, TlsError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-            .build()
-            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-        Self::build(certs, Some(verifier))
+    /// Like [`ServerTls::new`], and every client must present a certificate that `clients`
+    /// accepts: a handshake without one, or with another, fails.
+    pub fn mutual(
+        certs: Certificates,
+        clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<Self, TlsError> {
+        Self::build(certs, Some(clients))
     }
 
     fn build(
