@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -20,22 +21,37 @@ struct Verifiers {
     servers: Arc<WebPkiServerVerifier>,
 }
 
-/// Certificates chaining to the current roots, checked on both ends of a connection.
+/// Certificates chaining to the current roots, checked on both ends of a connection. The
+/// handshake signatures are checked with the provider's algorithms, whatever the roots.
 #[derive(Debug)]
-pub(crate) struct Trust(ArcSwap<Verifiers>);
+pub(crate) struct Trust {
+    current: ArcSwap<Verifiers>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
 impl Trust {
     /// Trusts `roots`.
     pub(crate) fn new(roots: rustls::RootCertStore) -> Result<Arc<Self>, TlsError> {
-        Ok(Arc::new(Self(ArcSwap::from_pointee(verifiers(roots)?))))
+        let current = ArcSwap::from_pointee(verifiers(roots)?);
+        Ok(Arc::new(Self { current, algorithms: provider().signature_verification_algorithms }))
     }
 
     /// Trusts `roots` from the next handshake on (open connections are not checked again).
     pub(crate) fn replace(&self, roots: rustls::RootCertStore) -> Result<(), TlsError> {
-        self.0.store(Arc::new(verifiers(roots)?));
+        self.current.store(Arc::new(verifiers(roots)?));
         Ok(())
     }
+
+    fn tls12(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Signature {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn tls13(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Signature {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
 }
+
+type Signature = Result<HandshakeSignatureValid, rustls::Error>;
 
 fn verifiers(roots: rustls::RootCertStore) -> Result<Verifiers, TlsError> {
     let roots = Arc::new(roots);
@@ -58,7 +74,7 @@ impl ClientCertVerifier for Trust {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.load().clients.verify_client_cert(end_entity, intermediates, now)
+        self.current.load().clients.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -66,8 +82,8 @@ impl ClientCertVerifier for Trust {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.load().clients.verify_tls12_signature(message, cert, dss)
+    ) -> Signature {
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -75,12 +91,12 @@ impl ClientCertVerifier for Trust {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.load().clients.verify_tls13_signature(message, cert, dss)
+    ) -> Signature {
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.load().clients.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -93,7 +109,7 @@ impl ServerCertVerifier for Trust {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.load().servers.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.current.load().servers.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -101,8 +117,8 @@ impl ServerCertVerifier for Trust {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.load().servers.verify_tls12_signature(message, cert, dss)
+    ) -> Signature {
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -110,11 +126,11 @@ impl ServerCertVerifier for Trust {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.load().servers.verify_tls13_signature(message, cert, dss)
+    ) -> Signature {
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.load().servers.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
