@@ -640,7 +640,14 @@ const SERVER_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/ser
 /// The bundle of app `svc`: the Python test service `py` on `/py/...`, one process in all,
 /// scaled to zero a second or two after its last request.
 fn service_bundle() -> Vec<u8> {
-    let manifest = "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"server.py\"]\nreadiness = { path = \"/py/healthz\" }\nscale = { min = 0, max = 1, idle_timeout_s = 1, stable_window_s = 2, panic_window_s = 1 }\n\n[[trigger.http]]\nroute = \"/py/...\"\ncomponent = \"py\"\n";
+    service_bundle_with("min = 0, max = 1", "")
+}
+
+/// The Python service app with `scale` (quick to scale down) and `extra` tables.
+fn service_bundle_with(scale: &str, extra: &str) -> Vec<u8> {
+    let manifest = format!(
+        "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"server.py\"]\nreadiness = {{ path = \"/py/healthz\" }}\nscale = {{ {scale}, idle_timeout_s = 1, stable_window_s = 2, panic_window_s = 1 }}\n\n[[trigger.http]]\nroute = \"/py/...\"\ncomponent = \"py\"\n{extra}"
+    );
     let code = std::fs::read(SERVER_PY).unwrap();
     let mut tree = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
@@ -648,7 +655,7 @@ fn service_bundle() -> Vec<u8> {
     h.set_mode(0o644);
     tree.append_data(&mut h, "server.py", &code[..]).unwrap();
     let trees = [("py".to_string(), tree.into_inner().unwrap())].into();
-    nimbus_control::Bundle { manifest: manifest.into(), artifacts: Default::default(), trees }.pack()
+    nimbus_control::Bundle { manifest, artifacts: Default::default(), trees }.pack()
 }
 
 /// `GET /py/hello` through a node: status, the process's boot id, and the node that forwarded
@@ -966,4 +973,35 @@ async fn the_cluster_ca_rotates_under_forwarded_load_without_a_failed_request() 
     eprintln!("{} forwarded requests during the rotation, {} not answered 200 by {host}", answers.len(), failed.len());
     assert!(!answers.is_empty());
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// `scale.min` is the cluster's, not each node's: a service on two nodes (`max = 2`,
+/// `max_per_node = 1`) with `min = 1` keeps one idle process in the whole cluster, on the first
+/// of its nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_services_min_is_kept_once_across_its_nodes() {
+    let c = Cluster::start();
+    let bundle = service_bundle_with("min = 1, max = 2", "[placement]\nmax_per_node = 1\n");
+    let (s, body) = c.deploy(0, bundle, "").await;
+    assert_eq!(s, 201, "{body}");
+    let idle = || async {
+        let list = nodes_list(&c.nodes[0], &c.admin)?;
+        let runs = |n: &Value| n["services"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("/py"));
+        let placed = list.iter().filter(|n| runs(n)).count();
+        let processes: u64 = list.iter().map(|n| n["load"]["services"].as_u64().unwrap()).sum();
+        if placed == 2 && processes == 1 {
+            Ok(())
+        } else {
+            Err(format!("{placed} nodes, {processes} processes: {list:?}"))
+        }
+    };
+    eventually("two nodes run the service, one process idles in the cluster", idle).await;
+    // Several heartbeats later, still one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    idle().await.unwrap();
+    // And the service answers through every node.
+    for node in &c.nodes {
+        let (status, ..) = hello(node).await.unwrap();
+        assert_eq!(status, 200);
+    }
 }

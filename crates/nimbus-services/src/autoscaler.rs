@@ -6,7 +6,8 @@
 //! and the last process stops only after `idle_timeout_s` without a request. A request that finds
 //! no process pokes the autoscaler, so scaling from zero does not wait for a tick. A service
 //! placed on other nodes keeps no process (neither `min` nor spares) beyond what requests
-//! forwarded to this node need while they last.
+//! forwarded to this node need while they last; one placed on several nodes keeps this node's
+//! share of `min` ([`crate::Placed::Shared`]).
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +75,7 @@ pub(crate) async fn run(service: Arc<Service>) {
             want = current.saturating_sub(scale.warm).min(1);
         }
         let total = if !service.is_elsewhere() {
-            (want.clamp(scale.min, scale.max) + scale.warm).min(scale.max.max(scale.warm))
+            (want.clamp(service.min_here().min(scale.max), scale.max) + scale.warm).min(scale.max.max(scale.warm))
         } else if observed == 0 {
             // Placed on other nodes: no process unless a forwarded request is being served here.
             0

@@ -47,7 +47,7 @@ mod spec;
 mod supervisor;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +133,8 @@ pub struct Service {
     /// case, a service that runs here, the lock.
     remote: AtomicBool,
     elsewhere: Mutex<Option<Arc<dyn Forward>>>,
+    /// The processes this node keeps however idle: `scale.min`, or this node's share of it.
+    min: AtomicU32,
 }
 
 /// Counts a request as in flight on one process (and on the service) until dropped.
@@ -165,10 +167,10 @@ impl Service {
     /// Starts the service: `scale.initial` processes (at least `scale.min`) and the autoscaler —
     /// none while it is placed elsewhere.
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
-        let initial =
-            if spec.placed.is_here() { spec.scale.initial.max(spec.scale.min).min(spec.scale.max) } else { 0 };
+        let min = spec.placed.min(spec.scale.min);
+        let initial = if spec.placed.is_here() { spec.scale.initial.max(min).min(spec.scale.max) } else { 0 };
         let elsewhere = match &spec.placed {
-            Placed::Here => None,
+            Placed::Here | Placed::Shared { .. } => None,
             Placed::Elsewhere(to) => Some(to.clone()),
         };
         let stop = watch::channel(false).0;
@@ -190,6 +192,7 @@ impl Service {
             stop,
             remote: AtomicBool::new(elsewhere.is_some()),
             elsewhere: Mutex::new(elsewhere),
+            min: AtomicU32::new(min),
         });
         service.scale_to(initial);
         tokio::spawn(autoscaler::run(service.clone()));
@@ -204,15 +207,20 @@ impl Service {
     /// Whether the service starts without any process (`scale.initial = 0` and `min = 0`, or
     /// placed on other nodes).
     pub fn starts_at_zero(&self) -> bool {
-        self.spec.scale.initial.max(self.spec.scale.min) == 0 || !self.spec.placed.is_here()
+        self.spec.scale.initial.max(self.spec.placed.min(self.spec.scale.min)) == 0 || !self.spec.placed.is_here()
     }
 
-    /// Moves the service: placed here, the autoscaler brings it to `scale.min` (and starts
-    /// processes for its requests); placed elsewhere, new requests go there and its processes
+    /// Moves the service: placed here, the autoscaler brings it to `scale.min` or this node's
+    /// share of it (and starts processes for its requests); placed elsewhere, new requests go there and its processes
     /// stop once their requests are done.
     pub fn place(&self, placed: Placed) {
+        let min = placed.min(self.spec.scale.min);
+        if self.min.swap(min, Ordering::AcqRel) != min {
+            tracing::info!(component = %self.spec.name, min, "service keeps {min} idle processes on this node");
+            self.poked.notify_one();
+        }
         let (remote, to) = match placed {
-            Placed::Here => (false, None),
+            Placed::Here | Placed::Shared { .. } => (false, None),
             Placed::Elsewhere(to) => (true, Some(to)),
         };
         *self.elsewhere.lock().expect("service placement") = to;
@@ -221,6 +229,11 @@ impl Service {
             tracing::info!(component = %self.spec.name, "service placed {now}");
             self.poked.notify_one();
         }
+    }
+
+    /// The processes this node keeps however idle (`scale.min`, or its share of it).
+    pub fn min_here(&self) -> u32 {
+        self.min.load(Ordering::Acquire)
     }
 
     /// Whether the service runs on other nodes (its requests are forwarded there).
@@ -269,7 +282,7 @@ impl Service {
 
     /// No process, and none needed until a request comes (`scale.min = 0`).
     fn at_zero(&self, state: &State) -> bool {
-        self.spec.scale.min == 0 && state.slots.is_empty()
+        self.min_here() == 0 && state.slots.is_empty()
     }
 
     /// Forwards a request to the least busy ready process, waiting up to `wait` for one (and

@@ -38,9 +38,16 @@ pub enum Unforwarded {
 /// Where a service runs, as its node sees it.
 #[derive(Debug, Clone, Default)]
 pub enum Placed {
-    /// Its processes run on this node (the only case outside a cluster).
+    /// Its processes run on this node only (the only case outside a cluster).
     #[default]
     Here,
+    /// Its processes run on this node and others, and this node keeps `min` of the service's
+    /// `scale.min` (the nodes' shares add up to it): `scale.min` is the cluster's, not each
+    /// node's.
+    Shared {
+        /// Processes this node keeps however idle.
+        min: u32,
+    },
     /// It runs on other nodes; requests go there through this.
     Elsewhere(Arc<dyn Forward>),
 }
@@ -48,7 +55,16 @@ pub enum Placed {
 impl Placed {
     /// Whether processes run on this node.
     pub fn is_here(&self) -> bool {
-        matches!(self, Self::Here)
+        !matches!(self, Self::Elsewhere(_))
+    }
+
+    /// The processes this node keeps however idle, for a service of `scale.min`.
+    pub fn min(&self, min: u32) -> u32 {
+        match self {
+            Self::Here => min,
+            Self::Shared { min: share } => (*share).min(min),
+            Self::Elsewhere(_) => 0,
+        }
     }
 }
 

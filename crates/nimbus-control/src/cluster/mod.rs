@@ -188,15 +188,17 @@ impl Scheduler {
     /// cover yet (being deployed) — placed now from `manifest` on the current membership.
     fn placed(&self, key: &ServiceKey, manifest: Option<&Manifest>) -> Option<Placed> {
         let view = self.view.load();
-        let nodes = match view.plan.assignments.get(key) {
-            Some(nodes) => nodes.clone(),
+        let (nodes, min) = match view.plan.assignments.get(key) {
+            Some(nodes) => (nodes.clone(), view.plan.mins.get(key).copied().unwrap_or(0)),
             None => {
                 let demand = services_of(manifest?, &key.revision).into_iter().find(|d| d.key == *key)?;
-                schedule::place(&view.candidates, &view.plan.reserved, &demand)
+                (schedule::place(&view.candidates, &view.plan.reserved, &demand), demand.min)
             }
         };
-        if nodes.contains(&self.me.name) {
-            return Some(Placed::Here);
+        if let Some(rank) = nodes.iter().position(|n| *n == self.me.name) {
+            // `scale.min` is the cluster's: each of the service's nodes keeps its share.
+            let share = schedule::min_share(min, nodes.len(), rank);
+            return Some(if nodes.len() == 1 { Placed::Here } else { Placed::Shared { min: share } });
         }
         // Only to nodes that said they have the revision loaded (a deploy reaches each node
         // within a heartbeat); with none, the requests are served here meanwhile.
@@ -304,6 +306,7 @@ fn services_of(manifest: &Manifest, revision: &str) -> Vec<Demand> {
             key: ServiceKey { app: manifest.app.name.clone(), revision: revision.into(), component: name.clone() },
             placement: manifest.placement.clone(),
             max: c.scale.as_ref().map_or_else(|| nimbus_manifest::Scale::default().max, |s| s.max),
+            min: c.scale.as_ref().map_or_else(|| nimbus_manifest::Scale::default().min, |s| s.min),
             memory_mb: c.memory_mb(),
         })
         .collect()

@@ -31,6 +31,8 @@ pub(crate) struct Demand {
     pub(crate) placement: Placement,
     /// `scale.max`: processes across the cluster.
     pub(crate) max: u32,
+    /// `scale.min`: processes across the cluster however idle.
+    pub(crate) min: u32,
     /// `limits.memory_mb` of one process.
     pub(crate) memory_mb: u32,
 }
@@ -51,6 +53,8 @@ pub(crate) type Assignments = HashMap<ServiceKey, Vec<String>>;
 pub(crate) struct Plan {
     pub(crate) assignments: Assignments,
     pub(crate) reserved: HashMap<String, u64>,
+    /// Each service's `scale.min`, which its nodes share ([`min_share`]).
+    pub(crate) mins: HashMap<ServiceKey, u32>,
 }
 
 /// Places every demand (in key order) on the candidates.
@@ -65,8 +69,17 @@ pub(crate) fn schedule(candidates: &[Candidate], demands: &[Demand]) -> Plan {
             *plan.reserved.entry(node.clone()).or_default() += u64::from(per_node) * u64::from(demand.memory_mb);
         }
         plan.assignments.insert(demand.key.clone(), nodes);
+        plan.mins.insert(demand.key.clone(), demand.min);
     }
     plan
+}
+
+/// How many of a service's `min` idle processes the node ranking `rank` of the `nodes` running
+/// it keeps: in rank order, the shares differ by at most one and add up to `min`.
+pub(crate) fn min_share(min: u32, nodes: usize, rank: usize) -> u32 {
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+    min / nodes + u32::from(rank < min % nodes)
 }
 
 /// The nodes for one demand, given what is reserved on each so far.
@@ -134,7 +147,19 @@ mod tests {
 
     fn demand(app: &str, max: u32, placement: Placement) -> Demand {
         let key = ServiceKey { app: app.into(), revision: "r1".into(), component: "api".into() };
-        Demand { key, placement, max, memory_mb: 100 }
+        Demand { key, placement, max, min: 0, memory_mb: 100 }
+    }
+
+    #[test]
+    fn the_nodes_of_a_service_share_its_min_in_rank_order() {
+        let shares = |min, nodes| (0..nodes).map(|rank| min_share(min, nodes, rank)).collect::<Vec<_>>();
+        assert_eq!(shares(1, 2), [1, 0], "one idle process in the cluster, on the first node");
+        assert_eq!(shares(5, 3), [2, 2, 1]);
+        assert_eq!(shares(0, 3), [0, 0, 0]);
+        assert_eq!(shares(4, 1), [4]);
+        for (min, nodes) in [(7, 3), (2, 5), (9, 9)] {
+            assert_eq!(shares(min, nodes).iter().sum::<u32>(), min);
+        }
     }
 
     fn nodes_of(plan: &Plan, app: &str) -> Vec<String> {
