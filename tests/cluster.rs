@@ -431,7 +431,8 @@ fn streams_on(server: &NatsServer) -> Vec<String> {
 
 /// `[placement] require` pins an app to nodes and its data to NATS servers: the NATS servers are
 /// tagged like the nodes (two `region:eu-west`, one `region:us-east`), and every stream of the
-/// pinned app — KV bucket, topic, artifacts — is placed on the eu ones.
+/// pinned app — KV bucket, topic, artifacts — is placed on the eu ones. `[placement.buckets]`
+/// pins one bucket of an app that runs everywhere the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_app_pinned_to_a_region_is_never_loaded_served_stored_or_deployed_outside_it() {
     let nats = NatsServer::tagged_cluster(&["region:eu-west", "region:eu-west", "region:us-east"]);
@@ -523,6 +524,40 @@ async fn an_app_pinned_to_a_region_is_never_loaded_served_stored_or_deployed_out
         .unwrap();
     assert_eq!(put.status(), 500, "nor does it write it");
 
+    // An app that runs everywhere keeps one bucket in the region: the us node serves the app
+    // and its other buckets, not that one.
+    let shop = format!(
+        "[app]\nname = \"shop\"\n[component.store]\nsource = \"{}\"\ngrants = {{ kv = [\"orders\", \"carts\"] }}\n\
+         [[trigger.http]]\nroute = \"/get/...\"\ncomponent = \"store\"\n[[trigger.http]]\nroute = \"/set/...\"\ncomponent = \"store\"\n\
+         [placement.buckets]\norders = {{ region = \"eu-*\" }}\n",
+        nimbus_fixtures::KV
+    );
+    let (s, body) = c.deploy(2, bundle(shop, "store", nimbus_fixtures::KV), "hosts=shop.test").await;
+    assert_eq!(s, 201, "an app pinning a bucket deploys anywhere: {body}");
+    let shop_rev = body["revision"].as_str().unwrap().to_string();
+    let order = format!("order-{secret}");
+    let call = |node: usize, method: reqwest::Method, path: &'static str, body: String| {
+        let (url, shop_rev) = (c.nodes[node].url(path), shop_rev.clone());
+        async move {
+            eventually("shop is served", || async {
+                let resp = client().get(&url).header("host", "shop.test").send().await.unwrap();
+                let rev = resp.headers().get("x-nimbus-revision").and_then(|v| v.to_str().ok()).map(str::to_string);
+                if rev.as_deref() == Some(shop_rev.as_str()) { Ok(()) } else { Err(format!("{:?}", rev)) }
+            })
+            .await;
+            let resp = client().request(method, &url).header("host", "shop.test").body(body).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(call(0, reqwest::Method::PUT, "/set/orders/o1", order.clone()).await.0, 204);
+    assert_eq!(call(1, reqwest::Method::GET, "/get/orders/o1", String::new()).await, (200, order.clone()));
+    let (status, text) = call(2, reqwest::Method::GET, "/get/orders/o1", String::new()).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("bucket `orders` of app `shop` is kept only on nodes labelled region=eu-*"), "{text}");
+    assert_eq!(call(2, reqwest::Method::PUT, "/set/carts/c1", "cart".into()).await.0, 204, "its other buckets");
+    let (s, body) = c.api(2, reqwest::Method::GET, "/v1/apps/shop/kv/orders/keys", None).await;
+    assert_eq!((s, body["code"].as_str()), (421, Some("misdirected")), "the API too: {body}");
+
     // The us node holds none of the app's code (replica, compile cache): no file in its data
     // dir holds the artifact's bytes. Its NATS server stores none of the app's streams and none
     // of its bytes: the KV value, the event and the artifact are on the eu servers only.
@@ -530,17 +565,20 @@ async fn an_app_pinned_to_a_region_is_never_loaded_served_stored_or_deployed_out
     assert!(holds(&c.nodes[0].data, window), "the check finds the artifact on an eu node");
     assert!(!holds(&c.nodes[2].data, window), "the us node stores none of the pinned app's code");
     let pinned_streams = |server: &NatsServer| -> Vec<String> {
-        streams_on(server).into_iter().filter(|s| s.contains("gdpr") || s.contains("region-eu-west")).collect()
+        let pinned = |s: &String| s.contains("gdpr") || s.contains("region-eu-west") || s.contains("orders");
+        streams_on(server).into_iter().filter(pinned).collect()
     };
     for (i, server) in c.nats.iter().enumerate().take(2) {
-        assert_eq!(pinned_streams(server).len(), 3, "eu NATS server {i}: {:?}", streams_on(server));
+        assert_eq!(pinned_streams(server).len(), 4, "eu NATS server {i}: {:?}", streams_on(server));
         assert!(holds(&server.store_dir(), secret.as_bytes()), "eu NATS server {i} holds the KV value");
+        assert!(holds(&server.store_dir(), order.as_bytes()), "eu NATS server {i} holds the order");
         assert!(holds(&server.store_dir(), window), "eu NATS server {i} holds the artifact");
     }
     let us = &c.nats[2];
     assert!(!streams_on(us).is_empty(), "the us NATS server stores the cluster's other streams");
     assert_eq!(pinned_streams(us), Vec::<String>::new(), "no stream of the pinned app on the us NATS server");
     assert!(!holds(&us.store_dir(), secret.as_bytes()), "nor the KV value or the event");
+    assert!(!holds(&us.store_dir(), order.as_bytes()), "nor the pinned bucket's value");
     assert!(!holds(&us.store_dir(), window), "nor the artifact");
 
     // Traffic moved through the us node is control metadata, changed from any node.

@@ -73,7 +73,7 @@ impl JetStream {
 
     /// The topic's stream and partitions, creating the stream if new.
     async fn stream(&self, topic: &Topic) -> Result<(stream::Stream, u16), BusError> {
-        let tags = self.residency.storage(topic.app())?;
+        let tags = self.residency.topic(topic.app(), topic.name())?;
         if let Some(s) = self.streams.lock().expect("streams").get(topic) {
             return Ok(s.clone());
         }
@@ -177,7 +177,7 @@ impl EventBus for JetStream {
 impl JetStream {
     /// The topic's stream, if it exists (reads never create one).
     async fn existing(&self, topic: &Topic) -> Result<Option<stream::Stream>, BusError> {
-        self.residency.storage(topic.app())?;
+        self.residency.topic(topic.app(), topic.name())?;
         match self.js.get_stream(stream_name(topic)).await {
             Ok(s) => Ok(Some(s)),
             Err(e) => match e.kind() {

@@ -5,7 +5,8 @@
 //! The other fields steer the scheduler of services (functions run on whichever node a request
 //! reaches): `prefer` ranks nodes, `spread` puts a service's nodes in different zones first,
 //! `max_per_node` caps its processes on one node — so `scale.max / max_per_node` nodes (rounded
-//! up) run it. Labels are written as in Kubernetes (`region=eu-west`,
+//! up) run it. `buckets` and `topics` pin single buckets and topics of an app that runs
+//! anywhere (see [`crate::Residency`]). Labels are written as in Kubernetes (`region=eu-west`,
 //! `topology.kubernetes.io/zone=eu-west-1a`).
 use std::collections::BTreeMap;
 
@@ -32,12 +33,21 @@ pub struct Placement {
     /// Most processes of one service on one node (default: all of `scale.max`, on one node).
     #[serde(default)]
     pub max_per_node: Option<u32>,
+    /// Buckets of the app kept in a region while the app itself runs anywhere: bucket → labels,
+    /// written like `require` (e.g. `{ carts = { region = "eu-*" } }`). Only nodes that match
+    /// read or write them (components elsewhere get an error), and their streams are placed on
+    /// the NATS servers of the region.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Topics of the app kept in a region, like `buckets`.
+    #[serde(default)]
+    pub topics: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Placement {
     /// Whether a node with `labels` may hold the app.
     pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
-        all_match(&self.require, labels) == self.require.len()
+        meets(&self.require, labels)
     }
 
     /// How many of the `prefer` entries a node with `labels` matches.
@@ -54,8 +64,18 @@ impl Placement {
 
     /// `region=eu-*, zone=a`, for messages; empty when anything goes.
     pub fn describe(&self) -> String {
-        self.require.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        describe(&self.require)
     }
+}
+
+/// `region=eu-*, zone=a` for `labels`.
+pub(crate) fn describe(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether a node with `labels` meets every entry of `require`.
+pub(crate) fn meets(require: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    all_match(require, labels) == require.len()
 }
 
 /// How many of `patterns` the `labels` match.

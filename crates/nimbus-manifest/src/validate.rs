@@ -79,21 +79,18 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
 fn check_placement(m: &Manifest, out: &mut Vec<Problem>) {
     let p = &m.placement;
     for (field, labels) in [("require", &p.require), ("prefer", &p.prefer)] {
-        let at = FieldPath::root().key("placement").key(field);
-        for (key, pattern) in labels {
-            if !crate::placement::label_key_ok(key) {
-                out.push(problem(
-                    at.clone().key(key.clone()),
-                    format!("`{key}` is not a label key"),
-                    "use a label the nodes carry (`--labels region=eu-west`), e.g. `require = { region = \"eu-*\" }`",
-                ));
-            } else if !crate::placement::pattern_ok(pattern) {
-                out.push(problem(
-                    at.clone().key(key.clone()),
-                    format!("`{pattern}` is not a label value pattern"),
-                    "use letters, digits, `-`, `_`, `.` and `*` for any run of characters, e.g. `eu-*`",
-                ));
+        check_labels(labels, &FieldPath::root().key("placement").key(field), out);
+    }
+    for (kind, pinned, check) in [
+        ("buckets", &p.buckets, app_bucket_name as fn(&str) -> Result<(), String>),
+        ("topics", &p.topics, |n: &str| app_topic_name(n, true)),
+    ] {
+        for (name, labels) in pinned {
+            let at = FieldPath::root().key("placement").key(kind).key(name.clone());
+            if let Err(e) = check(name) {
+                out.push(problem(at.clone(), format!("`{name}`: {e}"), "pin the app's own buckets and topics by name"));
             }
+            check_labels(labels, &at, out);
         }
     }
     if let Some(key) = p.spread.as_ref().filter(|k| !crate::placement::label_key_ok(k)) {
@@ -109,6 +106,25 @@ fn check_placement(m: &Manifest, out: &mut Vec<Problem>) {
             "`max_per_node` must be at least 1",
             "cap the processes of a service on one node, e.g. `max_per_node = 2`; leave it out for no cap",
         ));
+    }
+}
+
+/// Label patterns of `[placement]` (at `at`): label keys → value patterns.
+fn check_labels(labels: &BTreeMap<String, String>, at: &FieldPath, out: &mut Vec<Problem>) {
+    for (key, pattern) in labels {
+        if !crate::placement::label_key_ok(key) {
+            out.push(problem(
+                at.clone().key(key.clone()),
+                format!("`{key}` is not a label key"),
+                "use a label the nodes carry (`--labels region=eu-west`), e.g. `require = { region = \"eu-*\" }`",
+            ));
+        } else if !crate::placement::pattern_ok(pattern) {
+            out.push(problem(
+                at.clone().key(key.clone()),
+                format!("`{pattern}` is not a label value pattern"),
+                "use letters, digits, `-`, `_`, `.` and `*` for any run of characters, e.g. `eu-*`",
+            ));
+        }
     }
 }
 

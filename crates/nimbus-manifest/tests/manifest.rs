@@ -488,3 +488,19 @@ fn placement_of_services_prefers_spreads_and_caps_per_node() {
     assert_eq!(d.field, "placement.max_per_node");
     assert!(d.message.contains("at least 1"), "{}", d.message);
 }
+
+#[test]
+fn placement_pins_single_buckets_and_topics_by_name() {
+    let ok = parse(&format!(
+        "{VALID}\n[placement.buckets]\norders = {{ region = \"eu-*\" }}\n[placement.topics]\n\"audit.v1\" = {{ region = \"eu-*\" }}\n"
+    ))
+    .unwrap();
+    let p = &ok.manifest.placement;
+    assert_eq!(p.buckets["orders"]["region"], "eu-*");
+    assert!(p.topics.contains_key("audit.v1") && p.require.is_empty(), "the app itself is not pinned");
+    let d = only_error(&format!("{VALID}\n[placement.buckets]\n\"Bad Name\" = {{ region = \"eu\" }}\n"));
+    assert_eq!(d.field, "placement.buckets.Bad Name");
+    let d = only_error(&format!("{VALID}\n[placement.topics]\naudit = {{ region = \"eu west\" }}\n"));
+    assert_eq!(d.field, "placement.topics.audit.region");
+    assert!(d.message.contains("not a label value pattern"), "{}", d.message);
+}

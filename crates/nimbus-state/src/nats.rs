@@ -67,7 +67,7 @@ impl NatsKv {
 
     /// The bucket's store, created if new; refused if this node may not hold its app's data.
     async fn store(&self, bucket: &Bucket) -> Result<kv::Store, KvError> {
-        let tags = self.residency.storage(bucket.app())?;
+        let tags = self.residency.bucket(bucket.app(), bucket.name())?;
         if let Some(s) = self.stores.lock().expect("stores").get(bucket) {
             return Ok(s.clone());
         }
