@@ -75,12 +75,20 @@ impl Cluster {
     /// Nodes A, B and C on `nats` (node `i` connected to server `i`), keeping what they store on
     /// `replicas` servers.
     fn start_on(nats: Vec<NatsServer>, replicas: &str) -> Self {
+        Self::start_with(nats, replicas, &[])
+    }
+
+    /// Like [`Cluster::start_on`], each node started with `extra` arguments too.
+    fn start_with(nats: Vec<NatsServer>, replicas: &str, extra: &[&str]) -> Self {
         let ca = cluster_ca();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let url = nats[i].url();
-            nodes.push(Platform::start(dir.path(), &node_args(i, &url, &ca_dir(&ca), replicas)));
+            nodes.push(Platform::start(
+                dir.path(),
+                &[node_args(i, &url, &ca_dir(&ca), replicas), extra.to_vec()].concat(),
+            ));
         }
         let admin = nodes[0].admin.clone().expect("the first node prints the admin token");
         assert!(nodes[1].admin.is_none() && nodes[2].admin.is_none(), "one admin token for the cluster");
@@ -146,6 +154,12 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+/// Whether `path` on a node is answered by `revision`, whatever the status.
+async fn answered_by(p: &Platform, path: &str, revision: &str) -> Result<(), String> {
+    let (status, rev) = served_by(p, path).await;
+    if rev == revision { Ok(()) } else { Err(format!("{status} from {rev:?}")) }
 }
 
 async fn wait_served(p: &Platform, path: &str, revision: &str) -> Duration {
@@ -1041,5 +1055,61 @@ async fn a_services_min_is_kept_once_across_its_nodes() {
     for node in &c.nodes {
         let (status, ..) = hello(node).await.unwrap();
         assert_eq!(status, 200);
+    }
+}
+
+/// An artifact that no revision uses any more leaves the cluster's artifact store once it has
+/// been unused for `--artifact-grace`; the ones in use stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_artifact_no_revision_uses_is_swept_from_the_clusters_store() {
+    let c = Cluster::start_with(NatsServer::cluster(3), "3", &["--artifact-grace", "2s"]);
+    let (s, body) = c.deploy(0, hello_bundle("gc", "/gc/...", "1"), "").await;
+    assert_eq!(s, 201, "{body}");
+    let first = body["revision"].as_str().unwrap().to_string();
+    let (s, detail) = c.api(0, reqwest::Method::GET, &format!("/v1/apps/gc/revisions/{first}"), None).await;
+    assert_eq!(s, 200, "{detail}");
+    let unused = detail["artifacts"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let kv = format!(
+        "[app]\nname = \"gc\"\n[component.web]\nsource = \"{}\"\ngrants = {{ kv = [\"x\"] }}\n[[trigger.http]]\nroute = \"/gc/...\"\ncomponent = \"web\"\n",
+        nimbus_fixtures::KV
+    );
+    let (s, body) = c.deploy(1, bundle(kv, "web", nimbus_fixtures::KV), "").await;
+    assert_eq!(s, 201, "{body}");
+    let second = body["revision"].as_str().unwrap().to_string();
+    let (s, detail) = c.api(1, reqwest::Method::GET, &format!("/v1/apps/gc/revisions/{second}"), None).await;
+    assert_eq!(s, 200, "{detail}");
+    let used = detail["artifacts"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert_ne!(used, unused);
+    // (The KV component answers `/gc/...` with an error: its revision is what counts here.)
+    eventually("the second revision is served", || answered_by(&c.nodes[2], "/gc/x", &second)).await;
+
+    let client = async_nats::connect(c.nats[0].url()).await.unwrap();
+    let artifacts = async_nats::jetstream::new(client).get_object_store("nimbus_artifacts").await.unwrap();
+    assert!(!artifacts.info(&unused).await.unwrap().deleted, "the first revision's artifact is stored");
+    let (s, body) = c.api(2, reqwest::Method::DELETE, &format!("/v1/apps/gc/revisions/{first}"), None).await;
+    assert!(s < 300, "{s} {body}");
+    let took = eventually("the unused artifact is swept", || async {
+        match artifacts.info(&unused).await {
+            Ok(info) if info.deleted => Ok(()),
+            Err(e) if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("the unused artifact was deleted {took:?} after its revision");
+    assert!(!artifacts.info(&used).await.unwrap().deleted, "the artifact in use stays");
+    // Nodes that never had the revision loaded still serve the one in use.
+    for node in &c.nodes {
+        eventually("the second revision is served", || answered_by(node, "/gc/x", &second)).await;
+    }
+
+    // The swept content deployed again is stored again, and every node — whose own copy went
+    // with the sweep — fetches it and serves it.
+    let (s, body) = c.deploy(2, hello_bundle("gc", "/gc/...", "1"), "").await;
+    assert_eq!(s, 201, "{body}");
+    let again = body["revision"].as_str().unwrap().to_string();
+    assert!(!artifacts.info(&unused).await.unwrap().deleted, "stored again");
+    for node in &c.nodes {
+        wait_served(node, "/gc/x", &again).await;
     }
 }

@@ -26,6 +26,10 @@ pub(crate) struct ClusterArgs {
     /// A node whose heartbeat is older than this is gone.
     #[arg(long, env = "NIMBUS_NODE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
+    /// How long an artifact no revision uses any more stays in the cluster's artifact stores
+    /// before a node deletes it (each node sweeps every quarter of this).
+    #[arg(long, env = "NIMBUS_ARTIFACT_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    artifact_grace: Duration,
 }
 
 /// The control store of a node: its own, or its replica of the cluster's.
@@ -53,7 +57,15 @@ impl ClusterArgs {
         if self.node_timeout < Duration::from_secs(1) {
             bail!("--node-timeout must be at least 1s");
         }
+        if self.artifact_grace < Duration::from_secs(1) {
+            bail!("--artifact-grace must be at least 1s");
+        }
         Ok(())
+    }
+
+    /// How long unused artifacts stay in the cluster's stores.
+    pub(crate) fn artifact_grace(&self) -> Duration {
+        self.artifact_grace
     }
 
     /// Opens the control store: in a cluster, this node's replica of the cluster's records

@@ -270,6 +270,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(nodes.clone().heartbeat(Arc::downgrade(&platform)));
     if let Some(scheduler) = scheduler {
         tokio::spawn(scheduler.run(nodes.clone(), ingress.clone(), nodes.interval()));
+        tokio::spawn(nimbus_control::sweep_artifacts(control.store.clone(), args.cluster.artifact_grace()));
     }
     let shutdown = shutdown_signal()?;
 

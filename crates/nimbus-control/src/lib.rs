@@ -92,7 +92,7 @@ pub use nodes::{Labels, NODES_BUCKET, NodeConfig, NodeInfo, NodeLoad, NodeStatus
 pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use platform::{AppData, DeployOptions, Platform};
 pub use redact::REDACTED;
-pub use store::{ClusterStore, Key, Store, StoreError};
+pub use store::{ClusterStore, Key, Store, StoreError, sweep_artifacts};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};

@@ -18,11 +18,13 @@ mod cluster;
 mod keys;
 mod replica;
 mod secrets;
+mod sweep;
 pub use cluster::ClusterStore;
 pub(crate) use cluster::{failed, open_bucket};
 pub use keys::Key;
 use keys::{Change, Guard};
 pub use secrets::SecretRecord;
+pub use sweep::sweep_artifacts;
 
 /// How many earlier traffic settings an app keeps for rollback.
 pub const HISTORY: usize = 50;
@@ -259,6 +261,28 @@ impl Store {
         let Some(bytes) = cluster::block(cluster.blob(digest, tags))? else { return Ok(None) };
         self.cache_blobs(&[(digest, &bytes)])?;
         Ok(Some(bytes))
+    }
+
+    /// Removes this node's copies of the artifacts not in `keep`.
+    fn forget_blobs_but(&self, keep: &std::collections::HashSet<String>) -> Result<(), StoreError> {
+        let unused: Vec<String> = {
+            let tx = self.db.begin_read().map_err(err)?;
+            let table = tx.open_table(BLOBS).map_err(err)?;
+            let mut unused = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let digest = row.map_err(err)?.0.value().to_string();
+                if !keep.contains(&digest) {
+                    unused.push(digest);
+                }
+            }
+            unused
+        };
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(err)?;
+        remove_blobs(&tx, &unused)?;
+        tx.commit().map_err(err)
     }
 
     /// Keeps artifacts on this node.

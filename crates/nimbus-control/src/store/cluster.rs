@@ -5,7 +5,7 @@
 //! here is a consensus of its own. A pinned app's artifacts go to an object store of their own
 //! placed with JetStream tags (`nimbus_artifacts_<tags>`, see [`nimbus_manifest::Residency`]),
 //! so they are stored only on the NATS servers of the app's region.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use async_nats::jetstream::{self, object_store, stream::Placement, stream::StorageType};
+use futures::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::StoreError;
@@ -162,7 +163,8 @@ impl ClusterStore {
     pub(super) async fn put_blob(&self, digest: &str, bytes: &[u8], tags: &[String]) -> Result<(), StoreError> {
         let name = object_name(digest);
         let objects = self.objects(tags).await?;
-        if objects.info(&name).await.is_ok() {
+        // (A swept artifact's record stays, marked deleted: store it again.)
+        if objects.info(&name).await.is_ok_and(|info| !info.deleted) {
             return Ok(());
         }
         let mut reader = bytes;
@@ -187,6 +189,54 @@ impl ClusterStore {
             return Err(StoreError::Missing { digest: wanted.to_string() });
         }
         Ok(Some(bytes))
+    }
+}
+
+impl ClusterStore {
+    /// Every artifact store: the shared one and those of pinned apps.
+    async fn artifact_stores(&self) -> Result<Vec<object_store::ObjectStore>, StoreError> {
+        let names: Vec<String> =
+            self.js.stream_names().try_collect().await.map_err(|e| failed("listing the artifact stores")(e.into()))?;
+        let mut stores = Vec::new();
+        for bucket in names.iter().filter_map(|n| n.strip_prefix("OBJ_")).filter(|b| b.starts_with(ARTIFACTS_BUCKET)) {
+            match self.js.get_object_store(bucket).await {
+                Ok(store) => stores.push(store),
+                Err(e) => return Err(failed("opening an artifact store")(e.into())),
+            }
+        }
+        Ok(stores)
+    }
+
+    /// The digests of the artifacts stored at least `age` ago, in any artifact store.
+    pub(super) async fn artifacts(&self, age: Duration) -> Result<HashSet<String>, StoreError> {
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(age.as_secs());
+        let mut digests = HashSet::new();
+        for store in self.artifact_stores().await? {
+            let mut list = store.list().await.map_err(|e| failed("listing artifacts")(e.into()))?;
+            while let Some(info) = list.try_next().await.map_err(|e| failed("listing artifacts")(e.into()))? {
+                let stored_at = info.modified.map_or(0, |m| u64::try_from(m.unix_timestamp()).unwrap_or(0));
+                if !info.deleted && stored_at <= cutoff {
+                    digests.insert(format!("sha256:{}", info.name));
+                }
+            }
+        }
+        Ok(digests)
+    }
+
+    /// Deletes an artifact from every artifact store that holds it.
+    pub(super) async fn delete_artifact(&self, digest: &str) -> Result<(), StoreError> {
+        let name = object_name(digest);
+        for store in self.artifact_stores().await? {
+            match store.delete(&name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
+                Err(e) => return Err(failed("deleting an artifact")(e.into())),
+            }
+        }
+        Ok(())
     }
 }
 
