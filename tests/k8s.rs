@@ -127,8 +127,27 @@ fn rendered_manifests_parse_into_kubernetes_types_and_fit_together() {
     let path = dir.path().join("nats.conf");
     std::fs::write(&path, conf.replace("/data/jetstream", &dir.path().join("js").display().to_string())).unwrap();
     let nats = std::env::var("NIMBUS_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-    let checked = Command::new(nats).arg("-t").arg("-c").arg(&path).env("POD_NAME", "nimbus-nats-0").output().unwrap();
+    let checked = Command::new(nats)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .env("POD_NAME", "nimbus-nats-0")
+        .env("NATS_REGION_TAG", "region:eu-west")
+        .env("NATS_ZONE_TAG", "zone:eu-west-1a")
+        .output()
+        .unwrap();
     assert!(checked.status.success(), "nats-server -t: {}", String::from_utf8_lossy(&checked.stderr));
+
+    // Each server is tagged with its pod's region and zone, as the nodes are labelled: what
+    // JetStream places a pinned app's streams by.
+    assert!(conf.contains("server_tags: [$NATS_REGION_TAG, $NATS_ZONE_TAG]"), "{conf}");
+    let env =
+        r.sets["nimbus-nats"].spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(value("NATS_REGION_TAG").as_deref(), Some("region:$(REGION)"));
+    let region = env.iter().find(|e| e.name == "REGION").unwrap();
+    let field = &region.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path;
+    assert_eq!(field, "metadata.labels['topology.kubernetes.io/region']");
 }
 
 #[test]

@@ -408,7 +408,8 @@ impl Nats<'_> {
         format!("{}-nats", self.args.name)
     }
 
-    /// `nats.conf`: JetStream fsyncing every write, routes to every server by its stable name.
+    /// `nats.conf`: JetStream fsyncing every write, routes to every server by its stable name,
+    /// tags from the pod's topology labels.
     fn config(&self) -> ConfigMap {
         let (name, ns) = (self.name(), &self.args.namespace);
         let routes: Vec<String> =
@@ -418,8 +419,10 @@ impl Nats<'_> {
         } else {
             String::new()
         };
+        // The servers' tags are the nodes' labels (`region:eu-west`), so that JetStream places
+        // the streams of a pinned app on the servers of its region.
         let conf = format!(
-            "server_name: $POD_NAME\nlisten: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\njetstream {{\n  store_dir: /data/jetstream\n  sync_interval: always\n}}\n{cluster}"
+            "server_name: $POD_NAME\nserver_tags: [$NATS_REGION_TAG, $NATS_ZONE_TAG]\nlisten: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\njetstream {{\n  store_dir: /data/jetstream\n  sync_interval: always\n}}\n{cluster}"
         );
         ConfigMap {
             metadata: meta(self.args, &format!("{name}-config")),
@@ -448,7 +451,14 @@ impl Nats<'_> {
             name: "nats".into(),
             image: Some(self.args.nats_image.clone()),
             args: Some(vec!["-c".into(), "/etc/nats/nats.conf".into()]),
-            env: Some(vec![env_from("POD_NAME", "metadata.name")]),
+            env: Some(vec![
+                env_from("POD_NAME", "metadata.name"),
+                env_from("REGION", &format!("metadata.labels['{REGION_LABEL}']")),
+                env_from("ZONE", &format!("metadata.labels['{ZONE_LABEL}']")),
+                // Kubernetes expands `$(VAR)` of the variables above.
+                EnvVar { name: "NATS_REGION_TAG".into(), value: Some("region:$(REGION)".into()), ..Default::default() },
+                EnvVar { name: "NATS_ZONE_TAG".into(), value: Some("zone:$(ZONE)".into()), ..Default::default() },
+            ]),
             ports: Some(vec![port("client", 4222), port("cluster", 6222), port("monitor", 8222)]),
             readiness_probe: Some(probe("/healthz?js-enabled-only=true", 8222, "HTTP", 5, 3)),
             liveness_probe: Some(probe("/healthz?js-enabled-only=true", 8222, "HTTP", 10, 6)),
