@@ -368,14 +368,4 @@ pub(crate) fn time(secs: u64) -> String {
 }
 
 /// Percent-encodes a path segment (app names and ids are plain, but never trust that).
-pub(crate) fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub(crate) use nimbus_control::path_segment as seg;

@@ -7,6 +7,7 @@ use nimbus_gateway::{FORWARD_ACTOR_HEADER, REQUEST_ID_HEADER, WAKE_RUN_HEADER};
 
 use super::forward::empty;
 use super::transport::{Transport, Unsent};
+use crate::path::path_segment;
 
 /// Largest answer of a forwarded actor call read.
 const MAX_ACTOR_ANSWER: usize = 16 << 20;
@@ -16,7 +17,12 @@ impl Transport {
     /// caller's revision if that node has it loaded). A node that cannot be reached, or does not serve the app's actors yet (`421`),
     /// leaves the call to this node.
     pub(crate) async fn call_actor(&self, addr: &str, app: &str, call: RemoteCall) -> Result<Vec<u8>, Unowned> {
-        let path = format!("/actors/{}/{}/{}", escape(&call.actor_type), escape(&call.key), escape(&call.method));
+        let path = format!(
+            "/actors/{}/{}/{}",
+            path_segment(&call.actor_type),
+            path_segment(&call.key),
+            path_segment(&call.method)
+        );
         let mut req = http::Request::new(
             http_body_util::Full::new(bytes::Bytes::from(call.input)).map_err(|never| match never {}).boxed(),
         );
@@ -65,7 +71,7 @@ impl Transport {
     /// it took the wake-up.
     pub(crate) async fn wake_run(&self, addr: &str, app: &str, run: &str, cancel: bool) -> bool {
         let query = if cancel { "?cancel=true" } else { "" };
-        let uri = format!("https://workflows.nimbus.internal/wake/{}{query}", escape(run));
+        let uri = format!("https://workflows.nimbus.internal/wake/{}{query}", path_segment(run));
         let (Ok(uri), Ok(app)) = (uri.parse(), HeaderValue::from_str(app)) else { return false };
         let mut req = http::Request::new(empty());
         *req.method_mut() = http::Method::POST;
@@ -73,17 +79,4 @@ impl Transport {
         req.headers_mut().insert(WAKE_RUN_HEADER, app);
         matches!(self.send(addr, req).await, Ok(resp) if resp.status().is_success())
     }
-}
-
-/// A path segment with every byte but the unreserved ones `%XX`-escaped.
-fn escape(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
