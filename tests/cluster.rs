@@ -56,6 +56,16 @@ fn ca_dir(dir: &tempfile::TempDir) -> String {
 }
 
 /// A new cluster CA, made with `nimbus nodes init-ca`.
+/// The master key every node of a cluster shares, in a private file beside the cluster CA.
+fn master_key(dir: &tempfile::TempDir) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join("master.key");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::fs::write(&path, format!("{nanos:032x}{:032x}", u128::from(std::process::id()))).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
 fn cluster_ca() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
@@ -81,13 +91,15 @@ impl Cluster {
     /// Like [`Cluster::start_on`], each node started with `extra` arguments too.
     fn start_with(nats: Vec<NatsServer>, replicas: &str, extra: &[&str]) -> Self {
         let ca = cluster_ca();
+        let master_key = master_key(&ca);
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let url = nats[i].url();
+            let secrets = ["--master-key-file", master_key.as_str()];
             nodes.push(Platform::start(
                 dir.path(),
-                &[node_args(i, &url, &ca_dir(&ca), replicas), extra.to_vec()].concat(),
+                &[node_args(i, &url, &ca_dir(&ca), replicas), secrets.to_vec(), extra.to_vec()].concat(),
             ));
         }
         let admin = nodes[0].admin.clone().expect("the first node prints the admin token");
@@ -230,6 +242,47 @@ async fn three_nodes_share_apps_traffic_and_tokens_and_lose_no_concurrent_change
             }
         })
         .await;
+    }
+
+    // Six secrets set at once through the three nodes, the first ones of the cluster (each
+    // node would create the first data key): every set lands, and a function reads all six on
+    // every node (each sealed under a data key every node holds).
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = c.nodes[i % 3].api_url(&format!("/v1/apps/vault/secrets/key_{i}"));
+        let admin = c.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client().put(url).bearer_auth(admin).body(format!("value {i}")).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (s, body) = t.await.unwrap();
+        assert_eq!(s, 200, "concurrent secret {i}: {body}");
+    }
+    let grants = (0..6).map(|i| format!("\"key_{i}\"")).collect::<Vec<_>>().join(", ");
+    let vault = format!(
+        "[app]\nname = \"vault\"\n[component.fn]\nsource = \"{}\"\ngrants = {{ secrets = [{grants}] }}\n[[trigger.http]]\nroute = \"/vault/...\"\ncomponent = \"fn\"\n",
+        nimbus_fixtures::SECRETS
+    );
+    let deployed = eventually("the secrets are known to node A", || async {
+        let (s, body) = c.deploy(0, bundle(vault.clone(), "fn", nimbus_fixtures::SECRETS), "").await;
+        if s == 201 { Ok(()) } else { Err(body.to_string()) }
+    });
+    deployed.await;
+    for node in &c.nodes {
+        for i in 0..6 {
+            eventually(&format!("secret {i} read on {}", node.gateway), || async {
+                let resp = client().get(node.url(&format!("/vault/secret/key_{i}"))).send().await.unwrap();
+                let (status, text) = (resp.status().as_u16(), resp.text().await.unwrap());
+                if (status, text.as_str()) == (200, format!("value {i}").as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {text}"))
+                }
+            })
+            .await;
+        }
     }
 
     // Traffic changed through B moves every node; a tag routes on every node too.

@@ -368,7 +368,7 @@ fn get<'a>(apps: &'a BTreeMap<String, AppState>, name: &str) -> Result<&'a AppSt
 }
 
 /// How often a change is tried again when another node changed one of its records first.
-const CONFLICT_RETRIES: u32 = 8;
+pub(crate) const CONFLICT_RETRIES: u32 = 8;
 
 /// Runs a change of the platform again, on the records as this node now has them, when
 /// another node of the cluster wrote one of them first (the store's compare-and-set failed):

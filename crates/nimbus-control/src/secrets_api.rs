@@ -56,7 +56,9 @@ async fn set(
     let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
         ControlError::bad_request("a secret value must be UTF-8 text", "encode binary values, e.g. as base64")
     })?;
-    Ok(Json(s.vault.set(&app, &secret, SecretValue::new(value))?))
+    // The vault writes to the store (in a cluster, over the network) under its lock: off the
+    // async workers, so that waiting for it never holds up the tasks it waits on.
+    Ok(Json(tokio::task::block_in_place(|| s.vault.set(&app, &secret, SecretValue::new(value)))?))
 }
 
 /// Deletes a secret. Revisions granted it keep what they read at start; the next deploy fails
@@ -69,7 +71,8 @@ async fn remove(
     Path((app, secret)): Path<(String, String)>,
 ) -> Result<StatusCode, ControlError> {
     p.check(Scope::Secrets, Some(&app))?;
-    s.vault.remove(&app, name(&secret)?.as_str())?;
+    let secret = name(&secret)?;
+    tokio::task::block_in_place(|| s.vault.remove(&app, secret.as_str()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -80,5 +83,5 @@ async fn remove(
     responses((status = 200, body = RotatedKeys), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn rotate(State(s): Api, p: Principal) -> Result<Json<RotatedKeys>, ControlError> {
     p.check(Scope::Admin, None)?;
-    Ok(Json(s.vault.rotate()?))
+    Ok(Json(tokio::task::block_in_place(|| s.vault.rotate())?))
 }

@@ -55,14 +55,35 @@ impl Vault {
         Ok(vault)
     }
 
-    /// Sets secret `name` of `app`.
+    /// Sets secret `name` of `app`. In a cluster, when another node wrote the secret or created
+    /// the first data key meanwhile, the keys it stored are read and the write is made again
+    /// (like every other record's, a few times with backoff) before answering `409`.
     pub fn set(&self, app: &str, name: &SecretName, value: SecretValue) -> Result<SecretInfo, ControlError> {
+        let mut wait = std::time::Duration::from_millis(10);
+        for _ in 0..crate::platform::CONFLICT_RETRIES {
+            match self.set_once(app, name, &value) {
+                Err(ControlError::Store(crate::StoreError::Conflict { key })) => {
+                    tracing::debug!(%key, "another node wrote first; reading its keys and trying again");
+                    if let Err(e) = self.reload() {
+                        tracing::debug!(error = %e, "cannot read the data keys again yet");
+                    }
+                    let wait_now = wait + wait.mul_f64(fastrand::f64());
+                    tokio::task::block_in_place(|| std::thread::sleep(wait_now));
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.set_once(app, name, &value)
+    }
+
+    fn set_once(&self, app: &str, name: &SecretName, value: &SecretValue) -> Result<SecretInfo, ControlError> {
         let mut keyring = self.keyring.write().expect("keyring lock");
         // The first secret ever creates the first data key, stored in the same transaction; only
         // then is the master key needed (the keyring holds the data keys already opened).
         let first = if keyring.is_empty() { Some(keyring.rotated(&self.master()?)?) } else { None };
         let sealing = first.as_ref().map_or(&*keyring, |(k, _)| k);
-        let sealed = sealing.seal(&context(app, name.as_str()), &value)?.expect("a keyring with a data key");
+        let sealed = sealing.seal(&context(app, name.as_str()), value)?.expect("a keyring with a data key");
         let record = SecretRecord { sealed, updated_at: crate::platform::now() };
         self.store.put_secret(app, name.as_str(), &record, first.as_ref().map(|(_, w)| w.as_slice()))?;
         if let Some((new, _)) = first {

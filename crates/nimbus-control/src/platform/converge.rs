@@ -26,7 +26,7 @@ impl Platform {
             while let Ok(key) = changes.try_recv() {
                 note(key);
             }
-            if keys && let Err(e) = vault.reload() {
+            if keys && let Err(e) = tokio::task::block_in_place(|| vault.reload()) {
                 tracing::error!(error = %e, "cannot open the secrets' data keys another node changed");
             }
             for app in apps {
