@@ -54,6 +54,17 @@ pub enum BusError {
     /// The bus is shutting down.
     #[error("the event bus is shut down")]
     Closed,
+    /// The topic of a pinned app was created before the app was pinned, without the placement
+    /// tags: its events may be on NATS servers outside the region, so it is not used.
+    #[error(
+        "the NATS stream {stream} was created before its app was pinned and is not placed on servers tagged {tags:?}; nothing was published or delivered: move it with `nats stream edit {stream} --tag TAG` for each tag"
+    )]
+    Unplaced {
+        /// The topic's stream.
+        stream: String,
+        /// The tags it needs.
+        tags: Vec<String>,
+    },
     /// The topic's app is pinned to nodes with other labels than this one's: its events are
     /// neither published nor delivered here.
     #[error(transparent)]

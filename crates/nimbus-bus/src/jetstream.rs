@@ -89,11 +89,16 @@ impl JetStream {
                 duplicate_window: self.config.dedup_window.min(self.config.retention),
                 max_age: self.config.retention,
                 metadata: HashMap::from([(PARTITIONS_KEY.to_string(), partitions.to_string())]),
-                placement: (!tags.is_empty()).then_some(stream::Placement { cluster: None, tags }),
+                placement: (!tags.is_empty()).then_some(stream::Placement { cluster: None, tags: tags.clone() }),
                 ..Default::default()
             })
             .await
             .map_err(BusError::nats)?;
+        let placed = stream.cached_info().config.placement.as_ref().map(|p| p.tags.clone()).unwrap_or_default();
+        if !tags.iter().all(|t| placed.contains(t)) {
+            // Created before its app was pinned: it may be stored anywhere.
+            return Err(BusError::Unplaced { stream: stream_name(topic), tags });
+        }
         let partitions =
             stream.cached_info().config.metadata.get(PARTITIONS_KEY).and_then(|p| p.parse().ok()).unwrap_or(partitions);
         self.streams.lock().expect("streams").insert(topic.clone(), (stream.clone(), partitions));

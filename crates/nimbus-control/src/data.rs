@@ -117,7 +117,7 @@ impl DataState {
     pub(crate) fn check_app(&self, caller: &Caller, scope: Scope, app: &str) -> Result<(), ControlError> {
         self.auth.check_app(&caller.headers, caller.ip, scope, app)?;
         match self.ingress.as_ref().and_then(|i| i.elsewhere(app)) {
-            Some(requires) => Err(ControlError::Misdirected { app: app.to_string(), requires }),
+            Some(requires) => Err(ControlError::Misdirected { what: format!("app `{app}`"), requires }),
             None => Ok(()),
         }
     }

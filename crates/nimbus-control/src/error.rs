@@ -35,12 +35,12 @@ pub enum ControlError {
         /// What to do.
         hint: Option<String>,
     },
-    /// The app may not be on this node (its `[placement]` requires labels this node does not
-    /// have): nothing of it is stored or run here (421).
-    #[error("app `{app}` may only be on nodes labelled {requires}; this node is not")]
+    /// The app, or a bucket or topic of it, may not be on this node (its `[placement]` requires
+    /// labels this node does not have): nothing of it is stored or run here (421).
+    #[error("{what} may only be on nodes labelled {requires}; this node is not")]
     Misdirected {
-        /// The app.
-        app: String,
+        /// What: `app `gdpr``, `bucket `orders` of app `shop``.
+        what: String,
         /// Its requirement, e.g. `region=eu-*`.
         requires: String,
     },
@@ -95,7 +95,7 @@ pub enum ControlError {
 
 impl From<nimbus_manifest::Misplaced> for ControlError {
     fn from(m: nimbus_manifest::Misplaced) -> Self {
-        Self::Misdirected { app: m.app, requires: m.requires }
+        Self::Misdirected { what: m.data, requires: m.requires }
     }
 }
 

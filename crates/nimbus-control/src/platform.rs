@@ -118,6 +118,12 @@ impl AppState {
         }
     }
 
+    /// The placements of the revisions that receive requests: the app's data must meet all.
+    fn placements(&self) -> Vec<&nimbus_manifest::Placement> {
+        let served = self.record.traffic.served();
+        served.into_iter().filter_map(|id| self.revisions.get(id)).map(|r| &r.manifest.placement).collect()
+    }
+
     /// The revision with the most traffic, whose placement decides where the app is.
     fn main(&self) -> Option<&Loaded> {
         let main = self.record.traffic.targets.iter().max_by_key(|t| t.percent)?;
@@ -223,11 +229,28 @@ impl Platform {
         for record in platform.store.revisions()? {
             records.entry(record.app.clone()).or_default().push(record);
         }
+        // The apps' data is placed as their served revisions say before any of it is read.
+        let manifests: Vec<(String, nimbus_manifest::Placement)> = records
+            .iter()
+            .flat_map(|(app, revisions)| {
+                let served = apps.get(app).map(|a| a.record.traffic.served()).unwrap_or_default();
+                revisions
+                    .iter()
+                    .filter(move |r| served.contains(r.id.as_str()))
+                    .filter_map(|r| parse_manifest(&r.manifest).ok())
+                    .map(|l| (l.manifest.app.name.clone(), l.manifest.placement.clone()))
+            })
+            .collect();
+        let mut by_app: BTreeMap<&str, Vec<&nimbus_manifest::Placement>> = BTreeMap::new();
+        for (app, placement) in &manifests {
+            by_app.entry(app).or_default().push(placement);
+        }
+        platform.residency.pin_all(by_app);
         let mut pinned = Pinned::new();
         for (app, revisions) in &records {
             let has_workflows =
                 |r: &RevisionRecord| parse_manifest(&r.manifest).is_ok_and(|l| !l.manifest.trigger.workflow.is_empty());
-            if revisions.iter().any(has_workflows) {
+            if revisions.iter().any(has_workflows) && platform.holds_journal(app) {
                 match platform.host.pinned_revisions(app).await {
                     Ok(p) => pinned.extend(p),
                     Err(e) => tracing::error!(app = %app, error = %nimbus_observe::report(&e),
@@ -275,6 +298,12 @@ impl Platform {
     /// The event bus of this server.
     pub fn bus(&self) -> Arc<dyn EventBus> {
         self.bus.clone()
+    }
+
+    /// Whether this node may read `app`'s workflow journal (a node outside a pinned app's
+    /// region holds none of its runs).
+    fn holds_journal(&self, app: &str) -> bool {
+        self.residency.bucket(app, nimbus_state::journal::WORKFLOWS_BUCKET).is_ok()
     }
 
     /// Whether this node may hold a revision with `manifest` (its `[placement]`).

@@ -57,7 +57,8 @@ impl Vault {
 
     /// Sets secret `name` of `app`. In a cluster, when another node wrote the secret or created
     /// the first data key meanwhile, the keys it stored are read and the write is made again
-    /// (like every other record's, a few times with backoff) before answering `409`.
+    /// (like every other record's, a few times with backoff) before answering `409`. It blocks:
+    /// call it off the async workers.
     pub fn set(&self, app: &str, name: &SecretName, value: SecretValue) -> Result<SecretInfo, ControlError> {
         let mut wait = std::time::Duration::from_millis(10);
         for _ in 0..crate::platform::CONFLICT_RETRIES {
@@ -68,7 +69,7 @@ impl Vault {
                         tracing::debug!(error = %e, "cannot read the data keys again yet");
                     }
                     let wait_now = wait + wait.mul_f64(fastrand::f64());
-                    tokio::task::block_in_place(|| std::thread::sleep(wait_now));
+                    std::thread::sleep(wait_now);
                     wait *= 2;
                 }
                 other => return other,

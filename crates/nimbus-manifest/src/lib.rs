@@ -49,8 +49,8 @@ pub use error::{Diagnostic, ManifestError};
 pub use grant::OutboundGrant;
 pub use locate::FieldPath;
 pub use names::{
-    MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX, check_bucket_name,
-    check_topic_name,
+    KV_CHANGES_PREFIX, MAX_BUCKET_NAME_LEN, MAX_TOPIC_NAME_LEN, RESERVED_BUCKETS, RESERVED_NAME_PREFIX,
+    check_bucket_name, check_topic_name,
 };
 pub use placement::{Placement, label_key_ok, label_value_ok};
 pub use residency::{Misplaced, Residency};

@@ -53,6 +53,9 @@ pub const RESERVED_BUCKETS: &[&str] = &["actors", "workflows"];
 /// `nimbus-kv.BUCKET`, a cron trigger's `nimbus-cron.N`): no grant or trigger may name them.
 pub const RESERVED_NAME_PREFIX: &str = "nimbus";
 
+/// The topic of a bucket's changes is this and the bucket's name (`nimbus-kv.carts`).
+pub const KV_CHANGES_PREFIX: &str = "nimbus-kv.";
+
 /// Whether `name` starts with [`RESERVED_NAME_PREFIX`].
 pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_NAME_PREFIX)

@@ -13,12 +13,12 @@
 //! use nimbus_manifest::{Placement, Residency};
 //! let eu = Residency::new([("region".to_string(), "eu-west".to_string())].into());
 //! let pinned = Placement { require: [("region".into(), "eu-*".into())].into(), ..Placement::default() };
-//! eu.pin("gdpr", &pinned);
+//! eu.pin_all([("gdpr", vec![&pinned])]);
 //! assert_eq!(eu.bucket("gdpr", "carts").unwrap(), vec!["region:eu-west".to_string()]);
 //! assert!(eu.bucket("blog", "posts").unwrap().is_empty(), "not pinned: anywhere");
 //!
 //! let us = Residency::new([("region".to_string(), "us-east".to_string())].into());
-//! us.pin("gdpr", &pinned);
+//! us.pin_all([("gdpr", vec![&pinned])]);
 //! assert!(us.topic("gdpr", "audit").is_err());
 //! ```
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,8 +30,9 @@ use crate::Placement;
 #[derive(Debug, Default)]
 pub struct Residency {
     labels: BTreeMap<String, String>,
-    /// App → its `require`, for apps that have one.
-    pinned: RwLock<HashMap<String, Placement>>,
+    /// App → the placements of its revisions that receive requests, for apps pinning anything:
+    /// its data must meet all of them.
+    pinned: RwLock<HashMap<String, Vec<Placement>>>,
 }
 
 /// A node's call on data its labels do not admit.
@@ -69,25 +70,36 @@ impl Residency {
         placement.admits(&self.labels)
     }
 
-    /// Applies the placement of every app from now on, forgetting apps not named.
-    pub fn pin_all<'a>(&self, apps: impl IntoIterator<Item = (&'a str, &'a Placement)>) {
-        let pinned = apps.into_iter().filter(|(_, p)| pins(p)).map(|(app, p)| (app.to_string(), p.clone())).collect();
+    /// Applies the placements of every app from now on (those of its revisions that receive
+    /// requests), forgetting apps not named.
+    pub fn pin_all<'a>(&self, apps: impl IntoIterator<Item = (&'a str, Vec<&'a Placement>)>) {
+        let mut pinned = HashMap::new();
+        for (app, placements) in apps {
+            let placements: Vec<Placement> = placements.into_iter().filter(|p| pins(p)).cloned().collect();
+            if !placements.is_empty() {
+                pinned.insert(app.to_string(), placements);
+            }
+        }
         *self.pinned.write().expect("pinned apps") = pinned;
     }
 
-    /// Applies `app`'s placement from now on (one pinning nothing unpins it).
-    pub fn pin(&self, app: &str, placement: &Placement) {
+    /// Applies the placements of `app`'s revisions that receive requests from now on.
+    pub fn pin(&self, app: &str, placements: Vec<&Placement>) {
+        let placements: Vec<Placement> = placements.into_iter().filter(|p| pins(p)).cloned().collect();
         let mut pinned = self.pinned.write().expect("pinned apps");
-        if pins(placement) {
-            pinned.insert(app.to_string(), placement.clone());
-        } else {
+        if placements.is_empty() {
             pinned.remove(app);
+        } else {
+            pinned.insert(app.to_string(), placements);
         }
     }
 
-    /// Forgets `app` (deleted).
-    pub fn forget(&self, app: &str) {
-        self.pinned.write().expect("pinned apps").remove(app);
+    /// Applies `placement` to `app`'s data too, from now on (a revision being deployed, before
+    /// anything of it runs).
+    pub fn add(&self, app: &str, placement: &Placement) {
+        if pins(placement) {
+            self.pinned.write().expect("pinned apps").entry(app.to_string()).or_default().push(placement.clone());
+        }
     }
 
     /// The JetStream placement tags for bucket `name` of `app` stored from this node (`key:value`
@@ -97,39 +109,51 @@ impl Residency {
         self.data(app, Data::Bucket(name))
     }
 
-    /// Like [`Residency::bucket`], for topic `name` of `app`.
+    /// Like [`Residency::bucket`], for topic `name` of `app`. A bucket's change feed
+    /// (`nimbus-kv.BUCKET`) is kept like the bucket.
     pub fn topic(&self, app: &str, name: &str) -> Result<Vec<String>, Misplaced> {
-        self.data(app, Data::Topic(name))
+        match name.strip_prefix(crate::KV_CHANGES_PREFIX) {
+            Some(bucket) => self.data(app, Data::Bucket(bucket)),
+            None => self.data(app, Data::Topic(name)),
+        }
     }
 
     fn data(&self, app: &str, data: Data<'_>) -> Result<Vec<String>, Misplaced> {
         let pinned = self.pinned.read().expect("pinned apps");
-        let Some(placement) = pinned.get(app) else { return Ok(Vec::new()) };
-        let own = match data {
-            Data::Bucket(name) => placement.buckets.get(name),
-            Data::Topic(name) => placement.topics.get(name),
-        };
-        let misplaced = |data: String, requires: &BTreeMap<String, String>| Misplaced {
-            app: app.to_string(),
-            data,
-            requires: crate::placement::describe(requires),
-        };
-        if !placement.admits(&self.labels) {
-            return Err(misplaced(format!("app `{app}`"), &placement.require));
-        }
-        let mut keys: BTreeSet<&String> = placement.require.keys().collect();
-        if let Some(own) = own {
-            if !crate::placement::meets(own, &self.labels) {
-                let data = match data {
-                    Data::Bucket(name) => format!("bucket `{name}` of app `{app}`"),
-                    Data::Topic(name) => format!("topic `{name}` of app `{app}`"),
-                };
-                return Err(misplaced(data, own));
+        let Some(placements) = pinned.get(app) else { return Ok(Vec::new()) };
+        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        for placement in placements {
+            let own = match data {
+                Data::Bucket(name) => placement.buckets.get(name),
+                Data::Topic(name) => placement.topics.get(name),
+            };
+            let misplaced = |what: String, requires: &BTreeMap<String, String>| Misplaced {
+                app: app.to_string(),
+                data: what,
+                requires: crate::placement::describe(requires),
+            };
+            if !placement.admits(&self.labels) {
+                return Err(misplaced(format!("app `{app}`"), &placement.require));
             }
-            keys.extend(own.keys());
+            keys.extend(placement.require.keys());
+            if let Some(own) = own {
+                if !crate::placement::meets(own, &self.labels) {
+                    let what = match data {
+                        Data::Bucket(name) => format!("bucket `{name}` of app `{app}`"),
+                        Data::Topic(name) => format!("topic `{name}` of app `{app}`"),
+                    };
+                    return Err(misplaced(what, own));
+                }
+                keys.extend(own.keys());
+            }
         }
-        Ok(keys.into_iter().map(|key| format!("{key}:{}", self.labels[key])).collect())
+        Ok(tags(keys, &self.labels))
     }
+}
+
+/// `key:value` of `labels` for each of `keys` (each a key `labels` has).
+fn tags<'a>(keys: impl IntoIterator<Item = &'a String>, labels: &BTreeMap<String, String>) -> Vec<String> {
+    keys.into_iter().map(|key| format!("{key}:{}", labels[key])).collect()
 }
 
 /// Whether `placement` pins the app or any of its buckets and topics.
@@ -141,7 +165,7 @@ impl Placement {
     /// The placement tags (`key:value`) of a node with `labels` for data it stores of an app
     /// placed so: its values of the required labels; `None` if it may not hold the app.
     pub fn storage_tags(&self, labels: &BTreeMap<String, String>) -> Option<Vec<String>> {
-        self.admits(labels).then(|| self.require.keys().map(|key| format!("{key}:{}", labels[key])).collect())
+        self.admits(labels).then(|| tags(self.require.keys(), labels))
     }
 }
 
@@ -157,25 +181,28 @@ mod tests {
     fn a_pinned_apps_data_is_tagged_with_the_nodes_required_labels_and_refused_elsewhere() {
         let node = Residency::new(labels(&[("region", "eu-west"), ("zone", "b"), ("tier", "gold")]));
         let p = Placement { require: labels(&[("region", "eu-*"), ("tier", "gold")]), ..Placement::default() };
-        node.pin("gdpr", &p);
+        let strict = Placement { require: labels(&[("zone", "a")]), ..Placement::default() };
+        node.pin_all([("gdpr", vec![&p]), ("zoned", vec![&strict])]);
         assert_eq!(node.bucket("gdpr", "carts").unwrap(), ["region:eu-west", "tier:gold"], "required keys, in order");
         assert_eq!(node.topic("gdpr", "audit").unwrap(), ["region:eu-west", "tier:gold"]);
-
-        let strict = Placement { require: labels(&[("zone", "a")]), ..Placement::default() };
-        node.pin("zoned", &strict);
         let refused = node.bucket("zoned", "x").unwrap_err();
         assert_eq!((refused.requires.as_str(), refused.data.as_str()), ("zone=a", "app `zoned`"));
         assert!(refused.to_string().contains("app `zoned`"), "{refused}");
 
-        node.pin("zoned", &Placement::default());
+        node.pin_all([("zoned", vec![&Placement::default()])]);
         assert!(node.bucket("zoned", "x").unwrap().is_empty(), "a placement pinning nothing unpins");
-        node.forget("gdpr");
-        assert!(node.bucket("gdpr", "carts").unwrap().is_empty());
+        assert!(node.bucket("gdpr", "carts").unwrap().is_empty(), "apps not named are forgotten");
 
-        node.pin_all([("zoned", &strict)]);
-        assert!(node.topic("zoned", "t").is_err());
-        node.pin_all([]);
-        assert!(node.topic("zoned", "t").is_ok(), "apps not named are forgotten");
+        // A revision being deployed pins the app at once; with several revisions served, the
+        // data meets every one's placement.
+        node.add("gdpr", &p);
+        assert_eq!(node.bucket("gdpr", "carts").unwrap().len(), 2);
+        node.pin("gdpr", vec![&strict]);
+        assert!(node.bucket("gdpr", "carts").is_err(), "pin replaces the app's placements");
+        node.pin("gdpr", vec![]);
+        assert!(node.bucket("gdpr", "carts").unwrap().is_empty());
+        node.pin_all([("mixed", vec![&Placement::default(), &strict])]);
+        assert!(node.bucket("mixed", "x").is_err(), "one pinned revision pins the app's data");
     }
 
     #[test]
@@ -188,13 +215,15 @@ mod tests {
             ..Placement::default()
         };
         for node in [&eu, &us] {
-            node.pin("shop", &p);
+            node.pin_all([("shop", vec![&p])]);
             assert!(node.bucket("shop", "carts").unwrap().is_empty(), "other buckets go anywhere");
         }
         assert_eq!(eu.bucket("shop", "orders").unwrap(), ["region:eu-west"]);
         let refused = us.bucket("shop", "orders").unwrap_err();
         assert_eq!(refused.data, "bucket `orders` of app `shop`");
         assert_eq!(refused.requires, "region=eu-*");
+        assert!(us.topic("shop", "nimbus-kv.orders").is_err(), "a pinned bucket's change feed is pinned with it");
+        assert!(us.topic("shop", "nimbus-kv.carts").unwrap().is_empty());
         assert_eq!(us.topic("shop", "audit").unwrap(), ["zone:b"], "a topic has its own requirement");
         assert!(us.bucket("shop", "audit").unwrap().is_empty(), "buckets and topics are named apart");
     }

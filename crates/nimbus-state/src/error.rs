@@ -56,6 +56,17 @@ pub enum KvError {
     /// The store is shutting down.
     #[error("the state store is shut down")]
     Closed,
+    /// The bucket of a pinned app was created before the app was pinned, without the placement
+    /// tags: its data may be on NATS servers outside the region, so it is not used.
+    #[error(
+        "the NATS stream {stream} was created before its app was pinned and is not placed on servers tagged {tags:?}; nothing was read or written: move it with `nats stream edit {stream} --tag TAG` for each tag"
+    )]
+    Unplaced {
+        /// The bucket's stream.
+        stream: String,
+        /// The tags it needs.
+        tags: Vec<String>,
+    },
     /// The bucket's app is pinned to nodes with other labels than this one's: its data is
     /// neither read nor written here.
     #[error(transparent)]

@@ -82,8 +82,15 @@ impl NatsKv {
         };
         let store = match self.js.get_key_value(bucket_name(bucket)).await {
             Ok(s) => s,
-            Err(_) => self.js.create_key_value(config).await.map_err(KvError::nats)?,
+            Err(_) => self.js.create_key_value(config.clone()).await.map_err(KvError::nats)?,
         };
+        let placed = store.stream.cached_info().config.placement.as_ref().map(|p| p.tags.clone()).unwrap_or_default();
+        if let Some(Placement { tags, .. }) = config.placement
+            && !tags.iter().all(|t| placed.contains(t))
+        {
+            // Created before its app was pinned: it may be stored anywhere.
+            return Err(KvError::Unplaced { stream: store.stream_name.clone(), tags });
+        }
         self.stores.lock().expect("stores").insert(bucket.clone(), store.clone());
         Ok(store)
     }

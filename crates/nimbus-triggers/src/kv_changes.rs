@@ -17,7 +17,7 @@ use nimbus_state::{Bucket, Entry, KvError, KvStore, Page, Swap};
 
 /// The topic carrying a bucket's changes.
 pub fn kv_topic(bucket: &str) -> String {
-    format!("nimbus-kv.{bucket}")
+    format!("{}{bucket}", nimbus_manifest::KV_CHANGES_PREFIX)
 }
 
 /// A KV store publishing the changes of watched buckets.

@@ -69,6 +69,8 @@ impl Platform {
             }
         }
         state.record = record;
+        // The app's data is kept as its served revisions say before anything reads it.
+        self.residency.pin(name, state.placements());
         let pinned = self.pinned(state).await.unwrap_or_else(|e| {
             tracing::error!(app = name, error = %e, "cannot read the unfinished workflow runs; no revision is unloaded");
             state.revisions.keys().map(|id| (id.clone(), Vec::new())).collect::<Pinned>()

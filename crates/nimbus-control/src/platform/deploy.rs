@@ -56,6 +56,8 @@ impl Platform {
         stored: &AtomicBool,
     ) -> Result<DeployResult, ControlError> {
         let loaded = self.check_deploy(bundle, options, principal).await?;
+        // Its data is kept as it says before any of it runs (and `publish` settles it after).
+        self.residency.add(&loaded.manifest.app.name, &loaded.manifest.placement);
         let app_name = loaded.manifest.app.name.clone();
         let id = bundle.revision_id();
         let known = self.apps.lock().await.get(&app_name).is_some_and(|a| a.revisions.contains_key(&id));
@@ -180,8 +182,9 @@ impl Platform {
         principal.check(Scope::Deploy, Some(&loaded.manifest.app.name))?;
         if !self.admits(&loaded.manifest) {
             // Data residency: the bundle goes no further than this check on such a node.
-            let (app, requires) = (loaded.manifest.app.name.clone(), loaded.manifest.placement.describe());
-            return Err(ControlError::Misdirected { app, requires });
+            let (what, requires) =
+                (format!("app `{}`", loaded.manifest.app.name), loaded.manifest.placement.describe());
+            return Err(ControlError::Misdirected { what, requires });
         }
         check_artifacts(&loaded, bundle)?;
         super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;

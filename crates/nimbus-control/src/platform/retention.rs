@@ -69,7 +69,9 @@ impl Platform {
     /// The unfinished workflow runs of the app per revision they are pinned to; such a revision
     /// stays loaded (its runs replay on its code) and is not deleted.
     pub(super) async fn pinned(&self, state: &AppState) -> Result<Pinned, ControlError> {
-        if state.revisions.values().all(|r| r.manifest.trigger.workflow.is_empty()) {
+        if state.revisions.values().all(|r| r.manifest.trigger.workflow.is_empty())
+            || !self.holds_journal(&state.record.name)
+        {
             return Ok(Pinned::new());
         }
         self.host.pinned_revisions(&state.record.name).await.map_err(|e| ControlError::Unavailable {

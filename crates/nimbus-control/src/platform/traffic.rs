@@ -58,8 +58,7 @@ impl Platform {
     }
 
     fn publish_routes(&self, apps: &BTreeMap<String, AppState>) {
-        self.residency
-            .pin_all(apps.values().filter_map(|app| Some((app.record.name.as_str(), &app.main()?.manifest.placement))));
+        self.residency.pin_all(apps.values().map(|app| (app.record.name.as_str(), app.placements())));
         let live = apps.values().map(|app| {
             let traffic = &app.record.traffic;
             let live_of = |id: &str| app.revisions.get(id).and_then(|r| r.live.clone());

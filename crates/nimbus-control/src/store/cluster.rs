@@ -50,6 +50,10 @@ pub struct ClusterStore {
     replicas: usize,
     /// The artifact stores of pinned apps, by placement tags.
     placed: Arc<Mutex<HashMap<Vec<String>, object_store::ObjectStore>>>,
+    /// How long unused artifacts are kept (see `sweep`), seconds: an artifact a deploy finds
+    /// older than half that is stored again, so that no sweep takes it while the deploy refers
+    /// to it.
+    grace_s: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ClusterStore {
@@ -90,7 +94,8 @@ impl ClusterStore {
         };
         let kv = open_bucket(&js, config, "creating the control bucket").await?;
         let objects = open_objects(&js, ARTIFACTS_BUCKET, replicas, None).await?;
-        Ok(Self { js, kv, objects, replicas, placed: Arc::default() })
+        let grace_s = Arc::new(std::sync::atomic::AtomicU64::new(3600));
+        Ok(Self { js, kv, objects, replicas, placed: Arc::default(), grace_s })
     }
 
     /// The artifact store placed with `tags` (the shared one for none), opened or created.
@@ -163,8 +168,10 @@ impl ClusterStore {
     pub(super) async fn put_blob(&self, digest: &str, bytes: &[u8], tags: &[String]) -> Result<(), StoreError> {
         let name = object_name(digest);
         let objects = self.objects(tags).await?;
-        // (A swept artifact's record stays, marked deleted: store it again.)
-        if objects.info(&name).await.is_ok_and(|info| !info.deleted) {
+        // A swept artifact's record stays, marked deleted: store it again; and one stored long
+        // ago too, so that its age tells the sweep it is in use.
+        let fresh = self.grace_s.load(std::sync::atomic::Ordering::Relaxed) / 2;
+        if objects.info(&name).await.is_ok_and(|info| !info.deleted && age_s(&info) < fresh) {
             return Ok(());
         }
         let mut reader = bytes;
@@ -207,18 +214,19 @@ impl ClusterStore {
         Ok(stores)
     }
 
+    /// How long unused artifacts are kept: a deploy stores again the artifacts older than half
+    /// that it finds.
+    pub(super) fn set_grace(&self, grace: Duration) {
+        self.grace_s.store(grace.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The digests of the artifacts stored at least `age` ago, in any artifact store.
     pub(super) async fn artifacts(&self, age: Duration) -> Result<HashSet<String>, StoreError> {
-        let cutoff = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .saturating_sub(age.as_secs());
         let mut digests = HashSet::new();
         for store in self.artifact_stores().await? {
             let mut list = store.list().await.map_err(|e| failed("listing artifacts")(e.into()))?;
             while let Some(info) = list.try_next().await.map_err(|e| failed("listing artifacts")(e.into()))? {
-                let stored_at = info.modified.map_or(0, |m| u64::try_from(m.unix_timestamp()).unwrap_or(0));
-                if !info.deleted && stored_at <= cutoff {
+                if !info.deleted && age_s(&info) >= age.as_secs() {
                     digests.insert(format!("sha256:{}", info.name));
                 }
             }
@@ -247,6 +255,13 @@ fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
     const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
     std::iter::successors(Some(e), |e| e.source())
         .any(|e| e.downcast_ref::<jetstream::Error>().is_some_and(|e| WRONG_LAST_SEQUENCE.contains(&e.error_code().0)))
+}
+
+/// How long ago an artifact was stored, seconds (an unknown time is long ago).
+fn age_s(info: &object_store::ObjectInfo) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stored_at = info.modified.map_or(0, |m| u64::try_from(m.unix_timestamp()).unwrap_or(0));
+    now.saturating_sub(stored_at)
 }
 
 /// The object store `name`, created (on `replicas` servers, with `placement`) if there is none.

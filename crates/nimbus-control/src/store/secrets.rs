@@ -4,7 +4,7 @@ use nimbus_security::secrets::{Sealed, WrappedKey};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{Change, Key};
+use super::keys::{Change, Guard, Key};
 use super::{Store, StoreError, decode, encode, err};
 
 pub(super) const SECRETS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("secrets");
@@ -65,7 +65,11 @@ impl Store {
         record: &SecretRecord,
         keys: Option<&[WrappedKey]>,
     ) -> Result<(), StoreError> {
-        let mut changes: Vec<Change> = keys.map(|k| Change::put(Key::SecretKeys, &k)).into_iter().collect();
+        // The first data key is only ever created, never written over: a node that did not see
+        // another's first key yet must not replace it (the secrets sealed with it would no
+        // longer open); it loses the race, reads that key and seals with it.
+        let first = keys.map(|k| Change { guard: Guard::Expect(None), ..Change::put(Key::SecretKeys, &k) });
+        let mut changes: Vec<Change> = first.into_iter().collect();
         changes.push(Change::put(Key::Secret(app.to_string(), name.to_string()), record));
         self.commit(changes).map(drop)
     }

@@ -4,9 +4,10 @@
 //! would find the artifact there and not store it). So each node sweeps instead: an artifact of
 //! the cluster's stores is deleted once it has been unreferenced — by every revision in this
 //! node's replica — for the whole grace period, on two sweeps at least that far apart, and its
-//! object is at least that old. A deploy writes its revision within moments of finding its
-//! artifacts present, so a grace of minutes is never reached by one. The node's own copies of
-//! unreferenced artifacts go at once (they are fetched again if needed).
+//! object is at least that old. A deploy that finds one of its artifacts stored more than half
+//! the grace ago stores it again (so it is young), and writes its revision within moments, long
+//! before a sweep could take it. The node's own copies of unreferenced artifacts go at once
+//! (they are fetched again if needed).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ impl Sweeper {
 /// as the node runs.
 pub async fn sweep_artifacts(store: Arc<Store>, grace: Duration) {
     let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    if let Some(cluster) = &store.cluster {
+        cluster.set_grace(grace);
+    }
     let mut sweeper = Sweeper::default();
     loop {
         tokio::time::sleep(every).await;

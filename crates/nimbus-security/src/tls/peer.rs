@@ -83,15 +83,21 @@ fn snapshot(dir: &Path) -> Vec<Option<Vec<u8>>> {
 }
 
 impl CaDir {
-    /// Reads `path`; refused if the CA's key does not sign certificates the roots verify (a
-    /// directory caught between the two renames of a rotation step).
+    /// Reads `path`; refused if a file is unreadable, or if the CA's key does not sign
+    /// certificates the roots verify (a key put in place without its certificate).
     fn read(path: &Path) -> Result<Self, TlsError> {
         let files = snapshot(path);
         let ca = LocalCa::open(path)?;
         let mut roots = rustls::RootCertStore::empty();
         for name in [CA_CERT, NEXT_CERT, PREVIOUS_CERT] {
             let file = path.join(name);
-            let Ok(pem) = std::fs::read(&file) else { continue };
+            let pem = match std::fs::read(&file) {
+                Ok(pem) => pem,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Unreadable is not absent: trusting less than the operator put there would
+                // refuse peers the next step relies on.
+                Err(source) => return Err(TlsError::Read { path: file, source }),
+            };
             let cert = CertificateDer::from_pem_slice(&pem)
                 .map_err(|e| TlsError::Certificate { path: file.clone(), source: Some(e) })?;
             roots.add(cert).map_err(TlsError::Config)?;
@@ -300,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_caught_between_two_renames_is_refused_and_changes_nothing() {
+    fn a_key_signing_for_no_trusted_certificate_is_refused_and_changes_nothing() {
         use super::super::rotation::{NEXT_KEY, Rotation, rotate};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca");
@@ -308,8 +314,8 @@ mod tests {
         let a = open(&path, "node-a");
         rotate(&path, Rotation::Stage).unwrap();
         a.reload().unwrap();
-        // The new key in place, the old certificate still `ca.pem`, and no `next.pem`: what
-        // the key signs verifies against no root.
+        // The next key in place of `ca.key` without its certificate anywhere (copied by hand,
+        // half a directory): what the key signs verifies against no root.
         std::fs::rename(path.join(NEXT_KEY), path.join(CA_KEY)).unwrap();
         std::fs::remove_file(path.join(NEXT_CERT)).unwrap();
         let err = a.reload().unwrap_err();

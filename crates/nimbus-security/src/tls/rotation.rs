@@ -63,14 +63,20 @@ pub fn rotate(dir: &Path, step: Rotation) -> Result<(), TlsError> {
             let _ = std::fs::remove_dir_all(&staging);
         }
         Rotation::Activate => {
-            if !has(NEXT_CERT) || !has(NEXT_KEY) {
-                return Err(refused(format!("{} holds no next CA; stage one first", dir.display())));
+            // Interrupted after the key's rename: the certificate's is what is left to do.
+            let interrupted = has(NEXT_CERT) && !has(NEXT_KEY) && has(PREVIOUS_CERT);
+            if !interrupted {
+                if !has(NEXT_CERT) || !has(NEXT_KEY) {
+                    return Err(refused(format!("{} holds no next CA; stage one first", dir.display())));
+                }
+                let previous = dir.join(PREVIOUS_CERT);
+                std::fs::copy(dir.join(CA_CERT), &previous)
+                    .map_err(|source| TlsError::Write { path: previous, source })?;
+                // A node reading between the renames finds the next key beside the old
+                // certificate and the next one: what it signs verifies against the next
+                // certificate, which every node trusts since the stage step.
+                rename(&dir.join(NEXT_KEY), &dir.join(CA_KEY))?;
             }
-            let previous = dir.join(PREVIOUS_CERT);
-            std::fs::copy(dir.join(CA_CERT), &previous).map_err(|source| TlsError::Write { path: previous, source })?;
-            // A node reading between the renames finds a key that does not sign for the
-            // certificate, refuses that state and reads the directory again later.
-            rename(&dir.join(NEXT_KEY), &dir.join(CA_KEY))?;
             rename(&dir.join(NEXT_CERT), &dir.join(CA_CERT))?;
         }
         Rotation::Finish => {
@@ -117,5 +123,21 @@ mod tests {
         rotate(&path, Rotation::Finish).unwrap();
         assert!(!path.join(PREVIOUS_CERT).exists());
         assert!(!path.join(".next").exists());
+    }
+
+    #[test]
+    fn an_activation_interrupted_between_its_renames_is_completed_by_running_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca");
+        LocalCa::open_or_create(&path).unwrap();
+        rotate(&path, Rotation::Stage).unwrap();
+        let next = std::fs::read_to_string(path.join(NEXT_CERT)).unwrap();
+        // What a crash after the key's rename leaves.
+        std::fs::copy(path.join(CA_CERT), path.join(PREVIOUS_CERT)).unwrap();
+        std::fs::rename(path.join(NEXT_KEY), path.join(CA_KEY)).unwrap();
+        rotate(&path, Rotation::Activate).unwrap();
+        assert_eq!(LocalCa::open(&path).unwrap().cert_pem(), next);
+        assert!(!path.join(NEXT_CERT).exists());
+        rotate(&path, Rotation::Finish).unwrap();
     }
 }
