@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
@@ -115,14 +116,27 @@ impl EventBus for JetStream {
         if options.dedup {
             headers.insert("Nats-Msg-Id", crate::event::dedup_id(event).as_str());
         }
-        let ack = self
-            .js
-            .publish_with_headers(subject(topic, crate::event::partition(event, partitions)), headers, json.into())
-            .await
-            .map_err(BusError::nats)?
-            .await
-            .map_err(BusError::nats)?;
-        Ok(Published { seq: ack.sequence, duplicate: ack.duplicate })
+        let subject = subject(topic, crate::event::partition(event, partitions));
+        let payload = bytes::Bytes::from(json);
+        // A stream just created with several replicas answers `no stream found` (no responders)
+        // until its group has a leader: nothing was stored, so the event is sent again, for up
+        // to ~3 s.
+        let mut tries = 0;
+        loop {
+            let sent = self.js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await;
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Err(e) if tries < 30 && e.kind() == PublishErrorKind::StreamNotFound => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(BusError::nats(e)),
+                Ok(ack) => return Ok(Published { seq: ack.sequence, duplicate: ack.duplicate }),
+            }
+        }
     }
 
     async fn subscribe(&self, topic: &Topic, group: &Group) -> Result<Box<dyn Subscription>, BusError> {
