@@ -73,25 +73,17 @@ impl Residency {
     /// Applies the placements of every app from now on (those of its revisions that receive
     /// requests), forgetting apps not named.
     pub fn pin_all<'a>(&self, apps: impl IntoIterator<Item = (&'a str, Vec<&'a Placement>)>) {
-        let mut pinned = HashMap::new();
-        for (app, placements) in apps {
-            let placements: Vec<Placement> = placements.into_iter().filter(|p| pins(p)).cloned().collect();
-            if !placements.is_empty() {
-                pinned.insert(app.to_string(), placements);
-            }
-        }
-        *self.pinned.write().expect("pinned apps") = pinned;
+        let pinned = apps.into_iter().filter_map(|(app, placements)| Some((app.to_string(), pinning(placements)?)));
+        *self.pinned.write().expect("pinned apps") = pinned.collect();
     }
 
     /// Applies the placements of `app`'s revisions that receive requests from now on.
     pub fn pin(&self, app: &str, placements: Vec<&Placement>) {
-        let placements: Vec<Placement> = placements.into_iter().filter(|p| pins(p)).cloned().collect();
         let mut pinned = self.pinned.write().expect("pinned apps");
-        if placements.is_empty() {
-            pinned.remove(app);
-        } else {
-            pinned.insert(app.to_string(), placements);
-        }
+        match pinning(placements) {
+            Some(placements) => pinned.insert(app.to_string(), placements),
+            None => pinned.remove(app),
+        };
     }
 
     /// Applies `placement` to `app`'s data too, from now on (a revision being deployed, before
@@ -154,6 +146,12 @@ impl Residency {
 /// `key:value` of `labels` for each of `keys` (each a key `labels` has).
 fn tags<'a>(keys: impl IntoIterator<Item = &'a String>, labels: &BTreeMap<String, String>) -> Vec<String> {
     keys.into_iter().map(|key| format!("{key}:{}", labels[key])).collect()
+}
+
+/// Those of `placements` that pin anything; `None` if none does.
+fn pinning(placements: Vec<&Placement>) -> Option<Vec<Placement>> {
+    let kept: Vec<Placement> = placements.into_iter().filter(|p| pins(p)).cloned().collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// Whether `placement` pins the app or any of its buckets and topics.

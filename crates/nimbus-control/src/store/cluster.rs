@@ -5,7 +5,7 @@
 //! here is a consensus of its own. A pinned app's artifacts go to an object store of their own
 //! placed with JetStream tags (`nimbus_artifacts_<tags>`, see [`nimbus_manifest::Residency`]),
 //! so they are stored only on the NATS servers of the app's region.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,24 +220,31 @@ impl ClusterStore {
         self.grace_s.store(grace.as_secs(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The digests of the artifacts stored at least `age` ago, in any artifact store.
-    pub(super) async fn artifacts(&self, age: Duration) -> Result<HashSet<String>, StoreError> {
-        let mut digests = HashSet::new();
+    /// The artifacts stored at least `age` ago, by digest, with the artifact stores holding them.
+    pub(super) async fn artifacts(
+        &self,
+        age: Duration,
+    ) -> Result<HashMap<String, Vec<object_store::ObjectStore>>, StoreError> {
+        let mut digests: HashMap<String, Vec<object_store::ObjectStore>> = HashMap::new();
         for store in self.artifact_stores().await? {
             let mut list = store.list().await.map_err(|e| failed("listing artifacts")(e.into()))?;
             while let Some(info) = list.try_next().await.map_err(|e| failed("listing artifacts")(e.into()))? {
                 if !info.deleted && age_s(&info) >= age.as_secs() {
-                    digests.insert(format!("sha256:{}", info.name));
+                    digests.entry(format!("sha256:{}", info.name)).or_default().push(store.clone());
                 }
             }
         }
         Ok(digests)
     }
 
-    /// Deletes an artifact from every artifact store that holds it.
-    pub(super) async fn delete_artifact(&self, digest: &str) -> Result<(), StoreError> {
+    /// Deletes an artifact from `stores` (those [`ClusterStore::artifacts`] found it in).
+    pub(super) async fn delete_artifact(
+        &self,
+        digest: &str,
+        stores: &[object_store::ObjectStore],
+    ) -> Result<(), StoreError> {
         let name = object_name(digest);
-        for store in self.artifact_stores().await? {
+        for store in stores {
             match store.delete(&name).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}

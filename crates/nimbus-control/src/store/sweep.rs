@@ -23,32 +23,38 @@ struct Sweeper {
 impl Sweeper {
     /// One sweep of `store` with `grace`: the digests deleted from the cluster's stores.
     fn sweep(&mut self, store: &Store, grace: Duration) -> Result<Vec<String>, StoreError> {
-        let referenced: HashSet<String> =
-            store.revisions()?.into_iter().flat_map(|r| r.artifacts.into_iter().map(|a| a.digest)).collect();
-        store.forget_blobs_but(&referenced)?;
+        let used = referenced(store)?;
+        store.forget_blobs_but(&used)?;
         let Some(cluster) = &store.cluster else { return Ok(Vec::new()) };
-        let stored = cluster::block(cluster.artifacts(grace))?;
+        let mut stored = cluster::block(cluster.artifacts(grace))?;
         let now = Instant::now();
-        self.unreferenced_since.retain(|digest, _| stored.contains(digest) && !referenced.contains(digest));
+        self.unreferenced_since.retain(|digest, _| stored.contains_key(digest) && !used.contains(digest));
         let mut expired = Vec::new();
-        for digest in stored.into_iter().filter(|d| !referenced.contains(d)) {
+        for digest in stored.keys().filter(|d| !used.contains(*d)) {
             let since = *self.unreferenced_since.entry(digest.clone()).or_insert(now);
             if now.duration_since(since) >= grace {
-                expired.push(digest);
+                expired.push(digest.clone());
             }
         }
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Read the records again: a deploy may have referred to one since.
+        let used = referenced(store)?;
         let mut deleted = Vec::new();
-        for digest in expired {
-            // Read the records again: a deploy may have referred to it since.
-            if store.revisions()?.iter().any(|r| r.artifacts.iter().any(|a| a.digest == digest)) {
-                continue;
-            }
-            cluster::block(cluster.delete_artifact(&digest))?;
+        for digest in expired.into_iter().filter(|d| !used.contains(d)) {
+            let holders = stored.remove(&digest).unwrap_or_default();
+            cluster::block(cluster.delete_artifact(&digest, &holders))?;
             self.unreferenced_since.remove(&digest);
             deleted.push(digest);
         }
         Ok(deleted)
     }
+}
+
+/// The digests of the artifacts the revisions in `store` use.
+fn referenced(store: &Store) -> Result<HashSet<String>, StoreError> {
+    Ok(store.revisions()?.into_iter().flat_map(|r| r.artifacts.into_iter().map(|a| a.digest)).collect())
 }
 
 /// Sweeps `store` every quarter of `grace` (between a second and ten minutes), for as long
