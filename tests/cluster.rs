@@ -830,7 +830,7 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
         let list = nodes_list(&c.nodes[0], &c.admin)?;
         let placed: Vec<&str> = list
             .iter()
-            .filter(|n| n["services"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("/py")))
+            .filter(|n| n["services"].as_array().unwrap().iter().any(|s| s["name"].as_str().unwrap().ends_with("/py")))
             .map(|n| n["name"].as_str().unwrap())
             .collect();
         if placed == [host.as_str()] { Ok(()) } else { Err(format!("{list:?}")) }
@@ -887,7 +887,7 @@ async fn a_service_runs_on_the_node_the_scheduler_picks_every_node_forwards_to_i
 
     // Scale to zero and back across nodes: idle, its node stops the process; a request through
     // another node starts one there again.
-    let last_request_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let last_request_ms = now_ms();
     eventually("the service scales to zero on its node", || async {
         let list = nodes_list(&c.nodes[0], &c.admin)?;
         let node = list.iter().find(|n| n["name"] == host).unwrap();
@@ -1091,7 +1091,8 @@ async fn a_services_min_is_kept_once_across_its_nodes() {
     assert_eq!(s, 201, "{body}");
     let idle = || async {
         let list = nodes_list(&c.nodes[0], &c.admin)?;
-        let runs = |n: &Value| n["services"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("/py"));
+        let runs =
+            |n: &Value| n["services"].as_array().unwrap().iter().any(|s| s["name"].as_str().unwrap().ends_with("/py"));
         let placed = list.iter().filter(|n| runs(n)).count();
         let processes: u64 = list.iter().map(|n| n["load"]["services"].as_u64().unwrap()).sum();
         if placed == 2 && processes == 1 {
@@ -1109,6 +1110,95 @@ async fn a_services_min_is_kept_once_across_its_nodes() {
         let (status, ..) = hello(node).await.unwrap();
         assert_eq!(status, 200);
     }
+}
+
+/// The service `py`'s processes on each node, by node name, from a heartbeat measured after
+/// `since_ms` (Unix milliseconds).
+fn processes_by_node(p: &Platform, admin: &str, since_ms: u128) -> Result<Vec<(String, u64)>, String> {
+    let list = nodes_list(p, admin)?;
+    let mut out = Vec::new();
+    for n in &list {
+        if (n["heartbeat_at_ms"].as_u64().unwrap() as u128) <= since_ms {
+            return Err(format!("{} has not heartbeat since", n["name"]));
+        }
+        let services = n["services"].as_array().unwrap();
+        let py = services.iter().find(|s| s["name"].as_str().unwrap().ends_with("/py"));
+        out.push((n["name"].as_str().unwrap().to_string(), py.map_or(0, |s| s["processes"].as_u64().unwrap())));
+    }
+    Ok(out)
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// The autoscaler's view of a service is the cluster's. Placed on two nodes (`max = 2`,
+/// `max_per_node = 1`, `min = 0`), a quiet service runs one process wherever its requests
+/// arrive: every node, the other of its two nodes too, sends them to the node with a ready
+/// process and room, and a second process idles and stops. A burst beyond that process's
+/// `target_concurrency` spills onto the second node. Idle, it scales to zero on both, and a
+/// request through the node that runs neither brings one process back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_service_runs_one_process_in_the_cluster_spills_over_under_load_and_scales_to_zero_everywhere() {
+    let c = Cluster::start();
+    let bundle = service_bundle_with("min = 0, max = 2, target_concurrency = 1", "[placement]\nmax_per_node = 1\n");
+    let (s, body) = c.deploy(0, bundle, "").await;
+    assert_eq!(s, 201, "{body}");
+    let all: Vec<&Platform> = c.nodes.iter().collect();
+    let (host, _) = the_host(&all).await;
+    eprintln!("one process, on {host}, serves the requests of every node");
+    let since = now_ms();
+    eventually("one process in the cluster", || async {
+        let by_node = processes_by_node(&c.nodes[0], &c.admin, since)?;
+        let total: u64 = by_node.iter().map(|(_, n)| n).sum();
+        if total == 1 { Ok(()) } else { Err(format!("{by_node:?}")) }
+    })
+    .await;
+
+    // A burst through the node running neither: slow requests beyond the one process's
+    // target concurrency go to the second node once the first says it has no room.
+    let outside = {
+        let list = nodes_list(&c.nodes[0], &c.admin).unwrap();
+        let placed =
+            |n: &Value| n["services"].as_array().unwrap().iter().any(|s| s["name"].as_str().unwrap().ends_with("/py"));
+        let name = list.iter().find(|n| !placed(n)).unwrap()["name"].as_str().unwrap().to_string();
+        NAMES.iter().position(|n| *n == name).unwrap()
+    };
+    let served = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut burst = Vec::new();
+    for _ in 0..4 {
+        let (url, served, stop) = (c.nodes[outside].url("/py/slow?ms=300"), served.clone(), stop.clone());
+        burst.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = client().get(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let node = resp.headers().get("x-nimbus-node").map(|v| v.to_str().unwrap().to_string());
+                served.lock().unwrap().insert(node.unwrap_or_default());
+            }
+        }));
+    }
+    eventually("the burst spills onto the second node", || async {
+        let served = served.lock().unwrap().clone();
+        if served.len() == 2 && !served.contains(NAMES[outside]) { Ok(()) } else { Err(format!("{served:?}")) }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burst {
+        b.await.unwrap();
+    }
+
+    // Idle: no process anywhere; then one request through the outside node brings one back.
+    let idle_since = now_ms();
+    eventually("the service scales to zero on every node", || async {
+        let by_node = processes_by_node(&c.nodes[0], &c.admin, idle_since)?;
+        if by_node.iter().all(|(_, n)| *n == 0) { Ok(()) } else { Err(format!("{by_node:?}")) }
+    })
+    .await;
+    let (status, _, node) = hello(&c.nodes[outside]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(node.is_some_and(|n| n != NAMES[outside]), "forwarded to a node of the service");
+    the_host(&all).await;
 }
 
 /// An artifact that no revision uses any more leaves the cluster's artifact store once it has

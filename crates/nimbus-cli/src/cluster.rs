@@ -249,6 +249,10 @@ pub(crate) fn nodes(remote: &RemoteArgs, command: &NodesCommand) -> anyhow::Resu
                         n.load.rss_bytes >> 20,
                         n.gateway
                     );
+                    for s in &n.services {
+                        let room = if s.room { "room" } else { "no room" };
+                        println!("  {}  {}/{} ready, {} busy, {room}", s.name, s.ready, s.processes, s.busy);
+                    }
                 }
             })
         }

@@ -341,8 +341,8 @@ impl Platform {
     }
 
     /// This node's load, the revisions it serves (`APP/REVISION`) and the services placed on it
-    /// (`APP/REVISION/COMPONENT`), for its heartbeat.
-    pub async fn node_load(&self) -> (crate::nodes::NodeLoad, Vec<String>, Vec<String>) {
+    /// with their processes here, for its heartbeat.
+    pub async fn node_load(&self) -> (crate::nodes::NodeLoad, Vec<String>, Vec<crate::nodes::NodeService>) {
         let apps = self.apps.lock().await;
         let loaded: Vec<&Loaded> =
             apps.values().flat_map(|a| a.revisions.values()).filter(|r| r.live.is_some()).collect();
@@ -356,7 +356,11 @@ impl Platform {
         let placed = loaded
             .iter()
             .flat_map(|r| r.services.iter().filter(|s| !s.is_elsewhere()).map(move |s| (r, s)))
-            .map(|(r, s)| format!("{}/{}/{}", r.record.app, r.record.id, s.name()))
+            .map(|(r, s)| {
+                let nimbus_services::Gauge { processes, ready, busy, room } = s.gauge();
+                let name = format!("{}/{}/{}", r.record.app, r.record.id, s.name());
+                crate::nodes::NodeService { name, processes, ready, busy, room }
+            })
             .collect();
         (load, runs, placed)
     }

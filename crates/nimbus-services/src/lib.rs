@@ -18,7 +18,9 @@
 //! store, and to the server's log only within a byte budget. Requests that arrive
 //! while no process is ready wait and wake the autoscaler (the gateway bounds how many wait and
 //! for how long). In a cluster a service may be placed on other nodes ([`Placed`]): it then keeps
-//! no process and hands its requests to a [`Forward`] the control plane supplies. It does not
+//! no process and hands its requests to a [`Forward`] the control plane supplies; placed on
+//! several, a node sends them to the others while they have room and it has not ([`Spill`]),
+//! and reports its [`Gauge`] so that they can do the same. It does not
 //! route or admit requests (that is
 //! `nimbus-gateway`) or read manifests (`nimbus-manifest`).
 //!
@@ -47,7 +49,7 @@ mod spec;
 mod supervisor;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +57,8 @@ use instance::Instance;
 use tokio::sync::{Notify, watch};
 
 pub use identity::{IDENTITY_MOUNT, Identity};
-pub use placement::{Forward, Placed, Placer, Unforwarded};
+use placement::Route;
+pub use placement::{Forward, Placed, Placer, Spill, Unforwarded};
 pub use proxy::{BoxError, RequestBody, ServiceBody};
 pub use spec::{DEFAULT_GRACE, ServiceSpec};
 
@@ -87,6 +90,20 @@ pub enum ServiceError {
         /// The limit.
         limit: Duration,
     },
+}
+
+/// A service's processes and requests on one node, as it reports them to the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauge {
+    /// Processes running or starting.
+    pub processes: u32,
+    /// Processes ready for traffic.
+    pub ready: u32,
+    /// Requests in flight or waiting for a process.
+    pub busy: u32,
+    /// Whether it takes another request without a process starting: a ready process below
+    /// `scale.target_concurrency`, or room under the node's cap (`scale.max`) to start one.
+    pub room: bool,
 }
 
 /// Health of a service as a whole.
@@ -129,9 +146,10 @@ pub struct Service {
     waiting: AtomicUsize,
     active: AtomicUsize,
     stop: watch::Sender<bool>,
-    /// Set while the service runs on other nodes (see [`Placed`]); the flag spares the common
-    /// case, a service that runs here, the lock.
-    remote: AtomicBool,
+    /// How requests are routed ([`Route`]); the flag spares the common case, a service that
+    /// runs here only, the lock.
+    route: AtomicU8,
+    /// Where requests go when not to this node's processes.
     elsewhere: Mutex<Option<Arc<dyn Forward>>>,
     /// The processes this node keeps however idle: `scale.min`, or this node's share of it.
     min: AtomicU32,
@@ -169,10 +187,7 @@ impl Service {
     pub fn start(spec: ServiceSpec) -> Arc<Self> {
         let min = spec.placed.min(spec.scale.min);
         let initial = if spec.placed.is_here() { spec.scale.initial.max(min).min(spec.scale.max) } else { 0 };
-        let elsewhere = match &spec.placed {
-            Placed::Here | Placed::Shared { .. } => None,
-            Placed::Elsewhere(to) => Some(to.clone()),
-        };
+        let (route, elsewhere) = spec.placed.clone().route();
         let stop = watch::channel(false).0;
         let identity = spec.identity.as_ref().map(|i| identity::Mounted::start(i, &spec.name, stop.subscribe()));
         let service = Arc::new(Self {
@@ -190,7 +205,7 @@ impl Service {
             waiting: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             stop,
-            remote: AtomicBool::new(elsewhere.is_some()),
+            route: AtomicU8::new(route as u8),
             elsewhere: Mutex::new(elsewhere),
             min: AtomicU32::new(min),
         });
@@ -212,22 +227,22 @@ impl Service {
 
     /// Moves the service: placed here, the autoscaler brings it to `scale.min` or this node's
     /// share of it (and starts processes for its requests); placed elsewhere, new requests go there and its processes
-    /// stop once their requests are done.
+    /// stop once their requests are done; shared, requests spill as [`Spill`] says.
     pub fn place(&self, placed: Placed) {
         let min = placed.min(self.spec.scale.min);
         if self.min.swap(min, Ordering::AcqRel) != min {
             tracing::info!(component = %self.spec.name, min, "service keeps {min} idle processes on this node");
             self.poked.notify_one();
         }
-        let (remote, to) = match placed {
-            Placed::Here | Placed::Shared { .. } => (false, None),
-            Placed::Elsewhere(to) => (true, Some(to)),
-        };
+        let (route, to) = placed.route();
         *self.elsewhere.lock().expect("service placement") = to;
-        if self.remote.swap(remote, Ordering::AcqRel) != remote {
-            let now = if remote { "on other nodes" } else { "on this node" };
+        let was = Route::from_u8(self.route.swap(route as u8, Ordering::AcqRel));
+        if (was == Route::Elsewhere) != (route == Route::Elsewhere) {
+            let now = if route == Route::Elsewhere { "on other nodes" } else { "on this node" };
             tracing::info!(component = %self.spec.name, "service placed {now}");
             self.poked.notify_one();
+        } else if was != route {
+            tracing::debug!(component = %self.spec.name, ?route, "service's requests routed anew");
         }
     }
 
@@ -238,7 +253,26 @@ impl Service {
 
     /// Whether the service runs on other nodes (its requests are forwarded there).
     pub fn is_elsewhere(&self) -> bool {
-        self.remote.load(Ordering::Acquire)
+        self.route() == Route::Elsewhere
+    }
+
+    fn route(&self) -> Route {
+        Route::from_u8(self.route.load(Ordering::Acquire))
+    }
+
+    /// Its processes and requests on this node now, as its node reports them to the others.
+    pub fn gauge(&self) -> Gauge {
+        let (processes, ready) = {
+            let state = self.state.lock().expect("service state");
+            let ready = state.slots.values().filter(|s| s.instance.is_some()).count();
+            (state.slots.len(), ready)
+        };
+        let busy = self.load().0;
+        let cap = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let room = ready > 0
+            && (busy < ready.saturating_mul(self.spec.scale.target_concurrency as usize)
+                || cap(processes) < self.spec.scale.max);
+        Gauge { processes: cap(processes), ready: cap(ready), busy: cap(busy), room }
     }
 
     /// Processes running or starting.
@@ -294,7 +328,8 @@ impl Service {
         client: Option<SocketAddr>,
         wait: Duration,
     ) -> Result<http::Response<ServiceBody>, ServiceError> {
-        if self.remote.load(Ordering::Acquire) {
+        let route = self.route();
+        if route != Route::Here && (route != Route::Overflow || !self.gauge().room) {
             let to = self.elsewhere.lock().expect("service placement").clone();
             if let Some(to) = to {
                 // The rare path in a single node: boxed, so the common one's future stays small.

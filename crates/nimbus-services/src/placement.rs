@@ -43,13 +43,28 @@ pub enum Placed {
     Here,
     /// Its processes run on this node and others, and this node keeps `min` of the service's
     /// `scale.min` (the nodes' shares add up to it): `scale.min` is the cluster's, not each
-    /// node's.
+    /// node's. `spill` names the other nodes with ready processes and room, when there are.
     Shared {
         /// Processes this node keeps however idle.
         min: u32,
+        /// Where requests go instead of this node's processes.
+        spill: Option<Spill>,
     },
     /// It runs on other nodes; requests go there through this.
     Elsewhere(Arc<dyn Forward>),
+}
+
+/// Other nodes running a shared service that have ready processes with room: the cluster fills
+/// its nodes in the scheduler's order, so a node sends its requests to nodes ranking before it
+/// while they have room (its own processes then idle and stop: one process serves a quiet
+/// service, wherever its requests arrive), and to nodes ranking after it only when it has no
+/// room itself (no ready process, or all of them busy at the node's cap).
+#[derive(Debug, Clone)]
+pub struct Spill {
+    /// The nodes, through the inter-node transport.
+    pub to: Arc<dyn Forward>,
+    /// They rank before this node: every request goes there first.
+    pub first: bool,
 }
 
 impl Placed {
@@ -62,8 +77,43 @@ impl Placed {
     pub fn min(&self, min: u32) -> u32 {
         match self {
             Self::Here => min,
-            Self::Shared { min: share } => (*share).min(min),
+            Self::Shared { min: share, .. } => (*share).min(min),
             Self::Elsewhere(_) => 0,
+        }
+    }
+
+    /// How requests are routed, and where to when not to this node's processes.
+    pub(crate) fn route(self) -> (Route, Option<Arc<dyn Forward>>) {
+        match self {
+            Self::Here | Self::Shared { spill: None, .. } => (Route::Here, None),
+            Self::Shared { spill: Some(Spill { to, first: true }), .. } => (Route::First, Some(to)),
+            Self::Shared { spill: Some(Spill { to, first: false }), .. } => (Route::Overflow, Some(to)),
+            Self::Elsewhere(to) => (Route::Elsewhere, Some(to)),
+        }
+    }
+}
+
+/// How a service's requests are routed on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Route {
+    /// To its processes here.
+    Here = 0,
+    /// To other nodes first (they rank before this one and have room), here if none answers.
+    First = 1,
+    /// Here, and to other nodes when this one has no room.
+    Overflow = 2,
+    /// To the nodes it runs on.
+    Elsewhere = 3,
+}
+
+impl Route {
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::First,
+            2 => Self::Overflow,
+            3 => Self::Elsewhere,
+            _ => Self::Here,
         }
     }
 }

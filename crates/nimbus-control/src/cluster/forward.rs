@@ -1,9 +1,9 @@
 //! A service's requests on a node that does not run it: sent over the transport to the nodes
 //! that do. Each names its service (`APP/REVISION/COMPONENT`) and how long the caller still
 //! waits; its `Host` and `traceparent` (the gateway's client span) go with it, and nothing a
-//! client wrote into the headers nodes read from each other does. Nodes are tried from a random
-//! one in the scheduler's order; a request none of them can take (unreachable, or not loaded the
-//! revision yet) is served where it arrived, and an idempotent one without a body that a node
+//! client wrote into the headers nodes read from each other does. Nodes are tried in the order
+//! the scheduler gave (those with room first); a request none of them can take (unreachable, or
+//! not loaded the revision yet) is served where it arrived, and an idempotent one without a body that a node
 //! failed mid-flight is sent again. A service no node has room for is answered `503`.
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,8 @@ pub(crate) struct ForwardTo {
     service: ServiceKey,
     /// `APP/REVISION/COMPONENT`.
     header: HeaderValue,
-    /// Peer addresses of the nodes running it that have loaded its revision.
+    /// Peer addresses of the nodes running it that have loaded its revision, in the order they
+    /// are tried.
     nodes: Vec<String>,
     /// No node has room for it: its requests are answered `503`.
     unplaced: bool,
@@ -69,9 +70,7 @@ impl ForwardTo {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let start = if self.nodes.is_empty() { 0 } else { fastrand::usize(..self.nodes.len()) };
-        for i in 0..self.nodes.len() {
-            let addr = &self.nodes[(start + i) % self.nodes.len()];
+        for addr in &self.nodes {
             let missed = match self.transport.send(addr, req).await {
                 Ok(resp) if resp.status() != StatusCode::MISDIRECTED_REQUEST => return Ok(resp),
                 Ok(_) => ServiceError::Unavailable {

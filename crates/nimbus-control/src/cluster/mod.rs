@@ -2,7 +2,10 @@
 //! ([`schedule`]), kept up to date on every node from the membership and the stored apps, and
 //! applied to the services this node has loaded — those placed here run processes, the others
 //! forward their requests over the inter-node transport ([`transport`]) to a node that runs
-//! them. Each actor key and each workflow run has an owner node (rendezvous hashing over the
+//! them — the nodes with a ready process and room first, from what each node says of its
+//! processes in its heartbeat, so the cluster runs as few processes as its traffic needs (a node
+//! of the service, too, sends its requests to the nodes ranking before it while they have room).
+//! Each actor key and each workflow run has an owner node (rendezvous hashing over the
 //! nodes the app may be on): the calls of a key are forwarded to it, and only it drives the run. Functions are not placed: every node runs them for the
 //! requests it receives.
 //!
@@ -23,11 +26,11 @@ use futures::future::BoxFuture;
 use nimbus_actors::{ActorOwners, RemoteCall, Unowned};
 use nimbus_gateway::Ingress;
 use nimbus_manifest::Manifest;
-use nimbus_services::{Placed, Placer};
+use nimbus_services::{Placed, Placer, Spill};
 use nimbus_workflows::RunOwners;
 
 use crate::Store;
-use crate::nodes::{NodeInfo, Nodes};
+use crate::nodes::{NodeInfo, NodeService, Nodes};
 use schedule::{Candidate, Demand, Plan, ServiceKey};
 pub use transport::Transport;
 
@@ -53,6 +56,9 @@ struct View {
     peers: HashMap<String, String>,
     /// The revisions (`APP/REVISION`) each other node said it has loaded.
     loaded: HashMap<String, HashSet<String>>,
+    /// The services placed on each other node, by `APP/REVISION/COMPONENT`, with their
+    /// processes there as it last said.
+    gauges: HashMap<String, HashMap<String, NodeService>>,
     plan: Plan,
 }
 
@@ -70,6 +76,7 @@ impl Scheduler {
             candidates: vec![me.clone()],
             peers: [(name.to_string(), peer)].into(),
             loaded: HashMap::new(),
+            gauges: HashMap::new(),
             plan: Plan::default(),
         };
         Self {
@@ -108,7 +115,7 @@ impl Scheduler {
         let mut candidates = vec![self.me.clone()];
         let mut peers: HashMap<String, String> =
             self.view.load().peers.get(&self.me.name).map(|p| (self.me.name.clone(), p.clone())).into_iter().collect();
-        let mut loaded = HashMap::new();
+        let (mut loaded, mut gauges) = (HashMap::new(), HashMap::new());
         for node in members.iter().filter(|n| n.name != self.me.name) {
             let Some(peer) = &node.peer else { continue };
             candidates.push(Candidate {
@@ -118,11 +125,12 @@ impl Scheduler {
             });
             peers.insert(node.name.clone(), peer.clone());
             loaded.insert(node.name.clone(), node.runs.iter().cloned().collect());
+            gauges.insert(node.name.clone(), node.services.iter().map(|s| (s.name.clone(), s.clone())).collect());
         }
         let demands = self.demands();
         let plan = schedule::schedule(&candidates, &demands);
         let moved = self.view.load().candidates != candidates;
-        self.view.store(Arc::new(View { candidates, peers, loaded, plan }));
+        self.view.store(Arc::new(View { candidates, peers, loaded, gauges, plan }));
         if moved {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -185,7 +193,8 @@ impl Scheduler {
     }
 
     /// Where service `key` runs: by the current placement, or — for a revision it does not
-    /// cover yet (being deployed) — placed now from `manifest` on the current membership.
+    /// cover yet (being deployed) — placed now from `manifest` on the current membership; and
+    /// where its requests go, from what the other nodes said of their processes.
     fn placed(&self, key: &ServiceKey, manifest: Option<&Manifest>) -> Option<Placed> {
         let view = self.view.load();
         let (nodes, min) = match view.plan.assignments.get(key) {
@@ -195,21 +204,61 @@ impl Scheduler {
                 (schedule::place(&view.candidates, &view.plan.reserved, &demand), demand.min)
             }
         };
+        // The other nodes of the service, in the scheduler's order, that said they have the
+        // revision loaded (a deploy reaches each node within a heartbeat), with their gauge.
+        let revision = format!("{}/{}", key.app, key.revision);
+        let service = format!("{revision}/{}", key.component);
+        let peers: Vec<(usize, Option<&NodeService>, String)> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != self.me.name)
+            .filter(|(_, n)| view.loaded.get(*n).is_some_and(|runs| runs.contains(&revision)))
+            .filter_map(|(rank, n)| {
+                let gauge = view.gauges.get(n).and_then(|g| g.get(&service));
+                Some((rank, gauge, view.peers.get(n)?.clone()))
+            })
+            .collect();
+        let forward = |to: Vec<String>| -> Arc<dyn nimbus_services::Forward> {
+            Arc::new(forward::ForwardTo::new(self.transport.clone(), key.clone(), to, nodes.is_empty()))
+        };
         if let Some(rank) = nodes.iter().position(|n| *n == self.me.name) {
+            if nodes.len() == 1 {
+                return Some(Placed::Here);
+            }
             // `scale.min` is the cluster's: each of the service's nodes keeps its share.
             let share = schedule::min_share(min, nodes.len(), rank);
-            return Some(if nodes.len() == 1 { Placed::Here } else { Placed::Shared { min: share } });
+            let roomy = |before: bool| -> Vec<String> {
+                let has_room = |g: &Option<&NodeService>| g.is_some_and(|g| g.room);
+                peers.iter().filter(|(r, g, _)| (*r < rank) == before && has_room(g)).map(|p| p.2.clone()).collect()
+            };
+            let (before, after) = (roomy(true), roomy(false));
+            // The nodes ranking before this one take its requests while they have room, unless
+            // it keeps idle processes of its own; the others only those it has no room for.
+            let spill = if share == 0 && !before.is_empty() {
+                Some(Spill { to: forward(before), first: true })
+            } else {
+                let all: Vec<String> = before.into_iter().chain(after).collect();
+                (!all.is_empty()).then(|| Spill { to: forward(all), first: false })
+            };
+            return Some(Placed::Shared { min: share, spill });
         }
-        // Only to nodes that said they have the revision loaded (a deploy reaches each node
-        // within a heartbeat); with none, the requests are served here meanwhile.
-        let revision = format!("{}/{}", key.app, key.revision);
-        let peers = nodes
-            .iter()
-            .filter(|n| view.loaded.get(*n).is_some_and(|runs| runs.contains(&revision)))
-            .filter_map(|n| view.peers.get(n).cloned())
+        // Nodes with room first, then those starting a process, then those without one (the
+        // first of them starts it), and those whose processes are all busy last; each in the
+        // scheduler's order. With none, the requests are served here meanwhile.
+        let mut order: Vec<(u8, String)> = peers
+            .into_iter()
+            .map(|(_, gauge, addr)| {
+                let class = match gauge {
+                    Some(g) if g.room => 0,
+                    Some(g) if g.processes > g.ready => 1,
+                    Some(g) if g.processes > 0 => 3,
+                    _ => 2,
+                };
+                (class, addr)
+            })
             .collect();
-        let to = forward::ForwardTo::new(self.transport.clone(), key.clone(), peers, nodes.is_empty());
-        Some(Placed::Elsewhere(Arc::new(to)))
+        order.sort_by_key(|(class, _)| *class);
+        Some(Placed::Elsewhere(forward(order.into_iter().map(|(_, addr)| addr).collect())))
     }
 
     /// Keeps the placement current: every `every`, reads the membership, places the services

@@ -52,10 +52,10 @@ pub struct NodeInfo {
     pub load: NodeLoad,
     /// The revisions it serves, as `APP/REVISION` (only the apps the caller may see).
     pub runs: Vec<String>,
-    /// The services placed on it, as `APP/REVISION/COMPONENT` (only the apps the caller may
-    /// see); the other nodes forward their requests here.
+    /// The services placed on it (only the apps the caller may see), and their processes
+    /// there: the other nodes forward their requests here, to the nodes with room first.
     #[serde(default)]
-    pub services: Vec<String>,
+    pub services: Vec<NodeService>,
     /// A random id of the data dir behind the name: a restart keeps it, another node with the
     /// same name has another one.
     pub instance: String,
@@ -65,6 +65,29 @@ pub struct NodeInfo {
     /// Memory its services may reserve, MiB (the scheduler places no more on it).
     #[serde(default)]
     pub capacity_mb: u64,
+}
+
+/// A service placed on a node, and its processes there when the node last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeService {
+    /// `APP/REVISION/COMPONENT`.
+    pub name: String,
+    /// Processes running or starting.
+    pub processes: u32,
+    /// Processes ready for traffic.
+    pub ready: u32,
+    /// Requests in flight or waiting for a process.
+    pub busy: u32,
+    /// Whether it takes another request without starting a process on another node: a ready
+    /// process below `scale.target_concurrency`, or room under the node's cap to start one.
+    pub room: bool,
+}
+
+impl NodeService {
+    /// The app it belongs to.
+    pub fn app(&self) -> &str {
+        self.name.split('/').next().unwrap_or_default()
+    }
 }
 
 /// Whether a node heartbeats.
@@ -245,7 +268,7 @@ impl Nodes {
         for node in &mut nodes {
             node.status = if self.cluster.is_none() || alive(node, now) { NodeStatus::Ready } else { NodeStatus::Gone };
             node.runs.retain(|r| principal.sees(r.split('/').next().unwrap_or_default()));
-            node.services.retain(|r| principal.sees(r.split('/').next().unwrap_or_default()));
+            node.services.retain(|s| principal.sees(s.app()));
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
