@@ -319,6 +319,33 @@ async fn three_nodes_share_apps_traffic_and_tokens_and_lose_no_concurrent_change
     })
     .await;
 
+    // Policies set through A decide on every node: a forbid of deleting `shop` refuses the
+    // admin on C, naming the policy; cleared through B, the delete goes through C.
+    let forbid =
+        r#"@id("keep-shop") forbid (principal, action == Nimbus::Action::"delete", resource == Nimbus::App::"shop");"#;
+    let (s, body) =
+        c.api(0, reqwest::Method::PUT, "/v1/policies", Some(serde_json::json!({ "policies": forbid }))).await;
+    assert_eq!(s, 200, "{body}");
+    eventually("the policy decides on C", || async {
+        let (s, body) = c.api(2, reqwest::Method::GET, "/v1/policies", None).await;
+        if s == 200 && body["policies"].as_str().unwrap().contains("keep-shop") {
+            Ok(())
+        } else {
+            Err(format!("{s} {body}"))
+        }
+    })
+    .await;
+    let (s, body) = c.api(2, reqwest::Method::DELETE, "/v1/apps/shop", None).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("keep-shop"), "{body}");
+    let (s, body) = c.api(1, reqwest::Method::PUT, "/v1/policies", Some(serde_json::json!({ "policies": "" }))).await;
+    assert_eq!(s, 200, "{body}");
+    eventually("the policy is gone on C", || async {
+        let (s, body) = c.api(2, reqwest::Method::GET, "/v1/policies", None).await;
+        if s == 200 && body["policies"] == "" { Ok(()) } else { Err(format!("{s} {body}")) }
+    })
+    .await;
+
     // Deleting the app through C removes it everywhere.
     let (s, body) = c.api(2, reqwest::Method::DELETE, "/v1/apps/shop", None).await;
     assert_eq!(s, 204, "{body}");

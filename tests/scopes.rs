@@ -42,6 +42,8 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/deployments", Some("deploy")),
     ("GET", "/v1/logs", Some("read")),
     ("GET", "/v1/nodes", Some("read")),
+    ("GET", "/v1/policies", Some("admin")),
+    ("PUT", "/v1/policies", Some("admin")),
     ("POST", "/v1/secrets/rotate", Some("admin")),
     ("GET", "/v1/tokens", Some("admin")),
     ("POST", "/v1/tokens", Some("admin")),

@@ -30,6 +30,7 @@ mod logging;
 mod logs;
 mod manage;
 mod peers;
+mod policy;
 mod remote;
 mod schema;
 mod secrets;
@@ -112,6 +113,13 @@ enum Command {
         remote: remote::RemoteArgs,
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// List and set the Cedar policies a server decides with; test them from a file.
+    Policy {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Publish events, tail a topic, list and replay dead letters (on the `nimbus up` of this
     /// directory, or on a server).
@@ -197,6 +205,7 @@ pub fn main() -> ExitCode {
         Command::Nodes { remote, command } => cluster::nodes(&remote, &command),
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
         Command::Secrets { remote, command } => secrets::run(&remote, &command),
+        Command::Policy { remote, command } => policy::run(&remote, &command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),

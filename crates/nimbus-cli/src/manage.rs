@@ -95,6 +95,12 @@ pub(crate) enum TokensCommand {
         /// Expire it after this long, e.g. `12h`, `30d`; default: never.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// The user it stands for, as policies name it (`Nimbus::User::"alice"`).
+        #[arg(long)]
+        user: Option<String>,
+        /// A group it is in, as policies name it (`Nimbus::Group::"ops"`; repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -278,13 +284,15 @@ pub(crate) fn tokens(remote: &RemoteArgs, command: &TokensCommand) -> anyhow::Re
                 }
             })
         }
-        TokensCommand::Create { name, role, apps, scopes, ttl, output } => {
+        TokensCommand::Create { name, role, apps, scopes, ttl, user, groups, output } => {
             let new = NewToken {
                 name: name.clone(),
                 role: *role,
                 apps: apps.clone(),
                 scopes: scopes.clone(),
                 ttl_s: ttl.map(|t| t.as_secs().max(1)),
+                user: user.clone(),
+                groups: groups.clone(),
             };
             let created: CreatedToken = client.send(Method::POST, "/v1/tokens", &new)?;
             output.print(&created, |c| {

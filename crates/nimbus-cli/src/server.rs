@@ -234,7 +234,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let tokens = Tokens::new(store.clone());
+    let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).context("cannot load the policies")?);
+    let tokens = Tokens::new(store.clone(), authorizer.clone());
     let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
     let platform = Arc::new(
         Platform::open(
@@ -250,6 +251,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 workload_certs: Some(args.identity.workload_certs(&data_dir)?),
                 residency,
                 cluster: scheduler.as_ref().map(nimbus_control::Scheduler::seams),
+                authorizer,
             },
             data_dir.join("services"),
             observer.clone(),

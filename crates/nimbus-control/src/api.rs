@@ -21,6 +21,7 @@ use crate::model::{
     RollbackRequest, Scope, TokenInfo, Traffic, TrafficTarget, Whoami,
 };
 use crate::platform::{DeployOptions, Platform};
+use nimbus_security::policy::Action;
 
 /// What the API handlers share.
 #[derive(Debug)]
@@ -69,6 +70,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(crate::secrets_api::routes())
+        .merge(crate::policy_api::routes())
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
         .merge(data);
@@ -104,7 +106,7 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
 }
 
 /// A JSON body whose rejections are [`ErrorBody`] JSON too.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ControlError;
@@ -122,9 +124,9 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens and secrets, publish and read events, read and write KV buckets."),
-    paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
-    components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeService, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, policies and secrets, publish and read events, read and write KV buckets."),
+    paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::policy_api::show_policies, crate::policy_api::set_policies, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeService, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::policy_api::PolicyText, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -168,7 +170,7 @@ async fn whoami(State(s): AppState, p: Principal) -> Json<Whoami> {
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
     responses((status = 200, body = Vec<crate::nodes::NodeInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list_nodes(State(s): AppState, p: Principal) -> Result<Json<Vec<crate::nodes::NodeInfo>>, ControlError> {
-    p.check(Scope::Read, None)?;
+    p.check(Action::Read, None)?;
     Ok(Json(s.nodes.list(&s.platform, &p).await?))
 }
 
@@ -206,7 +208,7 @@ async fn deploy(
     q: Result<Query<DeployQuery>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
-    principal.check(Scope::Deploy, None)?;
+    principal.check(Action::Deploy, None)?;
     let q = query(q)?;
     // The upload holds its slot until the deploy is done: unpacking and compiling use memory too.
     let upload = s.uploads.receive(body).await?;
@@ -226,21 +228,21 @@ async fn deploy(
 /// Apps the token may see.
 #[utoipa::path(get, path = "/v1/apps", tag = "apps", responses((status = 200, body = [AppInfo]), (status = 401, body = ErrorBody)))]
 async fn list_apps(State(s): AppState, p: Principal) -> Result<Json<Vec<AppInfo>>, ControlError> {
-    p.check(Scope::Read, None)?;
+    p.check(Action::Read, None)?;
     Ok(Json(s.platform.apps(&p).await))
 }
 
 /// One app.
 #[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 200, body = AppInfo), (status = 404, body = ErrorBody)))]
 async fn show_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<Json<AppInfo>, ControlError> {
-    p.check(Scope::Read, Some(&app))?;
+    p.check(Action::Read, Some(&app))?;
     Ok(Json(s.platform.app(&app).await?))
 }
 
 /// Deletes an app and all its revisions.
 #[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_app(State(s): AppState, p: Principal, Path(app): Path<String>) -> Result<StatusCode, ControlError> {
-    p.check(Scope::Deploy, Some(&app))?;
+    p.check(Action::Delete, Some(&app))?;
     s.platform.delete_app(&app).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -252,7 +254,7 @@ async fn list_revisions(
     p: Principal,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<RevisionInfo>>, ControlError> {
-    p.check(Scope::Read, Some(&app))?;
+    p.check(Action::Read, Some(&app))?;
     Ok(Json(s.platform.revisions(&app).await?))
 }
 
@@ -263,7 +265,7 @@ async fn show_revision(
     p: Principal,
     Path((app, revision)): Path<(String, String)>,
 ) -> Result<Json<RevisionDetail>, ControlError> {
-    p.check(Scope::Read, Some(&app))?;
+    p.check(Action::Read, Some(&app))?;
     let mut detail = s.platform.revision(&app, &revision).await?;
     if !crate::redact::sees_env(&p, &app) {
         detail.manifest = crate::redact::redact_env(&detail.manifest);
@@ -278,7 +280,7 @@ async fn delete_revision(
     p: Principal,
     Path((app, revision)): Path<(String, String)>,
 ) -> Result<StatusCode, ControlError> {
-    p.check(Scope::Deploy, Some(&app))?;
+    p.check(Action::Delete, Some(&app))?;
     s.platform.delete_revision(&app, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -290,7 +292,7 @@ async fn show_traffic(
     p: Principal,
     Path(app): Path<String>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Scope::Read, Some(&app))?;
+    p.check(Action::Read, Some(&app))?;
     Ok(Json(s.platform.app(&app).await?.traffic))
 }
 
@@ -302,7 +304,7 @@ async fn set_traffic(
     Path(app): Path<String>,
     traffic: Result<JsonBody<Traffic>, ControlError>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Scope::Traffic, Some(&app))?;
+    p.check(Action::Traffic, Some(&app))?;
     let JsonBody(traffic) = traffic?;
     Ok(Json(s.platform.set_traffic(&app, traffic).await?))
 }
@@ -315,7 +317,7 @@ async fn rollback(
     Path(app): Path<String>,
     req: Result<JsonBody<RollbackRequest>, ControlError>,
 ) -> Result<Json<Traffic>, ControlError> {
-    p.check(Scope::Traffic, Some(&app))?;
+    p.check(Action::Rollback, Some(&app))?;
     let JsonBody(req) = req?;
     Ok(Json(s.platform.rollback(&app, req.to.as_deref()).await?))
 }
@@ -323,7 +325,7 @@ async fn rollback(
 /// Every token (without secrets). Admins only.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, body = ErrorBody)))]
 async fn list_tokens(State(s): AppState, p: Principal) -> Result<Json<Vec<TokenInfo>>, ControlError> {
-    p.check(Scope::Admin, None)?;
+    p.check(Action::Tokens, None)?;
     Ok(Json(s.tokens.list()?))
 }
 
@@ -334,7 +336,7 @@ async fn create_token(
     p: Principal,
     new: Result<JsonBody<NewToken>, ControlError>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ControlError> {
-    p.check(Scope::Admin, None)?;
+    p.check(Action::Tokens, None)?;
     let JsonBody(new) = new?;
     let created = s.tokens.create(&new)?;
     tracing::info!(token = %created.info.id, role = %created.info.role, "token created");
@@ -344,7 +346,7 @@ async fn create_token(
 /// Revokes a token at once. Admins only.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke_token(State(s): AppState, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ControlError> {
-    p.check(Scope::Admin, None)?;
+    p.check(Action::Tokens, None)?;
     s.tokens.revoke(&id)?;
     tracing::info!(token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)

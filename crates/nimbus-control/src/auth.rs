@@ -13,57 +13,109 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use nimbus_security::policy::{self, Action, Decision, Resource};
+
 use crate::error::ControlError;
 use crate::model::{CreatedToken, NewToken, Role, Scope, TokenInfo};
+use crate::policy::Authorizer;
 use crate::store::{Store, TokenRecord};
 
 const PREFIX: &str = "nbt_";
 /// Last-use times are written at most this often per token (each write is a durable commit).
 const TOUCH_EVERY_S: u64 = 60;
 
-/// The authenticated caller of one request.
+/// The authenticated caller of one request, and the policies that decide what it may do.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The token, or `None` in `--dev` mode without one.
     pub token: Option<TokenInfo>,
+    /// The token as the policies see it (`dev`, with every scope, in `--dev` mode without one).
+    as_policy: Arc<policy::Principal>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Principal {
-    /// Whether this caller may make a call of `scope` about `app` (`None`: not about one app).
-    /// [`Scope::Admin`] calls need a token not limited to apps.
-    pub fn check(&self, scope: Scope, app: Option<&str>) -> Result<(), ControlError> {
-        let Some(token) = &self.token else { return Ok(()) };
-        if !token.allows(scope) {
+    /// The caller holding `token` (`None`: `--dev` mode without one).
+    fn new(token: Option<TokenInfo>, authorizer: Arc<Authorizer>) -> Self {
+        let as_policy = match &token {
+            Some(t) => policy::TokenPrincipal {
+                id: t.id.clone(),
+                role: t.role.to_string(),
+                scopes: t.effective_scopes().iter().map(|s| s.name().to_string()).collect(),
+                apps: t.apps.clone(),
+                user: t.user.clone(),
+                groups: t.groups.clone(),
+            },
+            None => policy::TokenPrincipal {
+                id: "dev".into(),
+                role: Role::Admin.to_string(),
+                scopes: Scope::ALL.iter().map(|s| s.name().to_string()).collect(),
+                ..policy::TokenPrincipal::default()
+            },
+        };
+        Self { token, as_policy: Arc::new(policy::Principal::Token(as_policy)), authorizer }
+    }
+
+    /// Whether this caller may do `action` about `app` (`None`: not about one app), as the
+    /// policies decide; a denial says why.
+    pub fn check(&self, action: Action, app: Option<&str>) -> Result<(), ControlError> {
+        let resource = app.map_or(Resource::Server, |a| Resource::App(a.to_string()));
+        let decision = self.authorizer.decide(&self.as_policy, action, &resource);
+        if decision.allowed { Ok(()) } else { Err(self.denied(action, app, &decision)) }
+    }
+
+    /// Why `action` about `app` was denied.
+    fn denied(&self, action: Action, app: Option<&str>, decision: &Decision) -> ControlError {
+        let who = self.token.as_ref().map_or_else(|| "this --dev call".to_string(), |t| format!("token `{}`", t.id));
+        let what = app.map_or_else(|| "on this server".to_string(), |a| format!("on app `{a}`"));
+        if !decision.forbidden_by.is_empty() {
+            let ids: Vec<String> = decision.forbidden_by.iter().map(|i| format!("`{i}`")).collect();
+            return ControlError::Forbidden(format!(
+                "{who} may not `{action}` {what}: forbidden by policy {} (see `nimbus policy list`)",
+                ids.join(", ")
+            ));
+        }
+        let Some(token) = &self.token else {
+            return ControlError::Forbidden(format!("{who} may not `{action}` {what}: no policy permits it"));
+        };
+        let scope = Scope::for_action(action);
+        if let Some(scope) = scope.filter(|s| !token.allows(*s)) {
             let held: Vec<_> = token.effective_scopes().iter().map(|s| s.name()).collect();
-            return Err(ControlError::Forbidden(format!(
+            return ControlError::Forbidden(format!(
                 "token `{}` (role {}) holds scopes [{}]; this needs scope `{scope}`",
                 token.id,
                 token.role,
                 held.join(", ")
-            )));
+            ));
         }
-        if scope == Scope::Admin && !token.apps.is_empty() {
-            return Err(ControlError::Forbidden(format!(
+        if scope == Some(Scope::Admin) && !token.apps.is_empty() {
+            return ControlError::Forbidden(format!(
                 "token `{}` is limited to apps [{}]; administering the server needs a token for every app",
                 token.id,
                 token.apps.join(", ")
-            )));
+            ));
         }
         if let Some(app) = app
-            && !self.sees(app)
+            && !token.apps.is_empty()
+            && !token.apps.iter().any(|a| a == app)
         {
-            return Err(ControlError::Forbidden(format!(
+            return ControlError::Forbidden(format!(
                 "token `{}` is limited to apps [{}]; it may not touch app `{app}`",
                 token.id,
                 token.apps.join(", ")
-            )));
+            ));
         }
-        Ok(())
+        ControlError::Forbidden(format!("{who} may not `{action}` {what}: no policy permits it"))
     }
 
-    /// Whether the token's app scope covers `app`.
+    /// Whether this caller may read `app` (lists show it only then).
     pub fn sees(&self, app: &str) -> bool {
-        self.token.as_ref().is_none_or(|t| t.apps.is_empty() || t.apps.iter().any(|a| a == app))
+        self.check(Action::Read, Some(app)).is_ok()
+    }
+
+    /// The policies deciding for this caller.
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
     }
 }
 
@@ -105,8 +157,8 @@ pub(crate) fn principal(
     client: Option<IpAddr>,
 ) -> Result<Principal, ControlError> {
     match bearer(headers)? {
-        Some(token) => Ok(Principal { token: Some(tokens.verify_from(token, client)?) }),
-        None if dev => Ok(Principal { token: None }),
+        Some(token) => Ok(tokens.principal(Some(tokens.verify_from(token, client)?))),
+        None if dev => Ok(tokens.principal(None)),
         None => Err(ControlError::Unauthorized("this call needs an API token and none was sent".into())),
     }
 }
@@ -116,15 +168,26 @@ pub(crate) fn principal(
 pub struct Tokens {
     store: Arc<Store>,
     failures: Arc<Mutex<Failures>>,
+    authorizer: Arc<Authorizer>,
 }
 
 /// The id of the first admin token (its secret is random like every token's).
 const INITIAL_ADMIN_ID: &str = "000000000000";
 
 impl Tokens {
-    /// Tokens kept in `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store, failures: Arc::default() }
+    /// Tokens kept in `store`, their calls decided by `authorizer`.
+    pub fn new(store: Arc<Store>, authorizer: Arc<Authorizer>) -> Self {
+        Self { store, failures: Arc::default(), authorizer }
+    }
+
+    /// The policies deciding what tokens may do.
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    /// The caller holding `token` (`None`: a `--dev` call without one), checked by the policies.
+    pub fn principal(&self, token: Option<TokenInfo>) -> Principal {
+        Principal::new(token, self.authorizer.clone())
     }
 
     /// Creates the first admin token if there is no token at all; returns it (to print once).
@@ -134,13 +197,7 @@ impl Tokens {
         if !self.store.tokens()?.is_empty() {
             return Ok(None);
         }
-        let new = NewToken {
-            name: "initial admin".into(),
-            role: Role::Admin,
-            apps: Vec::new(),
-            scopes: Vec::new(),
-            ttl_s: None,
-        };
+        let new = NewToken { name: "initial admin".into(), role: Role::Admin, ..NewToken::default() };
         match self.issue(&new, Some(INITIAL_ADMIN_ID)) {
             Ok(created) => Ok(Some(created)),
             Err(ControlError::Store(crate::store::StoreError::Conflict { .. })) => Ok(None),
@@ -168,6 +225,12 @@ impl Tokens {
                 format!("a {} token may hold [{}]; choose a role that allows it", new.role, allowed.join(", ")),
             ));
         }
+        if let Some(bad) = new.user.iter().chain(&new.groups).find(|n| !principal_name(n)) {
+            return Err(ControlError::bad_request(
+                format!("`{bad}` is not a user or group name"),
+                "use 1 to 100 letters, digits, `.`, `_`, `-` or `@`",
+            ));
+        }
         if new.ttl_s == Some(0) {
             return Err(ControlError::bad_request("a token's ttl must be positive", "e.g. `--ttl 30d`"));
         }
@@ -191,6 +254,8 @@ impl Tokens {
             created_at: now,
             expires_at: new.ttl_s.map(|ttl| now.saturating_add(ttl)),
             last_used_at: None,
+            user: new.user.clone(),
+            groups: new.groups.clone(),
         };
         self.store.put_token(&TokenRecord { info: info.clone(), secret_sha256: hash(&secret) })?;
         Ok(CreatedToken { token: format!("{PREFIX}{id}_{secret}"), info })
@@ -252,6 +317,11 @@ impl Tokens {
     pub fn revoke(&self, id: &str) -> Result<(), ControlError> {
         if self.store.delete_token(id)? { Ok(()) } else { Err(ControlError::NotFound(format!("no token `{id}`"))) }
     }
+}
+
+/// Whether `name` may name a user or a group.
+fn principal_name(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
 fn hash(secret: &str) -> String {

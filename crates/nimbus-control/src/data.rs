@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{Caller, Tokens};
 use crate::error::ControlError;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 /// Who may call the data endpoints.
 #[derive(Debug)]
@@ -40,12 +40,12 @@ impl DataAuth {
         &self,
         headers: &HeaderMap,
         client: Option<std::net::IpAddr>,
-        scope: Scope,
+        action: Action,
         app: &str,
     ) -> Result<(), ControlError> {
         match self {
             DataAuth::Tokens { tokens, dev } => {
-                crate::auth::principal(headers, tokens, *dev, client)?.check(scope, Some(app))
+                crate::auth::principal(headers, tokens, *dev, client)?.check(action, Some(app))
             }
             DataAuth::Local { token, app: serving } => {
                 check_local(headers, token)?;
@@ -71,7 +71,7 @@ impl nimbus_gateway::Callers for DataAuth {
         headers: &HeaderMap,
         client: Option<std::net::IpAddr>,
     ) -> Result<(), (http::StatusCode, String)> {
-        self.check_app(headers, client, Scope::DataWrite, app).map_err(|e| (e.status(), e.to_string()))
+        self.check_app(headers, client, Action::DataWrite, app).map_err(|e| (e.status(), e.to_string()))
     }
 }
 
@@ -94,11 +94,11 @@ pub struct DataState {
 }
 
 impl DataState {
-    pub(crate) fn check(&self, caller: &Caller, scope: Scope) -> Result<(), ControlError> {
+    pub(crate) fn check(&self, caller: &Caller, action: Action) -> Result<(), ControlError> {
         match &self.auth {
             DataAuth::Tokens { tokens, dev } => {
                 let principal = crate::auth::principal(&caller.headers, tokens, *dev, caller.ip)?;
-                principal.check(scope, None)?;
+                principal.check(action, None)?;
                 match principal.token {
                     Some(t) if !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
                         "token `{}` is limited to apps [{}]; traces, metrics and logs span every app, so they need a token for every app (an app's topics and buckets are under /v1/apps/APP/)",
@@ -114,8 +114,8 @@ impl DataState {
 
     /// Checks a call about the data (topics, buckets) of `app`: the caller's token must allow
     /// calls of `scope` on that app.
-    pub(crate) fn check_app(&self, caller: &Caller, scope: Scope, app: &str) -> Result<(), ControlError> {
-        self.auth.check_app(&caller.headers, caller.ip, scope, app)?;
+    pub(crate) fn check_app(&self, caller: &Caller, action: Action, app: &str) -> Result<(), ControlError> {
+        self.auth.check_app(&caller.headers, caller.ip, action, app)?;
         match self.ingress.as_ref().and_then(|i| i.elsewhere(app)) {
             Some(requires) => Err(ControlError::Misdirected { what: format!("app `{app}`"), requires }),
             None => Ok(()),

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 /// The largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -34,9 +34,9 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
 /// The bucket `name` of `app`, once the caller may make calls of `scope` on the app's data. The
 /// platform's own buckets (`actors`, `workflows`) are read-only here: a write would forge an
 /// actor's state or a workflow run's history.
-fn bucket(s: &DataState, caller: &Caller, scope: Scope, app: &str, name: &str) -> Result<Bucket, ControlError> {
-    s.check_app(caller, scope, app)?;
-    if scope == Scope::DataWrite && nimbus_manifest::RESERVED_BUCKETS.contains(&name) {
+fn bucket(s: &DataState, caller: &Caller, action: Action, app: &str, name: &str) -> Result<Bucket, ControlError> {
+    s.check_app(caller, action, app)?;
+    if action == Action::DataWrite && nimbus_manifest::RESERVED_BUCKETS.contains(&name) {
         return Err(ControlError::Forbidden(format!(
             "bucket `{name}` is Nimbus's own (actor state, workflow journals) and cannot be written through the API; \
              change it through its actors or workflows"
@@ -76,7 +76,7 @@ async fn list(
     caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, ControlError> {
-    let bucket = bucket(&s, &caller, Scope::DataRead, &app, &name)?;
+    let bucket = bucket(&s, &caller, Action::DataRead, &app, &name)?;
     let q = crate::api::query(q)?;
     let page = s
         .kv()?
@@ -93,7 +93,7 @@ async fn read(
     Path((app, name, key)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<Response, ControlError> {
-    let bucket = bucket(&s, &caller, Scope::DataRead, &app, &name)?;
+    let bucket = bucket(&s, &caller, Action::DataRead, &app, &name)?;
     let entry = s
         .kv()?
         .get(&bucket, &key)
@@ -132,7 +132,7 @@ async fn write(
     q: Result<Query<WriteQuery>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<Json<Written>, ControlError> {
-    let bucket = bucket(&s, &caller, Scope::DataWrite, &app, &name)?;
+    let bucket = bucket(&s, &caller, Action::DataWrite, &app, &name)?;
     let q = crate::api::query(q)?;
     let value = crate::data::read_body(body, MAX_VALUE_BYTES, "a value").await?;
     let revision = s.kv()?.set(&bucket, &key, value, q.ttl_s.map(Duration::from_secs)).await?;
@@ -147,7 +147,7 @@ async fn remove(
     Path((app, name, key)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<StatusCode, ControlError> {
-    let bucket = bucket(&s, &caller, Scope::DataWrite, &app, &name)?;
+    let bucket = bucket(&s, &caller, Action::DataWrite, &app, &name)?;
     s.kv()?.delete(&bucket, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

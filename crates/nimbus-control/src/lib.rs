@@ -37,10 +37,12 @@
 //! // The apps' secrets, sealed in the store under a master key (none here: secrets are refused).
 //! let vault = Arc::new(nimbus_control::Vault::open(store.clone(), None)?);
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()).with_secrets(vault.clone()));
-//! let tokens = Tokens::new(store.clone());
+//! let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone())?);
+//! let tokens = Tokens::new(store.clone(), authorizer.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
 //! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),
-//!     trust_domain: Default::default(), workload_certs: None, residency: Default::default(), cluster: None };
+//!     trust_domain: Default::default(), workload_certs: None, residency: Default::default(), cluster: None,
+//!     authorizer };
 //! let platform =
 //!     Arc::new(Platform::open(store, runtime, ingress.clone(), data, "services".into(), Default::default()).await?);
 //! let nodes = Arc::new(nimbus_control::Nodes::single(nimbus_control::NodeConfig {
@@ -70,6 +72,8 @@ mod observe_api;
 mod ownership;
 mod path;
 mod platform;
+mod policy;
+mod policy_api;
 mod redact;
 mod secrets_api;
 mod store;
@@ -93,8 +97,10 @@ pub use nodes::{Labels, NODES_BUCKET, NodeConfig, NodeInfo, NodeLoad, NodeServic
 pub use observe_api::{LogList, TraceDetail, TraceList};
 pub use path::path_segment;
 pub use platform::{AppData, DeployOptions, Platform};
+pub use policy::Authorizer;
+pub use policy_api::PolicyText;
 pub use redact::REDACTED;
-pub use store::{ClusterStore, Key, Store, StoreError, sweep_artifacts};
+pub use store::{ClusterStore, Key, PolicyRecord, Store, StoreError, sweep_artifacts};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 /// A token's role: the most its [`Scope`]s may be. Admins do everything; deployers deploy, move
 /// traffic and use the data and secrets of their apps; viewers read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including tokens.
@@ -15,6 +15,7 @@ pub enum Role {
     /// Deploy, traffic, rollback and revision deletion, plus reads.
     Deployer,
     /// Reads only.
+    #[default]
     Viewer,
 }
 
@@ -78,6 +79,22 @@ impl Scope {
             Self::Secrets => "secrets",
             Self::Admin => "admin",
         }
+    }
+
+    /// The scope the built-in policies ask of a token for `action` (none for the actions of
+    /// components).
+    pub fn for_action(action: nimbus_security::policy::Action) -> Option<Self> {
+        use nimbus_security::policy::Action as A;
+        Some(match action {
+            A::Read => Self::Read,
+            A::Deploy | A::Delete => Self::Deploy,
+            A::Traffic | A::Rollback => Self::Traffic,
+            A::DataRead => Self::DataRead,
+            A::DataWrite => Self::DataWrite,
+            A::Secrets => Self::Secrets,
+            A::Tokens | A::Policies | A::RotateKeys => Self::Admin,
+            A::Kv | A::Publish | A::Actor | A::Secret | A::Outbound | A::Invoke => return None,
+        })
     }
 }
 
@@ -256,6 +273,12 @@ pub struct TokenInfo {
     /// When a call last used it, Unix seconds (updated at most once a minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<u64>,
+    /// The user it stands for, for policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The groups it is in, for policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl TokenInfo {
@@ -271,7 +294,7 @@ impl TokenInfo {
 }
 
 /// Body of a token creation.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// What it is for.
@@ -287,6 +310,12 @@ pub struct NewToken {
     /// Seconds until it expires; absent: never.
     #[serde(default)]
     pub ttl_s: Option<u64>,
+    /// The user it stands for, as policies name it (`Nimbus::User::"alice"`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The groups it is in, as policies name them (`Nimbus::Group::"ops"`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A freshly created token: the secret is shown this once and only its hash is kept.

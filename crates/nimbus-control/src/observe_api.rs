@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 type ObserveApp = State<Arc<DataState>>;
 
@@ -36,7 +36,7 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses((status = 200, content_type = "application/openmetrics-text", body = String), (status = 404, body = crate::ErrorBody)))]
 async fn metrics(State(s): ObserveApp, caller: Caller) -> Result<Response, ControlError> {
-    s.check(&caller, Scope::Read)?;
+    s.check(&caller, Action::Read)?;
     let metrics = s
         .observer
         .metrics()
@@ -94,7 +94,7 @@ async fn list_traces(
     caller: Caller,
     q: Result<Query<TracesQuery>, QueryRejection>,
 ) -> Result<Json<TraceList>, ControlError> {
-    s.check(&caller, Scope::Read)?;
+    s.check(&caller, Action::Read)?;
     let q = crate::api::query(q)?;
     let store = store(&s)?;
     s.observer.flush().await;
@@ -118,7 +118,7 @@ async fn show_trace(
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<Json<TraceDetail>, ControlError> {
-    s.check(&caller, Scope::Read)?;
+    s.check(&caller, Action::Read)?;
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ControlError::bad_request(
             format!("`{id}` is not a trace id"),
@@ -170,7 +170,7 @@ async fn logs(
     caller: Caller,
     q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ControlError> {
-    s.check(&caller, Scope::Read)?;
+    s.check(&caller, Action::Read)?;
     let q = crate::api::query(q)?;
     let store =
         s.observer.logs().cloned().ok_or_else(|| ControlError::NotFound("this node keeps no logs on disk".into()))?;

@@ -155,6 +155,7 @@ pub struct Platform {
     /// This node's labels, which apps' `[placement]` must match, and the pinned apps (kept
     /// current for the stores on NATS).
     residency: Arc<nimbus_manifest::Residency>,
+    authorizer: Arc<crate::Authorizer>,
 }
 
 /// What the apps' data goes through.
@@ -180,6 +181,9 @@ pub struct AppData {
     /// In a cluster, where each service runs and which node owns each actor key and workflow
     /// run ([`crate::Scheduler::seams`]); else this node runs everything.
     pub cluster: Option<nimbus_host::ClusterSeams>,
+    /// The policies: a revision whose components a policy denies what their grants give them
+    /// is not loaded (the same [`crate::Authorizer`] the API's tokens are checked with).
+    pub authorizer: Arc<crate::Authorizer>,
 }
 
 impl Platform {
@@ -196,7 +200,8 @@ impl Platform {
         services_dir: PathBuf,
         observer: Observer,
     ) -> Result<Self, ControlError> {
-        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, residency, cluster } = data;
+        let AppData { bus, kv_changes, callers, secrets, trust_domain, workload_certs, residency, cluster, authorizer } =
+            data;
         let mesh = nimbus_gateway::MeshConfig { trust_domain, peers: Some(Arc::downgrade(&ingress)) };
         let env = HostEnv {
             runtime,
@@ -220,6 +225,7 @@ impl Platform {
             triggers: tokio::sync::Mutex::default(),
             keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
             residency,
+            authorizer,
         };
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         for record in platform.store.apps()? {
@@ -338,6 +344,18 @@ impl Platform {
         let state = get(&apps, app)?;
         let rev = state.revision(id)?;
         Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
+    }
+
+    /// The manifests of the loaded revisions that receive traffic or a tag.
+    pub async fn serving_manifests(&self) -> Vec<Arc<Manifest>> {
+        let apps = self.apps.lock().await;
+        apps.values()
+            .flat_map(|a| {
+                let served = a.record.traffic.served();
+                a.revisions.values().filter(move |r| served.contains(r.record.id.as_str()))
+            })
+            .map(|r| r.manifest.clone())
+            .collect()
     }
 
     /// This node's load, the revisions it serves (`APP/REVISION`) and the services placed on it

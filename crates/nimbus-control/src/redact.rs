@@ -3,14 +3,14 @@
 //! manifest re-rendered from its parsed values, each `env` key kept and its value replaced by
 //! [`REDACTED`]; comments are left out, since they can say anything.
 use crate::auth::Principal;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "<redacted>";
 
 /// Whether `principal` may read the `env` values of `app`'s revisions (deployers and admins).
 pub(crate) fn sees_env(principal: &Principal, app: &str) -> bool {
-    principal.check(Scope::Deploy, Some(app)).is_ok()
+    principal.check(Action::Deploy, Some(app)).is_ok()
 }
 
 /// `manifest` with every component's `env` values replaced by [`REDACTED`]. A stored manifest

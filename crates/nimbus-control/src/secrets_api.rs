@@ -13,7 +13,8 @@ use nimbus_security::secrets::SecretValue;
 use crate::api::ApiState;
 use crate::auth::Principal;
 use crate::error::ControlError;
-use crate::model::{ErrorBody, RotatedKeys, Scope, SecretInfo, SecretList};
+use crate::model::{ErrorBody, RotatedKeys, SecretInfo, SecretList};
+use nimbus_security::policy::Action;
 
 type Api = State<Arc<ApiState>>;
 
@@ -32,7 +33,7 @@ fn name(name: &str) -> Result<SecretName, ControlError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path)),
     responses((status = 200, body = SecretList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list(State(s): Api, p: Principal, Path(app): Path<String>) -> Result<Json<SecretList>, ControlError> {
-    p.check(Scope::Read, Some(&app))?;
+    p.check(Action::Read, Some(&app))?;
     Ok(Json(SecretList { secrets: s.vault.list(&app)? }))
 }
 
@@ -49,7 +50,7 @@ async fn set(
     Path((app, secret)): Path<(String, String)>,
     body: axum::body::Body,
 ) -> Result<Json<SecretInfo>, ControlError> {
-    p.check(Scope::Secrets, Some(&app))?;
+    p.check(Action::Secrets, Some(&app))?;
     nimbus_manifest::check_app_name(&app).map_err(|e| ControlError::bad_request(format!("app {e}"), "name the app"))?;
     let secret = name(&secret)?;
     let bytes = crate::data::read_body(body, crate::MAX_SECRET_BYTES, "a secret value").await?;
@@ -70,7 +71,7 @@ async fn remove(
     p: Principal,
     Path((app, secret)): Path<(String, String)>,
 ) -> Result<StatusCode, ControlError> {
-    p.check(Scope::Secrets, Some(&app))?;
+    p.check(Action::Secrets, Some(&app))?;
     let secret = name(&secret)?;
     tokio::task::block_in_place(|| s.vault.remove(&app, secret.as_str()))?;
     Ok(StatusCode::NO_CONTENT)
@@ -82,6 +83,6 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/secrets/rotate", tag = "secrets",
     responses((status = 200, body = RotatedKeys), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn rotate(State(s): Api, p: Principal) -> Result<Json<RotatedKeys>, ControlError> {
-    p.check(Scope::Admin, None)?;
+    p.check(Action::RotateKeys, None)?;
     Ok(Json(tokio::task::block_in_place(|| s.vault.rotate())?))
 }

@@ -1,5 +1,5 @@
 //! The embedded control store (redb): apps, revisions, content-addressed artifacts, token
-//! hashes and sealed secrets (`secrets.rs`), each change one ACID transaction made durable (fsync) before it returns, so whatever
+//! hashes, sealed secrets (`secrets.rs`) and the policies an admin set, each change one ACID transaction made durable (fsync) before it returns, so whatever
 //! the API acknowledged survives `kill -9` and nothing half-written is ever visible.
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +13,8 @@ const APPS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("apps");
 const REVISIONS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("revisions");
 const BLOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blobs");
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+/// One row, `policies`: the [`PolicyRecord`].
+const POLICIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("policies");
 
 mod cluster;
 mod keys;
@@ -156,6 +158,17 @@ pub struct TokenRecord {
     pub secret_sha256: String,
 }
 
+/// The Cedar policies an admin set, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// The policies' text.
+    pub text: String,
+    /// Unix seconds.
+    pub updated_at: u64,
+    /// The token that set them.
+    pub updated_by: String,
+}
+
 /// One deploy, written in a single transaction.
 #[derive(Debug)]
 pub struct DeployWrite<'a> {
@@ -176,6 +189,8 @@ pub struct Store {
     /// In cluster mode, the records' copy every node shares; this store is then the node's
     /// replica of it.
     cluster: Option<ClusterStore>,
+    /// Bumped whenever the policies record changes, through this node or (replicated) another.
+    policies_changed: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -187,11 +202,12 @@ impl Store {
         tx.open_table(REVISIONS).map_err(err)?;
         tx.open_table(BLOBS).map_err(err)?;
         tx.open_table(TOKENS).map_err(err)?;
+        tx.open_table(POLICIES).map_err(err)?;
         tx.open_table(secrets::SECRETS).map_err(err)?;
         tx.open_table(secrets::SECRET_KEYS).map_err(err)?;
         tx.open_table(replica::SEEN).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Self { db, cluster: None })
+        Ok(Self { db, cluster: None, policies_changed: Default::default() })
     }
 
     /// Every app.
@@ -406,6 +422,31 @@ impl Store {
         Ok(true)
     }
 
+    /// The policies an admin set, if any.
+    pub fn policies(&self) -> Result<Option<PolicyRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(POLICIES).map_err(err)?;
+        table.get("policies").map_err(err)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Stores the policies; in a cluster refused ([`StoreError::Conflict`]) if another node set
+    /// some since this node last saw them.
+    pub fn set_policies(&self, record: &PolicyRecord) -> Result<(), StoreError> {
+        self.commit(vec![Change::put(Key::Policies, record)]).map(drop)
+    }
+
+    /// A number that changes whenever the policies record does.
+    pub fn policies_generation(&self) -> u64 {
+        self.policies_changed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Notes that the records `keys` changed (the policies' readers then read them again).
+    fn changed<'a>(&self, mut keys: impl Iterator<Item = &'a Key>) {
+        if keys.any(|k| *k == Key::Policies) {
+            self.policies_changed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
     /// Applies changes: on one node in one transaction; in a cluster each written to the
     /// cluster's bucket in order (expecting the revision its guard names), then to this node's
     /// copy. Each key with its new revision in the cluster's bucket (none on one node).
@@ -439,7 +480,9 @@ impl Store {
         for change in &changes {
             keys::apply(&tx, &change.key, change.value.as_deref())?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        self.changed(changes.iter().map(|c| &c.key));
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 /// The most events one read returns.
 const MAX_PAGE: usize = 1000;
@@ -33,8 +33,8 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
 }
 
 /// The topic `name` of `app`, once the caller may make calls of `scope` on the app's data.
-fn topic(s: &DataState, caller: &Caller, scope: Scope, app: &str, name: &str) -> Result<Topic, ControlError> {
-    s.check_app(caller, scope, app)?;
+fn topic(s: &DataState, caller: &Caller, action: Action, app: &str, name: &str) -> Result<Topic, ControlError> {
+    s.check_app(caller, action, app)?;
     Topic::new(app, name)
         .map_err(|e| ControlError::bad_request(e.to_string(), "topics are named like `orders` or `orders.dlq`"))
 }
@@ -64,7 +64,7 @@ async fn publish(
     caller: Caller,
     body: axum::body::Body,
 ) -> Result<Response, ControlError> {
-    let topic = topic(&s, &caller, Scope::DataWrite, &app, &name)?;
+    let topic = topic(&s, &caller, Action::DataWrite, &app, &name)?;
     let bytes = crate::data::read_body(body, nimbus_gateway::MAX_EVENT_BYTES, "an event").await?;
     let event = nimbus_bus::http::read_event(&caller.headers, bytes.to_vec())?;
     let p = s.bus()?.publish(&topic, &event, PublishOptions::default()).await?;
@@ -115,7 +115,7 @@ async fn read(
     caller: Caller,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ControlError> {
-    let topic = topic(&s, &caller, Scope::DataRead, &app, &name)?;
+    let topic = topic(&s, &caller, Action::DataRead, &app, &name)?;
     let q = crate::api::query(q)?;
     let from = match q.latest {
         Some(true) => s.bus()?.last(&topic).await?.map_or(1, |e| e.seq + 1),
@@ -159,7 +159,7 @@ async fn replay(
     Path((app, name)): Path<(String, String)>,
     caller: Caller,
 ) -> Result<Json<Replayed>, ControlError> {
-    let topic = topic(&s, &caller, Scope::DataWrite, &app, &name)?;
+    let topic = topic(&s, &caller, Action::DataWrite, &app, &name)?;
     let replayed = nimbus_bus::dispatch::replay(&*s.bus()?, &topic, Duration::from_millis(300)).await?;
     tracing::info!(%topic, replayed, "dead letters replayed");
     Ok(Json(Replayed { replayed }))

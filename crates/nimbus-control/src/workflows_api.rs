@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 use crate::auth::Caller;
 use crate::data::DataState;
 use crate::error::ControlError;
-use crate::model::Scope;
+use nimbus_security::policy::Action;
 
 /// The largest input or signal payload.
 const MAX_PAYLOAD_BYTES: usize = nimbus_state::journal::MAX_PAYLOAD_BYTES;
@@ -88,7 +88,7 @@ async fn list(
     caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(&caller, Scope::DataRead, &app)?;
+    s.check_app(&caller, Action::DataRead, &app)?;
     let q = crate::api::query(q)?;
     call(&s, &app, &name, WorkflowOp::List { revision: q.revision, status: q.status }).await
 }
@@ -106,7 +106,7 @@ async fn start(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(&caller, Scope::DataWrite, &app)?;
+    s.check_app(&caller, Action::DataWrite, &app)?;
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) => Some(k.to_string()),
@@ -129,7 +129,7 @@ async fn show(
     Path((app, name, run)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(&caller, Scope::DataRead, &app)?;
+    s.check_app(&caller, Action::DataRead, &app)?;
     call(&s, &app, &name, WorkflowOp::Show { run }).await
 }
 
@@ -144,7 +144,7 @@ async fn signal(
     caller: Caller,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(&caller, Scope::DataWrite, &app)?;
+    s.check_app(&caller, Action::DataWrite, &app)?;
     let payload = crate::data::read_body(body, MAX_PAYLOAD_BYTES, "a signal's payload").await?.to_vec();
     call(&s, &app, &name, WorkflowOp::Signal { run, signal, payload }).await
 }
@@ -157,6 +157,6 @@ async fn cancel(
     Path((app, name, run)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ControlError> {
-    s.check_app(&caller, Scope::DataWrite, &app)?;
+    s.check_app(&caller, Action::DataWrite, &app)?;
     call(&s, &app, &name, WorkflowOp::Cancel { run }).await
 }

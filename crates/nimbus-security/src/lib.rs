@@ -1,5 +1,5 @@
 //! Nimbus security primitives: the cryptography and identities the rest of the platform relies
-//! on, with no knowledge of apps, stores or HTTP routes.
+//! on, with no knowledge of stores or HTTP routes.
 //!
 //! This crate owns secrets envelope encryption ([`secrets`]: values sealed with a data key, data
 //! keys wrapped by a master key; the [`secrets::SecretSource`] the runtime and app host read
@@ -8,9 +8,11 @@
 //! change, and a local CA for `--tls auto`), workload identities ([`identity`]: SPIFFE IDs of
 //! nodes and components under a trust domain; services' short-lived certificates) and the seam of component-to-component
 //! calls ([`mesh`]: the [`mesh::Mesh`] a caller hands a call to `http://COMPONENT.internal/` with
-//! its identity and depth). It does not store anything (the control store keeps sealed records),
-//! decide who may do what (the control API's tokens, the manifest's grants), run the callee of a
-//! call (the gateway implements the mesh) or serve connections (the gateway's accept loop takes a
+//! its identity and depth) and authorization ([`policy`]: one Cedar policy set, validated
+//! against a built-in schema, deciding what API tokens may do and what components' grants give
+//! them, with an admin's `forbid` over every `permit`). It does not store anything (the control
+//! store keeps sealed records and the admin's policies), authenticate callers (the control API's
+//! tokens), run the callee of a call (the gateway implements the mesh) or serve connections (the gateway's accept loop takes a
 //! [`tls::ServerTls`] from here and runs each handshake).
 //!
 //! ```
@@ -40,5 +42,6 @@
 
 pub mod identity;
 pub mod mesh;
+pub mod policy;
 pub mod secrets;
 pub mod tls;

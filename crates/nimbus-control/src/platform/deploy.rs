@@ -14,10 +14,10 @@ use super::{AppState, Loaded, Platform, blocking, claimed_routes, get, now, rete
 use crate::auth::Principal;
 use crate::bundle::{Bundle, digest};
 use crate::error::ControlError;
-use crate::model::Scope;
 use crate::model::{ArtifactInfo, DeployResult, Traffic};
 use crate::ownership::Claim;
 use crate::store::{AppRecord, DeployWrite, RevisionRecord, StoreError};
+use nimbus_security::policy::Action;
 
 /// Options of one deploy.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +179,7 @@ impl Platform {
         principal: &Principal,
     ) -> Result<LoadedManifest, ControlError> {
         let loaded = parse_manifest(&bundle.manifest)?;
-        principal.check(Scope::Deploy, Some(&loaded.manifest.app.name))?;
+        principal.check(Action::Deploy, Some(&loaded.manifest.app.name))?;
         if !self.admits(&loaded.manifest) {
             // Data residency: the bundle goes no further than this check on such a node.
             let (what, requires) =

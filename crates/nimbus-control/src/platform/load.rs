@@ -1,4 +1,5 @@
-//! Loading a stored or deployed revision: its bundle's service trees unpacked (once per content
+//! Loading a stored or deployed revision: its components' grants checked against the policies,
+//! its bundle's service trees unpacked (once per content
 //! digest), then the app host assembles it (the same [`nimbus_host::AppHost::assemble`] that
 //! `nimbus up` calls); and removing the trees of deleted artifacts.
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +29,7 @@ impl Platform {
     /// host. Service trees are unpacked (once per content digest) under `services_dir`; services
     /// are started and must become ready.
     pub(super) async fn load(&self, loaded: &LoadedManifest, bundle: &Bundle, id: &str) -> Result<Load, ControlError> {
+        self.authorizer.check_manifest(&loaded.manifest)?;
         let service_dirs: HashMap<String, Result<PathBuf, String>> =
             bundle.trees.iter().map(|(name, tree)| (name.clone(), unpack_tree(&self.services_dir, tree))).collect();
         let from = Components::Bundle { revision: id, artifacts: &bundle.artifacts, service_dirs: &service_dirs };

@@ -1,10 +1,10 @@
 //! Every record of the control store under one name: the key a record has in the cluster's
 //! JetStream KV bucket (`app.NAME`, `rev.APP.ID`, `token.ID`, `secret.APP.HEXNAME`,
-//! `secret-keys`) and the redb table row it is on each node. A change is a record put or
+//! `secret-keys`, `policies`) and the redb table row it is on each node. A change is a record put or
 //! deleted with the guard that makes it safe when several nodes write at once.
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::{APPS, REVISIONS, StoreError, TOKENS, decode, encode, err, secrets};
+use super::{APPS, POLICIES, REVISIONS, StoreError, TOKENS, decode, encode, err, secrets};
 
 /// A record of the control store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,6 +19,8 @@ pub enum Key {
     Secret(String, String),
     /// The wrapped data keys of the secrets.
     SecretKeys,
+    /// The policies an admin set.
+    Policies,
 }
 
 impl Key {
@@ -31,6 +33,7 @@ impl Key {
             Self::Token(id) => format!("token.{id}"),
             Self::Secret(app, name) => format!("secret.{app}.{}", hex::encode(name)),
             Self::SecretKeys => "secret-keys".into(),
+            Self::Policies => "policies".into(),
         }
     }
 
@@ -51,6 +54,7 @@ impl Key {
                 Some(Self::Secret(app.into(), name))
             }
             "secret-keys" if rest.is_empty() => Some(Self::SecretKeys),
+            "policies" if rest.is_empty() => Some(Self::Policies),
             _ => None,
         }
     }
@@ -119,6 +123,8 @@ pub(crate) fn apply(tx: &WriteTransaction, key: &Key, value: Option<&[u8]>) -> R
         (Key::Secret(app, name), None) => {
             tx.open_table(secrets::SECRETS).map_err(err)?.remove((app.as_str(), name.as_str())).map(drop)
         }
+        (Key::Policies, Some(v)) => tx.open_table(POLICIES).map_err(err)?.insert("policies", v).map(drop),
+        (Key::Policies, None) => tx.open_table(POLICIES).map_err(err)?.remove("policies").map(drop),
         (Key::SecretKeys, v) => {
             let keys: Vec<nimbus_security::secrets::WrappedKey> = v.map(decode).transpose()?.unwrap_or_default();
             return secrets::write_keys(tx, &keys);
@@ -145,6 +151,9 @@ pub(crate) fn all(tx: &WriteTransaction) -> Result<Vec<Key>, StoreError> {
         let row = row.map_err(err)?;
         let (app, name) = row.0.value();
         keys.push(Key::Secret(app.to_string(), name.to_string()));
+    }
+    if !tx.open_table(POLICIES).map_err(err)?.is_empty().map_err(err)? {
+        keys.push(Key::Policies);
     }
     if !tx.open_table(secrets::SECRET_KEYS).map_err(err)?.is_empty().map_err(err)? {
         keys.push(Key::SecretKeys);

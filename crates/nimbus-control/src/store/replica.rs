@@ -75,17 +75,21 @@ impl Store {
             changed.push(key);
         }
         tx.commit().map_err(err)?;
+        self.changed(changed.iter());
         Ok(changed)
     }
 
     /// Drops the rows of records the cluster does not have (deleted while this node was away).
     fn resync(&self, present: &BTreeSet<Key>) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        for key in keys::all(&tx)?.into_iter().filter(|k| !present.contains(k)) {
-            keys::apply(&tx, &key, None)?;
+        let gone: Vec<Key> = keys::all(&tx)?.into_iter().filter(|k| !present.contains(k)).collect();
+        for key in &gone {
+            keys::apply(&tx, key, None)?;
         }
         tx.open_table(SEEN).map_err(err)?.retain(|_, _| false).map_err(err)?;
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        self.changed(gone.iter());
+        Ok(())
     }
 }
 

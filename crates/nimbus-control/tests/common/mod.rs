@@ -57,7 +57,8 @@ impl Server {
     /// Opens the control store in `data` (creating it the first time) and serves what it holds.
     pub async fn open(data: &Data) -> Self {
         let store = Arc::new(Store::open(&data.path("control.redb")).unwrap());
-        let tokens = Tokens::new(store.clone());
+        let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).unwrap());
+        let tokens = Tokens::new(store.clone(), authorizer.clone());
         let ingress = Arc::new(Ingress::new());
         let callers = Arc::new(DataAuth::Tokens { tokens: tokens.clone(), dev: false });
         let app_data = AppData {
@@ -69,6 +70,7 @@ impl Server {
             workload_certs: None,
             cluster: None,
             residency: Default::default(),
+            authorizer,
         };
         let platform = Platform::open(
             store.clone(),
@@ -170,9 +172,8 @@ impl Server {
 
 fn principal(tokens: &Tokens, role: Role, apps: &[&str]) -> Principal {
     let apps = apps.iter().map(ToString::to_string).collect();
-    let created =
-        tokens.create(&NewToken { name: format!("{role} test"), role, apps, scopes: Vec::new(), ttl_s: None }).unwrap();
-    Principal { token: Some(tokens.verify(&created.token).unwrap()) }
+    let created = tokens.create(&NewToken { name: format!("{role} test"), role, apps, ..NewToken::default() }).unwrap();
+    tokens.principal(Some(tokens.verify(&created.token).unwrap()))
 }
 
 /// These revision ids, in the order given (newest first, as listed).
