@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use async_nats::jetstream::{self, stream::Placement, stream::StorageType};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -96,30 +96,34 @@ impl NatsKv {
     }
 }
 
-/// The entry of `key`, asked again for up to ~3 s while the bucket's stream answers `503 no
-/// responders`: its replicas are still being set up (a bucket another node just created with
-/// several replicas) or a new leader is being elected.
-async fn entry(store: &kv::Store, key: String) -> Result<Option<kv::Entry>, KvError> {
+/// The live entry of `key`, read from the bucket stream's leader (a direct get may be
+/// answered by a replica that has not applied the latest write yet: an actor's committed state
+/// or a value just written would read stale), asked again for up to ~3 s while the stream has no
+/// leader (its replicas are still being set up, or a new leader is being elected).
+async fn entry(store: &kv::Store, key: String) -> Result<Option<Entry>, KvError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", store.prefix);
     let mut tries = 0;
     loop {
-        match store.entry(key.clone()).await {
-            Err(e) if tries < 30 && unready(&e) => {
+        match store.stream.get_last_raw_message_by_subject(subject.as_str()).await {
+            Ok(message) => {
+                let removed =
+                    message.headers.get("KV-Operation").is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+                        || message.headers.get(async_nats::header::NATS_MARKER_REASON).is_some();
+                return Ok((!removed).then(|| Entry { value: message.payload, revision: message.sequence }));
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e)
+                if tries < 30
+                    && matches!(e.kind(), LastRawMessageErrorKind::Other | LastRawMessageErrorKind::JetStream(_)) =>
+            {
                 tries += 1;
+                tracing::debug!(error = %e, "the bucket's stream does not answer yet; asking again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            result => return result.map_err(KvError::nats),
+            Err(e) => return Err(KvError::nats(e)),
         }
     }
-}
-
-fn unready(e: &kv::EntryError) -> bool {
-    use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
-    let direct = std::error::Error::source(e).and_then(|s| s.downcast_ref::<DirectGetError>());
-    direct.is_some_and(|d| matches!(d.kind(), DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503))
-}
-
-fn live(entry: Option<kv::Entry>) -> Option<Entry> {
-    entry.filter(|e| e.operation == Operation::Put).map(|e| Entry { value: e.value, revision: e.revision })
 }
 
 #[async_trait]
@@ -127,7 +131,7 @@ impl KvStore for NatsKv {
     async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
         let store = self.store(bucket).await?;
-        Ok(live(entry(&store, hex::encode(key)).await?))
+        entry(&store, hex::encode(key)).await
     }
 
     async fn set(&self, bucket: &Bucket, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
@@ -168,7 +172,7 @@ impl KvStore for NatsKv {
         let encoded = hex::encode(key);
         let conflict = |store: &kv::Store| {
             let (store, encoded) = (store.clone(), encoded.clone());
-            async move { Ok(Swap::Conflict(live(entry(&store, encoded).await?).map(|e| e.revision))) }
+            async move { Ok(Swap::Conflict(entry(&store, encoded).await?.map(|e| e.revision))) }
         };
         match expected {
             None => match store.create(&encoded, value).await {
