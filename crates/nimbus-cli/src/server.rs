@@ -234,7 +234,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).context("cannot load the policies")?);
+    let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()));
     let tokens = Tokens::new(store.clone(), authorizer.clone());
     let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
     let platform = Arc::new(

@@ -68,12 +68,13 @@ impl Principal {
     fn denied(&self, action: Action, app: Option<&str>, decision: &Decision) -> ControlError {
         let who = self.token.as_ref().map_or_else(|| "this --dev call".to_string(), |t| format!("token `{}`", t.id));
         let what = app.map_or_else(|| "on this server".to_string(), |a| format!("on app `{a}`"));
-        if !decision.forbidden_by.is_empty() {
-            let ids: Vec<String> = decision.forbidden_by.iter().map(|i| format!("`{i}`")).collect();
+        if let Some(ids) = decision.forbidding() {
             return ControlError::Forbidden(format!(
-                "{who} may not `{action}` {what}: forbidden by policy {} (see `nimbus policy list`)",
-                ids.join(", ")
+                "{who} may not `{action}` {what}: forbidden by policy {ids} (see `nimbus policy list`)"
             ));
+        }
+        if let Some(why) = decision.errors.iter().find(|e| e.starts_with("the stored policies")) {
+            return ControlError::Forbidden(why.clone());
         }
         let Some(token) = &self.token else {
             return ControlError::Forbidden(format!("{who} may not `{action}` {what}: no policy permits it"));
@@ -113,9 +114,14 @@ impl Principal {
         self.check(Action::Read, Some(app)).is_ok()
     }
 
-    /// The policies deciding for this caller.
-    pub fn authorizer(&self) -> &Arc<Authorizer> {
-        &self.authorizer
+    /// The caller as the policies see it.
+    pub(crate) fn as_policy(&self) -> &policy::Principal {
+        &self.as_policy
+    }
+
+    /// Who the caller is, for records: its token id, or `dev`.
+    pub(crate) fn id(&self) -> &str {
+        self.token.as_ref().map_or("dev", |t| t.id.as_str())
     }
 }
 

@@ -37,7 +37,7 @@
 //! // The apps' secrets, sealed in the store under a master key (none here: secrets are refused).
 //! let vault = Arc::new(nimbus_control::Vault::open(store.clone(), None)?);
 //! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()).with_secrets(vault.clone()));
-//! let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone())?);
+//! let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()));
 //! let tokens = Tokens::new(store.clone(), authorizer.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });
 //! let data = nimbus_control::AppData { bus, kv_changes, callers, secrets: Some(vault.clone()),

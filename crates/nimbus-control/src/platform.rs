@@ -346,14 +346,13 @@ impl Platform {
         Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
     }
 
-    /// The manifests of the loaded revisions that receive traffic or a tag.
-    pub async fn serving_manifests(&self) -> Vec<Arc<Manifest>> {
+    /// The manifests of the loaded revisions (those with traffic or a tag, and those kept for
+    /// their unfinished workflow runs).
+    pub async fn loaded_manifests(&self) -> Vec<Arc<Manifest>> {
         let apps = self.apps.lock().await;
         apps.values()
-            .flat_map(|a| {
-                let served = a.record.traffic.served();
-                a.revisions.values().filter(move |r| served.contains(r.record.id.as_str()))
-            })
+            .flat_map(|a| a.revisions.values())
+            .filter(|r| r.live.is_some())
             .map(|r| r.manifest.clone())
             .collect()
     }

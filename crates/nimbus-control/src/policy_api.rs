@@ -41,7 +41,8 @@ pub(crate) async fn show_policies(
 }
 
 /// Replaces the policies. Each is validated against the built-in schema; policies that would
-/// deny a revision receiving traffic what its manifest grants are refused (409).
+/// deny a loaded revision what its manifest grants, or deny the caller setting policies again,
+/// are refused (409).
 #[utoipa::path(put, path = "/v1/policies", tag = "policies", request_body = PolicyText,
     responses((status = 200, body = PolicyText), (status = 400, description = "A policy does not parse or does not match the schema", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -56,14 +57,8 @@ pub(crate) async fn set_policies(
     if body.policies.len() > MAX_POLICY_BYTES {
         return Err(ControlError::TooLarge(format!("policies are limited to {MAX_POLICY_BYTES} bytes")));
     }
-    let by = p.token.as_ref().map_or("dev", |t| t.id.as_str());
-    let serving = s.platform.serving_manifests().await;
-    let authorizer = s.tokens.authorizer().clone();
-    let text = body.policies.clone();
-    let by = by.to_string();
-    tokio::task::spawn_blocking(move || authorizer.set(&text, &by, &serving))
-        .await
-        .map_err(|e| ControlError::internal("setting the policies", e))??;
-    tracing::info!(by = %p.token.as_ref().map_or("dev", |t| t.id.as_str()), "policies set");
+    let loaded = s.platform.loaded_manifests().await;
+    tokio::task::block_in_place(|| s.tokens.authorizer().set(&body.policies, (p.as_policy(), p.id()), &loaded))?;
+    tracing::info!(by = %p.id(), "policies set");
     Ok(Json(PolicyText { policies: s.tokens.authorizer().text() }))
 }

@@ -57,7 +57,7 @@ impl Server {
     /// Opens the control store in `data` (creating it the first time) and serves what it holds.
     pub async fn open(data: &Data) -> Self {
         let store = Arc::new(Store::open(&data.path("control.redb")).unwrap());
-        let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).unwrap());
+        let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()));
         let tokens = Tokens::new(store.clone(), authorizer.clone());
         let ingress = Arc::new(Ingress::new());
         let callers = Arc::new(DataAuth::Tokens { tokens: tokens.clone(), dev: false });

@@ -48,7 +48,11 @@ const GRANTS: &str = include_str!("grants.cedar");
 pub const RESERVED_PREFIX: &str = "nimbus.";
 
 /// How many decisions are cached before the cache starts again.
-const CACHE_LIMIT: usize = 65_536;
+const CACHE_LIMIT: usize = 16_384;
+
+/// Decisions about resources with longer names are not cached (a name comes from a request
+/// path before it is validated; the cache stays within a few MB whatever callers send).
+const CACHED_NAME_BYTES: usize = 256;
 
 /// Why policies were refused. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -85,15 +89,24 @@ pub enum PolicyError {
 }
 
 /// A decision, and what decided it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     /// Allowed: a `permit` applies and no `forbid` does.
     pub allowed: bool,
     /// The ids of the `forbid` policies that denied it (empty when it was denied because no
     /// `permit` applies).
     pub forbidden_by: Vec<String>,
-    /// Errors evaluating policies (a policy that errs is skipped, as Cedar does).
+    /// Errors evaluating policies (a `permit` that errs is skipped, as Cedar does; an admin's
+    /// `forbid` that errs denies).
     pub errors: Vec<String>,
+}
+
+impl Decision {
+    /// The forbidding policies, for a message: `` `a`, `b` ``; `None` when none forbade.
+    pub fn forbidding(&self) -> Option<String> {
+        (!self.forbidden_by.is_empty())
+            .then(|| self.forbidden_by.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))
+    }
 }
 
 /// The active policy set: the built-in policies and templates plus an admin's, with the cache
@@ -140,11 +153,6 @@ impl Policies {
         format!("{BASELINE}\n{GRANTS}")
     }
 
-    /// Checks `text` (an admin's policies) against the schema without using it.
-    pub fn validate(&self, text: &str) -> Result<(), PolicyError> {
-        compile(&self.schema, text).map(drop)
-    }
-
     /// Uses `text` as the admin's policies from now on (replacing the ones set before); the
     /// cached decisions are dropped.
     pub fn set(&self, text: &str) -> Result<(), PolicyError> {
@@ -166,6 +174,9 @@ impl Policies {
             return hit.clone();
         }
         let decision = self.evaluate(&active, &active.set, principal, action, resource);
+        if resource.name_len() > CACHED_NAME_BYTES {
+            return decision;
+        }
         let mut cache = active.cache.lock().expect("policy cache");
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -234,14 +245,23 @@ impl Policies {
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
         for e in &errors {
-            tracing::warn!(error = %e, "a policy failed to evaluate and was skipped");
+            tracing::warn!(error = %e, "a policy failed to evaluate");
         }
-        let allowed = response.decision() == CedarDecision::Allow;
-        let forbidden_by = if allowed {
-            Vec::new()
-        } else {
-            diagnostics.reason().filter(|id| active.forbids.contains(*id)).map(|id| id.to_string()).collect()
-        };
+        // An admin's forbid that cannot be evaluated denies (Cedar would skip it and allow).
+        let failed_forbids = diagnostics.errors().map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
+        });
+        let mut forbidden_by: Vec<String> = diagnostics
+            .reason()
+            .chain(failed_forbids)
+            .filter(|id| active.forbids.contains(*id))
+            .map(|id| id.to_string())
+            .collect();
+        forbidden_by.dedup();
+        let allowed = response.decision() == CedarDecision::Allow && forbidden_by.is_empty();
+        if allowed {
+            forbidden_by.clear();
+        }
         Decision { allowed, forbidden_by, errors }
     }
 }

@@ -203,6 +203,19 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// How long its name is.
+    pub(crate) fn name_len(&self) -> usize {
+        match self {
+            Self::Server => 0,
+            Self::App(name) | Self::Origin(name) => name.len(),
+            Self::Bucket { app, name }
+            | Self::Topic { app, name }
+            | Self::ActorType { app, name }
+            | Self::Secret { app, name }
+            | Self::Component { app, name } => app.len() + name.len(),
+        }
+    }
+
     pub(crate) fn uid(&self) -> EntityUid {
         match self {
             Self::Server => uid("Server", "nimbus"),

@@ -83,6 +83,49 @@ fn groups_and_users_are_principals_too() {
 }
 
 #[test]
+fn no_permit_lifts_a_tokens_app_limit_or_gives_administration_to_a_non_admin() {
+    let p = Policies::new();
+    p.set(r#"permit (principal in Nimbus::Group::"ops", action, resource);"#).unwrap();
+    let limited = Principal::Token(TokenPrincipal {
+        id: "l".into(),
+        role: "deployer".into(),
+        scopes: vec!["deploy".into()],
+        apps: vec!["x".into()],
+        groups: vec!["ops".into()],
+        ..TokenPrincipal::default()
+    });
+    assert!(p.decide(&limited, Action::Deploy, &app("x")).allowed);
+    assert!(!p.decide(&limited, Action::Rollback, &app("shop")).allowed, "another app, though ops may");
+    assert!(!p.decide(&limited, Action::Tokens, &Resource::Server).allowed, "tokens need an admin for every app");
+    let deployer = token("d", &["deploy"], &[]);
+    let Principal::Token(mut in_ops) = deployer else { unreachable!() };
+    in_ops.groups = vec!["ops".into()];
+    assert!(!p.decide(&Principal::Token(in_ops), Action::Policies, &Resource::Server).allowed);
+}
+
+#[test]
+fn an_admin_forbid_that_fails_to_evaluate_denies() {
+    let p = Policies::new();
+    // Overflows for every request: Cedar skips a policy that errs; a forbid must not be skipped.
+    p.set(r#"@id("overflows") forbid (principal, action, resource) when { 9223372036854775807 + 1 > 0 };"#).unwrap();
+    let d = p.decide(&token("a", &["read"], &[]), Action::Read, &app("shop"));
+    assert!(!d.allowed);
+    assert_eq!(d.forbidden_by, ["overflows"]);
+    assert!(!d.errors.is_empty());
+}
+
+#[test]
+fn decisions_about_long_names_are_not_cached() {
+    let p = Policies::new();
+    let t = token("c", &["read"], &[]);
+    let long = app(&"x".repeat(10_000));
+    assert!(p.decide(&t, Action::Read, &long).allowed);
+    assert_eq!(p.active.load().cache.lock().unwrap().len(), 0);
+    assert!(p.decide(&t, Action::Read, &app("shop")).allowed);
+    assert_eq!(p.active.load().cache.lock().unwrap().len(), 1);
+}
+
+#[test]
 fn setting_policies_drops_the_cached_decisions() {
     let p = Policies::new();
     let t = token("c", &["read"], &[]);
@@ -117,9 +160,8 @@ fn policies_that_do_not_parse_or_do_not_match_the_schema_are_refused_and_change_
         assert!(e.contains(why), "{text}: {e}");
         assert!(p.text().contains("keep"), "the policies in use stay");
     }
-    let e = p.validate(
-        r#"@id("attr") permit (principal is Nimbus::Token, action, resource) when { principal.team == "x" };"#,
-    );
+    let e =
+        p.set(r#"@id("attr") permit (principal is Nimbus::Token, action, resource) when { principal.team == "x" };"#);
     assert!(matches!(e, Err(PolicyError::Invalid { ref id, .. }) if id == "attr"), "{e:?}");
 }
 
