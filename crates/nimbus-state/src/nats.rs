@@ -126,6 +126,40 @@ async fn entry(store: &kv::Store, key: String) -> Result<Option<Entry>, KvError>
     }
 }
 
+/// Runs `write` again, for up to ~3 s, while JetStream answers `no stream found`: a bucket
+/// just created with several replicas has no leader yet, and nothing was stored.
+async fn written<T, E, F, Fut>(mut write: F) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Err(e) if tries < 30 && no_leader(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, "the bucket's stream has no leader yet; writing again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `e` (or what caused it) is JetStream's `no stream found` for a publish.
+fn no_leader(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<PublishError>().is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 #[async_trait]
 impl KvStore for NatsKv {
     async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
@@ -138,26 +172,24 @@ impl KvStore for NatsKv {
         check_key(key)?;
         let store = self.store(bucket).await?;
         let Some(ttl) = ttl else {
-            return store.put(hex::encode(key), value).await.map_err(KvError::nats);
+            return written(|| store.put(hex::encode(key), value.clone())).await.map_err(KvError::nats);
         };
         // A per-message TTL (nats-server >= 2.11) on the key's subject.
         let mut headers = HeaderMap::new();
         headers.insert("Nats-TTL", format!("{}s", ttl.as_secs().max(1)).as_str());
         let subject = format!("$KV.{}.{}", bucket_name(bucket), hex::encode(key));
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, value)
-            .await
-            .map_err(KvError::nats)?
-            .await
-            .map_err(KvError::nats)?;
+        let ack = written(|| async {
+            self.js.publish_with_headers(subject.clone(), headers.clone(), value.clone()).await?.await
+        })
+        .await
+        .map_err(KvError::nats)?;
         Ok(ack.sequence)
     }
 
     async fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KvError> {
         check_key(key)?;
         let store = self.store(bucket).await?;
-        store.delete(hex::encode(key)).await.map_err(KvError::nats)
+        written(|| store.delete(hex::encode(key))).await.map_err(KvError::nats)
     }
 
     async fn compare_and_swap(
@@ -175,12 +207,12 @@ impl KvStore for NatsKv {
             async move { Ok(Swap::Conflict(entry(&store, encoded).await?.map(|e| e.revision))) }
         };
         match expected {
-            None => match store.create(&encoded, value).await {
+            None => match written(|| store.create(&encoded, value.clone())).await {
                 Ok(revision) => Ok(Swap::Done(revision)),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => conflict(&store).await,
                 Err(e) => Err(KvError::nats(e)),
             },
-            Some(revision) => match store.update(&encoded, value, revision).await {
+            Some(revision) => match written(|| store.update(&encoded, value.clone(), revision)).await {
                 Ok(revision) => Ok(Swap::Done(revision)),
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => conflict(&store).await,
                 Err(e) => Err(KvError::nats(e)),
