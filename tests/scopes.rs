@@ -44,6 +44,8 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/nodes", Some("read")),
     ("GET", "/v1/policies", Some("admin")),
     ("PUT", "/v1/policies", Some("admin")),
+    ("GET", "/v1/audit", Some("admin")),
+    ("GET", "/v1/audit/verify", Some("admin")),
     ("POST", "/v1/secrets/rotate", Some("admin")),
     ("GET", "/v1/tokens", Some("admin")),
     ("POST", "/v1/tokens", Some("admin")),

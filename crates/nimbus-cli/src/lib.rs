@@ -15,6 +15,7 @@
 //! ```
 
 mod actors;
+mod audit;
 mod build;
 mod cluster;
 mod connections;
@@ -121,6 +122,13 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Read the audit trail of changes and refusals (admin); verify it was not tampered with.
+    Audit {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Publish events, tail a topic, list and replay dead letters (on the `nimbus up` of this
     /// directory, or on a server).
     Events {
@@ -206,6 +214,7 @@ pub fn main() -> ExitCode {
         Command::Tokens { remote, command } => manage::tokens(&remote, &command),
         Command::Secrets { remote, command } => secrets::run(&remote, &command),
         Command::Policy { remote, command } => policy::run(&remote, &command),
+        Command::Audit { remote, command } => audit::run(&remote, &command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),

@@ -234,7 +234,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()));
+    let audit = Arc::new(
+        nimbus_control::AuditLog::open(&data_dir.join("audit"), args.cluster.node_name())
+            .context("cannot open the audit log")?,
+    );
+    audit.spawn_digests();
+    let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).with_audit(audit));
     let tokens = Tokens::new(store.clone(), authorizer.clone());
     let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: args.dev });
     let platform = Arc::new(

@@ -71,6 +71,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(crate::secrets_api::routes())
         .merge(crate::policy_api::routes())
+        .merge(crate::audit_api::routes())
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
         .merge(data);
@@ -101,7 +102,7 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
         let client = parts.extensions.get::<crate::auth::ClientIp>().map(|c| c.0);
-        crate::auth::principal(&parts.headers, &state.tokens, state.dev, client)
+        crate::auth::principal(&parts.headers, &state.tokens, state.dev, client).map(|p| p.at(parts))
     }
 }
 
@@ -124,9 +125,9 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, policies and secrets, publish and read events, read and write KV buckets."),
-    paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::policy_api::show_policies, crate::policy_api::set_policies, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
-    components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeService, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::policy_api::PolicyText, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
+    info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, policies and secrets, read and verify the audit trail, publish and read events, read and write KV buckets."),
+    paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::policy_api::show_policies, crate::policy_api::set_policies, crate::audit_api::list, crate::audit_api::verify, crate::observe_api::metrics, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs),
+    components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeService, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::policy_api::PolicyText, crate::audit_api::AuditEntry, crate::audit_api::AuditPage, crate::audit_api::AuditVerification, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

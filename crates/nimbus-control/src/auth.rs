@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use nimbus_security::audit::{Event, Outcome};
 use nimbus_security::policy::{self, Action, Decision, Resource};
 
 use crate::error::ControlError;
@@ -32,6 +33,22 @@ pub struct Principal {
     /// The token as the policies see it (`dev`, with every scope, in `--dev` mode without one).
     as_policy: Arc<policy::Principal>,
     authorizer: Arc<Authorizer>,
+    /// The API request it made, as the audit trail records it.
+    request: Option<Arc<RequestLine>>,
+}
+
+/// An API request as the audit trail records it.
+#[derive(Debug)]
+struct RequestLine {
+    /// `METHOD PATH` (the path without its query, at most [`RequestLine::MAX_PATH`] bytes).
+    line: String,
+    /// Whether the method changes something (not `GET`, `HEAD` or `OPTIONS`).
+    mutating: bool,
+    client: Option<IpAddr>,
+}
+
+impl RequestLine {
+    const MAX_PATH: usize = 512;
 }
 
 impl Principal {
@@ -53,15 +70,72 @@ impl Principal {
                 ..policy::TokenPrincipal::default()
             },
         };
-        Self { token, as_policy: Arc::new(policy::Principal::Token(as_policy)), authorizer }
+        Self { token, as_policy: Arc::new(policy::Principal::Token(as_policy)), authorizer, request: None }
+    }
+
+    /// The caller making API request `parts` (changes it makes and its refusals are audited).
+    pub(crate) fn at(mut self, parts: &http::request::Parts) -> Self {
+        let path = parts.uri.path();
+        let mut end = path.len().min(RequestLine::MAX_PATH);
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.request = Some(Arc::new(RequestLine {
+            line: format!("{} {}", parts.method, &path[..end]),
+            mutating: !parts.method.is_safe(),
+            client: parts.extensions.get::<ClientIp>().map(|c| c.0),
+        }));
+        self
     }
 
     /// Whether this caller may do `action` about `app` (`None`: not about one app), as the
     /// policies decide; a denial says why.
+    /// A change an API request makes is recorded in the audit trail before this returns (and
+    /// refused if it cannot be), and so is a refusal of a control-plane action.
     pub fn check(&self, action: Action, app: Option<&str>) -> Result<(), ControlError> {
+        let decision = self.decide(action, app);
+        if decision.allowed {
+            // A deploy's first check, about no app yet, is followed by the one recorded.
+            let first_of_deploy = action == Action::Deploy && app.is_none();
+            if self.request.as_ref().is_some_and(|r| r.mutating) && !first_of_deploy {
+                self.audit(action, app, Outcome::Allowed, None)?;
+            }
+            return Ok(());
+        }
+        let denied = self.denied(action, app, &decision);
+        if !matches!(action, Action::DataRead | Action::DataWrite)
+            && let Err(e) = self.audit(action, app, Outcome::Denied, Some(denied.to_string()))
+        {
+            tracing::error!(error = %nimbus_observe::report(&e), "cannot record a refusal in the audit log");
+        }
+        Err(denied)
+    }
+
+    fn decide(&self, action: Action, app: Option<&str>) -> Decision {
         let resource = app.map_or(Resource::Server, |a| Resource::App(a.to_string()));
-        let decision = self.authorizer.decide(&self.as_policy, action, &resource);
-        if decision.allowed { Ok(()) } else { Err(self.denied(action, app, &decision)) }
+        self.authorizer.decide(&self.as_policy, action, &resource)
+    }
+
+    /// Records the decision about `action` in the audit trail.
+    fn audit(
+        &self,
+        action: Action,
+        app: Option<&str>,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> Result<(), ControlError> {
+        let request = self.request.as_deref();
+        self.authorizer.record(Event {
+            principal: self.id().to_string(),
+            user: self.token.as_ref().and_then(|t| t.user.clone()),
+            client: request.and_then(|r| r.client).map(|ip| ip.to_string()),
+            action: action.name().to_string(),
+            resource: app.map_or_else(|| "server".to_string(), |a| format!("app:{a}")),
+            request: request.map(|r| r.line.clone()),
+            outcome,
+            reason,
+            ..Event::default()
+        })
     }
 
     /// Why `action` about `app` was denied.
@@ -111,7 +185,13 @@ impl Principal {
 
     /// Whether this caller may read `app` (lists show it only then).
     pub fn sees(&self, app: &str) -> bool {
-        self.check(Action::Read, Some(app)).is_ok()
+        self.may(Action::Read, Some(app))
+    }
+
+    /// Whether this caller may do `action` about `app`, to shape an answer (a list hiding what
+    /// it may not see): nothing is refused, so nothing is audited.
+    pub(crate) fn may(&self, action: Action, app: Option<&str>) -> bool {
+        self.decide(action, app).allowed
     }
 
     /// The caller as the policies see it.

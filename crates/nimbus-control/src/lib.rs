@@ -6,7 +6,8 @@
 //! stored), traffic splitting by percent and tag, rollback, ownership of hosts and routes between apps
 //! (a deploy never takes another app's requests unless an admin says so),
 //! API tokens with roles, scopes, app limits and expiry (failed authentications rate-limited per
-//! client address), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
+//! client address), the node's audit trail of every change and refusal ([`AuditLog`]: a hash
+//! chain with signed digests, fail closed), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
 //! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters), the workflow endpoints (start, list, show, signal,
 //! cancel runs, through the app's engine: [`AppWorkflows`]) and the observability endpoints
@@ -57,6 +58,8 @@
 //! ```
 
 mod api;
+mod audit;
+mod audit_api;
 mod auth;
 mod bundle;
 mod cluster;
@@ -83,6 +86,8 @@ mod vault;
 mod workflows_api;
 
 pub use api::{ApiState, openapi_json, router};
+pub use audit::{AuditError, AuditLog, DIGEST_EVERY, verify_dir};
+pub use audit_api::{AuditEntry, AuditPage, AuditVerification};
 pub use auth::{ClientIp, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
 pub use cluster::{Scheduler, Transport};

@@ -92,7 +92,7 @@ impl Scope {
             A::DataRead => Self::DataRead,
             A::DataWrite => Self::DataWrite,
             A::Secrets => Self::Secrets,
-            A::Tokens | A::Policies | A::RotateKeys => Self::Admin,
+            A::Tokens | A::Policies | A::RotateKeys | A::Audit => Self::Admin,
             A::Kv | A::Publish | A::Actor | A::Secret | A::Outbound | A::Invoke => return None,
         })
     }

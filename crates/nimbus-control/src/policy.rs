@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use nimbus_manifest::Manifest;
 use nimbus_security::policy::{Action, Decision, Policies, Principal, Resource};
 
+use crate::audit::AuditLog;
 use crate::error::ControlError;
 use crate::store::{PolicyRecord, Store};
+use nimbus_security::audit::Event;
 
 /// The platform's policy set over the control store.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub struct Authorizer {
     reload: Mutex<Option<String>>,
     /// They cannot be used (the reason is under `reload`).
     broken: AtomicBool,
+    /// Where decisions are recorded.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Authorizer {
@@ -39,10 +43,32 @@ impl Authorizer {
             seen: AtomicU64::new(u64::MAX),
             reload: Mutex::new(None),
             broken: AtomicBool::new(false),
+            audit: None,
             store,
         };
         authorizer.current();
         authorizer
+    }
+
+    /// Records changes and refusals in `log` (each before the change is made; a change whose
+    /// record cannot be written is refused).
+    pub fn with_audit(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The audit log decisions are recorded in.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// Appends `event` to the audit log, if there is one; durable when this returns.
+    pub(crate) fn record(&self, event: Event) -> Result<(), ControlError> {
+        let Some(log) = &self.audit else { return Ok(()) };
+        // An fsync: off the async workers where the runtime has others to run them.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread { tokio::task::block_in_place(|| log.record(event)) } else { log.record(event) }.map(drop)
     }
 
     /// The policies in use, read again from the store if they changed there; why they cannot

@@ -10,7 +10,7 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Whether `principal` may read the `env` values of `app`'s revisions (deployers and admins).
 pub(crate) fn sees_env(principal: &Principal, app: &str) -> bool {
-    principal.check(Action::Deploy, Some(app)).is_ok()
+    principal.may(Action::Deploy, Some(app))
 }
 
 /// `manifest` with every component's `env` values replaced by [`REDACTED`]. A stored manifest

@@ -62,6 +62,8 @@ pub enum Action {
     Policies,
     /// Rotate the secrets' keys.
     RotateKeys,
+    /// Read and verify the audit trail.
+    Audit,
     /// Open a KV bucket.
     Kv,
     /// Publish to a topic.
@@ -78,7 +80,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Self::Read,
         Self::Deploy,
         Self::Traffic,
@@ -90,6 +92,7 @@ impl Action {
         Self::Tokens,
         Self::Policies,
         Self::RotateKeys,
+        Self::Audit,
         Self::Kv,
         Self::Publish,
         Self::Actor,
@@ -112,6 +115,7 @@ impl Action {
             Self::Tokens => "tokens",
             Self::Policies => "policies",
             Self::RotateKeys => "rotate-keys",
+            Self::Audit => "audit",
             Self::Kv => "kv",
             Self::Publish => "publish",
             Self::Actor => "actor",
