@@ -149,7 +149,7 @@ async fn served_by(p: &Platform, path: &str) -> (u16, String) {
 /// The bundle of an app whose one component `name` is the wasm file at `path`.
 fn bundle(manifest: String, name: &str, path: &str) -> Vec<u8> {
     let wasm = std::fs::read(path).unwrap();
-    nimbus_control::Bundle { manifest, artifacts: [(name.to_string(), wasm)].into(), trees: Default::default() }.pack()
+    nimbus_control::Bundle { manifest, artifacts: [(name.to_string(), wasm)].into(), ..Default::default() }.pack()
 }
 
 /// Polls `check` until it holds (up to 30 s); how long that took.
@@ -787,7 +787,7 @@ fn service_bundle_with(scale: &str, extra: &str) -> Vec<u8> {
     h.set_mode(0o644);
     tree.append_data(&mut h, "server.py", &code[..]).unwrap();
     let trees = [("py".to_string(), tree.into_inner().unwrap())].into();
-    nimbus_control::Bundle { manifest, artifacts: Default::default(), trees }.pack()
+    nimbus_control::Bundle { manifest, trees, ..Default::default() }.pack()
 }
 
 /// `GET /py/hello` through a node: status, the process's boot id, and the node that forwarded
@@ -988,7 +988,7 @@ fn saga_bundle() -> Vec<u8> {
     let read = |path| std::fs::read(path).unwrap();
     let artifacts =
         [("order".to_string(), read(nimbus_fixtures::WORKFLOW)), ("kv".to_string(), read(nimbus_fixtures::KV))].into();
-    nimbus_control::Bundle { manifest: manifest.into(), artifacts, trees: Default::default() }.pack()
+    nimbus_control::Bundle { manifest: manifest.into(), artifacts, ..Default::default() }.pack()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,8 +45,7 @@ fn kv_bundle(bucket: &str) -> Vec<u8> {
         "[app]\nname = \"vault\"\n[component.store]\nsource = \"kv.wasm\"\ngrants = {{ kv = [\"{bucket}\"] }}\n[[trigger.http]]\nroute = \"/vault/...\"\ncomponent = \"store\"\n"
     );
     let wasm = std::fs::read(nimbus_fixtures::KV).unwrap();
-    nimbus_control::Bundle { manifest, artifacts: [("store".to_string(), wasm)].into(), trees: Default::default() }
-        .pack()
+    nimbus_control::Bundle { manifest, artifacts: [("store".to_string(), wasm)].into(), ..Default::default() }.pack()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -173,8 +173,8 @@ async fn deploy_errors_do_not_show_the_servers_data_path() {
     tree.append_data(&mut h, "README", &b"hi\n"[..]).unwrap();
     let bundle = nimbus_control::Bundle {
         manifest: manifest.into(),
-        artifacts: Default::default(),
         trees: [("api".to_string(), tree.into_inner().unwrap())].into(),
+        ..Default::default()
     }
     .pack();
     let (s, e) = upload(&p, &admin, bundle, "").await;

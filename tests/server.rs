@@ -338,7 +338,7 @@ async fn in_flight_requests_finish_on_the_revision_they_started_on() {
         nimbus_control::Bundle {
             manifest,
             artifacts: [("kitchen".into(), std::fs::read(nimbus_fixtures::KITCHEN).unwrap())].into(),
-            trees: Default::default(),
+            ..Default::default()
         }
         .pack()
     };
@@ -412,7 +412,7 @@ async fn bad_uploads_and_requests_get_4xx_json_and_store_nothing() {
         nimbus_control::Bundle {
             manifest: manifest.to_string(),
             artifacts: artifacts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            trees: Default::default(),
+            ..Default::default()
         }
         .pack()
     };

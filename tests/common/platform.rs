@@ -179,5 +179,5 @@ component = "web"
 pub fn hello_bundle(name: &str, route: &str, marker: &str) -> Vec<u8> {
     let manifest = hello_manifest(name, route, marker);
     let wasm = std::fs::read(nimbus_fixtures::HELLO).unwrap();
-    nimbus_control::Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), trees: Default::default() }.pack()
+    nimbus_control::Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), ..Default::default() }.pack()
 }

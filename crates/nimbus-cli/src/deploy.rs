@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use nimbus_control::{BUNDLE_CONTENT_TYPE, Bundle, DeployResult};
 use nimbus_manifest::{FieldPath, LoadedManifest};
+use nimbus_security::supply::Format;
 
 use crate::manage::traffic_line;
 use crate::remote::{Client, OutputArgs, RemoteArgs};
@@ -71,12 +72,14 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The manifest text and each component's built artifact.
+/// The manifest text and each component's built artifact (a function's with the SBOMs beside
+/// it).
 fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
     let manifest =
         std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let mut artifacts = BTreeMap::new();
     let mut trees = BTreeMap::new();
+    let mut sboms = BTreeMap::new();
     for (name, component) in &loaded.manifest.component {
         let Some(source) = component.source() else {
             let workdir = loaded.resolve(component.workdir.as_deref().unwrap_or("."));
@@ -98,8 +101,13 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
             )
         })?;
         artifacts.insert(name.clone(), bytes);
+        for (sbom, format) in nimbus_security::supply::sboms_beside(&path) {
+            let suffix = if format == Format::Spdx { "spdx" } else { "cdx" };
+            let bytes = std::fs::read(&sbom).with_context(|| format!("cannot read the SBOM {}", sbom.display()))?;
+            sboms.insert(format!("{name}.{suffix}.json"), bytes);
+        }
     }
-    Ok(Bundle { manifest, artifacts, trees })
+    Ok(Bundle { manifest, artifacts, trees, sboms })
 }
 
 /// Directories never shipped with a service: version control, local state (`.nimbus`: the

@@ -15,6 +15,7 @@
 //! ```
 
 mod actors;
+mod advisories;
 mod audit;
 mod build;
 mod cluster;
@@ -122,6 +123,11 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Import the offline advisory database deploys are checked against (OSV files).
+    Advisories {
+        #[command(subcommand)]
+        command: advisories::AdvisoriesCommand,
+    },
     /// Read the audit trail of changes and refusals (admin); verify it was not tampered with.
     Audit {
         #[command(flatten)]
@@ -215,6 +221,7 @@ pub fn main() -> ExitCode {
         Command::Secrets { remote, command } => secrets::run(&remote, &command),
         Command::Policy { remote, command } => policy::run(&remote, &command),
         Command::Audit { remote, command } => audit::run(&remote, &command),
+        Command::Advisories { command } => advisories::run(&command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),

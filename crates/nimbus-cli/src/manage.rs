@@ -207,6 +207,9 @@ pub(crate) fn revisions(remote: &RemoteArgs, command: &RevisionsCommand) -> anyh
                 for a in &i.artifacts {
                     println!("artifact: {:<16} {} ({} bytes)", a.component, a.digest, a.size);
                 }
+                if let Some(report) = &r.supply {
+                    supply(report);
+                }
                 println!("--- nimbus.toml\n{}", r.manifest.trim_end());
             })
         }
@@ -335,4 +338,32 @@ pub(crate) fn traffic_line(t: &Traffic) -> String {
         parts.push(format!("(tags: {})", list.join(", ")));
     }
     parts.join(" ")
+}
+
+/// The supply-chain report of a revision, for people.
+fn supply(r: &nimbus_control::SupplyReport) {
+    let policy = r.block.as_ref().map_or_else(|| "report only".to_string(), |b| format!("blocks {b} and above"));
+    println!(
+        "supply:   checked {} against {} advisories ({policy}); worst: {}",
+        time(r.scanned_at),
+        r.advisories,
+        r.worst.as_deref().unwrap_or("none")
+    );
+    for c in &r.components {
+        let from = if c.sources.is_empty() { "no inventory".to_string() } else { c.sources.join(", ") };
+        println!("  {:<16} {} dependencies ({from})", c.component, c.packages);
+        for f in &c.findings {
+            let fixed = f.fixed.as_ref().map_or_else(String::new, |v| format!(", fixed in {v}"));
+            println!(
+                "    {} {:<8} {} {} ({}){fixed}: {}",
+                f.id, f.severity, f.package, f.version, f.ecosystem, f.summary
+            );
+        }
+        for reach in c.reach.iter().filter(|r| r.advice.is_some()) {
+            println!("    {}: {}", reach.capability, reach.advice.as_deref().unwrap_or_default());
+        }
+        for note in &c.notes {
+            println!("    note: {note}");
+        }
+    }
 }

@@ -44,6 +44,12 @@ pub(crate) struct ServerArgs {
     /// after each deploy. Revisions with traffic or a tag are always kept.
     #[arg(long, env = "NIMBUS_KEEP_REVISIONS", default_value_t = 10)]
     keep_revisions: usize,
+    /// Refuse deploys whose dependencies have a known advisory at or above this severity (`low`,
+    /// `medium`, `high`, `critical`), from the database `nimbus advisories import` fills in the
+    /// data dir. Without it, advisories are reported with each revision and do not block (an
+    /// app's `block_advisories` may still block its own deploys).
+    #[arg(long, env = "NIMBUS_BLOCK_ADVISORIES", value_name = "SEVERITY")]
+    block_advisories: Option<nimbus_security::supply::Severity>,
     /// Largest `limits.memory_mb` a component may ask for.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
@@ -117,7 +123,7 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// `~/.local/share/nimbus`; for root `/var/lib/nimbus` (the sandbox's user must reach the
 /// deployed services' trees inside it, and `/root` is closed to others), unless a server
 /// already keeps its data in the first.
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     let home = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
@@ -265,6 +271,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .context("cannot load the deployed apps")?,
     );
     platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
+    platform.set_supply_chain(nimbus_control::SupplyChain::new(
+        crate::advisories::db_dir(&data_dir),
+        args.block_advisories,
+    ));
     let uploads_dir = data_dir.join("uploads");
     let uploads =
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)

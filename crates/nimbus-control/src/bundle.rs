@@ -1,5 +1,6 @@
 //! The deploy bundle: a tar archive of `nimbus.toml`, one `components/NAME.wasm` per function
-//! and one `services/NAME.tar` (its working directory) per service. `nimbus deploy` packs it, the server unpacks and checks it before anything is
+//! (with the SBOMs shipped beside it, `components/NAME.cdx.json` and `components/NAME.spdx.json`,
+//! if any) and one `services/NAME.tar` (its working directory) per service. `nimbus deploy` packs it, the server unpacks and checks it before anything is
 //! stored. A revision's id is derived from the bundle's content, so deploying the same content
 //! twice yields the same revision.
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 pub const CONTENT_TYPE: &str = "application/x-tar";
 
 /// An app's manifest and the artifact of each component.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bundle {
     /// The manifest text.
     pub manifest: String,
@@ -26,6 +27,9 @@ pub struct Bundle {
     pub artifacts: BTreeMap<String, Vec<u8>>,
     /// Service name → tar of its working directory (program, code, assets).
     pub trees: BTreeMap<String, Vec<u8>>,
+    /// SBOMs of functions: `NAME.cdx.json` (CycloneDX) or `NAME.spdx.json` (SPDX) → the JSON.
+    /// Read by the supply-chain check at deploy; not kept with the revision.
+    pub sboms: BTreeMap<String, Vec<u8>>,
 }
 
 impl Bundle {
@@ -45,6 +49,9 @@ impl Bundle {
         }
         for (name, bytes) in &self.trees {
             append(&format!("services/{name}.tar"), bytes);
+        }
+        for (name, bytes) in &self.sboms {
+            append(&format!("components/{name}"), bytes);
         }
         builder.into_inner().expect("writing to memory")
     }
@@ -66,6 +73,7 @@ impl Bundle {
         let mut manifest = None;
         let mut artifacts = BTreeMap::new();
         let mut trees = BTreeMap::new();
+        let mut sboms = BTreeMap::new();
         let mut tar = tar::Archive::new(archive);
         for entry in tar.entries().map_err(|e| malformed(e.to_string()))? {
             let mut entry = entry.map_err(|e| malformed(e.to_string()))?;
@@ -85,8 +93,11 @@ impl Bundle {
                 }
             } else if let Some((map, name)) = path
                 .strip_prefix("components/")
-                .and_then(|p| p.strip_suffix(".wasm"))
-                .map(|n| (&mut artifacts, n))
+                .filter(|p| sbom_of(p).is_some())
+                .map(|p| (&mut sboms, p))
+                .or_else(|| {
+                    path.strip_prefix("components/").and_then(|p| p.strip_suffix(".wasm")).map(|n| (&mut artifacts, n))
+                })
                 .or_else(|| {
                     path.strip_prefix("services/").and_then(|p| p.strip_suffix(".tar")).map(|n| (&mut trees, n))
                 })
@@ -102,7 +113,10 @@ impl Bundle {
             }
         }
         let manifest = manifest.ok_or_else(|| malformed(format!("it has no {MANIFEST_ENTRY}")))?;
-        Ok(Self { manifest, artifacts, trees })
+        if let Some(stray) = sboms.keys().find(|s| sbom_of(s).is_none_or(|f| !artifacts.contains_key(f))) {
+            return Err(malformed(format!("`components/{stray}` is the SBOM of no function in the bundle")));
+        }
+        Ok(Self { manifest, artifacts, trees, sboms })
     }
 
     /// The revision id of this content: the first 12 hex digits of a SHA-256 over the manifest
@@ -118,8 +132,17 @@ impl Bundle {
         for (name, bytes) in &self.trees {
             h.update(format!("\nservice:{name}={}", digest(bytes)));
         }
+        for (name, bytes) in &self.sboms {
+            h.update(format!("\nsbom:{name}={}", digest(bytes)));
+        }
         hex::encode(&h.finalize()[..6])
     }
+}
+
+/// The function whose SBOM a bundle's `components/` entry `name` is (`web.cdx.json`,
+/// `web.spdx.json`: `web`).
+pub(crate) fn sbom_of(name: &str) -> Option<&str> {
+    name.strip_suffix(".cdx.json").or_else(|| name.strip_suffix(".spdx.json"))
 }
 
 /// `sha256:HEX` of an artifact.

@@ -7,7 +7,9 @@
 //! (a deploy never takes another app's requests unless an admin says so),
 //! API tokens with roles, scopes, app limits and expiry (failed authentications rate-limited per
 //! client address), the node's audit trail of every change and refusal ([`AuditLog`]: a hash
-//! chain with signed digests, fail closed), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
+//! chain with signed digests, fail closed), the supply-chain check of deploys ([`SupplyChain`]:
+//! dependencies against an offline advisory database, imports against grants, the report stored
+//! with the revision, deploys refused at a blocking severity), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
 //! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
 //! (publish, read, replay dead letters), the workflow endpoints (start, list, show, signal,
 //! cancel runs, through the app's engine: [`AppWorkflows`]) and the observability endpoints
@@ -80,6 +82,7 @@ mod policy_api;
 mod redact;
 mod secrets_api;
 mod store;
+mod supply;
 mod topics;
 mod upload;
 mod vault;
@@ -106,6 +109,7 @@ pub use policy::Authorizer;
 pub use policy_api::PolicyText;
 pub use redact::REDACTED;
 pub use store::{ClusterStore, Key, PolicyRecord, Store, StoreError, sweep_artifacts};
+pub use supply::{ComponentSupply, ReachEntry, SupplyChain, SupplyFinding, SupplyReport};
 pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};

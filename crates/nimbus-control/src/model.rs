@@ -226,6 +226,10 @@ pub struct RevisionDetail {
     /// The `nimbus.toml` it was deployed with; for a viewer, re-rendered without comments and
     /// with every `env` value replaced by `<redacted>`.
     pub manifest: String,
+    /// Its dependencies' known advisories and its functions' imports against their grants, as
+    /// checked at deploy (absent: the server did not check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supply: Option<crate::SupplyReport>,
 }
 
 /// Outcome of a deploy.

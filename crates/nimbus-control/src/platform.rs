@@ -156,6 +156,8 @@ pub struct Platform {
     /// current for the stores on NATS).
     residency: Arc<nimbus_manifest::Residency>,
     authorizer: Arc<crate::Authorizer>,
+    /// The supply-chain check of deploys (none: revisions carry no report).
+    supply: std::sync::OnceLock<crate::SupplyChain>,
 }
 
 /// What the apps' data goes through.
@@ -226,6 +228,7 @@ impl Platform {
             keep_inactive: std::sync::atomic::AtomicUsize::new(usize::MAX),
             residency,
             authorizer,
+            supply: std::sync::OnceLock::new(),
         };
         let mut apps: BTreeMap<String, AppState> = BTreeMap::new();
         for record in platform.store.apps()? {
@@ -343,7 +346,11 @@ impl Platform {
         let apps = self.apps.lock().await;
         let state = get(&apps, app)?;
         let rev = state.revision(id)?;
-        Ok(RevisionDetail { info: state.revision_info(rev), manifest: rev.record.manifest.clone() })
+        Ok(RevisionDetail {
+            info: state.revision_info(rev),
+            manifest: rev.record.manifest.clone(),
+            supply: rev.record.supply.clone(),
+        })
     }
 
     /// The manifests of the loaded revisions (those with traffic or a tag, and those kept for

@@ -147,6 +147,9 @@ pub struct RevisionRecord {
     /// a pinned app's are kept on NATS servers of its region (empty: the shared store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifact_tags: Vec<String>,
+    /// What the supply-chain check found at deploy (absent: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supply: Option<crate::SupplyReport>,
 }
 
 /// A token as stored: its description and the SHA-256 of its secret.

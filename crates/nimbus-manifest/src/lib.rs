@@ -59,7 +59,7 @@ pub use schedule::{CronExpr, Schedule, TimeZone};
 pub use scope::{MAX_APP_NAME_LEN, SCOPE_MARK, check_app_name, resolve, scoped_name, split_scoped};
 pub use secret::{MAX_SECRET_NAME_LEN, SecretName};
 pub use types::{
-    ActorTrigger, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
+    ActorTrigger, AdvisorySeverity, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Exports, Grants, HttpTrigger, Limits,
     Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers, WorkflowTrigger,
 };

@@ -105,6 +105,27 @@ pub struct App {
     /// One line saying what the app does.
     #[serde(default)]
     pub description: Option<String>,
+    /// Refuse deploys whose components depend on a package with a known advisory at or above
+    /// this severity (`low`, `medium`, `high`, `critical`), as the server's advisory database
+    /// says. The server's `--block-advisories` applies too; the stricter wins. Without either,
+    /// advisories are reported with the revision and do not block.
+    #[serde(default)]
+    pub block_advisories: Option<AdvisorySeverity>,
+}
+
+/// How severe a known advisory is (CVSS bands: low < 4, medium < 7, high < 9, critical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvisorySeverity {
+    /// CVSS below 4.
+    Low,
+    /// CVSS 4 to 6.9 (GitHub's "moderate").
+    #[serde(alias = "moderate")]
+    Medium,
+    /// CVSS 7 to 8.9.
+    High,
+    /// CVSS 9 and above.
+    Critical,
 }
 
 /// `[component.NAME]`: a **function** (`source`: a WebAssembly component serving

@@ -56,6 +56,10 @@ impl Platform {
         stored: &AtomicBool,
     ) -> Result<DeployResult, ControlError> {
         let loaded = self.check_deploy(bundle, options, principal).await?;
+        let supply = match self.supply.get() {
+            Some(chain) => Some(tokio::task::block_in_place(|| chain.check(&loaded.manifest, bundle))?),
+            None => None,
+        };
         // Its data is kept as it says before any of it runs (and `publish` settles it after).
         self.residency.add(&loaded.manifest.app.name, &loaded.manifest.placement);
         let app_name = loaded.manifest.app.name.clone();
@@ -88,6 +92,7 @@ impl Platform {
                 claimed.extend(claimed_routes(&rev_routes, &manifest));
                 let seq = existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1);
                 let mut record = revision_record(bundle, &id, &app_name, now, seq);
+                record.supply = supply;
                 // A pinned app's artifacts go to the cluster's artifact store of this node's
                 // region (see `Residency`); the others to the shared one.
                 record.artifact_tags = manifest.placement.storage_tags(self.residency.labels()).unwrap_or_default();
@@ -293,6 +298,7 @@ fn revision_record(bundle: &Bundle, id: &str, app: &str, now: u64, seq: u64) -> 
             .map(|(c, bytes)| ArtifactInfo { component: c.clone(), digest: digest(bytes), size: bytes.len() as u64 })
             .collect(),
         artifact_tags: Vec::new(),
+        supply: None,
     }
 }
 

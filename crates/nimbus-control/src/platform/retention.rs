@@ -14,6 +14,13 @@ use crate::model::Traffic;
 use crate::store::{RevisionRecord, StoreError};
 
 impl Platform {
+    /// Checks every deploy's dependencies from now on (once; later calls are ignored).
+    pub fn set_supply_chain(&self, chain: crate::SupplyChain) {
+        if self.supply.set(chain).is_err() {
+            tracing::warn!("the supply-chain check was already set; the first one stays");
+        }
+    }
+
     /// Keeps at most `keep` revisions without traffic or a tag per app (the newest), deleting
     /// older ones now and after every deploy.
     pub async fn set_retention(&self, keep: usize) -> Result<(), ControlError> {
@@ -107,8 +114,7 @@ impl Platform {
         }
         let services: BTreeSet<&String> =
             loaded.manifest.component.iter().filter(|(_, c)| c.command.is_some()).map(|(n, _)| n).collect();
-        let mut bundle =
-            Bundle { manifest: record.manifest.clone(), artifacts: BTreeMap::new(), trees: BTreeMap::new() };
+        let mut bundle = Bundle { manifest: record.manifest.clone(), ..Bundle::default() };
         for a in &record.artifacts {
             let bytes = self
                 .store

@@ -207,7 +207,7 @@ pub fn hello(app: &str, route: &str, marker: &str) -> Bundle {
 
 /// A bundle of `manifest` with `wasm` as the artifact of its `web` component.
 pub fn with_web(manifest: String, wasm: Vec<u8>) -> Bundle {
-    Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), trees: Default::default() }
+    Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), ..Default::default() }
 }
 
 /// Deploy options binding the app to `hosts`.

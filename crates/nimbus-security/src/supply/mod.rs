@@ -5,7 +5,7 @@
 //! This module owns the *inventory* ([`Package`]s read from the `.dep-v0` section `cargo
 //! auditable` writes into a wasm binary ([`from_wasm`]), from CycloneDX and SPDX JSON SBOMs and
 //! from `Cargo.lock`, `package-lock.json`, `requirements.txt`, `poetry.lock` and `go.sum`
-//! ([`Format`], [`scan_tree`], [`sbom_beside`])), the *advisory database* ([`Advisories`]: OSV
+//! ([`Format`], [`scan_tree`], [`sboms_beside`])), the *advisory database* ([`Advisories`]: OSV
 //! files imported into a directory, matched by exact versions and by `SEMVER`/`ECOSYSTEM` ranges
 //! with semver for crates.io, npm and Go and PEP 440 for PyPI) and the *reach* of a component
 //! ([`imports`], [`capabilities`], [`reach`]: its imported interfaces against its granted
@@ -70,7 +70,7 @@ pub use error::SupplyError;
 pub use imports::{Capability, Reach, capabilities, imports, reach};
 pub use osv::{Advisories, Finding, ImportReport, Skipped};
 pub use severity::Severity;
-pub use tree::{Format, sbom_beside, scan_tree};
+pub use tree::{Format, sboms_beside, scan_tree};
 
 /// A package registry whose advisories OSV publishes under this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -154,7 +154,7 @@ impl fmt::Display for Package {
 }
 
 /// Sorts packages and keeps one of each (ecosystem, name, version): the first source by name.
-pub(crate) fn dedup(mut packages: Vec<Package>) -> Vec<Package> {
+pub fn dedup(mut packages: Vec<Package>) -> Vec<Package> {
     packages.sort();
     packages.dedup_by(|b, a| a.ecosystem == b.ecosystem && a.name == b.name && a.version == b.version);
     packages

@@ -134,24 +134,20 @@ fn resolves_inside(link: &Path, root: &Path) -> bool {
     fs::canonicalize(link).is_ok_and(|target| target.starts_with(root) && target.is_file())
 }
 
-/// The packages of the SBOMs shipped beside a wasm artifact `X.wasm`: `X.wasm.cdx.json`,
-/// `X.cdx.json`, `X.wasm.spdx.json` and `X.spdx.json`, whichever exist (each package once).
-/// `None` when there is none.
-pub fn sbom_beside(wasm_path: &Path) -> Result<Option<Vec<Package>>, SupplyError> {
-    let (Some(file_name), Some(stem)) = (wasm_path.file_name(), wasm_path.file_stem()) else { return Ok(None) };
+/// The SBOMs shipped beside a wasm artifact `X.wasm`, at most one per format:
+/// `X.wasm.cdx.json`, else `X.cdx.json` (CycloneDX); `X.wasm.spdx.json`, else `X.spdx.json`
+/// (SPDX). `nimbus deploy` ships them in the bundle with the artifact.
+pub fn sboms_beside(wasm_path: &Path) -> Vec<(PathBuf, Format)> {
+    let (Some(file_name), Some(stem)) = (wasm_path.file_name(), wasm_path.file_stem()) else { return Vec::new() };
     let (file_name, stem) = (file_name.to_string_lossy(), stem.to_string_lossy());
-    let candidates: [(String, Format); 4] = [
-        (format!("{file_name}.cdx.json"), Format::CycloneDx),
-        (format!("{stem}.cdx.json"), Format::CycloneDx),
-        (format!("{file_name}.spdx.json"), Format::Spdx),
-        (format!("{stem}.spdx.json"), Format::Spdx),
-    ];
-    let mut found = None;
-    for (name, format) in candidates {
-        let path: PathBuf = wasm_path.with_file_name(name);
-        if path.is_file() {
-            found.get_or_insert_with(Vec::new).extend(format.read(&path)?);
-        }
-    }
-    Ok(found.map(dedup))
+    [("cdx", Format::CycloneDx), ("spdx", Format::Spdx)]
+        .into_iter()
+        .filter_map(|(suffix, format)| {
+            [format!("{file_name}.{suffix}.json"), format!("{stem}.{suffix}.json")]
+                .into_iter()
+                .map(|name| wasm_path.with_file_name(name))
+                .find(|path| path.is_file())
+                .map(|path| (path, format))
+        })
+        .collect()
 }

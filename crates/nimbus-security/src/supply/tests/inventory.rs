@@ -3,7 +3,7 @@ use std::fs;
 
 use super::super::sbom::{Purl, parse_purl};
 use super::{custom_section, module_with_deps, section, zlib};
-use crate::supply::{Ecosystem, Format, Package, SupplyError, from_wasm, sbom_beside, scan_tree};
+use crate::supply::{Ecosystem, Format, Package, SupplyError, from_wasm, sboms_beside, scan_tree};
 
 const AUDITABLE_JSON: &str = r#"{"packages":[
     {"name":"hello-fn","version":"0.1.0","source":"local","kind":"runtime","dependencies":[1,2,3,4],"root":true},
@@ -204,18 +204,28 @@ fn a_broken_lockfile_in_a_tree_names_the_file() {
 }
 
 #[test]
-fn sboms_beside_an_artifact_are_read() {
+fn sboms_beside_an_artifact_are_found_one_per_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wasm = dir.path().join("checkout.wasm");
-    assert_eq!(sbom_beside(&wasm).expect("nothing to read"), None);
+    assert_eq!(sboms_beside(&wasm), []);
 
     let cdx = r#"{"bomFormat": "CycloneDX", "components": [{"purl": "pkg:cargo/serde@1.0.1"}]}"#;
+    fs::write(dir.path().join("checkout.cdx.json"), cdx).expect("write");
     fs::write(dir.path().join("checkout.wasm.cdx.json"), cdx).expect("write");
     let spdx = r#"{"spdxVersion": "SPDX-2.3", "packages": [{"externalRefs": [
         {"referenceType": "purl", "referenceLocator": "pkg:cargo/serde@1.0.1"},
         {"referenceType": "purl", "referenceLocator": "pkg:cargo/time@0.3.20"}]}]}"#;
     fs::write(dir.path().join("checkout.spdx.json"), spdx).expect("write");
-    let packages = sbom_beside(&wasm).expect("readable").expect("found");
-    assert_eq!(names(&packages), ["crates.io serde 1.0.1", "crates.io time 0.3.20"]);
+    fs::write(dir.path().join("other.spdx.json"), spdx).expect("write");
+    let found = sboms_beside(&wasm);
+    assert_eq!(
+        found,
+        [
+            (dir.path().join("checkout.wasm.cdx.json"), Format::CycloneDx),
+            (dir.path().join("checkout.spdx.json"), Format::Spdx)
+        ]
+    );
+    let packages: Vec<Package> = found.iter().flat_map(|(path, format)| format.read(path).expect("valid")).collect();
+    assert_eq!(names(&packages), ["crates.io serde 1.0.1", "crates.io serde 1.0.1", "crates.io time 0.3.20"]);
     assert_eq!(packages[0].ecosystem, Ecosystem::CratesIo);
 }
