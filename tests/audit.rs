@@ -11,18 +11,6 @@ use common::client;
 use common::platform::{Platform, hello_bundle};
 use serde_json::{Value, json};
 
-async fn deploy(p: &Platform, token: &str, bundle: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(p.api_url("/v1/deployments"))
-        .bearer_auth(token)
-        .header("content-type", nimbus_control::BUNDLE_CONTENT_TYPE)
-        .body(bundle)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 /// The events of the trail, as `nimbus audit list -o json` prints them.
 fn events(p: &Platform) -> Vec<Value> {
     let out = p.admin_cli(&["audit", "list", "-o", "json"]);
@@ -54,11 +42,11 @@ async fn changes_and_refusals_are_chained_survive_kill_9_and_tampering_is_named(
     let dir = tempfile::tempdir().unwrap();
     let mut p = Platform::start(dir.path(), &[]);
     let admin = p.admin.clone().unwrap();
-    let (s, body) = deploy(&p, &admin, hello_bundle("shop", "/shop/...", "1")).await;
+    let (s, body) = p.deploy(&admin, hello_bundle("shop", "/shop/...", "1")).await;
     assert_eq!(s, 201, "{body}");
     let viewer = p.admin_cli(&["tokens", "create", "--name", "auditor", "--role", "viewer"]);
     let viewer = viewer.lines().find(|l| l.trim().starts_with("nbt_")).unwrap().trim().to_string();
-    let (s, _) = deploy(&p, &viewer, hello_bundle("shop", "/shop/...", "2")).await;
+    let (s, _) = p.deploy(&viewer, hello_bundle("shop", "/shop/...", "2")).await;
     assert_eq!(s, 403);
     // Reads are not recorded; a viewer may not read the trail (and that refusal is recorded).
     let resp = client().get(p.api_url("/v1/audit")).bearer_auth(&viewer).send().await.unwrap();
@@ -135,7 +123,7 @@ async fn a_trail_that_cannot_be_written_refuses_changes_and_reads_go_on() {
     std::os::unix::fs::symlink("/dev/full", audit.join("log")).unwrap();
     let p = Platform::start(dir.path(), &[]);
     let admin = p.admin.clone().unwrap();
-    let (s, body) = deploy(&p, &admin, hello_bundle("shop", "/shop/...", "1")).await;
+    let (s, body) = p.deploy(&admin, hello_bundle("shop", "/shop/...", "1")).await;
     assert_eq!(s, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("audit log"), "{body}");
     let resp = client()

@@ -16,18 +16,6 @@ async fn token(p: &Platform, admin: &str, body: Value) -> String {
     resp.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
 }
 
-async fn deploy(p: &Platform, token: &str, bundle: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(p.api_url("/v1/deployments"))
-        .bearer_auth(token)
-        .header("content-type", nimbus_control::BUNDLE_CONTENT_TYPE)
-        .body(bundle)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn set_policies(p: &Platform, token: &str, text: &str) -> (u16, Value) {
     let resp = client()
         .put(p.api_url("/v1/policies"))
@@ -53,13 +41,13 @@ async fn admin_policies_permit_groups_forbid_over_permits_and_invalid_ones_chang
     let dir = tempfile::tempdir().unwrap();
     let p = Platform::start(dir.path(), &[]);
     let admin = p.admin.clone().unwrap();
-    let (s, body) = deploy(&p, &admin, hello_bundle("shop", "/shop/...", "1")).await;
+    let (s, body) = p.deploy(&admin, hello_bundle("shop", "/shop/...", "1")).await;
     assert_eq!(s, 201, "{body}");
 
     // A viewer in group `ops` may not deploy: its scopes do not allow it.
     let ops =
         token(&p, &admin, json!({ "name": "ops viewer", "role": "viewer", "user": "alice", "groups": ["ops"] })).await;
-    let (s, body) = deploy(&p, &ops, hello_bundle("shop", "/shop/...", "2")).await;
+    let (s, body) = p.deploy(&ops, hello_bundle("shop", "/shop/...", "2")).await;
     assert_eq!(s, 403, "{body}");
     assert!(body["error"].as_str().unwrap().contains("needs scope `deploy`"), "{body}");
 
@@ -80,9 +68,9 @@ forbid (principal, action == Nimbus::Action::"delete", resource == Nimbus::App::
     p.admin_cli(&["policy", "set", file.to_str().unwrap()]);
     let listed = p.admin_cli(&["policy", "list"]);
     assert!(listed.contains("ops-deploy-shop") && listed.contains("keep-shop"), "{listed}");
-    let (s, body) = deploy(&p, &ops, hello_bundle("shop", "/shop/...", "2")).await;
+    let (s, body) = p.deploy(&ops, hello_bundle("shop", "/shop/...", "2")).await;
     assert_eq!(s, 201, "the group's permit: {body}");
-    let (s, body) = deploy(&p, &ops, hello_bundle("other", "/other/...", "1")).await;
+    let (s, body) = p.deploy(&ops, hello_bundle("other", "/other/...", "1")).await;
     assert_eq!(s, 403, "only `shop`: {body}");
     let resp = client().delete(p.api_url("/v1/apps/shop")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(resp.status(), 403);
@@ -133,7 +121,7 @@ when { resource.name == "ledger" };"#,
     )
     .await;
     assert_eq!(s, 200, "{body}");
-    let (s, body) = deploy(&p, &admin, kv_bundle("ledger")).await;
+    let (s, body) = p.deploy(&admin, kv_bundle("ledger")).await;
     assert_eq!(s, 422, "{body}");
     let details = body.to_string();
     assert!(details.contains("component `store` of app `vault` is granted kv bucket `vault/ledger`"), "{details}");
@@ -143,7 +131,7 @@ when { resource.name == "ledger" };"#,
 
     // Another bucket is fine; then a policy that would take it from the running revision is
     // refused, naming what it would deny.
-    let (s, body) = deploy(&p, &admin, kv_bundle("notes")).await;
+    let (s, body) = p.deploy(&admin, kv_bundle("notes")).await;
     assert_eq!(s, 201, "{body}");
     let (s, body) = set_policies(
         &p,

@@ -4,6 +4,8 @@
 //! the version to upgrade to, imports against grants) is stored with the revision and shown by
 //! the API and `nimbus revisions show`; a deploy at or above the blocking severity — the
 //! server's `--block-advisories` or the app's `block_advisories` — is refused and leaves nothing.
+//! Artifact signatures (`nimbus signing`) are checked against the server's trusted signers; with
+//! `--require-signatures` only what a trusted key signed deploys.
 mod common;
 
 use std::path::Path;
@@ -83,16 +85,15 @@ fn service_bundle(app: &str) -> Vec<u8> {
     nimbus_control::Bundle { manifest, trees, ..Default::default() }.pack()
 }
 
-async fn deploy(p: &Platform, token: &str, bundle: Vec<u8>) -> (u16, Value) {
+/// A revision's details, as the API gives them to an admin.
+async fn revision_detail(p: &Platform, app: &str, id: &str) -> Value {
     let resp = client()
-        .post(p.api_url("/v1/deployments"))
-        .bearer_auth(token)
-        .header("content-type", nimbus_control::BUNDLE_CONTENT_TYPE)
-        .body(bundle)
+        .get(p.api_url(&format!("/v1/apps/{app}/revisions/{id}")))
+        .bearer_auth(p.admin.as_deref().unwrap())
         .send()
         .await
         .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    resp.json().await.unwrap()
 }
 
 fn import(p: &Platform, feed: &Path) -> String {
@@ -108,17 +109,9 @@ async fn advisories_are_reported_with_the_revision_and_an_apps_own_threshold_blo
     let p = Platform::start(&dir.path().join("data"), &[]);
     let admin = p.admin.clone().unwrap();
     // Before any import nothing can match, and the report says so.
-    let (s, body) = deploy(&p, &admin, function_bundle("early", "", &[("tinyparse", "0.4.1")])).await;
+    let (s, body) = p.deploy(&admin, function_bundle("early", "", &[("tinyparse", "0.4.1")])).await;
     assert_eq!(s, 201, "{body}");
-    let early: Value = client()
-        .get(p.api_url(&format!("/v1/apps/early/revisions/{}", body["revision"].as_str().unwrap())))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let early = revision_detail(&p, "early", body["revision"].as_str().unwrap()).await;
     assert_eq!((early["supply"]["advisories"].as_u64(), &early["supply"]["worst"]), (Some(0), &Value::Null), "{early}");
 
     let feed = dir.path().join("feed");
@@ -129,18 +122,10 @@ async fn advisories_are_reported_with_the_revision_and_an_apps_own_threshold_blo
 
     // The running server reads the new database at the next deploy.
     let (s, body) =
-        deploy(&p, &admin, function_bundle("shop", "", &[("tinyparse", "0.4.1"), ("serde", "1.0.200")])).await;
+        p.deploy(&admin, function_bundle("shop", "", &[("tinyparse", "0.4.1"), ("serde", "1.0.200")])).await;
     assert_eq!(s, 201, "{body}");
     let revision = body["revision"].as_str().unwrap().to_string();
-    let detail: Value = client()
-        .get(p.api_url(&format!("/v1/apps/shop/revisions/{revision}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = revision_detail(&p, "shop", &revision).await;
     let supply = &detail["supply"];
     assert_eq!(
         (supply["advisories"].as_u64(), supply["worst"].as_str(), &supply["block"]),
@@ -166,7 +151,7 @@ async fn advisories_are_reported_with_the_revision_and_an_apps_own_threshold_blo
 
     // An app that blocks high advisories itself is refused, naming what to upgrade.
     let (s, body) =
-        deploy(&p, &admin, function_bundle("strict", "block_advisories = \"high\"", &[("tinyparse", "0.4.1")])).await;
+        p.deploy(&admin, function_bundle("strict", "block_advisories = \"high\"", &[("tinyparse", "0.4.1")])).await;
     assert_eq!(s, 422, "{body}");
     assert!(body["details"][0].as_str().unwrap().contains("tinyparse 0.4.1"), "{body}");
     assert!(body["details"][0].as_str().unwrap().contains("upgrade to 0.4.2"), "{body}");
@@ -174,7 +159,7 @@ async fn advisories_are_reported_with_the_revision_and_an_apps_own_threshold_blo
     assert_eq!(resp.status(), 404);
     // Upgraded, it deploys.
     let (s, body) =
-        deploy(&p, &admin, function_bundle("strict", "block_advisories = \"high\"", &[("tinyparse", "0.4.2")])).await;
+        p.deploy(&admin, function_bundle("strict", "block_advisories = \"high\"", &[("tinyparse", "0.4.2")])).await;
     assert_eq!(s, 201, "{body}");
 }
 
@@ -192,7 +177,7 @@ async fn a_server_blocking_advisories_refuses_a_service_whose_lockfile_has_one()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let p = Platform::start(&data, &["--block-advisories", "critical"]);
     let admin = p.admin.clone().unwrap();
-    let (s, body) = deploy(&p, &admin, service_bundle("svc")).await;
+    let (s, body) = p.deploy(&admin, service_bundle("svc")).await;
     assert_eq!(s, 422, "{body}");
     assert!(body["error"].as_str().unwrap().contains("severity critical or above"), "{body}");
     let detail = body["details"][0].as_str().unwrap();
@@ -203,7 +188,7 @@ async fn a_server_blocking_advisories_refuses_a_service_whose_lockfile_has_one()
     let resp = client().get(p.api_url("/v1/apps/svc")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     // A high advisory is below the server's threshold: reported, not blocking.
-    let (s, body) = deploy(&p, &admin, function_bundle("shop", "", &[("tinyparse", "0.4.1")])).await;
+    let (s, body) = p.deploy(&admin, function_bundle("shop", "", &[("tinyparse", "0.4.1")])).await;
     assert_eq!(s, 201, "{body}");
 }
 
@@ -244,7 +229,7 @@ async fn nimbus_deploy_ships_the_sboms_beside_a_function_and_the_server_matches_
         sboms: [("ghost.cdx.json".to_string(), sbom.to_string().into_bytes())].into(),
         ..Default::default()
     };
-    let (s, body) = deploy(&p, p.admin.as_deref().unwrap(), bundle.pack()).await;
+    let (s, body) = p.deploy(p.admin.as_deref().unwrap(), bundle.pack()).await;
     assert_eq!(s, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("`components/ghost.cdx.json` is the SBOM of no function"),
@@ -252,4 +237,118 @@ async fn nimbus_deploy_ships_the_sboms_beside_a_function_and_the_server_matches_
     );
     let resp = client().get(p.api_url("/v1/apps/stray")).bearer_auth(p.admin.as_deref().unwrap()).send().await.unwrap();
     assert_eq!(resp.status(), 404);
+
+    // A server that trusts no key and requires nothing still refuses a signature of another
+    // artifact: what was signed is not what is deployed.
+    let key = nimbus_security::signing::SigningKey::generate().unwrap();
+    let other = nimbus_control::digest(b"another artifact");
+    let bundle = nimbus_control::Bundle {
+        manifest: manifest.replace("stray", "forged"),
+        artifacts: [("web".to_string(), std::fs::read(nimbus_fixtures::HELLO).unwrap())].into(),
+        signatures: [(
+            "web".to_string(),
+            nimbus_security::supply::ArtifactSignature::sign(&key, &other).to_json().into_bytes(),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let (s, body) = p.deploy(p.admin.as_deref().unwrap(), bundle.pack()).await;
+    assert_eq!(s, 422, "{body}");
+    assert!(body["details"][0].as_str().unwrap().contains("not of this artifact"), "{body}");
+}
+
+/// Runs the CLI with no server; returns (success, stdout + stderr).
+fn nimbus(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::NIMBUS).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_requiring_signatures_deploys_only_what_a_trusted_key_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ci_key, stranger_key, signers) =
+        (dir.path().join("ci.key"), dir.path().join("stranger.key"), dir.path().join("signers"));
+    let out = std::process::Command::new(common::NIMBUS)
+        .args(["signing", "keygen", ci_key.to_str().unwrap(), "--name", "ci"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&signers, &out.stdout).unwrap();
+    assert!(nimbus(&["signing", "keygen", stranger_key.to_str().unwrap()]).0);
+    let (ok, text) = nimbus(&["signing", "keygen", ci_key.to_str().unwrap()]);
+    assert!(!ok && text.contains("never overwritten"), "{text}");
+
+    let p = Platform::start(
+        &dir.path().join("data"),
+        &["--trusted-signers", signers.to_str().unwrap(), "--require-signatures"],
+    );
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let wasm = app.join("web.wasm");
+    std::fs::copy(nimbus_fixtures::HELLO, &wasm).unwrap();
+    std::fs::write(
+        app.join("nimbus.toml"),
+        "[app]\nname = \"signed\"\n[component.web]\nsource = \"web.wasm\"\n[[trigger.http]]\nroute = \"/signed/...\"\ncomponent = \"web\"\n",
+    )
+    .unwrap();
+    let deploy = |extra: &[&str]| {
+        let out = p.cli(p.admin.as_deref(), &[&["deploy", app.to_str().unwrap()], extra].concat());
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let absent = || async {
+        let resp =
+            client().get(p.api_url("/v1/apps/signed")).bearer_auth(p.admin.as_deref().unwrap()).send().await.unwrap();
+        resp.status() == 404
+    };
+
+    // Unsigned: refused.
+    let (ok, text) = deploy(&[]);
+    assert!(!ok && text.contains("component `web`: it is not signed"), "{text}");
+    assert!(absent().await);
+
+    // Signed by a key the server does not trust: refused.
+    assert!(nimbus(&["signing", "sign", wasm.to_str().unwrap(), "--key", stranger_key.to_str().unwrap()]).0);
+    let (ok, text) = deploy(&[]);
+    assert!(!ok && text.contains("a key this server does not trust"), "{text}");
+    assert!(absent().await);
+
+    // Signed by the trusted key: `verify` agrees, the deploy goes through and the report names it.
+    assert!(nimbus(&["signing", "sign", wasm.to_str().unwrap(), "--key", ci_key.to_str().unwrap()]).0);
+    let (ok, text) = nimbus(&["signing", "verify", wasm.to_str().unwrap(), "--trusted", signers.to_str().unwrap()]);
+    assert!(ok && text.contains("is signed by `ci`"), "{text}");
+    let (ok, text) = deploy(&[]);
+    assert!(ok, "{text}");
+    let resp = client().get(p.url("/signed/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let revisions: Value = serde_json::from_str(&p.admin_cli(&["revisions", "list", "signed", "-o", "json"])).unwrap();
+    let shown = p.admin_cli(&["revisions", "show", "signed", revisions[0]["id"].as_str().unwrap()]);
+    assert!(shown.contains("signed by `ci`") && shown.contains("signatures required (1 trusted signers)"), "{shown}");
+
+    // The artifact changed after signing (a byte appended: a custom section's worth of tampering).
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    bytes.extend_from_slice(&[0, 1, 0]);
+    std::fs::write(&wasm, bytes).unwrap();
+    let (ok, text) = nimbus(&["signing", "verify", wasm.to_str().unwrap(), "--trusted", signers.to_str().unwrap()]);
+    assert!(!ok && text.contains("not of this artifact"), "{text}");
+    let (ok, text) = deploy(&[]);
+    assert!(!ok && text.contains("not of this artifact"), "{text}");
+    let revisions: Value = serde_json::from_str(&p.admin_cli(&["revisions", "list", "signed", "-o", "json"])).unwrap();
+    assert_eq!(revisions.as_array().unwrap().len(), 1, "{revisions}");
+
+    // A service's tree is signed as `nimbus deploy --sign` packs it.
+    let svc = common::App::new(
+        "[app]\nname = \"svc\"\n[component.api]\ncommand = [\"python3\", \"server.py\"]\nenv = { PREFIX = \"/svc\" }\nreadiness = { path = \"/healthz\" }\n[[trigger.http]]\nroute = \"/svc/...\"\ncomponent = \"api\"\n",
+    );
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/server.py"), svc.path().join("server.py"))
+        .unwrap();
+    let out = p.cli(p.admin.as_deref(), &["deploy", svc.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "an unsigned service is refused too");
+    let out = p.cli(p.admin.as_deref(), &["deploy", svc.path().to_str().unwrap(), "--sign", ci_key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resp = client().get(p.url("/svc/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
 }

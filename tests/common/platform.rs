@@ -137,6 +137,19 @@ impl Platform {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Uploads a deploy bundle with `token`: the status and the JSON answer.
+    pub async fn deploy(&self, token: &str, bundle: Vec<u8>) -> (u16, serde_json::Value) {
+        let resp = super::client()
+            .post(self.api_url("/v1/deployments"))
+            .bearer_auth(token)
+            .header("content-type", nimbus_control::BUNDLE_CONTENT_TYPE)
+            .body(bundle)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();

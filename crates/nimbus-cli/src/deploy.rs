@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use nimbus_control::{BUNDLE_CONTENT_TYPE, Bundle, DeployResult};
 use nimbus_manifest::{FieldPath, LoadedManifest};
-use nimbus_security::supply::Format;
+use nimbus_security::signing::SigningKey;
+use nimbus_security::supply::{ArtifactSignature, Format};
 
 use crate::manage::traffic_line;
 use crate::remote::{Client, OutputArgs, RemoteArgs};
@@ -34,6 +35,10 @@ pub(crate) struct DeployArgs {
     /// token not limited to apps); without it such a deploy is refused.
     #[arg(long)]
     take_over: bool,
+    /// Sign, with this key (`nimbus signing keygen`), every component that has no signature
+    /// beside its artifact (`X.wasm.sig`): functions' artifacts and services' packed trees.
+    #[arg(long, env = "NIMBUS_SIGNING_KEY", value_name = "KEY_FILE")]
+    sign: Option<PathBuf>,
     #[command(flatten)]
     remote: RemoteArgs,
     #[command(flatten)]
@@ -46,7 +51,8 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
         crate::build::build_all(&loaded, &[])?;
     }
     let client = Client::new(&args.remote)?;
-    let bundle = pack(&loaded)?;
+    let key = args.sign.as_deref().map(crate::signing::open_key).transpose()?;
+    let bundle = pack(&loaded, key.as_ref())?;
     let archive = bundle.pack();
 
     let mut query = vec![format!("promote={}", !args.no_promote)];
@@ -72,19 +78,23 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The manifest text and each component's built artifact (a function's with the SBOMs beside
-/// it).
-fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
+/// The manifest text and each component's built artifact (a function's with the SBOMs and the
+/// signature beside it); components without a signature are signed with `key`, if given.
+fn pack(loaded: &LoadedManifest, key: Option<&SigningKey>) -> anyhow::Result<Bundle> {
     let manifest =
         std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let mut artifacts = BTreeMap::new();
     let mut trees = BTreeMap::new();
     let mut sboms = BTreeMap::new();
+    let mut signatures = BTreeMap::new();
     for (name, component) in &loaded.manifest.component {
         let Some(source) = component.source() else {
             let workdir = loaded.resolve(component.workdir.as_deref().unwrap_or("."));
             let tree = pack_tree(&workdir)
                 .with_context(|| format!("cannot pack service `{name}` from {}", workdir.display()))?;
+            if let Some(key) = key {
+                signatures.insert(name.clone(), sign(key, &tree));
+            }
             trees.insert(name.clone(), tree);
             continue;
         };
@@ -106,8 +116,20 @@ fn pack(loaded: &LoadedManifest) -> anyhow::Result<Bundle> {
             let bytes = std::fs::read(&sbom).with_context(|| format!("cannot read the SBOM {}", sbom.display()))?;
             sboms.insert(format!("{name}.{suffix}.json"), bytes);
         }
+        let beside = crate::signing::signature_path(&path);
+        if beside.is_file() {
+            let bytes = std::fs::read(&beside).with_context(|| format!("cannot read {}", beside.display()))?;
+            signatures.insert(name.clone(), bytes);
+        } else if let Some(key) = key {
+            signatures.insert(name.clone(), sign(key, &artifacts[name]));
+        }
     }
-    Ok(Bundle { manifest, artifacts, trees, sboms })
+    Ok(Bundle { manifest, artifacts, trees, sboms, signatures })
+}
+
+/// `key`'s signature file for `bytes`.
+fn sign(key: &SigningKey, bytes: &[u8]) -> Vec<u8> {
+    ArtifactSignature::sign(key, &nimbus_control::digest(bytes)).to_json().into_bytes()
 }
 
 /// Directories never shipped with a service: version control, local state (`.nimbus`: the

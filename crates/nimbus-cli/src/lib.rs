@@ -38,6 +38,7 @@ mod schema;
 mod secrets;
 mod server;
 mod serving;
+mod signing;
 mod templates;
 mod tls;
 mod traces;
@@ -127,6 +128,11 @@ enum Command {
     Advisories {
         #[command(subcommand)]
         command: advisories::AdvisoriesCommand,
+    },
+    /// Create signing keys, sign artifacts and check signatures, as a server does at deploy.
+    Signing {
+        #[command(subcommand)]
+        command: signing::SigningCommand,
     },
     /// Read the audit trail of changes and refusals (admin); verify it was not tampered with.
     Audit {
@@ -222,6 +228,7 @@ pub fn main() -> ExitCode {
         Command::Policy { remote, command } => policy::run(&remote, &command),
         Command::Audit { remote, command } => audit::run(&remote, &command),
         Command::Advisories { command } => advisories::run(&command),
+        Command::Signing { command } => signing::run(&command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),

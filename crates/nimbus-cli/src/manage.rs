@@ -349,9 +349,18 @@ fn supply(r: &nimbus_control::SupplyReport) {
         r.advisories,
         r.worst.as_deref().unwrap_or("none")
     );
+    if r.trusted_signers > 0 {
+        let required = if r.require_signatures { "required" } else { "checked when present" };
+        println!("          signatures {required} ({} trusted signers)", r.trusted_signers);
+    }
     for c in &r.components {
         let from = if c.sources.is_empty() { "no inventory".to_string() } else { c.sources.join(", ") };
         println!("  {:<16} {} dependencies ({from})", c.component, c.packages);
+        let signed = c
+            .signed_by
+            .as_ref()
+            .map_or_else(|| "not signed by a trusted key".to_string(), |s| format!("signed by `{s}`"));
+        println!("    {} {signed}", c.digest);
         for f in &c.findings {
             let fixed = f.fixed.as_ref().map_or_else(String::new, |v| format!(", fixed in {v}"));
             println!(

@@ -50,6 +50,14 @@ pub(crate) struct ServerArgs {
     /// app's `block_advisories` may still block its own deploys).
     #[arg(long, env = "NIMBUS_BLOCK_ADVISORIES", value_name = "SEVERITY")]
     block_advisories: Option<nimbus_security::supply::Severity>,
+    /// The keys whose artifact signatures deploys are checked against: lines `NAME
+    /// HEX-PUBLIC-KEY` (`nimbus signing keygen` prints one). A signature that does not verify,
+    /// or signs another artifact, is always refused.
+    #[arg(long, env = "NIMBUS_TRUSTED_SIGNERS", value_name = "FILE")]
+    trusted_signers: Option<PathBuf>,
+    /// Refuse deploys of components that no trusted key signed.
+    #[arg(long, env = "NIMBUS_REQUIRE_SIGNATURES", requires = "trusted_signers")]
+    require_signatures: bool,
     /// Largest `limits.memory_mb` a component may ask for.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = 256)]
     max_memory_mb: u32,
@@ -271,10 +279,15 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .context("cannot load the deployed apps")?,
     );
     platform.set_retention(args.keep_revisions).await.context("cannot delete old revisions")?;
-    platform.set_supply_chain(nimbus_control::SupplyChain::new(
-        crate::advisories::db_dir(&data_dir),
-        args.block_advisories,
-    ));
+    let signers = match &args.trusted_signers {
+        Some(path) => nimbus_security::supply::TrustedSigners::read(path)
+            .with_context(|| format!("cannot read the trusted signers file {}", path.display()))?,
+        None => nimbus_security::supply::TrustedSigners::default(),
+    };
+    platform.set_supply_chain(
+        nimbus_control::SupplyChain::new(crate::advisories::db_dir(&data_dir), args.block_advisories)
+            .with_signatures(signers, args.require_signatures),
+    );
     let uploads_dir = data_dir.join("uploads");
     let uploads =
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)

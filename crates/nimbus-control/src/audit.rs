@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nimbus_security::audit::{self, AuditKey, Body, Chain, Event, Head, Record, Report};
+use nimbus_security::audit::{self, Body, Chain, Event, Head, Record, Report};
+use nimbus_security::signing::SigningKey;
 
 use crate::error::ControlError;
 
@@ -36,7 +37,7 @@ pub enum AuditError {
     },
     /// The signing key cannot be used.
     #[error(transparent)]
-    Key(#[from] nimbus_security::audit::AuditKeyError),
+    Key(#[from] nimbus_security::signing::KeyError),
 }
 
 /// A node's audit log.
@@ -44,7 +45,7 @@ pub enum AuditError {
 pub struct AuditLog {
     dir: PathBuf,
     node: String,
-    key: AuditKey,
+    key: SigningKey,
     writer: Mutex<Writer>,
 }
 
@@ -66,7 +67,7 @@ impl AuditLog {
             move |source| AuditError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let key = AuditKey::open_or_create(&dir.join(KEY))?;
+        let key = SigningKey::open_or_create(&dir.join(KEY))?;
         let path = dir.join(LOG);
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io(&path))?;
         let head = last_record(&mut file).map_err(io(&path))?;
@@ -222,7 +223,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, AuditError> {
     let path = dir.join(LOG);
     let file = File::open(&path).map_err(|source| AuditError::Io { path, source })?;
     let head: Option<Head> = std::fs::read(dir.join(HEAD)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let key = AuditKey::open(&dir.join(KEY))?;
+    let key = SigningKey::open(&dir.join(KEY))?;
     Ok(audit::verify(BufReader::new(file), head.as_ref(), Some(&key.public_hex())))
 }
 

@@ -1,6 +1,7 @@
 //! The deploy bundle: a tar archive of `nimbus.toml`, one `components/NAME.wasm` per function
 //! (with the SBOMs shipped beside it, `components/NAME.cdx.json` and `components/NAME.spdx.json`,
-//! if any) and one `services/NAME.tar` (its working directory) per service. `nimbus deploy` packs it, the server unpacks and checks it before anything is
+//! if any), one `services/NAME.tar` (its working directory) per service, and the signatures of
+//! components' artifacts or trees, `signatures/NAME.sig`, if any. `nimbus deploy` packs it, the server unpacks and checks it before anything is
 //! stored. A revision's id is derived from the bundle's content, so deploying the same content
 //! twice yields the same revision.
 use std::collections::BTreeMap;
@@ -30,6 +31,9 @@ pub struct Bundle {
     /// SBOMs of functions: `NAME.cdx.json` (CycloneDX) or `NAME.spdx.json` (SPDX) → the JSON.
     /// Read by the supply-chain check at deploy; not kept with the revision.
     pub sboms: BTreeMap<String, Vec<u8>>,
+    /// Component name → its signature file (an artifact signature of its `.wasm` or its tree's
+    /// tar). Checked at deploy against the server's trusted signers; not kept with the revision.
+    pub signatures: BTreeMap<String, Vec<u8>>,
 }
 
 impl Bundle {
@@ -53,6 +57,9 @@ impl Bundle {
         for (name, bytes) in &self.sboms {
             append(&format!("components/{name}"), bytes);
         }
+        for (name, bytes) in &self.signatures {
+            append(&format!("signatures/{name}.sig"), bytes);
+        }
         builder.into_inner().expect("writing to memory")
     }
 
@@ -74,6 +81,7 @@ impl Bundle {
         let mut artifacts = BTreeMap::new();
         let mut trees = BTreeMap::new();
         let mut sboms = BTreeMap::new();
+        let mut signatures = BTreeMap::new();
         let mut tar = tar::Archive::new(archive);
         for entry in tar.entries().map_err(|e| malformed(e.to_string()))? {
             let mut entry = entry.map_err(|e| malformed(e.to_string()))?;
@@ -101,6 +109,9 @@ impl Bundle {
                 .or_else(|| {
                     path.strip_prefix("services/").and_then(|p| p.strip_suffix(".tar")).map(|n| (&mut trees, n))
                 })
+                .or_else(|| {
+                    path.strip_prefix("signatures/").and_then(|p| p.strip_suffix(".sig")).map(|n| (&mut signatures, n))
+                })
             {
                 if name.is_empty() || name.contains('/') {
                     return Err(malformed(format!("unexpected entry `{path}`")));
@@ -116,7 +127,10 @@ impl Bundle {
         if let Some(stray) = sboms.keys().find(|s| sbom_of(s).is_none_or(|f| !artifacts.contains_key(f))) {
             return Err(malformed(format!("`components/{stray}` is the SBOM of no function in the bundle")));
         }
-        Ok(Self { manifest, artifacts, trees, sboms })
+        if let Some(stray) = signatures.keys().find(|s| !artifacts.contains_key(*s) && !trees.contains_key(*s)) {
+            return Err(malformed(format!("`signatures/{stray}.sig` is the signature of no component in the bundle")));
+        }
+        Ok(Self { manifest, artifacts, trees, sboms, signatures })
     }
 
     /// The revision id of this content: the first 12 hex digits of a SHA-256 over the manifest
@@ -134,6 +148,9 @@ impl Bundle {
         }
         for (name, bytes) in &self.sboms {
             h.update(format!("\nsbom:{name}={}", digest(bytes)));
+        }
+        for (name, bytes) in &self.signatures {
+            h.update(format!("\nsignature:{name}={}", digest(bytes)));
         }
         hex::encode(&h.finalize()[..6])
     }

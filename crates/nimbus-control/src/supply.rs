@@ -4,14 +4,18 @@
 //! import`), and each function's imports against its grants. The report is stored with the
 //! revision; a deploy with an advisory at or above the blocking severity (the server's
 //! `--block-advisories` or the app's `block_advisories`, the stricter) is refused before
-//! anything is stored.
+//! anything is stored. Signatures shipped with components (`signatures/NAME.sig`) are checked
+//! against the server's trusted signers: an altered one or one of another artifact is always
+//! refused, and with `--require-signatures` so is a component no trusted key signed.
 use std::io::Read;
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use nimbus_manifest::{AdvisorySeverity, Grants, Manifest};
-use nimbus_security::supply::{self, Advisories, Capability, Finding, Format, Package, Severity};
+use nimbus_security::supply::{
+    self, Advisories, ArtifactSignature, Capability, Finding, Format, Package, Severity, SignatureError, TrustedSigners,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -36,6 +40,12 @@ pub struct SupplyReport {
     pub block: Option<String>,
     /// The most severe advisory found; absent: none.
     pub worst: Option<String>,
+    /// How many signing keys the server trusted then.
+    #[serde(default)]
+    pub trusted_signers: usize,
+    /// Whether every component had to be signed by one of them.
+    #[serde(default)]
+    pub require_signatures: bool,
     /// Per component.
     pub components: Vec<ComponentSupply>,
 }
@@ -45,6 +55,12 @@ pub struct SupplyReport {
 pub struct ComponentSupply {
     /// The component.
     pub component: String,
+    /// Its artifact's digest (a service's: its tree's), `sha256:HEX`.
+    #[serde(default)]
+    pub digest: String,
+    /// The trusted signer whose signature of that digest it carries; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// Where its dependencies were read from (`cargo auditable section`, `api/Cargo.lock`).
     pub sources: Vec<String>,
     /// How many dependencies were found.
@@ -99,6 +115,8 @@ pub struct ReachEntry {
 pub struct SupplyChain {
     db: PathBuf,
     block: Option<Severity>,
+    signers: TrustedSigners,
+    require_signatures: bool,
     /// The database as last read, with the directory's modification time then.
     cache: Mutex<Option<(Option<SystemTime>, Arc<Advisories>)>>,
 }
@@ -106,7 +124,13 @@ pub struct SupplyChain {
 impl SupplyChain {
     /// Checks against the advisories in `db`, refusing deploys with one at or above `block`.
     pub fn new(db: PathBuf, block: Option<Severity>) -> Self {
-        Self { db, block, cache: Mutex::new(None) }
+        Self { db, block, signers: TrustedSigners::default(), require_signatures: false, cache: Mutex::new(None) }
+    }
+
+    /// Checks components' signatures against `signers`; with `require`, a component none of
+    /// them signed is refused.
+    pub fn with_signatures(self, signers: TrustedSigners, require: bool) -> Self {
+        Self { signers, require_signatures: require, ..self }
     }
 
     /// The database, read again when an import changed it.
@@ -135,16 +159,32 @@ impl SupplyChain {
         let advisories = self.advisories()?;
         let block = [self.block, manifest.app.block_advisories.map(severity)].into_iter().flatten().min();
         let mut components = Vec::new();
+        let mut refusals = Vec::new();
         for (name, component) in &manifest.component {
-            let (packages, sources, notes, reach) = match (bundle.artifacts.get(name), bundle.trees.get(name)) {
-                (Some(wasm), _) => function(wasm, &component.grants, sboms(bundle, name)),
-                (None, Some(tree)) => service(tree),
-                (None, None) => continue,
-            };
+            let (bytes, (packages, sources, mut notes, reach)) =
+                match (bundle.artifacts.get(name), bundle.trees.get(name)) {
+                    (Some(wasm), _) => (wasm, function(wasm, &component.grants, sboms(bundle, name))),
+                    (None, Some(tree)) => (tree, service(tree)),
+                    (None, None) => continue,
+                };
             let packages = supply::dedup(packages);
+            let digest = crate::bundle::digest(bytes);
+            let signed_by = match self.signature(bundle.signatures.get(name), &digest) {
+                Ok(signer) => signer,
+                Err(Refusal::Block(why)) => {
+                    refusals.push(format!("component `{name}`: {why}"));
+                    None
+                }
+                Err(Refusal::Note(why)) => {
+                    notes.push(why);
+                    None
+                }
+            };
             let findings: Vec<SupplyFinding> = advisories.scan(&packages).into_iter().map(finding).collect();
             components.push(ComponentSupply {
                 component: name.clone(),
+                digest,
+                signed_by,
                 sources,
                 packages: packages.len(),
                 findings,
@@ -155,21 +195,31 @@ impl SupplyChain {
         let found: Vec<(&str, &SupplyFinding)> =
             components.iter().flat_map(|c| c.findings.iter().map(move |f| (c.component.as_str(), f))).collect();
         let worst = found.iter().filter_map(|(_, f)| f.severity.parse::<Severity>().ok()).max();
+        let unsigned = refusals.len();
         if let Some(block) = block {
-            let blocking: Vec<String> = found
-                .iter()
-                .filter(|(_, f)| f.severity.parse::<Severity>().is_ok_and(|s| s >= block))
-                .map(|(c, f)| describe(c, f))
-                .collect();
-            if !blocking.is_empty() {
-                return Err(ControlError::Invalid {
-                    message: format!(
-                        "the supply-chain policy refuses dependencies with advisories of severity {block} or above; {} found, nothing was deployed (upgrade them, or see `nimbus revisions show` of an earlier revision for its report)",
-                        blocking.len()
-                    ),
-                    details: blocking,
-                });
+            refusals.extend(
+                found
+                    .iter()
+                    .filter(|(_, f)| f.severity.parse::<Severity>().is_ok_and(|s| s >= block))
+                    .map(|(c, f)| describe(c, f)),
+            );
+        }
+        if !refusals.is_empty() {
+            let mut reasons = Vec::new();
+            if refusals.len() > unsigned {
+                let block = block.map_or_else(String::new, |b| b.to_string());
+                reasons.push(format!("{} advisories of severity {block} or above", refusals.len() - unsigned));
             }
+            if unsigned > 0 {
+                reasons.push(format!("{unsigned} components without a valid trusted signature"));
+            }
+            return Err(ControlError::Invalid {
+                message: format!(
+                    "the supply-chain policy refuses this deploy: {}; nothing was deployed (upgrade the dependencies to the fixed versions, sign the artifacts with `nimbus signing sign`)",
+                    reasons.join(" and ")
+                ),
+                details: refusals,
+            });
         }
         for (component, f) in &found {
             tracing::warn!(app = %manifest.app.name, "{}", describe(component, f));
@@ -179,9 +229,40 @@ impl SupplyChain {
             advisories: advisories.len(),
             block: block.map(|b| b.to_string()),
             worst: worst.map(|w| w.to_string()),
+            trusted_signers: self.signers.len(),
+            require_signatures: self.require_signatures,
             components,
         })
     }
+
+    /// The trusted signer of a component whose artifact (or tree) has `digest`, from the
+    /// signature file shipped with it, if any.
+    fn signature(&self, file: Option<&Vec<u8>>, digest: &str) -> Result<Option<String>, Refusal> {
+        let Some(file) = file else {
+            return match self.require_signatures {
+                true => Err(Refusal::Block(
+                    "it is not signed, and this server requires a trusted signature: sign it with `nimbus signing sign` (or deploy with `nimbus deploy --sign KEY`)".into(),
+                )),
+                false => Ok(None),
+            };
+        };
+        let checked = ArtifactSignature::parse(file).and_then(|s| self.signers.verify(&s, digest));
+        match checked {
+            Ok(signer) => Ok(Some(signer)),
+            Err(e @ SignatureError::Untrusted { .. }) if !self.require_signatures => {
+                Err(Refusal::Note(format!("signature: {e}")))
+            }
+            Err(e) => Err(Refusal::Block(format!("signature: {e}"))),
+        }
+    }
+}
+
+/// What a signature problem does to a deploy.
+enum Refusal {
+    /// Refuses it.
+    Block(String),
+    /// Is noted in the report.
+    Note(String),
 }
 
 type Scanned = (Vec<Package>, Vec<String>, Vec<String>, Vec<ReachEntry>);

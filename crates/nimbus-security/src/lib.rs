@@ -11,10 +11,11 @@
 //! its identity and depth) and authorization ([`policy`]: one Cedar policy set, validated
 //! against a built-in schema, deciding what API tokens may do and what components' grants give
 //! them, with an admin's `forbid` over every `permit`) and the audit trail's format ([`audit`]: a hash
-//! chain of records with digests signed by the node's Ed25519 key, and its verification),
+//! chain of records with digests signed by the node's Ed25519 key, and its verification), Ed25519
+//! signing keys ([`signing`]),
 //! and supply-chain scans ([`supply`]: an artifact's dependencies, from its `cargo auditable`
-//! section, SBOMs or lockfiles, matched against an offline OSV advisory database, and its imports
-//! against its grants). It does not store anything (the control
+//! section, SBOMs or lockfiles, matched against an offline OSV advisory database, its imports
+//! against its grants, and artifact signatures checked against trusted keys). It does not store anything (the control
 //! store keeps sealed records and the admin's policies), authenticate callers (the control API's
 //! tokens), run the callee of a call (the gateway implements the mesh) or serve connections (the gateway's accept loop takes a
 //! [`tls::ServerTls`] from here and runs each handshake).
@@ -49,5 +50,6 @@ pub mod identity;
 pub mod mesh;
 pub mod policy;
 pub mod secrets;
+pub mod signing;
 pub mod supply;
 pub mod tls;

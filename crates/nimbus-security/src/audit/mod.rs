@@ -2,7 +2,7 @@
 //! `HASH JSON` where `HASH` is the hex SHA-256 of `JSON` and the JSON carries the hash of the
 //! record before it (`prev`; the first record's is [`GENESIS`]). Records are numbered from 1
 //! without gaps. Every so often the writer appends a [`Digest`]: the sequence number and hash of
-//! the newest record, signed with the node's Ed25519 key ([`AuditKey`]), so a chain rewritten
+//! the newest record, signed with the node's Ed25519 key ([`SigningKey`]), so a chain rewritten
 //! from an edited record onwards (every hash recomputed) still contradicts a signature.
 //!
 //! [`Chain`] makes records and lines; [`verify()`] reads a log back and names each edited,
@@ -11,9 +11,10 @@
 //! plane's audit log does, fsyncing each line) and does not decide what is audited.
 //!
 //! ```
-//! use nimbus_security::audit::{AuditKey, Body, Chain, Event, Outcome, verify};
+//! use nimbus_security::audit::{Body, Chain, Event, Outcome, verify};
+//! use nimbus_security::signing::SigningKey;
 //!
-//! let key = AuditKey::generate()?;
+//! let key = SigningKey::generate()?;
 //! let mut chain = Chain::default();
 //! let mut log = String::new();
 //! let event = Event { action: "deploy".into(), resource: "app:shop".into(), outcome: Outcome::Allowed,
@@ -22,14 +23,14 @@
 //! log.push_str(&chain.append(Body::Digest(chain.digest(&key, "node-1", 0))).1);
 //! let report = verify(log.as_bytes(), Some(&chain.head()), Some(&key.public_hex()));
 //! assert!(report.problems.is_empty(), "{:?}", report.problems);
-//! # Ok::<(), nimbus_security::audit::AuditKeyError>(())
+//! # Ok::<(), nimbus_security::signing::KeyError>(())
 //! ```
-mod key;
 mod verify;
 
 use serde::{Deserialize, Serialize};
 
-pub use key::{AuditKey, AuditKeyError};
+use crate::signing::SigningKey;
+
 pub use verify::{Problem, Report, verify};
 
 /// The `prev` of the first record.
@@ -170,7 +171,7 @@ impl Chain {
     }
 
     /// A digest of the chain as it is, signed by `key` for `node` at `at_ms`.
-    pub fn digest(&self, key: &AuditKey, node: &str, at_ms: u64) -> Digest {
+    pub fn digest(&self, key: &SigningKey, node: &str, at_ms: u64) -> Digest {
         let signature = key.sign(&Digest::message(node, self.head.seq, &self.head.hash));
         Digest {
             at_ms,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::signing::KeyError;
 
 fn event(i: u64) -> Body {
     Body::Event(Event {
@@ -14,8 +15,8 @@ fn event(i: u64) -> Body {
 }
 
 /// Ten events with a digest after the fifth and one at the end: lines, head, key.
-fn log() -> (Vec<String>, Head, AuditKey) {
-    let key = AuditKey::generate().unwrap();
+fn log() -> (Vec<String>, Head, SigningKey) {
+    let key = SigningKey::generate().unwrap();
     let mut chain = Chain::default();
     let mut lines = Vec::new();
     for i in 1..=10 {
@@ -28,7 +29,7 @@ fn log() -> (Vec<String>, Head, AuditKey) {
     (lines, chain.head(), key)
 }
 
-fn check(lines: &[String], head: &Head, key: &AuditKey) -> Report {
+fn check(lines: &[String], head: &Head, key: &SigningKey) -> Report {
     verify(lines.concat().as_bytes(), Some(head), Some(&key.public_hex()))
 }
 
@@ -121,7 +122,7 @@ fn a_truncated_log_is_named_against_the_head() {
 #[test]
 fn digests_of_another_key_or_with_a_bad_signature_are_named() {
     let (lines, head, key) = log();
-    let other = AuditKey::generate().unwrap();
+    let other = SigningKey::generate().unwrap();
     let report = verify(lines.concat().as_bytes(), Some(&head), Some(&other.public_hex()));
     assert_eq!(report.problems.len(), 2);
     assert!(matches!(&report.problems[0], Problem::BadSignature { seq: 6, why } if why.contains("another key")));
@@ -157,13 +158,13 @@ fn a_chain_continues_after_its_head() {
 fn a_key_is_created_once_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.key");
-    let key = AuditKey::open_or_create(&path).unwrap();
-    assert_eq!(AuditKey::open_or_create(&path).unwrap().public_hex(), key.public_hex());
+    let key = SigningKey::open_or_create(&path).unwrap();
+    assert_eq!(SigningKey::open_or_create(&path).unwrap().public_hex(), key.public_hex());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
     std::fs::write(&path, b"garbage").unwrap();
-    assert!(matches!(AuditKey::open(&path), Err(AuditKeyError::Invalid { .. })));
+    assert!(matches!(SigningKey::open(&path), Err(KeyError::Invalid { .. })));
 }

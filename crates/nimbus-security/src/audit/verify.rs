@@ -4,7 +4,8 @@ use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Body, GENESIS, Head, hash, key::signed_by};
+use super::{Body, GENESIS, Head, hash};
+use crate::signing::signed_by;
 
 /// Something wrong with a log. Line numbers count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

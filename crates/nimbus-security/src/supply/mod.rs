@@ -9,7 +9,8 @@
 //! files imported into a directory, matched by exact versions and by `SEMVER`/`ECOSYSTEM` ranges
 //! with semver for crates.io, npm and Go and PEP 440 for PyPI) and the *reach* of a component
 //! ([`imports`], [`capabilities`], [`reach`]: its imported interfaces against its granted
-//! capabilities). Every limit is enforced on the input (sizes, decompressed bytes, directory
+//! capabilities), and *artifact signatures* ([`ArtifactSignature`]: a build pipeline's Ed25519
+//! signature over an artifact's digest; [`TrustedSigners`]: the keys a server accepts). Every limit is enforced on the input (sizes, decompressed bytes, directory
 //! depth and entries), so a hostile artifact or tree yields an error, never an exhausted node.
 //!
 //! It does not reach the network (advisories are imported from files the operator fetched),
@@ -56,6 +57,7 @@ mod pep440;
 mod record;
 mod sbom;
 mod severity;
+mod signature;
 mod tree;
 mod version;
 
@@ -70,6 +72,7 @@ pub use error::SupplyError;
 pub use imports::{Capability, Reach, capabilities, imports, reach};
 pub use osv::{Advisories, Finding, ImportReport, Skipped};
 pub use severity::Severity;
+pub use signature::{ArtifactSignature, SIGNATURE_FORMAT, SignatureError, TrustedSigners};
 pub use tree::{Format, sboms_beside, scan_tree};
 
 /// A package registry whose advisories OSV publishes under this name.

@@ -3,6 +3,7 @@ mod advisories;
 mod inventory;
 mod lockfiles;
 mod reach;
+mod signatures;
 mod versions;
 
 /// `value` as an unsigned LEB128 number.

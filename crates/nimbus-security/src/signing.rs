@@ -1,15 +1,16 @@
-//! A node's Ed25519 key signing the audit chain's digests: PKCS#8 in a file only the owner
-//! may read, created on first use.
+//! Ed25519 signing keys in PKCS#8 files only their owner may read: a node's key signing its
+//! audit chain's digests ([`crate::audit`]), and the keys build pipelines sign artifacts with
+//! ([`crate::supply::ArtifactSignature`]). Public keys and signatures travel as hex.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
-/// Why the audit key cannot be used.
+/// Why a signing key cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum AuditKeyError {
+pub enum KeyError {
     /// The key file cannot be read or written.
-    #[error("cannot use the audit key file {}: check the data directory's permissions", path.display())]
+    #[error("cannot use the key file {}: check that it exists and its permissions", path.display())]
     Io {
         /// The key file.
         path: PathBuf,
@@ -18,53 +19,53 @@ pub enum AuditKeyError {
         source: std::io::Error,
     },
     /// The file holds no Ed25519 key.
-    #[error("{} is not an Ed25519 key in PKCS#8 (restore it from a backup; a new key cannot sign for the old digests)", path.display())]
+    #[error("{} is not an Ed25519 key in PKCS#8 (restore it from a backup: a new key cannot sign for the old one)", path.display())]
     Invalid {
         /// The key file.
         path: PathBuf,
     },
     /// The system's random source failed.
-    #[error("cannot draw random bytes for a new audit key")]
+    #[error("cannot draw random bytes for a new key")]
     Random,
 }
 
-/// A node's signing key.
+/// An Ed25519 signing key.
 #[derive(Debug)]
-pub struct AuditKey {
+pub struct SigningKey {
     pair: Ed25519KeyPair,
 }
 
-impl AuditKey {
+impl SigningKey {
     /// A new random key (not stored).
-    pub fn generate() -> Result<Self, AuditKeyError> {
-        Self::from_pkcs8(&Self::new_pkcs8()?).ok_or(AuditKeyError::Random)
+    pub fn generate() -> Result<Self, KeyError> {
+        Self::from_pkcs8(&Self::new_pkcs8()?).ok_or(KeyError::Random)
     }
 
     /// The key in `path`; refused if it is missing or not a key.
-    pub fn open(path: &Path) -> Result<Self, AuditKeyError> {
-        let bytes = std::fs::read(path).map_err(|source| AuditKeyError::Io { path: path.into(), source })?;
-        Self::from_pkcs8(&bytes).ok_or_else(|| AuditKeyError::Invalid { path: path.into() })
+    pub fn open(path: &Path) -> Result<Self, KeyError> {
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
+        Self::from_pkcs8(&bytes).ok_or_else(|| KeyError::Invalid { path: path.into() })
     }
 
     /// The key in `path`, created there (mode 0600) if there is none.
-    pub fn open_or_create(path: &Path) -> Result<Self, AuditKeyError> {
+    pub fn open_or_create(path: &Path) -> Result<Self, KeyError> {
         if path.exists() {
             return Self::open(path);
         }
         let pkcs8 = Self::new_pkcs8()?;
-        let io = |source| AuditKeyError::Io { path: path.into(), source };
+        let io = |source| KeyError::Io { path: path.into(), source };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io)?;
         file.write_all(&pkcs8).and_then(|()| file.sync_all()).map_err(io)?;
-        Self::from_pkcs8(&pkcs8).ok_or(AuditKeyError::Random)
+        Self::from_pkcs8(&pkcs8).ok_or(KeyError::Random)
     }
 
-    fn new_pkcs8() -> Result<Vec<u8>, AuditKeyError> {
+    fn new_pkcs8() -> Result<Vec<u8>, KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        Ed25519KeyPair::generate_pkcs8(&rng).map(|d| d.as_ref().to_vec()).map_err(|_| AuditKeyError::Random)
+        Ed25519KeyPair::generate_pkcs8(&rng).map(|d| d.as_ref().to_vec()).map_err(|_| KeyError::Random)
     }
 
     fn from_pkcs8(bytes: &[u8]) -> Option<Self> {
@@ -83,7 +84,7 @@ impl AuditKey {
 }
 
 /// Whether `signature` (hex) is `public` (hex)'s signature of `message`.
-pub(crate) fn signed_by(public: &str, message: &[u8], signature: &str) -> bool {
+pub fn signed_by(public: &str, message: &[u8], signature: &str) -> bool {
     let (Ok(public), Ok(signature)) = (hex::decode(public), hex::decode(signature)) else { return false };
     UnparsedPublicKey::new(&ED25519, public).verify(message, &signature).is_ok()
 }
