@@ -401,6 +401,10 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
         Platform::try_start(dir.path(), &node_args(1, &url, &ca, "3")).err().expect("a duplicate name is refused");
     assert!(err.contains("node name `node-b` is held by another running node"), "{err}");
 
+    // A change made through node C is in its audit trail, which the cluster keeps a copy of.
+    let (s, body) = c.deploy(2, hello_bundle("cee", "/cee/...", "1"), "").await;
+    assert_eq!(s, 201, "{body}");
+
     // kill -9 of node C: after the 2 s timeout the others list it as gone; A and B serve on.
     c.nodes[2].kill9();
     eventually("node-c gone", || async {
@@ -410,6 +414,25 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
     })
     .await;
     assert_eq!(served_by(&c.nodes[1], "/web/x").await, (200, rev.clone()));
+
+    // Node C's trail, read through node A from the cluster's copy while C is dead: the deploy
+    // acknowledged by C is there, and the copy verifies.
+    let (s, page) = c.api(0, reqwest::Method::GET, "/v1/audit?node=node-c", None).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["node"], "node-c");
+    let deploys: Vec<&Value> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["record"])
+        .filter(|r| r["action"] == "deploy" && r["resource"] == "app:cee")
+        .collect();
+    assert_eq!(deploys.len(), 1, "{page}");
+    assert_eq!((deploys[0]["node"].as_str(), deploys[0]["outcome"].as_str()), (Some("node-c"), Some("allowed")));
+    let verified = c.nodes[0].admin_cli(&["audit", "verify", "--node", "node-c"]);
+    assert!(verified.contains("node `node-c`") && verified.contains("is intact"), "{verified}");
+    let (s, body) = c.api(0, reqwest::Method::GET, "/v1/audit?node=node-z", None).await;
+    assert_eq!(s, 404, "{body}");
 
     // kill -9 of one NATS server (B's): with the records on three servers, a deploy through B
     // lands once its client has moved to another server, and A serves it.

@@ -1,5 +1,6 @@
 //! `nimbus audit`: read a server's audit trail (a table, JSON, or JSON lines for a SIEM) and
-//! verify it — on the server, or a copy of a node's `DATA_DIR/audit` offline (`--dir`).
+//! verify it — on the server, or a copy of a node's `DATA_DIR/audit` offline (`--dir`); in a
+//! cluster, the cluster's copy of any node's trail (`--node`).
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -22,15 +23,26 @@ pub(crate) enum AuditCommand {
         /// Output format: `jsonl` is one record per line, as a SIEM takes it.
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// In a cluster: the cluster's copy of this node's trail (also of a node that is gone).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// Check every hash, link and signature of the trail and that it was not cut short; fails
     /// naming each edited, deleted, reordered or truncated record.
     Verify {
         /// Verify a copy of a node's audit directory (`DATA_DIR/audit`) instead of asking the
         /// server.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "node")]
         dir: Option<PathBuf>,
+        /// In a cluster: check the cluster's copy of this node's trail.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
+}
+
+/// `&node=NAME` when a node is named.
+fn node_query(node: Option<&str>) -> String {
+    node.map_or_else(String::new, |n| format!("&node={}", crate::remote::seg(n)))
 }
 
 /// How `audit list` prints.
@@ -49,20 +61,23 @@ const PAGE: usize = 1000;
 
 pub(crate) fn run(remote: &RemoteArgs, command: &AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::List { after, limit, output } => list(remote, after.unwrap_or(0), *limit, *output),
-        AuditCommand::Verify { dir: Some(dir) } => {
+        AuditCommand::List { after, limit, output, node } => {
+            list(remote, after.unwrap_or(0), *limit, *output, &node_query(node.as_deref()))
+        }
+        AuditCommand::Verify { dir: Some(dir), .. } => {
             let report = nimbus_control::verify_dir(dir)?;
             let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
             verdict(&dir.display().to_string(), report.records, report.events, report.digests, report.signed, &problems)
         }
-        AuditCommand::Verify { dir: None } => {
-            let v: AuditVerification = Client::new(remote)?.get("/v1/audit/verify")?;
+        AuditCommand::Verify { dir: None, node } => {
+            let v: AuditVerification =
+                Client::new(remote)?.get(&format!("/v1/audit/verify?{}", node_query(node.as_deref())))?;
             verdict(&format!("node `{}`", v.node), v.records, v.events, v.digests, v.signed, &v.problems)
         }
     }
 }
 
-fn list(remote: &RemoteArgs, mut after: u64, limit: Option<usize>, output: Format) -> anyhow::Result<()> {
+fn list(remote: &RemoteArgs, mut after: u64, limit: Option<usize>, output: Format, node: &str) -> anyhow::Result<()> {
     let client = Client::new(remote)?;
     let mut entries = Vec::new();
     loop {
@@ -70,7 +85,7 @@ fn list(remote: &RemoteArgs, mut after: u64, limit: Option<usize>, output: Forma
         if want == 0 {
             break;
         }
-        let page: AuditPage = client.get(&format!("/v1/audit?after={after}&limit={want}"))?;
+        let page: AuditPage = client.get(&format!("/v1/audit?after={after}&limit={want}{node}"))?;
         for entry in page.records {
             if matches!(output, Format::Jsonl) {
                 println!("{}", serde_json::to_string(&entry)?);

@@ -92,6 +92,16 @@ impl ClusterArgs {
         Ok(Control { store, changes: Some(changes), cluster: Some((client, replicas)) })
     }
 
+    /// This node's audit log (`DATA_DIR/audit`); in a cluster, every record also copied to the
+    /// cluster's NATS JetStream before it counts as written.
+    pub(crate) async fn audit(&self, control: &Control, data_dir: &Path) -> anyhow::Result<nimbus_control::AuditLog> {
+        let audit = nimbus_control::AuditLog::open(&data_dir.join("audit"), self.node_name())
+            .context("cannot open the audit log")?;
+        let Some((client, replicas)) = &control.cluster else { return Ok(audit) };
+        let replica = nimbus_control::AuditReplica::new(client.clone(), *replicas);
+        audit.replicated(replica).await.context("cannot copy the audit trail to the cluster")
+    }
+
     /// This node's membership: in a cluster it joins (refused if another running node holds
     /// the name); else the single node.
     pub(crate) async fn nodes(

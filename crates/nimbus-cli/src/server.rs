@@ -248,10 +248,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let audit = Arc::new(
-        nimbus_control::AuditLog::open(&data_dir.join("audit"), args.cluster.node_name())
-            .context("cannot open the audit log")?,
-    );
+    let audit = Arc::new(args.cluster.audit(&control, &data_dir).await?);
     audit.spawn_digests();
     let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()).with_audit(audit));
     let tokens = Tokens::new(store.clone(), authorizer.clone());

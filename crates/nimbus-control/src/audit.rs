@@ -3,7 +3,9 @@
 //! record, before the change is made. The newest record's number and hash are kept apart in
 //! `head` (so a log cut short is seen), and every [`DIGEST_EVERY`] with new records a digest
 //! signed with the node's key (`node.key`) is appended. A record that cannot be written refuses
-//! the change (fail closed); the partial line is cut off so the chain stays whole.
+//! the change (fail closed); the partial line is cut off so the chain stays whole. In a cluster
+//! each record is also published to the cluster's copy ([`AuditReplica`]) and acknowledged
+//! there before the change goes on, so a node's trail outlives its disk.
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::time::Duration;
 use nimbus_security::audit::{self, Body, Chain, Event, Head, Record, Report};
 use nimbus_security::signing::SigningKey;
 
+use crate::audit_replica::AuditReplica;
 use crate::error::ControlError;
 
 /// How often a digest is signed while records come in.
@@ -47,6 +50,9 @@ pub struct AuditLog {
     node: String,
     key: SigningKey,
     writer: Mutex<Writer>,
+    /// In a cluster, the copy each record is published to before it counts as written, and the
+    /// runtime that publishes it.
+    replica: Option<(AuditReplica, tokio::runtime::Handle)>,
 }
 
 #[derive(Debug)]
@@ -56,6 +62,8 @@ struct Writer {
     chain: Chain,
     /// The chain's newest record when the last digest was signed.
     digested: u64,
+    /// The newest record the cluster's copy holds.
+    replicated: u64,
 }
 
 impl AuditLog {
@@ -75,8 +83,39 @@ impl AuditLog {
         let head_file =
             OpenOptions::new().create(true).truncate(false).write(true).open(&head_path).map_err(io(&head_path))?;
         let digested = head.seq;
-        let writer = Writer { file, head: head_file, chain: Chain::after(head), digested };
-        Ok(Self { dir: dir.to_path_buf(), node: node.to_string(), key, writer: Mutex::new(writer) })
+        let replicated = head.seq;
+        let writer = Writer { file, head: head_file, chain: Chain::after(head), digested, replicated };
+        Ok(Self { dir: dir.to_path_buf(), node: node.to_string(), key, writer: Mutex::new(writer), replica: None })
+    }
+
+    /// This log with every record also published to the cluster's copy (`replica`) before it
+    /// counts as written. Records the copy lacks (written while NATS could not be reached) are
+    /// published first; a copy longer than this log (the node's log was lost or replaced) is
+    /// refused, since the two chains would mix.
+    pub async fn replicated(mut self, replica: AuditReplica) -> Result<Self, ControlError> {
+        let last = replica.last(&self.node).await?;
+        let head = self.writer.get_mut().expect("audit writer").chain.head().seq;
+        if last > head {
+            return Err(ControlError::Unavailable {
+                message: format!(
+                    "the cluster's copy of node `{}`'s audit trail holds {last} records, its log in {} only {head}: the log was lost or replaced; restore it from a backup, or start this node under another --node-name",
+                    self.node,
+                    self.dir.display()
+                ),
+                source: None,
+            });
+        }
+        for (seq, line) in self.lines(last, usize::MAX)? {
+            replica.publish(&self.node, seq, &line).await?;
+        }
+        self.writer.get_mut().expect("audit writer").replicated = head;
+        self.replica = Some((replica, tokio::runtime::Handle::current()));
+        Ok(self)
+    }
+
+    /// The cluster's copies of the nodes' trails, if this log is replicated.
+    pub(crate) fn replica(&self) -> Option<&AuditReplica> {
+        self.replica.as_ref().map(|(r, _)| r)
     }
 
     /// The node the log belongs to.
@@ -120,23 +159,55 @@ impl AuditLog {
         if matches!(record.body, Body::Digest(_)) {
             writer.digested = record.seq;
         }
+        self.replicate(&mut writer, record.seq, &line)?;
         Ok(record)
     }
 
-    /// Records after number `after`, at most `limit`, oldest first, each with its line's hash.
-    pub fn list(&self, after: u64, limit: usize) -> Result<Vec<(String, Record)>, ControlError> {
-        let file = self.read_log()?;
+    /// Publishes record `seq` (`line`) to the cluster's copy, after any the copy lacks; blocks
+    /// the calling (blocking) thread until the NATS servers acknowledge. On failure the record
+    /// stays in this log and is published before the next one (after asking the copy how far it
+    /// got: a publish whose acknowledgement was lost may have been stored).
+    fn replicate(&self, writer: &mut Writer, seq: u64, line: &str) -> Result<(), ControlError> {
+        let Some((replica, runtime)) = &self.replica else { return Ok(()) };
+        runtime.block_on(async {
+            if writer.replicated + 1 < seq {
+                writer.replicated = replica.last(&self.node).await?;
+                let missing = seq.saturating_sub(writer.replicated + 1) as usize;
+                for (number, missed) in self.lines(writer.replicated, missing)? {
+                    replica.publish(&self.node, number, &missed).await?;
+                    writer.replicated = number;
+                }
+            }
+            if writer.replicated < seq {
+                replica.publish(&self.node, seq, line).await?;
+                writer.replicated = seq;
+            }
+            Ok(())
+        })
+    }
+
+    /// The lines of records numbered after `after`, at most `limit`, with their numbers.
+    fn lines(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, ControlError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let file = self.read_log()?;
         for line in BufReader::new(file).lines() {
             let line = line.map_err(|e| ControlError::internal("reading the audit log", e))?;
-            if let Some((hash, record)) = audit::parse_line(&line).filter(|(_, r)| r.seq > after) {
-                out.push((hash.to_string(), record));
+            if let Some((_, record)) = audit::parse_line(&line).filter(|(_, r)| r.seq > after) {
+                out.push((record.seq, line));
                 if out.len() >= limit {
                     break;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Records after number `after`, at most `limit`, oldest first, each with its line's hash.
+    pub fn list(&self, after: u64, limit: usize) -> Result<Vec<(String, Record)>, ControlError> {
+        Ok(self.lines(after, limit)?.iter().filter_map(|(_, line)| parsed(line)).collect())
     }
 
     /// Checks the log against its head and this node's key.
@@ -211,6 +282,11 @@ fn last_record(file: &mut File) -> std::io::Result<Head> {
             "the last line of the audit log is not a record; run `nimbus audit verify --dir` on a copy and restore the log",
         )),
     }
+}
+
+/// A log line's hash and record.
+pub(crate) fn parsed(line: &str) -> Option<(String, Record)> {
+    audit::parse_line(line).map(|(hash, record)| (hash.to_string(), record))
 }
 
 fn now_ms() -> u64 {

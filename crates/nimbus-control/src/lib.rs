@@ -7,7 +7,8 @@
 //! (a deploy never takes another app's requests unless an admin says so),
 //! API tokens with roles, scopes, app limits and expiry (failed authentications rate-limited per
 //! client address), the node's audit trail of every change and refusal ([`AuditLog`]: a hash
-//! chain with signed digests, fail closed), the supply-chain check of deploys ([`SupplyChain`]:
+//! chain with signed digests, fail closed; in a cluster each record copied to JetStream
+//! ([`AuditReplica`]) before the change goes on), the supply-chain check of deploys ([`SupplyChain`]:
 //! dependencies against an offline advisory database, imports against grants, the report stored
 //! with the revision, deploys refused at a blocking severity), the apps' secrets ([`Vault`]: sealed with a data key wrapped by a master
 //! key that never touches the store; values write-only through the API), the control API (axum + OpenAPI 3) including the topic endpoints
@@ -62,6 +63,7 @@
 mod api;
 mod audit;
 mod audit_api;
+mod audit_replica;
 mod auth;
 mod bundle;
 mod cluster;
@@ -91,6 +93,7 @@ mod workflows_api;
 pub use api::{ApiState, openapi_json, router};
 pub use audit::{AuditError, AuditLog, DIGEST_EVERY, verify_dir};
 pub use audit_api::{AuditEntry, AuditPage, AuditVerification};
+pub use audit_replica::AuditReplica;
 pub use auth::{ClientIp, Principal, Tokens};
 pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
 pub use cluster::{Scheduler, Transport};
