@@ -73,7 +73,7 @@ pub use imports::{Capability, Reach, capabilities, imports, reach};
 pub use osv::{Advisories, Finding, ImportReport, Skipped};
 pub use severity::Severity;
 pub use signature::{ArtifactSignature, SIGNATURE_FORMAT, SignatureError, TrustedSigners};
-pub use tree::{Format, sboms_beside, scan_tree};
+pub use tree::{Format, MAX_INVENTORY_BYTES, SKIPPED_DIRS, sboms_beside, scan_tree};
 
 /// A package registry whose advisories OSV publishes under this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

@@ -7,14 +7,14 @@ use super::error::DIRECTORY_SCAN;
 use super::{Package, SupplyError, dedup, lockfiles, sbom};
 
 /// The largest lockfile or SBOM read (a large monorepo's `package-lock.json` is a few MiB).
-const MAX_FILE: u64 = 32 << 20;
+pub const MAX_INVENTORY_BYTES: u64 = 32 << 20;
 /// How deep [`scan_tree`] descends below the directory it is given.
 const MAX_DEPTH: usize = 8;
 /// How many directory entries [`scan_tree`] looks at before giving up.
 const MAX_ENTRIES: u64 = 50_000;
 /// Directories [`scan_tree`] does not enter: installed or vendored dependencies carry their own
 /// lockfiles, which say nothing about what the service runs, and build output and VCS data.
-const SKIPPED_DIRS: [&str; 7] = ["node_modules", ".git", "target", "vendor", ".venv", "venv", "__pycache__"];
+pub const SKIPPED_DIRS: [&str; 7] = ["node_modules", ".git", "target", "vendor", ".venv", "venv", "__pycache__"];
 
 /// A kind of file that lists dependencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Format {
     }
 
     fn read_as(self, path: &Path, origin: &str) -> Result<Vec<Package>, SupplyError> {
-        let text = read_bounded(path, MAX_FILE, "a lockfile or SBOM")?;
+        let text = read_bounded(path, MAX_INVENTORY_BYTES, "a lockfile or SBOM")?;
         self.parse(&text, origin)
     }
 }

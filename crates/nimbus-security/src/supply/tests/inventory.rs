@@ -25,6 +25,16 @@ fn a_modules_auditable_section_lists_its_crates_io_dependencies() {
 }
 
 #[test]
+fn the_section_cargo_auditable_writes_is_read() {
+    // The `.dep-v0` section `cargo auditable` 0.7.7 wrote (`cargo auditable build --release
+    // --target wasm32-wasip1` of a binary crate `aud` depending on `itoa = "=1.0.10"`), as is.
+    let compressed = include_bytes!("fixtures/cargo-auditable-0.7.7.dep-v0");
+    let mut module = wat::parse_str("(module)").expect("valid wat");
+    module.extend(custom_section(".dep-v0", compressed));
+    assert_eq!(names(&from_wasm(&module).expect("readable")), ["crates.io itoa 1.0.10"]);
+}
+
+#[test]
 fn a_section_in_a_components_nested_module_is_found() {
     let mut component = wat::parse_str("(component)").expect("valid wat");
     // Section 1 of a component: a core module.

@@ -7,26 +7,19 @@
 //! anything is stored. Signatures shipped with components (`signatures/NAME.sig`) are checked
 //! against the server's trusted signers: an altered one or one of another artifact is always
 //! refused, and with `--require-signatures` so is a component no trusted key signed.
-use std::io::Read;
-use std::path::{Component as PathPart, Path, PathBuf};
+mod inventory;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use nimbus_manifest::{AdvisorySeverity, Grants, Manifest};
-use nimbus_security::supply::{
-    self, Advisories, ArtifactSignature, Capability, Finding, Format, Package, Severity, SignatureError, TrustedSigners,
-};
+use nimbus_manifest::{AdvisorySeverity, Manifest};
+use nimbus_security::supply::{self, Advisories, ArtifactSignature, Finding, Severity, SignatureError, TrustedSigners};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::bundle::Bundle;
 use crate::error::ControlError;
-
-/// Largest lockfile or SBOM read from a service's tree.
-const MAX_INVENTORY_BYTES: u64 = 32 << 20;
-
-/// Directories of a tree whose lockfiles describe dependencies' own builds, not the service's.
-const SKIPPED_DIRS: [&str; 7] = ["node_modules", ".git", "target", "vendor", ".venv", "venv", "__pycache__"];
 
 /// What the supply-chain check found for a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -163,8 +156,10 @@ impl SupplyChain {
         for (name, component) in &manifest.component {
             let (bytes, (packages, sources, mut notes, reach)) =
                 match (bundle.artifacts.get(name), bundle.trees.get(name)) {
-                    (Some(wasm), _) => (wasm, function(wasm, &component.grants, sboms(bundle, name))),
-                    (None, Some(tree)) => (tree, service(tree)),
+                    (Some(wasm), _) => {
+                        (wasm, inventory::function(wasm, &component.grants, inventory::sboms(bundle, name)))
+                    }
+                    (None, Some(tree)) => (tree, inventory::service(tree)),
                     (None, None) => continue,
                 };
             let packages = supply::dedup(packages);
@@ -263,114 +258,6 @@ enum Refusal {
     Block(String),
     /// Is noted in the report.
     Note(String),
-}
-
-type Scanned = (Vec<Package>, Vec<String>, Vec<String>, Vec<ReachEntry>);
-
-/// The SBOMs shipped with function `name` in `bundle`: (entry, format, JSON).
-fn sboms<'a>(bundle: &'a Bundle, name: &str) -> Vec<(String, Format, &'a [u8])> {
-    [(format!("{name}.cdx.json"), Format::CycloneDx), (format!("{name}.spdx.json"), Format::Spdx)]
-        .into_iter()
-        .filter_map(|(entry, format)| bundle.sboms.get(&entry).map(|json| (entry, format, json.as_slice())))
-        .collect()
-}
-
-/// A function's dependencies (its `cargo auditable` section and the SBOMs shipped beside it)
-/// and reach.
-fn function(wasm: &[u8], grants: &Grants, sboms: Vec<(String, Format, &[u8])>) -> Scanned {
-    let (mut packages, mut sources, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-    match supply::from_wasm(wasm) {
-        Ok(found) if found.is_empty() => {}
-        Ok(found) => {
-            packages.extend(found);
-            sources.push("cargo auditable section".to_string());
-        }
-        Err(e) => notes.push(format!("cargo auditable section: {e}")),
-    }
-    for (entry, format, json) in sboms {
-        let parsed = std::str::from_utf8(json)
-            .map_err(|e| format!("not UTF-8: {e}"))
-            .and_then(|text| format.parse(text, &entry).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(found) => {
-                packages.extend(found);
-                sources.push(entry);
-            }
-            Err(why) => notes.push(format!("{entry}: {why}")),
-        }
-    }
-    let reach = match supply::imports(wasm) {
-        Ok(imports) => supply::reach(&imports, &granted(grants))
-            .into_iter()
-            .map(|r| ReachEntry {
-                capability: r.capability.to_string(),
-                imported: r.imported,
-                granted: r.granted,
-                advice: r.advice().map(str::to_string),
-            })
-            .collect(),
-        Err(e) => {
-            notes.push(format!("imports: {e}"));
-            Vec::new()
-        }
-    };
-    (packages, sources, notes, reach)
-}
-
-/// The capabilities `grants` give.
-fn granted(grants: &Grants) -> Vec<Capability> {
-    [
-        (!grants.kv.is_empty(), Capability::Kv),
-        (!grants.publish.is_empty(), Capability::Publish),
-        (!grants.actors.is_empty(), Capability::Actors),
-        (!grants.secrets.is_empty(), Capability::Secrets),
-        (!grants.outbound.is_empty(), Capability::Outbound),
-    ]
-    .into_iter()
-    .filter_map(|(given, c)| given.then_some(c))
-    .collect()
-}
-
-/// A service's dependencies: the lockfiles and SBOMs in its tree (a tar).
-fn service(tree: &[u8]) -> Scanned {
-    let (mut packages, mut sources, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-    let mut archive = tar::Archive::new(tree);
-    let entries = match archive.entries() {
-        Ok(entries) => entries,
-        Err(e) => return (packages, sources, vec![format!("the tree cannot be read: {e}")], Vec::new()),
-    };
-    for entry in entries {
-        let Ok(mut entry) = entry else { break };
-        let Ok(path) = entry.path().map(|p| p.into_owned()) else { continue };
-        let Some(format) = inventory(&path) else { continue };
-        let origin = path.display().to_string();
-        if entry.header().entry_type() != tar::EntryType::Regular || entry.size() > MAX_INVENTORY_BYTES {
-            notes.push(format!("{origin}: not a regular file of at most {MAX_INVENTORY_BYTES} bytes; skipped"));
-            continue;
-        }
-        let mut text = String::new();
-        let parsed = entry
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())
-            .and_then(|_| format.parse(&text, &origin).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(found) => {
-                sources.push(origin);
-                packages.extend(found);
-            }
-            Err(why) => notes.push(format!("{origin}: {why}")),
-        }
-    }
-    (packages, sources, notes, Vec::new())
-}
-
-/// The inventory format of a tree's file at `path`, unless it is under a skipped directory.
-fn inventory(path: &Path) -> Option<Format> {
-    let skipped = path.components().any(|p| matches!(p, PathPart::Normal(n) if SKIPPED_DIRS.iter().any(|s| n == *s)));
-    if skipped {
-        return None;
-    }
-    Format::detect(path.file_name()?.to_str()?)
 }
 
 fn finding(f: Finding) -> SupplyFinding {
