@@ -51,6 +51,13 @@ async fn changes_and_refusals_are_chained_survive_kill_9_and_tampering_is_named(
     // Reads are not recorded; a viewer may not read the trail (and that refusal is recorded).
     let resp = client().get(p.api_url("/v1/audit")).bearer_auth(&viewer).send().await.unwrap();
     assert_eq!(resp.status(), 403);
+    // Another node's trail: a single server has only its own, and a name is checked first.
+    for (query, expected) in [("node=node-b", "not a cluster node"), ("node=..%2Fx", "not a node name")] {
+        let resp = client().get(p.api_url(&format!("/v1/audit?{query}"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(expected), "{body}");
+    }
 
     let events = events(&p);
     let summary: Vec<(String, String, String)> = events

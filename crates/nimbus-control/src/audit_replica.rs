@@ -30,7 +30,7 @@ impl std::fmt::Debug for AuditReplica {
 fn unavailable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ControlError {
     ControlError::Unavailable {
         message: format!(
-            "the cluster's copy of the audit trail cannot be {what} (NATS JetStream); changes are refused until it can"
+            "the cluster's copy of the audit trail cannot be {what} (NATS JetStream does not answer, or the stream has no leader yet); changes are refused while it cannot be written, reads of this node's own trail go on"
         ),
         source: Some(nimbus_observe::cause(e)),
     }

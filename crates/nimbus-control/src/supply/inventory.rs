@@ -34,6 +34,10 @@ pub(super) fn function(wasm: &[u8], grants: &Grants, sboms: Vec<(String, Format,
         Err(e) => notes.push(format!("cargo auditable section: {e}")),
     }
     for (entry, format, json) in sboms {
+        if json.len() as u64 > MAX_INVENTORY_BYTES {
+            notes.push(format!("{entry}: larger than {MAX_INVENTORY_BYTES} bytes; skipped"));
+            continue;
+        }
         let parsed = std::str::from_utf8(json)
             .map_err(|e| format!("not UTF-8: {e}"))
             .and_then(|text| format.parse(text, &entry).map_err(|e| e.to_string()));
@@ -117,4 +121,28 @@ fn inventory(path: &Path) -> Option<Format> {
         return None;
     }
     Format::detect(path.file_name()?.to_str()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sbom_over_the_limit_is_noted_not_read() {
+        let empty_module = b"\0asm\x01\0\0\0";
+        let huge = vec![b' '; MAX_INVENTORY_BYTES as usize + 1];
+        let small = br#"{"bomFormat": "CycloneDX", "components": [{"purl": "pkg:cargo/serde@1.0.1"}]}"#;
+        let sboms = vec![
+            ("web.cdx.json".to_string(), Format::CycloneDx, huge.as_slice()),
+            ("web.spdx.json".to_string(), Format::Spdx, &br"{ not json"[..]),
+        ];
+        let (packages, sources, notes, _) = function(empty_module, &Grants::default(), sboms);
+        assert!(packages.is_empty() && sources.is_empty(), "{sources:?}");
+        assert!(notes[0].starts_with("web.cdx.json: larger than"), "{notes:?}");
+        assert!(notes[1].starts_with("web.spdx.json: "), "{notes:?}");
+
+        let sboms = vec![("web.cdx.json".to_string(), Format::CycloneDx, &small[..])];
+        let (packages, sources, _, _) = function(empty_module, &Grants::default(), sboms);
+        assert_eq!((packages.len(), sources), (1, vec!["web.cdx.json".to_string()]));
+    }
 }
