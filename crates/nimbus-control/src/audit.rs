@@ -105,8 +105,11 @@ impl AuditLog {
                 source: None,
             });
         }
-        for (seq, line) in self.lines(last, usize::MAX)? {
-            replica.publish(&self.node, seq, &line).await?;
+        // Usually the copy is whole: the log is read only when records are missing from it.
+        if last < head {
+            for (seq, line) in self.lines(last, usize::MAX)? {
+                replica.publish(&self.node, seq, &line).await?;
+            }
         }
         self.writer.get_mut().expect("audit writer").replicated = head;
         self.replica = Some((replica, tokio::runtime::Handle::current()));

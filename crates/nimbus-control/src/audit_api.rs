@@ -105,14 +105,12 @@ fn trail(s: &ApiState) -> Result<&Arc<AuditLog>, ControlError> {
 /// The cluster's copy of `node`'s trail, when `node` is another node than the answering one:
 /// the replica to read it from.
 fn remote<'a>(log: &'a AuditLog, node: Option<&str>) -> Result<Option<&'a AuditReplica>, ControlError> {
-    let named = |n: &str| {
-        (1..=63).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
     match node {
         None => Ok(None),
-        Some(node) if !named(node) => Err(ControlError::bad_request(
+        // The rule `--node-name` is held to (a label value, not empty).
+        Some(node) if node.is_empty() || !nimbus_manifest::label_value_ok(node) => Err(ControlError::bad_request(
             "`node` is not a node name",
-            "give a name `nimbus nodes list` shows: 1 to 63 letters, digits, `-`, `_` or `.`",
+            "give a name `nimbus nodes list` shows: 1 to 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit",
         )),
         Some(node) if node == log.node() => Ok(None),
         Some(node) => log.replica().map(Some).ok_or_else(|| {
