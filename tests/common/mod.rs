@@ -70,9 +70,18 @@ impl App {
         self.start_up(app_dir, extra, &[])
     }
 
+    /// Starts `nimbus dev APP_DIR` with this app's cache directory and waits until it serves.
+    pub fn dev_dir(&self, app_dir: &Path, extra: &[&str]) -> Server {
+        self.start("dev", app_dir, extra, &[])
+    }
+
     fn start_up(&self, app_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        self.start("up", app_dir, extra, env)
+    }
+
+    fn start(&self, command: &str, app_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(NIMBUS)
-            .arg("up")
+            .arg(command)
             .arg(app_dir)
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(self.cache_dir())
@@ -91,7 +100,10 @@ impl App {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap() == 0 {
                 let _ = child.wait();
-                panic!("nimbus up exited before serving\nstdout:\n{banner}\nstderr:\n{}", stderr.lock().unwrap());
+                panic!(
+                    "nimbus {command} exited before serving\nstdout:\n{banner}\nstderr:\n{}",
+                    stderr.lock().unwrap()
+                );
             }
             banner.push_str(&line);
             for scheme in ["http", "https"] {

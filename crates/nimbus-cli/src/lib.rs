@@ -21,6 +21,7 @@ mod build;
 mod cluster;
 mod connections;
 mod deploy;
+mod dev;
 mod doctor;
 mod events;
 mod identity;
@@ -43,6 +44,7 @@ mod templates;
 mod tls;
 mod traces;
 mod up;
+mod watch;
 mod workflows;
 
 use std::process::ExitCode;
@@ -63,6 +65,8 @@ struct Cli {
 enum Command {
     /// Serve the app in DIR (default: the current directory) on 127.0.0.1:3000.
     Up(Box<up::UpArgs>),
+    /// Serve the app in DIR like `up`, rebuilding and swapping it in as its files change.
+    Dev(Box<dev::DevArgs>),
     /// Run the platform: the gateway for every deployed app plus the control API.
     Server(Box<server::ServerArgs>),
     /// Upload the app in DIR to a server as a new immutable revision.
@@ -216,6 +220,7 @@ pub fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Up(args) => up::run(*args),
+        Command::Dev(args) => dev::run(*args),
         Command::Server(args) => server::run(*args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Apps { remote, command } => manage::apps(&remote, &command),

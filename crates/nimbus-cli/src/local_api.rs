@@ -88,17 +88,18 @@ pub(crate) struct Backends {
     pub(crate) bus: Option<Arc<dyn nimbus_bus::EventBus>>,
     pub(crate) kv: Option<Arc<dyn nimbus_state::KvStore>>,
     pub(crate) observer: nimbus_observe::Observer,
-    /// The workflows of the app served.
-    pub(crate) workflows: Option<Arc<dyn nimbus_gateway::WorkflowCalls>>,
+    /// The app served (whose revision `nimbus dev` replaces).
+    pub(crate) app: Arc<nimbus_gateway::Swap>,
 }
 
-/// The workflows of the one app `nimbus up` serves (the data API checks the app first).
+/// The workflows of the one app `nimbus up` serves: its current revision's (the data API checks
+/// the app first).
 #[derive(Debug)]
-struct ServedWorkflows(Arc<dyn nimbus_gateway::WorkflowCalls>);
+struct ServedWorkflows(Arc<nimbus_gateway::Swap>);
 
 impl nimbus_control::AppWorkflows for ServedWorkflows {
     fn of<'a>(&'a self, _: &'a str) -> futures::future::BoxFuture<'a, Option<Arc<dyn nimbus_gateway::WorkflowCalls>>> {
-        Box::pin(async move { Some(self.0.clone()) })
+        Box::pin(async move { self.0.current().gateway.workflows() })
     }
 }
 
@@ -130,9 +131,9 @@ pub(crate) async fn serve(
     };
     let file = data_dir.join(API_FILE);
     crate::remote::write_private(&file, &serde_json::to_vec_pretty(&api)?)?;
-    let Backends { bus, kv, observer, workflows } = backends;
+    let Backends { bus, kv, observer, app } = backends;
     let auth = callers(serving.app, serving.token);
-    let workflows = workflows.map(|w| Arc::new(ServedWorkflows(w)) as Arc<dyn nimbus_control::AppWorkflows>);
+    let workflows = Some(Arc::new(ServedWorkflows(app)) as Arc<dyn nimbus_control::AppWorkflows>);
     let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows, ingress: None }));
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! Log set-up: human-readable or JSON lines on stderr, filtered by `NIMBUS_LOG` (rustls's
-//! per-handshake warnings about clients are left out unless the filter names rustls).
+//! per-handshake warnings about clients and notify's notes on vanished directories are left out
+//! unless the filter names them).
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +32,13 @@ pub(crate) fn init(args: &LogArgs) {
         filter
     } else {
         filter.add_directive("rustls=error".parse().expect("a valid directive"))
+    };
+    // notify (`nimbus dev`'s file watcher) says at info level that a deleted directory's watch
+    // was already gone: expected whenever a build replaces a directory.
+    let filter = if args.filter.contains("notify") {
+        filter
+    } else {
+        filter.add_directive("notify=warn".parse().expect("a valid directive"))
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);

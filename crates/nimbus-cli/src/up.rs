@@ -1,11 +1,13 @@
 //! `nimbus up`: open the embedded backends, assemble the app with the app host (the same
 //! [`AppHost::assemble`] a server's deploy calls), and serve it until SIGINT/SIGTERM, then drain.
+//! `nimbus dev` starts the same way ([`start`]) and then swaps in new revisions.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use nimbus_gateway::{LiveRevision, Swap};
 use nimbus_host::{AppHost, AssembleError, Components, HostEnv, Revision};
 use nimbus_manifest::LoadedManifest;
 
@@ -17,12 +19,19 @@ pub(crate) struct UpArgs {
     /// App directory or manifest file.
     #[arg(default_value = ".", env = "NIMBUS_APP")]
     dir: PathBuf,
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, short, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
     /// Run `nimbus build` first.
     #[arg(long, env = "NIMBUS_BUILD")]
     build: bool,
+    #[command(flatten)]
+    local: LocalArgs,
+}
+
+/// How `nimbus up` and `nimbus dev` serve one app on this machine.
+#[derive(Debug, Args)]
+pub(crate) struct LocalArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, short, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
     /// Address of the local API that `nimbus events`, `kv`, `traces` and `logs` use, with
     /// `/metrics` (loopback only; port 0 picks a free port; its URL and token go to
     /// DATA_DIR/api.json).
@@ -47,32 +56,103 @@ pub(crate) struct UpArgs {
     engine: EngineArgs,
 }
 
+impl LocalArgs {
+    /// Where the app's durable state lives.
+    pub(crate) fn data_dir(&self, loaded: &LoadedManifest) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"))
+    }
+}
+
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     let loaded = LoadedManifest::load(&args.dir)?;
     if args.build {
         crate::build::build_all(&loaded, &[])?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    runtime.block_on(serve(args, loaded))
+    async_runtime()?.block_on(async {
+        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Needs::Manifest, "local").await?;
+        let served = listening.serve(swap).await;
+        live.stop().await;
+        served?;
+        println!("Stopped.");
+        Ok(())
+    })
 }
 
-async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
+/// The runtime `nimbus up` and `nimbus dev` serve on.
+pub(crate) fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+}
+
+/// Which backends to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needs {
+    /// Those the manifest uses (`nimbus up`).
+    Manifest,
+    /// The bus and the KV store whatever the manifest says, so that an edit adding a topic or a
+    /// bucket applies without a restart (`nimbus dev`).
+    Everything,
+}
+
+/// A started local app: its host, the revision serving, and the listeners.
+pub(crate) struct Started {
+    pub(crate) host: AppHost,
+    pub(crate) swap: Arc<Swap>,
+    pub(crate) live: Live,
+    pub(crate) listening: Listening,
+    /// `SCHEME://ADDR` of the gateway.
+    pub(crate) base: String,
+}
+
+/// What runs beside a revision's gateway: its triggers and services.
+pub(crate) struct Live {
+    pub(crate) triggers: nimbus_triggers::AppTriggers,
+    pub(crate) services: Vec<Arc<nimbus_services::Service>>,
+}
+
+impl Live {
+    /// Stops the triggers, then the services (each drains its requests first).
+    pub(crate) async fn stop(self) {
+        self.triggers.stop().await;
+        nimbus_host::stop_services(&self.services).await;
+    }
+}
+
+/// The gateway's listener and the local API, until the shutdown signal.
+pub(crate) struct Listening {
+    listener: tokio::net::TcpListener,
+    config: nimbus_gateway::ServeConfig,
+    shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    stop_api: tokio::sync::oneshot::Sender<()>,
+    local_api: crate::local_api::Served,
+}
+
+impl Listening {
+    /// Serves `swap`'s revision until SIGINT/SIGTERM, then drains in-flight requests and stops
+    /// the local API.
+    pub(crate) async fn serve(self, swap: Arc<Swap>) -> anyhow::Result<()> {
+        let served = nimbus_gateway::serve(self.listener, swap, self.shutdown, self.config).await;
+        let _ = self.stop_api.send(());
+        drop(self.local_api);
+        Ok(served?)
+    }
+}
+
+/// Opens the backends, assembles `loaded` as revision `id`, starts its triggers, binds the
+/// gateway and the local API, and prints the banner.
+pub(crate) async fn start(
+    args: &LocalArgs,
+    loaded: &LoadedManifest,
+    needs: Needs,
+    id: &str,
+) -> anyhow::Result<Started> {
     let mut listeners = args.engine.serve_configs()?;
     let m = &loaded.manifest;
-    if let Some((_, owner, name)) = m.imports().into_iter().next() {
-        anyhow::bail!(
-            "`{owner}/{name}` names a bucket, topic or component of app `{owner}`, and `nimbus up` serves one app; deploy both apps to a `nimbus server` (where `{owner}` exports it), or use a name of this app"
-        );
-    }
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
     let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir().join(".nimbus"));
+    let data_dir = args.data_dir(loaded);
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     let tls = args.tls.load(&data_dir, &[args.listen])?;
     let cacert = match tls.as_ref().and_then(|t| t.ca.as_deref()) {
@@ -85,7 +165,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     let scheme = crate::tls::scheme(tls.as_ref());
     crate::doctor::services_sandbox(args.unsandboxed_services);
-    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime).await?;
+    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime, needs).await?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = crate::local_api::callers(&m.app.name, &token);
@@ -103,33 +183,28 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         cluster: None,
     };
     let host = AppHost::new(env);
-    let revision = host.assemble(&loaded, Components::Files).await.map_err(|e| {
-        let until = match &e {
-            AssembleError::Secrets(_) => "every granted secret is set",
-            AssembleError::Functions(_) => "every component loads",
-            AssembleError::Handlers(_) => "every trigger has a handler",
-            AssembleError::Services(_) => "every service is ready",
+    let (revision, triggers) = assemble(&host, loaded).await.map_err(|e| {
+        let until = match e.downcast_ref::<AssembleError>() {
+            Some(AssembleError::Secrets(_)) => "every granted secret is set",
+            Some(AssembleError::Functions(_)) => "every component loads",
+            Some(AssembleError::Handlers(_)) => "every trigger has a handler",
+            Some(AssembleError::Services(_)) => "every service is ready",
+            None => "the event triggers start",
         };
-        anyhow::anyhow!("{e}\nnothing is served until {until}")
+        anyhow::anyhow!("{e:#}\nnothing is served until {until}")
     })?;
-    let triggers = match host.start_triggers(&revision.manifest, &revision.gateway).await {
-        Ok(t) => t,
-        Err(e) => {
-            revision.stop().await;
-            return Err(e).context("cannot start the event triggers");
-        }
-    };
     let Revision { gateway, services, described, .. } = revision;
-    let gateway = Arc::new(gateway);
+    let live = Live { triggers, services };
     let listener = match bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            nimbus_host::stop_services(&services).await;
+            live.stop().await;
             return Err(e);
         }
     };
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
+    let swap = Arc::new(Swap::new(LiveRevision::new(id, gateway)));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
         let _ = api_stopped.await;
@@ -139,27 +214,22 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         args.api_listen,
         &data_dir,
         serving,
-        crate::local_api::Backends {
-            bus: bus.clone(),
-            kv: kv.clone(),
-            observer: observer.clone(),
-            workflows: gateway.workflows(),
-        },
+        crate::local_api::Backends { bus: bus.clone(), kv: kv.clone(), observer: observer.clone(), app: swap.clone() },
         listeners.api,
         stopped,
     );
     let local_api = match served.await {
         Ok(served) => served,
         Err(e) => {
-            triggers.stop().await;
-            nimbus_host::stop_services(&services).await;
+            live.stop().await;
             return Err(e);
         }
     };
-    println!("Serving app `{}` on {scheme}://{addr}", m.app.name);
-    print_routes(&gateway, m, &triggers, &described, &format!("{scheme}://{addr}"));
-    if let Some(bus) = &bus {
-        println!("Events: POST {scheme}://{addr}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
+    let base = format!("{scheme}://{addr}");
+    println!("Serving app `{}` on {base}", m.app.name);
+    print_routes(&swap.current().gateway, m, &live.triggers, &described, &base);
+    if let Some(bus) = bus.as_ref().filter(|_| !nimbus_triggers::app_topics(m).is_empty()) {
+        println!("Events: POST {base}/events/TOPIC (CloudEvents; {} bus)", bus.backend());
     }
     if let Some(ca) = tls.as_ref().and_then(|t| t.ca.as_deref()) {
         println!("TLS: local CA {}: trust it with `curl --cacert {}`", ca.display(), ca.display());
@@ -171,17 +241,32 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         file.display()
     );
     println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{}", local_api.addr)));
-    println!("Health check: {scheme}://{addr}/healthz   (Ctrl-C to stop)");
+    println!("Health check: {base}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");
+    let listening =
+        Listening { listener, config: listeners.gateway, shutdown: Box::pin(shutdown), stop_api, local_api };
+    Ok(Started { host, swap, live, listening, base })
+}
 
-    let served = nimbus_gateway::serve(listener, gateway, shutdown, listeners.gateway).await;
-    let _ = stop_api.send(());
-    drop(local_api);
-    triggers.stop().await;
-    nimbus_host::stop_services(&services).await;
-    served?;
-    println!("Stopped.");
-    Ok(())
+/// Assembles `loaded` with the app host and starts its triggers; on error nothing keeps running.
+pub(crate) async fn assemble(
+    host: &AppHost,
+    loaded: &LoadedManifest,
+) -> anyhow::Result<(Revision, nimbus_triggers::AppTriggers)> {
+    let m = &loaded.manifest;
+    if let Some((_, owner, name)) = m.imports().into_iter().next() {
+        anyhow::bail!(
+            "`{owner}/{name}` names a bucket, topic or component of app `{owner}`, and `nimbus up` serves one app; deploy both apps to a `nimbus server` (where `{owner}` exports it), or use a name of this app"
+        );
+    }
+    let revision = host.assemble(loaded, Components::Files).await?;
+    match host.start_triggers(&revision.manifest, &revision.gateway).await {
+        Ok(triggers) => Ok((revision, triggers)),
+        Err(e) => {
+            revision.stop().await;
+            Err(e).context("cannot start the event triggers")
+        }
+    }
 }
 
 /// The gateway's listener.
@@ -199,24 +284,31 @@ struct Opened {
     kv_changes: Option<Arc<nimbus_triggers::KvChanges>>,
 }
 
-/// The bus and KV store the app needs (none it does not), opened in `data_dir`, with `runtime`
+/// The bus and KV store the app needs (none it does not, unless `needs` says everything), opened in `data_dir`, with `runtime`
 /// bound to them; KV changes are published when the app has a bus.
 async fn open_data(
     storage: &BackendArgs,
     data_dir: &std::path::Path,
     m: &nimbus_manifest::Manifest,
     mut runtime: nimbus_wasm::Runtime,
+    needs: Needs,
 ) -> anyhow::Result<Opened> {
     let topics = nimbus_triggers::app_topics(m);
     let workflow_starts = m.trigger.workflow.iter().any(|t| t.schedule.is_some());
-    let bus = if topics.is_empty() && m.trigger.cron.is_empty() && m.trigger.kv.is_empty() && !workflow_starts {
+    let needs_bus = needs == Needs::Everything
+        || !topics.is_empty()
+        || !m.trigger.cron.is_empty()
+        || !m.trigger.kv.is_empty()
+        || workflow_starts;
+    let bus = if !needs_bus {
         None
     } else {
         let bus = storage.open_bus(data_dir, &Arc::default()).await.context("cannot open the event bus")?;
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
-    let needs_kv = m.component.values().any(|c| !c.grants.kv.is_empty())
+    let needs_kv = needs == Needs::Everything
+        || m.component.values().any(|c| !c.grants.kv.is_empty())
         || !m.trigger.kv.is_empty()
         || !m.trigger.actor.is_empty()
         || !m.trigger.workflow.is_empty();
@@ -241,7 +333,7 @@ async fn open_data(
 }
 
 /// The banner lines of what the app serves: its routes, actors, workflows and triggers.
-fn print_routes(
+pub(crate) fn print_routes(
     gateway: &nimbus_gateway::Gateway,
     m: &nimbus_manifest::Manifest,
     triggers: &nimbus_triggers::AppTriggers,

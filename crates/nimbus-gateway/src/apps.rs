@@ -31,7 +31,7 @@ pub struct LiveRevision {
     pub id: Arc<str>,
     /// Its routes and functions.
     pub gateway: Gateway,
-    header: HeaderValue,
+    pub(crate) header: HeaderValue,
 }
 
 impl LiveRevision {

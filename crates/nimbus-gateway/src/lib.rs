@@ -19,7 +19,8 @@
 //! through the [`Ingress`] when the callee's app exports it), `/healthz`,
 //! and graceful shutdown that drains in-flight requests. For a server hosting many
 //! apps, [`Ingress`] routes by host and path to an app, splits its traffic across revisions by
-//! percent or tag, and is swapped atomically when the control plane changes it; in a cluster,
+//! percent or tag, and is swapped atomically when the control plane changes it ([`Swap`] does the
+//! same for the one app of `nimbus up` and `nimbus dev`); in a cluster,
 //! [`PeerIngress`] serves the requests other nodes forward to this node's services. It does not run
 //! wasm (that is `nimbus-wasm`), service processes (`nimbus-services`), actors (`nimbus-actors`)
 //! or triggers and event delivery (`nimbus-triggers`), read manifests (that is `nimbus-manifest`),
@@ -53,6 +54,7 @@ mod request_id;
 mod respond;
 mod router;
 mod server;
+mod swap;
 mod tls;
 mod workers;
 mod workflow_ingress;
@@ -78,6 +80,7 @@ pub use peer::{
 pub use request_id::REQUEST_ID_HEADER;
 pub use router::{Route, RouteMatch, Router};
 pub use server::{Handler, ServeConfig, serve, watch_body};
+pub use swap::Swap;
 pub use tls::RedirectToHttps;
 pub use workflow_ingress::{IDEMPOTENCY_KEY_HEADER, WORKFLOWS_PATH, WorkflowCalls, WorkflowOp};
 

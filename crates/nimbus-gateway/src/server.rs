@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::GatewayBody;
 use crate::idle::{Activity, BodyWatch, ClientBody, Tracked};
 
-/// What the accept loop serves: one app ([`crate::Gateway`]) or every app of a server
-/// ([`crate::Ingress`]).
+/// What the accept loop serves: one app ([`crate::Gateway`], or [`crate::Swap`] when its revision
+/// is replaced while serving) or every app of a server ([`crate::Ingress`]).
 pub trait Handler: Send + Sync + 'static {
     /// The body of its responses.
     type Body: http_body::Body<Data = bytes::Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static;
@@ -44,6 +44,18 @@ impl Handler for crate::Gateway {
         client: Option<std::net::SocketAddr>,
     ) -> impl Future<Output = http::Response<GatewayBody>> + Send {
         crate::Gateway::handle(self, req, client)
+    }
+}
+
+impl Handler for crate::Swap {
+    type Body = GatewayBody;
+
+    fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        client: Option<std::net::SocketAddr>,
+    ) -> impl Future<Output = http::Response<GatewayBody>> + Send {
+        crate::Swap::handle(self, req, client)
     }
 }
 
