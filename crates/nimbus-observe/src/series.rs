@@ -243,10 +243,10 @@ impl Series {
                 if !point.active() {
                     continue;
                 }
-                if rings.len() >= self.max_components {
-                    if let Some(idlest) = rings.iter().min_by_key(|(_, r)| r.active).map(|(k, _)| k.clone()) {
-                        rings.remove(&idlest);
-                    }
+                if rings.len() >= self.max_components
+                    && let Some(idlest) = rings.iter().min_by_key(|(_, r)| r.active).map(|(k, _)| k.clone())
+                {
+                    rings.remove(&idlest);
                 }
                 rings.insert(key.clone(), Ring { points: VecDeque::new(), active: t });
             }
