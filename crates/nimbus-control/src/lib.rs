@@ -113,7 +113,7 @@ pub use policy_api::PolicyText;
 pub use redact::REDACTED;
 pub use store::{ClusterStore, Key, PolicyRecord, Store, StoreError, sweep_artifacts};
 pub use supply::{ComponentSupply, ReachEntry, SupplyChain, SupplyFinding, SupplyReport};
-pub use topics::{EventPage, PublishedEvent, Replayed, StoredEvent};
+pub use topics::{EventPage, GroupInfo, GroupList, PublishedEvent, Replayed, StoredEvent};
 pub use upload::Uploads;
 pub use vault::{MAX_SECRET_BYTES, MasterKeySource, Vault};
 pub use workflows_api::AppWorkflows;
