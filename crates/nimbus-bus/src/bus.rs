@@ -67,6 +67,34 @@ pub struct Stored {
     pub event: Event,
 }
 
+/// Where a consumer group of a topic is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// The group.
+    pub group: Group,
+    /// Every event of the topic up to this position is acknowledged by the group (0: maybe none
+    /// is): in each partition with events left to acknowledge, the last the group acknowledged;
+    /// the topic's last position when nothing is left.
+    pub acked: u64,
+    /// Events of the topic the group has not acknowledged yet (delivered or not): its lag.
+    pub pending: u64,
+}
+
+impl GroupPosition {
+    /// A group from its partitions' (last acknowledged position, events left) and the topic's
+    /// last position.
+    pub(crate) fn new(group: Group, partitions: impl IntoIterator<Item = (u64, u64)>, last: u64) -> Self {
+        let (mut acked, mut pending) = (last, 0);
+        for (floor, left) in partitions {
+            if left > 0 {
+                acked = acked.min(floor);
+                pending += left;
+            }
+        }
+        Self { group, acked, pending }
+    }
+}
+
 /// A durable, partitioned event log with consumer groups. Implementations: [`crate::Embedded`]
 /// (one node, on disk) and [`crate::JetStream`] (NATS JetStream); both pass the same
 /// conformance suite (`tests/conformance.rs`).
@@ -87,6 +115,10 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
 
     /// The newest event of `topic`, if any.
     async fn last(&self, topic: &Topic) -> Result<Option<Stored>, BusError>;
+
+    /// Where each consumer group of `topic` that has ever subscribed is, by group name. An
+    /// unknown topic has none.
+    async fn groups(&self, topic: &Topic) -> Result<Vec<GroupPosition>, BusError>;
 
     /// The backend's name, for logs (`embedded`, `jetstream`).
     fn backend(&self) -> &'static str;

@@ -12,7 +12,7 @@
 //! is refused ([`BusError::Misplaced`]) — publish, subscribe and reads — before anything reaches
 //! NATS, and a pinned app's streams are created with JetStream placement tags (see
 //! [`nimbus_manifest::Residency`]).
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +22,13 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::SelectAll;
+use futures::{StreamExt, TryStreamExt};
 use nimbus_manifest::Residency;
 
 use crate::{
-    Acker, BusConfig, BusError, Delivery, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription,
-    Topic,
+    Acker, BusConfig, BusError, Delivery, Event, EventBus, Group, GroupPosition, PublishOptions, Published, Stored,
+    Subscription, Topic,
 };
 
 const PARTITIONS_KEY: &str = "nimbus.partitions";
@@ -186,6 +186,27 @@ impl EventBus for JetStream {
             return Ok(None);
         }
         self.get(&stream, last).await
+    }
+
+    async fn groups(&self, topic: &Topic) -> Result<Vec<GroupPosition>, BusError> {
+        let Some(mut stream) = self.existing(topic).await? else { return Ok(Vec::new()) };
+        let last = stream.info().await.map_err(BusError::nats)?.state.last_sequence;
+        let names: Vec<String> = stream.consumer_names().try_collect().await.map_err(BusError::nats)?;
+        // One durable consumer per group and partition, named `GROUP-PARTITION`.
+        let mut groups: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+        for name in names {
+            let Some((group, partition)) = name.rsplit_once('-') else { continue };
+            if partition.parse::<u16>().is_err() {
+                continue;
+            }
+            let info = stream.consumer_info(&name).await.map_err(BusError::nats)?;
+            let left = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+            groups.entry(group.to_string()).or_default().push((info.ack_floor.stream_sequence, left));
+        }
+        groups
+            .into_iter()
+            .map(|(group, lags)| Ok(GroupPosition::new(Group::from_storage_name(&group)?, lags, last)))
+            .collect()
     }
 
     fn backend(&self) -> &'static str {

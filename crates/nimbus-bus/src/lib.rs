@@ -42,7 +42,7 @@ pub mod http;
 mod jetstream;
 mod topic;
 
-pub use bus::{Acker, BusConfig, Delivery, EventBus, PublishOptions, Published, Stored, Subscription};
+pub use bus::{Acker, BusConfig, Delivery, EventBus, GroupPosition, PublishOptions, Published, Stored, Subscription};
 pub use embedded::Embedded;
 pub use error::BusError;
 pub use event::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};

@@ -35,6 +35,14 @@ impl Scoped {
         Ok(Self { storage: nimbus_manifest::scoped_name(app, name), app_len: app.len() })
     }
 
+    fn from_storage_name(stored: &str, dots: bool) -> Result<Self, BusError> {
+        let (app, name) = nimbus_manifest::split_scoped(stored).ok_or_else(|| BusError::InvalidName {
+            name: stored.to_string(),
+            why: "stored without its app (written by an older Nimbus)",
+        })?;
+        Self::new(app, name, dots)
+    }
+
     fn app(&self) -> &str {
         &self.storage[..self.app_len]
     }
@@ -52,11 +60,7 @@ impl Topic {
 
     /// The topic a storage name stands for (what [`Topic::storage_name`] returned).
     pub fn from_storage_name(stored: &str) -> Result<Self, BusError> {
-        let (app, name) = nimbus_manifest::split_scoped(stored).ok_or_else(|| BusError::InvalidName {
-            name: stored.to_string(),
-            why: "stored without its app (written by an older Nimbus)",
-        })?;
-        Self::new(app, name)
+        Scoped::from_storage_name(stored, true).map(Self)
     }
 
     /// Another topic of the same app.
@@ -84,6 +88,11 @@ impl Group {
     /// Validates the app and the group name.
     pub fn new(app: &str, name: &str) -> Result<Self, BusError> {
         Scoped::new(app, name, false).map(Self)
+    }
+
+    /// The group a storage name stands for (what [`Group::storage_name`] returned).
+    pub fn from_storage_name(stored: &str) -> Result<Self, BusError> {
+        Scoped::from_storage_name(stored, false).map(Self)
     }
 
     /// The app the group belongs to.

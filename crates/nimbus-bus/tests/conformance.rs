@@ -96,6 +96,7 @@ both!(
     read_lists_events_and_unknown_topic_is_empty,
     retention_deletes_old_events,
     apps_never_share_topics_or_groups,
+    groups_report_their_acknowledged_position_and_lag,
 );
 
 async fn publish_then_consume(b: Backend) {
@@ -531,4 +532,41 @@ async fn apps_never_share_topics_or_groups(b: Backend) {
     assert_eq!(next(&mut other).await.event.id(), "shop/payments", "billing's group `bill` is not shop's");
     assert_eq!(Topic::from_storage_name(t("a_b", "c").storage_name()).unwrap(), t("a_b", "c"));
     assert!(Topic::from_storage_name("orders").is_err(), "a name without its app");
+}
+
+async fn groups_report_their_acknowledged_position_and_lag(b: Backend) {
+    let bus = b.bus().await;
+    let t = topic("lagging");
+    assert!(bus.groups(&t).await.expect("groups").is_empty(), "an unknown topic has no groups");
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(bus.publish(&t, &event(i, None), PublishOptions::default()).await.expect("publish").seq);
+    }
+    assert!(bus.groups(&t).await.expect("groups").is_empty(), "no group subscribed yet");
+    let mut sub = bus.subscribe(&t, &group("slow")).await.expect("subscribe");
+    let _idle = bus.subscribe(&t, &group("idle")).await.expect("subscribe");
+    let mut acked = HashSet::new();
+    for _ in 0..4 {
+        let d = next(&mut sub).await;
+        acked.insert(d.seq);
+        d.ack().await.expect("ack");
+    }
+    // A delivered but unacknowledged event is still pending.
+    let held = next(&mut sub).await;
+    let positions = bus.groups(&t).await.expect("groups");
+    let names: Vec<_> = positions.iter().map(|p| p.group.name()).collect();
+    assert_eq!(names, ["idle", "slow"]);
+    assert_eq!((positions[0].acked, positions[0].pending), (0, 10), "idle has acknowledged nothing");
+    let slow = &positions[1];
+    assert_eq!(slow.pending, 6, "{slow:?}");
+    assert!(slow.acked < held.seq, "{slow:?}: the held event {} is not acknowledged", held.seq);
+    assert!(seqs.iter().filter(|s| **s <= slow.acked).all(|s| acked.contains(s)), "{slow:?} acknowledged {acked:?}");
+    held.ack().await.expect("ack");
+    for _ in 0..5 {
+        next(&mut sub).await.ack().await.expect("ack");
+    }
+    let positions = bus.groups(&t).await.expect("groups");
+    let slow = positions.iter().find(|p| p.group == group("slow")).expect("slow");
+    assert_eq!((slow.acked, slow.pending), (*seqs.last().expect("seqs"), 0), "caught up");
+    assert!(bus.groups(&topic("other")).await.expect("groups").is_empty());
 }

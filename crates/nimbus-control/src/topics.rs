@@ -1,12 +1,13 @@
 //! The topic endpoints of the control API: publish to, read (and long-poll, for tailing) an
-//! app's topic, and replay a dead-letter topic (`/v1/apps/APP/topics/TOPIC/...`).
+//! app's topic, see how far its consumer groups are, and replay a dead-letter topic
+//! (`/v1/apps/APP/topics/TOPIC/...`).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use nimbus_bus::{AttributesReader, PublishOptions, Topic};
@@ -29,6 +30,7 @@ type TopicsApp = State<Arc<DataState>>;
 pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
         .route("/v1/apps/{app}/topics/{topic}/events", post(publish).get(read))
+        .route("/v1/apps/{app}/topics/{topic}/groups", get(groups))
         .route("/v1/apps/{app}/topics/{topic}/replay", post(replay))
 }
 
@@ -104,6 +106,43 @@ pub struct StoredEvent {
     /// The CloudEvent (JSON format).
     #[schema(value_type = Object)]
     pub event: serde_json::Value,
+}
+
+/// The consumer groups of a topic.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupList {
+    /// One entry per group that ever subscribed, by name.
+    pub groups: Vec<GroupInfo>,
+}
+
+/// How far one consumer group is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    /// The group's name (a trigger's group).
+    pub group: String,
+    /// Every event up to this position is acknowledged by the group (0: maybe none is).
+    pub acked: u64,
+    /// Events the group has not acknowledged yet, delivered or not.
+    pub lag: u64,
+}
+
+/// Where each consumer group of a topic is: its acknowledged position and its lag.
+#[utoipa::path(get, path = "/v1/apps/{app}/topics/{topic}/groups", tag = "events", params(("app" = String, Path), ("topic" = String, Path)),
+    responses((status = 200, body = GroupList), (status = 400, body = crate::ErrorBody), (status = 404, body = crate::ErrorBody)))]
+async fn groups(
+    State(s): TopicsApp,
+    Path((app, name)): Path<(String, String)>,
+    caller: Caller,
+) -> Result<Json<GroupList>, ControlError> {
+    let topic = topic(&s, &caller, Action::DataRead, &app, &name)?;
+    let groups = s
+        .bus()?
+        .groups(&topic)
+        .await?
+        .into_iter()
+        .map(|g| GroupInfo { group: g.group.name().to_string(), acked: g.acked, lag: g.pending })
+        .collect();
+    Ok(Json(GroupList { groups }))
 }
 
 /// Reads events; with `wait_ms`, waits for the first one (for `nimbus events tail`).

@@ -79,6 +79,11 @@ impl GroupShared {
         })
     }
 
+    /// Per partition, the first position not yet acknowledged.
+    pub(super) fn cursors(&self) -> Vec<u64> {
+        self.state.lock().expect("group state").parts.iter().map(|p| p.next).collect()
+    }
+
     fn persist(&self, partition: u16, next: u64, attempts: u32) {
         let _ = self.writer.send(Command::Cursor {
             topic: self.topic.clone(),

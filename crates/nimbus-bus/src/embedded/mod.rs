@@ -1,5 +1,5 @@
 //! The embedded backend: every topic a durable log in one redb file on this node.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::{BusConfig, BusError, Event, EventBus, Group, PublishOptions, Published, Stored, Subscription, Topic};
+use crate::{
+    BusConfig, BusError, Event, EventBus, Group, GroupPosition, PublishOptions, Published, Stored, Subscription, Topic,
+};
 
 mod group;
 mod record;
@@ -151,6 +153,60 @@ impl EventBus for Embedded {
         };
         let Some((seq, bytes)) = log.last().map_err(BusError::store)? else { return Ok(None) };
         Ok(Some(Stored { seq: seq.value(), event: crate::event::decode(record::json(bytes.value())?)? }))
+    }
+
+    async fn groups(&self, topic: &Topic) -> Result<Vec<GroupPosition>, BusError> {
+        let read = self.db.begin_read().map_err(BusError::store)?;
+        let name = store::part_table(topic.storage_name());
+        let index = match read.open_table(TableDefinition::<(u16, u64), ()>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(BusError::store(e)),
+        };
+        let partitions = read
+            .open_table(store::TOPICS)
+            .map_err(BusError::store)?
+            .get(topic.storage_name())
+            .map_err(BusError::store)?
+            .map_or(0, |p| p.value());
+        let log = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&store::log_table(topic.storage_name())))
+            .map_err(BusError::store)?;
+        let last = log.last().map_err(BusError::store)?.map_or(0, |(seq, _)| seq.value());
+        // Stored cursors, then those of groups live in this process (their moves are written
+        // behind); a partition without one starts at the oldest event.
+        let mut cursors: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for entry in read.open_table(store::CURSORS).map_err(BusError::store)?.iter().map_err(BusError::store)? {
+            let (key, value) = entry.map_err(BusError::store)?;
+            let (stored, group, partition) = key.value();
+            if stored == topic.storage_name() && partition < partitions {
+                let parts = cursors.entry(group.to_string()).or_insert_with(|| vec![1; usize::from(partitions)]);
+                parts[usize::from(partition)] = value.value().0;
+            }
+        }
+        for ((t, group), shared) in self.groups.lock().expect("groups").iter() {
+            if t == topic {
+                cursors.insert(group.storage_name().to_string(), shared.cursors());
+            }
+        }
+        let mut out = Vec::with_capacity(cursors.len());
+        for (group, parts) in cursors {
+            let mut lags = Vec::with_capacity(parts.len());
+            for (partition, next) in (0u16..).zip(parts) {
+                let floor = match index.range((partition, 0)..(partition, next)).map_err(BusError::store)?.next_back() {
+                    Some(entry) => entry.map_err(BusError::store)?.0.value().1,
+                    None => 0,
+                };
+                let mut left = 0;
+                for entry in index.range((partition, next)..=(partition, u64::MAX)).map_err(BusError::store)? {
+                    entry.map_err(BusError::store)?;
+                    left += 1;
+                }
+                lags.push((floor, left));
+            }
+            out.push(GroupPosition::new(Group::from_storage_name(&group)?, lags, last));
+        }
+        Ok(out)
     }
 
     fn backend(&self) -> &'static str {
