@@ -177,3 +177,52 @@ async fn until_stderr(server: &common::Server, needle: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A Python service watched by the files of its directory.
+const SERVICE_PY: &str = r#"import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+VERSION = "one"
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"service {VERSION} pid {os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_service_restarts_behind_the_swap_without_a_failed_request() {
+    let app = common::App::new(
+        "[app]\nname = \"svc\"\n\n[component.py]\ncommand = [\"python3\", \"svc.py\"]\n\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"py\"\n",
+    );
+    std::fs::write(app.path().join("svc.py"), SERVICE_PY).unwrap();
+    let server = app.dev_dir(app.path(), &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, clients) = load(server.url("/"), 4, stop.clone());
+    until_body(&seen, "service one", &server).await;
+    edit(&app.path().join("svc.py"), "VERSION = \"one\"", "VERSION = \"two\"");
+    assert_eq!(until_body(&seen, "service two", &server).await, "dev-2");
+    // The old revision's process drained and stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.stderr().contains("service instance stopped") {
+        assert!(Instant::now() < deadline, "the old service was not stopped:\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.last.as_ref().unwrap().1.starts_with("service two"));
+    assert!(
+        seen.failures.is_empty(),
+        "{} failed requests during the swap: {:?}",
+        seen.failures.len(),
+        &seen.failures[..seen.failures.len().min(5)]
+    );
+}

@@ -18,8 +18,9 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 pub const DEFAULT_STEP: Duration = Duration::from_secs(5);
 /// How far back each component's ring reaches.
 const WINDOW: Duration = Duration::from_secs(3600);
-/// Components with a ring at most; the least recently active one makes room for a new one.
-const MAX_COMPONENTS: usize = 10_000;
+/// Components with a ring at most; the least recently active one makes room for a new one. A full
+/// ring is ~80 KB (720 points of ~112 bytes), so the history holds at most ~80 MB whatever runs.
+const MAX_COMPONENTS: usize = 1_000;
 /// Finite upper bounds of the request-duration buckets.
 const LATENCY_BOUNDS: usize = 21;
 
