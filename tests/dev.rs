@@ -226,3 +226,37 @@ async fn an_edited_service_restarts_behind_the_swap_without_a_failed_request() {
         &seen.failures[..seen.failures.len().min(5)]
     );
 }
+
+#[test]
+fn a_first_build_that_fails_waits_for_the_fix() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(NIMBUS).args(["new", "http-rust", "greet"]).current_dir(work.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = work.path().join("greet");
+    edit(&dir.join("src/lib.rs"), "let text = format!", "let text = format!!");
+    let mut child = Command::new(NIMBUS)
+        .args(["dev", "--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(work.path().join("cache"))
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("nothing is served yet") {
+            break;
+        }
+        assert!(!line.starts_with("Serving app"), "served a broken app:\n{seen}");
+    }
+    assert!(seen.contains("the build of `greet` failed"), "{seen}");
+    edit(&dir.join("src/lib.rs"), "let text = format!!", "let text = format!");
+    let served = lines.find(|l| l.starts_with("Serving app"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served.is_some(), "never served after the fix:\n{seen}");
+}

@@ -31,13 +31,24 @@ pub(crate) struct DevArgs {
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     let loaded = LoadedManifest::load(&args.dir)?;
-    crate::build::build_all(&loaded, &[])?;
     crate::up::async_runtime()?.block_on(serve(args, loaded))
 }
 
-async fn serve(args: DevArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
+async fn serve(args: DevArgs, mut loaded: LoadedManifest) -> anyhow::Result<()> {
     let data_dir = args.local.data_dir(&loaded);
     let mut watcher = Watcher::new(loaded.dir())?;
+    let debounce = Duration::from_millis(args.debounce_ms);
+    // Until the first build succeeds there is nothing to serve: wait for a fix.
+    while let Err(e) = build(&loaded, Vec::new()).await {
+        println!("✗ {e:#}\n  nothing is served yet; save a fix to try again");
+        let changes = watcher.next(&Plan::new(&loaded, &data_dir)?, debounce).await;
+        if changes.manifest {
+            match LoadedManifest::load(&loaded.path) {
+                Ok(edited) => loaded = edited,
+                Err(e) => println!("✗ {e}"),
+            }
+        }
+    }
     let Started { host, swap, live, listening, base } =
         crate::up::start(&args.local, &loaded, Needs::Everything, &revision_id(1)).await?;
     for name in Plan::unwatched(&loaded) {
@@ -45,7 +56,6 @@ async fn serve(args: DevArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     }
     println!("Watching {} for changes (revision {} serving)", loaded.dir().display(), revision_id(1));
     let mut dev = Dev { host, swap: swap.clone(), live, loaded, data_dir, base, number: 1 };
-    let debounce = Duration::from_millis(args.debounce_ms);
     let served = tokio::select! {
         served = listening.serve(swap) => served,
         stopped = dev.follow(&mut watcher, debounce) => stopped,
@@ -54,6 +64,17 @@ async fn serve(args: DevArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
     served?;
     println!("Stopped.");
     Ok(())
+}
+
+/// The longest the old revision waits for the requests routed to it before it stops.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the build commands of `components` (all when empty) off the async threads.
+async fn build(loaded: &LoadedManifest, components: Vec<String>) -> anyhow::Result<()> {
+    let loaded = loaded.clone();
+    tokio::task::spawn_blocking(move || crate::build::build_all(&loaded, &components))
+        .await
+        .context("the build was cancelled")?
 }
 
 /// `dev-N`: the Nth revision `nimbus dev` served.
@@ -99,21 +120,18 @@ impl Dev {
     /// Builds what changed, assembles the new revision and swaps it in.
     async fn reload(&mut self, changes: Changes, saved: Instant) -> anyhow::Result<()> {
         let loaded = if changes.manifest { LoadedManifest::load(&self.loaded.path)? } else { self.loaded.clone() };
-        let mut build: Vec<String> = changes.components.into_iter().collect();
+        let mut to_build: Vec<String> = changes.components.into_iter().collect();
         // A component the edit added, or whose build changed, is built too.
         for (name, c) in &loaded.manifest.component {
             let before = self.loaded.manifest.component.get(name);
-            if c.build.is_some() && before.is_none_or(|b| b.build != c.build) && !build.contains(name) {
-                build.push(name.clone());
+            if c.build.is_some() && before.is_none_or(|b| b.build != c.build) && !to_build.contains(name) {
+                to_build.push(name.clone());
             }
         }
-        build.retain(|name| loaded.manifest.component.get(name).is_some_and(|c| c.build.is_some()));
+        to_build.retain(|name| loaded.manifest.component.get(name).is_some_and(|c| c.build.is_some()));
         let built = Instant::now();
-        if !build.is_empty() {
-            let (to_build, in_dir) = (build.clone(), loaded.clone());
-            tokio::task::spawn_blocking(move || crate::build::build_all(&in_dir, &to_build))
-                .await
-                .context("the build was cancelled")??;
+        if !to_build.is_empty() {
+            build(&loaded, to_build).await?;
         }
         let build_time = built.elapsed();
         let loading = Instant::now();
@@ -150,10 +168,16 @@ impl Dev {
                 &self.base,
             );
         }
-        // Requests routed to the old revision keep it alive until they finish; its services drain
-        // theirs before they stop.
-        drop(old);
-        tokio::spawn(previous.stop());
+        // Requests routed to the old revision hold it until their response starts; then its
+        // services drain what they are still sending, and stop.
+        tokio::spawn(async move {
+            let deadline = Instant::now() + DRAIN;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop(old);
+            previous.stop().await;
+        });
         Ok(())
     }
 }

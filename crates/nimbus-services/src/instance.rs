@@ -165,6 +165,17 @@ impl Instance {
     }
 
     /// SIGTERM to its process group, SIGKILL after `grace` if it is still there.
+    /// Waits until the process has no request in flight (or has exited), at most `within`.
+    pub(crate) async fn drain(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.in_flight.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+            && self.exit_status().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub(crate) async fn terminate(&self, grace: Duration) -> ExitStatus {
         self.ready.store(false, Ordering::Release);
         self.connections.close_idle();

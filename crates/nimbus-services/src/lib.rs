@@ -419,6 +419,9 @@ impl Service {
         for slot in &slots {
             slot.stop.send_replace(true);
         }
+        // No new request reaches these processes; the ones they are serving finish first.
+        let drain = self.spec.timeout.unwrap_or(supervisor::MAX_DRAIN);
+        futures::future::join_all(slots.iter().filter_map(|s| s.instance.as_ref()).map(|i| i.drain(drain))).await;
         for instance in slots.iter().filter_map(|s| s.instance.as_ref()) {
             let status = instance.terminate(self.spec.grace).await;
             tracing::info!(component = %self.spec.name, instance = instance.id, %status, "service instance stopped");

@@ -20,7 +20,7 @@ const CRASH_LOOP_AFTER: u32 = 3;
 
 /// How long a process being scaled down may take to finish its requests when the service has
 /// no request time limit.
-const MAX_DRAIN: Duration = Duration::from_secs(300);
+pub(crate) const MAX_DRAIN: Duration = Duration::from_secs(300);
 
 /// Runs one process slot until the slot or the whole service is stopped.
 pub(crate) async fn run_slot(service: Arc<Service>, slot: u64, mut stop: watch::Receiver<bool>) {
@@ -104,16 +104,9 @@ async fn run_instance(
         Ok(()) if !service.is_stopping() => metrics.eviction("idle"),
         Ok(()) => {}
     }
-    if ended.is_ok() && !service.is_stopping() {
-        // Scaled down: let its requests finish before it is told to stop.
-        let drain = spec.timeout.unwrap_or(MAX_DRAIN);
-        let deadline = Instant::now() + drain;
-        while instance.in_flight.load(Ordering::Acquire) > 0
-            && Instant::now() < deadline
-            && instance.exit_status().is_none()
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    if ended.is_ok() {
+        // Scaled down, or the service stops: let its requests finish before it is told to stop.
+        instance.drain(spec.timeout.unwrap_or(MAX_DRAIN)).await;
     }
     let status = instance.terminate(spec.grace).await;
     if ended.is_ok() {
