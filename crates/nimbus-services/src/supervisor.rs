@@ -1,7 +1,6 @@
 //! Keeps a service's processes running: start, wait for readiness, watch for exit and liveness
 //! failures, replace with exponential backoff, and report a crash loop instead of hiding it.
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::instance::Instance;
