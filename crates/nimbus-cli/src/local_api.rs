@@ -133,7 +133,8 @@ pub(crate) async fn serve(
     let Backends { bus, kv, observer, workflows } = backends;
     let auth = callers(serving.app, serving.token);
     let workflows = workflows.map(|w| Arc::new(ServedWorkflows(w)) as Arc<dyn nimbus_control::AppWorkflows>);
-    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows, ingress: None }));
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows, ingress: None }))
+        .merge(nimbus_console::routes());
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {
         if let Err(e) = nimbus_gateway::serve(listener, handler, stop, config).await {

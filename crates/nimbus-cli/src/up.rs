@@ -170,6 +170,7 @@ async fn serve(args: UpArgs, loaded: LoadedManifest) -> anyhow::Result<()> {
         local_api.addr,
         file.display()
     );
+    println!("Console: {scheme}://{}/console/ (log in with the token in {})", local_api.addr, file.display());
     println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{}", local_api.addr)));
     println!("Health check: {scheme}://{addr}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");

@@ -1,0 +1,95 @@
+// Live plots per component from `GET /v1/metrics/series`: request rate, latency percentiles,
+// error rate, cold vs warm starts, admission queue depth, instances and memory. Polls while the
+// page is open; the time range picker sets `range_s`.
+import { getJSON, qs } from './api.js';
+import { bytes, errorBox, field, h, heading, replace } from './dom.js';
+import { linePlot } from './plot.js';
+
+const RANGES = [['5 minutes', 300], ['15 minutes', 900], ['1 hour', 3600], ['6 hours', 21600], ['24 hours', 86400]];
+const POLL_MS = 5000;
+
+const num = (digits) => (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(digits));
+const pct = (v) => `${(v * 100).toFixed(v < 0.1 ? 1 : 0)}%`;
+const msFmt = (v) => `${num(1)(v)} ms`;
+
+/** Which plots a component gets: key, title, the point fields drawn and how values read. */
+const PLOTS = [
+  ['rps', 'Request rate (req/s)', [['req/s', 'rps']], num(2)],
+  ['latency', 'Latency', [['p50', 'p50_ms'], ['p95', 'p95_ms'], ['p99', 'p99_ms']], msFmt],
+  ['errors', 'Error rate', [['errors', 'error_rate']], pct],
+  ['starts', 'Cold vs warm starts (per step)', [['cold', 'cold'], ['warm', 'warm']], num(0)],
+  ['queue', 'Admission queue depth', [['queued', 'queue_depth']], num(0)],
+  ['instances', 'Instances', [['instances', 'instances']], num(0)],
+  ['memory', 'Memory', [['memory', 'memory_bytes']], bytes],
+];
+
+/** `#/metrics`: the plots of the current app, every component or one. */
+export async function render(view, { app, query }) {
+  const range = h('select', { id: 'range' }, RANGES.map(([label, s]) => h('option', { value: String(s), text: label })));
+  range.value = query.get('range_s') || '900';
+  const component = h('select', { id: 'component' }, h('option', { value: '', text: 'every component' }));
+  const updated = h('p', { class: 'meta', id: 'metrics-updated', role: 'status', 'aria-live': 'polite' });
+  const plots = h('div', { id: 'plots' });
+  replace(view,
+    heading(`Metrics of ${app}`),
+    h('form', { class: 'toolbar', onsubmit: (ev) => ev.preventDefault() },
+      field('Time range', range), field('Component', component)),
+    updated,
+    plots);
+
+  let timer = null;
+  let stopped = false;
+  let controller = null;
+  const known = new Set();
+  const poll = async () => {
+    controller = new AbortController();
+    try {
+      const data = await getJSON(`/v1/metrics/series${qs({ app, component: component.value, range_s: range.value })}`, { signal: controller.signal });
+      for (const s of data.series) {
+        if (!known.has(s.component)) {
+          known.add(s.component);
+          component.append(h('option', { value: s.component, text: s.component }));
+        }
+      }
+      drawAll(plots, data, Number(range.value));
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()} · one point per ${data.step_s} s · ${summary(data)}`;
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      replace(plots, errorBox(e));
+      updated.textContent = '';
+    }
+    if (!stopped) timer = setTimeout(poll, POLL_MS);
+  };
+  const restart = () => { clearTimeout(timer); controller?.abort(); poll(); };
+  range.addEventListener('change', restart);
+  component.addEventListener('change', restart);
+  await poll();
+  return () => { stopped = true; clearTimeout(timer); controller?.abort(); };
+}
+
+function summary(data) {
+  if (!data.series.length) return 'no requests in this range';
+  return data.series.map((s) => {
+    const last = s.points[s.points.length - 1];
+    return `${s.component}: ${last ? `${num(2)(last.rps)} req/s` : 'no data'}`;
+  }).join('; ');
+}
+
+function drawAll(container, data, rangeS) {
+  const now = Date.now();
+  const newest = Math.max(now, ...data.series.flatMap((s) => s.points.map((p) => p.t)));
+  const window = [newest - rangeS * 1000, newest];
+  if (!data.series.length) {
+    replace(container, h('p', { text: 'No data in this range yet: plots appear once the app serves requests.' }));
+    return;
+  }
+  replace(container, data.series.map((s) => h('section', { class: 'component', dataset: { component: s.component }, 'aria-label': `Component ${s.component}` },
+    h('h2', { text: s.component }),
+    h('div', { class: 'plots' }, PLOTS.map(([key, title, fields, format]) => linePlot({
+      key,
+      title,
+      window,
+      format,
+      series: fields.map(([name, f]) => ({ name, points: s.points.map((p) => [p.t, p[f] ?? null]) })),
+    }))))));
+}
