@@ -46,7 +46,7 @@ export function trafficFrom(inputs, tags) {
 }
 
 /** `#/apps/NAME`: revisions, the traffic editor, rollback and history. */
-export async function renderApp(view, { app }) {
+export async function renderApp(view, { app, notice }) {
   if (session.local) {
     replace(view, heading(`App ${app}`), h('p', {
       text: '`nimbus up` serves the app directory as it is: revisions, traffic splits and rollbacks exist on `nimbus server`. Metrics, traces, logs, topics, KV and workflows of this app are in the menu.',
@@ -55,7 +55,7 @@ export async function renderApp(view, { app }) {
   }
   const base = `/v1/apps/${seg(app)}`;
   const [info, revisions] = await Promise.all([getJSON(base), getJSON(`${base}/revisions`)]);
-  const result = h('div', { id: 'traffic-result', role: 'status', 'aria-live': 'polite' });
+  const result = h('div', { id: 'traffic-result', role: 'status', 'aria-live': 'polite' }, notice ? h('p', { class: 'ok', text: notice }) : null);
   const history = h('section', { 'aria-labelledby': 'history-title' }, h('h2', { id: 'history-title', text: 'Deploy history' }));
   replace(view,
     heading(`App ${app}`),
@@ -63,9 +63,14 @@ export async function renderApp(view, { app }) {
     h('section', { 'aria-labelledby': 'revisions-title' },
       h('h2', { id: 'revisions-title', text: 'Revisions' }),
       revisionsTable(revisions)),
-    trafficForm(app, revisions, info.traffic, result, () => renderApp(view, { app })),
+    trafficForm(app, revisions, info.traffic, result, (done) => renderApp(view, { app, notice: done })),
     result,
     history);
+  if (notice) {
+    // The form was rebuilt: keep keyboard focus near what was just done.
+    result.setAttribute('tabindex', '-1');
+    result.focus();
+  }
   await renderHistory(history, app, revisions);
 }
 
@@ -99,9 +104,9 @@ function trafficForm(app, revisions, traffic, result, reload) {
     replace(result);
     try {
       const after = await call();
-      replace(result, h('p', { class: 'ok', text: `${what}: ${trafficText(after)}` }));
       announce(`${what}.`);
-      await reload();
+      // Re-read the app (revisions' percents, loaded state) and say what was done there.
+      await reload(`${what}: ${trafficText(after)}`);
     } catch (e) {
       replace(result, errorBox(e));
       announce(`${what} refused: ${e.message}`);
