@@ -100,7 +100,8 @@ async fn the_console_works_in_a_browser() {
         let (status, body) = p.deploy(&admin, bundle(version)).await;
         assert_eq!(status, 201, "{body}");
     }
-    let created = p.admin_cli(&["tokens", "create", "--name", "console-viewer", "--role", "viewer", "--output", "json"]);
+    let created =
+        p.admin_cli(&["tokens", "create", "--name", "console-viewer", "--role", "viewer", "--output", "json"]);
     let viewer: serde_json::Value = serde_json::from_str(&created).unwrap();
     let viewer = viewer["token"].as_str().unwrap().to_string();
 

@@ -99,11 +99,9 @@ fn redirect() -> Response {
 
 fn serve(name: &str) -> Response {
     let resp = match asset(name) {
-        Some(a) => (
-            [(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "no-cache")],
-            a.bytes,
-        )
-            .into_response(),
+        Some(a) => {
+            ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "no-cache")], a.bytes).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -137,9 +135,7 @@ mod tests {
     /// The values of `attr="..."` in `html`.
     fn attribute_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
         let needle = format!("{attr}=\"");
-        html.match_indices(&needle)
-            .filter_map(|(at, _)| html[at + needle.len()..].split('"').next())
-            .collect()
+        html.match_indices(&needle).filter_map(|(at, _)| html[at + needle.len()..].split('"').next()).collect()
     }
 
     /// The relative modules a script imports (`from './x.js'`, `import './x.js'`).
@@ -204,7 +200,10 @@ mod tests {
         assert_eq!((status, &headers[header::CONTENT_TYPE]), (StatusCode::OK, &HeaderValue::from_static(JS)));
 
         let (status, headers, _) = get("/console").await;
-        assert_eq!((status, &headers[header::LOCATION]), (StatusCode::PERMANENT_REDIRECT, &HeaderValue::from_static(PREFIX)));
+        assert_eq!(
+            (status, &headers[header::LOCATION]),
+            (StatusCode::PERMANENT_REDIRECT, &HeaderValue::from_static(PREFIX))
+        );
 
         for missing in ["/console/nope.js", "/console/..%2FCargo.toml", "/console/index.html.bak"] {
             let (status, headers, _) = get(missing).await;
