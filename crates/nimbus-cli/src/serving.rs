@@ -122,6 +122,7 @@ impl ObserveArgs {
             dir: Some(data_dir.join("telemetry")),
             traces: !self.no_telemetry,
             metrics: !self.no_telemetry,
+            series_step: nimbus_observe::DEFAULT_SERIES_STEP,
             sample_ratio: self.trace_sample,
             trace_store: Bounds { max_bytes: self.trace_store_mb << 20, retention: self.trace_retention },
             store_policy: StorePolicy { slow: self.trace_slow, per_second: self.trace_keep },

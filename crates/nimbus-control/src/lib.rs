@@ -105,7 +105,7 @@ pub use local_guard::guard_local;
 pub use migrate::{MigrateError, migrate_state};
 pub use model::*;
 pub use nodes::{Labels, NODES_BUCKET, NodeConfig, NodeInfo, NodeLoad, NodeService, NodeStatus, Nodes, parse_labels};
-pub use observe_api::{LogList, TraceDetail, TraceList};
+pub use observe_api::{ComponentMetricsSeries, LogList, MetricsPoint, MetricsSeries, TraceDetail, TraceList};
 pub use path::path_segment;
 pub use platform::{AppData, DeployOptions, Platform};
 pub use policy::Authorizer;

@@ -1,5 +1,5 @@
-//! The observability endpoints of the control API: `/metrics` (OpenMetrics text), the trace
-//! store (`/v1/traces`, `/v1/traces/{id}`) and the log store (`/v1/logs`, optionally followed as
+//! The observability endpoints of the control API: `/metrics` (OpenMetrics text), its recent
+//! per-step history as JSON (`/v1/metrics/series`, for live plots), the trace store (`/v1/traces`, `/v1/traces/{id}`) and the log store (`/v1/logs`, optionally followed as
 //! NDJSON). Served with the data endpoints, under the same tokens.
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ type ObserveApp = State<Arc<DataState>>;
 pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/metrics/series", get(series))
         .route("/v1/traces", get(list_traces))
         .route("/v1/traces/{id}", get(show_trace))
         .route("/v1/logs", get(logs))
@@ -37,13 +38,134 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
     responses((status = 200, content_type = "application/openmetrics-text", body = String), (status = 404, body = crate::ErrorBody)))]
 async fn metrics(State(s): ObserveApp, caller: Caller) -> Result<Response, ControlError> {
     s.check(&caller, Action::Read)?;
-    let metrics = s
-        .observer
-        .metrics()
-        .ok_or_else(|| ControlError::NotFound("metrics are off on this node (it runs with --no-telemetry)".into()))?;
+    let metrics = node_metrics(&s)?;
     let mut resp = metrics.render().into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(nimbus_observe::METRICS_CONTENT_TYPE));
     Ok(resp)
+}
+
+fn node_metrics(s: &DataState) -> Result<&nimbus_observe::Metrics, ControlError> {
+    s.observer
+        .metrics()
+        .ok_or_else(|| ControlError::NotFound("metrics are off on this node (it runs with --no-telemetry)".into()))
+}
+
+/// Which components' history to read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct SeriesQuery {
+    /// Only this app's components.
+    app: Option<String>,
+    /// Only components of this name.
+    component: Option<String>,
+    /// The last this many seconds (default 900, at most 3600).
+    #[param(minimum = 1, maximum = 3600)]
+    range_s: Option<u64>,
+}
+
+/// The recent history of this node's metrics, one series per component.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MetricsSeries {
+    /// Seconds between two points.
+    pub step_s: f64,
+    /// One entry per component that was active in the last hour, by app and component.
+    pub series: Vec<ComponentMetricsSeries>,
+}
+
+/// The points of one component, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ComponentMetricsSeries {
+    /// The app.
+    pub app: String,
+    /// The component.
+    pub component: String,
+    /// One point per step.
+    pub points: Vec<MetricsPoint>,
+}
+
+/// One step of one component: counts are of the step, gauges as of its end.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MetricsPoint {
+    /// The end of the step, in Unix milliseconds.
+    pub t: u64,
+    /// Requests, event deliveries and actor calls that ended in the step.
+    pub requests: u64,
+    /// Requests per second over the step.
+    pub rps: f64,
+    /// Those that failed: HTTP 5xx, and event deliveries and actor calls that did not end `ok`.
+    pub errors: u64,
+    /// `errors / requests` (0..1); null without requests.
+    pub error_rate: Option<f64>,
+    /// Estimated median duration in milliseconds (from the duration histogram's buckets); null
+    /// without requests.
+    pub p50_ms: Option<f64>,
+    /// Estimated 95th percentile duration in milliseconds.
+    pub p95_ms: Option<f64>,
+    /// Estimated 99th percentile duration in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Cold instantiations in the step.
+    pub cold: u64,
+    /// Warm instantiations in the step.
+    pub warm: u64,
+    /// Requests waiting for an admission slot at the end of the step.
+    pub queue_depth: u64,
+    /// Live instances at the end of the step.
+    pub instances: u64,
+    /// Memory of live instances at the end of the step, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl MetricsPoint {
+    fn new(p: &nimbus_observe::SeriesPoint, step_s: f64) -> Self {
+        Self {
+            t: p.t,
+            requests: p.requests,
+            rps: p.requests as f64 / step_s,
+            errors: p.errors,
+            error_rate: (p.requests > 0).then(|| (p.errors as f64 / p.requests as f64).min(1.0)),
+            p50_ms: p.p50_ms,
+            p95_ms: p.p95_ms,
+            p99_ms: p.p99_ms,
+            cold: p.cold,
+            warm: p.warm,
+            queue_depth: p.queue_depth,
+            instances: p.instances,
+            memory_bytes: p.memory_bytes,
+        }
+    }
+}
+
+/// The last `range_s` seconds of this node's metrics per component, a point per step (JSON for
+/// live plots; `/metrics` has the cumulative figures).
+#[utoipa::path(get, path = "/v1/metrics/series", tag = "observability", params(SeriesQuery),
+    responses((status = 200, body = MetricsSeries), (status = 400, body = crate::ErrorBody), (status = 404, body = crate::ErrorBody)))]
+async fn series(
+    State(s): ObserveApp,
+    caller: Caller,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
+) -> Result<Json<MetricsSeries>, ControlError> {
+    s.check(&caller, Action::Read)?;
+    let q = crate::api::query(q)?;
+    let range_s = q.range_s.unwrap_or(900);
+    if !(1..=3600).contains(&range_s) {
+        return Err(ControlError::bad_request(
+            format!("range_s={range_s} is out of range"),
+            "range_s is how many seconds back to read, from 1 to 3600 (the history is an hour deep)",
+        ));
+    }
+    let history = node_metrics(&s)?.series();
+    let step_s = history.step().as_secs_f64();
+    let series = history
+        .query(q.app.as_deref(), q.component.as_deref(), Duration::from_secs(range_s))
+        .into_iter()
+        .map(|c| ComponentMetricsSeries {
+            points: c.points.iter().map(|p| MetricsPoint::new(p, step_s)).collect(),
+            app: c.app,
+            component: c.component,
+        })
+        .collect();
+    Ok(Json(MetricsSeries { step_s, series }))
 }
 
 /// Which traces to list.

@@ -16,7 +16,9 @@ fn openapi_document_is_checked_in_and_current() {
     );
     let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/deployments", "/v1/apps/{app}/traffic", "/v1/apps/{app}/rollback", "/v1/tokens"] {
+    for path in
+        ["/v1/deployments", "/v1/apps/{app}/traffic", "/v1/apps/{app}/rollback", "/v1/tokens", "/v1/metrics/series"]
+    {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");

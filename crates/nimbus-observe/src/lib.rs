@@ -1,5 +1,6 @@
 //! Nimbus observability: W3C traces with spans for every hop, exported over OTLP and kept in an
-//! embedded trace store; Prometheus/OpenMetrics metrics; per-invocation logs.
+//! embedded trace store; Prometheus/OpenMetrics metrics and their recent per-step history
+//! ([`Series`]); per-invocation logs.
 //!
 //! This crate owns the data model and where the data goes. An [`Observer`] (one per process)
 //! holds the [`Tracer`], the [`Metrics`] registry and the telemetry pipeline: a background
@@ -7,7 +8,9 @@
 //! writes them to bounded on-disk stores ([`TraceStore`] of OTLP protobuf spans, which keeps the
 //! traces its [`StorePolicy`] selects; [`LogStore`] of JSON records) and, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports every span with `opentelemetry-otlp`
-//! (http/protobuf or gRPC, per `OTEL_EXPORTER_OTLP_PROTOCOL`). Request paths never wait on it: a
+//! (http/protobuf or gRPC, per `OTEL_EXPORTER_OTLP_PROTOCOL`). With metrics on, a second thread
+//! samples every component's metrics each step into the [`Series`]; both threads end when the
+//! last clone of the observer is dropped. Request paths never wait on it: a
 //! full buffer drops telemetry and counts it in `nimbus_telemetry_dropped_total`. It does not
 //! decide what to instrument or serve the data over HTTP (the gateway, executors and control
 //! API do).
@@ -59,6 +62,7 @@ mod pipeline;
 mod policy;
 mod report;
 mod segments;
+mod series;
 mod span;
 mod traces;
 
@@ -79,10 +83,12 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use report::{Cause, cause, report};
 pub use segments::Bounds;
+pub use series::{ComponentSeries, DEFAULT_STEP as DEFAULT_SERIES_STEP, Series, SeriesPoint};
 pub use span::{Span, SpanRef, Tracer};
 pub use traces::{SpanView, TraceQuery, TraceStore, TraceSummary};
 
 use crate::pipeline::{Pipeline, Sinks};
+use crate::series::Sampler;
 
 /// What went wrong starting the observer.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,9 @@ pub enum ObserveError {
         "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built; check the OTEL_EXPORTER_OTLP_* variables"
     )]
     Otlp(#[source] Cause),
+    /// The thread sampling metrics into the series could not be started.
+    #[error("could not start the metrics sampler thread")]
+    Sampler(#[source] std::io::Error),
 }
 
 /// How the observer is set up.
@@ -110,8 +119,10 @@ pub struct ObserveConfig {
     pub dir: Option<PathBuf>,
     /// Record spans.
     pub traces: bool,
-    /// Keep metrics for `/metrics`.
+    /// Keep metrics for `/metrics`, and their per-step history.
     pub metrics: bool,
+    /// The time between two points of the metrics' history ([`Series`]).
+    pub series_step: Duration,
     /// Share of new traces recorded (a sampled incoming `traceparent` is always followed).
     pub sample_ratio: f64,
     /// Bounds of the trace store.
@@ -129,6 +140,7 @@ impl Default for ObserveConfig {
             dir: None,
             traces: true,
             metrics: true,
+            series_step: DEFAULT_SERIES_STEP,
             sample_ratio: 1.0,
             trace_store: Bounds { max_bytes: 128 << 20, retention: day },
             store_policy: StorePolicy::default(),
@@ -147,6 +159,8 @@ struct Inner {
     pipeline: Option<Arc<Pipeline>>,
     traces: Option<TraceStore>,
     logs: Option<LogStore>,
+    /// Samples the metrics into their series until dropped.
+    _sampler: Option<Sampler>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -170,7 +184,9 @@ impl Observer {
     /// Opens the stores, builds the OTLP exporter if the environment asks for one, and starts
     /// the pipeline.
     pub fn start(config: ObserveConfig) -> Result<Self, ObserveError> {
-        let metrics = config.metrics.then(Metrics::new);
+        let metrics = config.metrics.then(|| Metrics::with_step(config.series_step));
+        let sampler =
+            metrics.as_ref().map(|m| Sampler::start(m.series().clone())).transpose().map_err(ObserveError::Sampler)?;
         let counters = metrics.clone().unwrap_or_default();
         let otlp = if config.traces && otlp::configured() {
             Some(otlp::Otlp::start(counters.dropped("otlp_spans")).map_err(ObserveError::Otlp)?)
@@ -190,12 +206,19 @@ impl Observer {
         let pipeline = Pipeline::start(sinks).map_err(|source| ObserveError::Store { dir, source })?;
         let tracer =
             if config.traces { Tracer::new(pipeline.clone(), config.sample_ratio) } else { Tracer::disabled() };
-        Ok(Self(Arc::new(Inner { tracer, metrics, pipeline: Some(pipeline), traces, logs })))
+        Ok(Self(Arc::new(Inner { tracer, metrics, pipeline: Some(pipeline), traces, logs, _sampler: sampler })))
     }
 
     /// Records nothing, keeps nothing: guest output goes to the process log only.
     pub fn disabled() -> Self {
-        Self(Arc::new(Inner { tracer: Tracer::disabled(), metrics: None, pipeline: None, traces: None, logs: None }))
+        Self(Arc::new(Inner {
+            tracer: Tracer::disabled(),
+            metrics: None,
+            pipeline: None,
+            traces: None,
+            logs: None,
+            _sampler: None,
+        }))
     }
 
     /// The tracer requests and deliveries start their spans from.

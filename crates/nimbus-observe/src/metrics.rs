@@ -1,6 +1,6 @@
 //! Metrics in Prometheus/OpenMetrics text (prometheus-client). Families are registered once;
 //! each component resolves its label set up front ([`ComponentMetrics`]) so request paths only
-//! touch atomics.
+//! touch atomics. Each component is also sampled into the per-step [`Series`].
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::series::{LATENCY, Probe, Series, Tally};
 
 /// The `Content-Type` of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -61,8 +63,7 @@ struct SignalLabels {
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
-    // 50 µs .. ~52 s
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
+    Histogram::new(LATENCY.iter().copied())
 }
 
 fn bytes() -> Histogram {
@@ -88,6 +89,7 @@ pub struct Metrics {
     bytes: Family<DirectionLabels, Counter>,
     dropped: Family<SignalLabels, Counter>,
     skipped: Counter,
+    series: Series,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,8 +105,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family.
+    /// Registers every family; the series has a point every [`crate::DEFAULT_SERIES_STEP`].
     pub fn new() -> Self {
+        Self::with_step(crate::DEFAULT_SERIES_STEP)
+    }
+
+    /// Registers every family; the series has a point every `step`.
+    pub(crate) fn with_step(step: Duration) -> Self {
         let m = Self {
             registry: Arc::default(),
             requests: Family::default(),
@@ -121,6 +128,7 @@ impl Metrics {
             bytes: Family::default(),
             dropped: Family::default(),
             skipped: Counter::default(),
+            series: Series::new(step),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -213,16 +221,29 @@ impl Metrics {
                 outcome: class.into(),
             })
         };
+        let (cold, warm) = (start("cold"), start("warm"));
+        let queue_depth = self.queue_depth.get_or_create_owned(&labels);
+        let instances = self.instances.get_or_create_owned(&labels);
+        let memory = self.memory.get_or_create_owned(&labels);
+        let probe = Probe {
+            tally: Arc::default(),
+            cold: cold.clone(),
+            warm: warm.clone(),
+            queue_depth: queue_depth.clone(),
+            instances: instances.clone(),
+            memory: memory.clone(),
+        };
         ComponentMetrics {
             http: [http("1xx"), http("2xx"), http("3xx"), http("4xx"), http("5xx")],
             duration: self.duration.get_or_create_owned(&labels),
-            cold: start("cold"),
-            warm: start("warm"),
+            tally: self.series.register(app, component, probe),
+            cold,
+            warm,
             instantiate_duration: self.instantiate_duration.get_or_create_owned(&labels),
-            queue_depth: self.queue_depth.get_or_create_owned(&labels),
+            queue_depth,
             queue_wait: self.queue_wait.get_or_create_owned(&labels),
-            instances: self.instances.get_or_create_owned(&labels),
-            memory: self.memory.get_or_create_owned(&labels),
+            instances,
+            memory,
             memory_peak: self.memory_peak.get_or_create_owned(&labels),
             bytes_in: dir("in"),
             bytes_out: dir("out"),
@@ -241,6 +262,11 @@ impl Metrics {
         self.skipped.clone()
     }
 
+    /// The recent per-step history of every component.
+    pub fn series(&self) -> &Series {
+        &self.series
+    }
+
     /// Every metric in OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -257,6 +283,7 @@ impl Metrics {
 pub struct ComponentMetrics {
     http: [Counter; 5],
     duration: Histogram,
+    tally: Arc<Tally>,
     cold: Counter,
     warm: Counter,
     instantiate_duration: Histogram,
@@ -289,9 +316,11 @@ impl ComponentMetrics {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.http[class].inc();
         self.duration.observe(elapsed.as_secs_f64());
+        self.tally.request(elapsed.as_secs_f64(), class == 4);
     }
 
-    /// An event delivery or actor call (`kind`) that ended with `outcome` after `elapsed`.
+    /// An event delivery or actor call (`kind`) that ended with `outcome` after `elapsed` (the
+    /// series counts every outcome but `ok` as an error).
     pub fn invocation(&self, kind: &str, outcome: &str, elapsed: Duration) {
         self.families
             .requests
@@ -303,6 +332,7 @@ impl ComponentMetrics {
             })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
+        self.tally.request(elapsed.as_secs_f64(), outcome != "ok");
     }
 
     /// A failure of class `class` (`timeout`, `trap`, `memory`, `shed`, `upstream`...).
