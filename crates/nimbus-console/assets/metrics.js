@@ -5,7 +5,8 @@ import { getJSON, qs } from './api.js';
 import { bytes, errorBox, field, h, heading, replace } from './dom.js';
 import { linePlot } from './plot.js';
 
-const RANGES = [['5 minutes', 300], ['15 minutes', 900], ['1 hour', 3600], ['6 hours', 21600], ['24 hours', 86400]];
+// The API keeps an hour of history (range_s at most 3600).
+const RANGES = [['1 minute', 60], ['5 minutes', 300], ['15 minutes', 900], ['1 hour', 3600]];
 const POLL_MS = 5000;
 
 const num = (digits) => (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(digits));
