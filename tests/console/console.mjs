@@ -211,6 +211,11 @@ try {
     await phone.evaluate((a) => { location.hash = `#/apps/${a}`; }, APP);
     await phone.locator('#traffic-form').waitFor();
     await shot(phone, 'phone-app');
+    await phone.evaluate(() => { location.hash = '#/metrics'; });
+    await phone.locator('figure[data-plot="rps"]').first().waitFor({ timeout: 10000 });
+    const metricsWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert(metricsWidth <= 390, `the metrics page is ${metricsWidth}px wide at 390px`);
+    await shot(phone, 'phone-metrics');
     await phone.context().close();
   });
 

@@ -13,21 +13,21 @@ const num = (digits) => (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(di
 const pct = (v) => `${(v * 100).toFixed(v < 0.1 ? 1 : 0)}%`;
 const msFmt = (v) => `${num(1)(v)} ms`;
 
-/** Which plots a component gets: key, title, the point fields drawn and how values read. */
+/** Which plots a component gets: key, title, the point fields drawn, how values read, counts. */
 const PLOTS = [
-  ['rps', 'Request rate (req/s)', [['req/s', 'rps']], num(2)],
-  ['latency', 'Latency', [['p50', 'p50_ms'], ['p95', 'p95_ms'], ['p99', 'p99_ms']], msFmt],
-  ['errors', 'Error rate', [['errors', 'error_rate']], pct],
-  ['starts', 'Cold vs warm starts (per step)', [['cold', 'cold'], ['warm', 'warm']], num(0)],
-  ['queue', 'Admission queue depth', [['queued', 'queue_depth']], num(0)],
-  ['instances', 'Instances', [['instances', 'instances']], num(0)],
-  ['memory', 'Memory', [['memory', 'memory_bytes']], bytes],
+  ['rps', 'Request rate (req/s)', [['req/s', 'rps']], num(2), false],
+  ['latency', 'Latency', [['p50', 'p50_ms'], ['p95', 'p95_ms'], ['p99', 'p99_ms']], msFmt, false],
+  ['errors', 'Error rate', [['errors', 'error_rate']], pct, false],
+  ['starts', 'Cold vs warm starts (per step)', [['cold', 'cold'], ['warm', 'warm']], num(0), true],
+  ['queue', 'Admission queue depth', [['queued', 'queue_depth']], num(0), true],
+  ['instances', 'Instances', [['instances', 'instances']], num(0), true],
+  ['memory', 'Memory', [['memory', 'memory_bytes']], bytes, true],
 ];
 
 /** `#/metrics`: the plots of the current app, every component or one. */
 export async function render(view, { app, query }) {
   const range = h('select', { id: 'range' }, RANGES.map(([label, s]) => h('option', { value: String(s), text: label })));
-  range.value = query.get('range_s') || '900';
+  range.value = query.get('range_s') || '300';
   const component = h('select', { id: 'component' }, h('option', { value: '', text: 'every component' }));
   const updated = h('p', { class: 'meta', id: 'metrics-updated', role: 'status', 'aria-live': 'polite' });
   const plots = h('div', { id: 'plots' });
@@ -86,11 +86,12 @@ function drawAll(container, data, rangeS) {
   }
   replace(container, data.series.map((s) => h('section', { class: 'component', dataset: { component: s.component }, 'aria-label': `Component ${s.component}` },
     h('h2', { text: s.component }),
-    h('div', { class: 'plots' }, PLOTS.map(([key, title, fields, format]) => linePlot({
+    h('div', { class: 'plots' }, PLOTS.map(([key, title, fields, format, integer]) => linePlot({
       key,
       title,
       window,
       format,
+      integer,
       series: fields.map(([name, f]) => ({ name, points: s.points.map((p) => [p.t, p[f] ?? null]) })),
     }))))));
 }

@@ -5,8 +5,9 @@
 import { h } from './dom.js';
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 600;
-const H = 160;
+// The drawing's own units; it scales uniformly (text keeps its shape) to the card's width.
+const W = 400;
+const H = 170;
 const PAD = { left: 48, right: 8, top: 8, bottom: 20 };
 
 function svg(tag, attrs = {}, text) {
@@ -16,8 +17,17 @@ function svg(tag, attrs = {}, text) {
   return el;
 }
 
-/** A "nice" upper bound for the y axis. */
-function niceMax(max) {
+/**
+ * A "nice" upper bound for the y axis; for counts, an even whole number so that the middle grid
+ * line is whole too.
+ */
+function niceMax(max, integer) {
+  if (integer) {
+    if (!(max > 2)) return 2;
+    const p = 10 ** Math.floor(Math.log10(max));
+    for (const m of [1, 2, 4, 6, 8, 10]) if (m * p >= max && Number.isInteger((m * p) / 2)) return m * p;
+    return 10 * p;
+  }
   if (!(max > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(max));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= max) return m * p;
@@ -48,10 +58,11 @@ const clock = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minut
  * @param {Array<{name: string, points: Array<[number, number|null]>}>} o.series  t in ms
  * @param {[number, number]} o.window  [from, to] in ms
  * @param {(v: number) => string} o.format  value → text
+ * @param {boolean} o.integer  values are counts (whole grid values)
  */
-export function linePlot({ key, title, series, window: [from, to], format = (v) => v.toFixed(2) }) {
+export function linePlot({ key, title, series, window: [from, to], format = (v) => v.toFixed(2), integer = false }) {
   const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
-  const top = niceMax(Math.max(0, ...values));
+  const top = niceMax(Math.max(0, ...values), integer);
   const span = Math.max(1, to - from);
   const x = (t) => PAD.left + ((t - from) / span) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / top) * (H - PAD.top - PAD.bottom);
@@ -62,7 +73,7 @@ export function linePlot({ key, title, series, window: [from, to], format = (v) 
     return `${s.name} ${last ? format(last[1]) : 'no data'}`;
   }).join(', ');
 
-  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${title}: ${summary}`, class: 'plot', preserveAspectRatio: 'none' });
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${title}: ${summary}`, class: 'plot' });
   root.append(svg('title', {}, `${title}: ${summary}`));
   for (const frac of [0, 0.5, 1]) {
     const v = top * frac;
