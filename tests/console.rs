@@ -157,3 +157,56 @@ async fn the_console_works_in_a_browser() {
     println!("{stdout}browser test took {:?}; screenshots in {}", started.elapsed(), shots.display());
     assert!(shots.join("phone-apps.png").exists());
 }
+
+/// `nimbus up` serves the console on its local API: the banner names it, `/v1/apps` lists the
+/// one app (for the local token only), and the data pages work in the browser.
+#[tokio::test(flavor = "multi_thread")]
+async fn nimbus_up_serves_the_console() {
+    let tools = browser_tools();
+    let app = common::App::new(&common::fixtures_manifest("", ""));
+    let server = app.up(&[]);
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
+    let (url, token) = (api["url"].as_str().unwrap(), api["token"].as_str().unwrap());
+    assert!(server.banner.contains(&format!("Console: {url}/console/")), "{}", server.banner);
+
+    let page = client().get(format!("{url}/console/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let apps = client().get(format!("{url}/v1/apps")).send().await.unwrap();
+    assert_eq!(apps.status(), 401, "the app list needs the local token");
+    let apps: serde_json::Value =
+        client().get(format!("{url}/v1/apps")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!((apps[0]["name"].as_str(), apps[0]["revisions"].as_u64()), (Some("fixtures"), Some(0)), "{apps}");
+    // A page elsewhere cannot read it (the local guard still applies).
+    let foreign = client()
+        .get(format!("{url}/v1/apps"))
+        .bearer_auth(token)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+
+    let out = Command::new("node")
+        .arg(tools.join("console.mjs"))
+        .env("MODE", "up")
+        .env("CONSOLE_URL", format!("{url}/console/"))
+        .env("API_URL", url)
+        .env("GATEWAY_URL", &server.base)
+        .env("ADMIN_TOKEN", token)
+        .env("VIEWER_TOKEN", "-")
+        .env("APP", "fixtures")
+        .env("CHROMIUM", std::env::var("NIMBUS_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into()))
+        .env("SCREENSHOT_DIR", screenshot_dir())
+        .output()
+        .expect("node runs (scripts/test.sh installs Node.js)");
+    assert!(
+        out.status.success(),
+        "the browser test under nimbus up failed ({:?}):\n{}\n{}\nlog:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr()
+    );
+}

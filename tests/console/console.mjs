@@ -80,6 +80,54 @@ const browser = await chromium.launch({
 });
 let exitCode = 1;
 try {
+  if (env.MODE === 'up') await upSteps(await newPage(browser, { width: 1280, height: 800 }));
+  else await serverSteps();
+  await step('no console errors, nothing fetched from elsewhere', async () => {
+    assert(problems.length === 0, `the page reported:\n${problems.join('\n')}`);
+    assert(external.length === 0, `requests left this machine: ${external.join(', ')}`);
+  });
+  exitCode = 0;
+} catch {
+  exitCode = 1;
+} finally {
+  await browser.close();
+}
+console.log(`browser steps took ${Date.now() - T0} ms`);
+process.exit(exitCode);
+
+/** Under `nimbus up`: the local token, the one app, the data pages. */
+async function upSteps(page) {
+  await step('up: log in with the local token', async () => {
+    await page.goto(CONSOLE_URL);
+    await page.fill('#token', ADMIN_TOKEN);
+    await page.press('#token', 'Enter');
+    await page.locator('#who[data-role="local"]').waitFor({ timeout: 10000 });
+    await page.getByRole('link', { name: APP, exact: true }).click();
+    await page.locator('#page-title', { hasText: `App ${APP}` }).waitFor();
+  });
+  await step('up: a request shows in logs, traces and metrics', async () => {
+    await go(page, '#/logs', 'Logs');
+    await page.locator('#log-count', { hasText: 'Following' }).waitFor();
+    await sleep(300);
+    const lines = page.locator('#log-lines li', { hasText: 'hello on stdout' });
+    const before = await lines.count();
+    assert((await fetch(`${GATEWAY_URL}/kitchen/log`)).status === 200, 'GET /kitchen/log');
+    const deadline = Date.now() + 15000;
+    while ((await lines.count()) <= before) {
+      assert(Date.now() < deadline, 'no new log line arrived');
+      await sleep(100);
+    }
+    await shot(page, 'up-logs');
+    await go(page, '#/traces', 'Traces');
+    await page.locator('#trace-results a[href^="#/traces/"]').first().waitFor({ timeout: 10000 });
+    await go(page, '#/metrics', 'Metrics');
+    await page.locator('figure[data-plot="rps"]').first().waitFor({ timeout: 15000 });
+    await shot(page, 'up-metrics');
+  });
+}
+
+/** Against `nimbus server`: every page, an admin and a viewer. */
+async function serverSteps() {
   const page = await newPage(browser, { width: 1280, height: 800 });
   let revisions = [];
 
@@ -246,16 +294,4 @@ try {
     await shot(viewer, 'viewer-refused');
     await viewer.context().close();
   });
-
-  await step('no console errors, nothing fetched from elsewhere', async () => {
-    assert(problems.length === 0, `the page reported:\n${problems.join('\n')}`);
-    assert(external.length === 0, `requests left this machine: ${external.join(', ')}`);
-  });
-  exitCode = 0;
-} catch {
-  exitCode = 1;
-} finally {
-  await browser.close();
 }
-console.log(`browser steps took ${Date.now() - T0} ms`);
-process.exit(exitCode);
