@@ -38,8 +38,9 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// Two components: the kitchen fixture on `/kitchen/...` (sleeps, logs) and the events fixture
-/// consuming `orders`, which fails events of type `fail` (twice, then they are dead letters).
+/// Three components: the kitchen fixture on `/kitchen/...` (sleeps, logs), the events fixture
+/// consuming `orders`, which fails events of type `fail` (twice, then they are dead letters), and
+/// the order saga as workflow `order`, whose steps write their effects to KV bucket `effects`.
 fn bundle(version: &str) -> Vec<u8> {
     let manifest = format!(
         r#"[app]
@@ -63,13 +64,24 @@ topic = "orders"
 component = "fn"
 public = true
 retry = {{ max_attempts = 2, backoff_ms = 10, max_backoff_ms = 20 }}
+
+[component.order]
+source = "{workflow}"
+grants = {{ kv = ["effects"] }}
+
+[[trigger.workflow]]
+name = "order"
+component = "order"
+public = true
 "#,
         kitchen = nimbus_fixtures::KITCHEN,
         events = nimbus_fixtures::EVENTS,
+        workflow = nimbus_fixtures::WORKFLOW,
     );
     let artifacts = [
         ("kitchen".to_string(), std::fs::read(nimbus_fixtures::KITCHEN).unwrap()),
         ("fn".to_string(), std::fs::read(nimbus_fixtures::EVENTS).unwrap()),
+        ("order".to_string(), std::fs::read(nimbus_fixtures::WORKFLOW).unwrap()),
     ];
     nimbus_control::Bundle { manifest, artifacts: artifacts.into(), ..Default::default() }.pack()
 }
@@ -129,6 +141,20 @@ async fn the_console_works_in_a_browser() {
             break;
         }
         assert!(Instant::now() < deadline, "no dead letters: {page}\n{}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A workflow run (its steps write to the `effects` bucket), finished.
+    let started: serde_json::Value =
+        client().post(p.url("/workflows/order")).body("o1").send().await.unwrap().json().await.unwrap();
+    let run = started["run"].as_str().unwrap_or_else(|| panic!("no run: {started}")).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = get_json(&p, &admin, &format!("/v1/apps/shop/workflows/order/runs/{run}")).await;
+        if shown["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not complete: {shown}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

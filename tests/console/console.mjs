@@ -239,12 +239,26 @@ async function serverSteps() {
     assert(replayed >= 2, `replayed ${replayed} dead letters`);
   });
 
-  await step('kv and workflows pages render', async () => {
+  await step('kv: the bucket a workflow wrote, a value', async () => {
     await go(page, '#/kv', 'KV');
-    await page.locator('#kv-keys').waitFor();
+    assert(await page.inputValue('#kv-bucket') === 'effects', 'the manifest\'s bucket is proposed');
+    const key = page.locator('#kv-keys button').first();
+    await key.waitFor({ timeout: 10000 });
+    await key.click();
+    await page.locator('#kv-value pre.value').waitFor();
     await shot(page, 'kv');
+  });
+
+  await step('workflows: the run and its timeline', async () => {
     await go(page, '#/workflows', 'Workflows');
+    const run = page.locator('#wf-runs a[href^="#/workflows/order/"]').first();
+    await run.waitFor({ timeout: 10000 });
     await shot(page, 'workflows');
+    await run.click();
+    await page.locator('#page-title', { hasText: 'Run ' }).waitFor();
+    const steps = await page.locator('#wf-timeline > li').count();
+    assert(steps >= 3, `the timeline has the saga's steps (${steps})`);
+    await shot(page, 'workflow-run');
   });
 
   await step('phone width (390x844): no horizontal scrolling', async () => {

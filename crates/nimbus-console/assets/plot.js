@@ -100,3 +100,23 @@ export function linePlot({ key, title, series, window: [from, to], format = (v) 
     dataset: { plot: key, points: String(values.length), latest: first ? String(first[1]) : '' },
   }, h('figcaption', { text: title }), root, legend);
 }
+
+/**
+ * A horizontal bar from `offset` to `offset + width` (fractions of the whole), for waterfalls and
+ * timelines; decorative (the row's text says the same).
+ */
+export function bar(offset, width, error) {
+  const root = svg('svg');
+  root.setAttribute('viewBox', '0 0 1000 10');
+  root.setAttribute('preserveAspectRatio', 'none');
+  root.setAttribute('class', 'bar');
+  root.setAttribute('aria-hidden', 'true');
+  const rect = svg('rect');
+  rect.setAttribute('x', String(Math.min(999, offset * 1000)));
+  rect.setAttribute('width', String(Math.max(2, width * 1000)));
+  rect.setAttribute('y', '0');
+  rect.setAttribute('height', '10');
+  rect.setAttribute('class', error ? 'bad' : 'good');
+  root.append(rect);
+  return root;
+}

@@ -2,8 +2,7 @@
 // one trace as a waterfall of its spans (functions, services, bus deliveries, KV, actor calls).
 import { getJSON, qs, seg } from './api.js';
 import { field, h, heading, link, ms, replace, table } from './dom.js';
-
-const NS = 'http://www.w3.org/2000/svg';
+import { bar } from './plot.js';
 
 /** `#/traces?route=&status=&slow_ms=&errors=1&limit=`: the search form and its results. */
 export async function renderSearch(view, { query }) {
@@ -74,22 +73,6 @@ function what(span) {
   const a = span.attributes || {};
   const keys = ['nimbus.component', 'nimbus.service', 'messaging.destination.name', 'nimbus.kv.bucket', 'nimbus.actor.type', 'http.route'];
   return keys.filter((k) => a[k] !== undefined).map((k) => `${k.split('.').pop()}=${a[k]}`).join(' ');
-}
-
-function bar(offset, width, error) {
-  const svg = document.createElementNS(NS, 'svg');
-  svg.setAttribute('viewBox', '0 0 1000 10');
-  svg.setAttribute('preserveAspectRatio', 'none');
-  svg.setAttribute('class', 'bar');
-  svg.setAttribute('aria-hidden', 'true');
-  const rect = document.createElementNS(NS, 'rect');
-  rect.setAttribute('x', String(Math.min(999, offset * 1000)));
-  rect.setAttribute('width', String(Math.max(2, width * 1000)));
-  rect.setAttribute('y', '0');
-  rect.setAttribute('height', '10');
-  rect.setAttribute('class', error ? 'bad' : 'good');
-  svg.append(rect);
-  return svg;
 }
 
 /** `#/traces/ID`: the waterfall. */

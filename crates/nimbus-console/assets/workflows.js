@@ -1,6 +1,7 @@
 // Workflow runs of an app (`/v1/apps/APP/workflows/NAME`) and one run with its timeline.
 import { getJSON, qs, seg, session } from './api.js';
 import { field, fromMs, h, heading, link, ms, replace, table } from './dom.js';
+import { bar } from './plot.js';
 
 /** Workflow names from the serving revision's `[[trigger.workflow]]` entries (best effort). */
 async function knownWorkflows(app) {
@@ -69,7 +70,7 @@ export async function renderRun(view, { app, name, run }) {
         h('span', { class: 'pos', text: `#${e.pos}` }), ' ',
         h('strong', { text: `${e.kind}${e.name ? ` ${e.name}` : ''}` }), ' ',
         h('span', { class: 'meta', text: `at +${ms(e.started_ms - t0)}${e.duration_ms !== undefined ? `, took ${ms(e.duration_ms)}` : ''}${e.retries ? `, ${e.retries} retr${e.retries > 1 ? 'ies' : 'y'}` : ''}` }),
-        h('meter', { min: '0', max: '1', value: String(Math.min(1, width)), 'aria-label': 'share of the run' }),
+        bar((e.started_ms - t0) / total, width, e.outcome === 'failed' || (typeof e.outcome === 'object' && e.outcome !== null && 'err' in e.outcome)),
         h('div', { class: 'outcome', text: outcome }));
     })),
     (r.signals || []).length ? h('section', {}, h('h2', { text: 'Signals' }), table('Signals sent to the run', ['Seq', 'Name', 'Sent', 'Bytes'], r.signals.map((s) => [String(s.seq), s.name, fromMs(s.sent_ms), String(s.bytes)]))) : null);
