@@ -109,7 +109,7 @@ function trafficForm(app, revisions, traffic, result, reload) {
       await reload(`${what}: ${trafficText(after)}`);
     } catch (e) {
       replace(result, errorBox(e));
-      announce(`${what} refused: ${e.message}`);
+      announce(`The API refused it: ${e.message}`);
     }
   };
   const form = h('form', { id: 'traffic-form', 'aria-labelledby': 'traffic-title' });

@@ -2,7 +2,7 @@
 // error rate, cold vs warm starts, admission queue depth, instances and memory. Polls while the
 // page is open; the time range picker sets `range_s`.
 import { getJSON, qs } from './api.js';
-import { bytes, errorBox, field, h, heading, replace } from './dom.js';
+import { announce, bytes, errorBox, field, h, heading, replace } from './dom.js';
 import { linePlot } from './plot.js';
 
 // The API keeps an hour of history (range_s at most 3600).
@@ -29,7 +29,8 @@ export async function render(view, { app, query }) {
   const range = h('select', { id: 'range' }, RANGES.map(([label, s]) => h('option', { value: String(s), text: label })));
   range.value = query.get('range_s') || '300';
   const component = h('select', { id: 'component' }, h('option', { value: '', text: 'every component' }));
-  const updated = h('p', { class: 'meta', id: 'metrics-updated', role: 'status', 'aria-live': 'polite' });
+  // Not a live region: it changes every few seconds. New components and errors are announced.
+  const updated = h('p', { class: 'meta', id: 'metrics-updated' });
   const plots = h('div', { id: 'plots' });
   replace(view,
     heading(`Metrics of ${app}`),
@@ -50,6 +51,7 @@ export async function render(view, { app, query }) {
         if (!known.has(s.component)) {
           known.add(s.component);
           component.append(h('option', { value: s.component, text: s.component }));
+          announce(`Metrics: plots for component ${s.component}.`);
         }
       }
       drawAll(plots, data, Number(range.value));
@@ -58,6 +60,7 @@ export async function render(view, { app, query }) {
       if (e.name === 'AbortError') return;
       replace(plots, errorBox(e));
       updated.textContent = '';
+      announce(`Metrics: ${e.message}`);
     }
     if (!stopped) timer = setTimeout(poll, POLL_MS);
   };
