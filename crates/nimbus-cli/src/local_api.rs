@@ -134,7 +134,8 @@ pub(crate) async fn serve(
     let Backends { bus, kv, observer, app } = backends;
     let auth = callers(serving.app, serving.token);
     let workflows = Some(Arc::new(ServedWorkflows(app)) as Arc<dyn nimbus_control::AppWorkflows>);
-    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows, ingress: None }));
+    let router = nimbus_control::data_router(Arc::new(DataState { bus, kv, auth, observer, workflows, ingress: None }))
+        .merge(nimbus_console::routes());
     let handler = Arc::new(nimbus_control::ApiHandler::new(nimbus_control::guard_local(router)));
     tokio::spawn(async move {
         if let Err(e) = nimbus_gateway::serve(listener, handler, stop, config).await {

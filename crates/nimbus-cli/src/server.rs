@@ -312,6 +312,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     println!("Nimbus server");
     println!("  Apps:        {scheme}://{gateway_addr}");
     println!("  Control API: {scheme}://{api_addr}/v1   (OpenAPI: {scheme}://{api_addr}/v1/openapi.json)");
+    println!("  Console:     {scheme}://{api_addr}/console/   (log in with an API token)");
     if let Some(redirect) = &redirect_listener {
         println!("  Redirect:    http://{} -> {scheme}://{gateway_addr} (308)", redirect.local_addr()?);
     }

@@ -240,6 +240,7 @@ pub(crate) async fn start(
         local_api.addr,
         file.display()
     );
+    println!("Console: {scheme}://{}/console/ (log in with the token in {})", local_api.addr, file.display());
     println!("Telemetry: {}", crate::serving::describe_telemetry(&observer, &format!("{scheme}://{}", local_api.addr)));
     println!("Health check: {base}/healthz   (Ctrl-C to stop)");
     tracing::info!(%addr, allocator = ?host.env().runtime.allocator(), "ready");

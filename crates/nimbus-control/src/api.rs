@@ -74,7 +74,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(crate::audit_api::routes())
         .fallback(|| async { ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()) })
         .with_state(state)
-        .merge(data);
+        .merge(data)
+        .merge(nimbus_console::routes());
     if dev { crate::guard_local(api) } else { api }
 }
 

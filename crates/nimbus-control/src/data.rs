@@ -158,11 +158,38 @@ pub(crate) async fn read_body(body: axum::body::Body, max: usize, what: &str) ->
     Ok(collected.to_bytes())
 }
 
-/// The topic, bucket and observability routes.
+/// The topic, bucket and observability routes; under `nimbus up` ([`DataAuth::Local`]) also a
+/// read-only `GET /v1/apps` listing the one app served (so the web console and other clients of
+/// the control API find its name the same way on both).
 pub fn data_router(state: Arc<DataState>) -> Router {
-    crate::topics::routes()
+    let mut router = crate::topics::routes()
         .merge(crate::kv_api::routes())
         .merge(crate::workflows_api::routes())
-        .merge(crate::observe_api::routes())
-        .with_state(state)
+        .merge(crate::observe_api::routes());
+    if let DataAuth::Local { .. } = state.auth {
+        router = router.route("/v1/apps", axum::routing::get(served_app));
+    }
+    router.with_state(state)
+}
+
+/// `GET /v1/apps` under `nimbus up`: the app served, in the control API's [`crate::model::AppInfo`]
+/// shape. It has no stored revisions (`revisions` 0, no traffic targets) and its times are
+/// those of this answer: `nimbus up` keeps no history.
+async fn served_app(
+    axum::extract::State(s): axum::extract::State<Arc<DataState>>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<crate::model::AppInfo>>, ControlError> {
+    let DataAuth::Local { token, app } = &s.auth else {
+        return Err(ControlError::NotFound("no such API endpoint; see /v1/openapi.json".into()));
+    };
+    check_local(&caller.headers, token)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(axum::Json(vec![crate::model::AppInfo {
+        name: app.clone(),
+        hosts: Vec::new(),
+        traffic: crate::model::Traffic::default(),
+        revisions: 0,
+        created_at: now,
+        updated_at: now,
+    }]))
 }

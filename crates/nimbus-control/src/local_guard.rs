@@ -6,7 +6,8 @@
 //!
 //! - the `Host` must be a loopback name (`127.0.0.1`, `[::1]`, `localhost`, any port): a rebinding
 //!   page's requests carry its own host name;
-//! - an `Origin` must be this API's own (`http://` + the `Host`), and `Sec-Fetch-Site`, if sent,
+//! - an `Origin` must be this API's own (`http://` or, under `--tls`, `https://` + the `Host`: one
+//!   port serves one scheme, so either is this API), and `Sec-Fetch-Site`, if sent,
 //!   `same-origin` or `none`: a page elsewhere, including another port of this machine (the
 //!   apps of the gateway), is refused;
 //! - a request with a body must say what it sends with a content type a browser cannot send
@@ -56,7 +57,8 @@ fn check(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ControlError> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
-        if !origin.eq_ignore_ascii_case(&format!("http://{host}")) {
+        // The web console served here sends its own origin with its writes.
+        if !["http", "https"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))) {
             return Err(ControlError::Forbidden(format!(
                 "this API does not answer requests from web pages (Origin `{origin}`)"
             )));
@@ -136,7 +138,9 @@ mod tests {
         let host = ("host", "127.0.0.1:3001");
         assert_eq!(checked(&[host]), Ok(()));
         assert_eq!(checked(&[host, ("origin", "http://127.0.0.1:3001")]), Ok(()));
+        assert_eq!(checked(&[host, ("origin", "https://127.0.0.1:3001")]), Ok(()));
         assert_eq!(checked(&[host, ("origin", "http://127.0.0.1:3000")]), Err(403));
+        assert_eq!(checked(&[host, ("origin", "https://127.0.0.1:3000")]), Err(403));
         assert_eq!(checked(&[host, ("origin", "null")]), Err(403));
         assert_eq!(checked(&[host, ("sec-fetch-site", "same-site")]), Err(403));
         assert_eq!(checked(&[host, ("sec-fetch-site", "none")]), Ok(()));

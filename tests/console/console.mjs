@@ -1,0 +1,312 @@
+// Browser test of the web console, run by tests/console.rs against a `nimbus server` it
+// prepared (app `APP` with two revisions, a slow request, dead letters, an admin and a viewer
+// token). Drives Debian's Chromium through playwright-core; every step must hold or the script
+// exits 1 naming it. Screenshots go to SCREENSHOT_DIR.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const env = process.env;
+for (const name of ['CONSOLE_URL', 'API_URL', 'GATEWAY_URL', 'ADMIN_TOKEN', 'VIEWER_TOKEN', 'APP', 'SCREENSHOT_DIR']) {
+  if (!env[name]) throw new Error(`${name} is not set (tests/console.rs sets it)`);
+}
+const { CONSOLE_URL, API_URL, GATEWAY_URL, ADMIN_TOKEN, VIEWER_TOKEN, APP, SCREENSHOT_DIR } = env;
+const T0 = Date.now();
+
+// Problems the page reports: console errors and uncaught exceptions. A 403 is expected (and
+// required) only while the viewer tries to change traffic.
+const problems = [];
+const external = [];
+let expect403 = false;
+let seen403 = 0;
+
+function assert(cond, message) {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}
+
+async function step(name, fn) {
+  const t = Date.now();
+  try {
+    await fn();
+  } catch (e) {
+    console.error(`✗ ${name}: ${e.stack || e}`);
+    throw e;
+  }
+  console.log(`✓ ${name} (${Date.now() - t} ms)`);
+}
+
+async function api(method, p, token, json) {
+  const resp = await fetch(`${API_URL}${p}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(json ? { 'Content-Type': 'application/json' } : {}) },
+    body: json ? JSON.stringify(json) : undefined,
+  });
+  return { status: resp.status, body: await resp.json().catch(() => null) };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function newPage(browser, viewport) {
+  const context = await browser.newContext({ viewport });
+  // Works offline: anything not to this machine is recorded and refused.
+  await context.route((url) => !['127.0.0.1', 'localhost'].includes(url.hostname), (route) => {
+    external.push(route.request().url());
+    return route.abort();
+  });
+  const page = await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    if (expect403 && msg.text().includes('403')) { seen403 += 1; return; }
+    problems.push(`console error: ${msg.text()} (${msg.location().url})`);
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.stack || err}`));
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`), fullPage: false });
+}
+
+/** Goes to a console route and waits for its heading. */
+async function go(page, route, title) {
+  await page.evaluate((r) => { location.hash = r; }, route);
+  await page.locator('#page-title', { hasText: title }).waitFor({ timeout: 10000 });
+}
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  // playwright gives every launch a fresh temporary profile (--user-data-dir).
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let exitCode = 1;
+try {
+  if (env.MODE === 'up') await upSteps(await newPage(browser, { width: 1280, height: 800 }));
+  else await serverSteps();
+  await step('no console errors, nothing fetched from elsewhere', async () => {
+    assert(problems.length === 0, `the page reported:\n${problems.join('\n')}`);
+    assert(external.length === 0, `requests left this machine: ${external.join(', ')}`);
+  });
+  exitCode = 0;
+} catch {
+  exitCode = 1;
+} finally {
+  await browser.close();
+}
+console.log(`browser steps took ${Date.now() - T0} ms`);
+process.exit(exitCode);
+
+/** Under `nimbus up`: the local token, the one app, the data pages. */
+async function upSteps(page) {
+  await step('up: log in with the local token', async () => {
+    await page.goto(CONSOLE_URL);
+    await page.fill('#token', ADMIN_TOKEN);
+    await page.press('#token', 'Enter');
+    await page.locator('#who[data-role="local"]').waitFor({ timeout: 10000 });
+    await page.getByRole('link', { name: APP, exact: true }).click();
+    await page.locator('#page-title', { hasText: `App ${APP}` }).waitFor();
+  });
+  await step('up: a request shows in logs, traces and metrics', async () => {
+    await go(page, '#/logs', 'Logs');
+    await page.locator('#log-count', { hasText: 'Following' }).waitFor();
+    await sleep(300);
+    const lines = page.locator('#log-lines li', { hasText: 'hello on stdout' });
+    const before = await lines.count();
+    assert((await fetch(`${GATEWAY_URL}/kitchen/log`)).status === 200, 'GET /kitchen/log');
+    const deadline = Date.now() + 15000;
+    while ((await lines.count()) <= before) {
+      assert(Date.now() < deadline, 'no new log line arrived');
+      await sleep(100);
+    }
+    await shot(page, 'up-logs');
+    await go(page, '#/traces', 'Traces');
+    await page.locator('#trace-results a[href^="#/traces/"]').first().waitFor({ timeout: 10000 });
+    await go(page, '#/metrics', 'Metrics');
+    await page.locator('figure[data-plot="rps"]').first().waitFor({ timeout: 15000 });
+    await shot(page, 'up-metrics');
+  });
+}
+
+/** Against `nimbus server`: every page, an admin and a viewer. */
+async function serverSteps() {
+  const page = await newPage(browser, { width: 1280, height: 800 });
+  let revisions = [];
+
+  await step('keyboard: tab to the token field, type it, submit with Enter', async () => {
+    await page.goto(CONSOLE_URL);
+    await page.locator('#token').waitFor({ state: 'visible' });
+    let focused = '';
+    for (let i = 0; i < 10 && focused !== 'token'; i += 1) {
+      await page.keyboard.press('Tab');
+      focused = await page.evaluate(() => document.activeElement?.id || '');
+    }
+    assert(focused === 'token', `Tab never reached the token field (at "${focused}")`);
+    await page.keyboard.type(ADMIN_TOKEN);
+    await page.keyboard.press('Enter');
+    await page.locator('#who[data-role="admin"]').waitFor({ timeout: 10000 });
+    assert(await page.evaluate(() => sessionStorage.getItem('nimbus.console.token')) === ADMIN_TOKEN, 'the token is in sessionStorage');
+    assert((await page.context().cookies()).length === 0, 'no cookies are set');
+  });
+
+  await step('apps: the app and its two revisions', async () => {
+    await page.locator('#page-title', { hasText: 'Apps' }).waitFor();
+    await shot(page, 'apps');
+    await page.getByRole('link', { name: APP, exact: true }).click();
+    await page.locator('#page-title', { hasText: `App ${APP}` }).waitFor();
+    revisions = await page.locator('input[data-revision]').evaluateAll((els) => els.map((e) => e.dataset.revision));
+    assert(revisions.length === 2, `two revisions, saw ${revisions.length}`);
+    await shot(page, 'app');
+  });
+
+  await step('traffic: a split that does not add up is refused, a good one is saved', async () => {
+    const [newer, older] = revisions;
+    await page.fill(`input[data-revision="${older}"]`, '50');
+    await page.fill(`input[data-revision="${newer}"]`, '20');
+    await page.click('#save-traffic');
+    await page.locator('#traffic-result .error', { hasText: 'add up to 70, not 100' }).waitFor();
+    await page.fill(`input[data-revision="${older}"]`, '30');
+    await page.fill(`input[data-revision="${newer}"]`, '70');
+    await page.click('#save-traffic');
+    await page.locator('#traffic-result .ok').waitFor({ timeout: 10000 });
+    const { body } = await api('GET', `/v1/apps/${APP}/traffic`, ADMIN_TOKEN);
+    const got = Object.fromEntries(body.targets.map((t) => [t.revision, t.percent]));
+    assert(got[older] === 30 && got[newer] === 70, `the API has the new split: ${JSON.stringify(body)}`);
+    await page.locator(`.percent[data-revision="${older}"]`, { hasText: '30%' }).waitFor();
+  });
+
+  await step('metrics: the request-rate plot follows generated traffic', async () => {
+    await go(page, '#/metrics', 'Metrics');
+    // The kitchen's plot, as it was before the burst (a few earlier requests: under 1 req/s).
+    const rps = page.locator('section[data-component="kitchen"] figure[data-plot="rps"]');
+    await rps.waitFor({ timeout: 15000 });
+    const before = Number(await rps.getAttribute('data-latest')) || 0;
+    const deadline = Date.now() + 30000;
+    let latest = before;
+    while (Date.now() < deadline) {
+      await Promise.all(Array.from({ length: 10 }, () => fetch(`${GATEWAY_URL}/kitchen/echo`).then((r) => r.text())));
+      latest = Number(await rps.getAttribute('data-latest')) || 0;
+      if (latest > before && latest >= 2) break;
+      await sleep(200);
+    }
+    assert(latest > before && latest >= 2, `the request-rate plot follows the burst (${before} → ${latest} req/s)`);
+    console.log(`  request rate ${before} → ${latest} req/s`);
+    await shot(page, 'metrics');
+  });
+
+  await step('traces: search slow requests, open the waterfall', async () => {
+    await go(page, '#/traces?slow_ms=300', 'Traces');
+    const first = page.locator('#trace-results a[href^="#/traces/"]').first();
+    await first.waitFor({ timeout: 10000 });
+    await shot(page, 'traces');
+    await first.click();
+    await page.locator('#page-title', { hasText: /^Trace [0-9a-f]{12}/ }).waitFor();
+    await page.locator('#waterfall > li').first().waitFor();
+    const spans = await page.locator('#waterfall > li').count();
+    assert(spans >= 1, `the waterfall has spans (${spans})`);
+    const names = await page.locator('#waterfall .span-name').allTextContents();
+    assert(names.some((n) => n.includes('kitchen') || n.includes('GET')), `spans name the request: ${names.join(' | ')}`);
+    await page.locator('#waterfall summary').first().click();
+    await page.locator('#waterfall details[open] table').first().waitFor();
+    await shot(page, 'trace');
+  });
+
+  await step('logs: a new line arrives while following', async () => {
+    await go(page, '#/logs', 'Logs');
+    await page.locator('#log-count', { hasText: 'Following' }).waitFor();
+    await sleep(300);
+    const lines = page.locator('#log-lines li', { hasText: 'hello on stdout' });
+    const before = await lines.count();
+    const resp = await fetch(`${GATEWAY_URL}/kitchen/log`);
+    assert(resp.status === 200, `GET /kitchen/log: ${resp.status}`);
+    const deadline = Date.now() + 15000;
+    while ((await lines.count()) <= before) {
+      assert(Date.now() < deadline, 'no new log line arrived');
+      await sleep(100);
+    }
+    await shot(page, 'logs');
+  });
+
+  await step('topics: dead letters are shown as text and replayed', async () => {
+    await go(page, '#/topics?topic=orders.dlq', 'Topics');
+    const rows = page.locator('#events-table tbody tr');
+    await rows.first().waitFor({ timeout: 10000 });
+    assert((await rows.count()) >= 2, 'two dead letters');
+    assert((await page.locator('#events-table img').count()) === 0, 'an event payload is not HTML');
+    assert((await page.locator('#events-table pre', { hasText: '<img src=x' }).count()) >= 1, 'the payload is shown as text');
+    await shot(page, 'topics');
+    await page.click('#replay');
+    const result = page.locator('#replay-result [data-replayed]');
+    await result.waitFor({ timeout: 10000 });
+    const replayed = Number(await result.getAttribute('data-replayed'));
+    assert(replayed >= 2, `replayed ${replayed} dead letters`);
+  });
+
+  await step('kv: the bucket a workflow wrote, a value', async () => {
+    await go(page, '#/kv', 'KV');
+    assert(await page.inputValue('#kv-bucket') === 'effects', 'the manifest\'s bucket is proposed');
+    const key = page.locator('#kv-keys button').first();
+    await key.waitFor({ timeout: 10000 });
+    await key.click();
+    await page.locator('#kv-value pre.value').waitFor();
+    await shot(page, 'kv');
+  });
+
+  await step('workflows: the run and its timeline', async () => {
+    await go(page, '#/workflows', 'Workflows');
+    const run = page.locator('#wf-runs a[href^="#/workflows/order/"]').first();
+    await run.waitFor({ timeout: 10000 });
+    await shot(page, 'workflows');
+    await run.click();
+    await page.locator('#page-title', { hasText: 'Run ' }).waitFor();
+    const steps = await page.locator('#wf-timeline > li').count();
+    assert(steps >= 3, `the timeline has the saga's steps (${steps})`);
+    await shot(page, 'workflow-run');
+  });
+
+  await step('phone width (390x844): no horizontal scrolling', async () => {
+    const phone = await newPage(browser, { width: 390, height: 844 });
+    await phone.goto(CONSOLE_URL);
+    await phone.fill('#token', ADMIN_TOKEN);
+    await phone.click('button[type="submit"]');
+    await phone.locator('#page-title', { hasText: 'Apps' }).waitFor();
+    const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert(width <= 390, `the page is ${width}px wide at 390px`);
+    await shot(phone, 'phone-apps');
+    await phone.evaluate((a) => { location.hash = `#/apps/${a}`; }, APP);
+    await phone.locator('#traffic-form').waitFor();
+    await shot(phone, 'phone-app');
+    await phone.evaluate(() => { location.hash = '#/metrics'; });
+    await phone.locator('figure[data-plot="rps"]').first().waitFor({ timeout: 10000 });
+    const metricsWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert(metricsWidth <= 390, `the metrics page is ${metricsWidth}px wide at 390px`);
+    await shot(phone, 'phone-metrics');
+    await phone.context().close();
+  });
+
+  await step('viewer: write controls disabled, and the API refusal is shown when forced', async () => {
+    const viewer = await newPage(browser, { width: 1280, height: 800 });
+    await viewer.goto(`${CONSOLE_URL}#/apps/${APP}`);
+    await viewer.fill('#token', VIEWER_TOKEN);
+    await viewer.press('#token', 'Enter');
+    await viewer.locator('#who[data-role="viewer"]').waitFor();
+    await viewer.locator('#traffic-form').waitFor();
+    assert(await viewer.evaluate(() => document.querySelector('#traffic-form fieldset').disabled), 'the traffic editor is disabled for a viewer');
+    assert(await viewer.locator('#save-traffic').isDisabled(), 'save is disabled');
+    const before = (await api('GET', `/v1/apps/${APP}/traffic`, ADMIN_TOKEN)).body;
+    // What the API answers this token (the UI must show exactly that).
+    const refused = await api('PUT', `/v1/apps/${APP}/traffic`, VIEWER_TOKEN, { targets: [{ revision: revisions[0], percent: 100 }], tags: {} });
+    assert(refused.status === 403, `the API refuses a viewer (${refused.status})`);
+    // A stale or wrong client-side view must not matter: enable the form and send.
+    await viewer.evaluate(() => { document.querySelector('#traffic-form fieldset').disabled = false; });
+    await viewer.fill(`input[data-revision="${revisions[0]}"]`, '100');
+    await viewer.fill(`input[data-revision="${revisions[1]}"]`, '0');
+    expect403 = true;
+    await viewer.click('#save-traffic');
+    await viewer.locator('#traffic-result .error', { hasText: refused.body.error }).waitFor({ timeout: 10000 });
+    await viewer.locator('#traffic-result .error', { hasText: '403' }).waitFor();
+    expect403 = false;
+    const after = (await api('GET', `/v1/apps/${APP}/traffic`, ADMIN_TOKEN)).body;
+    assert(JSON.stringify(after) === JSON.stringify(before), `traffic unchanged: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+    await shot(viewer, 'viewer-refused');
+    await viewer.context().close();
+  });
+}
