@@ -225,6 +225,13 @@ async function serverSteps() {
     await shot(page, 'logs');
   });
 
+  await step('topics: the consumer group of a topic with its backlog', async () => {
+    await go(page, '#/topics?topic=orders', 'Topics');
+    const lag = page.locator('#topic-groups [data-lag]');
+    await lag.first().waitFor({ timeout: 10000 });
+    assert(Number.isInteger(Number(await lag.first().getAttribute('data-lag'))), 'a backlog is shown');
+  });
+
   await step('topics: dead letters are shown as text and replayed', async () => {
     await go(page, '#/topics?topic=orders.dlq', 'Topics');
     const rows = page.locator('#events-table tbody tr');

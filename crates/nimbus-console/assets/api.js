@@ -129,3 +129,20 @@ export function currentApp() {
 export function setApp(name) {
   sessionStorage.setItem(APP_KEY, name);
 }
+
+/**
+ * The manifest text (TOML) of the revision of `app` with the most traffic, or null (under
+ * `nimbus up`, without access, or with nothing served). For suggestions only: pages let any name
+ * be typed.
+ */
+export async function servingManifest(app) {
+  if (session.local) return null;
+  try {
+    const info = await getJSON(`/v1/apps/${seg(app)}`);
+    const top = [...info.traffic.targets].sort((a, b) => b.percent - a.percent)[0];
+    if (!top) return null;
+    return (await getJSON(`/v1/apps/${seg(app)}/revisions/${seg(top.revision)}`)).manifest;
+  } catch {
+    return null;
+  }
+}

@@ -1,7 +1,7 @@
 // Topics: read an app's topic or its dead-letter topic (`TOPIC.dlq`) page by page, and replay
 // the dead letters to the topic they came from.
-import { allows, getJSON, qs, request, seg, session } from './api.js';
-import { announce, errorBox, field, h, heading, replace } from './dom.js';
+import { allows, getJSON, qs, request, seg, servingManifest } from './api.js';
+import { announce, errorBox, field, h, heading, replace, table } from './dom.js';
 
 const PAGE = 50;
 
@@ -11,17 +11,10 @@ const PAGE = 50;
  * any name can be typed.
  */
 async function knownTopics(app) {
-  if (session.local) return [];
-  try {
-    const info = await getJSON(`/v1/apps/${seg(app)}`);
-    const top = [...info.traffic.targets].sort((a, b) => b.percent - a.percent)[0];
-    if (!top) return [];
-    const rev = await getJSON(`/v1/apps/${seg(app)}/revisions/${seg(top.revision)}`);
-    const names = [...rev.manifest.matchAll(/^\s*topic\s*=\s*"([^"]+)"/gm)].map((m) => m[1]);
-    return [...new Set(names.flatMap((n) => (n.endsWith('.dlq') ? [n] : [n, `${n}.dlq`])))].sort();
-  } catch {
-    return [];
-  }
+  const manifest = await servingManifest(app);
+  if (!manifest) return [];
+  const names = [...manifest.matchAll(/^\s*topic\s*=\s*"([^"]+)"/gm)].map((m) => m[1]);
+  return [...new Set(names.flatMap((n) => (n.endsWith('.dlq') ? [n] : [n, `${n}.dlq`])))].sort();
 }
 
 /** `#/topics?topic=NAME`: the events of a topic. */
@@ -80,9 +73,11 @@ async function showTopic(container, app, topic) {
       }
     },
   }) : null;
+  const groups = h('div', { id: 'topic-groups' });
   replace(container,
     h('h2', { text: dlq ? `Dead letters of ${topic.slice(0, -4)}` : `Topic ${topic}` }),
     dlq ? null : h('p', {}, h('a', { href: `#/topics${qs({ topic: `${topic}.dlq` })}`, text: `Its dead letters (${topic}.dlq)` })),
+    groups,
     h('div', { class: 'actions' }, more, replay),
     dlq && !allows('data-write') ? h('p', { class: 'hint', text: 'Replaying needs the `data-write` scope, which your token lacks.' }) : null,
     result, counter,
@@ -90,7 +85,20 @@ async function showTopic(container, app, topic) {
       h('caption', { text: `Events of ${topic}, oldest first` }),
       h('thead', {}, h('tr', {}, ['Seq', 'Id', 'Type', 'Source', 'Time', 'Extensions', 'Data'].map((t) => h('th', { scope: 'col', text: t })))),
       rows)));
-  await load();
+  await Promise.all([load(), showGroups(groups, base)]);
+}
+
+/** The consumer groups of a topic: how far each has acknowledged, and its backlog. */
+async function showGroups(container, base) {
+  try {
+    const { groups } = await getJSON(`${base}/groups`);
+    replace(container, groups.length
+      ? table('Consumer groups: acknowledged position and backlog (events not acknowledged yet)', ['Group', 'Acknowledged up to', 'Backlog'],
+        groups.map((g) => [g.group, String(g.acked), h('span', { dataset: { lag: String(g.lag) }, text: String(g.lag) })]))
+      : h('p', { class: 'meta', text: 'No consumer group reads this topic.' }));
+  } catch (e) {
+    replace(container, errorBox(e));
+  }
 }
 
 const CORE = new Set(['id', 'type', 'source', 'time', 'specversion', 'data', 'data_base64', 'datacontenttype', 'subject', 'dataschema']);

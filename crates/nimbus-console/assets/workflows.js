@@ -1,20 +1,13 @@
 // Workflow runs of an app (`/v1/apps/APP/workflows/NAME`) and one run with its timeline.
-import { getJSON, qs, seg, session } from './api.js';
+import { getJSON, qs, seg, servingManifest } from './api.js';
 import { field, fromMs, h, heading, link, ms, replace, table } from './dom.js';
 import { bar } from './plot.js';
 
 /** Workflow names from the serving revision's `[[trigger.workflow]]` entries (best effort). */
 async function knownWorkflows(app) {
-  if (session.local) return [];
-  try {
-    const info = await getJSON(`/v1/apps/${seg(app)}`);
-    const top = [...info.traffic.targets].sort((a, b) => b.percent - a.percent)[0];
-    if (!top) return [];
-    const rev = await getJSON(`/v1/apps/${seg(app)}/revisions/${seg(top.revision)}`);
-    return [...rev.manifest.matchAll(/\[\[trigger\.workflow\]\][^[]*?\bname\s*=\s*"([^"]+)"/g)].map((m) => m[1]);
-  } catch {
-    return [];
-  }
+  const manifest = await servingManifest(app);
+  if (!manifest) return [];
+  return [...manifest.matchAll(/\[\[trigger\.workflow\]\][^[]*?\bname\s*=\s*"([^"]+)"/g)].map((m) => m[1]);
 }
 
 const STATUSES = ['', 'unfinished', 'running', 'waiting', 'compensating', 'completed', 'failed', 'cancelled'];
