@@ -257,6 +257,28 @@ async function serverSteps() {
     await shot(page, 'kv');
   });
 
+  await step('kv: a key that looks like a path names only itself', async () => {
+    // A key planted by anyone who may write the app's data: if the console put it in the URL as
+    // path segments, the browser would resolve `..` and "delete this key" would delete the app.
+    const planted = '../../../../' + APP;
+    const put = await fetch(`${API_URL}/v1/apps/${APP}/kv/effects/keys/${encodeURIComponent(planted)}`, {
+      method: 'PUT', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/octet-stream' }, body: 'bait',
+    });
+    assert(put.ok, `planting the key: ${put.status}`);
+    await go(page, `#/kv?bucket=effects&prefix=${encodeURIComponent('../')}`, 'KV');
+    const key = page.locator('#kv-keys button', { hasText: planted });
+    await key.waitFor({ timeout: 10000 });
+    await key.click();
+    assert((await page.locator('#kv-value pre.value').textContent()) === 'bait', 'the key\'s own value is shown');
+    await page.locator('#kv-value button.danger').click();
+    const gone = Date.now() + 10000;
+    while ((await api('GET', `/v1/apps/${APP}/kv/effects/keys/${encodeURIComponent(planted)}`, ADMIN_TOKEN)).status !== 404) {
+      assert(Date.now() < gone, 'the key was deleted');
+      await sleep(100);
+    }
+    assert((await api('GET', `/v1/apps/${APP}`, ADMIN_TOKEN)).status === 200, 'the app is still there');
+  });
+
   await step('workflows: the run and its timeline', async () => {
     await go(page, '#/workflows', 'Workflows');
     const run = page.locator('#wf-runs a[href^="#/workflows/order/"]').first();

@@ -14,7 +14,7 @@ use clap::Args;
 use nimbus_gateway::LiveRevision;
 use nimbus_manifest::LoadedManifest;
 
-use crate::up::{LocalArgs, Needs, Started};
+use crate::up::{LocalArgs, Mode, Started};
 use crate::watch::{Changes, Plan, Watcher};
 
 #[derive(Debug, Args)]
@@ -36,7 +36,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
 
 async fn serve(args: DevArgs, mut loaded: LoadedManifest) -> anyhow::Result<()> {
     let data_dir = args.local.data_dir(&loaded);
-    let mut watcher = Watcher::new(loaded.dir())?;
+    let mut watcher = Watcher::new(&Plan::new(&loaded, &data_dir)?)?;
     let debounce = Duration::from_millis(args.debounce_ms);
     // Until the first build succeeds there is nothing to serve: wait for a fix.
     while let Err(e) = build(&loaded, Vec::new()).await {
@@ -44,13 +44,16 @@ async fn serve(args: DevArgs, mut loaded: LoadedManifest) -> anyhow::Result<()> 
         let changes = watcher.next(&Plan::new(&loaded, &data_dir)?, debounce).await;
         if changes.manifest {
             match LoadedManifest::load(&loaded.path) {
-                Ok(edited) => loaded = edited,
+                Ok(edited) => {
+                    loaded = edited;
+                    watcher.follow(&Plan::new(&loaded, &data_dir)?)?;
+                }
                 Err(e) => println!("✗ {e}"),
             }
         }
     }
     let Started { host, swap, live, listening, base } =
-        crate::up::start(&args.local, &loaded, Needs::Everything, &revision_id(1)).await?;
+        crate::up::start(&args.local, &loaded, Mode::Dev, &revision_id(1)).await?;
     for name in Plan::unwatched(&loaded) {
         println!("  note: `{name}` has a build command but no build.watch globs: its changes are not seen");
     }
@@ -105,7 +108,7 @@ impl Dev {
             let files: Vec<_> = changes.files.iter().map(|f| f.display().to_string()).collect();
             println!("\n~ changed: {}", files.join(", "));
             match self.reload(changes, saved).await {
-                Ok(()) => match Plan::new(&self.loaded, &self.data_dir) {
+                Ok(()) => match Plan::new(&self.loaded, &self.data_dir).and_then(|p| watcher.follow(&p).map(|()| p)) {
                     Ok(p) => plan = p,
                     Err(e) => println!("✗ {e:#}\n  still watching the files of the previous manifest"),
                 },

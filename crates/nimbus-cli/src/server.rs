@@ -143,32 +143,6 @@ pub(crate) fn default_data_dir() -> PathBuf {
     home
 }
 
-/// Closes the data dir to other users except for the way to the deployed services' trees: the
-/// dir itself may only be passed through (0711), its stores and other directories are the
-/// owner's alone (0600, 0700), `services/` stays readable (0755) for the sandbox's user, and
-/// `identity/` passable (0711) to its services' certificate files (the CA's key is in its
-/// `ca/`, 0700).
-fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let set = |path: &std::path::Path, mode: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set the permissions of {}", path.display()))
-    };
-    set(data_dir, 0o711)?;
-    for entry in std::fs::read_dir(data_dir)?.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
-        let name = entry.file_name();
-        match (kind.is_dir(), name.to_str()) {
-            (true, Some("services")) => set(&entry.path(), 0o755)?,
-            (true, Some("identity")) => set(&entry.path(), 0o711)?,
-            (true, _) => set(&entry.path(), 0o700)?,
-            (false, _) if kind.is_file() => set(&entry.path(), 0o600)?,
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// The apps' secrets, opened with the master key from `--master-key-file` or
 /// `NIMBUS_MASTER_KEY`; a wrong key (or none while secrets are stored) stops the start here,
 /// before anything is served.
@@ -185,7 +159,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    harden_data_dir(&data_dir)?;
+    crate::serving::harden_data_dir(&data_dir)?;
     let mut control = args.cluster.open(&args.storage, &data_dir).await?;
     let store = control.store.clone();
     let residency = Arc::new(nimbus_manifest::Residency::new(args.cluster.labels().0.clone()));
@@ -200,7 +174,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let secrets: Arc<dyn SecretSource> = vault.clone();
     let runtime = Arc::new(
         args.engine
-            .runtime(args.max_instances.max(1), args.max_memory_mb)?
+            .runtime(args.max_instances.max(1), args.max_memory_mb, false)?
             .with_bus(bus.clone())
             .with_kv(kv.clone())
             .with_secrets(secrets.clone()),
@@ -290,7 +264,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         nimbus_control::Uploads::new(uploads_dir.clone(), args.max_concurrent_uploads, args.max_upload_mb << 20)
             .with_context(|| format!("cannot prepare the uploads directory {}", uploads_dir.display()))?;
     // Again, for the stores and directories created since.
-    harden_data_dir(&data_dir)?;
+    crate::serving::harden_data_dir(&data_dir)?;
     if let Some(changes) = control.changes.take() {
         tokio::spawn(platform.clone().converge(vault.clone(), changes));
     }

@@ -44,7 +44,8 @@ pub(crate) struct EngineArgs {
 impl EngineArgs {
     /// The wasm runtime with room for `max_instances` concurrent instances of up to
     /// `max_memory_mb` each.
-    pub(crate) fn runtime(&self, max_instances: u32, max_memory_mb: u32) -> anyhow::Result<Runtime> {
+    /// The wasm runtime; `incremental` keeps compiled functions in memory for recompiles (`nimbus dev`).
+    pub(crate) fn runtime(&self, max_instances: u32, max_memory_mb: u32, incremental: bool) -> anyhow::Result<Runtime> {
         let config = RuntimeConfig {
             cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) },
             max_module_bytes: self.max_module_mb << 20,
@@ -52,6 +53,7 @@ impl EngineArgs {
             max_instances,
             max_memory_mb,
             pooling: true,
+            incremental,
         };
         Runtime::new(config).context("could not set up the wasm engine")
     }
@@ -231,4 +233,30 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
             _ = term.recv() => tracing::info!("received SIGTERM"),
         }
     })
+}
+
+/// Closes the data dir to other users except for the way to the deployed services' trees: the
+/// dir itself may only be passed through (0711), its stores and other directories are the
+/// owner's alone (0600, 0700), `services/` stays readable (0755) for the sandbox's user, and
+/// `identity/` passable (0711) to its services' certificate files (the CA's key is in its
+/// `ca/`, 0700).
+pub(crate) fn harden_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))
+    };
+    set(data_dir, 0o711)?;
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        let name = entry.file_name();
+        match (kind.is_dir(), name.to_str()) {
+            (true, Some("services")) => set(&entry.path(), 0o755)?,
+            (true, Some("identity")) => set(&entry.path(), 0o711)?,
+            (true, _) => set(&entry.path(), 0o700)?,
+            (false, _) if kind.is_file() => set(&entry.path(), 0o600)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }

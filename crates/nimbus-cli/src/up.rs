@@ -69,7 +69,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::build::build_all(&loaded, &[])?;
     }
     async_runtime()?.block_on(async {
-        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Needs::Manifest, "local").await?;
+        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
         let served = listening.serve(swap).await;
         live.stop().await;
         served?;
@@ -83,14 +83,15 @@ pub(crate) fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
 }
 
-/// Which backends to open.
+/// Which command serves the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Needs {
-    /// Those the manifest uses (`nimbus up`).
-    Manifest,
-    /// The bus and the KV store whatever the manifest says, so that an edit adding a topic or a
-    /// bucket applies without a restart (`nimbus dev`).
-    Everything,
+pub(crate) enum Mode {
+    /// `nimbus up`: the backends the manifest uses.
+    Up,
+    /// `nimbus dev`: the bus and the KV store whatever the manifest says, so that an edit adding
+    /// a topic or a bucket applies without a restart, and compiled functions kept in memory, so
+    /// that a recompiled component compiles only the functions that changed.
+    Dev,
 }
 
 /// A started local app: its host, the revision serving, and the listeners.
@@ -139,20 +140,18 @@ impl Listening {
 
 /// Opens the backends, assembles `loaded` as revision `id`, starts its triggers, binds the
 /// gateway and the local API, and prints the banner.
-pub(crate) async fn start(
-    args: &LocalArgs,
-    loaded: &LoadedManifest,
-    needs: Needs,
-    id: &str,
-) -> anyhow::Result<Started> {
+pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode, id: &str) -> anyhow::Result<Started> {
     let mut listeners = args.engine.serve_configs()?;
     let m = &loaded.manifest;
     let functions: Vec<_> = m.component.iter().filter(|(_, c)| c.source().is_some()).collect();
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
-    let runtime = args.engine.runtime(max_instances, max_memory_mb)?;
+    let runtime = args.engine.runtime(max_instances, max_memory_mb, mode == Mode::Dev)?;
     let data_dir = args.data_dir(loaded);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    crate::serving::harden_data_dir(&data_dir)?;
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     let tls = args.tls.load(&data_dir, &[args.listen])?;
     let cacert = match tls.as_ref().and_then(|t| t.ca.as_deref()) {
@@ -165,7 +164,7 @@ pub(crate) async fn start(
     }
     let scheme = crate::tls::scheme(tls.as_ref());
     crate::doctor::services_sandbox(args.unsandboxed_services);
-    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime, needs).await?;
+    let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime, mode).await?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = crate::local_api::callers(&m.app.name, &token);
@@ -225,6 +224,9 @@ pub(crate) async fn start(
             return Err(e);
         }
     };
+    // Again, for the stores and directories opened since: the app's events, state and telemetry
+    // are its owner's alone.
+    crate::serving::harden_data_dir(&data_dir)?;
     let base = format!("{scheme}://{addr}");
     println!("Serving app `{}` on {base}", m.app.name);
     print_routes(&swap.current().gateway, m, &live.triggers, &described, &base);
@@ -285,18 +287,18 @@ struct Opened {
     kv_changes: Option<Arc<nimbus_triggers::KvChanges>>,
 }
 
-/// The bus and KV store the app needs (none it does not, unless `needs` says everything), opened in `data_dir`, with `runtime`
+/// The bus and KV store the app needs (none it does not, unless in `nimbus dev`), opened in `data_dir`, with `runtime`
 /// bound to them; KV changes are published when the app has a bus.
 async fn open_data(
     storage: &BackendArgs,
     data_dir: &std::path::Path,
     m: &nimbus_manifest::Manifest,
     mut runtime: nimbus_wasm::Runtime,
-    needs: Needs,
+    mode: Mode,
 ) -> anyhow::Result<Opened> {
     let topics = nimbus_triggers::app_topics(m);
     let workflow_starts = m.trigger.workflow.iter().any(|t| t.schedule.is_some());
-    let needs_bus = needs == Needs::Everything
+    let needs_bus = mode == Mode::Dev
         || !topics.is_empty()
         || !m.trigger.cron.is_empty()
         || !m.trigger.kv.is_empty()
@@ -308,7 +310,7 @@ async fn open_data(
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
-    let needs_kv = needs == Needs::Everything
+    let needs_kv = mode == Mode::Dev
         || m.component.values().any(|c| !c.grants.kv.is_empty())
         || !m.trigger.kv.is_empty()
         || !m.trigger.actor.is_empty()

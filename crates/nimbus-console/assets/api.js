@@ -20,8 +20,19 @@ export const token = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
-/** Encodes one path segment. */
-export const seg = (s) => encodeURIComponent(s);
+/**
+ * Encodes one path segment: a `/` inside it is escaped, so a KV key `a/b` stays one segment. A
+ * segment that is `.` or `..` is refused: the browser would resolve it (even escaped as `%2e`)
+ * and send the request to another endpoint, e.g. a stored key `../../../../bank` turning
+ * "delete this key" into `DELETE /v1/apps/bank`.
+ */
+export function seg(s) {
+  const text = String(s);
+  if (text === '.' || text === '..') {
+    throw new ApiError(0, `\`${text}\` cannot be named in a URL; use the CLI (nimbus kv, nimbus events) for it`);
+  }
+  return encodeURIComponent(text);
+}
 
 /** A query string from an object, skipping empty values. */
 export function qs(params) {

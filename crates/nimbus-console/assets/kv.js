@@ -1,7 +1,7 @@
 // The KV bucket browser: list an app's keys by prefix, read a value, write and delete keys.
 // Actor state lives in the app's `actors` bucket and workflow journals in `workflows`; both are
 // readable here and read-only (the API refuses writes to them).
-import { allows, getJSON, qs, request, seg, session } from './api.js';
+import { allows, getJSON, qs, request, seg, servingManifest } from './api.js';
 import { announce, errorBox, field, h, heading, replace } from './dom.js';
 
 const RESERVED = ['actors', 'workflows'];
@@ -9,17 +9,10 @@ const RESERVED = ['actors', 'workflows'];
 /** Buckets the serving revision's manifest grants (`kv = [...]`), plus the platform's own. */
 async function knownBuckets(app) {
   const found = new Set(RESERVED);
-  if (session.local) return [...found];
-  try {
-    const info = await getJSON(`/v1/apps/${seg(app)}`);
-    const top = [...info.traffic.targets].sort((a, b) => b.percent - a.percent)[0];
-    if (top) {
-      const rev = await getJSON(`/v1/apps/${seg(app)}/revisions/${seg(top.revision)}`);
-      for (const m of rev.manifest.matchAll(/\bkv\s*=\s*\[([^\]]*)\]/g)) {
-        for (const b of m[1].matchAll(/"([^"]+)"/g)) found.add(b[1]);
-      }
-    }
-  } catch { /* best effort: any bucket can be typed */ }
+  const manifest = await servingManifest(app);
+  for (const m of (manifest || '').matchAll(/\bkv\s*=\s*\[([^\]]*)\]/g)) {
+    for (const b of m[1].matchAll(/"([^"]+)"/g)) found.add(b[1]);
+  }
   return [...found].sort();
 }
 
@@ -54,7 +47,7 @@ export async function render(view, { app, query }) {
 
   const open = async (key) => {
     try {
-      const resp = await request('GET', `${base}/${key.split('/').map(seg).join('/')}`);
+      const resp = await request('GET', `${base}/${seg(key)}`);
       const text = showValue(await resp.arrayBuffer());
       replace(value, h('h2', { text: `${name} / ${key}` }),
         h('p', { class: 'meta', text: `Revision ${resp.headers.get('x-nimbus-kv-revision') || '?'}` }),
@@ -63,7 +56,7 @@ export async function render(view, { app, query }) {
           type: 'button', class: 'danger', text: `Delete ${key}`,
           onclick: async () => {
             try {
-              await request('DELETE', `${base}/${key.split('/').map(seg).join('/')}`);
+              await request('DELETE', `${base}/${seg(key)}`);
               announce(`Deleted ${key}.`);
               location.hash = `#/kv${qs({ bucket: name, prefix: prefix.value, t: Date.now() })}`;
             } catch (e) { value.append(errorBox(e)); }
@@ -102,7 +95,7 @@ function writeForm(base, bucket, prefix) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {
-      const r = await (await request('PUT', `${base}/${key.value.split('/').map(seg).join('/')}`, { body: val.value, contentType: 'application/octet-stream' })).json();
+      const r = await (await request('PUT', `${base}/${seg(key.value)}`, { body: val.value, contentType: 'application/octet-stream' })).json();
       announce(`Set ${key.value} (revision ${r.revision}).`);
       location.hash = `#/kv${qs({ bucket, prefix: prefix.value, t: Date.now() })}`;
     } catch (e) {

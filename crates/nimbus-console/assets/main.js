@@ -36,8 +36,18 @@ function parseHash() {
   return { path, query: new URLSearchParams(query) };
 }
 
+/** A decoded path segment, or null when it is not valid percent-encoding (`%E0%A4%A`). */
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
+}
+
 function match(path) {
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = path.split('/').filter(Boolean).map(decode);
+  if (parts.includes(null)) return null;
   for (const [pattern, render] of ROUTES) {
     const want = pattern.split('/').filter(Boolean);
     if (want.length !== parts.length) continue;

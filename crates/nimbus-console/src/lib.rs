@@ -119,6 +119,8 @@ fn with_headers(mut resp: Response) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // A window this page opens (or that opens it) gets no handle on it.
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     resp
 }
 
@@ -195,6 +197,7 @@ mod tests {
         assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
 
         let (status, headers, _) = get("/console/main.js").await;
         assert_eq!((status, &headers[header::CONTENT_TYPE]), (StatusCode::OK, &HeaderValue::from_static(JS)));

@@ -136,6 +136,10 @@ impl MetricsPoint {
     }
 }
 
+/// The most components one `/v1/metrics/series` answer holds (an hour of 100 components is ~13 MB
+/// of JSON).
+const MAX_SERIES: usize = 100;
+
 /// The last `range_s` seconds of this node's metrics per component, a point per step (JSON for
 /// live plots; `/metrics` has the cumulative figures).
 #[utoipa::path(get, path = "/v1/metrics/series", tag = "observability", params(SeriesQuery),
@@ -155,6 +159,13 @@ async fn series(
         ));
     }
     let history = node_metrics(&s)?.series();
+    let matching = history.count(q.app.as_deref(), q.component.as_deref());
+    if matching > MAX_SERIES {
+        return Err(ControlError::bad_request(
+            format!("{matching} components have a history here, and one answer holds at most {MAX_SERIES}"),
+            "name an app (app=) or a component (component=)",
+        ));
+    }
     let step_s = history.step().as_secs_f64();
     let series = history
         .query(q.app.as_deref(), q.component.as_deref(), Duration::from_secs(range_s))

@@ -141,3 +141,26 @@ async fn without_metrics_the_series_is_not_found_as_metrics_are() {
     assert_eq!(body, metrics, "the same answer as /metrics");
     assert!(body["error"].as_str().unwrap().contains("metrics are off"), "{body}");
 }
+
+#[tokio::test]
+async fn one_answer_holds_at_most_a_hundred_components() {
+    let observer =
+        Observer::start(ObserveConfig { series_step: Duration::from_millis(100), ..Default::default() }).unwrap();
+    let components: Vec<_> = (0..101).map(|i| observer.component(&format!("app{}", i % 2), &format!("c{i}"))).collect();
+    let (api, admin, _) = serve(observer.clone()).await;
+    components.iter().for_each(|c| c.metrics.http_request(200, Duration::from_millis(1)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = api.get("/v1/metrics/series", Some(&admin)).await;
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("101 components"), "{body}");
+    // Named by app, each half fits.
+    let (status, body) = api.get("/v1/metrics/series?app=app0", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["series"].as_array().unwrap().len(), 51);
+}

@@ -265,6 +265,17 @@ impl Series {
         rings.retain(|_, r| t.saturating_sub(r.active) < window);
     }
 
+    /// How many components of `app` (all apps if `None`) named `component` (any if `None`) have
+    /// a history.
+    pub fn count(&self, app: Option<&str>, component: Option<&str>) -> usize {
+        let state = self.state();
+        state
+            .rings
+            .keys()
+            .filter(|(a, c)| app.is_none_or(|app| app == a) && component.is_none_or(|want| want == c))
+            .count()
+    }
+
     /// The points of the last `range` of the components of `app` (all apps if `None`) named
     /// `component` (any if `None`), by app and component.
     pub fn query(&self, app: Option<&str>, component: Option<&str>, range: Duration) -> Vec<ComponentSeries> {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use wasmtime::{CacheStore, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::LoadError;
 
@@ -31,7 +34,15 @@ pub struct RuntimeConfig {
     pub max_memory_mb: u32,
     /// Use the pooling allocator (falls back to on-demand allocation if the host refuses it).
     pub pooling: bool,
+    /// Keep each compiled function in memory (up to [`INCREMENTAL_CACHE_BYTES`]) so that a
+    /// component compiled again with most of its functions unchanged compiles only the changed
+    /// ones: what `nimbus dev` recompiles on every save. Off for a server, whose components are
+    /// compiled once.
+    pub incremental: bool,
 }
+
+/// The most bytes of compiled functions the incremental cache keeps.
+pub const INCREMENTAL_CACHE_BYTES: usize = 1 << 30;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -42,6 +53,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory_mb: 128,
             pooling: true,
+            incremental: false,
         }
     }
 }
@@ -77,25 +89,60 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator)
             .pagemap_scan(Enabled::Auto)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10);
-        match Engine::new(&engine_config(Some(pool))) {
+        match Engine::new(&engine_config(config, Some(pool))) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable, using on-demand allocation")
             }
         }
     }
-    Engine::new(&engine_config(None))
+    Engine::new(&engine_config(config, None))
         .map(|e| (e, Allocator::OnDemand))
         .map_err(|e| LoadError::Engine(nimbus_observe::cause(e)))
 }
 
-fn engine_config(pool: Option<PoolingAllocationConfig>) -> Config {
+fn engine_config(runtime: &RuntimeConfig, pool: Option<PoolingAllocationConfig>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true).memory_init_cow(true).parallel_compilation(true);
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
+    if runtime.incremental {
+        // Only fails when the compiler is disabled, and it never is here.
+        let _ = config.enable_incremental_compilation(Arc::new(FunctionCache::default()));
+    }
     config
+}
+
+/// Cranelift's compiled functions by the hash of their input, in memory, up to
+/// [`INCREMENTAL_CACHE_BYTES`] (then new ones are not kept).
+#[derive(Debug, Default)]
+struct FunctionCache {
+    entries: std::sync::RwLock<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_key: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.by_key.get(key).map(|v| Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let size = key.len() + value.len();
+        if entries.bytes + size > INCREMENTAL_CACHE_BYTES {
+            return false;
+        }
+        entries.bytes += size;
+        entries.by_key.insert(key.to_vec(), value);
+        true
+    }
 }
 
 /// Key of the engine configuration for the compile cache: artifacts from another wasmtime

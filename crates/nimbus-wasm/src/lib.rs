@@ -73,7 +73,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use actor::{ActorInvoker, ActorOutcome, ActorState};
 pub use cache::{CacheOutcome, WasmKind};
-pub use engine::{Allocator, EPOCH_TICK, RuntimeConfig};
+pub use engine::{Allocator, EPOCH_TICK, INCREMENTAL_CACHE_BYTES, RuntimeConfig};
 pub use error::{InvokeError, LinkError, LoadError};
 pub use events::EventError;
 pub use logs::LOG_BUDGET_BYTES;
