@@ -337,3 +337,27 @@ async fn the_local_api_cuts_stalled_clients_and_refuses_web_pages() {
     assert_eq!(get(Some(("host", format!("evil.example:{port}")))).await, 403);
     assert_eq!(get(Some(("origin", server.base.clone()))).await, 403);
 }
+
+#[test]
+fn the_apps_data_is_closed_to_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = App::new(&fixtures_manifest("timeout_ms = 5000", ""));
+    let data = app.path().join(".nimbus");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _server = app.up(&[]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o711, "the data dir may only be passed through");
+    let entries: Vec<_> = std::fs::read_dir(&data).unwrap().flatten().collect();
+    assert!(!entries.is_empty());
+    for entry in entries {
+        let (path, kind) = (entry.path(), entry.file_type().unwrap());
+        let expected = match path.file_name().and_then(|n| n.to_str()) {
+            Some("identity") => 0o711,
+            Some("services") => 0o755,
+            _ if kind.is_dir() => 0o700,
+            _ => 0o600,
+        };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+}

@@ -149,9 +149,13 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
     let runtime = args.engine.runtime(max_instances, max_memory_mb, mode == Mode::Dev)?;
     let data_dir = args.data_dir(loaded);
+    // The data dir is closed to other users when it is ours: the default `.nimbus`, or one this
+    // start creates (not, say, a `--data-dir /tmp`).
+    let ours = args.data_dir.is_none() || !data_dir.exists();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    crate::serving::harden_data_dir(&data_dir)?;
+    let harden = || if ours { crate::serving::harden_data_dir(&data_dir) } else { Ok(()) };
+    harden()?;
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
     let tls = args.tls.load(&data_dir, &[args.listen])?;
     let cacert = match tls.as_ref().and_then(|t| t.ca.as_deref()) {
@@ -226,7 +230,7 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
     };
     // Again, for the stores and directories opened since: the app's events, state and telemetry
     // are its owner's alone.
-    crate::serving::harden_data_dir(&data_dir)?;
+    harden()?;
     let base = format!("{scheme}://{addr}");
     println!("Serving app `{}` on {base}", m.app.name);
     print_routes(&swap.current().gateway, m, &live.triggers, &described, &base);
