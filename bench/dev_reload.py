@@ -1,10 +1,11 @@
 """Save-to-new-response time of `nimbus dev` for one app directory.
 
-Usage: dev_reload.py NIMBUS APP_DIR SOURCE_FILE MARKER ROUNDS
+Usage: dev_reload.py NIMBUS APP_DIR SOURCE_FILE MARKER ROUNDS [NIMBUS_DEV_FLAG...]
 
 Starts `nimbus dev APP_DIR` on a free loopback port, then ROUNDS times: rewrites SOURCE_FILE with
 MARKER replaced by a new word, and polls the app (every 2 ms, on one keep-alive connection) until
-the new word answers. Prints, per round and as medians, the time from the write to the first new
+the new word answers. The compile cache is a fresh directory, so every round compiles. Prints,
+per round and as medians, the time from the write to the first new
 response, and the build and load+swap times `nimbus dev` printed for that revision (the compiler's
 own time is the build time).
 """
@@ -12,10 +13,12 @@ own time is the build time).
 import http.client
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -35,6 +38,8 @@ def get(conn):
 
 def main():
     nimbus, app, source, marker, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    flags = sys.argv[6:]
+    cache = tempfile.mkdtemp(prefix="nimbus-dev-bench-cache-")
     port = free_port()
     log = open(f"{app}/dev.log", "w+")
     # The templates' builds name their own target directory; a CARGO_TARGET_DIR would not matter,
@@ -42,7 +47,7 @@ def main():
     env = {k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"}
     env["NIMBUS_LOG"] = "warn"
     proc = subprocess.Popen(
-        [nimbus, "dev", app, "--listen", f"127.0.0.1:{port}"],
+        [nimbus, "dev", app, "--listen", f"127.0.0.1:{port}", "--cache-dir", cache, *flags],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
@@ -77,11 +82,12 @@ def main():
             results.append((took, build, load))
             print(f"round {i}: save -> new response {took:.0f} ms (build {build} ms, load and swap {load} ms, rest {took - build - load:.0f} ms)")
         med = lambda k: statistics.median(r[k] for r in results)
-        print(f"median: save -> new response {med(0):.0f} ms; build {med(1):.0f} ms; load and swap {med(2):.0f} ms; "
+        print(f"median ({' '.join(flags) or 'default'}): save -> new response {med(0):.0f} ms; build {med(1):.0f} ms; load and swap {med(2):.0f} ms; "
               f"without the compiler {med(0) - med(1):.0f} ms")
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 main()

@@ -25,6 +25,10 @@ pub(crate) struct DevArgs {
     /// How long the files must be quiet after a change before the rebuild starts, in ms.
     #[arg(long, env = "NIMBUS_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// Compile a changed component from scratch instead of reusing its compiled functions that
+    /// did not change (the cache of compiled functions holds up to 1 GiB).
+    #[arg(long, env = "NIMBUS_NO_INCREMENTAL_COMPILE")]
+    no_incremental_compile: bool,
     #[command(flatten)]
     local: LocalArgs,
 }
@@ -52,8 +56,13 @@ async fn serve(args: DevArgs, mut loaded: LoadedManifest) -> anyhow::Result<()> 
             }
         }
     }
-    let Started { host, swap, live, listening, base } =
-        crate::up::start(&args.local, &loaded, Mode::Dev, &revision_id(1)).await?;
+    let Started { host, swap, live, listening, base } = crate::up::start(
+        &args.local,
+        &loaded,
+        Mode::Dev { incremental: !args.no_incremental_compile },
+        &revision_id(1),
+    )
+    .await?;
     for name in Plan::unwatched(&loaded) {
         println!("  note: `{name}` has a build command but no build.watch globs: its changes are not seen");
     }

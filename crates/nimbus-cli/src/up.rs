@@ -89,9 +89,12 @@ pub(crate) enum Mode {
     /// `nimbus up`: the backends the manifest uses.
     Up,
     /// `nimbus dev`: the bus and the KV store whatever the manifest says, so that an edit adding
-    /// a topic or a bucket applies without a restart, and compiled functions kept in memory, so
-    /// that a recompiled component compiles only the functions that changed.
-    Dev,
+    /// a topic or a bucket applies without a restart; with `incremental`, compiled functions kept
+    /// in memory, so that a recompiled component compiles only the functions that changed.
+    Dev {
+        /// Keep compiled functions for recompiles.
+        incremental: bool,
+    },
 }
 
 /// A started local app: its host, the revision serving, and the listeners.
@@ -147,7 +150,7 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
     let max_instances = functions.iter().map(|(_, c)| c.limits.max_concurrency).sum::<u32>().clamp(1, 10_000);
     let max_memory_mb =
         functions.iter().map(|(_, c)| c.memory_mb()).max().unwrap_or(nimbus_manifest::DEFAULT_FUNCTION_MEMORY_MB);
-    let runtime = args.engine.runtime(max_instances, max_memory_mb, mode == Mode::Dev)?;
+    let runtime = args.engine.runtime(max_instances, max_memory_mb, mode == Mode::Dev { incremental: true })?;
     let data_dir = args.data_dir(loaded);
     // The data dir is closed to other users when it is ours: the default `.nimbus`, or one this
     // start creates (not, say, a `--data-dir /tmp`).
@@ -302,7 +305,7 @@ async fn open_data(
 ) -> anyhow::Result<Opened> {
     let topics = nimbus_triggers::app_topics(m);
     let workflow_starts = m.trigger.workflow.iter().any(|t| t.schedule.is_some());
-    let needs_bus = mode == Mode::Dev
+    let needs_bus = mode != Mode::Up
         || !topics.is_empty()
         || !m.trigger.cron.is_empty()
         || !m.trigger.kv.is_empty()
@@ -314,7 +317,7 @@ async fn open_data(
         runtime = runtime.with_bus(bus.clone());
         Some(bus)
     };
-    let needs_kv = mode == Mode::Dev
+    let needs_kv = mode != Mode::Up
         || m.component.values().any(|c| !c.grants.kv.is_empty())
         || !m.trigger.kv.is_empty()
         || !m.trigger.actor.is_empty()
