@@ -271,6 +271,9 @@ async function serverSteps() {
     await key.click();
     assert((await page.locator('#kv-value pre.value').textContent()) === 'bait', 'the key\'s own value is shown');
     await page.locator('#kv-value button.danger').click();
+    // The page lists the bucket again without the key (so no navigation is still to come).
+    await page.locator('#kv-keys button', { hasText: planted }).waitFor({ state: 'detached', timeout: 10000 });
+    await page.locator('#kv-keys').waitFor();
     const gone = Date.now() + 10000;
     while ((await api('GET', `/v1/apps/${APP}/kv/effects/keys/${encodeURIComponent(planted)}`, ADMIN_TOKEN)).status !== 404) {
       assert(Date.now() < gone, 'the key was deleted');

@@ -75,15 +75,22 @@ async function route() {
     replace(view, h('h1', { text: 'Not found' }), h('p', { text: `The console has no page ${path}.` }));
     return;
   }
-  replace(view, h('p', { class: 'loading', text: 'Loading…' }));
+  // Each page renders into its own element: a page still loading when the user has moved on
+  // writes into a detached element instead of over the newer page.
+  const page = h('div', { class: 'page' }, h('p', { class: 'loading', text: 'Loading…' }));
+  replace(view, page);
   try {
-    const result = await found.render(view, { ...found.params, query, app: found.params.app || currentApp() });
-    if (typeof result === 'function') cleanup = result;
+    const result = await found.render(page, { ...found.params, query, app: found.params.app || currentApp() });
+    if (typeof result === 'function') {
+      if (page.isConnected) cleanup = result;
+      else result();
+    }
   } catch (e) {
     if (e.name === 'AbortError') return;
-    replace(view, errorBox(e));
+    replace(page, errorBox(e));
     if (e instanceof ApiError && e.status === 401) showLogin(e);
   }
+  if (!page.isConnected) return;
   const title = $('page-title');
   if (title) {
     document.title = `${title.textContent} · Nimbus console`;
