@@ -30,6 +30,7 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("PUT", "/v1/apps/{app}/secrets/{name}", Some("secrets")),
     ("DELETE", "/v1/apps/{app}/secrets/{name}", Some("secrets")),
     ("GET", "/v1/apps/{app}/topics/{topic}/events", Some("data-read")),
+    ("GET", "/v1/apps/{app}/topics/{topic}/groups", Some("data-read")),
     ("POST", "/v1/apps/{app}/topics/{topic}/events", Some("data-write")),
     ("POST", "/v1/apps/{app}/topics/{topic}/replay", Some("data-write")),
     ("GET", "/v1/apps/{app}/traffic", Some("read")),
@@ -51,6 +52,7 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/tokens", Some("admin")),
     ("DELETE", "/v1/tokens/{id}", Some("admin")),
     ("GET", "/v1/traces", Some("read")),
+    ("GET", "/v1/metrics/series", Some("read")),
     ("GET", "/v1/traces/{id}", Some("read")),
     ("GET", "/v1/whoami", None),
 ];
