@@ -69,9 +69,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::build::build_all(&loaded, &[])?;
     }
     async_runtime()?.block_on(async {
-        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
+        // The host stays up while serving: its runtime drives the epoch that ends guests past their
+        // time limit.
+        let Started { host, live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
         let served = listening.serve(swap).await;
         live.stop().await;
+        drop(host);
         served?;
         println!("Stopped.");
         Ok(())
@@ -99,6 +102,8 @@ pub(crate) enum Mode {
 
 /// A started local app: its host, the revision serving, and the listeners.
 pub(crate) struct Started {
+    /// Keep it while serving: its runtime's epoch ticker is what ends guests past their time
+    /// limit (dropped, a looping guest runs for ever).
     pub(crate) host: AppHost,
     pub(crate) swap: Arc<Swap>,
     pub(crate) live: Live,
