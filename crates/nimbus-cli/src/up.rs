@@ -69,12 +69,9 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::build::build_all(&loaded, &[])?;
     }
     async_runtime()?.block_on(async {
-        // The host stays up while serving: its runtime drives the epoch that ends guests past their
-        // time limit.
-        let Started { host, live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
+        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
         let served = listening.serve(swap).await;
         live.stop().await;
-        drop(host);
         served?;
         println!("Stopped.");
         Ok(())
@@ -102,8 +99,6 @@ pub(crate) enum Mode {
 
 /// A started local app: its host, the revision serving, and the listeners.
 pub(crate) struct Started {
-    /// Keep it while serving: its runtime's epoch ticker is what ends guests past their time
-    /// limit (dropped, a looping guest runs for ever).
     pub(crate) host: AppHost,
     pub(crate) swap: Arc<Swap>,
     pub(crate) live: Live,

@@ -95,8 +95,9 @@ pub struct Runtime {
     backends: capability::Backends,
     module_linker: wasmtime::Linker<wagi::WagiState>,
     /// Started with the first function loaded: a node serving only services has no epoch to
-    /// advance (and no thread waking a thousand times a second).
-    ticker: std::sync::OnceLock<engine::EpochTicker>,
+    /// advance (and no thread waking a thousand times a second). Each function holds it too, so
+    /// it runs while any function can, whoever drops the runtime.
+    ticker: std::sync::OnceLock<Arc<engine::EpochTicker>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -191,7 +192,7 @@ impl Runtime {
             return Err(LoadError::TooLarge { path: path.to_path_buf(), size, limit: self.config.max_module_bytes });
         }
         let kind = WasmKind::detect(&bytes).ok_or_else(|| LoadError::NotWasm { path: path.to_path_buf() })?;
-        self.ticker.get_or_init(|| engine::EpochTicker::start(&self.engine));
+        let ticker = self.ticker.get_or_init(|| Arc::new(engine::EpochTicker::start(&self.engine))).clone();
         let (compiled, outcome) =
             cache::compile(&self.engine, self.cache.as_ref(), path, bytes, kind, self.config.compile_timeout).await?;
         let link = |reason: LinkError| LoadError::Link { path: path.to_path_buf(), reason };
@@ -244,6 +245,7 @@ impl Runtime {
                     .timeout()
                     .unwrap_or(Duration::from_millis(nimbus_manifest::DEFAULT_FUNCTION_TIMEOUT_MS)),
             },
+            _ticker: ticker,
         };
         Ok((Function { executor: Arc::new(executor), settings: Arc::new(settings) }, outcome))
     }
@@ -263,6 +265,8 @@ pub(crate) struct FunctionSettings {
     pub(crate) detached: Arc<nimbus_observe::ComponentTelemetry>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) limits: store::InvocationLimits,
+    /// Advances the epoch that ends an invocation at its time limit, while the function lives.
+    _ticker: Arc<engine::EpochTicker>,
 }
 
 impl FunctionSettings {
