@@ -116,7 +116,11 @@ impl Dev {
             let saved = changes.first.unwrap_or_else(Instant::now);
             let files: Vec<_> = changes.files.iter().map(|f| f.display().to_string()).collect();
             println!("\n~ changed: {}", files.join(", "));
+            // What is watched follows from the manifest alone: planned (and the tree walked) again
+            // only when an edit of it was applied.
+            let manifest_edited = changes.manifest;
             match self.reload(changes, saved).await {
+                Ok(()) if !manifest_edited => {}
                 Ok(()) => match Plan::new(&self.loaded, &self.data_dir).and_then(|p| watcher.follow(&p).map(|()| p)) {
                     Ok(p) => plan = p,
                     Err(e) => println!("✗ {e:#}\n  still watching the files of the previous manifest"),
