@@ -457,8 +457,17 @@ async fn nodes_list_shows_members_a_killed_node_is_gone_and_one_nats_server_may_
 
     // Node C restarted on its data dir catches up with what changed while it was down: the new
     // revision serves, and an app deleted meanwhile is gone from its replica too.
-    let (s, body) = c.api(0, reqwest::Method::DELETE, "/v1/apps/old", None).await;
-    assert_eq!(s, 204, "{body}");
+    // Through A, whose audit copy may be on the killed NATS server until its stream has a new
+    // leader: changes are refused (503, fail closed) until then, as for B's deploy above.
+    let started = Instant::now();
+    loop {
+        let (s, body) = c.api(0, reqwest::Method::DELETE, "/v1/apps/old", None).await;
+        if s == 204 {
+            break;
+        }
+        assert!(s == 503 && started.elapsed() < Duration::from_secs(30), "delete through A: {s} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let url = c.nats[2].url();
     let ca = c.ca();
     let restarted = Platform::start(&c.nodes[2].data, &node_args(2, &url, &ca, "3"));
