@@ -55,6 +55,7 @@
 
 mod context;
 mod http_request;
+pub mod insight;
 mod logs;
 mod metrics;
 mod otlp;
@@ -106,6 +107,9 @@ pub enum ObserveError {
         "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built; check the OTEL_EXPORTER_OTLP_* variables"
     )]
     Otlp(#[source] Cause),
+    /// An alert sink could not be set up (e.g. a webhook URL that does not parse).
+    #[error("{0}")]
+    Alerts(String),
     /// The thread sampling metrics into the series could not be started.
     #[error("could not start the metrics sampler thread")]
     Sampler(#[source] std::io::Error),
@@ -131,6 +135,8 @@ pub struct ObserveConfig {
     pub store_policy: StorePolicy,
     /// Bounds of the log store.
     pub log_store: Bounds,
+    /// Where alerts go and silences are kept (alerting runs with metrics on).
+    pub insight: insight::InsightConfig,
 }
 
 impl Default for ObserveConfig {
@@ -145,6 +151,7 @@ impl Default for ObserveConfig {
             trace_store: Bounds { max_bytes: 128 << 20, retention: day },
             store_policy: StorePolicy::default(),
             log_store: Bounds { max_bytes: 64 << 20, retention: 7 * day },
+            insight: insight::InsightConfig::default(),
         }
     }
 }
@@ -159,6 +166,7 @@ struct Inner {
     pipeline: Option<Arc<Pipeline>>,
     traces: Option<TraceStore>,
     logs: Option<LogStore>,
+    insight: Option<insight::Insight>,
     /// Samples the metrics into their series until dropped.
     _sampler: Option<Sampler>,
 }
@@ -206,7 +214,23 @@ impl Observer {
         let pipeline = Pipeline::start(sinks).map_err(|source| ObserveError::Store { dir, source })?;
         let tracer =
             if config.traces { Tracer::new(pipeline.clone(), config.sample_ratio) } else { Tracer::disabled() };
-        Ok(Self(Arc::new(Inner { tracer, metrics, pipeline: Some(pipeline), traces, logs, _sampler: sampler })))
+        let insight = match &metrics {
+            Some(m) => {
+                let insight = insight::Insight::new(&config.insight).map_err(ObserveError::Alerts)?;
+                insight.watch(m.series().clone(), traces.clone(), logs.clone());
+                Some(insight)
+            }
+            None => None,
+        };
+        Ok(Self(Arc::new(Inner {
+            tracer,
+            metrics,
+            pipeline: Some(pipeline),
+            traces,
+            logs,
+            insight,
+            _sampler: sampler,
+        })))
     }
 
     /// Records nothing, keeps nothing: guest output goes to the process log only.
@@ -217,6 +241,7 @@ impl Observer {
             pipeline: None,
             traces: None,
             logs: None,
+            insight: None,
             _sampler: None,
         }))
     }
@@ -239,6 +264,11 @@ impl Observer {
     /// The log store, if logs are kept on disk.
     pub fn logs(&self) -> Option<&LogStore> {
         self.0.logs.as_ref()
+    }
+
+    /// The node's alerting, unless metrics are off.
+    pub fn insight(&self) -> Option<&insight::Insight> {
+        self.0.insight.as_ref()
     }
 
     /// The telemetry of one component of one app.

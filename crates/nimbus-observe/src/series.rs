@@ -276,6 +276,19 @@ impl Series {
             .count()
     }
 
+    /// The points taken after `t` (Unix ms) of every component, oldest first, with their app and
+    /// component.
+    pub fn since(&self, t: u64) -> Vec<(String, String, SeriesPoint)> {
+        let state = self.state();
+        let mut out: Vec<(String, String, SeriesPoint)> = Vec::new();
+        for ((a, c), ring) in &state.rings {
+            let newer = ring.points.iter().rev().take_while(|p| p.t > t).count();
+            out.extend(ring.points.iter().skip(ring.points.len() - newer).map(|p| (a.clone(), c.clone(), *p)));
+        }
+        out.sort_by_key(|(_, _, p)| p.t);
+        out
+    }
+
     /// The points of the last `range` of the components of `app` (all apps if `None`) named
     /// `component` (any if `None`), by app and component.
     pub fn query(&self, app: Option<&str>, component: Option<&str>, range: Duration) -> Vec<ComponentSeries> {

@@ -146,6 +146,22 @@ impl TraceStore {
         (!spans.is_empty()).then_some(spans)
     }
 
+    /// The stored spans that started between `from` and `to` (Unix nanoseconds), grouped by
+    /// trace, each by start time: the newest `limit` traces by their first span.
+    pub fn between(&self, from: u64, to: u64, limit: usize) -> Vec<Vec<SpanView>> {
+        let mut traces: HashMap<Vec<u8>, Vec<SpanView>> = HashMap::new();
+        for s in self.decoded().filter(|s| (from..=to).contains(&s.start_time_unix_nano)) {
+            traces.entry(s.trace_id.clone()).or_default().push(view(s));
+        }
+        let mut out: Vec<Vec<SpanView>> = traces.into_values().collect();
+        for t in &mut out {
+            t.sort_by_key(|s| (s.start_unix_nano, std::cmp::Reverse(s.end_unix_nano)));
+        }
+        out.sort_by_key(|t| std::cmp::Reverse(t.first().map_or(0, |s| s.start_unix_nano)));
+        out.truncate(limit);
+        out
+    }
+
     /// Bytes the store uses on disk.
     pub fn disk_bytes(&self) -> u64 {
         SegmentLog::disk_bytes(&self.dir)

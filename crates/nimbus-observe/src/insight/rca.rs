@@ -1,0 +1,384 @@
+//! Root-cause ranking over the trace call graph. Every span is charged to a node: the component
+//! it names (`nimbus.component`: functions, services, actors, mesh calls), or the dependency a
+//! client span calls (a KV bucket, a topic, an outbound host), or else its parent's node. A
+//! span's own time is its duration less its children's, so each trace's time is split between
+//! the nodes that spent it, and a failure is charged to the node of the deepest failed span
+//! (where the error began). For an anomaly of one component, the traces through it during the
+//! anomaly are compared with those before it: the nodes whose own time or error origins grew
+//! explain the change, in proportion to how much of it they account for, and a node a new
+//! revision changed shortly before the anomaly began is strong evidence on top.
+use std::collections::{BTreeMap, HashMap};
+
+use crate::SpanView;
+
+/// A deploy that changed an app's serving revision.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Change {
+    /// When it started serving, in Unix milliseconds.
+    pub at: u64,
+    /// The revision served before it, if any.
+    pub from: Option<String>,
+    /// The revision served since.
+    pub to: String,
+    /// The components whose code or configuration differ between the two.
+    pub components: Vec<String>,
+}
+
+/// A ranked suspect of an anomaly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Suspect {
+    /// The component or dependency (`kv BUCKET`, `topic NAME`, `outbound HOST`).
+    pub component: String,
+    /// How much of the change it explains (0..1), plus 0.5 when a new revision changed it just
+    /// before the anomaly.
+    pub score: f64,
+    /// Why, in words.
+    pub evidence: Vec<String>,
+    /// Example traces of the anomaly where it spent the most time or failed.
+    pub traces: Vec<String>,
+    /// Log lines of those traces it wrote.
+    #[serde(default)]
+    pub logs: Vec<String>,
+}
+
+/// What to rank for.
+#[derive(Debug)]
+pub struct Question<'a> {
+    /// The component the anomaly is on.
+    pub focus: &'a str,
+    /// Whether the anomaly is of failures (else of time, or of something else: both count).
+    pub kind: Cause,
+    /// When the anomaly began (Unix ms).
+    pub began: u64,
+    /// Traces during the anomaly.
+    pub during: &'a [Vec<SpanView>],
+    /// Traces before it.
+    pub before: &'a [Vec<SpanView>],
+    /// The app's recent deploys.
+    pub changes: &'a [Change],
+}
+
+/// Which change of the focus the suspects must explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Time: latency, queueing.
+    Time,
+    /// Failures.
+    Errors,
+    /// Anything else (throughput, memory): time and failures weigh the same.
+    Either,
+}
+
+/// How far before an anomaly a deploy still counts as its likely cause.
+const DEPLOY_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// Suspects returned at most.
+const MAX_SUSPECTS: usize = 5;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct NodeStats {
+    own_ns: u64,
+    failed: bool,
+}
+
+/// The node each span is charged to.
+fn node_of<'a>(span: &'a SpanView, parent: Option<&str>) -> Option<String> {
+    if let Some(c) = span.attr("nimbus.component") {
+        return Some(c.to_string());
+    }
+    if let Some(bucket) = span.attr("db.collection.name") {
+        return Some(format!("kv {bucket}"));
+    }
+    if let Some(topic) = span.attr("messaging.destination.name") {
+        return Some(format!("topic {topic}"));
+    }
+    if span.kind == "client"
+        && let Some(host) = span.attr("server.address")
+    {
+        return Some(format!("outbound {host}"));
+    }
+    parent.map(str::to_string)
+}
+
+/// Each node's own time and whether a failure began in it, in one trace.
+fn profile(trace: &[SpanView]) -> HashMap<String, NodeStats> {
+    let by_id: HashMap<&str, &SpanView> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut children: HashMap<&str, Vec<&SpanView>> = HashMap::new();
+    let mut roots = Vec::new();
+    for s in trace {
+        match s.parent_span_id.as_deref().filter(|p| by_id.contains_key(p)) {
+            Some(p) => children.entry(p).or_default().push(s),
+            None => roots.push(s),
+        }
+    }
+    let mut out: HashMap<String, NodeStats> = HashMap::new();
+    // Depth-first from each root, carrying the parent's node.
+    let mut stack: Vec<(&SpanView, Option<String>)> = roots.into_iter().map(|r| (r, None)).collect();
+    while let Some((span, parent)) = stack.pop() {
+        let node = node_of(span, parent.as_deref()).unwrap_or_else(|| "gateway".into());
+        let kids = children.get(span.span_id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let kids_ns: u64 = kids.iter().map(|k| k.duration().as_nanos() as u64).sum();
+        let own = (span.duration().as_nanos() as u64).saturating_sub(kids_ns);
+        let stats = out.entry(node.clone()).or_default();
+        stats.own_ns += own;
+        if span.status == "error" && !kids.iter().any(|k| k.status == "error") {
+            stats.failed = true;
+        }
+        for k in kids {
+            stack.push((k, Some(node.clone())));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    own_ns: u64,
+    failed: usize,
+    /// (own time, trace id) of the traces it was in.
+    examples: Vec<(u64, bool, String)>,
+}
+
+/// Per node: own time and failures summed over the traces through `focus`; and how many.
+fn totals(traces: &[Vec<SpanView>], focus: &str) -> (BTreeMap<String, Totals>, usize) {
+    let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut n = 0;
+    for trace in traces {
+        let profile = profile(trace);
+        if !profile.contains_key(focus) {
+            continue;
+        }
+        n += 1;
+        let id = trace.first().map(|s| s.trace_id.clone()).unwrap_or_default();
+        for (node, s) in profile {
+            let t = out.entry(node).or_default();
+            t.own_ns += s.own_ns;
+            t.failed += usize::from(s.failed);
+            t.examples.push((s.own_ns, s.failed, id.clone()));
+        }
+    }
+    (out, n)
+}
+
+/// The suspects of an anomaly, best first (see the module doc).
+pub fn rank(q: &Question<'_>) -> Vec<Suspect> {
+    let (during, n_during) = totals(q.during, q.focus);
+    let (before, n_before) = totals(q.before, q.focus);
+    let per = |t: Option<&Totals>, n: usize| -> (f64, f64) {
+        match t {
+            Some(t) if n > 0 => (t.own_ns as f64 / n as f64 / 1e6, t.failed as f64 / n as f64),
+            _ => (0.0, 0.0),
+        }
+    };
+    let mut shifts: Vec<(&String, f64, f64, (f64, f64), (f64, f64))> = during
+        .keys()
+        .map(|node| {
+            let now = per(during.get(node), n_during);
+            let then = per(before.get(node), n_before);
+            (node, (now.0 - then.0).max(0.0), (now.1 - then.1).max(0.0), then, now)
+        })
+        .collect();
+    let time_sum: f64 = shifts.iter().map(|s| s.1).sum();
+    let fail_sum: f64 = shifts.iter().map(|s| s.2).sum();
+    let share = |x: f64, sum: f64| if sum > 0.0 { x / sum } else { 0.0 };
+    let lo = q.began.saturating_sub(DEPLOY_WINDOW_MS);
+    let mut out: Vec<Suspect> = shifts
+        .drain(..)
+        .filter_map(|(node, dt, df, then, now)| {
+            let (ts, fs) = (share(dt, time_sum), share(df, fail_sum));
+            let mut score = match q.kind {
+                Cause::Time => ts,
+                Cause::Errors => fs,
+                Cause::Either => (ts + fs) / 2.0,
+            };
+            let mut evidence = Vec::new();
+            if ts > 0.05 {
+                evidence.push(format!(
+                    "own time per request through {} {:.1} → {:.1} ms ({:+.1} ms, {:.0} % of the increase)",
+                    q.focus,
+                    then.0,
+                    now.0,
+                    now.0 - then.0,
+                    ts * 100.0
+                ));
+            }
+            if fs > 0.05 {
+                evidence.push(format!(
+                    "failures began here in {:.0} % of requests (before: {:.0} %), {:.0} % of the new failures",
+                    now.1 * 100.0,
+                    then.1 * 100.0,
+                    fs * 100.0
+                ));
+            }
+            let deploy = q.changes.iter().rev().find(|c| {
+                c.at >= lo && c.at <= q.began.saturating_add(60_000) && c.components.iter().any(|x| x == node)
+            });
+            if let Some(c) = deploy {
+                score += 0.5;
+                let when = if c.at <= q.began {
+                    format!("{} s before the anomaly began", (q.began - c.at) / 1000)
+                } else {
+                    format!("{} s after the anomaly began", (c.at - q.began) / 1000)
+                };
+                evidence.push(format!(
+                    "revision {} changed it ({} → {}) {when}",
+                    c.to,
+                    c.from.as_deref().unwrap_or("nothing"),
+                    c.to
+                ));
+            }
+            if score <= 0.0 && node != q.focus {
+                return None;
+            }
+            if evidence.is_empty() {
+                evidence
+                    .push(format!("no change of its own time or failures in {n_during} traces (vs {n_before} before)"));
+            }
+            let mut examples = during.get(node).map(|t| t.examples.clone()).unwrap_or_default();
+            examples.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+            let traces = examples.into_iter().take(3).map(|e| e.2).collect();
+            Some(Suspect { component: node.clone(), score, evidence, traces, logs: Vec::new() })
+        })
+        .collect();
+    // Deployed but not in any trace (a component whose requests stopped): still a suspect.
+    for c in q.changes.iter().filter(|c| c.at >= lo && c.at <= q.began.saturating_add(60_000)) {
+        for node in &c.components {
+            if !out.iter().any(|s| &s.component == node) {
+                out.push(Suspect {
+                    component: node.clone(),
+                    score: 0.5,
+                    evidence: vec![format!("revision {} changed it; none of its spans in the anomaly's traces", c.to)],
+                    traces: Vec::new(),
+                    logs: Vec::new(),
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Suspect {
+            component: q.focus.to_string(),
+            score: 0.0,
+            evidence: vec!["no traces through it to rank by (tracing off or none kept)".into()],
+            traces: Vec::new(),
+            logs: Vec::new(),
+        });
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.component.cmp(&b.component)));
+    out.truncate(MAX_SUSPECTS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds spans: (id, parent, component attr, start ms, end ms, failed).
+    fn trace(id: &str, spans: &[(&str, Option<&str>, Option<&str>, u64, u64, bool)]) -> Vec<SpanView> {
+        spans
+            .iter()
+            .map(|&(span, parent, component, start, end, failed)| SpanView {
+                trace_id: id.into(),
+                span_id: span.into(),
+                parent_span_id: parent.map(str::to_string),
+                name: span.into(),
+                kind: if component.is_none() { "client".into() } else { "server".into() },
+                start_unix_nano: start * 1_000_000,
+                end_unix_nano: end * 1_000_000,
+                status: if failed { "error".into() } else { "unset".into() },
+                status_message: String::new(),
+                attributes: component
+                    .map(|c| [("nimbus.component".to_string(), serde_json::json!(c))].into())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// front (own 2 ms) → call → api (own `api_ms`, failing if asked) → kv (1 ms).
+    fn request(id: usize, api_ms: u64, api_fails: bool) -> Vec<SpanView> {
+        slower(id, 0, api_ms, api_fails)
+    }
+
+    /// Like [`request`], front taking `front_ms` more of its own.
+    fn slower(id: usize, front_ms: u64, api_ms: u64, api_fails: bool) -> Vec<SpanView> {
+        let id = format!("{id:032x}");
+        let end = 2 + api_ms + 1;
+        let mut spans = trace(
+            &id,
+            &[
+                ("root", None, Some("front"), 0, end + front_ms, api_fails),
+                ("call", Some("root"), None, 1, end - 1, api_fails),
+                ("api", Some("call"), Some("api"), 1, end - 1, api_fails),
+                ("get", Some("api"), None, end - 2, end - 1, false),
+            ],
+        );
+        spans[3].attributes.insert("db.collection.name".into(), serde_json::json!("carts"));
+        spans
+    }
+
+    fn ask<'a>(
+        kind: Cause,
+        during: &'a [Vec<SpanView>],
+        before: &'a [Vec<SpanView>],
+        changes: &'a [Change],
+    ) -> Vec<Suspect> {
+        rank(&Question { focus: "front", kind, began: 10_000_000, during, before, changes })
+    }
+
+    #[test]
+    fn the_component_whose_own_time_grew_ranks_first_not_its_caller() {
+        let before: Vec<_> = (0..20).map(|i| request(i, 5, false)).collect();
+        let during: Vec<_> = (20..40).map(|i| request(i, 205, false)).collect();
+        let s = ask(Cause::Time, &during, &before, &[]);
+        assert_eq!(s[0].component, "api", "{s:#?}");
+        assert!(s[0].score > 0.9, "{s:#?}");
+        assert!(s[0].evidence[0].contains("5.0 → 205.0 ms"), "{:?}", s[0].evidence);
+        assert_eq!(s[0].traces.len(), 3);
+        assert!(s.iter().all(|x| x.component != "kv carts" || x.score < 0.1), "{s:#?}");
+    }
+
+    #[test]
+    fn failures_are_charged_to_where_they_began() {
+        let before: Vec<_> = (0..20).map(|i| request(i, 5, false)).collect();
+        let during: Vec<_> = (20..40).map(|i| request(i, 5, i % 2 == 0)).collect();
+        let s = ask(Cause::Errors, &during, &before, &[]);
+        assert_eq!(s[0].component, "api", "{s:#?}");
+        assert!(s[0].evidence.iter().any(|e| e.contains("failures began here in 50 %")), "{s:#?}");
+        // front failed too, but only because api did.
+        assert!(s.iter().find(|x| x.component == "front").is_none_or(|f| f.score == 0.0), "{s:#?}");
+    }
+
+    #[test]
+    fn a_component_changed_by_a_deploy_just_before_is_strong_evidence() {
+        // Both slowed as much; the deploy changed front.
+        let before: Vec<_> = (0..20).map(|i| request(i, 5, false)).collect();
+        let during: Vec<_> = (20..40).map(|i| slower(i, 20, 25, false)).collect();
+        let deploy = [Change {
+            at: 10_000_000 - 30_000,
+            from: Some("r1".into()),
+            to: "r2".into(),
+            components: vec!["front".into()],
+        }];
+        let s = ask(Cause::Time, &during, &before, &deploy);
+        assert_eq!(s[0].component, "front", "{s:#?}");
+        assert!(s[0].evidence.iter().any(|e| e.contains("revision r2 changed it (r1 → r2) 30 s before")), "{s:#?}");
+        let old = [Change { at: 10_000_000 - 3_600_000, ..deploy[0].clone() }];
+        assert_eq!(ask(Cause::Time, &during, &before, &old)[0].component, "api", "an hour-old deploy is no evidence");
+    }
+
+    #[test]
+    fn without_traces_the_focus_is_named_and_says_why() {
+        let s = ask(Cause::Time, &[], &[], &[]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].component, "front");
+        assert!(s[0].evidence[0].contains("no traces"));
+    }
+
+    #[test]
+    fn traces_not_through_the_focus_do_not_count() {
+        let before: Vec<_> = (0..20).map(|i| request(i, 5, false)).collect();
+        let mut during: Vec<_> = (20..40).map(|i| request(i, 5, false)).collect();
+        // Another component's slow traces do not make `front`'s suspects.
+        during.extend((40..60).map(|i| trace(&format!("{i:032x}"), &[("x", None, Some("other"), 0, 900, false)])));
+        let s = ask(Cause::Time, &during, &before, &[]);
+        assert!(s.iter().all(|x| x.component != "other"), "{s:#?}");
+    }
+}
