@@ -114,6 +114,7 @@ class Dep:
 
 class DepHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # one answer, not one answer plus a delayed ACK (40 ms)
 
     def log_message(self, *a):
         pass
@@ -647,9 +648,10 @@ def main():
     for w in workers:
         w.join(timeout=20)
     step_used = None
-    try:
-        _, data = server.call("GET", f"/v1/metrics/series?app={APP}&range_s=60")
+    try:  # the per-step history the detector saw, kept for diagnosing misses
+        _, data = server.call("GET", f"/v1/metrics/series?app={APP}&range_s=3600")
         step_used = json.loads(data).get("step_s")
+        open(os.path.join(OUT, "series.json"), "wb").write(data)
     except Exception:
         pass
     report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used)
@@ -706,7 +708,7 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
     json.dump({"seed": SEED, "args": vars(args), "t_start": t_start, "t_quiet": t_quiet, "t_quiet_end": t_quiet_end,
                "t_end": t_end, "step_s": step_used, "scenarios": per, "lags": LAGS,
                "samples": SAMPLES}, open(os.path.join(OUT, "timeline.json"), "w"), indent=1, default=str)
-    log(f"results in {OUT}/results.md; alerts.json, timeline.json and server.log beside it")
+    log(f"results in {OUT}/results.md; alerts.json, timeline.json, series.json and server.log beside it")
 
 
 if __name__ == "__main__":

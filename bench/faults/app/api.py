@@ -72,6 +72,9 @@ def leak(kb):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle and the peer's delayed ACK add
+    # 40 ms to every answer on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
