@@ -54,6 +54,11 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/traces", Some("read")),
     ("GET", "/v1/metrics/series", Some("read")),
     ("GET", "/v1/traces/{id}", Some("read")),
+    ("GET", "/v1/alerts", Some("read")),
+    ("GET", "/v1/alerts/{id}", Some("read")),
+    ("GET", "/v1/silences", Some("read")),
+    ("POST", "/v1/silences", Some("traffic")),
+    ("DELETE", "/v1/silences/{id}", Some("traffic")),
     ("GET", "/v1/whoami", None),
 ];
 

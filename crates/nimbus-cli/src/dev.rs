@@ -157,6 +157,7 @@ impl Dev {
         let nimbus_host::Revision { gateway, services, described, .. } = revision;
         let routes_changed = loaded.manifest.trigger != self.loaded.manifest.trigger;
         let old = self.swap.publish(LiveRevision::new(&revision_id(number), gateway));
+        crate::up::tell_alerting(&self.host, &loaded, &revision_id(number));
         let previous = std::mem::replace(&mut self.live, crate::up::Live { triggers, services });
         self.number = number;
         self.loaded = loaded;

@@ -16,6 +16,7 @@
 
 mod actors;
 mod advisories;
+mod alerts;
 mod audit;
 mod build;
 mod cluster;
@@ -175,6 +176,14 @@ enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// Alerts with their root-cause suspects, and silences (on the `nimbus up` of this
+    /// directory, or on a server).
+    Alerts {
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
+    },
     /// List traces (by route, duration, errors) or show one as a waterfall (on the `nimbus up`
     /// of this directory, or on a server).
     Traces {
@@ -238,6 +247,7 @@ pub fn main() -> ExitCode {
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),
         Command::Workflows { data, command } => workflows::run(&data, &command),
+        Command::Alerts { remote, command } => alerts::run(&remote, &command),
         Command::Traces { remote, args } => traces::run(&remote, &args),
         Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),

@@ -108,6 +108,22 @@ pub(crate) struct ObserveArgs {
     /// How long logs are kept (e.g. 7d).
     #[arg(long, env = "NIMBUS_LOG_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     log_retention: Duration,
+    /// Time between two points of the metrics' history, which alerting judges (1s to 60s).
+    #[arg(long, env = "NIMBUS_METRICS_STEP", default_value = "5s", value_parser = metrics_step)]
+    metrics_step: Duration,
+    /// POST alert notifications (CloudEvents, JSON) to this URL; repeatable (the environment
+    /// variable takes a comma-separated list).
+    #[arg(long = "alert-webhook", env = "NIMBUS_ALERT_WEBHOOK", value_delimiter = ',', value_name = "URL")]
+    alert_webhooks: Vec<String>,
+}
+
+fn metrics_step(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("between 1s and 60s, e.g. 5s".into())
+    }
 }
 
 fn ratio(s: &str) -> Result<f64, String> {
@@ -124,11 +140,16 @@ impl ObserveArgs {
             dir: Some(data_dir.join("telemetry")),
             traces: !self.no_telemetry,
             metrics: !self.no_telemetry,
-            series_step: nimbus_observe::DEFAULT_SERIES_STEP,
+            series_step: self.metrics_step,
             sample_ratio: self.trace_sample,
             trace_store: Bounds { max_bytes: self.trace_store_mb << 20, retention: self.trace_retention },
             store_policy: StorePolicy { slow: self.trace_slow, per_second: self.trace_keep },
             log_store: Bounds { max_bytes: self.log_store_mb << 20, retention: self.log_retention },
+            insight: nimbus_observe::insight::InsightConfig {
+                dir: Some(data_dir.join("telemetry")),
+                webhooks: self.alert_webhooks.clone(),
+                node: String::new(),
+            },
         };
         Ok(Observer::start(config)?)
     }

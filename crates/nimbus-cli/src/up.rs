@@ -211,6 +211,7 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     let swap = Arc::new(Swap::new(LiveRevision::new(id, gateway)));
+    tell_alerting(&host, loaded, id);
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
         let _ = api_stopped.await;
@@ -256,6 +257,26 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
     let listening =
         Listening { listener, config: listeners.gateway, shutdown: Box::pin(shutdown), stop_api, local_api };
     Ok(Started { host, swap, live, listening, base })
+}
+
+/// Tells the node's alerting that `loaded` serves as revision `id` now: its objectives, and
+/// which components differ from the revision before (a function's code by its file's contents).
+pub(crate) fn tell_alerting(host: &AppHost, loaded: &LoadedManifest, id: &str) {
+    use std::hash::{Hash, Hasher};
+    let Some(insight) = host.env().observer.insight() else { return };
+    let dir = loaded.path.parent().unwrap_or(std::path::Path::new("."));
+    let digests = loaded
+        .manifest
+        .component
+        .iter()
+        .filter_map(|(name, c)| {
+            let bytes = std::fs::read(dir.join(c.source()?)).ok()?;
+            let mut h = std::hash::DefaultHasher::new();
+            bytes.hash(&mut h);
+            Some((name.clone(), format!("{:016x}", h.finish())))
+        })
+        .collect();
+    insight.deployed(nimbus_host::deployed(&loaded.manifest, id, &digests));
 }
 
 /// Assembles `loaded` with the app host and starts its triggers; on error nothing keeps running.

@@ -165,7 +165,8 @@ pub fn data_router(state: Arc<DataState>) -> Router {
     let mut router = crate::topics::routes()
         .merge(crate::kv_api::routes())
         .merge(crate::workflows_api::routes())
-        .merge(crate::observe_api::routes());
+        .merge(crate::observe_api::routes())
+        .merge(crate::alerts_api::routes());
     if let DataAuth::Local { .. } = state.auth {
         router = router.route("/v1/apps", axum::routing::get(served_app));
     }

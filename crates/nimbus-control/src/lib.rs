@@ -60,6 +60,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alerts_api;
 mod api;
 mod audit;
 mod audit_api;
@@ -90,6 +91,7 @@ mod upload;
 mod vault;
 mod workflows_api;
 
+pub use alerts_api::{AlertList, SilenceList};
 pub use api::{ApiState, openapi_json, router};
 pub use audit::{AuditError, AuditLog, DIGEST_EVERY, verify_dir};
 pub use audit_api::{AuditEntry, AuditPage, AuditVerification};

@@ -36,6 +36,7 @@
 //! ```
 
 mod load;
+mod observed;
 mod secrets;
 mod source;
 mod stop;
@@ -58,6 +59,8 @@ use nimbus_state::journal::{Journal, JournalError};
 use nimbus_triggers::{AppTriggers, KvChanges};
 use nimbus_wasm::Runtime;
 use nimbus_workflows::{Engine, WorkflowHost};
+
+pub use observed::deployed;
 
 pub use source::Components;
 pub use stop::{StopOnDrop, stop_in_background, stop_services};

@@ -61,7 +61,7 @@ pub use secret::{MAX_SECRET_NAME_LEN, SecretName};
 pub use types::{
     ActorTrigger, AdvisorySeverity, App, Build, Component, ComponentKind, CronTrigger, DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_FUNCTION_TIMEOUT_MS, DEFAULT_SERVICE_MEMORY_MB, DEFAULT_SERVICE_PIDS, Exports, Grants, HttpTrigger, Limits,
-    Manifest, MissedTicks, Probe, Retry, Scale, TopicTrigger, Triggers, WorkflowTrigger,
+    Manifest, MissedTicks, Probe, Retry, Scale, Slo, TopicTrigger, Triggers, WorkflowTrigger,
 };
 pub use validate::{ACTORS_PREFIX, RESERVED_PATHS, RESERVED_PREFIX, WORKFLOWS_PREFIX};
 

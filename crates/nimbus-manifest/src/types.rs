@@ -27,6 +27,36 @@ pub struct Manifest {
     /// On which nodes of a cluster the app may be (data residency).
     #[serde(default)]
     pub placement: crate::placement::Placement,
+    /// Service-level objectives of its routes (`[[slo]]`): alerts when one is broken or about
+    /// to be.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<Slo>,
+}
+
+/// `[[slo]]`: the objective of one HTTP route, judged on the metrics of the component serving
+/// it, e.g. `route = "/api/..."`, `p99_ms = 200`, `availability = 99.9`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// The route, exactly as a `[[trigger.http]]` declares it.
+    pub route: String,
+    /// The 99th percentile latency it should stay under, in milliseconds (1 to 600,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<u64>,
+    /// The share of requests that should succeed (not 5xx), in percent: 50 ≤ x < 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<f64>,
+}
+
+impl Manifest {
+    /// The component serving each objective's route (objectives of routes not declared are
+    /// left out: validation refuses them).
+    pub fn objectives(&self) -> impl Iterator<Item = (&Slo, &str)> {
+        self.slo.iter().filter_map(|s| {
+            let t = self.trigger.http.iter().find(|t| t.route.to_string() == s.route)?;
+            Some((s, t.component.as_str()))
+        })
+    }
 }
 
 /// `[export]`: what this app shares, and with which apps. Another app names an exported bucket

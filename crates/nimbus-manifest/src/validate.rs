@@ -73,7 +73,46 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     check_event_triggers(m, &mut out);
     check_exports(m, &mut out);
     check_placement(m, &mut out);
+    check_objectives(m, &mut out);
     out
+}
+
+fn check_objectives(m: &Manifest, out: &mut Vec<Problem>) {
+    let mut seen = BTreeMap::new();
+    for (i, s) in m.slo.iter().enumerate() {
+        let at = FieldPath::root().key("slo").index(i);
+        if !m.trigger.http.iter().any(|t| t.route.to_string() == s.route) {
+            out.push(problem(
+                at.clone().key("route"),
+                format!("no `[[trigger.http]]` has route `{}`", s.route),
+                "name a route exactly as a `[[trigger.http]]` declares it, e.g. `route = \"/api/...\"`",
+            ));
+        }
+        if let Some(first) = seen.insert(s.route.clone(), i) {
+            out.push(problem(
+                at.clone().key("route"),
+                format!("route `{}` already has an objective in slo[{first}]", s.route),
+                "give each route one `[[slo]]` with both `p99_ms` and `availability`",
+            ));
+        }
+        if s.p99_ms.is_none() && s.availability.is_none() {
+            out.push(problem(
+                at.clone(),
+                "the objective sets neither `p99_ms` nor `availability`",
+                "set one or both, e.g. `p99_ms = 200`",
+            ));
+        }
+        if s.p99_ms.is_some_and(|ms| !(1..=600_000).contains(&ms)) {
+            out.push(problem(at.clone().key("p99_ms"), "`p99_ms` must be between 1 and 600000", "e.g. `p99_ms = 200`"));
+        }
+        if s.availability.is_some_and(|a| !(50.0..100.0).contains(&a)) {
+            out.push(problem(
+                at.key("availability"),
+                "`availability` is a percentage of at least 50 and below 100",
+                "e.g. `availability = 99.9`",
+            ));
+        }
+    }
 }
 
 fn check_placement(m: &Manifest, out: &mut Vec<Problem>) {

@@ -504,3 +504,21 @@ fn placement_pins_single_buckets_and_topics_by_name() {
     assert_eq!(d.field, "placement.topics.audit.region");
     assert!(d.message.contains("not a label value pattern"), "{}", d.message);
 }
+
+#[test]
+fn objectives_name_a_declared_route_and_sane_targets() {
+    let ok =
+        parse(&format!("{VALID}\n[[slo]]\nroute = \"/checkout/...\"\np99_ms = 200\navailability = 99.9\n")).unwrap();
+    let objectives: Vec<_> = ok.manifest.objectives().map(|(s, c)| (s.p99_ms, s.availability, c)).collect();
+    assert_eq!(objectives, [(Some(200), Some(99.9), "checkout")]);
+    let d = only_error(&format!("{VALID}\n[[slo]]\nroute = \"/nowhere\"\np99_ms = 200\n"));
+    assert_eq!(d.field, "slo[0].route");
+    assert!(d.message.contains("no `[[trigger.http]]` has route `/nowhere`"), "{d:?}");
+    assert!(d.line > 20, "the diagnostic points at the line: {d:?}");
+    let d = only_error(&format!("{VALID}\n[[slo]]\nroute = \"/checkout/...\"\navailability = 100\n"));
+    assert_eq!(d.field, "slo[0].availability");
+    let d = only_error(&format!("{VALID}\n[[slo]]\nroute = \"/checkout/...\"\n"));
+    assert!(d.message.contains("neither"), "{d:?}");
+    let d = only_error(&format!("{VALID}\n[[slo]]\nroute = \"/checkout/...\"\np99_ms = 0\n"));
+    assert_eq!(d.field, "slo[0].p99_ms");
+}

@@ -17,6 +17,22 @@ impl Platform {
     pub(super) async fn publish(&self, apps: &BTreeMap<String, AppState>) {
         self.publish_routes(apps);
         self.retarget_triggers(apps).await;
+        self.tell_alerting(apps);
+    }
+
+    /// Tells the node's alerting which revision serves each app (its objectives, limits, and what
+    /// a deploy changed).
+    fn tell_alerting(&self, apps: &BTreeMap<String, AppState>) {
+        let Some(insight) = self.host.env().observer.insight() else { return };
+        for (name, app) in apps {
+            let best = app.record.traffic.targets.iter().filter(|t| t.percent > 0).max_by_key(|t| t.percent);
+            let Some(rev) = best.and_then(|t| app.revisions.get(&t.revision)) else {
+                insight.forget(name);
+                continue;
+            };
+            let digests = rev.record.artifacts.iter().map(|a| (a.component.clone(), a.digest.clone())).collect();
+            insight.deployed(nimbus_host::deployed(&rev.manifest, &rev.record.id, &digests));
+        }
     }
 
     async fn retarget_triggers(&self, apps: &BTreeMap<String, AppState>) {
