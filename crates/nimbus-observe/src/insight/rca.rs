@@ -81,7 +81,7 @@ struct NodeStats {
 }
 
 /// The node each span is charged to.
-fn node_of<'a>(span: &'a SpanView, parent: Option<&str>) -> Option<String> {
+fn node_of(span: &SpanView, parent: Option<&str>) -> Option<String> {
     if let Some(c) = span.attr("nimbus.component") {
         return Some(c.to_string());
     }
@@ -138,6 +138,16 @@ struct Totals {
     examples: Vec<(u64, bool, String)>,
 }
 
+/// How a node's own time (ms per request) and failures (share of requests) changed.
+struct Shift<'a> {
+    node: &'a String,
+    time: f64,
+    failures: f64,
+    /// (ms, failure share) before and during.
+    then: (f64, f64),
+    now: (f64, f64),
+}
+
 /// Per node: own time and failures summed over the traces through `focus`; and how many.
 fn totals(traces: &[Vec<SpanView>], focus: &str) -> (BTreeMap<String, Totals>, usize) {
     let mut out: BTreeMap<String, Totals> = BTreeMap::new();
@@ -169,21 +179,21 @@ pub fn rank(q: &Question<'_>) -> Vec<Suspect> {
             _ => (0.0, 0.0),
         }
     };
-    let mut shifts: Vec<(&String, f64, f64, (f64, f64), (f64, f64))> = during
+    let mut shifts: Vec<Shift<'_>> = during
         .keys()
         .map(|node| {
             let now = per(during.get(node), n_during);
             let then = per(before.get(node), n_before);
-            (node, (now.0 - then.0).max(0.0), (now.1 - then.1).max(0.0), then, now)
+            Shift { node, time: (now.0 - then.0).max(0.0), failures: (now.1 - then.1).max(0.0), then, now }
         })
         .collect();
-    let time_sum: f64 = shifts.iter().map(|s| s.1).sum();
-    let fail_sum: f64 = shifts.iter().map(|s| s.2).sum();
+    let time_sum: f64 = shifts.iter().map(|s| s.time).sum();
+    let fail_sum: f64 = shifts.iter().map(|s| s.failures).sum();
     let share = |x: f64, sum: f64| if sum > 0.0 { x / sum } else { 0.0 };
     let lo = q.began.saturating_sub(DEPLOY_WINDOW_MS);
     let mut out: Vec<Suspect> = shifts
         .drain(..)
-        .filter_map(|(node, dt, df, then, now)| {
+        .filter_map(|Shift { node, time: dt, failures: df, then, now }| {
             let (ts, fs) = (share(dt, time_sum), share(df, fail_sum));
             let mut score = match q.kind {
                 Cause::Time => ts,
@@ -234,7 +244,7 @@ pub fn rank(q: &Question<'_>) -> Vec<Suspect> {
                     .push(format!("no change of its own time or failures in {n_during} traces (vs {n_before} before)"));
             }
             let mut examples = during.get(node).map(|t| t.examples.clone()).unwrap_or_default();
-            examples.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+            examples.sort_by_key(|e| std::cmp::Reverse((e.1, e.0)));
             let traces = examples.into_iter().take(3).map(|e| e.2).collect();
             Some(Suspect { component: node.clone(), score, evidence, traces, logs: Vec::new() })
         })
@@ -271,8 +281,10 @@ pub fn rank(q: &Question<'_>) -> Vec<Suspect> {
 mod tests {
     use super::*;
 
-    /// Builds spans: (id, parent, component attr, start ms, end ms, failed).
-    fn trace(id: &str, spans: &[(&str, Option<&str>, Option<&str>, u64, u64, bool)]) -> Vec<SpanView> {
+    /// A span: (id, parent, component attribute, start ms, end ms, failed).
+    type Plan<'a> = (&'a str, Option<&'a str>, Option<&'a str>, u64, u64, bool);
+
+    fn trace(id: &str, spans: &[Plan<'_>]) -> Vec<SpanView> {
         spans
             .iter()
             .map(|&(span, parent, component, start, end, failed)| SpanView {
