@@ -210,18 +210,18 @@ async fn a_latency_fault_is_detected_ranked_notified_and_silenced() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // A silence matching everything is refused; one for the app is kept.
-    let silences = format!("{}/v1/silences", api.url);
-    let resp = client()
-        .post(&silences)
-        .bearer_auth(&api.token)
-        .json(&serde_json::json!({ "duration_s": 600 }))
-        .send()
-        .await
-        .unwrap();
+    // A silence of no time, or of another app than the one served, is refused; one for the app is
+    // kept.
+    let silence = |app: &str| format!("{}/v1/apps/{app}/silences", api.url);
+    let body = serde_json::json!({ "duration_s": 0 });
+    let resp = client().post(silence("shop")).bearer_auth(&api.token).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 400);
-    let silenced =
-        ok(app.cli(home.path(), &["alerts", "silence", "--app", "shop", "--for", "10m", "--comment", "drill"]));
+    let body = serde_json::json!({ "duration_s": 60 });
+    let resp = client().post(silence("bank")).bearer_auth(&api.token).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = client().post(silence("shop")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let silenced = ok(app.cli(home.path(), &["alerts", "silence", "--for", "10m", "--comment", "drill"]));
     assert!(silenced.starts_with("silence "), "{silenced}");
     assert!(ok(app.cli(home.path(), &["alerts", "silences"])).contains("app=shop"));
 

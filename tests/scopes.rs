@@ -57,8 +57,8 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/alerts", Some("read")),
     ("GET", "/v1/alerts/{id}", Some("read")),
     ("GET", "/v1/silences", Some("read")),
-    ("POST", "/v1/silences", Some("traffic")),
-    ("DELETE", "/v1/silences/{id}", Some("traffic")),
+    ("POST", "/v1/apps/{app}/silences", Some("traffic")),
+    ("DELETE", "/v1/apps/{app}/silences/{id}", Some("traffic")),
     ("GET", "/v1/whoami", None),
 ];
 

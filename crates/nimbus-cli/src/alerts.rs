@@ -6,12 +6,13 @@ use clap::Subcommand;
 use nimbus_control::{AlertList, SilenceList};
 use nimbus_observe::insight::{Alert, NewSilence, Silence};
 
-use crate::remote::{Client, OutputArgs, RemoteArgs, seg};
+use crate::remote::{Client, DataArgs, OutputArgs, seg};
 
 /// `nimbus alerts list|show|silence|silences|unsilence`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AlertsCommand {
-    /// List alerts, newest first (firing ones unless `--all` or `--resolved`).
+    /// List alerts, newest first (firing ones unless `--all` or `--resolved`; every app's
+    /// unless `--app`).
     List {
         /// Resolved alerts too.
         #[arg(long, conflicts_with = "resolved")]
@@ -19,9 +20,6 @@ pub(crate) enum AlertsCommand {
         /// Only resolved alerts.
         #[arg(long)]
         resolved: bool,
-        /// Only this app's alerts.
-        #[arg(long)]
-        app: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -33,11 +31,8 @@ pub(crate) enum AlertsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Stop notifying matching alerts for a while (they are still recorded).
+    /// Stop notifying the app's matching alerts for a while (they are still recorded).
     Silence {
-        /// Only alerts of this app.
-        #[arg(long)]
-        app: Option<String>,
         /// Only alerts of this component.
         #[arg(long)]
         component: Option<String>,
@@ -59,17 +54,17 @@ pub(crate) enum AlertsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// End a silence.
+    /// End one of the app's silences.
     Unsilence {
         /// The silence's id.
         id: String,
     },
 }
 
-pub(crate) fn run(remote: &RemoteArgs, command: &AlertsCommand) -> anyhow::Result<()> {
-    let client = Client::for_node(remote)?;
+pub(crate) fn run(data: &DataArgs, command: &AlertsCommand) -> anyhow::Result<()> {
     match command {
-        AlertsCommand::List { all, resolved, app, output } => {
+        AlertsCommand::List { all, resolved, output } => {
+            let client = Client::for_node(&data.remote)?;
             let state = if *all {
                 "all"
             } else if *resolved {
@@ -78,28 +73,30 @@ pub(crate) fn run(remote: &RemoteArgs, command: &AlertsCommand) -> anyhow::Resul
                 "firing"
             };
             let mut path = format!("/v1/alerts?state={state}");
-            if let Some(app) = app {
+            if let Some(app) = &data.app {
                 path.push_str(&format!("&app={}", seg(app)));
             }
             let list: AlertList = client.get(&path)?;
             output.print(&list, |l| print_list(&l.alerts))
         }
         AlertsCommand::Show { id, output } => {
+            let client = Client::for_node(&data.remote)?;
             let alert: Alert = client.get(&format!("/v1/alerts/{}", seg(id)))?;
             output.print(&alert, print_alert)
         }
-        AlertsCommand::Silence { app, component, signal, duration, comment, output } => {
+        AlertsCommand::Silence { component, signal, duration, comment, output } => {
+            let (client, app) = data.connect()?;
             let new = NewSilence {
-                app: app.clone(),
                 component: component.clone(),
                 signal: signal.clone(),
                 duration_s: duration.as_secs().max(1),
                 comment: comment.clone(),
             };
-            let created: Silence = client.send(reqwest::Method::POST, "/v1/silences", &new)?;
+            let created: Silence = client.send(reqwest::Method::POST, &format!("{app}/silences"), &new)?;
             output.print(&created, |s| println!("silence {} until {}", s.id, when(s.ends_at)))
         }
         AlertsCommand::Silences { output } => {
+            let client = Client::for_node(&data.remote)?;
             let list: SilenceList = client.get("/v1/silences")?;
             output.print(&list, |l| {
                 if l.silences.is_empty() {
@@ -110,7 +107,7 @@ pub(crate) fn run(remote: &RemoteArgs, command: &AlertsCommand) -> anyhow::Resul
                     println!(
                         "{}  app={} component={} signal={}  until {}  by {}  {}",
                         s.id,
-                        any(&s.app),
+                        s.app,
                         any(&s.component),
                         any(&s.signal),
                         when(s.ends_at),
@@ -121,7 +118,8 @@ pub(crate) fn run(remote: &RemoteArgs, command: &AlertsCommand) -> anyhow::Resul
             })
         }
         AlertsCommand::Unsilence { id } => {
-            client.delete(&format!("/v1/silences/{}", seg(id)))?;
+            let (client, app) = data.connect()?;
+            client.delete(&format!("{app}/silences/{}", seg(id)))?;
             println!("silence {id} ended");
             Ok(())
         }

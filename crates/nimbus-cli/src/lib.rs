@@ -180,7 +180,7 @@ enum Command {
     /// directory, or on a server).
     Alerts {
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        data: remote::DataArgs,
         #[command(subcommand)]
         command: alerts::AlertsCommand,
     },
@@ -247,7 +247,7 @@ pub fn main() -> ExitCode {
         Command::Kv { data, command } => kv::run(&data, &command),
         Command::Actors { data, command } => actors::run(&data, &command),
         Command::Workflows { data, command } => workflows::run(&data, &command),
-        Command::Alerts { remote, command } => alerts::run(&remote, &command),
+        Command::Alerts { data, command } => alerts::run(&data, &command),
         Command::Traces { remote, args } => traces::run(&remote, &args),
         Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),

@@ -1,19 +1,19 @@
 //! The alerting endpoints of the control API: the node's alerts (`/v1/alerts`, with their
-//! root-cause suspects) and silences (`/v1/silences`). Served with the data endpoints, under the
-//! same tokens, for every app (alerts span apps, as traces do): reading needs `read`; creating
-//! and ending a silence needs `traffic` (like a traffic change, it is an operator's decision).
+//! root-cause suspects) and silences (`/v1/silences`; each is of one app, created and ended under
+//! `/v1/apps/{app}/silences`). Served with the data endpoints, under the same tokens: reading
+//! needs `read` on every app (alerts span apps, as traces do); creating and ending an app's
+//! silence needs `traffic` on that app (like a traffic change, it is an operator's decision).
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use nimbus_observe::insight::{Alert, AlertState, Insight, NewSilence, Silence, SilenceError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::JsonBody;
 use crate::auth::Caller;
 use crate::data::{DataAuth, DataState};
 use crate::error::ControlError;
@@ -26,8 +26,9 @@ pub(crate) fn routes() -> Router<Arc<DataState>> {
     Router::new()
         .route("/v1/alerts", get(list))
         .route("/v1/alerts/{id}", get(show))
-        .route("/v1/silences", get(silences).post(silence))
-        .route("/v1/silences/{id}", delete(unsilence))
+        .route("/v1/silences", get(silences))
+        .route("/v1/apps/{app}/silences", post(silence))
+        .route("/v1/apps/{app}/silences/{id}", delete(unsilence))
 }
 
 fn insight(s: &DataState) -> Result<&Insight, ControlError> {
@@ -110,32 +111,42 @@ async fn silences(State(s): AlertsApp, caller: Caller) -> Result<Json<SilenceLis
     Ok(Json(SilenceList { silences: insight(&s)?.silences() }))
 }
 
-/// Silences matching alerts for a while: they are still recorded, not notified. Written to disk
-/// before the answer.
-#[utoipa::path(post, path = "/v1/silences", tag = "observability", request_body = NewSilence,
+/// Silences the app's matching alerts for a while: they are still recorded, not notified.
+/// Written to disk before the answer.
+#[utoipa::path(post, path = "/v1/apps/{app}/silences", tag = "observability", request_body = NewSilence,
+    params(("app" = String, Path, description = "The app")),
     responses((status = 201, body = Silence), (status = 400, body = crate::ErrorBody)))]
 async fn silence(
     State(s): AlertsApp,
     caller: Caller,
-    JsonBody(new): JsonBody<NewSilence>,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Silence>), ControlError> {
-    let by = check_write(&s, &caller)?;
+    let by = check_write(&s, &caller, &app)?;
+    let new: NewSilence = serde_json::from_slice(&body).map_err(|e| {
+        ControlError::bad_request(format!("the silence: {e}"), "send a JSON body as NewSilence in /v1/openapi.json")
+    })?;
     let insight = insight(&s)?.clone();
-    let created = tokio::task::spawn_blocking(move || insight.silence(new, &by))
+    let created = tokio::task::spawn_blocking(move || insight.silence(&app, new, &by))
         .await
         .map_err(|e| ControlError::unavailable("creating the silence failed", e))?
         .map_err(refused)?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Ends a silence.
-#[utoipa::path(delete, path = "/v1/silences/{id}", tag = "observability", params(("id" = String, Path, description = "The silence's id")),
+/// Ends one of the app's silences.
+#[utoipa::path(delete, path = "/v1/apps/{app}/silences/{id}", tag = "observability",
+    params(("app" = String, Path, description = "The app"), ("id" = String, Path, description = "The silence's id")),
     responses((status = 204), (status = 404, body = crate::ErrorBody)))]
-async fn unsilence(State(s): AlertsApp, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ControlError> {
-    check_write(&s, &caller)?;
+async fn unsilence(
+    State(s): AlertsApp,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<StatusCode, ControlError> {
+    check_write(&s, &caller, &app)?;
     let insight = insight(&s)?.clone();
     let key = id.clone();
-    let existed = tokio::task::spawn_blocking(move || insight.unsilence(&key))
+    let existed = tokio::task::spawn_blocking(move || insight.unsilence(&app, &key))
         .await
         .map_err(|e| ControlError::unavailable("ending the silence failed", e))?
         .map_err(refused)?;
@@ -146,9 +157,9 @@ async fn unsilence(State(s): AlertsApp, caller: Caller, Path(id): Path<String>) 
     }
 }
 
-/// Checks a silence change; who makes it (a token's id, `dev` or `local`).
-fn check_write(s: &DataState, caller: &Caller) -> Result<String, ControlError> {
-    s.check(caller, Action::Traffic)?;
+/// Checks a change of `app`'s silences; who makes it (a token's id, `dev` or `local`).
+fn check_write(s: &DataState, caller: &Caller, app: &str) -> Result<String, ControlError> {
+    s.check_app(caller, Action::Traffic, app)?;
     match &s.auth {
         DataAuth::Tokens { tokens, dev } => {
             let principal = crate::auth::principal(&caller.headers, tokens, *dev, caller.ip)?;

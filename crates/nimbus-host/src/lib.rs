@@ -11,7 +11,8 @@
 //! of component-to-component calls (`grants.invoke`; a grant naming a component that does not
 //! serve HTTP is refused here) and its services given certificates of their workload identity
 //! when the host issues them. [`AppHost::start_triggers`] starts the
-//! topic, cron and KV triggers delivering to a revision; [`Revision::stop`] stops its services.
+//! topic, cron and KV triggers delivering to a revision (and has alerting read the lag and dead
+//! letters of their consumer groups); [`Revision::stop`] stops its services.
 //! `nimbus up` (one app, its files next to the manifest) and `nimbus server` (every deployed
 //! revision, from its bundle) both call these; nothing else assembles an app.
 //!
@@ -40,6 +41,7 @@ mod observed;
 mod secrets;
 mod source;
 mod stop;
+mod topic_gauges;
 mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
@@ -125,6 +127,8 @@ pub struct AppHost {
     activations: Mutex<HashMap<String, Arc<Activations>>>,
     /// Per app, the workflow engine all its revisions share (each run on its own revision).
     workflows: Mutex<HashMap<String, Arc<Engine>>>,
+    /// The consumer groups alerting reads (with a bus and alerting on).
+    topic_gauges: Option<Arc<topic_gauges::TopicGauges>>,
 }
 
 /// One revision of an app, live: its gateway routes requests to its loaded functions and ready
@@ -170,7 +174,12 @@ impl AssembleError {
 impl AppHost {
     /// A host running apps on `env`.
     pub fn new(env: HostEnv) -> Self {
-        Self { env, activations: Mutex::default(), workflows: Mutex::default() }
+        let topic_gauges = env.bus.clone().zip(env.observer.insight()).map(|(bus, insight)| {
+            let gauges = Arc::new(topic_gauges::TopicGauges::new(bus));
+            insight.add_source(gauges.clone());
+            gauges
+        });
+        Self { env, activations: Mutex::default(), workflows: Mutex::default(), topic_gauges }
     }
 
     /// The backends apps run on.
@@ -253,7 +262,13 @@ impl AppHost {
                     .workflows()
                     .map(|w| Arc::new(workflows::Starter(w)) as Arc<dyn nimbus_triggers::WorkflowStarter>);
                 let kv_changes = self.env.kv_changes.as_ref();
-                AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, kv_changes, workflows.as_ref()).await
+                let triggers =
+                    AppTriggers::start(manifest, &|c| gateway.target(c), tracer, bus, kv_changes, workflows.as_ref())
+                        .await?;
+                if let Some(gauges) = &self.topic_gauges {
+                    gauges.set(&manifest.app.name, triggers.consumers.clone());
+                }
+                Ok(triggers)
             }
             None => Ok(AppTriggers::default()),
         }

@@ -29,5 +29,5 @@ mod workflow_start;
 
 pub use delivery::ComponentDestination;
 pub use kv_changes::{KvChanges, kv_topic};
-pub use triggers::{AppTriggers, TriggerInfo, app_topics, cron_topic, handler_problems, topic_ref};
+pub use triggers::{AppTriggers, Consumer, TriggerInfo, app_topics, cron_topic, handler_problems, topic_ref};
 pub use workflow_start::WorkflowStarter;

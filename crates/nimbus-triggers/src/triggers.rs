@@ -119,6 +119,21 @@ pub struct AppTriggers {
     watches: Vec<(Arc<KvChanges>, Bucket)>,
     /// What runs.
     pub info: Vec<TriggerInfo>,
+    /// The consumer groups delivering topics (and KV changes) to components, for their lag.
+    pub consumers: Vec<Consumer>,
+}
+
+/// A consumer group delivering a topic to a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    /// The topic.
+    pub topic: Topic,
+    /// The group.
+    pub group: Group,
+    /// Where its failed events go.
+    pub dead_letter: Topic,
+    /// The component it delivers to.
+    pub component: String,
 }
 
 fn retry(r: &Retry) -> RetryPolicy {
@@ -166,6 +181,7 @@ impl AppTriggers {
                 concurrency: t.concurrency as usize,
                 heartbeat: HEARTBEAT,
             };
+            running.consume(&spec, &t.component);
             running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
             kv.watch(&bucket);
             running.watches.push((kv.clone(), bucket));
@@ -192,6 +208,7 @@ impl AppTriggers {
                 concurrency: t.concurrency as usize,
                 heartbeat: HEARTBEAT,
             };
+            running.consume(&spec, &t.component);
             running.dispatchers.push(Dispatcher::start(bus.clone(), spec, Arc::new(destination)));
         }
         for t in manifest.trigger.workflow.iter().filter(|_| workflows.is_some()) {
@@ -219,6 +236,15 @@ impl AppTriggers {
             running.crons.push(job.start(bus.clone()).await?);
         }
         Ok(running)
+    }
+
+    fn consume(&mut self, spec: &DispatchSpec, component: &str) {
+        self.consumers.push(Consumer {
+            topic: spec.topic.clone(),
+            group: spec.group.clone(),
+            dead_letter: spec.dead_letter.clone(),
+            component: component.to_string(),
+        });
     }
 
     /// The topic and schedule of one `[[trigger.workflow]]`: a consumer group (`workflow-NAME`)

@@ -48,7 +48,8 @@ pub(super) async fn run(shared: Weak<Shared>, series: Series, traces: Option<Tra
         if let Some(t) = points.iter().map(|p| p.2.t).max() {
             last = t;
         }
-        let (fired, notices) = judge(&shared, &points, step_s);
+        let gauges = read(&shared, step).await;
+        let (fired, notices) = judge(&shared, &points, &gauges, step_s);
         if !fired.is_empty() {
             rank(&shared, fired, traces.clone(), logs.clone()).await;
         }
@@ -56,15 +57,36 @@ pub(super) async fn run(shared: Weak<Shared>, series: Series, traces: Option<Tra
     }
 }
 
+/// Every source's readings, each given half a step.
+async fn read(shared: &Shared, step: Duration) -> Vec<super::Gauge> {
+    let sources: Vec<Arc<dyn super::GaugeSource>> = shared.sources.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out = Vec::new();
+    for source in sources {
+        match tokio::time::timeout(step / 2, source.sample()).await {
+            Ok(readings) => out.extend(readings),
+            Err(_) => {
+                tracing::warn!(target: "nimbus::alerts", source = ?source, "a gauge source took more than half a step; skipped")
+            }
+        }
+    }
+    out
+}
+
 /// What to notify after a step: per app, the alerts that fired and those that resolved.
 type Notices = BTreeMap<String, (Vec<String>, Vec<String>)>;
 
-fn judge(shared: &Shared, points: &[(String, String, crate::SeriesPoint)], step_s: f64) -> (Vec<Fired>, Notices) {
+fn judge(
+    shared: &Shared,
+    points: &[(String, String, crate::SeriesPoint)],
+    gauges: &[super::Gauge],
+    step_s: f64,
+) -> (Vec<Fired>, Notices) {
     let mut guard = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    let State { book, silences, apps, components } = &mut *guard;
+    let State { book, silences, apps, components, gauges: gauge_judges } = &mut *guard;
     let now = now_ms();
     let mut fired = Vec::new();
     let mut notices: Notices = BTreeMap::new();
+    let mut events: Vec<(&str, &str, Event)> = Vec::new();
     for (app, name, point) in points {
         let deployed = apps.get(app).map(|a| &a.deployed);
         let slo: Option<&Slo> = deployed.and_then(|d| d.slos.iter().find(|s| &s.component == name));
@@ -74,38 +96,48 @@ fn judge(shared: &Shared, points: &[(String, String, crate::SeriesPoint)], step_
             slo,
         };
         let component = components.entry((app.clone(), name.clone())).or_insert_with(Component::new);
-        for event in component.observe(name, point, step_s, &limits) {
-            match event {
-                Event::Open(o) => {
-                    let changes: Vec<Change> = apps
-                        .get(app)
-                        .map(|a| a.changes.iter().filter(|c| c.at + 15 * 60 * 1000 >= o.began).cloned().collect())
-                        .unwrap_or_default();
-                    let mut alert = alert(app, name, &o, now, changes.clone());
-                    alert.silenced = silences.silenced(&alert, now);
-                    let silenced = alert.silenced;
-                    if let Some(id) = book.fire(alert) {
-                        if o.kind == AlertKind::Anomaly || o.kind == AlertKind::Slo {
-                            fired.push(Fired {
-                                id: id.clone(),
-                                app: app.clone(),
-                                focus: name.clone(),
-                                cause: o.cause,
-                                began: o.began,
-                                changes,
-                            });
-                        }
-                        if !silenced {
-                            notices.entry(app.clone()).or_default().0.push(id);
-                        }
+        events.extend(
+            component.observe(name, point, step_s, &limits).into_iter().map(|e| (app.as_str(), name.as_str(), e)),
+        );
+    }
+    let step_ms = (step_s * 1000.0) as u64;
+    for g in gauges {
+        if let Some(e) = gauge_judges.observe(g, now, step_ms) {
+            events.push((g.app.as_str(), g.component.as_str(), e));
+        }
+    }
+    gauge_judges.retain(gauges);
+    for (app, name, event) in events {
+        match event {
+            Event::Open(o) => {
+                let changes: Vec<Change> = apps
+                    .get(app)
+                    .map(|a| a.changes.iter().filter(|c| c.at + 15 * 60 * 1000 >= o.began).cloned().collect())
+                    .unwrap_or_default();
+                let mut alert = alert(app, name, &o, now, changes.clone());
+                alert.silenced = silences.silenced(&alert, now);
+                let silenced = alert.silenced;
+                if let Some(id) = book.fire(alert) {
+                    if o.kind == AlertKind::Anomaly || o.kind == AlertKind::Slo {
+                        fired.push(Fired {
+                            id: id.clone(),
+                            app: app.to_string(),
+                            focus: name.to_string(),
+                            cause: o.cause,
+                            began: o.began,
+                            changes,
+                        });
+                    }
+                    if !silenced {
+                        notices.entry(app.to_string()).or_default().0.push(id);
                     }
                 }
-                Event::Close(kind, signal) => {
-                    if let Some(a) = book.resolve(&fingerprint(kind, app, name, signal), now)
-                        && !a.silenced
-                    {
-                        notices.entry(app.clone()).or_default().1.push(a.id);
-                    }
+            }
+            Event::Close(kind, signal) => {
+                if let Some(a) = book.resolve(&fingerprint(kind, app, name, signal), now)
+                    && !a.silenced
+                {
+                    notices.entry(app.to_string()).or_default().1.push(a.id);
                 }
             }
         }

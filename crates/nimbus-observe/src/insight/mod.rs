@@ -3,7 +3,8 @@
 //!
 //! Every step of the metrics history ([`crate::Series`]) each component's points are judged
 //! ([`detect`]): p95 latency, error rate, throughput drops, cold-start rate, admission queue
-//! depth and memory, each against a robust baseline (median and MAD of its last 120 normal
+//! depth and memory — and the consumer lag and dead letters of the topics delivered to it
+//! ([`GaugeSource`]) — each against a robust baseline (median and MAD of its last 120 normal
 //! points; an optional season), an anomaly opening after 3 abnormal points in a row. Trends of
 //! memory and queue depth towards their limits and of p99 latency towards the manifest's
 //! objective are forecast ([`forecast`], Holt's linear smoothing) and alert with their lead
@@ -28,8 +29,8 @@
 //! for alert in insight.alerts(Some(AlertState::Firing), None) {
 //!     println!("{}: {} (suspects: {:?})", alert.id, alert.summary, alert.suspects.first().map(|s| &s.component));
 //! }
-//! let silence = NewSilence { app: Some("shop".into()), component: None, signal: None, duration_s: 3600, comment: "migration".into() };
-//! insight.silence(silence, "ops").expect("valid");
+//! let silence = NewSilence { component: None, signal: None, duration_s: 3600, comment: "migration".into() };
+//! insight.silence("shop", silence, "ops").expect("valid");
 //! # Ok(()) }
 //! ```
 
@@ -37,6 +38,7 @@ mod book;
 pub mod detect;
 mod engine;
 pub mod forecast;
+mod gauges;
 pub mod rca;
 mod signals;
 mod silences;
@@ -47,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use book::{Alert, AlertKind, AlertState, Severity};
+pub use gauges::{Gauge, GaugeSignal, GaugeSource, Readings};
 pub use rca::{Change, Suspect};
 pub use silences::{MAX_SILENCE_S, MAX_SILENCES, NewSilence, Silence, SilenceError};
 pub use sinks::{AlertSink, Delivery, LogSink, Webhook, cloud_event};
@@ -107,12 +110,14 @@ struct State {
     silences: silences::Silences,
     apps: HashMap<String, App>,
     components: HashMap<(String, String), signals::Component>,
+    gauges: gauges::Judges,
 }
 
 pub(crate) struct Shared {
     node: String,
     state: Mutex<State>,
     sinks: RwLock<Vec<Arc<dyn AlertSink>>>,
+    sources: RwLock<Vec<Arc<dyn GaugeSource>>>,
 }
 
 /// The node's alerting (see the module doc). Cheap to clone.
@@ -137,9 +142,15 @@ impl Insight {
             silences: silences::Silences::open(config.dir.as_ref().map(|d| d.join("silences.json"))),
             apps: HashMap::new(),
             components: HashMap::new(),
+            gauges: gauges::Judges::default(),
         };
         let node = if config.node.is_empty() { "local".to_string() } else { config.node.clone() };
-        Ok(Self(Arc::new(Shared { node, state: Mutex::new(state), sinks: RwLock::new(sinks) })))
+        Ok(Self(Arc::new(Shared {
+            node,
+            state: Mutex::new(state),
+            sinks: RwLock::new(sinks),
+            sources: RwLock::default(),
+        })))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -165,6 +176,11 @@ impl Insight {
         self.0.sinks.write().unwrap_or_else(|p| p.into_inner()).push(sink);
     }
 
+    /// Also judge what `source` reads, every step.
+    pub fn add_source(&self, source: Arc<dyn GaugeSource>) {
+        self.0.sources.write().unwrap_or_else(|p| p.into_inner()).push(source);
+    }
+
     /// Alerts, newest first: those in `state` (any if `None`) of `app` (any if `None`).
     pub fn alerts(&self, state: Option<AlertState>, app: Option<&str>) -> Vec<Alert> {
         let s = self.state();
@@ -185,18 +201,18 @@ impl Insight {
         self.state().silences.active(engine::now_ms()).cloned().collect()
     }
 
-    /// Creates a silence, durably, by `created_by`.
-    pub fn silence(&self, new: NewSilence, created_by: &str) -> Result<Silence, SilenceError> {
+    /// Creates a silence of `app`'s alerts, durably, by `created_by`.
+    pub fn silence(&self, app: &str, new: NewSilence, created_by: &str) -> Result<Silence, SilenceError> {
         let now = engine::now_ms();
         let id = format!("{:016x}", book::hash(&(now, created_by, fastrand::u64(..))));
-        let silence = new.validate(id, created_by.to_string(), now)?;
+        let silence = new.validate(app, id, created_by.to_string(), now)?;
         self.state().silences.add(silence.clone(), now)?;
         Ok(silence)
     }
 
-    /// Ends silence `id`; whether it existed.
-    pub fn unsilence(&self, id: &str) -> Result<bool, SilenceError> {
-        self.state().silences.remove(id)
+    /// Ends silence `id` of `app`; whether it existed.
+    pub fn unsilence(&self, app: &str, id: &str) -> Result<bool, SilenceError> {
+        self.state().silences.remove(app, id)
     }
 
     /// `deployed.app` now serves `deployed.revision`: its objectives and limits apply from now

@@ -1,4 +1,4 @@
-//! Silences: matchers on app, component and signal with an end time; a firing alert they match
+//! Silences: an app and optional matchers on component and signal, with an end time; a firing alert they match
 //! is recorded but not notified (nor is its resolution). Kept in `silences.json` (written to a
 //! temporary file, fsynced and renamed), so an acknowledged silence survives a crash.
 use std::io::Write;
@@ -19,9 +19,8 @@ pub const MAX_SILENCE_S: u64 = 30 * 24 * 3600;
 pub struct Silence {
     /// 16 hex digits.
     pub id: String,
-    /// Only alerts of this app (any app when absent).
-    #[serde(default)]
-    pub app: Option<String>,
+    /// The app whose alerts it silences.
+    pub app: String,
     /// Only alerts of this component.
     #[serde(default)]
     pub component: Option<String>,
@@ -39,13 +38,11 @@ pub struct Silence {
     pub ends_at: u64,
 }
 
-/// A silence to create.
+/// A silence to create (for the app it is created under: every alert of the app matching the
+/// component and signal given, all of them without).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSilence {
-    /// Only alerts of this app.
-    #[serde(default)]
-    pub app: Option<String>,
     /// Only alerts of this component.
     #[serde(default)]
     pub component: Option<String>,
@@ -62,7 +59,7 @@ pub struct NewSilence {
 /// Why a silence was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SilenceError {
-    /// It matches everything, lasts too long, or says too much.
+    /// It lasts too long, or says too much.
     #[error("{0}")]
     Invalid(String),
     /// Too many silences.
@@ -83,27 +80,22 @@ impl Silence {
     pub fn matches(&self, alert: &Alert, now: u64) -> bool {
         let is = |m: &Option<String>, v: &str| m.as_deref().is_none_or(|m| m == v);
         now < self.ends_at
-            && is(&self.app, &alert.app)
+            && self.app == alert.app
             && is(&self.component, &alert.component)
             && is(&self.signal, &alert.signal)
     }
 }
 
 impl NewSilence {
-    /// Checks it; the silence it makes.
-    pub(crate) fn validate(self, id: String, created_by: String, now: u64) -> Result<Silence, SilenceError> {
-        if self.app.is_none() && self.component.is_none() && self.signal.is_none() {
-            return Err(SilenceError::Invalid(
-                "a silence needs at least one of app, component or signal: one matching everything would hide every alert".into(),
-            ));
-        }
+    /// Checks it; the silence of `app` it makes.
+    pub(crate) fn validate(self, app: &str, id: String, created_by: String, now: u64) -> Result<Silence, SilenceError> {
         if !(1..=MAX_SILENCE_S).contains(&self.duration_s) {
             return Err(SilenceError::Invalid(format!(
                 "duration_s must be between 1 and {MAX_SILENCE_S} (30 days), got {}",
                 self.duration_s
             )));
         }
-        for v in [&self.app, &self.component, &self.signal].into_iter().flatten() {
+        for v in [&self.component, &self.signal].into_iter().flatten() {
             if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
                 return Err(SilenceError::Invalid(format!(
                     "matcher {v:?} must be 1 to 128 characters without control characters"
@@ -115,7 +107,7 @@ impl NewSilence {
         }
         Ok(Silence {
             id,
-            app: self.app,
+            app: app.to_string(),
             component: self.component,
             signal: self.signal,
             comment: self.comment,
@@ -172,9 +164,9 @@ impl Silences {
         Ok(())
     }
 
-    /// Removes the silence `id`; whether it existed.
-    pub(crate) fn remove(&mut self, id: &str) -> Result<bool, SilenceError> {
-        let next: Vec<Silence> = self.list.iter().filter(|s| s.id != id).cloned().collect();
+    /// Removes the silence `id` of `app`; whether it existed.
+    pub(crate) fn remove(&mut self, app: &str, id: &str) -> Result<bool, SilenceError> {
+        let next: Vec<Silence> = self.list.iter().filter(|s| s.id != id || s.app != app).cloned().collect();
         if next.len() == self.list.len() {
             return Ok(false);
         }
@@ -203,30 +195,26 @@ mod tests {
     use super::*;
     use crate::insight::book::tests::alert;
 
-    fn new(app: Option<&str>, component: Option<&str>, duration_s: u64) -> NewSilence {
-        NewSilence {
-            app: app.map(str::to_string),
-            component: component.map(str::to_string),
-            signal: None,
-            duration_s,
-            comment: "deploying".into(),
-        }
+    fn new(component: Option<&str>, duration_s: u64) -> NewSilence {
+        NewSilence { component: component.map(str::to_string), signal: None, duration_s, comment: "deploying".into() }
     }
 
     #[test]
     fn a_silence_matches_its_alerts_until_it_ends() {
-        let s = new(Some("shop"), Some("api"), 60).validate("s1".into(), "t".into(), 1_000).unwrap();
+        let s = new(Some("api"), 60).validate("shop", "s1".into(), "t".into(), 1_000).unwrap();
         assert!(s.matches(&alert("api", 7.0), 1_000));
+        let other_app = new(Some("api"), 60).validate("bank", "s2".into(), "t".into(), 1_000).unwrap();
+        assert!(!other_app.matches(&alert("api", 7.0), 1_000), "another app");
         assert!(!s.matches(&alert("front", 7.0), 1_000), "another component");
         assert!(!s.matches(&alert("api", 7.0), 61_000), "ended");
     }
 
     #[test]
-    fn silences_that_match_everything_or_last_too_long_are_refused() {
-        assert!(new(None, None, 60).validate("s".into(), "t".into(), 0).is_err());
-        assert!(new(Some("shop"), None, 0).validate("s".into(), "t".into(), 0).is_err());
-        assert!(new(Some("shop"), None, MAX_SILENCE_S + 1).validate("s".into(), "t".into(), 0).is_err());
-        assert!(new(Some("a\nb"), None, 60).validate("s".into(), "t".into(), 0).is_err());
+    fn silences_that_last_too_long_or_match_nonsense_are_refused() {
+        assert!(new(None, 60).validate("shop", "s".into(), "t".into(), 0).is_ok(), "a whole app");
+        assert!(new(None, 0).validate("shop", "s".into(), "t".into(), 0).is_err());
+        assert!(new(None, MAX_SILENCE_S + 1).validate("shop", "s".into(), "t".into(), 0).is_err());
+        assert!(new(Some("a\nb"), 60).validate("shop", "s".into(), "t".into(), 0).is_err());
     }
 
     #[test]
@@ -234,12 +222,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("silences.json");
         let mut s = Silences::open(Some(file.clone()));
-        s.add(new(Some("shop"), None, 60).validate("s1".into(), "t".into(), 0).unwrap(), 0).unwrap();
-        s.add(new(Some("bank"), None, 60).validate("s2".into(), "t".into(), 0).unwrap(), 0).unwrap();
+        s.add(new(None, 60).validate("shop", "s1".into(), "t".into(), 0).unwrap(), 0).unwrap();
+        s.add(new(None, 60).validate("bank", "s2".into(), "t".into(), 0).unwrap(), 0).unwrap();
         let mut reopened = Silences::open(Some(file.clone()));
         assert_eq!(reopened.active(0).count(), 2);
-        assert!(reopened.remove("s1").unwrap());
-        assert!(!reopened.remove("s1").unwrap());
+        assert!(!reopened.remove("bank", "s1").unwrap(), "only the app's own");
+        assert!(reopened.remove("shop", "s1").unwrap());
+        assert!(!reopened.remove("shop", "s1").unwrap());
         assert_eq!(Silences::open(Some(file)).active(0).map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s2"]);
     }
 }
