@@ -1,7 +1,8 @@
 //! Operations intelligence end to end, through the public interfaces of a real `nimbus up`: a
 //! latency fault injected into one component of a running app (a function calling a service)
 //! raises alerts whose root-cause ranking names the service, not its caller; the alerts reach a
-//! webhook receiver started by the test as CloudEvents, firing and resolved; a silence keeps the
+//! webhook receiver started by the test as CloudEvents, firing and resolved, and a topic of the
+//! app (`--alert-topic`); a silence keeps the
 //! next alerts from being notified while they are still recorded; and the CLI shows them.
 mod common;
 
@@ -41,7 +42,7 @@ name = "shop"
 
 [component.front]
 source = "{kitchen}"
-grants = {{ invoke = ["api"] }}
+grants = {{ invoke = ["api"], publish = ["alerts"] }}
 
 [component.api]
 command = ["python3", "api.py"]
@@ -149,7 +150,7 @@ fn ids_in(events: &[Value]) -> Vec<String> {
 async fn a_latency_fault_is_detected_ranked_notified_and_silenced() {
     let (hook, got) = receiver().await;
     let app = shop();
-    let server = app.up(&["--metrics-step", "1s", "--alert-webhook", &hook]);
+    let server = app.up(&["--metrics-step", "1s", "--alert-webhook", &hook, "--alert-topic", "alerts"]);
     let api = LocalApi::of(&app);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     load(&server.base, stop.clone());
@@ -193,6 +194,12 @@ async fn a_latency_fault_is_detected_ranked_notified_and_silenced() {
     assert_eq!(event["specversion"], "1.0");
     assert_eq!(event["subject"], "shop");
     assert_eq!(event["data"]["group"], "shop");
+    // And to the topic of `--alert-topic`, as the same CloudEvent.
+    let read = format!("{}/v1/apps/shop/topics/alerts/events?from=0&limit=100", api.url);
+    let page: Value = client().get(read).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
+    let on_topic: Vec<Value> = page["events"].as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
+    assert!(ids_in(&on_topic).contains(&id), "the topic has the notification: {page:#}");
+    assert!(on_topic.iter().all(|e| e["type"].as_str().unwrap().starts_with("dev.nimbus.alert.")), "{page:#}");
 
     // The CLI shows it with its suspects.
     let home = tempfile::tempdir().unwrap();

@@ -181,6 +181,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
     let ingress = Arc::new(Ingress::new());
     let observer = args.observe.start(&data_dir).context("cannot start tracing and metrics")?;
+    args.observe.alert_topic(&observer, Some(&bus), None)?;
     crate::doctor::services_sandbox(args.unsandboxed_services);
     crate::doctor::services_trees(&data_dir.join("services"));
     let tls = args.tls.load(&data_dir, &[args.listen, args.api_listen])?;

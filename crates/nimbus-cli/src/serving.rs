@@ -115,6 +115,10 @@ pub(crate) struct ObserveArgs {
     /// variable takes a comma-separated list).
     #[arg(long = "alert-webhook", env = "NIMBUS_ALERT_WEBHOOK", value_delimiter = ',', value_name = "URL")]
     alert_webhooks: Vec<String>,
+    /// Also publish alert notifications to this topic of the bus: `APP/TOPIC` (under `nimbus up`,
+    /// `TOPIC` is one of the app's).
+    #[arg(long = "alert-topic", env = "NIMBUS_ALERT_TOPIC", value_name = "APP/TOPIC")]
+    alert_topic: Option<String>,
 }
 
 fn metrics_step(s: &str) -> Result<Duration, String> {
@@ -152,6 +156,33 @@ impl ObserveArgs {
             },
         };
         Ok(Observer::start(config)?)
+    }
+}
+
+impl ObserveArgs {
+    /// Adds the `--alert-topic` sink to `observer`'s alerting: a topic of `bus` (of app `served`
+    /// when the flag names no app).
+    pub(crate) fn alert_topic(
+        &self,
+        observer: &nimbus_observe::Observer,
+        bus: Option<&std::sync::Arc<dyn nimbus_bus::EventBus>>,
+        served: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (Some(spec), Some(insight)) = (&self.alert_topic, observer.insight()) else { return Ok(()) };
+        let (app, topic) = match (spec.split_once('/'), served) {
+            (Some((app, topic)), _) => (app, topic),
+            (None, Some(app)) => (app, spec.as_str()),
+            (None, None) => anyhow::bail!("--alert-topic {spec}: name the app too, as APP/TOPIC"),
+        };
+        let Some(bus) = bus else {
+            anyhow::bail!(
+                "--alert-topic {spec}: this app has no event bus; declare a topic it publishes to (grants.publish) or consumes"
+            )
+        };
+        let sink =
+            nimbus_host::AlertTopic::new(bus.clone(), app, topic).with_context(|| format!("--alert-topic {spec}"))?;
+        insight.add_sink(std::sync::Arc::new(sink));
+        Ok(())
     }
 }
 

@@ -172,6 +172,7 @@ pub(crate) async fn start(args: &LocalArgs, loaded: &LoadedManifest, mode: Mode,
     let scheme = crate::tls::scheme(tls.as_ref());
     crate::doctor::services_sandbox(args.unsandboxed_services);
     let Opened { runtime, bus, kv, kv_changes } = open_data(&args.storage, &data_dir, m, runtime, mode).await?;
+    args.observe.alert_topic(&observer, bus.as_ref(), Some(&m.app.name))?;
     // One token for the local API and the topics and actor types that are not `public`.
     let token = crate::local_api::new_token()?;
     let callers = crate::local_api::callers(&m.app.name, &token);

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alert_topic;
 mod load;
 mod observed;
 mod secrets;
@@ -62,6 +63,7 @@ use nimbus_triggers::{AppTriggers, KvChanges};
 use nimbus_wasm::Runtime;
 use nimbus_workflows::{Engine, WorkflowHost};
 
+pub use alert_topic::AlertTopic;
 pub use observed::deployed;
 
 pub use source::Components;
