@@ -155,7 +155,34 @@ impl ObserveArgs {
                 node: String::new(),
             },
         };
-        Ok(Observer::start(config)?)
+        let observer = Observer::start(config)?;
+        if let Some(insight) = observer.insight() {
+            insight.add_source(std::sync::Arc::new(DiskGauge(data_dir.to_path_buf())));
+        }
+        Ok(observer)
+    }
+}
+
+/// The disk holding the data dir (its event, state, trace and log stores), read for alerting
+/// each step: its use is forecast towards its size.
+#[derive(Debug)]
+struct DiskGauge(std::path::PathBuf);
+
+impl nimbus_observe::insight::GaugeSource for DiskGauge {
+    fn sample(&self) -> nimbus_observe::insight::Readings<'_> {
+        let reading = rustix::fs::statvfs(&self.0).ok().filter(|s| s.f_blocks > 0).map(|s| {
+            let mib = |blocks: u64| (blocks as f64) * (s.f_frsize as f64) / (1024.0 * 1024.0);
+            nimbus_observe::insight::Gauge {
+                app: nimbus_observe::insight::NODE.into(),
+                component: "disk".into(),
+                signal: nimbus_observe::insight::GaugeSignal::DiskUsed,
+                // What is not available to the stores is used, reserved blocks included.
+                value: mib(s.f_blocks - s.f_bavail.min(s.f_blocks)),
+                what: format!("the disk of {}", self.0.display()),
+                limit: Some(mib(s.f_blocks)),
+            }
+        });
+        Box::pin(async move { reading.into_iter().collect() })
     }
 }
 

@@ -8,6 +8,7 @@ import * as apps from './apps.js';
 import * as metrics from './metrics.js';
 import * as traces from './traces.js';
 import * as logs from './logs.js';
+import * as alerts from './alerts.js';
 import * as topics from './topics.js';
 import * as kv from './kv.js';
 import * as workflows from './workflows.js';
@@ -20,6 +21,8 @@ const ROUTES = [
   ['/traces', traces.renderSearch],
   ['/traces/:id', traces.renderTrace],
   ['/logs', logs.render],
+  ['/alerts', alerts.renderList],
+  ['/alerts/:id', alerts.renderAlert],
   ['/topics', topics.render],
   ['/kv', kv.render],
   ['/workflows', workflows.renderList],

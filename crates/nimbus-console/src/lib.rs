@@ -74,6 +74,7 @@ pub const ASSETS: &[Asset] = assets![
     ("metrics.js", JS),
     ("traces.js", JS),
     ("logs.js", JS),
+    ("alerts.js", JS),
     ("topics.js", JS),
     ("kv.js", JS),
     ("workflows.js", JS),

@@ -49,6 +49,7 @@ impl TopicGauges {
                 signal,
                 value,
                 what: what.clone(),
+                limit: None,
             };
             if let Ok(groups) = self.bus.groups(&c.topic).await
                 && let Some(g) = groups.iter().find(|g| g.group == c.group)

@@ -102,9 +102,9 @@ fn judge(
     }
     let step_ms = (step_s * 1000.0) as u64;
     for g in gauges {
-        if let Some(e) = gauge_judges.observe(g, now, step_ms) {
-            events.push((g.app.as_str(), g.component.as_str(), e));
-        }
+        events.extend(
+            gauge_judges.observe(g, now, step_ms).into_iter().map(|e| (g.app.as_str(), g.component.as_str(), e)),
+        );
     }
     gauge_judges.retain(gauges);
     for (app, name, event) in events {

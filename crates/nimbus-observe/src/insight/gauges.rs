@@ -1,14 +1,16 @@
 //! Gauges alerting judges besides the components' metrics, from sources outside this crate: a
-//! consumer group's lag and its dead letters (the app host reads them from the bus each step).
-//! Each is judged by its own detector and alerts on the component the group delivers to.
+//! consumer group's lag and its dead letters (the app host reads them from the bus each step),
+//! judged by their own detectors and alerting on the component the group delivers to; and the
+//! disk holding the node's stores, whose use is forecast towards its size.
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use super::book::AlertKind;
 use super::detect::{Detector, DetectorConfig, Direction, Transition};
+use super::forecast::Holt;
 use super::rca::Cause;
-use super::signals::{Event, Opened};
+use super::signals::{Event, HORIZON_S, Latch, Opened, TREND_WINDOW, forecast};
 
 /// What a gauge measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,13 +19,19 @@ pub enum GaugeSignal {
     ConsumerLag,
     /// Events that went to the group's dead-letter topic since the last step.
     DeadLetters,
+    /// MiB used of the disk holding the stores (with its size as the limit).
+    DiskUsed,
 }
+
+/// The app node-wide gauges (the disk) alert under: no app can have this name.
+pub const NODE: &str = "_node";
 
 impl GaugeSignal {
     fn name(self) -> &'static str {
         match self {
             Self::ConsumerLag => "consumer_lag",
             Self::DeadLetters => "dead_letters",
+            Self::DiskUsed => "disk",
         }
     }
 
@@ -31,6 +39,8 @@ impl GaugeSignal {
         match self {
             Self::ConsumerLag => DetectorConfig::new(Direction::Up, 20.0),
             Self::DeadLetters => DetectorConfig::new(Direction::Up, 1.0),
+            // Judged by its forecast only: a disk filling up over days is not an anomaly.
+            Self::DiskUsed => DetectorConfig { warmup: usize::MAX, ..DetectorConfig::new(Direction::Up, 1.0) },
         }
     }
 }
@@ -48,6 +58,8 @@ pub struct Gauge {
     pub value: f64,
     /// What it is of, in words (`topic orders, group worker`).
     pub what: String,
+    /// What it must stay under, if anything: its trend is forecast towards it.
+    pub limit: Option<f64>,
 }
 
 /// A boxed reading.
@@ -59,44 +71,74 @@ pub trait GaugeSource: Send + Sync + std::fmt::Debug {
     fn sample(&self) -> Readings<'_>;
 }
 
-/// The detectors of the gauges, by app, component, signal and subject.
-#[derive(Debug, Default)]
-pub(crate) struct Judges(HashMap<(String, String, GaugeSignal, String), Detector>);
+type Key = (String, String, GaugeSignal, String);
+
+/// The judges of one gauge.
+struct Judge {
+    detector: Detector,
+    trend: Holt,
+    forecast: Latch,
+}
+
+/// The judges of the gauges, by app, component, signal and subject.
+#[derive(Default)]
+pub(crate) struct Judges(HashMap<Key, Judge>);
 
 impl Judges {
     /// Judges `g` at `t` (Unix ms, with steps of `step_ms`).
-    pub(crate) fn observe(&mut self, g: &Gauge, t: u64, step_ms: u64) -> Option<Event> {
+    pub(crate) fn observe(&mut self, g: &Gauge, t: u64, step_ms: u64) -> Vec<Event> {
         let key = (g.app.clone(), g.component.clone(), g.signal, g.what.clone());
-        let d = self.0.entry(key).or_insert_with(|| Detector::new(g.signal.config()));
-        match d.push(g.value)? {
-            Transition::Opened { points_ago, at } => Some(Event::Open(Opened {
-                kind: AlertKind::Anomaly,
-                signal: g.signal.name(),
-                cause: match g.signal {
-                    GaugeSignal::ConsumerLag => Cause::Either,
-                    GaugeSignal::DeadLetters => Cause::Errors,
-                },
-                began: t.saturating_sub((points_ago as u64 + 1) * step_ms),
-                value: at.value,
-                baseline: at.expected,
-                score: at.score,
-                lead_time_s: None,
-                critical: at.score >= 20.0,
-                summary: match g.signal {
-                    GaugeSignal::ConsumerLag => format!(
-                        "{} lags {:.0} events behind (baseline {:.0}); {} handles them",
-                        g.what, at.value, at.expected, g.component
-                    ),
-                    GaugeSignal::DeadLetters => format!(
-                        "{} dead-lettered {:.0} events in a step (baseline {:.0}); {} failed them",
-                        g.what, at.value, at.expected, g.component
-                    ),
-                },
-            })),
-            Transition::Closed => Some(Event::Close(AlertKind::Anomaly, g.signal.name())),
+        let j = self.0.entry(key).or_insert_with(|| Judge {
+            detector: Detector::new(g.signal.config()),
+            trend: Holt::new(0.5, 0.3, TREND_WINDOW),
+            forecast: Latch::default(),
+        });
+        let mut out: Vec<Event> = j.detector.push(g.value).map(|tr| anomaly(g, tr, t, step_ms)).into_iter().collect();
+        if let Some(limit) = g.limit {
+            j.trend.push(g.value);
+            let step_s = step_ms as f64 / 1000.0;
+            let reach = j.trend.reaches(limit, 0.9).filter(|r| r.points * step_s <= HORIZON_S);
+            if let Some(opened) = j.forecast.update(reach.is_some(), 3) {
+                let what = format!("MiB of {}", g.what);
+                out.push(forecast(opened, g.signal.name(), &g.component, t, step_s, reach, limit, &what));
+            }
         }
+        out
     }
+}
 
+fn anomaly(g: &Gauge, transition: Transition, t: u64, step_ms: u64) -> Event {
+    let Transition::Opened { points_ago, at } = transition else {
+        return Event::Close(AlertKind::Anomaly, g.signal.name());
+    };
+    let summary = match g.signal {
+        GaugeSignal::ConsumerLag => {
+            format!(
+                "{} lags {:.0} events behind (baseline {:.0}); {} handles them",
+                g.what, at.value, at.expected, g.component
+            )
+        }
+        GaugeSignal::DeadLetters => format!(
+            "{} dead-lettered {:.0} events in a step (baseline {:.0}); {} failed them",
+            g.what, at.value, at.expected, g.component
+        ),
+        GaugeSignal::DiskUsed => format!("{} uses {:.0} MiB (baseline {:.0})", g.what, at.value, at.expected),
+    };
+    Event::Open(Opened {
+        kind: AlertKind::Anomaly,
+        signal: g.signal.name(),
+        cause: if g.signal == GaugeSignal::DeadLetters { Cause::Errors } else { Cause::Either },
+        began: t.saturating_sub((points_ago as u64 + 1) * step_ms),
+        value: at.value,
+        baseline: at.expected,
+        score: at.score,
+        lead_time_s: None,
+        critical: at.score >= 20.0,
+        summary,
+    })
+}
+
+impl Judges {
     /// Forgets the gauges not read this step.
     pub(crate) fn retain(&mut self, read: &[Gauge]) {
         self.0.retain(|(app, component, signal, what), _| {
@@ -116,6 +158,7 @@ mod tests {
             signal,
             value,
             what: "topic orders, group worker".into(),
+            limit: None,
         }
     }
 
@@ -123,8 +166,10 @@ mod tests {
         let mut judges = Judges::default();
         let mut out = Vec::new();
         for (i, v) in series.into_iter().enumerate() {
-            if let Some(Event::Open(o)) = judges.observe(&reading(signal, v), i as u64 * 1000, 1000) {
-                out.push((i, o.signal));
+            for e in judges.observe(&reading(signal, v), i as u64 * 1000, 1000) {
+                if let Event::Open(o) = e {
+                    out.push((i, o.signal));
+                }
             }
         }
         out
@@ -149,5 +194,41 @@ mod tests {
         assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), ["dead_letters"]);
         let blip = quiet.clone().chain([3.0]).chain(std::iter::repeat_n(0.0, 10));
         assert!(opened(GaugeSignal::DeadLetters, blip).is_empty(), "one dead letter is not an anomaly");
+    }
+
+    #[test]
+    fn a_filling_disk_is_forecast_with_its_lead_time_and_a_steady_one_is_not() {
+        let disk = |value: f64| Gauge {
+            app: NODE.into(),
+            component: "disk".into(),
+            signal: GaugeSignal::DiskUsed,
+            value,
+            what: "the disk of /data".into(),
+            limit: Some(10_000.0),
+        };
+        let mut judges = Judges::default();
+        let mut forecasts = Vec::new();
+        for i in 0..100u64 {
+            // 5,000 MiB used, then 20 MiB more every 5 s step: full in 250 steps (~21 min).
+            let used = if i < 40 { 5_000.0 } else { 5_000.0 + 20.0 * (i - 40) as f64 };
+            for e in judges.observe(&disk(used), i * 5000, 5000) {
+                match e {
+                    Event::Open(o) => forecasts.push((i, o.kind, o.lead_time_s.unwrap_or_default(), o.summary)),
+                    Event::Close(..) => {}
+                }
+            }
+        }
+        assert_eq!(forecasts.len(), 1, "{forecasts:?}");
+        let (at, kind, lead, summary) = &forecasts[0];
+        assert_eq!(*kind, AlertKind::Forecast);
+        // Once the last 30 points follow the climb closely enough (~20 points into it).
+        assert!((55..80).contains(at), "{forecasts:?}");
+        // At i = 61 the disk holds ~5,420 MiB: ~229 steps of 5 s left.
+        assert!((900.0..1300.0).contains(lead), "{forecasts:?}");
+        assert!(summary.contains("disk reaches its 10000 MiB of the disk of /data in 19 min"), "{summary}");
+        let mut steady = Judges::default();
+        for i in 0..200u64 {
+            assert!(steady.observe(&disk(5_000.0 + (i % 3) as f64), i * 5000, 5000).is_empty());
+        }
     }
 }

@@ -49,7 +49,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use book::{Alert, AlertKind, AlertState, Severity};
-pub use gauges::{Gauge, GaugeSignal, GaugeSource, Readings};
+pub use gauges::{Gauge, GaugeSignal, GaugeSource, NODE, Readings};
 pub use rca::{Change, Suspect};
 pub use silences::{MAX_SILENCE_S, MAX_SILENCES, NewSilence, Silence, SilenceError};
 pub use sinks::{AlertSink, Delivery, LogSink, Webhook, cloud_event};

@@ -90,9 +90,9 @@ const SPECS: [Spec; 6] = [
 ];
 
 /// Points the forecasts fit over.
-const TREND_WINDOW: usize = 30;
+pub(crate) const TREND_WINDOW: usize = 30;
 /// How far ahead a forecast alerts.
-const HORIZON_S: f64 = 3600.0;
+pub(crate) const HORIZON_S: f64 = 3600.0;
 /// The burn rate of an error budget that pages: 2 % of a 30-day budget in one hour.
 const FAST_BURN: f64 = 14.4;
 /// The error budget's period, for the time it lasts at the current burn rate.
@@ -100,14 +100,14 @@ const BUDGET_S: f64 = 30.0 * 24.0 * 3600.0;
 
 /// A condition that must hold (or not) for `persistence` points in a row to flip.
 #[derive(Debug, Default, Clone)]
-struct Latch {
+pub(crate) struct Latch {
     open: bool,
     run: usize,
 }
 
 impl Latch {
     /// `Some(true)` when it opens, `Some(false)` when it closes.
-    fn update(&mut self, holds: bool, persistence: usize) -> Option<bool> {
+    pub(crate) fn update(&mut self, holds: bool, persistence: usize) -> Option<bool> {
         if holds == self.open {
             self.run = 0;
             return None;
@@ -345,7 +345,7 @@ impl Component {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn forecast(
+pub(crate) fn forecast(
     opened: bool,
     signal: &'static str,
     name: &str,
@@ -368,7 +368,7 @@ fn forecast(
         lead_time_s: Some(lead),
         critical: lead <= 600.0,
         summary: format!(
-            "at this rate {name} reaches its {limit} {what} in {} (now {:.1}, +{:.2} per {step_s} s)",
+            "at this rate {name} reaches its {limit:.0} {what} in {} (now {:.1}, +{:.2} per {step_s} s)",
             human(lead),
             r.level,
             r.trend
