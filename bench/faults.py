@@ -33,7 +33,8 @@ KINDS = ["latency", "errors", "slow-dependency", "bad-deploy", "memory-leak", "c
 MATCH_GRACE_S = 30  # an alert detected up to this long after a fault's removal still counts for it
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("nimbus"), p.add_argument("chain_wasm")
+p.add_argument("nimbus", nargs="?"), p.add_argument("chain_wasm", nargs="?")
+p.add_argument("--rescore", metavar="DIR", help="score an earlier run again from its --out DIR (nothing is started)")
 p.add_argument("--seed", type=int, default=None, help="random seed of the schedule (default: random, printed)")
 p.add_argument("--step", default="2s", help="metrics step for the server (NIMBUS_METRICS_STEP; '' leaves the default)")
 p.add_argument("--rate", type=float, default=60, help="requests per second of steady load")
@@ -56,7 +57,7 @@ p.add_argument("--log", default="warn", help="the server's NIMBUS_LOG")
 args = p.parse_args()
 SEED = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
 rng = random.Random(SEED)
-OUT = args.out or tempfile.mkdtemp(prefix=f"nimbus-faults-{SEED}-")
+OUT = args.out or args.rescore or tempfile.mkdtemp(prefix=f"nimbus-faults-{SEED}-")
 os.makedirs(OUT, exist_ok=True)
 STEP_S = float(args.step.rstrip("s")) if args.step.endswith("s") and args.step[:-1].replace(".", "").isdigit() else 5.0
 WARMUP = args.warmup if args.warmup is not None else max(60.0, 30 * STEP_S)
@@ -320,7 +321,7 @@ def window(t0, t1):
 
 # ---------------------------------------------------------------------------------------------
 # Sampling: CPU and RSS of nimbus (/proc), the service's RSS, the consumer group's lag, alerts.
-SAMPLES = []   # (t, nimbus cpu % of one core, nimbus rss MB, api rss MB or None, api pid or None)
+SAMPLES = []   # (t, nimbus cpu % of one core, nimbus rss MB, api rss MB or None, api pid or None, machine busy %)
 LAGS = []      # (t, lag of group worker)
 ALERTS = {}    # id -> the latest version seen
 ALERTS_API = {"status": None, "error": None}
@@ -338,6 +339,12 @@ def proc_rss_mb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def machine_ticks():
+    """Busy and total clock ticks of all cores so far."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f[:8]) - f[3] - f[4], sum(f[:8])
 
 
 def descendants(pid):
@@ -360,6 +367,7 @@ def api_pid(server):
 def sampler(server):
     pid = server.proc.pid
     last_t, last_ticks, apid, n = time.time(), proc_cpu_ticks(pid), None, 0
+    last_busy, last_total = machine_ticks()
     while not stop_sampling.wait(2.0):
         n += 1
         try:
@@ -367,6 +375,9 @@ def sampler(server):
             cpu = (ticks - last_ticks) / TICK / (t - last_t) * 100
             last_t, last_ticks = t, ticks
             rss = proc_rss_mb(pid)
+            busy, total = machine_ticks()
+            machine = (busy - last_busy) / max(1, total - last_total) * 100
+            last_busy, last_total = busy, total
         except OSError:
             return  # the server is gone; the main thread notices
         api_rss = None
@@ -376,7 +387,7 @@ def sampler(server):
             api_rss = proc_rss_mb(apid) if apid else None
         except OSError:
             apid = None
-        SAMPLES.append((t, cpu, rss, api_rss, apid))
+        SAMPLES.append((t, cpu, rss, api_rss, apid, machine))
 
 
 def poller(server):
@@ -392,7 +403,7 @@ def poll_once(server):
     except Exception:
         pass
     try:
-        status, data = server.call("GET", "/v1/alerts?state=all", ok=(200, 404, 405, 501))
+        status, data = server.call("GET", f"/v1/alerts?state=all&app={APP}&limit=1000", ok=(200, 404, 405, 501))
         ALERTS_API["status"] = status
         if status == 200:
             for a in json.loads(data).get("alerts", []):
@@ -500,7 +511,7 @@ def breach_time(s):
     t_end = s.remove_t + MATCH_GRACE_S
     if s.kind == "memory-leak":
         before = next((x[4] for x in reversed(SAMPLES) if x[0] < s.inject_t and x[4]), None)
-        for t, _, _, a, pid in SAMPLES:
+        for t, _, _, a, pid, _ in SAMPLES:
             if s.inject_t <= t <= t_end and a and a >= 0.95 * args.memory_mb:
                 return t, "api RSS at 95 % of its limit"
             if s.inject_t <= t <= t_end and before and pid and pid != before:
@@ -663,6 +674,7 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
     rss = [x[2] for x in SAMPLES]
     qcpu = [x[1] for x in SAMPLES if t_quiet <= x[0] < t_quiet_end]
     api_rss = [x[3] for x in SAMPLES if x[3]]
+    busy = [x[5] for x in SAMPLES]
     lines = [f"### Fault injection (bench/faults.sh), seed {SEED}", "",
              f"`nimbus server`, app `shop` (front fn -> api service -> store fn + topic orders -> worker fn), "
              f"{args.rate:g} req/s steady load ({len(RECORDS)} requests), metrics step {step_used if step_used else '?'} s "
@@ -691,12 +703,22 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
         f"| nimbus CPU (% of one core), mean / max; fault-free period mean | {statistics.mean(cpu) if cpu else 0:.0f} / {max(cpu) if cpu else 0:.0f}; "
         f"{statistics.mean(qcpu) if qcpu else 0:.0f} |",
         f"| nimbus RSS, mean / max | {statistics.mean(rss) if rss else 0:.0f} / {max(rss) if rss else 0:.0f} MB |",
+        f"| machine CPU busy ({os.cpu_count()} cores, everything: load, app, other work), mean / max | "
+        f"{statistics.mean(busy) if busy else 0:.0f} / {max(busy) if busy else 0:.0f} % |",
         f"| api service RSS, max | {max(api_rss) if api_rss else 0:.0f} MB |",
         "",
         "Recall: an alert detected in [inject, remove + 30 s]; root cause: `suspects` of the first such alert "
         "(its own component when it has none); forecast lead: the script's breach time (trailing-30 s p99 or availability "
         "over the SLO, or the service at 95 % of its memory limit) minus the first matching forecast alert's detected_at.",
     ]
+    slo_alerts = [a for a in sorted(ALERTS.values(), key=lambda a: a["detected_at"]) if a["kind"] == "slo"]
+    if slo_alerts:
+        def seen(a):
+            w = window(a["detected_at"] / 1000 - 30, a["detected_at"] / 1000)
+            return (f"{w['p99_ms'] or 0:.0f} ms" if a["signal"] == "slo_latency" else f"{100 * (1 - (w['err'] or 0)):.2f} %")
+        lines += ["", "SLO alerts, the engine's value against what the load saw over the 30 s before detected_at: " + "; ".join(
+            f"{a['signal']} at +{a['detected_at'] / 1000 - t_start:.0f} s: {a.get('value', 0):.4g} (objective {a.get('baseline', 0):.4g}), "
+            f"seen {seen(a)}" for a in slo_alerts[:20])]
     if false:
         lines += ["", "False alerts (outside every fault window): " + "; ".join(
             f"{a['kind']}/{a['signal']} on {a['component']} at +{a['detected_at'] / 1000 - t_start:.0f} s (score {a.get('score', 0):.1f}, "
@@ -705,11 +727,40 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
     print("\n" + text)
     open(os.path.join(OUT, "results.md"), "w").write(text + "\n")
     json.dump(sorted(ALERTS.values(), key=lambda a: a["detected_at"]), open(os.path.join(OUT, "alerts.json"), "w"), indent=1)
+    if not args.rescore:
+        json.dump([[round(t, 3), round(d, 4), st] for t, d, st in RECORDS], open(os.path.join(OUT, "records.json"), "w"))
     json.dump({"seed": SEED, "args": vars(args), "t_start": t_start, "t_quiet": t_quiet, "t_quiet_end": t_quiet_end,
                "t_end": t_end, "step_s": step_used, "scenarios": per, "lags": LAGS,
                "samples": SAMPLES}, open(os.path.join(OUT, "timeline.json"), "w"), indent=1, default=str)
     log(f"results in {OUT}/results.md; alerts.json, timeline.json, series.json and server.log beside it")
 
 
+def rescore(d):
+    """Scores the run kept in `d` again (alerts.json, timeline.json, records.json), with its options."""
+    global SEED, WARMUP
+    tl = json.load(open(os.path.join(d, "timeline.json")))
+    for k, v in tl["args"].items():
+        if k not in ("rescore", "out"):
+            setattr(args, k, v)
+    SEED, WARMUP = tl["seed"], tl["t_quiet"] - tl["t_start"]
+    for a in json.load(open(os.path.join(d, "alerts.json"))):
+        ALERTS[a["id"]] = a
+    ALERTS_API["status"] = 200
+    RECORDS.extend(tuple(r) for r in json.load(open(os.path.join(d, "records.json"))))
+    SAMPLES.extend(tuple(x) for x in tl["samples"])
+    LAGS.extend(tuple(x) for x in tl["lags"])
+    scenarios = []
+    for r in tl["scenarios"]:
+        s = Scenario(r["scenario"].split(" ")[0], r["target"], r["detail"])
+        s.inject_t, s.remove_t, s.note = r["inject"], r["remove"], r["note"]
+        scenarios.append(s)
+    report(None, scenarios, tl["t_start"], tl["t_quiet"], tl["t_quiet_end"], tl["t_end"], tl["step_s"])
+
+
 if __name__ == "__main__":
-    main()
+    if args.rescore:
+        rescore(args.rescore)
+    elif not (args.nimbus and args.chain_wasm):
+        p.error("NIMBUS and CHAIN_WASM are needed (or --rescore DIR)")
+    else:
+        main()
