@@ -179,6 +179,11 @@ async fn a_latency_fault_is_detected_ranked_notified_and_silenced() {
     assert!(!front["suspects"][0]["traces"].as_array().unwrap().is_empty(), "example traces: {front:#}");
     assert!(front["started_at"].as_u64().unwrap() + 5_000 >= injected, "began with the fault: {front:#}");
     assert!(front["value"].as_f64().unwrap() > front["baseline"].as_f64().unwrap() * 2.0, "{front:#}");
+    // With the series it was judged on: the baseline's points, then the fault's.
+    let series: Vec<f64> = front["series"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert!(series.len() >= 20, "{front:#}");
+    assert!(series.last().unwrap() > &(front["baseline"].as_f64().unwrap() * 2.0), "{series:?}");
+    assert!(series[..10].iter().all(|v| *v < 100.0), "fault-free at first: {series:?}");
     let id = front["id"].as_str().unwrap().to_string();
     let one = client().get(format!("{}/v1/alerts/{id}", api.url)).bearer_auth(&api.token).send().await.unwrap();
     assert_eq!(one.json::<Value>().await.unwrap()["id"], id.as_str());

@@ -87,6 +87,19 @@ pub struct Alert {
     /// The app's deploys in the 15 minutes before it began (the revision diff).
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// The signal's values up to its detection (the last 15 minutes), for the components'
+    /// own signals.
+    #[serde(default)]
+    pub series: Vec<Observed>,
+}
+
+/// One value of an alert's signal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Observed {
+    /// The end of its step (Unix ms).
+    pub t: u64,
+    /// The value.
+    pub value: f64,
 }
 
 impl Alert {
@@ -198,6 +211,7 @@ pub(crate) mod tests {
             silenced: false,
             suspects: Vec::new(),
             changes: Vec::new(),
+            series: Vec::new(),
         }
     }
 

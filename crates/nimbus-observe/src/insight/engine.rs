@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::book::{Alert, AlertKind, AlertState, Severity, fingerprint};
+use super::book::{Alert, AlertKind, AlertState, Observed, Severity, fingerprint};
 use super::rca::{self, Cause, Change, Question};
-use super::signals::{Component, Event, Limits, Opened};
+use super::signals::{Component, Event, Limits, Opened, value_of};
 use super::{Shared, Slo, State};
 use crate::{LogQuery, LogStore, Series, TraceStore};
 
@@ -14,6 +14,8 @@ use crate::{LogQuery, LogStore, Series, TraceStore};
 const BEFORE: Duration = Duration::from_secs(300);
 /// Traces read at most for one ranking, on each side of the anomaly's start.
 const MAX_TRACES: usize = 2_000;
+/// How much of a signal's history an alert keeps.
+const SERIES: Duration = Duration::from_secs(15 * 60);
 /// A component without points for this long is forgotten (its baselines with it).
 const IDLE_MS: u64 = 15 * 60 * 1000;
 
@@ -49,7 +51,7 @@ pub(super) async fn run(shared: Weak<Shared>, series: Series, traces: Option<Tra
             last = t;
         }
         let gauges = read(&shared, step).await;
-        let (fired, notices) = judge(&shared, &points, &gauges, step_s);
+        let (fired, notices) = judge(&shared, &series, &points, &gauges, step_s);
         if !fired.is_empty() {
             rank(&shared, fired, traces.clone(), logs.clone()).await;
         }
@@ -77,6 +79,7 @@ type Notices = BTreeMap<String, (Vec<String>, Vec<String>)>;
 
 fn judge(
     shared: &Shared,
+    series: &Series,
     points: &[(String, String, crate::SeriesPoint)],
     gauges: &[super::Gauge],
     step_s: f64,
@@ -116,6 +119,12 @@ fn judge(
                     .unwrap_or_default();
                 let mut alert = alert(app, name, &o, now, changes.clone());
                 alert.silenced = silences.silenced(&alert, now);
+                alert.series = series
+                    .query(Some(app), Some(name), SERIES)
+                    .into_iter()
+                    .flat_map(|c| c.points)
+                    .filter_map(|p| Some(Observed { t: p.t, value: value_of(o.signal, &p, step_s)? }))
+                    .collect();
                 let silenced = alert.silenced;
                 if let Some(id) = book.fire(alert) {
                     if o.kind == AlertKind::Anomaly || o.kind == AlertKind::Slo {
@@ -180,6 +189,7 @@ fn alert(app: &str, component: &str, o: &Opened, now: u64, changes: Vec<Change>)
         silenced: false,
         suspects: Vec::new(),
         changes,
+        series: Vec::new(),
     }
 }
 

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-pub use book::{Alert, AlertKind, AlertState, Severity};
+pub use book::{Alert, AlertKind, AlertState, Observed, Severity};
 pub use gauges::{Gauge, GaugeSignal, GaugeSource, NODE, Readings};
 pub use rca::{Change, Suspect};
 pub use silences::{MAX_SILENCE_S, MAX_SILENCES, NewSilence, Silence, SilenceError};

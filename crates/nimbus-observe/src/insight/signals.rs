@@ -89,6 +89,15 @@ const SPECS: [Spec; 6] = [
     },
 ];
 
+/// The value of `signal` (a component signal or an objective's) at point `p`, as it was judged.
+pub(crate) fn value_of(signal: &str, p: &SeriesPoint, step_s: f64) -> Option<f64> {
+    match signal {
+        "slo_latency" => p.p99_ms,
+        "slo_availability" => (p.requests > 0).then(|| 100.0 * (1.0 - p.errors as f64 / p.requests as f64)),
+        _ => SPECS.iter().find(|s| s.name == signal).and_then(|s| (s.value)(p, step_s)),
+    }
+}
+
 /// Points the forecasts fit over.
 pub(crate) const TREND_WINDOW: usize = 30;
 /// How far ahead a forecast alerts.
