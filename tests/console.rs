@@ -1,7 +1,8 @@
 //! The web console in a real browser: `nimbus server` with an app of two revisions, traffic,
-//! a slow request, logs and dead letters; then `tests/console/console.mjs` drives Debian's
-//! Chromium through `playwright-core` (installed by `scripts/test.sh`) against `/console/` and
-//! checks every page against the API. Screenshots land in `TARGET/console-screenshots`.
+//! a slow request, logs, dead letters and (raised while the browser test runs) an alert; then
+//! `tests/console/console.mjs` drives Debian's Chromium through `playwright-core` (installed by
+//! `scripts/test.sh`) against `/console/` and checks every page against the API. Screenshots land
+//! in `TARGET/console-screenshots`.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -38,9 +39,12 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// Three components: the kitchen fixture on `/kitchen/...` (sleeps, logs), the events fixture
-/// consuming `orders`, which fails events of type `fail` (twice, then they are dead letters), and
-/// the order saga as workflow `order`, whose steps write their effects to KV bucket `effects`.
+/// Four components: the kitchen fixture on `/kitchen/...` (sleeps, logs); the kitchen fixture
+/// again as `flaky`, on the exact routes `/kitchen/env` and `/kitchen/panic` (which traps: a 500),
+/// which the browser test loads steadily and then fails to raise an `error_rate` alert; the events
+/// fixture consuming `orders`, which fails events of type `fail` (twice, then they are dead
+/// letters); and the order saga as workflow `order`, whose steps write their effects to KV bucket
+/// `effects`.
 fn bundle(version: &str) -> Vec<u8> {
     let manifest = format!(
         r#"[app]
@@ -58,6 +62,17 @@ grants = {{ publish = ["handled"] }}
 [[trigger.http]]
 route = "/kitchen/..."
 component = "kitchen"
+
+[component.flaky]
+source = "{kitchen}"
+
+[[trigger.http]]
+route = "/kitchen/env"
+component = "flaky"
+
+[[trigger.http]]
+route = "/kitchen/panic"
+component = "flaky"
 
 [[trigger.topic]]
 topic = "orders"
@@ -80,6 +95,7 @@ public = true
     );
     let artifacts = [
         ("kitchen".to_string(), std::fs::read(nimbus_fixtures::KITCHEN).unwrap()),
+        ("flaky".to_string(), std::fs::read(nimbus_fixtures::KITCHEN).unwrap()),
         ("fn".to_string(), std::fs::read(nimbus_fixtures::EVENTS).unwrap()),
         ("order".to_string(), std::fs::read(nimbus_fixtures::WORKFLOW).unwrap()),
     ];
@@ -96,7 +112,9 @@ async fn get_json(p: &Platform, token: &str, path: &str) -> serde_json::Value {
 async fn the_console_works_in_a_browser() {
     let tools = browser_tools();
     let data = tempfile::tempdir().unwrap();
-    let p = Platform::start(data.path(), &[]);
+    // One point of metrics a second, so that alerting warms up (20 points) and opens an anomaly
+    // (3 points) within the browser test.
+    let p = Platform::start(data.path(), &["--metrics-step", "1s"]);
     assert!(p.banner.contains(&format!("Console:     {}/console/", p.api)), "{}", p.banner);
     let admin = p.admin.clone().unwrap();
 

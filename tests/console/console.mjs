@@ -1,6 +1,7 @@
 // Browser test of the web console, run by tests/console.rs against a `nimbus server` it
 // prepared (app `APP` with two revisions, a slow request, dead letters, an admin and a viewer
-// token). Drives Debian's Chromium through playwright-core; every step must hold or the script
+// token; component `flaky` on /kitchen/env and /kitchen/panic, which this script makes raise an
+// alert while the other steps run). Drives Debian's Chromium through playwright-core; every step must hold or the script
 // exits 1 naming it. Screenshots go to SCREENSHOT_DIR.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
@@ -123,13 +124,67 @@ async function upSteps(page) {
     await go(page, '#/metrics', 'Metrics');
     await page.locator('figure[data-plot="rps"]').first().waitFor({ timeout: 15000 });
     await shot(page, 'up-metrics');
+    await go(page, '#/alerts', 'Alerts');
+    await page.locator('#alerts-updated[data-count]').waitFor({ timeout: 10000 });
+    await page.locator('#silences-title').waitFor();
   });
+}
+
+/**
+ * Makes the server raise an alert on component `flaky` (its metrics are judged once a second):
+ * steady successful requests until its series has enough points for the detectors' warm-up (20
+ * points of at least 5 requests), then only failing ones until the API lists the `error_rate`
+ * anomaly (3 abnormal points in a row open it). Each phase is bounded in time. Resolves to the
+ * counts of both, or to the error that stopped it.
+ */
+async function loadThenFail() {
+  const hit = async (p, want) => {
+    const resp = await fetch(`${GATEWAY_URL}${p}`);
+    await resp.arrayBuffer();
+    if (resp.status !== want) throw new Error(`GET ${p}: ${resp.status}, not ${want}`);
+  };
+  /** Requests `p` (three at a time) for at least `min` ms, until `done()` or `max` ms. */
+  const phase = async (p, want, min, max, done) => {
+    const t0 = Date.now();
+    let n = 0;
+    let checked = t0;
+    for (;;) {
+      await Promise.all([hit(p, want), hit(p, want), hit(p, want)]);
+      n += 3;
+      const now = Date.now();
+      if (now - t0 >= max) return n;
+      if (now - t0 >= min && now - checked >= 1000) {
+        checked = now;
+        if (await done()) return n;
+      }
+      await sleep(100);
+    }
+  };
+  const warm = async () => {
+    const { body } = await api('GET', `/v1/metrics/series?app=${APP}&component=flaky&range_s=120`, ADMIN_TOKEN);
+    const points = body?.series?.find((x) => x.component === 'flaky')?.points || [];
+    return points.filter((pt) => pt.requests >= 5 && pt.errors === 0).length >= 23;
+  };
+  const raised = async () => {
+    const { body } = await api('GET', `/v1/alerts?app=${APP}`, ADMIN_TOKEN);
+    return (body?.alerts || []).some((a) => a.component === 'flaky' && a.signal === 'error_rate');
+  };
+  try {
+    const ok = await phase('/kitchen/env?name=HOME', 200, 22000, 45000, warm);
+    const failed = await phase('/kitchen/panic', 500, 3000, 20000, raised);
+    return { ok, failed };
+  } catch (e) {
+    return e;
+  }
 }
 
 /** Against `nimbus server`: every page, an admin and a viewer. */
 async function serverSteps() {
   const page = await newPage(browser, { width: 1280, height: 800 });
   let revisions = [];
+  let alert = null;
+  // Runs while the steps before the alerts' take their time.
+  const alertTraffic = loadThenFail();
 
   await step('keyboard: tab to the token field, type it, submit with Enter', async () => {
     await page.goto(CONSOLE_URL);
@@ -294,6 +349,86 @@ async function serverSteps() {
     await shot(page, 'workflow-run');
   });
 
+  await step('alerts: the server\'s alert is listed, its detail shows the suspects', async () => {
+    const traffic = await alertTraffic;
+    assert(!(traffic instanceof Error), `loading flaky: ${traffic.stack || traffic}`);
+    // The API first (the load above stops once it lists the alert).
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      const { status, body } = await api('GET', `/v1/alerts?app=${APP}`, ADMIN_TOKEN);
+      assert(status === 200, `GET /v1/alerts: ${status}`);
+      alert = body.alerts.find((a) => a.component === 'flaky' && a.signal === 'error_rate');
+      if (alert) break;
+      assert(Date.now() < deadline, `no error_rate alert of flaky after ${traffic.ok} good and ${traffic.failed} failing requests: ${JSON.stringify(body)}`);
+      await sleep(500);
+    }
+    console.log(`  after ${traffic.ok} good and ${traffic.failed} failing requests, ${alert.id}: ${alert.summary}; suspects ${alert.suspects.map((s) => s.component).join(', ')}`);
+    assert(alert.state === 'firing' && alert.suspects.length >= 1, `a firing alert with suspects: ${JSON.stringify(alert)}`);
+
+    await go(page, '#/alerts', 'Alerts');
+    const row = page.locator(`#alerts-table tbody tr[data-alert="${alert.id}"]`);
+    await row.waitFor({ timeout: 10000 });
+    const text = await row.textContent();
+    for (const want of ['firing', alert.severity, 'anomaly', `${APP}/flaky`, 'error_rate', alert.summary, alert.suspects[0].component]) {
+      assert(text.includes(want), `the row shows "${want}": ${text}`);
+    }
+    await shot(page, 'alerts');
+    // The filter: resolved alerts do not include it, all do (without leaving the page).
+    await page.selectOption('#alert-state', 'resolved');
+    await row.waitFor({ state: 'detached', timeout: 10000 });
+    assert(await page.evaluate(() => location.hash) === '#/alerts?state=resolved', 'the filter is in the address');
+    await page.selectOption('#alert-state', 'all');
+    await row.waitFor({ timeout: 10000 });
+
+    // Open it with the keyboard.
+    await row.locator('a').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#page-title', { hasText: 'Alert: error rate of' }).waitFor({ timeout: 10000 });
+    assert((await page.textContent('#alert-summary')) === alert.summary, 'the summary');
+    assert((await page.textContent('#alert-value')).includes('%'), 'value vs baseline as percentages');
+    const suspects = page.locator('#suspects > li');
+    await suspects.first().waitFor();
+    const names = await suspects.evaluateAll((els) => els.map((e) => e.dataset.suspect));
+    assert(JSON.stringify(names) === JSON.stringify(alert.suspects.map((s) => s.component)), `the suspects in rank order: ${names}`);
+    const first = alert.suspects[0];
+    const evidence = await suspects.first().locator('.evidence li').allTextContents();
+    assert(JSON.stringify(evidence) === JSON.stringify(first.evidence), `the first suspect's evidence: ${evidence.join(' | ')}`);
+    const logs = await suspects.first().locator('ol.log li').allTextContents();
+    assert(JSON.stringify(logs) === JSON.stringify(first.logs || []), `its log lines, as text: ${logs.join(' | ')}`);
+    assert((await page.locator('#suspects img, #suspects script').count()) === 0, 'no markup from app data');
+    await shot(page, 'alert');
+    if (first.traces.length) {
+      await suspects.first().locator(`a[href="#/traces/${first.traces[0]}"]`).click();
+      await page.locator('#waterfall > li').first().waitFor({ timeout: 10000 });
+      await page.goBack();
+      await page.locator('#suspects > li').first().waitFor({ timeout: 10000 });
+    }
+  });
+
+  await step('alerts: a silence made from the alert is in the API, and ending it removes it', async () => {
+    const comment = 'console test <b>load</b>';
+    await page.fill('#silence-comment', comment);
+    await page.selectOption('#silence-duration', '900');
+    await page.click('#silence-submit');
+    const made = page.locator('#silence-result [data-silence]');
+    await made.waitFor({ timeout: 10000 });
+    const id = await made.getAttribute('data-silence');
+    const { body } = await api('GET', '/v1/silences', ADMIN_TOKEN);
+    const stored = body.silences.find((x) => x.id === id);
+    assert(stored && stored.app === APP && stored.component === 'flaky' && stored.signal === 'error_rate' && stored.comment === comment,
+      `the API has the silence: ${JSON.stringify(body)}`);
+    assert(stored.ends_at - stored.created_at === 900000, `it lasts 15 minutes: ${JSON.stringify(stored)}`);
+    const row = page.locator(`#silences-table tbody tr[data-silence="${id}"]`);
+    await row.waitFor();
+    assert((await row.textContent()).includes(comment) && (await page.locator('#silences-table b').count()) === 0, 'the comment as text');
+    await shot(page, 'alert-silenced');
+    await row.locator(`button[data-end="${id}"]`).click();
+    await page.locator(`#silences-result [data-ended="${id}"]`).waitFor({ timeout: 10000 });
+    await row.waitFor({ state: 'detached' });
+    const after = await api('GET', '/v1/silences', ADMIN_TOKEN);
+    assert(!after.body.silences.some((x) => x.id === id), `the silence ended: ${JSON.stringify(after.body)}`);
+  });
+
   await step('phone width (390x844): no horizontal scrolling', async () => {
     const phone = await newPage(browser, { width: 390, height: 844 });
     await phone.goto(CONSOLE_URL);
@@ -311,6 +446,11 @@ async function serverSteps() {
     const metricsWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
     assert(metricsWidth <= 390, `the metrics page is ${metricsWidth}px wide at 390px`);
     await shot(phone, 'phone-metrics');
+    await phone.evaluate((id) => { location.hash = `#/alerts/${id}`; }, alert.id);
+    await phone.locator('#suspects > li').first().waitFor({ timeout: 10000 });
+    const alertWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert(alertWidth <= 390, `the alert page is ${alertWidth}px wide at 390px`);
+    await shot(phone, 'phone-alert');
     await phone.context().close();
   });
 
@@ -339,6 +479,22 @@ async function serverSteps() {
     const after = (await api('GET', `/v1/apps/${APP}/traffic`, ADMIN_TOKEN)).body;
     assert(JSON.stringify(after) === JSON.stringify(before), `traffic unchanged: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
     await shot(viewer, 'viewer-refused');
+
+    // Silencing needs `traffic` on the app too: disabled, and refused when forced.
+    await viewer.evaluate((id) => { location.hash = `#/alerts/${id}`; }, alert.id);
+    await viewer.locator('#silence-form').waitFor({ timeout: 10000 });
+    assert(await viewer.evaluate(() => document.querySelector('#silence-form fieldset').disabled), 'the silence form is disabled for a viewer');
+    const no = await api('POST', `/v1/apps/${APP}/silences`, VIEWER_TOKEN, { duration_s: 60, comment: 'viewer' });
+    assert(no.status === 403, `the API refuses a viewer's silence (${no.status})`);
+    await viewer.evaluate(() => { document.querySelector('#silence-form fieldset').disabled = false; });
+    await viewer.fill('#silence-comment', 'viewer');
+    expect403 = true;
+    await viewer.click('#silence-submit');
+    await viewer.locator('#silence-result .error', { hasText: no.body.error }).waitFor({ timeout: 10000 });
+    await viewer.locator('#silence-result .error', { hasText: '403' }).waitFor();
+    expect403 = false;
+    const silences = (await api('GET', '/v1/silences', ADMIN_TOKEN)).body.silences;
+    assert(silences.length === 0, `no silence was made: ${JSON.stringify(silences)}`);
     await viewer.context().close();
   });
 }

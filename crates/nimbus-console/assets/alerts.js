@@ -44,6 +44,7 @@ export function valueOf(signal, v) {
     case 'throughput':
       return `${round(v)} req/s`;
     case 'memory':
+    case 'disk':
       return `${round(v)} MiB`;
     case 'queue_depth':
     case 'consumer_lag':
