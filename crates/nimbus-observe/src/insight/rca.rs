@@ -249,14 +249,26 @@ pub fn rank(q: &Question<'_>) -> Vec<Suspect> {
             Some(Suspect { component: node.clone(), score, evidence, traces, logs: Vec::new() })
         })
         .collect();
-    // Deployed but not in any trace (a component whose requests stopped): still a suspect.
+    // Changed by the deploy and on the focus's path before it, but in none of the anomaly's
+    // traces (its calls stopped): still a suspect. Without any trace to go by, so is every
+    // component the deploy changed. One off the focus's path is not.
+    let blind = n_during + n_before == 0;
     for c in q.changes.iter().filter(|c| c.at >= lo && c.at <= q.began.saturating_add(60_000)) {
         for node in &c.components {
-            if !out.iter().any(|s| &s.component == node) {
+            let on_path = before.contains_key(node) || node == q.focus;
+            if (on_path || blind) && !out.iter().any(|s| &s.component == node) {
+                let why = if blind {
+                    format!("revision {} changed it; there are no traces to check it against", c.to)
+                } else {
+                    format!(
+                        "revision {} changed it, and it is on the path before the anomaly but in none of its traces",
+                        c.to
+                    )
+                };
                 out.push(Suspect {
                     component: node.clone(),
                     score: 0.5,
-                    evidence: vec![format!("revision {} changed it; none of its spans in the anomaly's traces", c.to)],
+                    evidence: vec![why],
                     traces: Vec::new(),
                     logs: Vec::new(),
                 });
@@ -374,6 +386,11 @@ mod tests {
         assert!(s[0].evidence.iter().any(|e| e.contains("revision r2 changed it (r1 → r2) 30 s before")), "{s:#?}");
         let old = [Change { at: 10_000_000 - 3_600_000, ..deploy[0].clone() }];
         assert_eq!(ask(Cause::Time, &during, &before, &old)[0].component, "api", "an hour-old deploy is no evidence");
+        let elsewhere = [Change { components: vec!["billing".into()], ..deploy[0].clone() }];
+        let s = ask(Cause::Time, &during, &before, &elsewhere);
+        assert!(s.iter().all(|x| x.component != "billing"), "a deploy off the path is no evidence: {s:#?}");
+        let s = ask(Cause::Time, &[], &[], &elsewhere);
+        assert_eq!(s[0].component, "billing", "without traces, the deploy is all there is: {s:#?}");
     }
 
     #[test]
