@@ -218,7 +218,7 @@ pub(crate) fn describe_telemetry(observer: &nimbus_observe::Observer, api: &str)
     if !observer.tracer().is_enabled() {
         return "off (--no-telemetry); logs in `nimbus logs`".into();
     }
-    let mut line = format!("metrics at {api}/metrics; `nimbus traces`, `nimbus logs`");
+    let mut line = format!("metrics at {api}/metrics; `nimbus traces`, `nimbus logs`, `nimbus alerts`");
     if nimbus_observe::otlp_configured() {
         let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
