@@ -321,7 +321,7 @@ def window(t0, t1):
 
 # ---------------------------------------------------------------------------------------------
 # Sampling: CPU and RSS of nimbus (/proc), the service's RSS, the consumer group's lag, alerts.
-SAMPLES = []   # (t, nimbus cpu % of one core, nimbus rss MB, api rss MB or None, api pid or None, machine busy %)
+SAMPLES = []   # (t, nimbus cpu % of one core, nimbus rss MB, api rss MB or None, api pid or None, machine busy %, io pressure)
 LAGS = []      # (t, lag of group worker)
 ALERTS = {}    # id -> the latest version seen
 ALERTS_API = {"status": None, "error": None}
@@ -345,6 +345,14 @@ def machine_ticks():
     """Busy and total clock ticks of all cores so far."""
     f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
     return sum(f[:8]) - f[3] - f[4], sum(f[:8])
+
+
+def io_pressure():
+    """The share of the last 10 s some task waited on I/O (PSI), in %, if the kernel says."""
+    try:
+        return float(open("/proc/pressure/io").readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def descendants(pid):
@@ -387,7 +395,7 @@ def sampler(server):
             api_rss = proc_rss_mb(apid) if apid else None
         except OSError:
             apid = None
-        SAMPLES.append((t, cpu, rss, api_rss, apid, machine))
+        SAMPLES.append((t, cpu, rss, api_rss, apid, machine, io_pressure()))
 
 
 def poller(server):
@@ -511,20 +519,20 @@ def breach_time(s):
     t_end = s.remove_t + MATCH_GRACE_S
     if s.kind == "memory-leak":
         before = next((x[4] for x in reversed(SAMPLES) if x[0] < s.inject_t and x[4]), None)
-        for t, _, _, a, pid, _ in SAMPLES:
+        for t, _, _, a, pid, *_ in SAMPLES:
             if s.inject_t <= t <= t_end and a and a >= 0.95 * args.memory_mb:
-                return t, "api RSS at 95 % of its limit"
+                return t, "memory"
             if s.inject_t <= t <= t_end and before and pid and pid != before:
-                return t, "api process replaced (killed at its limit)"
+                return t, "memory"  # the process was replaced: killed at its limit
     if args.no_slo:
         return None, ""
     t = s.inject_t + 1
     while t <= t_end:
         w = window(t - 30, t)
         if w["n"] >= 20 and w["p99_ms"] > args.slo_p99_ms:
-            return t, f"p99 over {args.slo_p99_ms} ms"
+            return t, "slo_latency"
         if w["n"] >= 20 and w["err"] > 1 - args.slo_availability / 100:
-            return t, f"availability under {args.slo_availability} %"
+            return t, "slo_availability"
         t += 1
     return None, ""
 
@@ -546,7 +554,9 @@ def score(scenarios, t_quiet, t_quiet_end, t_start, t_end):
         top1 = bool(ranked) and ranked[0] == s.target
         top3 = s.target in ranked[:3]
         breach, why = breach_time(s)
-        forecasts = [a for a in m if a["kind"] == "forecast"]
+        # The forecast of what broke: memory towards the limit, p99 towards the objective
+        # (availability has no forecast, only its burn-rate alert).
+        forecasts = [a for a in m if a["kind"] == "forecast" and (not breach or a["signal"] == why)]
         lead = None
         if breach and forecasts:
             lead = breach - forecasts[0]["detected_at"] / 1000
@@ -560,9 +570,9 @@ def score(scenarios, t_quiet, t_quiet_end, t_start, t_end):
         rank_txt = ", ".join(suspects[:3]) if suspects else ("(no suspects)" if first else "-")
         lead_txt = "-" if lead is None else f"{lead:+.0f} s" + (f" (says {stated:.0f} s)" if stated is not None else "")
         if breach and not forecasts:
-            lead_txt = f"no forecast; breach at +{breach - s.inject_t:.0f} s"
+            lead_txt = f"no {why} forecast; breach at +{breach - s.inject_t:.0f} s" if why != "slo_availability" else "-"
         elif forecasts and not breach:
-            lead_txt = f"forecast at +{forecasts[0]['detected_at'] / 1000 - s.inject_t:.0f} s, no breach"
+            lead_txt = f"{forecasts[0]['signal']} forecast at +{forecasts[0]['detected_at'] / 1000 - s.inject_t:.0f} s, no breach"
         rows.append(f"| {s.name} | {s.target} | +{s.inject_t - t_start:.0f} s | {'yes' if first else '**no**'} | {fmt_s(ttd)} | "
                     f"{first_txt} | {rank_txt} | {'yes' if top1 else 'no'} | {'yes' if top3 else 'no'} | {len(m)} | {lead_txt} | "
                     f"{hold['p99_ms'] or 0:.0f} ms / {100 * (hold['err'] or 0):.1f} % |")
@@ -709,7 +719,8 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
         "",
         "Recall: an alert detected in [inject, remove + 30 s]; root cause: `suspects` of the first such alert "
         "(its own component when it has none); forecast lead: the script's breach time (trailing-30 s p99 or availability "
-        "over the SLO, or the service at 95 % of its memory limit) minus the first matching forecast alert's detected_at.",
+        "over the SLO, or the service at 95 % of its memory limit or replaced) minus detected_at of the first matching forecast alert "
+        "of that signal (`memory`, `slo_latency`); availability has no forecast.",
     ]
     slo_alerts = [a for a in sorted(ALERTS.values(), key=lambda a: a["detected_at"]) if a["kind"] == "slo"]
     if slo_alerts:
@@ -719,10 +730,18 @@ def report(server, scenarios, t_start, t_quiet, t_quiet_end, t_end, step_used):
         lines += ["", "SLO alerts, the engine's value against what the load saw over the 30 s before detected_at: " + "; ".join(
             f"{a['signal']} at +{a['detected_at'] / 1000 - t_start:.0f} s: {a.get('value', 0):.4g} (objective {a.get('baseline', 0):.4g}), "
             f"seen {seen(a)}" for a in slo_alerts[:20])]
+    def context(a):
+        """What the load and the machine saw in the 20 s before an alert's detection."""
+        t = a["detected_at"] / 1000
+        w = window(t - 20, t)
+        near = [x for x in SAMPLES if t - 20 <= x[0] <= t]
+        io = [x[6] for x in near if len(x) > 6 and x[6] is not None]
+        return (f"load p99 {w['p99_ms'] or 0:.0f} ms, machine busy max {max((x[5] for x in near), default=0):.0f} %"
+                + (f", I/O pressure max {max(io):.0f} %" if io else ""))
     if false:
-        lines += ["", "False alerts (outside every fault window): " + "; ".join(
+        lines += ["", f"False alerts (outside every fault window; fault-free p99 {quiet['p99_ms'] or 0:.0f} ms): " + "; ".join(
             f"{a['kind']}/{a['signal']} on {a['component']} at +{a['detected_at'] / 1000 - t_start:.0f} s (score {a.get('score', 0):.1f}, "
-            f"value {a.get('value', 0):.3g} vs {a.get('baseline', 0):.3g})" for a in false[:20])]
+            f"value {a.get('value', 0):.3g} vs {a.get('baseline', 0):.3g}; {context(a)})" for a in false[:30])]
     text = "\n".join(lines)
     print("\n" + text)
     open(os.path.join(OUT, "results.md"), "w").write(text + "\n")
