@@ -23,7 +23,7 @@ root-cause top-1/top-3 (suspects of the first matching alert), forecast lead tim
 or limit breach the script observes itself; CPU and RSS of the nimbus process (/proc).
 
 Usage: faults.py NIMBUS CHAIN_WASM [options]  (bench/faults.sh builds both and passes them)."""
-import argparse, atexit, http.client, json, os, random, shutil, signal, socket, statistics, subprocess, sys
+import argparse, atexit, bisect, http.client, json, os, random, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time, urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -309,8 +309,15 @@ def load_thread(server, i, n):
         RECORDS.append((t0, time.time() - t0, status))
 
 
+_sorted = {"n": -1, "rs": [], "ts": []}
+
+
 def window(t0, t1):
-    rs = [r for r in RECORDS if t0 <= r[0] < t1]
+    """The load's figures for requests started in [t0, t1)."""
+    if _sorted["n"] != len(RECORDS):  # appended by the load threads in finishing order: sort once per change
+        rs = sorted(RECORDS)
+        _sorted.update(n=len(rs), rs=rs, ts=[r[0] for r in rs])
+    rs = _sorted["rs"][bisect.bisect_left(_sorted["ts"], t0):bisect.bisect_left(_sorted["ts"], t1)]
     if not rs:
         return {"n": 0, "rps": 0, "p50_ms": None, "p99_ms": None, "err": None}
     lat = sorted(r[1] for r in rs)
@@ -515,7 +522,8 @@ def matches(alert, s):
 def breach_time(s):
     """When the script itself saw the SLO (or the memory limit) broken during the fault: the first
     second whose trailing 30 s of requests had a p99 over the SLO or more failures than its
-    availability allows, or the service's RSS at 95 % of its limit (or its process replaced)."""
+    availability allows (only requests since the injection), or the service's RSS at 95 % of its
+    limit (or its process replaced)."""
     t_end = s.remove_t + MATCH_GRACE_S
     if s.kind == "memory-leak":
         before = next((x[4] for x in reversed(SAMPLES) if x[0] < s.inject_t and x[4]), None)
@@ -528,7 +536,7 @@ def breach_time(s):
         return None, ""
     t = s.inject_t + 1
     while t <= t_end:
-        w = window(t - 30, t)
+        w = window(max(t - 30, s.inject_t), t)  # what happened before the injection is not its breach
         if w["n"] >= 20 and w["p99_ms"] > args.slo_p99_ms:
             return t, "slo_latency"
         if w["n"] >= 20 and w["err"] > 1 - args.slo_availability / 100:
