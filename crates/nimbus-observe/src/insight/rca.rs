@@ -69,8 +69,9 @@ pub enum Cause {
     Either,
 }
 
-/// How far before an anomaly a deploy still counts as its likely cause.
-const DEPLOY_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// How far before an anomaly a deploy still counts as its likely cause: the window its traces
+/// are compared with (an older deploy's effect is in that baseline already).
+const DEPLOY_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Suspects returned at most.
 const MAX_SUSPECTS: usize = 5;
 
@@ -100,6 +101,11 @@ fn node_of(span: &SpanView, parent: Option<&str>) -> Option<String> {
 }
 
 /// Each node's own time and whether a failure began in it, in one trace.
+///
+/// A span whose parent is not in the trace (a service that started its outgoing call's span
+/// itself and did not export it) hangs under the shortest span that encloses it in time, so its
+/// time is not counted twice and a failure in it is seen under its caller's. A trace's failure
+/// began in the deepest failed spans without a failed child.
 fn profile(trace: &[SpanView]) -> HashMap<String, NodeStats> {
     let by_id: HashMap<&str, &SpanView> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
     let mut children: HashMap<&str, Vec<&SpanView>> = HashMap::new();
@@ -107,27 +113,48 @@ fn profile(trace: &[SpanView]) -> HashMap<String, NodeStats> {
     for s in trace {
         match s.parent_span_id.as_deref().filter(|p| by_id.contains_key(p)) {
             Some(p) => children.entry(p).or_default().push(s),
-            None => roots.push(s),
+            None => match enclosing(trace, s) {
+                Some(p) => children.entry(p.span_id.as_str()).or_default().push(s),
+                None => roots.push(s),
+            },
         }
     }
     let mut out: HashMap<String, NodeStats> = HashMap::new();
-    // Depth-first from each root, carrying the parent's node.
-    let mut stack: Vec<(&SpanView, Option<String>)> = roots.into_iter().map(|r| (r, None)).collect();
-    while let Some((span, parent)) = stack.pop() {
+    let mut origins: Vec<(String, usize)> = Vec::new();
+    // Depth-first from each root, carrying the parent's node and the depth.
+    let mut stack: Vec<(&SpanView, Option<String>, usize)> = roots.into_iter().map(|r| (r, None, 0)).collect();
+    while let Some((span, parent, depth)) = stack.pop() {
         let node = node_of(span, parent.as_deref()).unwrap_or_else(|| "gateway".into());
         let kids = children.get(span.span_id.as_str()).map(Vec::as_slice).unwrap_or_default();
         let kids_ns: u64 = kids.iter().map(|k| k.duration().as_nanos() as u64).sum();
         let own = (span.duration().as_nanos() as u64).saturating_sub(kids_ns);
-        let stats = out.entry(node.clone()).or_default();
-        stats.own_ns += own;
+        out.entry(node.clone()).or_default().own_ns += own;
         if span.status == "error" && !kids.iter().any(|k| k.status == "error") {
-            stats.failed = true;
+            origins.push((node.clone(), depth));
         }
         for k in kids {
-            stack.push((k, Some(node.clone())));
+            stack.push((k, Some(node.clone()), depth + 1));
+        }
+    }
+    let deepest = origins.iter().map(|o| o.1).max().unwrap_or_default();
+    for (node, depth) in origins {
+        if depth == deepest {
+            out.entry(node).or_default().failed = true;
         }
     }
     out
+}
+
+/// The shortest span of `trace` strictly longer than `orphan` that encloses it in time.
+fn enclosing<'a>(trace: &'a [SpanView], orphan: &SpanView) -> Option<&'a SpanView> {
+    trace
+        .iter()
+        .filter(|s| {
+            s.start_unix_nano <= orphan.start_unix_nano
+                && s.end_unix_nano >= orphan.end_unix_nano
+                && s.duration() > orphan.duration()
+        })
+        .min_by_key(|s| s.duration())
 }
 
 #[derive(Debug, Default)]
@@ -391,6 +418,35 @@ mod tests {
         assert!(s.iter().all(|x| x.component != "billing"), "a deploy off the path is no evidence: {s:#?}");
         let s = ask(Cause::Time, &[], &[], &elsewhere);
         assert_eq!(s[0].component, "billing", "without traces, the deploy is all there is: {s:#?}");
+    }
+
+    #[test]
+    fn a_callee_whose_parent_span_is_missing_hangs_under_its_caller() {
+        // api (a service) called store with a span of its own it did not export: store's spans
+        // name a parent that is not in the trace. Its failures and time are still its own.
+        let call = |id: usize, store_ms: u64, fails: bool| {
+            let id = format!("{id:032x}");
+            let end = 4 + store_ms;
+            let mut spans = trace(
+                &id,
+                &[
+                    ("root", None, Some("front"), 0, end + 2, fails),
+                    ("api", Some("root"), Some("api"), 1, end + 1, fails),
+                    ("store", Some("unexported"), Some("store"), 2, end, fails),
+                ],
+            );
+            spans[2].parent_span_id = Some("unexported".into());
+            spans
+        };
+        let before: Vec<_> = (0..20).map(|i| call(i, 5, false)).collect();
+        let during: Vec<_> = (20..40).map(|i| call(i, 5, i % 2 == 0)).collect();
+        let s = ask(Cause::Errors, &during, &before, &[]);
+        assert_eq!(s[0].component, "store", "{s:#?}");
+        assert!(s.iter().all(|x| x.component == "store" || x.score == 0.0), "one origin per failure: {s:#?}");
+        let during: Vec<_> = (20..40).map(|i| call(i, 305, false)).collect();
+        let s = ask(Cause::Time, &during, &before, &[]);
+        assert_eq!(s[0].component, "store", "{s:#?}");
+        assert!(s[0].score > 0.9, "api's span is not charged store's time: {s:#?}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ struct Spec {
     cause: Cause,
     /// The value of a point, if the point says enough to judge.
     value: fn(&SeriesPoint, f64) -> Option<f64>,
+    /// The smallest change relative to the baseline that matters.
+    min_ratio: f64,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -46,6 +48,9 @@ const SPECS: [Spec; 6] = [
         min_change: 5.0,
         cause: Cause::Time,
         value: |p, _| p.p95_ms.filter(|_| p.requests >= 3),
+        // Quantiles interpolated in doubling buckets swing by half when a few requests move
+        // between two buckets: only a doubling is an anomaly.
+        min_ratio: 1.0,
     },
     Spec {
         name: "error_rate",
@@ -54,6 +59,7 @@ const SPECS: [Spec; 6] = [
         min_change: 0.05,
         cause: Cause::Errors,
         value: |p, _| (p.requests >= 5).then(|| p.errors as f64 / p.requests as f64),
+        min_ratio: 0.5,
     },
     Spec {
         name: "throughput",
@@ -62,6 +68,7 @@ const SPECS: [Spec; 6] = [
         min_change: 1.0,
         cause: Cause::Either,
         value: |p, step_s| Some(p.requests as f64 / step_s),
+        min_ratio: 0.5,
     },
     Spec {
         name: "cold_start_rate",
@@ -70,6 +77,7 @@ const SPECS: [Spec; 6] = [
         min_change: 0.2,
         cause: Cause::Time,
         value: |p, _| (p.cold + p.warm >= 5).then(|| p.cold as f64 / (p.cold + p.warm) as f64),
+        min_ratio: 0.5,
     },
     Spec {
         name: "queue_depth",
@@ -78,6 +86,7 @@ const SPECS: [Spec; 6] = [
         min_change: 5.0,
         cause: Cause::Time,
         value: |p, _| Some(p.queue_depth as f64),
+        min_ratio: 0.5,
     },
     Spec {
         name: "memory",
@@ -86,6 +95,7 @@ const SPECS: [Spec; 6] = [
         min_change: 32.0,
         cause: Cause::Either,
         value: |p, _| Some(p.memory_bytes as f64 / MIB),
+        min_ratio: 0.5,
     },
 ];
 
@@ -185,7 +195,15 @@ impl Component {
     pub(crate) fn new() -> Self {
         let holt = || Holt::new(0.5, 0.3, TREND_WINDOW);
         Self {
-            detectors: SPECS.iter().map(|s| Detector::new(DetectorConfig::new(s.direction, s.min_change))).collect(),
+            detectors: SPECS
+                .iter()
+                .map(|s| {
+                    Detector::new(DetectorConfig {
+                        min_ratio: s.min_ratio,
+                        ..DetectorConfig::new(s.direction, s.min_change)
+                    })
+                })
+                .collect(),
             memory: holt(),
             queue: holt(),
             p99: holt(),
