@@ -99,6 +99,16 @@ impl ClusterArgs {
             .context("cannot open the audit log")?;
         let Some((client, replicas)) = &control.cluster else { return Ok(audit) };
         let replica = nimbus_control::AuditReplica::new(client.clone(), *replicas);
+        // The copy's stream needs a leader, which servers still forming their cluster may not have
+        // elected yet ("no suitable peers"): wait for it as for the control records, up to 30 s.
+        let started = std::time::Instant::now();
+        while let Err(e) = replica.last(&self.node_name()).await {
+            if started.elapsed() >= Duration::from_secs(30) {
+                return Err(e).context("cannot copy the audit trail to the cluster");
+            }
+            tracing::warn!(error = %nimbus_observe::report(&e), "the cluster's copy of the audit trail cannot be opened yet; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         audit.replicated(replica).await.context("cannot copy the audit trail to the cluster")
     }
 
