@@ -102,7 +102,7 @@ impl ClusterArgs {
         // The copy's stream needs a leader, which servers still forming their cluster may not have
         // elected yet ("no suitable peers"): wait for it as for the control records, up to 30 s.
         let started = std::time::Instant::now();
-        while let Err(e) = replica.last(&self.node_name()).await {
+        while let Err(e) = replica.last(self.node_name()).await {
             if started.elapsed() >= Duration::from_secs(30) {
                 return Err(e).context("cannot copy the audit trail to the cluster");
             }
