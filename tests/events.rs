@@ -197,17 +197,18 @@ async fn bad_events_get_a_clear_error_and_are_never_stored() {
     assert_eq!(unknown.status(), 404);
     assert!(unknown.text().await.unwrap().contains("`orders`"));
     assert_eq!(c.get(server.url("/events/orders")).send().await.unwrap().status(), 405);
-    let huge = c
-        .post(server.url("/events/orders"))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "big")
-        .header("ce-source", "/t")
-        .header("ce-type", "ok")
-        .body(vec![b'x'; 2 << 20])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(huge.status(), 413);
+    // An event announced larger than the limit is refused before its body is read (sent raw: a
+    // client still writing the body could see the connection close before it reads the answer).
+    let huge = common::send_raw(
+        &server.base,
+        format!(
+            "POST /events/orders HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: big\r\nce-source: /t\r\nce-type: ok\r\nContent-Length: {}\r\n\r\n",
+            2 << 20
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
     // Nothing of the above was delivered.
     assert_eq!(publish(&server.base, "orders", "good", "forward").await.status(), 202);
     let r = wait_for(&record, "the good event", |r| !r.is_empty());

@@ -37,13 +37,18 @@ impl BodyError {
     }
 }
 
-/// Reads `body` whole: at most `max_bytes`, within `time`. A request without a body is complete
-/// at once (no clock read, no timer).
+/// Reads `body` whole: at most `max_bytes`, within `time`. A body whose declared length
+/// (`Content-Length`) is over the limit is refused before a byte of it is read, so the client
+/// gets its answer while it is still sending. A request without a body is complete at once (no
+/// clock read, no timer).
 pub(crate) async fn read_whole<B>(body: B, max_bytes: usize, time: Duration) -> Result<Bytes, BodyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<crate::body::BoxError>,
 {
+    if http_body::Body::size_hint(&body).lower() > max_bytes as u64 {
+        return Err(BodyError::TooLarge);
+    }
     let complete = http_body::Body::is_end_stream(&body);
     let read = Limited::new(body, max_bytes).collect();
     let read = if complete { Ok(read.await) } else { tokio::time::timeout(time, read).await };
