@@ -57,6 +57,7 @@ mod context;
 mod http_request;
 pub mod insight;
 mod logs;
+pub mod metering;
 mod metrics;
 mod otlp;
 mod pipeline;
@@ -74,6 +75,7 @@ use std::time::Duration;
 pub use context::{TRACEPARENT, TraceContext};
 pub use http_request::HttpRequest;
 pub use logs::{LogQuery, LogRecord, LogStore};
+pub use metering::{Busy, UsageMeter};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
 pub use opentelemetry::trace::SpanKind;
 pub use otlp::configured as otlp_configured;
@@ -110,6 +112,9 @@ pub enum ObserveError {
     /// An alert sink could not be set up (e.g. a webhook URL that does not parse).
     #[error("{0}")]
     Alerts(String),
+    /// Metering could not start (its configuration or its store).
+    #[error(transparent)]
+    Metering(metering::MeteringError),
     /// The thread sampling metrics into the series could not be started.
     #[error("could not start the metrics sampler thread")]
     Sampler(#[source] std::io::Error),
@@ -137,6 +142,8 @@ pub struct ObserveConfig {
     pub log_store: Bounds,
     /// Where alerts go and silences are kept (alerting runs with metrics on).
     pub insight: insight::InsightConfig,
+    /// Metering of every component's usage; `None` meters nothing.
+    pub metering: Option<metering::MeteringConfig>,
 }
 
 impl Default for ObserveConfig {
@@ -152,13 +159,21 @@ impl Default for ObserveConfig {
             store_policy: StorePolicy::default(),
             log_store: Bounds { max_bytes: 64 << 20, retention: 7 * day },
             insight: insight::InsightConfig::default(),
+            metering: None,
         }
     }
 }
 
-/// The process's tracer, metrics and stores. Cheap to clone.
+/// The process's tracer, metrics, stores and metering. Cheap to clone.
 #[derive(Clone)]
-pub struct Observer(Arc<Inner>);
+pub struct Observer(Arc<Inner>, Owner);
+
+/// The revision (and the app's tenant) the components an observer hands out are metered under.
+#[derive(Debug, Clone, Default)]
+struct Owner {
+    revision: Arc<str>,
+    tenant: Arc<str>,
+}
 
 struct Inner {
     tracer: Tracer,
@@ -167,6 +182,7 @@ struct Inner {
     traces: Option<TraceStore>,
     logs: Option<LogStore>,
     insight: Option<insight::Insight>,
+    metering: Option<metering::Metering>,
     /// Samples the metrics into their series until dropped.
     _sampler: Option<Sampler>,
 }
@@ -222,28 +238,46 @@ impl Observer {
             }
             None => None,
         };
-        Ok(Self(Arc::new(Inner {
-            tracer,
-            metrics,
-            pipeline: Some(pipeline),
-            traces,
-            logs,
-            insight,
-            _sampler: sampler,
-        })))
+        let metering = match config.metering {
+            Some(c) => {
+                let m = metering::Metering::open(c, metrics.as_ref()).map_err(ObserveError::Metering)?;
+                if let Some(insight) = &insight {
+                    m.notify_through(insight.clone());
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        Ok(Self(
+            Arc::new(Inner {
+                tracer,
+                metrics,
+                pipeline: Some(pipeline),
+                traces,
+                logs,
+                insight,
+                metering,
+                _sampler: sampler,
+            }),
+            Owner::default(),
+        ))
     }
 
     /// Records nothing, keeps nothing: guest output goes to the process log only.
     pub fn disabled() -> Self {
-        Self(Arc::new(Inner {
-            tracer: Tracer::disabled(),
-            metrics: None,
-            pipeline: None,
-            traces: None,
-            logs: None,
-            insight: None,
-            _sampler: None,
-        }))
+        Self(
+            Arc::new(Inner {
+                tracer: Tracer::disabled(),
+                metrics: None,
+                pipeline: None,
+                traces: None,
+                logs: None,
+                insight: None,
+                metering: None,
+                _sampler: None,
+            }),
+            Owner::default(),
+        )
     }
 
     /// The tracer requests and deliveries start their spans from.
@@ -271,14 +305,36 @@ impl Observer {
         self.0.insight.as_ref()
     }
 
-    /// The telemetry of one component of one app.
+    /// The node's metering, if it meters.
+    pub fn metering(&self) -> Option<&metering::Metering> {
+        self.0.metering.as_ref()
+    }
+
+    /// This observer, handing out components metered under `revision` of an app labelled
+    /// `tenant` (empty: none).
+    pub fn for_revision(&self, revision: &str, tenant: &str) -> Self {
+        Self(self.0.clone(), Owner { revision: revision.into(), tenant: tenant.into() })
+    }
+
+    /// The telemetry of one component of one app (of the revision [`Observer::for_revision`]
+    /// named).
     pub fn component(&self, app: &str, component: &str) -> Arc<ComponentTelemetry> {
         // With metrics off the handles are live but unregistered: nothing reads them.
         let metrics = self.0.metrics.clone().unwrap_or_default().component(app, component);
+        let owner = &self.1;
+        let usage = self.0.metering.as_ref().map_or_else(UsageMeter::default, |m| {
+            m.meter(metering::Key {
+                tenant: owner.tenant.clone(),
+                app: app.into(),
+                revision: owner.revision.clone(),
+                component: component.into(),
+            })
+        });
         Arc::new(ComponentTelemetry {
             app: app.into(),
             component: component.into(),
             metrics,
+            usage,
             pipeline: self.0.pipeline.clone(),
         })
     }
@@ -299,6 +355,8 @@ pub struct ComponentTelemetry {
     pub component: Arc<str>,
     /// Its metric handles.
     pub metrics: ComponentMetrics,
+    /// Its usage meter.
+    pub usage: UsageMeter,
     pipeline: Option<Arc<Pipeline>>,
 }
 

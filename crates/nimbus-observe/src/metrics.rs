@@ -262,6 +262,11 @@ impl Metrics {
         self.skipped.clone()
     }
 
+    /// Registers more families (metering's usage counters).
+    pub(crate) fn with_registry(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// The recent per-step history of every component.
     pub fn series(&self) -> &Series {
         &self.series

@@ -35,6 +35,7 @@
 //! ```
 
 mod book;
+pub(crate) use book::hash as fingerprint;
 pub mod detect;
 mod engine;
 pub mod forecast;
@@ -174,6 +175,16 @@ impl Insight {
     /// Also notify `sink`.
     pub fn add_sink(&self, sink: Arc<dyn AlertSink>) {
         self.0.sinks.write().unwrap_or_else(|p| p.into_inner()).push(sink);
+    }
+
+    /// Delivers `event` (a CloudEvent, structured JSON) to every sink now, in order.
+    pub async fn deliver(&self, event: &serde_json::Value) {
+        let sinks = self.0.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for sink in &sinks {
+            if let Err(e) = sink.deliver(event).await {
+                tracing::warn!(target: "nimbus::alerts", sink = ?sink, error = %e, "notification not delivered");
+            }
+        }
     }
 
     /// Also judge what `source` reads, every step.

@@ -92,6 +92,9 @@ pub struct LogSink;
 impl AlertSink for LogSink {
     fn deliver<'a>(&'a self, event: &'a serde_json::Value) -> Delivery<'a> {
         let kind = event["type"].as_str().unwrap_or_default();
+        if let Some(summary) = event["data"]["summary"].as_str() {
+            tracing::warn!(target: "nimbus::alerts", kind, subject = %event["subject"].as_str().unwrap_or_default(), "{summary}");
+        }
         for a in event["data"]["alerts"].as_array().into_iter().flatten() {
             tracing::warn!(target: "nimbus::alerts", kind, id = %a["id"].as_str().unwrap_or_default(),
                 app = %a["app"].as_str().unwrap_or_default(), component = %a["component"].as_str().unwrap_or_default(),
