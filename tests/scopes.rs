@@ -56,6 +56,8 @@ const NEEDS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/traces/{id}", Some("read")),
     ("GET", "/v1/alerts", Some("read")),
     ("GET", "/v1/alerts/{id}", Some("read")),
+    ("GET", "/v1/cost", Some("read")),
+    ("GET", "/v1/budgets", Some("read")),
     ("GET", "/v1/silences", Some("read")),
     ("POST", "/v1/apps/{app}/silences", Some("traffic")),
     ("DELETE", "/v1/apps/{app}/silences/{id}", Some("traffic")),

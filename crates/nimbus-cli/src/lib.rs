@@ -21,6 +21,7 @@ mod audit;
 mod build;
 mod cluster;
 mod connections;
+mod cost;
 mod deploy;
 mod dev;
 mod doctor;
@@ -184,6 +185,14 @@ enum Command {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
     },
+    /// Usage and cost by app, component, revision, tenant and day (table, JSON or CSV), and
+    /// budgets (on the `nimbus up` of this directory, or on a server).
+    Cost {
+        #[command(flatten)]
+        data: remote::DataArgs,
+        #[command(flatten)]
+        args: cost::CostArgs,
+    },
     /// List traces (by route, duration, errors) or show one as a waterfall (on the `nimbus up`
     /// of this directory, or on a server).
     Traces {
@@ -248,6 +257,7 @@ pub fn main() -> ExitCode {
         Command::Actors { data, command } => actors::run(&data, &command),
         Command::Workflows { data, command } => workflows::run(&data, &command),
         Command::Alerts { data, command } => alerts::run(&data, &command),
+        Command::Cost { data, args } => cost::run(&data, &args),
         Command::Traces { remote, args } => traces::run(&remote, &args),
         Command::Logs { remote, args } => logs::run(&remote, &args),
         Command::Login(args) => manage::login(&args),

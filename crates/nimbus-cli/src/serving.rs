@@ -119,6 +119,26 @@ pub(crate) struct ObserveArgs {
     /// `TOPIC` is one of the app's).
     #[arg(long = "alert-topic", env = "NIMBUS_ALERT_TOPIC", value_name = "APP/TOPIC")]
     alert_topic: Option<String>,
+    /// Prices and budgets (TOML; see `examples/cost.toml`). Without it usage is costed at that
+    /// example's public list prices and no budget applies.
+    #[arg(long, env = "NIMBUS_COST_CONFIG", value_name = "FILE")]
+    cost_config: Option<std::path::PathBuf>,
+    /// Time between two writes of the metered usage to disk: at most what a crash loses
+    /// (1s to 10m).
+    #[arg(long, env = "NIMBUS_METER_FLUSH", default_value = "10s", value_parser = meter_flush)]
+    meter_flush: Duration,
+    /// Meter nothing: no usage, cost or budgets.
+    #[arg(long, env = "NIMBUS_NO_METERING")]
+    no_metering: bool,
+}
+
+fn meter_flush(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("between 1s and 10m, e.g. 10s".into())
+    }
 }
 
 fn metrics_step(s: &str) -> Result<Duration, String> {
@@ -136,6 +156,23 @@ fn ratio(s: &str) -> Result<f64, String> {
 }
 
 impl ObserveArgs {
+    /// Metering into `data_dir/metering`, with the cost configuration read, unless it is off.
+    fn metering(&self, data_dir: &std::path::Path) -> anyhow::Result<Option<nimbus_observe::metering::MeteringConfig>> {
+        use nimbus_observe::metering::{CostConfig, MeteringConfig};
+        if self.no_metering {
+            return Ok(None);
+        }
+        let cost = match &self.cost_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("could not read the cost configuration {}", path.display()))?;
+                CostConfig::parse(&text, &path.display().to_string())?
+            }
+            None => CostConfig::example(),
+        };
+        Ok(Some(MeteringConfig { dir: data_dir.join("metering"), flush: self.meter_flush, cost, node: "local".into() }))
+    }
+
     /// Opens the stores under `data_dir/telemetry` and starts the telemetry pipeline (and OTLP
     /// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
     pub(crate) fn start(&self, data_dir: &std::path::Path) -> anyhow::Result<nimbus_observe::Observer> {
@@ -154,6 +191,7 @@ impl ObserveArgs {
                 webhooks: self.alert_webhooks.clone(),
                 node: String::new(),
             },
+            metering: self.metering(data_dir)?,
         };
         let observer = Observer::start(config)?;
         if let Some(insight) = observer.insight() {

@@ -166,7 +166,8 @@ pub fn data_router(state: Arc<DataState>) -> Router {
         .merge(crate::kv_api::routes())
         .merge(crate::workflows_api::routes())
         .merge(crate::observe_api::routes())
-        .merge(crate::alerts_api::routes());
+        .merge(crate::alerts_api::routes())
+        .merge(crate::cost_api::routes());
     if let DataAuth::Local { .. } = state.auth {
         router = router.route("/v1/apps", axum::routing::get(served_app));
     }

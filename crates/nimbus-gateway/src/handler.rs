@@ -383,6 +383,11 @@ async fn admit(
         let message = match why {
             Rejected::QueueFull => "component is at capacity and its queue is full; retry later",
             Rejected::QueueTimeout => "component is at capacity; no instance freed up in time; retry later",
+            Rejected::Throttled(why) => {
+                waiting.set_error("budget", &*why);
+                target.telemetry.metrics.error("budget");
+                return error(StatusCode::TOO_MANY_REQUESTS, id, &format!("budget_exhausted: {why}"));
+            }
         };
         waiting.set_error("shed", message);
         target.telemetry.metrics.error("shed");

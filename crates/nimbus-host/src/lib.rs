@@ -197,8 +197,11 @@ impl AppHost {
         let mut secret_env = secrets::read(loaded, self.env.secrets.as_ref())?;
         let mut backends = load::functions(&self.env.runtime, loaded, &from, &mut described).await?;
         load::check_handlers(loaded, &backends)?;
-        let services = load::services(loaded, &from, &self.env, &mut secret_env, &mut backends, &mut described).await?;
-        let mut gateway = Gateway::from_manifest(m, &backends, &self.env.observer)
+        // Everything the revision runs is metered under it (and the app's tenant).
+        let observer = self.env.observer.for_revision(from.revision(), m.app.tenant());
+        let services =
+            load::services(loaded, &from, &self.env, &observer, &mut secret_env, &mut backends, &mut described).await?;
+        let mut gateway = Gateway::from_manifest(m, &backends, &observer)
             .with_callers(self.env.callers.clone())
             .with_mesh(self.env.mesh.clone());
         let topics = nimbus_triggers::app_topics(m);

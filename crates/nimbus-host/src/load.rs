@@ -87,6 +87,7 @@ pub(crate) async fn services(
     loaded: &LoadedManifest,
     from: &Components<'_>,
     env: &crate::HostEnv,
+    observer: &nimbus_observe::Observer,
     secrets: &mut crate::secrets::SecretEnv,
     backends: &mut HashMap<String, Backend>,
     described: &mut HashMap<String, String>,
@@ -103,7 +104,7 @@ pub(crate) async fn services(
                     // A deployed service runs at the root of its tree.
                     spec.workdir = dir.to_path_buf();
                 }
-                spec.telemetry = env.observer.component(&m.app.name, name);
+                spec.telemetry = observer.component(&m.app.name, name);
                 spec.identity = env.service_identity(&m.app.name, name);
                 spec.secrets = secrets.remove(name).unwrap_or_default();
                 // `max_per_node` caps the processes on this node.

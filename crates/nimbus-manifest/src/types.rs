@@ -141,6 +141,18 @@ pub struct App {
     /// advisories are reported with the revision and do not block.
     #[serde(default)]
     pub block_advisories: Option<AdvisorySeverity>,
+    /// Labels of the app (`labels = { tenant = "acme" }`): keys and values are names (1 to 63
+    /// lower-case letters, digits, `-` or `_`). `tenant` attributes the app's usage and cost
+    /// to a tenant and puts it under the tenant's budget.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl App {
+    /// The `tenant` label, empty without one.
+    pub fn tenant(&self) -> &str {
+        self.labels.get("tenant").map_or("", String::as_str)
+    }
 }
 
 /// How severe a known advisory is (CVSS bands: low < 4, medium < 7, high < 9, critical).

@@ -31,6 +31,12 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     if let Err(e) = crate::scope::check_app_name(&m.app.name) {
         out.push(problem(FieldPath::root().key("app").key("name"), e, "use a name like `shop` or `hello-world`"));
     }
+    for (key, value) in &m.app.labels {
+        let at = FieldPath::root().key("app").key("labels").key(key.clone());
+        if let Err(e) = crate::scope::check_app_name(key).and_then(|()| crate::scope::check_app_name(value)) {
+            out.push(problem(at, format!("label {e}"), "use labels like `tenant = \"acme\"`"));
+        }
+    }
     if m.component.is_empty() {
         out.push(problem(
             FieldPath::root(),

@@ -152,6 +152,24 @@ impl Instance {
         Some(pages * rustix::param::page_size() as u64)
     }
 
+    /// CPU time (user and system) used so far by the processes of the instance's process group
+    /// that are still running (a process that exited takes its last share with it).
+    pub(crate) fn cpu_time(&self) -> Duration {
+        let Some(pid) = self.pid else { return Duration::ZERO };
+        let ticks: u64 = process_group(pid)
+            .into_iter()
+            .filter_map(|member| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", member.as_raw_nonzero())).ok()?;
+                // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+                let rest = stat.rsplit_once(')')?.1;
+                let mut fields = rest.split_whitespace().skip(11);
+                Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+            })
+            .sum();
+        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        Duration::from_micros(ticks.saturating_mul(1_000_000) / per_second)
+    }
+
     /// The exit status, once the process has exited.
     pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
         *self.exit.borrow()

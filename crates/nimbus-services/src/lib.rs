@@ -348,6 +348,7 @@ impl Service {
         wait: Duration,
     ) -> Result<http::Response<ServiceBody>, ServiceError> {
         let instance = self.ready_instance(wait, true).await?;
+        self.spec.telemetry.usage.service_request();
         instance.in_flight.fetch_add(1, Ordering::AcqRel);
         self.active.fetch_add(1, Ordering::AcqRel);
         let in_flight = InFlight { instance: instance.clone(), service: self.clone() };

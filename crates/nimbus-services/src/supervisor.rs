@@ -134,7 +134,8 @@ async fn wait_ready(service: &Service, instance: &Instance) -> Result<(), String
 }
 
 /// Keeps the instance's resident memory in its component's `nimbus_memory_bytes` (sampled every
-/// second) until dropped, when its share is taken out again.
+/// second) until dropped, when its share is taken out again; meters its lifetime, memory-time
+/// and CPU time at each sample.
 async fn meter_memory(instance: &Instance, telemetry: &nimbus_observe::ComponentTelemetry) -> std::convert::Infallible {
     struct Share<'a>(&'a nimbus_observe::Gauge, i64);
     impl Drop for Share<'_> {
@@ -143,11 +144,15 @@ async fn meter_memory(instance: &Instance, telemetry: &nimbus_observe::Component
         }
     }
     let mut share = Share(&telemetry.metrics.memory, 0);
+    let (mut sampled, mut cpu) = (Instant::now(), Duration::ZERO);
     loop {
         let now = instance.resident_bytes().map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
         share.0.inc_by(now - share.1);
         share.1 = now;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = instance.cpu_time();
+        telemetry.usage.service_sample(sampled.elapsed(), now.unsigned_abs(), used.saturating_sub(cpu));
+        (sampled, cpu) = (Instant::now(), used);
     }
 }
 

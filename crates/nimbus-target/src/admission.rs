@@ -20,12 +20,14 @@ pub struct Admission {
 }
 
 /// Why a request was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected {
     /// The queue already holds `queue_depth` requests.
     QueueFull,
     /// The request waited `queue_timeout` without a free instance.
     QueueTimeout,
+    /// The app's budget reached its hard limit; why, in words.
+    Throttled(std::sync::Arc<str>),
 }
 
 impl Admission {

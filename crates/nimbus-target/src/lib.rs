@@ -84,8 +84,11 @@ impl Target {
 
     /// Waits for one of the component's admission slots (or says why not), counting the wait
     /// in its `nimbus_admission_wait_seconds`: every request, delivery and actor call admitted
-    /// goes through here.
+    /// goes through here. Nothing is admitted while the app's budget has closed its gate.
     pub async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Rejected> {
+        if let Some(why) = self.telemetry.usage.throttled() {
+            return Err(Rejected::Throttled(why));
+        }
         let (permit, waited) = self.admission.admit().await?;
         self.telemetry.metrics.admitted(waited);
         Ok(permit)

@@ -152,7 +152,10 @@ impl ComponentDestination {
             let _waiting = span.child("admission", SpanKind::Internal);
             self.target.admit().await
         }
-        .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
+        .map_err(|why| match why {
+            nimbus_target::Rejected::Throttled(why) => DeliveryError::retryable("budget", why.to_string()),
+            why => DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")),
+        })?;
         match &self.target.backend {
             Backend::Function(f) => self.to_function(f, event, permit, span).await,
             Backend::Service(s) => self.to_service(s, event, span).await,

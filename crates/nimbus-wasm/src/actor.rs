@@ -224,6 +224,7 @@ pub(crate) async fn invoke(
     let mut guest = GuestState::new(settings, &run.scope, inv.lease);
     guest.actor = ActorCtx { state, dirty: false };
     let (mut store, deadline) = limits.new_store(pre.engine(), guest);
+    let usage = run.scope.telemetry.usage.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
@@ -232,7 +233,7 @@ pub(crate) async fn invoke(
             .await
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
-    let result = match tokio::time::timeout_at(deadline.into(), call).await {
+    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
         Err(_) => Err(InvokeError::Timeout(limits.timeout)),
         Ok(r) => r,
     };

@@ -42,6 +42,7 @@ pub(crate) async fn handle(
     let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
     let record = crate::publish::to_guest(event);
+    let usage = run.scope.telemetry.usage.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
@@ -50,7 +51,7 @@ pub(crate) async fn handle(
             .await
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
-    let result = match tokio::time::timeout_at(deadline.into(), call).await {
+    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
         Err(_) => Err(InvokeError::Timeout(limits.timeout).into()),
         Ok(Err(e)) => Err(e.into()),
         Ok(Ok(Ok(()))) => Ok(()),

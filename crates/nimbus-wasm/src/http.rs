@@ -45,30 +45,35 @@ pub(crate) async fn handle(
 
     let pre = pre.clone();
     let settings = settings.clone();
-    let mut run = Box::pin(async move {
-        let call = async {
-            let proxy = lifecycle.instantiate(&settings, pre.instantiate_async(&mut store)).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await
-                .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
-        };
-        let result = match tokio::time::timeout_at(deadline.into(), call).await {
-            Ok(r) => r,
-            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-        };
-        drop(store);
-        if let Err(e) = &result
-            && responded.load(Ordering::Acquire)
-        {
-            lifecycle
-                .scope
-                .log("warn", &format!("guest failed after sending the response head; the body was cut short: {e}"));
-        }
-        lifecycle.finish(result.as_ref().err().map(|e| e as _));
-        result
-    });
+    let usage = lifecycle.scope.telemetry.usage.clone();
+    // Its time on a worker thread, both here and in the task streaming the body, is its CPU time.
+    let mut run = nimbus_observe::Busy::new(
+        Box::pin(async move {
+            let call = async {
+                let proxy = lifecycle.instantiate(&settings, pre.instantiate_async(&mut store)).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await
+                    .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
+            };
+            let result = match tokio::time::timeout_at(deadline.into(), call).await {
+                Ok(r) => r,
+                Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+            };
+            drop(store);
+            if let Err(e) = &result
+                && responded.load(Ordering::Acquire)
+            {
+                lifecycle
+                    .scope
+                    .log("warn", &format!("guest failed after sending the response head; the body was cut short: {e}"));
+            }
+            lifecycle.finish(result.as_ref().err().map(|e| e as _));
+            result
+        }),
+        usage,
+    );
 
     // The guest runs on this task (no hand-off to another thread) until it either returns or sets
     // its response while still producing the body; only then does the rest of it move to a task

@@ -120,14 +120,17 @@ impl KvView<'_> {
         Ok((store, self.table.get(bucket)?.bucket.clone()))
     }
 
-    /// Runs one store operation `op` on `bucket` in a client span (`get carts`).
+    /// Runs one store operation `op` on `bucket` in a client span (`get carts`), metered as
+    /// `keys` operations.
     async fn call<T, F: Future<Output = Result<T, Error>>>(
         &mut self,
         bucket: &Resource<OpenBucket>,
         op: &'static str,
+        keys: usize,
         f: impl FnOnce(Arc<dyn KvStore>, Bucket) -> F,
     ) -> Result<T, Error> {
         let (kv, b) = self.open_bucket(bucket)?;
+        self.ctx.scope.telemetry.usage.kv_operations(keys as u64);
         let mut span = self.ctx.scope.span(op, SpanKind::Client);
         if span.is_recording() {
             span.rename(format!("{op} {}", b.name()));
@@ -167,11 +170,11 @@ impl store::Host for KvView<'_> {
 
 impl store::HostBucket for KvView<'_> {
     async fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<Vec<u8>>, Error> {
-        self.call(&bucket, "get", async |kv, b| Ok(kv.get(&b, &key).await?.map(|e| e.value.to_vec()))).await
+        self.call(&bucket, "get", 1, async |kv, b| Ok(kv.get(&b, &key).await?.map(|e| e.value.to_vec()))).await
     }
 
     async fn set(&mut self, bucket: Resource<OpenBucket>, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.call(&bucket, "set", async |kv, b| {
+        self.call(&bucket, "set", 1, async |kv, b| {
             kv.set(&b, &key, value.into(), None).await?;
             Ok(())
         })
@@ -179,11 +182,11 @@ impl store::HostBucket for KvView<'_> {
     }
 
     async fn delete(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<(), Error> {
-        self.call(&bucket, "delete", async |kv, b| Ok(kv.delete(&b, &key).await?)).await
+        self.call(&bucket, "delete", 1, async |kv, b| Ok(kv.delete(&b, &key).await?)).await
     }
 
     async fn exists(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<bool, Error> {
-        self.call(&bucket, "exists", async |kv, b| Ok(kv.exists(&b, &key).await?)).await
+        self.call(&bucket, "exists", 1, async |kv, b| Ok(kv.exists(&b, &key).await?)).await
     }
 
     async fn list_keys(
@@ -203,7 +206,8 @@ impl store::HostBucket for KvView<'_> {
                 )
             }
         };
-        let page = self.call(&bucket, "list", async |kv, b| Ok(kv.list(&b, "", after.as_deref(), PAGE).await?)).await?;
+        let page =
+            self.call(&bucket, "list", 1, async |kv, b| Ok(kv.list(&b, "", after.as_deref(), PAGE).await?)).await?;
         let cursor = match page.cursor {
             Some(next) => {
                 let open = self.table.get_mut(&bucket)?;
@@ -224,7 +228,7 @@ impl store::HostBucket for KvView<'_> {
 impl atomics::Host for KvView<'_> {
     async fn increment(&mut self, bucket: Resource<OpenBucket>, key: String, delta: u64) -> Result<u64, Error> {
         let delta = i64::try_from(delta).map_err(|_| Error::Other("delta is larger than 2^63".into()))?;
-        let n = self.call(&bucket, "increment", async |kv, b| Ok(kv.increment(&b, &key, delta).await?)).await?;
+        let n = self.call(&bucket, "increment", 1, async |kv, b| Ok(kv.increment(&b, &key, delta).await?)).await?;
         u64::try_from(n).map_err(|_| Error::Other(format!("the value of {key:?} is negative ({n})")))
     }
 }
@@ -235,17 +239,18 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<OpenBucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, Error> {
-        let values = self.call(&bucket, "get_many", async |kv, b| Ok(kv.get_many(&b, &keys).await?)).await?;
+        let values =
+            self.call(&bucket, "get_many", keys.len(), async |kv, b| Ok(kv.get_many(&b, &keys).await?)).await?;
         Ok(keys.into_iter().zip(values).map(|(k, v)| v.map(|e| (k, e.value.to_vec()))).collect())
     }
 
     async fn set_many(&mut self, bucket: Resource<OpenBucket>, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-        let pairs = pairs.into_iter().map(|(k, v)| (k, v.into())).collect();
-        self.call(&bucket, "set_many", async |kv, b| Ok(kv.set_many(&b, pairs).await?)).await
+        let pairs: Vec<(String, bytes::Bytes)> = pairs.into_iter().map(|(k, v)| (k, v.into())).collect();
+        self.call(&bucket, "set_many", pairs.len(), async |kv, b| Ok(kv.set_many(&b, pairs).await?)).await
     }
 
     async fn delete_many(&mut self, bucket: Resource<OpenBucket>, keys: Vec<String>) -> Result<(), Error> {
-        self.call(&bucket, "delete_many", async |kv, b| {
+        self.call(&bucket, "delete_many", keys.len(), async |kv, b| {
             for key in keys {
                 kv.delete(&b, &key).await?;
             }

@@ -106,8 +106,11 @@ impl WasiHttpHooks for OutboundPolicy {
         if let Some(ctx) = span.context() {
             ctx.inject(request.headers_mut());
         }
+        use http_body_util::BodyExt;
+        let usage = &self.scope.telemetry.usage;
+        let request = request.map(|body| body.map_frame(egress(usage.clone())).boxed_unsync());
+        let usage = usage.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
             match wasmtime_wasi_http::default_send_request(request, options).await {
                 Ok((res, io)) => {
                     let status = res.status().as_u16();
@@ -115,7 +118,8 @@ impl WasiHttpHooks for OutboundPolicy {
                     if status >= 400 {
                         span.set_error("http", format!("HTTP {status}"));
                     }
-                    Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+                    let res = res.map(|body| body.map_frame(egress(usage)).boxed_unsync());
+                    Ok((res, Box::new(io) as Box<dyn Future<Output = _> + Send>))
                 }
                 Err(e) => {
                     span.set_error("http", format!("{e:?}"));
@@ -123,5 +127,17 @@ impl WasiHttpHooks for OutboundPolicy {
                 }
             }
         })
+    }
+}
+
+/// Counts the data of each frame passing through as egress of `usage`.
+fn egress(
+    usage: nimbus_observe::UsageMeter,
+) -> impl FnMut(http_body::Frame<bytes::Bytes>) -> http_body::Frame<bytes::Bytes> {
+    move |frame| {
+        if let Some(data) = frame.data_ref() {
+            usage.egress(data.len() as u64);
+        }
+        frame
     }
 }

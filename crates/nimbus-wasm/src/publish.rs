@@ -102,6 +102,7 @@ impl PublishCtx {
         nimbus_bus::event::ensure_trace_context(&mut built, traceparent.as_deref());
         let published =
             bus.publish(&topic, &built, PublishOptions::default()).await.map_err(|e| nimbus_observe::report(&e))?;
+        self.scope.telemetry.usage.event_published();
         tracing::debug!(component = %self.scope.telemetry.component, request_id = %self.scope.request_id, %topic, seq = published.seq, "published");
         Ok(())
     }

@@ -24,7 +24,7 @@ impl InvocationLimits {
     pub(crate) fn store_limits(&self, telemetry: Arc<ComponentTelemetry>) -> MeteredLimits {
         let limits = StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build();
         telemetry.metrics.instances.inc();
-        MeteredLimits { limits, telemetry, memory: 0 }
+        MeteredLimits { limits, telemetry, memory: 0, born: Instant::now() }
     }
 
     /// A store for one invocation: memory limited, and stopped at the returned deadline.
@@ -72,6 +72,8 @@ pub(crate) struct MeteredLimits {
     telemetry: Arc<ComponentTelemetry>,
     /// Linear memory this instance holds.
     memory: usize,
+    /// When the instance was created: its lifetime is metered when it ends.
+    born: Instant,
 }
 
 impl ResourceLimiter for MeteredLimits {
@@ -116,5 +118,7 @@ impl Drop for MeteredLimits {
         m.instances.dec();
         m.memory.dec_by(i64::try_from(self.memory).unwrap_or(i64::MAX));
         m.memory_peak(self.memory);
+        // Memory only grows: what it holds at the end is its peak.
+        self.telemetry.usage.instance_ended(self.born.elapsed(), self.memory);
     }
 }

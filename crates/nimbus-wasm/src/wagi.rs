@@ -47,6 +47,7 @@ pub(crate) async fn handle(
     let state = WagiState { wasi: wasi.build_p1(), limits: metered, _lease: inv.lease };
     let (mut store, deadline) = limits.new_store(pre.module().engine(), state);
 
+    let usage = run.scope.telemetry.usage.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         let start = instance
@@ -61,7 +62,7 @@ pub(crate) async fn handle(
             },
         }
     };
-    let result = match tokio::time::timeout_at(deadline.into(), call).await {
+    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
         Ok(result) => result,
         Err(_) => Err(InvokeError::Timeout(limits.timeout)),
     };

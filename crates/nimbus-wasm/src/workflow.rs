@@ -259,14 +259,18 @@ impl Function {
         let mut guest = GuestState::new(settings, &run.scope, inv.lease);
         guest.workflow = WorkflowCtx { driver: Some(driver), in_host: Duration::ZERO };
         let mut store = limits.new_guest_time_store(pre.engine(), guest, |g| g.workflow.in_host);
-        let result = async {
-            let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
-            match instance.nimbus_workflow_handler().call_run(&mut store, input).await {
-                Ok(returned) => Ok(RunOutcome::Returned(returned)),
-                Err(e) if e.downcast_ref::<Interrupted>().is_some() => Ok(RunOutcome::Interrupted),
-                Err(e) => Err(InvokeError::from_wasmtime(&e, limits.timeout)),
-            }
-        }
+        let usage = run.scope.telemetry.usage.clone();
+        let result = nimbus_observe::Busy::new(
+            async {
+                let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
+                match instance.nimbus_workflow_handler().call_run(&mut store, input).await {
+                    Ok(returned) => Ok(RunOutcome::Returned(returned)),
+                    Err(e) if e.downcast_ref::<Interrupted>().is_some() => Ok(RunOutcome::Interrupted),
+                    Err(e) => Err(InvokeError::from_wasmtime(&e, limits.timeout)),
+                }
+            },
+            usage,
+        )
         .await;
         drop(store);
         run.finish(result.as_ref().err().map(|e| e as _));
@@ -295,6 +299,7 @@ impl Function {
             idempotency_key: info.idempotency_key.clone(),
             attempt: info.attempt,
         };
+        let usage = run.scope.telemetry.usage.clone();
         let call = async {
             let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
             instance
@@ -303,7 +308,7 @@ impl Function {
                 .await
                 .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
         };
-        let result = match tokio::time::timeout_at(deadline.into(), call).await {
+        let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
             Err(_) => Err(InvokeError::Timeout(limits.timeout)),
             Ok(r) => r,
         };

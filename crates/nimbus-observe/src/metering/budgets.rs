@@ -69,7 +69,7 @@ impl Budget {
 }
 
 /// Where a budget stands this month.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BudgetStatus {
     /// `app NAME` or `tenant NAME`.
     pub budget: String,

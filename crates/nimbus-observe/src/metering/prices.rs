@@ -38,7 +38,7 @@ pub struct PriceBook {
 }
 
 /// What a usage costs, per item and in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cost {
     /// Invocations.
     pub invocations: f64,

@@ -40,7 +40,7 @@ impl std::str::FromStr for Dimension {
 }
 
 /// Usage in the units people read.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageView {
     /// Function instances run and service requests answered.
     pub invocations: u64,
@@ -76,7 +76,7 @@ impl From<&Usage> for UsageView {
 }
 
 /// One group of a report; the dimensions not grouped by are absent.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostRow {
     /// The UTC day, `YYYY-MM-DD`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,7 +100,7 @@ pub struct CostRow {
 }
 
 /// A cost report.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostReport {
     /// First day covered, `YYYY-MM-DD` (UTC).
     pub from: String,
