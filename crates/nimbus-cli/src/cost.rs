@@ -94,7 +94,7 @@ fn budgets(client: &Client, output: CostOutput) -> anyhow::Result<()> {
             println!("no budgets: add [[budget]] tables to the file of --cost-config (see examples/cost.toml)");
         }
         CostOutput::Text => {
-            println!("{:<28} {:>8} {:>12} {:>12} {:>7}  {}", "BUDGET", "MONTH", "MONTHLY", "SPENT", "%", "STATE");
+            println!("{:<28} {:>8} {:>12} {:>12} {:>7}  STATE", "BUDGET", "MONTH", "MONTHLY", "SPENT", "%");
             for b in &list.budgets {
                 let state = if b.throttled {
                     "throttled".to_string()

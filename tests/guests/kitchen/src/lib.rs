@@ -190,6 +190,16 @@ impl wasip2::exports::http::incoming_handler::Guest for Kitchen {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 respond(out, 200, format!("slept {ms}ms\n").as_bytes());
             }
+            "/spin" => {
+                // Busy for `ms` milliseconds of wall time: CPU time, not waiting.
+                let ms: u64 = query_param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(10);
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                let mut x: u64 = 0;
+                while std::time::Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                respond(out, 200, format!("spun {ms}ms\n").as_bytes());
+            }
             "/loop" => {
                 let mut x: u64 = 0;
                 loop {
