@@ -133,21 +133,17 @@ pub(crate) struct ObserveArgs {
 }
 
 fn meter_flush(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
-        Ok(d)
-    } else {
-        Err("between 1s and 10m, e.g. 10s".into())
-    }
+    duration_within(s, 1, 600, "between 1s and 10m, e.g. 10s")
 }
 
 fn metrics_step(s: &str) -> Result<Duration, String> {
+    duration_within(s, 1, 60, "between 1s and 60s, e.g. 5s")
+}
+
+/// A duration of `min` to `max` seconds; `hint` says so.
+fn duration_within(s: &str, min: u64, max: u64, hint: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&d) {
-        Ok(d)
-    } else {
-        Err("between 1s and 60s, e.g. 5s".into())
-    }
+    if (Duration::from_secs(min)..=Duration::from_secs(max)).contains(&d) { Ok(d) } else { Err(hint.into()) }
 }
 
 fn ratio(s: &str) -> Result<f64, String> {
