@@ -1,5 +1,6 @@
 //! The web console in a real browser: `nimbus server` with an app of two revisions, traffic,
-//! a slow request, logs, dead letters and (raised while the browser test runs) an alert; then
+//! a slow request, logs, dead letters, (raised while the browser test runs) an alert and the
+//! app's metered usage against a budget; then
 //! `tests/console/console.mjs` drives Debian's Chromium through `playwright-core` (installed by
 //! `scripts/test.sh`) against `/console/` and checks every page against the API. Screenshots land
 //! in `TARGET/console-screenshots`.
@@ -113,8 +114,19 @@ async fn the_console_works_in_a_browser() {
     let tools = browser_tools();
     let data = tempfile::tempdir().unwrap();
     // One point of metrics a second, so that alerting warms up (20 points) and opens an anomaly
-    // (3 points) within the browser test.
-    let p = Platform::start(data.path(), &["--metrics-step", "1s"]);
+    // (3 points) within the browser test; usage flushed every second, costed against a budget
+    // of the app so small that its thresholds are reached (not throttled: requests still pass).
+    let config = tempfile::tempdir().unwrap();
+    let cost = config.path().join("cost.toml");
+    std::fs::write(
+        &cost,
+        "[prices]\ncurrency = \"USD\"\nper_million_invocations = 0.20\n\n[[budget]]\napp = \"shop\"\nmonthly = 0.000001\nalert_at = [50, 100]\n",
+    )
+    .unwrap();
+    let p = Platform::start(
+        data.path(),
+        &["--metrics-step", "1s", "--meter-flush", "1s", "--cost-config", cost.to_str().unwrap()],
+    );
     assert!(p.banner.contains(&format!("Console:     {}/console/", p.api)), "{}", p.banner);
     let admin = p.admin.clone().unwrap();
 

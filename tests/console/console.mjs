@@ -1,9 +1,11 @@
 // Browser test of the web console, run by tests/console.rs against a `nimbus server` it
 // prepared (app `APP` with two revisions, a slow request, dead letters, an admin and a viewer
 // token; component `flaky` on /kitchen/env and /kitchen/panic, which this script makes raise an
-// alert while the other steps run). Drives Debian's Chromium through playwright-core; every step must hold or the script
+// alert while the other steps run; usage flushed every second, and a budget of `APP` so small
+// that all its thresholds are reached). Drives Debian's Chromium through playwright-core; every step must hold or the script
 // exits 1 naming it. Screenshots go to SCREENSHOT_DIR.
 import { chromium } from 'playwright-core';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const env = process.env;
@@ -429,6 +431,45 @@ async function serverSteps() {
     assert(!after.body.silences.some((x) => x.id === id), `the silence ended: ${JSON.stringify(after.body)}`);
   });
 
+  await step('cost: the app\'s usage per day and in a table, its CSV and its budget', async () => {
+    // The API first: usage reaches it at each flush (every second here).
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      const { status, body } = await api('GET', '/v1/cost', ADMIN_TOKEN);
+      assert(status === 200, `GET /v1/cost: ${status}`);
+      if (body.rows.some((r) => r.app === APP && r.usage.invocations > 0)) break;
+      assert(Date.now() < deadline, `no usage of ${APP}: ${JSON.stringify(body)}`);
+      await sleep(250);
+    }
+    await go(page, '#/cost', 'Cost');
+    const row = page.locator(`#cost-table tbody tr[data-app="${APP}"]`);
+    await row.waitFor({ timeout: 15000 });
+    const invocations = Number(await row.getAttribute('data-invocations'));
+    assert(invocations > 0 && (await row.textContent()).includes(APP), `the table shows ${APP} with invocations: ${await row.textContent()}`);
+    const plot = page.locator('figure[data-plot="cost-cost"]');
+    await plot.waitFor();
+    assert(Number(await plot.getAttribute('data-points')) >= 1 && (await plot.locator('polyline, circle').count()) >= 1, 'the cost per day is drawn');
+    assert((await plot.locator('.legend li').allTextContents()).some((t) => t.startsWith(`${APP}:`)), 'one series per app');
+    const budget = page.locator(`#budgets-table tbody tr[data-budget="app ${APP}"]`);
+    await budget.waitFor({ timeout: 10000 });
+    const budgetText = await budget.textContent();
+    assert(budgetText.includes('50 %, 100 %') && await budget.getAttribute('data-throttled') === 'false', `the budget's thresholds are reached, not throttled: ${budgetText}`);
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cost.png'), fullPage: true });
+    await page.selectOption('#cost-measure', 'invocations');
+    await page.locator('figure[data-plot="cost-invocations"]').waitFor();
+
+    // By component, and that table as CSV (fetched with the token, saved as a file).
+    await page.selectOption('#cost-by', 'component');
+    await page.locator(`#cost-table tbody tr[data-app="${APP}"][data-component="flaky"]`).waitFor({ timeout: 10000 });
+    const hash = await page.evaluate(() => location.hash);
+    assert(hash.startsWith('#/cost?') && hash.includes('by=component'), `the grouping is in the address: ${hash}`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#cost-csv')]);
+    const csv = await readFile(await download.path(), 'utf8');
+    const lines = csv.trim().split('\r\n');
+    assert(lines[0].startsWith('app,component,invocations,') && lines.some((l) => l.startsWith(`${APP},flaky,`)), `the CSV by app and component: ${csv.slice(0, 300)}`);
+    await page.locator('#cost-csv-result [data-file]').waitFor();
+  });
+
   await step('phone width (390x844): no horizontal scrolling', async () => {
     const phone = await newPage(browser, { width: 390, height: 844 });
     await phone.goto(CONSOLE_URL);
@@ -446,6 +487,11 @@ async function serverSteps() {
     const metricsWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
     assert(metricsWidth <= 390, `the metrics page is ${metricsWidth}px wide at 390px`);
     await shot(phone, 'phone-metrics');
+    await phone.evaluate(() => { location.hash = '#/cost'; });
+    await phone.locator('#cost-table').waitFor({ timeout: 10000 });
+    const costWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert(costWidth <= 390, `the cost page is ${costWidth}px wide at 390px`);
+    await shot(phone, 'phone-cost');
     await phone.evaluate((id) => { location.hash = `#/alerts/${id}`; }, alert.id);
     await phone.locator('#suspects > li').first().waitFor({ timeout: 10000 });
     const alertWidth = await phone.evaluate(() => document.documentElement.scrollWidth);

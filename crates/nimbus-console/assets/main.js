@@ -9,6 +9,7 @@ import * as metrics from './metrics.js';
 import * as traces from './traces.js';
 import * as logs from './logs.js';
 import * as alerts from './alerts.js';
+import * as cost from './cost.js';
 import * as topics from './topics.js';
 import * as kv from './kv.js';
 import * as workflows from './workflows.js';
@@ -23,6 +24,7 @@ const ROUTES = [
   ['/logs', logs.render],
   ['/alerts', alerts.renderList],
   ['/alerts/:id', alerts.renderAlert],
+  ['/cost', cost.render],
   ['/topics', topics.render],
   ['/kv', kv.render],
   ['/workflows', workflows.renderList],

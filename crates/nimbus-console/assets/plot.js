@@ -50,6 +50,9 @@ function runs(points) {
 
 const clock = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
+// Series colours (`s0`… in console.css); series beyond them reuse them in turn.
+const COLOURS = 6;
+
 /**
  * A line plot.
  * @param {object} o
@@ -59,8 +62,9 @@ const clock = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minut
  * @param {[number, number]} o.window  [from, to] in ms
  * @param {(v: number) => string} o.format  value → text
  * @param {boolean} o.integer  values are counts (whole grid values)
+ * @param {(t: number) => string} o.tick  a time on the x axis → text (default: the time of day)
  */
-export function linePlot({ key, title, series, window: [from, to], format = (v) => v.toFixed(2), integer = false }) {
+export function linePlot({ key, title, series, window: [from, to], format = (v) => v.toFixed(2), integer = false, tick = clock }) {
   const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
   const top = niceMax(Math.max(0, ...values), integer);
   const span = Math.max(1, to - from);
@@ -80,20 +84,20 @@ export function linePlot({ key, title, series, window: [from, to], format = (v) 
     root.append(svg('line', { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: 'grid' }));
     root.append(svg('text', { x: PAD.left - 4, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, format(v)));
   }
-  root.append(svg('text', { x: PAD.left, y: H - 4, class: 'tick' }, clock(from)));
-  root.append(svg('text', { x: W - PAD.right, y: H - 4, 'text-anchor': 'end', class: 'tick' }, clock(to)));
+  root.append(svg('text', { x: PAD.left, y: H - 4, class: 'tick' }, tick(from)));
+  root.append(svg('text', { x: W - PAD.right, y: H - 4, 'text-anchor': 'end', class: 'tick' }, tick(to)));
   series.forEach((s, i) => {
     for (const run of runs(s.points)) {
       const pts = run.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
-      if (run.length === 1) root.append(svg('circle', { cx: x(run[0][0]), cy: y(run[0][1]), r: 2.5, class: `line s${i}` }));
-      else root.append(svg('polyline', { points: pts, class: `line s${i}` }));
+      if (run.length === 1) root.append(svg('circle', { cx: x(run[0][0]), cy: y(run[0][1]), r: 2.5, class: `line s${i % COLOURS}` }));
+      else root.append(svg('polyline', { points: pts, class: `line s${i % COLOURS}` }));
     }
   });
 
   const first = series[0] ? latestOf(series[0]) : undefined;
   const legend = h('ul', { class: 'legend' }, series.map((s, i) => {
     const last = latestOf(s);
-    return h('li', { class: `s${i}` }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${s.name}: ${last ? format(last[1]) : '—'}`);
+    return h('li', { class: `s${i % COLOURS}` }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${s.name}: ${last ? format(last[1]) : '—'}`);
   }));
   return h('figure', {
     class: 'plot-card',

@@ -75,6 +75,7 @@ pub const ASSETS: &[Asset] = assets![
     ("traces.js", JS),
     ("logs.js", JS),
     ("alerts.js", JS),
+    ("cost.js", JS),
     ("topics.js", JS),
     ("kv.js", JS),
     ("workflows.js", JS),
