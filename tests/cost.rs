@@ -258,3 +258,31 @@ async fn a_budget_alerts_once_per_threshold_and_its_hard_limit_throttles_only_it
     let shop = report["rows"].as_array().unwrap().iter().find(|r| r["app"] == "shop").unwrap();
     assert_eq!(shop["usage"]["invocations"], 10, "{report:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_operations_and_storage_are_metered() {
+    let app = App::new(&format!(
+        "[app]\nname = \"store\"\n[component.carts]\nsource = \"{}\"\ngrants = {{ kv = [\"carts\"] }}\n\
+         [[trigger.http]]\nroute = \"/set/...\"\ncomponent = \"carts\"\n[[trigger.http]]\nroute = \"/batch/...\"\ncomponent = \"carts\"\n",
+        nimbus_fixtures::KV
+    ));
+    let server = app.up(&["--meter-flush", "1s"]);
+    let c = client();
+    // 1 MiB in 16 keys, then a batch of 2 writes and 3 reads.
+    for i in 0..16 {
+        let resp = c.put(server.url(&format!("/set/carts/k{i}"))).body(vec![b'v'; 64 << 10]).send().await.unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+    assert_eq!(c.post(server.url("/batch/carts")).send().await.unwrap().text().await.unwrap(), "a=1,b=2,-");
+    let report = cost_until(&app, &["--by", "revision,component"], |r| {
+        row(r, "carts")["usage"]["kv_operations"] == 21
+            && row(r, "kv/carts")["usage"]["stored_gib_months"].as_f64().is_some_and(|m| m > 0.0)
+    });
+    let storage = row(&report, "kv/carts");
+    assert_eq!(storage["revision"], "", "storage outlives revisions: {storage}");
+    assert_eq!(storage["usage"]["invocations"], 0, "{storage}");
+    // At most the seconds since the first write of 1 MiB and a little more (the store's own bytes).
+    let held = storage["usage"]["stored_gib_months"].as_f64().unwrap() * 30.0 * 86_400.0 * 1024.0;
+    assert!(held > 0.0 && held < 120.0, "MiB-seconds held: {held} ({storage})");
+    assert!(storage["cost"]["storage"].as_f64().unwrap() > 0.0, "{storage}");
+}

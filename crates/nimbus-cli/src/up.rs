@@ -69,7 +69,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::build::build_all(&loaded, &[])?;
     }
     async_runtime()?.block_on(async {
-        let Started { live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
+        // The host lives as long as the app serves (it meters the app's KV storage).
+        let Started { host: _host, live, listening, swap, .. } = start(&args.local, &loaded, Mode::Up, "local").await?;
         let served = listening.serve(swap).await;
         live.stop().await;
         served?;

@@ -42,6 +42,7 @@ mod observed;
 mod secrets;
 mod source;
 mod stop;
+mod stored;
 mod topic_gauges;
 mod workflows;
 
@@ -131,6 +132,8 @@ pub struct AppHost {
     workflows: Mutex<HashMap<String, Arc<Engine>>>,
     /// The consumer groups alerting reads (with a bus and alerting on).
     topic_gauges: Option<Arc<topic_gauges::TopicGauges>>,
+    /// Meters the KV storage of the apps (with a KV store and metering on, outside a cluster).
+    stored: Option<Arc<stored::StoredBytes>>,
 }
 
 /// One revision of an app, live: its gateway routes requests to its loaded functions and ready
@@ -181,7 +184,13 @@ impl AppHost {
             insight.add_source(gauges.clone());
             gauges
         });
-        Self { env, activations: Mutex::default(), workflows: Mutex::default(), topic_gauges }
+        let stored = match (&env.kv, env.observer.metering(), &env.cluster) {
+            (Some(kv), Some(metering), None) => {
+                Some(stored::StoredBytes::start(kv.clone(), metering.clone(), metering.flush_interval()))
+            }
+            _ => None,
+        };
+        Self { env, activations: Mutex::default(), workflows: Mutex::default(), topic_gauges, stored }
     }
 
     /// The backends apps run on.
@@ -198,6 +207,9 @@ impl AppHost {
         let mut backends = load::functions(&self.env.runtime, loaded, &from, &mut described).await?;
         load::check_handlers(loaded, &backends)?;
         // Everything the revision runs is metered under it (and the app's tenant).
+        if let Some(stored) = &self.stored {
+            stored.serve(&m.app.name, m.app.tenant());
+        }
         let observer = self.env.observer.for_revision(from.revision(), m.app.tenant());
         let services =
             load::services(loaded, &from, &self.env, &observer, &mut secret_env, &mut backends, &mut described).await?;

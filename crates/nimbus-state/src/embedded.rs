@@ -366,6 +366,19 @@ impl KvStore for Embedded {
         Ok(tables.filter_map(|t| t.name().strip_prefix("kv/").map(str::to_string)).collect())
     }
 
+    async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError> {
+        let (db, name) = (self.db.clone(), table(bucket));
+        let read = move || {
+            let read = db.begin_read().map_err(KvError::store)?;
+            match read.open_table(TableDefinition::<&str, &[u8]>::new(&name)) {
+                Ok(t) => Ok(redb::ReadableTableMetadata::stats(&t).map_err(KvError::store)?.stored_bytes()),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(KvError::store(e)),
+            }
+        };
+        tokio::task::spawn_blocking(read).await.map_err(|_| KvError::Closed)?
+    }
+
     async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         check_key(key)?;
         let (bucket, key) = (bucket.clone(), key.to_string());

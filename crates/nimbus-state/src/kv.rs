@@ -66,6 +66,10 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// buckets of an older layout, [`crate::migrate`]).
     async fn bucket_names(&self) -> Result<Vec<String>, KvError>;
 
+    /// The bytes `bucket` holds (its keys and stored values; on JetStream, its stream's bytes),
+    /// for metering storage; 0 for a bucket never written.
+    async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError>;
+
     /// Whether `key` has a value.
     async fn exists(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
         Ok(self.get(bucket, key).await?.is_some())

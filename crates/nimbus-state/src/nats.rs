@@ -248,4 +248,17 @@ impl KvStore for NatsKv {
         let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(KvError::nats)?;
         Ok(names.iter().filter_map(|n| n.strip_prefix("KV_nimbus_kv_").map(str::to_string)).collect())
     }
+
+    async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError> {
+        use async_nats::jetstream::ErrorCode;
+        use async_nats::jetstream::context::GetStreamErrorKind;
+        // Fresh stream info (the KV store's own status is what it was when it was opened).
+        match self.js.get_stream(format!("KV_{}", bucket_name(bucket))).await {
+            Ok(stream) => Ok(stream.cached_info().state.bytes),
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+                Ok(0)
+            }
+            Err(e) => Err(KvError::nats(e)),
+        }
+    }
 }

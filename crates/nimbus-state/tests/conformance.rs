@@ -45,7 +45,25 @@ both!(
     the_old_layout_moves_to_its_apps_once,
     the_workflow_journal_writes_each_position_once,
     the_workflow_journal_survives_reopen,
+    stored_bytes_follow_what_a_bucket_holds,
 );
+
+async fn stored_bytes_follow_what_a_bucket_holds(b: Backend) {
+    let kv = b.open().await;
+    let (c, other) = (bucket("carts"), bucket("other"));
+    assert_eq!(kv.stored_bytes(&c).await.unwrap(), 0, "a bucket never written holds nothing");
+    for i in 0..8 {
+        kv.set(&c, &format!("k{i}"), vec![b'v'; 64 << 10].into(), None).await.unwrap();
+    }
+    let held = kv.stored_bytes(&c).await.unwrap();
+    assert!(((512 << 10)..(640 << 10)).contains(&held), "8 × 64 KiB: {held}");
+    assert_eq!(kv.stored_bytes(&other).await.unwrap(), 0, "buckets are counted apart");
+    for i in 0..6 {
+        kv.delete(&c, &format!("k{i}")).await.unwrap();
+    }
+    let after = kv.stored_bytes(&c).await.unwrap();
+    assert!(after < held / 2, "deleting shrinks it: {held} -> {after}");
+}
 
 async fn get_set_delete_exists(b: Backend) {
     let kv = b.open().await;

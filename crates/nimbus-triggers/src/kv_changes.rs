@@ -128,6 +128,10 @@ impl KvStore for KvChanges {
         self.inner.bucket_names().await
     }
 
+    async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError> {
+        self.inner.stored_bytes(bucket).await
+    }
+
     async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         let n = self.inner.increment(bucket, key, delta).await?;
         if self.watched.lock().expect("watched").contains_key(bucket)

@@ -38,6 +38,7 @@ pub(crate) struct Counters {
     egress: Family<UsageLabels, Counter>,
     events: Family<UsageLabels, Counter>,
     kv: Family<UsageLabels, Counter>,
+    stored: Family<UsageLabels, Float>,
     cost: Family<CostLabels, Float>,
 }
 
@@ -53,6 +54,7 @@ impl Counters {
             egress: Family::default(),
             events: Family::default(),
             kv: Family::default(),
+            stored: Family::default(),
             cost: Family::default(),
         };
         metrics.with_registry(|r| {
@@ -69,6 +71,7 @@ impl Counters {
             r.register_with_unit("egress", "Bytes of outbound calls, both directions", Unit::Bytes, c.egress.clone());
             r.register("events_published", "Events components published", c.events.clone());
             r.register("kv_operations", "KV operations components made", c.kv.clone());
+            r.register("stored_gib_months", "KV storage held over time (30-day months)", c.stored.clone());
         });
         metrics.with_registry(|r| {
             r.sub_registry_with_prefix("nimbus").register(
@@ -97,6 +100,7 @@ impl Counters {
             self.egress.get_or_create(&labels).inc_by(u.egress_bytes());
             self.events.get_or_create(&labels).inc_by(u.events_published());
             self.kv.get_or_create(&labels).inc_by(u.kv_operations());
+            self.stored.get_or_create(&labels).inc_by(u.stored_gib_months());
             let cost = CostLabels { tenant: labels.tenant, app: labels.app, currency: prices.currency.clone() };
             self.cost.get_or_create(&cost).inc_by(prices.cost(u).total);
         }

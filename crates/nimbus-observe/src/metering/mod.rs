@@ -176,6 +176,7 @@ struct Shared {
     cells: Mutex<HashMap<Key, Arc<Metered>>>,
     gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     cost: CostConfig,
+    flush: Duration,
     node: String,
     status: Mutex<Vec<BudgetStatus>>,
     closed: Mutex<Closed>,
@@ -230,6 +231,7 @@ impl Metering {
             cells: Mutex::default(),
             gates: Mutex::default(),
             cost: config.cost,
+            flush: config.flush,
             node: config.node,
             status: Mutex::default(),
             closed: Mutex::default(),
@@ -271,6 +273,11 @@ impl Metering {
         let mut cells = lock(&self.0.cells);
         let metered = cells.entry(key).or_insert_with(|| Arc::new(Metered { cell: Cell::default(), gate })).clone();
         UsageMeter::new(metered)
+    }
+
+    /// The time between two flushes.
+    pub fn flush_interval(&self) -> Duration {
+        self.0.flush
     }
 
     /// The price book.

@@ -35,6 +35,9 @@ pub struct PriceBook {
     /// Per hour of a service instance.
     #[serde(default)]
     pub per_instance_hour: f64,
+    /// Per GiB-month of KV storage (30 days).
+    #[serde(default)]
+    pub per_gib_month_stored: f64,
 }
 
 /// What a usage costs, per item and in all.
@@ -54,6 +57,8 @@ pub struct Cost {
     pub kv: f64,
     /// Service instances.
     pub instances: f64,
+    /// KV storage.
+    pub storage: f64,
     /// The sum.
     pub total: f64,
 }
@@ -70,9 +75,10 @@ impl PriceBook {
             events: u.events_published() as f64 / 1e6 * self.per_million_events,
             kv: u.kv_operations() as f64 / 1e6 * self.per_million_kv_operations,
             instances: u.instance_seconds() / 3600.0 * self.per_instance_hour,
+            storage: u.stored_gib_months() * self.per_gib_month_stored,
             total: 0.0,
         };
-        c.total = c.invocations + c.memory + c.cpu + c.egress + c.events + c.kv + c.instances;
+        c.total = c.invocations + c.memory + c.cpu + c.egress + c.events + c.kv + c.instances + c.storage;
         c
     }
 
@@ -85,6 +91,7 @@ impl PriceBook {
             ("per_million_events", self.per_million_events),
             ("per_million_kv_operations", self.per_million_kv_operations),
             ("per_instance_hour", self.per_instance_hour),
+            ("per_gib_month_stored", self.per_gib_month_stored),
         ];
         if let Some((name, p)) = prices.iter().find(|(_, p)| !p.is_finite() || *p < 0.0) {
             return Err(format!("prices.{name} = {p}: a price is a number of at least 0"));

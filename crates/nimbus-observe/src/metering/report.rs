@@ -58,6 +58,8 @@ pub struct UsageView {
     pub events_published: u64,
     /// KV operations.
     pub kv_operations: u64,
+    /// KV storage, in GiB-months.
+    pub stored_gib_months: f64,
 }
 
 impl From<&Usage> for UsageView {
@@ -71,6 +73,7 @@ impl From<&Usage> for UsageView {
             egress_bytes: u.egress_bytes(),
             events_published: u.events_published(),
             kv_operations: u.kv_operations(),
+            stored_gib_months: u.stored_gib_months(),
         }
     }
 }
@@ -183,6 +186,7 @@ impl CostReport {
             "egress_bytes",
             "events_published",
             "kv_operations",
+            "stored_gib_months",
             "cost_invocations",
             "cost_memory",
             "cost_cpu",
@@ -190,6 +194,7 @@ impl CostReport {
             "cost_events",
             "cost_kv",
             "cost_instances",
+            "cost_storage",
             "cost_total",
             "currency",
         ]);
@@ -212,11 +217,10 @@ impl CostReport {
                 u.egress_bytes.to_string(),
                 u.events_published.to_string(),
                 u.kv_operations.to_string(),
+                format!("{:.9}", u.stored_gib_months),
             ]);
-            cells.extend(
-                [c.invocations, c.memory, c.cpu, c.egress, c.events, c.kv, c.instances, c.total]
-                    .map(|x| format!("{x:.8}")),
-            );
+            let costs = [c.invocations, c.memory, c.cpu, c.egress, c.events, c.kv, c.instances, c.storage, c.total];
+            cells.extend(costs.map(|x| format!("{x:.8}")));
             cells.push(field(&self.currency));
             out.push_str(&cells.join(","));
             out.push_str("\r\n");

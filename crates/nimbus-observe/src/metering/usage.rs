@@ -32,10 +32,12 @@ pub enum Measure {
     EventsPublished,
     /// KV operations components made (each key of a batch counts).
     KvOperations,
+    /// Bytes KV buckets hold × time, in KiB·s (sampled every minute).
+    StoredKibSeconds,
 }
 
 /// How many measures there are.
-pub const MEASURES: usize = 8;
+pub const MEASURES: usize = 9;
 
 impl Measure {
     /// Every measure, in storage order (append only: the on-disk format depends on it).
@@ -48,6 +50,7 @@ impl Measure {
         Self::EgressBytes,
         Self::EventsPublished,
         Self::KvOperations,
+        Self::StoredKibSeconds,
     ];
 
     fn index(self) -> usize {
@@ -123,6 +126,11 @@ impl Usage {
     /// KV operations.
     pub fn kv_operations(&self) -> u64 {
         self.get(Measure::KvOperations)
+    }
+
+    /// KV storage in GiB-months (a month is 30 days).
+    pub fn stored_gib_months(&self) -> f64 {
+        self.get(Measure::StoredKibSeconds) as f64 / (1024.0 * 1024.0 * 30.0 * 86_400.0)
     }
 
     /// The stored form.
@@ -254,6 +262,12 @@ impl UsageMeter {
     /// `n` KV operations were made.
     pub fn kv_operations(&self, n: u64) {
         self.add(Measure::KvOperations, n);
+    }
+
+    /// A bucket held `bytes` for `elapsed`.
+    pub fn kv_stored(&self, bytes: u64, elapsed: Duration) {
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.add(Measure::StoredKibSeconds, (bytes >> 10).saturating_mul(millis) / 1000);
     }
 
     /// Why new invocations of this component's app are refused (its budget's hard limit), if
