@@ -286,3 +286,36 @@ async fn kv_operations_and_storage_are_metered() {
     assert!(held > 0.0 && held < 120.0, "MiB-seconds held: {held} ({storage})");
     assert!(storage["cost"]["storage"].as_f64().unwrap() > 0.0, "{storage}");
 }
+
+/// The tenant label decides whose budget an app's cost counts against: the app's own deployer may
+/// not set or change it, an admin may.
+#[tokio::test(flavor = "multi_thread")]
+async fn deployers_may_not_choose_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Platform::start(&dir.path().join("data"), &[]);
+    let admin = p.admin.clone().unwrap();
+    let bundle = |tenant: Option<&str>| {
+        let mut manifest = common::platform::hello_manifest("blog", "/blog", "t");
+        if let Some(t) = tenant {
+            manifest = manifest.replacen("[app]\n", &format!("[app]\nlabels = {{ tenant = \"{t}\" }}\n"), 1);
+        }
+        let wasm = std::fs::read(nimbus_fixtures::HELLO).unwrap();
+        nimbus_control::Bundle { manifest, artifacts: [("web".to_string(), wasm)].into(), ..Default::default() }.pack()
+    };
+    let (status, body) = p.deploy(&admin, bundle(None)).await;
+    assert_eq!(status, 201, "{body}");
+    let out =
+        p.admin_cli(&["tokens", "create", "--name", "blogger", "--role", "deployer", "--app", "blog", "-o", "json"]);
+    let deployer = serde_json::from_str::<Value>(&out).unwrap()["token"].as_str().unwrap().to_string();
+    let (status, body) = p.deploy(&deployer, bundle(Some("acme"))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("may not change the tenant of app `blog` (none -> acme)"), "{body}");
+    let (status, body) = p.deploy(&admin, bundle(Some("acme"))).await;
+    assert_eq!(status, 201, "an admin may: {body}");
+    // Nor may the deployer take the app out from under the tenant's budget; redeploying under the
+    // same tenant is fine.
+    let (status, body) = p.deploy(&deployer, bundle(None)).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = p.deploy(&deployer, bundle(Some("acme"))).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+}

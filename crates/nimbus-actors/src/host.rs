@@ -101,6 +101,9 @@ pub enum ActorError {
     /// The component is at capacity.
     #[error("the actor's component is at capacity; retry later")]
     Capacity,
+    /// The app's budget reached its hard limit.
+    #[error("budget_exhausted: {0}")]
+    Throttled(std::sync::Arc<str>),
     /// The state could not be read or committed; the answer was withheld.
     #[error("the actor's state could not be read or committed")]
     Store(#[from] KvError),
@@ -174,10 +177,12 @@ fn failure(e: ActorError) -> CallFailure {
         ActorError::Invoke(e) if e.is_timeout() => CallFailure::TimedOut(message),
         ActorError::Invoke(e) if e.is_capacity() => CallFailure::Unavailable(message),
         ActorError::Capacity | ActorError::Store(_) | ActorError::Fenced => CallFailure::Unavailable(message),
+        ActorError::Throttled(_) => CallFailure::Throttled(message),
         ActorError::Invoke(_) => CallFailure::Failed(message),
         ActorError::Remote { status, message } => match status {
             404 => CallFailure::NotFound(message),
             422 => CallFailure::Refused(message),
+            429 => CallFailure::Throttled(message),
             503 => CallFailure::Unavailable(message),
             504 => CallFailure::TimedOut(message),
             _ => CallFailure::Failed(message),
@@ -399,7 +404,10 @@ impl ActorHost {
                         activation.pending.lock().expect("pending").reload(revision);
                     }
                 }
-                let permit = actor.target.admit().await.map_err(|_| ActorError::Capacity)?;
+                let permit = actor.target.admit().await.map_err(|why| match why {
+                    nimbus_gateway::Rejected::Throttled(why) => ActorError::Throttled(why),
+                    _ => ActorError::Capacity,
+                })?;
                 let mut inv = Invocation::new(request_id, &format!("actor:{ty}"));
                 inv.lease = Some(permit);
                 inv.telemetry = Some(Telemetry { component: actor.target.telemetry.clone(), parent: span.handle() });

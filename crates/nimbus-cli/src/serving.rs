@@ -132,6 +132,15 @@ pub(crate) struct ObserveArgs {
     no_metering: bool,
 }
 
+/// The text of the file at `path`, refused if it holds more than `max` bytes.
+fn read_small(path: &std::path::Path, max: u64) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    anyhow::ensure!(text.len() as u64 <= max, "it is larger than {max} bytes");
+    Ok(text)
+}
+
 fn meter_flush(s: &str) -> Result<Duration, String> {
     duration_within(s, 1, 600, "between 1s and 10m, e.g. 10s")
 }
@@ -160,9 +169,18 @@ impl ObserveArgs {
         }
         let cost = match &self.cost_config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
+                let text = read_small(path, 1 << 20)
                     .with_context(|| format!("could not read the cost configuration {}", path.display()))?;
-                CostConfig::parse(&text, &path.display().to_string())?
+                let cost = CostConfig::parse(&text, &path.display().to_string())?;
+                for b in &cost.budgets {
+                    for (what, name) in [("app", &b.app), ("tenant", &b.tenant)] {
+                        if let Some(name) = name {
+                            nimbus_manifest::check_app_name(name)
+                                .map_err(|e| anyhow::anyhow!("{}: a budget's {what} {e}", path.display()))?;
+                        }
+                    }
+                }
+                cost
             }
             None => CostConfig::example(),
         };

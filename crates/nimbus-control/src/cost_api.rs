@@ -85,6 +85,9 @@ async fn cost(
             .map(str::parse::<Dimension>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ControlError::bad_request(e, "e.g. `by=day,app`"))?;
+    if by.is_empty() {
+        return Err(ControlError::bad_request("`by` names no dimension", "e.g. `by=day,app`"));
+    }
     let csv = match q.format.as_deref().unwrap_or("json") {
         "json" => false,
         "csv" => true,

@@ -50,6 +50,21 @@ pub(crate) fn may_take_over(principal: &Principal) -> Result<(), ControlError> {
     }
 }
 
+/// Whether `principal` may move `app` from tenant `from` to tenant `to` (empty: none). The
+/// tenant decides whose budget the app's cost counts against, so an app's own deployer may not
+/// choose it: that needs an admin token not limited to apps.
+pub(crate) fn may_change_tenant(principal: &Principal, app: &str, from: &str, to: &str) -> Result<(), ControlError> {
+    match &principal.token {
+        Some(t) if t.role != Role::Admin || !t.apps.is_empty() => Err(ControlError::Forbidden(format!(
+            "token `{}` may not change the tenant of app `{app}` ({} -> {}): its cost counts against the tenant's budget, so that needs an admin token not limited to apps; deploy it without changing `[app] labels.tenant`",
+            t.id,
+            if from.is_empty() { "none" } else { from },
+            if to.is_empty() { "none" } else { to },
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Checks `proposed` against the claims of the apps in effect (`current`, which may hold the
 /// deploying app's own earlier claim); returns the hosts a take-over moves.
 pub(crate) fn admit(current: &[Claim], proposed: &Claim, take_over: bool) -> Result<Moved, ControlError> {

@@ -59,6 +59,8 @@ pub enum CallFailure {
     TimedOut(String),
     /// At capacity, or the state could not be read or committed (503).
     Unavailable(String),
+    /// The app's budget reached its hard limit (429).
+    Throttled(String),
     /// The instance trapped or could not start (500).
     Failed(String),
 }
@@ -120,6 +122,7 @@ async fn answer(
                 CallFailure::Refused(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
                 CallFailure::TimedOut(m) => (StatusCode::GATEWAY_TIMEOUT, m),
                 CallFailure::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+                CallFailure::Throttled(m) => (StatusCode::TOO_MANY_REQUESTS, m),
                 CallFailure::Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
             };
             if status != StatusCode::UNPROCESSABLE_ENTITY {

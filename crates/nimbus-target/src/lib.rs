@@ -93,4 +93,21 @@ impl Target {
         self.telemetry.metrics.admitted(waited);
         Ok(permit)
     }
+
+    /// Resolves once the app's budget has not closed its gate (checking every second).
+    pub async fn until_open(&self) {
+        while self.telemetry.usage.throttled().is_some() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits while the app's budget has closed its gate (checking every second), then admits
+    /// like [`Target::admit`]: for work that can wait (event deliveries, workflow runs and
+    /// steps) instead of failing an attempt.
+    pub async fn admit_when_open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Rejected> {
+        self.until_open().await;
+        let (permit, waited) = self.admission.admit().await?;
+        self.telemetry.metrics.admitted(waited);
+        Ok(permit)
+    }
 }

@@ -150,12 +150,11 @@ impl ComponentDestination {
     async fn attempt(&self, event: &Event, span: &Span) -> Result<(), DeliveryError> {
         let permit = {
             let _waiting = span.child("admission", SpanKind::Internal);
-            self.target.admit().await
+            // An app over its budget's hard limit holds its deliveries (they stay in the topic)
+            // without using up their attempts.
+            self.target.admit_when_open().await
         }
-        .map_err(|why| match why {
-            nimbus_target::Rejected::Throttled(why) => DeliveryError::retryable("budget", why.to_string()),
-            why => DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")),
-        })?;
+        .map_err(|why| DeliveryError::retryable("capacity", format!("component at capacity ({why:?})")))?;
         match &self.target.backend {
             Backend::Function(f) => self.to_function(f, event, permit, span).await,
             Backend::Service(s) => self.to_service(s, event, span).await,

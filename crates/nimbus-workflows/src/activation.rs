@@ -44,6 +44,8 @@ pub(crate) async fn activate(engine: &Arc<Engine>, id: &str) -> Result<(), Journ
     }
     let state = Arc::new(Mutex::new(Activation { entries, interrupt: None, replayed: 0 }));
     let driver = ReplayDriver::new(engine.clone(), def.clone(), &run, state.clone(), span.handle());
+    // Over its budget's hard limit, the app's runs wait rather than run.
+    def.target.until_open().await;
     let mut inv = Invocation::new(id, "workflow");
     inv.telemetry = Some(Telemetry { component: def.target.telemetry.clone(), parent: span.handle() });
     let outcome = def.function.run_workflow(&run.input, Box::new(driver), inv).await;

@@ -60,6 +60,9 @@ impl WorkflowHost {
         };
         Ok(match op {
             WorkflowOp::Start { input, idempotency_key } => {
+                if let Some(why) = engine.def(&self.revision, name).and_then(|d| d.target.telemetry.usage.throttled()) {
+                    return Ok(refused(StatusCode::TOO_MANY_REQUESTS, format!("budget_exhausted: {why}")));
+                }
                 match engine.start(&self.revision, name, input, idempotency_key).await {
                     Ok((run, true)) => (StatusCode::ACCEPTED, run_json(&run)),
                     Ok((run, false)) => (StatusCode::OK, run_json(&run)),

@@ -35,7 +35,8 @@ pub(crate) async fn run_step(
         span.set_with("nimbus.workflow.run", || run_id.to_string());
         span.set_with("nimbus.workflow.step", || name.to_string());
         span.set("nimbus.workflow.attempt", i64::from(attempt));
-        let failure = match def.target.admit().await {
+        // Over its budget's hard limit, the app's steps wait rather than fail.
+        let failure = match def.target.admit_when_open().await {
             Err(_) => StepFailure::retryable("the workflow's component is at capacity"),
             Ok(permit) => {
                 let mut inv = Invocation::new(idempotency_key, "workflow");

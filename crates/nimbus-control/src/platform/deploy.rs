@@ -192,7 +192,16 @@ impl Platform {
             return Err(ControlError::Misdirected { what, requires });
         }
         check_artifacts(&loaded, bundle)?;
-        super::sharing::check(&*self.apps.lock().await, &loaded.manifest)?;
+        {
+            let apps = self.apps.lock().await;
+            super::sharing::check(&apps, &loaded.manifest)?;
+            let app = &loaded.manifest.app;
+            let newest = apps.get(&app.name).and_then(|a| a.revisions.values().max_by_key(|r| r.record.seq));
+            let tenant = newest.map_or("", |r| r.manifest.app.tenant());
+            if app.tenant() != tenant {
+                crate::ownership::may_change_tenant(principal, &app.name, tenant, app.tenant())?;
+            }
+        }
         if let Some(hosts) = &options.hosts {
             hosts.iter().try_for_each(|h| check_host(h))?;
         }

@@ -8,6 +8,9 @@ use super::Key;
 use super::prices::PriceBook;
 use super::usage::Usage;
 
+/// The largest monthly amount and price accepted: costs stay finite numbers.
+pub(crate) const MAX_AMOUNT: f64 = 1e12;
+
 fn default_alert_at() -> Vec<u32> {
     vec![50, 80, 100]
 }
@@ -46,8 +49,12 @@ impl Budget {
         if self.app.is_some() == self.tenant.is_some() {
             return Err("each [[budget]] names exactly one of `app` or `tenant`".into());
         }
-        if !self.monthly.is_finite() || self.monthly <= 0.0 {
-            return Err(format!("budget for {}: monthly = {} must be a positive amount", self.name(), self.monthly));
+        if !self.monthly.is_finite() || self.monthly <= 0.0 || self.monthly > MAX_AMOUNT {
+            return Err(format!(
+                "budget for {}: monthly = {} must be a positive amount of at most {MAX_AMOUNT:e}",
+                self.name(),
+                self.monthly
+            ));
         }
         if let Some(bad) = self.alert_at.iter().find(|p| **p == 0 || **p > 1000) {
             return Err(format!(
@@ -92,10 +99,10 @@ pub struct BudgetStatus {
 }
 
 impl BudgetStatus {
-    /// The id of threshold `percent` of this budget this month (what the store records once
-    /// notified).
+    /// The id of threshold `percent` of this budget this month at this amount (what the store
+    /// records once notified): a budget raised mid-month notifies its thresholds again.
     pub(crate) fn threshold_id(&self, percent: u32) -> String {
-        format!("{}\u{1f}{}\u{1f}{percent}", self.budget, self.month)
+        format!("{}\u{1f}{}\u{1f}{}\u{1f}{percent}", self.budget, self.month, self.monthly)
     }
 }
 

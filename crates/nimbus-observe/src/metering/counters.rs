@@ -1,6 +1,7 @@
-//! Usage as OpenMetrics counters on `/metrics` (`nimbus_usage_*_total` per tenant, app,
-//! revision and component, `nimbus_cost_total` per app and currency). They advance at each
-//! flush, by what the flush wrote.
+//! Usage as OpenMetrics counters on `/metrics` (`nimbus_usage_*_total` per tenant, app and
+//! component — not per revision, so that deploys do not add series without end;
+//! `nimbus_cost_total` per app and currency). They advance at each flush, by what the flush
+//! wrote.
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,7 +16,6 @@ use crate::Metrics;
 struct UsageLabels {
     tenant: String,
     app: String,
-    revision: String,
     component: String,
 }
 
@@ -89,7 +89,6 @@ impl Counters {
             let labels = UsageLabels {
                 tenant: key.tenant.to_string(),
                 app: key.app.to_string(),
-                revision: key.revision.to_string(),
                 component: key.component.to_string(),
             };
             self.invocations.get_or_create(&labels).inc_by(u.invocations());

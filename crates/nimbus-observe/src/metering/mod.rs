@@ -204,6 +204,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An amount of money: cents, or more digits for amounts under 1.
+fn money(x: f64) -> String {
+    if x.abs() >= 1.0 || x == 0.0 { format!("{x:.2}") } else { format!("{x:.6}") }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -412,10 +417,10 @@ impl Shared {
         let mut closed = Closed::default();
         for s in status.iter().filter(|s| s.throttled) {
             let why: Arc<str> = format!(
-                "{} reached its monthly budget of {:.2} {cur} ({:.2} {cur} spent in {}); new requests are refused until the month ends or the budget is raised",
+                "{} reached its monthly budget of {} {cur} ({} {cur} spent in {}); new requests are refused until the month ends or the budget is raised",
                 s.budget,
-                s.monthly,
-                s.spent,
+                money(s.monthly),
+                money(s.spent),
                 s.month,
                 cur = s.currency
             )
@@ -443,10 +448,10 @@ impl Shared {
     /// Notifies that `status` reached `percent`.
     fn notify(&self, status: &BudgetStatus, percent: u32) {
         let summary = format!(
-            "{} reached {percent} % of its monthly budget: {:.2} of {:.2} {} spent in {}{}",
+            "{} reached {percent} % of its monthly budget: {} of {} {} spent in {}{}",
             status.budget,
-            status.spent,
-            status.monthly,
+            money(status.spent),
+            money(status.monthly),
             status.currency,
             status.month,
             if status.throttled { "; new requests are refused" } else { "" }

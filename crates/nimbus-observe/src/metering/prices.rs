@@ -93,8 +93,9 @@ impl PriceBook {
             ("per_instance_hour", self.per_instance_hour),
             ("per_gib_month_stored", self.per_gib_month_stored),
         ];
-        if let Some((name, p)) = prices.iter().find(|(_, p)| !p.is_finite() || *p < 0.0) {
-            return Err(format!("prices.{name} = {p}: a price is a number of at least 0"));
+        let max = super::budgets::MAX_AMOUNT;
+        if let Some((name, p)) = prices.iter().find(|(_, p)| !p.is_finite() || !(0.0..=max).contains(p)) {
+            return Err(format!("prices.{name} = {p}: a price is a number from 0 to {max:e}"));
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(format!("prices.currency = {:?}: an ISO 4217 code such as \"USD\"", self.currency));
@@ -160,6 +161,7 @@ mod tests {
     fn bad_configurations_say_what_is_wrong() {
         let err = |text: &str| CostConfig::parse(text, "cost.toml").unwrap_err().to_string();
         assert!(err("[prices]\ncurrency = \"USD\"\nper_gib_second = -1\n").contains("prices.per_gib_second"));
+        assert!(err("[prices]\ncurrency = \"USD\"\nper_cpu_second = 1e308\n").contains("from 0 to 1e12"));
         assert!(err("[prices]\ncurrency = \"dollars\"\n").contains("ISO 4217"));
         assert!(err("[prices]\ncurrency = \"USD\"\nper_gb_second = 1\n").contains("per_gb_second"), "unknown keys");
         let budget = "[prices]\ncurrency = \"USD\"\n[[budget]]\n";
