@@ -319,3 +319,55 @@ async fn deployers_may_not_choose_their_tenant() {
     let (status, body) = p.deploy(&deployer, bundle(Some("acme"))).await;
     assert!(status == 200 || status == 201, "{status} {body}");
 }
+
+/// Over its hard limit, an app's workflow starts are refused with 429, and the work that can wait
+/// waits: a run its topic starts neither runs nor fails, and no invocation is metered.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_hard_limit_workflows_wait_instead_of_failing() {
+    let app = App::new(&format!(
+        "[app]\nname = \"shop\"\n[component.order]\nsource = \"{}\"\ngrants = {{ kv = [\"effects\"] }}\n\
+         [[trigger.workflow]]\nname = \"order\"\ncomponent = \"order\"\ntopic = \"orders\"\npublic = true\n",
+        nimbus_fixtures::WORKFLOW
+    ));
+    let cost = app.path().join("cost.toml");
+    std::fs::write(
+        &cost,
+        "[prices]\ncurrency = \"USD\"\nper_million_invocations = 100000.0\n\
+         [[budget]]\napp = \"shop\"\nmonthly = 0.2\nthrottle = true\n",
+    )
+    .unwrap();
+    let server = app.up(&["--cost-config", cost.to_str().unwrap(), "--meter-flush", "1s"]);
+    let c = client();
+    let start = || c.post(server.url("/workflows/order")).body("r1;pure").send();
+    assert_eq!(start().await.unwrap().status(), 202);
+    let home = tempfile::tempdir().unwrap();
+    let budgets =
+        || -> Value { serde_json::from_str(&ok(app.cli(home.path(), &["cost", "--budgets", "-o", "json"]))).unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while budgets()["budgets"][0]["throttled"] != true {
+        assert!(Instant::now() < deadline, "the budget never closed: {}", budgets());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = start().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.text().await.unwrap().contains("budget_exhausted"));
+    let before = cost_until(&app, &[], |_| true)["total"]["usage"]["invocations"].as_u64().unwrap();
+    let resp = c
+        .post(server.url("/events/orders"))
+        .bearer_auth(app.local_token())
+        .header("ce-id", "e1")
+        .header("ce-source", "/test")
+        .header("ce-type", "order.placed")
+        .header("ce-specversion", "1.0")
+        .body("e1;pure")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let runs: Value = c.get(server.url("/workflows/order")).send().await.unwrap().json().await.unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert!(runs.iter().all(|r| r["status"] != "failed"), "nothing failed for the budget: {runs:#?}");
+    let after = cost_until(&app, &[], |_| true)["total"]["usage"]["invocations"].as_u64().unwrap();
+    assert_eq!(after, before, "nothing ran while the gate was closed");
+}
