@@ -33,8 +33,11 @@ pub(crate) fn validate(m: &Manifest) -> Vec<Problem> {
     }
     for (key, value) in &m.app.labels {
         let at = FieldPath::root().key("app").key("labels").key(key.clone());
-        if let Err(e) = crate::scope::check_app_name(key).and_then(|()| crate::scope::check_app_name(value)) {
-            out.push(problem(at, format!("label {e}"), "use labels like `tenant = \"acme\"`"));
+        let checked = crate::scope::check_app_name(key)
+            .map_err(|e| format!("label {e}"))
+            .and_then(|()| crate::scope::check_app_name(value).map_err(|_| format!("the value of label `{key}` must be 1 to 63 lower-case letters, digits, `-` or `_`, starting with a letter or digit")));
+        if let Err(e) = checked {
+            out.push(problem(at, e, "use labels like `tenant = \"acme\"`"));
         }
     }
     if m.component.is_empty() {

@@ -522,3 +522,23 @@ fn objectives_name_a_declared_route_and_sane_targets() {
     let d = only_error(&format!("{VALID}\n[[slo]]\nroute = \"/checkout/...\"\np99_ms = 0\n"));
     assert_eq!(d.field, "slo[0].p99_ms");
 }
+
+#[test]
+fn labels_are_names_and_the_tenant_is_one() {
+    let labelled = VALID
+        .replace("version = \"1.0.0\"\n", "version = \"1.0.0\"\nlabels = { tenant = \"acme\", team = \"pay-1\" }\n");
+    assert_eq!(parse(&labelled).unwrap().manifest.app.tenant(), "acme");
+    assert_eq!(parse(VALID).unwrap().manifest.app.tenant(), "", "no label, no tenant");
+    // The usage store separates names with U+001F: a label must never hold one.
+    for bad in ["\\u001f", "", "Acme", "a b", "x".repeat(64).as_str()] {
+        let d = only_error(
+            &VALID
+                .replace("version = \"1.0.0\"\n", &format!("version = \"1.0.0\"\nlabels = {{ tenant = \"{bad}\" }}\n")),
+        );
+        assert_eq!(d.field.as_str(), "app.labels.tenant", "{bad:?}");
+        assert!(d.message.contains("the value of label `tenant`"), "{}", d.message);
+    }
+    let d =
+        only_error(&VALID.replace("version = \"1.0.0\"\n", "version = \"1.0.0\"\nlabels = { Tenant = \"acme\" }\n"));
+    assert!(d.message.contains("label name `Tenant`"), "{}", d.message);
+}

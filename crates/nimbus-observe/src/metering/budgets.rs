@@ -94,7 +94,7 @@ pub struct BudgetStatus {
     pub reached: Vec<u32>,
     /// Whether new requests to its apps are refused (hard limit reached).
     pub throttled: bool,
-    /// The apps it covers that have usage this month.
+    /// The apps it covers: its app, or the apps of its tenant with usage this month.
     pub apps: Vec<String>,
 }
 
