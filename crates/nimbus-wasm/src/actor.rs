@@ -224,7 +224,7 @@ pub(crate) async fn invoke(
     let mut guest = GuestState::new(settings, &run.scope, inv.lease);
     guest.actor = ActorCtx { state, dirty: false };
     let (mut store, deadline) = limits.new_store(pre.engine(), guest);
-    let usage = run.scope.telemetry.usage.clone();
+    let scope = run.scope.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
@@ -233,10 +233,11 @@ pub(crate) async fn invoke(
             .await
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
-    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
-        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-        Ok(r) => r,
-    };
+    let result =
+        match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), &scope.telemetry.usage).await {
+            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+            Ok(r) => r,
+        };
     run.finish(result.as_ref().err().map(|e| e as _));
     let result = result?;
     let ctx = std::mem::take(&mut store.data_mut().actor);

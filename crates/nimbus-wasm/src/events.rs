@@ -42,7 +42,7 @@ pub(crate) async fn handle(
     let state = GuestState::new(settings, &run.scope, inv.lease);
     let (mut store, deadline) = limits.new_store(pre.engine(), state);
     let record = crate::publish::to_guest(event);
-    let usage = run.scope.telemetry.usage.clone();
+    let scope = run.scope.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         instance
@@ -51,13 +51,14 @@ pub(crate) async fn handle(
             .await
             .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
     };
-    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
-        Err(_) => Err(InvokeError::Timeout(limits.timeout).into()),
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(types::Error::Rejected(m)))) => Err(EventError::Rejected(m)),
-        Ok(Ok(Err(types::Error::Failed(m)))) => Err(EventError::Failed(m)),
-    };
+    let result =
+        match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), &scope.telemetry.usage).await {
+            Err(_) => Err(InvokeError::Timeout(limits.timeout).into()),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(types::Error::Rejected(m)))) => Err(EventError::Rejected(m)),
+            Ok(Ok(Err(types::Error::Failed(m)))) => Err(EventError::Failed(m)),
+        };
     drop(store);
     run.finish(result.as_ref().err().map(|e| e as _));
     result

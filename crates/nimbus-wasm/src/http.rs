@@ -45,10 +45,9 @@ pub(crate) async fn handle(
 
     let pre = pre.clone();
     let settings = settings.clone();
-    let usage = lifecycle.scope.telemetry.usage.clone();
-    // Its time on a worker thread, both here and in the task streaming the body, is its CPU time.
-    let mut run = nimbus_observe::Busy::new(
-        Box::pin(async move {
+    let scope = lifecycle.scope.clone();
+    let mut run = Box::pin(async move {
+        let invocation = async move {
             let call = async {
                 let proxy = lifecycle.instantiate(&settings, pre.instantiate_async(&mut store)).await?;
                 proxy
@@ -71,9 +70,11 @@ pub(crate) async fn handle(
             }
             lifecycle.finish(result.as_ref().err().map(|e| e as _));
             result
-        }),
-        usage,
-    );
+        };
+        // Its time on a worker thread, both here and in the task streaming the body, is its CPU
+        // time.
+        nimbus_observe::Busy::new(invocation, &scope.telemetry.usage).await
+    });
 
     // The guest runs on this task (no hand-off to another thread) until it either returns or sets
     // its response while still producing the body; only then does the rest of it move to a task

@@ -47,7 +47,7 @@ pub(crate) async fn handle(
     let state = WagiState { wasi: wasi.build_p1(), limits: metered, _lease: inv.lease };
     let (mut store, deadline) = limits.new_store(pre.module().engine(), state);
 
-    let usage = run.scope.telemetry.usage.clone();
+    let scope = run.scope.clone();
     let call = async {
         let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
         let start = instance
@@ -62,10 +62,11 @@ pub(crate) async fn handle(
             },
         }
     };
-    let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
-        Ok(result) => result,
-        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-    };
+    let result =
+        match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), &scope.telemetry.usage).await {
+            Ok(result) => result,
+            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        };
     drop(store);
     run.finish(result.as_ref().err().map(|e| e as _));
     result?;

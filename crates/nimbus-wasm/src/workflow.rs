@@ -259,7 +259,7 @@ impl Function {
         let mut guest = GuestState::new(settings, &run.scope, inv.lease);
         guest.workflow = WorkflowCtx { driver: Some(driver), in_host: Duration::ZERO };
         let mut store = limits.new_guest_time_store(pre.engine(), guest, |g| g.workflow.in_host);
-        let usage = run.scope.telemetry.usage.clone();
+        let scope = run.scope.clone();
         let result = nimbus_observe::Busy::new(
             async {
                 let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
@@ -269,7 +269,7 @@ impl Function {
                     Err(e) => Err(InvokeError::from_wasmtime(&e, limits.timeout)),
                 }
             },
-            usage,
+            &scope.telemetry.usage,
         )
         .await;
         drop(store);
@@ -299,7 +299,7 @@ impl Function {
             idempotency_key: info.idempotency_key.clone(),
             attempt: info.attempt,
         };
-        let usage = run.scope.telemetry.usage.clone();
+        let scope = run.scope.clone();
         let call = async {
             let instance = run.instantiate(settings, pre.instantiate_async(&mut store)).await?;
             instance
@@ -308,10 +308,13 @@ impl Function {
                 .await
                 .map_err(|e| InvokeError::from_wasmtime(&e, limits.timeout))
         };
-        let result = match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), usage).await {
-            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-            Ok(r) => r,
-        };
+        let result =
+            match nimbus_observe::Busy::new(tokio::time::timeout_at(deadline.into(), call), &scope.telemetry.usage)
+                .await
+            {
+                Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+                Ok(r) => r,
+            };
         drop(store);
         run.finish(result.as_ref().err().map(|e| e as _));
         Ok(result?.map_err(|e| StepFailure { message: e.message, retryable: e.retryable }))

@@ -158,22 +158,48 @@ impl Usage {
     }
 }
 
-/// Accumulators of one component of one revision, taken at each flush.
+/// Accumulators of one component of one revision, taken at each flush: one set per shard, each
+/// on cache lines of its own, a thread adding to its shard's, so that instances of a component on
+/// different cores do not pass one cache line back and forth.
+#[derive(Debug)]
+pub(crate) struct Cell(Box<[Shard]>);
+
+/// Shards per cell (threads share one when there are more).
+const SHARDS: usize = 8;
+
 #[derive(Debug, Default)]
-pub(crate) struct Cell([AtomicU64; MEASURES]);
+#[repr(align(128))]
+struct Shard([AtomicU64; MEASURES]);
+
+impl Default for Cell {
+    fn default() -> Self {
+        Self((0..SHARDS).map(|_| Shard::default()).collect())
+    }
+}
+
+/// The shard of the calling thread.
+fn shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
 
 impl Cell {
     fn add(&self, m: Measure, n: u64) {
         if n > 0 {
-            self.0[m.index()].fetch_add(n, Ordering::Relaxed);
+            self.0[shard()].0[m.index()].fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// What was recorded since the last take.
     pub(crate) fn take(&self) -> Usage {
         let mut usage = Usage::default();
-        for (slot, cell) in usage.0.iter_mut().zip(&self.0) {
-            *slot = cell.swap(0, Ordering::Relaxed);
+        for shard in &self.0 {
+            for m in Measure::ALL {
+                usage.add(m, shard.0[m.index()].swap(0, Ordering::Relaxed));
+            }
         }
         usage
     }
@@ -279,15 +305,16 @@ impl UsageMeter {
 
 pin_project_lite::pin_project! {
     /// A future whose time on a worker thread (the sum of its polls) is recorded as CPU time of
-    /// a meter when it is dropped, finished or not.
-    pub struct Busy<F> {
+    /// a meter when it is dropped, finished or not. It borrows the meter (a handle of the
+    /// invocation's own, not a clone of the component's shared one).
+    pub struct Busy<'m, F> {
         #[pin]
         inner: F,
         spent: Duration,
-        meter: UsageMeter,
+        meter: &'m UsageMeter,
     }
 
-    impl<F> PinnedDrop for Busy<F> {
+    impl<'m, F> PinnedDrop for Busy<'m, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             this.meter.cpu(*this.spent);
@@ -295,14 +322,14 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Busy<F> {
+impl<'m, F> Busy<'m, F> {
     /// Counts `inner`'s polls into `meter`.
-    pub fn new(inner: F, meter: UsageMeter) -> Self {
+    pub fn new(inner: F, meter: &'m UsageMeter) -> Self {
         Self { inner, spent: Duration::ZERO, meter }
     }
 }
 
-impl<F: Future> Future for Busy<F> {
+impl<F: Future> Future for Busy<'_, F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -361,7 +388,7 @@ mod tests {
                     std::hint::spin_loop();
                 }
             },
-            UsageMeter::new(metered.clone()),
+            &UsageMeter::new(metered.clone()),
         ));
         let cpu = metered.cell.take().cpu_seconds();
         assert!((0.03..0.2).contains(&cpu), "30 ms of spinning after 200 ms of sleep: {cpu}");
