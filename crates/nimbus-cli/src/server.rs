@@ -168,8 +168,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     nimbus_control::migrate_state(&store, &*kv)
         .await
         .context("cannot move the state written by an older Nimbus to its apps; nothing was deleted, start again")?;
-    let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
-    let kv: Arc<dyn nimbus_state::KvStore> = kv_changes.clone();
+    let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone()));
     let vault = Arc::new(open_vault(&store, args.master_key_file.clone())?);
     let secrets: Arc<dyn SecretSource> = vault.clone();
     let runtime = Arc::new(

@@ -353,10 +353,6 @@ async fn open_data(
             "cannot move the state written by an older Nimbus to this app; nothing was deleted, start again",
         )?;
         let changes = bus.as_ref().map(|bus| Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone())));
-        let kv: Arc<dyn nimbus_state::KvStore> = match &changes {
-            Some(c) => c.clone(),
-            None => kv,
-        };
         runtime = runtime.with_kv(kv.clone());
         (Some(kv), changes)
     } else {

@@ -37,10 +37,10 @@
 //! let bus: Arc<dyn nimbus_bus::EventBus> =
 //!     Arc::new(nimbus_bus::Embedded::open("bus.redb".as_ref(), Default::default())?);
 //! let kv: Arc<dyn nimbus_state::KvStore> = Arc::new(nimbus_state::Embedded::open("state.redb".as_ref())?);
-//! let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
+//! let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone()));
 //! // The apps' secrets, sealed in the store under a master key (none here: secrets are refused).
 //! let vault = Arc::new(nimbus_control::Vault::open(store.clone(), None)?);
-//! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv_changes.clone()).with_secrets(vault.clone()));
+//! let runtime = Arc::new(runtime.with_bus(bus.clone()).with_kv(kv).with_secrets(vault.clone()));
 //! let authorizer = Arc::new(nimbus_control::Authorizer::new(store.clone()));
 //! let tokens = Tokens::new(store.clone(), authorizer.clone());
 //! let callers = Arc::new(nimbus_control::DataAuth::Tokens { tokens: tokens.clone(), dev: false });

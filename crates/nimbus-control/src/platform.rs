@@ -208,7 +208,7 @@ impl Platform {
         let env = HostEnv {
             runtime,
             bus: Some(bus.clone()),
-            kv: Some(kv_changes.clone()),
+            kv: Some(kv_changes.store().clone()),
             kv_changes: Some(kv_changes),
             callers,
             observer,

@@ -4,6 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::feed::ChangeFeed;
 use crate::{Bucket, KvError};
 
 /// A stored value with its revision.
@@ -69,6 +70,14 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// The bytes `bucket` holds (its keys and stored values; on JetStream, its stream's bytes),
     /// for metering storage; 0 for a bucket never written.
     async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError>;
+
+    /// The change feed of `bucket` ([`crate::feed`]): from the first call on, every change of the
+    /// bucket is recorded with the write itself and kept until acknowledged, across restarts;
+    /// later calls resume where the acknowledgements end.
+    async fn follow(&self, bucket: &Bucket) -> Result<Box<dyn ChangeFeed>, KvError>;
+
+    /// Stops recording the changes of `bucket` and forgets those not acknowledged yet.
+    async fn unfollow(&self, bucket: &Bucket) -> Result<(), KvError>;
 
     /// Whether `key` has a value.
     async fn exists(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {

@@ -1,7 +1,8 @@
 //! Nimbus durable state: KV buckets behind the [`KvStore`] trait, with an embedded backend
 //! ([`Embedded`], redb on this node) and a distributed one ([`NatsKv`], NATS JetStream KV), which
 //! pass one conformance suite: get / set (with TTL) / delete / exists, list by prefix with a
-//! cursor, compare-and-swap on revisions, atomic increment, batch get and set. Keys are any text
+//! cursor, compare-and-swap on revisions, atomic increment, batch get and set, and a durable
+//! [`feed`] of a bucket's changes written with the changes themselves. Keys are any text
 //! up to 512 bytes, compared byte for byte. A [`Bucket`] belongs to one app: backends store it
 //! under a name that carries the app (`nimbus_manifest::scoped_name`), so two apps' `carts`
 //! never meet. [`migrate`] moves buckets stored before names were scoped to their apps, once.
@@ -27,6 +28,7 @@
 
 mod embedded;
 mod error;
+pub mod feed;
 pub mod journal;
 mod kv;
 mod migrate;
@@ -36,6 +38,7 @@ mod value_format;
 
 pub use embedded::Embedded;
 pub use error::KvError;
+pub use feed::{Change, ChangeFeed};
 pub use kv::{Entry, KvStore, Page, Swap};
 pub use migrate::{LAYOUT, Moved, layout, migrate};
 pub use names::{Bucket, MAX_BUCKET_LEN, MAX_KEY_LEN, check_key};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_fixtures::nats::NatsServer;
-use nimbus_state::{Bucket, Embedded, KvError, KvStore, NatsKv, Swap, journal};
+use nimbus_state::{Bucket, Change, ChangeFeed, Embedded, KvError, KvStore, NatsKv, Swap, journal};
 use std::collections::BTreeMap;
 
 enum Backend {
@@ -46,7 +46,84 @@ both!(
     the_workflow_journal_writes_each_position_once,
     the_workflow_journal_survives_reopen,
     stored_bytes_follow_what_a_bucket_holds,
+    change_feeds_keep_every_change_until_acknowledged,
+    an_unfollowed_bucket_records_nothing,
 );
+
+/// The next `n` changes the feed returns, as `(key, value)` (`None`: deleted), with strictly
+/// increasing revisions. JetStream records deleting an absent key (`never-there`) as a change:
+/// it is not counted.
+async fn drain(feed: &mut Box<dyn ChangeFeed>, n: usize) -> Vec<(String, Option<String>)> {
+    // A JetStream batch a follower took and never acknowledged comes back after its ack wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out: Vec<Change> = Vec::new();
+    while out.len() < n {
+        assert!(std::time::Instant::now() < deadline, "the feed stopped after {} of {n} changes: {out:?}", out.len());
+        let got = feed.next(3, Duration::from_secs(2)).await.unwrap();
+        out.extend(got.into_iter().filter(|c| c.key != "never-there"));
+    }
+    assert!(out.windows(2).all(|w| w[0].revision < w[1].revision), "in revision order: {out:?}");
+    out.into_iter().map(|c| (c.key, c.value.map(|v| String::from_utf8(v.to_vec()).unwrap()))).collect()
+}
+
+async fn change_feeds_keep_every_change_until_acknowledged(b: Backend) {
+    let c = bucket("carts");
+    let expected = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+    };
+    let kv = b.open().await;
+    kv.set(&c, "before", "not recorded".into(), None).await.unwrap();
+    let mut feed = kv.follow(&c).await.unwrap();
+    assert!(feed.next(10, Duration::from_millis(200)).await.unwrap().is_empty(), "nothing since following");
+    let waiting = tokio::spawn(async move { (feed.next(10, Duration::from_secs(10)).await.unwrap(), feed) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    kv.set(&c, "a", "1".into(), None).await.unwrap();
+    let (woken, mut feed) = waiting.await.unwrap();
+    assert_eq!(woken.len(), 1, "a waiting follower wakes on the write: {woken:?}");
+    feed.ack().await.unwrap();
+    kv.set(&bucket("other"), "x", "other bucket".into(), None).await.unwrap();
+    let rev = kv.set(&c, "b", "2".into(), None).await.unwrap();
+    kv.delete(&c, "a").await.unwrap();
+    kv.delete(&c, "never-there").await.unwrap();
+    assert!(matches!(kv.compare_and_swap(&c, "b", Some(rev), "3".into()).await.unwrap(), Swap::Done(_)));
+    assert!(matches!(kv.compare_and_swap(&c, "b", Some(rev), "lost".into()).await.unwrap(), Swap::Conflict(_)));
+    kv.increment(&c, "n", 5).await.unwrap();
+    kv.set_many(&c, vec![("e".into(), "5".into()), ("f".into(), "6".into())]).await.unwrap();
+    let all = expected(&[
+        ("b", Some("2")),
+        ("a", None),
+        ("b", Some("3")),
+        ("n", Some("5")),
+        ("e", Some("5")),
+        ("f", Some("6")),
+    ]);
+    assert_eq!(drain(&mut feed, 6).await, all, "every change once, in order, the failed swap not at all");
+    // Not acknowledged: a restart (another node, for NATS) sees them all again.
+    drop((feed, kv));
+    let kv = b.open().await;
+    let mut feed = kv.follow(&c).await.unwrap();
+    assert_eq!(drain(&mut feed, 6).await, all, "unacknowledged changes survive a restart");
+    feed.ack().await.unwrap();
+    kv.set(&c, "g", "7".into(), None).await.unwrap();
+    drop((feed, kv));
+    let kv = b.open().await;
+    let mut feed = kv.follow(&c).await.unwrap();
+    assert_eq!(drain(&mut feed, 1).await, expected(&[("g", Some("7"))]), "acknowledged changes are gone");
+}
+
+async fn an_unfollowed_bucket_records_nothing(b: Backend) {
+    let c = bucket("carts");
+    let kv = b.open().await;
+    let mut feed = kv.follow(&c).await.unwrap();
+    kv.set(&c, "a", "1".into(), None).await.unwrap();
+    drop(feed);
+    kv.unfollow(&c).await.unwrap();
+    kv.set(&c, "b", "2".into(), None).await.unwrap();
+    feed = kv.follow(&c).await.unwrap();
+    assert!(feed.next(10, Duration::from_millis(300)).await.unwrap().is_empty(), "forgotten, and not recorded since");
+    kv.set(&c, "c", "3".into(), None).await.unwrap();
+    assert_eq!(drain(&mut feed, 1).await, vec![("c".to_string(), Some("3".to_string()))]);
+}
 
 async fn stored_bytes_follow_what_a_bucket_holds(b: Backend) {
     let kv = b.open().await;

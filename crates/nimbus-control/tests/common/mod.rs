@@ -28,10 +28,9 @@ impl Data {
             Arc::new(nimbus_bus::Embedded::open(&dir.path().join("bus.redb"), Default::default()).unwrap());
         let kv: Arc<dyn nimbus_state::KvStore> =
             Arc::new(nimbus_state::Embedded::open(&dir.path().join("state.redb")).unwrap());
-        let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv, bus.clone()));
+        let kv_changes = Arc::new(nimbus_triggers::KvChanges::new(kv.clone(), bus.clone()));
         let config = nimbus_wasm::RuntimeConfig { max_instances: 16, ..Default::default() };
-        let runtime =
-            Arc::new(nimbus_wasm::Runtime::new(config).unwrap().with_bus(bus.clone()).with_kv(kv_changes.clone()));
+        let runtime = Arc::new(nimbus_wasm::Runtime::new(config).unwrap().with_bus(bus.clone()).with_kv(kv));
         Self { dir, bus, kv_changes, runtime }
     }
 

@@ -6,10 +6,14 @@
 //! refused ([`KvError::Misplaced`]) before anything reaches NATS, and a pinned app's buckets are
 //! created with JetStream placement tags (see [`nimbus_manifest::Residency`]).
 //!
+//! Change feeds ([`crate::feed`]) are a durable consumer on the bucket's stream ([`feed`]).
+//!
 //! Durability: run nats-server with `jetstream { sync_interval: always }` (see `nimbus-bus`).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod feed;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
@@ -20,6 +24,7 @@ use futures::TryStreamExt;
 
 use nimbus_manifest::Residency;
 
+use crate::feed::ChangeFeed;
 use crate::kv::{Entry, KvStore, Page, Swap};
 use crate::names::check_key;
 use crate::{Bucket, KvError};
@@ -107,9 +112,7 @@ async fn entry(store: &kv::Store, key: String) -> Result<Option<Entry>, KvError>
     loop {
         match store.stream.get_last_raw_message_by_subject(subject.as_str()).await {
             Ok(message) => {
-                let removed =
-                    message.headers.get("KV-Operation").is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-                        || message.headers.get(async_nats::header::NATS_MARKER_REASON).is_some();
+                let removed = deleted(&message.headers) || marker(&message.headers);
                 return Ok((!removed).then(|| Entry { value: message.payload, revision: message.sequence }));
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
@@ -124,6 +127,16 @@ async fn entry(store: &kv::Store, key: String) -> Result<Option<Entry>, KvError>
             Err(e) => return Err(KvError::nats(e)),
         }
     }
+}
+
+/// Whether a bucket stream's message deletes its key.
+fn deleted(headers: &HeaderMap) -> bool {
+    headers.get("KV-Operation").is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+}
+
+/// Whether a bucket stream's message is the server's marker of an expired key.
+fn marker(headers: &HeaderMap) -> bool {
+    headers.get(async_nats::header::NATS_MARKER_REASON).is_some()
 }
 
 /// Runs `write` again, for up to ~3 s, while JetStream answers `no stream found`: a bucket
@@ -247,6 +260,14 @@ impl KvStore for NatsKv {
     async fn bucket_names(&self) -> Result<Vec<String>, KvError> {
         let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(KvError::nats)?;
         Ok(names.iter().filter_map(|n| n.strip_prefix("KV_nimbus_kv_").map(str::to_string)).collect())
+    }
+
+    async fn follow(&self, bucket: &Bucket) -> Result<Box<dyn ChangeFeed>, KvError> {
+        feed::follow(&self.js, &self.store(bucket).await?).await
+    }
+
+    async fn unfollow(&self, bucket: &Bucket) -> Result<(), KvError> {
+        feed::unfollow(&self.js, &self.store(bucket).await?).await
     }
 
     async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64, KvError> {

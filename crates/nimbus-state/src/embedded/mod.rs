@@ -1,5 +1,8 @@
 //! The embedded backend: every bucket a table in one redb file; writes group-committed and
-//! fsynced before they return; keys with a TTL indexed by expiry and deleted by a periodic sweep.
+//! fsynced before they return; keys with a TTL indexed by expiry and deleted by a periodic sweep;
+//! the changes of followed buckets written to an outbox in the same transaction ([`feed`]).
+mod feed;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use crate::feed::ChangeFeed;
 use crate::kv::{Entry, KvStore, Page, Swap};
 use crate::names::check_key;
 use crate::value_format;
@@ -82,6 +86,8 @@ const MAX_BATCH: usize = 1024;
 pub struct Embedded {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    /// Counts commits, so change feeds wait for one instead of polling.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The group-commit thread; when the last handle goes, it finishes what it has and is joined,
@@ -116,16 +122,18 @@ impl Embedded {
         let txn = db.begin_write().map_err(KvError::store)?;
         txn.open_table(REVISIONS).map_err(KvError::store)?;
         txn.open_table(EXPIRY).map_err(KvError::store)?;
+        feed::create_tables(&txn)?;
         txn.commit().map_err(KvError::store)?;
         let db = Arc::new(db);
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let (committed, commits) = tokio::sync::watch::channel(0);
         let for_thread = db.clone();
         let thread = std::thread::Builder::new()
             .name("nimbus-kv-writer".into())
-            .spawn(move || group_commit(&for_thread, &rx))
+            .spawn(move || group_commit(&for_thread, &rx, &committed))
             .map_err(KvError::store)?;
         let writer = Writer { jobs: std::sync::Mutex::new(Some(jobs)), thread: std::sync::Mutex::new(Some(thread)) };
-        Ok(Self { db, writer: Arc::new(writer) })
+        Ok(Self { db, writer: Arc::new(writer), commits })
     }
 
     /// Runs `f` in the next group commit and answers once that is durable.
@@ -161,7 +169,7 @@ impl Embedded {
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits it durably,
 /// then answers each. A store failure in any job aborts the batch and fails all of its jobs.
-fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
+fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>, committed: &tokio::sync::watch::Sender<u64>) {
     let mut last_sweep = std::time::Instant::now();
     loop {
         if last_sweep.elapsed() >= SWEEP_EVERY {
@@ -191,6 +199,8 @@ fn group_commit(db: &Database, rx: &std::sync::mpsc::Receiver<Job>) {
         })();
         if let Err(e) = &outcome {
             tracing::error!(error = %nimbus_observe::report(e), "state store commit failed; the writes in it were not acknowledged");
+        } else {
+            committed.send_modify(|n| *n = n.wrapping_add(1));
         }
         for job in batch {
             job.finish(outcome.clone());
@@ -251,6 +261,14 @@ fn forget_expiry(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<(
     Ok(())
 }
 
+/// Takes the bucket's next revision.
+fn next_revision(txn: &WriteTransaction, bucket: &Bucket) -> Result<u64, KvError> {
+    let mut revisions = txn.open_table(REVISIONS).map_err(KvError::store)?;
+    let revision = revisions.get(bucket.storage_name()).map_err(KvError::store)?.map_or(0, |v| v.value()) + 1;
+    revisions.insert(bucket.storage_name(), revision).map_err(KvError::store)?;
+    Ok(revision)
+}
+
 /// Writes `value` under the bucket's next revision.
 fn put(
     txn: &WriteTransaction,
@@ -259,9 +277,7 @@ fn put(
     value: &[u8],
     ttl: Option<Duration>,
 ) -> Result<u64, KvError> {
-    let mut revisions = txn.open_table(REVISIONS).map_err(KvError::store)?;
-    let revision = revisions.get(bucket.storage_name()).map_err(KvError::store)?.map_or(0, |v| v.value()) + 1;
-    revisions.insert(bucket.storage_name(), revision).map_err(KvError::store)?;
+    let revision = next_revision(txn, bucket)?;
     let expires = ttl.map_or(0, |t| now_ms() + t.as_millis().max(1) as u64);
     forget_expiry(txn, bucket, key)?;
     if expires != 0 {
@@ -274,7 +290,24 @@ fn put(
     let name = table(bucket);
     let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
     t.insert(key, record.as_slice()).map_err(KvError::store)?;
+    drop(t);
+    feed::record(txn, bucket, key, revision, Some(value))?;
     Ok(revision)
+}
+
+/// Deletes `key`; a key that had a value takes the bucket's next revision, and a followed
+/// bucket records the deletion.
+fn remove(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<(), KvError> {
+    forget_expiry(txn, bucket, key)?;
+    let name = table(bucket);
+    let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
+    let had = t.remove(key).map_err(KvError::store)?.is_some();
+    drop(t);
+    if had {
+        let revision = next_revision(txn, bucket)?;
+        feed::record(txn, bucket, key, revision, None)?;
+    }
+    Ok(())
 }
 
 fn current(txn: &WriteTransaction, bucket: &Bucket, key: &str) -> Result<Option<Entry>, KvError> {
@@ -299,14 +332,7 @@ impl KvStore for Embedded {
     async fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KvError> {
         check_key(key)?;
         let (bucket, key) = (bucket.clone(), key.to_string());
-        self.write(move |txn| {
-            forget_expiry(txn, &bucket, &key)?;
-            let name = table(&bucket);
-            let mut t = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(KvError::store)?;
-            t.remove(key.as_str()).map_err(KvError::store)?;
-            Ok(())
-        })
-        .await
+        self.write(move |txn| remove(txn, &bucket, &key)).await
     }
 
     async fn compare_and_swap(
@@ -377,6 +403,14 @@ impl KvStore for Embedded {
             }
         };
         tokio::task::spawn_blocking(read).await.map_err(|_| KvError::Closed)?
+    }
+
+    async fn follow(&self, bucket: &Bucket) -> Result<Box<dyn ChangeFeed>, KvError> {
+        feed::follow(self, bucket).await
+    }
+
+    async fn unfollow(&self, bucket: &Bucket) -> Result<(), KvError> {
+        feed::unfollow(self, bucket).await
     }
 
     async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
