@@ -32,9 +32,14 @@ impl App {
 
     /// The token of the `nimbus up` serving this directory (from `.nimbus/api.json`).
     pub fn local_token(&self) -> String {
+        self.local_api().1
+    }
+
+    /// The URL and token of the local control API of the `nimbus up` serving this directory.
+    pub fn local_api(&self) -> (String, String) {
         let text = std::fs::read_to_string(self.path().join(".nimbus/api.json")).unwrap();
         let api: serde_json::Value = serde_json::from_str(&text).unwrap();
-        api["token"].as_str().unwrap().to_string()
+        (api["url"].as_str().unwrap().to_string(), api["token"].as_str().unwrap().to_string())
     }
 
     /// Runs `nimbus ARGS` in the app directory with `HOME` at `home` and no server configured

@@ -35,6 +35,10 @@ pub enum ControlError {
         /// What to do.
         hint: Option<String>,
     },
+    /// A conditional request's precondition does not hold (412): a KV write's `If-Match`
+    /// revision is not the key's current one, or `If-None-Match: *` found a value.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The app, or a bucket or topic of it, may not be on this node (its `[placement]` requires
     /// labels this node does not have): nothing of it is stored or run here (421).
     #[error("{what} may only be on nodes labelled {requires}; this node is not")]
@@ -150,6 +154,7 @@ impl ControlError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(StoreError::Cluster { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -172,6 +177,7 @@ impl ControlError {
             Self::Invalid { .. } => "invalid_bundle",
             Self::NotFound(_) => "not_found",
             Self::Misdirected { .. } => "misdirected",
+            Self::PreconditionFailed(_) => "precondition_failed",
             Self::Conflict { .. } | Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(StoreError::Cluster { .. }) => "unavailable",
             Self::TooLarge(_) => "too_large",
@@ -200,6 +206,9 @@ impl ControlError {
             }
             Self::Misdirected { requires, .. } => {
                 return format!("send it to a node labelled {requires}; `nimbus nodes list` shows each node's labels");
+            }
+            Self::PreconditionFailed(_) => {
+                "someone else changed it first: read it again (its `ETag` is the current revision), apply your change and retry with that `If-Match`"
             }
             Self::TooLarge(_) => "send less; the limit is in the message",
             Self::Unauthorized(_) => {

@@ -1,4 +1,5 @@
-//! The key-value capability: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft) on Nimbus's KV
+//! The key-value capability: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft) and Nimbus's
+//! compare-and-swap extension `nimbus:keyvalue/cas` (`wit/nimbus-keyvalue`) on Nimbus's KV
 //! store ([`crate::Runtime::with_kv`]), only for the buckets in the component's `grants.kv`.
 //! Without any grant the interfaces are not linked at all, so a component that imports them is
 //! refused at load with the grant to add; opening a bucket that was not granted is
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use nimbus_manifest::Component;
 use nimbus_observe::SpanKind;
-use nimbus_state::{Bucket, KvStore};
+use nimbus_state::{Bucket, KvStore, Swap};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
 use crate::capability::{Capability, PrepareContext, Registered};
@@ -19,14 +20,15 @@ use crate::scope::Scope;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../../wit/deps/keyvalue",
-        world: "wasi:keyvalue/imports",
+        path: ["../../wit/deps/keyvalue", "../../wit/nimbus-keyvalue"],
+        world: "nimbus:keyvalue/imports",
         imports: { default: async | trappable },
         with: { "wasi:keyvalue/store.bucket": super::OpenBucket },
         trappable_error_type: { "wasi:keyvalue/store.error" => super::Error },
     });
 }
 
+use bindings::nimbus::keyvalue::cas;
 use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// An opened bucket, as the guest holds it. List cursors handed to the guest index `cursors`.
@@ -66,7 +68,7 @@ impl Capability for KeyValue {
     const GRANT: &'static str = "kv";
     const EXAMPLE: &'static str = r#"["BUCKET"]"#;
     const INTERFACES: &'static [&'static str] =
-        &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch"];
+        &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch", "nimbus:keyvalue/cas"];
     type Backend = Option<Arc<dyn KvStore>>;
     type App = KvGrants;
     type Instance = KvCtx;
@@ -84,7 +86,8 @@ impl Capability for KeyValue {
         }
         store::add_to_linker::<_, HasKv>(linker, view)?;
         atomics::add_to_linker::<_, HasKv>(linker, view)?;
-        batch::add_to_linker::<_, HasKv>(linker, view)
+        batch::add_to_linker::<_, HasKv>(linker, view)?;
+        cas::add_to_linker::<_, HasKv>(linker, view)
     }
 
     fn prepare(app: &KvGrants, ctx: &PrepareContext<'_>) -> KvCtx {
@@ -230,6 +233,29 @@ impl atomics::Host for KvView<'_> {
         let delta = i64::try_from(delta).map_err(|_| Error::Other("delta is larger than 2^63".into()))?;
         let n = self.call(&bucket, "increment", 1, async |kv, b| Ok(kv.increment(&b, &key, delta).await?)).await?;
         u64::try_from(n).map_err(|_| Error::Other(format!("the value of {key:?} is negative ({n})")))
+    }
+}
+
+impl cas::Host for KvView<'_> {
+    async fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<cas::Versioned>, Error> {
+        let entry = self.call(&bucket, "get", 1, async |kv, b| Ok(kv.get(&b, &key).await?)).await?;
+        Ok(entry.map(|e| cas::Versioned { value: e.value.to_vec(), revision: e.revision }))
+    }
+
+    async fn swap(
+        &mut self,
+        bucket: Resource<OpenBucket>,
+        key: String,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<cas::Outcome, Error> {
+        let swap = self
+            .call(&bucket, "swap", 1, async |kv, b| Ok(kv.compare_and_swap(&b, &key, expected, value.into()).await?))
+            .await?;
+        Ok(match swap {
+            Swap::Done(revision) => cas::Outcome::Written(revision),
+            Swap::Conflict(current) => cas::Outcome::Conflict(current),
+        })
     }
 }
 

@@ -1,16 +1,20 @@
 //! A `wasi:http` component using `wasi:keyvalue`: `GET /get/BUCKET/KEY`, `PUT /set/BUCKET/KEY`
 //! (body = value), `POST /incr/BUCKET/KEY?by=N`, `DELETE /delete/BUCKET/KEY`, `GET /list/BUCKET`
 //! (every key, one per line, following cursors), `POST /batch/BUCKET` (sets `a=1`, `b=2`, then
-//! reads `a`, `b`, `c`). Errors answer 500 with the `wasi:keyvalue` error.
+//! reads `a`, `b`, `c`), `POST /fill/BUCKET?n=N` (sets `k0`..`kN-1` in one batch); with
+//! `nimbus:keyvalue/cas`: `GET /vget/BUCKET/KEY` (`REVISION VALUE`), `PUT
+//! /cas/BUCKET/KEY?expect=REVISION|none` (body = value; `written REVISION` or `conflict
+//! REVISION|none`). Errors answer 500 with the `wasi:keyvalue` error.
 use http_util::{read_body, respond};
 use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 wit_bindgen::generate!({
-    path: "../../../wit/deps/keyvalue",
-    world: "wasi:keyvalue/imports@0.2.0-draft",
+    path: ["../../../wit/deps/keyvalue", "../../../wit/nimbus-keyvalue"],
+    world: "nimbus:keyvalue/imports@0.1.0",
     generate_all,
 });
 
+use nimbus::keyvalue::cas;
 use wasi::keyvalue::{atomics, batch, store};
 
 struct Kv;
@@ -67,6 +71,28 @@ fn run(method: &Method, path: &str, query: &str, body: Vec<u8>) -> Result<(u16, 
                 .map(|v| v.map_or("-".to_string(), |(k, v)| format!("{k}={}", String::from_utf8_lossy(&v))))
                 .collect();
             (200, text.join(",").into_bytes())
+        }
+        (Method::Post, "fill") => {
+            let n: usize = query.strip_prefix("n=").and_then(|n| n.parse().ok()).unwrap_or(0);
+            let pairs: Vec<(String, Vec<u8>)> = (0..n).map(|i| (format!("k{i}"), i.to_string().into_bytes())).collect();
+            batch::set_many(&bucket, &pairs)?;
+            (204, Vec::new())
+        }
+        (Method::Get, "vget") => match cas::get(&bucket, key)? {
+            Some(v) => (200, format!("{} {}", v.revision, String::from_utf8_lossy(&v.value)).into_bytes()),
+            None => (404, b"absent".to_vec()),
+        },
+        (Method::Put, "cas") => {
+            let expected = match query.strip_prefix("expect=") {
+                Some("none") => None,
+                Some(n) => Some(n.parse().unwrap_or(u64::MAX)),
+                None => return Ok((400, b"expect=REVISION|none".to_vec())),
+            };
+            let text = match cas::swap(&bucket, key, expected, &body)? {
+                cas::Outcome::Written(r) => format!("written {r}"),
+                cas::Outcome::Conflict(r) => format!("conflict {}", r.map_or("none".to_string(), |r| r.to_string())),
+            };
+            (200, text.into_bytes())
         }
         _ => (404, b"unknown operation".to_vec()),
     })
