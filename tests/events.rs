@@ -506,3 +506,66 @@ async fn under_up_a_topic_that_is_not_public_takes_only_the_local_token() {
     let stored = ok(app.cli(home.path(), &["events", "tail", "orders", "--all", "--no-follow"]));
     assert!(stored.contains("a-3") && !stored.contains("a-1") && !stored.contains("a-2"), "{stored}");
 }
+
+/// The gateway's own endpoints, as `openapi/nimbus-v1.json` documents them (tag `gateway`):
+/// every documented operation is called on a running gateway and answers with one of its
+/// documented statuses, errors in the documented shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_endpoints_answer_as_the_openapi_document_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir.path().join("record.txt"), false);
+    let server = app.up(UNSANDBOXED);
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/nimbus-v1.json"))).unwrap();
+    let mut untested: HashSet<(String, String)> = HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "gateway")) {
+                untested.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(untested.len() >= 8, "the gateway's operations are documented: {untested:?}");
+    let c = client();
+    type Headers = &'static [(&'static str, &'static str)];
+    let cases: &[(&str, &str, &str, Headers)] = &[
+        ("GET", "/healthz", "/healthz", &[]),
+        (
+            "POST",
+            "/events/{topic}",
+            "/events/orders",
+            &[("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "t")],
+        ),
+        ("POST", "/events/{topic}", "/events/orders", &[("ce-specversion", "1.0")]),
+        ("POST", "/events/{topic}", "/events/nope", &[]),
+        ("POST", "/actors/{type}/{key}/{method}", "/actors/cart/1/add", &[]),
+        ("POST", "/workflows/{name}", "/workflows/order", &[]),
+        ("GET", "/workflows/{name}", "/workflows/order", &[]),
+        ("GET", "/workflows/{name}/{run}", "/workflows/order/r1", &[]),
+        ("POST", "/workflows/{name}/{run}/signals/{signal}", "/workflows/order/r1/signals/paid", &[]),
+        ("POST", "/workflows/{name}/{run}/cancel", "/workflows/order/r1/cancel", &[]),
+    ];
+    for (method, template, path, headers) in cases {
+        let op = &doc["paths"][template][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let mut req = c.request(method.parse().unwrap(), server.url(path)).body("{}");
+        for (k, v) in *headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16().to_string();
+        assert!(
+            op["responses"][&status].is_object(),
+            "{method} {path} answered {status}, not documented: {}",
+            op["responses"]
+        );
+        if resp.status().as_u16() >= 400 {
+            let body: serde_json::Value = resp.json().await.unwrap();
+            for field in ["error", "status", "request_id"] {
+                assert!(!body[field].is_null(), "{method} {path}: {field} missing from {body}");
+            }
+        }
+        untested.remove(&(method.to_string(), template.to_string()));
+    }
+    assert!(untested.is_empty(), "documented but not called here: {untested:?}");
+}

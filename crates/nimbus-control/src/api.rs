@@ -129,7 +129,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Control
     info(title = "Nimbus control API", version = "1", description = "Deploy apps as immutable revisions, split traffic, roll back, manage API tokens, policies and secrets, read and verify the audit trail, publish and read events, read and write KV buckets, read traces, metrics, logs and alerts, silence alerts."),
     paths(whoami, list_nodes, deploy, list_apps, show_app, delete_app, list_revisions, show_revision, delete_revision, show_traffic, set_traffic, rollback, list_tokens, create_token, revoke_token, crate::topics::publish, crate::topics::read, crate::topics::groups, crate::topics::replay, crate::kv_api::list, crate::kv_api::read, crate::kv_api::write, crate::kv_api::remove, crate::workflows_api::list, crate::workflows_api::start, crate::workflows_api::show, crate::workflows_api::signal, crate::workflows_api::cancel, crate::secrets_api::list, crate::secrets_api::set, crate::secrets_api::remove, crate::secrets_api::rotate, crate::policy_api::show_policies, crate::policy_api::set_policies, crate::audit_api::list, crate::audit_api::verify, crate::observe_api::metrics, crate::observe_api::series, crate::observe_api::list_traces, crate::observe_api::show_trace, crate::observe_api::logs, crate::alerts_api::list, crate::alerts_api::show, crate::alerts_api::silences, crate::alerts_api::silence, crate::alerts_api::unsilence, crate::cost_api::cost, crate::cost_api::budgets),
     components(schemas(crate::nodes::NodeInfo, crate::nodes::NodeLoad, crate::nodes::NodeService, crate::nodes::NodeStatus, AppInfo, ArtifactInfo, CreatedToken, DeployResult, ErrorBody, NewToken, RevisionDetail, RevisionInfo, Role, RollbackRequest, Scope, Scope, TokenInfo, Traffic, TrafficTarget, Whoami, crate::topics::PublishedEvent, crate::topics::EventPage, crate::topics::StoredEvent, crate::topics::Replayed, crate::topics::GroupList, crate::topics::GroupInfo, crate::kv_api::KeyPage, crate::kv_api::Written, crate::model::SecretInfo, crate::model::SecretList, crate::model::RotatedKeys, crate::policy_api::PolicyText, crate::supply::SupplyReport, crate::supply::ComponentSupply, crate::supply::SupplyFinding, crate::supply::ReachEntry, crate::audit_api::AuditEntry, crate::audit_api::AuditPage, crate::audit_api::AuditVerification, crate::observe_api::MetricsSeries, crate::observe_api::ComponentMetricsSeries, crate::observe_api::MetricsPoint, crate::observe_api::TraceList, crate::observe_api::TraceDetail, crate::observe_api::LogList, crate::alerts_api::AlertList, crate::alerts_api::SilenceList, nimbus_observe::insight::Alert, nimbus_observe::insight::AlertKind, nimbus_observe::insight::AlertState, nimbus_observe::insight::Severity, nimbus_observe::insight::Observed, nimbus_observe::insight::Suspect, nimbus_observe::insight::Change, nimbus_observe::insight::Silence, nimbus_observe::insight::NewSilence, crate::cost_api::BudgetList, nimbus_observe::metering::BudgetStatus, nimbus_observe::metering::CostReport, nimbus_observe::metering::CostRow, nimbus_observe::metering::UsageView, nimbus_observe::metering::Cost, nimbus_observe::metering::Dimension)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &GatewayPaths),
     security(("bearer" = [])),
 )]
 struct ApiDoc;
@@ -149,6 +149,24 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The gateway's endpoints (`nimbus_gateway::openapi`), served where the apps are.
+struct GatewayPaths;
+
+impl utoipa::Modify for GatewayPaths {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.paths.merge(nimbus_gateway::openapi::paths());
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .schemas
+            .insert(nimbus_gateway::openapi::ERROR_SCHEMA.into(), nimbus_gateway::openapi::error_schema());
+        let tag = utoipa::openapi::tag::TagBuilder::new()
+            .name(nimbus_gateway::openapi::TAG)
+            .description(Some("Served by the gateway, on the apps' address, without an API token: health, the CloudEvents ingress, actor calls, workflow runs."))
+            .build();
+        openapi.tags.get_or_insert_with(Vec::new).push(tag);
     }
 }
 

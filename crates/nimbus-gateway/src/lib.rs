@@ -48,6 +48,7 @@ mod handler;
 mod hygiene;
 mod idle;
 mod mesh;
+pub mod openapi;
 mod peer;
 mod request_body;
 mod request_id;
