@@ -165,9 +165,13 @@ fn write_wit(dest: &Path, version: &str, deps: &[String]) -> anyhow::Result<()> 
     write_dir(wit, wit.path(), dest, &pin)?;
     let mut includes = vec![format!("wasi:http/proxy@{version}")];
     for dep in deps {
-        let dir = NIMBUS_WIT.get_dir(format!("deps/{dep}")).with_context(|| format!("the WIT package `{dep}` is missing"))?;
+        let dir =
+            NIMBUS_WIT.get_dir(format!("deps/{dep}")).with_context(|| format!("the WIT package `{dep}` is missing"))?;
         write_dir(dir, dir.path(), &dest.join("deps").join(dep), &str::to_string)?;
-        includes.push(imports_world(dir).with_context(|| format!("the WIT package `{dep}` has no world.wit naming its package"))?);
+        includes.push(
+            imports_world(dir)
+                .with_context(|| format!("the WIT package `{dep}` has no world.wit naming its package"))?,
+        );
     }
     let includes: String = includes.iter().map(|world| format!("  include {world};\n")).collect();
     let world = format!("package nimbus:app;\n\nworld app {{\n{includes}}}\n");

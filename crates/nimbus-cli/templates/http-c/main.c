@@ -1,7 +1,8 @@
-/* {{name}}: an HTTP function in C. A `wasi:http/incoming-handler` component, so it runs under
- * Nimbus, `wasmtime serve` and Spin. `app.c`, `app.h` and `app_component_type.o` are the bindings
- * `wit-bindgen c` generates for the world `app` in wit/ (wasi:http + wasi:keyvalue); clang builds
- * a WASI preview1 reactor module and `wasm-tools component new` adapts it into a component.
+/* {{name}}: an HTTP function in C. A standard `wasi:http/incoming-handler` component importing
+ * `wasi:keyvalue`, so any host that provides both runs it. `app.c`, `app.h` and
+ * `app_component_type.o` are the bindings `wit-bindgen c` generates for the world `app` in wit/;
+ * clang builds a WASI preview1 reactor module and `wasm-tools component new` adapts it into a
+ * component.
  *
  * Each request adds 1 to the key `hits` in the KV bucket `default` (granted in nimbus.toml). */
 #include <inttypes.h>

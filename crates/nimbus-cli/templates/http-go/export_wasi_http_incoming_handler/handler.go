@@ -1,7 +1,7 @@
-// Package export_wasi_http_incoming_handler is {{name}}: an HTTP function in Go. A
-// `wasi:http/incoming-handler` component, so it runs under Nimbus, `wasmtime serve` and Spin.
-// The other packages of this module are the bindings `wit-bindgen go` generates for the world
-// `app` in wit/ (wasi:http + wasi:keyvalue), and vendor/ holds the runtime they use
+// Package export_wasi_http_incoming_handler is {{name}}: an HTTP function in Go. A standard
+// `wasi:http/incoming-handler` component importing `wasi:keyvalue`, so any host that provides
+// both runs it. The other packages of this module are the bindings `wit-bindgen go` generates
+// for the world `app` in wit/, and vendor/ holds the runtime they use
 // (go.bytecodealliance.org/pkg v0.4.0, Apache-2.0, as shipped in the wit-bindgen-go 0.63.0
 // crate). Go builds a GOOS=wasip1 reactor module and `wasm-tools component new` adapts it into a
 // component.
