@@ -69,6 +69,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         ("java", &["-version"]),
         ("go", &["version"]),
         ("clang-14", &["--version"]),
+        ("wasm-tools", &["--version"]),
     ] {
         let out = std::process::Command::new(tool).args(args).output();
         let line = match out {

@@ -1,8 +1,8 @@
 //! `nimbus new` and `nimbus templates list`: app templates embedded in the binary.
 //!
 //! A template is a folder under `templates/` holding the app's files and a `template.toml`
-//! (description, language, and optionally the WASI WIT version and the Nimbus WIT packages to
-//! write into `wit/`). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
+//! (description, language, and optionally the WASI WIT version, the WIT packages to write into
+//! `wit/`, and whether the app needs the WASI preview1 → component adapter). In file contents `{{name}}` becomes the app name and `{{crate_name}}` its
 //! `snake_case` form; a file called `gitignore` is written as `.gitignore`.
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,18 @@ struct Meta {
     /// Nimbus WIT packages (directories of the repository's `wit/`) to write into `wit/`.
     #[serde(default)]
     nimbus_wit: Vec<String>,
+    /// Host interface packages (directories of the repository's `wit/deps`, e.g. `keyvalue`) to
+    /// write into `wit/deps/` and import into the world `app`; needs `wit`.
+    #[serde(default)]
+    wit_deps: Vec<String>,
+    /// Writes the WASI preview1 → component reactor adapter as [`ADAPTER_FILE`], for builds
+    /// that make a preview1 core module into a component (`wasm-tools component new --adapt`).
+    #[serde(default)]
+    preview1_adapter: bool,
 }
+
+/// The file name of the reactor adapter in an app made from a template that asks for it.
+const ADAPTER_FILE: &str = "wasi_snapshot_preview1.reactor.wasm";
 
 #[derive(Debug, Args)]
 pub(crate) struct NewArgs {
@@ -91,8 +102,15 @@ pub(crate) fn new(args: &NewArgs) -> anyhow::Result<()> {
     write_dir(dir, dir.path(), &dest, &|text| {
         text.replace("{{name}}", &args.name).replace("{{crate_name}}", &crate_name)
     })?;
-    if let Some(version) = &meta.wit {
-        write_wit(&dest.join(WIT_DIR), version)?;
+    match &meta.wit {
+        Some(version) => write_wit(&dest.join(WIT_DIR), version, &meta.wit_deps)?,
+        None if !meta.wit_deps.is_empty() => bail!("the template's `wit_deps` need `wit` in its template.toml"),
+        None => {}
+    }
+    if meta.preview1_adapter {
+        let adapter = dest.join(ADAPTER_FILE);
+        std::fs::write(&adapter, wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
+            .with_context(|| format!("cannot write {}", adapter.display()))?;
     }
     for package in &meta.nimbus_wit {
         let wit = NIMBUS_WIT.get_dir(package).with_context(|| format!("the WIT package `{package}` is missing"))?;
@@ -129,8 +147,9 @@ fn write_dir(dir: &Dir<'static>, root: &Path, dest: &Path, render: &dyn Fn(&str)
     Ok(())
 }
 
-/// Writes the WASI WIT and a world `app` including `wasi:http/proxy` at `version`.
-fn write_wit(dest: &Path, version: &str) -> anyhow::Result<()> {
+/// Writes the WASI WIT and a world `app` including `wasi:http/proxy` at `version` and the world
+/// `imports` of each of `deps` (packages of the repository's `wit/deps`, written to `wit/deps/`).
+fn write_wit(dest: &Path, version: &str, deps: &[String]) -> anyhow::Result<()> {
     let wit = TEMPLATES.get_dir(WIT_DIR).context("the WASI WIT is missing from the binary")?;
     let pin = |text: &str| {
         if version == WIT_VERSION {
@@ -144,8 +163,30 @@ fn write_wit(dest: &Path, version: &str) -> anyhow::Result<()> {
         text
     };
     write_dir(wit, wit.path(), dest, &pin)?;
-    let world = format!("package nimbus:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n}}\n");
+    let mut includes = vec![format!("wasi:http/proxy@{version}")];
+    for dep in deps {
+        let dir =
+            NIMBUS_WIT.get_dir(format!("deps/{dep}")).with_context(|| format!("the WIT package `{dep}` is missing"))?;
+        write_dir(dir, dir.path(), &dest.join("deps").join(dep), &str::to_string)?;
+        includes.push(
+            imports_world(dir)
+                .with_context(|| format!("the WIT package `{dep}` has no world.wit naming its package"))?,
+        );
+    }
+    let includes: String = includes.iter().map(|world| format!("  include {world};\n")).collect();
+    let world = format!("package nimbus:app;\n\nworld app {{\n{includes}}}\n");
     std::fs::write(dest.join("world.wit"), world).with_context(|| format!("cannot write {}", dest.display()))
+}
+
+/// The world `imports` of the package a WIT directory declares in its `world.wit`
+/// (`package wasi:keyvalue@0.2.0-draft;` → `wasi:keyvalue/imports@0.2.0-draft`).
+fn imports_world(dir: &Dir<'static>) -> Option<String> {
+    let text = dir.get_file(dir.path().join("world.wit"))?.contents_utf8()?;
+    let package = text.lines().find_map(|l| l.trim().strip_prefix("package "))?.trim_end_matches(';').trim();
+    Some(match package.split_once('@') {
+        Some((name, version)) => format!("{name}/imports@{version}"),
+        None => format!("{package}/imports"),
+    })
 }
 
 /// `0.2.N` versions after `version` up to the embedded one.

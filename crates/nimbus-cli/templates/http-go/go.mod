@@ -1,3 +1,7 @@
-module {{crate_name}}
+module wit_component
 
-go 1.21
+go 1.25
+
+require (
+    go.bytecodealliance.org/pkg v0.4.0
+)
