@@ -69,14 +69,23 @@ pub(crate) fn artifact(bundle: &Bundle) -> (Blob<'_>, Vec<Blob<'_>>, Vec<u8>) {
     (config, layers, json)
 }
 
-/// Refuses a descriptor whose digest is not `sha256:` and 64 lower-case hex digits.
-fn check_digest(descriptor: &OciDescriptor) -> Result<(), RegistryError> {
+/// Refuses a descriptor whose digest is not `sha256:` and 64 lower-case hex digits, or that
+/// names other places to fetch it from (`urls`: the client would follow them anywhere).
+fn check_descriptor(descriptor: &OciDescriptor) -> Result<(), RegistryError> {
     let hex = descriptor.digest.strip_prefix("sha256:").unwrap_or_default();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        Ok(())
-    } else {
-        Err(RegistryError::NotNimbus(format!("it names a blob by `{}`, not a sha256 digest", descriptor.digest)))
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(RegistryError::NotNimbus(format!(
+            "it names a blob by `{}`, not a sha256 digest",
+            descriptor.digest
+        )));
     }
+    if descriptor.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+        return Err(RegistryError::NotNimbus(format!(
+            "its blob {} is to be fetched from elsewhere",
+            descriptor.digest
+        )));
+    }
+    Ok(())
 }
 
 fn blob<'a>(media_type: &str, data: &'a [u8], title: Option<String>) -> Blob<'a> {
@@ -108,10 +117,10 @@ pub(crate) fn read(manifest: &[u8]) -> Result<(OciDescriptor, Vec<(String, OciDe
             manifest.config.media_type
         )));
     }
-    check_digest(&manifest.config)?;
+    check_descriptor(&manifest.config)?;
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for layer in manifest.layers {
-        check_digest(&layer)?;
+        check_descriptor(&layer)?;
         let title = layer.annotations.as_ref().and_then(|a| a.get(TITLE)).cloned().unwrap_or_default();
         let expected = media_type(&title).filter(|_| title != MANIFEST_ENTRY);
         if expected != Some(layer.media_type.as_str()) {
