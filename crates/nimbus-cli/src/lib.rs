@@ -36,6 +36,7 @@ mod logs;
 mod manage;
 mod peers;
 mod policy;
+mod registry;
 mod remote;
 mod schema;
 mod secrets;
@@ -134,6 +135,11 @@ enum Command {
     Advisories {
         #[command(subcommand)]
         command: advisories::AdvisoriesCommand,
+    },
+    /// Push an app to an OCI registry, or pull one from it into an app directory.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
     },
     /// Create signing keys, sign artifacts and check signatures, as a server does at deploy.
     Signing {
@@ -251,6 +257,7 @@ pub fn main() -> ExitCode {
         Command::Policy { remote, command } => policy::run(&remote, &command),
         Command::Audit { remote, command } => audit::run(&remote, &command),
         Command::Advisories { command } => advisories::run(&command),
+        Command::Registry { command } => registry::run(&command),
         Command::Signing { command } => signing::run(&command),
         Command::Events { data, command } => events::run(&data, &command),
         Command::Kv { data, command } => kv::run(&data, &command),

@@ -189,6 +189,9 @@ pub(crate) fn revisions(remote: &RemoteArgs, command: &RevisionsCommand) -> anyh
                         if r.tags.is_empty() { "-".into() } else { r.tags.join(",") },
                         r.routes.join(" ")
                     );
+                    if let Some(source) = &r.source {
+                        println!("{:<14} from {source}", "");
+                    }
                 }
             })
         }
@@ -204,6 +207,9 @@ pub(crate) fn revisions(remote: &RemoteArgs, command: &RevisionsCommand) -> anyh
                     if i.tags.is_empty() { String::new() } else { format!(", tags {}", i.tags.join(", ")) }
                 );
                 println!("routes:   {}", i.routes.join(" "));
+                if let Some(source) = &i.source {
+                    println!("source:   {source}");
+                }
                 for a in &i.artifacts {
                     println!("artifact: {:<16} {} ({} bytes)", a.component, a.digest, a.size);
                 }

@@ -208,6 +208,28 @@ struct DeployQuery {
     /// Take the hosts and requests this deploy claims from the apps that have them (admin
     /// tokens not limited to apps only); without it such a deploy is refused with 409.
     take_over: Option<bool>,
+    /// The registry artifact the bundle was pulled from, pinned to its manifest's digest
+    /// (`oci://REGISTRY/REPOSITORY@sha256:HEX`, as `nimbus deploy oci://REF` sends it); recorded
+    /// on the new revision.
+    source: Option<String>,
+}
+
+/// `source` if it is a digest-pinned registry reference, `oci://REGISTRY/REPOSITORY@sha256:HEX`.
+fn oci_source(source: String) -> Result<String, ControlError> {
+    let pinned = source.strip_prefix("oci://").and_then(|r| r.rsplit_once("@sha256:")).is_some_and(|(name, hex)| {
+        name.contains('/')
+            && !name.contains(char::is_whitespace)
+            && hex.len() == 64
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if pinned {
+        Ok(source)
+    } else {
+        Err(ControlError::bad_request(
+            format!("`source={source}` is not a digest-pinned registry artifact"),
+            "name it as oci://REGISTRY/REPOSITORY@sha256:HEX (64 lower-case hex digits), or leave `source` out",
+        ))
+    }
 }
 
 /// Deploys a bundle (tar of `nimbus.toml` and `components/NAME.wasm`) as an immutable revision.
@@ -230,6 +252,7 @@ async fn deploy(
 ) -> Result<Response, ControlError> {
     principal.check(Action::Deploy, None)?;
     let q = query(q)?;
+    let source = q.source.map(oci_source).transpose()?;
     // The upload holds its slot until the deploy is done: unpacking and compiling use memory too.
     let upload = s.uploads.receive(body).await?;
     let bundle = upload.unpack().await?;
@@ -238,6 +261,7 @@ async fn deploy(
         tag: q.tag,
         promote: q.promote.unwrap_or(true),
         take_over: q.take_over.unwrap_or(false),
+        source,
     };
     let result = s.platform.deploy(bundle, options, &principal).await?;
     drop(upload);

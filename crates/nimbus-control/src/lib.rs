@@ -98,7 +98,7 @@ pub use audit::{AuditError, AuditLog, DIGEST_EVERY, verify_dir};
 pub use audit_api::{AuditEntry, AuditPage, AuditVerification};
 pub use audit_replica::AuditReplica;
 pub use auth::{ClientIp, Principal, Tokens};
-pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, digest};
+pub use bundle::{Bundle, CONTENT_TYPE as BUNDLE_CONTENT_TYPE, MANIFEST_ENTRY, digest};
 pub use cluster::{Scheduler, Transport};
 pub use cost_api::BudgetList;
 pub use data::{DataAuth, DataState, data_router};

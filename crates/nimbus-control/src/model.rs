@@ -215,6 +215,11 @@ pub struct RevisionInfo {
     /// Whether its components are loaded (revisions with traffic or a tag are; the others are
     /// loaded when traffic or a tag moves to them).
     pub loaded: bool,
+    /// The registry artifact its content was first deployed from, pinned to its digest
+    /// (`oci://REGISTRY/REPOSITORY@sha256:HEX`, from `nimbus deploy oci://REF`); absent when it
+    /// was deployed from an app directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A revision with its manifest.

@@ -115,6 +115,7 @@ impl AppState {
             artifacts: rev.record.artifacts.clone(),
             percent: self.record.traffic.percent_of(&rev.record.id),
             tags: self.record.traffic.tags_of(&rev.record.id),
+            source: rev.record.source.clone(),
         }
     }
 

@@ -150,6 +150,9 @@ pub struct RevisionRecord {
     /// What the supply-chain check found at deploy (absent: not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supply: Option<crate::SupplyReport>,
+    /// The registry artifact it was deployed from, digest-pinned (absent: a bundle upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A token as stored: its description and the SHA-256 of its secret.

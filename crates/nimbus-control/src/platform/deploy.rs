@@ -31,6 +31,9 @@ pub struct DeployOptions {
     /// Take the hosts and requests this deploy claims from the apps that have them (admins
     /// only; the rules are in the crate's `ownership` module).
     pub take_over: bool,
+    /// The registry artifact the bundle was pulled from, digest-pinned
+    /// (`oci://REGISTRY/REPOSITORY@sha256:HEX`), recorded on a new revision.
+    pub source: Option<String>,
 }
 
 impl Platform {
@@ -93,6 +96,7 @@ impl Platform {
                 let seq = existing.and_then(|a| a.revisions.values().map(|r| r.record.seq).max()).map_or(0, |s| s + 1);
                 let mut record = revision_record(bundle, &id, &app_name, now, seq);
                 record.supply = supply;
+                record.source.clone_from(&options.source);
                 // A pinned app's artifacts go to the cluster's artifact store of this node's
                 // region (see `Residency`); the others to the shared one.
                 record.artifact_tags = manifest.placement.storage_tags(self.residency.labels()).unwrap_or_default();
@@ -308,6 +312,7 @@ fn revision_record(bundle: &Bundle, id: &str, app: &str, now: u64, seq: u64) -> 
             .collect(),
         artifact_tags: Vec::new(),
         supply: None,
+        source: None,
     }
 }
 
