@@ -67,27 +67,6 @@ p99_ms = 2000
     app
 }
 
-/// A webhook receiver on loopback keeping every CloudEvent it is sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let keep = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let keep = keep.clone();
-            async move {
-                assert_eq!(headers["content-type"], "application/cloudevents+json");
-                keep.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
-}
-
 /// Four clients calling `front` (which calls `api`) until `stop` is set.
 fn load(base: &str, stop: Arc<std::sync::atomic::AtomicBool>) {
     for _ in 0..4 {
@@ -148,7 +127,7 @@ fn ids_in(events: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_latency_fault_is_detected_ranked_notified_and_silenced() {
-    let (hook, got) = receiver().await;
+    let (hook, got) = common::webhook_receiver().await;
     let app = shop();
     let server = app.up(&["--metrics-step", "1s", "--alert-webhook", &hook, "--alert-topic", "alerts"]);
     let api = LocalApi::of(&app);

@@ -5,7 +5,7 @@
 //! throttles only its app with 429.
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::platform::{Platform, hello_bundle};
@@ -160,25 +160,6 @@ async fn kill_9_loses_nothing_that_was_flushed() {
     );
 }
 
-/// A webhook receiver on loopback keeping every CloudEvent it is sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let keep = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let keep = keep.clone();
-            async move {
-                keep.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 fn budget_events(got: &Mutex<Vec<Value>>) -> Vec<u64> {
     got.lock()
         .unwrap()
@@ -199,7 +180,7 @@ async fn a_budget_alerts_once_per_threshold_and_its_hard_limit_throttles_only_it
          [[budget]]\napp = \"shop\"\nmonthly = 1.0\nalert_at = [50, 100]\nthrottle = true\n",
     )
     .unwrap();
-    let (hook, got) = receiver().await;
+    let (hook, got) = common::webhook_receiver().await;
     let data = dir.path().join("data");
     let p = Platform::start(
         &data,

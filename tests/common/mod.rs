@@ -318,3 +318,25 @@ pub fn stored_spans_until(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A webhook on a free loopback port (`http://ADDR/hook`) keeping each CloudEvent POSTed to it
+/// (structured mode, `application/cloudevents+json`, which it asserts) as JSON.
+pub async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let keep = keep.clone();
+            async move {
+                assert_eq!(headers["content-type"], "application/cloudevents+json");
+                keep.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}

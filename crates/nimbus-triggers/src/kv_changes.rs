@@ -22,7 +22,7 @@ use nimbus_bus::{BusError, Event, EventBuilder, EventBuilderV10, EventBus, Publi
 use nimbus_state::{Bucket, Change, ChangeFeed, KvStore};
 
 /// How long a bucket stays followed after its last watcher stopped.
-pub const GRACE: Duration = Duration::from_secs(60);
+const GRACE: Duration = Duration::from_secs(60);
 /// The most changes one relay round publishes before acknowledging them.
 const BATCH: usize = 256;
 /// How long a relay waits on its feed before asking again.
@@ -79,8 +79,8 @@ impl KvChanges {
         relay.generation += 1;
     }
 
-    /// One watcher of `bucket` fewer; without any for [`GRACE`], the relay stops and the bucket
-    /// is unfollowed.
+    /// One watcher of `bucket` fewer; without any for a minute, the relay stops and the bucket is
+    /// unfollowed.
     pub fn unwatch(&self, bucket: &Bucket) {
         let generation = {
             let mut relays = self.relays.lock().expect("relays");
