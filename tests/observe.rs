@@ -478,6 +478,30 @@ async fn otel_logs_exporter_none_exports_metrics_and_spans_but_no_logs_over_grpc
     assert!(received.lock().unwrap().logs.is_empty(), "OTEL_LOGS_EXPORTER=none exports no log records");
 }
 
+#[test]
+fn an_otel_variable_nimbus_cannot_honour_stops_up_naming_it() {
+    let app = App::new(&common::fixtures_manifest("", ""));
+    for (var, value, says) in [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "give the milliseconds between two metric exports"),
+        ("OTEL_LOGS_EXPORTER", "console", "Nimbus has no `console` exporter; set it to `otlp` or `none`"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "Nimbus exports over `http/protobuf` or `grpc`"),
+    ] {
+        let out = std::process::Command::new(common::NIMBUS)
+            .args(["up", ".", "--listen", "127.0.0.1:0", "--no-cache"])
+            .current_dir(app.path())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert!(
+            stderr.contains("check the OTEL_* variables") && stderr.contains(&format!("{var}={value}: {says}")),
+            "{stderr}"
+        );
+    }
+}
+
 /// `name{labels} value` lines of an OpenMetrics text, keyed by name and sorted labels.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();

@@ -2,14 +2,14 @@
 //! from the environment, http/protobuf or gRPC), with its own runtime so a slow collector never
 //! holds up the stores; batches beyond its queue, or that fail, are dropped and counted.
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus_client::metrics::counter::Counter;
 
-use super::OtlpPlan;
 use super::logs::LogConverter;
+use super::{Failures, OtlpPlan};
 use crate::logs::LogRecord;
 use crate::report::{Cause, cause};
 
@@ -45,25 +45,12 @@ impl Otlp {
             return Ok(None);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(64);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Cause>>();
         let counters = (dropped_spans.clone(), dropped_logs.clone());
-        std::thread::Builder::new()
-            .name("nimbus-otlp".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => return drop(ready_tx.send(Err(cause(e)))),
-                };
-                match rt.block_on(async { Exporters::build(spans, logs, counters) }) {
-                    Ok(exporters) => {
-                        let _ = ready_tx.send(Ok(()));
-                        exporters.run(&rt, &rx);
-                    }
-                    Err(e) => drop(ready_tx.send(Err(e))),
-                }
-            })
-            .map_err(cause)?;
-        ready_rx.recv().map_err(cause)??;
+        super::spawn(
+            "nimbus-otlp",
+            move || Exporters::build(spans, logs, counters),
+            move |rt, exporters: Exporters| exporters.run(rt, &rx),
+        )?;
         Ok(Some(Self { tx, spans: spans.then_some(dropped_spans), logs: logs.then_some(dropped_logs) }))
     }
 
@@ -123,7 +110,7 @@ impl Exporters {
     }
 
     fn run(&self, rt: &tokio::runtime::Runtime, rx: &Receiver<Job>) {
-        let mut last_warning: Option<Instant> = None;
+        let mut failures = Failures::default();
         while let Ok(job) = rx.recv() {
             let (what, n, dropped, result) = match job {
                 Job::Spans(batch) => {
@@ -144,11 +131,7 @@ impl Exporters {
                 }
             };
             if let Err(error) = result {
-                dropped.inc_by(n as u64);
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    last_warning = Some(Instant::now());
-                    tracing::warn!(error = %error, "OTLP export of {n} {what} failed (further failures are counted in nimbus_telemetry_dropped_total)");
-                }
+                failures.record(dropped, n as u64, what, &error);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT`. Request paths never wait on it; an export that fails
 //! counts its points in `nimbus_telemetry_dropped_total{signal="otlp_metrics"}`.
 use std::sync::mpsc::{RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -17,8 +17,8 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message as _;
 
-use super::Target;
 use super::openmetrics::{Times, convert};
+use super::{Failures, Target};
 use crate::logs::LogRecord;
 use crate::metrics::Metrics;
 use crate::report::{Cause, cause};
@@ -47,44 +47,27 @@ impl MetricExport {
         let timeout = timeout()?;
         let target = target.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Cause>>();
-        std::thread::Builder::new()
-            .name("nimbus-otlp-metrics".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => return drop(ready_tx.send(Err(cause(e)))),
-                };
-                let transport = match rt.block_on(async { Transport::new(&target, headers, timeout) }) {
-                    Ok(t) => t,
-                    Err(e) => return drop(ready_tx.send(Err(e))),
-                };
-                let _ = ready_tx.send(Ok(()));
-                let resource = Resource {
-                    attributes: ResourceAttributesWithSchema::from(&super::resource()).attributes.0,
-                    ..Default::default()
-                };
-                let start = LogRecord::now();
-                let mut last_warning: Option<Instant> = None;
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    let (points, result) = match convert(&metrics.render(), Times { start, now: LogRecord::now() }) {
-                        Ok(converted) => {
-                            let points = converted.iter().map(points).sum();
-                            (points, rt.block_on(transport.send(request(&resource, converted))))
-                        }
-                        Err(e) => (0, Err(e)),
-                    };
-                    if let Err(error) = result {
-                        dropped.inc_by(points);
-                        if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                            last_warning = Some(Instant::now());
-                            tracing::warn!(error = %error, "OTLP export of {points} metric points failed (further failures are counted in nimbus_telemetry_dropped_total)");
-                        }
+        let build = move || Transport::new(&target, headers, timeout);
+        super::spawn("nimbus-otlp-metrics", build, move |rt, transport: Transport| {
+            let resource = Resource {
+                attributes: ResourceAttributesWithSchema::from(&super::resource()).attributes.0,
+                ..Default::default()
+            };
+            let start = LogRecord::now();
+            let mut failures = Failures::default();
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                let (points, result) = match convert(&metrics.render(), Times { start, now: LogRecord::now() }) {
+                    Ok(converted) => {
+                        let points = converted.iter().map(points).sum();
+                        (points, rt.block_on(transport.send(request(&resource, converted))))
                     }
+                    Err(e) => (0, Err(e)),
+                };
+                if let Err(error) = result {
+                    failures.record(&dropped, points, "metric points", &error);
                 }
-            })
-            .map_err(cause)?;
-        ready_rx.recv().map_err(cause)??;
+            }
+        })?;
         Ok(Self { _stop: stop })
     }
 }

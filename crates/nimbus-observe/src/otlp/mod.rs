@@ -24,9 +24,10 @@ mod logs;
 mod metrics;
 mod openmetrics;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::Resource;
+use prometheus_client::metrics::counter::Counter;
 
 pub(crate) use export::Otlp;
 pub(crate) use metrics::MetricExport;
@@ -154,6 +155,52 @@ fn target(signal: &str) -> Result<Option<Target>, Cause> {
 /// A variable of the environment, unless it is unset or blank.
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Starts thread `name` with a runtime of its own: `build` makes the thread's state on that
+/// runtime (a gRPC channel needs one), then `run` goes on with it. Returns once `build` is done,
+/// with its error.
+fn spawn<T: 'static>(
+    name: &str,
+    build: impl FnOnce() -> Result<T, Cause> + Send + 'static,
+    run: impl FnOnce(&tokio::runtime::Runtime, T) + Send + 'static,
+) -> Result<(), Cause> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Cause>>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let built =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(cause).and_then(|rt| {
+                    let state = rt.block_on(async { build() })?;
+                    Ok((rt, state))
+                });
+            match built {
+                Ok((rt, state)) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(&rt, state);
+                }
+                Err(e) => drop(ready_tx.send(Err(e))),
+            }
+        })
+        .map_err(cause)?;
+    ready_rx.recv().map_err(cause)?
+}
+
+/// Counts what failed exports dropped, and warns about it at most once a minute.
+#[derive(Default)]
+struct Failures {
+    last_warning: Option<Instant>,
+}
+
+impl Failures {
+    /// An export of `n` `what` failed with `error`; `dropped` counts them.
+    fn record(&mut self, dropped: &Counter, n: u64, what: &str, error: &str) {
+        dropped.inc_by(n);
+        if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(error = %error, "OTLP export of {n} {what} failed (further failures are counted in nimbus_telemetry_dropped_total)");
+        }
+    }
 }
 
 /// The resource every signal is exported under.
