@@ -405,18 +405,20 @@ async fn metrics_and_logs_reach_an_otlp_collector_over_http_protobuf() {
     // (a) the request counter, cumulative, with the registry's labels as attributes; every
     // family comes along, histograms with their buckets.
     until("5 kitchen requests counted", &received, |c| requests_counted(c, "kitchen", 5)).await;
-    let collected = received.lock().unwrap();
-    let duration = collected.metrics.iter().rev().find(|(_, m)| m.name == "nimbus_request_duration_seconds").unwrap();
-    assert_eq!(duration.1.unit, "s");
-    let Some(metric::Data::Histogram(h)) = &duration.1.data else { panic!("{duration:?}") };
-    let kitchen = h.data_points.iter().find(|p| has(&p.attributes, "component", "kitchen")).unwrap();
-    assert!(kitchen.count >= 5, "{kitchen:?}");
-    assert_eq!(kitchen.bucket_counts.iter().sum::<u64>(), kitchen.count, "{kitchen:?}");
-    assert_eq!(kitchen.bucket_counts.len(), kitchen.explicit_bounds.len() + 1);
-    for family in ["nimbus_instantiations", "nimbus_instances", "nimbus_http_bytes", "nimbus_telemetry_dropped"] {
-        assert!(collected.metrics.iter().any(|(_, m)| m.name == family), "no {family} exported");
+    {
+        let collected = received.lock().unwrap();
+        let duration =
+            collected.metrics.iter().rev().find(|(_, m)| m.name == "nimbus_request_duration_seconds").unwrap();
+        assert_eq!(duration.1.unit, "s");
+        let Some(metric::Data::Histogram(h)) = &duration.1.data else { panic!("{duration:?}") };
+        let kitchen = h.data_points.iter().find(|p| has(&p.attributes, "component", "kitchen")).unwrap();
+        assert!(kitchen.count >= 5, "{kitchen:?}");
+        assert_eq!(kitchen.bucket_counts.iter().sum::<u64>(), kitchen.count, "{kitchen:?}");
+        assert_eq!(kitchen.bucket_counts.len(), kitchen.explicit_bounds.len() + 1);
+        for family in ["nimbus_instantiations", "nimbus_instances", "nimbus_http_bytes", "nimbus_telemetry_dropped"] {
+            assert!(collected.metrics.iter().any(|(_, m)| m.name == family), "no {family} exported");
+        }
     }
-    drop(collected);
 
     // (b) each request's lines, in the trace the caller sent and under a span of that trace.
     for (trace, request_id) in &sent {

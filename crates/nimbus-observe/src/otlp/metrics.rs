@@ -31,7 +31,12 @@ pub(crate) struct MetricExport {
 /// Where and how one export is sent.
 enum Transport {
     Http { client: reqwest::Client, url: String },
-    Grpc { client: MetricsServiceClient<tonic::transport::Channel>, headers: tonic::metadata::MetadataMap },
+    Grpc(Box<Grpc>),
+}
+
+struct Grpc {
+    client: MetricsServiceClient<tonic::transport::Channel>,
+    headers: tonic::metadata::MetadataMap,
 }
 
 impl MetricExport {
@@ -81,7 +86,7 @@ impl Transport {
                 .timeout(timeout)
                 .connect_lazy();
             let headers = tonic::metadata::MetadataMap::from_headers(headers);
-            return Ok(Self::Grpc { client: MetricsServiceClient::new(channel), headers });
+            return Ok(Self::Grpc(Box::new(Grpc { client: MetricsServiceClient::new(channel), headers })));
         }
         let url = if target.base {
             format!("{}/v1/metrics", target.endpoint.trim_end_matches('/'))
@@ -108,10 +113,10 @@ impl Transport {
                     s => Err(format!("{url} answered {s}")),
                 }
             }
-            Self::Grpc { client, headers } => {
+            Self::Grpc(grpc) => {
                 let mut request = tonic::Request::new(request);
-                *request.metadata_mut() = headers.clone();
-                client.clone().export(request).await.map(drop).map_err(|s| s.to_string())
+                *request.metadata_mut() = grpc.headers.clone();
+                grpc.client.clone().export(request).await.map(drop).map_err(|s| s.to_string())
             }
         }
     }

@@ -20,6 +20,9 @@ pub(super) struct Times {
     pub(super) now: u64,
 }
 
+/// The labels of a sample, in their order.
+type Labels = Vec<(String, String)>;
+
 /// One family being read.
 struct Family {
     name: String,
@@ -81,7 +84,7 @@ impl Family {
     }
 
     /// Adds the sample `series{labels} value`; `None` if it does not fit the family.
-    fn add(&mut self, series: &str, mut labels: Vec<(String, String)>, value: &str, times: Times) -> Option<()> {
+    fn add(&mut self, series: &str, mut labels: Labels, value: &str, times: Times) -> Option<()> {
         let suffix = series.strip_prefix(self.name.as_str())?;
         match (self.kind.as_str(), suffix) {
             ("counter", "_total") | ("gauge" | "unknown", "") => {
@@ -123,7 +126,7 @@ impl Family {
     }
 
     /// The index of the histogram point of `labels`, added if it is new.
-    fn histogram(&mut self, labels: Vec<(String, String)>, times: Times) -> usize {
+    fn histogram(&mut self, labels: Labels, times: Times) -> usize {
         let key = format!("{labels:?}");
         let next = self.histograms.len();
         let index = *self.series.entry(key).or_insert(next);
@@ -164,7 +167,7 @@ impl Family {
 }
 
 /// `series{labels} value [timestamp]` split into its parts (label values unescaped).
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, &str)> {
+fn sample(line: &str) -> Option<(&str, Labels, &str)> {
     let (series, mut rest) = match line.find(['{', ' ']) {
         Some(i) => line.split_at(i),
         None => return None,
@@ -215,7 +218,7 @@ fn number(text: &str) -> Option<f64> {
     }
 }
 
-fn attributes(labels: Vec<(String, String)>) -> Vec<KeyValue> {
+fn attributes(labels: Labels) -> Vec<KeyValue> {
     labels
         .into_iter()
         .map(|(key, value)| KeyValue {
