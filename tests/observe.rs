@@ -1,7 +1,8 @@
 //! Observability end to end through `nimbus up`: a real OTLP collector (http/protobuf and gRPC,
 //! decoding the export with opentelemetry-proto) receiving the spans of a request that calls
-//! outbound HTTP, `/metrics` parsed after known traffic, logs found by trace id (and followed),
-//! and `nimbus traces` over the embedded trace store.
+//! outbound HTTP, and the metrics and log records of known traffic; `/metrics` parsed after known
+//! traffic, logs found by trace id (and followed), and `nimbus traces` over the embedded trace
+//! store.
 mod common;
 
 use std::collections::HashMap;
@@ -10,54 +11,105 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{App, Server, client, ok};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use prost::Message;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// Spans a collector received, with the `service.name` of their resource.
-type Received = Arc<Mutex<Vec<(String, Span)>>>;
+/// What a collector received: spans, metrics and log records, each with the `service.name` of
+/// its resource.
+#[derive(Default)]
+struct Collected {
+    spans: Vec<(String, Span)>,
+    metrics: Vec<(String, Metric)>,
+    logs: Vec<(String, LogRecord)>,
+}
+
+type Received = Arc<Mutex<Collected>>;
+
+fn service(resource: Option<&Resource>) -> String {
+    resource.and_then(|r| attr(&r.attributes, "service.name")).map(|v| text(&v)).unwrap_or_default()
+}
 
 fn record(received: &Received, request: ExportTraceServiceRequest) {
     let mut all = received.lock().unwrap();
     for rs in request.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| attr(&r.attributes, "service.name"))
-            .map(|v| text(&v))
-            .unwrap_or_default();
+        let service = service(rs.resource.as_ref());
         for ss in rs.scope_spans {
-            all.extend(ss.spans.into_iter().map(|s| (service.clone(), s)));
+            all.spans.extend(ss.spans.into_iter().map(|s| (service.clone(), s)));
         }
     }
 }
 
-/// An OTLP/HTTP collector: `POST /v1/traces` with an `ExportTraceServiceRequest` in protobuf.
+fn record_metrics(received: &Received, request: ExportMetricsServiceRequest) {
+    let mut all = received.lock().unwrap();
+    for rm in request.resource_metrics {
+        let service = service(rm.resource.as_ref());
+        for sm in rm.scope_metrics {
+            all.metrics.extend(sm.metrics.into_iter().map(|m| (service.clone(), m)));
+        }
+    }
+}
+
+fn record_logs(received: &Received, request: ExportLogsServiceRequest) {
+    let mut all = received.lock().unwrap();
+    for rl in request.resource_logs {
+        let service = service(rl.resource.as_ref());
+        for sl in rl.scope_logs {
+            all.logs.extend(sl.log_records.into_iter().map(|l| (service.clone(), l)));
+        }
+    }
+}
+
+/// An OTLP/HTTP route: `POST` of an export request `T` in protobuf, kept by `keep`, answered
+/// with `response`.
+fn otlp_route<T: Message + Default + 'static>(
+    received: &Received,
+    keep: fn(&Received, T),
+    response: Vec<u8>,
+) -> axum::routing::MethodRouter {
+    let sink = received.clone();
+    axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (sink, response) = (sink.clone(), response.clone());
+        async move {
+            assert_eq!(headers["content-type"], "application/x-protobuf");
+            keep(&sink, T::decode(body).expect("an OTLP protobuf export"));
+            ([("content-type", "application/x-protobuf")], response)
+        }
+    })
+}
+
+/// An OTLP/HTTP collector: `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with the export
+/// requests in protobuf.
 async fn http_collector() -> (SocketAddr, Received) {
     let received = Received::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                assert_eq!(headers["content-type"], "application/x-protobuf");
-                record(&sink, ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export"));
-                ([("content-type", "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
-            }
-        }),
-    );
+    let app = axum::Router::new()
+        .route("/v1/traces", otlp_route(&received, record, ExportTraceServiceResponse::default().encode_to_vec()))
+        .route(
+            "/v1/metrics",
+            otlp_route(&received, record_metrics, ExportMetricsServiceResponse::default().encode_to_vec()),
+        )
+        .route("/v1/logs", otlp_route(&received, record_logs, ExportLogsServiceResponse::default().encode_to_vec()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, received)
 }
 
+#[derive(Clone)]
 struct Collector(Received);
 
 #[tonic::async_trait]
@@ -71,15 +123,40 @@ impl TraceService for Collector {
     }
 }
 
-/// An OTLP/gRPC collector (tonic, the `TraceService` of opentelemetry-proto).
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        record_metrics(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        record_logs(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC collector (tonic, the `TraceService`, `MetricsService` and `LogsService` of
+/// opentelemetry-proto).
 async fn grpc_collector() -> (SocketAddr, Received) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = TraceServiceServer::new(Collector(received.clone()));
+    let collector = Collector(received.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .add_service(MetricsServiceServer::new(collector.clone()))
+            .add_service(LogsServiceServer::new(collector))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .unwrap()
@@ -149,7 +226,7 @@ async fn spans_of(received: &Received, trace: &str, n: usize) -> Vec<(String, Sp
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let spans: Vec<(String, Span)> =
-            received.lock().unwrap().iter().filter(|(_, s)| hex(&s.trace_id) == trace).cloned().collect();
+            received.lock().unwrap().spans.iter().filter(|(_, s)| hex(&s.trace_id) == trace).cloned().collect();
         if spans.len() >= n {
             return spans;
         }
@@ -227,7 +304,9 @@ async fn spans_reach_an_otlp_collector_over_http_protobuf_as_one_tree() {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
     );
-    assert!(server.banner.contains(&format!("spans exported over OTLP to http://{collector}")), "{}", server.banner);
+    // Every signal, metrics at the default interval of 60,000 ms.
+    let all = format!("spans, metrics (every 1m) and logs exported over OTLP to http://{collector}");
+    assert!(server.banner.contains(&all), "{}", server.banner);
     let resp = call_outbound(&server, down, CALLER_SPAN).await;
     let traceresponse = resp.headers()["traceresponse"].to_str().unwrap().to_string();
     assert!(traceresponse.starts_with(&format!("00-{TRACE}-")), "{traceresponse}");
@@ -251,6 +330,187 @@ async fn spans_reach_an_otlp_collector_over_grpc() {
     assert_eq!(client().get(server.url("/kitchen/echo")).send().await.unwrap().status(), 200);
     call_outbound(&server, down, CALLER_SPAN).await;
     check_tree(&spans_of(&received, TRACE, 6).await, &seen.lock().unwrap(), false);
+}
+
+/// Asks `probe` until it has an answer (the collector receives exports in the background).
+async fn until<T>(what: &str, received: &Received, probe: impl Fn(&Collected) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe(&received.lock().unwrap()) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "the collector never received {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn has(attrs: &[KeyValue], key: &str, value: &str) -> bool {
+    attr(attrs, key).is_some_and(|v| text(&v) == value)
+}
+
+/// The largest value the collector received of the `nimbus_requests` counter of `component` of
+/// the fixtures app (HTTP, 2xx), from resource `service.name=nimbus`, once it is at least `n`.
+fn requests_counted(collected: &Collected, component: &str, n: i64) -> Option<i64> {
+    let points = collected.metrics.iter().filter(|(service, m)| service == "nimbus" && m.name == "nimbus_requests");
+    let sums = points.filter_map(|(_, m)| match &m.data {
+        Some(metric::Data::Sum(sum)) if sum.is_monotonic && sum.aggregation_temporality == 2 => Some(sum),
+        _ => None,
+    });
+    sums.flat_map(|s| &s.data_points)
+        .filter(|p| {
+            let a = &p.attributes;
+            has(a, "app", "fixtures")
+                && has(a, "component", component)
+                && has(a, "kind", "http")
+                && has(a, "outcome", "2xx")
+        })
+        .filter_map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(v)) => Some(v),
+            _ => None,
+        })
+        .max()
+        .filter(|v| *v >= n)
+}
+
+/// Five requests to `/kitchen/log` (a line on stdout and one on stderr each), each in a trace
+/// of its own: their trace ids and request ids.
+async fn five_logged_requests(server: &Server) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let trace = format!("{i:x}{}", &TRACE[1..]);
+        let resp = client()
+            .get(server.url("/kitchen/log"))
+            .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        sent.push((trace, resp.headers()["x-request-id"].to_str().unwrap().to_string()));
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_logs_reach_an_otlp_collector_over_http_protobuf() {
+    let (collector, received) = http_collector().await;
+    let app = App::new(&common::fixtures_manifest("", ""));
+    let server = app.up_env(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{collector}")), ("OTEL_METRIC_EXPORT_INTERVAL", "200")],
+    );
+    let all = format!("spans, metrics (every 200ms) and logs exported over OTLP to http://{collector}");
+    assert!(server.banner.contains(&all), "{}", server.banner);
+    let sent = five_logged_requests(&server).await;
+
+    // (a) the request counter, cumulative, with the registry's labels as attributes; every
+    // family comes along, histograms with their buckets.
+    until("5 kitchen requests counted", &received, |c| requests_counted(c, "kitchen", 5)).await;
+    {
+        let collected = received.lock().unwrap();
+        let duration =
+            collected.metrics.iter().rev().find(|(_, m)| m.name == "nimbus_request_duration_seconds").unwrap();
+        assert_eq!(duration.1.unit, "s");
+        let Some(metric::Data::Histogram(h)) = &duration.1.data else { panic!("{duration:?}") };
+        let kitchen = h.data_points.iter().find(|p| has(&p.attributes, "component", "kitchen")).unwrap();
+        assert!(kitchen.count >= 5, "{kitchen:?}");
+        assert_eq!(kitchen.bucket_counts.iter().sum::<u64>(), kitchen.count, "{kitchen:?}");
+        assert_eq!(kitchen.bucket_counts.len(), kitchen.explicit_bounds.len() + 1);
+        for family in ["nimbus_instantiations", "nimbus_instances", "nimbus_http_bytes", "nimbus_telemetry_dropped"] {
+            assert!(collected.metrics.iter().any(|(_, m)| m.name == family), "no {family} exported");
+        }
+    }
+
+    // (b) each request's lines, in the trace the caller sent and under a span of that trace.
+    for (trace, request_id) in &sent {
+        let stdout = until(&format!("the stdout line of trace {trace}"), &received, |c| {
+            c.logs
+                .iter()
+                .find(|(_, l)| hex(&l.trace_id) == *trace && has(&l.attributes, "nimbus.stream", "stdout"))
+                .cloned()
+        })
+        .await;
+        let (service, line) = stdout;
+        // (c) the resource.
+        assert_eq!(service, "nimbus");
+        assert_eq!(line.body.as_ref().map(text).as_deref(), Some("hello on stdout"));
+        assert_eq!((line.severity_number, line.severity_text.as_str()), (9, "INFO"));
+        assert!(line.time_unix_nano > 0);
+        assert!(
+            has(&line.attributes, "nimbus.app", "fixtures") && has(&line.attributes, "nimbus.component", "kitchen")
+        );
+        assert!(has(&line.attributes, "nimbus.request_id", request_id), "{line:?}");
+        assert_eq!(line.span_id.len(), 8);
+        assert!(line.span_id.iter().any(|b| *b != 0), "a span id: {line:?}");
+        until(&format!("the span {} the line was logged in", hex(&line.span_id)), &received, |c| {
+            c.spans.iter().find(|(_, s)| s.span_id == line.span_id && hex(&s.trace_id) == *trace).map(drop)
+        })
+        .await;
+        let stderr = until("the stderr line", &received, |c| {
+            c.logs
+                .iter()
+                .find(|(_, l)| hex(&l.trace_id) == *trace && has(&l.attributes, "nimbus.stream", "stderr"))
+                .cloned()
+        })
+        .await;
+        assert_eq!(stderr.1.body.as_ref().map(text).as_deref(), Some("hello on stderr"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_logs_exporter_none_exports_metrics_and_spans_but_no_logs_over_grpc() {
+    let (collector, received) = grpc_collector().await;
+    let app = App::new(&common::fixtures_manifest("", ""));
+    let server = app.up_env(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{collector}")),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ],
+    );
+    let both = format!("spans and metrics (every 200ms) exported over OTLP to http://{collector}");
+    assert!(server.banner.contains(&both) && !server.banner.contains("logs exported"), "{}", server.banner);
+    let sent = five_logged_requests(&server).await;
+    until("5 kitchen requests counted", &received, |c| requests_counted(c, "kitchen", 5)).await;
+    // A request's lines are handed to the exporter before its spans (they are logged before its
+    // trace ends), so once the last request's spans are in, its lines would be too.
+    let (last, _) = sent.last().unwrap();
+    spans_of(&received, last, 1).await;
+    assert!(received.lock().unwrap().logs.is_empty(), "OTEL_LOGS_EXPORTER=none exports no log records");
+}
+
+#[test]
+fn an_otel_variable_nimbus_cannot_honour_stops_up_naming_it() {
+    let app = App::new(&common::fixtures_manifest("", ""));
+    for (var, value, says) in [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "give the milliseconds between two metric exports"),
+        ("OTEL_LOGS_EXPORTER", "console", "Nimbus has no `console` exporter; set it to `otlp` or `none`"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "Nimbus exports over `http/protobuf` or `grpc`"),
+    ] {
+        let mut up = std::process::Command::new(common::NIMBUS)
+            .args(["up", ".", "--listen", "127.0.0.1:0", "--no-cache"])
+            .current_dir(app.path())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(var, value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its stdout ends when it exits; had it started serving, the banner's last line comes.
+        let stdout = std::io::BufReader::new(up.stdout.take().unwrap());
+        let serving = std::io::BufRead::lines(stdout).map_while(Result::ok).any(|l| l.starts_with("Health check:"));
+        if serving {
+            let _ = up.kill();
+        }
+        let out = up.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!serving && !out.status.success(), "{var}={value} was accepted");
+        assert!(
+            stderr.contains("check the OTEL_* variables") && stderr.contains(&format!("{var}={value}: {says}")),
+            "{stderr}"
+        );
+    }
 }
 
 /// `name{labels} value` lines of an OpenMetrics text, keyed by name and sorted labels.

@@ -82,7 +82,8 @@ pub(crate) struct Listeners {
 /// Tracing, metrics and the trace and log stores (in the data dir).
 #[derive(Debug, Args)]
 pub(crate) struct ObserveArgs {
-    /// Record no spans and keep no metrics (per-invocation logs are still kept).
+    /// Record no spans, keep no metrics and export nothing over OTLP (per-invocation logs are
+    /// still kept for `nimbus logs`, but not exported: with telemetry off nothing leaves the node).
     #[arg(long, env = "NIMBUS_NO_TELEMETRY")]
     no_telemetry: bool,
     /// Share of new traces recorded, 0 to 1 (an incoming sampled `traceparent` is always
@@ -188,7 +189,7 @@ impl ObserveArgs {
     }
 
     /// Opens the stores under `data_dir/telemetry` and starts the telemetry pipeline (and OTLP
-    /// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    /// export of what the `OTEL_*` environment asks for, unless telemetry is off).
     pub(crate) fn start(&self, data_dir: &std::path::Path) -> anyhow::Result<nimbus_observe::Observer> {
         use nimbus_observe::{Bounds, ObserveConfig, Observer, StorePolicy};
         let config = ObserveConfig {
@@ -206,6 +207,7 @@ impl ObserveArgs {
                 node: String::new(),
             },
             metering: self.metering(data_dir)?,
+            export: !self.no_telemetry,
         };
         let observer = Observer::start(config)?;
         if let Some(insight) = observer.insight() {
@@ -271,11 +273,8 @@ pub(crate) fn describe_telemetry(observer: &nimbus_observe::Observer, api: &str)
         return "off (--no-telemetry); logs in `nimbus logs`".into();
     }
     let mut line = format!("metrics at {api}/metrics; `nimbus traces`, `nimbus logs`, `nimbus alerts`");
-    if nimbus_observe::otlp_configured() {
-        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .unwrap_or_default();
-        line.push_str(&format!("; spans exported over OTLP to {endpoint}"));
+    if let Some(exports) = observer.exports().describe() {
+        line.push_str(&format!("; {exports}"));
     }
     line
 }

@@ -6,10 +6,12 @@
 //! holds the [`Tracer`], the [`Metrics`] registry and the telemetry pipeline: a background
 //! thread that takes finished traces and log records from a shared buffer every 50 ms and
 //! writes them to bounded on-disk stores ([`TraceStore`] of OTLP protobuf spans, which keeps the
-//! traces its [`StorePolicy`] selects; [`LogStore`] of JSON records) and, when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports every span with `opentelemetry-otlp`
-//! (http/protobuf or gRPC, per `OTEL_EXPORTER_OTLP_PROTOCOL`). With metrics on, a second thread
-//! samples every component's metrics each step into the [`Series`]; both threads end when the
+//! traces its [`StorePolicy`] selects; [`LogStore`] of JSON records). When the standard
+//! `OTEL_EXPORTER_OTLP_*` environment asks for it ([`OtlpPlan`]), every span and every stored
+//! log record is exported over OTLP (http/protobuf or gRPC) with `opentelemetry-otlp`, and every
+//! metric family (counters, gauges, histograms, labels as attributes, cumulative) every
+//! `OTEL_METRIC_EXPORT_INTERVAL`, each from a thread of its own. With metrics on, another thread
+//! samples every component's metrics each step into the [`Series`]; the threads end when the
 //! last clone of the observer is dropped. Request paths never wait on it: a
 //! full buffer drops telemetry and counts it in `nimbus_telemetry_dropped_total`. It does not
 //! decide what to instrument or serve the data over HTTP (the gateway, executors and control
@@ -78,7 +80,7 @@ pub use logs::{LogQuery, LogRecord, LogStore};
 pub use metering::{Busy, UsageMeter};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, ComponentMetrics, Metrics};
 pub use opentelemetry::trace::SpanKind;
-pub use otlp::configured as otlp_configured;
+pub use otlp::{OtlpPlan, Target as OtlpTarget};
 pub use policy::StorePolicy;
 /// A counter handle.
 pub use prometheus_client::metrics::counter::Counter;
@@ -104,10 +106,8 @@ pub enum ObserveError {
         /// Why it could not be opened.
         source: std::io::Error,
     },
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set but the exporter could not be built from it.
-    #[error(
-        "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter could not be built; check the OTEL_EXPORTER_OTLP_* variables"
-    )]
+    /// The `OTEL_*` environment asks for OTLP export in a way it cannot be set up.
+    #[error("OTLP export could not be set up from the environment; check the OTEL_* variables")]
     Otlp(#[source] Cause),
     /// An alert sink could not be set up (e.g. a webhook URL that does not parse).
     #[error("{0}")]
@@ -144,6 +144,11 @@ pub struct ObserveConfig {
     pub insight: insight::InsightConfig,
     /// Metering of every component's usage; `None` meters nothing.
     pub metering: Option<metering::MeteringConfig>,
+    /// Export over OTLP what the `OTEL_*` environment asks for ([`OtlpPlan`]): spans if
+    /// `traces`, metrics if `metrics`, log records always. `false` exports nothing: Nimbus's
+    /// `--no-telemetry` sets it, so with telemetry off log records are kept for `nimbus logs`
+    /// but no signal leaves the node.
+    pub export: bool,
 }
 
 impl Default for ObserveConfig {
@@ -160,6 +165,7 @@ impl Default for ObserveConfig {
             log_store: Bounds { max_bytes: 64 << 20, retention: 7 * day },
             insight: insight::InsightConfig::default(),
             metering: None,
+            export: true,
         }
     }
 }
@@ -183,8 +189,12 @@ struct Inner {
     logs: Option<LogStore>,
     insight: Option<insight::Insight>,
     metering: Option<metering::Metering>,
+    /// What is exported over OTLP, and where.
+    exports: OtlpPlan,
     /// Samples the metrics into their series until dropped.
     _sampler: Option<Sampler>,
+    /// Exports the metrics over OTLP until dropped.
+    _metric_export: Option<otlp::MetricExport>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -205,17 +215,25 @@ impl Default for Observer {
 }
 
 impl Observer {
-    /// Opens the stores, builds the OTLP exporter if the environment asks for one, and starts
-    /// the pipeline.
+    /// Opens the stores, builds the OTLP exporters the environment asks for (an `OTEL_*`
+    /// variable it cannot honour is an error), and starts the pipeline.
     pub fn start(config: ObserveConfig) -> Result<Self, ObserveError> {
         let metrics = config.metrics.then(|| Metrics::with_step(config.series_step));
         let sampler =
             metrics.as_ref().map(|m| Sampler::start(m.series().clone())).transpose().map_err(ObserveError::Sampler)?;
         let counters = metrics.clone().unwrap_or_default();
-        let otlp = if config.traces && otlp::configured() {
-            Some(otlp::Otlp::start(counters.dropped("otlp_spans")).map_err(ObserveError::Otlp)?)
-        } else {
-            None
+        let exports = match config.export {
+            true => OtlpPlan::from_env().map_err(ObserveError::Otlp)?.only(config.traces, config.metrics, true),
+            false => OtlpPlan::default(),
+        };
+        let otlp = otlp::Otlp::start(&exports, counters.dropped("otlp_spans"), counters.dropped("otlp_logs"))
+            .map_err(ObserveError::Otlp)?;
+        let metric_export = match (&exports.metrics, &metrics) {
+            (Some(target), Some(m)) => Some(
+                otlp::MetricExport::start(target, exports.metric_interval, m.clone(), counters.dropped("otlp_metrics"))
+                    .map_err(ObserveError::Otlp)?,
+            ),
+            _ => None,
         };
         let traces = config.dir.as_ref().filter(|_| config.traces).map(|d| TraceStore::new(&d.join("traces")));
         let logs = config.dir.as_ref().map(|d| LogStore::new(&d.join("logs")));
@@ -257,7 +275,9 @@ impl Observer {
                 logs,
                 insight,
                 metering,
+                exports,
                 _sampler: sampler,
+                _metric_export: metric_export,
             }),
             Owner::default(),
         ))
@@ -274,7 +294,9 @@ impl Observer {
                 logs: None,
                 insight: None,
                 metering: None,
+                exports: OtlpPlan::default(),
                 _sampler: None,
+                _metric_export: None,
             }),
             Owner::default(),
         )
@@ -298,6 +320,11 @@ impl Observer {
     /// The log store, if logs are kept on disk.
     pub fn logs(&self) -> Option<&LogStore> {
         self.0.logs.as_ref()
+    }
+
+    /// Which signals are exported over OTLP, and where.
+    pub fn exports(&self) -> &OtlpPlan {
+        &self.0.exports
     }
 
     /// The node's alerting, unless metrics are off.

@@ -184,7 +184,7 @@ impl Metrics {
             r.register_with_unit("http", "Request and response body bytes, by direction", Unit::Bytes, m.bytes.clone());
             r.register(
                 "telemetry_dropped",
-                "Spans and log records dropped because a queue was full",
+                "Spans, log records and metric points dropped because a queue was full or their OTLP export failed",
                 m.dropped.clone(),
             );
             r.register(

@@ -1,7 +1,7 @@
 //! The telemetry pipeline: request paths append finished traces and log records to a shared,
 //! bounded buffer (no wake-up, no syscall); one background thread takes the buffer every
-//! [`LINGER`] and writes it in one batch to the trace and log stores, and hands spans to the
-//! OTLP exporter. Request paths never wait for it; when the buffer is full, telemetry is
+//! [`LINGER`] and writes it in one batch to the trace and log stores, and hands spans and log
+//! records to the OTLP exporter (each when it exports them). Request paths never wait for it; when the buffer is full, telemetry is
 //! dropped and counted.
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,7 @@ impl Pipeline {
         let logs = sinks.logs.as_ref().map(|(s, b)| open(s.dir(), *b)).transpose()?;
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (flush, requests) = std::sync::mpsc::channel();
-        let exporting = sinks.otlp.is_some();
+        let exporting = sinks.otlp.as_ref().is_some_and(Otlp::exports_spans);
         let keeper = traces.is_some().then(|| Keeper::new(sinks.policy));
         let scope = InstrumentationScope::builder("nimbus").with_version(env!("CARGO_PKG_VERSION")).build();
         let log_store = sinks.logs.map(|(s, _)| s);
@@ -162,11 +162,18 @@ impl Writer {
         }
     }
 
+    /// Writes one take. Log records go to OTLP before spans: an invocation's lines are logged
+    /// before its trace ends, so a collector that has a trace has its lines too.
     fn write(&mut self, Pending { stored, exported, logs }: Pending) {
+        if let Some(otlp) = self.otlp.as_ref().filter(|o| o.exports_logs())
+            && !logs.is_empty()
+        {
+            otlp.export_logs(logs.clone());
+        }
         if let Some(otlp) = &self.otlp
             && !exported.is_empty()
         {
-            otlp.export(exported.into_iter().map(|s| s.into_data(&self.scope)).collect());
+            otlp.export_spans(exported.into_iter().map(|s| s.into_data(&self.scope)).collect());
         }
         if let Some(store) = &mut self.traces
             && !stored.is_empty()
