@@ -531,12 +531,6 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
     out
 }
 
-fn local_api(app: &App) -> (String, String) {
-    let api: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(app.path().join(".nimbus/api.json")).unwrap()).unwrap();
-    (api["url"].as_str().unwrap().to_string(), api["token"].as_str().unwrap().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_known_traffic() {
     let app = App::new(&common::fixtures_manifest("", ""));
@@ -555,7 +549,7 @@ async fn metrics_count_known_traffic() {
     assert_eq!(echo.status(), 200);
     let echo_bytes = echo.bytes().await.unwrap().len();
 
-    let (url, token) = local_api(&app);
+    let (url, token) = app.local_api();
     assert_eq!(c.get(format!("{url}/metrics")).send().await.unwrap().status(), 401, "metrics need the token");
     let resp = c.get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -748,7 +742,7 @@ async fn no_telemetry_turns_spans_and_metrics_off_but_keeps_logs() {
         .await
         .unwrap();
     assert!(resp.headers().get("traceresponse").is_none());
-    let (url, token) = local_api(&app);
+    let (url, token) = app.local_api();
     assert_eq!(client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap().status(), 404);
     let out = app.cli(home.path(), &["traces"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("keeps no traces"), "{out:?}");
@@ -819,7 +813,7 @@ retry = {{ max_attempts = 1 }}
     assert_eq!(handled["status"], "error");
     assert!(handled["status_message"].as_str().unwrap().contains("unknown type `forwarded`"), "{handled}");
     // Both deliveries went through the component's admission, like HTTP requests do.
-    let (url, token) = local_api(&app);
+    let (url, token) = app.local_api();
     let text = client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
     let admitted = parse_metrics(&text)["nimbus_admission_wait_seconds_count{app=\"flow\",component=\"fn\"}"];
     assert_eq!(admitted, 2.0, "{text}");
@@ -888,7 +882,7 @@ component = "web"
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let (url, token) = local_api(&app);
+    let (url, token) = app.local_api();
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
         let text =
