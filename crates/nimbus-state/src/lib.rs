@@ -26,6 +26,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
+pub mod blob;
 mod embedded;
 mod error;
 pub mod feed;
@@ -36,6 +37,9 @@ mod names;
 mod nats;
 mod value_format;
 
+pub use blob::{
+    Blob, BlobError, BlobPage, BlobStore, ByteRange, ByteStream, EmbeddedBlobs, Limits, NatsBlobs, ObjectInfo,
+};
 pub use embedded::Embedded;
 pub use error::KvError;
 pub use feed::{Change, ChangeFeed};
