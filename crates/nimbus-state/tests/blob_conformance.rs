@@ -181,9 +181,37 @@ async fn a_failing_upload_leaves_the_old_object(b: Backend) {
     assert_eq!(store.list(&c, "", None, 10).await.unwrap().objects.len(), 1);
     assert_eq!(store.used_bytes(&c).await.unwrap(), 100_000);
     assert_eq!(b.content_files(), usize::from(matches!(b, Backend::Embedded(_))));
-    if let Backend::Embedded(dir) = &b {
-        assert_eq!(walk(&dir.path().join("blobs/tmp")), 0, "no temp file is left");
+    match &b {
+        Backend::Embedded(dir) => assert_eq!(walk(&dir.path().join("blobs/tmp")), 0, "no temp file is left"),
+        Backend::Nats(server) => {
+            let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+            let stream = js.get_stream(format!("OBJ_nimbus_blob_{}", c.storage_name())).await.unwrap();
+            let messages = stream.cached_info().state.messages;
+            assert_eq!(messages, 2, "the old object's chunk and metadata; the failed uploads' chunks are purged");
+        }
     }
+}
+
+/// What a crash can leave in the embedded store (a temp file of an upload, a content file
+/// renamed into place whose index commit never happened) is removed when it opens again;
+/// stored objects are kept.
+#[tokio::test]
+async fn embedded_open_sweeps_what_a_crash_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("blobs");
+    let c = bucket("docs");
+    let kept = data(5000, 15);
+    {
+        let store = EmbeddedBlobs::open(&root).unwrap();
+        store.put(&c, "k", body(&kept, 1000), Limits::default()).await.unwrap();
+    }
+    std::fs::write(root.join("tmp/0123abcd"), b"half an upload").unwrap();
+    std::fs::create_dir_all(root.join("sha256/ff")).unwrap();
+    std::fs::write(root.join("sha256/ff").join("e".repeat(62)), b"never indexed").unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(EmbeddedBlobs::open(&root).unwrap());
+    assert_eq!(walk(&root.join("tmp")), 0);
+    assert_eq!(walk(&root.join("sha256")), 1, "only the stored object's content is left");
+    assert_eq!(read(&store, &c, "k", None).await.unwrap(), kept);
 }
 
 async fn size_limit_and_quota_are_refused(b: Backend) {

@@ -150,6 +150,44 @@ impl Store {
         Ok((size, digest, chunks))
     }
 
+    /// Publishes the metadata that makes the chunks of upload `nuid` the object `key`. If the
+    /// acknowledgement is lost, asks which object `key` is before answering.
+    async fn name_object(
+        &self,
+        key: &str,
+        nuid: String,
+        size: u64,
+        digest: [u8; 32],
+        chunks: usize,
+    ) -> Result<object_store::ObjectInfo, BlobError> {
+        let meta = object_store::ObjectInfo {
+            name: key.to_string(),
+            description: None,
+            metadata: HashMap::new(),
+            headers: None,
+            options: Some(ObjectOptions { link: None, max_chunk_size: Some(CHUNK) }),
+            bucket: self.name.clone(),
+            nuid,
+            size: size as usize,
+            chunks,
+            modified: Some(std::time::SystemTime::now().into()),
+            digest: Some(format!("SHA-256={}", URL_SAFE.encode(digest))),
+            deleted: false,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Rollup", "sub");
+        let subject = format!("$O.{}.M.{}", self.name, URL_SAFE.encode(key));
+        let payload = serde_json::to_vec(&meta).map_err(BlobError::nats)?;
+        let published = async { self.js.publish_with_headers(subject, headers, payload.into()).await?.await };
+        match published.await {
+            Ok(_) => Ok(meta),
+            Err(e) => match self.meta(key).await {
+                Ok(Some(stored)) if stored.nuid == meta.nuid => Ok(meta),
+                _ => Err(BlobError::nats(e)),
+            },
+        }
+    }
+
     /// Purges the chunks on `subject`.
     async fn purge(&self, subject: &str) -> Result<(), BlobError> {
         self.stream.purge().filter(subject).await.map(|_| ()).map_err(BlobError::nats)
@@ -160,6 +198,19 @@ impl Store {
 struct Chunks {
     store: Option<Store>,
     subject: String,
+}
+
+impl Chunks {
+    /// Keeps the chunks if the upload is stored, else purges them before answering.
+    async fn settle<T>(mut self, stored: Result<T, BlobError>) -> Result<T, BlobError> {
+        let store = self.store.take().expect("an upload's chunks are settled once");
+        if stored.is_err()
+            && let Err(e) = store.purge(&self.subject).await
+        {
+            tracing::warn!(subject = %self.subject, error = %nimbus_observe::report(&e), "purging the chunks of a failed upload failed");
+        }
+        stored
+    }
 }
 
 impl Drop for Chunks {
@@ -261,34 +312,12 @@ impl BlobStore for NatsBlobs {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| BlobError::nats(e.to_string()))?;
         let nuid = hex::encode(id);
-        let mut chunks = Chunks { store: Some(store.clone()), subject: format!("$O.{}.C.{nuid}", store.name) };
-        let (size, digest, count) = store.send(&chunks.subject, body, meter).await?;
-        let meta = object_store::ObjectInfo {
-            name: key.to_string(),
-            description: None,
-            metadata: HashMap::new(),
-            headers: None,
-            options: Some(ObjectOptions { link: None, max_chunk_size: Some(CHUNK) }),
-            bucket: store.name.clone(),
-            nuid,
-            size: size as usize,
-            chunks: count,
-            modified: Some(std::time::SystemTime::now().into()),
-            digest: Some(format!("SHA-256={}", URL_SAFE.encode(digest))),
-            deleted: false,
+        let chunks = Chunks { store: Some(store.clone()), subject: format!("$O.{}.C.{nuid}", store.name) };
+        let stored = match store.send(&chunks.subject, body, meter).await {
+            Ok((size, digest, count)) => store.name_object(key, nuid, size, digest, count).await,
+            Err(e) => Err(e),
         };
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Rollup", "sub");
-        let subject = format!("$O.{}.M.{}", store.name, URL_SAFE.encode(key));
-        let payload = serde_json::to_vec(&meta).map_err(BlobError::nats)?;
-        store
-            .js
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .map_err(BlobError::nats)?
-            .await
-            .map_err(BlobError::nats)?;
-        chunks.store = None;
+        let meta = chunks.settle(stored).await?;
         if let Some(old) = old {
             let subject = format!("$O.{}.C.{}", store.name, old.nuid);
             if let Err(e) = store.purge(&subject).await {
