@@ -82,6 +82,7 @@ both!(
     overwrite_replaces_the_object,
     identical_content_under_two_keys,
     a_failing_upload_leaves_the_old_object,
+    an_abandoned_upload_leaves_nothing,
     size_limit_and_quota_are_refused,
     objects_survive_reopen,
     apps_never_share_buckets,
@@ -184,10 +185,50 @@ async fn a_failing_upload_leaves_the_old_object(b: Backend) {
     match &b {
         Backend::Embedded(dir) => assert_eq!(walk(&dir.path().join("blobs/tmp")), 0, "no temp file is left"),
         Backend::Nats(server) => {
-            let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-            let stream = js.get_stream(format!("OBJ_nimbus_blob_{}", c.storage_name())).await.unwrap();
-            let messages = stream.cached_info().state.messages;
+            let messages = stream_messages(server, &c).await;
             assert_eq!(messages, 2, "the old object's chunk and metadata; the failed uploads' chunks are purged");
+        }
+    }
+}
+
+/// The messages in the object store stream of `bucket`.
+async fn stream_messages(server: &NatsServer, bucket: &Bucket) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js.get_stream(format!("OBJ_nimbus_blob_{}", bucket.storage_name())).await.unwrap();
+    stream.cached_info().state.messages
+}
+
+/// An upload whose client vanishes (its future dropped mid-body) stores nothing and leaves
+/// nothing behind: no temp file; no chunk in the stream once the purge it starts is done.
+async fn an_abandoned_upload_leaves_nothing(b: Backend) {
+    let store = b.open().await;
+    let c = bucket("docs");
+    let (polled, waiting) = tokio::sync::oneshot::channel::<()>();
+    let mut polled = Some(polled);
+    let first = futures::stream::iter(vec![Ok(Bytes::from(data(600_000, 16)))]);
+    let then_hang = futures::stream::poll_fn(move |_| {
+        if let Some(tx) = polled.take() {
+            tx.send(()).unwrap();
+        }
+        std::task::Poll::<Option<std::io::Result<Bytes>>>::Pending
+    });
+    let body: ByteStream = Box::pin(first.chain(then_hang));
+    let upload = {
+        let (store, c) = (store.clone(), c.clone());
+        tokio::spawn(async move { store.put(&c, "k", body, Limits::default()).await })
+    };
+    waiting.await.unwrap();
+    upload.abort();
+    assert!(upload.await.unwrap_err().is_cancelled());
+    assert!(store.head(&c, "k").await.unwrap().is_none());
+    match &b {
+        Backend::Embedded(dir) => assert_eq!(walk(&dir.path().join("blobs/tmp")), 0, "no temp file is left"),
+        Backend::Nats(server) => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while stream_messages(server, &c).await > 0 {
+                assert!(std::time::Instant::now() < deadline, "the abandoned upload's chunks were never purged");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -272,4 +313,14 @@ async fn bad_keys_are_refused(b: Backend) {
     store.put(&c, odd, body(b"odd", 1), Limits::default()).await.unwrap();
     assert_eq!(read(&store, &c, odd, None).await.unwrap(), b"odd");
     assert_eq!(store.list(&c, "a b/", None, 10).await.unwrap().objects[0].key, odd);
+}
+
+/// The embedded store is one process's: a second open is refused with what to do.
+#[test]
+fn embedded_refuses_a_second_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EmbeddedBlobs::open(&dir.path().join("blobs")).unwrap();
+    let err = EmbeddedBlobs::open(&dir.path().join("blobs")).unwrap_err();
+    assert_eq!(err.code(), "unavailable");
+    assert!(err.to_string().contains("in use by another nimbus process"), "{err}");
 }

@@ -19,8 +19,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::range::select;
 use super::{Blob, BlobError, BlobPage, BlobStore, ByteRange, ByteStream, Limits, Meter, ObjectInfo, listed, page};
-use crate::Bucket;
 use crate::names::check_key;
+use crate::{Bucket, KvError};
 
 /// `(bucket storage name, key) -> (digest hex, size, created ms since the epoch)`.
 const OBJECTS: TableDefinition<'_, (&str, &str), (&str, u64, u64)> = TableDefinition::new("blob_objects");
@@ -57,13 +57,13 @@ fn info(key: &str, (digest, size, created): (&str, u64, u64)) -> ObjectInfo {
 impl EmbeddedBlobs {
     /// Opens (or creates) the blob store in `dir` and sweeps what a crash left behind.
     pub fn open(dir: &Path) -> Result<Self, BlobError> {
-        let open = |e: std::io::Error| BlobError::Open { path: dir.to_path_buf(), source: nimbus_observe::cause(e) };
+        let open = |e: std::io::Error| KvError::Open { path: dir.to_path_buf(), source: nimbus_observe::cause(e) };
         std::fs::create_dir_all(dir.join("tmp")).map_err(open)?;
         std::fs::create_dir_all(dir.join("sha256")).map_err(open)?;
         let index = dir.join("index.redb");
         let db = Database::create(&index).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => BlobError::InUse { path: index.clone() },
-            e => BlobError::Open { path: dir.to_path_buf(), source: nimbus_observe::cause(e) },
+            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse { path: index.clone() },
+            e => KvError::Open { path: dir.to_path_buf(), source: nimbus_observe::cause(e) },
         })?;
         let txn = db.begin_write().map_err(BlobError::store)?;
         txn.open_table(OBJECTS).map_err(BlobError::store)?;

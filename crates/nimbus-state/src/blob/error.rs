@@ -1,6 +1,4 @@
 //! What can go wrong with blobs.
-use std::path::PathBuf;
-
 use nimbus_observe::Cause;
 
 use crate::KvError;
@@ -9,9 +7,10 @@ use crate::KvError;
 /// NATS failure is its `source()`. [`BlobError::code`] names the variant for API answers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BlobError {
-    /// A bucket name or key breaks the rules (the KV rules, [`crate::check_key`]).
+    /// A bucket name or key breaks the rules (the KV rules, [`crate::check_key`]), or the store
+    /// cannot be opened or reached: the same errors as the KV store's.
     #[error(transparent)]
-    Invalid(#[from] KvError),
+    State(#[from] KvError),
     /// The upload passed the largest object allowed; nothing was stored.
     #[error(
         "the object is larger than the limit of {limit} bytes; nothing was stored: upload a smaller object or raise the limit"
@@ -49,33 +48,9 @@ pub enum BlobError {
     /// The upload's body failed before it ended (the client went away, a read failed).
     #[error("the upload's body failed before it ended; nothing was stored: send it again")]
     Body(#[source] Cause),
-    /// The blob directory or its index cannot be opened.
-    #[error("cannot open the blob store at {}; check the data dir's permissions and free space", path.display())]
-    Open {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: Cause,
-    },
-    /// Another process has the blob store open.
-    #[error("{} is in use by another nimbus process; stop it or use another data dir", path.display())]
-    InUse {
-        /// The index file.
-        path: PathBuf,
-    },
     /// The embedded store failed (disk full, I/O error); the operation did not happen.
     #[error("the blob store failed; nothing was changed")]
     Store(#[source] Cause),
-    /// No NATS server answers at the URL.
-    #[error("cannot connect to NATS at {url}; is nats-server running with -js?")]
-    Connect {
-        /// The URL as given.
-        url: String,
-        /// Why.
-        #[source]
-        source: Cause,
-    },
     /// NATS JetStream refused or failed an operation.
     #[error("the NATS object store failed the operation")]
     Nats(#[source] Cause),
@@ -86,15 +61,13 @@ impl BlobError {
     /// `range_not_satisfiable`, `bad_range`, `body_failed` or `unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid(_) => "invalid",
+            Self::State(KvError::Invalid { .. }) => "invalid",
             Self::TooLarge { .. } => "too_large",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::BadRange { .. } => "bad_range",
             Self::Body(_) => "body_failed",
-            Self::Open { .. } | Self::InUse { .. } | Self::Store(_) | Self::Connect { .. } | Self::Nats(_) => {
-                "unavailable"
-            }
+            Self::State(_) | Self::Store(_) | Self::Nats(_) => "unavailable",
         }
     }
 

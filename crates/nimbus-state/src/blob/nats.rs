@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 
 use super::range::select;
 use super::{Blob, BlobError, BlobPage, BlobStore, ByteRange, ByteStream, Limits, Meter, ObjectInfo, listed, page};
-use crate::Bucket;
 use crate::names::check_key;
+use crate::{Bucket, KvError};
 
 /// The bytes of a chunk (nats-server's default max payload is 1 MiB; reading a chunk through the
 /// JetStream API base64-encodes it).
@@ -67,7 +67,7 @@ impl NatsBlobs {
     pub async fn connect(url: &str) -> Result<Self, BlobError> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| BlobError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
+            .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
         Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1 })
     }
 
