@@ -159,7 +159,8 @@ impl EmbeddedBlobs {
             return Err(BlobError::QuotaExceeded { bucket: bucket.to_string(), quota });
         }
         let target = self.path(digest);
-        if target.exists() {
+        let placed = !target.exists();
+        if !placed {
             drop(temp);
         } else {
             let shard = target.parent().expect("a digest's shard");
@@ -182,7 +183,12 @@ impl EmbeddedBlobs {
             .map_err(BlobError::store)?
             .insert(bucket.storage_name(), used)
             .map_err(BlobError::store)?;
-        txn.commit().map_err(BlobError::store)?;
+        if let Err(e) = txn.commit() {
+            if placed {
+                self.remove_content(digest);
+            }
+            return Err(BlobError::store(e));
+        }
         if let Some(freed) = freed {
             self.remove_content(&freed);
         }

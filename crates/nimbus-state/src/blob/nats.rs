@@ -114,42 +114,6 @@ impl Store {
         }
     }
 
-    /// Sends `body` as chunks on `subject`; its size and SHA-256 and how many chunks.
-    async fn send(
-        &self,
-        subject: &str,
-        mut body: ByteStream,
-        mut meter: Meter,
-    ) -> Result<(u64, [u8; 32], usize), BlobError> {
-        let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        let mut chunks = 0;
-        let mut ended = false;
-        while !ended {
-            match body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk.map_err(BlobError::body)?;
-                    meter.take(&chunk)?;
-                    buf.extend_from_slice(&chunk);
-                }
-                None => ended = true,
-            }
-            while buf.len() >= CHUNK || (ended && !buf.is_empty()) {
-                let payload = buf.split_to(buf.len().min(CHUNK)).freeze();
-                if acks.len() == IN_FLIGHT {
-                    acks.pop_front().expect("in flight").await.map_err(BlobError::nats)?;
-                }
-                acks.push_back(self.js.publish(subject.to_string(), payload).await.map_err(BlobError::nats)?);
-                chunks += 1;
-            }
-        }
-        for ack in acks {
-            ack.await.map_err(BlobError::nats)?;
-        }
-        let (size, digest) = meter.finish();
-        Ok((size, digest, chunks))
-    }
-
     /// Publishes the metadata that makes the chunks of upload `nuid` the object `key`. If the
     /// acknowledgement is lost, asks which object `key` is before answering.
     async fn name_object(
@@ -194,35 +158,82 @@ impl Store {
     }
 }
 
-/// Purges an upload's chunks unless disarmed: when the upload fails, or its future is dropped.
-struct Chunks {
-    store: Option<Store>,
+/// The chunks of one upload in flight. Unless the upload is stored, its chunks are purged once
+/// every one sent is acknowledged (JetStream may store a chunk after a purge sent before it was
+/// acknowledged): when the upload fails, before answering; when its future is dropped, in a task.
+struct Upload {
+    store: Store,
     subject: String,
+    acks: VecDeque<PublishAckFuture>,
+    settled: bool,
 }
 
-impl Chunks {
+impl Upload {
+    fn new(store: Store, nuid: &str) -> Self {
+        let subject = format!("$O.{}.C.{nuid}", store.name);
+        Self { store, subject, acks: VecDeque::new(), settled: false }
+    }
+
+    /// Sends `body` as chunks, some acknowledgements in flight; its size and SHA-256 and how
+    /// many chunks, once all are acknowledged.
+    async fn send(&mut self, mut body: ByteStream, mut meter: Meter) -> Result<(u64, [u8; 32], usize), BlobError> {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut chunks = 0;
+        let mut ended = false;
+        while !ended {
+            match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(BlobError::body)?;
+                    meter.take(&chunk)?;
+                    buf.extend_from_slice(&chunk);
+                }
+                None => ended = true,
+            }
+            while buf.len() >= CHUNK || (ended && !buf.is_empty()) {
+                let payload = buf.split_to(buf.len().min(CHUNK)).freeze();
+                if self.acks.len() == IN_FLIGHT {
+                    self.acks.pop_front().expect("in flight").await.map_err(BlobError::nats)?;
+                }
+                let ack = self.store.js.publish(self.subject.clone(), payload).await.map_err(BlobError::nats)?;
+                self.acks.push_back(ack);
+                chunks += 1;
+            }
+        }
+        while let Some(ack) = self.acks.pop_front() {
+            ack.await.map_err(BlobError::nats)?;
+        }
+        let (size, digest) = meter.finish();
+        Ok((size, digest, chunks))
+    }
+
     /// Keeps the chunks if the upload is stored, else purges them before answering.
     async fn settle<T>(mut self, stored: Result<T, BlobError>) -> Result<T, BlobError> {
-        let store = self.store.take().expect("an upload's chunks are settled once");
-        if stored.is_err()
-            && let Err(e) = store.purge(&self.subject).await
-        {
-            tracing::warn!(subject = %self.subject, error = %nimbus_observe::report(&e), "purging the chunks of a failed upload failed");
+        self.settled = true;
+        if stored.is_err() {
+            discard(self.store.clone(), self.subject.clone(), std::mem::take(&mut self.acks)).await;
         }
         stored
     }
 }
 
-impl Drop for Chunks {
+impl Drop for Upload {
     fn drop(&mut self) {
-        let Some(store) = self.store.take() else { return };
-        let subject = std::mem::take(&mut self.subject);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        runtime.spawn(async move {
-            if let Err(e) = store.purge(&subject).await {
-                tracing::warn!(%subject, error = %nimbus_observe::report(&e), "purging the chunks of a failed upload failed");
-            }
-        });
+        if !self.settled {
+            let (store, subject, acks) = (self.store.clone(), self.subject.clone(), std::mem::take(&mut self.acks));
+            runtime.spawn(discard(store, subject, acks));
+        }
+    }
+}
+
+/// Purges the chunks of a failed upload once those in flight are acknowledged (or refused); a
+/// failure is logged (the chunks stay in the stream).
+async fn discard(store: Store, subject: String, acks: VecDeque<PublishAckFuture>) {
+    for ack in acks {
+        let _ = ack.await;
+    }
+    if let Err(e) = store.purge(&subject).await {
+        tracing::warn!(%subject, error = %nimbus_observe::report(&e), "purging the chunks of a failed upload failed");
     }
 }
 
@@ -312,12 +323,12 @@ impl BlobStore for NatsBlobs {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| BlobError::nats(e.to_string()))?;
         let nuid = hex::encode(id);
-        let chunks = Chunks { store: Some(store.clone()), subject: format!("$O.{}.C.{nuid}", store.name) };
-        let stored = match store.send(&chunks.subject, body, meter).await {
+        let mut upload = Upload::new(store.clone(), &nuid);
+        let stored = match upload.send(body, meter).await {
             Ok((size, digest, count)) => store.name_object(key, nuid, size, digest, count).await,
             Err(e) => Err(e),
         };
-        let meta = chunks.settle(stored).await?;
+        let meta = upload.settle(stored).await?;
         if let Some(old) = old {
             let subject = format!("$O.{}.C.{}", store.name, old.nuid);
             if let Err(e) = store.purge(&subject).await {
