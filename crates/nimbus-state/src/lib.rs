@@ -7,6 +7,11 @@
 //! under a name that carries the app (`nimbus_manifest::scoped_name`), so two apps' `carts`
 //! never meet. [`migrate`] moves buckets stored before names were scoped to their apps, once.
 //!
+//! [`blob`] holds buckets of large objects behind the [`BlobStore`] trait, streamed in both
+//! directions (never held whole in memory) with byte ranges, size limits and bucket quotas:
+//! [`EmbeddedBlobs`] (content-addressed files on this node with a redb index) and [`NatsBlobs`]
+//! (NATS JetStream Object Store) pass one conformance suite. Blob buckets are [`Bucket`]s too.
+//!
 //! [`journal`] keeps the workflow journal of an app on any of them (runs, journals, signals,
 //! idempotency keys), so both backends keep it alike.
 //!
@@ -26,6 +31,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
+pub mod blob;
 mod embedded;
 mod error;
 pub mod feed;
@@ -36,6 +42,9 @@ mod names;
 mod nats;
 mod value_format;
 
+pub use blob::{
+    Blob, BlobError, BlobPage, BlobStore, ByteRange, ByteStream, EmbeddedBlobs, Limits, NatsBlobs, ObjectInfo,
+};
 pub use embedded::Embedded;
 pub use error::KvError;
 pub use feed::{Change, ChangeFeed};
