@@ -7,8 +7,12 @@
 //!   the write (so both are durable together or neither is); acknowledging deletes the rows.
 //! * [`crate::NatsKv`] reads the bucket's own JetStream stream through a durable consumer
 //!   (`nimbus-changes`): the stream is the outbox, every node's writes are in it, and the
-//!   consumer's acknowledgement floor is where a follower resumes. One batch is outstanding at
-//!   a time across nodes, so changes are relayed in revision order.
+//!   consumer's acknowledgement floor is where a follower resumes. Followers on several nodes
+//!   share the consumer: each change goes to one of them, at most 256 unacknowledged at once.
+//!
+//! One follower reads changes in revision order. Followers on several nodes each relay their own
+//! batches, so two changes of one key in different batches may be published out of order; the
+//! revision says which is newer.
 //!
 //! Delivery is at least once: a follower that fails between publishing and acknowledging sees
 //! the same changes again (same revisions, so a consumer can drop what it has seen).

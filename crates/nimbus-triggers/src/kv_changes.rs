@@ -2,7 +2,9 @@
 //! durable change feed ([`nimbus_state::feed`]) and publishes every change to the bucket's topic
 //! (`nimbus-kv.BUCKET`, in the bucket's app) as a CloudEvent — `dev.nimbus.kv.set` (the new value
 //! as data) or `dev.nimbus.kv.delete`, with the `kvrevision` extension, `subject` and
-//! `partitionkey` = the key, so that one key's changes are delivered in order.
+//! `partitionkey` = the key, so that one key's changes are delivered in the order they were
+//! published. One relay publishes in revision order; on a cluster each node relays batches of the
+//! shared feed, so across nodes a consumer compares `kvrevision` to know which change is newer.
 //!
 //! The store records a change with the write itself, and the relay acknowledges it only once its
 //! event is published: a crash anywhere in between loses nothing, and on JetStream the writes of

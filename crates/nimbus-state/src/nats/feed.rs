@@ -1,7 +1,7 @@
 //! The JetStream change feed: a durable pull consumer named `nimbus-changes` on the bucket's
 //! stream, created to deliver only what is written after it, with explicit acks. Its
-//! acknowledgement floor is where every follower, on any node, resumes; at most one batch is
-//! outstanding at a time, so changes are relayed in revision order even with several nodes.
+//! acknowledgement floor is where every follower, on any node, resumes; at most 256 changes are
+//! outstanding across the followers, each delivered to one of them.
 //! Expiry markers are acknowledged and skipped, as the embedded store records no event for an
 //! expired key.
 //!
