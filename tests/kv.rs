@@ -266,10 +266,17 @@ async fn the_api_swaps_with_if_match_and_answers_412_with_the_current_etag() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "a conditional write cannot set a TTL");
-    let r = c.delete(&key).bearer_auth(&token).header("if-match", &v3).send().await.unwrap();
-    assert_eq!(r.status(), 400, "conditional deletes are refused, not done unconditionally");
+    let r = c.delete(&key).bearer_auth(&token).header("if-match", &v2).send().await.unwrap();
+    assert_eq!(r.status(), 412, "a stale revision deletes nothing");
+    assert_eq!(etag(&r).as_deref(), Some(v3.as_str()));
     let r = c.get(&key).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "v3", "nothing the refused requests did");
+    let r = c.delete(&key).bearer_auth(&token).header("if-match", &v3).send().await.unwrap();
+    assert_eq!(r.status(), 204, "compare-and-delete at the current revision");
+    let r = c.delete(&key).bearer_auth(&token).header("if-match", "*").send().await.unwrap();
+    assert_eq!(r.status(), 412, "If-Match: * on a key without a value");
+    assert_eq!(etag(&r), None);
+    assert_eq!(c.get(&key).bearer_auth(&token).send().await.unwrap().status(), 404);
 }
 
 /// The change feed is part of the write: `kill -9` after the first of 2,000 changes written in

@@ -35,7 +35,7 @@ pub enum ControlError {
         /// What to do.
         hint: Option<String>,
     },
-    /// A conditional request's precondition does not hold (412): a KV write's `If-Match`
+    /// A conditional request's precondition does not hold (412): a KV write's or delete's `If-Match`
     /// revision is not the key's current one, or `If-None-Match: *` found a value.
     #[error("{0}")]
     PreconditionFailed(String),

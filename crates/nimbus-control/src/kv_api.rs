@@ -5,7 +5,8 @@
 //! write with `If-Match: "17"` happens only if the key is still at revision 17, one with
 //! `If-None-Match: *` only if the key has no value, one with `If-Match: *` only if it has one —
 //! otherwise nothing is written and the answer is `412 precondition_failed` with the current
-//! revision's `ETag`. A read with `If-None-Match: "17"` answers `304` while the key is at 17.
+//! revision's `ETag`. A `DELETE` with `If-Match` is a compare-and-delete the same way. A read
+//! with `If-None-Match: "17"` answers `304` while the key is at 17.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::header::{ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use nimbus_state::{Bucket, KvStore, Swap};
+use nimbus_state::{Bucket, KvStore, Removal, Swap};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -153,8 +154,9 @@ fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ControlError>
     }
 }
 
-/// The 412 of a failed precondition, with the key's current revision.
-fn failed(key: &str, wanted: Precondition, current: Option<u64>) -> Response {
+/// The 412 of a failed precondition, with the key's current revision; `what` would have
+/// happened: `written`, `deleted`.
+fn failed(key: &str, wanted: Precondition, current: Option<u64>, what: &str) -> Response {
     let now = current.map_or("has no value".to_string(), |r| format!("is at revision {r}"));
     let wanted = match wanted {
         Precondition::At(r) => format!("revision {r}"),
@@ -162,7 +164,7 @@ fn failed(key: &str, wanted: Precondition, current: Option<u64>) -> Response {
         Precondition::Present | Precondition::Any => "a value".into(),
     };
     tagged(
-        ControlError::PreconditionFailed(format!("key {key:?} {now}, not {wanted}; nothing was written"))
+        ControlError::PreconditionFailed(format!("key {key:?} {now}, not {wanted}; nothing was {what}"))
             .into_response(),
         current,
     )
@@ -252,7 +254,7 @@ async fn write(
     };
     Ok(match swap {
         Swap::Done(revision) => tagged(Json(Written { revision }).into_response(), Some(revision)),
-        Swap::Conflict(current) => failed(&key, wanted, current),
+        Swap::Conflict(current) => failed(&key, wanted, current, "written"),
     })
 }
 
@@ -268,22 +270,47 @@ async fn swap_present(kv: &dyn KvStore, bucket: &Bucket, key: &str, value: bytes
     }
 }
 
-/// Deletes a key (absent keys are fine).
-#[utoipa::path(delete, path = "/v1/apps/{app}/kv/{bucket}/keys/{key}", tag = "kv", params(("app" = String, Path), ("bucket" = String, Path), ("key" = String, Path)),
-    responses((status = 204), (status = 400, body = crate::ErrorBody)))]
+/// Deletes a key (absent keys are fine). Conditional with `If-Match` (a revision, or `*`: only
+/// if the key has a value): compare-and-delete, 412 when it does not hold.
+#[utoipa::path(delete, path = "/v1/apps/{app}/kv/{bucket}/keys/{key}", tag = "kv",
+    params(("app" = String, Path), ("bucket" = String, Path), ("key" = String, Path),
+        ("If-Match" = Option<String>, Header, description = "delete only if the key is at this revision (`\"17\"`), or has a value (`*`)")),
+    responses((status = 204), (status = 400, body = crate::ErrorBody),
+        (status = 412, body = crate::ErrorBody, headers(("ETag" = String, description = "the key's current revision, if it has a value")))))]
 async fn remove(
     State(s): KvApp,
     Path((app, name, key)): Path<(String, String, String)>,
     caller: Caller,
     headers: HeaderMap,
-) -> Result<StatusCode, ControlError> {
+) -> Result<Response, ControlError> {
     let bucket = bucket(&s, &caller, Action::DataWrite, &app, &name)?;
-    if headers.contains_key(IF_MATCH) || headers.contains_key(IF_NONE_MATCH) {
-        return Err(bad_condition(
-            "a conditional delete is not supported; to retire a value under compare-and-swap, write a tombstone value with If-Match"
-                .into(),
-        ));
+    if headers.contains_key(IF_NONE_MATCH) {
+        return Err(bad_condition("a delete takes If-Match, not If-None-Match".into()));
     }
-    s.kv()?.delete(&bucket, &key).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let wanted = write_precondition(&headers)?;
+    let kv = s.kv()?;
+    let removal = match wanted {
+        Precondition::At(revision) => kv.compare_and_delete(&bucket, &key, revision).await?,
+        Precondition::Present => delete_present(&*kv, &bucket, &key).await?,
+        Precondition::Any | Precondition::Absent => {
+            kv.delete(&bucket, &key).await?;
+            Removal::Deleted
+        }
+    };
+    Ok(match removal {
+        Removal::Deleted => StatusCode::NO_CONTENT.into_response(),
+        Removal::Conflict(current) => failed(&key, wanted, current, "deleted"),
+    })
+}
+
+/// Deletes `key` if it has a value, whichever revision it is at.
+async fn delete_present(kv: &dyn KvStore, bucket: &Bucket, key: &str) -> Result<Removal, ControlError> {
+    loop {
+        let Some(entry) = kv.get(bucket, key).await? else { return Ok(Removal::Conflict(None)) };
+        match kv.compare_and_delete(bucket, key, entry.revision).await? {
+            // Changed in between but still has a value: try again at its new revision.
+            Removal::Conflict(Some(_)) => continue,
+            removal => return Ok(removal),
+        }
+    }
 }

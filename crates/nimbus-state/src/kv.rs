@@ -34,6 +34,16 @@ pub enum Swap {
     Conflict(Option<u64>),
 }
 
+/// The outcome of a compare-and-delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The key was at the expected revision and is deleted.
+    Deleted,
+    /// The key was not at the expected revision; nothing was deleted. Its current revision
+    /// (`None`: it has no value).
+    Conflict(Option<u64>),
+}
+
 /// Buckets of keys and values, durable: a write that returned survives `kill -9`. Implementations:
 /// [`crate::Embedded`] (redb) and [`crate::NatsKv`] (NATS JetStream KV); both pass the same
 /// conformance suite.
@@ -56,6 +66,9 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
         expected: Option<u64>,
         value: Bytes,
     ) -> Result<Swap, KvError>;
+
+    /// Deletes `key` if it is at revision `expected`.
+    async fn compare_and_delete(&self, bucket: &Bucket, key: &str, expected: u64) -> Result<Removal, KvError>;
 
     /// Up to `limit` keys starting with `prefix`, after `cursor`, in byte order.
     async fn list(&self, bucket: &Bucket, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<Page, KvError>;

@@ -48,7 +48,7 @@ pub use blob::{
 pub use embedded::Embedded;
 pub use error::KvError;
 pub use feed::{Change, ChangeFeed};
-pub use kv::{Entry, KvStore, Page, Swap};
+pub use kv::{Entry, KvStore, Page, Removal, Swap};
 pub use migrate::{LAYOUT, Moved, layout, migrate};
 pub use names::{Bucket, MAX_BUCKET_LEN, MAX_KEY_LEN, check_key};
 pub use nats::NatsKv;

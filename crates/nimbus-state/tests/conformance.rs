@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_fixtures::nats::NatsServer;
-use nimbus_state::{Bucket, Change, ChangeFeed, Embedded, KvError, KvStore, NatsKv, Swap, journal};
+use nimbus_state::{Bucket, Change, ChangeFeed, Embedded, KvError, KvStore, NatsKv, Removal, Swap, journal};
 use std::collections::BTreeMap;
 
 enum Backend {
@@ -35,6 +35,7 @@ macro_rules! both {
 both!(
     get_set_delete_exists,
     compare_and_swap_on_revisions,
+    compare_and_delete_on_revisions,
     concurrent_increments_lose_nothing,
     list_by_prefix_with_cursor,
     ttl_expires_keys,
@@ -177,6 +178,19 @@ async fn compare_and_swap_on_revisions(b: Backend) {
     assert_eq!(kv.compare_and_swap(&c, "k", Some(r1), "stale".into()).await.unwrap(), Swap::Conflict(Some(r2)));
     kv.delete(&c, "k").await.unwrap();
     assert_eq!(kv.compare_and_swap(&c, "k", Some(r2), "x".into()).await.unwrap(), Swap::Conflict(None));
+}
+
+async fn compare_and_delete_on_revisions(b: Backend) {
+    let kv = b.open().await;
+    let c = bucket("carts");
+    let first = kv.set(&c, "k", "1".into(), None).await.unwrap();
+    let second = kv.set(&c, "k", "2".into(), None).await.unwrap();
+    assert_eq!(kv.compare_and_delete(&c, "k", first).await.unwrap(), Removal::Conflict(Some(second)));
+    assert_eq!(kv.get(&c, "k").await.unwrap().unwrap().value, "2", "a stale revision deletes nothing");
+    assert_eq!(kv.compare_and_delete(&c, "k", second).await.unwrap(), Removal::Deleted);
+    assert_eq!(kv.get(&c, "k").await.unwrap(), None);
+    assert_eq!(kv.compare_and_delete(&c, "k", second).await.unwrap(), Removal::Conflict(None), "already gone");
+    assert_eq!(kv.compare_and_delete(&c, "never", 1).await.unwrap(), Removal::Conflict(None));
 }
 
 async fn concurrent_increments_lose_nothing(b: Backend) {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::feed::ChangeFeed;
-use crate::kv::{Entry, KvStore, Page, Swap};
+use crate::kv::{Entry, KvStore, Page, Removal, Swap};
 use crate::names::check_key;
 use crate::value_format;
 use crate::{Bucket, KvError};
@@ -350,6 +350,19 @@ impl KvStore for Embedded {
                 return Ok(Swap::Conflict(now));
             }
             put(txn, &bucket, &key, &value, None).map(Swap::Done)
+        })
+        .await
+    }
+
+    async fn compare_and_delete(&self, bucket: &Bucket, key: &str, expected: u64) -> Result<Removal, KvError> {
+        check_key(key)?;
+        let (bucket, key) = (bucket.clone(), key.to_string());
+        self.write(move |txn| {
+            let now = current(txn, &bucket, &key)?.map(|e| e.revision);
+            if now != Some(expected) {
+                return Ok(Removal::Conflict(now));
+            }
+            remove(txn, &bucket, &key).map(|()| Removal::Deleted)
         })
         .await
     }

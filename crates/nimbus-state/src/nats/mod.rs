@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use nimbus_manifest::Residency;
 
 use crate::feed::ChangeFeed;
-use crate::kv::{Entry, KvStore, Page, Swap};
+use crate::kv::{Entry, KvStore, Page, Removal, Swap};
 use crate::names::check_key;
 use crate::{Bucket, KvError};
 
@@ -230,6 +230,19 @@ impl KvStore for NatsKv {
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => conflict(&store).await,
                 Err(e) => Err(KvError::nats(e)),
             },
+        }
+    }
+
+    async fn compare_and_delete(&self, bucket: &Bucket, key: &str, expected: u64) -> Result<Removal, KvError> {
+        check_key(key)?;
+        let store = self.store(bucket).await?;
+        let encoded = hex::encode(key);
+        match written(|| store.delete_expect_revision(&encoded, Some(expected))).await {
+            Ok(()) => Ok(Removal::Deleted),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Ok(Removal::Conflict(entry(&store, encoded).await?.map(|e| e.revision)))
+            }
+            Err(e) => Err(KvError::nats(e)),
         }
     }
 
