@@ -61,10 +61,7 @@ impl EmbeddedBlobs {
         std::fs::create_dir_all(dir.join("tmp")).map_err(open)?;
         std::fs::create_dir_all(dir.join("sha256")).map_err(open)?;
         let index = dir.join("index.redb");
-        let db = Database::create(&index).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse { path: index.clone() },
-            e => KvError::Open { path: dir.to_path_buf(), source: nimbus_observe::cause(e) },
-        })?;
+        let db = crate::embedded::create_db(&index)?;
         let txn = db.begin_write().map_err(BlobError::store)?;
         txn.open_table(OBJECTS).map_err(BlobError::store)?;
         txn.open_table(REFS).map_err(BlobError::store)?;

@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 
 use super::range::select;
 use super::{Blob, BlobError, BlobPage, BlobStore, ByteRange, ByteStream, Limits, Meter, ObjectInfo, listed, page};
+use crate::Bucket;
 use crate::names::check_key;
-use crate::{Bucket, KvError};
 
 /// The bytes of a chunk (nats-server's default max payload is 1 MiB; reading a chunk through the
 /// JetStream API base64-encodes it).
@@ -65,10 +65,7 @@ fn store_name(bucket: &Bucket) -> String {
 impl NatsBlobs {
     /// Connects to the NATS server at `url`.
     pub async fn connect(url: &str) -> Result<Self, BlobError> {
-        let client = async_nats::connect(url)
-            .await
-            .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
-        Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1 })
+        Ok(Self { js: crate::nats::jetstream(url).await?, stores: Mutex::default(), replicas: 1 })
     }
 
     /// Keeps new buckets on `replicas` NATS servers (a NATS cluster's RAFT replicates them).

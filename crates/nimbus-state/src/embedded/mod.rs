@@ -112,13 +112,18 @@ impl Drop for Writer {
     }
 }
 
+/// Opens (or creates) the redb file at `path`, refusing one another process holds.
+pub(crate) fn create_db(path: &Path) -> Result<Database, KvError> {
+    Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse { path: path.to_path_buf() },
+        e => KvError::Open { path: path.to_path_buf(), source: nimbus_observe::cause(e) },
+    })
+}
+
 impl Embedded {
     /// Opens (or creates) the state file at `path`.
     pub fn open(path: &Path) -> Result<Self, KvError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse { path: path.to_path_buf() },
-            e => KvError::Open { path: path.to_path_buf(), source: nimbus_observe::cause(e) },
-        })?;
+        let db = create_db(path)?;
         let txn = db.begin_write().map_err(KvError::store)?;
         txn.open_table(REVISIONS).map_err(KvError::store)?;
         txn.open_table(EXPIRY).map_err(KvError::store)?;

@@ -47,13 +47,18 @@ fn bucket_name(bucket: &Bucket) -> String {
     format!("nimbus_kv_{}", bucket.storage_name())
 }
 
+/// JetStream on the NATS server at `url` (for KV buckets and blob buckets alike).
+pub(crate) async fn jetstream(url: &str) -> Result<jetstream::Context, KvError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
+    Ok(jetstream::new(client))
+}
+
 impl NatsKv {
     /// Connects to the NATS server at `url`.
     pub async fn connect(url: &str) -> Result<Self, KvError> {
-        let client = async_nats::connect(url)
-            .await
-            .map_err(|e| KvError::Connect { url: url.to_owned(), source: nimbus_observe::cause(e) })?;
-        Ok(Self { js: jetstream::new(client), stores: Mutex::default(), replicas: 1, residency: Arc::default() })
+        Ok(Self { js: jetstream(url).await?, stores: Mutex::default(), replicas: 1, residency: Arc::default() })
     }
 
     /// Keeps new buckets on `replicas` NATS servers (a NATS cluster's RAFT replicates them).
